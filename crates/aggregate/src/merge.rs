@@ -1,0 +1,340 @@
+//! The pure merge: shards in, [`MeshView`] out. No I/O, no clock, so that
+//! property tests can feed it any interleaving of events.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use sextant_core::{
+    Conflict, ConflictField, Endpoint, Event, Hostname, MeshService, MeshView, RegistryId, Service,
+    ValidationErrors,
+};
+
+/// How services with the same hostname from several registries combine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMode {
+    /// Endpoints are the union of every registry's endpoints; everything else
+    /// comes from the first registry (in priority order) that has the service.
+    /// The default: during a migration both estates serve traffic.
+    #[default]
+    Union,
+    /// The first registry that has the service wins entirely.
+    First,
+}
+
+impl std::str::FromStr for MergeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "union" => Ok(MergeMode::Union),
+            "first" => Ok(MergeMode::First),
+            _ => Err(format!("unknown merge mode {s:?}, expected union or first")),
+        }
+    }
+}
+
+struct Shard {
+    id: RegistryId,
+    services: BTreeMap<Hostname, Service>,
+}
+
+/// One shard per registry, in priority order, and the merged services.
+pub struct MergeState {
+    mode: MergeMode,
+    shards: Vec<Shard>,
+    merged: BTreeMap<Hostname, Arc<MeshService>>,
+    conflicts: BTreeMap<Hostname, Vec<Conflict>>,
+    dirty: BTreeSet<Hostname>,
+    generation: u64,
+}
+
+impl MergeState {
+    /// An empty state with no shards.
+    pub fn new(mode: MergeMode) -> Self {
+        MergeState {
+            mode,
+            shards: Vec::new(),
+            merged: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            generation: 0,
+        }
+    }
+
+    /// Adds an empty shard at the lowest priority. False if `id` exists.
+    pub fn add_shard(&mut self, id: RegistryId) -> bool {
+        if self.shard_index(&id).is_some() {
+            return false;
+        }
+        self.shards.push(Shard {
+            id,
+            services: BTreeMap::new(),
+        });
+        true
+    }
+
+    /// Removes a shard and exactly its contribution.
+    pub fn remove_shard(&mut self, id: &RegistryId) {
+        if let Some(i) = self.shard_index(id) {
+            let shard = self.shards.remove(i);
+            self.dirty.extend(shard.services.into_keys());
+        }
+    }
+
+    /// Drops a shard's contribution but keeps its place in the priority order.
+    pub fn clear_shard(&mut self, id: &RegistryId) {
+        if let Some(i) = self.shard_index(id) {
+            let old = std::mem::take(&mut self.shards[i].services);
+            self.dirty.extend(old.into_keys());
+        }
+    }
+
+    fn shard_index(&self, id: &RegistryId) -> Option<usize> {
+        self.shards.iter().position(|s| &s.id == id)
+    }
+
+    /// Applies one event to the shard of `id`. Services that fail validation
+    /// are returned and not applied; the shard keeps their previous version.
+    /// Events for an unknown shard are ignored.
+    pub fn apply(&mut self, id: &RegistryId, event: Event) -> Vec<ValidationErrors> {
+        let Some(i) = self.shard_index(id) else {
+            return Vec::new();
+        };
+        let shard = &mut self.shards[i];
+        let mut rejected = Vec::new();
+        match event {
+            Event::Apply(service) => match service.validate() {
+                Err(e) => rejected.push(e),
+                Ok(()) => {
+                    if shard.services.get(&service.hostname) != Some(&service) {
+                        self.dirty.insert(service.hostname.clone());
+                        shard.services.insert(service.hostname.clone(), service);
+                    }
+                }
+            },
+            Event::Delete(hostname) => {
+                if shard.services.remove(&hostname).is_some() {
+                    self.dirty.insert(hostname);
+                }
+            }
+            Event::Reset(services) => {
+                let mut next = BTreeMap::new();
+                for service in services {
+                    match service.validate() {
+                        Ok(()) => {
+                            next.insert(service.hostname.clone(), service);
+                        }
+                        Err(e) => {
+                            // Keep serving the last good version of this service.
+                            if let Some(old) = shard.services.get(&service.hostname) {
+                                next.insert(service.hostname.clone(), old.clone());
+                            }
+                            rejected.push(e);
+                        }
+                    }
+                }
+                for (h, s) in &next {
+                    if shard.services.get(h) != Some(s) {
+                        self.dirty.insert(h.clone());
+                    }
+                }
+                for h in shard.services.keys() {
+                    if !next.contains_key(h) {
+                        self.dirty.insert(h.clone());
+                    }
+                }
+                shard.services = next;
+            }
+        }
+        rejected
+    }
+
+    /// Services and endpoints the shard of `id` holds.
+    pub fn shard_counts(&self, id: &RegistryId) -> (usize, usize) {
+        self.shard_index(id)
+            .map(|i| {
+                let s = &self.shards[i].services;
+                (s.len(), s.values().map(|s| s.endpoints.len()).sum())
+            })
+            .unwrap_or((0, 0))
+    }
+
+    /// The generation of the last view built.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Re-merges the services touched since the last call and returns a new
+    /// view if anything changed (or if `force`, for the first publication).
+    pub fn build_view(&mut self, force: bool) -> Option<MeshView> {
+        let next_gen = self.generation + 1;
+        let mut changed = false;
+        for hostname in std::mem::take(&mut self.dirty) {
+            changed |= self.remerge(hostname, next_gen);
+        }
+        if !changed && !force {
+            return None;
+        }
+        self.generation = next_gen;
+        let conflicts: Vec<Conflict> = self.conflicts.values().flatten().cloned().collect();
+        Some(MeshView {
+            generation: next_gen,
+            services: self.merged.clone(),
+            conflicts: conflicts.into(),
+        })
+    }
+
+    /// Recomputes one hostname; true if the merged service changed.
+    fn remerge(&mut self, hostname: Hostname, generation: u64) -> bool {
+        let contributors: Vec<(&RegistryId, &Service)> = self
+            .shards
+            .iter()
+            .filter_map(|s| s.services.get(&hostname).map(|svc| (&s.id, svc)))
+            .collect();
+        let Some(&(winner_id, winner)) = contributors.first() else {
+            self.conflicts.remove(&hostname);
+            return self.merged.remove(&hostname).is_some();
+        };
+
+        let mut conflicts = Vec::new();
+        for &(other_id, other) in &contributors[1..] {
+            if !same_ports(winner, other) {
+                conflicts.push(Conflict {
+                    hostname: hostname.clone(),
+                    winner: winner_id.clone(),
+                    other: other_id.clone(),
+                    field: ConflictField::Ports,
+                    detail: format!(
+                        "{winner_id} has [{}], {other_id} has [{}]",
+                        describe_ports(winner),
+                        describe_ports(other)
+                    ),
+                });
+            }
+            if winner.namespace != other.namespace {
+                conflicts.push(Conflict {
+                    hostname: hostname.clone(),
+                    winner: winner_id.clone(),
+                    other: other_id.clone(),
+                    field: ConflictField::Namespace,
+                    detail: format!(
+                        "{winner_id} has {:?}, {other_id} has {:?}",
+                        winner.namespace, other.namespace
+                    ),
+                });
+            }
+        }
+        if conflicts.is_empty() {
+            self.conflicts.remove(&hostname);
+        } else {
+            self.conflicts.insert(hostname.clone(), conflicts);
+        }
+
+        let sources = match self.mode {
+            MergeMode::Union => &contributors[..],
+            MergeMode::First => &contributors[..1],
+        };
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for &(_, svc) in sources {
+            for ep in &svc.endpoints {
+                if let Some(ep) = normalize_endpoint(winner, svc, ep) {
+                    // The same instance known to two registries is one endpoint.
+                    if sources.len() == 1 || seen.insert((ep.address.clone(), ep.ports.clone())) {
+                        endpoints.push(ep);
+                    }
+                }
+            }
+        }
+        let service = Service {
+            endpoints,
+            ..without_endpoints(winner)
+        };
+        let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
+
+        let old = self.merged.get(&hostname);
+        if let Some(old) = old
+            && old.service == service
+            && old.origins == origins
+        {
+            return false;
+        }
+        let config_generation = match old {
+            Some(old) if old.service.same_config(&service) => old.config_generation,
+            _ => generation,
+        };
+        let endpoints_generation = match old {
+            Some(old) if old.service.endpoints == service.endpoints => old.endpoints_generation,
+            _ => generation,
+        };
+        self.merged.insert(
+            hostname,
+            Arc::new(MeshService {
+                service,
+                origins,
+                config_generation,
+                endpoints_generation,
+            }),
+        );
+        true
+    }
+}
+
+fn without_endpoints(s: &Service) -> Service {
+    Service {
+        hostname: s.hostname.clone(),
+        namespace: s.namespace.clone(),
+        labels: s.labels.clone(),
+        ports: s.ports.clone(),
+        addresses: s.addresses.clone(),
+        endpoints: Vec::new(),
+    }
+}
+
+fn same_ports(a: &Service, b: &Service) -> bool {
+    fn key(s: &Service) -> Vec<(&str, u32, sextant_core::Protocol)> {
+        let mut v: Vec<_> = s
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port, p.protocol))
+            .collect();
+        v.sort();
+        v
+    }
+    key(a) == key(b)
+}
+
+fn describe_ports(s: &Service) -> String {
+    s.ports
+        .iter()
+        .map(|p| format!("{}:{}/{}", p.name, p.port, p.protocol))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Re-expresses an endpoint of `own` (one registry's view of the service) in
+/// terms of the winning port definitions: each winning port is matched to
+/// `own`'s port of the same name, else of the same number; the endpoint serves
+/// the winning ports that match, with its target port for each. An endpoint
+/// that serves none of them is dropped (the port conflict is reported).
+fn normalize_endpoint(winner: &Service, own: &Service, ep: &Endpoint) -> Option<Endpoint> {
+    let mut ports = BTreeMap::new();
+    for port in &winner.ports {
+        let mine = own
+            .port(&port.name)
+            .or_else(|| own.ports.iter().find(|p| p.port == port.port));
+        if let Some(mine) = mine {
+            ports.insert(port.name.clone(), ep.target_port(mine));
+        }
+    }
+    if ports.is_empty() {
+        return None;
+    }
+    Some(Endpoint {
+        ports,
+        ..ep.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+use super::*;
+use proptest::prelude::*;
+use sextant_core::{Endpoint, Health, Protocol, Service};
+
+fn svc(h: &str, port: u32, ips: &[&str]) -> Service {
+    let mut s = Service::new(h).with_port("http", port, Protocol::Http);
+    for ip in ips {
+        s = s.with_endpoint(Endpoint::new(ip.parse().expect("addr")));
+    }
+    s
+}
+
+fn ids(n: usize) -> Vec<RegistryId> {
+    (0..n)
+        .map(|i| RegistryId::new(format!("memory/r{i}")))
+        .collect()
+}
+
+fn state(mode: MergeMode, n: usize) -> MergeState {
+    let mut st = MergeState::new(mode);
+    for id in ids(n) {
+        assert!(st.add_shard(id));
+    }
+    st
+}
+
+/// The content of a view without generations: what proxies would see.
+fn content(view: &MeshView) -> BTreeMap<Hostname, (Service, Vec<RegistryId>)> {
+    view.services
+        .iter()
+        .map(|(h, s)| (h.clone(), (s.service.clone(), s.origins.clone())))
+        .collect()
+}
+
+fn addrs(view: &MeshView, h: &str) -> Vec<String> {
+    view.services[h]
+        .service
+        .endpoints
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect()
+}
+
+#[test]
+fn union_merges_endpoints_and_first_takes_one_registry() {
+    for (mode, want) in [
+        (MergeMode::Union, vec!["10.0.0.1", "10.0.0.2"]),
+        (MergeMode::First, vec!["10.0.0.1"]),
+    ] {
+        let mut st = state(mode, 2);
+        let r = ids(2);
+        st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+        st.apply(
+            &r[1],
+            Event::Reset(vec![svc("a.svc", 80, &["10.0.0.2", "10.0.0.1"])]),
+        );
+        let view = st.build_view(true).expect("view");
+        assert_eq!(addrs(&view, "a.svc"), want, "{mode:?}");
+        assert_eq!(view.services["a.svc"].origins, r, "{mode:?}");
+        assert!(view.conflicts.is_empty());
+    }
+}
+
+#[test]
+fn port_disagreement_is_a_conflict_and_the_first_registry_defines_ports() {
+    let mut st = state(MergeMode::Union, 2);
+    let r = ids(2);
+    st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+    let mut other = svc("a.svc", 8080, &["10.0.0.2"]);
+    other.namespace = "shop".into();
+    st.apply(&r[1], Event::Reset(vec![other]));
+    let view = st.build_view(true).expect("view");
+    let fields: Vec<_> = view
+        .conflicts
+        .iter()
+        .map(|c| (c.field, c.other.clone()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            (ConflictField::Ports, r[1].clone()),
+            (ConflictField::Namespace, r[1].clone())
+        ]
+    );
+    assert!(
+        view.conflicts[0].detail.contains("http:80/HTTP"),
+        "{}",
+        view.conflicts[0].detail
+    );
+    assert_eq!(view.services["a.svc"].service.ports[0].port, 80);
+    assert_eq!(view.services["a.svc"].service.namespace, "default");
+    // The other registry's endpoint is matched by port name and keeps its own target port.
+    let ep = &view.services["a.svc"].service.endpoints[1];
+    assert_eq!(ep.ports["http"], 8080);
+
+    // The conflict goes away with the disagreement.
+    st.apply(&r[1], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.2"])]));
+    let view = st.build_view(false).expect("view");
+    assert!(view.conflicts.is_empty());
+}
+
+#[test]
+fn endpoints_get_complete_target_ports() {
+    let mut st = state(MergeMode::Union, 2);
+    let r = ids(2);
+    let mut a = svc("a.svc", 80, &["10.0.0.1"]).with_port("grpc", 90, Protocol::Grpc);
+    a.endpoints[0].ports.insert("grpc".into(), 9090);
+    // Registry 1 names its port differently but uses the same number: matched by number.
+    let mut b = Service::new("a.svc").with_port("web", 80, Protocol::Http);
+    b.endpoints
+        .push(Endpoint::new("10.0.0.2".parse().expect("addr")).with_port("web", 8000));
+    // Registry 1's extra endpoint on an unrelated port only: dropped.
+    let c = Service::new("a.svc").with_port("metrics", 9100, Protocol::Tcp);
+    st.apply(&r[0], Event::Reset(vec![a]));
+    st.apply(&r[1], Event::Reset(vec![b]));
+    let view = st.build_view(true).expect("view");
+    let eps = &view.services["a.svc"].service.endpoints;
+    assert_eq!(
+        eps[0].ports,
+        BTreeMap::from([("http".into(), 80), ("grpc".into(), 9090)])
+    );
+    assert_eq!(eps[1].ports, BTreeMap::from([("http".into(), 8000)]));
+    let mut st2 = state(MergeMode::Union, 2);
+    st2.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &[])]));
+    st2.apply(
+        &r[1],
+        Event::Reset(vec![
+            c.with_endpoint(Endpoint::new("10.0.0.3".parse().expect("addr"))),
+        ]),
+    );
+    let view = st2.build_view(true).expect("view");
+    assert!(view.services["a.svc"].service.endpoints.is_empty());
+}
+
+#[test]
+fn invalid_services_are_rejected_and_the_last_good_version_stays() {
+    let mut st = state(MergeMode::Union, 1);
+    let r = ids(1);
+    st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+    st.build_view(true);
+    let mut bad = svc("a.svc", 80, &["10.0.0.2"]);
+    bad.endpoints[0].weight = 0;
+    let rejected = st.apply(&r[0], Event::Apply(bad.clone()));
+    assert_eq!(rejected.len(), 1);
+    assert!(st.build_view(false).is_none(), "nothing changed");
+    let rejected = st.apply(&r[0], Event::Reset(vec![bad, svc("b.svc", 80, &[])]));
+    assert_eq!(rejected.len(), 1);
+    let view = st.build_view(false).expect("b.svc added");
+    assert_eq!(addrs(&view, "a.svc"), ["10.0.0.1"]);
+    assert!(view.services.contains_key("b.svc"));
+}
+
+#[test]
+fn generations_tell_endpoint_changes_from_config_changes() {
+    let mut st = state(MergeMode::Union, 1);
+    let r = ids(1);
+    st.apply(
+        &r[0],
+        Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"]), svc("b.svc", 80, &[])]),
+    );
+    let v1 = st.build_view(true).expect("view");
+    st.apply(&r[0], Event::Apply(svc("a.svc", 80, &["10.0.0.2"])));
+    let v2 = st.build_view(false).expect("view");
+    let a = &v2.services["a.svc"];
+    assert_eq!((a.config_generation, a.endpoints_generation), (1, 2));
+    assert!(
+        Arc::ptr_eq(&v1.services["b.svc"], &v2.services["b.svc"]),
+        "untouched service shared"
+    );
+    let mut relabelled = svc("a.svc", 80, &["10.0.0.2"]);
+    relabelled.labels.insert("app".into(), "a".into());
+    st.apply(&r[0], Event::Apply(relabelled));
+    let v3 = st.build_view(false).expect("view");
+    let a = &v3.services["a.svc"];
+    assert_eq!((a.config_generation, a.endpoints_generation), (3, 2));
+}
+
+#[test]
+fn clear_shard_keeps_priority_and_remove_shard_drops_it() {
+    let mut st = state(MergeMode::First, 2);
+    let r = ids(2);
+    st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+    st.apply(&r[1], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.2"])]));
+    st.build_view(true);
+    st.clear_shard(&r[0]);
+    let v = st.build_view(false).expect("view");
+    assert_eq!(addrs(&v, "a.svc"), ["10.0.0.2"]);
+    st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+    let v = st.build_view(false).expect("view");
+    assert_eq!(addrs(&v, "a.svc"), ["10.0.0.1"], "r0 keeps its priority");
+    st.remove_shard(&r[0]);
+    let v = st.build_view(false).expect("view");
+    assert_eq!(addrs(&v, "a.svc"), ["10.0.0.2"]);
+}
+
+// ---- properties ----
+
+fn arb_service() -> impl Strategy<Value = Service> {
+    (
+        prop::sample::select(vec!["a.svc", "b.svc", "c.svc"]),
+        prop::sample::select(vec![80u32, 81]),
+        prop::collection::vec((1u8..5, prop::bool::ANY), 0..4),
+    )
+        .prop_map(|(h, port, eps)| {
+            let mut s = Service::new(h).with_port("http", port, Protocol::Http);
+            for (last, unhealthy) in eps {
+                let mut e = Endpoint::new(format!("10.0.0.{last}").parse().expect("addr"));
+                if unhealthy {
+                    e.health = Health::Unhealthy;
+                }
+                s.endpoints.push(e);
+            }
+            s
+        })
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        3 => arb_service().prop_map(Event::Apply),
+        1 => prop::sample::select(vec!["a.svc", "b.svc", "c.svc"]).prop_map(|h| Event::Delete(h.into())),
+        1 => prop::collection::vec(arb_service(), 0..3).prop_map(Event::Reset),
+    ]
+}
+
+fn arb_mode() -> impl Strategy<Value = MergeMode> {
+    prop_oneof![Just(MergeMode::Union), Just(MergeMode::First)]
+}
+
+fn run(mode: MergeMode, n: usize, events: impl IntoIterator<Item = (usize, Event)>) -> MergeState {
+    let r = ids(n);
+    let mut st = state(mode, n);
+    for (i, e) in events {
+        st.apply(&r[i], e);
+    }
+    st
+}
+
+proptest! {
+    #[test]
+    fn any_interleaving_gives_the_same_view(
+        mode in arb_mode(),
+        per_registry in prop::collection::vec(prop::collection::vec(arb_event(), 0..8), 3),
+        order in prop::collection::vec(0usize..3, 0..24),
+    ) {
+        let sequential = run(mode, 3, per_registry.iter().enumerate()
+            .flat_map(|(i, evs)| evs.iter().cloned().map(move |e| (i, e))))
+            .build_view(true).expect("view");
+        // Interleave: take from the registry `order` names, then drain the rest.
+        let mut queues: Vec<std::collections::VecDeque<Event>> =
+            per_registry.iter().map(|v| v.iter().cloned().collect()).collect();
+        let mut interleaved = Vec::new();
+        for i in order.into_iter().chain(0..3).chain(0..3) {
+            while let Some(e) = queues[i].pop_front() {
+                interleaved.push((i, e));
+                if interleaved.len() % 2 == 0 { break; }
+            }
+        }
+        for (i, q) in queues.iter_mut().enumerate() {
+            interleaved.extend(q.drain(..).map(|e| (i, e)));
+        }
+        // Publishing in between must not change the outcome either.
+        let r = ids(3);
+        let mut st = state(mode, 3);
+        for (k, (i, e)) in interleaved.into_iter().enumerate() {
+            st.apply(&r[i], e);
+            if k % 3 == 0 { st.build_view(false); }
+        }
+        let mixed = st.build_view(true).expect("view");
+        prop_assert_eq!(content(&sequential), content(&mixed));
+        prop_assert_eq!(&sequential.conflicts[..], &mixed.conflicts[..]);
+    }
+
+    #[test]
+    fn reset_is_idempotent(mode in arb_mode(), services in prop::collection::vec(arb_service(), 0..4)) {
+        let mut st = state(mode, 1);
+        let r = ids(1);
+        st.apply(&r[0], Event::Reset(services.clone()));
+        let first = st.build_view(true).expect("view");
+        st.apply(&r[0], Event::Reset(services));
+        prop_assert!(st.build_view(false).is_none(), "a repeated reset changes nothing");
+        prop_assert_eq!(st.generation(), first.generation);
+    }
+
+    #[test]
+    fn apply_then_delete_is_a_no_op(
+        mode in arb_mode(),
+        before in prop::collection::vec(arb_service(), 0..3),
+        extra in arb_service(),
+    ) {
+        // `extra` uses a hostname nobody else has.
+        let extra = Service { hostname: "new.svc".into(), ..extra };
+        let mut st = state(mode, 2);
+        let r = ids(2);
+        st.apply(&r[0], Event::Reset(before));
+        let v1 = st.build_view(true).expect("view");
+        st.apply(&r[1], Event::Apply(extra.clone()));
+        st.apply(&r[1], Event::Delete(extra.hostname.clone()));
+        prop_assert!(st.build_view(false).is_none());
+        prop_assert_eq!(content(&v1), content(&st.build_view(true).expect("view")));
+    }
+
+    #[test]
+    fn removing_a_registry_removes_exactly_its_contribution(
+        mode in arb_mode(),
+        a in prop::collection::vec(arb_event(), 0..8),
+        b in prop::collection::vec(arb_event(), 0..8),
+    ) {
+        let only_a = run(mode, 1, a.iter().cloned().map(|e| (0, e))).build_view(true).expect("view");
+        let mut both = run(mode, 2, a.into_iter().map(|e| (0, e)).chain(b.into_iter().map(|e| (1, e))));
+        both.build_view(true);
+        both.remove_shard(&ids(2)[1]);
+        let after = both.build_view(true).expect("view");
+        let strip = |v: &MeshView| content(v);
+        prop_assert_eq!(strip(&only_a), strip(&after));
+        prop_assert!(after.conflicts.is_empty());
+    }
+}

@@ -1,0 +1,40 @@
+//! Sextant's core: the canonical service model, the [`Registry`] contract
+//! every adapter implements, and the merged [`MeshView`].
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! Registry::watch() --Event--> aggregator --Arc<MeshView>--> translator --> ADS server
+//! ```
+//!
+//! Where to start reading:
+//! - [`model`]: [`Service`], [`Endpoint`] and friends; also the registry file format.
+//! - [`registry`]: the [`Registry`] trait and its [`Event`] vocabulary, with a
+//!   complete example adapter.
+//! - [`recover`]: reconnecting with jittered backoff, so adapters do not.
+//! - [`memory`]: [`MemoryRegistry`], fed from code.
+//! - [`view`]: [`MeshView`], what the aggregator publishes.
+//!
+//! Writing an adapter takes three steps: convert your platform's objects
+//! into [`Service`] values (a pure function, easy to test with tables);
+//! write one connect-read-follow session as a stream of [`Event`]s; wrap it
+//! in [`recover::resilient`] inside [`Registry::watch`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod recover;
+pub mod registry;
+pub mod validate;
+pub mod view;
+
+pub use error::{BoxError, Error, Result};
+pub use memory::MemoryRegistry;
+pub use model::{
+    Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
+};
+pub use registry::{Event, EventStream, Registry, RegistryId};
+pub use validate::{ValidationError, ValidationErrors};
+pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};

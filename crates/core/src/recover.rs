@@ -1,0 +1,197 @@
+//! Reconnecting with jittered backoff, written once for every adapter.
+//!
+//! An adapter writes one *session*: connect, read everything (send a
+//! [`Event::Reset`]), then follow changes. When the source fails, the
+//! session sends [`Error::Unavailable`] and ends. [`resilient`] turns such
+//! sessions into the endless stream [`crate::Registry::watch`] returns: it
+//! forwards every item, and when a session ends it waits a jittered,
+//! growing delay and starts the next one.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::registry::{Event, EventStream};
+
+/// Exponential backoff with jitter.
+///
+/// Each delay is drawn uniformly from `[d/2, d]` where `d` doubles after each
+/// failed session, from `initial` up to `max`. The jitter keeps many replicas
+/// from reconnecting to a recovering source in lockstep.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    /// First delay. Default 250 ms: quick enough that a blip is invisible.
+    pub initial: Duration,
+    /// Largest delay. Default 30 s: an outage costs a source at most one
+    /// connection attempt per replica every 15-30 s.
+    pub max: Duration,
+    /// A session that synced and stayed up this long resets the delay to
+    /// `initial`. Default 30 s: a source that accepts connections and then
+    /// drops them at once keeps backing off instead of being hammered.
+    pub healthy_after: Duration,
+    current: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+    }
+}
+
+impl Backoff {
+    /// A backoff from `initial` to `max`, resetting after 30 s of health.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            healthy_after: Duration::from_secs(30),
+            current: initial,
+        }
+    }
+
+    /// The next delay to wait; grows the one after it.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = d / 2;
+        let jitter_ns = fastrand::u64(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
+        half + Duration::from_nanos(jitter_ns)
+    }
+
+    /// Starts again from `initial`.
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+struct State<F, S> {
+    connect: F,
+    backoff: Backoff,
+    session: Option<std::pin::Pin<Box<S>>>,
+    started: Instant,
+    synced: bool,
+    first: bool,
+}
+
+/// Runs sessions from `connect` one after another, forever.
+///
+/// Items are forwarded unchanged. When a session's stream ends, the next is
+/// started after [`Backoff::next_delay`]; the delay resets once a session
+/// has sent a [`Event::Reset`] and lived [`Backoff::healthy_after`].
+/// A session should send [`Error::Unavailable`] before it ends because of a
+/// failure, so that the aggregator marks the registry stale; `resilient`
+/// itself reports nothing.
+pub fn resilient<F, S>(backoff: Backoff, connect: F) -> EventStream
+where
+    F: FnMut() -> S + Send + 'static,
+    S: Stream<Item = Result<Event, Error>> + Send + 'static,
+{
+    let state = State {
+        connect,
+        backoff,
+        session: None,
+        started: Instant::now(),
+        synced: false,
+        first: true,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.session.is_none() {
+                if !st.first {
+                    if st.synced && st.started.elapsed() >= st.backoff.healthy_after {
+                        st.backoff.reset();
+                    }
+                    let delay = st.backoff.next_delay();
+                    tracing::debug!(
+                        delay_ms = delay.as_millis() as u64,
+                        "registry session ended, reconnecting after delay"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                st.first = false;
+                st.synced = false;
+                st.started = Instant::now();
+                st.session = Some(Box::pin((st.connect)()));
+            }
+            let Some(session) = st.session.as_mut() else {
+                continue;
+            };
+            match session.next().await {
+                Some(item) => {
+                    if matches!(item, Ok(Event::Reset(_))) {
+                        st.synced = true;
+                    }
+                    return Some((item, st));
+                }
+                None => st.session = None,
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let mut bounds = vec![];
+        for _ in 0..6 {
+            bounds.push(b.next_delay());
+        }
+        let caps = [100, 200, 400, 800, 800, 800];
+        for (d, cap) in bounds.iter().zip(caps) {
+            let cap = Duration::from_millis(cap);
+            assert!(
+                *d >= cap / 2 && *d <= cap,
+                "{d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_restart_after_a_delay_and_items_pass_through() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let stream = resilient(
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(8)),
+            move || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                futures::stream::iter(vec![
+                    Ok(Event::Reset(vec![])),
+                    Err(Error::unavailable(format!("session {n} failed"))),
+                ])
+            },
+        );
+        let start = Instant::now();
+        let items: Vec<_> = stream.take(6).collect().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let errors: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "source unavailable: session 0 failed",
+                "source unavailable: session 1 failed",
+                "source unavailable: session 2 failed"
+            ]
+        );
+        // Two waits: [0.5, 1] s then [1, 2] s, since the sessions were short.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The contract every registry adapter implements.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+
+use crate::error::Error;
+use crate::model::{Hostname, Service};
+
+/// Names a registry instance: `KIND/NAME`, such as `file/main`,
+/// `k8s/cluster-a` or `consul/dc1`. Unique within one aggregator.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct RegistryId(Arc<str>);
+
+impl RegistryId {
+    /// Wraps an id; by convention `KIND/NAME`.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        RegistryId(Arc::from(id.as_ref()))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part before the first `/` (the whole id when there is none).
+    pub fn kind(&self) -> &str {
+        self.0.split('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for RegistryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RegistryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for RegistryId {
+    fn from(s: &str) -> Self {
+        RegistryId::new(s)
+    }
+}
+
+/// A change reported by a registry.
+///
+/// Services are whole: an [`Event::Apply`] carries the service with all of
+/// its endpoints as this registry knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The registry's complete state, replacing everything it reported before.
+    ///
+    /// Send one after every full read of the source: the first one marks the
+    /// registry as synced, later ones recover from missed events (a watch
+    /// that expired, a reconnect). Consumers swap it in whole, so a re-list
+    /// never shows an empty view in between. A Reset also clears staleness
+    /// and the object errors shown for the registry.
+    Reset(Vec<Service>),
+    /// Adds a service or replaces it entirely.
+    Apply(Service),
+    /// Removes a service. Deleting an unknown hostname is not an error.
+    Delete(Hostname),
+}
+
+/// The stream a registry returns from [`Registry::watch`].
+pub type EventStream = BoxStream<'static, Result<Event, Error>>;
+
+/// A source of services: Kubernetes, Consul, etcd, files, or your own.
+///
+/// An adapter translates its platform into the canonical model and nothing
+/// else: the aggregator merges, tracks readiness and staleness, and the xDS
+/// layer talks to proxies.
+///
+/// The stream from [`Registry::watch`] is endless: errors travel on it as
+/// `Err` items and do not end it. Start with a [`Event::Reset`] after the
+/// first full read, then send [`Event::Apply`] and [`Event::Delete`]. After
+/// an outage, report [`Error::Unavailable`] and send a fresh `Reset` when
+/// the source answers again. [`crate::recover::resilient`] does the
+/// reconnecting with jittered backoff, so an adapter only writes one
+/// connect-list-watch session.
+///
+/// A complete adapter, polling a (pretend) inventory every few seconds:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use futures::StreamExt;
+/// use sextant_core::{
+///     Endpoint, Error, Event, EventStream, Protocol, Registry, RegistryId, Service,
+///     recover::{resilient, Backoff},
+/// };
+///
+/// struct Inventory { id: RegistryId }
+///
+/// /// Stands in for a call to your own inventory system.
+/// async fn fetch_inventory() -> Result<Vec<(String, String)>, std::io::Error> {
+///     Ok(vec![("cart.shop.svc".into(), "10.0.0.7".into())])
+/// }
+///
+/// fn to_service((host, ip): (String, String)) -> Result<Service, Error> {
+///     let address = ip.parse().map_err(|e: String| Error::invalid_object(&host, e))?;
+///     Ok(Service::new(host.as_str())
+///         .with_port("http", 8080, Protocol::Http)
+///         .with_endpoint(Endpoint::new(address)))
+/// }
+///
+/// impl Registry for Inventory {
+///     fn id(&self) -> &RegistryId { &self.id }
+///
+///     fn watch(&self) -> EventStream {
+///         // One session: poll until the inventory fails, then end; `resilient`
+///         // reports nothing itself, it waits (jittered backoff) and calls again.
+///         resilient(Backoff::default(), || {
+///             futures::stream::unfold(true, |alive| async move {
+///                 if !alive { return None; }
+///                 tokio::time::sleep(Duration::from_secs(5)).await;
+///                 match fetch_inventory().await {
+///                     Ok(items) => {
+///                         let services = items.into_iter().filter_map(|i| to_service(i).ok()).collect();
+///                         Some((Ok(Event::Reset(services)), true))
+///                     }
+///                     Err(e) => Some((Err(Error::unavailable_from("inventory unreachable", e)), false)),
+///                 }
+///             })
+///         })
+///     }
+/// }
+/// ```
+pub trait Registry: Send + Sync + 'static {
+    /// This registry's id, such as `file/main`.
+    fn id(&self) -> &RegistryId;
+
+    /// Starts watching the source. Each call starts an independent watch
+    /// that begins with a full read.
+    fn watch(&self) -> EventStream;
+}

@@ -1,0 +1,199 @@
+//! The merged view of every registry: what the translator turns into
+//! proxy configuration.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::model::{Hostname, Service};
+use crate::registry::RegistryId;
+
+/// One merged service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MeshService {
+    /// The merged service. Ports, namespace, labels and addresses come from
+    /// the first registry in `origins`; endpoints come from every origin
+    /// (union) or the first one only, depending on the merge mode. Every
+    /// endpoint's `ports` is complete: it lists exactly the service ports the
+    /// endpoint serves, with its target port for each.
+    #[serde(flatten)]
+    pub service: Service,
+    /// The registries that report this hostname, in priority order.
+    pub origins: Vec<RegistryId>,
+    /// The view generation in which anything but the endpoints last changed.
+    pub config_generation: u64,
+    /// The view generation in which the endpoints last changed.
+    pub endpoints_generation: u64,
+}
+
+/// Two registries disagree about a service they both report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// The service.
+    pub hostname: Hostname,
+    /// The registry whose definition is used.
+    pub winner: RegistryId,
+    /// The registry that disagrees.
+    pub other: RegistryId,
+    /// What differs.
+    pub field: ConflictField,
+    /// Both values, readable.
+    pub detail: String,
+}
+
+/// The part of a service on which two registries disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictField {
+    /// Port names, numbers or protocols.
+    Ports,
+    /// The namespace.
+    Namespace,
+}
+
+/// The merged view, published as `Arc<MeshView>` whenever it changes.
+///
+/// Cloning a view is cheap: services are shared by reference count, and an
+/// unchanged service is the same `Arc` from one generation to the next.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MeshView {
+    /// Grows by one with every publication. Generation 0 is the placeholder
+    /// that exists before the aggregator is ready; nothing should be served
+    /// from it.
+    pub generation: u64,
+    /// Every service, by hostname.
+    pub services: BTreeMap<Hostname, Arc<MeshService>>,
+    /// Every disagreement between registries, sorted by hostname.
+    pub conflicts: Arc<[Conflict]>,
+}
+
+/// How one service changed between two views.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// New in the newer view.
+    Added,
+    /// Gone from the newer view.
+    Removed,
+    /// Ports, labels, namespace or addresses changed (endpoints may have too).
+    Config,
+    /// Only endpoints changed: proxies need new endpoints, nothing else.
+    Endpoints,
+}
+
+impl MeshView {
+    /// True once the aggregator has published a real view.
+    pub fn is_ready(&self) -> bool {
+        self.generation > 0
+    }
+
+    /// Number of endpoints across all services.
+    pub fn endpoint_count(&self) -> usize {
+        self.services
+            .values()
+            .map(|s| s.service.endpoints.len())
+            .sum()
+    }
+
+    /// The services that differ between `older` and `self`, in hostname order.
+    ///
+    /// Unchanged services are the same `Arc`, so this is a walk over both maps
+    /// with pointer comparisons, cheap even for large views.
+    pub fn changes_since(&self, older: &MeshView) -> Vec<(Hostname, Change)> {
+        let mut out = Vec::new();
+        let mut old = older.services.iter().peekable();
+        let mut new = self.services.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+            };
+            match order {
+                Ordering::Less => {
+                    if let Some((h, _)) = old.next() {
+                        out.push((h.clone(), Change::Removed));
+                    }
+                }
+                Ordering::Greater => {
+                    if let Some((h, _)) = new.next() {
+                        out.push((h.clone(), Change::Added));
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some((h, a)), Some((_, b))) = (old.next(), new.next()) {
+                        if Arc::ptr_eq(a, b) || a == b {
+                            continue;
+                        }
+                        let change = if a.service.same_config(&b.service) {
+                            Change::Endpoints
+                        } else {
+                            Change::Config
+                        };
+                        out.push((h.clone(), change));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Protocol};
+
+    fn ms(h: &str, port: u32, endpoints: &[&str]) -> Arc<MeshService> {
+        let mut s = Service::new(h).with_port("http", port, Protocol::Http);
+        for e in endpoints {
+            s = s.with_endpoint(Endpoint::new(e.parse().expect("addr")));
+        }
+        Arc::new(MeshService {
+            service: s,
+            origins: vec!["memory/a".into()],
+            config_generation: 1,
+            endpoints_generation: 1,
+        })
+    }
+
+    fn view(services: Vec<Arc<MeshService>>) -> MeshView {
+        MeshView {
+            generation: 1,
+            services: services
+                .into_iter()
+                .map(|s| (s.service.hostname.clone(), s))
+                .collect(),
+            conflicts: Arc::new([]),
+        }
+    }
+
+    #[test]
+    fn changes_since_classifies_each_service() {
+        let same = ms("same.svc", 80, &["10.0.0.1"]);
+        let old = view(vec![
+            ms("a.svc", 80, &["10.0.0.1"]),
+            ms("b.svc", 80, &["10.0.0.1"]),
+            ms("gone.svc", 80, &[]),
+            same.clone(),
+        ]);
+        let new = view(vec![
+            ms("a.svc", 80, &["10.0.0.2"]),
+            ms("b.svc", 81, &["10.0.0.1"]),
+            ms("c.svc", 80, &[]),
+            same,
+        ]);
+        assert_eq!(
+            new.changes_since(&old),
+            vec![
+                ("a.svc".into(), Change::Endpoints),
+                ("b.svc".into(), Change::Config),
+                ("c.svc".into(), Change::Added),
+                ("gone.svc".into(), Change::Removed),
+            ]
+        );
+        assert_eq!(new.changes_since(&new), vec![]);
+    }
+}
