@@ -1,0 +1,222 @@
+//! A registry read from YAML or JSON files, or directories of them, reloaded
+//! when they change.
+//!
+//! Format (the fields are [`sextant_core::Service`]'s):
+//!
+//! ```yaml
+//! services:
+//!   - hostname: reviews.default.svc     # required; the key that merges registries
+//!     namespace: default                # optional, default "default"
+//!     labels: { app: reviews }
+//!     ports:
+//!       - { name: http, port: 9080, protocol: HTTP }   # protocol optional: from the name
+//!     endpoints:
+//!       - address: 127.0.0.1
+//!         ports: { http: 19080 }        # target port per service port; omitted = same
+//!         labels: { version: v1 }
+//!         locality: { region: eu-west, zone: eu-west-1a }
+//!         weight: 1                     # default 1
+//!         health: HEALTHY               # HEALTHY | UNHEALTHY | DRAINING | UNKNOWN
+//! ```
+//!
+//! Behaviour:
+//! - A path is a file or a directory; a directory contributes its `*.yaml`,
+//!   `*.yml` and `*.json` files (not hidden ones, not sub-directories), in
+//!   name order. The first file that defines a hostname wins; a second
+//!   definition is reported.
+//! - The parent directory of every named file is watched (inotify), so
+//!   editors that save through a rename and Kubernetes ConfigMap volumes
+//!   (a symlink swap) are seen. Changes are debounced, then everything is
+//!   read again; files whose bytes did not change are not parsed again.
+//! - A file that does not parse or validate never replaces its last good
+//!   content: the error (file, line, column, message) is sent on the event
+//!   stream, so it shows in the aggregator's status, and the old services
+//!   keep being served. A zero-byte file is taken as being written and also
+//!   keeps its last content; write `services: []` to empty a file.
+//! - A named file that disappears is an error (its last content stays);
+//!   a file removed from a watched directory removes its services.
+//!
+//! Start reading at [`FileRegistry`] and [`load::Loader`].
+
+#![forbid(unsafe_code)]
+
+pub mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use notify::{RecursiveMode, Watcher};
+use sextant_core::{Error, Event, EventStream, Registry, RegistryId};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+pub use load::{FileError, Loaded, Loader, parse_file};
+
+/// Tuning of a [`FileRegistry`].
+#[derive(Clone, Debug)]
+pub struct FileRegistryConfig {
+    /// Quiet time after a change before reading. Default 100 ms: editors
+    /// write a file in several steps within a few milliseconds, and a
+    /// tenth of a second is below what a person notices.
+    pub debounce: Duration,
+    /// How often to read everything when change notification cannot be set
+    /// up (no inotify, a directory that does not exist yet). Default 2 s.
+    pub poll_interval: Duration,
+}
+
+impl Default for FileRegistryConfig {
+    fn default() -> Self {
+        FileRegistryConfig {
+            debounce: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A registry of files and directories; see the crate docs for the format.
+pub struct FileRegistry {
+    id: RegistryId,
+    paths: Vec<PathBuf>,
+    config: FileRegistryConfig,
+}
+
+impl FileRegistry {
+    /// A registry with id `id` (conventionally `file/NAME`) over `paths`.
+    pub fn new(id: impl Into<RegistryId>, paths: Vec<PathBuf>, config: FileRegistryConfig) -> Self {
+        FileRegistry {
+            id: id.into(),
+            paths,
+            config,
+        }
+    }
+}
+
+/// What a reload sends: a full state and its problems.
+fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
+    let mut out = vec![Ok(Event::Reset(loaded.services.clone()))];
+    out.extend(
+        loaded
+            .problems
+            .iter()
+            .map(|p| Err(Error::invalid_object(p.location(), p.to_string()))),
+    );
+    out
+}
+
+struct WatchState {
+    loader: Loader,
+    last: Option<Loaded>,
+    changes: mpsc::UnboundedReceiver<()>,
+    // Kept alive for as long as the stream: dropping it stops notification.
+    _watcher: Option<notify::RecommendedWatcher>,
+    poll: Option<Duration>,
+    debounce: Duration,
+    queue: std::collections::VecDeque<Result<Event, Error>>,
+}
+
+fn start_watcher(
+    paths: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        // Any event (or watcher error) means: read again. Reading is cheap
+        // when nothing changed, and over-triggering is harmless.
+        let _ = tx.send(());
+    })?;
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                match p.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+                    _ => PathBuf::from("."),
+                }
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
+}
+
+impl Registry for FileRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (watcher, poll) = match start_watcher(&self.paths, tx) {
+            Ok(w) => (Some(w), None),
+            Err(e) => {
+                warn!(registry = %self.id, error = %e, poll_s = self.config.poll_interval.as_secs_f64(),
+                    "cannot watch registry files for changes; polling instead");
+                (None, Some(self.config.poll_interval))
+            }
+        };
+        let state = WatchState {
+            loader: Loader::new(self.paths.clone()),
+            last: None,
+            changes: rx,
+            _watcher: watcher,
+            poll,
+            debounce: self.config.debounce,
+            queue: Default::default(),
+        };
+        let id = self.id.clone();
+        futures::stream::unfold(state, move |mut st| {
+            let id = id.clone();
+            async move {
+                loop {
+                    if let Some(item) = st.queue.pop_front() {
+                        return Some((item, st));
+                    }
+                    if st.last.is_some() {
+                        st.wait_for_change().await;
+                    }
+                    let loaded = st.loader.load();
+                    if st.last.as_ref() != Some(&loaded) {
+                        debug!(registry = %id, services = loaded.services.len(), problems = loaded.problems.len(), "registry files read");
+                        st.queue.extend(events_of(&loaded));
+                        st.last = Some(loaded);
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+impl WatchState {
+    /// Waits for a change notification (or the poll interval), then for the
+    /// debounce quiet time, swallowing the notifications that arrive meanwhile.
+    async fn wait_for_change(&mut self) {
+        match self.poll {
+            Some(every) => tokio::time::sleep(every).await,
+            None => {
+                if self.changes.recv().await.is_none() {
+                    // The watcher is gone; fall back to polling.
+                    self.poll = Some(Duration::from_secs(2));
+                }
+            }
+        }
+        // Wait until the files are quiet, but read after at most 20 rounds so
+        // that a file rewritten continuously is still picked up.
+        for _ in 0..20 {
+            tokio::time::sleep(self.debounce).await;
+            let mut more = false;
+            while self.changes.try_recv().is_ok() {
+                more = true;
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+}

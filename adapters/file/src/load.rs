@@ -1,0 +1,346 @@
+//! Reading registry files: pure parsing plus a per-file cache of the last
+//! good content. No watching here; `sextant check-config` uses this too.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sextant_core::{Hostname, Service, ValidationErrors};
+
+/// A problem with one registry file. The file's last good content, if any,
+/// keeps being served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// A file named explicitly does not exist (it may be mid-rename).
+    #[error("{path}: file not found")]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file or directory could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's message.
+        message: String,
+    },
+    /// The file is not valid YAML or JSON, or has the wrong shape.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A service in the file failed validation.
+    #[error("{path}:{line}: {errors}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the service's `hostname` (0 when not found).
+        line: usize,
+        /// Every problem in that service.
+        errors: ValidationErrors,
+    },
+    /// A hostname defined in an earlier file is defined again.
+    #[error(
+        "{path}:{line}: service {hostname:?} is already defined in {first}; this definition is ignored"
+    )]
+    Duplicate {
+        /// The later file.
+        path: PathBuf,
+        /// 1-based line of the second definition (0 when not found).
+        line: usize,
+        /// The hostname.
+        hostname: Hostname,
+        /// The file that defines it first.
+        first: PathBuf,
+    },
+}
+
+impl FileError {
+    /// `path[:line[:column]]`, naming the object for the aggregator's status.
+    pub fn location(&self) -> String {
+        match self {
+            FileError::NotFound { path } | FileError::Read { path, .. } => {
+                path.display().to_string()
+            }
+            FileError::Parse {
+                path, line, column, ..
+            } => format!("{}:{line}:{column}", path.display()),
+            FileError::Invalid { path, line, .. } | FileError::Duplicate { path, line, .. } => {
+                format!("{}:{line}", path.display())
+            }
+        }
+    }
+}
+
+/// The top level of a registry file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    services: Vec<Service>,
+}
+
+/// True for the file names a directory contributes: `*.yaml`, `*.yml`,
+/// `*.json`, not hidden (editors' swap and backup files are hidden or end
+/// otherwise).
+pub fn is_registry_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && matches!(ext, "yaml" | "yml" | "json")
+}
+
+/// Parses and validates one file's text. JSON when the name ends in `.json`,
+/// YAML otherwise. Every service must be valid or the whole file is refused.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, FileError> {
+    let is_json = path.extension().is_some_and(|e| e == "json");
+    let doc: RegistryFile = if text.trim().is_empty() {
+        RegistryFile {
+            services: Vec::new(),
+        }
+    } else if is_json {
+        serde_json::from_str(text).map_err(|e| FileError::Parse {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        })?
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let message = e.to_string();
+            // The location is reported separately; keep the message short.
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            FileError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?
+    };
+    for service in &doc.services {
+        if let Err(errors) = service.validate() {
+            return Err(FileError::Invalid {
+                path: path.to_owned(),
+                line: hostname_line(text, &service.hostname),
+                errors,
+            });
+        }
+    }
+    Ok(doc.services)
+}
+
+/// The 1-based line that defines `hostname`, or 0. Serde does not keep
+/// positions for values, so this finds the `hostname` key with that value.
+fn hostname_line(text: &str, hostname: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.contains("hostname") && {
+                let value = l.split_once(':').map(|(_, v)| v).unwrap_or("");
+                let value = value
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim_matches(['"', '\'', ' ']);
+                value == hostname
+            }
+        })
+        .map_or(0, |i| i + 1)
+}
+
+struct Cached {
+    digest: u64,
+    result: Result<Vec<Service>, FileError>,
+    last_good: Option<Vec<Service>>,
+}
+
+/// What one load of every path produced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Loaded {
+    /// Every service, from good files and the last good content of bad ones.
+    pub services: Vec<Service>,
+    /// Every problem, in path order.
+    pub problems: Vec<FileError>,
+}
+
+/// Loads files and directories, remembering each file's last good content.
+pub struct Loader {
+    paths: Vec<PathBuf>,
+    cache: HashMap<PathBuf, Cached>,
+}
+
+impl Loader {
+    /// A loader for these files and directories.
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Loader {
+            paths,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The configured paths.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Reads everything again. Files whose bytes did not change are not
+    /// parsed again. A file that is bad now contributes its last good
+    /// content; a file removed from a directory contributes nothing.
+    pub fn load(&mut self) -> Loaded {
+        let mut problems = Vec::new();
+        let mut files = Vec::new();
+        for path in &self.paths {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => match list_dir(path) {
+                    Ok(list) => files.extend(list.into_iter().map(|p| (p, false))),
+                    Err(e) => problems.push(FileError::Read {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }),
+                },
+                Ok(_) => files.push((path.clone(), true)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    files.push((path.clone(), true))
+                }
+                Err(e) => problems.push(FileError::Read {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+
+        let mut seen: BTreeMap<Hostname, PathBuf> = BTreeMap::new();
+        let mut services = Vec::new();
+        let mut live = HashMap::new();
+        for (path, explicit) in files {
+            let (contribution, problem) = self.read_one(&path, explicit);
+            if let Some(cached) = self.cache.remove(&path) {
+                live.insert(path.clone(), cached);
+            }
+            problems.extend(problem);
+            for service in contribution {
+                if let Some(first) = seen.get(&service.hostname) {
+                    // Rare: read the text again only to point at the line.
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    problems.push(FileError::Duplicate {
+                        path: path.clone(),
+                        line: hostname_line(&text, &service.hostname),
+                        hostname: service.hostname.clone(),
+                        first: first.clone(),
+                    });
+                    continue;
+                }
+                seen.insert(service.hostname.clone(), path.clone());
+                services.push(service);
+            }
+        }
+        // Files no longer listed are forgotten.
+        self.cache = live;
+        Loaded { services, problems }
+    }
+
+    /// One file: its contribution and its problem, if any.
+    fn read_one(&mut self, path: &Path, explicit: bool) -> (Vec<Service>, Option<FileError>) {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                let error = if e.kind() == std::io::ErrorKind::NotFound {
+                    if !explicit {
+                        // Removed from its directory between listing and reading.
+                        self.cache.remove(path);
+                        return (Vec::new(), None);
+                    }
+                    FileError::NotFound {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    FileError::Read {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    }
+                };
+                let last_good = self.cache.get(path).and_then(|c| c.last_good.clone());
+                return (last_good.unwrap_or_default(), Some(error));
+            }
+        };
+        // A zero-byte file is a file being written (editors truncate, then
+        // write): keep what it held. `services: []` empties a file on purpose.
+        if bytes.is_empty()
+            && let Some(last_good) = self.cache.get(path).and_then(|c| c.last_good.clone())
+        {
+            return (last_good, None);
+        }
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let digest = hasher.finish();
+        let entry = match self.cache.remove(path) {
+            Some(c) if c.digest == digest => c,
+            previous => {
+                let result = match String::from_utf8(bytes) {
+                    Ok(text) => parse_file(path, &text),
+                    Err(e) => Err(FileError::Parse {
+                        path: path.to_owned(),
+                        line: 0,
+                        column: 0,
+                        message: format!("not UTF-8: {e}"),
+                    }),
+                };
+                let last_good = match &result {
+                    Ok(services) => Some(services.clone()),
+                    Err(_) => previous.and_then(|p| p.last_good),
+                };
+                Cached {
+                    digest,
+                    result,
+                    last_good,
+                }
+            }
+        };
+        let out = match &entry.result {
+            Ok(services) => (services.clone(), None),
+            Err(e) => (entry.last_good.clone().unwrap_or_default(), Some(e.clone())),
+        };
+        self.cache.insert(path.to_owned(), entry);
+        out
+    }
+}
+
+fn list_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_registry_file(&path) && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

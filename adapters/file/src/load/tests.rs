@@ -1,0 +1,213 @@
+use super::*;
+use std::fs;
+
+const GOOD: &str = "\
+services:
+  - hostname: reviews.default.svc
+    labels: { app: reviews }
+    ports:
+      - { name: http, port: 9080, protocol: HTTP }
+    endpoints:
+      - address: 127.0.0.1
+        ports: { http: 19080 }
+        locality: { region: eu-west, zone: eu-west-1a }
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).expect("write");
+    p
+}
+
+fn hostnames(l: &Loaded) -> Vec<&str> {
+    l.services.iter().map(|s| s.hostname.as_str()).collect()
+}
+
+#[test]
+fn parses_the_documented_format() {
+    let services = parse_file(Path::new("a.yaml"), GOOD).expect("parses");
+    assert_eq!(services.len(), 1);
+    let s = &services[0];
+    assert_eq!(s.endpoints[0].target_port(&s.ports[0]), 19080);
+    assert_eq!(s.endpoints[0].locality.zone, "eu-west-1a");
+}
+
+#[test]
+fn json_files_parse_as_json() {
+    let json = r#"{"services":[{"hostname":"a.svc","ports":[{"name":"grpc","port":50051}]}]}"#;
+    let services = parse_file(Path::new("a.json"), json).expect("parses");
+    assert_eq!(services[0].ports[0].protocol, sextant_core::Protocol::Grpc);
+    let err = parse_file(
+        Path::new("a.json"),
+        "{\"services\": [\n  {\"hostname\": 1}]}",
+    )
+    .expect_err("bad");
+    match err {
+        FileError::Parse {
+            line,
+            column,
+            ref message,
+            ..
+        } => {
+            assert_eq!(line, 2, "{err}");
+            assert!(column > 0);
+            assert!(message.contains("invalid type"), "{message}");
+        }
+        other => panic!("want a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let text = "services:\n  - hostname: a.svc\n    ports: [ {name: http, port: 80}\n";
+    let err = parse_file(Path::new("/x/a.yaml"), text).expect_err("bad");
+    let FileError::Parse { line, column, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(*line >= 3, "{err}");
+    assert!(*column > 0, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("/x/a.yaml:{line}:{column}: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_parse_errors_with_position() {
+    let text =
+        "services:\n  - hostname: a.svc\n    ports: [{name: http, port: 80}]\n    endpoint: []\n";
+    let err = parse_file(Path::new("a.yaml"), text).expect_err("typo");
+    let msg = err.to_string();
+    assert!(msg.contains("unknown field `endpoint`"), "{msg}");
+    assert!(msg.starts_with("a.yaml:4:"), "{msg}");
+}
+
+#[test]
+fn validation_errors_name_file_line_service_and_field() {
+    let text = "services:\n  - hostname: ok.svc\n    ports: [{name: http, port: 80}]\n  - hostname: bad.svc\n    ports: [{name: http, port: 70000}]\n";
+    let err = parse_file(Path::new("a.yaml"), text).expect_err("invalid");
+    assert_eq!(
+        err.to_string(),
+        "a.yaml:4: service \"bad.svc\", field ports[0].port: 70000 is out of range 1-65535"
+    );
+}
+
+#[test]
+fn empty_text_is_no_services() {
+    assert_eq!(parse_file(Path::new("a.yaml"), "").expect("ok"), vec![]);
+    assert_eq!(
+        parse_file(Path::new("a.yaml"), "services: []\n").expect("ok"),
+        vec![]
+    );
+}
+
+#[test]
+fn a_bad_file_keeps_its_last_good_content() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(dir.path(), "a.yaml", GOOD);
+    let mut loader = Loader::new(vec![a.clone()]);
+    let first = loader.load();
+    assert_eq!(hostnames(&first), ["reviews.default.svc"]);
+    assert!(first.problems.is_empty());
+
+    write(dir.path(), "a.yaml", "services: [ {hostname: ");
+    let second = loader.load();
+    assert_eq!(second.services, first.services, "last good content stays");
+    assert_eq!(second.problems.len(), 1);
+    assert!(matches!(second.problems[0], FileError::Parse { .. }));
+
+    // Zero bytes: being written; keep the content without complaint.
+    write(dir.path(), "a.yaml", "");
+    let third = loader.load();
+    assert_eq!(third.services, first.services);
+    assert!(third.problems.is_empty());
+
+    // A named file that vanishes is an error, and its content stays.
+    fs::remove_file(&a).expect("rm");
+    let fourth = loader.load();
+    assert_eq!(fourth.services, first.services);
+    assert!(matches!(fourth.problems[..], [FileError::NotFound { .. }]));
+}
+
+#[test]
+fn a_file_that_never_parsed_contributes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(dir.path(), "a.yaml", "services: {");
+    let loaded = Loader::new(vec![a]).load();
+    assert!(loaded.services.is_empty());
+    assert_eq!(loaded.problems.len(), 1);
+}
+
+#[test]
+fn directories_contribute_their_registry_files_in_name_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "b.yaml", &GOOD.replace("reviews.default", "b"));
+    write(
+        dir.path(),
+        "a.json",
+        r#"{"services":[{"hostname":"a.svc","ports":[{"name":"http","port":80}]}]}"#,
+    );
+    write(dir.path(), "c.yml", &GOOD.replace("reviews.default", "c"));
+    write(
+        dir.path(),
+        ".hidden.yaml",
+        &GOOD.replace("reviews.default", "hidden"),
+    );
+    write(dir.path(), "notes.txt", "not a registry file");
+    write(dir.path(), "b.yaml~", "editor backup");
+    fs::create_dir(dir.path().join("sub.yaml")).expect("mkdir");
+    let mut loader = Loader::new(vec![dir.path().to_owned()]);
+    let loaded = loader.load();
+    assert_eq!(hostnames(&loaded), ["a.svc", "b.svc", "c.svc"]);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+
+    // A file removed from the directory removes its services, no error.
+    fs::remove_file(dir.path().join("b.yaml")).expect("rm");
+    let loaded = loader.load();
+    assert_eq!(hostnames(&loaded), ["a.svc", "c.svc"]);
+    assert!(loaded.problems.is_empty());
+}
+
+#[test]
+fn a_hostname_defined_twice_is_reported_and_the_first_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "a.yaml", GOOD);
+    write(dir.path(), "b.yaml", &GOOD.replace("19080", "29080"));
+    let loaded = Loader::new(vec![dir.path().to_owned()]).load();
+    assert_eq!(loaded.services.len(), 1);
+    assert_eq!(loaded.services[0].endpoints[0].ports["http"], 19080);
+    let msg = loaded.problems[0].to_string();
+    assert!(
+        msg.contains("b.yaml:2: service \"reviews.default.svc\" is already defined in"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unchanged_files_are_not_parsed_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(dir.path(), "a.yaml", GOOD);
+    let mut loader = Loader::new(vec![a]);
+    let first = loader.load();
+    let digest = loader.cache.values().next().expect("cached").digest;
+    let second = loader.load();
+    assert_eq!(first, second);
+    assert_eq!(loader.cache.values().next().expect("cached").digest, digest);
+}
+
+#[test]
+fn registry_file_names() {
+    for (name, want) in [
+        ("a.yaml", true),
+        ("a.yml", true),
+        ("a.json", true),
+        (".a.yaml", false),
+        ("a.yaml.swp", false),
+        ("a.yaml~", false),
+        ("a.txt", false),
+        ("..data", false),
+    ] {
+        assert_eq!(is_registry_file(Path::new(name)), want, "{name}");
+    }
+}

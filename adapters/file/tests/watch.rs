@@ -1,0 +1,172 @@
+//! The file registry against the real file system and inotify. Timeouts
+//! here only keep a broken build from hanging; nothing is timed.
+#![allow(clippy::expect_used)]
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use sextant_core::{Error, Event, EventStream, Registry, Service};
+use sextant_file::{FileRegistry, FileRegistryConfig};
+use sextant_testkit::fixtures;
+
+fn doc(hostname: &str, ips: &[&str]) -> String {
+    let mut s = format!(
+        "services:\n  - hostname: {hostname}\n    ports: [{{name: http, port: 80}}]\n    endpoints:\n"
+    );
+    for ip in ips {
+        s.push_str(&format!("      - address: {ip}\n"));
+    }
+    s
+}
+
+fn registry(paths: &[&Path]) -> FileRegistry {
+    let config = FileRegistryConfig {
+        debounce: Duration::from_millis(20),
+        ..Default::default()
+    };
+    FileRegistry::new(
+        "file/test",
+        paths.iter().map(|p| p.to_path_buf()).collect(),
+        config,
+    )
+}
+
+async fn next(w: &mut EventStream) -> Result<Event, Error> {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("no event within 20 s")
+        .expect("stream ended")
+}
+
+async fn next_reset(w: &mut EventStream) -> Vec<Service> {
+    match next(w).await {
+        Ok(Event::Reset(s)) => s,
+        other => panic!("expected a reset, got {other:?}"),
+    }
+}
+
+fn addresses(services: &[Service]) -> Vec<String> {
+    services
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.address.to_string()))
+        .collect()
+}
+
+/// Writes like an editor that saves through a temporary file and a rename.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    fs::write(&tmp, text).expect("write tmp");
+    fs::rename(&tmp, path).expect("rename");
+}
+
+#[tokio::test]
+async fn edits_in_place_and_by_rename_are_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    fs::write(&file, doc("a.svc", &["10.0.0.1"])).expect("write");
+    let mut w = registry(&[&file]).watch();
+    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.1"]);
+
+    fs::write(&file, doc("a.svc", &["10.0.0.1", "10.0.0.2"])).expect("write");
+    assert_eq!(
+        addresses(&next_reset(&mut w).await),
+        ["10.0.0.1", "10.0.0.2"]
+    );
+
+    write_atomically(&file, &doc("a.svc", &["10.0.0.3"]));
+    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.3"]);
+}
+
+#[tokio::test]
+async fn an_invalid_edit_keeps_the_last_good_services_and_reports_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    fs::write(&file, doc("a.svc", &["10.0.0.1"])).expect("write");
+    let mut w = registry(&[&file]).watch();
+    let good = next_reset(&mut w).await;
+
+    fs::write(
+        &file,
+        doc("a.svc", &["10.0.0.1"]).replace("port: 80", "port: 0"),
+    )
+    .expect("write");
+    assert_eq!(
+        next_reset(&mut w).await,
+        good,
+        "last good content is re-sent unchanged"
+    );
+    match next(&mut w).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, format!("{}:2", file.display()));
+            assert!(reason.contains("field ports[0].port: port 0"), "{reason}");
+        }
+        other => panic!("expected an invalid-object error, got {other:?}"),
+    }
+
+    fs::write(&file, doc("a.svc", &["10.0.0.9"])).expect("write");
+    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.9"]);
+}
+
+#[tokio::test]
+async fn directory_files_come_and_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("a.yaml"), doc("a.svc", &["10.0.0.1"])).expect("write");
+    let mut w = registry(&[dir.path()]).watch();
+    assert_eq!(next_reset(&mut w).await.len(), 1);
+
+    write_atomically(&dir.path().join("b.yaml"), &doc("b.svc", &["10.0.0.2"]));
+    let services = next_reset(&mut w).await;
+    assert_eq!(
+        services
+            .iter()
+            .map(|s| s.hostname.as_str())
+            .collect::<Vec<_>>(),
+        ["a.svc", "b.svc"]
+    );
+
+    fs::remove_file(dir.path().join("a.yaml")).expect("rm");
+    let services = next_reset(&mut w).await;
+    assert_eq!(
+        services
+            .iter()
+            .map(|s| s.hostname.as_str())
+            .collect::<Vec<_>>(),
+        ["b.svc"]
+    );
+}
+
+#[tokio::test]
+async fn a_ten_thousand_endpoint_file_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("big.yaml");
+    let mesh = fixtures::mesh(100, 100);
+    fs::write(&file, fixtures::registry_yaml(&mesh)).expect("write");
+    let mut w = registry(&[&file]).watch();
+    let services = next_reset(&mut w).await;
+    assert_eq!(
+        services.iter().map(|s| s.endpoints.len()).sum::<usize>(),
+        10_000
+    );
+    assert_eq!(services, mesh);
+}
+
+#[tokio::test]
+async fn touching_a_file_without_changing_it_sends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    let text = doc("a.svc", &["10.0.0.1"]);
+    fs::write(&file, &text).expect("write");
+    let mut w = registry(&[&file]).watch();
+    next_reset(&mut w).await;
+    fs::write(&file, &text).expect("rewrite");
+    fs::write(dir.path().join("unrelated.txt"), "x").expect("write");
+    // Then a real change: it must be the very next event.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fs::write(&file, doc("a.svc", &["10.0.0.2"])).expect("write");
+    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.2"]);
+}
