@@ -211,3 +211,12 @@ fn registry_file_names() {
         assert_eq!(is_registry_file(Path::new(name)), want, "{name}");
     }
 }
+
+#[test]
+fn the_example_registry_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/laptop/mesh.yaml");
+    let loaded = Loader::new(vec![path]).load();
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    assert_eq!(loaded.services.len(), 1);
+    assert_eq!(loaded.services[0].endpoints.len(), 2);
+}
