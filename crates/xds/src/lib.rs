@@ -1,0 +1,4 @@
+//! placeholder
+pub mod resource;
+pub mod snapshot;
+pub mod translate;

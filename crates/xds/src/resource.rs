@@ -1,0 +1,213 @@
+//! A resource encoded once: its bytes are shared by every connection.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use prost::Message;
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+/// The four resource types Sextant serves, in the order proxies must
+/// receive them: clusters before their endpoints, endpoints before the
+/// listeners and routes that use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum ResourceType {
+    /// CDS: `envoy.config.cluster.v3.Cluster`.
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+    Endpoint,
+    /// LDS: `envoy.config.listener.v3.Listener`.
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    Route,
+}
+
+impl ResourceType {
+    /// Every type, in push order.
+    pub const ALL: [ResourceType; 4] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    /// The type URL on the wire.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The type for a type URL, if Sextant serves it.
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Index into per-type arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Short name: `cds`, `eds`, `lds`, `rds`.
+    pub fn short(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "cds",
+            ResourceType::Endpoint => "eds",
+            ResourceType::Listener => "lds",
+            ResourceType::Route => "rds",
+        }
+    }
+
+    /// State-of-the-world responses for Listener and Cluster carry the
+    /// complete set: a missing resource is deleted. For the other types a
+    /// response carries only some resources.
+    pub fn is_full_state(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// One encoded resource. Immutable; shared by `Arc`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// Its type.
+    pub kind: ResourceType,
+    /// Its name (cluster name, listener name, ...).
+    pub name: Arc<str>,
+    /// Hash of the encoded resource: equal content, equal version, on every
+    /// replica and after every restart.
+    pub version: Arc<str>,
+    /// The encoded `google.protobuf.Any` wrapping the resource.
+    pub any: Bytes,
+    /// True for an empty placeholder answering a subscription to a name that
+    /// does not exist (an empty ClusterLoadAssignment or RouteConfiguration).
+    pub placeholder: bool,
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resource")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("bytes", &self.any.len())
+            .finish()
+    }
+}
+
+impl Resource {
+    /// Encodes `message` once and derives its version from the bytes.
+    pub fn encode<M: Message>(
+        kind: ResourceType,
+        name: impl Into<Arc<str>>,
+        message: &M,
+    ) -> Resource {
+        let value = message.encode_to_vec();
+        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&value));
+        let type_url = kind.type_url().as_bytes();
+        let mut any =
+            Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value.len()));
+        put_len_field(&mut any, 1, type_url);
+        put_len_field(&mut any, 2, &value);
+        Resource {
+            kind,
+            name: name.into(),
+            version: version.into(),
+            any: any.into(),
+            placeholder: false,
+        }
+    }
+
+    /// The resource's own encoded bytes (the `Any`'s value).
+    pub fn value(&self) -> Result<&[u8], prost::DecodeError> {
+        let any = envoy_types::pb::google::protobuf::Any::decode(self.any.as_ref())?;
+        // Find the value inside our own buffer rather than copying it.
+        let start = self.any.len() - any.value.len();
+        Ok(&self.any[start..])
+    }
+
+    /// A 64-bit digest of (name, version), combined by XOR into the version
+    /// of a whole set of resources.
+    pub fn digest(name: &str, version: &str) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(version.as_bytes());
+        h.digest()
+    }
+}
+
+/// Bytes a length-delimited field takes: key, length, payload.
+pub(crate) fn len_field_size(tag: u32, len: usize) -> usize {
+    encoded_len_varint(u64::from(tag << 3 | 2)) + encoded_len_varint(len as u64) + len
+}
+
+/// Writes a length-delimited field (string, bytes or message).
+pub(crate) fn put_len_field(buf: &mut impl BufMut, tag: u32, payload: &[u8]) {
+    put_len_header(buf, tag, payload.len());
+    buf.put_slice(payload);
+}
+
+/// Writes a length-delimited field's key and length; the payload follows.
+pub(crate) fn put_len_header(buf: &mut impl BufMut, tag: u32, len: usize) {
+    encode_varint(u64::from(tag << 3 | 2), buf);
+    encode_varint(len as u64, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::google::protobuf::Any;
+
+    #[test]
+    fn the_any_decodes_and_the_version_follows_content() {
+        let cla = ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            ..Default::default()
+        };
+        let r = Resource::encode(ResourceType::Endpoint, "c", &cla);
+        let any = Any::decode(r.any.as_ref()).expect("any");
+        assert_eq!(any.type_url, ResourceType::Endpoint.type_url());
+        assert_eq!(
+            ClusterLoadAssignment::decode(any.value.as_slice()).expect("cla"),
+            cla
+        );
+        assert_eq!(r.value().expect("value"), any.value.as_slice());
+
+        let again = Resource::encode(ResourceType::Endpoint, "c", &cla);
+        assert_eq!(r.version, again.version, "same content, same version");
+        let other = ClusterLoadAssignment {
+            cluster_name: "d".into(),
+            ..Default::default()
+        };
+        assert_ne!(
+            r.version,
+            Resource::encode(ResourceType::Endpoint, "d", &other).version
+        );
+        assert_eq!(r.version.len(), 16);
+    }
+
+    #[test]
+    fn type_urls_round_trip() {
+        for t in ResourceType::ALL {
+            assert_eq!(ResourceType::from_type_url(t.type_url()), Some(t));
+        }
+        assert_eq!(
+            ResourceType::from_type_url(
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            ),
+            None
+        );
+    }
+}
