@@ -1,8 +1,12 @@
 //! Test support shared by Sextant's crates, tests and benchmarks.
 //!
 //! - [`fixtures`]: generated meshes of any size and their registry-file text.
+//! - [`ads`]: a test ADS client (SotW and delta) with full control of every field.
 
 #![forbid(unsafe_code)]
+#![allow(clippy::panic)]
+
+pub mod ads;
 
 pub mod fixtures {
     //! Deterministic services for tests and benchmarks.

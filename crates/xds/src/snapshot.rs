@@ -61,6 +61,11 @@ impl Snapshot {
         &self.types[kind.index()]
     }
 
+    /// The view this snapshot was built from.
+    pub fn view(&self) -> &Arc<MeshView> {
+        &self.view
+    }
+
     /// One resource.
     pub fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
         self.types[kind.index()].resources.get(name)

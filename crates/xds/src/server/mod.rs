@@ -1,0 +1,390 @@
+//! The ADS server: `StreamAggregatedResources` and `DeltaAggregatedResources`.
+//!
+//! Every connection runs one task holding a [`conn::ConnState`]. It wakes on
+//! a request or a new snapshot, then asks the state for the next response.
+//! Snapshots arrive on a `watch` channel, so a slow connection skips
+//! intermediate snapshots instead of queueing them.
+
+pub mod codec;
+pub(crate) mod conn;
+pub mod status;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Body, BoxFuture, StdError, http};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+pub use codec::{Outbound, Wire};
+pub use conn::NackRecord;
+use conn::{ConnState, RequestOutcome};
+pub use status::{ConnectionStatus, Metrics, TypeStatus};
+
+use crate::snapshot::Snapshot;
+
+/// The gRPC service name.
+pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+/// Server tuning.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long to wait for the ACK of a response before assuming it was
+    /// lost and moving on. Default 30 s: far above any live client's
+    /// processing time, short enough that a lost message does not freeze a
+    /// connection for long.
+    pub ack_timeout: Duration,
+    /// NACKs kept for the debug endpoint. Default 100.
+    pub nack_history: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ack_timeout: Duration::from_secs(30),
+            nack_history: 100,
+        }
+    }
+}
+
+struct Registered {
+    id: u64,
+    wire: Wire,
+    peer: Option<SocketAddr>,
+    connected_at: SystemTime,
+    status: Mutex<Vec<TypeStatus>>,
+    node: Mutex<(String, String)>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<Metrics>,
+    connections: Mutex<BTreeMap<u64, Arc<Registered>>>,
+    nacks: Mutex<VecDeque<NackRecord>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves snapshots over ADS. Cheap to clone.
+#[derive(Clone)]
+pub struct XdsServer {
+    shared: Arc<Shared>,
+}
+
+impl XdsServer {
+    /// A server for the snapshots published on `snapshots`, counting into `metrics`.
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        metrics: Arc<Metrics>,
+        config: ServerConfig,
+    ) -> Self {
+        XdsServer {
+            shared: Arc::new(Shared {
+                config,
+                snapshots,
+                metrics,
+                connections: Mutex::new(BTreeMap::new()),
+                nacks: Mutex::new(VecDeque::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Every open connection.
+    pub fn connections(&self) -> Vec<ConnectionStatus> {
+        lock(&self.shared.connections)
+            .values()
+            .map(|r| {
+                let (node_id, node_cluster) = lock(&r.node).clone();
+                ConnectionStatus {
+                    id: r.id,
+                    node_id,
+                    node_cluster,
+                    peer: r.peer,
+                    protocol: r.wire,
+                    connected_at: r.connected_at,
+                    types: lock(&r.status).clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The most recent NACKs, oldest first.
+    pub fn nacks(&self) -> Vec<NackRecord> {
+        lock(&self.shared.nacks).iter().cloned().collect()
+    }
+
+    /// The tonic service to mount: `Server::builder().add_service(server.service())`.
+    pub fn service(&self) -> AdsService {
+        AdsService {
+            server: self.clone(),
+        }
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then open streams
+    /// are closed.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    fn start<Req, F>(
+        &self,
+        wire: Wire,
+        request: Request<Streaming<Req>>,
+        on_request: F,
+    ) -> ResponseStream
+    where
+        Req: Send + 'static,
+        F: Fn(&mut ConnState, Req) -> RequestOutcome + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let registered = Arc::new(Registered {
+            id,
+            wire,
+            peer: request.remote_addr(),
+            connected_at: SystemTime::now(),
+            status: Mutex::new(Vec::new()),
+            node: Mutex::new(Default::default()),
+        });
+        lock(&shared.connections).insert(id, registered.clone());
+        Metrics::add(&shared.metrics.connections_active, 1);
+        Metrics::add(&shared.metrics.connections_total, 1);
+        // Small: a client that does not read its responses stalls only its
+        // own task, which then stops reading its requests.
+        let (tx, rx) = mpsc::channel(4);
+        let requests = request.into_inner();
+        tokio::spawn(async move {
+            run_connection(&shared, &registered, wire, requests, tx, on_request).await;
+            lock(&shared.connections).remove(&id);
+            shared
+                .metrics
+                .connections_active
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+type ResponseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send>>;
+
+async fn run_connection<Req, F>(
+    shared: &Shared,
+    registered: &Registered,
+    wire: Wire,
+    mut requests: Streaming<Req>,
+    tx: mpsc::Sender<Result<Outbound, Status>>,
+    on_request: F,
+) where
+    F: Fn(&mut ConnState, Req) -> RequestOutcome,
+{
+    let metrics = &shared.metrics;
+    let mut snapshots = shared.snapshots.clone();
+    let mut state = ConnState::new(wire);
+    let mut warned_types: Vec<String> = Vec::new();
+    loop {
+        let ack_deadline = state
+            .in_flight_since()
+            .map(|t| t + shared.config.ack_timeout);
+        let deadline = match (ack_deadline, state.eds_wait_until()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            message = requests.message() => match message {
+                Ok(Some(req)) => match on_request(&mut state, req) {
+                    RequestOutcome::Applied => {}
+                    RequestOutcome::Ack => {}
+                    RequestOutcome::StaleNonce => Metrics::add(&metrics.stale_nonces_total, 1),
+                    RequestOutcome::UnknownType(url) => {
+                        Metrics::add(&metrics.unknown_type_requests_total, 1);
+                        if !warned_types.contains(&url) && warned_types.len() < 16 {
+                            warn!(node = %state.node_id, type_url = %url, "request for a resource type Sextant does not serve; ignored");
+                            warned_types.push(url);
+                        }
+                    }
+                    RequestOutcome::Nack(record) => {
+                        Metrics::add(&metrics.nacks_total[record.kind.index()], 1);
+                        warn!(node = %record.node_id, r#type = %record.kind, version = %record.version,
+                            resources = ?record.resources, error = %record.error, "proxy rejected configuration (NACK); not resending it");
+                        let mut nacks = lock(&shared.nacks);
+                        if nacks.len() >= shared.config.nack_history {
+                            nacks.pop_front();
+                        }
+                        nacks.push_back(record);
+                    }
+                },
+                Ok(None) => break,
+                Err(status) => {
+                    debug!(node = %state.node_id, error = %status, "stream ended with an error");
+                    break;
+                }
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    // The publisher is gone: the process is shutting down.
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                if ack_deadline.is_some_and(|d| d <= tokio::time::Instant::now())
+                    && let Some(kind) = state.expire_in_flight()
+                {
+                    Metrics::add(&metrics.ack_timeouts_total, 1);
+                    warn!(node = %state.node_id, r#type = %kind, "no ACK within the timeout; assuming the response was received");
+                }
+            }
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        if let Some(out) = state.pump(&snapshot) {
+            let i = out.kind.index();
+            Metrics::add(&metrics.responses_total[i], 1);
+            Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);
+            Metrics::add(&metrics.bytes_sent_total, out.encoded_len() as u64);
+            debug!(node = %state.node_id, r#type = %out.kind, resources = out.resources.len(), removed = out.removed.len(), nonce = %out.nonce, "sending");
+            if tx.send(Ok(out)).await.is_err() {
+                break;
+            }
+        }
+        publish_status(registered, &state);
+    }
+    debug!(node = %state.node_id, "connection closed");
+}
+
+fn publish_status(registered: &Registered, state: &ConnState) {
+    let types = state
+        .types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.wildcard() || t.subscribed() > 0 || t.responses > 0)
+        .map(|(i, t)| TypeStatus {
+            kind: crate::resource::ResourceType::ALL[i],
+            wildcard: t.wildcard(),
+            subscribed: t.subscribed(),
+            held: t.held(),
+            sent_version: t.sent_version.clone(),
+            acked_version: t.acked_version.clone(),
+            in_flight: t.in_flight(),
+            responses: t.responses,
+            last_nack: t.last_nack.clone(),
+        })
+        .collect();
+    *lock(&registered.status) = types;
+    let mut node = lock(&registered.node);
+    if node.0.is_empty() && !state.node_id.is_empty() {
+        info!(node = %state.node_id, cluster = %state.node_cluster, protocol = ?state.wire, "proxy connected");
+        *node = (state.node_id.clone(), state.node_cluster.clone());
+    }
+}
+
+/// The tower service tonic mounts; see [`XdsServer::service`].
+#[derive(Clone)]
+pub struct AdsService {
+    server: XdsServer,
+}
+
+impl tonic::server::NamedService for AdsService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct SotwMethod(XdsServer);
+struct DeltaMethod(XdsServer);
+
+impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
+    type Response = Outbound;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let stream = self.0.start(Wire::Sotw, request, ConnState::on_sotw);
+        Box::pin(async move { Ok(Response::new(stream)) })
+    }
+}
+
+impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
+    type Response = Outbound;
+    type ResponseStream = ResponseStream;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let stream = self.0.start(Wire::Delta, request, ConnState::on_delta);
+        Box::pin(async move { Ok(Response::new(stream)) })
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AdsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.server.clone();
+        match req.uri().path() {
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
+                Box::pin(async move {
+                    let mut grpc =
+                        tonic::server::Grpc::new(codec::AdsCodec::<DiscoveryRequest>::default())
+                            .apply_max_message_size_config(Some(64 << 20), Some(usize::MAX));
+                    Ok(grpc.streaming(SotwMethod(server), req).await)
+                })
+            }
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources" => {
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(
+                        codec::AdsCodec::<DeltaDiscoveryRequest>::default(),
+                    )
+                    .apply_max_message_size_config(Some(64 << 20), Some(usize::MAX));
+                    Ok(grpc.streaming(DeltaMethod(server), req).await)
+                })
+            }
+            _ => Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            }),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What the server exposes about itself: metrics and per-connection state.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Serialize, Serializer};
+
+use super::codec::Wire;
+use super::conn::NackRecord;
+use crate::resource::ResourceType;
+
+pub(crate) fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    // Seconds since the epoch with millisecond precision: sortable, and no
+    // date library for one field.
+    s.serialize_f64((secs * 1000.0).round() / 1000.0)
+}
+
+/// Counters, read by the admin server's `/metrics`.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    /// Connections open now.
+    pub connections_active: AtomicU64,
+    /// Connections ever accepted.
+    pub connections_total: AtomicU64,
+    /// Responses sent, per type (index: [`ResourceType::index`]).
+    pub responses_total: [AtomicU64; 4],
+    /// Resources sent, per type.
+    pub resources_sent_total: [AtomicU64; 4],
+    /// Bytes of responses sent.
+    pub bytes_sent_total: AtomicU64,
+    /// NACKs received, per type.
+    pub nacks_total: [AtomicU64; 4],
+    /// ACKs received, per type.
+    pub acks_total: [AtomicU64; 4],
+    /// Requests ignored for ACK purposes because their nonce was stale.
+    pub stale_nonces_total: AtomicU64,
+    /// Requests for a type Sextant does not serve.
+    pub unknown_type_requests_total: AtomicU64,
+    /// Responses never acknowledged within the ACK timeout.
+    pub ack_timeouts_total: AtomicU64,
+    /// Snapshots built (one per coalesced push).
+    pub snapshots_total: AtomicU64,
+    /// Snapshots that carried endpoint changes only (the fast path).
+    pub endpoint_only_snapshots_total: AtomicU64,
+    /// Resources encoded while building snapshots.
+    pub resources_encoded_total: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// One type on one connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeStatus {
+    /// The type.
+    #[serde(rename = "type")]
+    pub kind: ResourceType,
+    /// Subscribed to everything.
+    pub wildcard: bool,
+    /// Names subscribed explicitly.
+    pub subscribed: usize,
+    /// Resources the client holds (as far as the server knows).
+    pub held: usize,
+    /// Version of the last response sent.
+    pub sent_version: String,
+    /// Version of the last response acknowledged.
+    pub acked_version: String,
+    /// A response is waiting for its ACK.
+    pub in_flight: bool,
+    /// Responses sent.
+    pub responses: u64,
+    /// The last NACK, if any.
+    pub last_nack: Option<NackRecord>,
+}
+
+/// One connected proxy or client.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionStatus {
+    /// Server-assigned id.
+    pub id: u64,
+    /// The node id the client sent.
+    pub node_id: String,
+    /// The node's cluster.
+    pub node_cluster: String,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// SotW or delta.
+    pub protocol: Wire,
+    /// When it connected.
+    #[serde(serialize_with = "rfc3339")]
+    pub connected_at: SystemTime,
+    /// Per type, in push order; only types the client asked for.
+    pub types: Vec<TypeStatus>,
+}

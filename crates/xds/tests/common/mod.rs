@@ -1,0 +1,133 @@
+//! An in-process Sextant: memory registry -> aggregator -> publisher -> ADS
+//! server on a free loopback port.
+#![allow(dead_code, unreachable_pub, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle};
+use sextant_core::{Endpoint, MemoryRegistry, Protocol, Registry, Service};
+use sextant_testkit::ads::types;
+use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
+use tokio::sync::oneshot;
+
+pub struct Harness {
+    pub registry: MemoryRegistry,
+    pub addr: SocketAddr,
+    pub server: XdsServer,
+    pub aggregator: AggregatorHandle,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Debounce short enough that tests do not wait, long enough to coalesce.
+pub fn fast_debounce() -> Debounce {
+    Debounce {
+        endpoints: Duration::from_millis(2),
+        config: Duration::from_millis(2),
+        max_delay: Duration::from_millis(50),
+    }
+}
+
+pub async fn start(services: Vec<Service>) -> Harness {
+    start_with(
+        MemoryRegistry::new("memory/test"),
+        services,
+        ServerConfig::default(),
+    )
+    .await
+}
+
+pub async fn start_with(
+    registry: MemoryRegistry,
+    services: Vec<Service>,
+    config: ServerConfig,
+) -> Harness {
+    if !services.is_empty() {
+        registry.reset(services);
+    }
+    let (agg, aggregator) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry.clone()) as Arc<dyn Registry>],
+    )
+    .expect("aggregator");
+    tokio::spawn(agg.run());
+    let metrics = Arc::new(Metrics::default());
+    let (snapshots, task) = publisher(
+        aggregator.view(),
+        TranslateOptions::default(),
+        fast_debounce(),
+        metrics.clone(),
+    );
+    tokio::spawn(task);
+    let server = XdsServer::new(snapshots, metrics, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Harness {
+        registry,
+        addr,
+        server,
+        aggregator,
+        _stop: stop,
+    }
+}
+
+/// A service with an HTTP port 8080 and a gRPC port 9090 on every address.
+pub fn svc(host: &str, ips: &[&str]) -> Service {
+    let mut s = Service::new(host)
+        .with_port("http", 8080, Protocol::Http)
+        .with_port("grpc", 9090, Protocol::Grpc);
+    for ip in ips {
+        s = s.with_endpoint(Endpoint::new(ip.parse().expect("addr")));
+    }
+    s
+}
+
+/// The name inside an encoded resource of any of the four types.
+pub fn resource_name(any: &Any) -> String {
+    let v = any.value.as_slice();
+    match any.type_url.as_str() {
+        types::CDS => Cluster::decode(v).expect("cluster").name,
+        types::EDS => ClusterLoadAssignment::decode(v).expect("cla").cluster_name,
+        types::LDS => Listener::decode(v).expect("listener").name,
+        types::RDS => RouteConfiguration::decode(v).expect("route").name,
+        other => panic!("unexpected type {other}"),
+    }
+}
+
+pub fn names(resources: &[Any]) -> Vec<String> {
+    let mut v: Vec<String> = resources.iter().map(resource_name).collect();
+    v.sort();
+    v
+}
+
+pub fn cla(any: &Any) -> ClusterLoadAssignment {
+    ClusterLoadAssignment::decode(any.value.as_slice()).expect("cla")
+}
+
+pub fn endpoint_count(c: &ClusterLoadAssignment) -> usize {
+    c.endpoints.iter().map(|l| l.lb_endpoints.len()).sum()
+}
+
+pub const A_HTTP: &str = "outbound|8080||a.svc";
+pub const A_GRPC: &str = "outbound|9090||a.svc";
+pub const B_HTTP: &str = "outbound|8080||b.svc";
+pub const B_GRPC: &str = "outbound|9090||b.svc";
+
+pub fn sorted<S: AsRef<str>>(v: &[S]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.as_ref().to_owned()).collect();
+    v.sort();
+    v
+}
