@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Peers (shared/peers.md) are installed here as the tests that use them land.
-# Today the suite needs only the Rust toolchain.
+step "install test peers (Envoy, grpcio, grpc-js-xds)"
+scripts/install-peers.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,11 +2,13 @@
 //!
 //! - [`fixtures`]: generated meshes of any size and their registry-file text.
 //! - [`ads`]: a test ADS client (SotW and delta) with full control of every field.
+//! - [`peers`]: real Envoy (launched and killed by the test), HTTP backends, an HTTP client.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::panic)]
 
 pub mod ads;
+pub mod peers;
 
 pub mod fixtures {
     //! Deterministic services for tests and benchmarks.

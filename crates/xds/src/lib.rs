@@ -46,6 +46,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod publisher;
 pub mod resource;
 pub mod server;

@@ -35,11 +35,17 @@ pub fn fast_debounce() -> Debounce {
     }
 }
 
+#[derive(Default)]
+pub struct Options {
+    pub translate: TranslateOptions,
+    pub server: ServerConfig,
+}
+
 pub async fn start(services: Vec<Service>) -> Harness {
     start_with(
         MemoryRegistry::new("memory/test"),
         services,
-        ServerConfig::default(),
+        Options::default(),
     )
     .await
 }
@@ -47,7 +53,7 @@ pub async fn start(services: Vec<Service>) -> Harness {
 pub async fn start_with(
     registry: MemoryRegistry,
     services: Vec<Service>,
-    config: ServerConfig,
+    options: Options,
 ) -> Harness {
     if !services.is_empty() {
         registry.reset(services);
@@ -61,12 +67,12 @@ pub async fn start_with(
     let metrics = Arc::new(Metrics::default());
     let (snapshots, task) = publisher(
         aggregator.view(),
-        TranslateOptions::default(),
+        options.translate,
         fast_debounce(),
         metrics.clone(),
     );
     tokio::spawn(task);
-    let server = XdsServer::new(snapshots, metrics, config);
+    let server = XdsServer::new(snapshots, metrics, options.server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

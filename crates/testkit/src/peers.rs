@@ -1,0 +1,277 @@
+//! Real programs the tests talk to, installed by `scripts/install-peers.sh`
+//! into the repository. A test that needs one and cannot find it fails with
+//! a message saying how to install it; it never skips.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn require(path: PathBuf, what: &str, env: &str) -> PathBuf {
+    if path.exists() {
+        return path;
+    }
+    panic!(
+        "{what} is needed by this test and was not found at {}.\n\
+         Run scripts/install-peers.sh (scripts/test.sh runs it), or set {env} to its path.",
+        path.display()
+    );
+}
+
+/// The Envoy binary: `$SEXTANT_ENVOY`, else `.venv/bin/envoy`.
+pub fn envoy_path() -> PathBuf {
+    let path = std::env::var_os("SEXTANT_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
+    require(path, "Envoy 1.40", "SEXTANT_ENVOY")
+}
+
+/// The Python with grpcio: `$SEXTANT_PYTHON`, else `.venv/bin/python`.
+pub fn python_path() -> PathBuf {
+    let path = std::env::var_os("SEXTANT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    require(path, "Python with grpcio", "SEXTANT_PYTHON")
+}
+
+/// The directory holding `node_modules/@grpc/grpc-js-xds`.
+pub fn node_clients_dir() -> PathBuf {
+    let dir = workspace_root().join("crates/xds/tests/clients");
+    require(
+        dir.join("node_modules/@grpc/grpc-js-xds"),
+        "Node @grpc/grpc-js-xds",
+        "(none)",
+    );
+    dir
+}
+
+/// A free loopback port (bound, then released; good enough for a test).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A running Envoy, killed when dropped.
+pub struct Envoy {
+    child: Child,
+    /// Envoy's admin address.
+    pub admin: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy with `bootstrap` (YAML). Its admin port should be 0:
+    /// the real one is read back from `--admin-address-path`.
+    pub async fn start(bootstrap: &str) -> Envoy {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = dir.path().join("envoy.yaml");
+        let admin_file = dir.path().join("admin.txt");
+        let log = dir.path().join("envoy.log");
+        std::fs::write(&config, bootstrap).unwrap_or_else(|e| panic!("write bootstrap: {e}"));
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(envoy_path())
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Envoy: {e}"));
+        let mut envoy = Envoy {
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dir,
+        };
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&admin_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                envoy.admin = addr;
+                return envoy;
+            }
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("Envoy exited at start ({status}):\n{}", envoy.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "Envoy did not publish its admin address within 10 s:\n{}",
+            envoy.log()
+        );
+    }
+
+    /// Envoy's log so far (the tail, for failure messages).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// GET on the admin interface: status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, "localhost", path)
+            .await
+            .unwrap_or_else(|e| panic!("Envoy admin {path}: {e}"))
+    }
+
+    /// Waits until `/ready` says LIVE (the control plane has answered).
+    pub async fn wait_live(&self) {
+        let mut last = String::new();
+        for _ in 0..300 {
+            match http_get(self.admin, "localhost", "/ready").await {
+                Ok((200, body)) if body.trim() == "LIVE" => return,
+                Ok((status, body)) => last = format!("{status} {}", body.trim()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, stats) = self.admin_get("/stats?filter=control_plane|init").await;
+        panic!(
+            "Envoy never became LIVE within 15 s (last /ready: {last}); stats:\n{stats}\nlog:\n{}",
+            self.log()
+        );
+    }
+
+    /// Sum of every stat whose name ends with `suffix` (e.g. `update_rejected`).
+    pub async fn stat_sum(&self, suffix: &str) -> u64 {
+        let (_, body) = self.admin_get("/stats").await;
+        body.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(name, _)| name.ends_with(suffix))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns status and body.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
+}
+
+/// An HTTP server answering every request with its name; counts hits.
+pub struct HttpBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpBackend {
+    /// Starts a backend on a free loopback port.
+    pub async fn start(name: &str) -> HttpBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let name = name.to_owned();
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let name = name.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    // Serve requests on this connection until it closes.
+                    loop {
+                        let Ok(n) = conn.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            let resp = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                                name.len(),
+                                name
+                            );
+                            if conn.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        HttpBackend { addr, hits, task }
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,208 @@
+//! A real Envoy 1.40 (from scripts/install-peers.sh) configured only by
+//! Sextant over ADS, SotW and delta: traffic goes where the registry says.
+//! Loops below poll until a condition holds, with a bound that only guards
+//! against hangs; nothing is timed.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use sextant_core::{Endpoint, Health, Protocol, Service};
+use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
+use sextant_xds::bootstrap::EnvoyBootstrap;
+use sextant_xds::{ResourceType, TranslateOptions};
+
+fn web(backends: &[&HttpBackend]) -> Service {
+    let mut s = Service::new("web.test.svc").with_port("http", 8080, Protocol::Http);
+    for b in backends {
+        s = s.with_endpoint(
+            Endpoint::new(b.addr.ip().into()).with_port("http", u32::from(b.addr.port())),
+        );
+    }
+    s
+}
+
+/// Sends requests until `done` holds for the set of bodies seen (at most
+/// `tries` requests, 50 ms apart), and returns that set.
+async fn bodies_until(
+    outbound: SocketAddr,
+    host: &str,
+    tries: usize,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..tries {
+        if let Ok((200, body)) = http_get(outbound, host, "/").await {
+            seen.insert(body);
+        }
+        if done(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+/// Polls Envoy's `/clusters` until `done` holds (bounded); true if it did.
+async fn clusters_until(envoy: &Envoy, done: impl Fn(&str) -> bool) -> bool {
+    for _ in 0..200 {
+        let (_, clusters) = envoy.admin_get("/clusters").await;
+        if done(&clusters) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn status_until(outbound: SocketAddr, host: &str, want: u16) -> u16 {
+    let mut last = 0;
+    for _ in 0..200 {
+        last = http_get(outbound, host, "/")
+            .await
+            .map(|(s, _)| s)
+            .unwrap_or(0);
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+async fn traffic_follows_the_registry(delta: bool) {
+    let one = HttpBackend::start("one").await;
+    let two = HttpBackend::start("two").await;
+    let three = HttpBackend::start("three").await;
+    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let options = Options {
+        translate: TranslateOptions {
+            outbound_addr: outbound,
+        },
+        ..Default::default()
+    };
+    let h = start_with(
+        sextant_core::MemoryRegistry::new("memory/test"),
+        vec![web(&[&one, &two])],
+        options,
+    )
+    .await;
+    let bootstrap = EnvoyBootstrap {
+        node_id: format!("envoy-{}", if delta { "delta" } else { "sotw" }),
+        cluster: "test".into(),
+        xds_addr: h.addr.to_string(),
+        admin_addr: "127.0.0.1:0".into(),
+        delta,
+    };
+    let envoy = Envoy::start(&bootstrap.to_yaml()).await;
+    envoy.wait_live().await;
+
+    // Both endpoints receive traffic, by Host and by Host:port.
+    let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["one".into(), "two".into()]),
+        "{}",
+        envoy.log()
+    );
+    let seen = bodies_until(outbound, "web.test.svc:8080", 20, |s| !s.is_empty()).await;
+    assert!(!seen.is_empty(), "HOST:PORT routes too");
+
+    // An added endpoint receives traffic.
+    h.registry.insert(web(&[&one, &two, &three]));
+    let seen = bodies_until(outbound, "web.test.svc", 200, |s| s.contains("three")).await;
+    assert!(
+        seen.contains("three"),
+        "new endpoint never reached: {}",
+        envoy.log()
+    );
+
+    // An endpoint marked unhealthy stops receiving traffic.
+    let mut sick = web(&[&one, &two, &three]);
+    sick.endpoints[2].health = Health::Unhealthy;
+    h.registry.insert(sick);
+    let needle = format!("{}::health_flags::/failed_eds_health", three.addr);
+    assert!(
+        clusters_until(&envoy, |c| c.contains(&needle)).await,
+        "Envoy never marked the endpoint unhealthy"
+    );
+    let before = three.hits();
+    for _ in 0..30 {
+        let (status, body) = http_get(outbound, "web.test.svc", "/")
+            .await
+            .expect("request");
+        assert_eq!(status, 200);
+        assert_ne!(body, "three");
+    }
+    assert_eq!(three.hits(), before, "an unhealthy endpoint got traffic");
+
+    // A removed endpoint stops receiving traffic; a removed service gives 404.
+    h.registry.insert(web(&[&one]));
+    let gone = format!("{}::", two.addr);
+    assert!(
+        clusters_until(&envoy, |c| !c.contains(&gone)).await,
+        "Envoy kept the removed endpoint"
+    );
+    let settled = bodies_until(outbound, "web.test.svc", 20, |_| false).await;
+    assert_eq!(
+        settled,
+        BTreeSet::from(["one".into()]),
+        "only the remaining endpoint"
+    );
+    assert_eq!(
+        http_get(outbound, "nobody.test.svc", "/")
+            .await
+            .expect("request")
+            .0,
+        404,
+        "unknown host"
+    );
+    h.registry.remove("web.test.svc");
+    assert_eq!(
+        status_until(outbound, "web.test.svc", 404).await,
+        404,
+        "removed service"
+    );
+
+    // Nothing was rejected, and the server knows Envoy is up to date.
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "Envoy rejected an update: {}",
+        envoy.log()
+    );
+    assert!(h.server.nacks().is_empty(), "{:?}", h.server.nacks());
+    let conns = h.server.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].node_id, bootstrap.node_id);
+    let mut acked = false;
+    for _ in 0..100 {
+        let conns = h.server.connections();
+        acked = conns[0]
+            .types
+            .iter()
+            .all(|t| !t.in_flight && t.acked_version == t.sent_version)
+            && conns[0].types.iter().any(|t| t.kind == ResourceType::Route);
+        if acked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(acked, "{:?}", h.server.connections());
+    let (_, ready) = envoy.admin_get("/ready").await;
+    assert_eq!(ready.trim(), "LIVE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_sotw_traffic_follows_the_registry() {
+    traffic_follows_the_registry(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_delta_traffic_follows_the_registry() {
+    traffic_follows_the_registry(true).await;
+}
