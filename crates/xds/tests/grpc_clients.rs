@@ -1,0 +1,157 @@
+//! Proxyless gRPC clients (Python grpcio and Node grpc-js-xds, installed by
+//! scripts/install-peers.sh) dialing `xds:///HOSTNAME:PORT` through Sextant,
+//! against real gRPC servers. One client process lives through a registry
+//! change, so updates are checked too.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use sextant_core::{Endpoint, Protocol, Service};
+use sextant_testkit::peers::{node_clients_dir, python_path};
+use sextant_xds::bootstrap::GrpcBootstrap;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const TARGET: &str = "xds:///echo.test.svc:50051";
+
+struct EchoServer {
+    _child: Child,
+    port: u16,
+}
+
+async fn echo_server(name: &str) -> EchoServer {
+    let script = node_clients_dir().join("echo_server.py");
+    let mut child = Command::new(python_path())
+        .arg(script)
+        .arg(name)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start echo server");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("read port")
+        .expect("a port line");
+    EchoServer {
+        _child: child,
+        port: line.trim().parse().expect("port number"),
+    }
+}
+
+fn echo_service(servers: &[&EchoServer]) -> Service {
+    let mut s = Service::new("echo.test.svc").with_port("grpc", 50051, Protocol::Grpc);
+    for (i, srv) in servers.iter().enumerate() {
+        let mut ep = Endpoint::new("127.0.0.1".parse().expect("addr"))
+            .with_port("grpc", u32::from(srv.port));
+        ep.locality.zone = format!("zone-{}", i % 2);
+        s = s.with_endpoint(ep);
+    }
+    s
+}
+
+struct Client {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Client {
+    async fn expect_phase(&mut self, phase: &str) {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("client answers within 60 s")
+            .expect("read")
+            .unwrap_or_default();
+        assert_eq!(line, format!("ok {phase}"), "client output");
+    }
+
+    async fn finish(mut self) {
+        let status = self.child.wait().await.expect("wait");
+        assert!(status.success(), "client exited with {status}");
+    }
+}
+
+async fn run_client(
+    program: &str,
+    args: &[String],
+    bootstrap: &std::path::Path,
+    phases: &[&str],
+) -> Client {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .arg(TARGET)
+        .args(phases)
+        .current_dir(node_clients_dir())
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    Client { child, lines }
+}
+
+async fn proxyless_client_follows_the_registry(node: bool) {
+    let one = echo_server("one").await;
+    let two = echo_server("two").await;
+    let h = start(vec![echo_service(&[&one, &two])]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.json");
+    let node_id = if node { "grpc-js" } else { "grpcio" };
+    let json = GrpcBootstrap {
+        node_id: node_id.into(),
+        cluster: "test".into(),
+        xds_addr: h.addr.to_string(),
+    }
+    .to_json();
+    std::fs::write(&bootstrap, json).expect("write bootstrap");
+
+    let (program, args) = if node {
+        (
+            "node".to_owned(),
+            vec![
+                node_clients_dir()
+                    .join("xds_client.js")
+                    .display()
+                    .to_string(),
+            ],
+        )
+    } else {
+        (
+            python_path().display().to_string(),
+            vec![
+                node_clients_dir()
+                    .join("xds_client.py")
+                    .display()
+                    .to_string(),
+            ],
+        )
+    };
+    let mut client = run_client(&program, &args, &bootstrap, &["one,two", "one"]).await;
+    client.expect_phase("one,two").await;
+    h.registry.insert(echo_service(&[&one]));
+    client.expect_phase("one").await;
+    client.finish().await;
+
+    assert!(
+        h.server.nacks().is_empty(),
+        "client rejected config: {:?}",
+        h.server.nacks()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_calls_through_xds() {
+    proxyless_client_follows_the_registry(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_grpc_js_xds_calls_through_xds() {
+    proxyless_client_follows_the_registry(true).await;
+}
