@@ -244,6 +244,8 @@ async fn run_connection<Req, F>(
                 Ok(None) => break,
                 Err(status) => {
                     debug!(node = %state.node_id, error = %status, "stream ended with an error");
+                    // Tell the client why (a malformed request, for instance).
+                    let _ = tx.send(Err(status)).await;
                     break;
                 }
             },
