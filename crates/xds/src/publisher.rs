@@ -101,6 +101,7 @@ pub fn publisher(
             if fast {
                 Metrics::add(&metrics.endpoint_only_snapshots_total, 1);
             }
+            metrics.push_latency.observe(started.elapsed());
             debug!(
                 generation = next.generation,
                 view = next.view_generation,

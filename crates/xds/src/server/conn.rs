@@ -66,8 +66,8 @@ struct InFlight {
 pub(crate) enum RequestOutcome {
     /// Applied.
     Applied,
-    /// An ACK of the response in flight.
-    Ack,
+    /// An ACK of the response in flight, after this long.
+    Ack(std::time::Duration),
     /// A NACK of the response in flight.
     Nack(NackRecord),
     /// Its nonce was stale; ignored for ACK purposes.
@@ -385,9 +385,13 @@ impl TypeState {
         })
     }
 
-    fn ack(&mut self) {
-        if let Some(f) = self.in_flight.take() {
-            self.acked_version = f.version_info;
+    fn ack(&mut self) -> std::time::Duration {
+        match self.in_flight.take() {
+            Some(f) => {
+                self.acked_version = f.version_info;
+                f.since.elapsed()
+            }
+            None => std::time::Duration::ZERO,
         }
     }
 
@@ -473,10 +477,7 @@ impl ConnState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => {
-                    st.ack();
-                    RequestOutcome::Ack
-                }
+                None => RequestOutcome::Ack(st.ack()),
             };
         }
         let mut names: BTreeSet<Arc<str>> = req
@@ -568,10 +569,7 @@ impl ConnState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => {
-                    st.ack();
-                    RequestOutcome::Ack
-                }
+                None => RequestOutcome::Ack(st.ack()),
             };
         }
         if req.response_nonce == st.last_nonce {

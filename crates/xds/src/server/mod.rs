@@ -221,7 +221,7 @@ async fn run_connection<Req, F>(
             message = requests.message() => match message {
                 Ok(Some(req)) => match on_request(&mut state, req) {
                     RequestOutcome::Applied => {}
-                    RequestOutcome::Ack => {}
+                    RequestOutcome::Ack(waited) => metrics.ack_latency.observe(waited),
                     RequestOutcome::StaleNonce => Metrics::add(&metrics.stale_nonces_total, 1),
                     RequestOutcome::UnknownType(url) => {
                         Metrics::add(&metrics.unknown_type_requests_total, 1);

@@ -20,6 +20,58 @@ pub(crate) fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::E
     s.serialize_f64((secs * 1000.0).round() / 1000.0)
 }
 
+/// A Prometheus-style histogram with fixed buckets, in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, in seconds.
+    pub bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Bucket bounds for latencies: 1 ms to 10 s.
+pub const LATENCY_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            bounds: LATENCY_BOUNDS,
+            counts: LATENCY_BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, then the sum (seconds) and the count.
+    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut total = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                total += c.load(Ordering::Relaxed);
+                (*b, total)
+            })
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, self.count.load(Ordering::Relaxed))
+    }
+}
+
 /// Counters, read by the admin server's `/metrics`.
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -35,8 +87,6 @@ pub struct Metrics {
     pub bytes_sent_total: AtomicU64,
     /// NACKs received, per type.
     pub nacks_total: [AtomicU64; 4],
-    /// ACKs received, per type.
-    pub acks_total: [AtomicU64; 4],
     /// Requests ignored for ACK purposes because their nonce was stale.
     pub stale_nonces_total: AtomicU64,
     /// Requests for a type Sextant does not serve.
@@ -49,6 +99,10 @@ pub struct Metrics {
     pub endpoint_only_snapshots_total: AtomicU64,
     /// Resources encoded while building snapshots.
     pub resources_encoded_total: AtomicU64,
+    /// From the first change of a batch to its snapshot being published.
+    pub push_latency: Histogram,
+    /// From a response being sent to its ACK or NACK.
+    pub ack_latency: Histogram,
 }
 
 impl Metrics {
