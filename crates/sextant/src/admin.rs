@@ -1,0 +1,347 @@
+//! Admin HTTP: readiness, Prometheus metrics and debug endpoints (Pilot's
+//! names, so operators find them where they expect).
+//!
+//! | path | what |
+//! |---|---|
+//! | `/healthz/ready` | 200 once serving, 503 (saying why) before |
+//! | `/metrics` | Prometheus text |
+//! | `/debug/registryz` | each registry: state, last sync, staleness, counts, last error, problems; conflicts |
+//! | `/debug/configz` | the merged view, JSON |
+//! | `/debug/syncz` | each connected proxy: node, protocol, per type sent/acked versions, last NACK; recent NACKs |
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sextant_aggregate::{AggregatorHandle, SyncState};
+use sextant_xds::server::status::Histogram;
+use sextant_xds::{Metrics, ResourceType, XdsServer};
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    aggregator: AggregatorHandle,
+    xds: XdsServer,
+}
+
+impl AdminState {
+    /// State over a running aggregator and ADS server.
+    pub fn new(aggregator: AggregatorHandle, xds: XdsServer) -> Self {
+        AdminState { aggregator, xds }
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/configz", get(configz))
+        .route("/debug/syncz", get(syncz))
+        .with_state(state)
+}
+
+async fn index() -> &'static str {
+    "sextant admin\n\n/healthz/ready\n/metrics\n/debug/registryz\n/debug/configz\n/debug/syncz\n"
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let status = s.aggregator.status().borrow().clone();
+    if status.ready {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let waiting: Vec<String> = status
+        .registries
+        .iter()
+        .filter(|r| r.state == SyncState::Syncing)
+        .map(|r| r.id.to_string())
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "not ready: waiting for the first sync of {}\n",
+            waiting.join(", ")
+        ),
+    )
+        .into_response()
+}
+
+fn json(value: serde_json::Value) -> Response {
+    let body = serde_json::to_string_pretty(&value).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response()
+}
+
+async fn registryz(State(s): State<AdminState>) -> Response {
+    let status = s.aggregator.status().borrow().clone();
+    let view = s.aggregator.view().borrow().clone();
+    json(serde_json::json!({
+        "ready": status.ready,
+        "missing_at_startup": status.missing_at_startup,
+        "generation": status.generation,
+        "registries": status.registries,
+        "conflicts": &*view.conflicts,
+    }))
+}
+
+async fn configz(State(s): State<AdminState>) -> Response {
+    let view = s.aggregator.view().borrow().clone();
+    json(serde_json::to_value(&*view).unwrap_or_default())
+}
+
+async fn syncz(State(s): State<AdminState>) -> Response {
+    json(serde_json::json!({
+        "connections": s.xds.connections(),
+        "recent_nacks": s.xds.nacks(),
+    }))
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let body = render_metrics(&s);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Prom(String);
+
+impl Prom {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+    fn counter(&mut self, name: &str, help: &str, value: &AtomicU64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], Metrics::get(value));
+    }
+    fn per_type(&mut self, name: &str, kind: &str, help: &str, values: &[AtomicU64; 4]) {
+        self.family(name, kind, help);
+        for t in ResourceType::ALL {
+            self.sample(
+                name,
+                &[("type", t.short())],
+                Metrics::get(&values[t.index()]),
+            );
+        }
+    }
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.family(name, "histogram", help);
+        let (buckets, sum, count) = h.read();
+        for (bound, n) in buckets {
+            self.sample(&format!("{name}_bucket"), &[("le", &bound.to_string())], n);
+        }
+        self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], count);
+        self.sample(&format!("{name}_sum"), &[], sum);
+        self.sample(&format!("{name}_count"), &[], count);
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render_metrics(s: &AdminState) -> String {
+    let status = s.aggregator.status().borrow().clone();
+    let m = s.xds.metrics();
+    let mut p = Prom(String::new());
+
+    p.family(
+        "sextant_ready",
+        "gauge",
+        "1 once the merged view is being served.",
+    );
+    p.sample("sextant_ready", &[], u8::from(status.ready));
+    p.family("sextant_services", "gauge", "Services in the merged view.");
+    p.sample("sextant_services", &[], status.services);
+    p.family(
+        "sextant_endpoints",
+        "gauge",
+        "Endpoints in the merged view.",
+    );
+    p.sample("sextant_endpoints", &[], status.endpoints);
+    p.family(
+        "sextant_conflicts",
+        "gauge",
+        "Disagreements between registries about a service.",
+    );
+    p.sample("sextant_conflicts", &[], status.conflicts);
+
+    p.family(
+        "sextant_registry_state",
+        "gauge",
+        "1 for the registry's current state (syncing, synced, stale, dropped).",
+    );
+    for r in &status.registries {
+        for (state, name) in [
+            (SyncState::Syncing, "syncing"),
+            (SyncState::Synced, "synced"),
+            (SyncState::Stale, "stale"),
+            (SyncState::Dropped, "dropped"),
+        ] {
+            p.sample(
+                "sextant_registry_state",
+                &[("registry", r.id.as_str()), ("state", name)],
+                u8::from(r.state == state),
+            );
+        }
+    }
+    p.family(
+        "sextant_registry_stale_seconds",
+        "gauge",
+        "How long the registry has been stale; 0 when it is not.",
+    );
+    let now = std::time::SystemTime::now();
+    for r in &status.registries {
+        let stale = r
+            .stale_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        p.sample(
+            "sextant_registry_stale_seconds",
+            &[("registry", r.id.as_str())],
+            stale,
+        );
+    }
+    for (name, help, get) in [
+        (
+            "sextant_registry_services",
+            "Services the registry contributes.",
+            (|r: &sextant_aggregate::RegistryStatus| r.services as u64) as fn(&_) -> u64,
+        ),
+        (
+            "sextant_registry_endpoints",
+            "Endpoints the registry contributes.",
+            |r| r.endpoints as u64,
+        ),
+        (
+            "sextant_registry_problems",
+            "Objects of the registry currently rejected.",
+            |r| r.problems.len() as u64,
+        ),
+        (
+            "sextant_registry_events_total",
+            "Events received from the registry.",
+            |r| r.events_total,
+        ),
+        (
+            "sextant_registry_errors_total",
+            "Errors reported by the registry.",
+            |r| r.errors_total,
+        ),
+        (
+            "sextant_registry_rejected_total",
+            "Services from the registry that failed validation.",
+            |r| r.rejected_total,
+        ),
+    ] {
+        p.family(
+            name,
+            if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            },
+            help,
+        );
+        for r in &status.registries {
+            p.sample(name, &[("registry", r.id.as_str())], get(r));
+        }
+    }
+
+    p.family(
+        "sextant_xds_connections",
+        "gauge",
+        "Connected proxies and clients.",
+    );
+    p.sample(
+        "sextant_xds_connections",
+        &[],
+        Metrics::get(&m.connections_active),
+    );
+    p.counter(
+        "sextant_xds_connections_total",
+        "Connections accepted.",
+        &m.connections_total,
+    );
+    p.per_type(
+        "sextant_xds_responses_total",
+        "counter",
+        "Responses sent.",
+        &m.responses_total,
+    );
+    p.per_type(
+        "sextant_xds_resources_sent_total",
+        "counter",
+        "Resources sent in responses.",
+        &m.resources_sent_total,
+    );
+    p.per_type(
+        "sextant_xds_nacks_total",
+        "counter",
+        "Responses rejected by a client.",
+        &m.nacks_total,
+    );
+    p.counter(
+        "sextant_xds_bytes_sent_total",
+        "Bytes of responses sent.",
+        &m.bytes_sent_total,
+    );
+    p.counter(
+        "sextant_xds_stale_nonces_total",
+        "Requests whose nonce was stale.",
+        &m.stale_nonces_total,
+    );
+    p.counter(
+        "sextant_xds_unknown_type_requests_total",
+        "Requests for types Sextant does not serve.",
+        &m.unknown_type_requests_total,
+    );
+    p.counter(
+        "sextant_xds_ack_timeouts_total",
+        "Responses never acknowledged within the timeout.",
+        &m.ack_timeouts_total,
+    );
+    p.counter(
+        "sextant_xds_pushes_total",
+        "Snapshots built and pushed (coalesced changes).",
+        &m.snapshots_total,
+    );
+    p.counter(
+        "sextant_xds_endpoint_only_pushes_total",
+        "Pushes that carried endpoint changes only.",
+        &m.endpoint_only_snapshots_total,
+    );
+    p.counter(
+        "sextant_xds_resources_encoded_total",
+        "Resources encoded (each once per version).",
+        &m.resources_encoded_total,
+    );
+    p.histogram(
+        "sextant_xds_push_latency_seconds",
+        "From the first change of a batch to its push.",
+        &m.push_latency,
+    );
+    p.histogram(
+        "sextant_xds_ack_latency_seconds",
+        "From a response to its ACK or NACK.",
+        &m.ack_latency,
+    );
+    p.0
+}

@@ -1,0 +1,131 @@
+use super::*;
+
+fn args() -> RunArgs {
+    RunArgs::default()
+}
+
+#[test]
+fn files_alone_mean_the_file_registry_with_pilot_defaults() {
+    let s = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(s.registries, [RegistryKind::File]);
+    assert_eq!(s.xds_addr.to_string(), "127.0.0.1:15010");
+    assert_eq!(s.admin_addr.to_string(), "127.0.0.1:15014");
+    assert_eq!(s.translate.outbound_addr.to_string(), "127.0.0.1:15001");
+    assert_eq!(s.debounce, Debounce::default());
+}
+
+#[test]
+fn nothing_to_serve_is_explained() {
+    let e = Settings::resolve(&args()).expect_err("nothing");
+    assert!(e.0[0].contains("pass --file PATH"), "{e}");
+}
+
+#[test]
+fn unknown_registry_kinds_list_the_known_ones_and_every_problem_is_reported() {
+    let e = Settings::resolve(&RunArgs {
+        registries: Some(vec!["file".into(), "zookeeper".into()]),
+        max_stale: Some("soon".into()),
+        merge: Some("both".into()),
+        ..args()
+    })
+    .expect_err("invalid");
+    let text = e.to_string();
+    assert!(
+        text.contains("unknown registry kind \"zookeeper\"; known kinds: file, etcd, consul, k8s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--max-stale: \"soon\" is not a duration"),
+        "{text}"
+    );
+    assert!(text.contains("--merge: unknown merge mode"), "{text}");
+    assert!(
+        text.contains("the file registry needs at least one --file PATH"),
+        "{text}"
+    );
+    assert_eq!(e.0.len(), 4, "{text}");
+}
+
+#[test]
+fn adapters_not_built_yet_fail_clearly() {
+    let s = Settings::resolve(&RunArgs {
+        registries: Some(vec!["consul".into()]),
+        ..args()
+    })
+    .expect("valid kinds");
+    let e = s.build_registries().err().expect("not built");
+    assert_eq!(
+        e.0,
+        ["the consul registry adapter is not part of this build yet; available now: file"]
+    );
+}
+
+#[test]
+fn the_config_file_is_read_relative_to_itself_and_flags_win() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "registries: [file]\nfiles: [mesh.yaml]\nxds_addr: 127.0.0.1:25010\nmerge: first\ndebounce: { endpoints: 5ms }\nmax_stale: 10m\n",
+    )
+    .expect("write");
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path.clone()),
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(s.files, [dir.path().join("mesh.yaml")]);
+    assert_eq!(s.xds_addr.port(), 25010);
+    assert_eq!(s.aggregator.merge, MergeMode::First);
+    assert_eq!(s.debounce.endpoints, Duration::from_millis(5));
+    assert_eq!(s.aggregator.max_stale, Some(Duration::from_secs(600)));
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path),
+        xds_addr: Some("127.0.0.1:35010".parse().expect("addr")),
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(s.xds_addr.port(), 35010, "flags win");
+}
+
+#[test]
+fn config_file_problems_name_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "files: [mesh.yaml]\nmax_stale: forever\nxds_addr: localhost\n",
+    )
+    .expect("write");
+    let e = Settings::resolve(&RunArgs {
+        config: Some(path.clone()),
+        ..args()
+    })
+    .expect_err("invalid");
+    let p = path.display().to_string();
+    assert!(
+        e.0.iter()
+            .any(|m| m.starts_with(&format!("{p}:2: max_stale: \"forever\" is not a duration"))),
+        "{e}"
+    );
+    assert!(
+        e.0.iter()
+            .any(|m| m.starts_with(&format!("{p}:3: xds_addr:"))),
+        "{e}"
+    );
+
+    std::fs::write(&path, "files: [mesh.yaml]\nregistrys: [file]\n").expect("write");
+    let e = Settings::resolve(&RunArgs {
+        config: Some(path),
+        ..args()
+    })
+    .expect_err("typo");
+    assert!(
+        e.0[0].contains(":2:") && e.0[0].contains("unknown field `registrys`"),
+        "{e}"
+    );
+}

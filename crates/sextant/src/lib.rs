@@ -1,0 +1,288 @@
+//! Sextant as a library: registries in, xDS out, with the admin surface.
+//!
+//! The `sextant` binary is a thin command line over [`Sextant`]; an embedder
+//! with its own registry adapter writes the same few lines:
+//!
+//! ```no_run
+//! use sextant::Sextant;
+//! use sextant_core::MemoryRegistry;
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let registry = MemoryRegistry::new("memory/main"); // or your own `impl Registry`
+//! let running = Sextant::new()
+//!     .registry(registry)
+//!     .xds_addr("127.0.0.1:15010".parse()?)
+//!     .admin_addr("127.0.0.1:15014".parse::<std::net::SocketAddr>()?)
+//!     .start()
+//!     .await?;
+//! running.run_until_signal().await; // SIGTERM or Ctrl-C: drain, then return
+//! # Ok(()) }
+//! ```
+//!
+//! Start reading at [`Sextant::start`] (the wiring), [`admin`] (health,
+//! metrics, debug endpoints) and [`config`] (flags and the config file).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle, MergeMode};
+use sextant_core::Registry;
+use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Everything needed to run a control plane; see the crate docs.
+pub struct Sextant {
+    registries: Vec<Arc<dyn Registry>>,
+    aggregator: AggregatorConfig,
+    translate: TranslateOptions,
+    debounce: Debounce,
+    server: ServerConfig,
+    xds_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    drain_timeout: Duration,
+}
+
+impl Default for Sextant {
+    fn default() -> Self {
+        Sextant::new()
+    }
+}
+
+impl Sextant {
+    /// No registries yet; xDS on 127.0.0.1:15010 and admin on 127.0.0.1:15014
+    /// (Pilot's ports, loopback unless told otherwise).
+    pub fn new() -> Self {
+        Sextant {
+            registries: Vec::new(),
+            aggregator: AggregatorConfig::default(),
+            translate: TranslateOptions::default(),
+            debounce: Debounce::default(),
+            server: ServerConfig::default(),
+            xds_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
+            admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15014))),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Adds a registry, after (lower priority than) those already added.
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registries.push(Arc::new(registry));
+        self
+    }
+
+    /// Adds a shared registry.
+    pub fn registry_arc(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registries.push(registry);
+        self
+    }
+
+    /// Where the ADS server listens; port 0 picks a free port.
+    pub fn xds_addr(mut self, addr: SocketAddr) -> Self {
+        self.xds_addr = addr;
+        self
+    }
+
+    /// Where the admin HTTP server listens; `None` disables it.
+    pub fn admin_addr(mut self, addr: impl Into<Option<SocketAddr>>) -> Self {
+        self.admin_addr = addr.into();
+        self
+    }
+
+    /// The outbound HTTP listener handed to proxies.
+    pub fn outbound_addr(mut self, addr: SocketAddr) -> Self {
+        self.translate.outbound_addr = addr;
+        self
+    }
+
+    /// How registries reporting the same hostname combine.
+    pub fn merge(mut self, mode: MergeMode) -> Self {
+        self.aggregator.merge = mode;
+        self
+    }
+
+    /// The aggregator's settings (merge, start-up timeout, maximum staleness).
+    pub fn aggregator_config(mut self, config: AggregatorConfig) -> Self {
+        self.aggregator = config;
+        self
+    }
+
+    /// Coalescing of changes into pushes.
+    pub fn debounce(mut self, debounce: Debounce) -> Self {
+        self.debounce = debounce;
+        self
+    }
+
+    /// ADS server settings.
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.server = config;
+        self
+    }
+
+    /// How long a graceful shutdown waits for streams to close. Default 5 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Binds the listeners and starts every task. Fails if a port is taken
+    /// or two registries share an id.
+    pub async fn start(self) -> anyhow::Result<Running> {
+        if self.registries.is_empty() {
+            anyhow::bail!("no registries configured");
+        }
+        let ids: Vec<String> = self.registries.iter().map(|r| r.id().to_string()).collect();
+        let (aggregator, handle) = Aggregator::new(self.aggregator.clone(), self.registries)?;
+        let metrics = Arc::new(Metrics::default());
+        let (snapshots, publish) = publisher(
+            handle.view(),
+            self.translate,
+            self.debounce,
+            metrics.clone(),
+        );
+        let xds = XdsServer::new(snapshots, metrics, self.server);
+
+        let xds_listener = tokio::net::TcpListener::bind(self.xds_addr)
+            .await
+            .with_context(|| format!("cannot listen for xDS on {}", self.xds_addr))?;
+        let xds_addr = xds_listener.local_addr()?;
+        let admin_listener = match self.admin_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for admin HTTP on {addr}"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+
+        let aggregator_task = tokio::spawn(aggregator.run());
+        let publisher_task = tokio::spawn(publish);
+        let (stop_xds, xds_stopped) = oneshot::channel::<()>();
+        let xds_task = tokio::spawn(xds.clone().serve(xds_listener, async {
+            let _ = xds_stopped.await;
+        }));
+        let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+        let admin_task = admin_listener.map(|listener| {
+            let app = admin::router(admin::AdminState::new(handle.clone(), xds.clone()));
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = admin_stopped.await;
+                });
+                if let Err(e) = serve.await {
+                    warn!(error = %e, "admin server stopped");
+                }
+            })
+        });
+        let admin = admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
+        info!(%xds_addr, admin_addr = %admin, registries = ?ids, "sextant started");
+        Ok(Running {
+            xds_addr,
+            admin_addr,
+            aggregator: handle,
+            xds,
+            drain_timeout: self.drain_timeout,
+            stop_xds,
+            stop_admin,
+            xds_task,
+            admin_task,
+            publisher_task,
+            aggregator_task,
+        })
+    }
+}
+
+/// A started control plane.
+pub struct Running {
+    /// Where ADS listens.
+    pub xds_addr: SocketAddr,
+    /// Where admin HTTP listens, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    aggregator: AggregatorHandle,
+    xds: XdsServer,
+    drain_timeout: Duration,
+    stop_xds: oneshot::Sender<()>,
+    stop_admin: oneshot::Sender<()>,
+    xds_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    admin_task: Option<JoinHandle<()>>,
+    publisher_task: JoinHandle<()>,
+    aggregator_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The aggregator: the merged view and every registry's status.
+    pub fn aggregator(&self) -> &AggregatorHandle {
+        &self.aggregator
+    }
+
+    /// The ADS server: connections, NACKs, metrics.
+    pub fn xds(&self) -> &XdsServer {
+        &self.xds
+    }
+
+    /// Waits for SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        info!("signal received; shutting down");
+        self.shutdown().await;
+    }
+
+    /// Stops accepting connections, ends every ADS stream (proxies
+    /// reconnect to another replica), and waits up to the drain timeout for
+    /// them to close.
+    pub async fn shutdown(self) {
+        let _ = self.stop_xds.send(());
+        // Ending the snapshot stream ends every connection's loop, which
+        // closes its stream with an OK status.
+        self.publisher_task.abort();
+        match tokio::time::timeout(self.drain_timeout, self.xds_task).await {
+            Ok(_) => info!("all xDS streams closed"),
+            Err(_) => warn!(
+                timeout_s = self.drain_timeout.as_secs_f64(),
+                "xDS streams still open after the drain timeout; exiting anyway"
+            ),
+        }
+        let _ = self.stop_admin.send(());
+        if let Some(task) = self.admin_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        self.aggregator_task.abort();
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

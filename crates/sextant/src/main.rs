@@ -1,0 +1,175 @@
+//! The `sextant` command: run the control plane, check a configuration, or
+//! print a bootstrap for Envoy or a proxyless gRPC client.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sextant::Sextant;
+use sextant::config::{RunArgs, Settings};
+use sextant_xds::bootstrap::{EnvoyBootstrap, GrpcBootstrap};
+
+/// A service-mesh control plane: registries in, xDS out.
+#[derive(Parser)]
+#[command(name = "sextant", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the settings and every registry file; print every problem.
+    CheckConfig(Box<RunArgs>),
+    /// Print an Envoy bootstrap (YAML), or a gRPC xDS bootstrap with --grpc.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Args)]
+struct BootstrapArgs {
+    /// The node id the proxy reports.
+    #[arg(long, env = "SEXTANT_NODE_ID")]
+    node_id: String,
+    /// The node's cluster.
+    #[arg(long, default_value = "sextant")]
+    cluster: String,
+    /// Sextant's xDS address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    xds_addr: String,
+    /// Envoy's admin port (on 127.0.0.1; 0 picks a free one).
+    #[arg(long, default_value_t = 9901)]
+    admin_port: u16,
+    /// Use incremental (delta) xDS.
+    #[arg(long)]
+    delta: bool,
+    /// Print a bootstrap for proxyless gRPC clients (GRPC_XDS_BOOTSTRAP) instead.
+    #[arg(long, conflicts_with = "delta")]
+    grpc: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Bootstrap(b)) => {
+            if b.grpc {
+                println!(
+                    "{}",
+                    GrpcBootstrap {
+                        node_id: b.node_id,
+                        cluster: b.cluster,
+                        xds_addr: b.xds_addr
+                    }
+                    .to_json()
+                );
+            } else {
+                let admin_addr = format!("127.0.0.1:{}", b.admin_port);
+                print!(
+                    "{}",
+                    EnvoyBootstrap {
+                        node_id: b.node_id,
+                        cluster: b.cluster,
+                        xds_addr: b.xds_addr,
+                        admin_addr,
+                        delta: b.delta
+                    }
+                    .to_yaml()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::CheckConfig(args)) => check_config(&args),
+        None => run(&cli.run),
+    }
+}
+
+fn check_config(args: &RunArgs) -> ExitCode {
+    let settings = match Settings::resolve(args) {
+        Ok(s) => s,
+        Err(problems) => {
+            eprint!("{problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems = settings.check_registry_files();
+    if let Err(p) = settings.build_registries() {
+        problems.extend(p.0);
+    }
+    if problems.is_empty() {
+        println!(
+            "ok: settings and {} registry path(s) are valid",
+            settings.files.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let settings = match Settings::resolve(args) {
+        Ok(s) => s,
+        Err(problems) => {
+            eprint!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = sextant::logging::init(&settings.log_output_level) {
+        eprintln!("error: logging: {e}");
+        return ExitCode::from(2);
+    }
+    // A broken registry file at start-up is refused: serving without it
+    // would push an incomplete view to every proxy. At run time, a broken
+    // edit keeps the last good content instead (and shows on /debug/registryz).
+    let file_problems = settings.check_registry_files();
+    if !file_problems.is_empty() {
+        for p in &file_problems {
+            eprintln!("error: {p}");
+        }
+        eprintln!(
+            "refusing to start with invalid registry files (`sextant check-config` shows the same)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let registries = match settings.build_registries() {
+        Ok(r) => r,
+        Err(problems) => {
+            eprint!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut sextant = Sextant::new()
+            .xds_addr(settings.xds_addr)
+            .admin_addr(settings.admin_addr)
+            .outbound_addr(settings.translate.outbound_addr)
+            .aggregator_config(settings.aggregator.clone())
+            .debounce(settings.debounce.clone())
+            .drain_timeout(settings.drain_timeout);
+        for r in registries {
+            sextant = sextant.registry_arc(r);
+        }
+        match sextant.start().await {
+            Ok(running) => {
+                running.run_until_signal().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,384 @@
+//! The `sextant` binary as a user runs it: a registry file, a real Envoy
+//! started from `sextant bootstrap`, the admin endpoints, check-config and
+//! SIGTERM. Loops poll with a bound that only guards against hangs.
+#![allow(clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sextant_testkit::ads::{SotwClient, types};
+use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sextant");
+
+struct Sextant {
+    child: Child,
+    xds: SocketAddr,
+    admin: SocketAddr,
+    outbound: SocketAddr,
+    log: PathBuf,
+}
+
+impl Sextant {
+    async fn start(dir: &Path, extra: &[&str]) -> Sextant {
+        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (xds, admin, outbound) = (port(0), port(1), port(2));
+        let log = dir.join("sextant.log");
+        let child = Command::new(BIN)
+            .args([
+                "--xds-addr",
+                &xds.to_string(),
+                "--admin-addr",
+                &admin.to_string(),
+            ])
+            .args([
+                "--outbound-addr",
+                &outbound.to_string(),
+                "--debounce-config",
+                "10ms",
+            ])
+            .args(["--drain-timeout", "2s"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sextant");
+        let s = Sextant {
+            child,
+            xds,
+            admin,
+            outbound,
+            log,
+        };
+        for _ in 0..200 {
+            if let Ok((200, _)) = http_get(s.admin, "localhost", "/healthz/ready").await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("sextant never became ready:\n{}", s.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, "localhost", path)
+            .await
+            .expect("admin request")
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("json")
+    }
+}
+
+fn mesh(backends: &[&HttpBackend]) -> String {
+    let mut s = String::from(
+        "services:\n  - hostname: web.test.svc\n    ports: [{ name: http, port: 8080 }]\n    endpoints:\n",
+    );
+    for b in backends {
+        s.push_str(&format!(
+            "      - {{ address: 127.0.0.1, ports: {{ http: {} }} }}\n",
+            b.addr.port()
+        ));
+    }
+    s
+}
+
+async fn bodies(
+    outbound: SocketAddr,
+    host: &str,
+    tries: usize,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..tries {
+        if let Ok((200, body)) = http_get(outbound, host, "/").await {
+            seen.insert(body);
+        }
+        if done(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+async fn bootstrap(xds: SocketAddr, node: &str, delta: bool) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "bootstrap",
+        "--node-id",
+        node,
+        "--xds-addr",
+        &xds.to_string(),
+        "--admin-port",
+        "0",
+    ]);
+    if delta {
+        cmd.arg("--delta");
+    }
+    let out = cmd.output().await.expect("sextant bootstrap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+async fn laptop_walkthrough(delta: bool) {
+    let (one, two, three) = (
+        HttpBackend::start("one").await,
+        HttpBackend::start("two").await,
+        HttpBackend::start("three").await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, mesh(&[&one, &two])).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let node = if delta { "laptop-delta" } else { "laptop-sotw" };
+    let envoy = Envoy::start(&bootstrap(sx.xds, node, delta).await).await;
+    envoy.wait_live().await;
+
+    let seen = bodies(sx.outbound, "web.test.svc", 100, |s| s.len() == 2).await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["one".into(), "two".into()]),
+        "{}",
+        sx.log()
+    );
+
+    // Edit the file: a third endpoint receives traffic.
+    std::fs::write(&file, mesh(&[&one, &two, &three])).expect("write");
+    let seen = bodies(sx.outbound, "web.test.svc", 200, |s| s.contains("three")).await;
+    assert!(seen.contains("three"), "{}", sx.log());
+
+    // An invalid edit changes nothing for traffic and shows where it is.
+    std::fs::write(&file, mesh(&[&one]).replace("port: 8080", "port: 0")).expect("write");
+    let mut problem = String::new();
+    for _ in 0..100 {
+        let r = sx.json("/debug/registryz").await;
+        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
+            problem = p.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        problem.contains("mesh.yaml:2") && problem.contains("ports[0].port"),
+        "{problem}"
+    );
+    let seen = bodies(sx.outbound, "web.test.svc", 60, |s| s.len() == 3).await;
+    assert_eq!(seen.len(), 3, "traffic still reaches all three: {seen:?}");
+
+    // Removing the service gives 404.
+    std::fs::write(&file, "services: []\n").expect("write");
+    let mut status = 0;
+    for _ in 0..200 {
+        status = http_get(sx.outbound, "web.test.svc", "/")
+            .await
+            .map(|r| r.0)
+            .unwrap_or(0);
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 404);
+
+    // /debug/syncz shows the Envoy, up to date on every type.
+    let mut synced = false;
+    for _ in 0..100 {
+        let s = sx.json("/debug/syncz").await;
+        let conns = s["connections"].as_array().cloned().unwrap_or_default();
+        synced = conns.len() == 1
+            && conns[0]["node_id"] == node
+            && conns[0]["types"].as_array().is_some_and(|ts| {
+                ts.len() == 4
+                    && ts
+                        .iter()
+                        .all(|t| t["in_flight"] == false && t["acked_version"] == t["sent_version"])
+            });
+        if synced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(synced, "{}", sx.json("/debug/syncz").await);
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laptop_walkthrough_sotw() {
+    laptop_walkthrough(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laptop_walkthrough_delta() {
+    laptop_walkthrough(true).await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_return_what_they_claim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let config = sx.json("/debug/configz").await;
+    assert_eq!(
+        config["services"]["a.test.svc"]["endpoints"][0]["address"],
+        "10.1.2.3"
+    );
+    assert_eq!(config["services"]["a.test.svc"]["origins"][0], "file/main");
+    let reg = sx.json("/debug/registryz").await;
+    assert_eq!(reg["registries"][0]["state"], "synced");
+    assert_eq!(reg["registries"][0]["services"], 1);
+    let (status, metrics) = sx.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "sextant_ready 1",
+        "sextant_services 1",
+        "sextant_endpoints 1",
+        "sextant_registry_state{registry=\"file/main\",state=\"synced\"} 1",
+        "sextant_xds_connections 0",
+        "sextant_xds_push_latency_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("# TYPE sextant_xds_nacks_total counter"));
+    let (status, index) = sx.get("/").await;
+    assert_eq!(status, 200);
+    assert!(index.contains("/debug/syncz"));
+}
+
+#[tokio::test]
+async fn sigterm_closes_streams_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, "services: []\n").expect("write");
+    let mut sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let mut client = SotwClient::connect(sx.xds, "draining").await;
+    client.subscribe(types::CDS, &[]).await;
+    let _ = client.recv().await;
+    let pid = sx.child.id().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), sx.child.wait())
+        .await
+        .expect("exits within 10 s")
+        .expect("wait");
+    assert!(exit.success(), "exit status {exit}: {}", sx.log());
+    assert!(sx.log().contains("all xDS streams closed"), "{}", sx.log());
+    // The client saw its stream end rather than hang.
+    let ended = tokio::time::timeout(Duration::from_secs(5), client.recv_result())
+        .await
+        .expect("stream ends");
+    assert!(matches!(ended, Ok(None) | Err(_)), "{ended:?}");
+}
+
+async fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .await
+        .expect("run sextant");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn check_config_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "services:\n  - hostname: a.svc\n    ports: [{ name: http, port: 80 }]\n",
+    )
+    .expect("write");
+    let (ok, out, err) = run(&["check-config", "--file", good.to_str().expect("path")]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok:"), "{out}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "services:\n  - hostname: A.svc\n    ports: [{ name: http, port: 80 }]\n",
+    )
+    .expect("write");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, "services: [ { hostname: b.svc\n").expect("write");
+    let (ok, _, err) = run(&[
+        "check-config",
+        "--file",
+        bad.to_str().expect("p"),
+        "--file",
+        broken.to_str().expect("p"),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "error: {}:2: service \"A.svc\", field hostname: must be lowercase",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("error: {}:", broken.display())),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        2,
+        "{err}"
+    );
+
+    let (ok, _, err) = run(&[
+        "--registries",
+        "file,zookeeper",
+        "--file",
+        good.to_str().expect("p"),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("unknown registry kind \"zookeeper\"; known kinds: file, etcd, consul, k8s"),
+        "{err}"
+    );
+
+    let (ok, _, err) = run(&[
+        "--file",
+        bad.to_str().expect("p"),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--xds-addr",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert!(!ok, "refuses to start with an invalid registry file");
+    assert!(err.contains("refusing to start"), "{err}");
+
+    let (ok, out, _) = run(&["bootstrap", "--node-id", "n1", "--grpc"]).await;
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["node"]["id"], "n1");
+}

@@ -1,0 +1,41 @@
+//! The library entry point, as an embedder uses it.
+#![allow(clippy::expect_used)]
+
+use sextant::Sextant;
+use sextant_core::{Endpoint, MemoryRegistry, Protocol, Service};
+use sextant_testkit::ads::{SotwClient, types};
+use sextant_testkit::peers::http_get;
+
+#[tokio::test]
+async fn readiness_waits_for_every_registry_and_says_which() {
+    let registry = MemoryRegistry::new_unsynced("memory/late");
+    let running = Sextant::new()
+        .registry(registry.clone())
+        .xds_addr("127.0.0.1:0".parse().expect("addr"))
+        .admin_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"))
+        .start()
+        .await
+        .expect("start");
+    let admin = running.admin_addr.expect("admin enabled");
+    let (status, body) = http_get(admin, "localhost", "/healthz/ready")
+        .await
+        .expect("get");
+    assert_eq!(status, 503);
+    assert!(body.contains("memory/late"), "{body}");
+
+    registry.reset(vec![
+        Service::new("a.svc")
+            .with_port("http", 80, Protocol::Http)
+            .with_endpoint(Endpoint::new("10.0.0.1".parse().expect("addr"))),
+    ]);
+    running.aggregator().ready().await.expect("ready");
+    let (status, _) = http_get(admin, "localhost", "/healthz/ready")
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+
+    let mut c = SotwClient::connect(running.xds_addr, "embedded").await;
+    c.subscribe(types::CDS, &[]).await;
+    assert_eq!(c.recv().await.resources.len(), 1);
+    running.shutdown().await;
+}
