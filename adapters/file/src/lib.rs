@@ -99,7 +99,7 @@ fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
         loaded
             .problems
             .iter()
-            .map(|p| Err(Error::invalid_object(p.location(), p.to_string()))),
+            .map(|p| Err(Error::invalid_object(p.location(), p.reason()))),
     );
     out
 }

@@ -67,6 +67,24 @@ pub enum FileError {
 }
 
 impl FileError {
+    /// What is wrong, without the location.
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::NotFound { .. } => "file not found".to_owned(),
+            FileError::Read { message, .. } => format!("cannot read: {message}"),
+            FileError::Parse { message, .. } => message.clone(),
+            FileError::Invalid { errors, .. } => errors.to_string(),
+            FileError::Duplicate {
+                hostname, first, ..
+            } => {
+                format!(
+                    "service {hostname:?} is already defined in {}; this definition is ignored",
+                    first.display()
+                )
+            }
+        }
+    }
+
     /// `path[:line[:column]]`, naming the object for the aggregator's status.
     pub fn location(&self) -> String {
         match self {

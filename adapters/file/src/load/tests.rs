@@ -220,3 +220,17 @@ fn the_example_registry_file_is_valid() {
     assert_eq!(loaded.services.len(), 1);
     assert_eq!(loaded.services[0].endpoints.len(), 2);
 }
+
+#[test]
+fn reason_is_the_message_without_the_location() {
+    let err = parse_file(Path::new("a.yaml"), "services: [ {").expect_err("bad");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: ", err.location()))
+    );
+    assert!(!err.reason().contains("a.yaml"), "{}", err.reason());
+    assert_eq!(
+        err.to_string(),
+        format!("{}: {}", err.location(), err.reason())
+    );
+}
