@@ -16,6 +16,15 @@ use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
 use sextant_xds::bootstrap::EnvoyBootstrap;
 use sextant_xds::{ResourceType, TranslateOptions};
 
+fn api(backend: &HttpBackend) -> Service {
+    Service::new("api.test.svc")
+        .with_port("http", 8080, Protocol::Http)
+        .with_endpoint(
+            Endpoint::new(backend.addr.ip().into())
+                .with_port("http", u32::from(backend.addr.port())),
+        )
+}
+
 fn web(backends: &[&HttpBackend]) -> Service {
     let mut s = Service::new("web.test.svc").with_port("http", 8080, Protocol::Http);
     for b in backends {
@@ -78,6 +87,7 @@ async fn traffic_follows_the_registry(delta: bool) {
     let one = HttpBackend::start("one").await;
     let two = HttpBackend::start("two").await;
     let three = HttpBackend::start("three").await;
+    let four = HttpBackend::start("four").await;
     let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let options = Options {
         translate: TranslateOptions {
@@ -87,7 +97,7 @@ async fn traffic_follows_the_registry(delta: bool) {
     };
     let h = start_with(
         sextant_core::MemoryRegistry::new("memory/test"),
-        vec![web(&[&one, &two])],
+        vec![web(&[&one, &two]), api(&four)],
         options,
     )
     .await;
@@ -139,6 +149,12 @@ async fn traffic_follows_the_registry(delta: bool) {
         assert_ne!(body, "three");
     }
     assert_eq!(three.hits(), before, "an unhealthy endpoint got traffic");
+    // Endpoint changes to one service (a SotW response carrying only its
+    // assignment) leave the other service's endpoints alone.
+    let (status, body) = http_get(outbound, "api.test.svc", "/")
+        .await
+        .expect("request");
+    assert_eq!((status, body.as_str()), (200, "four"), "{}", envoy.log());
 
     // A removed endpoint stops receiving traffic; a removed service gives 404.
     h.registry.insert(web(&[&one]));
@@ -161,6 +177,10 @@ async fn traffic_follows_the_registry(delta: bool) {
         404,
         "unknown host"
     );
+    let (_, body) = http_get(outbound, "api.test.svc", "/")
+        .await
+        .expect("request");
+    assert_eq!(body, "four");
     h.registry.remove("web.test.svc");
     assert_eq!(
         status_until(outbound, "web.test.svc", 404).await,

@@ -62,7 +62,7 @@ struct InFlight {
 }
 
 /// What happened to a request, for counting.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum RequestOutcome {
     /// Applied.
     Applied,
@@ -75,13 +75,6 @@ pub(crate) enum RequestOutcome {
     /// A type Sextant does not serve.
     UnknownType(String),
 }
-
-impl PartialEq for NackRecord {
-    fn eq(&self, other: &Self) -> bool {
-        self.nonce == other.nonce && self.kind == other.kind
-    }
-}
-impl Eq for NackRecord {}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -418,6 +411,10 @@ impl TypeState {
     }
 }
 
+/// Names one connection may subscribe to per type. Far above any real
+/// mesh; it bounds what a misbehaving client can make the server hold.
+pub(crate) const MAX_NAMES_PER_TYPE: usize = 200_000;
+
 /// How long listeners and routes wait for the client to subscribe to the
 /// endpoints of clusters it was just sent. Envoy subscribes at once; the
 /// bound only keeps a client that never does from freezing its stream.
@@ -456,7 +453,7 @@ impl ConnState {
         }
     }
 
-    pub(crate) fn on_sotw(&mut self, req: DiscoveryRequest) -> RequestOutcome {
+    fn sotw_request(&mut self, req: DiscoveryRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
@@ -480,9 +477,14 @@ impl ConnState {
                 None => RequestOutcome::Ack(st.ack()),
             };
         }
+        if req.resource_names.len() > MAX_NAMES_PER_TYPE {
+            tracing::warn!(node = %node_id, r#type = %kind, names = req.resource_names.len(),
+                limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
+        }
         let mut names: BTreeSet<Arc<str>> = req
             .resource_names
             .iter()
+            .take(MAX_NAMES_PER_TYPE)
             .map(|n| Arc::from(n.as_str()))
             .collect();
         let star = names.remove("*");
@@ -512,7 +514,7 @@ impl ConnState {
         outcome
     }
 
-    pub(crate) fn on_delta(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
+    fn delta_request(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
@@ -536,6 +538,10 @@ impl ConnState {
         for name in req.resource_names_subscribe {
             if name == "*" {
                 st.wildcard = true;
+            } else if st.names.len() >= MAX_NAMES_PER_TYPE {
+                tracing::warn!(node = %node_id, r#type = %kind, limit = MAX_NAMES_PER_TYPE,
+                    "subscription too large; extra names ignored");
+                break;
             } else {
                 let name: Arc<str> = name.into();
                 st.to_answer.insert(name.clone());
@@ -577,6 +583,29 @@ impl ConnState {
             return RequestOutcome::Applied;
         }
         RequestOutcome::StaleNonce
+    }
+
+    /// Applies a state-of-the-world request.
+    pub(crate) fn on_sotw(&mut self, req: DiscoveryRequest) -> RequestOutcome {
+        let outcome = self.sotw_request(req);
+        self.after_request(&outcome);
+        outcome
+    }
+
+    /// Applies an incremental request.
+    pub(crate) fn on_delta(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
+        let outcome = self.delta_request(req);
+        self.after_request(&outcome);
+        outcome
+    }
+
+    fn after_request(&mut self, outcome: &RequestOutcome) {
+        // Rejected clusters will not be fetched: listeners need not wait.
+        if let RequestOutcome::Nack(record) = outcome
+            && record.kind == ResourceType::Cluster
+        {
+            self.await_eds = None;
+        }
     }
 
     /// The next response to send, if any. At most one is in flight.
