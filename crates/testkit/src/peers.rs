@@ -275,3 +275,114 @@ impl Drop for HttpBackend {
         self.task.abort();
     }
 }
+
+/// The etcd binary: `$SEXTANT_ETCD`, else `etcd` on PATH (Debian's
+/// `etcd-server`, installed by scripts/install-peers.sh).
+pub fn etcd_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEXTANT_ETCD") {
+        return require(PathBuf::from(p), "etcd", "SEXTANT_ETCD");
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("etcd"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    require(
+        found.unwrap_or_else(|| PathBuf::from("/usr/bin/etcd")),
+        "etcd (Debian package etcd-server)",
+        "SEXTANT_ETCD",
+    )
+}
+
+/// A single-member etcd on free loopback ports, killed when dropped. Its data
+/// directory survives [`Etcd::stop`], so a restart keeps the data.
+pub struct Etcd {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    ports: (u16, u16, u16),
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it is healthy.
+    pub async fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let ports = (free_port(), free_port(), free_port());
+        let mut etcd = Etcd {
+            child: None,
+            url: format!("http://127.0.0.1:{}", ports.0),
+            ports,
+            dir,
+        };
+        etcd.spawn().await;
+        etcd
+    }
+
+    async fn spawn(&mut self) {
+        let (client, peer, metrics) = self.ports;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let child = Command::new(etcd_path())
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &self.url,
+                "--advertise-client-urls",
+                &self.url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &format!("t=http://127.0.0.1:{peer}")])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{metrics}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], client));
+        for _ in 0..200 {
+            if let Ok((200, body)) = http_get(addr, "127.0.0.1", "/health").await
+                && body.contains("\"health\":\"true\"")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("etcd did not become healthy within 10 s:\n{}", self.log());
+    }
+
+    /// etcd's log so far (the tail).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Kills etcd (SIGKILL) and waits for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await;
+    }
+}

@@ -1,0 +1,266 @@
+//! etcd keys and values to services: pure, no I/O.
+//!
+//! Key layout under the prefix (default `/sextant/`):
+//! - `PREFIX services/HOSTNAME`: a service document (YAML or JSON, the
+//!   registry-file fields; `hostname` may be omitted, it comes from the key;
+//!   `endpoints` optional);
+//! - `PREFIX endpoints/HOSTNAME/ID`: an endpoint document (the fields of an
+//!   endpoint in the registry file), usually written with a lease.
+//!
+//! Under the naming prefix, if configured, grpc-go's etcd naming convention
+//! (`go.etcd.io/etcd/client/v3/naming/endpoints`): key `SERVICE/ADDR`, value
+//! `{"Addr":"HOST:PORT","Metadata":...}`. Such endpoints join the service
+//! document of hostname `SERVICE` on its first port; without a document, the
+//! service gets one `grpc` port (GRPC) numbered after its lowest endpoint port.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sextant_core::{Address, Endpoint, Hostname, Labels, Protocol, Service, ServicePort};
+
+/// What a key names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    /// `services/HOSTNAME`.
+    Service(Hostname),
+    /// `endpoints/HOSTNAME/ID`.
+    Endpoint(Hostname, String),
+    /// Naming convention `SERVICE/ADDR`.
+    Naming(Hostname, String),
+}
+
+impl Key {
+    /// The hostname the key contributes to.
+    pub fn hostname(&self) -> &Hostname {
+        match self {
+            Key::Service(h) | Key::Endpoint(h, _) | Key::Naming(h, _) => h,
+        }
+    }
+}
+
+/// Where keys live.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Prefix of service and endpoint documents, e.g. `/sextant/`.
+    pub prefix: String,
+    /// Prefix of grpc-go naming-convention keys, if read.
+    pub naming_prefix: Option<String>,
+}
+
+impl Layout {
+    /// What `key` names; `Err` for a key under a prefix that does not fit
+    /// the layout (reported, then skipped); `Ok(None)` for a key outside it.
+    pub fn classify(&self, key: &str) -> Result<Option<Key>, String> {
+        if let Some(rest) = key.strip_prefix(self.prefix.as_str()) {
+            if let Some(host) = rest.strip_prefix("services/") {
+                return match host {
+                    "" => Err("service key without a hostname".into()),
+                    h if h.contains('/') => {
+                        Err(format!("service key {h:?} has a '/' after the hostname"))
+                    }
+                    h => Ok(Some(Key::Service(Hostname::new(h)))),
+                };
+            }
+            if let Some(rest) = rest.strip_prefix("endpoints/") {
+                return match rest.split_once('/') {
+                    Some((h, id)) if !h.is_empty() && !id.is_empty() => {
+                        Ok(Some(Key::Endpoint(Hostname::new(h), id.to_owned())))
+                    }
+                    _ => Err("endpoint key must be endpoints/HOSTNAME/ID".into()),
+                };
+            }
+            // Other keys under the prefix are not ours to judge.
+            return Ok(None);
+        }
+        if let Some(naming) = &self.naming_prefix
+            && let Some(rest) = key.strip_prefix(naming.as_str())
+        {
+            return match rest.rsplit_once('/') {
+                Some((svc, addr)) if !svc.is_empty() && !addr.is_empty() => {
+                    Ok(Some(Key::Naming(Hostname::new(svc), addr.to_owned())))
+                }
+                _ => Err("naming key must be SERVICE/ADDR".into()),
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// A parsed value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    /// A service document.
+    Service(Service),
+    /// An endpoint document.
+    Endpoint(Endpoint),
+    /// A naming-convention endpoint: address, port, labels from metadata.
+    Naming(Address, u32, Labels),
+}
+
+#[derive(Deserialize)]
+struct NamingValue {
+    #[serde(rename = "Addr")]
+    addr: String,
+    #[serde(rename = "Metadata", default)]
+    metadata: serde_json::Value,
+}
+
+/// Parses the value of `key`. Errors say what is wrong, without the key.
+pub fn parse(key: &Key, value: &[u8]) -> Result<Object, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_owned())?;
+    match key {
+        Key::Service(host) => {
+            let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
+                .map_err(|e| format!("not a YAML or JSON document: {e}"))?;
+            let map = doc
+                .as_mapping_mut()
+                .ok_or("a service document must be a mapping")?;
+            let field = serde_yaml_ng::Value::from("hostname");
+            match map.get(&field) {
+                None => {
+                    map.insert(field, serde_yaml_ng::Value::from(host.as_str()));
+                }
+                Some(v) if v.as_str() == Some(host.as_str()) => {}
+                Some(v) => {
+                    return Err(format!(
+                        "hostname {v:?} differs from the key's {:?}",
+                        host.as_str()
+                    ));
+                }
+            }
+            let service: Service = serde_yaml_ng::from_value(doc).map_err(|e| e.to_string())?;
+            service.validate().map_err(|e| e.to_string())?;
+            Ok(Object::Service(service))
+        }
+        Key::Endpoint(..) => {
+            let ep: Endpoint = serde_yaml_ng::from_str(text)
+                .map_err(|e| format!("not an endpoint document: {e}"))?;
+            if ep.weight == 0 {
+                return Err("weight must be at least 1".into());
+            }
+            Ok(Object::Endpoint(ep))
+        }
+        Key::Naming(..) => {
+            let v: NamingValue =
+                serde_json::from_str(text).map_err(|e| format!("not a naming endpoint: {e}"))?;
+            let (host, port) = v
+                .addr
+                .rsplit_once(':')
+                .ok_or_else(|| format!("Addr {:?} has no port", v.addr))?;
+            let port: u32 = port
+                .parse()
+                .map_err(|_| format!("Addr {:?} has a bad port", v.addr))?;
+            let address: Address = host.trim_matches(['[', ']']).parse()?;
+            let labels = match v.metadata {
+                serde_json::Value::Object(m) => m
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Some((k, s)),
+                        serde_json::Value::Number(n) => Some((k, n.to_string())),
+                        serde_json::Value::Bool(b) => Some((k, b.to_string())),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Labels::new(),
+            };
+            Ok(Object::Naming(address, port, labels))
+        }
+    }
+}
+
+/// Every valid object, by key; builds whole services.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    objects: BTreeMap<Key, Object>,
+}
+
+impl State {
+    /// Sets the object of a key.
+    pub fn put(&mut self, key: Key, object: Object) {
+        self.objects.insert(key, object);
+    }
+
+    /// Removes a key.
+    pub fn delete(&mut self, key: &Key) {
+        self.objects.remove(key);
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// The whole service for `host`, or `None` when it has no document and
+    /// no naming-convention endpoints (endpoint documents alone do not make
+    /// a service: they wait for theirs).
+    pub fn service(&self, host: &Hostname) -> Option<Service> {
+        let doc = match self.objects.get(&Key::Service(host.clone())) {
+            Some(Object::Service(s)) => Some(s.clone()),
+            _ => None,
+        };
+        // Keys order by variant, then hostname, then id: each hostname's
+        // endpoint and naming keys are one contiguous run.
+        let run = |first: Key| {
+            self.objects
+                .range(first..)
+                .take_while(move |(k, _)| k.hostname() == host)
+                .map(|(_, o)| o)
+        };
+        let endpoints: Vec<Endpoint> = run(Key::Endpoint(host.clone(), String::new()))
+            .filter_map(|o| match o {
+                Object::Endpoint(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let naming: Vec<(Address, u32, Labels)> = run(Key::Naming(host.clone(), String::new()))
+            .filter_map(|o| match o {
+                Object::Naming(a, p, l) => Some((a.clone(), *p, l.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut service = match doc {
+            Some(s) => s,
+            None if !naming.is_empty() => {
+                let port = naming.iter().map(|(_, p, _)| *p).min().unwrap_or(80);
+                Service::new(host.clone()).with_port("grpc", port, Protocol::Grpc)
+            }
+            None => return None,
+        };
+        service.endpoints.extend(endpoints);
+        if let Some(first) = service.ports.first().cloned() {
+            for (address, port, labels) in naming {
+                let mut ep = Endpoint::new(address).with_port(&first.name, port);
+                ep.labels = labels;
+                service.endpoints.push(ep);
+            }
+        }
+        Some(service)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> Vec<Service> {
+        let mut hosts: Vec<&Hostname> = self.objects.keys().map(Key::hostname).collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts.into_iter().filter_map(|h| self.service(h)).collect()
+    }
+}
+
+/// A service port from `name=port`, its protocol from the name.
+pub fn port_arg(arg: &str) -> Result<ServicePort, String> {
+    let (name, port) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg:?} should be NAME=PORT, e.g. http=8080"))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| format!("{arg:?}: {port:?} is not a port number"))?;
+    Ok(ServicePort::new(name, port))
+}
+
+#[cfg(test)]
+mod tests;

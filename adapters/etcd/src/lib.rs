@@ -1,0 +1,405 @@
+//! A registry read from etcd: service documents, endpoint documents
+//! (usually written with a lease, so a crashed instance disappears), and
+//! grpc-go's etcd naming convention. See [`convert`] for the key layout.
+//!
+//! How it follows etcd:
+//! - A full read of both prefixes at one revision, then a watch from the
+//!   next revision: no event is lost between the two.
+//! - After a connection loss, the next session resumes the watch from the
+//!   last revision seen: nothing is read again, and the current state is
+//!   re-announced as one `Reset` (which also clears staleness). If that
+//!   revision was compacted meanwhile, everything is read again and
+//!   delivered as one `Reset`: never an empty view in between.
+//! - All events of one watch response are applied together and each
+//!   touched service is sent once: a deploy that rewrites 1,000 endpoint
+//!   keys becomes a handful of events, not 1,000.
+//! - A malformed key or value is skipped and reported with its key; the
+//!   key's last good value, if any, stays.
+//! - Reconnects use the shared jittered backoff ([`sextant_core::recover`]).
+
+#![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod register;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use futures::StreamExt;
+use sextant_core::recover::{Backoff, resilient};
+use sextant_core::{Error, Event, EventStream, Hostname, Registry, RegistryId};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use convert::{Layout, State};
+
+/// TLS for the etcd connection.
+#[derive(Clone, Debug, Default)]
+pub struct EtcdTls {
+    /// CA certificate (PEM) to verify etcd with.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), with `key`.
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM), with `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// How to reach etcd and where to look.
+#[derive(Clone, Debug)]
+pub struct EtcdConfig {
+    /// Client URLs, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Prefix of service and endpoint documents. Default `/sextant/`.
+    pub prefix: String,
+    /// Prefix of grpc-go naming-convention keys; `None` reads none.
+    pub naming_prefix: Option<String>,
+    /// User name and password, if etcd has authentication on.
+    pub credentials: Option<(String, String)>,
+    /// TLS, if etcd's URLs are `https`.
+    pub tls: Option<EtcdTls>,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Connect and request timeout. Default 5 s.
+    pub timeout: Duration,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/sextant/".into(),
+            naming_prefix: None,
+            credentials: None,
+            tls: None,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EtcdConfig {
+    fn layout(&self) -> Layout {
+        Layout {
+            prefix: self.prefix.clone(),
+            naming_prefix: self.naming_prefix.clone(),
+        }
+    }
+
+    /// Connects a client with these settings.
+    pub async fn connect(&self) -> Result<Client, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_keep_alive(Duration::from_secs(10), self.timeout);
+        if let Some((user, password)) = &self.credentials {
+            options = options.with_user(user, password);
+        }
+        if let Some(tls) = &self.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    Error::unavailable_from(format!("cannot read etcd CA {}", ca.display()), e)
+                })?;
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                let c = std::fs::read(cert).map_err(|e| {
+                    Error::unavailable_from(format!("cannot read {}", cert.display()), e)
+                })?;
+                let k = std::fs::read(key).map_err(|e| {
+                    Error::unavailable_from(format!("cannot read {}", key.display()), e)
+                })?;
+                t = t.identity(etcd_client::Identity::from_pem(c, k));
+            }
+            options = options.with_tls(t);
+        }
+        Client::connect(&self.endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                Error::unavailable_from(
+                    format!("cannot connect to etcd at {}", self.endpoints.join(",")),
+                    e,
+                )
+            })
+    }
+}
+
+/// What a session leaves for the next one: the state and its revision.
+#[derive(Default)]
+struct Cursor {
+    state: State,
+    revision: Option<i64>,
+}
+
+/// A registry over etcd.
+pub struct EtcdRegistry {
+    id: RegistryId,
+    config: EtcdConfig,
+}
+
+impl EtcdRegistry {
+    /// A registry with id `id` (conventionally `etcd/NAME`).
+    pub fn new(id: impl Into<RegistryId>, config: EtcdConfig) -> Self {
+        EtcdRegistry {
+            id: id.into(),
+            config,
+        }
+    }
+}
+
+impl Registry for EtcdRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch(&self) -> EventStream {
+        let config = self.config.clone();
+        let cursor = Arc::new(Mutex::new(Cursor::default()));
+        let id = self.id.clone();
+        resilient(config.backoff.clone(), move || {
+            // The session runs as a task feeding a small channel; it stops
+            // when the stream (the receiver) is dropped.
+            let (tx, rx) = mpsc::channel(64);
+            let (config, cursor, id) = (config.clone(), cursor.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = session(&config, &cursor, &tx).await {
+                    debug!(registry = %id, error = %e.chain(), "etcd session ended");
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+            tokio_stream::wrappers::ReceiverStream::new(rx)
+        })
+    }
+}
+
+type Tx = mpsc::Sender<Result<Event, Error>>;
+
+/// Reports a malformed key; the receiver is gone only when the stream was
+/// dropped, in which case there is nobody to tell.
+async fn invalid(tx: &Tx, key: &str, reason: String) {
+    let _ = tx
+        .send(Err(Error::invalid_object(
+            format!("etcd key {key}"),
+            reason,
+        )))
+        .await;
+}
+
+fn lock(cursor: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
+    cursor.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads everything under both prefixes at one revision.
+async fn full_read(
+    client: &mut Client,
+    config: &EtcdConfig,
+    tx: &Tx,
+) -> Result<(State, i64), Error> {
+    let layout = config.layout();
+    let unavailable = |e: etcd_client::Error| Error::unavailable_from("etcd read failed", e);
+    let first = client
+        .get(
+            config.prefix.as_str(),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .map_err(unavailable)?;
+    let revision = first.header().map_or(0, |h| h.revision());
+    let mut kvs: Vec<(String, Vec<u8>)> = first
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            )
+        })
+        .collect();
+    if let Some(naming) = &config.naming_prefix {
+        let second = client
+            .get(
+                naming.as_str(),
+                Some(GetOptions::new().with_prefix().with_revision(revision)),
+            )
+            .await
+            .map_err(unavailable)?;
+        kvs.extend(second.kvs().iter().map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.value().to_vec(),
+            )
+        }));
+    }
+    let mut state = State::default();
+    for (key, value) in kvs {
+        match layout.classify(&key) {
+            Ok(Some(k)) => match convert::parse(&k, &value) {
+                Ok(object) => state.put(k, object),
+                Err(reason) => invalid(tx, &key, reason).await,
+            },
+            Ok(None) => {}
+            Err(reason) => invalid(tx, &key, reason).await,
+        }
+    }
+    Ok((state, revision))
+}
+
+/// One connection: read (or resume), then follow the watch until it fails.
+async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result<(), Error> {
+    let mut client = config.connect().await?;
+    let layout = config.layout();
+    let mut resume = lock(cursor).revision;
+    if let Some(rev) = resume {
+        // etcd accepts a watch from a compacted revision and cancels it only
+        // after; a range at that revision says so up front.
+        let probe = GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+            .with_revision(rev);
+        match client.get(config.prefix.as_str(), Some(probe)).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("compacted") => {
+                info!(
+                    revision = rev,
+                    "etcd history compacted while disconnected; reading everything again"
+                );
+                resume = None;
+            }
+            Err(e) => return Err(Error::unavailable_from("etcd read failed", e)),
+        }
+    }
+    loop {
+        let (revision, resumed) = match resume.take() {
+            Some(rev) => (rev, true),
+            None => {
+                let (state, revision) = full_read(&mut client, config, tx).await?;
+                let services = state.services();
+                info!(
+                    keys = state.len(),
+                    services = services.len(),
+                    revision,
+                    "etcd read"
+                );
+                {
+                    let mut c = lock(cursor);
+                    c.state = state;
+                    c.revision = Some(revision);
+                }
+                if tx.send(Ok(Event::Reset(services))).await.is_err() {
+                    return Ok(());
+                }
+                (revision, false)
+            }
+        };
+        let options = |p: &str| {
+            (
+                p.to_owned(),
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            )
+        };
+        let mut prefixes = vec![options(&config.prefix)];
+        if let Some(n) = &config.naming_prefix {
+            prefixes.push(options(n));
+        }
+        let mut streams = Vec::new();
+        for (prefix, opts) in prefixes {
+            let stream = client
+                .watch(prefix.as_str(), Some(opts))
+                .await
+                .map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
+            streams.push(futures::stream::unfold(stream, |mut s| async move {
+                let item = s.message().await.transpose()?;
+                Some((item, s))
+            }));
+        }
+        let mut merged = futures::stream::select_all(streams.into_iter().map(|s| s.boxed()));
+        // After a resume, the held state is announced once etcd has accepted
+        // the watch (a compacted revision is refused in its first response).
+        let mut announce = resumed;
+        loop {
+            let Some(item) = merged.next().await else {
+                return Err(Error::unavailable("etcd watch ended"));
+            };
+            let response = item.map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
+            if response.canceled() {
+                if response.compact_revision() > 0 {
+                    info!(
+                        compact_revision = response.compact_revision(),
+                        "etcd history compacted past our revision; reading everything again"
+                    );
+                    break; // Full read, as one Reset.
+                }
+                return Err(Error::unavailable(format!(
+                    "etcd cancelled the watch: {}",
+                    response.cancel_reason()
+                )));
+            }
+            if std::mem::take(&mut announce) {
+                // Back after an outage: this clears staleness; the watch then
+                // brings what changed meanwhile.
+                let services = lock(cursor).state.services();
+                if tx.send(Ok(Event::Reset(services))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let mut touched: BTreeSet<Hostname> = BTreeSet::new();
+            let mut problems = Vec::new();
+            {
+                let mut c = lock(cursor);
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let k = match layout.classify(&key) {
+                        Ok(Some(k)) => k,
+                        Ok(None) => continue,
+                        Err(reason) => {
+                            problems.push((key, reason));
+                            continue;
+                        }
+                    };
+                    match event.event_type() {
+                        EventType::Delete => {
+                            touched.insert(k.hostname().clone());
+                            c.state.delete(&k);
+                        }
+                        EventType::Put => match convert::parse(&k, kv.value()) {
+                            Ok(object) => {
+                                touched.insert(k.hostname().clone());
+                                c.state.put(k, object);
+                            }
+                            // The key's last good value, if any, stays.
+                            Err(reason) => problems.push((key, reason)),
+                        },
+                    }
+                }
+                if let Some(h) = response.header() {
+                    c.revision = Some(c.revision.unwrap_or(0).max(h.revision()));
+                }
+            }
+            for (key, reason) in problems {
+                invalid(tx, &key, reason).await;
+            }
+            let events: Vec<Event> = {
+                let c = lock(cursor);
+                touched
+                    .into_iter()
+                    .map(|h| match c.state.service(&h) {
+                        Some(s) => Event::Apply(s),
+                        None => Event::Delete(h),
+                    })
+                    .collect()
+            };
+            for event in events {
+                if tx.send(Ok(event)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        // Compacted: read everything again.
+        lock(cursor).revision = None;
+    }
+}

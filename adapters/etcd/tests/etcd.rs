@@ -1,0 +1,381 @@
+//! The etcd registry against a real etcd (Debian's etcd-server) started by
+//! each test on free ports. Writes go through etcd-client directly. Waits are
+//! bounded guards against hangs; nothing is timed.
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use futures::StreamExt;
+use sextant_aggregate::{Aggregator, AggregatorConfig};
+use sextant_core::recover::Backoff;
+use sextant_core::{Error, Event, EventStream, Registry, Service};
+use sextant_etcd::{EtcdConfig, EtcdRegistry};
+use sextant_testkit::peers::Etcd;
+
+const SVC: &str = "ports: [{name: http, port: 8080}]\n";
+
+fn config(etcd: &Etcd, backoff: Backoff) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: vec![etcd.url.clone()],
+        naming_prefix: Some("/naming/".into()),
+        backoff,
+        ..Default::default()
+    }
+}
+
+fn quick() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(500))
+}
+
+async fn client(etcd: &Etcd) -> Client {
+    Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("connect")
+}
+
+async fn next(w: &mut EventStream) -> Result<Event, Error> {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("stream")
+}
+
+/// Reads events until one satisfies `want` (at most 200).
+async fn until(
+    w: &mut EventStream,
+    want: impl Fn(&Result<Event, Error>) -> bool,
+) -> Result<Event, Error> {
+    for _ in 0..200 {
+        let e = next(w).await;
+        if want(&e) {
+            return e;
+        }
+    }
+    panic!("no matching event");
+}
+
+fn addresses(s: &Service) -> Vec<String> {
+    let mut v: Vec<String> = s.endpoints.iter().map(|e| e.address.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn applied(e: &Result<Event, Error>, host: &str) -> Option<Service> {
+    match e {
+        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn documents_and_endpoints_follow_puts_and_deletes() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    c.put("/sextant/endpoints/a.svc/1", "address: 10.0.0.1\n", None)
+        .await
+        .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1);
+            assert_eq!(addresses(&s[0]), ["10.0.0.1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put(
+        "/sextant/endpoints/a.svc/2",
+        r#"{"address":"10.0.0.2","ports":{"http":9090}}"#,
+        None,
+    )
+    .await
+    .expect("put");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+        "a.svc",
+    )
+    .expect("apply");
+    assert_eq!(addresses(&s), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(s.endpoints[1].ports["http"], 9090);
+
+    // A changed service document keeps its endpoints.
+    c.put(
+        "/sextant/services/a.svc",
+        "ports: [{name: http, port: 8081}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+        "a.svc",
+    )
+    .expect("apply");
+    assert_eq!(s.ports[0].port, 8081);
+    assert_eq!(s.endpoints.len(), 2);
+
+    c.delete("/sextant/endpoints/a.svc/1", None)
+        .await
+        .expect("delete");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+        "a.svc",
+    )
+    .expect("apply");
+    assert_eq!(addresses(&s), ["10.0.0.2"]);
+    c.delete("/sextant/services/a.svc", None)
+        .await
+        .expect("delete");
+    let e = until(&mut w, |e| matches!(e, Ok(Event::Delete(_)))).await;
+    assert!(matches!(e, Ok(Event::Delete(h)) if h.as_str() == "a.svc"));
+}
+
+#[tokio::test]
+async fn an_expired_lease_removes_its_endpoint() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    next(&mut w).await.expect("reset");
+    let lease = c.lease_grant(2, None).await.expect("lease").id();
+    c.put(
+        "/sextant/endpoints/a.svc/x",
+        "address: 10.0.0.9\n",
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .expect("put");
+    let s = applied(
+        &until(&mut w, |e| {
+            applied(e, "a.svc").is_some_and(|s| !s.endpoints.is_empty())
+        })
+        .await,
+        "a.svc",
+    );
+    assert_eq!(addresses(&s.expect("apply")), ["10.0.0.9"]);
+    // Nobody keeps the lease alive: etcd deletes the key.
+    let s = applied(
+        &until(&mut w, |e| {
+            applied(e, "a.svc").is_some_and(|s| s.endpoints.is_empty())
+        })
+        .await,
+        "a.svc",
+    );
+    assert!(s.expect("apply").endpoints.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_values_are_reported_with_their_key_and_the_rest_works() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    c.put(
+        "/sextant/services/bad.svc",
+        "ports: [{name: http, port: 0}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    c.put("/sextant/endpoints/a.svc/1", "address: 10.0.0.1\n", None)
+        .await
+        .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    let mut saw_reset = false;
+    let mut saw_error = false;
+    while !(saw_reset && saw_error) {
+        match next(&mut w).await {
+            Ok(Event::Reset(s)) => {
+                assert_eq!(
+                    s.iter().map(|s| s.hostname.as_str()).collect::<Vec<_>>(),
+                    ["a.svc"]
+                );
+                saw_reset = true;
+            }
+            Err(Error::InvalidObject { object, reason }) => {
+                assert_eq!(object, "etcd key /sextant/services/bad.svc");
+                assert!(reason.contains("port 0"), "{reason}");
+                saw_error = true;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A bad update keeps the key's last good value.
+    c.put("/sextant/endpoints/a.svc/1", "address: [oops\n", None)
+        .await
+        .expect("put");
+    match until(&mut w, |e| e.is_err()).await {
+        Err(Error::InvalidObject { object, .. }) => {
+            assert_eq!(object, "etcd key /sextant/endpoints/a.svc/1")
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put("/sextant/endpoints/a.svc/2", "address: 10.0.0.2\n", None)
+        .await
+        .expect("put");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+        "a.svc",
+    )
+    .expect("apply");
+    assert_eq!(
+        addresses(&s),
+        ["10.0.0.1", "10.0.0.2"],
+        "the bad update did not remove the old value"
+    );
+}
+
+#[tokio::test]
+async fn naming_convention_keys_become_a_grpc_service() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put(
+        "/naming/greeter/10.0.0.1:50051",
+        r#"{"Addr":"10.0.0.1:50051","Metadata":null}"#,
+        None,
+    )
+    .await
+    .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s[0].hostname.as_str(), "greeter");
+            assert_eq!(s[0].ports[0].protocol, sextant_core::Protocol::Grpc);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put(
+        "/naming/greeter/10.0.0.2:50051",
+        r#"{"Addr":"10.0.0.2:50051"}"#,
+        None,
+    )
+    .await
+    .expect("put");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "greeter").is_some()).await,
+        "greeter",
+    )
+    .expect("apply");
+    assert_eq!(addresses(&s), ["10.0.0.1", "10.0.0.2"]);
+}
+
+#[tokio::test]
+async fn a_restarted_etcd_is_followed_without_reading_everything_again() {
+    let mut etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    next(&mut w).await.expect("reset");
+    etcd.restart().await;
+    let e = until(&mut w, |e| e.is_err()).await;
+    assert!(e.expect_err("error").makes_stale());
+    // Back: the held state is announced (clearing staleness), then changes flow.
+    match until(&mut w, |e| e.is_ok()).await {
+        Ok(Event::Reset(s)) => assert_eq!(s.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let mut c = client(&etcd).await;
+    c.put("/sextant/endpoints/a.svc/1", "address: 10.0.0.1\n", None)
+        .await
+        .expect("put");
+    let s = applied(
+        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+        "a.svc",
+    )
+    .expect("apply");
+    assert_eq!(addresses(&s), ["10.0.0.1"]);
+}
+
+#[tokio::test]
+async fn compaction_while_disconnected_means_one_full_reset() {
+    let mut etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    c.put("/sextant/services/b.svc", SVC, None)
+        .await
+        .expect("put");
+    // A slow reconnect leaves time to change and compact while it is away.
+    let slow = Backoff::new(Duration::from_secs(12), Duration::from_secs(12));
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, slow)).watch();
+    next(&mut w).await.expect("reset");
+    etcd.restart().await;
+    assert!(next(&mut w).await.is_err(), "the outage is reported");
+    let mut c2 = client(&etcd).await;
+    c2.delete("/sextant/services/b.svc", None)
+        .await
+        .expect("delete");
+    let put = c2
+        .put("/sextant/services/c.svc", SVC, None)
+        .await
+        .expect("put");
+    let rev = put.header().expect("header").revision();
+    c2.compact(rev, None).await.expect("compact");
+    drop(c);
+    // The very next event is one Reset with the new truth: no piecemeal
+    // changes, no empty view, no stale re-announcement first.
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            let hosts: Vec<&str> = s.iter().map(|s| s.hostname.as_str()).collect();
+            assert_eq!(hosts, ["a.svc", "c.svc"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_a_thousand_endpoints_arrives_in_a_few_publications() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    let registry = EtcdRegistry::new("etcd/test", config(&etcd, quick()));
+    let (agg, handle) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry) as Arc<dyn Registry>],
+    )
+    .expect("agg");
+    tokio::spawn(agg.run());
+    let first = handle.ready().await.expect("ready");
+    // 1,000 keys written as fast as etcd takes them, ten transactions of 100.
+    for batch in 0..10 {
+        let ops: Vec<etcd_client::TxnOp> = (0..100)
+            .map(|i| {
+                let n = batch * 100 + i;
+                etcd_client::TxnOp::put(
+                    format!("/sextant/endpoints/a.svc/{n}"),
+                    format!("address: 10.1.{}.{}\n", n / 250, n % 250 + 1),
+                    None,
+                )
+            })
+            .collect();
+        c.txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("txn");
+    }
+    let mut rx = handle.view();
+    let view = tokio::time::timeout(
+        Duration::from_secs(30),
+        rx.wait_for(|v| v.endpoint_count() == 1000),
+    )
+    .await
+    .expect("all 1,000 endpoints within 30 s")
+    .expect("running")
+    .clone();
+    let publications = view.generation - first.generation;
+    assert!(
+        publications <= 10,
+        "{publications} publications for 10 transactions of 100 keys"
+    );
+}
