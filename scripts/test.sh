@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "install test peers (Envoy, grpcio, grpc-js-xds)"
+step "install test peers (Envoy, grpcio, grpc-js-xds, etcd)"
 scripts/install-peers.sh
 
 step "cargo fmt --check"

@@ -9,8 +9,120 @@ use std::time::Duration;
 use serde::Deserialize;
 use sextant_aggregate::{AggregatorConfig, MergeMode};
 use sextant_core::Registry;
+use sextant_etcd::{EtcdConfig, EtcdRegistry, EtcdTls};
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
 use sextant_xds::{Debounce, TranslateOptions};
+
+/// How to reach etcd: flags shared by the etcd registry and `sextant etcd register`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct EtcdArgs {
+    /// etcd client URLs [default: http://127.0.0.1:2379].
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL,..."
+    )]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Prefix of Sextant's keys in etcd [default: /sextant/].
+    #[arg(long, env = "SEXTANT_ETCD_PREFIX", value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Also read grpc-go naming-convention keys (SERVICE/ADDR) under this prefix.
+    #[arg(long, env = "SEXTANT_ETCD_NAMING_PREFIX", value_name = "PREFIX")]
+    pub etcd_naming_prefix: Option<String>,
+    /// etcd user name.
+    #[arg(long, env = "SEXTANT_ETCD_USERNAME", value_name = "NAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(
+        long,
+        env = "SEXTANT_ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+    /// CA certificate (PEM) for https etcd URLs.
+    #[arg(long, env = "SEXTANT_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with --etcd-key.
+    #[arg(long, env = "SEXTANT_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM), with --etcd-cert.
+    #[arg(long, env = "SEXTANT_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// The etcd settings, flags over the file's, with every problem.
+    fn resolve(&self, file: &EtcdFile, problems: &mut Vec<String>) -> EtcdConfig {
+        let mut config = EtcdConfig::default();
+        if let Some(e) = self
+            .etcd_endpoints
+            .clone()
+            .or_else(|| file.endpoints.clone())
+        {
+            config.endpoints = e;
+        }
+        for url in &config.endpoints {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "--etcd-endpoints: {url:?} should be a URL such as http://127.0.0.1:2379"
+                ));
+            }
+        }
+        if let Some(p) = self.etcd_prefix.clone().or_else(|| file.prefix.clone()) {
+            config.prefix = p;
+        }
+        config.naming_prefix = self
+            .etcd_naming_prefix
+            .clone()
+            .or_else(|| file.naming_prefix.clone());
+        let user = self.etcd_username.clone().or_else(|| file.username.clone());
+        let password = self.etcd_password.clone().or_else(|| file.password.clone());
+        match (user, password) {
+            (Some(u), Some(p)) => config.credentials = Some((u, p)),
+            (None, None) => {}
+            _ => problems.push("--etcd-username and --etcd-password go together".into()),
+        }
+        let tls = EtcdTls {
+            ca: self.etcd_ca.clone().or_else(|| file.ca.clone()),
+            cert: self.etcd_cert.clone().or_else(|| file.cert.clone()),
+            key: self.etcd_key.clone().or_else(|| file.key.clone()),
+        };
+        if tls.cert.is_some() != tls.key.is_some() {
+            problems.push("--etcd-cert and --etcd-key go together".into());
+        }
+        if tls.ca.is_some() || tls.cert.is_some() {
+            config.tls = Some(tls);
+        }
+        config
+    }
+
+    /// The etcd settings from flags alone (for `sextant etcd register`).
+    pub fn config(&self) -> Result<EtcdConfig, Problems> {
+        let mut problems = Vec::new();
+        let config = self.resolve(&EtcdFile::default(), &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+}
+
+/// The `etcd:` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdFile {
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    naming_prefix: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
 
 /// The flags of `sextant` and `sextant check-config`.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -72,6 +184,9 @@ pub struct RunArgs {
     /// set, replaces this [default: default:info].
     #[arg(long, env = "SEXTANT_LOG_OUTPUT_LEVEL", value_name = "SCOPE:LEVEL,...")]
     pub log_output_level: Option<String>,
+    /// etcd registry settings.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 /// The settings file. Every field is optional.
@@ -89,6 +204,7 @@ pub struct ConfigFile {
     drain_timeout: Option<String>,
     debounce: Option<DebounceFile>,
     log_output_level: Option<String>,
+    etcd: Option<EtcdFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +276,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Log level specification.
     pub log_output_level: String,
+    /// The etcd registry's settings.
+    pub etcd: EtcdConfig,
 }
 
 /// Every problem found, each naming where it is.
@@ -389,6 +507,9 @@ impl Settings {
             c.bad("log_output_level", args.log_output_level.is_some(), e);
         }
 
+        let etcd_file = file.etcd.unwrap_or_default();
+        let etcd = args.etcd.resolve(&etcd_file, &mut c.problems);
+
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));
         }
@@ -402,6 +523,7 @@ impl Settings {
             debounce,
             drain_timeout,
             log_output_level,
+            etcd,
         })
     }
 
@@ -426,13 +548,16 @@ impl Settings {
                     self.files.clone(),
                     FileRegistryConfig::default(),
                 ))),
+                RegistryKind::Etcd => {
+                    out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
+                }
                 other => {
                     let name = KINDS
                         .iter()
                         .find(|(_, k)| k == other)
                         .map_or("?", |(n, _)| *n);
                     problems.push(format!(
-                        "the {name} registry adapter is not part of this build yet; available now: file"
+                        "the {name} registry adapter is not part of this build yet; available now: file, etcd"
                     ));
                 }
             }

@@ -262,7 +262,8 @@ impl Running {
     }
 }
 
-async fn wait_for_signal() {
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -26,6 +26,40 @@ enum Command {
     CheckConfig(Box<RunArgs>),
     /// Print an Envoy bootstrap (YAML), or a gRPC xDS bootstrap with --grpc.
     Bootstrap(BootstrapArgs),
+    /// etcd helpers.
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
+}
+
+#[derive(Subcommand)]
+enum EtcdCommand {
+    /// Keep one instance registered in etcd, with a lease, until stopped
+    /// (SIGTERM/Ctrl-C revokes it; a crash lets it expire after --ttl).
+    Register(Box<RegisterArgs>),
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// The service's hostname.
+    #[arg(long)]
+    hostname: String,
+    /// The instance's address (IP or DNS name).
+    #[arg(long)]
+    address: String,
+    /// A port, NAME=PORT (repeatable); the protocol comes from the name.
+    #[arg(long = "port", value_name = "NAME=PORT", required = true)]
+    ports: Vec<String>,
+    /// Lease time to live: how long the endpoint outlives a crash.
+    #[arg(long, default_value = "10s")]
+    ttl: String,
+    /// The key's last part [default: ADDRESS-PORT].
+    #[arg(long)]
+    id: Option<String>,
+    /// A label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    etcd: sextant::config::EtcdArgs,
 }
 
 #[derive(Args)]
@@ -81,6 +115,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::CheckConfig(args)) => check_config(&args),
+        Some(Command::Etcd(EtcdCommand::Register(args))) => etcd_register(&args),
         None => run(&cli.run),
     }
 }
@@ -172,4 +207,98 @@ fn run(args: &RunArgs) -> ExitCode {
             }
         }
     })
+}
+
+fn registration(args: &RegisterArgs) -> Result<sextant_etcd::register::Registration, Vec<String>> {
+    use sextant_core::{Endpoint, Service};
+    let mut problems = Vec::new();
+    let mut service = Service::new(args.hostname.as_str());
+    let mut endpoint = match args.address.parse() {
+        Ok(address) => Some(Endpoint::new(address)),
+        Err(e) => {
+            problems.push(format!("--address: {e}"));
+            None
+        }
+    };
+    for p in &args.ports {
+        match sextant_etcd::convert::port_arg(p) {
+            Ok(port) => {
+                if let Some(ep) = endpoint.as_mut() {
+                    ep.ports.insert(port.name.clone(), port.port);
+                }
+                service.ports.push(port);
+            }
+            Err(e) => problems.push(format!("--port {e}")),
+        }
+    }
+    for l in &args.labels {
+        match (l.split_once('='), endpoint.as_mut()) {
+            (Some((k, v)), Some(ep)) => {
+                ep.labels.insert(k.to_owned(), v.to_owned());
+            }
+            (None, _) => problems.push(format!("--label {l:?} should be KEY=VALUE")),
+            _ => {}
+        }
+    }
+    let ttl =
+        humantime::parse_duration(&args.ttl).map_err(|e| format!("--ttl {:?}: {e}", args.ttl));
+    if let Err(e) = &ttl {
+        problems.push(e.clone());
+    }
+    let Some(endpoint) = endpoint else {
+        return Err(problems);
+    };
+    let check = Service {
+        endpoints: vec![endpoint.clone()],
+        ..service.clone()
+    };
+    if let Err(e) = check.validate() {
+        problems.extend(e.0.iter().map(ToString::to_string));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let id = args.id.clone().unwrap_or_else(|| {
+        let ports: Vec<String> = endpoint.ports.values().map(u32::to_string).collect();
+        format!("{}-{}", args.address, ports.join("-"))
+    });
+    Ok(sextant_etcd::register::Registration {
+        service,
+        endpoint,
+        id,
+        ttl: ttl.unwrap_or_default(),
+    })
+}
+
+fn etcd_register(args: &RegisterArgs) -> ExitCode {
+    let mut problems = Vec::new();
+    let config = args.etcd.config().map_err(|p| problems.extend(p.0)).ok();
+    let reg = registration(args).map_err(|p| problems.extend(p)).ok();
+    let (Some(config), Some(reg)) = (config, reg) else {
+        for p in problems {
+            eprintln!("error: {p}");
+        }
+        return ExitCode::from(2);
+    };
+    if let Err(e) = sextant::logging::init("default:info") {
+        eprintln!("error: logging: {e}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sextant_etcd::register::run(
+        &config,
+        &reg,
+        sextant::wait_for_signal(),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.chain());
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -4,137 +4,15 @@
 #![allow(clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use sextant_testkit::ads::{SotwClient, types};
-use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
-use tokio::process::{Child, Command};
+use sextant_testkit::peers::{Envoy, HttpBackend, http_get};
+use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sextant");
+mod common;
 
-struct Sextant {
-    child: Child,
-    xds: SocketAddr,
-    admin: SocketAddr,
-    outbound: SocketAddr,
-    log: PathBuf,
-}
-
-impl Sextant {
-    async fn start(dir: &Path, extra: &[&str]) -> Sextant {
-        let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (xds, admin, outbound) = (port(0), port(1), port(2));
-        let log = dir.join("sextant.log");
-        let child = Command::new(BIN)
-            .args([
-                "--xds-addr",
-                &xds.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-            ])
-            .args([
-                "--outbound-addr",
-                &outbound.to_string(),
-                "--debounce-config",
-                "10ms",
-            ])
-            .args(["--drain-timeout", "2s"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sextant");
-        let s = Sextant {
-            child,
-            xds,
-            admin,
-            outbound,
-            log,
-        };
-        for _ in 0..200 {
-            if let Ok((200, _)) = http_get(s.admin, "localhost", "/healthz/ready").await {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sextant never became ready:\n{}", s.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, "localhost", path)
-            .await
-            .expect("admin request")
-    }
-
-    async fn json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = self.get(path).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).expect("json")
-    }
-}
-
-fn mesh(backends: &[&HttpBackend]) -> String {
-    let mut s = String::from(
-        "services:\n  - hostname: web.test.svc\n    ports: [{ name: http, port: 8080 }]\n    endpoints:\n",
-    );
-    for b in backends {
-        s.push_str(&format!(
-            "      - {{ address: 127.0.0.1, ports: {{ http: {} }} }}\n",
-            b.addr.port()
-        ));
-    }
-    s
-}
-
-async fn bodies(
-    outbound: SocketAddr,
-    host: &str,
-    tries: usize,
-    done: impl Fn(&BTreeSet<String>) -> bool,
-) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..tries {
-        if let Ok((200, body)) = http_get(outbound, host, "/").await {
-            seen.insert(body);
-        }
-        if done(&seen) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    seen
-}
-
-async fn bootstrap(xds: SocketAddr, node: &str, delta: bool) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "bootstrap",
-        "--node-id",
-        node,
-        "--xds-addr",
-        &xds.to_string(),
-        "--admin-port",
-        "0",
-    ]);
-    if delta {
-        cmd.arg("--delta");
-    }
-    let out = cmd.output().await.expect("sextant bootstrap");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use common::*;
 
 async fn laptop_walkthrough(delta: bool) {
     let (one, two, three) = (

@@ -60,7 +60,7 @@ fn adapters_not_built_yet_fail_clearly() {
     let e = s.build_registries().err().expect("not built");
     assert_eq!(
         e.0,
-        ["the consul registry adapter is not part of this build yet; available now: file"]
+        ["the consul registry adapter is not part of this build yet; available now: file, etcd"]
     );
 }
 
@@ -127,5 +127,51 @@ fn config_file_problems_name_file_and_line() {
     assert!(
         e.0[0].contains(":2:") && e.0[0].contains("unknown field `registrys`"),
         "{e}"
+    );
+}
+
+#[test]
+fn etcd_settings_from_flags_and_file() {
+    let s = Settings::resolve(&RunArgs {
+        registries: Some(vec!["etcd".into()]),
+        etcd: EtcdArgs {
+            etcd_endpoints: Some(vec!["http://10.0.0.1:2379".into()]),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(s.etcd.endpoints, ["http://10.0.0.1:2379"]);
+    assert_eq!(s.etcd.prefix, "/sextant/");
+    assert_eq!(s.build_registries().expect("built").len(), 1);
+
+    let e = Settings::resolve(&RunArgs {
+        registries: Some(vec!["etcd".into()]),
+        etcd: EtcdArgs {
+            etcd_endpoints: Some(vec!["10.0.0.1:2379".into()]),
+            etcd_username: Some("u".into()),
+            etcd_cert: Some("c.pem".into()),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect_err("invalid");
+    assert_eq!(e.0.len(), 3, "{e}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "registries: [etcd]\netcd: { endpoints: [\"http://127.0.0.1:1\"], prefix: /mesh/ }\n",
+    )
+    .expect("write");
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path),
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(
+        (s.etcd.endpoints[0].as_str(), s.etcd.prefix.as_str()),
+        ("http://127.0.0.1:1", "/mesh/")
     );
 }
