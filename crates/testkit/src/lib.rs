@@ -2,12 +2,14 @@
 //!
 //! - [`fixtures`]: generated meshes of any size and their registry-file text.
 //! - [`ads`]: a test ADS client (SotW and delta) with full control of every field.
+//! - [`consul`]: a Consul HTTP API double with blocking queries, checked against py-consul.
 //! - [`peers`]: real Envoy (launched and killed by the test), HTTP backends, an HTTP client.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::panic)]
 
 pub mod ads;
+pub mod consul;
 pub mod peers;
 
 pub mod fixtures {
