@@ -600,11 +600,11 @@ async fn blocking(
     resp
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
+fn parse_body(body: &Bytes) -> Result<Value, String> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("Request decode failed: {e}")))
+    serde_json::from_slice(body).map_err(|e| format!("Request decode failed: {e}"))
 }
 
 async fn agent_register(
@@ -618,7 +618,7 @@ async fn agent_register(
     }
     let svc = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let mut checks: Vec<Value> = field(&svc, "Checks")
         .and_then(Value::as_array)
@@ -736,7 +736,7 @@ async fn check_update(
     }
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let status = str_field(&v, "Status");
     if !["passing", "warning", "critical"].contains(&status.as_str()) {
@@ -761,7 +761,7 @@ async fn catalog_register(
     }
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let node = str_field(&v, "Node");
     if node.is_empty() {
@@ -809,7 +809,7 @@ async fn catalog_deregister(
     }
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let node = str_field(&v, "Node");
     let service_id = str_field(&v, "ServiceID");
