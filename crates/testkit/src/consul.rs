@@ -77,7 +77,10 @@ struct Catalog {
     service_index: BTreeMap<String, u64>,
     nodes: BTreeMap<String, Node>,
     instances: BTreeMap<(String, String), Instance>,
-    checks: BTreeMap<(String, String), Check>,
+    /// Instances by service name.
+    by_name: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Checks by (node, service id or "" for node checks, check id).
+    checks: BTreeMap<(String, String, String), Check>,
 }
 
 /// What the double is told to do besides serving.
@@ -208,6 +211,13 @@ impl Catalog {
         let key = (node.to_owned(), id.clone());
         let create_index = self.instances.get(&key).map_or(index, |i| i.create_index);
         let old_name = self.instances.get(&key).map(|i| i.name.clone());
+        if let Some(set) = old_name.as_ref().and_then(|old| self.by_name.get_mut(old)) {
+            set.remove(&key);
+        }
+        self.by_name
+            .entry(name.clone())
+            .or_default()
+            .insert(key.clone());
         self.instances.insert(
             key,
             Instance {
@@ -248,7 +258,7 @@ impl Catalog {
                 _ => format!("Service '{name}' check"),
             };
             self.checks.insert(
-                (node.to_owned(), check_id.clone()),
+                (node.to_owned(), id.clone(), check_id.clone()),
                 Check {
                     node: node.to_owned(),
                     id: check_id,
@@ -269,11 +279,18 @@ impl Catalog {
     }
 
     fn deregister(&mut self, node: &str, id: &str) -> bool {
-        let Some(inst) = self.instances.remove(&(node.to_owned(), id.to_owned())) else {
+        let key = (node.to_owned(), id.to_owned());
+        let Some(inst) = self.instances.remove(&key) else {
             return false;
         };
+        if let Some(set) = self.by_name.get_mut(&inst.name) {
+            set.remove(&key);
+            if set.is_empty() {
+                self.by_name.remove(&inst.name);
+            }
+        }
         self.checks
-            .retain(|(n, _), c| !(n == node && c.service_id == id));
+            .retain(|(n, sid, _), _| !(n == node && sid == id));
         let index = self.bump();
         self.services_index = index;
         self.touch_service(&inst.name, index);
@@ -281,17 +298,22 @@ impl Catalog {
     }
 
     fn set_check(&mut self, node: &str, check_id: &str, status: &str, output: &str) -> bool {
-        let Some(check) = self.checks.get_mut(&(node.to_owned(), check_id.to_owned())) else {
+        let Some(key) = self
+            .checks
+            .keys()
+            .find(|(n, _, c)| n == node && c == check_id)
+            .cloned()
+        else {
             return false;
         };
-        check.status = status.to_owned();
-        check.output = output.to_owned();
-        let service_id = check.service_id.clone();
         self.index += 1;
         let index = self.index;
-        if let Some(c) = self.checks.get_mut(&(node.to_owned(), check_id.to_owned())) {
-            c.index = index;
+        if let Some(check) = self.checks.get_mut(&key) {
+            check.status = status.to_owned();
+            check.output = output.to_owned();
+            check.index = index;
         }
+        let service_id = key.1;
         if let Some(name) = self
             .instances
             .get(&(node.to_owned(), service_id))
@@ -313,15 +335,27 @@ impl Catalog {
         true
     }
 
+    /// The node's checks, then the instance's.
     fn checks_of(&self, inst: &Instance) -> Vec<&Check> {
-        self.checks
-            .values()
-            .filter(|c| c.node == inst.node && (c.service_id.is_empty() || c.service_id == inst.id))
-            .collect()
+        let mut out = Vec::new();
+        for sid in ["", inst.id.as_str()] {
+            out.extend(
+                self.checks
+                    .range((inst.node.clone(), sid.to_owned(), String::new())..)
+                    .take_while(|((n, s, _), _)| *n == inst.node && s == sid)
+                    .map(|(_, c)| c),
+            );
+        }
+        out
     }
 
     fn instances_of(&self, name: &str) -> Vec<&Instance> {
-        self.instances.values().filter(|i| i.name == name).collect()
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.instances.get(k))
+            .collect()
     }
 
     fn service_entry(&self, inst: &Instance, dc: &str) -> Value {
@@ -428,6 +462,12 @@ impl ConsulDouble {
             )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
+            // No Nagle: small responses must not wait for the client's
+            // delayed ACK (40 ms each on Linux).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         ConsulDouble { addr, shared, task }
@@ -681,14 +721,18 @@ async fn agent_maintenance(
     else {
         return (StatusCode::NOT_FOUND, format!("Unknown service ID {id:?}")).into_response();
     };
-    let key = (AGENT_NODE.to_owned(), format!("_service_maintenance:{id}"));
+    let key = (
+        AGENT_NODE.to_owned(),
+        id.clone(),
+        format!("_service_maintenance:{id}"),
+    );
     let index = c.bump();
     if enable {
         c.checks.insert(
             key.clone(),
             Check {
                 node: AGENT_NODE.into(),
-                id: key.1.clone(),
+                id: key.2.clone(),
                 name: "Service Maintenance Mode".into(),
                 status: "critical".into(),
                 output: q.reason.clone().unwrap_or_default(),
@@ -825,7 +869,7 @@ async fn catalog_deregister(
             c.deregister(&node, &id);
         }
         c.nodes.remove(&node);
-        c.checks.retain(|(n, _), _| *n != node);
+        c.checks.retain(|(n, _, _), _| *n != node);
         c.bump();
     } else {
         c.deregister(&node, &service_id);

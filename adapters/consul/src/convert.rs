@@ -1,0 +1,254 @@
+//! Consul's health entries to a service: pure, no I/O.
+//!
+//! Mapping (one Consul service name is one Sextant service):
+//! - hostname: the template with `{service}` replaced by the lowercased name
+//!   (default `{service}.service.consul`);
+//! - one service port, named after its protocol (`http`, `http2`, `grpc`,
+//!   `tcp`, `tls`) so it matches the same port in another registry; the
+//!   protocol comes from the instances' `protocol` meta key (Consul's own
+//!   convention for service-defaults), else TCP; its number is the
+//!   instances' port (the lowest, when they differ);
+//! - an endpoint per instance: `Service.Address`, falling back to
+//!   `Node.Address`; target port `Service.Port`; tags (`k=v` or plain) and
+//!   meta become labels; datacenter is the locality's region, a configurable
+//!   node-meta key its zone;
+//! - health: any critical or maintenance check makes the instance unhealthy;
+//!   a warning counts as healthy unless told otherwise; weight is
+//!   `Weights.Passing` or `Weights.Warning` (a weight of 0 means no traffic:
+//!   unhealthy);
+//! - instances of proxies and gateways (`connect-proxy`, `*-gateway`) are
+//!   skipped unless asked for: their ports are not the service's.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sextant_core::{
+    Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
+};
+
+/// One entry of `/v1/health/service/NAME`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    /// The node.
+    pub node: NodeInfo,
+    /// The instance.
+    pub service: AgentService,
+    /// Node and service checks.
+    #[serde(default)]
+    pub checks: Vec<HealthCheck>,
+}
+
+/// The node part of an entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInfo {
+    /// Node name.
+    pub node: String,
+    /// Node address.
+    #[serde(default)]
+    pub address: String,
+    /// Datacenter.
+    #[serde(default)]
+    pub datacenter: String,
+    /// Node metadata.
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+}
+
+/// The instance part of an entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    /// Instance id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Address; empty means the node's.
+    #[serde(default)]
+    pub address: String,
+    /// Port.
+    #[serde(default)]
+    pub port: u32,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+    /// Weights by health.
+    #[serde(default)]
+    pub weights: Option<Weights>,
+    /// `connect-proxy`, `mesh-gateway`, ... or empty.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// `Weights`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    /// Weight while passing.
+    pub passing: u32,
+    /// Weight while warning.
+    pub warning: u32,
+}
+
+/// A check of an entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthCheck {
+    /// Check id.
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// `passing`, `warning`, `critical` (or `maintenance`).
+    pub status: String,
+}
+
+/// How Consul instances become endpoints.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    /// Hostname template with `{service}`. Default `{service}.service.consul`.
+    pub hostname_template: String,
+    /// A warning check still receives traffic. Default true (Consul's DNS does the same).
+    pub warning_is_healthy: bool,
+    /// Include proxy and gateway instances. Default false.
+    pub include_gateways: bool,
+    /// Node-meta key whose value is the zone. Default none.
+    pub zone_meta_key: Option<String>,
+}
+
+impl Default for Mapping {
+    fn default() -> Self {
+        Mapping {
+            hostname_template: "{service}.service.consul".into(),
+            warning_is_healthy: true,
+            include_gateways: false,
+            zone_meta_key: None,
+        }
+    }
+}
+
+impl Mapping {
+    /// The hostname of Consul service `name`.
+    pub fn hostname(&self, name: &str) -> Result<Hostname, String> {
+        let host = self
+            .hostname_template
+            .replace("{service}", &name.to_ascii_lowercase());
+        match sextant_core::validate::dns_name_problem(&host) {
+            None => Ok(Hostname::new(host)),
+            Some(p) => Err(format!("hostname {host:?} from service {name:?} {p}")),
+        }
+    }
+}
+
+fn protocol(meta: Option<&BTreeMap<String, String>>) -> Protocol {
+    match meta
+        .and_then(|m| m.get("protocol"))
+        .map(|p| p.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("http") => Protocol::Http,
+        Some("http2") => Protocol::Http2,
+        Some("grpc") => Protocol::Grpc,
+        Some("tls") => Protocol::Tls,
+        _ => Protocol::Tcp,
+    }
+}
+
+fn is_gateway(kind: Option<&str>) -> bool {
+    matches!(kind, Some(k) if k == "connect-proxy" || k.ends_with("-gateway"))
+}
+
+/// The service for Consul service `name`, or `None` when it has no
+/// instances to serve. Errors say what is wrong with the service as a whole.
+pub fn to_service(
+    name: &str,
+    entries: &[ServiceEntry],
+    mapping: &Mapping,
+) -> Result<Option<Service>, String> {
+    let hostname = mapping.hostname(name)?;
+    let entries: Vec<&ServiceEntry> = entries
+        .iter()
+        .filter(|e| mapping.include_gateways || !is_gateway(e.service.kind.as_deref()))
+        .collect();
+    let Some(first) = entries.first() else {
+        return Ok(None);
+    };
+    let proto = protocol(first.service.meta.as_ref());
+    let port_name = proto.to_string().to_ascii_lowercase();
+    let port = entries
+        .iter()
+        .map(|e| e.service.port)
+        .filter(|p| *p > 0)
+        .min()
+        .unwrap_or(0);
+    let mut service = Service::new(hostname);
+    service.ports.push(ServicePort {
+        name: port_name.clone(),
+        port,
+        protocol: proto,
+    });
+    for e in entries {
+        let address = if e.service.address.is_empty() {
+            &e.node.address
+        } else {
+            &e.service.address
+        };
+        let Ok(address) = address.parse::<Address>() else {
+            return Err(format!(
+                "instance {} has no usable address ({address:?})",
+                e.service.id
+            ));
+        };
+        let mut labels = Labels::new();
+        for tag in e.service.tags.iter().flatten() {
+            match tag.split_once('=') {
+                Some((k, v)) => labels.insert(k.to_owned(), v.to_owned()),
+                None => labels.insert(tag.clone(), String::new()),
+            };
+        }
+        labels.extend(e.service.meta.clone().unwrap_or_default());
+        let zone = mapping
+            .zone_meta_key
+            .as_ref()
+            .and_then(|k| e.node.meta.as_ref().and_then(|m| m.get(k)))
+            .cloned()
+            .unwrap_or_default();
+        let critical = e.checks.iter().any(|c| {
+            c.status == "critical"
+                || c.status == "maintenance"
+                || c.check_id.starts_with("_service_maintenance")
+                || c.check_id.starts_with("_node_maintenance")
+        });
+        let warning = e.checks.iter().any(|c| c.status == "warning");
+        let weights = e.service.weights.unwrap_or(Weights {
+            passing: 1,
+            warning: 1,
+        });
+        let (mut health, weight) = match (critical, warning) {
+            (true, _) => (Health::Unhealthy, 1),
+            (false, true) if mapping.warning_is_healthy => (Health::Healthy, weights.warning),
+            (false, true) => (Health::Unhealthy, weights.warning),
+            (false, false) => (Health::Healthy, weights.passing),
+        };
+        if weight == 0 {
+            health = Health::Unhealthy;
+        }
+        let mut ep = Endpoint::new(address).with_port(&port_name, e.service.port);
+        ep.labels = labels;
+        ep.locality = Locality {
+            region: e.node.datacenter.clone(),
+            zone,
+            subzone: String::new(),
+        };
+        ep.weight = weight.max(1);
+        ep.health = health;
+        service.endpoints.push(ep);
+    }
+    Ok(Some(service))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+//! A registry read from Consul's catalog and health endpoints with blocking
+//! queries. See [`convert`] for how instances become endpoints.
+//!
+//! How it follows Consul (learning from Istio's removed adapter, which
+//! blocked only on the service list, re-listed everything on any change and
+//! ignored health):
+//! - One blocking query on `/v1/catalog/services` for the set of services,
+//!   and one per service on `/v1/health/service/NAME` for its instances and
+//!   their checks. A change to one service costs one query for that service.
+//! - Consul's rules for blocking queries: `index` and `wait`, the index from
+//!   `X-Consul-Index`; an index that goes backwards starts again from 0; an
+//!   index of 0 is taken as 1; identical queries are at least
+//!   `min_interval` apart, so a flapping service cannot spin a CPU.
+//! - The first full read (catalog, then every service) is one `Reset`.
+//!   Any failure (unreachable agent, 5xx, 403, malformed JSON) ends the
+//!   session: the registry is marked stale, keeps serving its last-known-good
+//!   services, and reconnects with jittered backoff ([`sextant_core::recover`]).
+//! - A service that leaves the catalog leaves the view.
+//!
+//! Built on `reqwest` with rustls (ring): no Consul crate covered health,
+//! weights, meta and blocking queries together.
+
+#![forbid(unsafe_code)]
+
+pub mod convert;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use sextant_core::recover::{Backoff, resilient};
+use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Service};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use convert::{Mapping, ServiceEntry};
+
+/// How to reach Consul and how to read it.
+#[derive(Clone, Debug)]
+pub struct ConsulConfig {
+    /// Agent address, e.g. `http://127.0.0.1:8500` (`CONSUL_HTTP_ADDR`).
+    pub addr: String,
+    /// ACL token, sent as `X-Consul-Token`.
+    pub token: Option<String>,
+    /// Datacenter to read; default the agent's.
+    pub datacenter: Option<String>,
+    /// CA certificate (PEM) for an https agent.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for agents that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// How instances become endpoints.
+    pub mapping: Mapping,
+    /// How long a blocking query waits. Default 5 minutes, Consul's own
+    /// default; the agent answers sooner when something changes.
+    pub wait: Duration,
+    /// Least time between two identical queries. Default 250 ms.
+    pub min_interval: Duration,
+    /// Parallel queries during a full read. Default 16.
+    pub concurrency: usize,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        ConsulConfig {
+            addr: "http://127.0.0.1:8500".into(),
+            token: None,
+            datacenter: None,
+            ca: None,
+            client_cert: None,
+            mapping: Mapping::default(),
+            wait: Duration::from_secs(300),
+            min_interval: Duration::from_millis(250),
+            concurrency: 16,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// A registry over Consul.
+pub struct ConsulRegistry {
+    id: RegistryId,
+    config: ConsulConfig,
+}
+
+impl ConsulRegistry {
+    /// A registry with id `id` (conventionally `consul/DATACENTER`).
+    pub fn new(id: impl Into<RegistryId>, config: ConsulConfig) -> Self {
+        ConsulRegistry {
+            id: id.into(),
+            config,
+        }
+    }
+}
+
+impl Registry for ConsulRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch(&self) -> EventStream {
+        let config = self.config.clone();
+        let id = self.id.clone();
+        resilient(config.backoff.clone(), move || {
+            let (tx, rx) = mpsc::channel(256);
+            let (config, id) = (config.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = session(&config, &tx).await {
+                    debug!(registry = %id, error = %e.chain(), "consul session ended");
+                    let _ = tx.send(Err(e)).await;
+                }
+            });
+            tokio_stream::wrappers::ReceiverStream::new(rx)
+        })
+    }
+}
+
+/// The next index to ask with, by Consul's rules.
+pub fn next_index(previous: u64, returned: u64) -> u64 {
+    if returned == 0 {
+        1
+    } else if returned < previous {
+        0
+    } else {
+        returned
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    config: ConsulConfig,
+}
+
+impl Api {
+    fn new(config: &ConsulConfig) -> Result<Api, Error> {
+        // The request timeout must outlast a blocking query's wait plus
+        // Consul's jitter (wait/16).
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(config.wait + config.wait / 16 + Duration::from_secs(10));
+        if let Some(ca) = &config.ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| Error::unavailable_from(format!("cannot read {}", ca.display()), e))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| Error::unavailable_from("bad Consul CA", e))?;
+            b = b.add_root_certificate(cert);
+        }
+        if let Some((cert, key)) = &config.client_cert {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                Error::unavailable_from(format!("cannot read {}", cert.display()), e)
+            })?;
+            pem.extend(std::fs::read(key).map_err(|e| {
+                Error::unavailable_from(format!("cannot read {}", key.display()), e)
+            })?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::unavailable_from("bad Consul client certificate", e))?;
+            b = b.identity(id);
+        }
+        let http = b
+            .build()
+            .map_err(|e| Error::unavailable_from("cannot build the HTTP client", e))?;
+        Ok(Api {
+            http,
+            config: config.clone(),
+        })
+    }
+
+    /// A (blocking, if `index` > 0) GET; the body and `X-Consul-Index`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &[&str],
+        index: u64,
+    ) -> Result<(T, u64), Error> {
+        let mut url = reqwest::Url::parse(&self.config.addr).map_err(|e| {
+            Error::unavailable_from(format!("bad Consul address {:?}", self.config.addr), e)
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| Error::unavailable(format!("bad Consul address {:?}", self.config.addr)))?
+            .pop_if_empty()
+            .extend(path);
+        {
+            let mut q = url.query_pairs_mut();
+            if index > 0 {
+                q.append_pair("index", &index.to_string());
+                q.append_pair("wait", &format!("{}s", self.config.wait.as_secs().max(1)));
+            }
+            if let Some(dc) = &self.config.datacenter {
+                q.append_pair("dc", dc);
+            }
+        }
+        let what = format!("GET {}", url.path());
+        let mut req = self.http.get(url);
+        if let Some(token) = &self.config.token {
+            req = req.header("X-Consul-Token", token);
+        }
+        let resp = req.send().await.map_err(|e| {
+            Error::unavailable_from(
+                format!("cannot reach Consul at {} ({what})", self.config.addr),
+                e,
+            )
+        })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::FORBIDDEN {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::unavailable(format!(
+                "Consul refused the request ({what}: 403 {}): check --consul-token and that its ACL policy grants service:read and node:read",
+                body.trim()
+            )));
+        }
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::unavailable(format!(
+                "Consul answered {status} to {what}: {}",
+                body.trim()
+            )));
+        }
+        let index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = resp.bytes().await.map_err(|e| {
+            Error::unavailable_from(format!("{what}: reading the answer failed"), e)
+        })?;
+        let value = serde_json::from_slice(&body).map_err(|e| {
+            Error::unavailable_from(format!("Consul answered {what} with malformed JSON"), e)
+        })?;
+        Ok((value, index))
+    }
+
+    async fn services(&self, index: u64) -> Result<(BTreeSet<String>, u64), Error> {
+        let (map, index): (BTreeMap<String, serde_json::Value>, u64) =
+            self.get(&["v1", "catalog", "services"], index).await?;
+        Ok((map.into_keys().collect(), index))
+    }
+
+    async fn health(&self, name: &str, index: u64) -> Result<(Vec<ServiceEntry>, u64), Error> {
+        self.get(&["v1", "health", "service", name], index).await
+    }
+}
+
+/// What a service watcher reports.
+enum Update {
+    Changed(String, Result<Option<Service>, String>),
+    Failed(Error),
+}
+
+/// Spaces identical queries at least `min` apart.
+async fn pace(started: Instant, min: Duration) {
+    let elapsed = started.elapsed();
+    if elapsed < min {
+        tokio::time::sleep(min - elapsed).await;
+    }
+}
+
+/// Follows one service with blocking health queries, from `index`.
+async fn watch_service(api: Api, name: String, mut index: u64, tx: mpsc::Sender<Update>) {
+    loop {
+        let started = Instant::now();
+        match api.health(&name, index).await {
+            Ok((entries, returned)) => {
+                let next = next_index(index, returned);
+                if next != index || returned < index {
+                    let service = convert::to_service(&name, &entries, &api.config.mapping);
+                    if tx
+                        .send(Update::Changed(name.clone(), service))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                index = next;
+            }
+            Err(e) => {
+                let _ = tx.send(Update::Failed(e)).await;
+                return;
+            }
+        }
+        pace(started, api.config.min_interval).await;
+    }
+}
+
+type Tx = mpsc::Sender<Result<Event, Error>>;
+
+/// Turns a service's conversion result into events: the service, or its
+/// removal, and a report when it could not be converted.
+async fn report(
+    api: &Api,
+    name: &str,
+    result: Result<Option<Service>, String>,
+    tx: &Tx,
+) -> Option<Event> {
+    match result {
+        Ok(Some(s)) => Some(Event::Apply(s)),
+        Ok(None) => api.config.mapping.hostname(name).ok().map(Event::Delete),
+        Err(reason) => {
+            let _ = tx
+                .send(Err(Error::invalid_object(
+                    format!("consul service {name}"),
+                    reason,
+                )))
+                .await;
+            None
+        }
+    }
+}
+
+/// One connection: a full read as one Reset, then follow changes.
+async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
+    let api = Api::new(config)?;
+    let (names, mut catalog_index) = api.services(0).await?;
+    catalog_index = next_index(0, catalog_index);
+
+    // Full read: every service once, a few at a time.
+    let reads = futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.health(&name, 0)
+                    .await
+                    .map(|(entries, index)| (name, entries, index))
+            }
+        })
+        .buffer_unordered(config.concurrency.max(1));
+    let results: Vec<_> = reads.collect().await;
+    let mut services = Vec::new();
+    let mut watchers: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let (updates_tx, mut updates) = mpsc::channel(256);
+    for result in results {
+        let (name, entries, index) = result?;
+        match convert::to_service(&name, &entries, &config.mapping) {
+            Ok(Some(s)) => services.push(s),
+            Ok(None) => {}
+            Err(reason) => {
+                let _ = tx
+                    .send(Err(Error::invalid_object(
+                        format!("consul service {name}"),
+                        reason,
+                    )))
+                    .await;
+            }
+        }
+        let handle = tasks.spawn(watch_service(
+            api.clone(),
+            name.clone(),
+            next_index(0, index),
+            updates_tx.clone(),
+        ));
+        watchers.insert(name, handle);
+    }
+    info!(services = services.len(), catalog_index, "consul read");
+    if tx.send(Ok(Event::Reset(services))).await.is_err() {
+        return Ok(());
+    }
+
+    let mut catalog = Box::pin(api.services(catalog_index));
+    let mut catalog_started = Instant::now();
+    loop {
+        tokio::select! {
+            result = &mut catalog => {
+                let (names, returned) = result?;
+                let next = next_index(catalog_index, returned);
+                for name in &names {
+                    if !watchers.contains_key(name) {
+                        // Index 0: the first answer comes at once.
+                        let handle = tasks.spawn(watch_service(api.clone(), name.clone(), 0, updates_tx.clone()));
+                        watchers.insert(name.clone(), handle);
+                    }
+                }
+                let gone: Vec<String> = watchers.keys().filter(|n| !names.contains(*n)).cloned().collect();
+                for name in gone {
+                    if let Some(h) = watchers.remove(&name) {
+                        h.abort();
+                    }
+                    if let Ok(host) = config.mapping.hostname(&name)
+                        && tx.send(Ok(Event::Delete(host))).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                pace(catalog_started, config.min_interval).await;
+                catalog_index = next;
+                catalog_started = Instant::now();
+                catalog = Box::pin(api.services(catalog_index));
+            }
+            update = updates.recv() => match update {
+                Some(Update::Changed(name, result)) => {
+                    if !watchers.contains_key(&name) {
+                        continue; // Left the catalog meanwhile.
+                    }
+                    if let Some(event) = report(&api, &name, result, tx).await
+                        && tx.send(Ok(event)).await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Some(Update::Failed(e)) => return Err(e),
+                None => return Err(Error::unavailable("consul watchers stopped")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_index;
+
+    #[test]
+    fn index_rules() {
+        assert_eq!(next_index(0, 0), 1, "0 is taken as 1");
+        assert_eq!(next_index(10, 12), 12);
+        assert_eq!(next_index(10, 10), 10, "a timeout keeps the index");
+        assert_eq!(next_index(10, 3), 0, "backwards: start again");
+    }
+}

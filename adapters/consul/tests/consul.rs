@@ -1,0 +1,281 @@
+//! The Consul registry against the Consul API double (itself checked against
+//! py-consul). Waits are bounded guards against hangs; nothing is timed.
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
+use sextant_consul::{ConsulConfig, ConsulRegistry};
+use sextant_core::recover::Backoff;
+use sextant_core::{Error, Event, EventStream, Health, Registry, Service};
+use sextant_testkit::consul::ConsulDouble;
+
+fn config(double: &ConsulDouble) -> ConsulConfig {
+    ConsulConfig {
+        addr: double.url(),
+        wait: Duration::from_secs(60),
+        min_interval: Duration::from_millis(10),
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(500)),
+        ..Default::default()
+    }
+}
+
+fn instance(
+    double: &ConsulDouble,
+    node: &str,
+    id: &str,
+    name: &str,
+    ip: &str,
+    port: u16,
+    status: &str,
+) {
+    double.register(
+        node,
+        "10.99.0.1",
+        json!({ "ID": id, "Service": name, "Address": ip, "Port": port, "Meta": { "protocol": "http" } }),
+        vec![json!({ "CheckID": format!("check-{id}"), "Status": status })],
+    );
+}
+
+async fn next(w: &mut EventStream) -> Result<Event, Error> {
+    tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("stream")
+}
+
+async fn until(
+    w: &mut EventStream,
+    want: impl Fn(&Result<Event, Error>) -> bool,
+) -> Result<Event, Error> {
+    for _ in 0..100 {
+        let e = next(w).await;
+        if want(&e) {
+            return e;
+        }
+    }
+    panic!("no matching event");
+}
+
+fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {
+    match e {
+        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn services_appear_and_health_flips_converge() {
+    let double = ConsulDouble::start().await;
+    instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+    instance(&double, "n2", "web-2", "web", "10.0.0.2", 8080, "passing");
+    let mut w = ConsulRegistry::new("consul/dc1", config(&double)).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1);
+            assert_eq!(s[0].hostname.as_str(), "web.service.consul");
+            assert_eq!(s[0].endpoints.len(), 2);
+            assert_eq!(s[0].endpoints[0].locality.region, "dc1");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The blocking query for web wakes on the check change.
+    double.set_check("n2", "check-web-2", "critical");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "web.service.consul").is_some()).await,
+        "web.service.consul",
+    )
+    .expect("apply");
+    let health: Vec<Health> = s.endpoints.iter().map(|e| e.health).collect();
+    assert_eq!(health, [Health::Healthy, Health::Unhealthy]);
+
+    // A new service, then its removal from the catalog.
+    instance(&double, "n1", "api-1", "api", "10.0.1.1", 9090, "passing");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "api.service.consul").is_some()).await,
+        "api.service.consul",
+    )
+    .expect("apply");
+    assert_eq!(s.ports[0].port, 9090);
+    double.deregister("n1", "api-1");
+    let e = until(&mut w, |e| matches!(e, Ok(Event::Delete(_)))).await;
+    assert!(matches!(e, Ok(Event::Delete(h)) if h.as_str() == "api.service.consul"));
+}
+
+#[tokio::test]
+async fn a_restart_that_sends_indexes_backwards_is_followed() {
+    let double = ConsulDouble::start().await;
+    for i in 0..5 {
+        instance(
+            &double,
+            "n1",
+            &format!("web-{i}"),
+            "web",
+            &format!("10.0.0.{}", i + 1),
+            8080,
+            "passing",
+        );
+    }
+    let mut w = ConsulRegistry::new("consul/dc1", config(&double)).watch();
+    next(&mut w).await.expect("reset");
+    double.restart_with_lower_index();
+    // Changes after the restart still arrive.
+    double.set_check("n1", "check-web-0", "critical");
+    let s = apply_of(
+        &until(&mut w, |e| {
+            apply_of(e, "web.service.consul")
+                .is_some_and(|s| s.endpoints[0].health == Health::Unhealthy)
+        })
+        .await,
+        "web.service.consul",
+    )
+    .expect("apply");
+    assert_eq!(s.endpoints.len(), 5);
+}
+
+#[tokio::test]
+async fn a_bad_token_is_a_clear_error_and_the_right_one_works() {
+    let double = ConsulDouble::start().await;
+    instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+    double.require_token("s3cret");
+    let mut w = ConsulRegistry::new(
+        "consul/dc1",
+        ConsulConfig {
+            token: Some("wrong".into()),
+            ..config(&double)
+        },
+    )
+    .watch();
+    match next(&mut w).await {
+        Err(e) => {
+            assert!(e.makes_stale());
+            let msg = e.chain();
+            assert!(
+                msg.contains("403") && msg.contains("--consul-token"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut w = ConsulRegistry::new(
+        "consul/dc1",
+        ConsulConfig {
+            token: Some("s3cret".into()),
+            ..config(&double)
+        },
+    )
+    .watch();
+    assert!(matches!(next(&mut w).await, Ok(Event::Reset(s)) if s.len() == 1));
+}
+
+#[tokio::test]
+async fn malformed_json_and_errors_keep_the_last_good_state_until_recovery() {
+    let double = ConsulDouble::start().await;
+    instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+    let registry = ConsulRegistry::new("consul/dc1", config(&double));
+    let (agg, handle) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry) as Arc<dyn Registry>],
+    )
+    .expect("agg");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+
+    double.fail_with(Some((200, "{ not json")));
+    let mut status = handle.status();
+    let st = tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.registries[0].state == SyncState::Stale),
+    )
+    .await
+    .expect("stale within 20 s")
+    .expect("running")
+    .clone();
+    let err = st.registries[0]
+        .last_error
+        .as_ref()
+        .expect("error")
+        .message
+        .clone();
+    assert!(err.contains("malformed JSON"), "{err}");
+    assert_eq!(
+        handle.view().borrow().endpoint_count(),
+        1,
+        "last-known-good kept"
+    );
+
+    double.fail_with(Some((503, "no leader")));
+    double.fail_with(None);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.registries[0].state == SyncState::Synced),
+    )
+    .await
+    .expect("recovers within 20 s")
+    .expect("running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_services_load_and_one_flip_costs_one_query() {
+    let double = ConsulDouble::start().await;
+    for s in 0..1000 {
+        for i in 0..10 {
+            let id = format!("svc{s}-{i}");
+            double.register(
+                &format!("node{i}"),
+                &format!("10.{}.{}.{}", i, s / 250, s % 250 + 1),
+                json!({ "ID": id, "Service": format!("svc{s}"), "Port": 8080 }),
+                vec![json!({ "CheckID": format!("check-{id}"), "Status": "passing" })],
+            );
+        }
+    }
+    let mut w = ConsulRegistry::new("consul/dc1", config(&double)).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1000);
+            assert_eq!(s.iter().map(|s| s.endpoints.len()).sum::<usize>(), 10_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Wait until every watcher is parked in its blocking query: two catalog
+    // queries, then a read and a blocking query per service.
+    for _ in 0..200 {
+        if double.requests().len() >= 2 + 2 * 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        double.requests().len(),
+        2 + 2 * 1000,
+        "every service read once, then watched"
+    );
+    let count = |reqs: &[String], path: &str| reqs.iter().filter(|r| r.as_str() == path).count();
+    let before = double.requests();
+    double.set_check("node3", "check-svc7-3", "critical");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "svc7.service.consul").is_some()).await,
+        "svc7.service.consul",
+    )
+    .expect("apply");
+    assert_eq!(s.endpoints[3].health, Health::Unhealthy);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = double.requests();
+    let new: Vec<&String> = after[before.len()..].iter().collect();
+    assert_eq!(
+        new.iter()
+            .filter(|r| r.starts_with("GET "))
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>(),
+        ["GET /v1/health/service/svc7"],
+        "one flip, one query: {new:?}"
+    );
+    assert_eq!(
+        count(&after, "GET /v1/catalog/services"),
+        count(&before, "GET /v1/catalog/services"),
+        "no re-list"
+    );
+}
