@@ -62,7 +62,8 @@ fn instances_map_to_endpoints() {
 
 #[test]
 fn check_status_decides_health_and_weight() {
-    let cases: Vec<(&[(&str, &str)], bool, Health, u32)> = vec![
+    type Checks<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(Checks, bool, Health, u32)> = vec![
         (&[("c", "passing")], true, Health::Healthy, 5),
         (&[("c", "warning")], true, Health::Healthy, 2),
         (&[("c", "warning")], false, Health::Unhealthy, 2),
