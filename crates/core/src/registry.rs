@@ -49,6 +49,12 @@ impl From<&str> for RegistryId {
     }
 }
 
+impl From<String> for RegistryId {
+    fn from(s: String) -> Self {
+        RegistryId(Arc::from(s))
+    }
+}
+
 /// A change reported by a registry.
 ///
 /// Services are whole: an [`Event::Apply`] carries the service with all of

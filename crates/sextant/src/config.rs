@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sextant_aggregate::{AggregatorConfig, MergeMode};
+use sextant_consul::{ConsulConfig, ConsulRegistry};
 use sextant_core::Registry;
 use sextant_etcd::{EtcdConfig, EtcdRegistry, EtcdTls};
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
@@ -110,6 +111,137 @@ impl EtcdArgs {
     }
 }
 
+/// Consul registry flags; the environment variables are Consul's own.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ConsulArgs {
+    /// Consul agent address [default: http://127.0.0.1:8500].
+    #[arg(long, env = "CONSUL_HTTP_ADDR", value_name = "URL")]
+    pub consul_addr: Option<String>,
+    /// ACL token, sent as X-Consul-Token.
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub consul_token: Option<String>,
+    /// Datacenter to read [default: the agent's].
+    #[arg(long, env = "SEXTANT_CONSUL_DATACENTER", value_name = "DC")]
+    pub consul_datacenter: Option<String>,
+    /// CA certificate (PEM) for an https agent.
+    #[arg(long, env = "CONSUL_CACERT", value_name = "FILE")]
+    pub consul_cacert: Option<PathBuf>,
+    /// Client certificate (PEM), with --consul-client-key.
+    #[arg(long, env = "CONSUL_CLIENT_CERT", value_name = "FILE")]
+    pub consul_client_cert: Option<PathBuf>,
+    /// Client key (PEM), with --consul-client-cert.
+    #[arg(long, env = "CONSUL_CLIENT_KEY", value_name = "FILE")]
+    pub consul_client_key: Option<PathBuf>,
+    /// Hostname of a Consul service; {service} is its lowercased name
+    /// [default: {service}.service.consul].
+    #[arg(
+        long,
+        env = "SEXTANT_CONSUL_HOSTNAME_TEMPLATE",
+        value_name = "TEMPLATE"
+    )]
+    pub consul_hostname_template: Option<String>,
+    /// Treat instances with a warning check as unhealthy (default: healthy).
+    #[arg(long, env = "SEXTANT_CONSUL_WARNING_UNHEALTHY")]
+    pub consul_warning_unhealthy: bool,
+    /// Include connect-proxy and gateway instances.
+    #[arg(long, env = "SEXTANT_CONSUL_INCLUDE_GATEWAYS")]
+    pub consul_include_gateways: bool,
+    /// Node-meta key whose value is the endpoints' zone.
+    #[arg(long, env = "SEXTANT_CONSUL_ZONE_META_KEY", value_name = "KEY")]
+    pub consul_zone_meta_key: Option<String>,
+}
+
+/// The `consul:` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsulFile {
+    addr: Option<String>,
+    token: Option<String>,
+    datacenter: Option<String>,
+    cacert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    hostname_template: Option<String>,
+    warning_unhealthy: Option<bool>,
+    include_gateways: Option<bool>,
+    zone_meta_key: Option<String>,
+}
+
+impl ConsulArgs {
+    fn resolve(&self, file: &ConsulFile, problems: &mut Vec<String>) -> ConsulConfig {
+        let mut c = ConsulConfig::default();
+        if let Some(a) = self.consul_addr.clone().or_else(|| file.addr.clone()) {
+            // CONSUL_HTTP_ADDR is often given without a scheme.
+            c.addr = if a.contains("://") {
+                a
+            } else {
+                format!("http://{a}")
+            };
+        }
+        if reqwest_like_url_problem(&c.addr) {
+            problems.push(format!(
+                "--consul-addr: {:?} should be a URL such as http://127.0.0.1:8500",
+                c.addr
+            ));
+        }
+        c.token = self.consul_token.clone().or_else(|| file.token.clone());
+        c.datacenter = self
+            .consul_datacenter
+            .clone()
+            .or_else(|| file.datacenter.clone());
+        c.ca = self.consul_cacert.clone().or_else(|| file.cacert.clone());
+        let cert = self
+            .consul_client_cert
+            .clone()
+            .or_else(|| file.client_cert.clone());
+        let key = self
+            .consul_client_key
+            .clone()
+            .or_else(|| file.client_key.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => c.client_cert = Some((cert, key)),
+            (None, None) => {}
+            _ => problems.push("--consul-client-cert and --consul-client-key go together".into()),
+        }
+        if let Some(t) = self
+            .consul_hostname_template
+            .clone()
+            .or_else(|| file.hostname_template.clone())
+        {
+            if !t.contains("{service}") {
+                problems.push(format!(
+                    "--consul-hostname-template: {t:?} does not contain {{service}}"
+                ));
+            } else if let Some(p) =
+                sextant_core::validate::dns_name_problem(&t.replace("{service}", "x"))
+            {
+                problems.push(format!(
+                    "--consul-hostname-template: {t:?} does not make a hostname: {p}"
+                ));
+            }
+            c.mapping.hostname_template = t;
+        }
+        c.mapping.warning_is_healthy =
+            !(self.consul_warning_unhealthy || file.warning_unhealthy.unwrap_or(false));
+        c.mapping.include_gateways =
+            self.consul_include_gateways || file.include_gateways.unwrap_or(false);
+        c.mapping.zone_meta_key = self
+            .consul_zone_meta_key
+            .clone()
+            .or_else(|| file.zone_meta_key.clone());
+        c
+    }
+}
+
+fn reqwest_like_url_problem(url: &str) -> bool {
+    !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+}
+
 /// The `etcd:` section of the settings file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +319,9 @@ pub struct RunArgs {
     /// etcd registry settings.
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    /// Consul registry settings.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
 }
 
 /// The settings file. Every field is optional.
@@ -205,6 +340,7 @@ pub struct ConfigFile {
     debounce: Option<DebounceFile>,
     log_output_level: Option<String>,
     etcd: Option<EtcdFile>,
+    consul: Option<ConsulFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +414,8 @@ pub struct Settings {
     pub log_output_level: String,
     /// The etcd registry's settings.
     pub etcd: EtcdConfig,
+    /// The Consul registry's settings.
+    pub consul: ConsulConfig,
 }
 
 /// Every problem found, each naming where it is.
@@ -509,6 +647,9 @@ impl Settings {
 
         let etcd_file = file.etcd.unwrap_or_default();
         let etcd = args.etcd.resolve(&etcd_file, &mut c.problems);
+        let consul = args
+            .consul
+            .resolve(&file.consul.unwrap_or_default(), &mut c.problems);
 
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));
@@ -524,6 +665,7 @@ impl Settings {
             drain_timeout,
             log_output_level,
             etcd,
+            consul,
         })
     }
 
@@ -551,13 +693,20 @@ impl Settings {
                 RegistryKind::Etcd => {
                     out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
                 }
+                RegistryKind::Consul => {
+                    let dc = self.consul.datacenter.as_deref().unwrap_or("main");
+                    out.push(Arc::new(ConsulRegistry::new(
+                        format!("consul/{dc}"),
+                        self.consul.clone(),
+                    )))
+                }
                 other => {
                     let name = KINDS
                         .iter()
                         .find(|(_, k)| k == other)
                         .map_or("?", |(n, _)| *n);
                     problems.push(format!(
-                        "the {name} registry adapter is not part of this build yet; available now: file, etcd"
+                        "the {name} registry adapter is not part of this build yet; available now: file, etcd, consul"
                     ));
                 }
             }

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
 };
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     Address as EnvoyAddress, Locality as EnvoyLocality,
 };
@@ -35,6 +35,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 use prost::Message;
 use sextant_core::{Address, Health, Locality, MeshService, Protocol, Service, ServicePort};
@@ -111,6 +112,13 @@ pub fn clusters(ms: &MeshService) -> Vec<Cluster> {
                 name: name.clone(),
                 connect_timeout: Some(Duration { seconds: 5, nanos: 0 }),
                 lb_policy: LbPolicy::RoundRobin as i32,
+                // The registry's health is the truth: no panic routing to
+                // unhealthy endpoints when most are unhealthy (Envoy's
+                // default threshold is 50%).
+                common_lb_config: Some(cluster::CommonLbConfig {
+                    healthy_panic_threshold: Some(Percent { value: 0.0 }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             if uses_eds(s) {

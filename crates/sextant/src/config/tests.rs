@@ -53,14 +53,16 @@ fn unknown_registry_kinds_list_the_known_ones_and_every_problem_is_reported() {
 #[test]
 fn adapters_not_built_yet_fail_clearly() {
     let s = Settings::resolve(&RunArgs {
-        registries: Some(vec!["consul".into()]),
+        registries: Some(vec!["k8s".into()]),
         ..args()
     })
     .expect("valid kinds");
     let e = s.build_registries().err().expect("not built");
     assert_eq!(
         e.0,
-        ["the consul registry adapter is not part of this build yet; available now: file, etcd"]
+        [
+            "the k8s registry adapter is not part of this build yet; available now: file, etcd, consul"
+        ]
     );
 }
 
@@ -174,4 +176,42 @@ fn etcd_settings_from_flags_and_file() {
         (s.etcd.endpoints[0].as_str(), s.etcd.prefix.as_str()),
         ("http://127.0.0.1:1", "/mesh/")
     );
+}
+
+#[test]
+fn consul_settings_follow_consuls_conventions() {
+    let s = Settings::resolve(&RunArgs {
+        registries: Some(vec!["consul".into()]),
+        consul: ConsulArgs {
+            consul_addr: Some("127.0.0.1:8500".into()),
+            consul_hostname_template: Some("{service}.default.svc.cluster.local".into()),
+            consul_warning_unhealthy: true,
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(
+        s.consul.addr, "http://127.0.0.1:8500",
+        "a bare host:port gets a scheme"
+    );
+    assert_eq!(
+        s.consul.mapping.hostname_template,
+        "{service}.default.svc.cluster.local"
+    );
+    assert!(!s.consul.mapping.warning_is_healthy);
+    let regs = s.build_registries().expect("built");
+    assert_eq!(regs[0].id().as_str(), "consul/main");
+
+    let e = Settings::resolve(&RunArgs {
+        registries: Some(vec!["consul".into()]),
+        consul: ConsulArgs {
+            consul_hostname_template: Some("svc.Consul".into()),
+            consul_client_cert: Some("c.pem".into()),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect_err("invalid");
+    assert_eq!(e.0.len(), 2, "{e}");
 }
