@@ -110,6 +110,8 @@ pub(crate) struct TypeState {
     resume_version: Option<String>,
     /// `held` matches this snapshot generation (NACKed versions aside).
     synced_at: Option<u64>,
+    /// Hash of the last SotW request's names, in order.
+    names_digest: Option<u64>,
     last_nonce: String,
     pub(crate) acked_version: String,
     pub(crate) sent_version: String,
@@ -143,6 +145,7 @@ impl TypeState {
             to_answer: BTreeSet::new(),
             resume_version: None,
             synced_at: None,
+            names_digest: None,
             last_nonce: String::new(),
             acked_version: String::new(),
             sent_version: String::new(),
@@ -477,6 +480,21 @@ impl ConnState {
                 None => RequestOutcome::Ack(st.ack()),
             };
         }
+        // Every SotW ACK restates the whole subscription (an Envoy's EDS
+        // ACK names every cluster): when the list is the one last seen, in
+        // the same order, skip rebuilding and comparing the set.
+        let names_digest = {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for n in &req.resource_names {
+                h.update(n.as_bytes());
+                h.update(&[0]);
+            }
+            h.digest()
+        };
+        if st.seen_request && st.names_digest == Some(names_digest) {
+            return outcome;
+        }
+        st.names_digest = Some(names_digest);
         if req.resource_names.len() > MAX_NAMES_PER_TYPE {
             tracing::warn!(node = %node_id, r#type = %kind, names = req.resource_names.len(),
                 limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");

@@ -1,0 +1,28 @@
+//! The ADS load generator. See BENCHMARKS.md.
+//!
+//! ```text
+//! loadgen run   --scenario s1|s2|s4|s5 [--quick] [--delta] [--proxies N]
+//! loadgen serve --services N --endpoints M     (server under test; spawned by run)
+//! loadgen floor --services N --endpoints M     (null server: pre-encoded replies; spawned by run)
+//! ```
+//!
+//! `run` starts the server as its own process (so its CPU time and peak RSS
+//! come from /proc), connects N simulated proxies that subscribe like Envoy
+//! (clusters, then endpoints, then listeners, then routes) and ACK every
+//! response, drives changes through the server's control port, and times
+//! change -> last ACK on one clock. Each scenario runs against the floor too,
+//! and results are reported as ratios to it.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use sextant_benches::loadgen;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = runtime.block_on(loadgen::main(args));
+    std::process::exit(code);
+}
