@@ -81,6 +81,52 @@ impl Outbound {
     }
 }
 
+/// Resources at least this large are sent as their shared bytes; smaller
+/// pieces are copied together so that a response is a few large chunks, not
+/// thousands of tiny ones.
+const SHARE_AT: usize = 1024;
+
+impl Outbound {
+    /// The response as one gRPC length-prefixed message, in chunks: large
+    /// resources are the shared, already-encoded bytes themselves (nothing
+    /// copied, nothing kept per connection once sent), the rest is copied
+    /// into small buffers between them.
+    pub fn frames(&self) -> Vec<bytes::Bytes> {
+        let len = self.encoded_len();
+        let mut chunks = Vec::new();
+        let mut buf = bytes::BytesMut::with_capacity(256);
+        // gRPC message prefix: not compressed, then the length (big-endian).
+        buf.put_u8(0);
+        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        put_len_field(&mut buf, 1, self.version_info.as_bytes());
+        for r in &self.resources {
+            match self.wire {
+                Wire::Sotw => put_len_header(&mut buf, 2, r.any.len()),
+                Wire::Delta => {
+                    put_len_header(&mut buf, 2, delta_resource_len(r));
+                    put_len_field(&mut buf, 3, r.name.as_bytes());
+                    put_len_field(&mut buf, 1, r.version.as_bytes());
+                    put_len_header(&mut buf, 2, r.any.len());
+                }
+            }
+            if r.any.len() >= SHARE_AT {
+                chunks.push(buf.split().freeze());
+                chunks.push(r.any.clone());
+            } else {
+                buf.put_slice(&r.any);
+            }
+        }
+        put_len_field(&mut buf, 4, self.kind.type_url().as_bytes());
+        put_len_field(&mut buf, 5, self.nonce.as_bytes());
+        for name in &self.removed {
+            put_len_field(&mut buf, 6, name.as_bytes());
+        }
+        chunks.push(buf.freeze());
+        chunks.retain(|c| !c.is_empty());
+        chunks
+    }
+}
+
 fn delta_resource_len(r: &Resource) -> usize {
     len_field_size(3, r.name.len())
         + len_field_size(1, r.version.len())
@@ -186,6 +232,36 @@ mod tests {
         assert_eq!(msg.resources[1].type_url, ResourceType::Endpoint.type_url());
         let cla = ClusterLoadAssignment::decode(msg.resources[1].value.as_slice()).expect("cla");
         assert_eq!(cla.cluster_name, "b");
+    }
+
+    #[test]
+    fn frames_are_the_same_bytes_with_a_grpc_prefix_and_share_large_resources() {
+        use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
+        let big = ClusterLoadAssignment {
+            cluster_name: "big".into(),
+            endpoints: vec![LocalityLbEndpoints::default(); 600],
+            ..Default::default()
+        };
+        for wire in [Wire::Sotw, Wire::Delta] {
+            let mut out = outbound(wire);
+            let shared = Arc::new(Resource::encode(ResourceType::Endpoint, "big", &big));
+            assert!(shared.any.len() >= SHARE_AT);
+            out.resources.push(shared.clone());
+            let frames = out.frames();
+            let all: Vec<u8> = frames.iter().flat_map(|c| c.iter().copied()).collect();
+            let mut want = Vec::new();
+            out.write(&mut want);
+            assert_eq!(all[0], 0, "not compressed");
+            assert_eq!(
+                u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize,
+                want.len()
+            );
+            assert_eq!(&all[5..], &want[..], "{wire:?}");
+            assert!(
+                frames.iter().any(|c| c.as_ptr() == shared.any.as_ptr()),
+                "the large resource is sent as its shared bytes"
+            );
+        }
     }
 
     #[test]

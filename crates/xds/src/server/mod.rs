@@ -22,7 +22,7 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{Body, BoxFuture, StdError, http};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 pub use codec::{Outbound, Wire};
@@ -157,7 +157,8 @@ impl XdsServer {
     fn start<Req, F>(
         &self,
         wire: Wire,
-        request: Request<Streaming<Req>>,
+        peer: Option<SocketAddr>,
+        requests: Streaming<Req>,
         on_request: F,
     ) -> ResponseStream
     where
@@ -169,7 +170,7 @@ impl XdsServer {
         let registered = Arc::new(Registered {
             id,
             wire,
-            peer: request.remote_addr(),
+            peer,
             connected_at: SystemTime::now(),
             status: Mutex::new(Vec::new()),
             node: Mutex::new(Default::default()),
@@ -180,7 +181,6 @@ impl XdsServer {
         // Small: a client that does not read its responses stalls only its
         // own task, which then stops reading its requests.
         let (tx, rx) = mpsc::channel(4);
-        let requests = request.into_inner();
         tokio::spawn(async move {
             run_connection(&shared, &registered, wire, requests, tx, on_request).await;
             lock(&shared.connections).remove(&id);
@@ -316,29 +316,93 @@ impl tonic::server::NamedService for AdsService {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct SotwMethod(XdsServer);
-struct DeltaMethod(XdsServer);
-
-impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
-    type Response = Outbound;
-    type ResponseStream = ResponseStream;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        let stream = self.0.start(Wire::Sotw, request, ConnState::on_sotw);
-        Box::pin(async move { Ok(Response::new(stream)) })
+/// The gRPC response body: each response's frames (shared resource bytes
+/// for large resources), then the trailers. Written without tonic's encoder,
+/// whose per-stream buffer would keep the largest response ever sent.
+fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
+    use http_body::Frame;
+    struct St {
+        responses: ResponseStream,
+        pending: std::collections::VecDeque<Frame<bytes::Bytes>>,
+        finished: bool,
     }
+    fn trailers(status: &Status) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(Status::GRPC_STATUS, (status.code() as i32).into());
+        if !status.message().is_empty() {
+            // gRPC percent-encodes the message: bytes outside 0x20-0x7e, and '%'.
+            let mut encoded = String::new();
+            for b in status.message().bytes() {
+                if (0x20..=0x7e).contains(&b) && b != b'%' {
+                    encoded.push(char::from(b));
+                } else {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+                h.insert(Status::GRPC_MESSAGE, v);
+            }
+        }
+        h
+    }
+    let state = St {
+        responses,
+        pending: Default::default(),
+        finished: false,
+    };
+    let frames = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(frame), st));
+            }
+            if st.finished {
+                return None;
+            }
+            match futures::StreamExt::next(&mut st.responses).await {
+                Some(Ok(out)) => st.pending.extend(out.frames().into_iter().map(Frame::data)),
+                Some(Err(status)) => {
+                    st.pending.push_back(Frame::trailers(trailers(&status)));
+                    st.finished = true;
+                }
+                None => {
+                    st.pending
+                        .push_back(Frame::trailers(trailers(&Status::ok(""))));
+                    st.finished = true;
+                }
+            }
+        }
+    });
+    tonic::body::Body::new(http_body_util::StreamBody::new(frames))
 }
 
-impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
-    type Response = Outbound;
-    type ResponseStream = ResponseStream;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let stream = self.0.start(Wire::Delta, request, ConnState::on_delta);
-        Box::pin(async move { Ok(Response::new(stream)) })
-    }
+/// Starts one ADS stream: requests decoded by tonic, responses written by
+/// [`grpc_body`].
+fn stream_response<B, Req, F>(
+    server: &XdsServer,
+    wire: Wire,
+    req: http::Request<B>,
+    on_request: F,
+) -> http::Response<tonic::body::Body>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+    F: Fn(&mut ConnState, Req) -> RequestOutcome + Send + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|info| info.remote_addr());
+    let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
+    let requests = Streaming::new_request(decoder, body, None, Some(64 << 20));
+    let responses = server.start(wire, peer, requests, on_request);
+    let mut response = http::Response::new(grpc_body(responses));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        tonic::metadata::GRPC_CONTENT_TYPE,
+    );
+    response
 }
 
 impl<B> tower_service::Service<http::Request<B>> for AdsService
@@ -358,21 +422,22 @@ where
         let server = self.server.clone();
         match req.uri().path() {
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
-                Box::pin(async move {
-                    let mut grpc =
-                        tonic::server::Grpc::new(codec::AdsCodec::<DiscoveryRequest>::default())
-                            .apply_max_message_size_config(Some(64 << 20), Some(usize::MAX));
-                    Ok(grpc.streaming(SotwMethod(server), req).await)
-                })
+                let response = stream_response::<B, DiscoveryRequest, _>(
+                    &server,
+                    Wire::Sotw,
+                    req,
+                    ConnState::on_sotw,
+                );
+                Box::pin(async move { Ok(response) })
             }
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources" => {
-                Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(
-                        codec::AdsCodec::<DeltaDiscoveryRequest>::default(),
-                    )
-                    .apply_max_message_size_config(Some(64 << 20), Some(usize::MAX));
-                    Ok(grpc.streaming(DeltaMethod(server), req).await)
-                })
+                let response = stream_response::<B, DeltaDiscoveryRequest, _>(
+                    &server,
+                    Wire::Delta,
+                    req,
+                    ConnState::on_delta,
+                );
+                Box::pin(async move { Ok(response) })
             }
             _ => Box::pin(async move {
                 let mut response = http::Response::new(tonic::body::Body::default());
