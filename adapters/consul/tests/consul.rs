@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::json;
 use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
 use sextant_consul::{ConsulConfig, ConsulRegistry};
 use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, EventStream, Health, Registry, Service};
+use sextant_core::{Error, Event, Health, Registry, Service};
 use sextant_testkit::consul::ConsulDouble;
+use sextant_testkit::events::{next, until};
 
 fn config(double: &ConsulDouble) -> ConsulConfig {
     ConsulConfig {
@@ -38,26 +38,6 @@ fn instance(
         json!({ "ID": id, "Service": name, "Address": ip, "Port": port, "Meta": { "protocol": "http" } }),
         vec![json!({ "CheckID": format!("check-{id}"), "Status": status })],
     );
-}
-
-async fn next(w: &mut EventStream) -> Result<Event, Error> {
-    tokio::time::timeout(Duration::from_secs(20), w.next())
-        .await
-        .expect("an event within 20 s")
-        .expect("stream")
-}
-
-async fn until(
-    w: &mut EventStream,
-    want: impl Fn(&Result<Event, Error>) -> bool,
-) -> Result<Event, Error> {
-    for _ in 0..100 {
-        let e = next(w).await;
-        if want(&e) {
-            return e;
-        }
-    }
-    panic!("no matching event");
 }
 
 fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
-use futures::StreamExt;
 use sextant_aggregate::{Aggregator, AggregatorConfig};
 use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, EventStream, Registry, Service};
+use sextant_core::{Error, Event, Registry, Service};
 use sextant_etcd::{EtcdConfig, EtcdRegistry};
+use sextant_testkit::events::{next, until};
 use sextant_testkit::peers::Etcd;
 
 const SVC: &str = "ports: [{name: http, port: 8080}]\n";
@@ -33,27 +33,6 @@ async fn client(etcd: &Etcd) -> Client {
     Client::connect([etcd.url.as_str()], None)
         .await
         .expect("connect")
-}
-
-async fn next(w: &mut EventStream) -> Result<Event, Error> {
-    tokio::time::timeout(Duration::from_secs(20), w.next())
-        .await
-        .expect("an event within 20 s")
-        .expect("stream")
-}
-
-/// Reads events until one satisfies `want` (at most 200).
-async fn until(
-    w: &mut EventStream,
-    want: impl Fn(&Result<Event, Error>) -> bool,
-) -> Result<Event, Error> {
-    for _ in 0..200 {
-        let e = next(w).await;
-        if want(&e) {
-            return e;
-        }
-    }
-    panic!("no matching event");
 }
 
 fn addresses(s: &Service) -> Vec<String> {

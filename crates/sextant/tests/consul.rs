@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 use sextant_testkit::consul::ConsulDouble;
-use sextant_testkit::peers::{Envoy, HttpBackend, http_get};
+use sextant_testkit::peers::{Envoy, HttpBackend, status_change};
 
 fn register(double: &ConsulDouble, id: &str, backend: &HttpBackend) {
     double.register(
@@ -43,17 +42,7 @@ async fn a_consul_instance_gets_traffic_until_its_check_fails() {
     assert!(seen.contains("from-consul"), "{}", sx.log());
 
     double.set_check("node-1", "check-web-1", "critical");
-    let mut status = 200;
-    for _ in 0..200 {
-        status = http_get(sx.outbound, "web.service.consul", "/")
-            .await
-            .map(|r| r.0)
-            .unwrap_or(0);
-        if status != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = status_change(sx.outbound, "web.service.consul", 200).await;
     assert_eq!(status, 503, "a critical instance gets no traffic");
 }
 

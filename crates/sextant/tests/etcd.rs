@@ -7,10 +7,9 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
-use sextant_testkit::peers::{Envoy, Etcd, HttpBackend, http_get};
+use sextant_testkit::peers::{Envoy, Etcd, HttpBackend, http_get, status_change};
 use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,17 +59,7 @@ async fn a_registered_instance_gets_traffic_until_its_lease_expires() {
 
     // The process dies without deregistering: the lease expires, the endpoint goes.
     register.kill().await.expect("kill -9");
-    let mut status = 200;
-    for _ in 0..300 {
-        status = http_get(sx.outbound, "web.test.svc", "/")
-            .await
-            .map(|r| r.0)
-            .unwrap_or(0);
-        if status != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = status_change(sx.outbound, "web.test.svc", 200).await;
     assert_eq!(status, 503, "after the lease expired: no healthy upstream");
     let hits = backend.hits();
     for _ in 0..10 {

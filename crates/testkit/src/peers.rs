@@ -386,3 +386,38 @@ impl Etcd {
         self.spawn().await;
     }
 }
+
+/// Sends `GET /` with `Host: host` until `done` holds for the set of bodies
+/// seen (at most `tries` requests, 50 ms apart); returns that set.
+pub async fn bodies_until(
+    addr: SocketAddr,
+    host: &str,
+    tries: usize,
+    done: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..tries {
+        if let Ok((200, body)) = http_get(addr, host, "/").await {
+            seen.insert(body);
+        }
+        if done(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+/// Sends `GET /` with `Host: host` until the status is no longer `from`
+/// (at most 200 requests, 50 ms apart); returns the last status.
+pub async fn status_change(addr: SocketAddr, host: &str, from: u16) -> u16 {
+    let mut status = from;
+    for _ in 0..200 {
+        status = http_get(addr, host, "/").await.map(|r| r.0).unwrap_or(0);
+        if status != from {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    status
+}

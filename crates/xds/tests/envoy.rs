@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use sextant_core::{Endpoint, Health, Protocol, Service};
-use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
+use sextant_testkit::peers::{Envoy, HttpBackend, bodies_until, free_port, http_get};
 use sextant_xds::bootstrap::EnvoyBootstrap;
 use sextant_xds::{ResourceType, TranslateOptions};
 
@@ -33,27 +33,6 @@ fn web(backends: &[&HttpBackend]) -> Service {
         );
     }
     s
-}
-
-/// Sends requests until `done` holds for the set of bodies seen (at most
-/// `tries` requests, 50 ms apart), and returns that set.
-async fn bodies_until(
-    outbound: SocketAddr,
-    host: &str,
-    tries: usize,
-    done: impl Fn(&BTreeSet<String>) -> bool,
-) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..tries {
-        if let Ok((200, body)) = http_get(outbound, host, "/").await {
-            seen.insert(body);
-        }
-        if done(&seen) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    seen
 }
 
 /// Polls Envoy's `/clusters` until `done` holds (bounded); true if it did.

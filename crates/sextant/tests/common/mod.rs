@@ -1,7 +1,6 @@
 //! Running the real `sextant` binary in tests.
 #![allow(dead_code, unreachable_pub, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -97,24 +96,7 @@ pub fn mesh(backends: &[&HttpBackend]) -> String {
     s
 }
 
-pub async fn bodies(
-    outbound: SocketAddr,
-    host: &str,
-    tries: usize,
-    done: impl Fn(&BTreeSet<String>) -> bool,
-) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for _ in 0..tries {
-        if let Ok((200, body)) = http_get(outbound, host, "/").await {
-            seen.insert(body);
-        }
-        if done(&seen) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    seen
-}
+pub use sextant_testkit::peers::bodies_until as bodies;
 
 pub async fn bootstrap(xds: SocketAddr, node: &str, delta: bool) -> String {
     let mut cmd = Command::new(BIN);

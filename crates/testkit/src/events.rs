@@ -1,0 +1,29 @@
+//! Reading a registry's event stream in tests, with bounded waits.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use sextant_core::{Error, Event, EventStream};
+
+/// The next item; fails the test after 20 s or if the stream ends.
+pub async fn next(w: &mut EventStream) -> Result<Event, Error> {
+    match tokio::time::timeout(Duration::from_secs(20), w.next()).await {
+        Ok(Some(item)) => item,
+        Ok(None) => panic!("the event stream ended"),
+        Err(_) => panic!("no event within 20 s"),
+    }
+}
+
+/// Reads items until one satisfies `want` (at most 200).
+pub async fn until(
+    w: &mut EventStream,
+    want: impl Fn(&Result<Event, Error>) -> bool,
+) -> Result<Event, Error> {
+    for _ in 0..200 {
+        let e = next(w).await;
+        if want(&e) {
+            return e;
+        }
+    }
+    panic!("no matching event among 200");
+}
