@@ -183,7 +183,7 @@ impl ConsulArgs {
                 format!("http://{a}")
             };
         }
-        if reqwest_like_url_problem(&c.addr) {
+        if not_an_http_url(&c.addr) {
             problems.push(format!(
                 "--consul-addr: {:?} should be a URL such as http://127.0.0.1:8500",
                 c.addr
@@ -238,8 +238,12 @@ impl ConsulArgs {
     }
 }
 
-fn reqwest_like_url_problem(url: &str) -> bool {
-    !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len()
+/// True unless `url` is `http://` or `https://` followed by a host.
+fn not_an_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    rest.is_none_or(|r| r.trim_start_matches('/').is_empty())
 }
 
 /// The `etcd:` section of the settings file.
