@@ -206,18 +206,16 @@ impl tonic::server::NamedService for Floor {
     const NAME: &'static str = sextant_xds::server::SERVICE_NAME;
 }
 
-struct FloorMethod(Floor);
-
-impl tonic::server::StreamingService<DiscoveryRequest> for FloorMethod {
-    type Response = Outbound;
-    type ResponseStream = ReceiverStream<Result<Outbound, tonic::Status>>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
-
-    fn call(&mut self, req: tonic::Request<tonic::Streaming<DiscoveryRequest>>) -> Self::Future {
-        let floor = self.0.clone();
+impl Floor {
+    /// One stream: answer each first request of a type with its full set.
+    fn stream(
+        &self,
+        requests: tonic::Streaming<DiscoveryRequest>,
+    ) -> sextant_xds::server::ResponseStream {
+        let floor = self.clone();
         let (tx, rx) = mpsc::channel(16);
         floor.streams.lock().expect("lock").push(tx.clone());
-        let mut requests = req.into_inner();
+        let mut requests = requests;
         tokio::spawn(async move {
             while let Ok(Some(r)) = requests.message().await {
                 if r.response_nonce.is_empty()
@@ -229,7 +227,7 @@ impl tonic::server::StreamingService<DiscoveryRequest> for FloorMethod {
                 }
             }
         });
-        Box::pin(async move { Ok(tonic::Response::new(ReceiverStream::new(rx))) })
+        Box::pin(ReceiverStream::new(rx))
     }
 }
 
@@ -247,11 +245,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let floor = self.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(AdsCodec::<DiscoveryRequest>::default());
-            Ok(grpc.streaming(FloorMethod(floor), req).await)
-        })
+        // The same request decoding and response writer as Sextant's server.
+        let (_, body) = req.into_parts();
+        let decoder = tonic::codec::Codec::decoder(&mut AdsCodec::<DiscoveryRequest>::default());
+        let requests = tonic::Streaming::new_request(decoder, body, None, Some(64 << 20));
+        let mut response =
+            http::Response::new(sextant_xds::server::grpc_body(self.stream(requests)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            tonic::metadata::GRPC_CONTENT_TYPE,
+        );
+        Box::pin(async move { Ok(response) })
     }
 }
 

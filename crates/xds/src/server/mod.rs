@@ -193,7 +193,8 @@ impl XdsServer {
     }
 }
 
-type ResponseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send>>;
+/// A stream of responses for one ADS stream; [`grpc_body`] writes it.
+pub type ResponseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send>>;
 
 async fn run_connection<Req, F>(
     shared: &Shared,
@@ -319,7 +320,7 @@ impl tonic::server::NamedService for AdsService {
 /// The gRPC response body: each response's frames (shared resource bytes
 /// for large resources), then the trailers. Written without tonic's encoder,
 /// whose per-stream buffer would keep the largest response ever sent.
-fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
+pub fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
     use http_body::Frame;
     struct St {
         responses: ResponseStream,
