@@ -301,6 +301,20 @@ fn field_one(mut b: &[u8]) -> String {
     String::new()
 }
 
+impl Stats {
+    /// A configured proxy ACKed an assignment: the first one after each
+    /// flip is that flip's.
+    fn assignment_acked(&self, epoch_seen: &mut u64, resources: usize) {
+        let epoch = self.flip_epoch.load(Ordering::Acquire);
+        if epoch > *epoch_seen {
+            *epoch_seen = epoch;
+            self.flip_resources.fetch_add(resources, Ordering::Relaxed);
+            self.flip_acks.lock().expect("lock").push(Instant::now());
+            self.progress.notify_one();
+        }
+    }
+}
+
 /// What all proxies report.
 #[derive(Default)]
 struct Stats {
@@ -375,14 +389,8 @@ async fn sotw_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
                 let _ = tx
                     .send(sotw(EDS, &clusters, &r.version_info, &r.nonce, None))
                     .await;
-                let epoch = stats.flip_epoch.load(Ordering::Acquire);
-                if eds_seen && configured && epoch > epoch_seen {
-                    epoch_seen = epoch;
-                    stats
-                        .flip_resources
-                        .fetch_add(r.resources.len(), Ordering::Relaxed);
-                    stats.flip_acks.lock().expect("lock").push(Instant::now());
-                    stats.progress.notify_one();
+                if eds_seen && configured {
+                    stats.assignment_acked(&mut epoch_seen, r.resources.len());
                 }
                 eds_seen = true;
                 if !lds_asked {
@@ -446,14 +454,8 @@ async fn delta_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
                 let _ = tx.send(req(EDS, names, "")).await;
             }
             EDS => {
-                let epoch = stats.flip_epoch.load(Ordering::Acquire);
-                if eds_seen && configured && epoch > epoch_seen {
-                    epoch_seen = epoch;
-                    stats
-                        .flip_resources
-                        .fetch_add(r.resources.len(), Ordering::Relaxed);
-                    stats.flip_acks.lock().expect("lock").push(Instant::now());
-                    stats.progress.notify_one();
+                if eds_seen && configured {
+                    stats.assignment_acked(&mut epoch_seen, r.resources.len());
                 }
                 eds_seen = true;
                 if !lds_asked {
