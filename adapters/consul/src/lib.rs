@@ -29,12 +29,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use sextant_core::recover::{Backoff, resilient};
+use sextant_core::recover::{Backoff, EventSender, resilient_task};
 use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Service};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::info;
 
 use convert::{Mapping, ServiceEntry};
 
@@ -104,17 +104,9 @@ impl Registry for ConsulRegistry {
 
     fn watch(&self) -> EventStream {
         let config = self.config.clone();
-        let id = self.id.clone();
-        resilient(config.backoff.clone(), move || {
-            let (tx, rx) = mpsc::channel(256);
-            let (config, id) = (config.clone(), id.clone());
-            tokio::spawn(async move {
-                if let Err(e) = session(&config, &tx).await {
-                    debug!(registry = %id, error = %e.chain(), "consul session ended");
-                    let _ = tx.send(Err(e)).await;
-                }
-            });
-            tokio_stream::wrappers::ReceiverStream::new(rx)
+        resilient_task(self.config.backoff.clone(), move |tx| {
+            let config = config.clone();
+            async move { session(&config, &tx).await }
         })
     }
 }
@@ -287,7 +279,18 @@ async fn watch_service(api: Api, name: String, mut index: u64, tx: mpsc::Sender<
     }
 }
 
-type Tx = mpsc::Sender<Result<Event, Error>>;
+type Tx = EventSender;
+
+/// Reports a service that could not be converted; it is skipped. The
+/// receiver is gone only when the stream was dropped: nobody to tell.
+async fn invalid(tx: &Tx, name: &str, reason: String) {
+    let _ = tx
+        .send(Err(Error::invalid_object(
+            format!("consul service {name}"),
+            reason,
+        )))
+        .await;
+}
 
 /// Turns a service's conversion result into events: the service, or its
 /// removal, and a report when it could not be converted.
@@ -301,12 +304,7 @@ async fn report(
         Ok(Some(s)) => Some(Event::Apply(s)),
         Ok(None) => api.config.mapping.hostname(name).ok().map(Event::Delete),
         Err(reason) => {
-            let _ = tx
-                .send(Err(Error::invalid_object(
-                    format!("consul service {name}"),
-                    reason,
-                )))
-                .await;
+            invalid(tx, name, reason).await;
             None
         }
     }
@@ -340,12 +338,7 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
             Ok(Some(s)) => services.push(s),
             Ok(None) => {}
             Err(reason) => {
-                let _ = tx
-                    .send(Err(Error::invalid_object(
-                        format!("consul service {name}"),
-                        reason,
-                    )))
-                    .await;
+                invalid(tx, &name, reason).await;
             }
         }
         let handle = tasks.spawn(watch_service(

@@ -29,10 +29,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
-use sextant_core::recover::{Backoff, resilient};
+use sextant_core::recover::{Backoff, EventSender, resilient_task};
 use sextant_core::{Error, Event, EventStream, Hostname, Registry, RegistryId};
-use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::info;
 
 use convert::{Layout, State};
 
@@ -156,25 +155,16 @@ impl Registry for EtcdRegistry {
 
     fn watch(&self) -> EventStream {
         let config = self.config.clone();
+        // The cursor outlives sessions: the next one resumes where this one stopped.
         let cursor = Arc::new(Mutex::new(Cursor::default()));
-        let id = self.id.clone();
-        resilient(config.backoff.clone(), move || {
-            // The session runs as a task feeding a small channel; it stops
-            // when the stream (the receiver) is dropped.
-            let (tx, rx) = mpsc::channel(64);
-            let (config, cursor, id) = (config.clone(), cursor.clone(), id.clone());
-            tokio::spawn(async move {
-                if let Err(e) = session(&config, &cursor, &tx).await {
-                    debug!(registry = %id, error = %e.chain(), "etcd session ended");
-                    let _ = tx.send(Err(e)).await;
-                }
-            });
-            tokio_stream::wrappers::ReceiverStream::new(rx)
+        resilient_task(self.config.backoff.clone(), move |tx| {
+            let (config, cursor) = (config.clone(), cursor.clone());
+            async move { session(&config, &cursor, &tx).await }
         })
     }
 }
 
-type Tx = mpsc::Sender<Result<Event, Error>>;
+type Tx = EventSender;
 
 /// Reports a malformed key; the receiver is gone only when the stream was
 /// dropped, in which case there is nobody to tell.

@@ -132,11 +132,65 @@ where
     .boxed()
 }
 
+/// Where a session task reports: events, and errors that do not end it.
+pub type EventSender = tokio::sync::mpsc::Sender<Result<Event, Error>>;
+
+/// [`resilient`] for sessions written as an async function rather than a
+/// stream: each session runs as a task that sends its events on an
+/// [`EventSender`]; returning `Err` reports the error and ends the session,
+/// after which the next one starts with backoff. A session whose sends fail
+/// should return: the stream was dropped.
+pub fn resilient_task<F, Fut>(backoff: Backoff, mut session: F) -> EventStream
+where
+    F: FnMut(EventSender) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    resilient(backoff, move || {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let run = session(tx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::debug!(error = %e.chain(), "registry session ended");
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn task_sessions_report_their_error_and_restart() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let stream = resilient_task(
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
+            move |tx| {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = tx.send(Ok(Event::Reset(vec![]))).await;
+                    Err(Error::unavailable(format!("session {n} lost")))
+                }
+            },
+        );
+        let items: Vec<_> = stream.take(4).collect().await;
+        assert!(matches!(items[0], Ok(Event::Reset(_))));
+        assert_eq!(
+            items[1]
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .err()
+                .as_deref(),
+            Some("source unavailable: session 0 lost")
+        );
+        assert!(matches!(items[2], Ok(Event::Reset(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
