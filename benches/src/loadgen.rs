@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use sextant_core::{Health, MemoryRegistry, Service};
 use sextant_testkit::fixtures;
 use sextant_xds::resource::ResourceType;
-use sextant_xds::server::codec::{AdsCodec, Outbound, Wire};
+use sextant_xds::server::codec::{Outbound, Wire};
 use sextant_xds::snapshot::Snapshot;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc};
@@ -246,14 +246,9 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // The same request decoding and response writer as Sextant's server.
-        let (_, body) = req.into_parts();
-        let decoder = tonic::codec::Codec::decoder(&mut AdsCodec::<DiscoveryRequest>::default());
-        let requests = tonic::Streaming::new_request(decoder, body, None, Some(64 << 20));
-        let mut response =
-            http::Response::new(sextant_xds::server::grpc_body(self.stream(requests)));
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            tonic::metadata::GRPC_CONTENT_TYPE,
+        let response = sextant_xds::server::ads_response(
+            req,
+            |_, requests: tonic::Streaming<DiscoveryRequest>| self.stream(requests),
         );
         Box::pin(async move { Ok(response) })
     }

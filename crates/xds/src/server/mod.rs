@@ -376,19 +376,19 @@ pub fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
     tonic::body::Body::new(http_body_util::StreamBody::new(frames))
 }
 
-/// Starts one ADS stream: requests decoded by tonic, responses written by
-/// [`grpc_body`].
-fn stream_response<B, Req, F>(
-    server: &XdsServer,
-    wire: Wire,
+/// Serves one ADS stream over HTTP/2: decodes its requests (`Req`, either
+/// ADS request type) with tonic, hands them and the peer's address to
+/// `start`, and writes the responses it returns with [`grpc_body`].
+/// Sextant's server uses it; so does the load generator's floor, so that the
+/// two differ only in what `start` does.
+pub fn ads_response<B, Req>(
     req: http::Request<B>,
-    on_request: F,
+    start: impl FnOnce(Option<SocketAddr>, Streaming<Req>) -> ResponseStream,
 ) -> http::Response<tonic::body::Body>
 where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
     Req: prost::Message + Default + Send + 'static,
-    F: Fn(&mut ConnState, Req) -> RequestOutcome + Send + 'static,
 {
     let (parts, body) = req.into_parts();
     let peer = parts
@@ -397,8 +397,7 @@ where
         .and_then(|info| info.remote_addr());
     let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
     let requests = Streaming::new_request(decoder, body, None, Some(64 << 20));
-    let responses = server.start(wire, peer, requests, on_request);
-    let mut response = http::Response::new(grpc_body(responses));
+    let mut response = http::Response::new(grpc_body(start(peer, requests)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         tonic::metadata::GRPC_CONTENT_TYPE,
@@ -423,21 +422,16 @@ where
         let server = self.server.clone();
         match req.uri().path() {
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
-                let response = stream_response::<B, DiscoveryRequest, _>(
-                    &server,
-                    Wire::Sotw,
-                    req,
-                    ConnState::on_sotw,
-                );
+                let response = ads_response(req, |peer, requests: Streaming<DiscoveryRequest>| {
+                    server.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
+                });
                 Box::pin(async move { Ok(response) })
             }
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources" => {
-                let response = stream_response::<B, DeltaDiscoveryRequest, _>(
-                    &server,
-                    Wire::Delta,
-                    req,
-                    ConnState::on_delta,
-                );
+                let response =
+                    ads_response(req, |peer, requests: Streaming<DeltaDiscoveryRequest>| {
+                        server.start(Wire::Delta, peer, requests, ConnState::on_delta)
+                    });
                 Box::pin(async move { Ok(response) })
             }
             _ => Box::pin(async move {
