@@ -51,6 +51,23 @@ async fn connect(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<tonic::tr
     panic!("cannot connect to ADS at {addr}: {last:?}");
 }
 
+async fn recv<T>(rx: &mut Streaming<T>) -> T {
+    match tokio::time::timeout(RECV_TIMEOUT, rx.message()).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => panic!("server closed the stream"),
+        Ok(Err(status)) => panic!("stream error: {status}"),
+        Err(_) => panic!("no response within {RECV_TIMEOUT:?}"),
+    }
+}
+
+async fn try_recv<T>(rx: &mut Streaming<T>, wait: Duration) -> Option<T> {
+    match tokio::time::timeout(wait, rx.message()).await {
+        Ok(Ok(Some(r))) => Some(r),
+        Ok(Ok(None)) | Ok(Err(_)) => panic!("stream ended"),
+        Err(_) => None,
+    }
+}
+
 /// A state-of-the-world stream.
 pub struct SotwClient {
     tx: mpsc::Sender<DiscoveryRequest>,
@@ -143,21 +160,12 @@ impl SotwClient {
 
     /// The next response; fails the test after [`RECV_TIMEOUT`].
     pub async fn recv(&mut self) -> DiscoveryResponse {
-        match tokio::time::timeout(RECV_TIMEOUT, self.rx.message()).await {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => panic!("server closed the stream"),
-            Ok(Err(status)) => panic!("stream error: {status}"),
-            Err(_) => panic!("no response within {RECV_TIMEOUT:?}"),
-        }
+        recv(&mut self.rx).await
     }
 
     /// The next response if one arrives within `wait`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DiscoveryResponse> {
-        match tokio::time::timeout(wait, self.rx.message()).await {
-            Ok(Ok(Some(r))) => Some(r),
-            Ok(Ok(None)) | Ok(Err(_)) => panic!("stream ended"),
-            Err(_) => None,
-        }
+        try_recv(&mut self.rx, wait).await
     }
 
     /// The stream's raw result, for tests that expect it to fail.
@@ -241,20 +249,11 @@ impl DeltaClient {
 
     /// The next response; fails the test after [`RECV_TIMEOUT`].
     pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        match tokio::time::timeout(RECV_TIMEOUT, self.rx.message()).await {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => panic!("server closed the stream"),
-            Ok(Err(status)) => panic!("stream error: {status}"),
-            Err(_) => panic!("no response within {RECV_TIMEOUT:?}"),
-        }
+        recv(&mut self.rx).await
     }
 
     /// The next response if one arrives within `wait`.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<DeltaDiscoveryResponse> {
-        match tokio::time::timeout(wait, self.rx.message()).await {
-            Ok(Ok(Some(r))) => Some(r),
-            Ok(Ok(None)) | Ok(Err(_)) => panic!("stream ended"),
-            Err(_) => None,
-        }
+        try_recv(&mut self.rx, wait).await
     }
 }
