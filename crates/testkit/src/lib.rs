@@ -3,6 +3,7 @@
 //! - [`fixtures`]: generated meshes of any size and their registry-file text.
 //! - [`ads`]: a test ADS client (SotW and delta) with full control of every field.
 //! - [`consul`]: a Consul HTTP API double with blocking queries, checked against py-consul.
+//! - [`k8s`]: a Kubernetes API server double (Services, EndpointSlices, Nodes; list and watch), checked against kubectl.
 //! - [`events`]: reading a registry's event stream with bounded waits.
 //! - [`peers`]: real Envoy (launched and killed by the test), HTTP backends, an HTTP client.
 
@@ -12,6 +13,7 @@
 pub mod ads;
 pub mod consul;
 pub mod events;
+pub mod k8s;
 pub mod peers;
 
 pub mod fixtures {

@@ -1,0 +1,296 @@
+//! The Kubernetes API double, checked with kubectl: an independent client
+//! (client-go inside) that must be able to discover, list, page, watch and
+//! read errors from it exactly as from a real API server.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use sextant_testkit::k8s::{Kind, KubeDouble, objects};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// kubectl from PATH; scripts/install-peers.sh installs it where missing.
+fn kubectl() -> String {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("kubectl"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p.display().to_string(),
+        None => panic!(
+            "kubectl not found on PATH: run scripts/install-peers.sh (installs Debian's kubernetes-client)"
+        ),
+    }
+}
+
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(double: &KubeDouble) -> Kubectl {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = double.kubeconfig(dir.path(), "double");
+        Kubectl {
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(kubectl());
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--request-timeout", "20s"])
+            .args(args)
+            .env("HOME", self._dir.path())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs kubectl; returns (success, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60 s"))
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let (ok, out, err) = self.run(args).await;
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} printed {out}: {e}"))
+    }
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {list}"))
+        .iter()
+        .map(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn seed(double: &KubeDouble) {
+    double.apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
+    double.apply(objects::service("shop", "pay", &[("grpc", 9000, 9000)]));
+    double.apply(objects::service("ops", "grafana", &[("http", 3000, 3000)]));
+    double.apply(objects::slice(
+        "shop",
+        "cart-abc12",
+        "cart",
+        &[("http", 8080)],
+        vec![objects::endpoint(
+            "10.1.0.1",
+            Some("node-a"),
+            Some("zone-a"),
+        )],
+    ));
+    double.apply(objects::node("node-a", "region-1", "zone-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_discovers_lists_pages_and_filters() {
+    let double = KubeDouble::start().await;
+    seed(&double);
+    let k = Kubectl::new(&double);
+
+    let all = k.json(&["get", "svc", "-A", "-o", "json"]).await;
+    assert_eq!(names(&all), ["cart", "grafana", "pay"]);
+    // Typed decoding inside kubectl needs kind/apiVersion from the list.
+    assert_eq!(all["items"][0]["kind"], "Service", "{all}");
+
+    let shop = k
+        .json(&["get", "services", "-n", "shop", "-o", "json"])
+        .await;
+    assert_eq!(names(&shop), ["cart", "pay"]);
+
+    // Pages of one: kubectl follows `continue` to the end.
+    let paged = k
+        .json(&["get", "svc", "-A", "--chunk-size=1", "-o", "json"])
+        .await;
+    assert_eq!(names(&paged), ["cart", "grafana", "pay"]);
+    assert!(
+        double
+            .requests()
+            .iter()
+            .any(|r| r.contains("limit=1") && r.contains("continue=")),
+        "{:?}",
+        double.requests()
+    );
+
+    let selected = k
+        .json(&[
+            "get",
+            "svc",
+            "-A",
+            "-l",
+            "app in (pay,grafana)",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(names(&selected), ["grafana", "pay"]);
+    let fields = k
+        .json(&[
+            "get",
+            "svc",
+            "-A",
+            "--field-selector",
+            "metadata.namespace!=ops",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(names(&fields), ["cart", "pay"]);
+
+    let slices = k
+        .json(&["get", "endpointslices", "-n", "shop", "-o", "json"])
+        .await;
+    assert_eq!(names(&slices), ["cart-abc12"]);
+    assert_eq!(
+        slices["items"][0]["endpoints"][0]["addresses"][0],
+        "10.1.0.1"
+    );
+    let one = k
+        .json(&["get", "svc", "cart", "-n", "shop", "-o", "json"])
+        .await;
+    assert_eq!(one["spec"]["ports"][0]["targetPort"], 8080);
+    let nodes = k.json(&["get", "nodes", "-o", "json"]).await;
+    assert_eq!(names(&nodes), ["node-a"]);
+
+    // Human output, and the plain --server form from the issue.
+    let (ok, out, err) = k.run(&["get", "svc", "-A"]).await;
+    assert!(
+        ok && out.contains("grafana") && out.contains("shop"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = k
+        .run(&["--server", &double.url(), "get", "svc", "-A", "-o", "name"])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    let (ok, _, err) = k.run(&["get", "svc", "missing", "-n", "shop"]).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_sees_changes() {
+    let double = KubeDouble::start().await;
+    seed(&double);
+    let k = Kubectl::new(&double);
+    let mut child = k
+        .command(&["get", "endpointslices", "-A", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kubectl -w: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl -w printed nothing for 30 s"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("kubectl -w ended"))
+    };
+    let header = next().await;
+    assert!(header.starts_with("EVENT"), "{header}");
+    let first = next().await;
+    assert!(
+        first.contains("ADDED") && first.contains("cart-abc12"),
+        "{first}"
+    );
+
+    double.apply(objects::slice(
+        "shop",
+        "pay-xyz98",
+        "pay",
+        &[("grpc", 9000)],
+        vec![objects::endpoint("10.1.0.2", None, None)],
+    ));
+    let added = next().await;
+    assert!(
+        added.contains("ADDED") && added.contains("pay-xyz98"),
+        "{added}"
+    );
+    double.delete(Kind::EndpointSlice, "shop", "cart-abc12");
+    let deleted = next().await;
+    assert!(
+        deleted.contains("DELETED") && deleted.contains("cart-abc12"),
+        "{deleted}"
+    );
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_watch_speaks_bookmarks_timeouts_and_410() {
+    let double = KubeDouble::start().await;
+    seed(&double);
+    double.bookmark_every(Duration::from_millis(200));
+    let k = Kubectl::new(&double);
+    let rv = double.resource_version();
+
+    // From the current version with bookmarks: ends after timeoutSeconds.
+    let path = format!(
+        "/api/v1/services?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=1"
+    );
+    let (ok, out, err) = k.run(&["get", "--raw", &path]).await;
+    assert!(ok, "{err}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(!events.is_empty(), "no bookmark in 1 s");
+    assert!(events.iter().all(|e| e["type"] == "BOOKMARK"), "{out}");
+    assert_eq!(
+        events[0]["object"]["metadata"]["resourceVersion"],
+        rv.to_string()
+    );
+
+    // After compaction, the same version is too old: an ERROR event with 410.
+    double.compact();
+    let path = format!("/api/v1/services?watch=true&resourceVersion={rv}");
+    let (_, out, err) = k.run(&["get", "--raw", &path]).await;
+    let event: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out}{err}: {e}"));
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_resources_answer_403_like_rbac() {
+    let double = KubeDouble::start().await;
+    seed(&double);
+    double.deny(Kind::EndpointSlice, true);
+    let k = Kubectl::new(&double);
+    let (ok, _, err) = k.run(&["get", "endpointslices", "-A"]).await;
+    assert!(!ok, "a denied list succeeded");
+    assert!(
+        err.contains("forbidden")
+            && err.contains(
+                "cannot list resource \"endpointslices\" in API group \"discovery.k8s.io\""
+            ),
+        "{err}"
+    );
+    let (ok, _, _) = k.run(&["get", "svc", "-A"]).await;
+    assert!(ok, "services are not denied");
+}
