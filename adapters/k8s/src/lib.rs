@@ -1,0 +1,676 @@
+//! A registry read from a Kubernetes API server: Services and
+//! `discovery.k8s.io/v1` EndpointSlices, and Nodes for localities.
+//! See [`convert`] for how objects become services.
+//!
+//! How it follows the API server:
+//! - A session lists every watched kind (in pages) and sends the whole
+//!   state as one [`Event::Reset`], then watches each kind from the version
+//!   its list returned, with bookmarks, restarting each watch from its
+//!   latest version when the server ends it (`timeoutSeconds`).
+//! - A change to a Service or one of its slices sends that one service
+//!   ([`Event::Apply`] or [`Event::Delete`]); changes that arrive together
+//!   are applied together. A Node matters only when its region or zone
+//!   labels change (status heartbeats are ignored).
+//! - `410 Gone` (the version is too old) re-lists everything and sends one
+//!   Reset: the view never empties in between.
+//! - An unreachable or failing API server ends the session: the registry is
+//!   marked stale and keeps serving its last-known-good services; the next
+//!   session (after jittered backoff, [`sextant_core::recover`]) re-lists.
+//! - `403 Forbidden` names the missing RBAC permission. Nodes are optional:
+//!   without permission to read them, endpoints get only their slice's zone
+//!   and a warning says why.
+//! - An object that cannot be decoded or converted is skipped and reported
+//!   as [`Error::InvalidObject`] (counted by the aggregator); the rest keeps
+//!   working.
+//!
+//! Built on kube-rs's client (`kube::Api` list and watch, rustls with ring)
+//! and k8s-openapi's types. kube-runtime's watcher is not used: it hides when
+//! a re-list starts and ends across kinds, and when a broken watch is back,
+//! which is what lets this adapter send one Reset per re-list and clear
+//! staleness only after a fresh read.
+
+#![forbid(unsafe_code)]
+
+pub mod convert;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service as KService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use sextant_core::recover::{Backoff, EventSender, resilient_task};
+use sextant_core::{Error, Event, EventStream, Locality, Registry, RegistryId, Service};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use convert::Mapping;
+
+/// How to reach one cluster and what to read from it.
+#[derive(Clone, Debug)]
+pub struct K8sConfig {
+    /// The cluster's id; the registry is `k8s/ID`. Default `Kubernetes`.
+    pub cluster_id: String,
+    /// A kubeconfig file. Without one: `KUBECONFIG`, `~/.kube/config`, then
+    /// the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; default its current context.
+    pub context: Option<String>,
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Only Services matching this label selector.
+    pub label_selector: Option<String>,
+    /// Naming rules.
+    pub mapping: Mapping,
+    /// Read Nodes for regions and zones. Default true.
+    pub watch_nodes: bool,
+    /// How long the server keeps one watch open (`timeoutSeconds`) before
+    /// the adapter re-opens it from its last version. Default 290 s, under
+    /// kube-rs's 295 s read timeout.
+    pub watch_timeout: Duration,
+    /// Page size of lists. Default 500, client-go's.
+    pub page_size: u32,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        K8sConfig {
+            cluster_id: "Kubernetes".into(),
+            kubeconfig: None,
+            context: None,
+            namespaces: Vec::new(),
+            label_selector: None,
+            mapping: Mapping::default(),
+            watch_nodes: true,
+            watch_timeout: Duration::from_secs(290),
+            page_size: 500,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Loads the client configuration the way kubectl would. Fails with a
+/// message naming the file or context.
+pub async fn client_config(config: &K8sConfig) -> Result<kube::Config, Error> {
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..Default::default()
+    };
+    match &config.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
+                Error::unavailable_from(format!("cannot read kubeconfig {}", path.display()), e)
+            })?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| Error::unavailable_from(format!("kubeconfig {}", path.display()), e))
+        }
+        None if config.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| Error::unavailable_from("kubeconfig (KUBECONFIG or ~/.kube/config)", e)),
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::unavailable_from(
+                "no kubeconfig and not in a cluster (set --kubeconfig or KUBECONFIG)",
+                e,
+            )
+        }),
+    }
+}
+
+/// A Kubernetes cluster as a registry.
+pub struct K8sRegistry {
+    id: RegistryId,
+    config: Arc<K8sConfig>,
+}
+
+impl K8sRegistry {
+    /// A registry `k8s/CLUSTER_ID` for `config`.
+    pub fn new(config: K8sConfig) -> Self {
+        K8sRegistry {
+            id: RegistryId::new(format!("k8s/{}", config.cluster_id)),
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl Registry for K8sRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch(&self) -> EventStream {
+        let config = self.config.clone();
+        let id = self.id.clone();
+        resilient_task(config.backoff.clone(), move |tx| {
+            session(config.clone(), id.clone(), tx)
+        })
+    }
+}
+
+/// The kinds a session reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Service,
+    Slice,
+    Node,
+}
+
+impl Kind {
+    fn resource(self) -> ApiResource {
+        match self {
+            Kind::Service => ApiResource::erase::<KService>(&()),
+            Kind::Slice => ApiResource::erase::<EndpointSlice>(&()),
+            Kind::Node => ApiResource::erase::<Node>(&()),
+        }
+    }
+
+    /// What RBAC must allow, for 403 messages.
+    fn rbac(self) -> &'static str {
+        match self {
+            Kind::Service => "get, list and watch on \"services\" in API group \"\" (core)",
+            Kind::Slice => {
+                "get, list and watch on \"endpointslices\" in API group \"discovery.k8s.io\""
+            }
+            Kind::Node => "get, list and watch on \"nodes\" in API group \"\" (core)",
+        }
+    }
+}
+
+/// One list/watch: a kind in a namespace (or all namespaces).
+#[derive(Clone)]
+struct Source {
+    kind: Kind,
+    api: Api<DynamicObject>,
+    labels: Option<String>,
+    scope: String,
+}
+
+fn sources(client: &kube::Client, config: &K8sConfig) -> Vec<Source> {
+    let mut out = Vec::new();
+    for kind in [Kind::Service, Kind::Slice] {
+        let labels = match kind {
+            Kind::Service => config.label_selector.clone(),
+            _ => None,
+        };
+        if config.namespaces.is_empty() {
+            out.push(Source {
+                kind,
+                api: Api::all_with(client.clone(), &kind.resource()),
+                labels,
+                scope: "all namespaces".into(),
+            });
+        } else {
+            for ns in &config.namespaces {
+                out.push(Source {
+                    kind,
+                    api: Api::namespaced_with(client.clone(), ns, &kind.resource()),
+                    labels: labels.clone(),
+                    scope: format!("namespace {ns}"),
+                });
+            }
+        }
+    }
+    if config.watch_nodes {
+        out.push(Source {
+            kind: Kind::Node,
+            api: Api::all_with(client.clone(), &Kind::Node.resource()),
+            labels: None,
+            scope: "cluster".into(),
+        });
+    }
+    out
+}
+
+/// A kube error as a registry error; 403 names the permission.
+fn unavailable(source: &Source, what: &str, e: kube::Error) -> Error {
+    match &e {
+        kube::Error::Api(status) if status.code == 403 => Error::unavailable_from(
+            format!(
+                "forbidden to {what} {:?} ({}): the service account needs RBAC {} (see deploy/rbac.yaml)",
+                source.kind,
+                source.scope,
+                source.kind.rbac()
+            ),
+            e,
+        ),
+        _ => Error::unavailable_from(
+            format!("cannot {what} {:?} ({})", source.kind, source.scope),
+            e,
+        ),
+    }
+}
+
+fn is_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 410)
+}
+
+/// Lists one source in pages; returns the objects and the list's version.
+async fn list(
+    source: &Source,
+    page_size: u32,
+) -> Result<(Vec<DynamicObject>, String), kube::Error> {
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(page_size);
+    if let Some(l) = &source.labels {
+        params = params.labels(l);
+    }
+    loop {
+        let page = source.api.list(&params).await?;
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => {
+                return Ok((items, page.metadata.resource_version.unwrap_or_default()));
+            }
+        }
+    }
+}
+
+/// Decodes a dynamic object as the typed `K`.
+fn typed<K>(kind: Kind, mut obj: DynamicObject) -> Result<K, Error>
+where
+    K: serde::de::DeserializeOwned,
+{
+    let what = convert::object_name(&format!("{kind:?}"), &obj.metadata);
+    let resource = kind.resource();
+    // List items come without kind and apiVersion.
+    obj.types = Some(kube::api::TypeMeta {
+        api_version: resource.api_version,
+        kind: resource.kind,
+    });
+    serde_json::to_value(obj)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Error::invalid_object(what, format!("cannot decode: {e}")))
+}
+
+type Key = (String, String);
+
+/// What one cluster holds, and what was last sent for each service.
+struct Cluster {
+    mapping: Mapping,
+    services: HashMap<Key, KService>,
+    /// Slices by owning service, then by slice name.
+    slices: HashMap<Key, HashMap<String, EndpointSlice>>,
+    /// Owner of each slice, by (namespace, slice name).
+    owners: HashMap<Key, Key>,
+    nodes: HashMap<String, Locality>,
+    sent: HashMap<Key, Service>,
+}
+
+impl Cluster {
+    fn new(mapping: Mapping) -> Self {
+        Cluster {
+            mapping,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            owners: HashMap::new(),
+            nodes: HashMap::new(),
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Applies one object change; returns the services it touches, and
+    /// reports objects that cannot be read.
+    fn change(
+        &mut self,
+        kind: Kind,
+        obj: DynamicObject,
+        deleted: bool,
+        dirty: &mut BTreeSet<Key>,
+        problems: &mut Vec<Error>,
+    ) {
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        let Some(name) = obj.metadata.name.clone() else {
+            return;
+        };
+        match kind {
+            Kind::Service => {
+                let key = (ns, name);
+                if deleted {
+                    self.services.remove(&key);
+                } else {
+                    match typed::<KService>(kind, obj) {
+                        Ok(s) => {
+                            self.services.insert(key.clone(), s);
+                        }
+                        Err(e) => {
+                            // Keep what was known of it; say why it is not updated.
+                            problems.push(e);
+                            return;
+                        }
+                    }
+                }
+                dirty.insert(key);
+            }
+            Kind::Slice => {
+                let slice_key = (ns, name.clone());
+                if let Some(old) = self.owners.remove(&slice_key) {
+                    if let Some(m) = self.slices.get_mut(&old) {
+                        m.remove(&name);
+                        if m.is_empty() {
+                            self.slices.remove(&old);
+                        }
+                    }
+                    dirty.insert(old);
+                }
+                if deleted {
+                    return;
+                }
+                match typed::<EndpointSlice>(kind, obj) {
+                    Ok(slice) => {
+                        if let Some(owner) = convert::slice_owner(&slice) {
+                            self.owners.insert(slice_key, owner.clone());
+                            self.slices
+                                .entry(owner.clone())
+                                .or_default()
+                                .insert(name, slice);
+                            dirty.insert(owner);
+                        }
+                    }
+                    Err(e) => problems.push(e),
+                }
+            }
+            Kind::Node => {
+                let locality = if deleted {
+                    None
+                } else {
+                    match typed::<Node>(kind, obj) {
+                        Ok(n) => Some(convert::node_locality(&n)),
+                        Err(e) => {
+                            problems.push(e);
+                            return;
+                        }
+                    }
+                };
+                let before = self.nodes.get(&name).cloned();
+                if before == locality {
+                    return;
+                }
+                match locality {
+                    Some(l) => self.nodes.insert(name.clone(), l),
+                    None => self.nodes.remove(&name),
+                };
+                // Services with an endpoint on this node.
+                for (owner, slices) in &self.slices {
+                    let on_node = slices.values().any(|s| {
+                        s.endpoints
+                            .iter()
+                            .any(|e| e.node_name.as_deref() == Some(name.as_str()))
+                    });
+                    if on_node {
+                        dirty.insert(owner.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The service for `key` as it is now; `None` when it is gone or
+    /// carries nothing for the mesh.
+    fn build(&self, key: &Key, problems: &mut Vec<Error>) -> Option<Service> {
+        let svc = self.services.get(key)?;
+        let slices: Vec<&EndpointSlice> = self
+            .slices
+            .get(key)
+            .map(|m| {
+                let mut v: Vec<_> = m.iter().collect();
+                v.sort_by(|a, b| a.0.cmp(b.0));
+                v.into_iter().map(|(_, s)| s).collect()
+            })
+            .unwrap_or_default();
+        match convert::service(&self.mapping, svc, &slices, &self.nodes) {
+            Ok((service, mut p)) => {
+                problems.append(&mut p);
+                service
+            }
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        }
+    }
+
+    /// Everything, for a Reset; remembers what was sent.
+    fn all(&mut self, problems: &mut Vec<Error>) -> Vec<Service> {
+        let keys: Vec<Key> = self.services.keys().cloned().collect();
+        self.sent.clear();
+        for key in keys {
+            if let Some(s) = self.build(&key, problems) {
+                self.sent.insert(key, s);
+            }
+        }
+        let mut all: Vec<Service> = self.sent.values().cloned().collect();
+        all.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        all
+    }
+
+    /// The events for services that changed.
+    fn events(&mut self, dirty: BTreeSet<Key>, problems: &mut Vec<Error>) -> Vec<Event> {
+        let mut out = Vec::new();
+        for key in dirty {
+            match self.build(&key, problems) {
+                Some(s) => {
+                    if self.sent.get(&key) != Some(&s) {
+                        self.sent.insert(key, s.clone());
+                        out.push(Event::Apply(s));
+                    }
+                }
+                None => {
+                    if let Some(old) = self.sent.remove(&key) {
+                        out.push(Event::Delete(old.hostname));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What a watch task reports to its session.
+enum Report {
+    Event(usize, Box<WatchEvent<DynamicObject>>),
+    /// The version is too old: re-list.
+    Gone(usize),
+    Failed(Error),
+}
+
+async fn send_all(tx: &EventSender, events: Vec<Event>, problems: Vec<Error>) -> bool {
+    for e in events {
+        if tx.send(Ok(e)).await.is_err() {
+            return false;
+        }
+    }
+    for p in problems {
+        warn!(error = %p.chain(), "kubernetes object skipped");
+        if tx.send(Err(p)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Result<(), Error> {
+    let client_config = client_config(&config).await?;
+    let server = client_config.cluster_url.to_string();
+    let client = kube::Client::try_from(client_config)
+        .map_err(|e| Error::unavailable_from("cannot build the Kubernetes client", e))?;
+    let mut sources = sources(&client, &config);
+    loop {
+        // List everything, then send it as one Reset.
+        let mut cluster = Cluster::new(config.mapping.clone());
+        let mut versions = Vec::new();
+        let mut problems = Vec::new();
+        let mut dirty = BTreeSet::new();
+        let mut i = 0;
+        while i < sources.len() {
+            let source = &sources[i];
+            match list(source, config.page_size).await {
+                Ok((items, rv)) => {
+                    for obj in items {
+                        cluster.change(source.kind, obj, false, &mut dirty, &mut problems);
+                    }
+                    versions.push(rv);
+                    i += 1;
+                }
+                Err(e)
+                    if source.kind == Kind::Node
+                        && matches!(&e, kube::Error::Api(s) if s.code == 403) =>
+                {
+                    warn!(
+                        registry = %id,
+                        "cannot read Nodes (RBAC needs {}): endpoints get only their slice's zone, no region",
+                        Kind::Node.rbac()
+                    );
+                    sources.remove(i);
+                }
+                Err(e) => return Err(unavailable(source, "list", e)),
+            }
+        }
+        let all = cluster.all(&mut problems);
+        info!(registry = %id, %server, services = all.len(), "kubernetes: listed");
+        if !send_all(&tx, vec![Event::Reset(all)], problems).await {
+            return Ok(());
+        }
+
+        // Watch every source from its list's version.
+        let (reports, mut rx) = mpsc::channel(1024);
+        let mut tasks = JoinSet::new();
+        for (n, (source, rv)) in sources.iter().zip(versions).enumerate() {
+            tasks.spawn(watch(
+                n,
+                source.clone(),
+                rv,
+                config.watch_timeout,
+                reports.clone(),
+            ));
+        }
+        drop(reports);
+        loop {
+            let Some(first) = rx.recv().await else {
+                return Ok(());
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let mut dirty = BTreeSet::new();
+            let mut problems = Vec::new();
+            let mut relist = false;
+            for report in batch {
+                match report {
+                    Report::Event(n, event) => {
+                        let kind = sources[n].kind;
+                        match *event {
+                            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                                cluster.change(kind, o, false, &mut dirty, &mut problems)
+                            }
+                            WatchEvent::Deleted(o) => {
+                                cluster.change(kind, o, true, &mut dirty, &mut problems)
+                            }
+                            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
+                        }
+                    }
+                    Report::Gone(n) => {
+                        info!(registry = %id, kind = ?sources[n].kind, "kubernetes: watch version expired (410), re-listing");
+                        relist = true;
+                    }
+                    Report::Failed(e) => return Err(e),
+                }
+            }
+            if relist {
+                break;
+            }
+            let events = cluster.events(dirty, &mut problems);
+            if !send_all(&tx, events, problems).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Watches one source from `rv`, re-opening the watch from the latest
+/// version each time the server ends it.
+async fn watch(
+    n: usize,
+    source: Source,
+    mut rv: String,
+    timeout: Duration,
+    reports: mpsc::Sender<Report>,
+) {
+    let mut params = WatchParams::default().timeout(timeout.as_secs().clamp(1, 290) as u32);
+    if let Some(l) = &source.labels {
+        params = params.labels(l);
+    }
+    loop {
+        let opened = tokio::time::Instant::now();
+        let stream = match source.api.watch(&params, &rv).await {
+            Ok(s) => s,
+            Err(e) if is_gone(&e) => {
+                let _ = reports.send(Report::Gone(n)).await;
+                return;
+            }
+            Err(e) => {
+                let _ = reports
+                    .send(Report::Failed(unavailable(&source, "watch", e)))
+                    .await;
+                return;
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(WatchEvent::Error(status)) if status.code == 410 => {
+                    let _ = reports.send(Report::Gone(n)).await;
+                    return;
+                }
+                Ok(WatchEvent::Error(status)) => {
+                    let e = kube::Error::Api(status);
+                    let _ = reports
+                        .send(Report::Failed(unavailable(&source, "watch", e)))
+                        .await;
+                    return;
+                }
+                Ok(event) => event,
+                Err(e) if is_gone(&e) => {
+                    let _ = reports.send(Report::Gone(n)).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = reports
+                        .send(Report::Failed(unavailable(&source, "watch", e)))
+                        .await;
+                    return;
+                }
+            };
+            let version = match &event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                    o.metadata.resource_version.clone()
+                }
+                WatchEvent::Bookmark(b) => Some(b.metadata.resource_version.clone()),
+                WatchEvent::Error(_) => None,
+            };
+            if let Some(v) = version.filter(|v| !v.is_empty()) {
+                rv = v;
+            }
+            if reports
+                .send(Report::Event(n, Box::new(event)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // The server ended the watch (timeout) or the connection closed
+        // cleanly: re-open from the latest version. If the server is gone,
+        // the next watch call fails and the session ends. A server that
+        // ends watches at once is not polled in a tight loop.
+        tokio::time::sleep_until(opened + Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,377 @@
+//! The Kubernetes registry against the API-server double (itself checked
+//! against kubectl). Waits are bounded guards against hangs; nothing is timed.
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
+use sextant_core::recover::Backoff;
+use sextant_core::{Error, Event, EventStream, Health, Registry, Service};
+use sextant_k8s::{K8sConfig, K8sRegistry};
+use sextant_testkit::events::{next, until};
+use sextant_testkit::k8s::{Kind, KubeDouble, objects};
+
+const CART: &str = "cart.shop.svc.cluster.local";
+
+struct Setup {
+    double: KubeDouble,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let double = KubeDouble::start().await;
+        double.bookmark_every(Duration::from_millis(200));
+        Setup {
+            double,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn config(&self) -> K8sConfig {
+        K8sConfig {
+            kubeconfig: Some(self.double.kubeconfig(self.dir.path(), "test")),
+            // Short server-side timeouts: watches are re-opened from their
+            // last version many times during each test.
+            watch_timeout: Duration::from_secs(1),
+            page_size: 1,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(500)),
+            ..Default::default()
+        }
+    }
+
+    fn watch(&self) -> EventStream {
+        K8sRegistry::new(self.config()).watch()
+    }
+}
+
+fn cart_slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    objects::slice(
+        "shop",
+        name,
+        "cart",
+        &[("http", 8080)],
+        ips.iter()
+            .map(|ip| objects::endpoint(ip, Some("node-a"), None))
+            .collect(),
+    )
+}
+
+fn seed(double: &KubeDouble) {
+    double.apply(objects::node("node-a", "eu-west", "eu-west-1a"));
+    double.apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
+    double.apply(cart_slice("cart-1", &["10.1.0.1", "10.1.0.2"]));
+}
+
+fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {
+    match e {
+        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
+        _ => None,
+    }
+}
+
+async fn next_apply(w: &mut EventStream, host: &str) -> Service {
+    apply_of(&until(w, |e| apply_of(e, host).is_some()).await, host).expect("apply")
+}
+
+fn ips(s: &Service) -> Vec<String> {
+    s.endpoints.iter().map(|e| e.address.to_string()).collect()
+}
+
+#[tokio::test]
+async fn lists_then_follows_pods_scaling_up_and_down() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    t.double
+        .apply(objects::service("shop", "pay", &[("grpc", 9000, 9000)]));
+    let mut w = t.watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 2, "{s:?}");
+            assert_eq!(s[0].hostname.as_str(), CART);
+            assert_eq!(ips(&s[0]), ["10.1.0.1", "10.1.0.2"]);
+            let ep = &s[0].endpoints[0];
+            assert_eq!(ep.ports["http"], 8080);
+            assert_eq!(ep.locality.region, "eu-west");
+            assert_eq!(ep.locality.zone, "eu-west-1a");
+            assert!(s[1].endpoints.is_empty(), "pay has no slices yet");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Lists were paged (page size 1, two services).
+    assert!(t.double.requests().iter().any(|r| r.contains("continue=")));
+
+    // Scale up: the slice grows, then a second slice appears.
+    t.double
+        .apply(cart_slice("cart-1", &["10.1.0.1", "10.1.0.2", "10.1.0.3"]));
+    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+    // Outlive the 1 s watch timeout: the watch is re-opened from its version.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
+    assert_eq!(
+        ips(&next_apply(&mut w, CART).await),
+        ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.9"]
+    );
+    // Scale down: a slice goes away, another shrinks.
+    t.double.delete(Kind::EndpointSlice, "shop", "cart-2");
+    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+    t.double.apply(cart_slice("cart-1", &["10.1.0.3"]));
+    assert_eq!(ips(&next_apply(&mut w, CART).await), ["10.1.0.3"]);
+    // The Service goes: the hostname is deleted.
+    t.double.delete(Kind::Service, "shop", "cart");
+    let _ = until(
+        &mut w,
+        |e| matches!(e, Ok(Event::Delete(h)) if h.as_str() == CART),
+    )
+    .await;
+    // No re-list happened: one list per source (pages aside).
+    let lists = t
+        .double
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/services?") && !r.contains("watch") && !r.contains("continue"))
+        .count();
+    assert_eq!(lists, 1, "{:?}", t.double.requests());
+}
+
+#[tokio::test]
+async fn terminating_endpoints_drain_and_failing_ones_are_unhealthy() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let mut w = t.watch();
+    assert!(matches!(next(&mut w).await, Ok(Event::Reset(_))));
+    let mut slice = cart_slice("cart-1", &["10.1.0.1", "10.1.0.2"]);
+    slice.endpoints[0] = objects::with_conditions(slice.endpoints[0].clone(), false, true, true);
+    slice.endpoints[1] = objects::with_conditions(slice.endpoints[1].clone(), false, false, false);
+    t.double.apply(slice);
+    let s = next_apply(&mut w, CART).await;
+    let health: Vec<Health> = s.endpoints.iter().map(|e| e.health).collect();
+    assert_eq!(health, [Health::Draining, Health::Unhealthy]);
+}
+
+#[tokio::test]
+async fn gone_mid_watch_relists_as_one_reset_without_an_empty_view() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let mut w = t.watch();
+    assert!(matches!(next(&mut w).await, Ok(Event::Reset(_))));
+    // A change, then compaction: the watches break and come back with a
+    // version that is now too old (410).
+    t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
+    t.double.compact();
+    let reset = until(&mut w, |e| matches!(e, Ok(Event::Reset(_)))).await;
+    match reset {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1);
+            assert_eq!(ips(&s[0]), ["10.1.0.1", "10.1.0.2", "10.1.0.9"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let lists = t
+        .double
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch"))
+        .count();
+    assert_eq!(lists, 2, "one list, one re-list: {:?}", t.double.requests());
+    // And it keeps following changes afterwards.
+    t.double.apply(cart_slice("cart-2", &["10.1.0.8"]));
+    assert_eq!(
+        ips(&next_apply(&mut w, CART).await),
+        ["10.1.0.1", "10.1.0.2", "10.1.0.8"]
+    );
+}
+
+#[tokio::test]
+async fn api_server_down_keeps_last_known_good_marked_stale_then_recovers() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let registry = K8sRegistry::new(t.config());
+    let (agg, handle) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry) as Arc<dyn Registry>],
+    )
+    .expect("agg");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+    assert_eq!(handle.view().borrow().endpoint_count(), 2);
+
+    t.double.stop().await;
+    let mut status = handle.status();
+    let st = tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.registries[0].state == SyncState::Stale),
+    )
+    .await
+    .expect("stale within 20 s")
+    .expect("running")
+    .clone();
+    let err = &st.registries[0].last_error.as_ref().expect("error").message;
+    assert!(
+        err.contains("Service") || err.contains("Slice") || err.contains("Node"),
+        "{err}"
+    );
+    assert_eq!(
+        handle.view().borrow().endpoint_count(),
+        2,
+        "last-known-good kept"
+    );
+
+    // While it is down, the cluster changes; after restart the re-list
+    // brings the change.
+    t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
+    t.double.restart().await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        status.wait_for(|s| s.registries[0].state == SyncState::Synced),
+    )
+    .await
+    .expect("recovers within 20 s")
+    .expect("running");
+    let mut view = handle.view();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        view.wait_for(|v| v.endpoint_count() == 3),
+    )
+    .await
+    .expect("the change made while down arrives")
+    .expect("running");
+}
+
+#[tokio::test]
+async fn forbidden_names_the_missing_permission_and_nodes_are_optional() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    t.double.deny(Kind::EndpointSlice, true);
+    let mut w = t.watch();
+    match next(&mut w).await {
+        Err(e) => {
+            assert!(e.makes_stale());
+            let msg = e.chain();
+            assert!(
+                msg.contains("\"endpointslices\" in API group \"discovery.k8s.io\"")
+                    && msg.contains("deploy/"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Granting it (and taking Nodes away) recovers on the next attempt;
+    // endpoints then carry no region.
+    t.double.deny(Kind::EndpointSlice, false);
+    t.double.deny(Kind::Node, true);
+    match until(&mut w, |e| matches!(e, Ok(Event::Reset(_)))).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s[0].endpoints.len(), 2);
+            assert_eq!(s[0].endpoints[0].locality.region, "");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_objects_are_skipped_and_reported() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let broken = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": "eighty"}]}
+    });
+    t.double.apply(broken.clone());
+    let mut w = t.watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => assert_eq!(s.len(), 1, "the good service is served"),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut w).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "Service shop/broken");
+            assert!(reason.contains("decode"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same while watching; the rest keeps working.
+    let mut bad_slice = serde_json::to_value(cart_slice("cart-3", &["10.1.0.7"])).expect("json");
+    bad_slice["endpoints"] = json!("not a list");
+    t.double.apply(bad_slice);
+    match next(&mut w).await {
+        Err(Error::InvalidObject { object, .. }) => assert_eq!(object, "Slice shop/cart-3"),
+        other => panic!("{other:?}"),
+    }
+    t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
+    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+}
+
+#[tokio::test]
+async fn namespaces_and_label_selector_limit_what_is_read() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    t.double
+        .apply(objects::service("ops", "grafana", &[("http", 3000, 3000)]));
+    t.double
+        .apply(objects::service("shop", "pay", &[("grpc", 9000, 9000)]));
+    let mut config = t.config();
+    config.namespaces = vec!["shop".into()];
+    config.label_selector = Some("app in (cart)".into());
+    config.mapping.cluster_domain = "example.internal".into();
+    let mut w = K8sRegistry::new(config).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            let names: Vec<&str> = s.iter().map(|s| s.hostname.as_str()).collect();
+            assert_eq!(names, ["cart.shop.svc.example.internal"]);
+            assert_eq!(s[0].endpoints.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.double
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/shop/services?")
+                && r.contains("labelSelector")),
+        "{:?}",
+        t.double.requests()
+    );
+}
+
+#[tokio::test]
+async fn two_clusters_with_the_same_service_merge_by_hostname() {
+    let east = Setup::new().await;
+    let west = Setup::new().await;
+    seed(&east.double);
+    west.double
+        .apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
+    west.double.apply(objects::slice(
+        "shop",
+        "cart-w",
+        "cart",
+        &[("http", 8080)],
+        vec![objects::endpoint("10.2.0.1", None, Some("us-east-1a"))],
+    ));
+    let registries: Vec<Arc<dyn Registry>> = vec![
+        Arc::new(K8sRegistry::new(K8sConfig {
+            cluster_id: "east".into(),
+            ..east.config()
+        })),
+        Arc::new(K8sRegistry::new(K8sConfig {
+            cluster_id: "west".into(),
+            ..west.config()
+        })),
+    ];
+    assert_eq!(registries[0].id().as_str(), "k8s/east");
+    let (agg, handle) = Aggregator::new(AggregatorConfig::default(), registries).expect("agg");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+    let view = handle.view().borrow().clone();
+    let cart = view
+        .services
+        .get(&sextant_core::Hostname::new(CART))
+        .expect("merged service");
+    let mut got = ips(&cart.service);
+    got.sort();
+    assert_eq!(got, ["10.1.0.1", "10.1.0.2", "10.2.0.1"]);
+    assert_eq!(cart.origins.len(), 2);
+}
