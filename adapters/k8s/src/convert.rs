@@ -14,8 +14,8 @@
 //!   fungible), so a dual-stack Service has one endpoint per family, from its
 //!   IPv4 and IPv6 slices. `FQDN` slices give DNS endpoints. The target port
 //!   of each service port is the slice port with the same name. An address
-//!   listed twice (a pod moving between slices) is kept once, at its best
-//!   health.
+//!   listed twice with the same ports (a pod moving between slices) is kept
+//!   once, at its best health.
 //! - Conditions: `ready` -> healthy; not ready but `serving` and
 //!   `terminating` -> draining (finishes its requests, gets no new ones);
 //!   otherwise unhealthy. A missing `ready` counts as ready, as the API asks.
@@ -211,7 +211,8 @@ pub fn service(
     }
 
     let mut problems = Vec::new();
-    let mut by_address: BTreeMap<Address, Endpoint> = BTreeMap::new();
+    // Keyed by address and ports: one pod listed in two slices is one endpoint.
+    let mut by_address: BTreeMap<(Address, BTreeMap<String, u32>), Endpoint> = BTreeMap::new();
     for slice in slices {
         let slice_name = object_name("EndpointSlice", &slice.metadata);
         let family = slice.address_type.as_str();
@@ -271,10 +272,11 @@ pub fn service(
             ep.ports = ports.clone();
             ep.locality = locality;
             ep.health = health(e);
-            match by_address.get(&address) {
+            let key = (address, ep.ports.clone());
+            match by_address.get(&key) {
                 Some(prev) if health_rank(prev.health) >= health_rank(ep.health) => {}
                 _ => {
-                    by_address.insert(address, ep);
+                    by_address.insert(key, ep);
                 }
             }
         }

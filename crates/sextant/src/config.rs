@@ -12,6 +12,7 @@ use sextant_consul::{ConsulConfig, ConsulRegistry};
 use sextant_core::Registry;
 use sextant_etcd::{EtcdConfig, EtcdRegistry, EtcdTls};
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
+use sextant_k8s::{K8sConfig, K8sRegistry};
 use sextant_xds::{Debounce, TranslateOptions};
 
 /// How to reach etcd: flags shared by the etcd registry and `sextant etcd register`.
@@ -238,6 +239,161 @@ impl ConsulArgs {
     }
 }
 
+/// Kubernetes registry flags. Without --kubeconfig, the client reads
+/// `KUBECONFIG` (a colon-separated list, as kubectl does), then
+/// `~/.kube/config`, then the in-cluster service account.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct K8sArgs {
+    /// Kubeconfig file [default: KUBECONFIG, ~/.kube/config, in-cluster].
+    #[arg(long, env = "SEXTANT_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig contexts; each is its own cluster and registry, merged by
+    /// hostname [default: the current context].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_CONTEXT",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub k8s_context: Option<Vec<String>>,
+    /// Cluster ids, one per context; the registry is k8s/ID
+    /// [default: Kubernetes, or the context names when there are several].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_CLUSTER_ID",
+        value_delimiter = ',',
+        value_name = "ID,..."
+    )]
+    pub k8s_cluster_id: Option<Vec<String>>,
+    /// Namespaces to watch [default: all].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS,..."
+    )]
+    pub k8s_namespaces: Option<Vec<String>>,
+    /// Only Services matching this label selector, e.g. `mesh=on`.
+    #[arg(long, env = "SEXTANT_K8S_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub k8s_label_selector: Option<String>,
+    /// The clusters' DNS domain [default: cluster.local].
+    #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// Do not read Nodes (no RBAC on nodes needed; endpoints get only
+    /// their slice's zone, no region).
+    #[arg(long, env = "SEXTANT_K8S_SKIP_NODES")]
+    pub k8s_skip_nodes: bool,
+}
+
+/// The `k8s:` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct K8sFile {
+    kubeconfig: Option<PathBuf>,
+    contexts: Option<Vec<String>>,
+    cluster_ids: Option<Vec<String>>,
+    namespaces: Option<Vec<String>>,
+    label_selector: Option<String>,
+    cluster_domain: Option<String>,
+    skip_nodes: Option<bool>,
+}
+
+impl K8sArgs {
+    /// One configuration per cluster.
+    fn resolve(&self, file: &K8sFile, problems: &mut Vec<String>) -> Vec<K8sConfig> {
+        let mut base = K8sConfig {
+            kubeconfig: self.kubeconfig.clone().or_else(|| file.kubeconfig.clone()),
+            ..Default::default()
+        };
+        if let Some(path) = &base.kubeconfig
+            && !path.is_file()
+        {
+            problems.push(format!(
+                "--kubeconfig: {} does not exist or is not a file",
+                path.display()
+            ));
+        }
+        let pick = |flag: &Option<Vec<String>>, file: &Option<Vec<String>>| -> Vec<String> {
+            flag.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        base.namespaces = pick(&self.k8s_namespaces, &file.namespaces);
+        for ns in &base.namespaces {
+            if let Some(p) = sextant_core::validate::dns_name_problem(ns).or_else(|| {
+                ns.contains('.')
+                    .then(|| "a namespace is one DNS label".to_owned())
+            }) {
+                problems.push(format!("--k8s-namespaces: {ns:?}: {p}"));
+            }
+        }
+        base.label_selector = self
+            .k8s_label_selector
+            .clone()
+            .or_else(|| file.label_selector.clone())
+            .filter(|s| !s.trim().is_empty());
+        if let Some(domain) = self
+            .cluster_domain
+            .clone()
+            .or_else(|| file.cluster_domain.clone())
+        {
+            let domain = domain.trim_end_matches('.').to_owned();
+            if let Some(p) = sextant_core::validate::dns_name_problem(&domain) {
+                problems.push(format!("--cluster-domain: {domain:?}: {p}"));
+            }
+            base.mapping.cluster_domain = domain;
+        }
+        base.watch_nodes = !(self.k8s_skip_nodes || file.skip_nodes.unwrap_or(false));
+
+        let contexts = pick(&self.k8s_context, &file.contexts);
+        let ids = pick(&self.k8s_cluster_id, &file.cluster_ids);
+        let clusters: Vec<(Option<String>, String)> = match (contexts.len(), ids.len()) {
+            (0, 0) => vec![(None, "Kubernetes".into())],
+            (0, 1) => vec![(None, ids[0].clone())],
+            (n, 0) if n > 1 => contexts
+                .iter()
+                .map(|c| (Some(c.clone()), c.clone()))
+                .collect(),
+            (1, 0) => vec![(Some(contexts[0].clone()), "Kubernetes".into())],
+            (n, m) if n == m => contexts
+                .iter()
+                .cloned()
+                .map(Some)
+                .zip(ids.iter().cloned())
+                .collect(),
+            (n, m) => {
+                problems.push(format!(
+                    "--k8s-cluster-id: {m} ids for {} contexts; give one id per context",
+                    n.max(1)
+                ));
+                Vec::new()
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, id) in &clusters {
+            if id.contains('/') || id.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "--k8s-cluster-id: {id:?} must not contain '/' or spaces"
+                ));
+            } else if !seen.insert(id.clone()) {
+                problems.push(format!("--k8s-cluster-id: {id:?} is used twice"));
+            }
+        }
+        clusters
+            .into_iter()
+            .map(|(context, cluster_id)| K8sConfig {
+                context,
+                cluster_id,
+                ..base.clone()
+            })
+            .collect()
+    }
+}
+
 /// True unless `url` is `http://` or `https://` followed by a host.
 fn not_an_http_url(url: &str) -> bool {
     let rest = url
@@ -316,7 +472,8 @@ pub struct RunArgs {
     #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
     /// Log levels per scope, Pilot's syntax: default:info,xds:debug.
-    /// Scopes: default, core, aggregate, xds, file, admin. RUST_LOG, when
+    /// Scopes: default, core, aggregate, xds, file, etcd, consul, k8s, admin.
+    /// RUST_LOG, when
     /// set, replaces this [default: default:info].
     #[arg(long, env = "SEXTANT_LOG_OUTPUT_LEVEL", value_name = "SCOPE:LEVEL,...")]
     pub log_output_level: Option<String>,
@@ -326,6 +483,9 @@ pub struct RunArgs {
     /// Consul registry settings.
     #[command(flatten)]
     pub consul: ConsulArgs,
+    /// Kubernetes registry settings.
+    #[command(flatten)]
+    pub k8s: K8sArgs,
 }
 
 /// The settings file. Every field is optional.
@@ -345,6 +505,7 @@ pub struct ConfigFile {
     log_output_level: Option<String>,
     etcd: Option<EtcdFile>,
     consul: Option<ConsulFile>,
+    k8s: Option<K8sFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -420,6 +581,8 @@ pub struct Settings {
     pub etcd: EtcdConfig,
     /// The Consul registry's settings.
     pub consul: ConsulConfig,
+    /// One Kubernetes registry per cluster.
+    pub k8s: Vec<K8sConfig>,
 }
 
 /// Every problem found, each naming where it is.
@@ -654,6 +817,9 @@ impl Settings {
         let consul = args
             .consul
             .resolve(&file.consul.unwrap_or_default(), &mut c.problems);
+        let k8s = args
+            .k8s
+            .resolve(&file.k8s.unwrap_or_default(), &mut c.problems);
 
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));
@@ -670,6 +836,7 @@ impl Settings {
             log_output_level,
             etcd,
             consul,
+            k8s,
         })
     }
 
@@ -682,11 +849,9 @@ impl Settings {
         loaded.problems.iter().map(ToString::to_string).collect()
     }
 
-    /// The registries, in priority order. Kinds whose adapter is not part of
-    /// this build are an error naming them.
+    /// The registries, in priority order (Kubernetes: one per cluster).
     pub fn build_registries(&self) -> Result<Vec<Arc<dyn Registry>>, Problems> {
         let mut out: Vec<Arc<dyn Registry>> = Vec::new();
-        let mut problems = Vec::new();
         for kind in &self.registries {
             match kind {
                 RegistryKind::File => out.push(Arc::new(FileRegistry::new(
@@ -704,22 +869,14 @@ impl Settings {
                         self.consul.clone(),
                     )))
                 }
-                other => {
-                    let name = KINDS
-                        .iter()
-                        .find(|(_, k)| k == other)
-                        .map_or("?", |(n, _)| *n);
-                    problems.push(format!(
-                        "the {name} registry adapter is not part of this build yet; available now: file, etcd, consul"
-                    ));
+                RegistryKind::Kubernetes => {
+                    for cluster in &self.k8s {
+                        out.push(Arc::new(K8sRegistry::new(cluster.clone())));
+                    }
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(out)
-        } else {
-            Err(Problems(problems))
-        }
+        Ok(out)
     }
 }
 

@@ -1,11 +1,14 @@
 //! Logging: Pilot's `--log-output-level default:info,xds:debug`, or RUST_LOG.
 
 /// Scope names and the crates (tracing targets) they cover.
-pub const SCOPES: [(&str, &str); 5] = [
+pub const SCOPES: [(&str, &str); 8] = [
     ("core", "sextant_core"),
     ("aggregate", "sextant_aggregate"),
     ("xds", "sextant_xds"),
     ("file", "sextant_file"),
+    ("etcd", "sextant_etcd"),
+    ("consul", "sextant_consul"),
+    ("k8s", "sextant_k8s"),
     ("admin", "sextant"),
 ];
 

@@ -51,19 +51,91 @@ fn unknown_registry_kinds_list_the_known_ones_and_every_problem_is_reported() {
 }
 
 #[test]
-fn adapters_not_built_yet_fail_clearly() {
-    let s = Settings::resolve(&RunArgs {
+fn k8s_defaults_to_one_cluster_and_contexts_make_one_registry_each() {
+    let k8s = |k: K8sArgs| {
+        Settings::resolve(&RunArgs {
+            registries: Some(vec!["k8s".into()]),
+            k8s: k,
+            ..args()
+        })
+    };
+    let s = k8s(K8sArgs::default()).expect("valid");
+    assert_eq!(s.k8s.len(), 1);
+    assert_eq!(s.k8s[0].cluster_id, "Kubernetes");
+    assert_eq!(s.k8s[0].mapping.cluster_domain, "cluster.local");
+    assert!(s.k8s[0].namespaces.is_empty() && s.k8s[0].watch_nodes);
+    let ids: Vec<String> = s
+        .build_registries()
+        .expect("built")
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(ids, ["k8s/Kubernetes"]);
+
+    let s = k8s(K8sArgs {
+        k8s_context: Some(vec!["east".into(), "west".into()]),
+        k8s_namespaces: Some(vec!["shop".into(), "ops".into()]),
+        cluster_domain: Some("corp.internal.".into()),
+        k8s_skip_nodes: true,
+        ..Default::default()
+    })
+    .expect("valid");
+    let got: Vec<(Option<&str>, &str)> = s
+        .k8s
+        .iter()
+        .map(|c| (c.context.as_deref(), c.cluster_id.as_str()))
+        .collect();
+    assert_eq!(got, [(Some("east"), "east"), (Some("west"), "west")]);
+    assert_eq!(s.k8s[1].namespaces, ["shop", "ops"]);
+    assert_eq!(s.k8s[1].mapping.cluster_domain, "corp.internal");
+    assert!(!s.k8s[1].watch_nodes);
+    assert_eq!(s.build_registries().expect("built").len(), 2);
+}
+
+#[test]
+fn k8s_problems_are_reported_together() {
+    let e = Settings::resolve(&RunArgs {
         registries: Some(vec!["k8s".into()]),
+        k8s: K8sArgs {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            k8s_context: Some(vec!["a".into(), "b".into()]),
+            k8s_cluster_id: Some(vec!["one".into()]),
+            k8s_namespaces: Some(vec!["Shop_1".into()]),
+            ..Default::default()
+        },
         ..args()
     })
-    .expect("valid kinds");
-    let e = s.build_registries().err().expect("not built");
-    assert_eq!(
-        e.0,
-        [
-            "the k8s registry adapter is not part of this build yet; available now: file, etcd, consul"
-        ]
+    .expect_err("invalid");
+    let text = e.to_string();
+    assert!(
+        text.contains("--kubeconfig: /nonexistent/kubeconfig does not exist"),
+        "{text}"
     );
+    assert!(
+        text.contains("--k8s-cluster-id: 1 ids for 2 contexts"),
+        "{text}"
+    );
+    assert!(text.contains("--k8s-namespaces: \"Shop_1\""), "{text}");
+    assert_eq!(e.0.len(), 3, "{text}");
+}
+
+#[test]
+fn the_k8s_section_of_the_config_file_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "registries: [k8s]\nk8s:\n  contexts: [prod]\n  cluster_ids: [eu-1]\n  label_selector: mesh=on\n",
+    )
+    .expect("write");
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path),
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(s.k8s[0].context.as_deref(), Some("prod"));
+    assert_eq!(s.k8s[0].cluster_id, "eu-1");
+    assert_eq!(s.k8s[0].label_selector.as_deref(), Some("mesh=on"));
 }
 
 #[test]
