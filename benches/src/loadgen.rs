@@ -43,10 +43,11 @@ pub async fn main(args: Vec<String>) -> i32 {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args).await,
         Some("floor") => floor(&args).await,
+        Some("serve-file") => serve_file(&args).await,
         Some("run") => run(&args).await,
         _ => {
             eprintln!(
-                "usage: loadgen run --scenario s1|s2|s4|s5 [--quick] [--delta] | serve | floor"
+                "usage: loadgen run --scenario s1|s2|s3|s4|s5|s6 [--quick] [--delta] | serve | floor | serve-file"
             );
             2
         }
@@ -66,23 +67,75 @@ fn flipped(mesh: &[Service], n: u64) -> Service {
     s
 }
 
+/// The cluster whose assignment every change scenario ends with: proxies
+/// count an ACK as a change's only when the response carries it.
+const MARKER: &str = "outbound|8080||svc-0.mesh.svc";
+
+/// The services after burst `b` of a rollout: `changes` endpoint health
+/// toggles spread over services 1.. (service 0 is the marker), then the
+/// marker flipped to `b`'s state.
+fn after_bursts(mesh: &[Service], changes: usize, bursts: u64) -> Vec<Service> {
+    let mut state = mesh.to_vec();
+    for b in 1..=bursts {
+        for k in 0..changes {
+            burst_change(&mut state, k);
+        }
+        state[0] = flipped(mesh, b);
+    }
+    state
+}
+
+/// Change `k` of a burst; returns the index of the service it touched.
+fn burst_change(state: &mut [Service], k: usize) -> usize {
+    let others = state.len() - 1;
+    let s = 1 + k % others;
+    let e = (k / others) % state[s].endpoints.len();
+    let ep = &mut state[s].endpoints[e];
+    ep.health = if ep.health == Health::Healthy {
+        Health::Unhealthy
+    } else {
+        Health::Healthy
+    };
+    s
+}
+
+type Reply = futures::future::BoxFuture<'static, String>;
+
+/// Serves the control port: `flip N` and `burst CHANGES MILLIS N` lines,
+/// each answered with one line.
 async fn control_loop(
     listener: tokio::net::TcpListener,
-    on_flip: impl Fn(u64) + Send + Sync + 'static,
+    handler: impl Fn(Vec<u64>) -> Reply + Send + Sync + 'static,
 ) {
-    let on_flip = Arc::new(on_flip);
+    let handler = Arc::new(handler);
     while let Ok((conn, _)) = listener.accept().await {
-        let on_flip = on_flip.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let (r, mut w) = conn.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(n) = line.strip_prefix("flip ").and_then(|n| n.parse().ok()) {
-                    on_flip(n);
-                }
-                let _ = w.write_all(b"ok\n").await;
+                let numbers: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                let mut words = line.split_whitespace();
+                let reply = match (words.next(), numbers.len()) {
+                    (Some("flip"), 1) => handler(numbers).await,
+                    (Some("burst"), 3) => handler(numbers).await,
+                    _ => "error".to_owned(),
+                };
+                let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
             }
         });
+    }
+}
+
+/// `flip N` (one number) or `burst CHANGES MILLIS N`: the command's numbers.
+fn burst_args(numbers: &[u64]) -> Option<(usize, Duration, u64)> {
+    match numbers {
+        [c, ms, n] => Some((*c as usize, Duration::from_millis(*ms), *n)),
+        _ => None,
     }
 }
 
@@ -106,7 +159,74 @@ async fn serve(args: &[String]) -> i32 {
         running.xds_addr,
         control.local_addr().expect("addr")
     );
-    control_loop(control, move |n| registry.insert(flipped(&mesh, n))).await;
+    let state = Arc::new(Mutex::new(mesh.clone()));
+    control_loop(control, move |numbers| {
+        let (registry, mesh, state) = (registry.clone(), mesh.clone(), state.clone());
+        Box::pin(async move {
+            match burst_args(&numbers) {
+                None => {
+                    registry.insert(flipped(&mesh, numbers[0]));
+                    "ok".to_owned()
+                }
+                Some((changes, over, n)) => {
+                    // Spread the changes evenly over `over`, a batch a millisecond.
+                    let start = Instant::now();
+                    let ticks = over.as_millis().max(1) as usize;
+                    let per_tick = changes.div_ceil(ticks).max(1);
+                    let mut tick = tokio::time::interval(Duration::from_millis(1));
+                    let mut k = 0;
+                    while k < changes {
+                        tick.tick().await;
+                        let batch: Vec<Service> = {
+                            let mut st = state.lock().expect("lock");
+                            (k..(k + per_tick).min(changes))
+                                .map(|k| {
+                                    let i = burst_change(&mut st, k);
+                                    st[i].clone()
+                                })
+                                .collect()
+                        };
+                        k += batch.len();
+                        for s in batch {
+                            registry.insert(s);
+                        }
+                    }
+                    let marker = flipped(&mesh, n);
+                    state.lock().expect("lock")[0] = marker.clone();
+                    registry.insert(marker);
+                    format!("ok {}", start.elapsed().as_micros())
+                }
+            }
+        })
+    })
+    .await;
+    0
+}
+
+/// S6's server: Sextant with the file registry on `--file`.
+async fn serve_file(args: &[String]) -> i32 {
+    let path: String = arg(args, "--file", String::new());
+    let running = sextant::Sextant::new()
+        .registry(sextant_file::FileRegistry::new(
+            "file/main",
+            vec![path.into()],
+            sextant_file::FileRegistryConfig::default(),
+        ))
+        .xds_addr("127.0.0.1:0".parse().expect("addr"))
+        .admin_addr(None)
+        .start()
+        .await
+        .expect("start");
+    running.aggregator().ready().await.expect("ready");
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!(
+        "ready {} {}",
+        running.xds_addr,
+        control.local_addr().expect("addr")
+    );
+    control_loop(control, |_| Box::pin(async { "error".to_owned() })).await;
     0
 }
 
@@ -119,6 +239,8 @@ type StreamTx = mpsc::Sender<Result<Outbound, tonic::Status>>;
 struct Floor {
     full: Arc<BTreeMap<ResourceType, Outbound>>,
     flips: Arc<[Outbound; 2]>,
+    /// Every assignment after an even and an odd number of bursts.
+    bursts: Arc<[Outbound; 2]>,
     streams: Arc<Mutex<Vec<StreamTx>>>,
 }
 
@@ -168,9 +290,31 @@ async fn floor(args: &[String]) -> i32 {
             removed: vec![],
         }
     };
+    let changes: usize = arg(args, "--burst", 0);
+    let burst_out = |b: u64| {
+        let s = Snapshot::empty(Default::default()).next(view(after_bursts(&mesh, changes, b)));
+        Outbound {
+            wire: Wire::Sotw,
+            kind: ResourceType::Endpoint,
+            version_info: format!("b{b}"),
+            nonce: format!("b{b}"),
+            resources: s
+                .resources(ResourceType::Endpoint)
+                .resources
+                .values()
+                .cloned()
+                .collect(),
+            removed: vec![],
+        }
+    };
     let floor = Floor {
         full: Arc::new(full),
         flips: Arc::new([flip_out(0), flip_out(1)]),
+        bursts: Arc::new(if changes > 0 && mesh.len() > 1 {
+            [burst_out(2), burst_out(1)]
+        } else {
+            [flip_out(0), flip_out(1)]
+        }),
         streams: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -185,14 +329,30 @@ async fn floor(args: &[String]) -> i32 {
         control.local_addr().expect("addr")
     );
     let f = floor.clone();
-    tokio::spawn(control_loop(control, move |n| {
-        let out = f.flips[(n % 2) as usize].clone();
-        let streams = f.streams.lock().expect("lock").clone();
-        tokio::spawn(async move {
-            for s in streams {
-                let _ = s.send(Ok(out.clone())).await;
-            }
-        });
+    tokio::spawn(control_loop(control, move |numbers| {
+        let f = f.clone();
+        Box::pin(async move {
+            // A flip pushes its assignment; a burst waits out the rollout
+            // (a null server has nothing to do meanwhile), then pushes every
+            // assignment once.
+            let (out, reply) = match burst_args(&numbers) {
+                None => (f.flips[(numbers[0] % 2) as usize].clone(), "ok".to_owned()),
+                Some((_, over, n)) => {
+                    tokio::time::sleep(over).await;
+                    (
+                        f.bursts[(n % 2) as usize].clone(),
+                        format!("ok {}", over.as_micros()),
+                    )
+                }
+            };
+            let streams = f.streams.lock().expect("lock").clone();
+            tokio::spawn(async move {
+                for s in streams {
+                    let _ = s.send(Ok(out.clone())).await;
+                }
+            });
+            reply
+        })
     }));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let _ = tonic::transport::Server::builder()
@@ -384,7 +544,7 @@ async fn sotw_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
                 let _ = tx
                     .send(sotw(EDS, &clusters, &r.version_info, &r.nonce, None))
                     .await;
-                if eds_seen && configured {
+                if eds_seen && configured && names.iter().any(|n| n == MARKER) {
                     stats.assignment_acked(&mut epoch_seen, r.resources.len());
                 }
                 eds_seen = true;
@@ -449,7 +609,7 @@ async fn delta_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
                 let _ = tx.send(req(EDS, names, "")).await;
             }
             EDS => {
-                if eds_seen && configured {
+                if eds_seen && configured && names.iter().any(|n| n == MARKER) {
                     stats.assignment_acked(&mut epoch_seen, r.resources.len());
                 }
                 eds_seen = true;
@@ -481,7 +641,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(role: &str, services: usize, endpoints: usize) -> Server {
+    async fn start(role: &str, services: usize, endpoints: usize, extra: &[String]) -> Server {
         let exe = std::env::current_exe().expect("exe");
         let mut child = tokio::process::Command::new(exe)
             .args([
@@ -491,6 +651,7 @@ impl Server {
                 "--endpoints",
                 &endpoints.to_string(),
             ])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -518,13 +679,20 @@ impl Server {
     }
 
     async fn flip(&mut self, n: u64) {
+        self.command(&format!("flip {n}")).await;
+    }
+
+    /// Sends one control command; returns its reply.
+    async fn command(&mut self, line: &str) -> String {
         self.control
             .get_mut()
-            .write_all(format!("flip {n}\n").as_bytes())
+            .write_all(format!("{line}\n").as_bytes())
             .await
-            .expect("flip");
-        let mut ok = String::new();
-        self.control.read_line(&mut ok).await.expect("ok");
+            .expect("command");
+        let mut reply = String::new();
+        self.control.read_line(&mut reply).await.expect("reply");
+        assert!(reply.starts_with("ok"), "{line}: {reply}");
+        reply.trim().to_owned()
     }
 
     fn proc_stat(&self) -> (f64, u64, u64) {
@@ -652,6 +820,59 @@ async fn flips(server: &mut Server, stats: &Stats, n: usize, flips: usize) -> se
     })
 }
 
+/// S3: rollouts of `changes` endpoint changes over `over`, each ended by
+/// the marker; convergence is from the last change to the last proxy's ACK
+/// of the response that carries the marker.
+async fn bursts(
+    server: &mut Server,
+    stats: &Stats,
+    n: usize,
+    changes: usize,
+    over: Duration,
+    count: u64,
+) -> serde_json::Value {
+    let mut after_last = Vec::new();
+    let mut incomplete = 0;
+    for b in 1..=count {
+        stats.flip_acks.lock().expect("lock").clear();
+        stats.flip_epoch.store(b, Ordering::Release);
+        let t0 = Instant::now();
+        let reply = server
+            .command(&format!("burst {changes} {} {b}", over.as_millis()))
+            .await;
+        let took: u64 = reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("burst duration");
+        let last_change = t0 + Duration::from_micros(took);
+        if !wait_until(
+            stats,
+            |s| s.flip_acks.lock().expect("lock").len() >= n,
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            incomplete += 1;
+        }
+        if let Some(last) = stats.flip_acks.lock().expect("lock").iter().max() {
+            after_last.push(last.saturating_duration_since(last_change));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ms_list: Vec<f64> = after_last.iter().map(|d| ms(*d)).collect();
+    serde_json::json!({
+        "bursts": count, "changes_per_burst": changes, "over_ms": over.as_millis() as u64,
+        "incomplete": incomplete, "after_last_change_ms": ms_list,
+        "max_after_last_change_ms": ms(after_last.iter().max().copied().unwrap_or_default()),
+    })
+}
+
+/// S3's size: (changes per burst, bursts).
+fn s3_size(quick: bool) -> (usize, u64) {
+    if quick { (1_000, 3) } else { (10_000, 3) }
+}
+
 async fn scenario(
     role: &str,
     name: &str,
@@ -668,7 +889,9 @@ async fn scenario(
         (_, false) => (1000, 10, 1000, 200),
     };
     let n = proxies.unwrap_or(n);
-    let mut server = Server::start(role, services, endpoints).await;
+    let (changes, nbursts) = s3_size(quick);
+    let extra = vec!["--burst".to_owned(), changes.to_string()];
+    let mut server = Server::start(role, services, endpoints, &extra).await;
     let (cpu0, _, _) = server.proc_stat();
     let (stats, connect, tasks) = storm(server.xds, n, delta).await;
     let (cpu1, rss1, _) = server.proc_stat();
@@ -681,6 +904,20 @@ async fn scenario(
         let (cpu2, _, _) = server.proc_stat();
         out["flips"] = f;
         out["flips_cpu_s"] = serde_json::json!(cpu2 - cpu1);
+    }
+    if name == "s3" {
+        let b = bursts(
+            &mut server,
+            &stats,
+            n,
+            changes,
+            Duration::from_secs(1),
+            nbursts,
+        )
+        .await;
+        let (cpu2, _, _) = server.proc_stat();
+        out["bursts"] = b;
+        out["bursts_cpu_s"] = serde_json::json!(cpu2 - cpu1);
     }
     if name == "s5" {
         // Five times the proxies, idle: the memory each one costs.
@@ -704,6 +941,47 @@ async fn scenario(
     out
 }
 
+/// S6: a registry file of `services` x 10 endpoints; from process start to
+/// ready (every registry read) and to one proxy fully configured, and peak
+/// RSS. The reference is parsing the same file into the model alone.
+async fn scenario_s6(quick: bool) -> serde_json::Value {
+    let services = if quick { 1_000 } else { 10_000 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    let text = fixtures::registry_yaml(&fixtures::mesh(services, 10));
+    std::fs::write(&path, &text).expect("write");
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[allow(dead_code)]
+        services: Vec<Service>,
+    }
+    let t = Instant::now();
+    let parsed: Doc =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+    let parse = t.elapsed();
+    drop(parsed);
+
+    let t0 = Instant::now();
+    let path_arg = path.display().to_string();
+    let server = Server::start("serve-file", 0, 0, &["--file".to_owned(), path_arg]).await;
+    let ready = t0.elapsed();
+    let (stats, connect, tasks) = storm(server.xds, 1, false).await;
+    let serving = t0.elapsed();
+    let (cpu, rss, hwm) = server.proc_stat();
+    for t in tasks {
+        t.abort();
+    }
+    serde_json::json!({
+        "sextant": {
+            "scenario": "s6", "services": services, "endpoints": services * 10,
+            "file_bytes": text.len(), "ready_ms": ms(ready), "serving_ms": ms(serving),
+            "connect": connect, "cpu_s": cpu, "rss_kib": rss, "peak_rss_kib": hwm,
+            "failures": stats.failures.load(Ordering::Relaxed),
+        },
+        "floor": { "parse_only_ms": ms(parse) },
+    })
+}
+
 async fn run(args: &[String]) -> i32 {
     let name: String = arg(args, "--scenario", "s1".to_owned());
     let quick = flag(args, "--quick");
@@ -713,9 +991,14 @@ async fn run(args: &[String]) -> i32 {
         .position(|a| a == "--proxies")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok());
-    if !["s1", "s2", "s4", "s5"].contains(&name.as_str()) {
-        eprintln!("scenario {name:?} is not implemented; available: s1, s2, s4, s5");
+    if !["s1", "s2", "s3", "s4", "s5", "s6"].contains(&name.as_str()) {
+        eprintln!("unknown scenario {name:?}; available: s1, s2, s3, s4, s5, s6");
         return 2;
+    }
+    if name == "s6" {
+        let result = scenario_s6(quick).await;
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        return 0;
     }
     let delta = delta || name == "s4";
     let sextant = scenario("serve", &name, quick, delta, proxies).await;

@@ -1,9 +1,10 @@
 //! The ADS load generator. See BENCHMARKS.md.
 //!
 //! ```text
-//! loadgen run   --scenario s1|s2|s4|s5 [--quick] [--delta] [--proxies N]
+//! loadgen run   --scenario s1|s2|s3|s4|s5|s6 [--quick] [--delta] [--proxies N]
 //! loadgen serve --services N --endpoints M     (server under test; spawned by run)
-//! loadgen floor --services N --endpoints M     (null server: pre-encoded replies; spawned by run)
+//! loadgen floor --services N --endpoints M [--burst C]  (null server: pre-encoded replies; spawned by run)
+//! loadgen serve-file --file PATH               (S6: Sextant on a registry file; spawned by run)
 //! ```
 //!
 //! `run` starts the server as its own process (so its CPU time and peak RSS
