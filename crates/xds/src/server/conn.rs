@@ -12,7 +12,7 @@
 //! - every first request and every new subscription gets an answer, with a
 //!   placeholder for an assignment or route configuration that does not exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -44,12 +44,62 @@ pub struct NackRecord {
     pub at: SystemTime,
 }
 
+/// A resource the client holds: the shared resource we sent (one pointer
+/// per entry, keyed by its own name, so a connection's bookkeeping costs a
+/// few bytes per resource), or a bodiless stand-in for a version a delta
+/// client declared on reconnect.
 #[derive(Clone)]
-struct Held {
-    version: Arc<str>,
-    /// The resource bytes, when we sent them (not for versions a delta
-    /// client declared on reconnect).
-    resource: Option<Arc<Resource>>,
+struct Held(Arc<Resource>);
+
+impl Held {
+    fn sent(resource: Arc<Resource>) -> Held {
+        Held(resource)
+    }
+
+    fn declared(kind: ResourceType, name: Arc<str>, version: Arc<str>) -> Held {
+        Held(Arc::new(Resource {
+            kind,
+            name,
+            version,
+            any: bytes::Bytes::new(),
+            placeholder: false,
+        }))
+    }
+
+    fn name(&self) -> &Arc<str> {
+        &self.0.name
+    }
+
+    fn version(&self) -> &Arc<str> {
+        &self.0.version
+    }
+
+    /// The resource, unless this only stands for a declared version (an
+    /// encoded resource is never empty: it carries its type URL).
+    fn resource(&self) -> Option<&Arc<Resource>> {
+        (!self.0.any.is_empty()).then_some(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Held {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Held {}
+
+impl std::hash::Hash for Held {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must agree with `str`'s hash, for lookups by name.
+        (*self.0.name).hash(state);
+    }
 }
 
 struct InFlight {
@@ -99,7 +149,7 @@ pub(crate) struct TypeState {
     /// A SotW client that subscribed with an empty list (legacy wildcard).
     legacy_wildcard: bool,
     names: BTreeSet<Arc<str>>,
-    held: HashMap<Arc<str>, Held>,
+    held: HashSet<Held>,
     held_digest: u64,
     in_flight: Option<InFlight>,
     rejected: HashMap<Arc<str>, Arc<str>>,
@@ -137,7 +187,7 @@ impl TypeState {
             wildcard: false,
             legacy_wildcard: false,
             names: BTreeSet::new(),
-            held: HashMap::new(),
+            held: HashSet::new(),
             held_digest: 0,
             in_flight: None,
             rejected: HashMap::new(),
@@ -169,14 +219,15 @@ impl TypeState {
 
     fn set_held(&mut self, name: Arc<str>, held: Option<Held>) -> Option<Held> {
         if let Some(h) = &held {
-            self.held_digest ^= Resource::digest(&name, &h.version);
+            debug_assert_eq!(h.name(), &name);
+            self.held_digest ^= Resource::digest(&name, h.version());
         }
         let old = match held {
-            Some(h) => self.held.insert(name.clone(), h),
-            None => self.held.remove(&name),
+            Some(h) => self.held.replace(h),
+            None => self.held.take(&*name),
         };
         if let Some(o) = &old {
-            self.held_digest ^= Resource::digest(&name, &o.version);
+            self.held_digest ^= Resource::digest(&name, o.version());
         }
         old
     }
@@ -186,7 +237,7 @@ impl TypeState {
     }
 
     fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
-        let held = self.held.get(name);
+        let held = self.held.get(&**name);
         let want = match snap.get(self.kind, name) {
             Some(r) if self.wildcard || self.wants_by_name(name) => Some(r.clone()),
             Some(_) => None,
@@ -207,7 +258,7 @@ impl TypeState {
             None => None,
         };
         match (want, held) {
-            (Some(r), Some(h)) if h.version == r.version => Verdict::Keep,
+            (Some(r), Some(h)) if *h.version() == r.version => Verdict::Keep,
             (Some(r), _) if self.rejected.get(name) == Some(&r.version) => Verdict::Keep,
             (Some(r), _) => Verdict::Send(r),
             (None, Some(_)) => {
@@ -232,7 +283,7 @@ impl TypeState {
                 return snap.resources(self.kind).changed.clone();
             }
         }
-        let mut all: BTreeSet<Arc<str>> = self.held.keys().cloned().collect();
+        let mut all: BTreeSet<Arc<str>> = self.held.iter().map(|h| h.name().clone()).collect();
         all.extend(self.names.iter().cloned());
         if self.wildcard {
             all.extend(snap.resources(self.kind).resources.keys().cloned());
@@ -258,11 +309,7 @@ impl TypeState {
         if format!("{digest:016x}") == version {
             for r in desired {
                 let name = r.name.clone();
-                let held = Held {
-                    version: r.version.clone(),
-                    resource: Some(r),
-                };
-                self.set_held(name, Some(held));
+                self.set_held(name, Some(Held::sent(r)));
             }
             self.must_answer = false;
             self.acked_version = version;
@@ -324,10 +371,7 @@ impl TypeState {
         let mut undo = Vec::new();
         let mut sent = Vec::new();
         for r in &updates {
-            let held = Held {
-                version: r.version.clone(),
-                resource: Some(r.clone()),
-            };
+            let held = Held::sent(r.clone());
             undo.push((r.name.clone(), self.set_held(r.name.clone(), Some(held))));
             sent.push((r.name.clone(), r.version.clone()));
             self.rejected.remove(&r.name);
@@ -340,8 +384,8 @@ impl TypeState {
         let resources = if wire == Wire::Sotw && self.kind.is_full_state() {
             let mut all: Vec<Arc<Resource>> = self
                 .held
-                .values()
-                .filter_map(|h| h.resource.clone())
+                .iter()
+                .filter_map(|h| h.resource().cloned())
                 .collect();
             all.sort_by(|a, b| a.name.cmp(&b.name));
             all
@@ -542,11 +586,9 @@ impl ConnState {
         let first = !st.seen_request;
         if first {
             for (name, version) in req.initial_resource_versions {
-                let held = Held {
-                    version: version.into(),
-                    resource: None,
-                };
-                st.set_held(name.into(), Some(held));
+                let name: Arc<str> = name.into();
+                let held = Held::declared(kind, name.clone(), version.into());
+                st.set_held(name, Some(held));
             }
             if req.resource_names_subscribe.is_empty() {
                 st.wildcard = true;
