@@ -457,6 +457,13 @@ fn field_one(mut b: &[u8]) -> String {
 }
 
 impl Stats {
+    /// A proxy could not open its stream; the first few errors are printed.
+    fn failed(&self, e: &tonic::Status) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) < 3 {
+            eprintln!("proxy stream failed: {e}");
+        }
+    }
+
     /// A configured proxy ACKed an assignment: the first one after each
     /// flip is that flip's.
     fn assignment_acked(&self, epoch_seen: &mut u64, resources: usize) {
@@ -519,9 +526,12 @@ async fn sotw_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
         ..Default::default()
     };
     let _ = tx.send(sotw(CDS, &[], "", "", Some(node))).await;
-    let Ok(resp) = c.stream_aggregated_resources(ReceiverStream::new(rx)).await else {
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        return;
+    let resp = match c.stream_aggregated_resources(ReceiverStream::new(rx)).await {
+        Ok(r) => r,
+        Err(e) => {
+            stats.failed(&e);
+            return;
+        }
     };
     let mut stream = resp.into_inner();
     let (mut clusters, mut routes) = (Vec::new(), Vec::new());
@@ -593,9 +603,12 @@ async fn delta_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
         ..Default::default()
     });
     let _ = tx.send(first).await;
-    let Ok(resp) = c.delta_aggregated_resources(ReceiverStream::new(rx)).await else {
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        return;
+    let resp = match c.delta_aggregated_resources(ReceiverStream::new(rx)).await {
+        Ok(r) => r,
+        Err(e) => {
+            stats.failed(&e);
+            return;
+        }
     };
     let mut stream = resp.into_inner();
     let (mut eds_seen, mut lds_asked, mut configured, mut cds_seen) = (false, false, false, false);
