@@ -317,9 +317,8 @@ async fn floor(args: &[String]) -> i32 {
         }),
         streams: Arc::default(),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    // The same backlog as Sextant's xDS listener.
+    let listener = sextant_xds::server::listen("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let control = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -151,8 +151,7 @@ impl Sextant {
         );
         let xds = XdsServer::new(snapshots, metrics, self.server);
 
-        let xds_listener = tokio::net::TcpListener::bind(self.xds_addr)
-            .await
+        let xds_listener = sextant_xds::server::listen(self.xds_addr)
             .with_context(|| format!("cannot listen for xDS on {}", self.xds_addr))?;
         let xds_addr = xds_listener.local_addr()?;
         let admin_listener = match self.admin_addr {

@@ -193,6 +193,26 @@ impl XdsServer {
     }
 }
 
+/// How many connections the kernel queues before the server accepts them.
+/// A restarted control plane is reconnected to by every proxy at once; the
+/// standard library's 128 overflowed under the load generator's 1,000-proxy
+/// storm (the kernel then answers with SYN cookies, some of which fail, and
+/// those proxies see a reset). The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` for xDS with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `tokio::net::TcpListener::bind` sets it).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A stream of responses for one ADS stream; [`grpc_body`] writes it.
 pub type ResponseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Outbound, Status>> + Send>>;
 
