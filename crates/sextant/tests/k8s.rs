@@ -89,3 +89,47 @@ async fn a_kubernetes_service_gets_traffic_through_envoy_and_follows_its_slices(
     let status = status_change(sx.outbound, HOST, 200).await;
     assert_eq!(status, 503, "a not-ready pod gets no traffic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_contexts_are_two_registries_merged_by_hostname() {
+    let (east, west) = (KubeDouble::start().await, KubeDouble::start().await);
+    for (double, ip) in [(&east, "10.1.0.1"), (&west, "10.2.0.1")] {
+        double.apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
+        double.apply(objects::slice(
+            "shop",
+            "cart-1",
+            "cart",
+            &[("http", 8080)],
+            vec![objects::endpoint(ip, None, None)],
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = KubeDouble::kubeconfig_for(dir.path(), &[(&east, "east"), (&west, "west")]);
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--registries",
+            "k8s",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+            "--k8s-context",
+            "east,west",
+        ],
+    )
+    .await;
+    let config = sx.json("/debug/configz").await;
+    let cart = &config["services"][HOST];
+    assert_eq!(
+        cart["origins"],
+        serde_json::json!(["k8s/east", "k8s/west"]),
+        "{config}"
+    );
+    let mut ips: Vec<&str> = cart["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    ips.sort();
+    assert_eq!(ips, ["10.1.0.1", "10.2.0.1"], "{config}");
+}

@@ -220,6 +220,31 @@ impl KubeDouble {
         path
     }
 
+    /// Writes one kubeconfig with a context per double (named as given; the
+    /// first is current), as for several clusters; returns its path.
+    pub fn kubeconfig_for(dir: &FsPath, clusters: &[(&KubeDouble, &str)]) -> PathBuf {
+        let mut text = String::from("apiVersion: v1\nkind: Config\n");
+        if let Some((_, first)) = clusters.first() {
+            text.push_str(&format!("current-context: {first}\n"));
+        }
+        text.push_str("clusters:\n");
+        for (d, name) in clusters {
+            text.push_str(&format!(
+                "- name: {name}\n  cluster:\n    server: {}\n",
+                d.url()
+            ));
+        }
+        text.push_str("users:\n- name: double\n  user:\n    token: double-token\ncontexts:\n");
+        for (_, name) in clusters {
+            text.push_str(&format!(
+                "- name: {name}\n  context:\n    cluster: {name}\n    user: double\n"
+            ));
+        }
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write kubeconfig: {e}"));
+        path
+    }
+
     /// Stops serving: the port is closed and open watches break, as when the
     /// API server goes away. State is kept for [`KubeDouble::restart`].
     pub async fn stop(&self) {
