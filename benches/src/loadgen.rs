@@ -139,12 +139,13 @@ fn burst_args(numbers: &[u64]) -> Option<(usize, Duration, u64)> {
     }
 }
 
-async fn serve(args: &[String]) -> i32 {
-    let mesh = fixtures::mesh(arg(args, "--services", 1000), arg(args, "--endpoints", 10));
-    let registry = MemoryRegistry::new("memory/load");
-    registry.reset(mesh.clone());
+/// Starts Sextant on `registry`, waits until it serves, and prints the
+/// line the driver reads: `ready XDS_ADDR CONTROL_ADDR`.
+async fn start_announced(
+    registry: impl sextant_core::Registry,
+) -> (sextant::Running, tokio::net::TcpListener) {
     let running = sextant::Sextant::new()
-        .registry(registry.clone())
+        .registry(registry)
         .xds_addr("127.0.0.1:0".parse().expect("addr"))
         .admin_addr(None)
         .start()
@@ -159,6 +160,14 @@ async fn serve(args: &[String]) -> i32 {
         running.xds_addr,
         control.local_addr().expect("addr")
     );
+    (running, control)
+}
+
+async fn serve(args: &[String]) -> i32 {
+    let mesh = fixtures::mesh(arg(args, "--services", 1000), arg(args, "--endpoints", 10));
+    let registry = MemoryRegistry::new("memory/load");
+    registry.reset(mesh.clone());
+    let (_running, control) = start_announced(registry.clone()).await;
     let state = Arc::new(Mutex::new(mesh.clone()));
     control_loop(control, move |numbers| {
         let (registry, mesh, state) = (registry.clone(), mesh.clone(), state.clone());
@@ -206,26 +215,12 @@ async fn serve(args: &[String]) -> i32 {
 /// S6's server: Sextant with the file registry on `--file`.
 async fn serve_file(args: &[String]) -> i32 {
     let path: String = arg(args, "--file", String::new());
-    let running = sextant::Sextant::new()
-        .registry(sextant_file::FileRegistry::new(
-            "file/main",
-            vec![path.into()],
-            sextant_file::FileRegistryConfig::default(),
-        ))
-        .xds_addr("127.0.0.1:0".parse().expect("addr"))
-        .admin_addr(None)
-        .start()
-        .await
-        .expect("start");
-    running.aggregator().ready().await.expect("ready");
-    let control = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!(
-        "ready {} {}",
-        running.xds_addr,
-        control.local_addr().expect("addr")
-    );
+    let (_running, control) = start_announced(sextant_file::FileRegistry::new(
+        "file/main",
+        vec![path.into()],
+        sextant_file::FileRegistryConfig::default(),
+    ))
+    .await;
     control_loop(control, |_| Box::pin(async { "error".to_owned() })).await;
     0
 }

@@ -247,8 +247,13 @@ fn unavailable(source: &Source, what: &str, e: kube::Error) -> Error {
     }
 }
 
-fn is_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 410)
+/// A failed watch of source `n`: `410 Gone` asks for a re-list, anything
+/// else ends the session.
+fn failure(n: usize, source: &Source, e: kube::Error) -> Report {
+    match &e {
+        kube::Error::Api(s) if s.code == 410 => Report::Gone(n),
+        _ => Report::Failed(unavailable(source, "watch", e)),
+    }
 }
 
 /// Lists one source in pages; returns the objects and the list's version.
@@ -612,40 +617,21 @@ async fn watch(
         let opened = tokio::time::Instant::now();
         let stream = match source.api.watch(&params, &rv).await {
             Ok(s) => s,
-            Err(e) if is_gone(&e) => {
-                let _ = reports.send(Report::Gone(n)).await;
-                return;
-            }
             Err(e) => {
-                let _ = reports
-                    .send(Report::Failed(unavailable(&source, "watch", e)))
-                    .await;
+                let _ = reports.send(failure(n, &source, e)).await;
                 return;
             }
         };
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             let event = match item {
-                Ok(WatchEvent::Error(status)) if status.code == 410 => {
-                    let _ = reports.send(Report::Gone(n)).await;
-                    return;
-                }
-                Ok(WatchEvent::Error(status)) => {
-                    let e = kube::Error::Api(status);
-                    let _ = reports
-                        .send(Report::Failed(unavailable(&source, "watch", e)))
-                        .await;
-                    return;
-                }
+                Ok(WatchEvent::Error(status)) => Err(kube::Error::Api(status)),
+                other => other,
+            };
+            let event = match event {
                 Ok(event) => event,
-                Err(e) if is_gone(&e) => {
-                    let _ = reports.send(Report::Gone(n)).await;
-                    return;
-                }
                 Err(e) => {
-                    let _ = reports
-                        .send(Report::Failed(unavailable(&source, "watch", e)))
-                        .await;
+                    let _ = reports.send(failure(n, &source, e)).await;
                     return;
                 }
             };
