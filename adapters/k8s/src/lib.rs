@@ -171,6 +171,15 @@ impl Kind {
         }
     }
 
+    /// The object kind, as in messages.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Slice => "EndpointSlice",
+            Kind::Node => "Node",
+        }
+    }
+
     /// What RBAC must allow, for 403 messages.
     fn rbac(self) -> &'static str {
         match self {
@@ -233,15 +242,15 @@ fn unavailable(source: &Source, what: &str, e: kube::Error) -> Error {
     match &e {
         kube::Error::Api(status) if status.code == 403 => Error::unavailable_from(
             format!(
-                "forbidden to {what} {:?} ({}): the service account needs RBAC {} (see deploy/rbac.yaml)",
-                source.kind,
+                "forbidden to {what} {} ({}): the service account needs RBAC {} (see deploy/rbac.yaml)",
+                source.kind.name(),
                 source.scope,
                 source.kind.rbac()
             ),
             e,
         ),
         _ => Error::unavailable_from(
-            format!("cannot {what} {:?} ({})", source.kind, source.scope),
+            format!("cannot {what} {} ({})", source.kind.name(), source.scope),
             e,
         ),
     }
@@ -283,7 +292,7 @@ fn typed<K>(kind: Kind, mut obj: DynamicObject) -> Result<K, Error>
 where
     K: serde::de::DeserializeOwned,
 {
-    let what = convert::object_name(&format!("{kind:?}"), &obj.metadata);
+    let what = convert::object_name(kind.name(), &obj.metadata);
     let resource = kind.resource();
     // List items come without kind and apiVersion.
     obj.types = Some(kube::api::TypeMeta {
@@ -583,7 +592,7 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                         }
                     }
                     Report::Gone(n) => {
-                        info!(registry = %id, kind = ?sources[n].kind, "kubernetes: watch version expired (410), re-listing");
+                        info!(registry = %id, kind = sources[n].kind.name(), "kubernetes: watch version expired (410), re-listing");
                         relist = true;
                     }
                     Report::Failed(e) => return Err(e),

@@ -298,7 +298,7 @@ async fn malformed_objects_are_skipped_and_reported() {
     bad_slice["endpoints"] = json!("not a list");
     t.double.apply(bad_slice);
     match next(&mut w).await {
-        Err(Error::InvalidObject { object, .. }) => assert_eq!(object, "Slice shop/cart-3"),
+        Err(Error::InvalidObject { object, .. }) => assert_eq!(object, "EndpointSlice shop/cart-3"),
         other => panic!("{other:?}"),
     }
     t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
