@@ -375,3 +375,60 @@ async fn two_clusters_with_the_same_service_merge_by_hostname() {
     assert_eq!(got, ["10.1.0.1", "10.1.0.2", "10.2.0.1"]);
     assert_eq!(cart.origins.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_services_list_in_pages_and_one_slice_change_is_one_apply() {
+    let t = Setup::new().await;
+    for s in 0..1000 {
+        let name = format!("svc-{s}");
+        t.double
+            .apply(objects::service("mesh", &name, &[("http", 80, 8080)]));
+        let endpoints = (0..10)
+            .map(|e| {
+                objects::endpoint(&format!("10.{}.{}.{}", s / 250, s % 250, e + 1), None, None)
+            })
+            .collect();
+        t.double.apply(objects::slice(
+            "mesh",
+            &format!("{name}-1"),
+            &name,
+            &[("http", 8080)],
+            endpoints,
+        ));
+    }
+    let mut config = t.config();
+    config.page_size = 500;
+    let mut w = K8sRegistry::new(config).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1000);
+            assert!(s.iter().all(|s| s.endpoints.len() == 10));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut slice = objects::slice(
+        "mesh",
+        "svc-7-1",
+        "svc-7",
+        &[("http", 8080)],
+        vec![objects::endpoint("10.0.7.1", None, None)],
+    );
+    slice.endpoints[0] = objects::with_conditions(slice.endpoints[0].clone(), false, true, true);
+    t.double.apply(slice);
+    match next(&mut w).await {
+        Ok(Event::Apply(s)) => {
+            assert_eq!(s.hostname.as_str(), "svc-7.mesh.svc.cluster.local");
+            assert_eq!(s.endpoints.len(), 1);
+            assert_eq!(s.endpoints[0].health, Health::Draining);
+        }
+        other => panic!("the next event is that one service: {other:?}"),
+    }
+    // Two pages per kind, and no re-list.
+    let service_lists = t
+        .double
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch"))
+        .count();
+    assert_eq!(service_lists, 2, "{:?}", t.double.requests());
+}
