@@ -364,7 +364,7 @@ impl Floor {
     /// One stream: answer each first request of a type with its full set.
     fn stream(
         &self,
-        requests: tonic::Streaming<DiscoveryRequest>,
+        requests: tonic::Streaming<sextant_xds::server::SotwRequest>,
     ) -> sextant_xds::server::ResponseStream {
         let floor = self.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -402,7 +402,7 @@ where
         // The same request decoding and response writer as Sextant's server.
         let response = sextant_xds::server::ads_response(
             req,
-            |_, requests: tonic::Streaming<DiscoveryRequest>| self.stream(requests),
+            |_, requests: tonic::Streaming<sextant_xds::server::SotwRequest>| self.stream(requests),
         );
         Box::pin(async move { Ok(response) })
     }

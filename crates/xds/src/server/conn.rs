@@ -16,7 +16,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+use super::request::SotwRequest;
 use tokio::time::Instant;
 
 use super::codec::{Outbound, Wire};
@@ -537,7 +539,7 @@ impl ConnState {
         }
     }
 
-    fn sotw_request(&mut self, req: DiscoveryRequest) -> RequestOutcome {
+    fn sotw_request(&mut self, req: SotwRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
@@ -564,27 +566,20 @@ impl ConnState {
         // Every SotW ACK restates the whole subscription (an Envoy's EDS
         // ACK names every cluster): when the list is the one last seen, in
         // the same order, skip rebuilding and comparing the set.
-        let names_digest = {
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            for n in &req.resource_names {
-                h.update(n.as_bytes());
-                h.update(&[0]);
-            }
-            h.digest()
-        };
+        let names_digest = req.names.digest();
         if st.seen_request && st.names_digest == Some(names_digest) {
             return outcome;
         }
         st.names_digest = Some(names_digest);
-        if req.resource_names.len() > MAX_NAMES_PER_TYPE {
-            tracing::warn!(node = %node_id, r#type = %kind, names = req.resource_names.len(),
+        if req.names.len() > MAX_NAMES_PER_TYPE {
+            tracing::warn!(node = %node_id, r#type = %kind, names = req.names.len(),
                 limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
         }
         let mut names: BTreeSet<Arc<str>> = req
-            .resource_names
+            .names
             .iter()
             .take(MAX_NAMES_PER_TYPE)
-            .map(|n| Arc::from(n.as_str()))
+            .map(Arc::from)
             .collect();
         let star = names.remove("*");
         let first = !st.seen_request;
@@ -683,7 +678,7 @@ impl ConnState {
     }
 
     /// Applies a state-of-the-world request.
-    pub(crate) fn on_sotw(&mut self, req: DiscoveryRequest) -> RequestOutcome {
+    pub(crate) fn on_sotw(&mut self, req: SotwRequest) -> RequestOutcome {
         let outcome = self.sotw_request(req);
         self.after_request(&outcome);
         outcome

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub(crate) mod conn;
+mod request;
 pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use futures::Stream;
+pub use request::SotwRequest;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{Body, BoxFuture, StdError, http};
@@ -442,7 +444,7 @@ where
         let server = self.server.clone();
         match req.uri().path() {
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
-                let response = ads_response(req, |peer, requests: Streaming<DiscoveryRequest>| {
+                let response = ads_response(req, |peer, requests: Streaming<SotwRequest>| {
                     server.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
                 });
                 Box::pin(async move { Ok(response) })
