@@ -111,6 +111,11 @@ impl Names {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
+        if self.buf.capacity() == 0 {
+            // The names are most of the message: one allocation, not a
+            // doubling series of them, for a thousand names.
+            self.buf.reserve(buf.remaining());
+        }
         encoding::string::merge(wire_type, &mut self.scratch, buf, ctx)?;
         let name = std::mem::take(&mut self.scratch);
         self.push(&name);
