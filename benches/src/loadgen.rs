@@ -451,6 +451,15 @@ fn field_one(mut b: &[u8]) -> String {
 }
 
 impl Stats {
+    fn received(&self, response: &impl prost::Message) {
+        self.bytes
+            .fetch_add(response.encoded_len() as u64, Ordering::Relaxed);
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// A proxy could not open its stream; the first few errors are printed.
     fn failed(&self, e: &tonic::Status) {
         if self.failures.fetch_add(1, Ordering::Relaxed) < 3 {
@@ -480,6 +489,8 @@ struct Stats {
     flip_resources: AtomicUsize,
     progress: Notify,
     failures: AtomicUsize,
+    /// Bytes of every response the proxies received (protobuf size).
+    bytes: AtomicU64,
 }
 
 async fn client(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
@@ -532,6 +543,7 @@ async fn sotw_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
     let (mut eds_seen, mut lds_asked, mut configured) = (false, false, false);
     let mut epoch_seen = 0;
     while let Ok(Some(r)) = stream.message().await {
+        stats.received(&r);
         let names: Vec<String> = r.resources.iter().map(|a| field_one(&a.value)).collect();
         match r.type_url.as_str() {
             CDS => {
@@ -608,6 +620,7 @@ async fn delta_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
     let (mut eds_seen, mut lds_asked, mut configured, mut cds_seen) = (false, false, false, false);
     let mut epoch_seen = 0;
     while let Ok(Some(r)) = stream.message().await {
+        stats.received(&r);
         let names: Vec<String> = r.resources.iter().map(|x| x.name.clone()).collect();
         let _ = tx.send(req(&r.type_url, vec![], &r.nonce)).await;
         match r.type_url.as_str() {
@@ -905,12 +918,15 @@ async fn scenario(
     let mut out = serde_json::json!({
         "server": role, "scenario": name, "delta": delta, "services": services, "endpoints_per_service": endpoints,
         "connect": connect, "connect_cpu_s": cpu1 - cpu0, "rss_after_connect_kib": rss1,
+        "connect_bytes": stats.bytes(),
     });
+    let bytes1 = stats.bytes();
     if name == "s2" || name == "s4" {
         let f = flips(&mut server, &stats, n, nflips).await;
         let (cpu2, _, _) = server.proc_stat();
         out["flips"] = f;
         out["flips_cpu_s"] = serde_json::json!(cpu2 - cpu1);
+        out["flips_bytes"] = serde_json::json!(stats.bytes() - bytes1);
     }
     if name == "s3" {
         let b = bursts(
@@ -925,6 +941,7 @@ async fn scenario(
         let (cpu2, _, _) = server.proc_stat();
         out["bursts"] = b;
         out["bursts_cpu_s"] = serde_json::json!(cpu2 - cpu1);
+        out["bursts_bytes"] = serde_json::json!(stats.bytes() - bytes1);
     }
     if name == "s5" {
         // Five times the proxies, idle: the memory each one costs.
@@ -1005,6 +1022,7 @@ async fn run(args: &[String]) -> i32 {
     if name == "s6" {
         let result = scenario_s6(quick).await;
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        eprint!("{}", table(&result));
         return 0;
     }
     let delta = delta || name == "s4";
@@ -1017,5 +1035,63 @@ async fn run(args: &[String]) -> i32 {
     };
     let result = serde_json::json!({ "sextant": sextant, "floor": floor });
     println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+    eprint!("{}", table(&result));
     0
+}
+
+/// The result as a table for people (on stderr; stdout stays JSON): one row
+/// per figure, Sextant's, the floor's, and their ratio.
+fn table(result: &serde_json::Value) -> String {
+    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_owned(), other.clone())),
+        }
+    }
+    let mut rows = Vec::new();
+    leaves("", &result["sextant"], &mut rows);
+    let mut floor = Vec::new();
+    leaves("", &result["floor"], &mut floor);
+    let floor: BTreeMap<String, serde_json::Value> = floor.into_iter().collect();
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{f:.2}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let mut out = format!(
+        "{:<44} {:>16} {:>16} {:>8}\n",
+        "figure", "sextant", "floor", "ratio"
+    );
+    for (key, value) in &rows {
+        let f = floor.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        let ratio = match (value.as_f64(), f.as_f64()) {
+            (Some(a), Some(b)) if b != 0.0 && !value.is_boolean() => format!("{:.2}x", a / b),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{key:<44} {:>16} {:>16} {ratio:>8}\n",
+            show(value),
+            show(&f)
+        ));
+    }
+    // Figures only the floor has (S6's reference).
+    for (key, value) in &floor {
+        if !rows.iter().any(|(k, _)| k == key) {
+            out.push_str(&format!("{key:<44} {:>16} {:>16}\n", "-", show(value)));
+        }
+    }
+    out
 }
