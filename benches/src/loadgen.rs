@@ -229,14 +229,15 @@ type StreamTx = mpsc::Sender<Result<Outbound, tonic::Status>>;
 
 /// The floor: every response pre-encoded; no registry, no translation, no
 /// bookkeeping. A request without a nonce gets the full set of its type; a
-/// flip pushes one pre-encoded assignment to every stream.
+/// flip pushes one pre-encoded assignment to every stream. It speaks both
+/// state of the world and delta (the same resources on the other wire).
 #[derive(Clone)]
 struct Floor {
     full: Arc<BTreeMap<ResourceType, Outbound>>,
     flips: Arc<[Outbound; 2]>,
     /// Every assignment after an even and an odd number of bursts.
     bursts: Arc<[Outbound; 2]>,
-    streams: Arc<Mutex<Vec<StreamTx>>>,
+    streams: Arc<Mutex<Vec<(StreamTx, Wire)>>>,
 }
 
 async fn floor(args: &[String]) -> i32 {
@@ -341,8 +342,13 @@ async fn floor(args: &[String]) -> i32 {
             };
             let streams = f.streams.lock().expect("lock").clone();
             tokio::spawn(async move {
-                for s in streams {
-                    let _ = s.send(Ok(out.clone())).await;
+                for (s, wire) in streams {
+                    let _ = s
+                        .send(Ok(Outbound {
+                            wire,
+                            ..out.clone()
+                        }))
+                        .await;
                 }
             });
             reply
@@ -361,21 +367,30 @@ impl tonic::server::NamedService for Floor {
 }
 
 impl Floor {
-    /// One stream: answer each first request of a type with its full set.
-    fn stream(
+    /// One stream: answer each first request of a type (no nonce) with its
+    /// full set, on the stream's wire; ACKs need nothing.
+    fn stream<Req>(
         &self,
-        requests: tonic::Streaming<sextant_xds::server::SotwRequest>,
-    ) -> sextant_xds::server::ResponseStream {
+        wire: Wire,
+        mut requests: tonic::Streaming<Req>,
+        first_of_type: fn(&Req) -> Option<ResourceType>,
+    ) -> sextant_xds::server::ResponseStream
+    where
+        Req: prost::Message + Default + Send + 'static,
+    {
         let floor = self.clone();
         let (tx, rx) = mpsc::channel(16);
-        floor.streams.lock().expect("lock").push(tx.clone());
-        let mut requests = requests;
+        floor.streams.lock().expect("lock").push((tx.clone(), wire));
         tokio::spawn(async move {
             while let Ok(Some(r)) = requests.message().await {
-                if r.response_nonce.is_empty()
-                    && let Some(out) =
-                        ResourceType::from_type_url(&r.type_url).and_then(|k| floor.full.get(&k))
-                    && tx.send(Ok(out.clone())).await.is_err()
+                if let Some(out) = first_of_type(&r).and_then(|k| floor.full.get(&k))
+                    && tx
+                        .send(Ok(Outbound {
+                            wire,
+                            ..out.clone()
+                        }))
+                        .await
+                        .is_err()
                 {
                     break;
                 }
@@ -400,10 +415,31 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // The same request decoding and response writer as Sextant's server.
-        let response = sextant_xds::server::ads_response(
-            req,
-            |_, requests: tonic::Streaming<sextant_xds::server::SotwRequest>| self.stream(requests),
-        );
+        let response = if req.uri().path().ends_with("/DeltaAggregatedResources") {
+            sextant_xds::server::ads_response(
+                req,
+                |_, requests: tonic::Streaming<DeltaDiscoveryRequest>| {
+                    self.stream(Wire::Delta, requests, |r| {
+                        r.response_nonce
+                            .is_empty()
+                            .then(|| ResourceType::from_type_url(&r.type_url))
+                            .flatten()
+                    })
+                },
+            )
+        } else {
+            sextant_xds::server::ads_response(
+                req,
+                |_, requests: tonic::Streaming<sextant_xds::server::SotwRequest>| {
+                    self.stream(Wire::Sotw, requests, |r| {
+                        r.response_nonce
+                            .is_empty()
+                            .then(|| ResourceType::from_type_url(&r.type_url))
+                            .flatten()
+                    })
+                },
+            )
+        };
         Box::pin(async move { Ok(response) })
     }
 }
@@ -1027,12 +1063,7 @@ async fn run(args: &[String]) -> i32 {
     }
     let delta = delta || name == "s4";
     let sextant = scenario("serve", &name, quick, delta, proxies).await;
-    // The floor speaks state of the world only.
-    let floor = if delta || name == "s5" {
-        serde_json::Value::Null
-    } else {
-        scenario("floor", &name, quick, false, proxies).await
-    };
+    let floor = scenario("floor", &name, quick, delta, proxies).await;
     let result = serde_json::json!({ "sextant": sextant, "floor": floor });
     println!("{}", serde_json::to_string_pretty(&result).expect("json"));
     eprint!("{}", table(&result));
