@@ -1,11 +1,9 @@
 //! The load generator: simulated proxies, the server under test, the floor.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -15,11 +13,11 @@ use sextant_core::{Health, MemoryRegistry, Service};
 use sextant_testkit::fixtures;
 use sextant_xds::resource::ResourceType;
 use sextant_xds::server::codec::{Outbound, Wire};
+use sextant_xds::server::{AdsHandler, AdsService, ResponseStream};
 use sextant_xds::snapshot::Snapshot;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::{Body, BoxFuture, StdError, http};
 
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -356,34 +354,49 @@ async fn floor(args: &[String]) -> i32 {
     }));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let _ = tonic::transport::Server::builder()
-        .add_service(floor)
+        .add_service(AdsService::new(floor))
         .serve_with_incoming(incoming)
         .await;
     0
 }
 
-impl tonic::server::NamedService for Floor {
-    const NAME: &'static str = sextant_xds::server::SERVICE_NAME;
+/// A request that starts a type: no nonce yet. The floor answers it with
+/// the type's full set and needs nothing from ACKs.
+trait FirstOfType {
+    fn first_of_type(&self) -> Option<ResourceType>;
+}
+
+impl FirstOfType for sextant_xds::server::SotwRequest {
+    fn first_of_type(&self) -> Option<ResourceType> {
+        self.response_nonce
+            .is_empty()
+            .then(|| ResourceType::from_type_url(&self.type_url))
+            .flatten()
+    }
+}
+
+impl FirstOfType for DeltaDiscoveryRequest {
+    fn first_of_type(&self) -> Option<ResourceType> {
+        self.response_nonce
+            .is_empty()
+            .then(|| ResourceType::from_type_url(&self.type_url))
+            .flatten()
+    }
 }
 
 impl Floor {
-    /// One stream: answer each first request of a type (no nonce) with its
-    /// full set, on the stream's wire; ACKs need nothing.
-    fn stream<Req>(
-        &self,
-        wire: Wire,
-        mut requests: tonic::Streaming<Req>,
-        first_of_type: fn(&Req) -> Option<ResourceType>,
-    ) -> sextant_xds::server::ResponseStream
+    /// One stream: answer each first request of a type with its full set,
+    /// on the stream's wire.
+    fn stream<Req>(&self, wire: Wire, mut requests: tonic::Streaming<Req>) -> ResponseStream
     where
-        Req: prost::Message + Default + Send + 'static,
+        Req: FirstOfType + prost::Message + Default + Send + 'static,
     {
         let floor = self.clone();
         let (tx, rx) = mpsc::channel(16);
         floor.streams.lock().expect("lock").push((tx.clone(), wire));
         tokio::spawn(async move {
             while let Ok(Some(r)) = requests.message().await {
-                if let Some(out) = first_of_type(&r).and_then(|k| floor.full.get(&k))
+                if let Some(out) = r.first_of_type().and_then(|k| floor.full.get(&k))
                     && tx
                         .send(Ok(Outbound {
                             wire,
@@ -400,47 +413,23 @@ impl Floor {
     }
 }
 
-impl<B> tower_service::Service<http::Request<B>> for Floor
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+/// Mounted with Sextant's own `AdsService`: the same request decoding and
+/// response writer, only the handler differs.
+impl AdsHandler for Floor {
+    fn sotw(
+        &self,
+        _: Option<SocketAddr>,
+        requests: tonic::Streaming<sextant_xds::server::SotwRequest>,
+    ) -> ResponseStream {
+        self.stream(Wire::Sotw, requests)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        // The same request decoding and response writer as Sextant's server.
-        let response = if req.uri().path().ends_with("/DeltaAggregatedResources") {
-            sextant_xds::server::ads_response(
-                req,
-                |_, requests: tonic::Streaming<DeltaDiscoveryRequest>| {
-                    self.stream(Wire::Delta, requests, |r| {
-                        r.response_nonce
-                            .is_empty()
-                            .then(|| ResourceType::from_type_url(&r.type_url))
-                            .flatten()
-                    })
-                },
-            )
-        } else {
-            sextant_xds::server::ads_response(
-                req,
-                |_, requests: tonic::Streaming<sextant_xds::server::SotwRequest>| {
-                    self.stream(Wire::Sotw, requests, |r| {
-                        r.response_nonce
-                            .is_empty()
-                            .then(|| ResourceType::from_type_url(&r.type_url))
-                            .flatten()
-                    })
-                },
-            )
-        };
-        Box::pin(async move { Ok(response) })
+    fn delta(
+        &self,
+        _: Option<SocketAddr>,
+        requests: tonic::Streaming<DeltaDiscoveryRequest>,
+    ) -> ResponseStream {
+        self.stream(Wire::Delta, requests)
     }
 }
 

@@ -136,9 +136,7 @@ impl XdsServer {
 
     /// The tonic service to mount: `Server::builder().add_service(server.service())`.
     pub fn service(&self) -> AdsService {
-        AdsService {
-            server: self.clone(),
-        }
+        AdsService::new(self.clone())
     }
 
     /// Serves on `listener` until `shutdown` completes; then open streams
@@ -329,13 +327,50 @@ fn publish_status(registered: &Registered, state: &ConnState) {
     }
 }
 
-/// The tower service tonic mounts; see [`XdsServer::service`].
-#[derive(Clone)]
-pub struct AdsService {
-    server: XdsServer,
+/// What serves ADS streams once they are decoded: Sextant's server, or the
+/// load generator's floor. Each method gets the peer's address and the
+/// stream's requests, and returns its responses.
+pub trait AdsHandler: Clone + Send + Sync + 'static {
+    /// `StreamAggregatedResources` (state of the world).
+    fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream;
+    /// `DeltaAggregatedResources`.
+    fn delta(
+        &self,
+        peer: Option<SocketAddr>,
+        requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> ResponseStream;
 }
 
-impl tonic::server::NamedService for AdsService {
+impl AdsHandler for XdsServer {
+    fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream {
+        self.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
+    }
+
+    fn delta(
+        &self,
+        peer: Option<SocketAddr>,
+        requests: Streaming<DeltaDiscoveryRequest>,
+    ) -> ResponseStream {
+        self.start(Wire::Delta, peer, requests, ConnState::on_delta)
+    }
+}
+
+/// The tower service tonic mounts (see [`XdsServer::service`]): routes the
+/// two ADS methods to a handler, decoding requests and writing responses
+/// the same way whatever the handler.
+#[derive(Clone)]
+pub struct AdsService<H = XdsServer> {
+    handler: H,
+}
+
+impl<H: AdsHandler> AdsService<H> {
+    /// Serves ADS with `handler`.
+    pub fn new(handler: H) -> Self {
+        AdsService { handler }
+    }
+}
+
+impl<H> tonic::server::NamedService for AdsService<H> {
     const NAME: &'static str = SERVICE_NAME;
 }
 
@@ -401,9 +436,7 @@ pub fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
 /// Serves one ADS stream over HTTP/2: decodes its requests (`Req`, either
 /// ADS request type) with tonic, hands them and the peer's address to
 /// `start`, and writes the responses it returns with [`grpc_body`].
-/// Sextant's server uses it; so does the load generator's floor, so that the
-/// two differ only in what `start` does.
-pub fn ads_response<B, Req>(
+fn ads_response<B, Req>(
     req: http::Request<B>,
     start: impl FnOnce(Option<SocketAddr>, Streaming<Req>) -> ResponseStream,
 ) -> http::Response<tonic::body::Body>
@@ -427,8 +460,9 @@ where
     response
 }
 
-impl<B> tower_service::Service<http::Request<B>> for AdsService
+impl<H, B> tower_service::Service<http::Request<B>> for AdsService<H>
 where
+    H: AdsHandler,
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
@@ -441,19 +475,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let server = self.server.clone();
+        let handler = &self.handler;
         match req.uri().path() {
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
-                let response = ads_response(req, |peer, requests: Streaming<SotwRequest>| {
-                    server.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
-                });
+                let response = ads_response(req, |peer, requests| handler.sotw(peer, requests));
                 Box::pin(async move { Ok(response) })
             }
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources" => {
-                let response =
-                    ads_response(req, |peer, requests: Streaming<DeltaDiscoveryRequest>| {
-                        server.start(Wire::Delta, peer, requests, ConnState::on_delta)
-                    });
+                let response = ads_response(req, |peer, requests| handler.delta(peer, requests));
                 Box::pin(async move { Ok(response) })
             }
             _ => Box::pin(async move {
