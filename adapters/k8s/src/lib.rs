@@ -33,7 +33,7 @@
 
 pub mod convert;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -315,7 +315,10 @@ struct Cluster {
     /// Owner of each slice, by (namespace, slice name).
     owners: HashMap<Key, Key>,
     nodes: HashMap<String, Locality>,
-    sent: HashMap<Key, Service>,
+    /// Services sent since the last Reset, to know what a removal deletes.
+    /// (The aggregator drops an Apply equal to what it holds, so unchanged
+    /// services need no copy here.)
+    sent: HashSet<Key>,
 }
 
 impl Cluster {
@@ -326,7 +329,7 @@ impl Cluster {
             slices: HashMap::new(),
             owners: HashMap::new(),
             nodes: HashMap::new(),
-            sent: HashMap::new(),
+            sent: HashSet::new(),
         }
     }
 
@@ -453,32 +456,31 @@ impl Cluster {
 
     /// Everything, for a Reset; remembers what was sent.
     fn all(&mut self, problems: &mut Vec<Error>) -> Vec<Service> {
-        let keys: Vec<Key> = self.services.keys().cloned().collect();
+        let mut all = Vec::new();
         self.sent.clear();
-        for key in keys {
-            if let Some(s) = self.build(&key, problems) {
-                self.sent.insert(key, s);
+        for key in self.services.keys() {
+            if let Some(s) = self.build(key, problems) {
+                self.sent.insert(key.clone());
+                all.push(s);
             }
         }
-        let mut all: Vec<Service> = self.sent.values().cloned().collect();
         all.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         all
     }
 
-    /// The events for services that changed.
+    /// The events for the services a change touched. One that converts to
+    /// what was sent before is sent again; the aggregator ignores it.
     fn events(&mut self, dirty: BTreeSet<Key>, problems: &mut Vec<Error>) -> Vec<Event> {
         let mut out = Vec::new();
         for key in dirty {
             match self.build(&key, problems) {
                 Some(s) => {
-                    if self.sent.get(&key) != Some(&s) {
-                        self.sent.insert(key, s.clone());
-                        out.push(Event::Apply(s));
-                    }
+                    self.sent.insert(key);
+                    out.push(Event::Apply(s));
                 }
                 None => {
-                    if let Some(old) = self.sent.remove(&key) {
-                        out.push(Event::Delete(old.hostname));
+                    if self.sent.remove(&key) {
+                        out.push(Event::Delete(self.mapping.hostname(&key.0, &key.1)));
                     }
                 }
             }

@@ -103,13 +103,14 @@ impl MergeState {
         let shard = &mut self.shards[i];
         let mut rejected = Vec::new();
         match event {
+            // An Apply equal to what the shard holds is a no-op, found
+            // before validating: adapters may resend unchanged services.
+            Event::Apply(service) if shard.services.get(&service.hostname) == Some(&service) => {}
             Event::Apply(service) => match service.validate() {
                 Err(e) => rejected.push(e),
                 Ok(()) => {
-                    if shard.services.get(&service.hostname) != Some(&service) {
-                        self.dirty.insert(service.hostname.clone());
-                        shard.services.insert(service.hostname.clone(), service);
-                    }
+                    self.dirty.insert(service.hostname.clone());
+                    shard.services.insert(service.hostname.clone(), service);
                 }
             },
             Event::Delete(hostname) => {
