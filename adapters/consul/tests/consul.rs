@@ -11,7 +11,7 @@ use sextant_consul::{ConsulConfig, ConsulRegistry};
 use sextant_core::recover::Backoff;
 use sextant_core::{Error, Event, Health, Registry, Service};
 use sextant_testkit::consul::ConsulDouble;
-use sextant_testkit::events::{next, until};
+use sextant_testkit::events::{next, until, watch_until};
 
 fn config(double: &ConsulDouble) -> ConsulConfig {
     ConsulConfig {
@@ -166,14 +166,10 @@ async fn malformed_json_and_errors_keep_the_last_good_state_until_recovery() {
 
     double.fail_with(Some((200, "{ not json")));
     let mut status = handle.status();
-    let st = tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| s.registries[0].state == SyncState::Stale),
-    )
-    .await
-    .expect("stale within 20 s")
-    .expect("running")
-    .clone();
+    let st = watch_until(&mut status, "stale", |s| {
+        s.registries[0].state == SyncState::Stale
+    })
+    .await;
     let err = st.registries[0]
         .last_error
         .as_ref()
@@ -189,13 +185,10 @@ async fn malformed_json_and_errors_keep_the_last_good_state_until_recovery() {
 
     double.fail_with(Some((503, "no leader")));
     double.fail_with(None);
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| s.registries[0].state == SyncState::Synced),
-    )
-    .await
-    .expect("recovers within 20 s")
-    .expect("running");
+    watch_until(&mut status, "recovered", |s| {
+        s.registries[0].state == SyncState::Synced
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use sextant_aggregate::{Aggregator, AggregatorConfig};
 use sextant_core::recover::Backoff;
 use sextant_core::{Error, Event, Registry, Service};
 use sextant_etcd::{EtcdConfig, EtcdRegistry};
-use sextant_testkit::events::{next, until};
+use sextant_testkit::events::{next, until, watch_until};
 use sextant_testkit::peers::Etcd;
 
 const SVC: &str = "ports: [{name: http, port: 8080}]\n";
@@ -344,14 +344,10 @@ async fn a_burst_of_a_thousand_endpoints_arrives_in_a_few_publications() {
             .expect("txn");
     }
     let mut rx = handle.view();
-    let view = tokio::time::timeout(
-        Duration::from_secs(30),
-        rx.wait_for(|v| v.endpoint_count() == 1000),
-    )
-    .await
-    .expect("all 1,000 endpoints within 30 s")
-    .expect("running")
-    .clone();
+    let view = watch_until(&mut rx, "all 1,000 endpoints", |v| {
+        v.endpoint_count() == 1000
+    })
+    .await;
     let publications = view.generation - first.generation;
     assert!(
         publications <= 10,

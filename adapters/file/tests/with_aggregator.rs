@@ -8,6 +8,7 @@ use std::time::Duration;
 use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
 use sextant_core::Registry;
 use sextant_file::{FileRegistry, FileRegistryConfig};
+use sextant_testkit::events::watch_until;
 
 const GOOD: &str = "services:\n  - hostname: a.svc\n    ports: [{name: http, port: 80}]\n    endpoints: [{address: 10.0.0.1}]\n";
 
@@ -36,17 +37,11 @@ async fn an_invalid_file_keeps_the_view_and_shows_the_error_with_its_position() 
     )
     .expect("write");
     let mut status = handle.status();
-    let st = tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| {
-            s.registry("file/main")
-                .is_some_and(|r| !r.problems.is_empty())
-        }),
-    )
-    .await
-    .expect("error shows within 20 s")
-    .expect("aggregator running")
-    .clone();
+    let st = watch_until(&mut status, "the file's error", |s| {
+        s.registry("file/main")
+            .is_some_and(|r| !r.problems.is_empty())
+    })
+    .await;
     let reg = st.registry("file/main").expect("registry");
     assert_eq!(
         reg.state,
@@ -68,13 +63,10 @@ async fn an_invalid_file_keeps_the_view_and_shows_the_error_with_its_position() 
 
     fs::write(&file, GOOD.replace("10.0.0.1", "10.0.0.2")).expect("write");
     let mut rx = handle.view();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        rx.wait_for(|v| v.generation > view.generation),
-    )
-    .await
-    .expect("fixed file applied within 20 s")
-    .expect("running");
+    watch_until(&mut rx, "the fixed file", |v| {
+        v.generation > view.generation
+    })
+    .await;
     assert!(
         handle
             .status()

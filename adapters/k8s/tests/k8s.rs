@@ -10,7 +10,7 @@ use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
 use sextant_core::recover::Backoff;
 use sextant_core::{Error, Event, EventStream, Health, Registry, Service};
 use sextant_k8s::{K8sConfig, K8sRegistry};
-use sextant_testkit::events::{next, until};
+use sextant_testkit::events::{next, until, watch_until};
 use sextant_testkit::k8s::{Kind, KubeDouble, objects};
 
 const CART: &str = "cart.shop.svc.cluster.local";
@@ -127,12 +127,7 @@ async fn lists_then_follows_pods_scaling_up_and_down() {
     )
     .await;
     // No re-list happened: one list per source (pages aside).
-    let lists = t
-        .double
-        .requests()
-        .iter()
-        .filter(|r| r.contains("/services?") && !r.contains("watch") && !r.contains("continue"))
-        .count();
+    let (lists, _) = t.double.lists("/api/v1/services");
     assert_eq!(lists, 1, "{:?}", t.double.requests());
 }
 
@@ -169,12 +164,7 @@ async fn gone_mid_watch_relists_as_one_reset_without_an_empty_view() {
         }
         other => panic!("{other:?}"),
     }
-    let lists = t
-        .double
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch"))
-        .count();
+    let (lists, _) = t.double.lists("/api/v1/services");
     assert_eq!(lists, 2, "one list, one re-list: {:?}", t.double.requests());
     // And it keeps following changes afterwards.
     t.double.apply(cart_slice("cart-2", &["10.1.0.8"]));
@@ -200,14 +190,10 @@ async fn api_server_down_keeps_last_known_good_marked_stale_then_recovers() {
 
     t.double.stop().await;
     let mut status = handle.status();
-    let st = tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| s.registries[0].state == SyncState::Stale),
-    )
-    .await
-    .expect("stale within 20 s")
-    .expect("running")
-    .clone();
+    let st = watch_until(&mut status, "stale", |s| {
+        s.registries[0].state == SyncState::Stale
+    })
+    .await;
     let err = &st.registries[0].last_error.as_ref().expect("error").message;
     assert!(
         err.contains("Service") || err.contains("Slice") || err.contains("Node"),
@@ -223,21 +209,15 @@ async fn api_server_down_keeps_last_known_good_marked_stale_then_recovers() {
     // brings the change.
     t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
     t.double.restart().await;
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        status.wait_for(|s| s.registries[0].state == SyncState::Synced),
-    )
-    .await
-    .expect("recovers within 20 s")
-    .expect("running");
+    watch_until(&mut status, "recovered", |s| {
+        s.registries[0].state == SyncState::Synced
+    })
+    .await;
     let mut view = handle.view();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        view.wait_for(|v| v.endpoint_count() == 3),
-    )
-    .await
-    .expect("the change made while down arrives")
-    .expect("running");
+    watch_until(&mut view, "the change made while down", |v| {
+        v.endpoint_count() == 3
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -424,11 +404,6 @@ async fn a_thousand_services_list_in_pages_and_one_slice_change_is_one_apply() {
         other => panic!("the next event is that one service: {other:?}"),
     }
     // Two pages per kind, and no re-list.
-    let service_lists = t
-        .double
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch"))
-        .count();
-    assert_eq!(service_lists, 2, "{:?}", t.double.requests());
+    let (lists, pages) = t.double.lists("/api/v1/services");
+    assert_eq!((lists, pages), (1, 2), "{:?}", t.double.requests());
 }

@@ -32,6 +32,14 @@ fn slice(
     )
 }
 
+/// `sextant --registries k8s --kubeconfig KUBECONFIG EXTRA...`.
+async fn start(dir: &std::path::Path, kubeconfig: &std::path::Path, extra: &[&str]) -> Sextant {
+    let kubeconfig = kubeconfig.to_str().expect("path");
+    let mut args = vec!["--registries", "k8s", "--kubeconfig", kubeconfig];
+    args.extend_from_slice(extra);
+    Sextant::start(dir, &args).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_service_gets_traffic_through_envoy_and_follows_its_slices() {
     let double = KubeDouble::start().await;
@@ -44,18 +52,7 @@ async fn a_kubernetes_service_gets_traffic_through_envoy_and_follows_its_slices(
     double.apply(slice("cart-one", &one, true));
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = double.kubeconfig(dir.path(), "double");
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--registries",
-            "k8s",
-            "--kubeconfig",
-            kubeconfig.to_str().expect("path"),
-            "--k8s-cluster-id",
-            "test",
-        ],
-    )
-    .await;
+    let sx = start(dir.path(), &kubeconfig, &["--k8s-cluster-id", "test"]).await;
     let reg = sx.json("/debug/registryz").await;
     assert_eq!(reg["registries"][0]["id"], "k8s/test", "{reg}");
     let config = sx.json("/debug/configz").await;
@@ -105,18 +102,7 @@ async fn two_contexts_are_two_registries_merged_by_hostname() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = KubeDouble::kubeconfig_for(dir.path(), &[(&east, "east"), (&west, "west")]);
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--registries",
-            "k8s",
-            "--kubeconfig",
-            kubeconfig.to_str().expect("path"),
-            "--k8s-context",
-            "east,west",
-        ],
-    )
-    .await;
+    let sx = start(dir.path(), &kubeconfig, &["--k8s-context", "east,west"]).await;
     let config = sx.json("/debug/configz").await;
     let cart = &config["services"][HOST];
     assert_eq!(

@@ -409,12 +409,7 @@ impl Catalog {
 impl ConsulDouble {
     /// Starts a double for datacenter `dc1` on a free loopback port.
     pub async fn start() -> ConsulDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, addr) = crate::peers::loopback_listener().await;
         let (changed, _) = watch::channel(1);
         let shared = Arc::new(Shared {
             catalog: Mutex::new(Catalog {

@@ -27,3 +27,17 @@ pub async fn until(
     }
     panic!("no matching event among 200");
 }
+
+/// Waits until the watched value satisfies `want` and returns it; fails the
+/// test, naming `what`, after 30 s (a guard against hangs, not a timing).
+pub async fn watch_until<T: Clone>(
+    rx: &mut tokio::sync::watch::Receiver<T>,
+    what: &str,
+    want: impl FnMut(&T) -> bool,
+) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), rx.wait_for(want)).await {
+        Ok(Ok(value)) => value.clone(),
+        Ok(Err(_)) => panic!("waiting for {what}: the sender is gone"),
+        Err(_) => panic!("{what}: not within 30 s"),
+    }
+}

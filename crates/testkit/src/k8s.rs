@@ -155,12 +155,7 @@ impl Drop for KubeDouble {
 impl KubeDouble {
     /// Starts an empty double on a free loopback port.
     pub async fn start() -> KubeDouble {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, addr) = crate::peers::loopback_listener().await;
         let shared = Arc::new(Shared {
             store: Mutex::new(Store {
                 rv: 100,
@@ -208,16 +203,7 @@ impl KubeDouble {
     /// Writes a kubeconfig with one cluster, user and context, each named
     /// `context`, pointing at this double; returns its path.
     pub fn kubeconfig(&self, dir: &FsPath, context: &str) -> PathBuf {
-        let path = dir.join(format!("kubeconfig-{context}"));
-        let text = format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: {context}\n\
-             clusters:\n- name: {context}\n  cluster:\n    server: {url}\n\
-             users:\n- name: {context}\n  user:\n    token: double-token\n\
-             contexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\n",
-            url = self.url()
-        );
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write kubeconfig: {e}"));
-        path
+        KubeDouble::kubeconfig_for(dir, &[(self, context)])
     }
 
     /// Writes one kubeconfig with a context per double (named as given; the
@@ -240,7 +226,8 @@ impl KubeDouble {
                 "- name: {name}\n  context:\n    cluster: {name}\n    user: double\n"
             ));
         }
-        let path = dir.join("kubeconfig");
+        let names: Vec<&str> = clusters.iter().map(|(_, n)| *n).collect();
+        let path = dir.join(format!("kubeconfig-{}", names.join("-")));
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write kubeconfig: {e}"));
         path
     }
@@ -308,6 +295,19 @@ impl KubeDouble {
     /// The requests served so far, as `METHOD PATH?QUERY`.
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.behaviour).requests.clone()
+    }
+
+    /// How many lists of `path` (e.g. `/api/v1/services`, watches aside)
+    /// were started, and how many pages they took.
+    pub fn lists(&self, path: &str) -> (usize, usize) {
+        let prefix = format!("GET {path}?");
+        let pages: Vec<String> = self
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with(&prefix) && !r.contains("watch="))
+            .collect();
+        let started = pages.iter().filter(|r| !r.contains("continue=")).count();
+        (started, pages.len())
     }
 
     /// The current resource version.

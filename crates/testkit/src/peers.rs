@@ -67,6 +67,17 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// A listener on a free loopback port, and its address.
+pub async fn loopback_listener() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    (listener, addr)
+}
+
 /// A running Envoy, killed when dropped.
 pub struct Envoy {
     child: Child,
@@ -220,12 +231,7 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// Starts a backend on a free loopback port.
     pub async fn start(name: &str) -> HttpBackend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, addr) = crate::peers::loopback_listener().await;
         let hits = Arc::new(AtomicUsize::new(0));
         let name = name.to_owned();
         let counter = hits.clone();
