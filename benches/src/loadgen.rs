@@ -839,21 +839,16 @@ async fn flips(server: &mut Server, stats: &Stats, n: usize, flips: usize) -> se
     let mut conv = Vec::new();
     let mut incomplete = 0;
     for f in 1..=flips as u64 {
-        stats.flip_acks.lock().expect("lock").clear();
-        stats.flip_epoch.store(f, Ordering::Release);
-        let t0 = Instant::now();
-        server.flip(f).await;
-        if !wait_until(
-            stats,
-            |s| s.flip_acks.lock().expect("lock").len() >= n,
-            Duration::from_secs(10),
-        )
-        .await
-        {
-            incomplete += 1;
-        }
-        if let Some(last) = stats.flip_acks.lock().expect("lock").iter().max() {
-            conv.push(*last - t0);
+        let change = async {
+            let t0 = Instant::now();
+            server.flip(f).await;
+            t0
+        };
+        let (changed, complete, last) =
+            marked_change(stats, n, f, Duration::from_secs(10), change).await;
+        incomplete += usize::from(!complete);
+        if let Some(last) = last {
+            conv.push(last - changed);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -863,6 +858,30 @@ async fn flips(server: &mut Server, stats: &Stats, n: usize, flips: usize) -> se
         "p50_ms": ms(pct(&conv, 0.5)), "p99_ms": ms(pct(&conv, 0.99)), "max_ms": ms(conv.last().copied().unwrap_or_default()),
         "resources_per_flip_per_proxy": stats.flip_resources.load(Ordering::Relaxed) as f64 / (flips * n).max(1) as f64,
     })
+}
+
+/// Runs change number `epoch`, which ends with the marker and returns when
+/// its last change was made; then waits (at most `limit`) until all `n`
+/// proxies ACKed a response carrying the marker. Returns the time of the
+/// last change, whether all ACKed, and the last ACK.
+async fn marked_change(
+    stats: &Stats,
+    n: usize,
+    epoch: u64,
+    limit: Duration,
+    change: impl std::future::Future<Output = Instant>,
+) -> (Instant, bool, Option<Instant>) {
+    stats.flip_acks.lock().expect("lock").clear();
+    stats.flip_epoch.store(epoch, Ordering::Release);
+    let changed = change.await;
+    let complete = wait_until(
+        stats,
+        |s| s.flip_acks.lock().expect("lock").len() >= n,
+        limit,
+    )
+    .await;
+    let last = stats.flip_acks.lock().expect("lock").iter().max().copied();
+    (changed, complete, last)
 }
 
 /// S3: rollouts of `changes` endpoint changes over `over`, each ended by
@@ -879,28 +898,22 @@ async fn bursts(
     let mut after_last = Vec::new();
     let mut incomplete = 0;
     for b in 1..=count {
-        stats.flip_acks.lock().expect("lock").clear();
-        stats.flip_epoch.store(b, Ordering::Release);
-        let t0 = Instant::now();
-        let reply = server
-            .command(&format!("burst {changes} {} {b}", over.as_millis()))
-            .await;
-        let took: u64 = reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .expect("burst duration");
-        let last_change = t0 + Duration::from_micros(took);
-        if !wait_until(
-            stats,
-            |s| s.flip_acks.lock().expect("lock").len() >= n,
-            Duration::from_secs(30),
-        )
-        .await
-        {
-            incomplete += 1;
-        }
-        if let Some(last) = stats.flip_acks.lock().expect("lock").iter().max() {
+        let change = async {
+            let t0 = Instant::now();
+            let reply = server
+                .command(&format!("burst {changes} {} {b}", over.as_millis()))
+                .await;
+            let took: u64 = reply
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .expect("burst duration");
+            t0 + Duration::from_micros(took)
+        };
+        let (last_change, complete, last) =
+            marked_change(stats, n, b, Duration::from_secs(30), change).await;
+        incomplete += usize::from(!complete);
+        if let Some(last) = last {
             after_last.push(last.saturating_duration_since(last_change));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
