@@ -13,7 +13,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use crate::resource::{Resource, ResourceType, len_field_size, put_len_field, put_len_header};
 
 /// Which of the two ADS methods a stream uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Wire {
     /// `StreamAggregatedResources`: state of the world.

@@ -104,12 +104,251 @@ impl std::hash::Hash for Held {
     }
 }
 
+/// A subscription's names, shared by the connections that subscribe alike.
+type NameSet = BTreeSet<Arc<str>>;
+
+fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// A frozen set of held resources, shared by every connection that holds
+/// exactly these (on a mesh where proxies subscribe alike, one per type).
+#[derive(Default)]
+pub(crate) struct Base {
+    set: HashSet<Held>,
+}
+
+/// What a client holds of one type: a shared [`Base`] plus this
+/// connection's own differences from it. Connections that receive the same
+/// responses end up on the same base and cost a pointer each; one that
+/// diverges (a NACK, an unusual subscription) records only its differences
+/// until they grow large enough to be folded into a base of its own.
+#[derive(Default)]
+struct HeldSet {
+    base: Option<Arc<Base>>,
+    /// Name -> what is held instead of the base's entry (`None`: nothing).
+    over: HashMap<Arc<str>, Option<Held>>,
+    len: usize,
+    /// XOR of `Resource::digest` over every entry: the SotW version.
+    digest: u64,
+}
+
+impl HeldSet {
+    fn of(base: Option<Arc<Base>>, digest: u64) -> HeldSet {
+        HeldSet {
+            len: base.as_ref().map_or(0, |b| b.set.len()),
+            base,
+            over: HashMap::new(),
+            digest,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get(&self, name: &str) -> Option<&Held> {
+        match self.over.get(name) {
+            Some(o) => o.as_ref(),
+            None => self.base.as_ref()?.set.get(name),
+        }
+    }
+
+    /// Every entry, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &Held> {
+        let base = self.base.iter().flat_map(|b| b.set.iter());
+        base.filter(|h| !self.over.contains_key(&**h.name()))
+            .chain(self.over.values().flatten())
+    }
+
+    /// The base a plan may start from: this set exactly, if it is one
+    /// (`Some(None)` when empty), else `None`.
+    fn as_base(&self) -> Option<Option<Arc<Base>>> {
+        if self.is_empty() {
+            Some(None)
+        } else if self.over.is_empty() {
+            Some(self.base.clone())
+        } else {
+            None
+        }
+    }
+
+    /// True when this holds the same versions as `base`.
+    fn same_as(&self, base: Option<&Arc<Base>>, digest: u64) -> bool {
+        let Some(base) = base else {
+            return self.is_empty();
+        };
+        if self.over.is_empty() && self.base.as_ref().is_some_and(|b| Arc::ptr_eq(b, base)) {
+            return true;
+        }
+        self.len == base.set.len()
+            && self.digest == digest
+            && base.set.iter().all(|b| {
+                self.get(b.name())
+                    .is_some_and(|h| h.version() == b.version())
+            })
+    }
+
+    fn set(&mut self, name: Arc<str>, held: Option<Held>) -> Option<Held> {
+        let old = self.get(&name).cloned();
+        if let Some(o) = &old {
+            self.digest ^= Resource::digest(&name, o.version());
+            self.len -= 1;
+        }
+        if let Some(h) = &held {
+            debug_assert_eq!(h.name(), &name);
+            self.digest ^= Resource::digest(&name, h.version());
+            self.len += 1;
+        }
+        let in_base = self.base.as_ref().and_then(|b| b.set.get(&*name));
+        let as_in_base = match (&held, in_base) {
+            (Some(h), Some(b)) => Arc::ptr_eq(&h.0, &b.0),
+            (None, None) => true,
+            _ => false,
+        };
+        if as_in_base {
+            self.over.remove(&*name);
+        } else {
+            self.over.insert(name, held);
+        }
+        if self.over.len() > 64 && self.over.len() * 4 > self.len {
+            self.fold();
+        }
+        old
+    }
+
+    /// Folds the differences into a base of this connection's own.
+    fn fold(&mut self) {
+        let set = self.iter().cloned().collect();
+        self.base = Some(Arc::new(Base { set }));
+        self.over.clear();
+    }
+}
+
+/// How a plan moves `synced_at`.
+#[derive(Clone, Copy)]
+enum Sync {
+    Keep,
+    Set,
+    Clear,
+}
+
+/// A response a plan sends.
+struct Planned {
+    version_info: String,
+    resources: Vec<Arc<Resource>>,
+    removed: Vec<Arc<str>>,
+}
+
+/// One type's next step for a connection in one snapshot: what to forget,
+/// send and remove, and the response. It depends only on the connection's
+/// subscription and what it holds, so connections in the same state share
+/// one, computed once per snapshot (see [`PlanCache`]); each then costs a
+/// nonce and a pointer swap.
+pub(crate) struct Plan {
+    /// The inputs, to check a cache hit (digests can collide). `from` is
+    /// what was held when that was a base (only such plans are shared).
+    names: Arc<NameSet>,
+    from: Option<Arc<Base>>,
+    from_digest: u64,
+    forget: Vec<Arc<str>>,
+    updates: Vec<Arc<Resource>>,
+    removals: Vec<Arc<str>>,
+    response: Option<Planned>,
+    sync: Sync,
+    digest_after: u64,
+    /// What the client holds once the plan is applied, built the first time
+    /// a second connection takes the plan.
+    after: std::sync::OnceLock<Option<Arc<Base>>>,
+}
+
+impl Plan {
+    fn changes_nothing(&self) -> bool {
+        self.forget.is_empty() && self.updates.is_empty() && self.removals.is_empty()
+    }
+
+    fn after(&self) -> Option<Arc<Base>> {
+        self.after
+            .get_or_init(|| {
+                if self.changes_nothing() {
+                    return self.from.clone();
+                }
+                let mut set = self
+                    .from
+                    .as_ref()
+                    .map(|b| b.set.clone())
+                    .unwrap_or_default();
+                for name in self.forget.iter().chain(&self.removals) {
+                    set.remove(&**name);
+                }
+                for r in &self.updates {
+                    set.replace(Held::sent(r.clone()));
+                }
+                (!set.is_empty()).then(|| Arc::new(Base { set }))
+            })
+            .clone()
+    }
+}
+
+/// What identifies a plan's inputs, by digest; a hit is confirmed against
+/// the plan's own inputs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct PlanKey {
+    kind: ResourceType,
+    wire: Wire,
+    removals: bool,
+    must_answer: bool,
+    /// Every subscribed name still awaits its first answer (a new delta
+    /// subscription).
+    answer_all: bool,
+    wildcard: bool,
+    names: u64,
+    names_len: usize,
+    held: u64,
+    held_len: usize,
+}
+
+/// The plans computed for one snapshot, shared by its connections.
+#[derive(Default)]
+pub(crate) struct PlanCache(std::sync::Mutex<HashMap<PlanKey, Arc<Plan>>>);
+
+impl PlanCache {
+    fn get(&self, key: &PlanKey) -> Option<Arc<Plan>> {
+        self.lock().get(key).cloned()
+    }
+
+    fn offer(&self, key: PlanKey, plan: &Arc<Plan>) {
+        self.lock().entry(key).or_insert_with(|| plan.clone());
+    }
+
+    /// Plans cached so far.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Arc<Plan>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How to restore `held` if a response is rejected.
+enum Undo {
+    /// Each changed name's previous entry, in the order changed.
+    Names(Vec<(Arc<str>, Option<Held>)>),
+    /// The whole previous set (a shared plan swapped it).
+    Whole(HeldSet),
+}
+
 struct InFlight {
     nonce: String,
     version_info: String,
-    sent: Vec<(Arc<str>, Arc<str>)>,
-    /// How to restore `held` if the response is rejected.
-    undo: Vec<(Arc<str>, Option<Held>)>,
+    plan: Arc<Plan>,
+    undo: Undo,
     since: Instant,
 }
 
@@ -150,9 +389,14 @@ pub(crate) struct TypeState {
     wildcard: bool,
     /// A SotW client that subscribed with an empty list (legacy wildcard).
     legacy_wildcard: bool,
-    names: BTreeSet<Arc<str>>,
-    held: HashSet<Held>,
-    held_digest: u64,
+    names: Arc<NameSet>,
+    /// XOR of `name_hash` over `names`.
+    names_digest: u64,
+    held: HeldSet,
+    /// The plan this connection computed and applied change by change, as
+    /// the first to reach it; once another connection has taken it, this
+    /// one moves onto the shared result too (see [`TypeState::rebase`]).
+    applied: Option<Arc<Plan>>,
     in_flight: Option<InFlight>,
     rejected: HashMap<Arc<str>, Arc<str>>,
     must_answer: bool,
@@ -163,7 +407,7 @@ pub(crate) struct TypeState {
     /// `held` matches this snapshot generation (NACKed versions aside).
     synced_at: Option<u64>,
     /// Hash of the last SotW request's names, in order.
-    names_digest: Option<u64>,
+    request_digest: Option<u64>,
     last_nonce: String,
     pub(crate) acked_version: String,
     pub(crate) sent_version: String,
@@ -215,16 +459,17 @@ impl TypeState {
             seen_request: false,
             wildcard: false,
             legacy_wildcard: false,
-            names: BTreeSet::new(),
-            held: HashSet::new(),
-            held_digest: 0,
+            names: Arc::default(),
+            names_digest: 0,
+            held: HeldSet::default(),
+            applied: None,
             in_flight: None,
             rejected: HashMap::new(),
             must_answer: false,
             to_answer: BTreeSet::new(),
             resume_version: None,
             synced_at: None,
-            names_digest: None,
+            request_digest: None,
             last_nonce: String::new(),
             acked_version: String::new(),
             sent_version: String::new(),
@@ -247,18 +492,43 @@ impl TypeState {
     }
 
     fn set_held(&mut self, name: Arc<str>, held: Option<Held>) -> Option<Held> {
-        if let Some(h) = &held {
-            debug_assert_eq!(h.name(), &name);
-            self.held_digest ^= Resource::digest(&name, h.version());
-        }
-        let old = match held {
-            Some(h) => self.held.replace(h),
-            None => self.held.take(&*name),
+        self.applied = None;
+        self.held.set(name, held)
+    }
+
+    /// Moves onto the shared result of the plan this connection applied on
+    /// its own, if other connections took that plan too: then they share
+    /// one set, and the next plan is shared again. Left alone when no other
+    /// connection took it (a subscription of its own): a private copy would
+    /// cost more than the differences it records.
+    fn rebase(&mut self) {
+        let Some(plan) = self.applied.take() else {
+            return;
         };
-        if let Some(o) = &old {
-            self.held_digest ^= Resource::digest(&name, o.version());
+        if let Some(after) = plan.after.get()
+            && self.held.digest == plan.digest_after
+            && self.held.len == after.as_ref().map_or(0, |b| b.set.len())
+        {
+            self.held = HeldSet::of(after.clone(), plan.digest_after);
         }
-        old
+    }
+
+    fn subscribe(&mut self, name: Arc<str>) {
+        let h = name_hash(&name);
+        if Arc::make_mut(&mut self.names).insert(name) {
+            self.names_digest ^= h;
+        }
+    }
+
+    fn unsubscribe(&mut self, name: &str) {
+        if Arc::make_mut(&mut self.names).remove(name) {
+            self.names_digest ^= name_hash(name);
+        }
+    }
+
+    fn set_names(&mut self, names: NameSet) {
+        self.names_digest = names.iter().fold(0, |d, n| d ^ name_hash(n));
+        self.names = Arc::new(names);
     }
 
     fn wants_by_name(&self, name: &str) -> bool {
@@ -266,7 +536,7 @@ impl TypeState {
     }
 
     fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
-        let held = self.held.get(&**name);
+        let held = self.held.get(name);
         let want = match snap.get(self.kind, name) {
             Some(r) if self.wildcard || self.wants_by_name(name) => Some(r.clone()),
             Some(_) => None,
@@ -302,9 +572,12 @@ impl TypeState {
         }
     }
 
+    fn pending(&self) -> bool {
+        self.must_answer || !self.to_answer.is_empty()
+    }
+
     fn candidates(&self, snap: &Snapshot) -> Vec<Arc<str>> {
-        let pending = self.must_answer || !self.to_answer.is_empty();
-        if !pending {
+        if !self.pending() {
             if self.synced_at == Some(snap.generation) {
                 return Vec::new();
             }
@@ -356,6 +629,129 @@ impl TypeState {
         }
     }
 
+    /// The key under which this state's plan is shared, if it may be: no
+    /// rejected versions, and new names either none or all of them.
+    fn plan_key(&self, phase: Phase, wire: Wire) -> Option<PlanKey> {
+        let answer_all = !self.to_answer.is_empty();
+        if !self.rejected.is_empty() || answer_all && self.to_answer.len() != self.names.len() {
+            return None;
+        }
+        Some(PlanKey {
+            kind: self.kind,
+            wire,
+            removals: phase == Phase::Removals,
+            must_answer: self.must_answer,
+            answer_all,
+            wildcard: self.wildcard,
+            names: self.names_digest,
+            names_len: self.names.len(),
+            held: self.held.digest,
+            held_len: self.held.len(),
+        })
+    }
+
+    /// Whether `plan` was computed from a state equal to this one (the key
+    /// matched; the names and what is held must too).
+    fn matches(&self, plan: &Plan) -> bool {
+        (Arc::ptr_eq(&self.names, &plan.names) || *self.names == *plan.names)
+            && self.held.same_as(plan.from.as_ref(), plan.from_digest)
+    }
+
+    fn compute(&self, snap: &Snapshot, phase: Phase, wire: Wire) -> Plan {
+        let mut updates = Vec::new();
+        let mut removals = Vec::new();
+        let mut forget = Vec::new();
+        for name in self.candidates(snap) {
+            match self.verdict(&name, snap) {
+                Verdict::Keep => {}
+                Verdict::Send(r) => updates.push(r),
+                Verdict::Remove => removals.push(name),
+                Verdict::Forget => forget.push(name),
+            }
+        }
+        let deferred =
+            self.kind == ResourceType::Cluster && phase == Phase::Additions && !removals.is_empty();
+        match (self.kind, phase) {
+            (ResourceType::Cluster, Phase::Additions) => removals.clear(),
+            (ResourceType::Cluster, Phase::Removals) => updates.clear(),
+            (_, Phase::Removals) => {
+                updates.clear();
+                removals.clear();
+            }
+            _ => {}
+        }
+        // SotW assignments and routes are never removed by us: the client
+        // drops them when it unsubscribes.
+        if wire == Wire::Sotw && !self.kind.is_full_state() {
+            removals.clear();
+        }
+
+        let mut digest_after = self.held.digest;
+        for name in forget.iter().chain(&removals) {
+            if let Some(old) = self.held.get(name) {
+                digest_after ^= Resource::digest(name, old.version());
+            }
+        }
+        for r in &updates {
+            if let Some(old) = self.held.get(&r.name) {
+                digest_after ^= Resource::digest(&r.name, old.version());
+            }
+            digest_after ^= Resource::digest(&r.name, &r.version);
+        }
+
+        let answer = self.must_answer && phase == Phase::Additions;
+        let (response, sync) = if updates.is_empty() && removals.is_empty() && !answer {
+            let keep = self.kind == ResourceType::Cluster && phase == Phase::Additions && deferred;
+            (None, if keep { Sync::Keep } else { Sync::Set })
+        } else {
+            let resources = if wire == Wire::Sotw && self.kind.is_full_state() {
+                // The whole set the client will hold.
+                let changed: HashSet<&str> = forget
+                    .iter()
+                    .chain(&removals)
+                    .map(|n| &**n)
+                    .chain(updates.iter().map(|r| &*r.name))
+                    .collect();
+                let mut all: Vec<Arc<Resource>> = self
+                    .held
+                    .iter()
+                    .filter(|h| !changed.contains(&**h.name()))
+                    .filter_map(|h| h.resource().cloned())
+                    .chain(updates.iter().cloned())
+                    .collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                all
+            } else {
+                updates.clone()
+            };
+            let planned = Planned {
+                version_info: format!("{digest_after:016x}"),
+                resources,
+                removed: if wire == Wire::Delta {
+                    removals.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            (
+                Some(planned),
+                if deferred { Sync::Clear } else { Sync::Set },
+            )
+        };
+        Plan {
+            names: self.names.clone(),
+            from: self.held.as_base().flatten(),
+            from_digest: self.held.digest,
+            forget,
+            updates,
+            removals,
+            response,
+            sync,
+            digest_after,
+            after: std::sync::OnceLock::new(),
+        }
+    }
+
     fn plan(
         &mut self,
         snap: &Snapshot,
@@ -369,99 +765,101 @@ impl TypeState {
         if wire == Wire::Sotw {
             self.try_resume(snap);
         }
-        let mut updates = Vec::new();
-        let mut removals = Vec::new();
-        let mut forget = Vec::new();
-        for name in self.candidates(snap) {
-            match self.verdict(&name, snap) {
-                Verdict::Keep => {}
-                Verdict::Send(r) => updates.push(r),
-                Verdict::Remove => removals.push(name),
-                Verdict::Forget => forget.push(name),
-            }
-        }
-        for name in forget {
-            self.set_held(name, None);
-        }
-        let deferred =
-            self.kind == ResourceType::Cluster && phase == Phase::Additions && !removals.is_empty();
-        match (self.kind, phase) {
-            (ResourceType::Cluster, Phase::Additions) => removals.clear(),
-            (ResourceType::Cluster, Phase::Removals) => updates.clear(),
-            (_, Phase::Removals) => return None,
-            _ => {}
-        }
-        // SotW assignments and routes are never removed by us: the client
-        // drops them when it unsubscribes.
-        if wire == Wire::Sotw && !self.kind.is_full_state() {
-            removals.clear();
-        }
-        let answer = self.must_answer && phase == Phase::Additions;
-        if updates.is_empty() && removals.is_empty() && !answer {
-            if !deferred && phase == Phase::Additions || self.kind != ResourceType::Cluster {
-                self.synced_at = Some(snap.generation);
-            }
-            if self.kind == ResourceType::Cluster && phase == Phase::Removals {
-                self.synced_at = Some(snap.generation);
-            }
+        if !self.pending() && self.synced_at == Some(snap.generation) {
             return None;
         }
+        self.rebase();
+        let Some(key) = self.plan_key(phase, wire) else {
+            let plan = Arc::new(self.compute(snap, phase, wire));
+            return self.apply(plan, false, snap, wire, nonce);
+        };
+        if let Some(plan) = snap.plans.get(&key)
+            && self.matches(&plan)
+        {
+            if !Arc::ptr_eq(&self.names, &plan.names) {
+                self.names = plan.names.clone();
+            }
+            return self.apply(plan, true, snap, wire, nonce);
+        }
+        let plan = Arc::new(self.compute(snap, phase, wire));
+        // Only a plan that starts from a shared state (or nothing) is
+        // offered: the next connection must be able to confirm it.
+        if self.held.as_base().is_none() {
+            return self.apply(plan, false, snap, wire, nonce);
+        }
+        snap.plans.offer(key, &plan);
+        let out = self.apply(plan.clone(), false, snap, wire, nonce);
+        self.applied = Some(plan);
+        out
+    }
 
-        let mut undo = Vec::new();
-        let mut sent = Vec::new();
-        for r in &updates {
-            let held = Held::sent(r.clone());
-            undo.push((r.name.clone(), self.set_held(r.name.clone(), Some(held))));
-            sent.push((r.name.clone(), r.version.clone()));
-            self.rejected.remove(&r.name);
-        }
-        for name in &removals {
-            undo.push((name.clone(), self.set_held(name.clone(), None)));
-            self.rejected.remove(name);
-        }
-        let version_info = format!("{:016x}", self.held_digest);
-        let resources = if wire == Wire::Sotw && self.kind.is_full_state() {
-            let mut all: Vec<Arc<Resource>> = self
-                .held
-                .iter()
-                .filter_map(|h| h.resource().cloned())
-                .collect();
-            all.sort_by(|a, b| a.name.cmp(&b.name));
-            all
+    /// Applies `plan`: by taking its resulting set when `shared` (another
+    /// connection computed it), else change by change.
+    fn apply(
+        &mut self,
+        plan: Arc<Plan>,
+        shared: bool,
+        snap: &Snapshot,
+        wire: Wire,
+        nonce: &mut u64,
+    ) -> Option<Outbound> {
+        let undo = if shared {
+            let after = HeldSet::of(plan.after(), plan.digest_after);
+            Undo::Whole(std::mem::replace(&mut self.held, after))
         } else {
-            updates
+            for name in &plan.forget {
+                self.set_held(name.clone(), None);
+            }
+            let mut undo = Vec::with_capacity(plan.updates.len() + plan.removals.len());
+            for r in &plan.updates {
+                let prev = self.set_held(r.name.clone(), Some(Held::sent(r.clone())));
+                undo.push((r.name.clone(), prev));
+            }
+            for name in &plan.removals {
+                undo.push((name.clone(), self.set_held(name.clone(), None)));
+            }
+            Undo::Names(undo)
+        };
+        debug_assert_eq!(self.held.digest, plan.digest_after);
+        if !self.rejected.is_empty() {
+            for name in plan.updates.iter().map(|r| &r.name).chain(&plan.removals) {
+                self.rejected.remove(name);
+            }
+        }
+        let Some(planned) = &plan.response else {
+            match plan.sync {
+                Sync::Set => self.synced_at = Some(snap.generation),
+                Sync::Keep | Sync::Clear => {}
+            }
+            return None;
         };
         *nonce += 1;
         let nonce = nonce.to_string();
-        self.in_flight = Some(InFlight {
-            nonce: nonce.clone(),
-            version_info: version_info.clone(),
-            sent,
-            undo,
-            since: Instant::now(),
-        });
         self.last_nonce = nonce.clone();
         self.must_answer = false;
         self.to_answer.clear();
-        self.synced_at = if deferred {
-            None
-        } else {
-            Some(snap.generation)
+        self.synced_at = match plan.sync {
+            Sync::Clear => None,
+            Sync::Set | Sync::Keep => Some(snap.generation),
         };
-        self.sent_version = version_info.clone();
+        self.sent_version = planned.version_info.clone();
         self.responses += 1;
-        Some(Outbound {
+        let out = Outbound {
             wire,
             kind: self.kind,
-            version_info,
+            version_info: planned.version_info.clone(),
+            nonce: nonce.clone(),
+            resources: planned.resources.clone(),
+            removed: planned.removed.clone(),
+        };
+        self.in_flight = Some(InFlight {
             nonce,
-            resources,
-            removed: if wire == Wire::Delta {
-                removals
-            } else {
-                Vec::new()
-            },
-        })
+            version_info: planned.version_info.clone(),
+            plan,
+            undo,
+            since: Instant::now(),
+        });
+        Some(out)
     }
 
     fn ack(&mut self) -> std::time::Duration {
@@ -476,12 +874,23 @@ impl TypeState {
 
     fn nack(&mut self, node_id: &str, error: String) -> Option<NackRecord> {
         let f = self.in_flight.take()?;
-        let resources = f.sent.iter().map(|(n, _)| n.to_string()).collect();
-        for (name, version) in f.sent {
-            self.rejected.insert(name, version);
+        self.applied = None;
+        let resources = f.plan.updates.iter().map(|r| r.name.to_string()).collect();
+        for r in &f.plan.updates {
+            self.rejected.insert(r.name.clone(), r.version.clone());
         }
-        for (name, prev) in f.undo.into_iter().rev() {
-            self.set_held(name, prev);
+        match f.undo {
+            Undo::Names(list) => {
+                for (name, prev) in list.into_iter().rev() {
+                    self.set_held(name, prev);
+                }
+            }
+            Undo::Whole(prev) => {
+                self.held = prev;
+                for name in &f.plan.forget {
+                    self.set_held(name.clone(), None);
+                }
+            }
         }
         let record = NackRecord {
             node_id: node_id.to_owned(),
@@ -567,10 +976,10 @@ impl ConnState {
         // ACK names every cluster): when the list is the one last seen, in
         // the same order, skip rebuilding and comparing the set.
         let names_digest = req.names.digest();
-        if st.seen_request && st.names_digest == Some(names_digest) {
+        if st.seen_request && st.request_digest == Some(names_digest) {
             return outcome;
         }
-        st.names_digest = Some(names_digest);
+        st.request_digest = Some(names_digest);
         if req.names.len() > MAX_NAMES_PER_TYPE {
             tracing::warn!(node = %node_id, r#type = %kind, names = req.names.len(),
                 limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
@@ -587,9 +996,9 @@ impl ConnState {
             st.legacy_wildcard = names.is_empty() && !star;
         }
         let wildcard = star || (st.legacy_wildcard && names.is_empty());
-        if first || wildcard != st.wildcard || names != st.names {
+        if first || wildcard != st.wildcard || names != *st.names {
             st.wildcard = wildcard;
-            st.names = names;
+            st.set_names(names);
             st.synced_at = None;
             // Full-state types must answer a changed subscription, even with
             // an unchanged set: that is how a client learns a name does not exist.
@@ -637,7 +1046,7 @@ impl ConnState {
             } else {
                 let name: Arc<str> = name.into();
                 st.to_answer.insert(name.clone());
-                st.names.insert(name);
+                st.subscribe(name);
             }
             st.synced_at = None;
         }
@@ -645,7 +1054,7 @@ impl ConnState {
             if name == "*" {
                 st.wildcard = false;
             } else {
-                st.names.remove(name.as_str());
+                st.unsubscribe(name.as_str());
                 st.to_answer.remove(name.as_str());
             }
             st.synced_at = None;
@@ -715,7 +1124,7 @@ impl ConnState {
             let out = self.types[kind.index()].plan(snap, phase, wire, &mut self.nonce);
             if let Some(out) = out {
                 if kind == ResourceType::Cluster && phase == Phase::Additions {
-                    self.expect_eds_for(&out, snap);
+                    self.expect_eds_for(snap);
                 }
                 return Some(out);
             }
@@ -723,20 +1132,20 @@ impl ConnState {
         None
     }
 
-    /// Remembers the EDS clusters in `out` when the client is one that
+    /// Remembers the EDS clusters just sent when the client is one that
     /// fetches endpoints for every cluster (Envoy: wildcard CDS, or already
     /// subscribed to EDS).
-    fn expect_eds_for(&mut self, out: &Outbound, snap: &Snapshot) {
+    fn expect_eds_for(&mut self, snap: &Snapshot) {
         let cds = &self.types[ResourceType::Cluster.index()];
         let eds = &self.types[ResourceType::Endpoint.index()];
         if !(cds.wildcard || eds.seen_request) {
             return;
         }
-        let sent = cds.in_flight.as_ref().map(|f| &f.sent);
-        let names: Vec<Arc<str>> = out
-            .resources
+        let Some(sent) = cds.in_flight.as_ref().map(|f| &f.plan.updates) else {
+            return;
+        };
+        let names: Vec<Arc<str>> = sent
             .iter()
-            .filter(|r| sent.is_some_and(|s| s.iter().any(|(n, _)| *n == r.name)))
             .filter(|r| snap.get(ResourceType::Endpoint, &r.name).is_some())
             .map(|r| r.name.clone())
             .collect();
@@ -790,6 +1199,447 @@ impl ConnState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::TranslateOptions;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use sextant_aggregate::{MergeMode, MergeState};
+    use sextant_core::{Event, Health, MeshView, RegistryId, Service};
+
+    /// A mesh whose views become snapshots, twice over: `shared` for the
+    /// connections under test, `lone` (equal content, its own plan caches)
+    /// for a reference connection that never shares a plan.
+    struct Mesh {
+        merge: MergeState,
+        id: RegistryId,
+        services: Vec<Service>,
+        shared: Arc<Snapshot>,
+        lone: Arc<Snapshot>,
+    }
+
+    impl Mesh {
+        fn new(services: usize) -> Mesh {
+            let id = RegistryId::new("memory/a");
+            let mut merge = MergeState::new(MergeMode::Union);
+            merge.add_shard(id.clone());
+            let services = sextant_testkit::fixtures::mesh(services, 3);
+            merge.apply(&id, Event::Reset(services.clone()));
+            let empty = Arc::new(Snapshot::empty(TranslateOptions::default()));
+            let mut mesh = Mesh {
+                merge,
+                id,
+                services,
+                shared: empty.clone(),
+                lone: empty,
+            };
+            mesh.publish();
+            mesh
+        }
+
+        fn publish(&mut self) {
+            let view: Arc<MeshView> = Arc::new(self.merge.build_view(true).expect("view"));
+            self.shared = Arc::new(self.shared.next(view.clone()));
+            self.lone = Arc::new(self.lone.next(view));
+        }
+
+        /// Flips one endpoint's health in service `i`.
+        fn flip(&mut self, i: usize) {
+            let e = &mut self.services[i].endpoints[0];
+            e.health = match e.health {
+                Health::Healthy => Health::Unhealthy,
+                _ => Health::Healthy,
+            };
+            self.merge
+                .apply(&self.id, Event::Apply(self.services[i].clone()));
+            self.publish();
+        }
+
+        /// Removes service `i` (its cluster leaves).
+        fn remove(&mut self, i: usize) {
+            let gone = self.services.remove(i);
+            self.merge.apply(&self.id, Event::Delete(gone.hostname));
+            self.publish();
+        }
+    }
+
+    fn sotw(kind: ResourceType, names: &[&str], nonce: &str) -> SotwRequest {
+        let mut req = SotwRequest {
+            type_url: kind.type_url().into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        };
+        for n in names {
+            req.names.push(n);
+        }
+        req
+    }
+
+    /// What a response says, comparable across snapshots: type, version,
+    /// resources (name, version), removed names.
+    type Gist = (ResourceType, String, Vec<(String, String)>, Vec<String>);
+
+    fn gist(out: &Outbound) -> Gist {
+        (
+            out.kind,
+            out.version_info.clone(),
+            out.resources
+                .iter()
+                .map(|r| (r.name.to_string(), r.version.to_string()))
+                .collect(),
+            out.removed.iter().map(|n| n.to_string()).collect(),
+        )
+    }
+
+    /// An Envoy-like SotW client: subscribes to CDS (wildcard), EDS for
+    /// every cluster it holds, LDS and RDS; ACKs unless told to NACK.
+    struct Proxy {
+        state: ConnState,
+        clusters: Vec<String>,
+        routes: Vec<String>,
+    }
+
+    impl Proxy {
+        fn new() -> Proxy {
+            let mut state = ConnState::new(Wire::Sotw);
+            state.on_sotw(sotw(ResourceType::Cluster, &[], ""));
+            state.on_sotw(sotw(ResourceType::Listener, &[], ""));
+            Proxy {
+                state,
+                clusters: Vec::new(),
+                routes: Vec::new(),
+            }
+        }
+
+        /// One response out and its answer in; `None` when nothing is due.
+        fn step(&mut self, snap: &Snapshot, nack: bool) -> Option<Outbound> {
+            let out = self.state.pump(snap)?;
+            let names: Vec<String> = out.resources.iter().map(|r| r.name.to_string()).collect();
+            let mut answer = sotw(out.kind, &[], &out.nonce);
+            match out.kind {
+                ResourceType::Cluster if !nack => self.clusters = names,
+                ResourceType::Listener if !nack => self.routes = vec!["outbound_http".into()],
+                _ => {}
+            }
+            let subscribe = |list: &[String]| {
+                let mut r = sotw(ResourceType::Endpoint, &[], "");
+                for n in list {
+                    r.names.push(n);
+                }
+                r
+            };
+            match out.kind {
+                ResourceType::Cluster => {
+                    // Envoy restates EDS with the new clusters, then ACKs.
+                    let mut eds = subscribe(&self.clusters);
+                    eds.response_nonce = self.state.types[1].last_nonce.clone();
+                    self.state.on_sotw(eds);
+                }
+                ResourceType::Listener => {
+                    let mut rds = sotw(ResourceType::Route, &[], "");
+                    for n in &self.routes {
+                        rds.names.push(n);
+                    }
+                    rds.response_nonce = self.state.types[3].last_nonce.clone();
+                    self.state.on_sotw(rds);
+                }
+                _ => {}
+            }
+            let restated: Vec<String> = match out.kind {
+                ResourceType::Endpoint => self.clusters.clone(),
+                ResourceType::Route => self.routes.clone(),
+                _ => Vec::new(),
+            };
+            for n in &restated {
+                answer.names.push(n);
+            }
+            if nack {
+                answer.error_detail = Some(RpcStatus {
+                    message: "rejected".into(),
+                    ..Default::default()
+                });
+            }
+            self.state.on_sotw(answer);
+            Some(out)
+        }
+
+        /// Steps until nothing is due; every response's gist.
+        fn settle(&mut self, snap: &Snapshot) -> Vec<Gist> {
+            let mut seen = Vec::new();
+            while let Some(out) = self.step(snap, false) {
+                seen.push(gist(&out));
+                assert!(seen.len() < 50, "does not settle");
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn connections_in_the_same_state_share_plans_and_send_what_a_lone_one_sends() {
+        let mut mesh = Mesh::new(20);
+        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new()).collect();
+        let mut lone = Proxy::new();
+        let round = |mesh: &Mesh, proxies: &mut Vec<Proxy>, lone: &mut Proxy| {
+            let want = lone.settle(&mesh.lone);
+            for (i, p) in proxies.iter_mut().enumerate() {
+                assert_eq!(
+                    p.settle(&mesh.shared),
+                    want,
+                    "proxy {i} differs from the lone one"
+                );
+            }
+            want
+        };
+        let first = round(&mesh, &mut proxies, &mut lone);
+        assert_eq!(
+            first.iter().map(|g| g.0).collect::<Vec<_>>(),
+            [
+                ResourceType::Cluster,
+                ResourceType::Endpoint,
+                ResourceType::Listener,
+                ResourceType::Route
+            ]
+        );
+        let shared_plans = mesh.shared.plans.len();
+        assert!(shared_plans > 0 && mesh.lone.plans.len() == shared_plans);
+        // Every proxy but the one that computed a plan took the shared set.
+        for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+            let bases: Vec<_> = proxies[1..]
+                .iter()
+                .map(|p| p.state.types[kind.index()].held.base.clone().expect("base"))
+                .collect();
+            assert!(bases.iter().all(|b| Arc::ptr_eq(b, &bases[0])), "{kind}");
+            assert!(
+                proxies[1..]
+                    .iter()
+                    .all(|p| p.state.types[kind.index()].held.over.is_empty())
+            );
+        }
+
+        for i in [3, 3, 7] {
+            mesh.flip(i);
+            let got = round(&mesh, &mut proxies, &mut lone);
+            assert_eq!(got.len(), 1, "one assignment per flip");
+        }
+        mesh.remove(5);
+        let got = round(&mesh, &mut proxies, &mut lone);
+        let order: Vec<_> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            order,
+            [ResourceType::Route, ResourceType::Cluster],
+            "{got:?}"
+        );
+        // Each round the first proxy computes the plan and applies it change
+        // by change; the others share its result, and the first moves onto
+        // that too before its next plan.
+        for _ in 0..3 {
+            mesh.flip(1);
+            round(&mesh, &mut proxies, &mut lone);
+            fn eds(p: &Proxy) -> &HeldSet {
+                &p.state.types[ResourceType::Endpoint.index()].held
+            }
+            let shared = eds(&proxies[1]).base.clone().expect("base");
+            assert!(proxies[1..].iter().all(|p| {
+                eds(p).over.is_empty()
+                    && eds(p)
+                        .base
+                        .as_ref()
+                        .is_some_and(|b| Arc::ptr_eq(b, &shared))
+            }));
+            assert_eq!(eds(&proxies[0]).digest, eds(&proxies[1]).digest);
+            assert_eq!(
+                eds(&proxies[0]).over.len(),
+                1,
+                "one change on the shared base"
+            );
+        }
+        // And the names they subscribe with are one shared set.
+        let names = |p: &Proxy| p.state.types[ResourceType::Endpoint.index()].names.clone();
+        assert!(
+            proxies[1..]
+                .iter()
+                .all(|p| Arc::ptr_eq(&names(p), &names(&proxies[1])))
+        );
+    }
+
+    /// An Envoy-like delta client: wildcard CDS and LDS, EDS and RDS by
+    /// name for what it holds.
+    struct DeltaProxy {
+        state: ConnState,
+    }
+
+    impl DeltaProxy {
+        fn new() -> DeltaProxy {
+            let mut state = ConnState::new(Wire::Delta);
+            for kind in [ResourceType::Cluster, ResourceType::Listener] {
+                state.on_delta(DeltaDiscoveryRequest {
+                    type_url: kind.type_url().into(),
+                    ..Default::default()
+                });
+            }
+            DeltaProxy { state }
+        }
+
+        fn settle(&mut self, snap: &Snapshot) -> Vec<Gist> {
+            let mut seen = Vec::new();
+            while let Some(out) = self.state.pump(snap) {
+                let then = match out.kind {
+                    ResourceType::Cluster => Some(ResourceType::Endpoint),
+                    ResourceType::Listener => Some(ResourceType::Route),
+                    _ => None,
+                };
+                if let Some(kind) = then {
+                    let names = if kind == ResourceType::Route {
+                        if out.resources.is_empty() {
+                            vec![]
+                        } else {
+                            vec!["outbound_http".to_string()]
+                        }
+                    } else {
+                        out.resources.iter().map(|r| r.name.to_string()).collect()
+                    };
+                    self.state.on_delta(DeltaDiscoveryRequest {
+                        type_url: kind.type_url().into(),
+                        resource_names_subscribe: names,
+                        resource_names_unsubscribe: out
+                            .removed
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect(),
+                        ..Default::default()
+                    });
+                }
+                self.state.on_delta(DeltaDiscoveryRequest {
+                    type_url: out.kind.type_url().into(),
+                    response_nonce: out.nonce.clone(),
+                    ..Default::default()
+                });
+                seen.push(gist(&out));
+                assert!(seen.len() < 50, "does not settle");
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn delta_connections_share_plans_and_send_what_a_lone_one_sends() {
+        let mut mesh = Mesh::new(12);
+        let mut proxies: Vec<DeltaProxy> = (0..3).map(|_| DeltaProxy::new()).collect();
+        let mut lone = DeltaProxy::new();
+        let round = |mesh: &Mesh, proxies: &mut Vec<DeltaProxy>, lone: &mut DeltaProxy| {
+            let want = lone.settle(&mesh.lone);
+            for (i, p) in proxies.iter_mut().enumerate() {
+                assert_eq!(
+                    p.settle(&mesh.shared),
+                    want,
+                    "proxy {i} differs from the lone one"
+                );
+            }
+            want
+        };
+        assert_eq!(round(&mesh, &mut proxies, &mut lone).len(), 4);
+        let eds = |p: &DeltaProxy| {
+            p.state.types[ResourceType::Endpoint.index()]
+                .held
+                .base
+                .clone()
+        };
+        let (b1, b2) = (
+            eds(&proxies[1]).expect("base"),
+            eds(&proxies[2]).expect("base"),
+        );
+        assert!(
+            Arc::ptr_eq(&b1, &b2),
+            "new delta subscriptions share one plan"
+        );
+        mesh.flip(2);
+        assert_eq!(round(&mesh, &mut proxies, &mut lone).len(), 1);
+        mesh.remove(4);
+        let got = round(&mesh, &mut proxies, &mut lone);
+        assert!(
+            got.iter()
+                .any(|g| g.0 == ResourceType::Cluster && g.3.len() == 1),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_nack_of_a_shared_response_restores_only_that_connection() {
+        let mut mesh = Mesh::new(10);
+        let mut proxies: Vec<Proxy> = (0..3).map(|_| Proxy::new()).collect();
+        for p in &mut proxies {
+            p.settle(&mesh.shared);
+        }
+        mesh.flip(2);
+        let before = proxies[2].state.types[ResourceType::Endpoint.index()]
+            .held
+            .digest;
+        let a = proxies[0].step(&mesh.shared, false).expect("flip for 0");
+        let b = proxies[1].step(&mesh.shared, false).expect("flip for 1");
+        let c = proxies[2]
+            .step(&mesh.shared, true)
+            .expect("flip for 2, rejected");
+        assert_eq!(gist(&a), gist(&b));
+        assert_eq!(gist(&b), gist(&c));
+        fn eds(p: &Proxy) -> &TypeState {
+            &p.state.types[ResourceType::Endpoint.index()]
+        }
+        assert_eq!(
+            eds(&proxies[2]).held.digest,
+            before,
+            "the rejecting proxy holds what it held"
+        );
+        assert_eq!(
+            eds(&proxies[2]).acked_version,
+            proxies[2].state.types[1].acked_version
+        );
+        assert_ne!(eds(&proxies[0]).held.digest, before);
+        assert_eq!(eds(&proxies[0]).held.digest, eds(&proxies[1]).held.digest);
+        // The rejected version is not sent again; the next change is, to all.
+        assert!(proxies[2].step(&mesh.shared, false).is_none());
+        mesh.flip(4);
+        let all: Vec<_> = proxies.iter_mut().map(|p| p.settle(&mesh.shared)).collect();
+        assert_eq!(all[0], all[1]);
+        assert_eq!(all[2].len(), 1);
+        assert_eq!(all[2][0].2, all[0][0].2, "the same assignment");
+        assert_ne!(
+            all[2][0].1, all[0][0].1,
+            "a different set held, a different version"
+        );
+    }
+
+    #[test]
+    fn a_digest_collision_does_not_share_a_plan() {
+        let mesh = Mesh::new(5);
+        // The first computes the plans; the others take them.
+        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new()).collect();
+        for p in &mut proxies {
+            p.settle(&mesh.shared);
+        }
+        let [_, a, b, c] = &mut proxies[..] else {
+            unreachable!()
+        };
+        let eds_a = &a.state.types[ResourceType::Endpoint.index()];
+        let eds_b = &mut b.state.types[ResourceType::Endpoint.index()];
+        let plan = eds_a.compute(&mesh.shared, Phase::Additions, Wire::Sotw);
+        assert!(eds_b.matches(&plan));
+        // Other names with the same digest and count.
+        let mut other: NameSet = eds_b.names.iter().skip(1).cloned().collect();
+        other.insert("outbound|1||elsewhere".into());
+        eds_b.names = Arc::new(other);
+        assert!(
+            !eds_b.matches(&plan),
+            "names are compared, not only their digest"
+        );
+        // Another held version with the same digest and count.
+        let eds_c = &mut c.state.types[ResourceType::Endpoint.index()];
+        let first = eds_c.held.iter().next().expect("held").name().clone();
+        let stand_in = Held::declared(ResourceType::Endpoint, first.clone(), "other".into());
+        let digest = eds_c.held.digest;
+        eds_c.held.set(first, Some(stand_in));
+        eds_c.held.digest = digest;
+        assert!(
+            !eds_c.matches(&plan),
+            "held versions are compared, not only their digest"
+        );
+    }
 
     #[test]
     fn merge_sorted_is_the_sorted_union() {
