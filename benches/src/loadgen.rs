@@ -250,7 +250,7 @@ async fn floor(args: &[String]) -> i32 {
     let snap = Snapshot::empty(Default::default()).next(view(mesh.clone()));
     let mut full = BTreeMap::new();
     for kind in ResourceType::ALL {
-        let resources = snap.resources(kind).resources.values().cloned().collect();
+        let resources: Vec<_> = snap.resources(kind).resources.values().cloned().collect();
         full.insert(
             kind,
             Outbound {
@@ -258,7 +258,7 @@ async fn floor(args: &[String]) -> i32 {
                 kind,
                 version_info: "1".into(),
                 nonce: "1".into(),
-                resources,
+                resources: Arc::new(resources.into()),
                 removed: vec![],
             },
         );
@@ -280,7 +280,7 @@ async fn floor(args: &[String]) -> i32 {
             kind: ResourceType::Endpoint,
             version_info: format!("f{n}"),
             nonce: format!("f{n}"),
-            resources: vec![r],
+            resources: Arc::new(vec![r].into()),
             removed: vec![],
         }
     };
@@ -292,12 +292,14 @@ async fn floor(args: &[String]) -> i32 {
             kind: ResourceType::Endpoint,
             version_info: format!("b{b}"),
             nonce: format!("b{b}"),
-            resources: s
-                .resources(ResourceType::Endpoint)
-                .resources
-                .values()
-                .cloned()
-                .collect(),
+            resources: Arc::new(
+                s.resources(ResourceType::Endpoint)
+                    .resources
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
             removed: vec![],
         }
     };

@@ -33,24 +33,96 @@ pub struct Outbound {
     pub version_info: String,
     /// The response nonce.
     pub nonce: String,
-    /// The resources carried.
-    pub resources: Vec<Arc<Resource>>,
+    /// The resources carried, with their encoding shared by every response
+    /// that carries the same batch.
+    pub resources: Arc<Batch>,
     /// Delta only: names removed.
     pub removed: Vec<Arc<str>>,
+}
+
+/// Resources sent together. Their part of the response (the repeated
+/// `resources` field) is encoded the first time it is sent on each wire and
+/// shared from then on: a thousand connections sending the same batch copy
+/// nothing and allocate nothing for it.
+#[derive(Default)]
+pub struct Batch {
+    resources: Vec<Arc<Resource>>,
+    encoded: [std::sync::OnceLock<Encoded>; 2],
+}
+
+/// A batch's `resources` fields on one wire, as chunks.
+struct Encoded {
+    chunks: Vec<bytes::Bytes>,
+    len: usize,
+}
+
+impl From<Vec<Arc<Resource>>> for Batch {
+    fn from(resources: Vec<Arc<Resource>>) -> Batch {
+        Batch {
+            resources,
+            encoded: Default::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Arc<Resource>];
+    fn deref(&self) -> &[Arc<Resource>] {
+        &self.resources
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.resources).finish()
+    }
+}
+
+/// Resources at least this large are sent as their shared bytes; smaller
+/// pieces are copied together, once per batch, so that a response is a few
+/// large chunks, not thousands of tiny ones.
+const SHARE_AT: usize = 1024;
+
+impl Batch {
+    /// The `resources` fields for `wire`, encoded on first use.
+    fn encoded(&self, wire: Wire) -> &Encoded {
+        self.encoded[wire as usize].get_or_init(|| {
+            let mut chunks = Vec::new();
+            let mut len = 0;
+            let mut buf = bytes::BytesMut::new();
+            for r in &self.resources {
+                let start = buf.len();
+                match wire {
+                    Wire::Sotw => put_len_header(&mut buf, 2, r.any.len()),
+                    Wire::Delta => {
+                        put_len_header(&mut buf, 2, delta_resource_len(r));
+                        put_len_field(&mut buf, 3, r.name.as_bytes());
+                        put_len_field(&mut buf, 1, r.version.as_bytes());
+                        put_len_header(&mut buf, 2, r.any.len());
+                    }
+                }
+                len += buf.len() - start + r.any.len();
+                if r.any.len() >= SHARE_AT {
+                    chunks.push(buf.split().freeze());
+                    chunks.push(r.any.clone());
+                } else {
+                    buf.put_slice(&r.any);
+                }
+            }
+            chunks.push(buf.freeze());
+            chunks.retain(|c| !c.is_empty());
+            Encoded { chunks, len }
+        })
+    }
 }
 
 impl Outbound {
     /// Size of the encoded message in bytes.
     pub fn encoded_len(&self) -> usize {
         let mut n = len_field_size(1, self.version_info.len())
+            + self.resources.encoded(self.wire).len
             + len_field_size(4, self.kind.type_url().len())
             + len_field_size(5, self.nonce.len());
-        for r in &self.resources {
-            n += match self.wire {
-                Wire::Sotw => len_field_size(2, r.any.len()),
-                Wire::Delta => len_field_size(2, delta_resource_len(r)),
-            };
-        }
         for name in &self.removed {
             n += len_field_size(6, name.len());
         }
@@ -62,7 +134,7 @@ impl Outbound {
         // DeltaDiscoveryResponse: system_version_info=1 resources=2 type_url=4
         // nonce=5 removed_resources=6; Resource: version=1 resource=2 name=3.
         put_len_field(buf, 1, self.version_info.as_bytes());
-        for r in &self.resources {
+        for r in self.resources.iter() {
             match self.wire {
                 Wire::Sotw => put_len_field(buf, 2, &r.any),
                 Wire::Delta => {
@@ -81,41 +153,22 @@ impl Outbound {
     }
 }
 
-/// Resources at least this large are sent as their shared bytes; smaller
-/// pieces are copied together so that a response is a few large chunks, not
-/// thousands of tiny ones.
-const SHARE_AT: usize = 1024;
-
 impl Outbound {
-    /// The response as one gRPC length-prefixed message, in chunks: large
-    /// resources are the shared, already-encoded bytes themselves (nothing
-    /// copied, nothing kept per connection once sent), the rest is copied
-    /// into small buffers between them.
+    /// The response as one gRPC length-prefixed message, in chunks: the
+    /// batch's shared encoding between this response's own head (length,
+    /// version) and tail (type, nonce, removals). Nothing but head and tail
+    /// is copied or kept per connection.
     pub fn frames(&self) -> Vec<bytes::Bytes> {
         let len = self.encoded_len();
-        let mut chunks = Vec::new();
-        let mut buf = bytes::BytesMut::with_capacity(256);
+        let body = self.resources.encoded(self.wire);
+        let mut chunks = Vec::with_capacity(body.chunks.len() + 2);
+        let mut buf = bytes::BytesMut::with_capacity(64 + self.version_info.len());
         // gRPC message prefix: not compressed, then the length (big-endian).
         buf.put_u8(0);
         buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         put_len_field(&mut buf, 1, self.version_info.as_bytes());
-        for r in &self.resources {
-            match self.wire {
-                Wire::Sotw => put_len_header(&mut buf, 2, r.any.len()),
-                Wire::Delta => {
-                    put_len_header(&mut buf, 2, delta_resource_len(r));
-                    put_len_field(&mut buf, 3, r.name.as_bytes());
-                    put_len_field(&mut buf, 1, r.version.as_bytes());
-                    put_len_header(&mut buf, 2, r.any.len());
-                }
-            }
-            if r.any.len() >= SHARE_AT {
-                chunks.push(buf.split().freeze());
-                chunks.push(r.any.clone());
-            } else {
-                buf.put_slice(&r.any);
-            }
-        }
+        chunks.push(buf.split().freeze());
+        chunks.extend(body.chunks.iter().cloned());
         put_len_field(&mut buf, 4, self.kind.type_url().as_bytes());
         put_len_field(&mut buf, 5, self.nonce.as_bytes());
         for name in &self.removed {
@@ -209,7 +262,7 @@ mod tests {
             kind: ResourceType::Endpoint,
             version_info: "v1".into(),
             nonce: "7".into(),
-            resources: vec![cla("a"), cla("b")],
+            resources: Arc::new(vec![cla("a"), cla("b")].into()),
             removed: if wire == Wire::Delta {
                 vec!["gone".into()]
             } else {
@@ -246,7 +299,9 @@ mod tests {
             let mut out = outbound(wire);
             let shared = Arc::new(Resource::encode(ResourceType::Endpoint, "big", &big));
             assert!(shared.any.len() >= SHARE_AT);
-            out.resources.push(shared.clone());
+            let mut resources = out.resources.to_vec();
+            resources.push(shared.clone());
+            out.resources = Arc::new(resources.into());
             let frames = out.frames();
             let all: Vec<u8> = frames.iter().flat_map(|c| c.iter().copied()).collect();
             let mut want = Vec::new();
@@ -261,6 +316,25 @@ mod tests {
                 frames.iter().any(|c| c.as_ptr() == shared.any.as_ptr()),
                 "the large resource is sent as its shared bytes"
             );
+            // Another response with the same batch: its own version and
+            // nonce, the same bytes for the resources.
+            let other = Outbound {
+                version_info: "v2".into(),
+                nonce: "8".into(),
+                ..out.clone()
+            };
+            let again = other.frames();
+            assert_eq!(again.len(), frames.len());
+            let (head, rest) = again.split_first().expect("head");
+            let (tail, body) = rest.split_last().expect("tail");
+            for (a, b) in body.iter().zip(&frames[1..]) {
+                assert_eq!(a.as_ptr(), b.as_ptr(), "shared, not copied");
+            }
+            let mut want = Vec::new();
+            other.write(&mut want);
+            let all: Vec<u8> = again.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(&all[5..], &want[..]);
+            assert!(head.len() < 32 && tail.len() < 128);
         }
     }
 

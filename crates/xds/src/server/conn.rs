@@ -21,7 +21,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use super::request::SotwRequest;
 use tokio::time::Instant;
 
-use super::codec::{Outbound, Wire};
+use super::codec::{Batch, Outbound, Wire};
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::{Snapshot, placeholder};
 
@@ -240,7 +240,7 @@ enum Sync {
 /// A response a plan sends.
 struct Planned {
     version_info: String,
-    resources: Vec<Arc<Resource>>,
+    resources: Arc<Batch>,
     removed: Vec<Arc<str>>,
 }
 
@@ -726,7 +726,7 @@ impl TypeState {
             };
             let planned = Planned {
                 version_info: format!("{digest_after:016x}"),
-                resources,
+                resources: Arc::new(resources.into()),
                 removed: if wire == Wire::Delta {
                     removals.clone()
                 } else {
