@@ -5,11 +5,13 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use prost::Message;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use super::request::SotwRequest;
 use crate::resource::{Resource, ResourceType, len_field_size, put_len_field, put_len_header};
 
 /// Which of the two ADS methods a stream uses.
@@ -186,6 +188,30 @@ fn delta_resource_len(r: &Resource) -> usize {
         + len_field_size(2, r.any.len())
 }
 
+/// An ADS request as the server decodes it.
+pub trait DecodeRequest: Sized + Send + 'static {
+    /// Decodes one message, all of `src`.
+    fn decode_request(src: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+}
+
+fn malformed(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed xDS request: {e}"))
+}
+
+impl DecodeRequest for DeltaDiscoveryRequest {
+    fn decode_request(src: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        DeltaDiscoveryRequest::decode(src).map_err(malformed)
+    }
+}
+
+impl DecodeRequest for SotwRequest {
+    fn decode_request(src: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        // Takes the message out of tonic's buffer without copying it.
+        let raw = src.copy_to_bytes(src.remaining());
+        SotwRequest::decode_shared(raw).map_err(malformed)
+    }
+}
+
 /// Codec for one ADS method: decodes `Req`, encodes [`Outbound`].
 pub struct AdsCodec<Req>(PhantomData<fn() -> Req>);
 
@@ -195,7 +221,7 @@ impl<Req> Default for AdsCodec<Req> {
     }
 }
 
-impl<Req: Message + Default + Send + 'static> Codec for AdsCodec<Req> {
+impl<Req: DecodeRequest> Codec for AdsCodec<Req> {
     type Encode = Outbound;
     type Decode = Req;
     type Encoder = OutboundEncoder;
@@ -224,17 +250,15 @@ impl Encoder for OutboundEncoder {
     }
 }
 
-/// Reads requests with prost.
+/// Reads requests with [`DecodeRequest`].
 pub struct RequestDecoder<Req>(PhantomData<fn() -> Req>);
 
-impl<Req: Message + Default> Decoder for RequestDecoder<Req> {
+impl<Req: DecodeRequest> Decoder for RequestDecoder<Req> {
     type Item = Req;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
-        Req::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("malformed xDS request: {e}")))
+        Req::decode_request(src).map(Some)
     }
 }
 

@@ -443,7 +443,7 @@ fn ads_response<B, Req>(
 where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
-    Req: prost::Message + Default + Send + 'static,
+    Req: codec::DecodeRequest,
 {
     let (parts, body) = req.into_parts();
     let peer = parts

@@ -7,11 +7,13 @@
 //! wire-compatible with `envoy.service.discovery.v3.DiscoveryRequest` but
 //! keeps the names as one buffer plus a digest of them: the names are
 //! checked as UTF-8 (as prost would) and hashed while decoding, and only
-//! turned into strings when the digest says the subscription changed.
+//! turned into strings when the digest says the subscription changed. The
+//! server decodes it with [`SotwRequest::decode_shared`], whose buffer is
+//! the received message itself: nothing is copied or allocated per name.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status;
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 
 /// `DiscoveryRequest` with its `resource_names` kept as [`Names`].
@@ -43,22 +45,21 @@ impl std::fmt::Debug for SotwRequest {
     }
 }
 
-/// The subscribed names, in request order: each one length-prefixed in one
-/// buffer, with an order-sensitive digest.
+/// The subscribed names, in request order, with an order-sensitive digest.
+/// They stay where they were received: `raw` is protobuf whose field-3
+/// entries are the names (the whole request, when decoded by the server).
 pub struct Names {
-    buf: Vec<u8>,
+    raw: Bytes,
     count: usize,
     hasher: xxhash_rust::xxh3::Xxh3,
-    scratch: String,
 }
 
 impl Default for Names {
     fn default() -> Self {
         Names {
-            buf: Vec::new(),
+            raw: Bytes::new(),
             count: 0,
             hasher: xxhash_rust::xxh3::Xxh3::new(),
-            scratch: String::new(),
         }
     }
 }
@@ -79,48 +80,100 @@ impl Names {
         self.hasher.digest()
     }
 
-    /// Appends a name.
-    pub fn push(&mut self, name: &str) {
-        self.hasher.update(name.as_bytes());
+    /// Counts and hashes a name found in `raw`.
+    fn note(&mut self, name: &[u8]) {
+        self.hasher.update(name);
         self.hasher.update(&[0]);
-        encoding::encode_varint(name.len() as u64, &mut self.buf);
-        self.buf.extend_from_slice(name.as_bytes());
         self.count += 1;
+    }
+
+    /// Appends a name (copying the names so far: for building requests,
+    /// not for decoding them).
+    pub fn push(&mut self, name: &str) {
+        let mut raw = Vec::from(self.raw.as_ref());
+        encoding::string::encode(3, &name.to_owned(), &mut raw);
+        self.raw = raw.into();
+        self.note(name.as_bytes());
     }
 
     /// The names, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        let mut rest = self.buf.as_slice();
+        let mut rest: &[u8] = &self.raw;
         std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
+            while !rest.is_empty() {
+                let (tag, wire_type) = encoding::decode_key(&mut rest).ok()?;
+                if tag != 3 {
+                    encoding::skip_field(wire_type, tag, &mut rest, DecodeContext::default())
+                        .ok()?;
+                    continue;
+                }
+                let len = encoding::decode_varint(&mut rest).ok()? as usize;
+                let (name, tail) = rest.split_at_checked(len)?;
+                rest = tail;
+                // Checked as UTF-8 when decoded or pushed.
+                return std::str::from_utf8(name).ok();
             }
-            let len = encoding::decode_varint(&mut rest).ok()? as usize;
-            let (name, tail) = rest.split_at_checked(len)?;
-            rest = tail;
-            // Checked as UTF-8 when decoded or pushed.
-            std::str::from_utf8(name).ok()
+            None
         })
     }
 
-    /// Decodes one name with prost's own string rules (length, UTF-8), into
-    /// a scratch string whose allocation is reused, then appends it.
+    /// Decodes one name with prost's own string rules (length, UTF-8) from
+    /// a buffer that may not be contiguous, then appends it.
     fn merge(
         &mut self,
         wire_type: WireType,
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
-        if self.buf.capacity() == 0 {
-            // The names are most of the message: one allocation, not a
-            // doubling series of them, for a thousand names.
-            self.buf.reserve(buf.remaining());
-        }
-        encoding::string::merge(wire_type, &mut self.scratch, buf, ctx)?;
-        let name = std::mem::take(&mut self.scratch);
+        let mut name = String::new();
+        encoding::string::merge(wire_type, &mut name, buf, ctx)?;
         self.push(&name);
-        self.scratch = name;
         Ok(())
+    }
+}
+
+/// Why a request could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Malformed protobuf.
+    #[error(transparent)]
+    Protobuf(#[from] prost::DecodeError),
+    /// A resource name longer than what is left of the message.
+    #[error("a resource name runs past the end of the message")]
+    Truncated,
+    /// A resource name that is not UTF-8.
+    #[error("a resource name is not valid UTF-8")]
+    NotUtf8,
+}
+
+impl SotwRequest {
+    /// Decodes the request in `raw`, keeping the names in place: they are
+    /// checked (UTF-8, as prost would) and hashed, not copied.
+    pub fn decode_shared(raw: Bytes) -> Result<SotwRequest, RequestError> {
+        let mut req = SotwRequest::default();
+        let mut buf: &[u8] = &raw;
+        while !buf.is_empty() {
+            let (tag, wire_type) = encoding::decode_key(&mut buf)?;
+            if tag != 3 {
+                prost::Message::merge_field(
+                    &mut req,
+                    tag,
+                    wire_type,
+                    &mut buf,
+                    DecodeContext::default(),
+                )?;
+                continue;
+            }
+            encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+            let len = encoding::decode_varint(&mut buf)?;
+            let len = usize::try_from(len).map_err(|_| RequestError::Truncated)?;
+            let (name, rest) = buf.split_at_checked(len).ok_or(RequestError::Truncated)?;
+            std::str::from_utf8(name).map_err(|_| RequestError::NotUtf8)?;
+            req.names.note(name);
+            buf = rest;
+        }
+        req.names.raw = raw;
+        Ok(req)
     }
 }
 
@@ -241,7 +294,11 @@ mod tests {
     #[test]
     fn decodes_what_prost_decodes_and_encodes_back_the_same_bytes() {
         let bytes = full().encode_to_vec();
+        let shared = SotwRequest::decode_shared(bytes.clone().into()).unwrap();
+        assert_eq!(shared.encode_to_vec(), bytes);
+        assert_eq!(shared.names.len(), 4);
         let lazy = SotwRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(shared.names.digest(), lazy.names.digest());
         assert_eq!(lazy.version_info, "v1");
         assert_eq!(lazy.node.as_ref().unwrap().id, "proxy-1");
         assert_eq!(
@@ -279,9 +336,21 @@ mod tests {
 
     #[test]
     fn invalid_utf8_and_truncation_are_decode_errors() {
+        let shared = |b: &'static [u8]| SotwRequest::decode_shared(Bytes::from_static(b));
         // Field 3, length 2, bytes 0xff 0xfe.
         assert!(SotwRequest::decode(&[0x1a, 0x02, 0xff, 0xfe][..]).is_err());
+        assert!(matches!(
+            shared(&[0x1a, 0x02, 0xff, 0xfe]),
+            Err(RequestError::NotUtf8)
+        ));
         // Field 3, length 5, only 2 bytes.
         assert!(SotwRequest::decode(&[0x1a, 0x05, b'a', b'b'][..]).is_err());
+        assert!(matches!(
+            shared(&[0x1a, 0x05, b'a', b'b']),
+            Err(RequestError::Truncated)
+        ));
+        // Field 3 with the wrong wire type; a truncated node.
+        assert!(shared(&[0x18, 0x01]).is_err());
+        assert!(shared(&[0x12, 0x09, 0x0a]).is_err());
     }
 }
