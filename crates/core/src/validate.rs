@@ -184,12 +184,14 @@ impl Service {
 
         let mut locality_weights: BTreeMap<&Locality, u64> = BTreeMap::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
-            let who = Some(format!("endpoints[{i}] ({})", ep.address));
+            // Named only when something is wrong: formatting every
+            // endpoint's address was a visible cost of large updates.
+            let who = || Some(format!("endpoints[{i}] ({})", ep.address));
             if let Address::Ip(ip) = &ep.address
                 && ip.is_unspecified()
             {
                 push(
-                    who.clone(),
+                    who(),
                     "address".into(),
                     format!("{ip} is the unspecified address and cannot receive traffic"),
                 );
@@ -197,17 +199,17 @@ impl Service {
             for (name, &port) in &ep.ports {
                 if self.port(name).is_none() {
                     push(
-                        who.clone(),
+                        who(),
                         format!("ports.{name}"),
                         format!("{name:?} does not name a port of this service"),
                     );
                 }
                 if let Some(p) = port_number_problem(port) {
-                    push(who.clone(), format!("ports.{name}"), p);
+                    push(who(), format!("ports.{name}"), p);
                 }
             }
             if ep.weight == 0 {
-                push(who.clone(), "weight".into(), "must be at least 1".into());
+                push(who(), "weight".into(), "must be at least 1".into());
             }
             for (field, value) in [
                 ("locality.region", &ep.locality.region),
@@ -215,11 +217,7 @@ impl Service {
                 ("locality.subzone", &ep.locality.subzone),
             ] {
                 if value.chars().any(char::is_control) {
-                    push(
-                        who.clone(),
-                        field.into(),
-                        "contains a control character".into(),
-                    );
+                    push(who(), field.into(), "contains a control character".into());
                 }
             }
             *locality_weights.entry(&ep.locality).or_default() += u64::from(ep.weight);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sextant_core::{Change, MeshView};
+use sextant_core::MeshView;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
@@ -40,12 +40,20 @@ impl Default for Debounce {
     }
 }
 
+/// True when nothing but endpoints changed between `current`'s view and
+/// `view`: no service added, removed or reconfigured. Read from the
+/// generation the aggregator stamps on each service when anything but its
+/// endpoints changes (an added service carries a newer one; a removal
+/// changes the count), so it costs one pass over the services without
+/// comparing any. It runs on every view during a rollout.
 fn endpoint_only(current: &Snapshot, view: &MeshView) -> bool {
+    let old = current.view();
     current.is_ready()
+        && view.services.len() == old.services.len()
         && view
-            .changes_since(current.view())
-            .iter()
-            .all(|(_, c)| *c == Change::Endpoints)
+            .services
+            .values()
+            .all(|s| s.config_generation <= old.generation)
 }
 
 /// Builds snapshots from `views`; the receiver carries the latest.

@@ -136,6 +136,42 @@ async fn structural_changes_wait_for_the_longer_debounce() {
     assert_eq!(Metrics::get(&rig.metrics.endpoint_only_snapshots_total), 0);
 }
 
+/// A port change, and a removal and an addition in one batch (the number of
+/// services unchanged), are structural too.
+#[tokio::test(start_paused = true)]
+async fn a_port_change_or_a_swapped_service_is_not_endpoint_only() {
+    let mut rig = Rig::new();
+    rig.publish(Event::Delete("none.svc".into()));
+    rig.snapshots
+        .wait_for(|s| s.is_ready())
+        .await
+        .expect("snapshot");
+    let mut reported = fixtures::mesh(10, 3);
+    let mut svc = reported.remove(2);
+    svc.ports[0].port += 1;
+    let mut added = reported.remove(3);
+    added.hostname = "new.mesh.svc".into();
+    let changes: [Vec<Event>; 2] = [
+        vec![Event::Apply(svc)],
+        vec![Event::Delete("svc-4.mesh.svc".into()), Event::Apply(added)],
+    ];
+    for batch in changes {
+        let g = rig.generation();
+        let services = rig.snapshots.borrow().view().services.len();
+        for event in batch {
+            rig.publish(event);
+        }
+        let began = Instant::now();
+        rig.snapshots
+            .wait_for(|s| s.generation > g)
+            .await
+            .expect("pushed");
+        assert_eq!(began.elapsed(), Duration::from_millis(100));
+        assert_eq!(rig.snapshots.borrow().view().services.len(), services);
+    }
+    assert_eq!(Metrics::get(&rig.metrics.endpoint_only_snapshots_total), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_never_ending_stream_of_changes_is_still_pushed_within_the_maximum_delay() {
     let mut rig = Rig::new();
