@@ -93,6 +93,23 @@ async fn sotw_serves_every_type_and_answers_unknown_names() {
     let conns = h.server.connections();
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].node_id, "envoy-1");
+    // The debug view follows each type, in push order, with what was sent.
+    let sent: Vec<_> = conns[0]
+        .types
+        .iter()
+        .map(|t| (t.kind, t.sent_version.clone(), t.responses))
+        .collect();
+    use sextant_xds::ResourceType::*;
+    assert_eq!(
+        sent,
+        [
+            (Cluster, cds.version_info.clone(), 1),
+            (Endpoint, eds.version_info.clone(), 1),
+            (Listener, lds.version_info.clone(), 1),
+            (Route, rds.version_info.clone(), 1),
+        ]
+    );
+    assert_eq!(conns[0].types[0].acked_version, cds.version_info);
 }
 
 #[tokio::test]

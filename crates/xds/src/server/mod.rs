@@ -301,25 +301,54 @@ async fn run_connection<Req, F>(
     debug!(node = %state.node_id, "connection closed");
 }
 
+/// Copies the connection's state to where the debug endpoint reads it. Runs
+/// after every request and response, so it updates in place: no allocation
+/// unless a version or NACK actually changed.
 fn publish_status(registered: &Registered, state: &ConnState) {
-    let types = state
+    let mut status = lock(&registered.status);
+    let shown = state
         .types
         .iter()
         .enumerate()
-        .filter(|(_, t)| t.wildcard() || t.subscribed() > 0 || t.responses > 0)
-        .map(|(i, t)| TypeStatus {
-            kind: crate::resource::ResourceType::ALL[i],
-            wildcard: t.wildcard(),
-            subscribed: t.subscribed(),
-            held: t.held(),
-            sent_version: t.sent_version.clone(),
-            acked_version: t.acked_version.clone(),
-            in_flight: t.in_flight(),
-            responses: t.responses,
-            last_nack: t.last_nack.clone(),
-        })
-        .collect();
-    *lock(&registered.status) = types;
+        .filter(|(_, t)| t.wildcard() || t.subscribed() > 0 || t.responses > 0);
+    let mut n = 0;
+    for (i, t) in shown {
+        let kind = crate::resource::ResourceType::ALL[i];
+        if status.get(n).is_none_or(|s| s.kind != kind) {
+            status.insert(
+                n,
+                TypeStatus {
+                    kind,
+                    wildcard: false,
+                    subscribed: 0,
+                    held: 0,
+                    sent_version: String::new(),
+                    acked_version: String::new(),
+                    in_flight: false,
+                    responses: 0,
+                    last_nack: None,
+                },
+            );
+        }
+        let s = &mut status[n];
+        s.wildcard = t.wildcard();
+        s.subscribed = t.subscribed();
+        s.held = t.held();
+        if s.sent_version != t.sent_version {
+            s.sent_version.clone_from(&t.sent_version);
+        }
+        if s.acked_version != t.acked_version {
+            s.acked_version.clone_from(&t.acked_version);
+        }
+        s.in_flight = t.in_flight();
+        s.responses = t.responses;
+        if s.last_nack.as_ref().map(|r| &r.nonce) != t.last_nack.as_ref().map(|r| &r.nonce) {
+            s.last_nack.clone_from(&t.last_nack);
+        }
+        n += 1;
+    }
+    status.truncate(n);
+    drop(status);
     let mut node = lock(&registered.node);
     if node.0.is_empty() && !state.node_id.is_empty() {
         info!(node = %state.node_id, cluster = %state.node_cluster, protocol = ?state.wire, "proxy connected");
