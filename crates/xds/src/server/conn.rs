@@ -400,7 +400,9 @@ pub(crate) struct TypeState {
     in_flight: Option<InFlight>,
     rejected: HashMap<Arc<str>, Arc<str>>,
     must_answer: bool,
-    to_answer: BTreeSet<Arc<str>>,
+    /// Delta: names subscribed since the last response, each owed an
+    /// answer (hashed, not ordered: a new subscription adds a thousand).
+    to_answer: HashSet<Arc<str>>,
     /// SotW reconnect: the version the client says it holds, checked
     /// against the first snapshot we serve it.
     resume_version: Option<String>,
@@ -466,7 +468,7 @@ impl TypeState {
             in_flight: None,
             rejected: HashMap::new(),
             must_answer: false,
-            to_answer: BTreeSet::new(),
+            to_answer: HashSet::new(),
             resume_version: None,
             synced_at: None,
             request_digest: None,
@@ -518,6 +520,23 @@ impl TypeState {
         if Arc::make_mut(&mut self.names).insert(name) {
             self.names_digest ^= h;
         }
+    }
+
+    /// Subscribes to `added` at once: into an empty subscription (a new
+    /// stream) the sorted names are bulk-loaded rather than inserted one by
+    /// one, each insertion comparing long names with a common prefix.
+    fn subscribe_all(&mut self, mut added: Vec<Arc<str>>) {
+        self.to_answer.extend(added.iter().cloned());
+        if !self.names.is_empty() {
+            for name in added {
+                self.subscribe(name);
+            }
+            return;
+        }
+        added.sort_unstable();
+        added.dedup();
+        self.names_digest = added.iter().fold(0, |d, n| d ^ name_hash(n));
+        self.names = Arc::new(added.into_iter().collect());
     }
 
     fn unsubscribe(&mut self, name: &str) {
@@ -1036,20 +1055,23 @@ impl ConnState {
             }
             st.must_answer = true;
         }
+        if !req.resource_names_subscribe.is_empty() {
+            st.synced_at = None;
+        }
+        let room = MAX_NAMES_PER_TYPE.saturating_sub(st.names.len());
+        let mut added = Vec::with_capacity(req.resource_names_subscribe.len().min(room));
         for name in req.resource_names_subscribe {
             if name == "*" {
                 st.wildcard = true;
-            } else if st.names.len() >= MAX_NAMES_PER_TYPE {
+            } else if added.len() >= room {
                 tracing::warn!(node = %node_id, r#type = %kind, limit = MAX_NAMES_PER_TYPE,
                     "subscription too large; extra names ignored");
                 break;
             } else {
-                let name: Arc<str> = name.into();
-                st.to_answer.insert(name.clone());
-                st.subscribe(name);
+                added.push(Arc::<str>::from(name));
             }
-            st.synced_at = None;
         }
+        st.subscribe_all(added);
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 st.wildcard = false;
@@ -1603,6 +1625,27 @@ mod tests {
             all[2][0].1, all[0][0].1,
             "a different set held, a different version"
         );
+    }
+
+    #[test]
+    fn bulk_and_one_by_one_subscriptions_give_the_same_set_and_digest() {
+        let arcs = |xs: &[&str]| xs.iter().map(|x| Arc::<str>::from(*x)).collect::<Vec<_>>();
+        let mut bulk = TypeState::new(ResourceType::Endpoint);
+        bulk.subscribe_all(arcs(&["c", "a", "b", "a"]));
+        let mut single = TypeState::new(ResourceType::Endpoint);
+        for n in arcs(&["a", "b", "c"]) {
+            single.subscribe(n);
+        }
+        assert_eq!(bulk.names, single.names);
+        assert_eq!(bulk.names_digest, single.names_digest);
+        assert_eq!(bulk.to_answer.len(), 3);
+        bulk.subscribe_all(arcs(&["d", "a"]));
+        single.subscribe("d".into());
+        assert_eq!(bulk.names, single.names);
+        assert_eq!(bulk.names_digest, single.names_digest);
+        bulk.unsubscribe("b");
+        single.set_names(arcs(&["a", "c", "d"]).into_iter().collect());
+        assert_eq!(bulk.names_digest, single.names_digest);
     }
 
     #[test]
