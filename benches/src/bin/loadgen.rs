@@ -20,7 +20,12 @@ use sextant_benches::loadgen;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Threads are named after the role, so that a system-wide profile
+    // (`perf record -a`) can tell the server, the floor and the generator
+    // apart (`perf report --comm serve`): they are one binary.
+    let role = args.first().map_or("loadgen", String::as_str);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(role)
         .enable_all()
         .build()
         .expect("runtime");
