@@ -293,6 +293,61 @@ async fn a_client_that_never_acks_does_not_hold_up_others() {
     assert_eq!(c.recv().await.type_url, types::EDS);
 }
 
+/// A response never acknowledged is assumed received after the ACK timeout,
+/// and the connection moves on to the next type.
+#[tokio::test]
+async fn an_unacknowledged_response_times_out_and_the_stream_moves_on() {
+    let options = Options {
+        server: sextant_xds::ServerConfig {
+            ack_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let h = start_with(
+        sextant_core::MemoryRegistry::new("memory/test"),
+        vec![svc("a.svc", &["10.0.0.1"])],
+        options,
+    )
+    .await;
+    let mut c = SotwClient::connect(h.addr, "forgetful").await;
+    c.subscribe(types::CDS, &[]).await;
+    assert_eq!(c.recv().await.type_url, types::CDS);
+    c.subscribe(types::EDS, &[A_HTTP]).await; // but the CDS response is never ACKed
+    assert!(
+        c.try_recv(Duration::from_millis(150)).await.is_none(),
+        "waits for the ACK"
+    );
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, types::EDS);
+    let timeouts = &h.server.metrics().ack_timeouts_total;
+    assert_eq!(sextant_xds::Metrics::get(timeouts), 1);
+}
+
+/// An Envoy-like client that never subscribes to the new clusters' endpoints
+/// still gets its listeners, after the bounded wait.
+#[tokio::test]
+async fn listeners_wait_for_an_eds_subscription_only_so_long() {
+    let h = start(vec![svc("a.svc", &["10.0.0.1"])]).await;
+    let mut c = SotwClient::connect(h.addr, "no-eds").await;
+    c.subscribe(types::CDS, &[]).await;
+    let cds = c.recv().await;
+    c.subscribe(types::LDS, &[]).await;
+    c.ack(&cds, &[]).await;
+    let began = std::time::Instant::now();
+    assert!(
+        c.try_recv(Duration::from_millis(500)).await.is_none(),
+        "waits for EDS"
+    );
+    let lds = c.recv().await;
+    assert_eq!(lds.type_url, types::LDS);
+    assert!(
+        began.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn disconnected_clients_leave_nothing_behind() {
     let h = start(vec![svc("a.svc", &["10.0.0.1"])]).await;

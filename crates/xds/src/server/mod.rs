@@ -230,6 +230,11 @@ async fn run_connection<Req, F>(
     let mut snapshots = shared.snapshots.clone();
     let mut state = ConnState::new(wire);
     let mut warned_types: Vec<String> = Vec::new();
+    // One timer, moved only when the deadline moves: a new one per loop
+    // turn registered a timer per request (a visible cost in the storm).
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<tokio::time::Instant> = None;
     loop {
         let ack_deadline = state
             .in_flight_since()
@@ -238,6 +243,12 @@ async fn run_connection<Req, F>(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(d) = deadline
+            && armed != Some(d)
+        {
+            timer.as_mut().reset(d);
+            armed = Some(d);
+        }
         tokio::select! {
             message = requests.message() => match message {
                 Ok(Some(req)) => match on_request(&mut state, req) {
@@ -276,7 +287,7 @@ async fn run_connection<Req, F>(
                     break;
                 }
             }
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
                 if ack_deadline.is_some_and(|d| d <= tokio::time::Instant::now())
                     && let Some(kind) = state.expire_in_flight()
                 {
