@@ -1008,20 +1008,30 @@ async fn scenario(
 /// S6: a registry file of `services` x 10 endpoints; from process start to
 /// ready (every registry read) and to one proxy fully configured, and peak
 /// RSS. The reference is parsing the same file into the model alone.
-async fn scenario_s6(quick: bool) -> serde_json::Value {
+/// S6: Sextant started on one registry file (YAML, or JSON with `json`);
+/// the reference is parsing that file into the model, alone.
+async fn scenario_s6(quick: bool, json: bool) -> serde_json::Value {
     let services = if quick { 1_000 } else { 10_000 };
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("mesh.yaml");
-    let text = fixtures::registry_yaml(&fixtures::mesh(services, 10));
-    std::fs::write(&path, &text).expect("write");
-    #[derive(serde::Deserialize)]
+    let mesh = fixtures::mesh(services, 10);
+    #[derive(serde::Serialize, serde::Deserialize)]
     struct Doc {
-        #[allow(dead_code)]
         services: Vec<Service>,
     }
+    let (path, text) = if json {
+        let text = serde_json::to_string(&Doc { services: mesh }).expect("json");
+        (dir.path().join("mesh.json"), text)
+    } else {
+        (dir.path().join("mesh.yaml"), fixtures::registry_yaml(&mesh))
+    };
+    std::fs::write(&path, &text).expect("write");
     let t = Instant::now();
-    let parsed: Doc =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+    let read = std::fs::read_to_string(&path).expect("read");
+    let parsed: Doc = if json {
+        serde_json::from_str(&read).expect("parse")
+    } else {
+        serde_yaml_ng::from_str(&read).expect("parse")
+    };
     let parse = t.elapsed();
     drop(parsed);
 
@@ -1037,7 +1047,8 @@ async fn scenario_s6(quick: bool) -> serde_json::Value {
     }
     serde_json::json!({
         "sextant": {
-            "scenario": "s6", "services": services, "endpoints": services * 10,
+            "scenario": "s6", "format": if json { "json" } else { "yaml" },
+            "services": services, "endpoints": services * 10,
             "file_bytes": text.len(), "ready_ms": ms(ready), "serving_ms": ms(serving),
             "connect": connect, "cpu_s": cpu, "rss_kib": rss, "peak_rss_kib": hwm,
             "failures": stats.failures.load(Ordering::Relaxed),
@@ -1060,7 +1071,7 @@ async fn run(args: &[String]) -> i32 {
         return 2;
     }
     if name == "s6" {
-        let result = scenario_s6(quick).await;
+        let result = scenario_s6(quick, flag(args, "--json")).await;
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));
         eprint!("{}", table(&result));
         return 0;

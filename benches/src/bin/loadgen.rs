@@ -1,7 +1,7 @@
 //! The ADS load generator. See BENCHMARKS.md.
 //!
 //! ```text
-//! loadgen run   --scenario s1|s2|s3|s4|s5|s6 [--quick] [--delta] [--proxies N]
+//! loadgen run   --scenario s1|s2|s3|s4|s5|s6 [--quick] [--delta] [--proxies N] [--json (s6)]
 //! loadgen serve --services N --endpoints M     (server under test; spawned by run)
 //! loadgen floor --services N --endpoints M [--burst C]  (null server: pre-encoded replies; spawned by run)
 //! loadgen serve-file --file PATH               (S6: Sextant on a registry file; spawned by run)
