@@ -43,6 +43,17 @@ impl Rig {
         }
     }
 
+    /// A rig whose first snapshot has been published.
+    async fn serving() -> Rig {
+        let mut rig = Rig::new();
+        rig.publish(Event::Delete("none.svc".into()));
+        rig.snapshots
+            .wait_for(|s| s.is_ready())
+            .await
+            .expect("snapshot");
+        rig
+    }
+
     fn publish(&mut self, event: Event) {
         self.merge.apply(&self.id, event);
         let view = self.merge.build_view(true).expect("view");
@@ -84,12 +95,7 @@ async fn the_first_view_is_published_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_endpoint_changes_is_one_fast_push() {
-    let mut rig = Rig::new();
-    rig.publish(Event::Delete("none.svc".into()));
-    rig.snapshots
-        .wait_for(|s| s.is_ready())
-        .await
-        .expect("snapshot");
+    let mut rig = Rig::serving().await;
     let g = rig.generation();
     for n in 0..50 {
         rig.flip(n);
@@ -119,12 +125,7 @@ async fn a_burst_of_endpoint_changes_is_one_fast_push() {
 
 #[tokio::test(start_paused = true)]
 async fn structural_changes_wait_for_the_longer_debounce() {
-    let mut rig = Rig::new();
-    rig.publish(Event::Delete("none.svc".into()));
-    rig.snapshots
-        .wait_for(|s| s.is_ready())
-        .await
-        .expect("snapshot");
+    let mut rig = Rig::serving().await;
     let g = rig.generation();
     rig.publish(Event::Delete("svc-3.mesh.svc".into()));
     let began = Instant::now();
@@ -140,12 +141,7 @@ async fn structural_changes_wait_for_the_longer_debounce() {
 /// services unchanged), are structural too.
 #[tokio::test(start_paused = true)]
 async fn a_port_change_or_a_swapped_service_is_not_endpoint_only() {
-    let mut rig = Rig::new();
-    rig.publish(Event::Delete("none.svc".into()));
-    rig.snapshots
-        .wait_for(|s| s.is_ready())
-        .await
-        .expect("snapshot");
+    let mut rig = Rig::serving().await;
     let mut reported = fixtures::mesh(10, 3);
     let mut svc = reported.remove(2);
     svc.ports[0].port += 1;
@@ -174,12 +170,7 @@ async fn a_port_change_or_a_swapped_service_is_not_endpoint_only() {
 
 #[tokio::test(start_paused = true)]
 async fn a_never_ending_stream_of_changes_is_still_pushed_within_the_maximum_delay() {
-    let mut rig = Rig::new();
-    rig.publish(Event::Delete("none.svc".into()));
-    rig.snapshots
-        .wait_for(|s| s.is_ready())
-        .await
-        .expect("snapshot");
+    let mut rig = Rig::serving().await;
     let g = rig.generation();
     let began = Instant::now();
     let mut n = 0;

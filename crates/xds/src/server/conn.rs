@@ -1381,11 +1381,16 @@ mod tests {
             self.state.on_sotw(answer);
             Some(out)
         }
+    }
+
+    /// A simulated client: takes the next response and answers it.
+    trait Client {
+        fn next(&mut self, snap: &Snapshot) -> Option<Outbound>;
 
         /// Steps until nothing is due; every response's gist.
         fn settle(&mut self, snap: &Snapshot) -> Vec<Gist> {
             let mut seen = Vec::new();
-            while let Some(out) = self.step(snap, false) {
+            while let Some(out) = self.next(snap) {
                 seen.push(gist(&out));
                 assert!(seen.len() < 50, "does not settle");
             }
@@ -1393,22 +1398,31 @@ mod tests {
         }
     }
 
+    impl Client for Proxy {
+        fn next(&mut self, snap: &Snapshot) -> Option<Outbound> {
+            self.step(snap, false)
+        }
+    }
+
+    /// Settles the lone reference client on its snapshot, then each of
+    /// `clients` on the shared one: each must see what the lone one saw.
+    fn round<C: Client>(mesh: &Mesh, clients: &mut [C], lone: &mut C) -> Vec<Gist> {
+        let want = lone.settle(&mesh.lone);
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                c.settle(&mesh.shared),
+                want,
+                "client {i} differs from the lone one"
+            );
+        }
+        want
+    }
+
     #[test]
     fn connections_in_the_same_state_share_plans_and_send_what_a_lone_one_sends() {
         let mut mesh = Mesh::new(20);
         let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new()).collect();
         let mut lone = Proxy::new();
-        let round = |mesh: &Mesh, proxies: &mut Vec<Proxy>, lone: &mut Proxy| {
-            let want = lone.settle(&mesh.lone);
-            for (i, p) in proxies.iter_mut().enumerate() {
-                assert_eq!(
-                    p.settle(&mesh.shared),
-                    want,
-                    "proxy {i} differs from the lone one"
-                );
-            }
-            want
-        };
         let first = round(&mesh, &mut proxies, &mut lone);
         assert_eq!(
             first.iter().map(|g| g.0).collect::<Vec<_>>(),
@@ -1498,45 +1512,39 @@ mod tests {
             }
             DeltaProxy { state }
         }
+    }
 
-        fn settle(&mut self, snap: &Snapshot) -> Vec<Gist> {
-            let mut seen = Vec::new();
-            while let Some(out) = self.state.pump(snap) {
-                let then = match out.kind {
-                    ResourceType::Cluster => Some(ResourceType::Endpoint),
-                    ResourceType::Listener => Some(ResourceType::Route),
-                    _ => None,
-                };
-                if let Some(kind) = then {
-                    let names = if kind == ResourceType::Route {
-                        if out.resources.is_empty() {
-                            vec![]
-                        } else {
-                            vec!["outbound_http".to_string()]
-                        }
+    impl Client for DeltaProxy {
+        fn next(&mut self, snap: &Snapshot) -> Option<Outbound> {
+            let out = self.state.pump(snap)?;
+            let then = match out.kind {
+                ResourceType::Cluster => Some(ResourceType::Endpoint),
+                ResourceType::Listener => Some(ResourceType::Route),
+                _ => None,
+            };
+            if let Some(kind) = then {
+                let names = if kind == ResourceType::Route {
+                    if out.resources.is_empty() {
+                        vec![]
                     } else {
-                        out.resources.iter().map(|r| r.name.to_string()).collect()
-                    };
-                    self.state.on_delta(DeltaDiscoveryRequest {
-                        type_url: kind.type_url().into(),
-                        resource_names_subscribe: names,
-                        resource_names_unsubscribe: out
-                            .removed
-                            .iter()
-                            .map(|n| n.to_string())
-                            .collect(),
-                        ..Default::default()
-                    });
-                }
+                        vec!["outbound_http".to_string()]
+                    }
+                } else {
+                    out.resources.iter().map(|r| r.name.to_string()).collect()
+                };
                 self.state.on_delta(DeltaDiscoveryRequest {
-                    type_url: out.kind.type_url().into(),
-                    response_nonce: out.nonce.clone(),
+                    type_url: kind.type_url().into(),
+                    resource_names_subscribe: names,
+                    resource_names_unsubscribe: out.removed.iter().map(|n| n.to_string()).collect(),
                     ..Default::default()
                 });
-                seen.push(gist(&out));
-                assert!(seen.len() < 50, "does not settle");
             }
-            seen
+            self.state.on_delta(DeltaDiscoveryRequest {
+                type_url: out.kind.type_url().into(),
+                response_nonce: out.nonce.clone(),
+                ..Default::default()
+            });
+            Some(out)
         }
     }
 
@@ -1545,17 +1553,6 @@ mod tests {
         let mut mesh = Mesh::new(12);
         let mut proxies: Vec<DeltaProxy> = (0..3).map(|_| DeltaProxy::new()).collect();
         let mut lone = DeltaProxy::new();
-        let round = |mesh: &Mesh, proxies: &mut Vec<DeltaProxy>, lone: &mut DeltaProxy| {
-            let want = lone.settle(&mesh.lone);
-            for (i, p) in proxies.iter_mut().enumerate() {
-                assert_eq!(
-                    p.settle(&mesh.shared),
-                    want,
-                    "proxy {i} differs from the lone one"
-                );
-            }
-            want
-        };
         assert_eq!(round(&mesh, &mut proxies, &mut lone).len(), 4);
         let eds = |p: &DeltaProxy| {
             p.state.types[ResourceType::Endpoint.index()]
