@@ -99,15 +99,17 @@ fn burst_change(state: &mut [Service], k: usize) -> usize {
 
 type Reply = futures::future::BoxFuture<'static, String>;
 
-/// Serves the control port: `flip N` and `burst CHANGES MILLIS N` lines,
-/// each answered with one line.
+/// Serves the control port: `flip N`, `burst CHANGES MILLIS N` and `plans`
+/// lines, each answered with one line.
 async fn control_loop(
     listener: tokio::net::TcpListener,
+    metrics: Option<Arc<sextant_xds::Metrics>>,
     handler: impl Fn(Vec<u64>) -> Reply + Send + Sync + 'static,
 ) {
     let handler = Arc::new(handler);
     while let Ok((conn, _)) = listener.accept().await {
         let handler = handler.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let (r, mut w) = conn.into_split();
             let mut lines = BufReader::new(r).lines();
@@ -121,6 +123,15 @@ async fn control_loop(
                 let reply = match (words.next(), numbers.len()) {
                     (Some("flip"), 1) => handler(numbers).await,
                     (Some("burst"), 3) => handler(numbers).await,
+                    // Plans computed and shared so far (Sextant only).
+                    (Some("plans"), 0) => match &metrics {
+                        Some(m) => format!(
+                            "ok {} {}",
+                            sextant_xds::Metrics::get(&m.plans_computed_total),
+                            sextant_xds::Metrics::get(&m.plans_shared_total)
+                        ),
+                        None => "ok".to_owned(),
+                    },
                     _ => "error".to_owned(),
                 };
                 let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
@@ -165,9 +176,10 @@ async fn serve(args: &[String]) -> i32 {
     let mesh = fixtures::mesh(arg(args, "--services", 1000), arg(args, "--endpoints", 10));
     let registry = MemoryRegistry::new("memory/load");
     registry.reset(mesh.clone());
-    let (_running, control) = start_announced(registry.clone()).await;
+    let (running, control) = start_announced(registry.clone()).await;
+    let metrics = Some(running.xds().metrics().clone());
     let state = Arc::new(Mutex::new(mesh.clone()));
-    control_loop(control, move |numbers| {
+    control_loop(control, metrics, move |numbers| {
         let (registry, mesh, state) = (registry.clone(), mesh.clone(), state.clone());
         Box::pin(async move {
             match burst_args(&numbers) {
@@ -219,7 +231,7 @@ async fn serve_file(args: &[String]) -> i32 {
         sextant_file::FileRegistryConfig::default(),
     ))
     .await;
-    control_loop(control, |_| Box::pin(async { "error".to_owned() })).await;
+    control_loop(control, None, |_| Box::pin(async { "error".to_owned() })).await;
     0
 }
 
@@ -324,7 +336,7 @@ async fn floor(args: &[String]) -> i32 {
         control.local_addr().expect("addr")
     );
     let f = floor.clone();
-    tokio::spawn(control_loop(control, move |numbers| {
+    tokio::spawn(control_loop(control, None, move |numbers| {
         let f = f.clone();
         Box::pin(async move {
             // A flip pushes its assignment; a burst waits out the rollout
@@ -998,6 +1010,17 @@ async fn scenario(
     }
     let (_, _, hwm) = server.proc_stat();
     out["peak_rss_kib"] = serde_json::json!(hwm);
+    // How often a connection's next step was computed by itself or taken
+    // from another connection in the same state (the floor has no plans).
+    let plans = server.command("plans").await;
+    let mut counts = plans
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse::<u64>().ok());
+    if let (Some(computed), Some(shared)) = (counts.next().flatten(), counts.next().flatten()) {
+        out["plans_computed"] = serde_json::json!(computed);
+        out["plans_shared"] = serde_json::json!(shared);
+    }
     out["failures"] = serde_json::json!(stats.failures.load(Ordering::Relaxed));
     for t in tasks {
         t.abort();

@@ -319,6 +319,16 @@ pub fn render_metrics(s: &AdminState) -> String {
         &m.ack_timeouts_total,
     );
     p.counter(
+        "sextant_xds_plans_computed_total",
+        "A connection's next response computed by the connection itself.",
+        &m.plans_computed_total,
+    );
+    p.counter(
+        "sextant_xds_plans_shared_total",
+        "A connection's next response taken from a connection in the same state.",
+        &m.plans_shared_total,
+    );
+    p.counter(
         "sextant_xds_pushes_total",
         "Snapshots built and pushed (coalesced changes).",
         &m.snapshots_total,

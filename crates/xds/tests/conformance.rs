@@ -427,6 +427,43 @@ async fn two_replicas_give_equal_versions_and_a_reconnect_resends_nothing() {
     assert_eq!(names(&eds.resources), sorted(&[A_HTTP, A_GRPC]));
 }
 
+/// Proxies that subscribe alike share the server's work (one plan per step,
+/// counted in the metrics) and get exactly what the first one got; a
+/// change reaches all of them.
+#[tokio::test]
+async fn alike_proxies_share_plans_and_get_the_same_responses() {
+    let h = start(vec![
+        svc("a.svc", &["10.0.0.1"]),
+        svc("b.svc", &["10.0.1.1"]),
+    ])
+    .await;
+    let clusters = [A_HTTP, A_GRPC, B_HTTP, B_GRPC];
+    let mut clients = Vec::new();
+    let mut versions = Vec::new();
+    for i in 0..3 {
+        let mut c = SotwClient::connect(h.addr, &format!("envoy-{i}")).await;
+        versions.push(sync_envoy_like(&mut c, &clusters, &["outbound_http"]).await);
+        clients.push(c);
+    }
+    assert!(versions.iter().all(|v| *v == versions[0]));
+    let m = h.server.metrics();
+    let shared = sextant_xds::Metrics::get(&m.plans_shared_total);
+    let computed = sextant_xds::Metrics::get(&m.plans_computed_total);
+    assert!(
+        shared >= 8,
+        "the second and third proxy take the first one's four steps: {shared}"
+    );
+    assert!(computed <= shared, "computed {computed}, shared {shared}");
+    h.registry.insert(svc("b.svc", &["10.0.1.2"]));
+    let mut flips = Vec::new();
+    for c in &mut clients {
+        let eds = c.recv().await;
+        assert_eq!(names(&eds.resources), sorted(&[B_HTTP, B_GRPC]));
+        flips.push((eds.version_info.clone(), eds.resources.clone()));
+    }
+    assert!(flips.iter().all(|f| *f == flips[0]));
+}
+
 // ---- delta ----
 
 #[tokio::test]

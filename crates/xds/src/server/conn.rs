@@ -411,6 +411,9 @@ pub(crate) struct TypeState {
     /// Hash of the last SotW request's names, in order.
     request_digest: Option<u64>,
     last_nonce: String,
+    /// Plans this type computed itself, and took from another connection.
+    pub(crate) plans_computed: u64,
+    pub(crate) plans_shared: u64,
     pub(crate) acked_version: String,
     pub(crate) sent_version: String,
     pub(crate) responses: u64,
@@ -473,6 +476,8 @@ impl TypeState {
             synced_at: None,
             request_digest: None,
             last_nonce: String::new(),
+            plans_computed: 0,
+            plans_shared: 0,
             acked_version: String::new(),
             sent_version: String::new(),
             responses: 0,
@@ -789,6 +794,7 @@ impl TypeState {
         }
         self.rebase();
         let Some(key) = self.plan_key(phase, wire) else {
+            self.plans_computed += 1;
             let plan = Arc::new(self.compute(snap, phase, wire));
             return self.apply(plan, false, snap, wire, nonce);
         };
@@ -798,8 +804,10 @@ impl TypeState {
             if !Arc::ptr_eq(&self.names, &plan.names) {
                 self.names = plan.names.clone();
             }
+            self.plans_shared += 1;
             return self.apply(plan, true, snap, wire, nonce);
         }
+        self.plans_computed += 1;
         let plan = Arc::new(self.compute(snap, phase, wire));
         // Only a plan that starts from a shared state (or nothing) is
         // offered: the next connection must be able to confirm it.
@@ -1196,6 +1204,13 @@ impl ConnState {
     /// When the wait for an EDS subscription ends, if one is under way.
     pub(crate) fn eds_wait_until(&self) -> Option<Instant> {
         self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT)
+    }
+
+    /// Plans computed by this connection and taken from others, so far.
+    pub(crate) fn plan_counts(&self) -> (u64, u64) {
+        self.types.iter().fold((0, 0), |(c, s), t| {
+            (c + t.plans_computed, s + t.plans_shared)
+        })
     }
 
     /// When the response in flight was sent, if one is.

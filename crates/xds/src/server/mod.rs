@@ -297,7 +297,15 @@ async fn run_connection<Req, F>(
             }
         }
         let snapshot = snapshots.borrow_and_update().clone();
-        if let Some(out) = state.pump(&snapshot) {
+        let plans_before = state.plan_counts();
+        let pumped = state.pump(&snapshot);
+        let plans_after = state.plan_counts();
+        Metrics::add(
+            &metrics.plans_computed_total,
+            plans_after.0 - plans_before.0,
+        );
+        Metrics::add(&metrics.plans_shared_total, plans_after.1 - plans_before.1);
+        if let Some(out) = pumped {
             let i = out.kind.index();
             Metrics::add(&metrics.responses_total[i], 1);
             Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);

@@ -102,6 +102,11 @@ pub struct Metrics {
     pub endpoint_only_snapshots_total: AtomicU64,
     /// Resources encoded while building snapshots.
     pub resources_encoded_total: AtomicU64,
+    /// A connection's next step computed by the connection itself.
+    pub plans_computed_total: AtomicU64,
+    /// A connection's next step taken from another connection in the same
+    /// state (the shared-plan cache; see ARCHITECTURE.md).
+    pub plans_shared_total: AtomicU64,
     /// From the first change of a batch to its snapshot being published.
     pub push_latency: Histogram,
     /// From a response being sent to its ACK or NACK.
