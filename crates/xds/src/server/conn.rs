@@ -336,6 +336,70 @@ impl PlanCache {
     }
 }
 
+/// One state-of-the-world subscription as sent: its names' encoded
+/// entries (to confirm a match), the set and digest, and whether it named
+/// `*`.
+struct Interned {
+    entries: Vec<u8>,
+    names: Arc<NameSet>,
+    digest: u64,
+    star: bool,
+}
+
+/// The SotW subscriptions connections have sent, by type and request
+/// digest: connections that send the same list (a thousand Envoys restating
+/// the same clusters) share one set, found with one comparison of the
+/// encoded names, instead of each building its own and comparing it name by
+/// name with the shared plan's. Entries no connection uses any more are
+/// dropped as the table grows.
+#[derive(Default)]
+pub(crate) struct Subscriptions(std::sync::Mutex<SubscriptionMap>);
+
+#[derive(Default)]
+struct SubscriptionMap {
+    map: HashMap<(ResourceType, u64), Arc<Interned>>,
+    prune_at: usize,
+}
+
+impl Subscriptions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionMap> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shared subscription equal to `names`, if one is known.
+    fn get(&self, kind: ResourceType, names: &super::request::Names) -> Option<Arc<Interned>> {
+        let table = self.lock();
+        let found = table.map.get(&(kind, names.digest()))?;
+        names.entries_equal(&found.entries).then(|| found.clone())
+    }
+
+    /// Shares `interned` (or the equal one already shared) under its
+    /// request digest.
+    fn offer(&self, kind: ResourceType, request_digest: u64, interned: Interned) -> Arc<Interned> {
+        let mut table = self.lock();
+        if table.map.len() >= table.prune_at {
+            table.map.retain(|_, i| Arc::strong_count(&i.names) > 1);
+            table.prune_at = (table.map.len() * 2).max(64);
+        }
+        match table.map.get(&(kind, request_digest)) {
+            Some(known) if known.entries == interned.entries => known.clone(),
+            // Another list with the same digest: used, not shared.
+            Some(_) => Arc::new(interned),
+            None => {
+                let shared = Arc::new(interned);
+                table.map.insert((kind, request_digest), shared.clone());
+                shared
+            }
+        }
+    }
+
+    /// Subscriptions known.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+}
+
 /// How to restore `held` if a response is rejected.
 enum Undo {
     /// Each changed name's previous entry, in the order changed.
@@ -548,11 +612,6 @@ impl TypeState {
         if Arc::make_mut(&mut self.names).remove(name) {
             self.names_digest ^= name_hash(name);
         }
-    }
-
-    fn set_names(&mut self, names: NameSet) {
-        self.names_digest = names.iter().fold(0, |d, n| d ^ name_hash(n));
-        self.names = Arc::new(names);
     }
 
     fn wants_by_name(&self, name: &str) -> bool {
@@ -949,19 +1008,22 @@ pub(crate) struct ConnState {
     pub(crate) node_cluster: String,
     pub(crate) types: [TypeState; 4],
     nonce: u64,
+    /// The server's shared SotW subscriptions.
+    subscriptions: Arc<Subscriptions>,
     /// EDS clusters just sent whose assignments the client has not
     /// subscribed to yet; listeners and routes wait for them.
     await_eds: Option<(Vec<Arc<str>>, Instant)>,
 }
 
 impl ConnState {
-    pub(crate) fn new(wire: Wire) -> Self {
+    pub(crate) fn new(wire: Wire, subscriptions: Arc<Subscriptions>) -> Self {
         ConnState {
             wire,
             node_id: String::new(),
             node_cluster: String::new(),
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
+            subscriptions,
             await_eds: None,
         }
     }
@@ -1007,25 +1069,42 @@ impl ConnState {
             return outcome;
         }
         st.request_digest = Some(names_digest);
-        if req.names.len() > MAX_NAMES_PER_TYPE {
-            tracing::warn!(node = %node_id, r#type = %kind, names = req.names.len(),
-                limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
-        }
-        let mut names: BTreeSet<Arc<str>> = req
-            .names
-            .iter()
-            .take(MAX_NAMES_PER_TYPE)
-            .map(Arc::from)
-            .collect();
-        let star = names.remove("*");
+        let interned = match self.subscriptions.get(kind, &req.names) {
+            Some(known) => known,
+            None => {
+                if req.names.len() > MAX_NAMES_PER_TYPE {
+                    tracing::warn!(node = %node_id, r#type = %kind, names = req.names.len(),
+                        limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
+                }
+                let mut names: NameSet = req
+                    .names
+                    .iter()
+                    .take(MAX_NAMES_PER_TYPE)
+                    .map(Arc::from)
+                    .collect();
+                let star = names.remove("*");
+                let interned = Interned {
+                    entries: req.names.entries(),
+                    digest: names.iter().fold(0, |d, n| d ^ name_hash(n)),
+                    names: Arc::new(names),
+                    star,
+                };
+                self.subscriptions.offer(kind, names_digest, interned)
+            }
+        };
+        let (names, star) = (&interned.names, interned.star);
         let first = !st.seen_request;
         if first {
             st.legacy_wildcard = names.is_empty() && !star;
         }
         let wildcard = star || (st.legacy_wildcard && names.is_empty());
-        if first || wildcard != st.wildcard || names != *st.names {
+        let same = Arc::ptr_eq(names, &st.names) || **names == *st.names;
+        if !Arc::ptr_eq(names, &st.names) {
+            st.names = names.clone();
+            st.names_digest = interned.digest;
+        }
+        if first || wildcard != st.wildcard || !same {
             st.wildcard = wildcard;
-            st.set_names(names);
             st.synced_at = None;
             // Full-state types must answer a changed subscription, even with
             // an unchanged set: that is how a client learns a name does not exist.
@@ -1250,6 +1329,8 @@ mod tests {
         services: Vec<Service>,
         shared: Arc<Snapshot>,
         lone: Arc<Snapshot>,
+        /// The SotW subscriptions of the connections under test.
+        subscriptions: Arc<Subscriptions>,
     }
 
     impl Mesh {
@@ -1266,6 +1347,7 @@ mod tests {
                 services,
                 shared: empty.clone(),
                 lone: empty,
+                subscriptions: Arc::default(),
             };
             mesh.publish();
             mesh
@@ -1334,8 +1416,8 @@ mod tests {
     }
 
     impl Proxy {
-        fn new() -> Proxy {
-            let mut state = ConnState::new(Wire::Sotw);
+        fn new(subscriptions: &Arc<Subscriptions>) -> Proxy {
+            let mut state = ConnState::new(Wire::Sotw, subscriptions.clone());
             state.on_sotw(sotw(ResourceType::Cluster, &[], ""));
             state.on_sotw(sotw(ResourceType::Listener, &[], ""));
             Proxy {
@@ -1436,8 +1518,8 @@ mod tests {
     #[test]
     fn connections_in_the_same_state_share_plans_and_send_what_a_lone_one_sends() {
         let mut mesh = Mesh::new(20);
-        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new()).collect();
-        let mut lone = Proxy::new();
+        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new(&mesh.subscriptions)).collect();
+        let mut lone = Proxy::new(&Arc::default());
         let first = round(&mesh, &mut proxies, &mut lone);
         assert_eq!(
             first.iter().map(|g| g.0).collect::<Vec<_>>(),
@@ -1501,13 +1583,16 @@ mod tests {
                 "one change on the shared base"
             );
         }
-        // And the names they subscribe with are one shared set.
+        // And the names they subscribe with are one shared set, the first
+        // proxy's too (its requests were the first of their kind).
         let names = |p: &Proxy| p.state.types[ResourceType::Endpoint.index()].names.clone();
         assert!(
-            proxies[1..]
+            proxies
                 .iter()
-                .all(|p| Arc::ptr_eq(&names(p), &names(&proxies[1])))
+                .all(|p| Arc::ptr_eq(&names(p), &names(&proxies[0])))
         );
+        // Stale subscriptions are dropped as the table grows, live ones kept.
+        assert!(mesh.subscriptions.len() >= 2);
     }
 
     /// An Envoy-like delta client: wildcard CDS and LDS, EDS and RDS by
@@ -1517,8 +1602,8 @@ mod tests {
     }
 
     impl DeltaProxy {
-        fn new() -> DeltaProxy {
-            let mut state = ConnState::new(Wire::Delta);
+        fn new(subscriptions: &Arc<Subscriptions>) -> DeltaProxy {
+            let mut state = ConnState::new(Wire::Delta, subscriptions.clone());
             for kind in [ResourceType::Cluster, ResourceType::Listener] {
                 state.on_delta(DeltaDiscoveryRequest {
                     type_url: kind.type_url().into(),
@@ -1566,8 +1651,10 @@ mod tests {
     #[test]
     fn delta_connections_share_plans_and_send_what_a_lone_one_sends() {
         let mut mesh = Mesh::new(12);
-        let mut proxies: Vec<DeltaProxy> = (0..3).map(|_| DeltaProxy::new()).collect();
-        let mut lone = DeltaProxy::new();
+        let mut proxies: Vec<DeltaProxy> = (0..3)
+            .map(|_| DeltaProxy::new(&mesh.subscriptions))
+            .collect();
+        let mut lone = DeltaProxy::new(&Arc::default());
         assert_eq!(round(&mesh, &mut proxies, &mut lone).len(), 4);
         let eds = |p: &DeltaProxy| {
             p.state.types[ResourceType::Endpoint.index()]
@@ -1597,7 +1684,7 @@ mod tests {
     #[test]
     fn a_nack_of_a_shared_response_restores_only_that_connection() {
         let mut mesh = Mesh::new(10);
-        let mut proxies: Vec<Proxy> = (0..3).map(|_| Proxy::new()).collect();
+        let mut proxies: Vec<Proxy> = (0..3).map(|_| Proxy::new(&mesh.subscriptions)).collect();
         for p in &mut proxies {
             p.settle(&mesh.shared);
         }
@@ -1656,15 +1743,58 @@ mod tests {
         assert_eq!(bulk.names, single.names);
         assert_eq!(bulk.names_digest, single.names_digest);
         bulk.unsubscribe("b");
-        single.set_names(arcs(&["a", "c", "d"]).into_iter().collect());
-        assert_eq!(bulk.names_digest, single.names_digest);
+        let acd = ["a", "c", "d"].iter().fold(0, |d, n| d ^ name_hash(n));
+        assert_eq!(bulk.names_digest, acd);
+    }
+
+    #[test]
+    fn subscriptions_are_shared_by_their_encoded_names_and_dropped_when_unused() {
+        let table = Arc::new(Subscriptions::default());
+        let request = |names: &[&str]| sotw(ResourceType::Endpoint, names, "");
+        let mut a = ConnState::new(Wire::Sotw, table.clone());
+        let mut b = ConnState::new(Wire::Sotw, table.clone());
+        a.on_sotw(request(&["x", "y"]));
+        b.on_sotw(request(&["x", "y"]));
+        let eds = |c: &ConnState| c.types[ResourceType::Endpoint.index()].names.clone();
+        assert!(Arc::ptr_eq(&eds(&a), &eds(&b)), "one set for one list");
+        // The same names in another order: another entry, an equal set.
+        let mut c = ConnState::new(Wire::Sotw, table.clone());
+        c.on_sotw(request(&["y", "x"]));
+        assert_eq!(eds(&c), eds(&a));
+        assert_eq!(table.len(), 2);
+        // A list offered under a digest already taken by other names is
+        // used but not shared.
+        let forged = Interned {
+            entries: b"other".to_vec(),
+            names: Arc::default(),
+            digest: 0,
+            star: false,
+        };
+        let digest = a.types[ResourceType::Endpoint.index()]
+            .request_digest
+            .expect("digest");
+        let got = table.offer(ResourceType::Endpoint, digest, forged);
+        assert_eq!(got.entries, b"other");
+        assert!(Arc::ptr_eq(&eds(&a), &eds(&b)));
+        // Once nobody uses them, entries go as the table grows.
+        drop((a, b, c));
+        for n in 0..100u64 {
+            let one = Interned {
+                entries: n.to_le_bytes().to_vec(),
+                names: Arc::default(),
+                digest: 0,
+                star: false,
+            };
+            drop(table.offer(ResourceType::Cluster, n, one));
+        }
+        assert!(table.len() < 100, "{} entries kept", table.len());
     }
 
     #[test]
     fn a_digest_collision_does_not_share_a_plan() {
         let mesh = Mesh::new(5);
         // The first computes the plans; the others take them.
-        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new()).collect();
+        let mut proxies: Vec<Proxy> = (0..4).map(|_| Proxy::new(&mesh.subscriptions)).collect();
         for p in &mut proxies {
             p.settle(&mesh.shared);
         }

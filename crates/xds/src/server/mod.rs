@@ -72,6 +72,8 @@ struct Shared {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<Metrics>,
     connections: Mutex<BTreeMap<u64, Arc<Registered>>>,
+    /// SotW subscriptions shared by the connections that send them.
+    subscriptions: Arc<conn::Subscriptions>,
     nacks: Mutex<VecDeque<NackRecord>>,
     next_id: AtomicU64,
 }
@@ -99,6 +101,7 @@ impl XdsServer {
                 snapshots,
                 metrics,
                 connections: Mutex::new(BTreeMap::new()),
+                subscriptions: Arc::default(),
                 nacks: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -228,7 +231,7 @@ async fn run_connection<Req, F>(
 {
     let metrics = &shared.metrics;
     let mut snapshots = shared.snapshots.clone();
-    let mut state = ConnState::new(wire);
+    let mut state = ConnState::new(wire, shared.subscriptions.clone());
     let mut warned_types: Vec<String> = Vec::new();
     // One timer, moved only when the deadline moves: a new one per loop
     // turn registered a timer per request (a visible cost in the storm).

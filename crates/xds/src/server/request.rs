@@ -50,6 +50,8 @@ impl std::fmt::Debug for SotwRequest {
 /// entries are the names (the whole request, when decoded by the server).
 pub struct Names {
     raw: Bytes,
+    /// Where in `raw` the runs of consecutive name entries are.
+    runs: Vec<std::ops::Range<usize>>,
     count: usize,
     hasher: xxhash_rust::xxh3::Xxh3,
 }
@@ -58,6 +60,7 @@ impl Default for Names {
     fn default() -> Self {
         Names {
             raw: Bytes::new(),
+            runs: Vec::new(),
             count: 0,
             hasher: xxhash_rust::xxh3::Xxh3::new(),
         }
@@ -95,7 +98,36 @@ impl Names {
         let start = raw.len();
         encoding::string::encode(3, &name.to_owned(), &mut raw);
         self.absorb(&raw[start..], 1);
+        match self.runs.last_mut() {
+            Some(run) if run.end == start => run.end = raw.len(),
+            _ => self.runs.push(start..raw.len()),
+        }
         self.raw = raw.into();
+    }
+
+    /// True when `entries` is exactly the names' encoded entries, in order
+    /// (what the digest is computed over).
+    pub(crate) fn entries_equal(&self, entries: &[u8]) -> bool {
+        let mut rest = entries;
+        for run in &self.runs {
+            let Some((head, tail)) = rest.split_at_checked(run.len()) else {
+                return false;
+            };
+            if head != &self.raw[run.clone()] {
+                return false;
+            }
+            rest = tail;
+        }
+        rest.is_empty()
+    }
+
+    /// The names' encoded entries, in order, in one buffer.
+    pub(crate) fn entries(&self) -> Vec<u8> {
+        self.runs
+            .iter()
+            .flat_map(|r| &self.raw[r.clone()])
+            .copied()
+            .collect()
     }
 
     /// Checks and counts a run of `count` well-framed name entries.
@@ -187,6 +219,7 @@ impl SotwRequest {
             if tag != 3 {
                 if let Some((start, count)) = run.take() {
                     req.names.absorb_run(&raw[start..entry], count)?;
+                    req.names.runs.push(start..entry);
                 }
                 prost::Message::merge_field(
                     &mut req,
@@ -205,6 +238,7 @@ impl SotwRequest {
         }
         if let Some((start, count)) = run {
             req.names.absorb_run(&raw[start..], count)?;
+            req.names.runs.push(start..raw.len());
         }
         req.names.raw = raw;
         Ok(req)
@@ -386,6 +420,10 @@ mod tests {
         assert_eq!(split.names.len(), 3);
         assert_eq!(split.names.iter().collect::<Vec<_>>(), ["a", &long, "b"]);
         assert_eq!(split.names.digest(), contiguous.digest());
+        assert_eq!(split.names.entries(), contiguous.entries());
+        assert!(split.names.entries_equal(&contiguous.entries()));
+        assert!(!split.names.entries_equal(&contiguous.entries()[1..]));
+        assert!(!contiguous.entries_equal(&[]));
         // One bad name in the middle of a run is found.
         let mut bad = Vec::new();
         encoding::string::encode(3, &"a".to_owned(), &mut bad);
