@@ -1280,9 +1280,17 @@ impl ConnState {
         true
     }
 
-    /// When the wait for an EDS subscription ends, if one is under way.
-    pub(crate) fn eds_wait_until(&self) -> Option<Instant> {
-        self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT)
+    /// When the connection must wake up without a request: the ACK
+    /// deadline of the response in flight, or else the end of the wait for
+    /// an EDS subscription. The wait is not a deadline while a response is
+    /// in flight: nothing can be sent then anyway, and a timer that fired
+    /// without anything to do would fire again at once, spinning until the
+    /// ACK came.
+    pub(crate) fn next_deadline(&self, ack_timeout: std::time::Duration) -> Option<Instant> {
+        match self.in_flight_since() {
+            Some(since) => Some(since + ack_timeout),
+            None => self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT),
+        }
     }
 
     /// Plans computed by this connection and taken from others, so far.
@@ -1788,6 +1796,32 @@ mod tests {
             drop(table.offer(ResourceType::Cluster, n, one));
         }
         assert!(table.len() < 100, "{} entries kept", table.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_eds_wait_is_a_deadline_only_while_nothing_is_in_flight() {
+        let mesh = Mesh::new(3);
+        let ack = std::time::Duration::from_secs(30);
+        let mut p = Proxy::new(&mesh.subscriptions);
+        // CDS goes out (wildcard: the client will want its endpoints) and
+        // is not acknowledged.
+        let cds = p.state.pump(&mesh.shared).expect("cds");
+        assert_eq!(cds.kind, ResourceType::Cluster);
+        let sent = p.state.in_flight_since().expect("in flight");
+        assert_eq!(p.state.next_deadline(ack), Some(sent + ack));
+        tokio::time::advance(EDS_WAIT * 2).await;
+        assert_eq!(
+            p.state.next_deadline(ack),
+            Some(sent + ack),
+            "an expired wait is not a deadline while CDS is in flight"
+        );
+        // ACKed (no EDS subscription): the expired wait ends at the next
+        // pump, which sends the listeners.
+        p.state
+            .on_sotw(sotw(ResourceType::Cluster, &[], &cds.nonce));
+        assert_eq!(p.state.next_deadline(ack), Some(sent + EDS_WAIT));
+        let next = p.state.pump(&mesh.shared).expect("lds");
+        assert_eq!(next.kind, ResourceType::Listener);
     }
 
     #[test]

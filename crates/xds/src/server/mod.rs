@@ -242,10 +242,7 @@ async fn run_connection<Req, F>(
         let ack_deadline = state
             .in_flight_since()
             .map(|t| t + shared.config.ack_timeout);
-        let deadline = match (ack_deadline, state.eds_wait_until()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
             && armed != Some(d)
         {
