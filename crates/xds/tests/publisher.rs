@@ -70,6 +70,21 @@ impl Rig {
         self.publish(Event::Apply(svc));
     }
 
+    /// Publishes `events`, one view each, and waits for the next snapshot:
+    /// how long after the last view it came.
+    async fn push(&mut self, events: impl IntoIterator<Item = Event>) -> Duration {
+        let g = self.generation();
+        for event in events {
+            self.publish(event);
+        }
+        let began = Instant::now();
+        self.snapshots
+            .wait_for(|s| s.generation > g)
+            .await
+            .expect("pushed");
+        began.elapsed()
+    }
+
     fn generation(&self) -> u64 {
         self.snapshots.borrow().generation
     }
@@ -126,14 +141,8 @@ async fn a_burst_of_endpoint_changes_is_one_fast_push() {
 #[tokio::test(start_paused = true)]
 async fn structural_changes_wait_for_the_longer_debounce() {
     let mut rig = Rig::serving().await;
-    let g = rig.generation();
-    rig.publish(Event::Delete("svc-3.mesh.svc".into()));
-    let began = Instant::now();
-    rig.snapshots
-        .wait_for(|s| s.generation > g)
-        .await
-        .expect("pushed");
-    assert_eq!(began.elapsed(), Duration::from_millis(100));
+    let waited = rig.push([Event::Delete("svc-3.mesh.svc".into())]).await;
+    assert_eq!(waited, Duration::from_millis(100));
     assert_eq!(Metrics::get(&rig.metrics.endpoint_only_snapshots_total), 0);
 }
 
@@ -152,17 +161,8 @@ async fn a_port_change_or_a_swapped_service_is_not_endpoint_only() {
         vec![Event::Delete("svc-4.mesh.svc".into()), Event::Apply(added)],
     ];
     for batch in changes {
-        let g = rig.generation();
         let services = rig.snapshots.borrow().view().services.len();
-        for event in batch {
-            rig.publish(event);
-        }
-        let began = Instant::now();
-        rig.snapshots
-            .wait_for(|s| s.generation > g)
-            .await
-            .expect("pushed");
-        assert_eq!(began.elapsed(), Duration::from_millis(100));
+        assert_eq!(rig.push(batch).await, Duration::from_millis(100));
         assert_eq!(rig.snapshots.borrow().view().services.len(), services);
     }
     assert_eq!(Metrics::get(&rig.metrics.endpoint_only_snapshots_total), 0);
