@@ -116,6 +116,8 @@ fn name_hash(name: &str) -> u64 {
 #[derive(Default)]
 pub(crate) struct Base {
     set: HashSet<Held>,
+    /// XOR of `Resource::digest` over the set.
+    digest: u64,
 }
 
 /// What a client holds of one type: a shared [`Base`] plus this
@@ -134,12 +136,12 @@ struct HeldSet {
 }
 
 impl HeldSet {
-    fn of(base: Option<Arc<Base>>, digest: u64) -> HeldSet {
+    fn of(base: Option<Arc<Base>>) -> HeldSet {
         HeldSet {
             len: base.as_ref().map_or(0, |b| b.set.len()),
+            digest: base.as_ref().map_or(0, |b| b.digest),
             base,
             over: HashMap::new(),
-            digest,
         }
     }
 
@@ -178,7 +180,7 @@ impl HeldSet {
     }
 
     /// True when this holds the same versions as `base`.
-    fn same_as(&self, base: Option<&Arc<Base>>, digest: u64) -> bool {
+    fn same_as(&self, base: Option<&Arc<Base>>) -> bool {
         let Some(base) = base else {
             return self.is_empty();
         };
@@ -186,7 +188,7 @@ impl HeldSet {
             return true;
         }
         self.len == base.set.len()
-            && self.digest == digest
+            && self.digest == base.digest
             && base.set.iter().all(|b| {
                 self.get(b.name())
                     .is_some_and(|h| h.version() == b.version())
@@ -224,7 +226,10 @@ impl HeldSet {
     /// Folds the differences into a base of this connection's own.
     fn fold(&mut self) {
         let set = self.iter().cloned().collect();
-        self.base = Some(Arc::new(Base { set }));
+        self.base = Some(Arc::new(Base {
+            set,
+            digest: self.digest,
+        }));
         self.over.clear();
     }
 }
@@ -254,7 +259,6 @@ pub(crate) struct Plan {
     /// what was held when that was a base (only such plans are shared).
     names: Arc<NameSet>,
     from: Option<Arc<Base>>,
-    from_digest: u64,
     forget: Vec<Arc<str>>,
     updates: Vec<Arc<Resource>>,
     removals: Vec<Arc<str>>,
@@ -288,7 +292,12 @@ impl Plan {
                 for r in &self.updates {
                     set.replace(Held::sent(r.clone()));
                 }
-                (!set.is_empty()).then(|| Arc::new(Base { set }))
+                (!set.is_empty()).then(|| {
+                    Arc::new(Base {
+                        set,
+                        digest: self.digest_after,
+                    })
+                })
             })
             .clone()
     }
@@ -580,7 +589,7 @@ impl TypeState {
             && self.held.digest == plan.digest_after
             && self.held.len == after.as_ref().map_or(0, |b| b.set.len())
         {
-            self.held = HeldSet::of(after.clone(), plan.digest_after);
+            self.held = HeldSet::of(after.clone());
         }
     }
 
@@ -737,7 +746,7 @@ impl TypeState {
     /// matched; the names and what is held must too).
     fn matches(&self, plan: &Plan) -> bool {
         (Arc::ptr_eq(&self.names, &plan.names) || *self.names == *plan.names)
-            && self.held.same_as(plan.from.as_ref(), plan.from_digest)
+            && self.held.same_as(plan.from.as_ref())
     }
 
     fn compute(&self, snap: &Snapshot, phase: Phase, wire: Wire) -> Plan {
@@ -824,7 +833,6 @@ impl TypeState {
         Plan {
             names: self.names.clone(),
             from: self.held.as_base().flatten(),
-            from_digest: self.held.digest,
             forget,
             updates,
             removals,
@@ -890,7 +898,7 @@ impl TypeState {
         nonce: &mut u64,
     ) -> Option<Outbound> {
         let undo = if shared {
-            let after = HeldSet::of(plan.after(), plan.digest_after);
+            let after = HeldSet::of(plan.after());
             Undo::Whole(std::mem::replace(&mut self.held, after))
         } else {
             for name in &plan.forget {
