@@ -236,7 +236,7 @@ impl HeldSet {
 
 /// How a plan moves `synced_at`.
 #[derive(Clone, Copy)]
-enum Sync {
+enum SyncedAt {
     Keep,
     Set,
     Clear,
@@ -263,7 +263,7 @@ pub(crate) struct Plan {
     updates: Vec<Arc<Resource>>,
     removals: Vec<Arc<str>>,
     response: Option<Planned>,
-    sync: Sync,
+    sync: SyncedAt,
     digest_after: u64,
     /// What the client holds once the plan is applied, built the first time
     /// a second connection takes the plan.
@@ -794,7 +794,7 @@ impl TypeState {
         let answer = self.must_answer && phase == Phase::Additions;
         let (response, sync) = if updates.is_empty() && removals.is_empty() && !answer {
             let keep = self.kind == ResourceType::Cluster && phase == Phase::Additions && deferred;
-            (None, if keep { Sync::Keep } else { Sync::Set })
+            (None, if keep { SyncedAt::Keep } else { SyncedAt::Set })
         } else {
             let resources = if wire == Wire::Sotw && self.kind.is_full_state() {
                 // The whole set the client will hold.
@@ -827,7 +827,7 @@ impl TypeState {
             };
             (
                 Some(planned),
-                if deferred { Sync::Clear } else { Sync::Set },
+                if deferred { SyncedAt::Clear } else { SyncedAt::Set },
             )
         };
         Plan {
@@ -922,8 +922,8 @@ impl TypeState {
         }
         let Some(planned) = &plan.response else {
             match plan.sync {
-                Sync::Set => self.synced_at = Some(snap.generation),
-                Sync::Keep | Sync::Clear => {}
+                SyncedAt::Set => self.synced_at = Some(snap.generation),
+                SyncedAt::Keep | SyncedAt::Clear => {}
             }
             return None;
         };
@@ -933,8 +933,8 @@ impl TypeState {
         self.must_answer = false;
         self.to_answer.clear();
         self.synced_at = match plan.sync {
-            Sync::Clear => None,
-            Sync::Set | Sync::Keep => Some(snap.generation),
+            SyncedAt::Clear => None,
+            SyncedAt::Set | SyncedAt::Keep => Some(snap.generation),
         };
         self.sent_version = planned.version_info.clone();
         self.responses += 1;
