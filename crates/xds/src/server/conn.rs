@@ -484,7 +484,8 @@ pub(crate) struct TypeState {
     /// Hash of the last SotW request's names, in order.
     request_digest: Option<u64>,
     last_nonce: String,
-    /// Plans this type computed itself, and took from another connection.
+    /// Plans this type computed itself, and took from another connection,
+    /// since they were last counted into the metrics.
     pub(crate) plans_computed: u64,
     pub(crate) plans_shared: u64,
     pub(crate) acked_version: String,
@@ -827,7 +828,11 @@ impl TypeState {
             };
             (
                 Some(planned),
-                if deferred { SyncedAt::Clear } else { SyncedAt::Set },
+                if deferred {
+                    SyncedAt::Clear
+                } else {
+                    SyncedAt::Set
+                },
             )
         };
         Plan {
@@ -1301,10 +1306,13 @@ impl ConnState {
         }
     }
 
-    /// Plans computed by this connection and taken from others, so far.
-    pub(crate) fn plan_counts(&self) -> (u64, u64) {
-        self.types.iter().fold((0, 0), |(c, s), t| {
-            (c + t.plans_computed, s + t.plans_shared)
+    /// Plans computed by this connection and taken from others since the
+    /// last call (for the metrics).
+    pub(crate) fn take_plan_counts(&mut self) -> (u64, u64) {
+        self.types.iter_mut().fold((0, 0), |(c, s), t| {
+            let counts = (c + t.plans_computed, s + t.plans_shared);
+            (t.plans_computed, t.plans_shared) = (0, 0);
+            counts
         })
     }
 
@@ -1316,9 +1324,19 @@ impl ConnState {
             .min()
     }
 
-    /// Gives up waiting for an acknowledgement (the client lost it or never
-    /// answers); what was sent is assumed held.
-    pub(crate) fn expire_in_flight(&mut self) -> Option<ResourceType> {
+    /// Gives up waiting for an acknowledgement once `ack_timeout` has
+    /// passed (the client lost it or never answers); what was sent is
+    /// assumed held. The type that was waiting, if one was due.
+    pub(crate) fn expire_in_flight(
+        &mut self,
+        ack_timeout: std::time::Duration,
+    ) -> Option<ResourceType> {
+        if self
+            .in_flight_since()
+            .is_none_or(|since| since + ack_timeout > Instant::now())
+        {
+            return None;
+        }
         for t in &mut self.types {
             if t.in_flight.take().is_some() {
                 return Some(t.kind);

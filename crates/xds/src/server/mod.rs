@@ -239,9 +239,6 @@ async fn run_connection<Req, F>(
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
     loop {
-        let ack_deadline = state
-            .in_flight_since()
-            .map(|t| t + shared.config.ack_timeout);
         let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
             && armed != Some(d)
@@ -288,23 +285,22 @@ async fn run_connection<Req, F>(
                 }
             }
             () = &mut timer, if deadline.is_some() => {
-                if ack_deadline.is_some_and(|d| d <= tokio::time::Instant::now())
-                    && let Some(kind) = state.expire_in_flight()
-                {
+                if let Some(kind) = state.expire_in_flight(shared.config.ack_timeout) {
                     Metrics::add(&metrics.ack_timeouts_total, 1);
                     warn!(node = %state.node_id, r#type = %kind, "no ACK within the timeout; assuming the response was received");
                 }
             }
         }
         let snapshot = snapshots.borrow_and_update().clone();
-        let plans_before = state.plan_counts();
         let pumped = state.pump(&snapshot);
-        let plans_after = state.plan_counts();
-        Metrics::add(
-            &metrics.plans_computed_total,
-            plans_after.0 - plans_before.0,
-        );
-        Metrics::add(&metrics.plans_shared_total, plans_after.1 - plans_before.1);
+        // Most turns plan nothing: no write to the shared counters then.
+        match state.take_plan_counts() {
+            (0, 0) => {}
+            (computed, shared_plans) => {
+                Metrics::add(&metrics.plans_computed_total, computed);
+                Metrics::add(&metrics.plans_shared_total, shared_plans);
+            }
+        }
         if let Some(out) = pumped {
             let i = out.kind.index();
             Metrics::add(&metrics.responses_total[i], 1);
