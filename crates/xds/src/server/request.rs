@@ -91,12 +91,16 @@ impl Names {
         self.count += count;
     }
 
-    /// Appends a name (copying the names so far: for building requests,
-    /// not for decoding them).
+    /// Appends a name (for building requests, and for prost's decoding from
+    /// a buffer that is not contiguous).
     pub fn push(&mut self, name: &str) {
-        let mut raw = Vec::from(self.raw.as_ref());
+        // Takes the buffer back without copying it when nothing else shares
+        // it (always, while building), so pushing n names is O(n).
+        let mut raw: Vec<u8> = std::mem::take(&mut self.raw).into();
         let start = raw.len();
-        encoding::string::encode(3, &name.to_owned(), &mut raw);
+        encoding::encode_key(3, WireType::LengthDelimited, &mut raw);
+        encoding::encode_varint(name.len() as u64, &mut raw);
+        raw.extend_from_slice(name.as_bytes());
         self.absorb(&raw[start..], 1);
         match self.runs.last_mut() {
             Some(run) if run.end == start => run.end = raw.len(),
