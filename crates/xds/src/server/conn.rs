@@ -341,7 +341,7 @@ impl PlanCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Arc<Plan>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.0)
     }
 }
 
@@ -372,7 +372,7 @@ struct SubscriptionMap {
 
 impl Subscriptions {
     fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionMap> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock(&self.0)
     }
 
     /// The shared subscription equal to `names`, if one is known.
