@@ -1625,7 +1625,8 @@ mod tests {
                 .iter()
                 .all(|p| Arc::ptr_eq(&names(p), &names(&proxies[0])))
         );
-        // Stale subscriptions are dropped as the table grows, live ones kept.
+        // The proxies' subscriptions are in the server's table (pruning is
+        // tested in subscriptions_are_shared_by_their_encoded_names...).
         assert!(mesh.subscriptions.len() >= 2);
     }
 
