@@ -41,6 +41,37 @@ async fn laptop_walkthrough(delta: bool) {
     let seen = bodies(sx.outbound, "web.test.svc", 200, |s| s.contains("three")).await;
     assert!(seen.contains("three"), "{}", sx.log());
 
+    // Add a brand-new service to the file: it routes promptly, without
+    // Envoy waiting out its 15 s initial fetch timeout for the new
+    // cluster's endpoints (the bound, 5 s, only tells the two apart).
+    let added = format!(
+        "{}  - hostname: new.test.svc\n    ports: [{{ name: http, port: 8080 }}]\n    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {} }} }}]\n",
+        mesh(&[&one, &two, &three]),
+        three.addr.port()
+    );
+    std::fs::write(&file, added).expect("write");
+    let written = std::time::Instant::now();
+    let mut routed = false;
+    while written.elapsed() < Duration::from_secs(5) && !routed {
+        routed = matches!(http_get(sx.outbound, "new.test.svc", "/").await, Ok((200, b)) if b == "three");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "a service added to the file routed after {:?}",
+        written.elapsed()
+    );
+    assert!(
+        routed,
+        "the new service did not route within 5 s: {}",
+        sx.log()
+    );
+    assert_eq!(
+        envoy.stat_sum("init_fetch_timeout").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+
     // An invalid edit changes nothing for traffic and shows where it is.
     std::fs::write(&file, mesh(&[&one]).replace("port: 8080", "port: 0")).expect("write");
     let mut problem = String::new();

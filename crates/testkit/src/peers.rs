@@ -181,10 +181,26 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Resu
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
+    // Read until the response is complete rather than until the server
+    // closes: Envoy holds a connection open for its `delayed_close_timeout`
+    // (1 s) after a reply it generated itself, such as a 404, and waiting
+    // for that close would add a second to every poll that sees one.
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if response_complete(&raw) {
+                return Ok(());
+            }
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
     let text = String::from_utf8_lossy(&raw);
     let status = text
         .split(' ')
@@ -202,6 +218,26 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Resu
         body.to_owned()
     };
     Ok((status, body))
+}
+
+/// Whether `raw` holds a whole HTTP/1.1 response: headers and a body of
+/// `Content-Length` bytes, or a chunked body up to its last chunk. Without
+/// either, only the server's close ends it.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    for line in head.lines() {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+    }
+    false
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body.

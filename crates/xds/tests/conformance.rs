@@ -246,20 +246,24 @@ async fn a_nack_is_recorded_and_the_rejected_version_is_not_resent() {
 async fn a_stale_nonce_is_not_an_ack() {
     let h = start(vec![svc("a.svc", &["10.0.0.1"])]).await;
     let mut c = SotwClient::connect(h.addr, "envoy").await;
-    let clusters = [A_HTTP, A_GRPC];
     c.subscribe(types::CDS, &[]).await;
     let cds = c.recv().await;
-    c.subscribe(types::EDS, &clusters).await;
     // An "ACK" carrying a nonce the server never sent for this type.
     c.request(types::CDS, &[], &cds.version_info, "not-a-nonce", None)
         .await;
+    // A new service's clusters wait for the real ACK of the first response.
+    h.registry.insert(svc("b.svc", &["10.0.0.2"]));
     assert!(
         c.try_recv(QUIET).await.is_none(),
         "nothing moves until the real ACK"
     );
     c.ack(&cds, &[]).await;
-    let eds = c.recv().await;
-    assert_eq!(eds.type_url, types::EDS);
+    let next = c.recv().await;
+    assert_eq!(next.type_url, types::CDS);
+    assert_eq!(
+        names(&next.resources),
+        sorted(&[A_GRPC, A_HTTP, B_GRPC, B_HTTP])
+    );
     assert!(sextant_xds::Metrics::get(&h.server.metrics().stale_nonces_total) >= 1);
 }
 
@@ -294,7 +298,7 @@ async fn a_client_that_never_acks_does_not_hold_up_others() {
 }
 
 /// A response never acknowledged is assumed received after the ACK timeout,
-/// and the connection moves on to the next type.
+/// and the type moves on to the next change.
 #[tokio::test]
 async fn an_unacknowledged_response_times_out_and_the_stream_moves_on() {
     let options = Options {
@@ -312,14 +316,18 @@ async fn an_unacknowledged_response_times_out_and_the_stream_moves_on() {
     .await;
     let mut c = SotwClient::connect(h.addr, "forgetful").await;
     c.subscribe(types::CDS, &[]).await;
-    assert_eq!(c.recv().await.type_url, types::CDS);
-    c.subscribe(types::EDS, &[A_HTTP]).await; // but the CDS response is never ACKed
+    assert_eq!(c.recv().await.type_url, types::CDS); // never ACKed
+    h.registry.insert(svc("b.svc", &["10.0.0.2"]));
     assert!(
         c.try_recv(Duration::from_millis(150)).await.is_none(),
         "waits for the ACK"
     );
-    let eds = c.recv().await;
-    assert_eq!(eds.type_url, types::EDS);
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS);
+    assert_eq!(
+        names(&cds.resources),
+        sorted(&[A_GRPC, A_HTTP, B_GRPC, B_HTTP])
+    );
     let timeouts = &h.server.metrics().ack_timeouts_total;
     assert_eq!(sextant_xds::Metrics::get(timeouts), 1);
 }

@@ -205,3 +205,159 @@ async fn envoy_sotw_traffic_follows_the_registry() {
 async fn envoy_delta_traffic_follows_the_registry() {
     traffic_follows_the_registry(true).await;
 }
+
+/// A service on 8080 whose one endpoint is `backend`.
+fn one_backend(host: &str, backend: &HttpBackend) -> Service {
+    Service::new(host)
+        .with_port("http", 8080, Protocol::Http)
+        .with_endpoint(
+            Endpoint::new(backend.addr.ip().into())
+                .with_port("http", u32::from(backend.addr.port())),
+        )
+}
+
+/// How long until every host in `hosts` answers 200 with its expected body,
+/// polled every 20 ms; `None` if that took longer than `bound`. The bound
+/// only separates "prompt" from Envoy's 15 s `initial_fetch_timeout` stall.
+async fn time_until_routed(
+    outbound: SocketAddr,
+    hosts: &[(String, String)],
+    bound: Duration,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    let mut pending: Vec<&(String, String)> = hosts.iter().collect();
+    while start.elapsed() < bound {
+        let mut still = Vec::new();
+        for pair in pending {
+            let (host, body) = pair;
+            match http_get(outbound, host, "/").await {
+                Ok((200, b)) if &b == body => {}
+                _ => still.push(pair),
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Adding services is what users do most after the first start, and a new
+/// cluster is the one change Envoy warms: it waits for the cluster's
+/// endpoints before it acknowledges the clusters. A server that holds every
+/// other response until that acknowledgement stalls until Envoy's 15 s
+/// `initial_fetch_timeout`. Each step here must be prompt (the bound, 5 s,
+/// is a third of that stall) and no fetch may time out.
+async fn new_services_route_promptly(delta: bool) {
+    let one = HttpBackend::start("one").await;
+    let two = HttpBackend::start("two").await;
+    let fresh = HttpBackend::start("fresh").await;
+    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let options = Options {
+        translate: TranslateOptions {
+            outbound_addr: outbound,
+        },
+        ..Default::default()
+    };
+    let h = start_with(
+        sextant_core::MemoryRegistry::new("memory/test"),
+        vec![web(&[&one, &two])],
+        options,
+    )
+    .await;
+    let bootstrap = EnvoyBootstrap {
+        node_id: format!("envoy-new-{}", if delta { "delta" } else { "sotw" }),
+        cluster: "test".into(),
+        xds_addr: h.addr.to_string(),
+        admin_addr: "127.0.0.1:0".into(),
+        delta,
+    };
+    let envoy = Envoy::start(&bootstrap.to_yaml()).await;
+    envoy.wait_live().await;
+    let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
+    assert_eq!(seen.len(), 2, "{}", envoy.log());
+    let bound = Duration::from_secs(5);
+    let expect = |host: &str| vec![(host.to_owned(), "fresh".to_owned())];
+
+    // 1. A brand-new service, then an endpoint change of another service
+    //    half a second after it was added: both arrive promptly.
+    h.registry.insert(one_backend("new.test.svc", &fresh));
+    let added = tokio::time::Instant::now();
+    let routed = time_until_routed(outbound, &expect("new.test.svc"), bound).await;
+    eprintln!("new service routed after {routed:?}");
+    assert!(
+        routed.is_some(),
+        "a new service did not route within {bound:?}: {:?}\n{}",
+        h.server.connections(),
+        envoy.log()
+    );
+    tokio::time::sleep_until(added + Duration::from_millis(500)).await;
+    h.registry.insert(web(&[&one]));
+    let changed = std::time::Instant::now();
+    let gone = format!("{}::", two.addr);
+    assert!(
+        clusters_until(&envoy, |c| !c.contains(&gone)).await,
+        "the endpoint change never arrived"
+    );
+    let endpoint_change = changed.elapsed();
+    eprintln!("the endpoint change after it arrived within {endpoint_change:?}");
+    assert!(
+        endpoint_change < bound,
+        "endpoint change took {endpoint_change:?}"
+    );
+
+    // 2. Removed, then added back.
+    h.registry.remove("new.test.svc");
+    assert_eq!(status_until(outbound, "new.test.svc", 404).await, 404);
+    h.registry.insert(one_backend("new.test.svc", &fresh));
+    let routed = time_until_routed(outbound, &expect("new.test.svc"), bound).await;
+    eprintln!("re-added service routed after {routed:?}");
+    assert!(
+        routed.is_some(),
+        "a re-added service did not route within {bound:?}"
+    );
+
+    // 3. Ten services at once.
+    let ten: Vec<Service> = (0..10)
+        .map(|i| one_backend(&format!("svc{i}.test.svc"), &fresh))
+        .collect();
+    let hosts: Vec<(String, String)> = ten
+        .iter()
+        .map(|s| (s.hostname.to_string(), "fresh".to_owned()))
+        .collect();
+    for s in ten {
+        h.registry.insert(s);
+    }
+    let routed = time_until_routed(outbound, &hosts, bound).await;
+    eprintln!("ten new services routed after {routed:?}");
+    assert!(
+        routed.is_some(),
+        "ten new services did not route within {bound:?}"
+    );
+
+    assert_eq!(
+        envoy.stat_sum("init_fetch_timeout").await,
+        0,
+        "Envoy gave up waiting for a resource: {}",
+        envoy.log()
+    );
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+    assert!(h.server.nacks().is_empty(), "{:?}", h.server.nacks());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_sotw_new_services_route_promptly() {
+    new_services_route_promptly(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_delta_new_services_route_promptly() {
+    new_services_route_promptly(true).await;
+}

@@ -423,6 +423,8 @@ struct InFlight {
     plan: Arc<Plan>,
     undo: Undo,
     since: Instant,
+    /// The snapshot it was planned from.
+    generation: u64,
 }
 
 /// What happened to a request, for counting.
@@ -430,8 +432,8 @@ struct InFlight {
 pub(crate) enum RequestOutcome {
     /// Applied.
     Applied,
-    /// An ACK of the response in flight, after this long.
-    Ack(std::time::Duration),
+    /// An ACK of the response in flight of this type, after this long.
+    Ack(ResourceType, std::time::Duration),
     /// A NACK of the response in flight.
     Nack(NackRecord),
     /// Its nonce was stale; ignored for ACK purposes.
@@ -667,6 +669,13 @@ impl TypeState {
 
     fn pending(&self) -> bool {
         self.must_answer || !self.to_answer.is_empty()
+    }
+
+    /// Nothing of `snap` is left to send for this type (or the client never
+    /// asked for it). Conservative: a type that has not planned against
+    /// `snap` yet counts as unsettled.
+    fn settled(&self, snap: &Snapshot) -> bool {
+        !self.seen_request || (!self.pending() && self.synced_at == Some(snap.generation))
     }
 
     fn candidates(&self, snap: &Snapshot) -> Vec<Arc<str>> {
@@ -957,6 +966,7 @@ impl TypeState {
             plan,
             undo,
             since: Instant::now(),
+            generation: snap.generation,
         });
         Some(out)
     }
@@ -1071,7 +1081,7 @@ impl ConnState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => RequestOutcome::Ack(st.ack()),
+                None => RequestOutcome::Ack(kind, st.ack()),
             };
         }
         // Every SotW ACK restates the whole subscription (an Envoy's EDS
@@ -1198,7 +1208,7 @@ impl ConnState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => RequestOutcome::Ack(st.ack()),
+                None => RequestOutcome::Ack(kind, st.ack()),
             };
         }
         if req.response_nonce == st.last_nonce {
@@ -1231,16 +1241,45 @@ impl ConnState {
         }
     }
 
-    /// The next response to send, if any. At most one is in flight.
+    /// The next response to send, if any. Call it until it returns `None`:
+    /// each type has at most one response in flight, and types do not wait
+    /// for each other's acknowledgements, only for what they depend on.
+    ///
+    /// Envoy acknowledges a CDS response that adds clusters only once those
+    /// clusters have warmed, and they warm on their endpoints: a server that
+    /// held the endpoints until the clusters were acknowledged would stall
+    /// every new cluster until Envoy's `initial_fetch_timeout` (15 s). So the
+    /// order is kept by what each step needs, not by one response at a time:
+    /// - clusters (additions) first;
+    /// - endpoints whenever the client asks (it asks only for clusters it
+    ///   was sent, so they already follow their clusters on the stream);
+    /// - listeners and routes only once every cluster addition has been
+    ///   sent and, for an Envoy-like client, once it subscribed to the new
+    ///   clusters' endpoints (at most [`EDS_WAIT`]);
+    /// - cluster removals last, once listeners and routes are acknowledged
+    ///   and have nothing left to send, so nothing refers to them any more.
     pub(crate) fn pump(&mut self, snap: &Snapshot) -> Option<Outbound> {
-        if !snap.is_ready() || self.types.iter().any(|t| t.in_flight.is_some()) {
+        if !snap.is_ready() {
             return None;
         }
+        let waiting = self.waiting_for_eds();
         for (kind, phase) in STEPS {
-            if matches!(kind, ResourceType::Listener | ResourceType::Route)
-                && self.waiting_for_eds()
+            let refers_to_clusters = matches!(kind, ResourceType::Listener | ResourceType::Route);
+            if refers_to_clusters && (waiting || !self.clusters_sent(snap)) {
+                continue;
+            }
+            if phase == Phase::Removals
+                && [ResourceType::Listener, ResourceType::Route]
+                    .iter()
+                    .any(|k| {
+                        let t = &self.types[k.index()];
+                        t.in_flight.is_some() || !t.settled(snap)
+                    })
             {
-                return None;
+                continue;
+            }
+            if self.types[kind.index()].in_flight.is_some() {
+                continue;
             }
             let wire = self.wire;
             let out = self.types[kind.index()].plan(snap, phase, wire, &mut self.nonce);
@@ -1252,6 +1291,19 @@ impl ConnState {
             }
         }
         None
+    }
+
+    /// Every cluster of `snap` the client should have has been sent. Called
+    /// after the cluster step of the same pump: with no CDS response in
+    /// flight, that step just found nothing to add. With one in flight, it
+    /// holds everything if it was planned from `snap` (or nothing is left);
+    /// otherwise a newer snapshot may add clusters that cannot go out before
+    /// its acknowledgement, and whatever refers to them waits too.
+    fn clusters_sent(&self, snap: &Snapshot) -> bool {
+        let cds = &self.types[ResourceType::Cluster.index()];
+        cds.in_flight
+            .as_ref()
+            .is_none_or(|f| f.generation == snap.generation || cds.settled(snap))
     }
 
     /// Remembers the EDS clusters just sent when the client is one that
@@ -1293,16 +1345,17 @@ impl ConnState {
         true
     }
 
-    /// When the connection must wake up without a request: the ACK
-    /// deadline of the response in flight, or else the end of the wait for
-    /// an EDS subscription. The wait is not a deadline while a response is
-    /// in flight: nothing can be sent then anyway, and a timer that fired
-    /// without anything to do would fire again at once, spinning until the
-    /// ACK came.
+    /// When the connection must wake up without a request: the earliest ACK
+    /// deadline of a response in flight, or the end of the wait for an EDS
+    /// subscription, whichever comes first. Neither can spin: an expired
+    /// wait is cleared by the next [`ConnState::pump`] whatever else is in
+    /// flight, and an expired ACK deadline by [`ConnState::expire_in_flight`].
     pub(crate) fn next_deadline(&self, ack_timeout: std::time::Duration) -> Option<Instant> {
-        match self.in_flight_since() {
-            Some(since) => Some(since + ack_timeout),
-            None => self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT),
+        let ack = self.in_flight_since().map(|since| since + ack_timeout);
+        let eds = self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT);
+        match (ack, eds) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
         }
     }
 
@@ -1316,7 +1369,7 @@ impl ConnState {
         })
     }
 
-    /// When the response in flight was sent, if one is.
+    /// When the oldest response in flight was sent, if one is.
     pub(crate) fn in_flight_since(&self) -> Option<Instant> {
         self.types
             .iter()
@@ -1324,25 +1377,25 @@ impl ConnState {
             .min()
     }
 
-    /// Gives up waiting for an acknowledgement once `ack_timeout` has
-    /// passed (the client lost it or never answers); what was sent is
-    /// assumed held. The type that was waiting, if one was due.
+    /// Gives up waiting for acknowledgements older than `ack_timeout` (the
+    /// client lost them or never answers); what was sent is assumed held.
+    /// The types that were waiting.
     pub(crate) fn expire_in_flight(
         &mut self,
         ack_timeout: std::time::Duration,
-    ) -> Option<ResourceType> {
-        if self
-            .in_flight_since()
-            .is_none_or(|since| since + ack_timeout > Instant::now())
-        {
-            return None;
-        }
+    ) -> Vec<ResourceType> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
         for t in &mut self.types {
-            if t.in_flight.take().is_some() {
-                return Some(t.kind);
+            if t.in_flight
+                .as_ref()
+                .is_some_and(|f| f.since + ack_timeout <= now)
+            {
+                t.in_flight = None;
+                expired.push(t.kind);
             }
         }
-        None
+        expired
     }
 }
 
@@ -1402,6 +1455,16 @@ mod tests {
             };
             self.merge
                 .apply(&self.id, Event::Apply(self.services[i].clone()));
+            self.publish();
+        }
+
+        /// Adds a copy of service 0 under `host` (new clusters, a new
+        /// virtual host).
+        fn add(&mut self, host: &str) {
+            let mut s = self.services[0].clone();
+            s.hostname = sextant_core::Hostname::new(host);
+            self.merge.apply(&self.id, Event::Apply(s.clone()));
+            self.services.push(s);
             self.publish();
         }
 
@@ -1826,29 +1889,99 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_eds_wait_is_a_deadline_only_while_nothing_is_in_flight() {
+    async fn the_eds_wait_ends_on_time_even_while_clusters_await_their_ack() {
         let mesh = Mesh::new(3);
         let ack = std::time::Duration::from_secs(30);
         let mut p = Proxy::new(&mesh.subscriptions);
         // CDS goes out (wildcard: the client will want its endpoints) and
-        // is not acknowledged.
+        // is not acknowledged, nor are endpoints asked for.
         let cds = p.state.pump(&mesh.shared).expect("cds");
         assert_eq!(cds.kind, ResourceType::Cluster);
-        let sent = p.state.in_flight_since().expect("in flight");
-        assert_eq!(p.state.next_deadline(ack), Some(sent + ack));
-        tokio::time::advance(EDS_WAIT * 2).await;
-        assert_eq!(
-            p.state.next_deadline(ack),
-            Some(sent + ack),
-            "an expired wait is not a deadline while CDS is in flight"
+        assert!(
+            p.state.pump(&mesh.shared).is_none(),
+            "listeners wait for EDS"
         );
-        // ACKed (no EDS subscription): the expired wait ends at the next
-        // pump, which sends the listeners.
-        p.state
-            .on_sotw(sotw(ResourceType::Cluster, &[], &cds.nonce));
+        let sent = p.state.in_flight_since().expect("in flight");
         assert_eq!(p.state.next_deadline(ack), Some(sent + EDS_WAIT));
+        // The wait ends: listeners go out though CDS is still unacknowledged
+        // (they refer only to clusters already sent), and the timer moves on
+        // to the oldest ACK deadline instead of firing again.
+        tokio::time::advance(EDS_WAIT).await;
         let next = p.state.pump(&mesh.shared).expect("lds");
         assert_eq!(next.kind, ResourceType::Listener);
+        assert_eq!(p.state.next_deadline(ack), Some(sent + ack));
+        // Past the ACK deadline, both unacknowledged responses expire.
+        tokio::time::advance(ack).await;
+        assert_eq!(
+            p.state.expire_in_flight(ack),
+            [ResourceType::Cluster, ResourceType::Listener]
+        );
+        assert_eq!(p.state.next_deadline(ack), None);
+    }
+
+    /// Envoy acknowledges a CDS response that adds clusters only once they
+    /// have warmed, and they warm on their endpoints. Those, and the routes
+    /// that use the clusters, must go out while CDS waits for its ACK; only
+    /// what refers to clusters not sent yet waits.
+    #[test]
+    fn new_clusters_get_their_endpoints_before_the_clusters_are_acknowledged() {
+        let mut mesh = Mesh::new(2);
+        let mut p = Proxy::new(&mesh.subscriptions);
+        p.settle(&mesh.shared);
+        let eds_request = |p: &Proxy, clusters: &[String]| {
+            let mut r = sotw(ResourceType::Endpoint, &[], &p.state.types[1].last_nonce);
+            for n in clusters {
+                r.names.push(n);
+            }
+            r
+        };
+
+        mesh.add("added.test.svc");
+        let cds = p.state.pump(&mesh.shared).expect("cds");
+        assert_eq!(cds.kind, ResourceType::Cluster);
+        let clusters: Vec<String> = cds.resources.iter().map(|r| r.name.to_string()).collect();
+        let new: Vec<&String> = clusters
+            .iter()
+            .filter(|n| n.ends_with("added.test.svc"))
+            .collect();
+        assert!(!new.is_empty());
+        // Like Envoy: ask for the new clusters' endpoints, hold the CDS ACK.
+        p.state.on_sotw(eds_request(&p, &clusters));
+        let eds = p
+            .state
+            .pump(&mesh.shared)
+            .expect("eds while CDS is in flight");
+        assert_eq!(eds.kind, ResourceType::Endpoint);
+        let sent: Vec<String> = eds.resources.iter().map(|r| r.name.to_string()).collect();
+        for n in &new {
+            assert!(sent.contains(n), "{n} missing from {sent:?}");
+        }
+        let rds = p
+            .state
+            .pump(&mesh.shared)
+            .expect("routes to the sent clusters");
+        assert_eq!(rds.kind, ResourceType::Route);
+        assert!(p.state.pump(&mesh.shared).is_none());
+
+        // Another service arrives while CDS still waits: its routes must
+        // not go out before its clusters can.
+        p.state.on_sotw(eds_request(&p, &clusters));
+        p.state
+            .on_sotw(sotw(ResourceType::Route, &["outbound_http"], &rds.nonce));
+        mesh.add("later.test.svc");
+        assert!(
+            p.state.pump(&mesh.shared).is_none(),
+            "routes to unsent clusters went out"
+        );
+        p.state
+            .on_sotw(sotw(ResourceType::Cluster, &[], &cds.nonce));
+        let cds = p.state.pump(&mesh.shared).expect("the later clusters");
+        assert_eq!(cds.kind, ResourceType::Cluster);
+        assert!(
+            cds.resources
+                .iter()
+                .any(|r| r.name.ends_with("later.test.svc"))
+        );
     }
 
     #[test]

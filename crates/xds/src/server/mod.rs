@@ -250,7 +250,10 @@ async fn run_connection<Req, F>(
             message = requests.message() => match message {
                 Ok(Some(req)) => match on_request(&mut state, req) {
                     RequestOutcome::Applied => {}
-                    RequestOutcome::Ack(waited) => metrics.ack_latency.observe(waited),
+                    RequestOutcome::Ack(kind, waited) => {
+                        metrics.ack_latency.observe(waited);
+                        debug!(node = %state.node_id, r#type = %kind, ?waited, "acknowledged");
+                    }
                     RequestOutcome::StaleNonce => Metrics::add(&metrics.stale_nonces_total, 1),
                     RequestOutcome::UnknownType(url) => {
                         Metrics::add(&metrics.unknown_type_requests_total, 1);
@@ -285,14 +288,27 @@ async fn run_connection<Req, F>(
                 }
             }
             () = &mut timer, if deadline.is_some() => {
-                if let Some(kind) = state.expire_in_flight(shared.config.ack_timeout) {
+                for kind in state.expire_in_flight(shared.config.ack_timeout) {
                     Metrics::add(&metrics.ack_timeouts_total, 1);
                     warn!(node = %state.node_id, r#type = %kind, "no ACK within the timeout; assuming the response was received");
                 }
             }
         }
         let snapshot = snapshots.borrow_and_update().clone();
-        let pumped = state.pump(&snapshot);
+        // Each type has its own response in flight: send everything due now
+        // (at most one per step, so this ends).
+        let mut closed = false;
+        while let Some(out) = state.pump(&snapshot) {
+            let i = out.kind.index();
+            Metrics::add(&metrics.responses_total[i], 1);
+            Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);
+            Metrics::add(&metrics.bytes_sent_total, out.encoded_len() as u64);
+            debug!(node = %state.node_id, r#type = %out.kind, resources = out.resources.len(), removed = out.removed.len(), nonce = %out.nonce, "sending");
+            if tx.send(Ok(out)).await.is_err() {
+                closed = true;
+                break;
+            }
+        }
         // Most turns plan nothing: no write to the shared counters then.
         match state.take_plan_counts() {
             (0, 0) => {}
@@ -301,15 +317,8 @@ async fn run_connection<Req, F>(
                 Metrics::add(&metrics.plans_shared_total, shared_plans);
             }
         }
-        if let Some(out) = pumped {
-            let i = out.kind.index();
-            Metrics::add(&metrics.responses_total[i], 1);
-            Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);
-            Metrics::add(&metrics.bytes_sent_total, out.encoded_len() as u64);
-            debug!(node = %state.node_id, r#type = %out.kind, resources = out.resources.len(), removed = out.removed.len(), nonce = %out.nonce, "sending");
-            if tx.send(Ok(out)).await.is_err() {
-                break;
-            }
+        if closed {
+            break;
         }
         publish_status(registered, &state);
     }

@@ -1,11 +1,12 @@
 // A proxyless gRPC client (grpc-js-xds) for Sextant's tests; same protocol
-// as xds_client.py: TARGET PHASE [PHASE...], prints "ok PHASE" per phase.
+// as xds_client.py: TARGET PHASE [PHASE...], prints "ok PHASE" per phase; a
+// phase NAMES@TARGET2 waits for a line on stdin, then calls TARGET2.
 'use strict';
 const grpc = require('@grpc/grpc-js');
 require('@grpc/grpc-js-xds').register();
 
 const [target, ...phases] = process.argv.slice(2);
-const client = new grpc.Client(target, grpc.credentials.createInsecure());
+let client = new grpc.Client(target, grpc.credentials.createInsecure());
 const id = (x) => x;
 
 function call() {
@@ -18,9 +19,17 @@ function call() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const lines = require('readline').createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
 (async () => {
   for (const phase of phases) {
-    const want = new Set(phase.split(','));
+    const [names, other] = phase.split('@');
+    if (other) {
+      await lines.next();
+      client.close();
+      client = new grpc.Client(other, grpc.credentials.createInsecure());
+    }
+    const want = new Set(names.split(','));
     const recent = [];
     const deadline = Date.now() + 30000;
     let lastError = '';

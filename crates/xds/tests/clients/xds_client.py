@@ -4,7 +4,9 @@ Usage: GRPC_XDS_BOOTSTRAP=FILE xds_client.py TARGET PHASE [PHASE...]
 Each PHASE is a comma-separated set of backend names. The client calls
 TARGET repeatedly; a phase is met when its last 12 answers came from exactly
 that set. It prints "ok PHASE" per phase met, "fail ..." and exits 1 if a
-phase is not met within 30 s.
+phase is not met within 30 s. A phase written NAMES@TARGET2 first waits for a
+line on standard input, then calls TARGET2 on a new channel (a target the
+client has not asked the control plane about before).
 """
 import collections
 import sys
@@ -18,7 +20,12 @@ def main():
     channel = grpc.insecure_channel(target)
     say = channel.unary_unary("/sextant.test.Echo/Say")
     for phase in phases:
-        want = set(phase.split(","))
+        names, _, other = phase.partition("@")
+        if other:
+            sys.stdin.readline()
+            channel = grpc.insecure_channel(other)
+            say = channel.unary_unary("/sextant.test.Echo/Say")
+        want = set(names.split(","))
         recent = collections.deque(maxlen=12)
         deadline = time.time() + 30
         last_error = ""
