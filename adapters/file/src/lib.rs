@@ -33,8 +33,14 @@
 //!   stream, so it shows in the aggregator's status, and the old services
 //!   keep being served. A zero-byte file is taken as being written and also
 //!   keeps its last content; write `services: []` to empty a file.
-//! - A named file that disappears is an error (its last content stays);
-//!   a file removed from a watched directory removes its services.
+//! - Only an intended removal removes services: the file deleted (no
+//!   directory entry left; a named file is then also reported as not
+//!   found), or its content `services: []`. A file that cannot be read
+//!   keeps its last good content and reports why: a directory or a symlink
+//!   loop in its place, a dangling symlink, permissions, an I/O error, and
+//!   the same for every file of a directory that cannot be listed. A path
+//!   once read as a file stays a file (a directory put in its place is an
+//!   error, not an empty directory).
 //!
 //! Start reading at [`FileRegistry`] and [`load::Loader`].
 

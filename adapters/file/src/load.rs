@@ -14,7 +14,7 @@ use sextant_core::{Hostname, Service, ValidationErrors};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
-    /// A file named explicitly does not exist (it may be mid-rename).
+    /// A file named explicitly does not exist: it contributes no services.
     #[error("{path}: file not found")]
     NotFound {
         /// The file.
@@ -227,28 +227,42 @@ impl Loader {
     }
 
     /// Reads everything again. Files whose bytes did not change are not
-    /// parsed again. A file that is bad now contributes its last good
-    /// content; a file removed from a directory contributes nothing.
+    /// parsed again. A file that is bad or unreadable now contributes its
+    /// last good content; only a file that is gone (no directory entry at
+    /// all) or says `services: []` contributes nothing.
     pub fn load(&mut self) -> Loaded {
         let mut problems = Vec::new();
         let mut files = Vec::new();
         for path in &self.paths {
+            // A path once read as a file stays a file: replaced by a
+            // directory it is unreadable, not an empty directory.
+            let was_file = self.cache.contains_key(path);
             match std::fs::metadata(path) {
-                Ok(m) if m.is_dir() => match list_dir(path) {
+                Ok(m) if m.is_dir() && !was_file => match list_dir(path, &self.cache) {
                     Ok(list) => files.extend(list.into_iter().map(|p| (p, false))),
-                    Err(e) => problems.push(FileError::Read {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => {
+                        problems.push(FileError::Read {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        });
+                        files.extend(self.known_under(path));
+                    }
                 },
-                Ok(_) => files.push((path.clone(), true)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    files.push((path.clone(), true))
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && !was_file => {
+                    // The directory (or the path to it) cannot be read: its
+                    // files keep their last good content, each with its error.
+                    let known = self.known_under(path);
+                    if known.is_empty() {
+                        files.push((path.clone(), true));
+                    } else {
+                        problems.push(FileError::Read {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        });
+                        files.extend(known);
+                    }
                 }
-                Err(e) => problems.push(FileError::Read {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }),
+                _ => files.push((path.clone(), true)),
             }
         }
 
@@ -287,20 +301,28 @@ impl Loader {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                let error = if e.kind() == std::io::ErrorKind::NotFound {
-                    if !explicit {
-                        // Removed from its directory between listing and reading.
-                        self.cache.remove(path);
-                        return (Vec::new(), None);
-                    }
-                    FileError::NotFound {
+                let gone = e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(path)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+                if gone {
+                    // Deleted: the one way, with `services: []`, to remove a
+                    // file's services. A named file is still reported.
+                    self.cache.remove(path);
+                    let problem = explicit.then(|| FileError::NotFound {
                         path: path.to_owned(),
-                    }
+                    });
+                    return (Vec::new(), problem);
+                }
+                // Unreadable (a directory in its place, a symlink loop or a
+                // dangling symlink, permissions, I/O): keep the last good.
+                let message = if e.kind() == std::io::ErrorKind::NotFound {
+                    "dangling symlink".to_owned()
                 } else {
-                    FileError::Read {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    }
+                    e.to_string()
+                };
+                let error = FileError::Read {
+                    path: path.to_owned(),
+                    message,
                 };
                 let last_good = self.cache.get(path).and_then(|c| c.last_good.clone());
                 return (last_good.unwrap_or_default(), Some(error));
@@ -348,11 +370,30 @@ impl Loader {
     }
 }
 
-fn list_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+impl Loader {
+    /// The files under `dir` that the last load read, to keep serving their
+    /// last good content while `dir` cannot be listed.
+    fn known_under(&self, dir: &Path) -> Vec<(PathBuf, bool)> {
+        let mut known: Vec<(PathBuf, bool)> = self
+            .cache
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .map(|p| (p.clone(), false))
+            .collect();
+        known.sort();
+        known
+    }
+}
+
+/// The registry files of `dir`, in name order: every entry with a registry
+/// file name except directories that were never read as files (a file
+/// replaced by a directory, or by a broken symlink, is listed so that its
+/// read fails and its last good content stays).
+fn list_dir(dir: &Path, cache: &HashMap<PathBuf, Cached>) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if is_registry_file(&path) && path.is_file() {
+        if is_registry_file(&path) && (!path.is_dir() || cache.contains_key(&path)) {
             out.push(path);
         }
     }

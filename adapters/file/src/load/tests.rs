@@ -123,11 +123,94 @@ fn a_bad_file_keeps_its_last_good_content() {
     assert_eq!(third.services, first.services);
     assert!(third.problems.is_empty());
 
-    // A named file that vanishes is an error, and its content stays.
+    // A named file deleted is an intended removal: its services go, and
+    // the missing file is reported.
     fs::remove_file(&a).expect("rm");
     let fourth = loader.load();
-    assert_eq!(fourth.services, first.services);
+    assert!(fourth.services.is_empty());
     assert!(matches!(fourth.problems[..], [FileError::NotFound { .. }]));
+}
+
+/// Every way a file can become unreadable keeps its last good content and
+/// says why; putting the file back serves what it now holds. (Permission
+/// errors cannot be made as root, which CI is; they take the same path as
+/// the I/O errors here.)
+#[test]
+fn an_unreadable_file_keeps_its_last_good_content() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = write(dir.path(), "a.yaml", GOOD);
+    let good = Loader::new(vec![a.clone()]).load();
+    assert_eq!(hostnames(&good), ["reviews.default.svc"]);
+    let breakages: [(&str, &dyn Fn(&Path)); 3] = [
+        ("a directory in its place", &|p| {
+            fs::remove_file(p).expect("rm");
+            fs::create_dir(p).expect("mkdir");
+        }),
+        ("a symlink loop", &|p| {
+            fs::remove_file(p).expect("rm");
+            std::os::unix::fs::symlink(p, p).expect("symlink");
+        }),
+        ("a dangling symlink", &|p| {
+            fs::remove_file(p).expect("rm");
+            std::os::unix::fs::symlink(p.with_extension("gone"), p).expect("symlink");
+        }),
+    ];
+    let repair = |p: &Path| {
+        if p.is_dir() {
+            fs::remove_dir(p).expect("rmdir");
+        } else {
+            fs::remove_file(p).expect("rm");
+        }
+        fs::write(p, GOOD).expect("write");
+    };
+    for named in [true, false] {
+        // Named on the command line, or found in a watched directory.
+        let path = if named {
+            a.clone()
+        } else {
+            dir.path().to_owned()
+        };
+        let mut loader = Loader::new(vec![path]);
+        assert_eq!(loader.load().services, good.services);
+        for (what, breaks) in &breakages {
+            breaks(&a);
+            let loaded = loader.load();
+            assert_eq!(loaded.services, good.services, "{what} (named: {named})");
+            assert!(
+                matches!(&loaded.problems[..], [FileError::Read { path, .. }] if path == &a),
+                "{what}: {:?}",
+                loaded.problems
+            );
+            repair(&a);
+            let loaded = loader.load();
+            assert_eq!(loaded.services, good.services);
+            assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        }
+    }
+}
+
+/// A watched directory that cannot be listed any more keeps every file's
+/// last good content; one deleted for good removes them.
+#[test]
+fn an_unreadable_directory_keeps_its_files_last_good_content() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("mesh");
+    fs::create_dir(&dir).expect("mkdir");
+    write(&dir, "a.yaml", GOOD);
+    let mut loader = Loader::new(vec![dir.clone()]);
+    let good = loader.load();
+    assert_eq!(hostnames(&good), ["reviews.default.svc"]);
+
+    fs::remove_file(dir.join("a.yaml")).expect("rm");
+    fs::remove_dir(&dir).expect("rmdir");
+    std::os::unix::fs::symlink(&dir, &dir).expect("symlink loop");
+    let loaded = loader.load();
+    assert_eq!(loaded.services, good.services);
+    assert!(!loaded.problems.is_empty());
+
+    fs::remove_file(&dir).expect("rm loop");
+    let loaded = loader.load();
+    assert!(loaded.services.is_empty(), "deleted: its services go");
 }
 
 #[test]
