@@ -141,7 +141,8 @@ fn an_unreadable_file_keeps_its_last_good_content() {
     let a = write(dir.path(), "a.yaml", GOOD);
     let good = Loader::new(vec![a.clone()]).load();
     assert_eq!(hostnames(&good), ["reviews.default.svc"]);
-    let breakages: [(&str, &dyn Fn(&Path)); 3] = [
+    type Breakage<'a> = (&'a str, &'a dyn Fn(&Path));
+    let breakages: [Breakage; 3] = [
         ("a directory in its place", &|p| {
             fs::remove_file(p).expect("rm");
             fs::create_dir(p).expect("mkdir");
