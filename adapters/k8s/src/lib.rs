@@ -21,7 +21,13 @@
 //!   and a warning says why.
 //! - An object that cannot be decoded or converted is skipped and reported
 //!   as [`Error::InvalidObject`] (counted by the aggregator); the rest keeps
-//!   working.
+//!   working. So is a watch event that is not valid JSON: it is named by
+//!   kind, namespace and name when those can be read from it, else by its
+//!   byte offset in the watch, and skipped (the object keeps its last good
+//!   state); a watch event longer than [`MAX_EVENT_BYTES`] likewise.
+//!   A problem belongs to its object: when the object is fixed or deleted,
+//!   the registry's state is sent again as one Reset (which clears the
+//!   problems shown) followed by the problems that remain.
 //!
 //! Built on kube-rs's client (`kube::Api` list and watch, rustls with ring)
 //! and k8s-openapi's types. kube-runtime's watcher is not used: it hides when
@@ -33,12 +39,12 @@
 
 pub mod convert;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::{Node, Service as KService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
@@ -319,6 +325,12 @@ struct Cluster {
     /// (The aggregator drops an Apply equal to what it holds, so unchanged
     /// services need no copy here.)
     sent: HashSet<Key>,
+    /// Objects that could not be read, by name, with the reason: shown
+    /// until the object is fixed or deleted.
+    broken: BTreeMap<String, String>,
+    /// A broken object was fixed or deleted since the last events: only a
+    /// Reset clears its problem.
+    resolved: bool,
 }
 
 impl Cluster {
@@ -330,7 +342,31 @@ impl Cluster {
             owners: HashMap::new(),
             nodes: HashMap::new(),
             sent: HashSet::new(),
+            broken: BTreeMap::new(),
+            resolved: false,
         }
+    }
+
+    /// Records an object that cannot be read, and reports it.
+    fn broken(&mut self, e: Error, problems: &mut Vec<Error>) {
+        if let Error::InvalidObject { object, reason } = &e {
+            self.broken.insert(object.clone(), reason.clone());
+        }
+        problems.push(e);
+    }
+
+    /// `object` was read (or deleted): a problem it had is over.
+    fn readable(&mut self, object: &str) {
+        if self.broken.remove(object).is_some() {
+            self.resolved = true;
+        }
+    }
+
+    /// The problems of the objects that are still broken.
+    fn broken_problems(&self) -> impl Iterator<Item = Error> + '_ {
+        self.broken
+            .iter()
+            .map(|(object, reason)| Error::invalid_object(object.clone(), reason.clone()))
     }
 
     /// Applies one object change; returns the services it touches, and
@@ -347,6 +383,10 @@ impl Cluster {
         let Some(name) = obj.metadata.name.clone() else {
             return;
         };
+        let what = convert::object_name(kind.name(), &obj.metadata);
+        if deleted {
+            self.readable(&what);
+        }
         match kind {
             Kind::Service => {
                 let key = (ns, name);
@@ -355,11 +395,12 @@ impl Cluster {
                 } else {
                     match typed::<KService>(kind, obj) {
                         Ok(s) => {
+                            self.readable(&what);
                             self.services.insert(key.clone(), s);
                         }
                         Err(e) => {
                             // Keep what was known of it; say why it is not updated.
-                            problems.push(e);
+                            self.broken(e, problems);
                             return;
                         }
                     }
@@ -382,6 +423,7 @@ impl Cluster {
                 }
                 match typed::<EndpointSlice>(kind, obj) {
                     Ok(slice) => {
+                        self.readable(&what);
                         if let Some(owner) = convert::slice_owner(&slice) {
                             self.owners.insert(slice_key, owner.clone());
                             self.slices
@@ -391,7 +433,7 @@ impl Cluster {
                             dirty.insert(owner);
                         }
                     }
-                    Err(e) => problems.push(e),
+                    Err(e) => self.broken(e, problems),
                 }
             }
             Kind::Node => {
@@ -399,9 +441,12 @@ impl Cluster {
                     None
                 } else {
                     match typed::<Node>(kind, obj) {
-                        Ok(n) => Some(convert::node_locality(&n)),
+                        Ok(n) => {
+                            self.readable(&what);
+                            Some(convert::node_locality(&n))
+                        }
                         Err(e) => {
-                            problems.push(e);
+                            self.broken(e, problems);
                             return;
                         }
                     }
@@ -494,6 +539,8 @@ enum Report {
     Event(usize, Box<WatchEvent<DynamicObject>>),
     /// The version is too old: re-list.
     Gone(usize),
+    /// An event that could not be read; skipped.
+    Broken(Error),
     Failed(Error),
 }
 
@@ -593,6 +640,7 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                             WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
                         }
                     }
+                    Report::Broken(e) => cluster.broken(e, &mut problems),
                     Report::Gone(n) => {
                         info!(registry = %id, kind = sources[n].kind.name(), "kubernetes: watch version expired (410), re-listing");
                         relist = true;
@@ -603,7 +651,16 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
             if relist {
                 break;
             }
-            let events = cluster.events(dirty, &mut problems);
+            let events = if std::mem::take(&mut cluster.resolved) {
+                // A broken object was fixed or deleted: only a Reset clears
+                // its problem; the others are reported again after it.
+                problems.clear();
+                let all = cluster.all(&mut problems);
+                problems.extend(cluster.broken_problems());
+                vec![Event::Reset(all)]
+            } else {
+                cluster.events(dirty, &mut problems)
+            };
             if !send_all(&tx, events, problems).await {
                 return Ok(());
             }
@@ -611,8 +668,88 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
     }
 }
 
+/// The longest watch event read (one object, as JSON). The API server's
+/// own limit on an object is about 1.5 MiB (etcd's request limit); a longer
+/// line is skipped and reported, so a faulty server cannot make the adapter
+/// buffer without bound.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
+
+/// What reading one line of a watch gave.
+enum Line {
+    /// A line, without its newline, in the buffer.
+    Read,
+    /// A line longer than the limit; skipped up to its newline.
+    TooLong(usize),
+    /// The stream ended (an unfinished last line is dropped).
+    End,
+}
+
+/// Reads one newline-terminated line into `line`, at most `max` bytes of it.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    line.clear();
+    let mut skipped = 0usize;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::End);
+        }
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], i + 1),
+            None => (buf, buf.len()),
+        };
+        let newline = done > chunk.len();
+        if skipped > 0 || line.len() + chunk.len() > max {
+            skipped += line.len() + chunk.len();
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        reader.consume_unpin(done);
+        if newline {
+            return Ok(if skipped > 0 {
+                Line::TooLong(skipped)
+            } else {
+                Line::Read
+            });
+        }
+    }
+}
+
+/// The string value of the first `"key": "..."` in `text`, read without
+/// parsing (the text may be broken JSON).
+fn string_field(text: &str, key: &str) -> Option<String> {
+    let quoted = format!("\"{key}\"");
+    let at = text.find(&quoted)? + quoted.len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let value = rest.strip_prefix('"')?;
+    let end = value.find('"')?;
+    Some(value[..end].to_owned())
+}
+
+/// Names the object of a watch event that could not be decoded: by kind,
+/// namespace and name when the text shows them, else by where it was.
+fn name_broken_event(kind: Kind, text: &str, offset: u64, scope: &str) -> String {
+    let metadata = text.find("\"metadata\"").map(|i| &text[i..]);
+    match metadata.and_then(|m| string_field(m, "name").map(|n| (m, n))) {
+        Some((m, name)) => {
+            let ns = string_field(m, "namespace").unwrap_or_default();
+            format!("{} {ns}/{name}", kind.name())
+        }
+        None => format!(
+            "{} watch event at byte {offset} of the watch of {scope}",
+            kind.name()
+        ),
+    }
+}
+
 /// Watches one source from `rv`, re-opening the watch from the latest
-/// version each time the server ends it.
+/// version each time the server ends it. Lines are read and decoded here
+/// rather than by kube's watch stream, so that an event that cannot be
+/// decoded is named and skipped instead of ending the session.
 async fn watch(
     n: usize,
     source: Source,
@@ -624,43 +761,97 @@ async fn watch(
     if let Some(l) = &source.labels {
         params = params.labels(l);
     }
+    let client = source.api.clone().into_client();
+    let mut line = Vec::new();
     loop {
         let opened = tokio::time::Instant::now();
-        let stream = match source.api.watch(&params, &rv).await {
-            Ok(s) => s,
+        let request = match kube::core::Request::new(source.api.resource_url()).watch(&params, &rv)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reports
+                    .send(failure(n, &source, kube::Error::BuildRequest(e)))
+                    .await;
+                return;
+            }
+        };
+        let mut body = match client.request_stream(request).await {
+            Ok(b) => std::pin::pin!(b),
             Err(e) => {
                 let _ = reports.send(failure(n, &source, e)).await;
                 return;
             }
         };
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            let event = match item {
-                Ok(WatchEvent::Error(status)) => Err(kube::Error::Api(status)),
-                other => other,
-            };
-            let event = match event {
-                Ok(event) => event,
+        let mut offset = 0u64;
+        loop {
+            let at = offset;
+            let report = match read_line(&mut body, &mut line, MAX_EVENT_BYTES).await {
+                Ok(Line::End) => break,
+                // A connection cut mid-watch: re-open from the latest version.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => {
-                    let _ = reports.send(failure(n, &source, e)).await;
+                    let _ = reports
+                        .send(failure(n, &source, kube::Error::ReadEvents(e)))
+                        .await;
                     return;
                 }
-            };
-            let version = match &event {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
-                    o.metadata.resource_version.clone()
+                Ok(Line::TooLong(len)) => {
+                    offset += len as u64 + 1;
+                    Report::Broken(Error::invalid_object(
+                        format!(
+                            "{} watch event at byte {at} of the watch of {}",
+                            source.kind.name(),
+                            source.scope
+                        ),
+                        format!("event of {len} bytes is over the limit of {MAX_EVENT_BYTES}"),
+                    ))
                 }
-                WatchEvent::Bookmark(b) => Some(b.metadata.resource_version.clone()),
-                WatchEvent::Error(_) => None,
+                Ok(Line::Read) => {
+                    offset += line.len() as u64 + 1;
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    match serde_json::from_slice::<WatchEvent<DynamicObject>>(&line) {
+                        Ok(WatchEvent::Error(status)) => {
+                            let _ = reports
+                                .send(failure(n, &source, kube::Error::Api(status)))
+                                .await;
+                            return;
+                        }
+                        Ok(event) => {
+                            let version = match &event {
+                                WatchEvent::Added(o)
+                                | WatchEvent::Modified(o)
+                                | WatchEvent::Deleted(o) => o.metadata.resource_version.clone(),
+                                WatchEvent::Bookmark(b) => {
+                                    Some(b.metadata.resource_version.clone())
+                                }
+                                WatchEvent::Error(_) => None,
+                            };
+                            if let Some(v) = version.filter(|v| !v.is_empty()) {
+                                rv = v;
+                            }
+                            Report::Event(n, Box::new(event))
+                        }
+                        Err(e) => {
+                            if let Ok(status) = serde_json::from_slice::<kube::core::Status>(&line)
+                            {
+                                let _ = reports
+                                    .send(failure(n, &source, kube::Error::Api(status.boxed())))
+                                    .await;
+                                return;
+                            }
+                            let text = String::from_utf8_lossy(&line);
+                            let object = name_broken_event(source.kind, &text, at, &source.scope);
+                            Report::Broken(Error::invalid_object(
+                                object,
+                                format!("cannot decode watch event: {e}"),
+                            ))
+                        }
+                    }
+                }
             };
-            if let Some(v) = version.filter(|v| !v.is_empty()) {
-                rv = v;
-            }
-            if reports
-                .send(Report::Event(n, Box::new(event)))
-                .await
-                .is_err()
-            {
+            if reports.send(report).await.is_err() {
                 return;
             }
         }

@@ -407,3 +407,95 @@ async fn a_thousand_services_list_in_pages_and_one_slice_change_is_one_apply() {
     let (lists, pages) = t.double.lists("/api/v1/services");
     assert_eq!((lists, pages), (1, 2), "{:?}", t.double.requests());
 }
+
+/// The objects with problems shown for the (only) registry.
+fn problem_objects(s: &sextant_aggregate::AggregateStatus) -> Vec<String> {
+    s.registries[0]
+        .problems
+        .iter()
+        .filter_map(|p| p.object.clone())
+        .collect()
+}
+
+/// A watch event that is not valid JSON is named (by the object's name
+/// when the text shows it, else by its byte offset) and skipped: the
+/// registry stays synced and keeps following changes. A problem belongs to
+/// its object: fixing or deleting the object clears it.
+#[tokio::test]
+async fn broken_watch_events_are_named_and_problems_leave_with_their_objects() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let registry = K8sRegistry::new(t.config());
+    let (agg, handle) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry) as Arc<dyn Registry>],
+    )
+    .expect("agg");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+    let mut status = handle.status();
+
+    // Cut off mid-object, and plain garbage.
+    t.double.send_raw_watch_line(
+        Kind::Service,
+        r#"{"type":"MODIFIED","object":{"kind":"Service","apiVersion":"v1","metadata":{"name":"cart","namespace":"shop","resourceVersion":"#,
+    );
+    t.double
+        .send_raw_watch_line(Kind::Service, "<html>502 Bad Gateway</html>");
+    let st = watch_until(&mut status, "both problems named", |s| {
+        problem_objects(s).len() == 2
+    })
+    .await;
+    let objects = problem_objects(&st);
+    assert!(
+        objects.contains(&"Service shop/cart".to_owned()),
+        "{objects:?}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.starts_with("Service watch event at byte ")),
+        "{objects:?}"
+    );
+    assert_eq!(st.registries[0].state, SyncState::Synced, "not stale");
+    assert_eq!(handle.view().borrow().endpoint_count(), 2, "still served");
+
+    // Watching goes on.
+    t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
+    let mut view = handle.view();
+    watch_until(&mut view, "a change after the broken events", |v| {
+        v.endpoint_count() == 3
+    })
+    .await;
+
+    // An object that cannot be decoded, then deleted: its problem goes.
+    t.double.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": "eighty"}]}
+    }));
+    watch_until(&mut status, "the broken object reported", |s| {
+        problem_objects(s).contains(&"Service shop/broken".to_owned())
+    })
+    .await;
+    t.double.delete(Kind::Service, "shop", "broken");
+    let st = watch_until(&mut status, "its problem cleared", |s| {
+        !problem_objects(s).contains(&"Service shop/broken".to_owned())
+    })
+    .await;
+    assert!(
+        problem_objects(&st).contains(&"Service shop/cart".to_owned()),
+        "the other problems stay: {:?}",
+        problem_objects(&st)
+    );
+
+    // The object named in the broken event is written again, readable:
+    // its problem goes too, and nothing was lost meanwhile.
+    t.double
+        .apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
+    watch_until(&mut status, "the fixed object's problem cleared", |s| {
+        !problem_objects(s).contains(&"Service shop/cart".to_owned())
+    })
+    .await;
+    assert_eq!(handle.view().borrow().endpoint_count(), 3);
+}

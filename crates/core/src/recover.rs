@@ -24,8 +24,12 @@ use crate::registry::{Event, EventStream};
 pub struct Backoff {
     /// First delay. Default 250 ms: quick enough that a blip is invisible.
     pub initial: Duration,
-    /// Largest delay. Default 30 s: an outage costs a source at most one
-    /// connection attempt per replica every 15-30 s.
+    /// Largest delay. Default 5 s: once an outage ends, the registry is
+    /// read again within 5 s. (client-go's reflector and kube-rs's watcher
+    /// cap at 30 s, which users see as half a minute of stale endpoints
+    /// after the source is back.) While the source is down, each replica
+    /// costs it one attempt every 2.5-5 s, which a failed connect or list
+    /// does not make expensive.
     pub max: Duration,
     /// A session that synced and stayed up this long resets the delay to
     /// `initial`. Default 30 s: a source that accepts connections and then
@@ -36,7 +40,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff::new(Duration::from_millis(250), Duration::from_secs(30))
+        Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
     }
 }
 

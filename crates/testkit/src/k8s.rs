@@ -102,6 +102,9 @@ struct Change {
     object: Value,
     /// The object before the change, for selectors it stopped matching.
     before: Option<Value>,
+    /// Sent to every watch of `kind` as it is instead of an event line: a
+    /// broken event, as a faulty server or proxy would send.
+    raw: Option<Bytes>,
 }
 
 #[derive(Default)]
@@ -363,6 +366,26 @@ impl KubeDouble {
                 event,
                 object,
                 before,
+                raw: None,
+            });
+        }
+        self.wake();
+    }
+
+    /// Sends `line` (a newline is added) to every watch of `kind` as the
+    /// next event, without changing any object: for broken watch events.
+    pub fn send_raw_watch_line(&self, kind: Kind, line: &str) {
+        {
+            let mut s = lock(&self.shared.store);
+            s.rv += 1;
+            let rv = s.rv;
+            s.history.push(Change {
+                rv,
+                kind,
+                event: "MODIFIED",
+                object: Value::Null,
+                before: None,
+                raw: Some(Bytes::from(format!("{line}\n"))),
             });
         }
         self.wake();
@@ -385,6 +408,7 @@ impl KubeDouble {
                 event: "DELETED",
                 object: object.clone(),
                 before: Some(object),
+                raw: None,
             });
         }
         self.wake();
@@ -853,6 +877,10 @@ async fn run_watch(
                 .iter()
                 .filter(|c| c.rv > seen && c.kind == filter.kind)
             {
+                if let Some(raw) = &c.raw {
+                    lines.push(raw.clone());
+                    continue;
+                }
                 let now = filter.matches(&c.object);
                 let was = c.before.as_ref().is_some_and(|b| filter.matches(b));
                 let event = match (c.event, now, was) {
