@@ -112,6 +112,7 @@ fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
 
 struct WatchState {
     loader: Loader,
+    paths: Vec<PathBuf>,
     last: Option<Loaded>,
     changes: mpsc::UnboundedReceiver<()>,
     // Kept alive for as long as the stream: dropping it stops notification.
@@ -168,6 +169,7 @@ impl Registry for FileRegistry {
         };
         let state = WatchState {
             loader: Loader::new(self.paths.clone()),
+            paths: self.paths.clone(),
             last: None,
             changes: rx,
             _watcher: watcher,
@@ -186,7 +188,26 @@ impl Registry for FileRegistry {
                     if st.last.is_some() {
                         st.wait_for_change().await;
                     }
-                    let loaded = st.loader.load();
+                    // Reading and parsing run on a blocking thread: however
+                    // long a file takes, the threads that serve proxies and
+                    // the admin port are not the ones waiting for it.
+                    let mut loader = std::mem::replace(&mut st.loader, Loader::new(Vec::new()));
+                    let (loader, loaded) = match tokio::task::spawn_blocking(move || {
+                        let loaded = loader.load();
+                        (loader, loaded)
+                    })
+                    .await
+                    {
+                        Ok(done) => done,
+                        Err(e) => {
+                            // The load panicked: its cache is lost; start over.
+                            warn!(registry = %id, error = %e, "reading the registry files failed");
+                            st.loader = Loader::new(st.paths.clone());
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    st.loader = loader;
                     if st.last.as_ref() != Some(&loaded) {
                         debug!(registry = %id, services = loaded.services.len(), problems = loaded.problems.len(), "registry files read");
                         st.queue.extend(events_of(&loaded));

@@ -142,6 +142,14 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, FileError> {
                 .to_owned(),
         })?
     } else {
+        if let Err((line, column)) = check_nesting(text) {
+            return Err(FileError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("nested deeper than {MAX_NESTING} levels"),
+            });
+        }
         serde_yaml_ng::from_str(text).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -172,6 +180,76 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, FileError> {
         }
     }
     Ok(doc.services)
+}
+
+/// How deep `[` and `{` may nest in a YAML file. A registry file needs
+/// about six levels; the YAML parser's cost grows with the square of the
+/// nesting, so 100,000 levels in a 200 KB file would take it a minute.
+pub const MAX_NESTING: usize = 64;
+
+/// The largest registry file read, in bytes. A file of 10,000 endpoints is
+/// about 1 MB.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Checks that flow collections (`[`, `{`) in YAML `text` nest at most
+/// [`MAX_NESTING`] deep, before the parser sees it; on failure, the 1-based
+/// line and column where the limit is passed. Brackets inside quoted
+/// scalars and comments do not count. Block-style nesting is bounded by
+/// indentation and the file size.
+fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let (mut line, mut column) = (1, 0);
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        column += 1;
+        if ch == '\n' {
+            (line, column) = (line + 1, 0);
+        }
+        match quote {
+            Some('\'') if ch == '\'' => {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    column += 1;
+                } else {
+                    quote = None;
+                }
+            }
+            Some('"') if ch == '\\' => {
+                chars.next();
+                column += 1;
+            }
+            Some('"') if ch == '"' => quote = None,
+            Some(_) => {}
+            None => match ch {
+                // A quote opens a quoted scalar only where a scalar starts.
+                '\'' | '"' if matches!(prev, '\n' | ' ' | '\t' | ':' | '-' | '[' | '{' | ',') => {
+                    quote = Some(ch);
+                }
+                '#' if matches!(prev, '\n' | ' ' | '\t') => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            (line, column) = (line + 1, 0);
+                            break;
+                        }
+                    }
+                    prev = '\n';
+                    continue;
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err((line, column));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = ch;
+    }
+    Ok(())
 }
 
 /// The 1-based line that defines `hostname`, or 0. Serde does not keep
@@ -298,7 +376,7 @@ impl Loader {
 
     /// One file: its contribution and its problem, if any.
     fn read_one(&mut self, path: &Path, explicit: bool) -> (Vec<Service>, Option<FileError>) {
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_bounded(path) {
             Ok(b) => b,
             Err(e) => {
                 let gone = e.kind() == std::io::ErrorKind::NotFound
@@ -368,6 +446,21 @@ impl Loader {
         self.cache.insert(path.to_owned(), entry);
         out
     }
+}
+
+/// Reads `path`, refusing one longer than [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than the limit of {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 impl Loader {

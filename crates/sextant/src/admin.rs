@@ -10,6 +10,7 @@
 //! | `/debug/syncz` | each connected proxy: node, protocol, per type sent/acked versions, last NACK; recent NACKs |
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use axum::Router;
@@ -21,17 +22,29 @@ use sextant_aggregate::{AggregatorHandle, SyncState};
 use sextant_xds::server::status::Histogram;
 use sextant_xds::{Metrics, ResourceType, XdsServer};
 
+pub mod listener;
+
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
     aggregator: AggregatorHandle,
     xds: XdsServer,
+    listener: Arc<listener::ListenerStats>,
 }
 
 impl AdminState {
     /// State over a running aggregator and ADS server.
     pub fn new(aggregator: AggregatorHandle, xds: XdsServer) -> Self {
-        AdminState { aggregator, xds }
+        AdminState {
+            aggregator,
+            xds,
+            listener: Arc::default(),
+        }
+    }
+
+    /// The counters the admin listener fills, for `/metrics`.
+    pub fn listener_stats(&self) -> Arc<listener::ListenerStats> {
+        self.listener.clone()
     }
 }
 
@@ -98,6 +111,7 @@ async fn syncz(State(s): State<AdminState>) -> Response {
     json(serde_json::json!({
         "connections": s.xds.connections(),
         "recent_nacks": s.xds.nacks(),
+        "caches": s.xds.cache_sizes(),
     }))
 }
 
@@ -275,6 +289,67 @@ pub fn render_metrics(s: &AdminState) -> String {
         &[],
         Metrics::get(&m.connections_active),
     );
+    p.family(
+        "sextant_xds_tcp_connections",
+        "gauge",
+        "TCP connections open on the xDS port.",
+    );
+    p.sample(
+        "sextant_xds_tcp_connections",
+        &[],
+        Metrics::get(&m.tcp_connections_active),
+    );
+    p.counter(
+        "sextant_xds_connections_refused_total",
+        "xDS connections closed at once because the maximum was open.",
+        &m.connections_refused_total,
+    );
+    p.counter(
+        "sextant_xds_handshake_timeouts_total",
+        "xDS connections closed because no HTTP/2 preface came within the handshake timeout.",
+        &m.handshake_timeouts_total,
+    );
+    p.counter(
+        "sextant_xds_accept_errors_total",
+        "Failed accepts on the xDS port (out of file descriptors, for one).",
+        &m.accept_errors_total,
+    );
+    p.counter(
+        "sextant_admin_connections_refused_total",
+        "Admin connections closed at once because the maximum was open.",
+        &s.listener.refused_total,
+    );
+    p.counter(
+        "sextant_admin_connections_timed_out_total",
+        "Admin connections closed idle or at the end of their lifetime.",
+        &s.listener.timed_out_total,
+    );
+    let caches = s.xds.cache_sizes();
+    for (name, help, value) in [
+        (
+            "sextant_xds_subscriptions_cached",
+            "SotW subscriptions shared between connections (released with their last user).",
+            caches.subscriptions,
+        ),
+        (
+            "sextant_xds_subscription_names_cached",
+            "Names held by the shared SotW subscriptions.",
+            caches.subscription_names,
+        ),
+        (
+            "sextant_xds_plans_cached",
+            "Plans cached for the current snapshot (bounded).",
+            caches.plans,
+        ),
+        (
+            "sextant_xds_plan_names_cached",
+            "Subscribed names held by the cached plans (bounded).",
+            caches.plan_names,
+        ),
+    ] {
+        p.family(name, "gauge", help);
+        p.sample(name, &[], value);
+    }
     p.counter(
         "sextant_xds_connections_total",
         "Connections accepted.",

@@ -13,7 +13,7 @@ use sextant_core::Registry;
 use sextant_etcd::{EtcdConfig, EtcdRegistry, EtcdTls};
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
 use sextant_k8s::{K8sConfig, K8sRegistry};
-use sextant_xds::{Debounce, TranslateOptions};
+use sextant_xds::{Debounce, ServerConfig, TranslateOptions};
 
 /// How to reach etcd: flags shared by the etcd registry and `sextant etcd register`.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -446,6 +446,16 @@ pub struct RunArgs {
     /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
     #[arg(long, env = "SEXTANT_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// xDS connections open at once; more are refused [default: the
+    /// open-file limit less 256].
+    #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS", value_name = "N")]
+    pub xds_max_connections: Option<usize>,
+    /// The largest xDS request accepted, e.g. 4MiB [default: 4MiB].
+    #[arg(long, env = "SEXTANT_XDS_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    pub xds_max_request_size: Option<String>,
+    /// How long a new xDS connection has to start HTTP/2 [default: 10s].
+    #[arg(long, env = "SEXTANT_XDS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub xds_handshake_timeout: Option<String>,
     /// The outbound HTTP listener handed to proxies [default: 127.0.0.1:15001].
     #[arg(long, env = "SEXTANT_OUTBOUND_ADDR", value_name = "ADDR")]
     pub outbound_addr: Option<SocketAddr>,
@@ -496,6 +506,9 @@ pub struct ConfigFile {
     files: Option<Vec<PathBuf>>,
     xds_addr: Option<String>,
     admin_addr: Option<String>,
+    xds_max_connections: Option<usize>,
+    xds_max_request_size: Option<String>,
+    xds_handshake_timeout: Option<String>,
     outbound_addr: Option<String>,
     merge: Option<String>,
     max_stale: Option<String>,
@@ -567,6 +580,8 @@ pub struct Settings {
     pub xds_addr: SocketAddr,
     /// Admin listen address.
     pub admin_addr: SocketAddr,
+    /// The ADS server's bounds.
+    pub server: ServerConfig,
     /// Aggregator settings.
     pub aggregator: AggregatorConfig,
     /// Translation settings.
@@ -645,6 +660,37 @@ impl Collector<'_> {
                     key,
                     from_flag,
                     format!("{value:?} is not a duration ({e}); write e.g. 100ms, 30s, 5m"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a number, optionally with KiB, MiB or GiB.
+    fn size(&mut self, key: &str, flag: &Option<String>, file: &Option<String>) -> Option<usize> {
+        let (value, from_flag) = match (flag, file) {
+            (Some(v), _) => (v, true),
+            (None, Some(v)) => (v, false),
+            (None, None) => return None,
+        };
+        let v = value.trim();
+        let (digits, unit) = v
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or((v, ""), |i| v.split_at(i));
+        let scale: Option<usize> = match unit.trim() {
+            "" | "B" => Some(1),
+            "KiB" => Some(1 << 10),
+            "MiB" => Some(1 << 20),
+            "GiB" => Some(1 << 30),
+            _ => None,
+        };
+        match (digits.parse::<usize>(), scale) {
+            (Ok(n), Some(scale)) if n > 0 => n.checked_mul(scale),
+            _ => {
+                self.bad(
+                    key,
+                    from_flag,
+                    format!("{value:?} is not a size; write e.g. 4194304, 512KiB, 4MiB"),
                 );
                 None
             }
@@ -803,6 +849,31 @@ impl Settings {
         let drain_timeout = c
             .duration("drain_timeout", &args.drain_timeout, &file.drain_timeout)
             .unwrap_or(Duration::from_secs(5));
+        let mut server = ServerConfig::default();
+        if let Some(n) = args.xds_max_connections.or(file.xds_max_connections) {
+            if n == 0 {
+                c.bad(
+                    "xds_max_connections",
+                    args.xds_max_connections.is_some(),
+                    "must be at least 1".into(),
+                );
+            }
+            server.max_connections = n;
+        }
+        if let Some(n) = c.size(
+            "xds_max_request_size",
+            &args.xds_max_request_size,
+            &file.xds_max_request_size,
+        ) {
+            server.max_request_bytes = n;
+        }
+        if let Some(d) = c.duration(
+            "xds_handshake_timeout",
+            &args.xds_handshake_timeout,
+            &file.xds_handshake_timeout,
+        ) {
+            server.handshake_timeout = d;
+        }
         let log_output_level = args
             .log_output_level
             .clone()
@@ -829,6 +900,7 @@ impl Settings {
             files,
             xds_addr,
             admin_addr,
+            server,
             aggregator,
             translate: TranslateOptions { outbound_addr },
             debounce,

@@ -175,7 +175,9 @@ impl Sextant {
         }));
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin_listener.map(|listener| {
-            let app = admin::router(admin::AdminState::new(handle.clone(), xds.clone()));
+            let state = admin::AdminState::new(handle.clone(), xds.clone());
+            let listener = admin::listener::AdminListener::new(listener, state.listener_stats());
+            let app = admin::router(state);
             tokio::spawn(async move {
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                     let _ = admin_stopped.await;

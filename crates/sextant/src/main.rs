@@ -189,6 +189,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let mut sextant = Sextant::new()
             .xds_addr(settings.xds_addr)
             .admin_addr(settings.admin_addr)
+            .server_config(settings.server.clone())
             .outbound_addr(settings.translate.outbound_addr)
             .aggregator_config(settings.aggregator.clone())
             .debounce(settings.debounce.clone())

@@ -39,7 +39,11 @@ fn node(id: &str) -> Node {
     }
 }
 
-async fn connect(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+/// A client on one new connection to `addr`, retried for a while if the
+/// server is not listening yet.
+pub async fn connect(
+    addr: SocketAddr,
+) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
     let mut last = None;
     for _ in 0..50 {
         match AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await {
@@ -79,7 +83,15 @@ pub struct SotwClient {
 impl SotwClient {
     /// Opens a stream to `addr` as node `node_id`.
     pub async fn connect(addr: SocketAddr, node_id: &str) -> SotwClient {
-        let mut client = connect(addr).await;
+        SotwClient::open(connect(addr).await, node_id).await
+    }
+
+    /// Opens another stream on `client`'s connection (streams on one
+    /// connection share it, as HTTP/2 multiplexes them).
+    pub async fn open(
+        mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        node_id: &str,
+    ) -> SotwClient {
         let (tx, rx) = mpsc::channel(16);
         let rx = client
             .stream_aggregated_resources(ReceiverStream::new(rx))

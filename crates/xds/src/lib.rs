@@ -55,6 +55,9 @@ pub mod translate;
 
 pub use publisher::{Debounce, publisher};
 pub use resource::{Resource, ResourceType};
-pub use server::{ConnectionStatus, Metrics, NackRecord, ServerConfig, XdsServer};
+pub use server::{
+    CacheSizes, ConnectionStatus, DEFAULT_MAX_REQUEST_BYTES, Metrics, NackRecord, ServerConfig,
+    XdsServer,
+};
 pub use snapshot::Snapshot;
 pub use translate::TranslateOptions;

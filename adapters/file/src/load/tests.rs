@@ -318,3 +318,40 @@ fn reason_is_the_message_without_the_location() {
         format!("{}: {}", err.location(), err.reason())
     );
 }
+
+#[test]
+fn deep_nesting_is_refused_before_the_yaml_parser_sees_it() {
+    // 100,000 levels took the parser over a minute; refused at once, with
+    // where the limit was passed.
+    let deep = format!("services: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    match parse_file(Path::new("a.yaml"), &deep) {
+        Err(FileError::Parse {
+            line,
+            column,
+            message,
+            ..
+        }) => {
+            assert_eq!((line, column), (1, 11 + MAX_NESTING));
+            assert!(message.contains("nested deeper than 64"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Within the limit, over several lines, the parser decides as usual.
+    let ok = format!(
+        "services:\n  {}\n  {}\n",
+        "[".repeat(MAX_NESTING),
+        "]".repeat(MAX_NESTING)
+    );
+    assert!(matches!(
+        parse_file(Path::new("a.yaml"), &ok),
+        Err(FileError::Parse { message, .. }) if !message.contains("nested")
+    ));
+    // Brackets in quoted scalars and comments do not count; an apostrophe
+    // inside a plain scalar does not open a quote.
+    let text = format!(
+        "# {open}\nservices:\n  - hostname: reviews.default.svc\n    labels: {{ note: \"{open}\", it: don't, other: '{open}' }}\n    ports: [{{ name: http, port: 80 }}]\n",
+        open = "[".repeat(200)
+    );
+    let services = parse_file(Path::new("a.yaml"), &text).expect("parses");
+    assert_eq!(services[0].labels["note"], "[".repeat(200));
+}

@@ -1,5 +1,5 @@
 //! Running the real `sextant` binary in tests.
-#![allow(dead_code, unreachable_pub, clippy::expect_used)]
+#![allow(dead_code, unused_imports, unreachable_pub, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,10 +21,26 @@ pub struct Sextant {
 
 impl Sextant {
     pub async fn start(dir: &Path, extra: &[&str]) -> Sextant {
+        Sextant::start_with_nofile(dir, extra, None).await
+    }
+
+    /// Starts it with its open-file limit set to `nofile` (through the
+    /// shell's `ulimit -n`), when given.
+    pub async fn start_with_nofile(dir: &Path, extra: &[&str], nofile: Option<u64>) -> Sextant {
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
         let (xds, admin, outbound) = (port(0), port(1), port(2));
         let log = dir.join("sextant.log");
-        let child = Command::new(BIN)
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args([
                 "--xds-addr",
                 &xds.to_string(),

@@ -321,26 +321,60 @@ struct PlanKey {
     held_len: usize,
 }
 
-/// The plans computed for one snapshot, shared by its connections.
+/// The plans computed for one snapshot, shared by its connections. It lives
+/// as long as its snapshot, which on a quiet mesh is long: so it is bounded
+/// ([`MAX_CACHED_PLANS`], [`MAX_CACHED_PLAN_NAMES`]). A plan it refuses is
+/// still applied by the connection that computed it, only not shared; alike
+/// proxies reach the cache first, so a flood of distinct subscriptions
+/// costs its senders their sharing, not the others.
 #[derive(Default)]
-pub(crate) struct PlanCache(std::sync::Mutex<HashMap<PlanKey, Arc<Plan>>>);
+pub(crate) struct PlanCache(std::sync::Mutex<CachedPlans>);
+
+#[derive(Default)]
+struct CachedPlans {
+    map: HashMap<PlanKey, Arc<Plan>>,
+    /// Subscribed names the cached plans hold.
+    names: usize,
+}
+
+/// Plans one snapshot's cache keeps. Alike proxies need one per type and
+/// state; a thousand distinct scopes fit many times over.
+pub(crate) const MAX_CACHED_PLANS: usize = 4096;
+
+/// Subscribed names the plans of one snapshot may hold together: what a
+/// hostile subscription of many names can make the cache keep.
+pub(crate) const MAX_CACHED_PLAN_NAMES: usize = 1_000_000;
 
 impl PlanCache {
     fn get(&self, key: &PlanKey) -> Option<Arc<Plan>> {
-        self.lock().get(key).cloned()
+        self.lock().map.get(key).cloned()
     }
 
     fn offer(&self, key: PlanKey, plan: &Arc<Plan>) {
-        self.lock().entry(key).or_insert_with(|| plan.clone());
+        let mut cache = self.lock();
+        if cache.map.len() >= MAX_CACHED_PLANS
+            || cache.names + plan.names.len() > MAX_CACHED_PLAN_NAMES
+            || cache.map.contains_key(&key)
+        {
+            return;
+        }
+        cache.names += plan.names.len();
+        cache.map.insert(key, plan.clone());
+    }
+
+    /// Plans cached, and the subscribed names they hold.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let cache = self.lock();
+        (cache.map.len(), cache.names)
     }
 
     /// Plans cached so far.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Arc<Plan>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedPlans> {
         super::lock(&self.0)
     }
 }
@@ -353,21 +387,25 @@ struct Interned {
     names: Arc<NameSet>,
     digest: u64,
     star: bool,
+    /// Its key in [`Subscriptions`].
+    request_digest: u64,
 }
 
 /// The SotW subscriptions connections have sent, by type and request
 /// digest: connections that send the same list (a thousand Envoys restating
 /// the same clusters) share one set, found with one comparison of the
 /// encoded names, instead of each building its own and comparing it name by
-/// name with the shared plan's. Entries no connection uses any more are
-/// dropped as the table grows.
+/// name with the shared plan's. Each entry lives as long as a connection
+/// uses it: the last one to let go removes it ([`Subscriptions::release`]),
+/// so what a client sent leaves with its stream.
 #[derive(Default)]
 pub(crate) struct Subscriptions(std::sync::Mutex<SubscriptionMap>);
 
 #[derive(Default)]
 struct SubscriptionMap {
     map: HashMap<(ResourceType, u64), Arc<Interned>>,
-    prune_at: usize,
+    /// Names held by the entries, for the metrics.
+    names: usize,
 }
 
 impl Subscriptions {
@@ -383,29 +421,48 @@ impl Subscriptions {
     }
 
     /// Shares `interned` (or the equal one already shared) under its
-    /// request digest.
-    fn offer(&self, kind: ResourceType, request_digest: u64, interned: Interned) -> Arc<Interned> {
+    /// request digest. Every subscription returned must be given back to
+    /// [`Subscriptions::release`] when the connection is done with it.
+    fn offer(&self, kind: ResourceType, interned: Interned) -> Arc<Interned> {
         let mut table = self.lock();
-        if table.map.len() >= table.prune_at {
-            table.map.retain(|_, i| Arc::strong_count(&i.names) > 1);
-            table.prune_at = (table.map.len() * 2).max(64);
-        }
-        match table.map.get(&(kind, request_digest)) {
+        let key = (kind, interned.request_digest);
+        match table.map.get(&key) {
             Some(known) if known.entries == interned.entries => known.clone(),
             // Another list with the same digest: used, not shared.
             Some(_) => Arc::new(interned),
             None => {
+                table.names += interned.names.len();
                 let shared = Arc::new(interned);
-                table.map.insert((kind, request_digest), shared.clone());
+                table.map.insert(key, shared.clone());
                 shared
             }
         }
     }
 
-    /// Subscriptions known.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().map.len()
+    /// A connection is done with `interned`: the last user removes it.
+    fn release(&self, kind: ResourceType, interned: Arc<Interned>) {
+        let mut table = self.lock();
+        let key = (kind, interned.request_digest);
+        // The table's reference and this one: no connection uses it any
+        // more. Counted and dropped under the lock, so that of two
+        // connections releasing at once exactly one sees the last use.
+        if Arc::strong_count(&interned) == 2
+            && table
+                .map
+                .get(&key)
+                .is_some_and(|known| Arc::ptr_eq(known, &interned))
+        {
+            table.map.remove(&key);
+            table.names -= interned.names.len();
+        }
+        drop(interned);
+        drop(table);
+    }
+
+    /// Subscriptions known, and the names they hold.
+    pub(crate) fn size(&self) -> (usize, usize) {
+        let table = self.lock();
+        (table.map.len(), table.names)
     }
 }
 
@@ -485,6 +542,9 @@ pub(crate) struct TypeState {
     synced_at: Option<u64>,
     /// Hash of the last SotW request's names, in order.
     request_digest: Option<u64>,
+    /// The shared SotW subscription this type uses, given back to the
+    /// server's table when it changes or the connection ends.
+    interned: Option<Arc<Interned>>,
     last_nonce: String,
     /// Plans this type computed itself, and took from another connection,
     /// since they were last counted into the metrics.
@@ -551,6 +611,7 @@ impl TypeState {
             resume_version: None,
             synced_at: None,
             request_digest: None,
+            interned: None,
             last_nonce: String::new(),
             plans_computed: 0,
             plans_shared: 0,
@@ -1038,6 +1099,18 @@ pub(crate) struct ConnState {
     await_eds: Option<(Vec<Arc<str>>, Instant)>,
 }
 
+impl Drop for ConnState {
+    /// Gives the connection's SotW subscriptions back: the last user of one
+    /// removes it from the server's table.
+    fn drop(&mut self) {
+        for t in &mut self.types {
+            if let Some(interned) = t.interned.take() {
+                self.subscriptions.release(t.kind, interned);
+            }
+        }
+    }
+}
+
 impl ConnState {
     pub(crate) fn new(wire: Wire, subscriptions: Arc<Subscriptions>) -> Self {
         ConnState {
@@ -1111,11 +1184,22 @@ impl ConnState {
                     digest: names.iter().fold(0, |d, n| d ^ name_hash(n)),
                     names: Arc::new(names),
                     star,
+                    request_digest: names_digest,
                 };
-                self.subscriptions.offer(kind, names_digest, interned)
+                self.subscriptions.offer(kind, interned)
             }
         };
-        let (names, star) = (&interned.names, interned.star);
+        if let Some(old) = st.interned.replace(interned) {
+            self.subscriptions.release(kind, old);
+        }
+        let Some((names, star, digest)) = st
+            .interned
+            .as_ref()
+            .map(|i| (i.names.clone(), i.star, i.digest))
+        else {
+            return outcome;
+        };
+        let names = &names;
         let first = !st.seen_request;
         if first {
             st.legacy_wildcard = names.is_empty() && !star;
@@ -1124,7 +1208,7 @@ impl ConnState {
         let same = Arc::ptr_eq(names, &st.names) || **names == *st.names;
         if !Arc::ptr_eq(names, &st.names) {
             st.names = names.clone();
-            st.names_digest = interned.digest;
+            st.names_digest = digest;
         }
         if first || wildcard != st.wildcard || !same {
             st.wildcard = wildcard;
@@ -1690,7 +1774,7 @@ mod tests {
         );
         // The proxies' subscriptions are in the server's table (pruning is
         // tested in subscriptions_are_shared_by_their_encoded_names...).
-        assert!(mesh.subscriptions.len() >= 2);
+        assert!(mesh.subscriptions.size().0 >= 2);
     }
 
     /// An Envoy-like delta client: wildcard CDS and LDS, EDS and RDS by
@@ -1846,7 +1930,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_are_shared_by_their_encoded_names_and_dropped_when_unused() {
+    fn subscriptions_are_shared_by_their_encoded_names_and_leave_with_their_last_user() {
         let table = Arc::new(Subscriptions::default());
         let request = |names: &[&str]| sotw(ResourceType::Endpoint, names, "");
         let mut a = ConnState::new(Wire::Sotw, table.clone());
@@ -1859,33 +1943,60 @@ mod tests {
         let mut c = ConnState::new(Wire::Sotw, table.clone());
         c.on_sotw(request(&["y", "x"]));
         assert_eq!(eds(&c), eds(&a));
-        assert_eq!(table.len(), 2);
+        assert_eq!(table.size(), (2, 4));
         // A list offered under a digest already taken by other names is
         // used but not shared.
+        let digest = a.types[ResourceType::Endpoint.index()]
+            .request_digest
+            .expect("digest");
         let forged = Interned {
             entries: b"other".to_vec(),
             names: Arc::default(),
             digest: 0,
             star: false,
+            request_digest: digest,
         };
-        let digest = a.types[ResourceType::Endpoint.index()]
-            .request_digest
-            .expect("digest");
-        let got = table.offer(ResourceType::Endpoint, digest, forged);
+        let got = table.offer(ResourceType::Endpoint, forged);
         assert_eq!(got.entries, b"other");
+        table.release(ResourceType::Endpoint, got);
         assert!(Arc::ptr_eq(&eds(&a), &eds(&b)));
-        // Once nobody uses them, entries go as the table grows.
-        drop((a, b, c));
-        for n in 0..100u64 {
-            let one = Interned {
-                entries: n.to_le_bytes().to_vec(),
-                names: Arc::default(),
-                digest: 0,
-                star: false,
-            };
-            drop(table.offer(ResourceType::Cluster, n, one));
+        assert_eq!(table.size(), (2, 4));
+        // A connection that changes its list lets go of the old one; the
+        // last user of an entry removes it, with its stream or its change.
+        c.on_sotw(request(&["z"]));
+        assert_eq!(table.size(), (2, 3), "[y, x] left with its only user");
+        drop(a);
+        assert_eq!(table.size(), (2, 3), "b still uses [x, y]");
+        drop(b);
+        assert_eq!(table.size(), (1, 1));
+        drop(c);
+        assert_eq!(table.size(), (0, 0));
+    }
+
+    #[test]
+    fn the_plan_cache_is_bounded_by_the_names_its_plans_hold() {
+        let mesh = Mesh::new(2);
+        let table = Arc::new(Subscriptions::default());
+        // Distinct subscriptions of many names each: their plans are
+        // computed and applied, but the cache stops taking them.
+        let big: Vec<String> = (0..MAX_CACHED_PLAN_NAMES / 3)
+            .map(|i| format!("outbound|80||n{i}.svc"))
+            .collect();
+        for k in 0..5 {
+            let mut c = ConnState::new(Wire::Sotw, table.clone());
+            let mut names: Vec<&str> = big.iter().map(String::as_str).collect();
+            let own = format!("own-{k}");
+            names.push(&own);
+            c.on_sotw(sotw(ResourceType::Endpoint, &names, ""));
+            let out = c.pump(&mesh.shared).expect("an answer");
+            assert_eq!(out.kind, ResourceType::Endpoint);
         }
-        assert!(table.len() < 100, "{} entries kept", table.len());
+        let (plans, names) = mesh.shared.plans.size();
+        assert!(
+            names <= MAX_CACHED_PLAN_NAMES,
+            "{names} names in {plans} plans"
+        );
+        assert!(plans < 5, "{plans}");
     }
 
     #[tokio::test(start_paused = true)]

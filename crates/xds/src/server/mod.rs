@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub(crate) mod conn;
+pub mod limits;
 mod request;
 pub mod status;
 
@@ -47,15 +48,55 @@ pub struct ServerConfig {
     pub ack_timeout: Duration,
     /// NACKs kept for the debug endpoint. Default 100.
     pub nack_history: usize,
+    /// The largest request accepted, in bytes; a larger one ends its stream
+    /// with `RESOURCE_EXHAUSTED`. Default 4 MiB, gRPC's own default limit
+    /// for received messages: an Envoy's EDS request restating 50,000
+    /// cluster names is about 2.5 MB.
+    pub max_request_bytes: usize,
+    /// TCP connections open at once; more are closed as soon as they are
+    /// accepted (`sextant_xds_connections_refused_total`). Default
+    /// [`limits::default_max_connections`]: the open-file limit less
+    /// headroom for the admin port, registries and files, which so keep
+    /// working however many sockets are opened.
+    pub max_connections: usize,
+    /// How long a new connection has to send its HTTP/2 preface before it
+    /// is closed. Default 10 s. After the preface, HTTP/2 pings every 30 s
+    /// close a connection that stops answering them within 20 s.
+    pub handshake_timeout: Duration,
+    /// Concurrent streams per connection, advertised as HTTP/2's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 16: Envoy and the gRPC
+    /// clients open one ADS stream per connection.
+    pub max_streams_per_connection: u32,
 }
+
+/// [`ServerConfig::max_request_bytes`]'s default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             ack_timeout: Duration::from_secs(30),
             nack_history: 100,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_connections: limits::default_max_connections(),
+            handshake_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 16,
         }
     }
+}
+
+/// What the server's shared caches hold now (see ARCHITECTURE.md, "Shared
+/// plans"): each is bounded and released with its last user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheSizes {
+    /// SotW subscriptions shared between connections.
+    pub subscriptions: usize,
+    /// Names those subscriptions hold.
+    pub subscription_names: usize,
+    /// Plans cached for the current snapshot.
+    pub plans: usize,
+    /// Subscribed names those plans hold.
+    pub plan_names: usize,
 }
 
 struct Registered {
@@ -132,6 +173,18 @@ impl XdsServer {
             .collect()
     }
 
+    /// What the shared caches hold now.
+    pub fn cache_sizes(&self) -> CacheSizes {
+        let (subscriptions, subscription_names) = self.shared.subscriptions.size();
+        let (plans, plan_names) = self.shared.snapshots.borrow().plans.size();
+        CacheSizes {
+            subscriptions,
+            subscription_names,
+            plans,
+            plan_names,
+        }
+    }
+
     /// The most recent NACKs, oldest first.
     pub fn nacks(&self) -> Vec<NackRecord> {
         lock(&self.shared.nacks).iter().cloned().collect()
@@ -149,9 +202,17 @@ impl XdsServer {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let config = &self.shared.config;
+        let incoming = limits::incoming(
+            listener,
+            config.max_connections,
+            config.handshake_timeout,
+            self.shared.metrics.clone(),
+        );
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(config.max_streams_per_connection)
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
@@ -384,6 +445,11 @@ fn publish_status(registered: &Registered, state: &ConnState) {
 /// load generator's floor. Each method gets the peer's address and the
 /// stream's requests, and returns its responses.
 pub trait AdsHandler: Clone + Send + Sync + 'static {
+    /// The largest request accepted, in bytes.
+    fn max_request_bytes(&self) -> usize {
+        DEFAULT_MAX_REQUEST_BYTES
+    }
+
     /// `StreamAggregatedResources` (state of the world).
     fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream;
     /// `DeltaAggregatedResources`.
@@ -395,6 +461,10 @@ pub trait AdsHandler: Clone + Send + Sync + 'static {
 }
 
 impl AdsHandler for XdsServer {
+    fn max_request_bytes(&self) -> usize {
+        self.shared.config.max_request_bytes
+    }
+
     fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream {
         self.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
     }
@@ -491,6 +561,7 @@ pub fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
 /// `start`, and writes the responses it returns with [`grpc_body`].
 fn ads_response<B, Req>(
     req: http::Request<B>,
+    max_request_bytes: usize,
     start: impl FnOnce(Option<SocketAddr>, Streaming<Req>) -> ResponseStream,
 ) -> http::Response<tonic::body::Body>
 where
@@ -504,7 +575,7 @@ where
         .get::<tonic::transport::server::TcpConnectInfo>()
         .and_then(|info| info.remote_addr());
     let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
-    let requests = Streaming::new_request(decoder, body, None, Some(64 << 20));
+    let requests = Streaming::new_request(decoder, body, None, Some(max_request_bytes));
     let mut response = http::Response::new(grpc_body(start(peer, requests)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -531,11 +602,15 @@ where
         let handler = &self.handler;
         match req.uri().path() {
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources" => {
-                let response = ads_response(req, |peer, requests| handler.sotw(peer, requests));
+                let response = ads_response(req, handler.max_request_bytes(), |peer, requests| {
+                    handler.sotw(peer, requests)
+                });
                 Box::pin(async move { Ok(response) })
             }
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources" => {
-                let response = ads_response(req, |peer, requests| handler.delta(peer, requests));
+                let response = ads_response(req, handler.max_request_bytes(), |peer, requests| {
+                    handler.delta(peer, requests)
+                });
                 Box::pin(async move { Ok(response) })
             }
             _ => Box::pin(async move {

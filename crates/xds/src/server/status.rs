@@ -82,6 +82,14 @@ pub struct Metrics {
     pub connections_active: AtomicU64,
     /// Connections ever accepted.
     pub connections_total: AtomicU64,
+    /// TCP connections open now (each may carry several streams).
+    pub tcp_connections_active: AtomicU64,
+    /// TCP connections closed at once because the maximum was open.
+    pub connections_refused_total: AtomicU64,
+    /// TCP connections closed because no HTTP/2 preface came in time.
+    pub handshake_timeouts_total: AtomicU64,
+    /// Failed accepts (out of file descriptors, for one).
+    pub accept_errors_total: AtomicU64,
     /// Responses sent, per type (index: [`ResourceType::index`]).
     pub responses_total: [AtomicU64; 4],
     /// Resources sent, per type.

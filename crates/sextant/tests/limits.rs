@@ -1,0 +1,309 @@
+//! What a careless or hostile client or file can cost the `sextant` binary:
+//! never the service of everyone else. Each test plays the client or file
+//! against the real binary; loops poll with bounds that only guard against
+//! hangs, and the few bounds on answers are far from what they guard
+//! against (stated at each).
+#![allow(clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use sextant_testkit::ads::{SotwClient, types};
+use sextant_testkit::peers::http_get;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+mod common;
+
+use common::*;
+
+const SMALL: &str = "services:\n  - hostname: web.test.svc\n    ports: [{ name: http, port: 8080 }]\n    endpoints: [{ address: 10.0.0.1 }]\n";
+
+/// A sample of the binary's /metrics.
+async fn metric(sx: &Sextant, name: &str) -> u64 {
+    let (_, body) = sx.get("/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// Polls until `done` holds for the metric (bounded).
+async fn metric_until(sx: &Sextant, name: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let mut last = 0;
+    for _ in 0..200 {
+        last = metric(sx, name).await;
+        if done(last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+/// True once the server closed `conn` (EOF or reset), waiting at most `wait`.
+async fn closed_within(conn: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            // The server's HTTP/2 settings: keep reading.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn silent_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        conns.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    conns
+}
+
+/// A fresh ADS client's first CDS answer: how long it took.
+async fn cds_round_trip(sx: &Sextant, node: &str) -> Duration {
+    let start = Instant::now();
+    let mut c = SotwClient::connect(sx.xds, node).await;
+    c.subscribe(types::CDS, &[]).await;
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS);
+    start.elapsed()
+}
+
+/// A registry file that takes seconds to parse (here about 40 MB, failing
+/// only at its last line, so nothing is published after it) is read on a
+/// blocking thread: meanwhile new proxies get their clusters and the admin
+/// port answers. The bound, 1 s per answer, is well below the several
+/// seconds the parse takes in this (debug) build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_being_parsed_holds_up_neither_proxies_nor_admin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    cds_round_trip(&sx, "warm-up").await;
+
+    let mut big = String::from(SMALL);
+    for i in 0..6000 {
+        big.push_str(&format!(
+            "  - hostname: s{i}.big.svc\n    ports: [{{ name: http, port: 80 }}]\n    endpoints:\n"
+        ));
+        for j in 0..100 {
+            big.push_str(&format!(
+                "      - {{ address: 10.{}.{j}.{}, labels: {{ version: v1, zone: z{} }} }}\n",
+                i % 250,
+                i / 250,
+                j % 3
+            ));
+        }
+    }
+    big.push_str("  - hostname: [unclosed\n");
+    let written = Instant::now();
+    std::fs::write(&file, &big).expect("write");
+    // The file registry reads after its 100 ms debounce.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut worst_cds, mut worst_ready) = (Duration::ZERO, Duration::ZERO);
+    let mut n = 0;
+    while written.elapsed() < Duration::from_millis(1800) {
+        worst_cds = worst_cds.max(cds_round_trip(&sx, &format!("probe-{n}")).await);
+        let start = Instant::now();
+        let (status, _) = sx.get("/healthz/ready").await;
+        assert_eq!(status, 200);
+        worst_ready = worst_ready.max(start.elapsed());
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The parse must still have been running: its error is not shown yet.
+    let registryz = sx.json("/debug/registryz").await;
+    let parsing = registryz["registries"][0]["problems"]
+        .as_array()
+        .is_none_or(|p| p.is_empty());
+    eprintln!(
+        "{n} probes while parsing (still parsing at the end: {parsing}): slowest CDS {worst_cds:?}, slowest /healthz/ready {worst_ready:?}"
+    );
+    assert!(
+        parsing,
+        "the parse ended within the probing window: {registryz}"
+    );
+    assert!(worst_cds < Duration::from_secs(1), "{worst_cds:?}");
+    assert!(worst_ready < Duration::from_secs(1), "{worst_ready:?}");
+
+    // Then the error is shown, and the last good content still served.
+    let mut problem = String::new();
+    for _ in 0..600 {
+        let r = sx.json("/debug/registryz").await;
+        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
+            problem = p.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(problem.contains("mesh.yaml:"), "{problem}");
+    let config = sx.json("/debug/configz").await;
+    assert!(config["services"]["web.test.svc"].is_object(), "{config}");
+}
+
+/// Connections that never speak are closed after the handshake timeout;
+/// past the maximum, new ones are refused at once; the admin port works
+/// throughout, and a real proxy gets in once the silent ones are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_the_excess_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--xds-max-connections",
+            "20",
+            "--xds-handshake-timeout",
+            "2s",
+        ],
+    )
+    .await;
+    let mut held = silent_connections(sx.xds, 20).await;
+    assert_eq!(
+        metric_until(&sx, "sextant_xds_tcp_connections", |n| n == 20).await,
+        20
+    );
+    let mut excess = silent_connections(sx.xds, 10).await;
+    for c in &mut excess {
+        assert!(
+            closed_within(c, Duration::from_secs(1)).await,
+            "an excess connection was kept"
+        );
+    }
+    assert_eq!(
+        metric(&sx, "sextant_xds_connections_refused_total").await,
+        10
+    );
+    let (status, _) = sx.get("/healthz/ready").await;
+    assert_eq!(status, 200, "admin works while xDS is full");
+
+    // The silent ones are closed by the handshake timeout (2 s).
+    for c in &mut held {
+        assert!(
+            closed_within(c, Duration::from_secs(10)).await,
+            "a silent connection was kept past the handshake timeout"
+        );
+    }
+    assert_eq!(
+        metric(&sx, "sextant_xds_handshake_timeouts_total").await,
+        20
+    );
+    cds_round_trip(&sx, "after-the-flood").await;
+    assert!(sx.log().contains("xDS connection refused"), "{}", sx.log());
+}
+
+/// HTTP/2 advertises at most 16 concurrent streams per connection: a client
+/// that opens 40 ADS streams on one connection gets 16 served at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_connection_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let client = sextant_testkit::ads::connect(sx.xds).await;
+    let mut opening = Vec::new();
+    for i in 0..40 {
+        let client = client.clone();
+        opening.push(tokio::spawn(async move {
+            let mut c = SotwClient::open(client, &format!("stream-{i}")).await;
+            c.subscribe(types::CDS, &[]).await;
+            let _ = c.recv().await;
+            // Kept open until the test ends.
+            std::future::pending::<()>().await;
+        }));
+    }
+    assert_eq!(
+        metric_until(&sx, "sextant_xds_connections", |n| n >= 16).await,
+        16
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(&sx, "sextant_xds_connections").await,
+        16,
+        "more streams than advertised were served"
+    );
+    assert_eq!(metric(&sx, "sextant_xds_tcp_connections").await, 1);
+    for t in opening {
+        t.abort();
+    }
+}
+
+/// Under a low open-file limit (1,024 is common; 300 here), the default
+/// maximum of xDS connections leaves room for the rest: with far more
+/// silent sockets than file descriptors opened against it, the admin port
+/// answers and a registry file edit is still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_connection_limit_leaves_room_under_a_low_open_file_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start_with_nofile(
+        dir.path(),
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--xds-handshake-timeout",
+            "60s",
+        ],
+        Some(300),
+    )
+    .await;
+    let _flood = silent_connections(sx.xds, 400).await;
+    let held = metric_until(&sx, "sextant_xds_connections_refused_total", |n| n > 0).await;
+    assert!(held > 0);
+    let open = metric(&sx, "sextant_xds_tcp_connections").await;
+    assert_eq!(open, 300 - 256, "the maximum is the limit less the reserve");
+    let (status, _) = sx.get("/healthz/ready").await;
+    assert_eq!(status, 200);
+    std::fs::write(&file, SMALL.replace("10.0.0.1", "10.0.0.2")).expect("write");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let config = sx.json("/debug/configz").await;
+        seen = config["services"]["web.test.svc"]["endpoints"][0]["address"].to_string();
+        if seen.contains("10.0.0.2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.contains("10.0.0.2"),
+        "the file edit was not read: {seen}\n{}",
+        sx.log()
+    );
+    assert!(!sx.log().contains("Too many open files"), "{}", sx.log());
+}
+
+/// Admin connections that send nothing are closed after 10 s; while the
+/// maximum (64) is open, more are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let mut held = silent_connections(sx.admin, 64).await;
+    let mut excess = TcpStream::connect(sx.admin).await.expect("connect");
+    assert!(closed_within(&mut excess, Duration::from_secs(2)).await);
+    let started = Instant::now();
+    for c in &mut held {
+        assert!(
+            closed_within(c, Duration::from_secs(20)).await,
+            "an idle admin connection was kept"
+        );
+    }
+    eprintln!(
+        "idle admin connections closed after {:?}",
+        started.elapsed()
+    );
+    let (status, _) = http_get(sx.admin, "localhost", "/healthz/ready")
+        .await
+        .expect("admin answers again");
+    assert_eq!(status, 200);
+    assert!(metric(&sx, "sextant_admin_connections_refused_total").await >= 1);
+    assert!(metric(&sx, "sextant_admin_connections_timed_out_total").await >= 64);
+}
