@@ -28,6 +28,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 .venv/bin/envoy --version >/dev/null
 
+# Building the binary's allocator (jemalloc) needs make and a C compiler;
+# ring needs the compiler too. The image has both; install them otherwise.
+if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  echo "installing make and a C compiler (Debian build-essential)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq build-essential >/dev/null
+fi
+
 if ! command -v etcd >/dev/null 2>&1; then
   echo "installing etcd (Debian etcd-server, etcd-client)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

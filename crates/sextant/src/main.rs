@@ -10,6 +10,12 @@ use sextant::Sextant;
 use sextant::config::{RunArgs, Settings};
 use sextant_xds::bootstrap::{EnvoyBootstrap, GrpcBootstrap};
 
+/// jemalloc, whose background threads return freed memory to the operating
+/// system: what a client made the server hold leaves with it, in resident
+/// memory too (glibc's malloc kept most of it; see ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A service-mesh control plane: registries in, xDS out.
 #[derive(Parser)]
 #[command(name = "sextant", version, args_conflicts_with_subcommands = true)]

@@ -307,3 +307,104 @@ async fn idle_admin_connections_are_closed() {
     assert!(metric(&sx, "sextant_admin_connections_refused_total").await >= 1);
     assert!(metric(&sx, "sextant_admin_connections_timed_out_total").await >= 64);
 }
+
+/// Resident memory of process `pid`, in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A client that subscribes to many names it makes up, on several
+/// streams, makes the server hold them (and an empty assignment answering
+/// each) only while its streams are open: the shared caches empty and the
+/// process's resident memory comes back down once they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_client_made_the_server_hold_is_released_when_it_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let pid = sx.child.id().expect("pid");
+    cds_round_trip(&sx, "warm-up").await;
+    let baseline = rss_kib(pid);
+
+    const STREAMS: usize = 8;
+    const NAMES: usize = 60_000;
+    let mut clients = Vec::new();
+    for s in 0..STREAMS {
+        let names: Vec<String> = (0..NAMES)
+            .map(|i| format!("outbound|8080||made-up-{s}-{i}.hostile.svc"))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut c = SotwClient::connect(sx.xds, &format!("hostile-{s}")).await;
+        c.subscribe(types::EDS, &refs).await;
+        let eds = c.recv().await;
+        assert_eq!(eds.resources.len(), NAMES, "every name is answered");
+        clients.push(c);
+    }
+    assert_eq!(
+        metric(&sx, "sextant_xds_subscription_names_cached").await,
+        (STREAMS * NAMES) as u64
+    );
+    let peak = rss_kib(pid);
+    drop(clients);
+    assert_eq!(
+        metric_until(&sx, "sextant_xds_subscription_names_cached", |n| n == 0).await,
+        0
+    );
+    assert_eq!(
+        metric_until(&sx, "sextant_xds_plan_names_cached", |n| n == 0).await,
+        0
+    );
+    // Freed memory goes back to the system as jemalloc's background
+    // threads purge it (dirty pages decay over 10 s, then muzzy ones over
+    // 10 s more): poll, bounded.
+    let grown = peak.saturating_sub(baseline);
+    let started = Instant::now();
+    let mut after = rss_kib(pid);
+    while after.saturating_sub(baseline) >= grown / 4 && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss_kib(pid);
+    }
+    eprintln!("RSS came down within {:?}", started.elapsed());
+    eprintln!(
+        "RSS: {} MiB before, {} MiB with {STREAMS} streams of {NAMES} names, {} MiB after they closed",
+        baseline / 1024,
+        peak / 1024,
+        after / 1024
+    );
+    // Most of what the streams added is given back (the allocator keeps
+    // some of the freed memory for reuse): at most a quarter of the growth.
+    assert!(
+        grown > 100 * 1024,
+        "the streams should have cost memory: {grown} KiB"
+    );
+    assert!(
+        after.saturating_sub(baseline) < grown / 4,
+        "kept {} of {} KiB",
+        after.saturating_sub(baseline),
+        grown
+    );
+
+    // A request over the size limit ends its stream, and only its stream.
+    let names: Vec<String> = (0..120_000)
+        .map(|i| format!("outbound|8080||too-big-{i}.hostile.svc"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut c = SotwClient::connect(sx.xds, "too-big").await;
+    c.subscribe(types::EDS, &refs).await;
+    match c.recv_result().await {
+        Err(status) => {
+            // tonic's status for a message over the limit.
+            assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+            assert!(status.message().contains("too large"), "{status}");
+        }
+        Ok(r) => panic!("a request over 4 MiB was served: {r:?}"),
+    }
+    cds_round_trip(&sx, "after-the-big-one").await;
+}

@@ -47,7 +47,9 @@ pub async fn connect(
     let mut last = None;
     for _ in 0..50 {
         match AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await {
-            Ok(c) => return c,
+            // Large meshes (and the memory tests' made-up names) get
+            // responses over tonic's 4 MiB default.
+            Ok(c) => return c.max_decoding_message_size(256 << 20),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

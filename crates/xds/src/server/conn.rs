@@ -362,6 +362,26 @@ impl PlanCache {
         cache.map.insert(key, plan.clone());
     }
 
+    /// Drops the plans no connection can take any more: those whose
+    /// subscribed names no connection holds (only cached plans refer to
+    /// them). Called when a connection ends, so that what a client made the
+    /// cache keep (its names, the placeholders answering them) leaves with
+    /// it rather than with the snapshot, which on a quiet mesh lives long.
+    pub(crate) fn prune_unused(&self) {
+        let mut cache = self.lock();
+        let mut refs: HashMap<*const NameSet, usize> = HashMap::new();
+        for plan in cache.map.values() {
+            *refs.entry(Arc::as_ptr(&plan.names)).or_default() += 1;
+        }
+        let before = cache.map.len();
+        cache
+            .map
+            .retain(|_, plan| Arc::strong_count(&plan.names) > refs[&Arc::as_ptr(&plan.names)]);
+        if cache.map.len() != before {
+            cache.names = cache.map.values().map(|p| p.names.len()).sum();
+        }
+    }
+
     /// Plans cached, and the subscribed names they hold.
     pub(crate) fn size(&self) -> (usize, usize) {
         let cache = self.lock();
@@ -1979,10 +1999,12 @@ mod tests {
         let table = Arc::new(Subscriptions::default());
         // Distinct subscriptions of many names each: their plans are
         // computed and applied, but the cache stops taking them.
-        let big: Vec<String> = (0..MAX_CACHED_PLAN_NAMES / 3)
+        // (Each under the per-type limit, MAX_NAMES_PER_TYPE.)
+        let big: Vec<String> = (0..MAX_CACHED_PLAN_NAMES / 6)
             .map(|i| format!("outbound|80||n{i}.svc"))
             .collect();
-        for k in 0..5 {
+        let mut conns = Vec::new();
+        for k in 0..8 {
             let mut c = ConnState::new(Wire::Sotw, table.clone());
             let mut names: Vec<&str> = big.iter().map(String::as_str).collect();
             let own = format!("own-{k}");
@@ -1990,13 +2012,25 @@ mod tests {
             c.on_sotw(sotw(ResourceType::Endpoint, &names, ""));
             let out = c.pump(&mesh.shared).expect("an answer");
             assert_eq!(out.kind, ResourceType::Endpoint);
+            conns.push(c);
         }
         let (plans, names) = mesh.shared.plans.size();
         assert!(
             names <= MAX_CACHED_PLAN_NAMES,
             "{names} names in {plans} plans"
         );
-        assert!(plans < 5, "{plans}");
+        assert_eq!(plans, 5, "six would hold more than the bound");
+        // Plans stay while a connection holds their names, and leave with
+        // the last one.
+        mesh.shared.plans.prune_unused();
+        assert_eq!(mesh.shared.plans.size(), (plans, names));
+        drop(conns.remove(0));
+        mesh.shared.plans.prune_unused();
+        assert_eq!(mesh.shared.plans.size().0, plans - 1);
+        drop(conns);
+        mesh.shared.plans.prune_unused();
+        assert_eq!(mesh.shared.plans.size(), (0, 0));
+        assert_eq!(table.size(), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -48,10 +48,10 @@ pub struct ServerConfig {
     pub ack_timeout: Duration,
     /// NACKs kept for the debug endpoint. Default 100.
     pub nack_history: usize,
-    /// The largest request accepted, in bytes; a larger one ends its stream
-    /// with `RESOURCE_EXHAUSTED`. Default 4 MiB, gRPC's own default limit
-    /// for received messages: an Envoy's EDS request restating 50,000
-    /// cluster names is about 2.5 MB.
+    /// The largest request accepted, in bytes; a larger one ends its
+    /// stream (gRPC status `OUT_OF_RANGE`, message length too large).
+    /// Default 4 MiB, gRPC's own default limit for received messages: an
+    /// Envoy's EDS request restating 50,000 cluster names is about 2.5 MB.
     pub max_request_bytes: usize,
     /// TCP connections open at once; more are closed as soon as they are
     /// accepted (`sextant_xds_connections_refused_total`). Default
@@ -384,6 +384,10 @@ async fn run_connection<Req, F>(
         publish_status(registered, &state);
     }
     debug!(node = %state.node_id, "connection closed");
+    // Its subscriptions go back to the server's table, then the plans only
+    // it could use leave the current snapshot's cache.
+    drop(state);
+    shared.snapshots.borrow().plans.prune_unused();
 }
 
 /// Copies the connection's state to where the debug endpoint reads it. Runs
