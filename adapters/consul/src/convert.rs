@@ -3,8 +3,9 @@
 //! Mapping (one Consul service name is one Sextant service):
 //! - hostname: the template with `{service}` replaced by the lowercased name
 //!   (default `{service}.service.consul`);
-//! - one service port, named after its protocol (`http`, `http2`, `grpc`,
-//!   `tcp`, `tls`) so it matches the same port in another registry; the
+//! - one service port, named by the instances' `sextant-port-name` meta key
+//!   when they have one, else after its protocol (`http`, `http2`, `grpc`,
+//!   `tcp`, `tls`), so it matches the same port in another registry; the
 //!   protocol comes from the instances' `protocol` meta key (Consul's own
 //!   convention for service-defaults), else TCP; its number is the
 //!   instances' port (the lowest, when they differ);
@@ -143,6 +144,11 @@ impl Mapping {
     }
 }
 
+/// The service meta key that names the service's port, so that it merges
+/// with the port of that name in another registry (Consul keys allow no
+/// `/` or `.`). Without it the port is named after its protocol.
+pub const PORT_NAME_META: &str = "sextant-port-name";
+
 fn protocol(meta: Option<&BTreeMap<String, String>>) -> Protocol {
     match meta
         .and_then(|m| m.get("protocol"))
@@ -177,7 +183,14 @@ pub fn to_service(
         return Ok(None);
     };
     let proto = protocol(first.service.meta.as_ref());
-    let port_name = proto.to_string().to_ascii_lowercase();
+    let port_name = first
+        .service
+        .meta
+        .as_ref()
+        .and_then(|m| m.get(PORT_NAME_META))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| proto.to_string().to_ascii_lowercase());
     let port = entries
         .iter()
         .map(|e| e.service.port)

@@ -210,6 +210,7 @@ impl MergeState {
                         describe_ports(winner),
                         describe_ports(other)
                     ),
+                    endpoints_dropped: 0,
                 });
             }
             if winner.namespace != other.namespace {
@@ -222,6 +223,41 @@ impl MergeState {
                         "{winner_id} has {:?}, {other_id} has {:?}",
                         winner.namespace, other.namespace
                     ),
+                    endpoints_dropped: 0,
+                });
+            }
+        }
+        let sources = match self.mode {
+            MergeMode::Union => &contributors[..],
+            MergeMode::First => &contributors[..1],
+        };
+        let targets = winner_targets(winner);
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for &(id, svc) in sources {
+            let mut dropped = 0;
+            for ep in &svc.endpoints {
+                let Some(ep) = normalize_endpoint(winner, &targets, svc, ep) else {
+                    dropped += 1;
+                    continue;
+                };
+                // The same instance known to two registries is one endpoint.
+                if sources.len() == 1 || seen.insert((ep.address.clone(), ep.ports.clone())) {
+                    endpoints.push(ep);
+                }
+            }
+            if dropped > 0 {
+                conflicts.push(Conflict {
+                    hostname: hostname.clone(),
+                    winner: winner_id.clone(),
+                    other: id.clone(),
+                    field: ConflictField::DroppedEndpoints,
+                    detail: format!(
+                        "{dropped} endpoint(s) of {id} serve none of the ports [{}] (its ports: [{}]) and are not served; name the port alike in both registries (Consul: the service meta key sextant-port-name), or listen on the winning port's target port",
+                        describe_ports_and_targets(winner, &targets),
+                        describe_ports(svc)
+                    ),
+                    endpoints_dropped: dropped,
                 });
             }
         }
@@ -229,23 +265,6 @@ impl MergeState {
             self.conflicts.remove(&hostname);
         } else {
             self.conflicts.insert(hostname.clone(), conflicts);
-        }
-
-        let sources = match self.mode {
-            MergeMode::Union => &contributors[..],
-            MergeMode::First => &contributors[..1],
-        };
-        let mut endpoints = Vec::new();
-        let mut seen = HashSet::new();
-        for &(_, svc) in sources {
-            for ep in &svc.endpoints {
-                if let Some(ep) = normalize_endpoint(winner, svc, ep) {
-                    // The same instance known to two registries is one endpoint.
-                    if sources.len() == 1 || seen.insert((ep.address.clone(), ep.ports.clone())) {
-                        endpoints.push(ep);
-                    }
-                }
-            }
         }
         let service = Service {
             endpoints,
@@ -313,17 +332,55 @@ fn describe_ports(s: &Service) -> String {
         .join(", ")
 }
 
+/// For each winning port, the target port all of the winner's endpoints
+/// use for it, when they agree (a Kubernetes Service's `targetPort`, as its
+/// pods resolve it).
+fn winner_targets(winner: &Service) -> BTreeMap<&str, u32> {
+    let mut targets = BTreeMap::new();
+    for port in &winner.ports {
+        let mut seen = winner.endpoints.iter().map(|ep| ep.target_port(port));
+        if let Some(first) = seen.next()
+            && seen.all(|t| t == first)
+        {
+            targets.insert(port.name.as_str(), first);
+        }
+    }
+    targets
+}
+
 /// Re-expresses an endpoint of `own` (one registry's view of the service) in
-/// terms of the winning port definitions: each winning port is matched to
-/// `own`'s port of the same name, else of the same number; the endpoint serves
-/// the winning ports that match, with its target port for each. An endpoint
-/// that serves none of them is dropped (the port conflict is reported).
-fn normalize_endpoint(winner: &Service, own: &Service, ep: &Endpoint) -> Option<Endpoint> {
+/// terms of the winning port definitions. Each winning port is matched to
+/// `own`'s port, in this order:
+/// 1. of the same name;
+/// 2. of the same number;
+/// 3. on which this endpoint listens at the winning port's target port
+///    (all of the winner's endpoints agree on it): a Consul instance on a
+///    VM at 8080 serves a Kubernetes Service port 80 whose pods listen on
+///    8080;
+/// 4. the only one, when the winner has only one port too.
+///
+/// The endpoint serves the winning ports that match, with its own target
+/// port for each. One that serves none of them is dropped, and the caller
+/// reports it.
+fn normalize_endpoint(
+    winner: &Service,
+    targets: &BTreeMap<&str, u32>,
+    own: &Service,
+    ep: &Endpoint,
+) -> Option<Endpoint> {
     let mut ports = BTreeMap::new();
     for port in &winner.ports {
         let mine = own
             .port(&port.name)
-            .or_else(|| own.ports.iter().find(|p| p.port == port.port));
+            .or_else(|| own.ports.iter().find(|p| p.port == port.port))
+            .or_else(|| {
+                let target = targets.get(port.name.as_str())?;
+                own.ports.iter().find(|p| ep.target_port(p) == *target)
+            })
+            .or_else(|| match (&winner.ports[..], &own.ports[..]) {
+                ([_], [only]) => Some(only),
+                _ => None,
+            });
         if let Some(mine) = mine {
             ports.insert(port.name.clone(), ep.target_port(mine));
         }
@@ -335,6 +392,17 @@ fn normalize_endpoint(winner: &Service, own: &Service, ep: &Endpoint) -> Option<
         ports,
         ..ep.clone()
     })
+}
+
+fn describe_ports_and_targets(s: &Service, targets: &BTreeMap<&str, u32>) -> String {
+    s.ports
+        .iter()
+        .map(|p| match targets.get(p.name.as_str()) {
+            Some(t) => format!("{}:{} (target {t})", p.name, p.port),
+            None => format!("{}:{}", p.name, p.port),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -41,6 +41,14 @@ pub struct Conflict {
     pub field: ConflictField,
     /// Both values, readable.
     pub detail: String,
+    /// For [`ConflictField::DroppedEndpoints`]: how many of `other`'s
+    /// endpoints are not served.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub endpoints_dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The part of a service on which two registries disagree.
@@ -51,6 +59,9 @@ pub enum ConflictField {
     Ports,
     /// The namespace.
     Namespace,
+    /// Endpoints of `other` that serve none of the winning ports, so are
+    /// not served (see `sextant-aggregate`'s merge rules).
+    DroppedEndpoints,
 }
 
 /// The merged view, published as `Arc<MeshView>` whenever it changes.

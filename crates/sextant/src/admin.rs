@@ -196,6 +196,26 @@ pub fn render_metrics(s: &AdminState) -> String {
         "Disagreements between registries about a service.",
     );
     p.sample("sextant_conflicts", &[], status.conflicts);
+    p.family(
+        "sextant_dropped_endpoints",
+        "gauge",
+        "Endpoints of a registry not served because they match none of the service's ports (see /debug/registryz).",
+    );
+    let view = s.aggregator.view().borrow().clone();
+    for c in view
+        .conflicts
+        .iter()
+        .filter(|c| c.field == sextant_core::ConflictField::DroppedEndpoints)
+    {
+        p.sample(
+            "sextant_dropped_endpoints",
+            &[
+                ("service", c.hostname.as_str()),
+                ("registry", c.other.as_str()),
+            ],
+            c.endpoints_dropped,
+        );
+    }
 
     p.family(
         "sextant_registry_state",

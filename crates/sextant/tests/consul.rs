@@ -115,3 +115,105 @@ async fn a_consul_service_and_a_file_service_merge_into_one_cluster() {
         "one cluster"
     );
 }
+
+/// The migration story the README tells: `sextant --registries k8s,consul
+/// --consul-hostname-template '{service}.default.svc.cluster.local'`.
+/// Kubernetes Service `web` (port `http` 80 to the pods' port, and a
+/// metrics port) with one pod; in Consul, `web` on a VM listening on the
+/// pods' port, under the port Consul names `tcp`, and one old instance on
+/// another port. One cluster carries the pod and the VM, through a real
+/// Envoy; the old instance is reported as dropped, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_and_consul_instances_of_one_service_share_its_cluster() {
+    use sextant_testkit::k8s::{KubeDouble, objects};
+    const HOST: &str = "web.default.svc.cluster.local";
+    let pod = HttpBackend::start("pod").await;
+    let port = pod.addr.port();
+    // The VM listens on the same port as the pod, at another address.
+    let vm = HttpBackend::start_at("vm", std::net::SocketAddr::from(([127, 0, 0, 2], port))).await;
+
+    let kube = KubeDouble::start().await;
+    kube.apply(objects::node("node-a", "region-a", "zone-a"));
+    kube.apply(objects::service(
+        "default",
+        "web",
+        &[("http", 80, i32::from(port)), ("metrics", 9100, 9100)],
+    ));
+    let ep = objects::endpoint("127.0.0.1", Some("node-a"), Some("zone-a"));
+    kube.apply(objects::slice(
+        "default",
+        "web-1",
+        "web",
+        &[("http", i32::from(port)), ("metrics", 9100)],
+        vec![ep],
+    ));
+    let consul = ConsulDouble::start().await;
+    consul.register(
+        "vm-1",
+        "127.0.0.2",
+        json!({ "ID": "web-vm", "Service": "web", "Address": "127.0.0.2", "Port": port }),
+        vec![json!({ "CheckID": "check-vm", "Status": "passing" })],
+    );
+    consul.register(
+        "vm-2",
+        "127.0.0.3",
+        json!({ "ID": "web-old", "Service": "web", "Address": "127.0.0.3", "Port": 7 }),
+        vec![json!({ "CheckID": "check-old", "Status": "passing" })],
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube.kubeconfig(dir.path(), "double");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--registries",
+            "k8s,consul",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+            "--consul-addr",
+            &consul.url(),
+            "--consul-hostname-template",
+            "{service}.default.svc.cluster.local",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "migration", false).await).await;
+    envoy.wait_live().await;
+    let seen = bodies(sx.outbound, HOST, 200, |s| s.len() == 2).await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["pod".into(), "vm".into()]),
+        "{}",
+        sx.log()
+    );
+    let (_, clusters) = envoy.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!("outbound|80||{HOST}::127.0.0.2:{port}::")),
+        "the VM is an endpoint of the Kubernetes service's cluster:\n{clusters}"
+    );
+    assert!(vm.hits() > 0);
+
+    let reg = sx.json("/debug/registryz").await;
+    let dropped: Vec<&serde_json::Value> = reg["conflicts"]
+        .as_array()
+        .expect("conflicts")
+        .iter()
+        .filter(|c| c["field"] == "dropped_endpoints")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{reg}");
+    assert_eq!(dropped[0]["hostname"], HOST);
+    assert_eq!(dropped[0]["endpoints_dropped"], 1);
+    let detail = dropped[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(&format!("http:80 (target {port})"))
+            && detail.contains("sextant-port-name"),
+        "{detail}"
+    );
+    let other = dropped[0]["other"].as_str().expect("registry");
+    let (_, metrics) = sx.get("/metrics").await;
+    let line = format!("sextant_dropped_endpoints{{service=\"{HOST}\",registry=\"{other}\"}} 1");
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "missing {line}:\n{metrics}"
+    );
+}

@@ -268,6 +268,20 @@ impl HttpBackend {
     /// Starts a backend on a free loopback port.
     pub async fn start(name: &str) -> HttpBackend {
         let (listener, addr) = crate::peers::loopback_listener().await;
+        HttpBackend::serve(name, listener, addr)
+    }
+
+    /// Starts a backend on `addr`, another loopback address (127.0.0.2 ...)
+    /// for instance: two backends on one port, as a pod and a VM would be.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> HttpBackend {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().unwrap_or(addr);
+        HttpBackend::serve(name, listener, addr)
+    }
+
+    fn serve(name: &str, listener: tokio::net::TcpListener, addr: SocketAddr) -> HttpBackend {
         let hits = Arc::new(AtomicUsize::new(0));
         let name = name.to_owned();
         let counter = hits.clone();

@@ -181,3 +181,21 @@ fn protocol_from_meta_else_tcp_and_the_template_makes_the_hostname() {
             .contains("no usable address")
     );
 }
+
+#[test]
+fn a_meta_key_names_the_port() {
+    let mut e = web("a", "10.0.0.1", 8080, &[]);
+    e.service
+        .meta
+        .get_or_insert_with(Default::default)
+        .insert(PORT_NAME_META.into(), "Web-API".into());
+    let s = to_service("Web", &[e], &Mapping::default())
+        .expect("ok")
+        .expect("some");
+    assert_eq!(
+        (s.ports[0].name.as_str(), s.ports[0].protocol),
+        ("web-api", Protocol::Http)
+    );
+    assert_eq!(s.endpoints[0].ports["web-api"], 8080);
+    assert!(s.validate().is_ok());
+}

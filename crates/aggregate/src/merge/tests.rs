@@ -109,8 +109,10 @@ fn endpoints_get_complete_target_ports() {
     let mut b = Service::new("a.svc").with_port("web", 80, Protocol::Http);
     b.endpoints
         .push(Endpoint::new("10.0.0.2".parse().expect("addr")).with_port("web", 8000));
-    // Registry 1's extra endpoint on an unrelated port only: dropped.
-    let c = Service::new("a.svc").with_port("metrics", 9100, Protocol::Tcp);
+    // Registry 1's endpoint on unrelated ports only: dropped, and said so.
+    let c = Service::new("a.svc")
+        .with_port("metrics", 9100, Protocol::Tcp)
+        .with_port("admin", 9200, Protocol::Tcp);
     st.apply(&r[0], Event::Reset(vec![a]));
     st.apply(&r[1], Event::Reset(vec![b]));
     let view = st.build_view(true).expect("view");
@@ -130,6 +132,79 @@ fn endpoints_get_complete_target_ports() {
     );
     let view = st2.build_view(true).expect("view");
     assert!(view.services["a.svc"].service.endpoints.is_empty());
+    let dropped: Vec<_> = view
+        .conflicts
+        .iter()
+        .filter(|c| c.field == ConflictField::DroppedEndpoints)
+        .collect();
+    assert_eq!(dropped.len(), 1, "{:?}", view.conflicts);
+    assert_eq!(dropped[0].other, r[1]);
+    assert_eq!(dropped[0].endpoints_dropped, 1);
+    assert!(
+        dropped[0].detail.contains("http:80") && dropped[0].detail.contains("metrics:9100"),
+        "{}",
+        dropped[0].detail
+    );
+}
+
+/// The migration story: a Kubernetes Service port 80 (`http`) whose pods
+/// listen on 8080, and a Consul service whose instances listen on 8080 on
+/// VMs, under a port Consul names after its protocol (`tcp`).
+#[test]
+fn another_registrys_endpoint_maps_by_target_port_or_as_the_only_port() {
+    let r = ids(2);
+    let pod = Endpoint::new("10.1.0.1".parse().expect("addr")).with_port("http", 8080);
+    let k8s = Service::new("web.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_port("metrics", 9100, Protocol::Tcp)
+        .with_endpoint(pod.clone().with_port("metrics", 9100));
+    let vm = |ip: &str, port: u32| Endpoint::new(ip.parse().expect("addr")).with_port("tcp", port);
+    let consul = Service::new("web.svc")
+        .with_port("tcp", 8080, Protocol::Tcp)
+        .with_endpoint(vm("10.2.0.1", 8080))
+        .with_endpoint(vm("10.2.0.2", 7000));
+    let mut st = state(MergeMode::Union, 2);
+    st.apply(&r[0], Event::Reset(vec![k8s.clone()]));
+    st.apply(&r[1], Event::Reset(vec![consul.clone()]));
+    let view = st.build_view(true).expect("view");
+    let eps = &view.services["web.svc"].service.endpoints;
+    // The VM on 8080 serves `http` (the pods' target port); the one on 7000
+    // matches nothing (two winning ports, so not the only-port rule).
+    assert_eq!(addrs(&view, "web.svc"), ["10.1.0.1", "10.2.0.1"]);
+    assert_eq!(eps[1].ports, BTreeMap::from([("http".into(), 8080)]));
+    let dropped = view
+        .conflicts
+        .iter()
+        .find(|c| c.field == ConflictField::DroppedEndpoints)
+        .expect("the unmapped VM is reported");
+    assert_eq!(dropped.endpoints_dropped, 1);
+    assert!(
+        dropped.detail.contains("http:80 (target 8080)"),
+        "{}",
+        dropped.detail
+    );
+
+    // With one port on each side, any instance serves it, at its own port.
+    let one_port = Service::new("web.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_endpoint(pod);
+    let mut st = state(MergeMode::Union, 2);
+    st.apply(&r[0], Event::Reset(vec![one_port]));
+    st.apply(&r[1], Event::Reset(vec![consul]));
+    let view = st.build_view(true).expect("view");
+    let eps = &view.services["web.svc"].service.endpoints;
+    assert_eq!(
+        addrs(&view, "web.svc"),
+        ["10.1.0.1", "10.2.0.1", "10.2.0.2"]
+    );
+    assert_eq!(eps[2].ports, BTreeMap::from([("http".into(), 7000)]));
+    assert!(
+        view.conflicts
+            .iter()
+            .all(|c| c.field != ConflictField::DroppedEndpoints),
+        "{:?}",
+        view.conflicts
+    );
 }
 
 #[test]
