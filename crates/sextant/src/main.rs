@@ -76,9 +76,14 @@ struct BootstrapArgs {
     /// The node's cluster.
     #[arg(long, default_value = "sextant")]
     cluster: String,
-    /// Sextant's xDS address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    xds_addr: String,
+    /// Sextant's xDS address, HOST:PORT; repeat it (or separate with
+    /// commas) for replicas: Envoy fails over between them.
+    #[arg(
+        long = "xds-addr",
+        default_value = "127.0.0.1:15010",
+        value_delimiter = ','
+    )]
+    xds_addrs: Vec<String>,
     /// Envoy's admin port (on 127.0.0.1; 0 picks a free one).
     #[arg(long, default_value_t = 9901)]
     admin_port: u16,
@@ -100,7 +105,7 @@ fn main() -> ExitCode {
                     GrpcBootstrap {
                         node_id: b.node_id,
                         cluster: b.cluster,
-                        xds_addr: b.xds_addr
+                        xds_addrs: b.xds_addrs
                     }
                     .to_json()
                 );
@@ -111,7 +116,7 @@ fn main() -> ExitCode {
                     EnvoyBootstrap {
                         node_id: b.node_id,
                         cluster: b.cluster,
-                        xds_addr: b.xds_addr,
+                        xds_addrs: b.xds_addrs,
                         admin_addr,
                         delta: b.delta
                     }

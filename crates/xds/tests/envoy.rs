@@ -83,7 +83,7 @@ async fn traffic_follows_the_registry(delta: bool) {
     let bootstrap = EnvoyBootstrap {
         node_id: format!("envoy-{}", if delta { "delta" } else { "sotw" }),
         cluster: "test".into(),
-        xds_addr: h.addr.to_string(),
+        xds_addrs: vec![h.addr.to_string()],
         admin_addr: "127.0.0.1:0".into(),
         delta,
     };
@@ -270,7 +270,7 @@ async fn new_services_route_promptly(delta: bool) {
     let bootstrap = EnvoyBootstrap {
         node_id: format!("envoy-new-{}", if delta { "delta" } else { "sotw" }),
         cluster: "test".into(),
-        xds_addr: h.addr.to_string(),
+        xds_addrs: vec![h.addr.to_string()],
         admin_addr: "127.0.0.1:0".into(),
         delta,
     };

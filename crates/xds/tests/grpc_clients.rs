@@ -130,7 +130,7 @@ fn write_bootstrap(dir: &std::path::Path, h: &Harness, node_id: &str) -> std::pa
     let json = GrpcBootstrap {
         node_id: node_id.into(),
         cluster: "test".into(),
-        xds_addr: h.addr.to_string(),
+        xds_addrs: vec![h.addr.to_string()],
     }
     .to_json();
     std::fs::write(&path, json).expect("write bootstrap");

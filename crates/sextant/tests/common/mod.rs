@@ -17,6 +17,9 @@ pub struct Sextant {
     pub admin: SocketAddr,
     pub outbound: SocketAddr,
     log: PathBuf,
+    /// Every argument, to start it again the same way.
+    args: Vec<String>,
+    nofile: Option<u64>,
 }
 
 impl Sextant {
@@ -28,58 +31,73 @@ impl Sextant {
     /// shell's `ulimit -n`), when given.
     pub async fn start_with_nofile(dir: &Path, extra: &[&str], nofile: Option<u64>) -> Sextant {
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (xds, admin, outbound) = (port(0), port(1), port(2));
-        let log = dir.join("sextant.log");
-        let mut command = match nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let child = command
-            .args([
-                "--xds-addr",
-                &xds.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-            ])
-            .args([
-                "--outbound-addr",
-                &outbound.to_string(),
-                "--debounce-config",
-                "10ms",
-            ])
-            .args(["--drain-timeout", "2s"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sextant");
+        let (xds, admin) = (port(0), port(1));
+        // Replicas must hand proxies the same listener: a caller may choose it.
+        let chosen = extra
+            .iter()
+            .position(|a| *a == "--outbound-addr")
+            .and_then(|i| extra.get(i + 1))
+            .map(|a| a.parse().expect("--outbound-addr"));
+        let outbound = chosen.unwrap_or_else(|| port(2));
+        // One log per instance: a test may run several in one directory.
+        let log = dir.join(format!("sextant-{}.log", xds.port()));
+        let mut args: Vec<String> = [
+            "--xds-addr",
+            &xds.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+            "--debounce-config",
+            "10ms",
+            "--drain-timeout",
+            "2s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if chosen.is_none() {
+            args.extend(["--outbound-addr".to_owned(), outbound.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn(&args, nofile, &log);
         let mut s = Sextant {
             child,
             xds,
             admin,
             outbound,
             log,
+            args,
+            nofile,
         };
+        s.wait_ready().await;
+        s
+    }
+
+    async fn wait_ready(&mut self) {
         for _ in 0..200 {
-            if let Ok(Some(status)) = s.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "sextant exited ({status}) before becoming ready:\n{}",
-                    s.log()
+                    self.log()
                 );
             }
-            if let Ok((200, _)) = http_get(s.admin, "localhost", "/healthz/ready").await {
-                return s;
+            if let Ok((200, _)) = http_get(self.admin, "localhost", "/healthz/ready").await {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("sextant never became ready:\n{}", s.log());
+        panic!("sextant never became ready:\n{}", self.log());
+    }
+
+    /// `kill -9`: no drain, no goodbye to the proxies.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// Starts it again, on the same ports with the same arguments.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill().await;
+        self.child = spawn(&self.args, self.nofile, &self.log);
+        self.wait_ready().await;
     }
 
     pub fn log(&self) -> String {
@@ -99,6 +117,32 @@ impl Sextant {
     }
 }
 
+/// Runs the binary with `args`, its stderr appended to `log`.
+fn spawn(args: &[String], nofile: Option<u64>, log: &Path) -> Child {
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start sextant")
+}
+
 pub fn mesh(backends: &[&HttpBackend]) -> String {
     let mut s = String::from(
         "services:\n  - hostname: web.test.svc\n    ports: [{ name: http, port: 8080 }]\n    endpoints:\n",
@@ -115,16 +159,16 @@ pub fn mesh(backends: &[&HttpBackend]) -> String {
 pub use sextant_testkit::peers::bodies_until as bodies;
 
 pub async fn bootstrap(xds: SocketAddr, node: &str, delta: bool) -> String {
+    bootstrap_for(&[xds], node, delta).await
+}
+
+/// `sextant bootstrap` with one `--xds-addr` per replica.
+pub async fn bootstrap_for(replicas: &[SocketAddr], node: &str, delta: bool) -> String {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "bootstrap",
-        "--node-id",
-        node,
-        "--xds-addr",
-        &xds.to_string(),
-        "--admin-port",
-        "0",
-    ]);
+    cmd.args(["bootstrap", "--node-id", node, "--admin-port", "0"]);
+    for xds in replicas {
+        cmd.args(["--xds-addr", &xds.to_string()]);
+    }
     if delta {
         cmd.arg("--delta");
     }
