@@ -136,7 +136,10 @@ async fn fail_over(delta: bool) {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .collect();
     assert_eq!(per_type.len(), 4, "{metrics}");
-    assert_eq!(per_type, [0; 4], "resources resent after failover:\n{metrics}");
+    assert_eq!(
+        per_type, [0; 4],
+        "resources resent after failover:\n{metrics}"
+    );
 
     // The killed replica comes back: Envoy stays where it is.
     replicas[victim].restart().await;
