@@ -59,6 +59,14 @@ fn cart_slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::Endp
     )
 }
 
+/// An aggregator over `registries`, running and ready.
+async fn aggregated(registries: Vec<Arc<dyn Registry>>) -> sextant_aggregate::AggregatorHandle {
+    let (agg, handle) = Aggregator::new(AggregatorConfig::default(), registries).expect("agg");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+    handle
+}
+
 fn seed(double: &KubeDouble) {
     double.apply(objects::node("node-a", "eu-west", "eu-west-1a"));
     double.apply(objects::service("shop", "cart", &[("http", 80, 8080)]));
@@ -179,13 +187,7 @@ async fn api_server_down_keeps_last_known_good_marked_stale_then_recovers() {
     let t = Setup::new().await;
     seed(&t.double);
     let registry = K8sRegistry::new(t.config());
-    let (agg, handle) = Aggregator::new(
-        AggregatorConfig::default(),
-        vec![Arc::new(registry) as Arc<dyn Registry>],
-    )
-    .expect("agg");
-    tokio::spawn(agg.run());
-    handle.ready().await.expect("ready");
+    let handle = aggregated(vec![Arc::new(registry)]).await;
     assert_eq!(handle.view().borrow().endpoint_count(), 2);
 
     t.double.stop().await;
@@ -342,9 +344,7 @@ async fn two_clusters_with_the_same_service_merge_by_hostname() {
         })),
     ];
     assert_eq!(registries[0].id().as_str(), "k8s/east");
-    let (agg, handle) = Aggregator::new(AggregatorConfig::default(), registries).expect("agg");
-    tokio::spawn(agg.run());
-    handle.ready().await.expect("ready");
+    let handle = aggregated(registries).await;
     let view = handle.view().borrow().clone();
     let cart = view
         .services
@@ -426,13 +426,7 @@ async fn broken_watch_events_are_named_and_problems_leave_with_their_objects() {
     let t = Setup::new().await;
     seed(&t.double);
     let registry = K8sRegistry::new(t.config());
-    let (agg, handle) = Aggregator::new(
-        AggregatorConfig::default(),
-        vec![Arc::new(registry) as Arc<dyn Registry>],
-    )
-    .expect("agg");
-    tokio::spawn(agg.run());
-    handle.ready().await.expect("ready");
+    let handle = aggregated(vec![Arc::new(registry)]).await;
     let mut status = handle.status();
 
     // Cut off mid-object, and plain garbage.

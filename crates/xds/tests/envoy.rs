@@ -17,12 +17,7 @@ use sextant_xds::bootstrap::EnvoyBootstrap;
 use sextant_xds::{ResourceType, TranslateOptions};
 
 fn api(backend: &HttpBackend) -> Service {
-    Service::new("api.test.svc")
-        .with_port("http", 8080, Protocol::Http)
-        .with_endpoint(
-            Endpoint::new(backend.addr.ip().into())
-                .with_port("http", u32::from(backend.addr.port())),
-        )
+    one_backend("api.test.svc", backend)
 }
 
 fn web(backends: &[&HttpBackend]) -> Service {
@@ -62,11 +57,13 @@ async fn status_until(outbound: SocketAddr, host: &str, want: u16) -> u16 {
     last
 }
 
-async fn traffic_follows_the_registry(delta: bool) {
-    let one = HttpBackend::start("one").await;
-    let two = HttpBackend::start("two").await;
-    let three = HttpBackend::start("three").await;
-    let four = HttpBackend::start("four").await;
+/// An in-process Sextant serving `services`, and a live Envoy configured
+/// by it alone; the outbound listener's address.
+async fn sextant_and_envoy(
+    services: Vec<Service>,
+    node_id: &str,
+    delta: bool,
+) -> (Harness, Envoy, SocketAddr) {
     let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let options = Options {
         translate: TranslateOptions {
@@ -76,12 +73,12 @@ async fn traffic_follows_the_registry(delta: bool) {
     };
     let h = start_with(
         sextant_core::MemoryRegistry::new("memory/test"),
-        vec![web(&[&one, &two]), api(&four)],
+        services,
         options,
     )
     .await;
     let bootstrap = EnvoyBootstrap {
-        node_id: format!("envoy-{}", if delta { "delta" } else { "sotw" }),
+        node_id: node_id.into(),
         cluster: "test".into(),
         xds_addrs: vec![h.addr.to_string()],
         admin_addr: "127.0.0.1:0".into(),
@@ -89,6 +86,17 @@ async fn traffic_follows_the_registry(delta: bool) {
     };
     let envoy = Envoy::start(&bootstrap.to_yaml()).await;
     envoy.wait_live().await;
+    (h, envoy, outbound)
+}
+
+async fn traffic_follows_the_registry(delta: bool) {
+    let one = HttpBackend::start("one").await;
+    let two = HttpBackend::start("two").await;
+    let three = HttpBackend::start("three").await;
+    let four = HttpBackend::start("four").await;
+    let node_id = format!("envoy-{}", if delta { "delta" } else { "sotw" });
+    let (h, envoy, outbound) =
+        sextant_and_envoy(vec![web(&[&one, &two]), api(&four)], &node_id, delta).await;
 
     // Both endpoints receive traffic, by Host and by Host:port.
     let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
@@ -177,7 +185,7 @@ async fn traffic_follows_the_registry(delta: bool) {
     assert!(h.server.nacks().is_empty(), "{:?}", h.server.nacks());
     let conns = h.server.connections();
     assert_eq!(conns.len(), 1);
-    assert_eq!(conns[0].node_id, bootstrap.node_id);
+    assert_eq!(conns[0].node_id, node_id);
     let mut acked = false;
     for _ in 0..100 {
         let conns = h.server.connections();
@@ -254,28 +262,8 @@ async fn new_services_route_promptly(delta: bool) {
     let one = HttpBackend::start("one").await;
     let two = HttpBackend::start("two").await;
     let fresh = HttpBackend::start("fresh").await;
-    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let options = Options {
-        translate: TranslateOptions {
-            outbound_addr: outbound,
-        },
-        ..Default::default()
-    };
-    let h = start_with(
-        sextant_core::MemoryRegistry::new("memory/test"),
-        vec![web(&[&one, &two])],
-        options,
-    )
-    .await;
-    let bootstrap = EnvoyBootstrap {
-        node_id: format!("envoy-new-{}", if delta { "delta" } else { "sotw" }),
-        cluster: "test".into(),
-        xds_addrs: vec![h.addr.to_string()],
-        admin_addr: "127.0.0.1:0".into(),
-        delta,
-    };
-    let envoy = Envoy::start(&bootstrap.to_yaml()).await;
-    envoy.wait_live().await;
+    let node_id = format!("envoy-new-{}", if delta { "delta" } else { "sotw" });
+    let (h, envoy, outbound) = sextant_and_envoy(vec![web(&[&one, &two])], &node_id, delta).await;
     let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
     assert_eq!(seen.len(), 2, "{}", envoy.log());
     let bound = Duration::from_secs(5);
