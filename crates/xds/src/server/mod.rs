@@ -60,9 +60,14 @@ pub struct ServerConfig {
     /// working however many sockets are opened.
     pub max_connections: usize,
     /// How long a new connection has to send its HTTP/2 preface before it
-    /// is closed. Default 10 s. After the preface, HTTP/2 pings every 30 s
-    /// close a connection that stops answering them within 20 s.
+    /// is closed. Default 10 s.
     pub handshake_timeout: Duration,
+    /// After the preface, the server pings every connection this often
+    /// (HTTP/2 PING). Default 30 s.
+    pub keepalive_interval: Duration,
+    /// A connection that does not answer a ping within this is closed: a
+    /// client gone silent, or one that never reads. Default 20 s.
+    pub keepalive_timeout: Duration,
     /// Concurrent streams per connection, advertised as HTTP/2's
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 16: Envoy and the gRPC
     /// clients open one ADS stream per connection.
@@ -80,6 +85,8 @@ impl Default for ServerConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_connections: limits::default_max_connections(),
             handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
             max_streams_per_connection: 16,
         }
     }
@@ -210,8 +217,8 @@ impl XdsServer {
             self.shared.metrics.clone(),
         );
         tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
             .max_concurrent_streams(config.max_streams_per_connection)
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
