@@ -56,21 +56,19 @@ pub struct EtcdArgs {
 
 impl EtcdArgs {
     /// The etcd settings, flags over the file's, with every problem.
-    fn resolve(&self, file: &EtcdFile, problems: &mut Vec<String>) -> EtcdConfig {
+    fn resolve(&self, file: &EtcdFile, c: &mut Collector) -> EtcdConfig {
         let mut config = EtcdConfig::default();
-        if let Some(e) = self
-            .etcd_endpoints
-            .clone()
-            .or_else(|| file.endpoints.clone())
-        {
-            config.endpoints = e;
-        }
-        for url in &config.endpoints {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!(
-                    "--etcd-endpoints: {url:?} should be a URL such as http://127.0.0.1:2379"
-                ));
+        if let Some((e, from_flag)) = either(&self.etcd_endpoints, &file.endpoints) {
+            for url in &e {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    c.bad(
+                        "etcd.endpoints",
+                        from_flag,
+                        format!("{url:?} should be a URL such as http://127.0.0.1:2379"),
+                    );
+                }
             }
+            config.endpoints = e;
         }
         if let Some(p) = self.etcd_prefix.clone().or_else(|| file.prefix.clone()) {
             config.prefix = p;
@@ -79,21 +77,42 @@ impl EtcdArgs {
             .etcd_naming_prefix
             .clone()
             .or_else(|| file.naming_prefix.clone());
-        let user = self.etcd_username.clone().or_else(|| file.username.clone());
-        let password = self.etcd_password.clone().or_else(|| file.password.clone());
+        let user = either(&self.etcd_username, &file.username);
+        let password = either(&self.etcd_password, &file.password);
         match (user, password) {
-            (Some(u), Some(p)) => config.credentials = Some((u, p)),
+            (Some((u, _)), Some((p, _))) => config.credentials = Some((u, p)),
             (None, None) => {}
-            _ => problems.push("--etcd-username and --etcd-password go together".into()),
+            (Some((_, from_flag)), None) => c.bad(
+                "etcd.username",
+                from_flag,
+                "needs a password (etcd.password, --etcd-password)".into(),
+            ),
+            (None, Some((_, from_flag))) => c.bad(
+                "etcd.password",
+                from_flag,
+                "needs a username (etcd.username, --etcd-username)".into(),
+            ),
+        }
+        let cert = either(&self.etcd_cert, &file.cert);
+        let key = either(&self.etcd_key, &file.key);
+        match (&cert, &key) {
+            (Some((_, from_flag)), None) => c.bad(
+                "etcd.cert",
+                *from_flag,
+                "needs its key (etcd.key, --etcd-key)".into(),
+            ),
+            (None, Some((_, from_flag))) => c.bad(
+                "etcd.key",
+                *from_flag,
+                "needs its certificate (etcd.cert, --etcd-cert)".into(),
+            ),
+            _ => {}
         }
         let tls = EtcdTls {
             ca: self.etcd_ca.clone().or_else(|| file.ca.clone()),
-            cert: self.etcd_cert.clone().or_else(|| file.cert.clone()),
-            key: self.etcd_key.clone().or_else(|| file.key.clone()),
+            cert: cert.map(|(v, _)| v),
+            key: key.map(|(v, _)| v),
         };
-        if tls.cert.is_some() != tls.key.is_some() {
-            problems.push("--etcd-cert and --etcd-key go together".into());
-        }
         if tls.ca.is_some() || tls.cert.is_some() {
             config.tls = Some(tls);
         }
@@ -102,12 +121,15 @@ impl EtcdArgs {
 
     /// The etcd settings from flags alone (for `sextant etcd register`).
     pub fn config(&self) -> Result<EtcdConfig, Problems> {
-        let mut problems = Vec::new();
-        let config = self.resolve(&EtcdFile::default(), &mut problems);
-        if problems.is_empty() {
+        let mut c = Collector {
+            problems: Vec::new(),
+            file: None,
+        };
+        let config = self.resolve(&EtcdFile::default(), &mut c);
+        if c.problems.is_empty() {
             Ok(config)
         } else {
-            Err(Problems(problems))
+            Err(Problems(c.problems))
         }
     }
 }
@@ -174,21 +196,22 @@ struct ConsulFile {
 }
 
 impl ConsulArgs {
-    fn resolve(&self, file: &ConsulFile, problems: &mut Vec<String>) -> ConsulConfig {
+    fn resolve(&self, file: &ConsulFile, col: &mut Collector) -> ConsulConfig {
         let mut c = ConsulConfig::default();
-        if let Some(a) = self.consul_addr.clone().or_else(|| file.addr.clone()) {
+        if let Some((a, from_flag)) = either(&self.consul_addr, &file.addr) {
             // CONSUL_HTTP_ADDR is often given without a scheme.
             c.addr = if a.contains("://") {
                 a
             } else {
                 format!("http://{a}")
             };
-        }
-        if not_an_http_url(&c.addr) {
-            problems.push(format!(
-                "--consul-addr: {:?} should be a URL such as http://127.0.0.1:8500",
-                c.addr
-            ));
+            if not_an_http_url(&c.addr) {
+                col.bad(
+                    "consul.addr",
+                    from_flag,
+                    format!("{:?} should be a URL such as http://127.0.0.1:8500", c.addr),
+                );
+            }
         }
         c.token = self.consul_token.clone().or_else(|| file.token.clone());
         c.datacenter = self
@@ -196,34 +219,39 @@ impl ConsulArgs {
             .clone()
             .or_else(|| file.datacenter.clone());
         c.ca = self.consul_cacert.clone().or_else(|| file.cacert.clone());
-        let cert = self
-            .consul_client_cert
-            .clone()
-            .or_else(|| file.client_cert.clone());
-        let key = self
-            .consul_client_key
-            .clone()
-            .or_else(|| file.client_key.clone());
+        let cert = either(&self.consul_client_cert, &file.client_cert);
+        let key = either(&self.consul_client_key, &file.client_key);
         match (cert, key) {
-            (Some(cert), Some(key)) => c.client_cert = Some((cert, key)),
+            (Some((cert, _)), Some((key, _))) => c.client_cert = Some((cert, key)),
             (None, None) => {}
-            _ => problems.push("--consul-client-cert and --consul-client-key go together".into()),
+            (Some((_, from_flag)), None) => col.bad(
+                "consul.client_cert",
+                from_flag,
+                "needs its key (consul.client_key, --consul-client-key)".into(),
+            ),
+            (None, Some((_, from_flag))) => col.bad(
+                "consul.client_key",
+                from_flag,
+                "needs its certificate (consul.client_cert, --consul-client-cert)".into(),
+            ),
         }
-        if let Some(t) = self
-            .consul_hostname_template
-            .clone()
-            .or_else(|| file.hostname_template.clone())
+        if let Some((t, from_flag)) =
+            either(&self.consul_hostname_template, &file.hostname_template)
         {
             if !t.contains("{service}") {
-                problems.push(format!(
-                    "--consul-hostname-template: {t:?} does not contain {{service}}"
-                ));
+                col.bad(
+                    "consul.hostname_template",
+                    from_flag,
+                    format!("{t:?} does not contain {{service}}"),
+                );
             } else if let Some(p) =
                 sextant_core::validate::dns_name_problem(&t.replace("{service}", "x"))
             {
-                problems.push(format!(
-                    "--consul-hostname-template: {t:?} does not make a hostname: {p}"
-                ));
+                col.bad(
+                    "consul.hostname_template",
+                    from_flag,
+                    format!("{t:?} does not make a hostname: {p}"),
+                );
             }
             c.mapping.hostname_template = t;
         }
@@ -300,35 +328,40 @@ struct K8sFile {
 
 impl K8sArgs {
     /// One configuration per cluster.
-    fn resolve(&self, file: &K8sFile, problems: &mut Vec<String>) -> Vec<K8sConfig> {
-        let mut base = K8sConfig {
-            kubeconfig: self.kubeconfig.clone().or_else(|| file.kubeconfig.clone()),
-            ..Default::default()
-        };
-        if let Some(path) = &base.kubeconfig
+    fn resolve(&self, file: &K8sFile, c: &mut Collector) -> Vec<K8sConfig> {
+        let kubeconfig = either(&self.kubeconfig, &file.kubeconfig);
+        if let Some((path, from_flag)) = &kubeconfig
             && !path.is_file()
         {
-            problems.push(format!(
-                "--kubeconfig: {} does not exist or is not a file",
-                path.display()
-            ));
+            c.bad_flag(
+                "k8s.kubeconfig",
+                "--kubeconfig",
+                *from_flag,
+                format!("{} does not exist or is not a file", path.display()),
+            );
         }
-        let pick = |flag: &Option<Vec<String>>, file: &Option<Vec<String>>| -> Vec<String> {
-            flag.clone()
-                .or_else(|| file.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
+        let mut base = K8sConfig {
+            kubeconfig: kubeconfig.map(|(p, _)| p),
+            ..Default::default()
         };
-        base.namespaces = pick(&self.k8s_namespaces, &file.namespaces);
+        let pick =
+            |flag: &Option<Vec<String>>, file: &Option<Vec<String>>| -> (Vec<String>, bool) {
+                let (list, from_flag) = either(flag, file).unwrap_or_default();
+                let list = list
+                    .into_iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                (list, from_flag)
+            };
+        let from_flag;
+        (base.namespaces, from_flag) = pick(&self.k8s_namespaces, &file.namespaces);
         for ns in &base.namespaces {
             if let Some(p) = sextant_core::validate::dns_name_problem(ns).or_else(|| {
                 ns.contains('.')
                     .then(|| "a namespace is one DNS label".to_owned())
             }) {
-                problems.push(format!("--k8s-namespaces: {ns:?}: {p}"));
+                c.bad("k8s.namespaces", from_flag, format!("{ns:?}: {p}"));
             }
         }
         base.label_selector = self
@@ -336,21 +369,22 @@ impl K8sArgs {
             .clone()
             .or_else(|| file.label_selector.clone())
             .filter(|s| !s.trim().is_empty());
-        if let Some(domain) = self
-            .cluster_domain
-            .clone()
-            .or_else(|| file.cluster_domain.clone())
-        {
+        if let Some((domain, from_flag)) = either(&self.cluster_domain, &file.cluster_domain) {
             let domain = domain.trim_end_matches('.').to_owned();
             if let Some(p) = sextant_core::validate::dns_name_problem(&domain) {
-                problems.push(format!("--cluster-domain: {domain:?}: {p}"));
+                c.bad_flag(
+                    "k8s.cluster_domain",
+                    "--cluster-domain",
+                    from_flag,
+                    format!("{domain:?}: {p}"),
+                );
             }
             base.mapping.cluster_domain = domain;
         }
         base.watch_nodes = !(self.k8s_skip_nodes || file.skip_nodes.unwrap_or(false));
 
-        let contexts = pick(&self.k8s_context, &file.contexts);
-        let ids = pick(&self.k8s_cluster_id, &file.cluster_ids);
+        let (contexts, _) = pick(&self.k8s_context, &file.contexts);
+        let (ids, ids_from_flag) = pick(&self.k8s_cluster_id, &file.cluster_ids);
         let clusters: Vec<(Option<String>, String)> = match (contexts.len(), ids.len()) {
             (0, 0) => vec![(None, "Kubernetes".into())],
             (0, 1) => vec![(None, ids[0].clone())],
@@ -366,21 +400,31 @@ impl K8sArgs {
                 .zip(ids.iter().cloned())
                 .collect(),
             (n, m) => {
-                problems.push(format!(
-                    "--k8s-cluster-id: {m} ids for {} contexts; give one id per context",
-                    n.max(1)
-                ));
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{m} ids for {} contexts; give one id per context", n.max(1)),
+                );
                 Vec::new()
             }
         };
         let mut seen = std::collections::BTreeSet::new();
         for (_, id) in &clusters {
             if id.contains('/') || id.chars().any(char::is_whitespace) {
-                problems.push(format!(
-                    "--k8s-cluster-id: {id:?} must not contain '/' or spaces"
-                ));
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{id:?} must not contain '/' or spaces"),
+                );
             } else if !seen.insert(id.clone()) {
-                problems.push(format!("--k8s-cluster-id: {id:?} is used twice"));
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{id:?} is used twice"),
+                );
             }
         }
         clusters
@@ -496,6 +540,33 @@ pub struct RunArgs {
     /// Kubernetes registry settings.
     #[command(flatten)]
     pub k8s: K8sArgs,
+}
+
+impl ConfigFile {
+    /// Makes every relative path in the file relative to the file's
+    /// directory, as the README promises (flags and environment variables
+    /// stay relative to the working directory).
+    fn rebase(&mut self, base: &Path) {
+        let mut paths: Vec<&mut PathBuf> = self.files.iter_mut().flatten().collect();
+        if let Some(e) = &mut self.etcd {
+            paths.extend([&mut e.ca, &mut e.cert, &mut e.key].into_iter().flatten());
+        }
+        if let Some(c) = &mut self.consul {
+            paths.extend(
+                [&mut c.cacert, &mut c.client_cert, &mut c.client_key]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        if let Some(k) = &mut self.k8s {
+            paths.extend(k.kubeconfig.as_mut());
+        }
+        for p in paths {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
 }
 
 /// The settings file. Every field is optional.
@@ -615,11 +686,63 @@ impl std::fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// The 1-based line of `key:` in `text`, or 0.
+/// The value of a setting and whether it came from the flag (which wins)
+/// rather than the file.
+fn either<T: Clone>(flag: &Option<T>, file: &Option<T>) -> Option<(T, bool)> {
+    match (flag, file) {
+        (Some(v), _) => Some((v.clone(), true)),
+        (None, Some(v)) => Some((v.clone(), false)),
+        (None, None) => None,
+    }
+}
+
+fn indentation(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// True if `line` writes `key:` as a key: at its start, or inside a flow
+/// mapping (`{ key: ...`, `, key: ...`).
+fn has_key(line: &str, key: &str) -> bool {
+    let k = format!("{key}:");
+    line.trim_start().starts_with(&k)
+        || ["{", ","]
+            .iter()
+            .any(|sep| line.contains(&format!("{sep}{k}")) || line.contains(&format!("{sep} {k}")))
+}
+
+/// The 1-based line where `key` is written in `text`, or 0. A dotted key
+/// (`debounce.endpoints`) is looked for inside its section, in block or
+/// flow style; when the inner key is not written there, the section's line.
 fn key_line(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-        .map_or(0, |i| i + 1)
+    let lines: Vec<&str> = text.lines().collect();
+    let mut parts = key.split('.');
+    let Some(first) = parts.next() else {
+        return 0;
+    };
+    let Some(mut at) = lines
+        .iter()
+        .position(|l| indentation(l) == 0 && l.starts_with(&format!("{first}:")))
+    else {
+        return 0;
+    };
+    for part in parts {
+        if has_key(
+            &lines[at][indentation(lines[at])..].replacen(':', " ", 1),
+            part,
+        ) {
+            continue;
+        }
+        let indent = indentation(lines[at]);
+        let inside = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || indentation(l) > indent)
+            .position(|l| has_key(l, part));
+        match inside {
+            Some(i) => at += 1 + i,
+            None => break,
+        }
+    }
+    at + 1
 }
 
 struct Collector<'a> {
@@ -628,17 +751,23 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    /// Reports a problem with a value from a flag or the file.
+    /// Reports a problem with a value from a flag or the file. `key` is the
+    /// file's key (dotted inside a section: `etcd.endpoints`); the flag is
+    /// named after it (`--etcd-endpoints`).
     fn bad(&mut self, key: &str, from_flag: bool, message: String) {
+        let flag = format!("--{}", key.replace(['.', '_'], "-"));
+        self.bad_flag(key, &flag, from_flag, message);
+    }
+
+    /// [`Collector::bad`] for a setting whose flag is named otherwise.
+    fn bad_flag(&mut self, key: &str, flag: &str, from_flag: bool, message: String) {
         match (from_flag, self.file) {
             (false, Some((path, text))) => self.problems.push(format!(
                 "{}:{}: {key}: {message}",
                 path.display(),
                 key_line(text, key)
             )),
-            _ => self
-                .problems
-                .push(format!("--{}: {message}", key.replace('_', "-"))),
+            _ => self.problems.push(format!("{flag}: {message}")),
         }
     }
 
@@ -740,7 +869,10 @@ impl Settings {
                     text = t;
                     if !text.trim().is_empty() {
                         match serde_yaml_ng::from_str::<ConfigFile>(&text) {
-                            Ok(f) => file = f,
+                            Ok(mut f) => {
+                                f.rebase(&base);
+                                file = f;
+                            }
                             Err(e) => {
                                 let (line, col) =
                                     e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -758,16 +890,10 @@ impl Settings {
             file: args.config.as_deref().map(|p| (p, text.as_str())),
         };
 
-        // Paths in the file are relative to the file.
         let files: Vec<PathBuf> = if !args.files.is_empty() {
             args.files.clone()
         } else {
-            file.files
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| if p.is_absolute() { p } else { base.join(p) })
-                .collect()
+            file.files.clone().unwrap_or_default()
         };
         let (kinds, kinds_from_flag) = match (&args.registries, &file.registries) {
             (Some(k), _) => (Some(k.clone()), true),
@@ -828,16 +954,16 @@ impl Settings {
         let fd = file.debounce.unwrap_or_default();
         let mut debounce = Debounce::default();
         if let Some(d) = c.duration(
-            "debounce_endpoints",
+            "debounce.endpoints",
             &args.debounce_endpoints,
             &fd.endpoints,
         ) {
             debounce.endpoints = d;
         }
-        if let Some(d) = c.duration("debounce_config", &args.debounce_config, &fd.config) {
+        if let Some(d) = c.duration("debounce.config", &args.debounce_config, &fd.config) {
             debounce.config = d;
         }
-        if let Some(d) = c.duration("debounce_max", &args.debounce_max, &fd.max) {
+        if let Some(d) = c.duration("debounce.max", &args.debounce_max, &fd.max) {
             debounce.max_delay = d;
         }
         if debounce.max_delay < debounce.endpoints || debounce.max_delay < debounce.config {
@@ -884,13 +1010,11 @@ impl Settings {
         }
 
         let etcd_file = file.etcd.unwrap_or_default();
-        let etcd = args.etcd.resolve(&etcd_file, &mut c.problems);
+        let etcd = args.etcd.resolve(&etcd_file, &mut c);
         let consul = args
             .consul
-            .resolve(&file.consul.unwrap_or_default(), &mut c.problems);
-        let k8s = args
-            .k8s
-            .resolve(&file.k8s.unwrap_or_default(), &mut c.problems);
+            .resolve(&file.consul.unwrap_or_default(), &mut c);
+        let k8s = args.k8s.resolve(&file.k8s.unwrap_or_default(), &mut c);
 
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));

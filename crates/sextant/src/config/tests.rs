@@ -287,3 +287,131 @@ fn consul_settings_follow_consuls_conventions() {
     .expect_err("invalid");
     assert_eq!(e.0.len(), 2, "{e}");
 }
+
+/// Every path in the config file is relative to the file, wherever the
+/// process runs: registry files, etcd and Consul certificates, kubeconfig.
+/// A flag's path stays relative to the working directory.
+#[test]
+fn every_path_in_the_config_file_is_relative_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("kube")).expect("mkdir");
+    std::fs::write(dir.path().join("kube/config"), "").expect("write");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "registries: [file, etcd, consul, k8s]\n\
+         files: [mesh.yaml]\n\
+         etcd:\n  endpoints: [\"https://127.0.0.1:2379\"]\n  ca: certs/etcd-ca.pem\n  cert: certs/etcd.pem\n  key: certs/etcd-key.pem\n\
+         consul:\n  cacert: certs/consul-ca.pem\n  client_cert: certs/consul.pem\n  client_key: certs/consul-key.pem\n\
+         k8s:\n  kubeconfig: kube/config\n",
+    )
+    .expect("write");
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path.clone()),
+        ..args()
+    })
+    .expect("valid");
+    let d = dir.path();
+    assert_eq!(s.files, [d.join("mesh.yaml")]);
+    let tls = s.etcd.tls.as_ref().expect("etcd tls");
+    assert_eq!(
+        tls.ca.as_deref(),
+        Some(d.join("certs/etcd-ca.pem").as_path())
+    );
+    assert_eq!(
+        tls.cert.as_deref(),
+        Some(d.join("certs/etcd.pem").as_path())
+    );
+    assert_eq!(
+        tls.key.as_deref(),
+        Some(d.join("certs/etcd-key.pem").as_path())
+    );
+    assert_eq!(
+        s.consul.ca.as_deref(),
+        Some(d.join("certs/consul-ca.pem").as_path())
+    );
+    assert_eq!(
+        s.consul.client_cert,
+        Some((d.join("certs/consul.pem"), d.join("certs/consul-key.pem")))
+    );
+    assert_eq!(
+        s.k8s[0].kubeconfig.as_deref(),
+        Some(d.join("kube/config").as_path())
+    );
+
+    // A flag's path is the user's, relative to where they run it.
+    let s = Settings::resolve(&RunArgs {
+        config: Some(path),
+        etcd: EtcdArgs {
+            etcd_ca: Some("mine.pem".into()),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect("valid");
+    let tls = s.etcd.tls.as_ref().expect("etcd tls");
+    assert_eq!(tls.ca.as_deref(), Some(Path::new("mine.pem")));
+}
+
+/// A bad value from the file is reported with the file, the line and the
+/// key the user wrote, nested keys included, in block and flow style; the
+/// same value from a flag is reported under the flag.
+#[test]
+fn problems_in_the_file_name_the_file_line_and_key_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "registries: [etcd, consul, k8s]\n\
+         debounce:\n  config: 5ms\n  endpoints: soon\n\
+         etcd: { prefix: /x/, endpoints: [\"127.0.0.1:2379\"] }\n\
+         consul:\n  addr: \"ftp://nowhere\"\n  client_cert: c.pem\n\
+         k8s:\n  namespaces: [Shop_1]\n  cluster_domain: \"bad domain\"\n",
+    )
+    .expect("write");
+    let e = Settings::resolve(&RunArgs {
+        config: Some(path.clone()),
+        ..args()
+    })
+    .expect_err("invalid");
+    let p = path.display().to_string();
+    for (line, key) in [
+        (4, "debounce.endpoints"),
+        (5, "etcd.endpoints"),
+        (7, "consul.addr"),
+        (8, "consul.client_cert"),
+        (10, "k8s.namespaces"),
+        (11, "k8s.cluster_domain"),
+    ] {
+        let want = format!("{p}:{line}: {key}: ");
+        assert!(
+            e.0.iter().any(|m| m.starts_with(&want)),
+            "no {want:?} in\n{e}"
+        );
+    }
+    assert_eq!(e.0.len(), 6, "{e}");
+    assert!(
+        e.0.iter().all(|m| !m.starts_with("--")),
+        "no flag was given: {e}"
+    );
+
+    // The same mistakes as flags are reported under the flags.
+    let e = Settings::resolve(&RunArgs {
+        registries: Some(vec!["etcd".into()]),
+        debounce_endpoints: Some("soon".into()),
+        etcd: EtcdArgs {
+            etcd_endpoints: Some(vec!["127.0.0.1:2379".into()]),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect_err("invalid");
+    assert!(
+        e.0.iter().any(|m| m.starts_with("--debounce-endpoints: ")),
+        "{e}"
+    );
+    assert!(
+        e.0.iter().any(|m| m.starts_with("--etcd-endpoints: ")),
+        "{e}"
+    );
+}
