@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::server::Metrics;
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::translate::TranslateOptions;
 

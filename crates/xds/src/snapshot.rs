@@ -7,7 +7,6 @@ use std::sync::Arc;
 use sextant_core::{Change, Hostname, MeshService, MeshView};
 
 use crate::resource::{Resource, ResourceType};
-use crate::server::conn::PlanCache;
 use crate::translate::{self, TranslateOptions};
 
 /// The resources of one type, by name.
@@ -36,8 +35,6 @@ pub struct Snapshot {
     per_service: BTreeMap<Hostname, Arc<ServiceResources>>,
     view: Arc<MeshView>,
     options: TranslateOptions,
-    /// Connections' plans for this snapshot, shared by those in the same state.
-    pub(crate) plans: PlanCache,
 }
 
 impl Snapshot {
@@ -51,7 +48,6 @@ impl Snapshot {
             per_service: BTreeMap::new(),
             view: Arc::new(MeshView::default()),
             options,
-            plans: PlanCache::default(),
         }
     }
 
@@ -161,7 +157,6 @@ impl Snapshot {
             per_service,
             view,
             options: self.options.clone(),
-            plans: PlanCache::default(),
         }
     }
 }

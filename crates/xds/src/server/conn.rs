@@ -22,29 +22,9 @@ use super::request::SotwRequest;
 use tokio::time::Instant;
 
 use super::codec::{Batch, Outbound, Wire};
+use super::status::NackRecord;
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::{Snapshot, placeholder};
-
-/// A recorded NACK.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct NackRecord {
-    /// The client's node id.
-    pub node_id: String,
-    /// The resource type.
-    #[serde(rename = "type")]
-    pub kind: ResourceType,
-    /// The nonce of the rejected response.
-    pub nonce: String,
-    /// The version the client rejected.
-    pub version: String,
-    /// The resources the rejected response carried.
-    pub resources: Vec<String>,
-    /// The client's error message.
-    pub error: String,
-    /// When it arrived.
-    #[serde(serialize_with = "crate::server::status::rfc3339")]
-    pub at: SystemTime,
-}
 
 /// A resource the client holds: the shared resource we sent (one pointer
 /// per entry, keyed by its own name, so a connection's bookkeeping costs a
@@ -300,6 +280,61 @@ impl Plan {
                 })
             })
             .clone()
+    }
+}
+
+/// A snapshot as connections serve it: with the plan cache they share for
+/// it. The server owns the cache (see [`CurrentPlans`]); the snapshot is
+/// what translation produced and knows nothing of it.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) plans: Arc<PlanCache>,
+}
+
+impl std::ops::Deref for Serving {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snap
+    }
+}
+
+impl Serving {
+    /// `snap` with a cache of its own (tests, and connections behind).
+    #[cfg(test)]
+    pub(crate) fn alone(snap: Arc<Snapshot>) -> Serving {
+        Serving {
+            snap,
+            plans: Arc::default(),
+        }
+    }
+}
+
+/// The plan cache of the newest snapshot any connection has served. A
+/// connection that serves a newer one replaces it (the old plans go with
+/// it, as they did with their snapshot); one still on an older snapshot
+/// plans in a cache of its own, unshared.
+#[derive(Default)]
+pub(crate) struct CurrentPlans(std::sync::Mutex<(u64, Arc<PlanCache>)>);
+
+impl CurrentPlans {
+    /// `snap` with the cache connections share for it.
+    pub(crate) fn serving(&self, snap: Arc<Snapshot>) -> Serving {
+        let mut current = super::lock(&self.0);
+        if current.0 < snap.generation {
+            *current = (snap.generation, Arc::default());
+        }
+        let plans = if current.0 == snap.generation {
+            current.1.clone()
+        } else {
+            Arc::default()
+        };
+        Serving { snap, plans }
+    }
+
+    /// The newest snapshot's cache.
+    pub(crate) fn current(&self) -> Arc<PlanCache> {
+        super::lock(&self.0).1.clone()
     }
 }
 
@@ -940,7 +975,7 @@ impl TypeState {
 
     fn plan(
         &mut self,
-        snap: &Snapshot,
+        snap: &Serving,
         phase: Phase,
         wire: Wire,
         nonce: &mut u64,
@@ -1362,7 +1397,7 @@ impl ConnState {
     ///   clusters' endpoints (at most [`EDS_WAIT`]);
     /// - cluster removals last, once listeners and routes are acknowledged
     ///   and have nothing left to send, so nothing refers to them any more.
-    pub(crate) fn pump(&mut self, snap: &Snapshot) -> Option<Outbound> {
+    pub(crate) fn pump(&mut self, snap: &Serving) -> Option<Outbound> {
         if !snap.is_ready() {
             return None;
         }
@@ -1518,8 +1553,8 @@ mod tests {
         merge: MergeState,
         id: RegistryId,
         services: Vec<Service>,
-        shared: Arc<Snapshot>,
-        lone: Arc<Snapshot>,
+        shared: Serving,
+        lone: Serving,
         /// The SotW subscriptions of the connections under test.
         subscriptions: Arc<Subscriptions>,
     }
@@ -1536,8 +1571,8 @@ mod tests {
                 merge,
                 id,
                 services,
-                shared: empty.clone(),
-                lone: empty,
+                shared: Serving::alone(empty.clone()),
+                lone: Serving::alone(empty),
                 subscriptions: Arc::default(),
             };
             mesh.publish();
@@ -1546,8 +1581,8 @@ mod tests {
 
         fn publish(&mut self) {
             let view: Arc<MeshView> = Arc::new(self.merge.build_view(true).expect("view"));
-            self.shared = Arc::new(self.shared.next(view.clone()));
-            self.lone = Arc::new(self.lone.next(view));
+            self.shared = Serving::alone(Arc::new(self.shared.next(view.clone())));
+            self.lone = Serving::alone(Arc::new(self.lone.next(view)));
         }
 
         /// Flips one endpoint's health in service `i`.
@@ -1629,7 +1664,7 @@ mod tests {
         }
 
         /// One response out and its answer in; `None` when nothing is due.
-        fn step(&mut self, snap: &Snapshot, nack: bool) -> Option<Outbound> {
+        fn step(&mut self, snap: &Serving, nack: bool) -> Option<Outbound> {
             let out = self.state.pump(snap)?;
             let names: Vec<String> = out.resources.iter().map(|r| r.name.to_string()).collect();
             let mut answer = sotw(out.kind, &[], &out.nonce);
@@ -1683,10 +1718,10 @@ mod tests {
 
     /// A simulated client: takes the next response and answers it.
     trait Client {
-        fn next(&mut self, snap: &Snapshot) -> Option<Outbound>;
+        fn next(&mut self, snap: &Serving) -> Option<Outbound>;
 
         /// Steps until nothing is due; every response's gist.
-        fn settle(&mut self, snap: &Snapshot) -> Vec<Gist> {
+        fn settle(&mut self, snap: &Serving) -> Vec<Gist> {
             let mut seen = Vec::new();
             while let Some(out) = self.next(snap) {
                 seen.push(gist(&out));
@@ -1697,7 +1732,7 @@ mod tests {
     }
 
     impl Client for Proxy {
-        fn next(&mut self, snap: &Snapshot) -> Option<Outbound> {
+        fn next(&mut self, snap: &Serving) -> Option<Outbound> {
             self.step(snap, false)
         }
     }
@@ -1817,7 +1852,7 @@ mod tests {
     }
 
     impl Client for DeltaProxy {
-        fn next(&mut self, snap: &Snapshot) -> Option<Outbound> {
+        fn next(&mut self, snap: &Serving) -> Option<Outbound> {
             let out = self.state.pump(snap)?;
             let then = match out.kind {
                 ResourceType::Cluster => Some(ResourceType::Endpoint),

@@ -29,9 +29,8 @@ use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 pub use codec::{Outbound, Wire};
-pub use conn::NackRecord;
 use conn::{ConnState, RequestOutcome};
-pub use status::{ConnectionStatus, Metrics, TypeStatus};
+pub use status::{ConnectionStatus, Metrics, NackRecord, TypeStatus};
 
 use crate::snapshot::Snapshot;
 
@@ -122,6 +121,8 @@ struct Shared {
     connections: Mutex<BTreeMap<u64, Arc<Registered>>>,
     /// SotW subscriptions shared by the connections that send them.
     subscriptions: Arc<conn::Subscriptions>,
+    /// The plans connections share for the newest snapshot.
+    plans: conn::CurrentPlans,
     nacks: Mutex<VecDeque<NackRecord>>,
     next_id: AtomicU64,
 }
@@ -150,6 +151,7 @@ impl XdsServer {
                 metrics,
                 connections: Mutex::new(BTreeMap::new()),
                 subscriptions: Arc::default(),
+                plans: conn::CurrentPlans::default(),
                 nacks: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -183,7 +185,7 @@ impl XdsServer {
     /// What the shared caches hold now.
     pub fn cache_sizes(&self) -> CacheSizes {
         let (subscriptions, subscription_names) = self.shared.subscriptions.size();
-        let (plans, plan_names) = self.shared.snapshots.borrow().plans.size();
+        let (plans, plan_names) = self.shared.plans.current().size();
         CacheSizes {
             subscriptions,
             subscription_names,
@@ -306,6 +308,7 @@ async fn run_connection<Req, F>(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
+    let mut serving: Option<conn::Serving> = None;
     loop {
         let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
@@ -362,11 +365,21 @@ async fn run_connection<Req, F>(
                 }
             }
         }
-        let snapshot = snapshots.borrow_and_update().clone();
+        // The plan cache is looked up once per snapshot, not per turn.
+        let latest = snapshots.borrow_and_update().clone();
+        if serving
+            .as_ref()
+            .is_none_or(|s| !Arc::ptr_eq(&s.snap, &latest))
+        {
+            serving = Some(shared.plans.serving(latest));
+        }
+        let Some(snapshot) = &serving else {
+            break;
+        };
         // Each type has its own response in flight: send everything due now
         // (at most one per step, so this ends).
         let mut closed = false;
-        while let Some(out) = state.pump(&snapshot) {
+        while let Some(out) = state.pump(snapshot) {
             let i = out.kind.index();
             Metrics::add(&metrics.responses_total[i], 1);
             Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);
@@ -394,7 +407,7 @@ async fn run_connection<Req, F>(
     // Its subscriptions go back to the server's table, then the plans only
     // it could use leave the current snapshot's cache.
     drop(state);
-    shared.snapshots.borrow().plans.prune_unused();
+    shared.plans.current().prune_unused();
 }
 
 /// Copies the connection's state to where the debug endpoint reads it. Runs

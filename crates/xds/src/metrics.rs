@@ -1,0 +1,117 @@
+//! Counters and histograms of the publisher and the ADS server, read by
+//! the admin server's `/metrics`. Both layers count into it; it imports
+//! neither, so translation does not depend on serving.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A Prometheus-style histogram with fixed buckets, in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, in seconds.
+    pub bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Bucket bounds for latencies: 1 ms to 10 s.
+pub const LATENCY_BOUNDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            bounds: LATENCY_BOUNDS,
+            counts: LATENCY_BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, then the sum (seconds) and the count.
+    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut total = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                total += c.load(Ordering::Relaxed);
+                (*b, total)
+            })
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, self.count.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters, read by the admin server's `/metrics`.
+#[derive(Default, Debug)]
+pub struct Metrics {
+    /// Connections open now.
+    pub connections_active: AtomicU64,
+    /// Connections ever accepted.
+    pub connections_total: AtomicU64,
+    /// TCP connections open now (each may carry several streams).
+    pub tcp_connections_active: AtomicU64,
+    /// TCP connections closed at once because the maximum was open.
+    pub connections_refused_total: AtomicU64,
+    /// TCP connections closed because no HTTP/2 preface came in time.
+    pub handshake_timeouts_total: AtomicU64,
+    /// Failed accepts (out of file descriptors, for one).
+    pub accept_errors_total: AtomicU64,
+    /// Responses sent, per type (index: [`ResourceType::index`]).
+    pub responses_total: [AtomicU64; 4],
+    /// Resources sent, per type.
+    pub resources_sent_total: [AtomicU64; 4],
+    /// Bytes of responses sent.
+    pub bytes_sent_total: AtomicU64,
+    /// NACKs received, per type.
+    pub nacks_total: [AtomicU64; 4],
+    /// Requests ignored for ACK purposes because their nonce was stale.
+    pub stale_nonces_total: AtomicU64,
+    /// Requests for a type Sextant does not serve.
+    pub unknown_type_requests_total: AtomicU64,
+    /// Responses never acknowledged within the ACK timeout.
+    pub ack_timeouts_total: AtomicU64,
+    /// Snapshots built (one per coalesced push).
+    pub snapshots_total: AtomicU64,
+    /// Snapshots that carried endpoint changes only (the fast path).
+    pub endpoint_only_snapshots_total: AtomicU64,
+    /// Resources encoded while building snapshots.
+    pub resources_encoded_total: AtomicU64,
+    /// A connection's next step computed by the connection itself.
+    pub plans_computed_total: AtomicU64,
+    /// A connection's next step taken from another connection in the same
+    /// state (the shared-plan cache; see ARCHITECTURE.md).
+    pub plans_shared_total: AtomicU64,
+    /// From the first change of a batch to its snapshot being published.
+    pub push_latency: Histogram,
+    /// From a response being sent to its ACK or NACK.
+    pub ack_latency: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
