@@ -1,9 +1,16 @@
+use super::listeners::HCM_TYPE;
 use super::*;
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{DirectResponseAction, RouteConfiguration, route};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager, http_filter,
+};
 use prost::Message;
-use sextant_core::{Endpoint, MeshView, Service};
+use sextant_core::{Endpoint, Locality, MeshService, MeshView, Protocol, Service};
 
 use crate::resource::ResourceType;
 use crate::snapshot::Snapshot;

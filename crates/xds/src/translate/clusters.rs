@@ -1,0 +1,74 @@
+//! Clusters: one per service port, EDS over ADS or STRICT_DNS with its
+//! endpoints inline.
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::Duration;
+use sextant_core::{Address, MeshService, Service};
+
+use super::*;
+
+/// True when every endpoint is an IP address: such services are EDS
+/// clusters. A service with DNS-name endpoints is a STRICT_DNS cluster with
+/// its endpoints inline, resolved by Envoy (EDS carries IP addresses only).
+pub(super) fn uses_eds(service: &Service) -> bool {
+    service
+        .endpoints
+        .iter()
+        .all(|e| matches!(e.address, Address::Ip(_)))
+}
+
+/// One cluster per service port.
+pub fn clusters(ms: &MeshService) -> Vec<Cluster> {
+    let s = &ms.service;
+    s.ports
+        .iter()
+        .map(|port| {
+            let name = cluster_name(&s.hostname, port.port);
+            let mut cluster = Cluster {
+                name: name.clone(),
+                connect_timeout: Some(Duration { seconds: 5, nanos: 0 }),
+                lb_policy: LbPolicy::RoundRobin as i32,
+                // The registry's health is the truth: no panic routing to
+                // unhealthy endpoints when most are unhealthy (Envoy's
+                // default threshold is 50%).
+                common_lb_config: Some(cluster::CommonLbConfig {
+                    healthy_panic_threshold: Some(Percent { value: 0.0 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            if uses_eds(s) {
+                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+                cluster.eds_cluster_config = Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() });
+            } else {
+                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+                cluster.load_assignment = Some(load_assignment(s, port, name));
+            }
+            if port.protocol.is_http2() {
+                let options = HttpProtocolOptions {
+                    upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                        http_protocol_options::ExplicitHttpConfig {
+                            protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                                Http2ProtocolOptions::default(),
+                            )),
+                        },
+                    )),
+                    ..Default::default()
+                };
+                cluster.typed_extension_protocol_options.insert(
+                    HTTP_PROTOCOL_OPTIONS.to_owned(),
+                    any_of(&format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"), &options),
+                );
+            }
+            cluster
+        })
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! Listeners: the outbound HTTP listener and the proxyless gRPC API
+//! listeners, with their HTTP connection managers.
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    ApiListener, Filter, FilterChain, Listener, filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use sextant_core::MeshService;
+
+use super::*;
+
+pub(super) fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: ROUTER_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            &Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+pub(super) fn connection_manager(
+    stat_prefix: &str,
+    route_config_name: &str,
+) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_config_name.to_owned(),
+        })),
+        http_filters: vec![router_filter()],
+        ..Default::default()
+    }
+}
+
+pub(super) const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// The outbound HTTP listener: every HTTP-like service port, routed by Host.
+pub fn outbound_listener(options: &TranslateOptions) -> Listener {
+    let hcm = connection_manager(OUTBOUND_HTTP, OUTBOUND_HTTP);
+    Listener {
+        name: OUTBOUND_HTTP.to_owned(),
+        address: Some(socket(
+            &options.outbound_addr.ip().to_string(),
+            u32::from(options.outbound_addr.port()),
+        )),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HCM_FILTER.to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(any_of(HCM_TYPE, &hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// For each gRPC or HTTP/2 port: a Listener named `HOSTNAME:PORT` with an
+/// `api_listener` (what proxyless gRPC clients ask for) and its route
+/// configuration of the same name.
+pub fn grpc_listeners(ms: &MeshService) -> Vec<(Listener, RouteConfiguration)> {
+    let s = &ms.service;
+    s.ports
+        .iter()
+        .filter(|p| p.protocol.is_http2())
+        .map(|port| {
+            let name = grpc_listener_name(&s.hostname, port.port);
+            let hcm = connection_manager(&name, &name);
+            let listener = Listener {
+                name: name.clone(),
+                api_listener: Some(ApiListener {
+                    api_listener: Some(any_of(HCM_TYPE, &hcm)),
+                }),
+                ..Default::default()
+            };
+            let route = RouteConfiguration {
+                name: name.clone(),
+                virtual_hosts: vec![VirtualHost {
+                    name: name.clone(),
+                    domains: vec![name.clone(), s.hostname.to_string()],
+                    routes: vec![route_to(
+                        cluster_name(&s.hostname, port.port),
+                        port.protocol,
+                    )],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            (listener, route)
+        })
+        .collect()
+}

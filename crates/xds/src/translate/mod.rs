@@ -1,0 +1,101 @@
+//! The pure translation of the merged view into Envoy resources.
+//!
+//! Everything here is a function of its inputs, deterministic (maps are
+//! `BTreeMap`s), so that equal views give byte-equal resources and equal
+//! versions on every replica.
+
+use std::net::SocketAddr;
+
+use envoy_types::pb::envoy::config::core::v3::Address as EnvoyAddress;
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, SocketAddress, address,
+    config_source, socket_address,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use sextant_core::Health;
+
+/// Settings of the translation that are not in the view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// Where the outbound HTTP listener handed to proxies listens.
+    /// Default 127.0.0.1:15001, Pilot's habit.
+    pub outbound_addr: SocketAddr,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            outbound_addr: SocketAddr::from(([127, 0, 0, 1], 15001)),
+        }
+    }
+}
+
+/// Name of the outbound HTTP listener and of its route configuration.
+pub const OUTBOUND_HTTP: &str = "outbound_http";
+
+const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// `outbound|PORT||HOSTNAME`, Istio's cluster naming.
+pub fn cluster_name(hostname: &str, port: u32) -> String {
+    format!("outbound|{port}||{hostname}")
+}
+
+/// `HOSTNAME:PORT`: the listener and route names proxyless gRPC clients ask
+/// for when dialing `xds:///HOSTNAME:PORT`.
+pub fn grpc_listener_name(hostname: &str, port: u32) -> String {
+    format!("{hostname}:{port}")
+}
+
+fn any_of<M: Message>(type_url: &str, m: &M) -> Any {
+    Any {
+        type_url: type_url.to_owned(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+mod clusters;
+mod endpoints;
+mod listeners;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+pub use clusters::clusters;
+use clusters::uses_eds;
+use endpoints::load_assignment;
+pub use endpoints::{empty_load_assignment, load_assignments};
+pub use listeners::{grpc_listeners, outbound_listener};
+use routes::route_to;
+pub use routes::{empty_route_configuration, outbound_route, virtual_hosts};
+
+fn health(h: Health) -> HealthStatus {
+    match h {
+        Health::Healthy => HealthStatus::Healthy,
+        Health::Unhealthy => HealthStatus::Unhealthy,
+        Health::Draining => HealthStatus::Draining,
+        Health::Unknown => HealthStatus::Unknown,
+    }
+}
+
+fn socket(address: &str, port: u32) -> EnvoyAddress {
+    EnvoyAddress {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_owned(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
