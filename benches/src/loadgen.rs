@@ -432,7 +432,7 @@ impl Floor {
 impl AdsHandler for Floor {
     fn sotw(
         &self,
-        _: Option<SocketAddr>,
+        _: sextant_xds::server::Peer,
         requests: tonic::Streaming<sextant_xds::server::SotwRequest>,
     ) -> ResponseStream {
         self.stream(Wire::Sotw, requests)
@@ -440,7 +440,7 @@ impl AdsHandler for Floor {
 
     fn delta(
         &self,
-        _: Option<SocketAddr>,
+        _: sextant_xds::server::Peer,
         requests: tonic::Streaming<DeltaDiscoveryRequest>,
     ) -> ResponseStream {
         self.stream(Wire::Delta, requests)

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 pub use codec::{Outbound, Wire};
 use conn::{ConnState, RequestOutcome};
-pub use status::{ConnectionStatus, Metrics, NackRecord, TypeStatus};
+pub use status::{ConnectionStatus, Metrics, NackRecord, Peer, TypeStatus};
 
 use crate::snapshot::Snapshot;
 
@@ -108,7 +108,7 @@ pub struct CacheSizes {
 struct Registered {
     id: u64,
     wire: Wire,
-    peer: Option<SocketAddr>,
+    peer: Peer,
     connected_at: SystemTime,
     status: Mutex<Vec<TypeStatus>>,
     node: Mutex<(String, String)>,
@@ -173,7 +173,7 @@ impl XdsServer {
                     id: r.id,
                     node_id,
                     node_cluster,
-                    peer: r.peer,
+                    peer: r.peer.clone(),
                     protocol: r.wire,
                     connected_at: r.connected_at,
                     types: lock(&r.status).clone(),
@@ -230,7 +230,7 @@ impl XdsServer {
     fn start<Req, F>(
         &self,
         wire: Wire,
-        peer: Option<SocketAddr>,
+        peer: Peer,
         requests: Streaming<Req>,
         on_request: F,
     ) -> ResponseStream
@@ -466,8 +466,8 @@ fn publish_status(registered: &Registered, state: &ConnState) {
 }
 
 /// What serves ADS streams once they are decoded: Sextant's server, or the
-/// load generator's floor. Each method gets the peer's address and the
-/// stream's requests, and returns its responses.
+/// load generator's floor. Each method gets the peer and the stream's
+/// requests, and returns its responses.
 pub trait AdsHandler: Clone + Send + Sync + 'static {
     /// The largest request accepted, in bytes.
     fn max_request_bytes(&self) -> usize {
@@ -475,13 +475,9 @@ pub trait AdsHandler: Clone + Send + Sync + 'static {
     }
 
     /// `StreamAggregatedResources` (state of the world).
-    fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream;
+    fn sotw(&self, peer: Peer, requests: Streaming<SotwRequest>) -> ResponseStream;
     /// `DeltaAggregatedResources`.
-    fn delta(
-        &self,
-        peer: Option<SocketAddr>,
-        requests: Streaming<DeltaDiscoveryRequest>,
-    ) -> ResponseStream;
+    fn delta(&self, peer: Peer, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseStream;
 }
 
 impl AdsHandler for XdsServer {
@@ -489,15 +485,11 @@ impl AdsHandler for XdsServer {
         self.shared.config.max_request_bytes
     }
 
-    fn sotw(&self, peer: Option<SocketAddr>, requests: Streaming<SotwRequest>) -> ResponseStream {
+    fn sotw(&self, peer: Peer, requests: Streaming<SotwRequest>) -> ResponseStream {
         self.start(Wire::Sotw, peer, requests, ConnState::on_sotw)
     }
 
-    fn delta(
-        &self,
-        peer: Option<SocketAddr>,
-        requests: Streaming<DeltaDiscoveryRequest>,
-    ) -> ResponseStream {
+    fn delta(&self, peer: Peer, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseStream {
         self.start(Wire::Delta, peer, requests, ConnState::on_delta)
     }
 }
@@ -586,7 +578,7 @@ pub fn grpc_body(responses: ResponseStream) -> tonic::body::Body {
 fn ads_response<B, Req>(
     req: http::Request<B>,
     max_request_bytes: usize,
-    start: impl FnOnce(Option<SocketAddr>, Streaming<Req>) -> ResponseStream,
+    start: impl FnOnce(Peer, Streaming<Req>) -> ResponseStream,
 ) -> http::Response<tonic::body::Body>
 where
     B: Body + Send + 'static,
@@ -594,10 +586,13 @@ where
     Req: codec::DecodeRequest,
 {
     let (parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|info| info.remote_addr());
+    let peer = Peer {
+        addr: parts
+            .extensions
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr()),
+        identity: None,
+    };
     let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
     let requests = Streaming::new_request(decoder, body, None, Some(max_request_bytes));
     let mut response = http::Response::new(grpc_body(start(peer, requests)));

@@ -40,6 +40,18 @@ pub struct NackRecord {
     pub at: SystemTime,
 }
 
+/// The other end of a connection: where it connects from and, once the
+/// server can authenticate proxies, who it proved to be.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// The address it connects from, when the transport knows it.
+    pub addr: Option<SocketAddr>,
+    /// The identity it proved (a SPIFFE id from its certificate, a
+    /// validated token's subject). Always `None` until the server
+    /// authenticates proxies: an unauthenticated node id is not one.
+    pub identity: Option<String>,
+}
+
 /// One type on one connection.
 #[derive(Clone, Debug, Serialize)]
 pub struct TypeStatus {
@@ -73,8 +85,8 @@ pub struct ConnectionStatus {
     pub node_id: String,
     /// The node's cluster.
     pub node_cluster: String,
-    /// The peer's address.
-    pub peer: Option<SocketAddr>,
+    /// Who is at the other end.
+    pub peer: Peer,
     /// SotW or delta.
     pub protocol: Wire,
     /// When it connected.
