@@ -1,7 +1,5 @@
 //! The errors a registry reports on its event stream.
 
-use crate::validate::ValidationErrors;
-
 /// A boxed error from a registry's client library, kept as the `source`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -34,10 +32,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A service the registry produced failed validation; the aggregator
-    /// keeps the service's previous version, if any.
-    #[error(transparent)]
-    Invalid(#[from] ValidationErrors),
 }
 
 impl Error {
@@ -74,7 +68,6 @@ impl Error {
     pub fn object(&self) -> Option<&str> {
         match self {
             Error::InvalidObject { object, .. } => Some(object),
-            Error::Invalid(errors) => errors.0.first().map(|e| e.service.as_str()),
             Error::Unavailable { .. } => None,
         }
     }

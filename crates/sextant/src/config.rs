@@ -1046,7 +1046,8 @@ impl Settings {
     }
 
     /// The registries, in priority order (Kubernetes: one per cluster).
-    pub fn build_registries(&self) -> Result<Vec<Arc<dyn Registry>>, Problems> {
+    /// Settings are validated by [`Settings::resolve`]; building cannot fail.
+    pub fn build_registries(&self) -> Vec<Arc<dyn Registry>> {
         let mut out: Vec<Arc<dyn Registry>> = Vec::new();
         for kind in &self.registries {
             match kind {
@@ -1072,7 +1073,7 @@ impl Settings {
                 }
             }
         }
-        Ok(out)
+        out
     }
 }
 

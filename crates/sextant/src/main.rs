@@ -139,10 +139,7 @@ fn check_config(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut problems = settings.check_registry_files();
-    if let Err(p) = settings.build_registries() {
-        problems.extend(p.0);
-    }
+    let problems = settings.check_registry_files();
     if problems.is_empty() {
         println!(
             "ok: settings and {} registry path(s) are valid",
@@ -182,13 +179,7 @@ fn run(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let registries = match settings.build_registries() {
-        Ok(r) => r,
-        Err(problems) => {
-            eprint!("{problems}");
-            return ExitCode::from(2);
-        }
-    };
+    let registries = settings.build_registries();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

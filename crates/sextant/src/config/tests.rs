@@ -66,7 +66,6 @@ fn k8s_defaults_to_one_cluster_and_contexts_make_one_registry_each() {
     assert!(s.k8s[0].namespaces.is_empty() && s.k8s[0].watch_nodes);
     let ids: Vec<String> = s
         .build_registries()
-        .expect("built")
         .iter()
         .map(|r| r.id().to_string())
         .collect();
@@ -89,7 +88,7 @@ fn k8s_defaults_to_one_cluster_and_contexts_make_one_registry_each() {
     assert_eq!(s.k8s[1].namespaces, ["shop", "ops"]);
     assert_eq!(s.k8s[1].mapping.cluster_domain, "corp.internal");
     assert!(!s.k8s[1].watch_nodes);
-    assert_eq!(s.build_registries().expect("built").len(), 2);
+    assert_eq!(s.build_registries().len(), 2);
 }
 
 #[test]
@@ -217,7 +216,7 @@ fn etcd_settings_from_flags_and_file() {
     .expect("valid");
     assert_eq!(s.etcd.endpoints, ["http://10.0.0.1:2379"]);
     assert_eq!(s.etcd.prefix, "/sextant/");
-    assert_eq!(s.build_registries().expect("built").len(), 1);
+    assert_eq!(s.build_registries().len(), 1);
 
     let e = Settings::resolve(&RunArgs {
         registries: Some(vec!["etcd".into()]),
@@ -272,7 +271,7 @@ fn consul_settings_follow_consuls_conventions() {
         "{service}.default.svc.cluster.local"
     );
     assert!(!s.consul.mapping.warning_is_healthy);
-    let regs = s.build_registries().expect("built");
+    let regs = s.build_registries();
     assert_eq!(regs[0].id().as_str(), "consul/main");
 
     let e = Settings::resolve(&RunArgs {
