@@ -252,3 +252,12 @@ async fn a_thousand_services_load_and_one_flip_costs_one_query() {
         "no re-list"
     );
 }
+
+/// The registry contract every adapter runs, with the agent failing (500)
+/// and recovering.
+#[tokio::test]
+async fn keeps_the_registry_contract() {
+    let mut double = ConsulDouble::start().await;
+    let r = ConsulRegistry::new("consul/contract", config(&double));
+    sextant_testkit::contract::registry_contract(&r, Some(&mut double)).await;
+}

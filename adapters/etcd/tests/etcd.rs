@@ -354,3 +354,11 @@ async fn a_burst_of_a_thousand_endpoints_arrives_in_a_few_publications() {
         "{publications} publications for 10 transactions of 100 keys"
     );
 }
+
+/// The registry contract every adapter runs, with etcd killed and restarted.
+#[tokio::test]
+async fn keeps_the_registry_contract() {
+    let mut etcd = Etcd::start().await;
+    let r = EtcdRegistry::new("etcd/contract", config(&etcd, quick()));
+    sextant_testkit::contract::registry_contract(&r, Some(&mut etcd)).await;
+}

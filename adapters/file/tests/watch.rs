@@ -170,3 +170,18 @@ async fn touching_a_file_without_changing_it_sends_nothing() {
     fs::write(&file, doc("a.svc", &["10.0.0.2"])).expect("write");
     assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.2"]);
 }
+
+/// The registry contract every adapter runs (a local file cannot go away:
+/// an unreadable one keeps its content, see the load tests).
+#[tokio::test]
+async fn keeps_the_registry_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.yaml");
+    fs::write(&a, doc("a.svc", &["10.0.0.1"])).expect("write");
+    let r = registry(&[&a]);
+    sextant_testkit::contract::registry_contract(
+        &r,
+        None::<&mut sextant_testkit::contract::NoOutage>,
+    )
+    .await;
+}

@@ -493,3 +493,13 @@ async fn broken_watch_events_are_named_and_problems_leave_with_their_objects() {
     .await;
     assert_eq!(handle.view().borrow().endpoint_count(), 3);
 }
+
+/// The registry contract every adapter runs, with the API server stopped
+/// and restarted.
+#[tokio::test]
+async fn keeps_the_registry_contract() {
+    let mut t = Setup::new().await;
+    seed(&t.double);
+    let r = K8sRegistry::new(t.config());
+    sextant_testkit::contract::registry_contract(&r, Some(&mut t.double)).await;
+}

@@ -5,6 +5,7 @@
 //! - [`consul`]: a Consul HTTP API double with blocking queries, checked against py-consul.
 //! - [`k8s`]: a Kubernetes API server double (Services, EndpointSlices, Nodes; list and watch), checked against kubectl.
 //! - [`events`]: reading a registry's event stream with bounded waits.
+//! - [`contract`]: the registry contract test every adapter runs.
 //! - [`peers`]: real Envoy (launched and killed by the test), HTTP backends, an HTTP client.
 
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@
 
 pub mod ads;
 pub mod consul;
+pub mod contract;
 pub mod events;
 pub mod k8s;
 pub mod peers;

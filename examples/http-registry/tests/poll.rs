@@ -91,3 +91,25 @@ async fn runs_through_the_embedding_api() {
     assert!(view.services.contains_key("cart.shop.svc"));
     running.shutdown().await;
 }
+
+/// The inventory server failing with 500, then answering again.
+struct Failing(Arc<Mutex<(u16, String)>>);
+
+impl sextant_testkit::contract::Outage for Failing {
+    async fn begin(&mut self) {
+        *self.0.lock().expect("lock") = (500, "oops".into());
+    }
+    async fn end(&mut self) {
+        *self.0.lock().expect("lock") = (200, r#"{"services":[]}"#.into());
+    }
+}
+
+/// The contract every adapter keeps, checked the way the built-in adapters
+/// check it: an adapter of your own can run the same test.
+#[tokio::test]
+async fn keeps_the_registry_contract() {
+    let reply = Arc::new(Mutex::new((200, r#"{"services":[]}"#.to_owned())));
+    let url = inventory_server(reply.clone()).await;
+    let registry = HttpRegistry::new("contract", url, Duration::from_millis(50));
+    sextant_testkit::contract::registry_contract(&registry, Some(&mut Failing(reply))).await;
+}
