@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+mod parse;
 
 use std::path::PathBuf;
 use std::time::Duration;

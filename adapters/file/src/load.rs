@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use sextant_core::{Hostname, Service, ValidationErrors};
+
+pub use crate::parse::parse_file;
 
 /// A problem with one registry file. The file's last good content, if any,
 /// keeps being served.
@@ -101,14 +102,6 @@ impl FileError {
     }
 }
 
-/// The top level of a registry file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistryFile {
-    #[serde(default)]
-    services: Vec<Service>,
-}
-
 /// True for the file names a directory contributes: `*.yaml`, `*.yml`,
 /// `*.json`, not hidden (editors' swap and backup files are hidden or end
 /// otherwise).
@@ -119,67 +112,6 @@ pub fn is_registry_file(path: &Path) -> bool {
         .is_none_or(|n| n.starts_with('.'));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     !hidden && matches!(ext, "yaml" | "yml" | "json")
-}
-
-/// Parses and validates one file's text. JSON when the name ends in `.json`,
-/// YAML otherwise. Every service must be valid or the whole file is refused.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, FileError> {
-    let is_json = path.extension().is_some_and(|e| e == "json");
-    let doc: RegistryFile = if text.trim().is_empty() {
-        RegistryFile {
-            services: Vec::new(),
-        }
-    } else if is_json {
-        serde_json::from_str(text).map_err(|e| FileError::Parse {
-            path: path.to_owned(),
-            line: e.line(),
-            column: e.column(),
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-        })?
-    } else {
-        if let Err((line, column)) = check_nesting(text) {
-            return Err(FileError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: format!("nested deeper than {MAX_NESTING} levels"),
-            });
-        }
-        serde_yaml_ng::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let message = e.to_string();
-            // The location is reported separately; keep the message short.
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
-            FileError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        })?
-    };
-    for service in &doc.services {
-        if let Err(errors) = service.validate() {
-            return Err(FileError::Invalid {
-                path: path.to_owned(),
-                line: hostname_line(text, &service.hostname),
-                errors,
-            });
-        }
-    }
-    Ok(doc.services)
 }
 
 /// How deep `[` and `{` may nest in a YAML file. A registry file needs
@@ -196,7 +128,7 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// line and column where the limit is passed. Brackets inside quoted
 /// scalars and comments do not count. Block-style nesting is bounded by
 /// indentation and the file size.
-fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
+pub(crate) fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
     let mut depth = 0usize;
     let mut quote: Option<char> = None;
     let mut prev = '\n';
@@ -252,9 +184,16 @@ fn check_nesting(text: &str) -> Result<(), (usize, usize)> {
     Ok(())
 }
 
+/// The 1-based line of the top-level `key:`, or 0.
+pub(crate) fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(&format!("{key}:")))
+        .map_or(0, |i| i + 1)
+}
+
 /// The 1-based line that defines `hostname`, or 0. Serde does not keep
 /// positions for values, so this finds the `hostname` key with that value.
-fn hostname_line(text: &str, hostname: &str) -> usize {
+pub(crate) fn hostname_line(text: &str, hostname: &str) -> usize {
     text.lines()
         .position(|l| {
             l.contains("hostname") && {
@@ -271,7 +210,7 @@ fn hostname_line(text: &str, hostname: &str) -> usize {
 
 struct Cached {
     digest: u64,
-    result: Result<Vec<Service>, FileError>,
+    result: Result<Vec<Service>, Vec<FileError>>,
     last_good: Option<Vec<Service>>,
 }
 
@@ -375,7 +314,7 @@ impl Loader {
     }
 
     /// One file: its contribution and its problem, if any.
-    fn read_one(&mut self, path: &Path, explicit: bool) -> (Vec<Service>, Option<FileError>) {
+    fn read_one(&mut self, path: &Path, explicit: bool) -> (Vec<Service>, Vec<FileError>) {
         let bytes = match read_bounded(path) {
             Ok(b) => b,
             Err(e) => {
@@ -389,7 +328,7 @@ impl Loader {
                     let problem = explicit.then(|| FileError::NotFound {
                         path: path.to_owned(),
                     });
-                    return (Vec::new(), problem);
+                    return (Vec::new(), problem.into_iter().collect());
                 }
                 // Unreadable (a directory in its place, a symlink loop or a
                 // dangling symlink, permissions, I/O): keep the last good.
@@ -403,7 +342,7 @@ impl Loader {
                     message,
                 };
                 let last_good = self.cache.get(path).and_then(|c| c.last_good.clone());
-                return (last_good.unwrap_or_default(), Some(error));
+                return (last_good.unwrap_or_default(), vec![error]);
             }
         };
         // A zero-byte file is a file being written (editors truncate, then
@@ -411,7 +350,7 @@ impl Loader {
         if bytes.is_empty()
             && let Some(last_good) = self.cache.get(path).and_then(|c| c.last_good.clone())
         {
-            return (last_good, None);
+            return (last_good, Vec::new());
         }
         let mut hasher = DefaultHasher::new();
         bytes.hash(&mut hasher);
@@ -421,12 +360,12 @@ impl Loader {
             previous => {
                 let result = match String::from_utf8(bytes) {
                     Ok(text) => parse_file(path, &text),
-                    Err(e) => Err(FileError::Parse {
+                    Err(e) => Err(vec![FileError::Parse {
                         path: path.to_owned(),
                         line: 0,
                         column: 0,
                         message: format!("not UTF-8: {e}"),
-                    }),
+                    }]),
                 };
                 let last_good = match &result {
                     Ok(services) => Some(services.clone()),
@@ -440,8 +379,8 @@ impl Loader {
             }
         };
         let out = match &entry.result {
-            Ok(services) => (services.clone(), None),
-            Err(e) => (entry.last_good.clone().unwrap_or_default(), Some(e.clone())),
+            Ok(services) => (services.clone(), Vec::new()),
+            Err(e) => (entry.last_good.clone().unwrap_or_default(), e.clone()),
         };
         self.cache.insert(path.to_owned(), entry);
         out

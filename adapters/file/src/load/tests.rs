@@ -19,6 +19,13 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The one problem of a text that has exactly one.
+fn parse_one(path: &Path, text: &str) -> FileError {
+    let mut problems = parse_file(path, text).expect_err("invalid");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    problems.remove(0)
+}
+
 fn hostnames(l: &Loaded) -> Vec<&str> {
     l.services.iter().map(|s| s.hostname.as_str()).collect()
 }
@@ -37,11 +44,10 @@ fn json_files_parse_as_json() {
     let json = r#"{"services":[{"hostname":"a.svc","ports":[{"name":"grpc","port":50051}]}]}"#;
     let services = parse_file(Path::new("a.json"), json).expect("parses");
     assert_eq!(services[0].ports[0].protocol, sextant_core::Protocol::Grpc);
-    let err = parse_file(
+    let err = parse_one(
         Path::new("a.json"),
         "{\"services\": [\n  {\"hostname\": 1}]}",
-    )
-    .expect_err("bad");
+    );
     match err {
         FileError::Parse {
             line,
@@ -60,7 +66,7 @@ fn json_files_parse_as_json() {
 #[test]
 fn syntax_errors_carry_line_and_column() {
     let text = "services:\n  - hostname: a.svc\n    ports: [ {name: http, port: 80}\n";
-    let err = parse_file(Path::new("/x/a.yaml"), text).expect_err("bad");
+    let err = parse_one(Path::new("/x/a.yaml"), text);
     let FileError::Parse { line, column, .. } = &err else {
         panic!("{err:?}")
     };
@@ -77,7 +83,7 @@ fn syntax_errors_carry_line_and_column() {
 fn unknown_fields_are_parse_errors_with_position() {
     let text =
         "services:\n  - hostname: a.svc\n    ports: [{name: http, port: 80}]\n    endpoint: []\n";
-    let err = parse_file(Path::new("a.yaml"), text).expect_err("typo");
+    let err = parse_one(Path::new("a.yaml"), text);
     let msg = err.to_string();
     assert!(msg.contains("unknown field `endpoint`"), "{msg}");
     assert!(msg.starts_with("a.yaml:4:"), "{msg}");
@@ -86,7 +92,7 @@ fn unknown_fields_are_parse_errors_with_position() {
 #[test]
 fn validation_errors_name_file_line_service_and_field() {
     let text = "services:\n  - hostname: ok.svc\n    ports: [{name: http, port: 80}]\n  - hostname: bad.svc\n    ports: [{name: http, port: 70000}]\n";
-    let err = parse_file(Path::new("a.yaml"), text).expect_err("invalid");
+    let err = parse_one(Path::new("a.yaml"), text);
     assert_eq!(
         err.to_string(),
         "a.yaml:4: service \"bad.svc\", field ports[0].port: 70000 is out of range 1-65535"
@@ -307,7 +313,7 @@ fn the_example_registry_file_is_valid() {
 
 #[test]
 fn reason_is_the_message_without_the_location() {
-    let err = parse_file(Path::new("a.yaml"), "services: [ {").expect_err("bad");
+    let err = parse_one(Path::new("a.yaml"), "services: [ {");
     assert!(
         err.to_string()
             .starts_with(&format!("{}: ", err.location()))
@@ -324,13 +330,13 @@ fn deep_nesting_is_refused_before_the_yaml_parser_sees_it() {
     // 100,000 levels took the parser over a minute; refused at once, with
     // where the limit was passed.
     let deep = format!("services: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-    match parse_file(Path::new("a.yaml"), &deep) {
-        Err(FileError::Parse {
+    match parse_one(Path::new("a.yaml"), &deep) {
+        FileError::Parse {
             line,
             column,
             message,
             ..
-        }) => {
+        } => {
             assert_eq!((line, column), (1, 11 + MAX_NESTING));
             assert!(message.contains("nested deeper than 64"), "{message}");
         }
@@ -343,8 +349,8 @@ fn deep_nesting_is_refused_before_the_yaml_parser_sees_it() {
         "]".repeat(MAX_NESTING)
     );
     assert!(matches!(
-        parse_file(Path::new("a.yaml"), &ok),
-        Err(FileError::Parse { message, .. }) if !message.contains("nested")
+        parse_one(Path::new("a.yaml"), &ok),
+        FileError::Parse { message, .. } if !message.contains("nested")
     ));
     // Brackets in quoted scalars and comments do not count; an apostrophe
     // inside a plain scalar does not open a quote.
@@ -354,4 +360,46 @@ fn deep_nesting_is_refused_before_the_yaml_parser_sees_it() {
     );
     let services = parse_file(Path::new("a.yaml"), &text).expect("parses");
     assert_eq!(services[0].labels["note"], "[".repeat(200));
+}
+
+/// Every problem of a file in one reading, one per line, each with its
+/// line and the path of the value: `sextant check-config` needs one run.
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let text = "\
+services:
+  - hostname: a.svc
+    ports: [{ name: http, port: 80, protocol: HTTP9 }]
+    endpoints:
+      - { address: 10.0.0.1 }
+      - { address: \"not an ip\" }
+  - hostname: Bad_Host
+    ports: [{ name: http, port: 0 }]
+    endpoints: [{ address: 10.0.0.2, weight: 0 }]
+  - hostname: c.svc
+    ports: [{ name: http, port: 80 }]
+    endpoints: [{ address: 10.0.0.3, ports: { nope: 8080 } }]
+";
+    let problems = parse_file(Path::new("mesh.yaml"), text).expect_err("invalid");
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let all = lines.join("\n");
+    for want in [
+        "mesh.yaml:3:",
+        "services[0].ports[0].protocol",
+        "mesh.yaml:6:1: services[0].endpoints[1].address",
+        "mesh.yaml:7: service \"Bad_Host\"",
+        "ports[0].port",
+        "weight",
+        "mesh.yaml:10: service \"c.svc\"",
+        "nope",
+    ] {
+        assert!(all.contains(want), "no {want:?} in:\n{all}");
+    }
+    // One problem per line: hostname, port and weight of the second service
+    // are three.
+    assert!(
+        lines.iter().filter(|l| l.contains("Bad_Host")).count() >= 3,
+        "{all}"
+    );
+    assert!(lines.iter().all(|l| l.starts_with("mesh.yaml:")), "{all}");
 }

@@ -1,0 +1,360 @@
+//! One registry file's text to services, reporting every problem at once:
+//! each with the file, a line, and the path of the value
+//! (`services[1].endpoints[0].ports.nope`), so that `sextant check-config`
+//! needs one run however many mistakes a file holds.
+//!
+//! How: the typed parse finds the first problem with its exact line and
+//! column. When there is one, the document is read again as plain data and
+//! every service, port and endpoint is decoded on its own, so that one bad
+//! value does not hide the next; a syntax error leaves no structure to go
+//! on, and is reported alone. Services that decode are validated, one
+//! problem per line.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sextant_core::{Endpoint, Service, ServicePort, ValidationErrors};
+
+use crate::load::{FileError, MAX_NESTING, check_nesting, hostname_line};
+
+/// The top level of a registry file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    services: Vec<Service>,
+}
+
+/// A decoding problem: where (a value path) and what.
+struct Problem {
+    at: String,
+    message: String,
+    line: usize,
+    column: usize,
+}
+
+/// Strips serde's own " at line L column C" (the location is reported apart).
+fn short(message: &str) -> String {
+    message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned()
+}
+
+/// `prefix.path`, without a dangling dot for a path at the top.
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty() || path == ".") {
+        (_, true) => prefix.to_owned(),
+        (true, false) => path.to_owned(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// `message` without a leading `at: ` (serde_yaml_ng prefixes its own).
+fn unprefixed(at: &str, message: String) -> String {
+    match message.strip_prefix(&format!("{at}: ")) {
+        Some(rest) => rest.to_owned(),
+        None => message,
+    }
+}
+
+/// The typed parse of the whole document, or its first problem with an
+/// exact position and path.
+fn typed(text: &str, json: bool) -> Result<RegistryFile, Problem> {
+    if json {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| Problem {
+            at: e.path().to_string(),
+            message: short(&e.inner().to_string()),
+            line: e.inner().line(),
+            column: e.inner().column(),
+        })
+    } else {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let (line, column) = e
+                .inner()
+                .location()
+                .map_or((0, 0), |l| (l.line(), l.column()));
+            let at = e.path().to_string();
+            Problem {
+                message: unprefixed(&at, short(&e.inner().to_string())),
+                at,
+                line,
+                column,
+            }
+        })
+    }
+}
+
+/// Decodes `value` as `T`, the problem's path prefixed with `at`.
+fn decode<T: DeserializeOwned>(value: &serde_json::Value, at: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| (join(at, &e.path().to_string()), e.inner().to_string()))
+}
+
+/// The 1-based line of each block-style item of the top-level `services:`
+/// list, in order (empty for flow style and JSON).
+fn service_lines(text: &str) -> Vec<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.starts_with("services:")) else {
+        return Vec::new();
+    };
+    let mut indent = None;
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(start + 1) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let here = line.len() - trimmed.len();
+        if here == 0 && !trimmed.starts_with('-') {
+            break;
+        }
+        if trimmed.starts_with("- ") || trimmed == "-" {
+            match indent {
+                None => {
+                    indent = Some(here);
+                    out.push(i + 1);
+                }
+                Some(n) if n == here => out.push(i + 1),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The 1-based line of item `index` of the list `key` in the block-style
+/// service starting at `service_line`: the item's own line in block style,
+/// the `key:` line in flow style; `service_line` when not found.
+fn element_line(text: &str, service_line: usize, key: &str, index: usize) -> usize {
+    if service_line == 0 {
+        return 0;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let Some(first) = lines.get(service_line - 1) else {
+        return service_line;
+    };
+    let item_indent = indent(first);
+    let mut i = service_line;
+    // Find `key:` inside this service.
+    let at = loop {
+        let Some(line) = lines.get(i) else {
+            return service_line;
+        };
+        if !line.trim().is_empty() && indent(line) <= item_indent {
+            return service_line;
+        }
+        if line.trim_start().starts_with(&format!("{key}:")) {
+            break i;
+        }
+        i += 1;
+    };
+    let rest = lines[at].trim_start()[key.len() + 1..].trim();
+    if !rest.is_empty() && !rest.starts_with('#') {
+        return at + 1;
+    }
+    let key_indent = indent(lines[at]);
+    let mut seen = 0;
+    for (k, line) in lines.iter().enumerate().skip(at + 1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if indent(line) < key_indent
+            || (indent(line) == key_indent && !line.trim_start().starts_with('-'))
+        {
+            break;
+        }
+        if line.trim_start().starts_with('-') {
+            if seen == index {
+                return k + 1;
+            }
+            seen += 1;
+        }
+    }
+    at + 1
+}
+
+/// Every problem of the services in `value` (the document as plain data).
+fn value_problems(value: &serde_json::Value, text: &str) -> (Vec<Problem>, Vec<(usize, Service)>) {
+    let mut problems = Vec::new();
+    let mut decoded = Vec::new();
+    let starts = service_lines(text);
+    let Some(top) = value.as_object() else {
+        problems.push(Problem {
+            at: String::new(),
+            message: "expected a mapping with `services`".into(),
+            line: 1,
+            column: 1,
+        });
+        return (problems, decoded);
+    };
+    for key in top.keys().filter(|k| *k != "services") {
+        problems.push(Problem {
+            at: key.clone(),
+            message: format!("unknown field `{key}`, expected `services`"),
+            line: crate::load::key_line(text, key),
+            column: 1,
+        });
+    }
+    let services = match top.get("services") {
+        None | Some(serde_json::Value::Null) => return (problems, decoded),
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => {
+            problems.push(Problem {
+                at: "services".into(),
+                message: "expected a list of services".into(),
+                line: crate::load::key_line(text, "services"),
+                column: 1,
+            });
+            return (problems, decoded);
+        }
+    };
+    for (i, s) in services.iter().enumerate() {
+        let at = format!("services[{i}]");
+        let line = starts.get(i).copied().unwrap_or_else(|| {
+            s.get("hostname")
+                .and_then(|h| h.as_str())
+                .map_or(0, |h| hostname_line(text, h))
+        });
+        let mut reported: Vec<String> = Vec::new();
+        // Each port and endpoint alone: one bad one does not hide the next.
+        for (key, is_port) in [("ports", true), ("endpoints", false)] {
+            let Some(list) = s.get(key).and_then(|v| v.as_array()) else {
+                continue;
+            };
+            for (j, el) in list.iter().enumerate() {
+                let el_at = format!("{at}.{key}[{j}]");
+                let result = if is_port {
+                    decode::<ServicePort>(el, &el_at).map(drop)
+                } else {
+                    decode::<Endpoint>(el, &el_at).map(drop)
+                };
+                if let Err((path, message)) = result {
+                    problems.push(Problem {
+                        at: path,
+                        message,
+                        line: element_line(text, line, key, j),
+                        column: 1,
+                    });
+                    reported.push(el_at);
+                }
+            }
+        }
+        match decode::<Service>(s, &at) {
+            Ok(service) => decoded.push((line, service)),
+            Err((path, message)) => {
+                if !reported
+                    .iter()
+                    .any(|r| path == *r || path.starts_with(&format!("{r}.")))
+                {
+                    problems.push(Problem {
+                        at: path,
+                        message,
+                        line,
+                        column: 1,
+                    });
+                }
+            }
+        }
+    }
+    (problems, decoded)
+}
+
+/// One validation problem per line, located at its service.
+fn invalid(path: &Path, line: usize, errors: ValidationErrors) -> Vec<FileError> {
+    errors
+        .0
+        .into_iter()
+        .map(|e| FileError::Invalid {
+            path: path.to_owned(),
+            line,
+            errors: ValidationErrors(vec![e]),
+        })
+        .collect()
+}
+
+/// Parses and validates one file's text: JSON when the name ends in
+/// `.json`, YAML otherwise. Every service must be valid or the whole file
+/// is refused, with every problem found.
+pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, Vec<FileError>> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = path.extension().is_some_and(|e| e == "json");
+    let parse_error = |line, column, message| FileError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    };
+    if !json && let Err((line, column)) = check_nesting(text) {
+        let message = format!("nested deeper than {MAX_NESTING} levels");
+        return Err(vec![parse_error(line, column, message)]);
+    }
+    let first = match typed(text, json) {
+        Ok(doc) => {
+            let mut problems = Vec::new();
+            for service in &doc.services {
+                if let Err(errors) = service.validate() {
+                    let line = hostname_line(text, &service.hostname);
+                    problems.extend(invalid(path, line, errors));
+                }
+            }
+            return if problems.is_empty() {
+                Ok(doc.services)
+            } else {
+                Err(problems)
+            };
+        }
+        Err(first) => first,
+    };
+    let value: Result<serde_json::Value, String> = if json {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    };
+    let with_path = |p: &Problem| {
+        if p.at.is_empty() {
+            p.message.clone()
+        } else {
+            format!("{}: {}", p.at, p.message)
+        }
+    };
+    let Ok(value) = value else {
+        // A syntax error: nothing more to go on.
+        return Err(vec![parse_error(
+            first.line,
+            first.column,
+            with_path(&first),
+        )]);
+    };
+    let (mut found, decoded) = value_problems(&value, text);
+    // The typed parse knows exactly where its problem is: it replaces what
+    // the second reading found at or under the same path (the two decoders
+    // may stop at different depths of one mistake).
+    let same = |p: &Problem| {
+        p.at == first.at
+            || p.at.starts_with(&format!("{}[", first.at))
+            || p.at.starts_with(&format!("{}.", first.at))
+            || first.at.starts_with(&format!("{}.", p.at))
+    };
+    found.retain(|p| !same(p));
+    found.push(first);
+    let mut problems: Vec<(usize, FileError)> = found
+        .iter()
+        .map(|p| (p.line, parse_error(p.line, p.column, with_path(p))))
+        .collect();
+    for (line, service) in decoded {
+        if let Err(errors) = service.validate() {
+            problems.extend(invalid(path, line, errors).into_iter().map(|e| (line, e)));
+        }
+    }
+    problems.sort_by_key(|(line, _)| *line);
+    Err(problems.into_iter().map(|(_, e)| e).collect())
+}
