@@ -350,7 +350,7 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
         watchers.insert(name, handle);
     }
     info!(services = services.len(), catalog_index, "consul read");
-    if tx.send(Ok(Event::Reset(services))).await.is_err() {
+    if tx.reset(services).await.is_err() {
         return Ok(());
     }
 
@@ -374,7 +374,7 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                         h.abort();
                     }
                     if let Ok(host) = config.mapping.hostname(&name)
-                        && tx.send(Ok(Event::Delete(host))).await.is_err()
+                        && tx.delete(host).await.is_err()
                     {
                         return Ok(());
                     }

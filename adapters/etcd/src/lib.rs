@@ -277,7 +277,7 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                     c.state = state;
                     c.revision = Some(revision);
                 }
-                if tx.send(Ok(Event::Reset(services))).await.is_err() {
+                if tx.reset(services).await.is_err() {
                     return Ok(());
                 }
                 (revision, false)
@@ -332,7 +332,7 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                 // Back after an outage: this clears staleness; the watch then
                 // brings what changed meanwhile.
                 let services = lock(cursor).state.services();
-                if tx.send(Ok(Event::Reset(services))).await.is_err() {
+                if tx.reset(services).await.is_err() {
                     return Ok(());
                 }
             }

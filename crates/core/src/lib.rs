@@ -17,8 +17,11 @@
 //!
 //! Writing an adapter takes three steps: convert your platform's objects
 //! into [`Service`] values (a pure function, easy to test with tables);
-//! write one connect-read-follow session as a stream of [`Event`]s; wrap it
-//! in [`recover::resilient`] inside [`Registry::watch`].
+//! write one connect-read-follow session that reports through a
+//! [`recover::EventSender`] (`reset`, `apply`, `delete`, `invalid`); run it
+//! with [`recover::resilient_task`] inside [`Registry::watch`]. The
+//! built-in adapters and `examples/http-registry` work exactly so, and
+//! `sextant_testkit::contract::registry_contract` checks the result.
 
 #![forbid(unsafe_code)]
 

@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::model::{Hostname, Service};
 use crate::registry::{Event, EventStream};
 
 /// Exponential backoff with jitter.
@@ -136,8 +137,50 @@ where
     .boxed()
 }
 
-/// Where a session task reports: events, and errors that do not end it.
-pub type EventSender = tokio::sync::mpsc::Sender<Result<Event, Error>>;
+/// Where a session (see [`resilient_task`]) reports: the registry's state,
+/// changes, and objects it had to skip. Every method waits while the
+/// consumer is behind, and returns [`Closed`] once the stream was dropped:
+/// the session should then return.
+#[derive(Clone, Debug)]
+pub struct EventSender(tokio::sync::mpsc::Sender<Result<Event, Error>>);
+
+/// The event stream was dropped: nobody is listening any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the registry's event stream was dropped")]
+pub struct Closed;
+
+impl EventSender {
+    /// The whole state, after every full read of the source (the first one
+    /// marks the registry synced; later ones clear staleness and problems).
+    pub async fn reset(&self, services: Vec<Service>) -> Result<(), Closed> {
+        self.send(Ok(Event::Reset(services))).await
+    }
+
+    /// A service added or changed, whole.
+    pub async fn apply(&self, service: Service) -> Result<(), Closed> {
+        self.send(Ok(Event::Apply(service))).await
+    }
+
+    /// A service removed.
+    pub async fn delete(&self, hostname: Hostname) -> Result<(), Closed> {
+        self.send(Ok(Event::Delete(hostname))).await
+    }
+
+    /// An object of the source that could not be turned into a service: it
+    /// is skipped, and shown (with `object` naming it) until it changes.
+    pub async fn invalid(
+        &self,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Result<(), Closed> {
+        self.send(Err(Error::invalid_object(object, reason))).await
+    }
+
+    /// Any item, as the stream carries it.
+    pub async fn send(&self, item: Result<Event, Error>) -> Result<(), Closed> {
+        self.0.send(item).await.map_err(|_| Closed)
+    }
+}
 
 /// [`resilient`] for sessions written as an async function rather than a
 /// stream: each session runs as a task that sends its events on an
@@ -151,6 +194,7 @@ where
 {
     resilient(backoff, move || {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let tx = EventSender(tx);
         let run = session(tx.clone());
         tokio::spawn(async move {
             if let Err(e) = run.await {
@@ -177,7 +221,7 @@ mod tests {
             move |tx| {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    let _ = tx.send(Ok(Event::Reset(vec![]))).await;
+                    let _ = tx.reset(vec![]).await;
                     Err(Error::unavailable(format!("session {n} lost")))
                 }
             },

@@ -86,20 +86,22 @@ pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 ///
 /// The stream from [`Registry::watch`] is endless: errors travel on it as
 /// `Err` items and do not end it. Start with a [`Event::Reset`] after the
-/// first full read, then send [`Event::Apply`] and [`Event::Delete`]. After
-/// an outage, report [`Error::Unavailable`] and send a fresh `Reset` when
-/// the source answers again. [`crate::recover::resilient`] does the
-/// reconnecting with jittered backoff, so an adapter only writes one
-/// connect-list-watch session.
+/// first full read, then send [`Event::Apply`] and [`Event::Delete`]; report
+/// an object you had to skip as [`Error::InvalidObject`] rather than drop it
+/// silently. After an outage, report [`Error::Unavailable`] and send a fresh
+/// `Reset` when the source answers again. [`crate::recover::resilient_task`]
+/// does the reconnecting with jittered backoff, so an adapter writes one
+/// connect-read-follow session that reports through an
+/// [`crate::recover::EventSender`], as the built-in adapters do.
+/// `sextant_testkit::contract::registry_contract` checks all of this.
 ///
 /// A complete adapter, polling a (pretend) inventory every few seconds:
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use futures::StreamExt;
 /// use sextant_core::{
-///     Endpoint, Error, Event, EventStream, Protocol, Registry, RegistryId, Service,
-///     recover::{resilient, Backoff},
+///     Endpoint, Error, EventStream, Protocol, Registry, RegistryId, Service,
+///     recover::{resilient_task, Backoff, EventSender},
 /// };
 ///
 /// struct Inventory { id: RegistryId }
@@ -109,32 +111,47 @@ pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 ///     Ok(vec![("cart.shop.svc".into(), "10.0.0.7".into())])
 /// }
 ///
-/// fn to_service((host, ip): (String, String)) -> Result<Service, Error> {
-///     let address = ip.parse().map_err(|e: String| Error::invalid_object(&host, e))?;
+/// /// Your platform's object to a service: a pure function, tested with tables.
+/// fn to_service((host, ip): &(String, String)) -> Result<Service, String> {
+///     let address = ip.parse()?;
 ///     Ok(Service::new(host.as_str())
 ///         .with_port("http", 8080, Protocol::Http)
 ///         .with_endpoint(Endpoint::new(address)))
+/// }
+///
+/// /// One session: read everything, report it, wait, repeat. An unreachable
+/// /// inventory ends it with `Unavailable`; the next one starts after a backoff.
+/// async fn session(tx: EventSender) -> Result<(), Error> {
+///     loop {
+///         let items = fetch_inventory()
+///             .await
+///             .map_err(|e| Error::unavailable_from("inventory unreachable", e))?;
+///         let mut services = Vec::new();
+///         let mut bad = Vec::new();
+///         for item in &items {
+///             match to_service(item) {
+///                 Ok(s) => services.push(s),
+///                 Err(reason) => bad.push((item.0.clone(), reason)),
+///             }
+///         }
+///         // A failed send means nobody listens any more: stop.
+///         if tx.reset(services).await.is_err() {
+///             return Ok(());
+///         }
+///         for (object, reason) in bad {
+///             if tx.invalid(object, reason).await.is_err() {
+///                 return Ok(());
+///             }
+///         }
+///         tokio::time::sleep(Duration::from_secs(5)).await;
+///     }
 /// }
 ///
 /// impl Registry for Inventory {
 ///     fn id(&self) -> &RegistryId { &self.id }
 ///
 ///     fn watch(&self) -> EventStream {
-///         // One session: poll until the inventory fails, then end; `resilient`
-///         // reports nothing itself, it waits (jittered backoff) and calls again.
-///         resilient(Backoff::default(), || {
-///             futures::stream::unfold(true, |alive| async move {
-///                 if !alive { return None; }
-///                 tokio::time::sleep(Duration::from_secs(5)).await;
-///                 match fetch_inventory().await {
-///                     Ok(items) => {
-///                         let services = items.into_iter().filter_map(|i| to_service(i).ok()).collect();
-///                         Some((Ok(Event::Reset(services)), true))
-///                     }
-///                     Err(e) => Some((Err(Error::unavailable_from("inventory unreachable", e)), false)),
-///                 }
-///             })
-///         })
+///         resilient_task(Backoff::default(), session)
 ///     }
 /// }
 /// ```

@@ -6,18 +6,19 @@
 //! 1. conversion to [`Service`] (here serde does it: the inventory already
 //!    speaks the model; a real one would map its own objects in a pure
 //!    function and test it with tables);
-//! 2. one *session*: read, report, repeat; report `Unavailable` and end on
-//!    failure;
-//! 3. [`resilient`] around it, which reconnects with jittered backoff.
+//! 2. one *session*: read, report through an [`EventSender`] (`reset`,
+//!    `apply`, `delete`, and `invalid` for an object it had to skip),
+//!    repeat; return `Unavailable` on failure;
+//! 3. [`resilient_task`] around it, which reports that error and starts the
+//!    next session with jittered backoff (the built-in adapters work so).
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::Deserialize;
-use sextant_core::recover::{Backoff, resilient};
-use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Service};
+use sextant_core::recover::{Backoff, EventSender, resilient_task};
+use sextant_core::{Error, EventStream, Registry, RegistryId, Service};
 
 #[derive(Deserialize)]
 struct Inventory {
@@ -42,31 +43,50 @@ impl HttpRegistry {
     }
 }
 
-/// One poll: every valid service, and an error per invalid one.
-async fn poll(client: &reqwest::Client, url: &str) -> Result<(Vec<Service>, Vec<Error>), Error> {
+/// The inventory, or `Unavailable` when it cannot be read (which ends the
+/// session; `resilient_task` starts the next after a backoff).
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Inventory, Error> {
     let response = client
         .get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| Error::unavailable_from(format!("GET {url} failed"), e))?;
-    let inventory: Inventory = response
+    response
         .json()
         .await
-        .map_err(|e| Error::unavailable_from(format!("GET {url}: not an inventory"), e))?;
-    let mut services = Vec::new();
-    let mut problems = Vec::new();
-    for (i, raw) in inventory.services.into_iter().enumerate() {
-        // One bad entry is skipped and reported; the rest still count.
-        match serde_json::from_value::<Service>(raw) {
-            Ok(s) => services.push(s),
-            Err(e) => problems.push(Error::invalid_object(
-                format!("{url} services[{i}]"),
-                e.to_string(),
-            )),
+        .map_err(|e| Error::unavailable_from(format!("GET {url}: not an inventory"), e))
+}
+
+/// One session: read the inventory, report all of it, wait, repeat.
+async fn session(
+    client: &reqwest::Client,
+    url: &str,
+    interval: Duration,
+    tx: &EventSender,
+) -> Result<(), Error> {
+    loop {
+        let inventory = fetch(client, url).await?;
+        let mut services = Vec::new();
+        let mut bad = Vec::new();
+        for (i, raw) in inventory.services.into_iter().enumerate() {
+            // One bad entry is skipped and reported; the rest still count.
+            match serde_json::from_value::<Service>(raw) {
+                Ok(s) => services.push(s),
+                Err(e) => bad.push((format!("{url} services[{i}]"), e.to_string())),
+            }
         }
+        // A failed send means the stream was dropped: stop.
+        if tx.reset(services).await.is_err() {
+            return Ok(());
+        }
+        for (object, reason) in bad {
+            if tx.invalid(object, reason).await.is_err() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
-    Ok((services, problems))
 }
 
 impl Registry for HttpRegistry {
@@ -76,35 +96,13 @@ impl Registry for HttpRegistry {
 
     fn watch(&self) -> EventStream {
         let (url, interval) = (self.url.clone(), self.interval);
-        resilient(Backoff::default(), move || {
-            let url = url.clone();
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default();
-            // State: (first poll?, alive?). A failed poll ends the session.
-            futures::stream::unfold((true, true), move |(first, alive)| {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    if !alive {
-                        return None;
-                    }
-                    if !first {
-                        tokio::time::sleep(interval).await;
-                    }
-                    let items: Vec<Result<Event, Error>> = match poll(&client, &url).await {
-                        Ok((services, problems)) => std::iter::once(Ok(Event::Reset(services)))
-                            .chain(problems.into_iter().map(Err))
-                            .collect(),
-                        Err(e) => {
-                            return Some((futures::stream::iter(vec![Err(e)]), (false, false)));
-                        }
-                    };
-                    Some((futures::stream::iter(items), (false, true)))
-                }
-            })
-            .flatten()
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        resilient_task(Backoff::default(), move |tx| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { session(&client, &url, interval, &tx).await }
         })
-        .boxed()
     }
 }
