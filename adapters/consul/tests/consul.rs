@@ -9,9 +9,9 @@ use serde_json::json;
 use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
 use sextant_consul::{ConsulConfig, ConsulRegistry};
 use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, Health, Registry, Service};
+use sextant_core::{Event, Health, Registry};
 use sextant_testkit::consul::ConsulDouble;
-use sextant_testkit::events::{next, until, watch_until};
+use sextant_testkit::events::{apply_of, next, until, watch_until};
 
 fn config(double: &ConsulDouble) -> ConsulConfig {
     ConsulConfig {
@@ -38,13 +38,6 @@ fn instance(
         json!({ "ID": id, "Service": name, "Address": ip, "Port": port, "Meta": { "protocol": "http" } }),
         vec![json!({ "CheckID": format!("check-{id}"), "Status": status })],
     );
-}
-
-fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {
-    match e {
-        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
-        _ => None,
-    }
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use etcd_client::{Client, PutOptions};
 use sextant_aggregate::{Aggregator, AggregatorConfig};
 use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, Registry, Service};
+use sextant_core::{Error, Event, Registry};
 use sextant_etcd::{EtcdConfig, EtcdRegistry};
-use sextant_testkit::events::{next, until, watch_until};
+use sextant_testkit::events::{addresses, apply_of, next, until, watch_until};
 use sextant_testkit::peers::Etcd;
 
 const SVC: &str = "ports: [{name: http, port: 8080}]\n";
@@ -33,19 +33,6 @@ async fn client(etcd: &Etcd) -> Client {
     Client::connect([etcd.url.as_str()], None)
         .await
         .expect("connect")
-}
-
-fn addresses(s: &Service) -> Vec<String> {
-    let mut v: Vec<String> = s.endpoints.iter().map(|e| e.address.to_string()).collect();
-    v.sort();
-    v
-}
-
-fn applied(e: &Result<Event, Error>, host: &str) -> Option<Service> {
-    match e {
-        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
-        _ => None,
-    }
 }
 
 #[tokio::test]
@@ -73,8 +60,8 @@ async fn documents_and_endpoints_follow_puts_and_deletes() {
     )
     .await
     .expect("put");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "a.svc").is_some()).await,
         "a.svc",
     )
     .expect("apply");
@@ -89,8 +76,8 @@ async fn documents_and_endpoints_follow_puts_and_deletes() {
     )
     .await
     .expect("put");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "a.svc").is_some()).await,
         "a.svc",
     )
     .expect("apply");
@@ -100,8 +87,8 @@ async fn documents_and_endpoints_follow_puts_and_deletes() {
     c.delete("/sextant/endpoints/a.svc/1", None)
         .await
         .expect("delete");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "a.svc").is_some()).await,
         "a.svc",
     )
     .expect("apply");
@@ -130,18 +117,18 @@ async fn an_expired_lease_removes_its_endpoint() {
     )
     .await
     .expect("put");
-    let s = applied(
+    let s = apply_of(
         &until(&mut w, |e| {
-            applied(e, "a.svc").is_some_and(|s| !s.endpoints.is_empty())
+            apply_of(e, "a.svc").is_some_and(|s| !s.endpoints.is_empty())
         })
         .await,
         "a.svc",
     );
     assert_eq!(addresses(&s.expect("apply")), ["10.0.0.9"]);
     // Nobody keeps the lease alive: etcd deletes the key.
-    let s = applied(
+    let s = apply_of(
         &until(&mut w, |e| {
-            applied(e, "a.svc").is_some_and(|s| s.endpoints.is_empty())
+            apply_of(e, "a.svc").is_some_and(|s| s.endpoints.is_empty())
         })
         .await,
         "a.svc",
@@ -199,8 +186,8 @@ async fn malformed_values_are_reported_with_their_key_and_the_rest_works() {
     c.put("/sextant/endpoints/a.svc/2", "address: 10.0.0.2\n", None)
         .await
         .expect("put");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "a.svc").is_some()).await,
         "a.svc",
     )
     .expect("apply");
@@ -237,8 +224,8 @@ async fn naming_convention_keys_become_a_grpc_service() {
     )
     .await
     .expect("put");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "greeter").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "greeter").is_some()).await,
         "greeter",
     )
     .expect("apply");
@@ -266,8 +253,8 @@ async fn a_restarted_etcd_is_followed_without_reading_everything_again() {
     c.put("/sextant/endpoints/a.svc/1", "address: 10.0.0.1\n", None)
         .await
         .expect("put");
-    let s = applied(
-        &until(&mut w, |e| applied(e, "a.svc").is_some()).await,
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "a.svc").is_some()).await,
         "a.svc",
     )
     .expect("apply");

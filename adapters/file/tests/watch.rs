@@ -6,9 +6,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use futures::StreamExt;
-use sextant_core::{Error, Event, EventStream, Registry, Service};
+use sextant_core::{Error, Registry, Service};
 use sextant_file::{FileRegistry, FileRegistryConfig};
+use sextant_testkit::events::{next, next_reset};
 use sextant_testkit::fixtures;
 
 fn doc(hostname: &str, ips: &[&str]) -> String {
@@ -31,20 +31,6 @@ fn registry(paths: &[&Path]) -> FileRegistry {
         paths.iter().map(|p| p.to_path_buf()).collect(),
         config,
     )
-}
-
-async fn next(w: &mut EventStream) -> Result<Event, Error> {
-    tokio::time::timeout(Duration::from_secs(20), w.next())
-        .await
-        .expect("no event within 20 s")
-        .expect("stream ended")
-}
-
-async fn next_reset(w: &mut EventStream) -> Vec<Service> {
-    match next(w).await {
-        Ok(Event::Reset(s)) => s,
-        other => panic!("expected a reset, got {other:?}"),
-    }
 }
 
 fn addresses(services: &[Service]) -> Vec<String> {

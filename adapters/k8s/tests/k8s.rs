@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
 use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, EventStream, Health, Registry, Service};
+use sextant_core::{Error, Event, EventStream, Health, Registry};
 use sextant_k8s::{K8sConfig, K8sRegistry};
-use sextant_testkit::events::{next, until, watch_until};
+use sextant_testkit::events::{addresses, next, next_apply, until, watch_until};
 use sextant_testkit::k8s::{Kind, KubeDouble, objects};
 
 const CART: &str = "cart.shop.svc.cluster.local";
@@ -73,21 +73,6 @@ fn seed(double: &KubeDouble) {
     double.apply(cart_slice("cart-1", &["10.1.0.1", "10.1.0.2"]));
 }
 
-fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {
-    match e {
-        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
-        _ => None,
-    }
-}
-
-async fn next_apply(w: &mut EventStream, host: &str) -> Service {
-    apply_of(&until(w, |e| apply_of(e, host).is_some()).await, host).expect("apply")
-}
-
-fn ips(s: &Service) -> Vec<String> {
-    s.endpoints.iter().map(|e| e.address.to_string()).collect()
-}
-
 #[tokio::test]
 async fn lists_then_follows_pods_scaling_up_and_down() {
     let t = Setup::new().await;
@@ -99,7 +84,7 @@ async fn lists_then_follows_pods_scaling_up_and_down() {
         Ok(Event::Reset(s)) => {
             assert_eq!(s.len(), 2, "{s:?}");
             assert_eq!(s[0].hostname.as_str(), CART);
-            assert_eq!(ips(&s[0]), ["10.1.0.1", "10.1.0.2"]);
+            assert_eq!(addresses(&s[0]), ["10.1.0.1", "10.1.0.2"]);
             let ep = &s[0].endpoints[0];
             assert_eq!(ep.ports["http"], 8080);
             assert_eq!(ep.locality.region, "eu-west");
@@ -114,19 +99,19 @@ async fn lists_then_follows_pods_scaling_up_and_down() {
     // Scale up: the slice grows, then a second slice appears.
     t.double
         .apply(cart_slice("cart-1", &["10.1.0.1", "10.1.0.2", "10.1.0.3"]));
-    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+    assert_eq!(addresses(&next_apply(&mut w, CART).await).len(), 3);
     // Outlive the 1 s watch timeout: the watch is re-opened from its version.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
     assert_eq!(
-        ips(&next_apply(&mut w, CART).await),
+        addresses(&next_apply(&mut w, CART).await),
         ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.9"]
     );
     // Scale down: a slice goes away, another shrinks.
     t.double.delete(Kind::EndpointSlice, "shop", "cart-2");
-    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+    assert_eq!(addresses(&next_apply(&mut w, CART).await).len(), 3);
     t.double.apply(cart_slice("cart-1", &["10.1.0.3"]));
-    assert_eq!(ips(&next_apply(&mut w, CART).await), ["10.1.0.3"]);
+    assert_eq!(addresses(&next_apply(&mut w, CART).await), ["10.1.0.3"]);
     // The Service goes: the hostname is deleted.
     t.double.delete(Kind::Service, "shop", "cart");
     let _ = until(
@@ -168,7 +153,7 @@ async fn gone_mid_watch_relists_as_one_reset_without_an_empty_view() {
     match reset {
         Ok(Event::Reset(s)) => {
             assert_eq!(s.len(), 1);
-            assert_eq!(ips(&s[0]), ["10.1.0.1", "10.1.0.2", "10.1.0.9"]);
+            assert_eq!(addresses(&s[0]), ["10.1.0.1", "10.1.0.2", "10.1.0.9"]);
         }
         other => panic!("{other:?}"),
     }
@@ -177,7 +162,7 @@ async fn gone_mid_watch_relists_as_one_reset_without_an_empty_view() {
     // And it keeps following changes afterwards.
     t.double.apply(cart_slice("cart-2", &["10.1.0.8"]));
     assert_eq!(
-        ips(&next_apply(&mut w, CART).await),
+        addresses(&next_apply(&mut w, CART).await),
         ["10.1.0.1", "10.1.0.2", "10.1.0.8"]
     );
 }
@@ -284,7 +269,7 @@ async fn malformed_objects_are_skipped_and_reported() {
         other => panic!("{other:?}"),
     }
     t.double.apply(cart_slice("cart-2", &["10.1.0.9"]));
-    assert_eq!(ips(&next_apply(&mut w, CART).await).len(), 3);
+    assert_eq!(addresses(&next_apply(&mut w, CART).await).len(), 3);
 }
 
 #[tokio::test]
@@ -350,7 +335,7 @@ async fn two_clusters_with_the_same_service_merge_by_hostname() {
         .services
         .get(&sextant_core::Hostname::new(CART))
         .expect("merged service");
-    let mut got = ips(&cart.service);
+    let mut got = addresses(&cart.service);
     got.sort();
     assert_eq!(got, ["10.1.0.1", "10.1.0.2", "10.2.0.1"]);
     assert_eq!(cart.origins.len(), 2);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use sextant_core::{Error, Event, EventStream};
+use sextant_core::{Error, Event, EventStream, Service};
 
 /// The next item; fails the test after 20 s or if the stream ends.
 pub async fn next(w: &mut EventStream) -> Result<Event, Error> {
@@ -40,4 +40,36 @@ pub async fn watch_until<T: Clone>(
         Ok(Err(_)) => panic!("waiting for {what}: the sender is gone"),
         Err(_) => panic!("{what}: not within 30 s"),
     }
+}
+
+/// The service `e` applies, if it is an `Apply` of `host`.
+pub fn apply_of(e: &Result<Event, Error>, host: &str) -> Option<Service> {
+    match e {
+        Ok(Event::Apply(s)) if s.hostname.as_str() == host => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Reads until an `Apply` of `host` and returns that service (bounded as
+/// [`until`]).
+pub async fn next_apply(w: &mut EventStream, host: &str) -> Service {
+    match apply_of(&until(w, |e| apply_of(e, host).is_some()).await, host) {
+        Some(s) => s,
+        None => unreachable!("until returned a matching event"),
+    }
+}
+
+/// The next item, which must be a `Reset`; its services.
+pub async fn next_reset(w: &mut EventStream) -> Vec<Service> {
+    match next(w).await {
+        Ok(Event::Reset(s)) => s,
+        other => panic!("expected a reset, got {other:?}"),
+    }
+}
+
+/// The addresses of a service's endpoints, sorted.
+pub fn addresses(s: &Service) -> Vec<String> {
+    let mut v: Vec<String> = s.endpoints.iter().map(|e| e.address.to_string()).collect();
+    v.sort();
+    v
 }

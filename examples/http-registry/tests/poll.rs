@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use sextant_core::{Error, Event, Registry};
 use sextant_example_http_registry::HttpRegistry;
+use sextant_testkit::events::next;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves whatever (status, body) the shared cell holds.
@@ -33,13 +33,6 @@ async fn inventory_server(reply: Arc<Mutex<(u16, String)>>) -> String {
         }
     });
     format!("http://{addr}/inventory.json")
-}
-
-async fn next(e: &mut sextant_core::EventStream) -> Result<Event, Error> {
-    tokio::time::timeout(Duration::from_secs(10), e.next())
-        .await
-        .expect("event")
-        .expect("stream")
 }
 
 #[tokio::test]
