@@ -1,0 +1,179 @@
+//! The Kubernetes registry's settings: flags and the `k8s:` section of the
+//! file; one configuration per cluster.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// Kubernetes registry flags. Without --kubeconfig, the client reads
+/// `KUBECONFIG` (a colon-separated list, as kubectl does), then
+/// `~/.kube/config`, then the in-cluster service account.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct K8sArgs {
+    /// Kubeconfig file [default: KUBECONFIG, ~/.kube/config, in-cluster].
+    #[arg(long, env = "SEXTANT_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig contexts; each is its own cluster and registry, merged by
+    /// hostname [default: the current context].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_CONTEXT",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub k8s_context: Option<Vec<String>>,
+    /// Cluster ids, one per context; the registry is k8s/ID
+    /// [default: Kubernetes, or the context names when there are several].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_CLUSTER_ID",
+        value_delimiter = ',',
+        value_name = "ID,..."
+    )]
+    pub k8s_cluster_id: Option<Vec<String>>,
+    /// Namespaces to watch [default: all].
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NS,..."
+    )]
+    pub k8s_namespaces: Option<Vec<String>>,
+    /// Only Services matching this label selector, e.g. `mesh=on`.
+    #[arg(long, env = "SEXTANT_K8S_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub k8s_label_selector: Option<String>,
+    /// The clusters' DNS domain [default: cluster.local].
+    #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", value_name = "DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// Do not read Nodes (no RBAC on nodes needed; endpoints get only
+    /// their slice's zone, no region).
+    #[arg(long, env = "SEXTANT_K8S_SKIP_NODES")]
+    pub k8s_skip_nodes: bool,
+}
+
+/// The `k8s:` section of the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct K8sFile {
+    pub(super) kubeconfig: Option<PathBuf>,
+    pub(super) contexts: Option<Vec<String>>,
+    pub(super) cluster_ids: Option<Vec<String>>,
+    pub(super) namespaces: Option<Vec<String>>,
+    pub(super) label_selector: Option<String>,
+    pub(super) cluster_domain: Option<String>,
+    pub(super) skip_nodes: Option<bool>,
+}
+
+impl K8sArgs {
+    /// One configuration per cluster.
+    pub(super) fn resolve(&self, file: &K8sFile, c: &mut Collector) -> Vec<K8sConfig> {
+        let kubeconfig = either(&self.kubeconfig, &file.kubeconfig);
+        if let Some((path, from_flag)) = &kubeconfig
+            && !path.is_file()
+        {
+            c.bad_flag(
+                "k8s.kubeconfig",
+                "--kubeconfig",
+                *from_flag,
+                format!("{} does not exist or is not a file", path.display()),
+            );
+        }
+        let mut base = K8sConfig {
+            kubeconfig: kubeconfig.map(|(p, _)| p),
+            ..Default::default()
+        };
+        let pick =
+            |flag: &Option<Vec<String>>, file: &Option<Vec<String>>| -> (Vec<String>, bool) {
+                let (list, from_flag) = either(flag, file).unwrap_or_default();
+                let list = list
+                    .into_iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                (list, from_flag)
+            };
+        let from_flag;
+        (base.namespaces, from_flag) = pick(&self.k8s_namespaces, &file.namespaces);
+        for ns in &base.namespaces {
+            if let Some(p) = sextant_core::validate::dns_name_problem(ns).or_else(|| {
+                ns.contains('.')
+                    .then(|| "a namespace is one DNS label".to_owned())
+            }) {
+                c.bad("k8s.namespaces", from_flag, format!("{ns:?}: {p}"));
+            }
+        }
+        base.label_selector = self
+            .k8s_label_selector
+            .clone()
+            .or_else(|| file.label_selector.clone())
+            .filter(|s| !s.trim().is_empty());
+        if let Some((domain, from_flag)) = either(&self.cluster_domain, &file.cluster_domain) {
+            let domain = domain.trim_end_matches('.').to_owned();
+            if let Some(p) = sextant_core::validate::dns_name_problem(&domain) {
+                c.bad_flag(
+                    "k8s.cluster_domain",
+                    "--cluster-domain",
+                    from_flag,
+                    format!("{domain:?}: {p}"),
+                );
+            }
+            base.mapping.cluster_domain = domain;
+        }
+        base.watch_nodes = !(self.k8s_skip_nodes || file.skip_nodes.unwrap_or(false));
+
+        let (contexts, _) = pick(&self.k8s_context, &file.contexts);
+        let (ids, ids_from_flag) = pick(&self.k8s_cluster_id, &file.cluster_ids);
+        let clusters: Vec<(Option<String>, String)> = match (contexts.len(), ids.len()) {
+            (0, 0) => vec![(None, "Kubernetes".into())],
+            (0, 1) => vec![(None, ids[0].clone())],
+            (n, 0) if n > 1 => contexts
+                .iter()
+                .map(|c| (Some(c.clone()), c.clone()))
+                .collect(),
+            (1, 0) => vec![(Some(contexts[0].clone()), "Kubernetes".into())],
+            (n, m) if n == m => contexts
+                .iter()
+                .cloned()
+                .map(Some)
+                .zip(ids.iter().cloned())
+                .collect(),
+            (n, m) => {
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{m} ids for {} contexts; give one id per context", n.max(1)),
+                );
+                Vec::new()
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, id) in &clusters {
+            if id.contains('/') || id.chars().any(char::is_whitespace) {
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{id:?} must not contain '/' or spaces"),
+                );
+            } else if !seen.insert(id.clone()) {
+                c.bad_flag(
+                    "k8s.cluster_ids",
+                    "--k8s-cluster-id",
+                    ids_from_flag,
+                    format!("{id:?} is used twice"),
+                );
+            }
+        }
+        clusters
+            .into_iter()
+            .map(|(context, cluster_id)| K8sConfig {
+                context,
+                cluster_id,
+                ..base.clone()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,478 @@
+//! Settings from flags, `SEXTANT_*` variables and an optional YAML file
+//! (flags and variables win), validated with every problem reported at once.
+//!
+//! One file per section: this one the core settings and the resolution
+//! (`Settings::resolve`), `etcd.rs`, `consul.rs` and `k8s.rs` each a
+//! registry's flags, file section and resolution side by side, and
+//! `problems.rs` how a problem names the flag or the file, line and key.
+//! A setting is still declared twice (a clap field and a serde field) and
+//! resolved once, next to each other.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sextant_aggregate::{AggregatorConfig, MergeMode};
+use sextant_consul::{ConsulConfig, ConsulRegistry};
+use sextant_core::Registry;
+use sextant_etcd::{EtcdConfig, EtcdRegistry, EtcdTls};
+use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
+use sextant_k8s::{K8sConfig, K8sRegistry};
+use sextant_xds::{Debounce, ServerConfig, TranslateOptions};
+
+mod consul;
+mod etcd;
+mod k8s;
+mod problems;
+
+pub use consul::ConsulArgs;
+use consul::ConsulFile;
+pub use etcd::EtcdArgs;
+use etcd::EtcdFile;
+pub use k8s::K8sArgs;
+use k8s::K8sFile;
+pub use problems::Problems;
+use problems::{Collector, either};
+
+/// The flags of `sextant` and `sextant check-config`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// Settings file (YAML, same names as the flags with `_`); flags and
+    /// SEXTANT_* variables override it.
+    #[arg(long, env = "SEXTANT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Registries in priority order (the first one's port definitions win):
+    /// file, etcd, consul, k8s. Default: file when --file is given.
+    #[arg(
+        long,
+        env = "SEXTANT_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "KIND,..."
+    )]
+    pub registries: Option<Vec<String>>,
+    /// Registry file or directory of them (repeatable, or comma-separated).
+    #[arg(
+        long = "file",
+        env = "SEXTANT_FILE",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub files: Vec<PathBuf>,
+    /// Where proxies connect for xDS [default: 127.0.0.1:15010].
+    #[arg(long, env = "SEXTANT_XDS_ADDR", value_name = "ADDR")]
+    pub xds_addr: Option<SocketAddr>,
+    /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
+    #[arg(long, env = "SEXTANT_ADMIN_ADDR", value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// xDS connections open at once; more are refused [default: the
+    /// open-file limit less 256].
+    #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS", value_name = "N")]
+    pub xds_max_connections: Option<usize>,
+    /// The largest xDS request accepted, e.g. 4MiB [default: 4MiB].
+    #[arg(long, env = "SEXTANT_XDS_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    pub xds_max_request_size: Option<String>,
+    /// How long a new xDS connection has to start HTTP/2 [default: 10s].
+    #[arg(long, env = "SEXTANT_XDS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub xds_handshake_timeout: Option<String>,
+    /// The outbound HTTP listener handed to proxies [default: 127.0.0.1:15001].
+    #[arg(long, env = "SEXTANT_OUTBOUND_ADDR", value_name = "ADDR")]
+    pub outbound_addr: Option<SocketAddr>,
+    /// Same hostname in several registries: union of endpoints, or the first
+    /// registry wins [default: union].
+    #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
+    pub merge: Option<String>,
+    /// Drop an unreachable registry's endpoints after this long [default: never].
+    #[arg(long, env = "SEXTANT_MAX_STALE", value_name = "DURATION")]
+    pub max_stale: Option<String>,
+    /// Serve what is known if a registry has not synced by then [default: 30s].
+    #[arg(long, env = "SEXTANT_STARTUP_TIMEOUT", value_name = "DURATION")]
+    pub startup_timeout: Option<String>,
+    /// Quiet time before pushing endpoint-only changes [default: 10ms].
+    #[arg(long, env = "SEXTANT_DEBOUNCE_ENDPOINTS", value_name = "DURATION")]
+    pub debounce_endpoints: Option<String>,
+    /// Quiet time before pushing other changes [default: 100ms].
+    #[arg(long, env = "SEXTANT_DEBOUNCE_CONFIG", value_name = "DURATION")]
+    pub debounce_config: Option<String>,
+    /// Push at most this long after the first change of a batch [default: 1s].
+    #[arg(long, env = "SEXTANT_DEBOUNCE_MAX", value_name = "DURATION")]
+    pub debounce_max: Option<String>,
+    /// On SIGTERM, wait this long for streams to close [default: 5s].
+    #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// Log levels per scope, Pilot's syntax: default:info,xds:debug.
+    /// Scopes: default, core, aggregate, xds, file, etcd, consul, k8s, admin.
+    /// RUST_LOG, when
+    /// set, replaces this [default: default:info].
+    #[arg(long, env = "SEXTANT_LOG_OUTPUT_LEVEL", value_name = "SCOPE:LEVEL,...")]
+    pub log_output_level: Option<String>,
+    /// etcd registry settings.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Consul registry settings.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
+    /// Kubernetes registry settings.
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+}
+
+impl ConfigFile {
+    /// Makes every relative path in the file relative to the file's
+    /// directory, as the README promises (flags and environment variables
+    /// stay relative to the working directory).
+    fn rebase(&mut self, base: &Path) {
+        let mut paths: Vec<&mut PathBuf> = self.files.iter_mut().flatten().collect();
+        if let Some(e) = &mut self.etcd {
+            paths.extend([&mut e.ca, &mut e.cert, &mut e.key].into_iter().flatten());
+        }
+        if let Some(c) = &mut self.consul {
+            paths.extend(
+                [&mut c.cacert, &mut c.client_cert, &mut c.client_key]
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        if let Some(k) = &mut self.k8s {
+            paths.extend(k.kubeconfig.as_mut());
+        }
+        for p in paths {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// The settings file. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    registries: Option<Vec<String>>,
+    files: Option<Vec<PathBuf>>,
+    xds_addr: Option<String>,
+    admin_addr: Option<String>,
+    xds_max_connections: Option<usize>,
+    xds_max_request_size: Option<String>,
+    xds_handshake_timeout: Option<String>,
+    outbound_addr: Option<String>,
+    merge: Option<String>,
+    max_stale: Option<String>,
+    startup_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    debounce: Option<DebounceFile>,
+    log_output_level: Option<String>,
+    etcd: Option<EtcdFile>,
+    consul: Option<ConsulFile>,
+    k8s: Option<K8sFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DebounceFile {
+    endpoints: Option<String>,
+    config: Option<String>,
+    max: Option<String>,
+}
+
+/// A registry kind `--registries` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// YAML/JSON files.
+    File,
+    /// etcd.
+    Etcd,
+    /// Consul.
+    Consul,
+    /// Kubernetes.
+    Kubernetes,
+}
+
+/// Every kind, with its name on the command line.
+pub const KINDS: [(&str, RegistryKind); 4] = [
+    ("file", RegistryKind::File),
+    ("etcd", RegistryKind::Etcd),
+    ("consul", RegistryKind::Consul),
+    ("k8s", RegistryKind::Kubernetes),
+];
+
+impl std::str::FromStr for RegistryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let s = if s == "kubernetes" { "k8s" } else { s };
+        KINDS
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| {
+                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown registry kind {s:?}; known kinds: {}",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Registries in priority order.
+    pub registries: Vec<RegistryKind>,
+    /// Files and directories of the file registry.
+    pub files: Vec<PathBuf>,
+    /// xDS listen address.
+    pub xds_addr: SocketAddr,
+    /// Admin listen address.
+    pub admin_addr: SocketAddr,
+    /// The ADS server's bounds.
+    pub server: ServerConfig,
+    /// Aggregator settings.
+    pub aggregator: AggregatorConfig,
+    /// Translation settings.
+    pub translate: TranslateOptions,
+    /// Coalescing.
+    pub debounce: Debounce,
+    /// Graceful shutdown bound.
+    pub drain_timeout: Duration,
+    /// Log level specification.
+    pub log_output_level: String,
+    /// The etcd registry's settings.
+    pub etcd: EtcdConfig,
+    /// The Consul registry's settings.
+    pub consul: ConsulConfig,
+    /// One Kubernetes registry per cluster.
+    pub k8s: Vec<K8sConfig>,
+}
+
+impl Settings {
+    /// Merges flags over the config file over defaults, and validates.
+    pub fn resolve(args: &RunArgs) -> Result<Settings, Problems> {
+        let mut text = String::new();
+        let mut file = ConfigFile::default();
+        let mut problems = Vec::new();
+        let base = args
+            .config
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_owned)
+            .unwrap_or_default();
+        if let Some(path) = &args.config {
+            match std::fs::read_to_string(path) {
+                Err(e) => problems.push(format!("{}: cannot read: {e}", path.display())),
+                Ok(t) => {
+                    text = t;
+                    if !text.trim().is_empty() {
+                        match serde_yaml_ng::from_str::<ConfigFile>(&text) {
+                            Ok(mut f) => {
+                                f.rebase(&base);
+                                file = f;
+                            }
+                            Err(e) => {
+                                let (line, col) =
+                                    e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                                let msg = e.to_string();
+                                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                                problems.push(format!("{}:{line}:{col}: {msg}", path.display()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut c = Collector {
+            problems,
+            file: args.config.as_deref().map(|p| (p, text.as_str())),
+        };
+
+        let files: Vec<PathBuf> = if !args.files.is_empty() {
+            args.files.clone()
+        } else {
+            file.files.clone().unwrap_or_default()
+        };
+        let (kinds, kinds_from_flag) = match (&args.registries, &file.registries) {
+            (Some(k), _) => (Some(k.clone()), true),
+            (None, Some(k)) => (Some(k.clone()), false),
+            (None, None) => (None, true),
+        };
+        let mut registries = Vec::new();
+        match kinds {
+            Some(kinds) => {
+                for k in kinds.iter().filter(|k| !k.trim().is_empty()) {
+                    match k.parse::<RegistryKind>() {
+                        Ok(kind) if registries.contains(&kind) => c.bad("registries", kinds_from_flag, format!("{k:?} is listed twice")),
+                        Ok(kind) => registries.push(kind),
+                        Err(e) => c.bad("registries", kinds_from_flag, e),
+                    }
+                }
+            }
+            None if !files.is_empty() => registries.push(RegistryKind::File),
+            None => c.problems.push(
+                "nothing to serve: pass --file PATH (try examples/laptop/mesh.yaml) or --registries KIND,...".into(),
+            ),
+        }
+        if registries.contains(&RegistryKind::File) && files.is_empty() {
+            c.problems
+                .push("the file registry needs at least one --file PATH".into());
+        }
+
+        let xds_addr = c
+            .addr("xds_addr", args.xds_addr, &file.xds_addr)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010)));
+        let admin_addr = c
+            .addr("admin_addr", args.admin_addr, &file.admin_addr)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
+        let outbound_addr = c
+            .addr("outbound_addr", args.outbound_addr, &file.outbound_addr)
+            .unwrap_or(TranslateOptions::default().outbound_addr);
+
+        let mut aggregator = AggregatorConfig::default();
+        let merge = args
+            .merge
+            .clone()
+            .map(|m| (m, true))
+            .or_else(|| file.merge.clone().map(|m| (m, false)));
+        if let Some((m, from_flag)) = merge {
+            match m.parse::<MergeMode>() {
+                Ok(mode) => aggregator.merge = mode,
+                Err(e) => c.bad("merge", from_flag, e),
+            }
+        }
+        aggregator.max_stale = c.duration("max_stale", &args.max_stale, &file.max_stale);
+        if let Some(d) = c.duration(
+            "startup_timeout",
+            &args.startup_timeout,
+            &file.startup_timeout,
+        ) {
+            aggregator.startup_timeout = d;
+        }
+        let fd = file.debounce.unwrap_or_default();
+        let mut debounce = Debounce::default();
+        if let Some(d) = c.duration(
+            "debounce.endpoints",
+            &args.debounce_endpoints,
+            &fd.endpoints,
+        ) {
+            debounce.endpoints = d;
+        }
+        if let Some(d) = c.duration("debounce.config", &args.debounce_config, &fd.config) {
+            debounce.config = d;
+        }
+        if let Some(d) = c.duration("debounce.max", &args.debounce_max, &fd.max) {
+            debounce.max_delay = d;
+        }
+        if debounce.max_delay < debounce.endpoints || debounce.max_delay < debounce.config {
+            c.problems.push(format!(
+                "debounce: the maximum delay ({:?}) is shorter than a quiet time ({:?} / {:?})",
+                debounce.max_delay, debounce.endpoints, debounce.config
+            ));
+        }
+        let drain_timeout = c
+            .duration("drain_timeout", &args.drain_timeout, &file.drain_timeout)
+            .unwrap_or(Duration::from_secs(5));
+        let mut server = ServerConfig::default();
+        if let Some(n) = args.xds_max_connections.or(file.xds_max_connections) {
+            if n == 0 {
+                c.bad(
+                    "xds_max_connections",
+                    args.xds_max_connections.is_some(),
+                    "must be at least 1".into(),
+                );
+            }
+            server.max_connections = n;
+        }
+        if let Some(n) = c.size(
+            "xds_max_request_size",
+            &args.xds_max_request_size,
+            &file.xds_max_request_size,
+        ) {
+            server.max_request_bytes = n;
+        }
+        if let Some(d) = c.duration(
+            "xds_handshake_timeout",
+            &args.xds_handshake_timeout,
+            &file.xds_handshake_timeout,
+        ) {
+            server.handshake_timeout = d;
+        }
+        let log_output_level = args
+            .log_output_level
+            .clone()
+            .or(file.log_output_level)
+            .unwrap_or_else(|| "default:info".into());
+        if let Err(e) = crate::logging::directives(&log_output_level) {
+            c.bad("log_output_level", args.log_output_level.is_some(), e);
+        }
+
+        let etcd_file = file.etcd.unwrap_or_default();
+        let etcd = args.etcd.resolve(&etcd_file, &mut c);
+        let consul = args
+            .consul
+            .resolve(&file.consul.unwrap_or_default(), &mut c);
+        let k8s = args.k8s.resolve(&file.k8s.unwrap_or_default(), &mut c);
+
+        if !c.problems.is_empty() {
+            return Err(Problems(c.problems));
+        }
+        Ok(Settings {
+            registries,
+            files,
+            xds_addr,
+            admin_addr,
+            server,
+            aggregator,
+            translate: TranslateOptions { outbound_addr },
+            debounce,
+            drain_timeout,
+            log_output_level,
+            etcd,
+            consul,
+            k8s,
+        })
+    }
+
+    /// Problems in the registry files (every file, every problem).
+    pub fn check_registry_files(&self) -> Vec<String> {
+        if !self.registries.contains(&RegistryKind::File) {
+            return Vec::new();
+        }
+        let loaded = Loader::new(self.files.clone()).load();
+        loaded.problems.iter().map(ToString::to_string).collect()
+    }
+
+    /// The registries, in priority order (Kubernetes: one per cluster).
+    /// Settings are validated by [`Settings::resolve`]; building cannot fail.
+    pub fn build_registries(&self) -> Vec<Arc<dyn Registry>> {
+        let mut out: Vec<Arc<dyn Registry>> = Vec::new();
+        for kind in &self.registries {
+            match kind {
+                RegistryKind::File => out.push(Arc::new(FileRegistry::new(
+                    "file/main",
+                    self.files.clone(),
+                    FileRegistryConfig::default(),
+                ))),
+                RegistryKind::Etcd => {
+                    out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
+                }
+                RegistryKind::Consul => {
+                    let dc = self.consul.datacenter.as_deref().unwrap_or("main");
+                    out.push(Arc::new(ConsulRegistry::new(
+                        format!("consul/{dc}"),
+                        self.consul.clone(),
+                    )))
+                }
+                RegistryKind::Kubernetes => {
+                    for cluster in &self.k8s {
+                        out.push(Arc::new(K8sRegistry::new(cluster.clone())));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
