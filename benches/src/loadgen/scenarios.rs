@@ -1,0 +1,433 @@
+//! The scenarios: start a server role, storm it with proxies, change the
+//! mesh, measure.
+
+use super::*;
+
+pub(super) struct Server {
+    pub(super) child: tokio::process::Child,
+    pub(super) xds: SocketAddr,
+    pub(super) control: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Server {
+    pub(super) async fn start(
+        role: &str,
+        services: usize,
+        endpoints: usize,
+        extra: &[String],
+    ) -> Server {
+        let exe = std::env::current_exe().expect("exe");
+        let mut child = tokio::process::Command::new(exe)
+            .args([
+                role,
+                "--services",
+                &services.to_string(),
+                "--endpoints",
+                &endpoints.to_string(),
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = BufReader::new(stdout)
+            .lines()
+            .next_line()
+            .await
+            .expect("read")
+            .expect("ready line");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let xds = parts[1].parse().expect("xds addr");
+        let control: SocketAddr = parts[2].parse().expect("control addr");
+        let control = BufReader::new(
+            tokio::net::TcpStream::connect(control)
+                .await
+                .expect("control"),
+        );
+        Server {
+            child,
+            xds,
+            control,
+        }
+    }
+
+    pub(super) async fn flip(&mut self, n: u64) {
+        self.command(&format!("flip {n}")).await;
+    }
+
+    /// Sends one control command; returns its reply.
+    pub(super) async fn command(&mut self, line: &str) -> String {
+        self.control
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("command");
+        let mut reply = String::new();
+        self.control.read_line(&mut reply).await.expect("reply");
+        assert!(reply.starts_with("ok"), "{line}: {reply}");
+        reply.trim().to_owned()
+    }
+
+    pub(super) fn proc_stat(&self) -> (f64, u64, u64) {
+        let pid = self.child.id().unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15; 12 and 13 after the name.
+        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (cpu, kb("VmRSS:"), kb("VmHWM:"))
+    }
+}
+
+pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub(super) fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+pub(super) async fn wait_until(
+    stats: &Stats,
+    done: impl Fn(&Stats) -> bool,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done(stats) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), stats.progress.notified()).await;
+    }
+    true
+}
+
+/// Connects `n` proxies at once; returns them configured and the timings.
+pub(super) async fn storm(
+    addr: SocketAddr,
+    n: usize,
+    delta: bool,
+) -> (
+    Arc<Stats>,
+    serde_json::Value,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let stats = Arc::new(Stats::default());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let s = stats.clone();
+            if delta {
+                tokio::spawn(delta_proxy(addr, i, s))
+            } else {
+                tokio::spawn(sotw_proxy(addr, i, s))
+            }
+        })
+        .collect();
+    let ok = wait_until(
+        &stats,
+        |s| s.configured.lock().expect("lock").len() >= n,
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut t: Vec<Duration> = stats
+        .configured
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|i| *i - start)
+        .collect();
+    t.sort();
+    let v = serde_json::json!({
+        "proxies": n, "configured": t.len(), "complete": ok,
+        "p50_ms": ms(pct(&t, 0.5)), "p99_ms": ms(pct(&t, 0.99)), "max_ms": ms(t.last().copied().unwrap_or_default()),
+    });
+    (stats, v, tasks)
+}
+
+/// `flips` endpoint flips, each waited for until every proxy ACKed it.
+pub(super) async fn flips(
+    server: &mut Server,
+    stats: &Stats,
+    n: usize,
+    flips: usize,
+) -> serde_json::Value {
+    let mut conv = Vec::new();
+    let mut incomplete = 0;
+    for f in 1..=flips as u64 {
+        let change = async {
+            let t0 = Instant::now();
+            server.flip(f).await;
+            t0
+        };
+        let (changed, complete, last) =
+            marked_change(stats, n, f, Duration::from_secs(10), change).await;
+        incomplete += usize::from(!complete);
+        if let Some(last) = last {
+            conv.push(last - changed);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    conv.sort();
+    serde_json::json!({
+        "flips": flips, "incomplete": incomplete,
+        "p50_ms": ms(pct(&conv, 0.5)), "p99_ms": ms(pct(&conv, 0.99)), "max_ms": ms(conv.last().copied().unwrap_or_default()),
+        "resources_per_flip_per_proxy": stats.flip_resources.load(Ordering::Relaxed) as f64 / (flips * n).max(1) as f64,
+    })
+}
+
+/// Runs change number `epoch`, which ends with the marker and returns when
+/// its last change was made; then waits (at most `limit`) until all `n`
+/// proxies ACKed a response carrying the marker. Returns the time of the
+/// last change, whether all ACKed, and the last ACK.
+pub(super) async fn marked_change(
+    stats: &Stats,
+    n: usize,
+    epoch: u64,
+    limit: Duration,
+    change: impl std::future::Future<Output = Instant>,
+) -> (Instant, bool, Option<Instant>) {
+    stats.flip_acks.lock().expect("lock").clear();
+    stats.flip_epoch.store(epoch, Ordering::Release);
+    let changed = change.await;
+    let complete = wait_until(
+        stats,
+        |s| s.flip_acks.lock().expect("lock").len() >= n,
+        limit,
+    )
+    .await;
+    let last = stats.flip_acks.lock().expect("lock").iter().max().copied();
+    (changed, complete, last)
+}
+
+/// S3: rollouts of `changes` endpoint changes over `over`, each ended by
+/// the marker; convergence is from the last change to the last proxy's ACK
+/// of the response that carries the marker.
+pub(super) async fn bursts(
+    server: &mut Server,
+    stats: &Stats,
+    n: usize,
+    changes: usize,
+    over: Duration,
+    count: u64,
+) -> serde_json::Value {
+    let mut after_last = Vec::new();
+    let mut incomplete = 0;
+    for b in 1..=count {
+        let change = async {
+            let t0 = Instant::now();
+            let reply = server
+                .command(&format!("burst {changes} {} {b}", over.as_millis()))
+                .await;
+            let took: u64 = reply
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .expect("burst duration");
+            t0 + Duration::from_micros(took)
+        };
+        let (last_change, complete, last) =
+            marked_change(stats, n, b, Duration::from_secs(30), change).await;
+        incomplete += usize::from(!complete);
+        if let Some(last) = last {
+            after_last.push(last.saturating_duration_since(last_change));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ms_list: Vec<f64> = after_last.iter().map(|d| ms(*d)).collect();
+    serde_json::json!({
+        "bursts": count, "changes_per_burst": changes, "over_ms": over.as_millis() as u64,
+        "incomplete": incomplete, "after_last_change_ms": ms_list,
+        "max_after_last_change_ms": ms(after_last.iter().max().copied().unwrap_or_default()),
+    })
+}
+
+/// S3's size: (changes per burst, bursts).
+pub(super) fn s3_size(quick: bool) -> (usize, u64) {
+    if quick { (1_000, 3) } else { (10_000, 3) }
+}
+
+pub(super) async fn scenario(
+    role: &str,
+    name: &str,
+    quick: bool,
+    delta: bool,
+    proxies: Option<usize>,
+) -> serde_json::Value {
+    let (services, endpoints, n, nflips) = match (name, quick) {
+        ("s4", true) => (1, 10_000, 100, 20),
+        ("s4", false) => (1, 10_000, 1000, 200),
+        ("s5", true) => (100, 10, 200, 0),
+        ("s5", false) => (1000, 10, 1000, 0),
+        (_, true) => (100, 10, 100, 20),
+        (_, false) => (1000, 10, 1000, 200),
+    };
+    let n = proxies.unwrap_or(n);
+    let (changes, nbursts) = s3_size(quick);
+    let extra = vec!["--burst".to_owned(), changes.to_string()];
+    let mut server = Server::start(role, services, endpoints, &extra).await;
+    let (cpu0, _, _) = server.proc_stat();
+    let (stats, connect, tasks) = storm(server.xds, n, delta).await;
+    let (cpu1, rss1, _) = server.proc_stat();
+    let mut out = serde_json::json!({
+        "server": role, "scenario": name, "delta": delta, "services": services, "endpoints_per_service": endpoints,
+        "connect": connect, "connect_cpu_s": cpu1 - cpu0, "rss_after_connect_kib": rss1,
+        "connect_bytes": stats.bytes(),
+    });
+    let bytes1 = stats.bytes();
+    if name == "s2" || name == "s4" {
+        let f = flips(&mut server, &stats, n, nflips).await;
+        let (cpu2, _, _) = server.proc_stat();
+        out["flips"] = f;
+        out["flips_cpu_s"] = serde_json::json!(cpu2 - cpu1);
+        out["flips_bytes"] = serde_json::json!(stats.bytes() - bytes1);
+    }
+    if name == "s3" {
+        let b = bursts(
+            &mut server,
+            &stats,
+            n,
+            changes,
+            Duration::from_secs(1),
+            nbursts,
+        )
+        .await;
+        let (cpu2, _, _) = server.proc_stat();
+        out["bursts"] = b;
+        out["bursts_cpu_s"] = serde_json::json!(cpu2 - cpu1);
+        out["bursts_bytes"] = serde_json::json!(stats.bytes() - bytes1);
+    }
+    if name == "s5" {
+        // Five times the proxies, idle: the memory each one costs.
+        let (more, _, more_tasks) = storm(server.xds, 4 * n, delta).await;
+        drop(more);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, rss5, _) = server.proc_stat();
+        out["rss_5x_kib"] = serde_json::json!(rss5);
+        out["kib_per_extra_proxy"] =
+            serde_json::json!((rss5 as f64 - rss1 as f64) / (4 * n) as f64);
+        for t in more_tasks {
+            t.abort();
+        }
+    }
+    let (_, _, hwm) = server.proc_stat();
+    out["peak_rss_kib"] = serde_json::json!(hwm);
+    // How often a connection's next step was computed by itself or taken
+    // from another connection in the same state (the floor has no plans).
+    let plans = server.command("plans").await;
+    let mut counts = plans
+        .split_whitespace()
+        .skip(1)
+        .map(|n| n.parse::<u64>().ok());
+    if let (Some(computed), Some(shared)) = (counts.next().flatten(), counts.next().flatten()) {
+        out["plans_computed"] = serde_json::json!(computed);
+        out["plans_shared"] = serde_json::json!(shared);
+    }
+    out["failures"] = serde_json::json!(stats.failures.load(Ordering::Relaxed));
+    for t in tasks {
+        t.abort();
+    }
+    out
+}
+
+/// S6: a registry file of `services` x 10 endpoints; from process start to
+/// ready (every registry read) and to one proxy fully configured, and peak
+/// RSS. The reference is parsing the same file into the model alone.
+/// S6: Sextant started on one registry file (YAML, or JSON with `json`);
+/// the reference is parsing that file into the model, alone.
+pub(super) async fn scenario_s6(quick: bool, json: bool) -> serde_json::Value {
+    let services = if quick { 1_000 } else { 10_000 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = fixtures::mesh(services, 10);
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Doc {
+        services: Vec<Service>,
+    }
+    let (path, text) = if json {
+        let text = serde_json::to_string(&Doc { services: mesh }).expect("json");
+        (dir.path().join("mesh.json"), text)
+    } else {
+        (dir.path().join("mesh.yaml"), fixtures::registry_yaml(&mesh))
+    };
+    std::fs::write(&path, &text).expect("write");
+    let t = Instant::now();
+    let read = std::fs::read_to_string(&path).expect("read");
+    let parsed: Doc = if json {
+        serde_json::from_str(&read).expect("parse")
+    } else {
+        serde_yaml_ng::from_str(&read).expect("parse")
+    };
+    let parse = t.elapsed();
+    drop(parsed);
+
+    let t0 = Instant::now();
+    let path_arg = path.display().to_string();
+    let server = Server::start("serve-file", 0, 0, &["--file".to_owned(), path_arg]).await;
+    let ready = t0.elapsed();
+    let (stats, connect, tasks) = storm(server.xds, 1, false).await;
+    let serving = t0.elapsed();
+    let (cpu, rss, hwm) = server.proc_stat();
+    for t in tasks {
+        t.abort();
+    }
+    serde_json::json!({
+        "sextant": {
+            "scenario": "s6", "format": if json { "json" } else { "yaml" },
+            "services": services, "endpoints": services * 10,
+            "file_bytes": text.len(), "ready_ms": ms(ready), "serving_ms": ms(serving),
+            "connect": connect, "cpu_s": cpu, "rss_kib": rss, "peak_rss_kib": hwm,
+            "failures": stats.failures.load(Ordering::Relaxed),
+        },
+        "floor": { "parse_only_ms": ms(parse) },
+    })
+}
+
+pub(super) async fn run(args: &[String]) -> i32 {
+    let name: String = arg(args, "--scenario", "s1".to_owned());
+    let quick = flag(args, "--quick");
+    let delta = flag(args, "--delta");
+    let proxies = args
+        .iter()
+        .position(|a| a == "--proxies")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
+    if !["s1", "s2", "s3", "s4", "s5", "s6"].contains(&name.as_str()) {
+        eprintln!("unknown scenario {name:?}; available: s1, s2, s3, s4, s5, s6");
+        return 2;
+    }
+    if name == "s6" {
+        let result = scenario_s6(quick, flag(args, "--json")).await;
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        eprint!("{}", table(&result));
+        return 0;
+    }
+    let delta = delta || name == "s4";
+    let sextant = scenario("serve", &name, quick, delta, proxies).await;
+    let floor = scenario("floor", &name, quick, delta, proxies).await;
+    let result = serde_json::json!({ "sextant": sextant, "floor": floor });
+    println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+    eprint!("{}", table(&result));
+    0
+}
