@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt};
-use sextant_core::{Event, MeshView, Registry, RegistryId};
+use sextant_core::{Event, MeshView, Registry, RegistryId, Rule, RuleSource};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::merge::{MergeMode, MergeState};
-use crate::status::{AggregateStatus, ErrorRecord, RegistryStatus, SyncState};
+use crate::status::{AggregateStatus, ErrorRecord, RegistryStatus, SourceKind, SyncState};
 
 /// Tuning of the aggregator. The binary maps its flags onto this.
 #[derive(Clone, Debug)]
@@ -52,7 +52,14 @@ impl Default for AggregatorConfig {
 /// At most this many rejected objects are kept per registry.
 const MAX_PROBLEMS: usize = 256;
 
-type Item = Option<sextant_core::Result<Event>>;
+/// What a source's stream carries: services from a registry, rules from a
+/// rule source.
+enum Update {
+    Services(Event),
+    Rules(Event<Rule>),
+}
+
+type Item = Option<sextant_core::Result<Update>>;
 
 enum Control {
     Add(Arc<dyn Registry>, oneshot::Sender<Result<()>>),
@@ -61,6 +68,7 @@ enum Control {
 
 struct Tracked {
     id: RegistryId,
+    kind: SourceKind,
     key: u64,
     state: SyncState,
     synced_once: bool,
@@ -102,6 +110,19 @@ impl Aggregator {
         config: AggregatorConfig,
         registries: Vec<Arc<dyn Registry>>,
     ) -> Result<(Aggregator, AggregatorHandle)> {
+        Aggregator::with_rules(config, registries, Vec::new())
+    }
+
+    /// An aggregator over `registries` and the rule sources `rules`, each
+    /// in priority order. Rule sources count for readiness and staleness
+    /// as registries do. Fails if two registries, or two rule sources,
+    /// share an id (a registry and a rule source may: one adapter, both
+    /// streams).
+    pub fn with_rules(
+        config: AggregatorConfig,
+        registries: Vec<Arc<dyn Registry>>,
+        rules: Vec<Arc<dyn RuleSource>>,
+    ) -> Result<(Aggregator, AggregatorHandle)> {
         let (view_tx, view_rx) = watch::channel(Arc::new(MeshView::default()));
         let (status_tx, status_rx) = watch::channel(Arc::new(AggregateStatus::default()));
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -119,6 +140,9 @@ impl Aggregator {
         };
         for registry in registries {
             agg.add(registry)?;
+        }
+        for source in rules {
+            agg.add_rules(source)?;
         }
         agg.publish_status();
         let handle = AggregatorHandle {
@@ -139,11 +163,41 @@ impl Aggregator {
         // A `None` after the last item tells us the stream ended.
         let stream = registry
             .watch()
-            .map(Some)
+            .map(|item| Some(item.map(Update::Services)))
             .chain(futures::stream::once(async { None }));
         self.streams.insert(key, stream.boxed());
         self.tracked.push(Tracked {
             id,
+            kind: SourceKind::Services,
+            key,
+            state: SyncState::Syncing,
+            synced_once: false,
+            last_sync: None,
+            stale_since: None,
+            last_error: None,
+            problems: BTreeMap::new(),
+            events_total: 0,
+            errors_total: 0,
+            rejected_total: 0,
+        });
+        Ok(())
+    }
+
+    fn add_rules(&mut self, source: Arc<dyn RuleSource>) -> Result<()> {
+        let id = source.id().clone();
+        if !self.merge.add_rule_shard(id.clone()) {
+            return Err(Error::DuplicateRegistry(id));
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let stream = source
+            .watch_rules()
+            .map(|item| Some(item.map(Update::Rules)))
+            .chain(futures::stream::once(async { None }));
+        self.streams.insert(key, stream.boxed());
+        self.tracked.push(Tracked {
+            id,
+            kind: SourceKind::Rules,
             key,
             state: SyncState::Syncing,
             synced_once: false,
@@ -205,7 +259,11 @@ impl Aggregator {
                 let _ = reply.send(result);
             }
             Control::Remove(id, reply) => {
-                let found = if let Some(i) = self.tracked.iter().position(|t| t.id == id) {
+                let found = if let Some(i) = self
+                    .tracked
+                    .iter()
+                    .position(|t| t.id == id && t.kind == SourceKind::Services)
+                {
                     let t = self.tracked.remove(i);
                     self.streams.remove(&t.key);
                     self.merge.remove_shard(&id);
@@ -237,9 +295,12 @@ impl Aggregator {
                 });
                 mark_stale(t, now);
             }
-            Some(Ok(event)) => {
+            Some(Ok(update)) => {
                 t.events_total += 1;
-                let is_reset = matches!(event, Event::Reset(_));
+                let is_reset = matches!(
+                    update,
+                    Update::Services(Event::Reset(_)) | Update::Rules(Event::Reset(_))
+                );
                 if is_reset {
                     match t.state {
                         SyncState::Syncing => info!(registry = %t.id, "registry synced"),
@@ -258,6 +319,13 @@ impl Aggregator {
                     // changes before the first Reset have nothing to apply to.
                     return;
                 }
+                let event = match update {
+                    Update::Services(event) => event,
+                    Update::Rules(event) => {
+                        self.merge.apply_rules(&t.id, event);
+                        return;
+                    }
+                };
                 for rejected in self.merge.apply(&t.id, event) {
                     t.rejected_total += 1;
                     let object = rejected.0.first().map(|e| e.service.to_string());
@@ -350,9 +418,13 @@ impl Aggregator {
             .tracked
             .iter()
             .map(|t| {
-                let (services, endpoints) = self.merge.shard_counts(&t.id);
+                let (services, endpoints) = match t.kind {
+                    SourceKind::Services => self.merge.shard_counts(&t.id),
+                    SourceKind::Rules => (0, 0),
+                };
                 RegistryStatus {
                     id: t.id.clone(),
+                    kind: t.kind,
                     state: t.state,
                     last_sync: t.last_sync,
                     stale_since: t.stale_since.map(|(_, at)| at),

@@ -48,4 +48,4 @@ pub mod status;
 pub use aggregator::{Aggregator, AggregatorConfig, AggregatorHandle};
 pub use error::{Error, Result};
 pub use merge::{MergeMode, MergeState};
-pub use status::{AggregateStatus, ErrorRecord, RegistryStatus, SyncState};
+pub use status::{AggregateStatus, ErrorRecord, RegistryStatus, SourceKind, SyncState};

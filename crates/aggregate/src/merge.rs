@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use sextant_core::{
-    Conflict, ConflictField, Endpoint, Event, Hostname, MeshService, MeshView, RegistryId, Service,
-    ValidationErrors,
+    Conflict, ConflictField, Endpoint, Event, Hostname, MeshService, MeshView, RegistryId, Rule,
+    RuleKey, Service, ValidationErrors,
 };
 
 /// How services with the same hostname from several registries combine.
@@ -38,10 +38,18 @@ struct Shard {
     services: BTreeMap<Hostname, Service>,
 }
 
-/// One shard per registry, in priority order, and the merged services.
+/// One rule source's rules.
+struct RuleShard {
+    id: RegistryId,
+    rules: BTreeMap<RuleKey, Arc<Rule>>,
+}
+
+/// One shard per registry, in priority order, one per rule source, and the
+/// merged services with the rules bound to them.
 pub struct MergeState {
     mode: MergeMode,
     shards: Vec<Shard>,
+    rule_shards: Vec<RuleShard>,
     merged: BTreeMap<Hostname, Arc<MeshService>>,
     conflicts: BTreeMap<Hostname, Vec<Conflict>>,
     dirty: BTreeSet<Hostname>,
@@ -54,6 +62,7 @@ impl MergeState {
         MergeState {
             mode,
             shards: Vec::new(),
+            rule_shards: Vec::new(),
             merged: BTreeMap::new(),
             conflicts: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -81,12 +90,96 @@ impl MergeState {
         }
     }
 
-    /// Drops a shard's contribution but keeps its place in the priority order.
+    /// Drops a shard's contribution (services and rules) but keeps its
+    /// place in the priority order.
     pub fn clear_shard(&mut self, id: &RegistryId) {
         if let Some(i) = self.shard_index(id) {
             let old = std::mem::take(&mut self.shards[i].services);
             self.dirty.extend(old.into_keys());
         }
+        if let Some(i) = self.rule_shard_index(id) {
+            let old = std::mem::take(&mut self.rule_shards[i].rules);
+            self.dirty
+                .extend(old.into_values().flat_map(|r| r.hosts.clone()));
+        }
+    }
+
+    /// Adds an empty rule shard at the lowest priority. False if a rule
+    /// source with `id` exists (a registry may share its id).
+    pub fn add_rule_shard(&mut self, id: RegistryId) -> bool {
+        if self.rule_shard_index(&id).is_some() {
+            return false;
+        }
+        self.rule_shards.push(RuleShard {
+            id,
+            rules: BTreeMap::new(),
+        });
+        true
+    }
+
+    fn rule_shard_index(&self, id: &RegistryId) -> Option<usize> {
+        self.rule_shards.iter().position(|s| &s.id == id)
+    }
+
+    /// Applies one rule event to the rule shard of `id`: the hosts the
+    /// rule bound to before and binds to now are merged again, no others.
+    pub fn apply_rules(&mut self, id: &RegistryId, event: Event<Rule>) {
+        let Some(i) = self.rule_shard_index(id) else {
+            return;
+        };
+        let shard = &mut self.rule_shards[i];
+        let mut touched: Vec<Hostname> = Vec::new();
+        match event {
+            Event::Apply(rule) => {
+                if shard.rules.get(&rule.key).is_some_and(|r| **r == rule) {
+                    return;
+                }
+                touched.extend(rule.hosts.iter().cloned());
+                if let Some(old) = shard.rules.insert(rule.key.clone(), Arc::new(rule)) {
+                    touched.extend(old.hosts.iter().cloned());
+                }
+            }
+            Event::Delete(key) => {
+                if let Some(old) = shard.rules.remove(&key) {
+                    touched.extend(old.hosts.iter().cloned());
+                }
+            }
+            Event::Reset(rules) => {
+                let next: BTreeMap<RuleKey, Arc<Rule>> = rules
+                    .into_iter()
+                    .map(|r| match shard.rules.get(&r.key) {
+                        Some(old) if **old == r => (r.key.clone(), old.clone()),
+                        _ => (r.key.clone(), Arc::new(r)),
+                    })
+                    .collect();
+                for (k, r) in &next {
+                    if shard.rules.get(k) != Some(r) {
+                        touched.extend(r.hosts.iter().cloned());
+                        if let Some(old) = shard.rules.get(k) {
+                            touched.extend(old.hosts.iter().cloned());
+                        }
+                    }
+                }
+                for (k, old) in &shard.rules {
+                    if !next.contains_key(k) {
+                        touched.extend(old.hosts.iter().cloned());
+                    }
+                }
+                shard.rules = next;
+            }
+        }
+        self.dirty.extend(touched);
+    }
+
+    /// The rules bound to `hostname`: rule sources in priority order, then
+    /// by key.
+    fn rules_for(&self, hostname: &Hostname) -> Vec<Arc<Rule>> {
+        self.rule_shards
+            .iter()
+            .flat_map(|s| s.rules.values())
+            .filter(|r| r.hosts.contains(hostname))
+            .cloned()
+            .collect()
     }
 
     fn shard_index(&self, id: &RegistryId) -> Option<usize> {
@@ -271,16 +364,20 @@ impl MergeState {
             ..without_endpoints(winner)
         };
         let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
+        let rules = self.rules_for(&hostname);
 
         let old = self.merged.get(&hostname);
         if let Some(old) = old
             && old.service == service
             && old.origins == origins
+            && old.rules == rules
         {
             return false;
         }
         let config_generation = match old {
-            Some(old) if old.service.same_config(&service) => old.config_generation,
+            Some(old) if old.service.same_config(&service) && old.rules == rules => {
+                old.config_generation
+            }
             _ => generation,
         };
         let endpoints_generation = match old {
@@ -294,6 +391,7 @@ impl MergeState {
                 origins,
                 config_generation,
                 endpoints_generation,
+                rules,
             }),
         );
         true

@@ -33,11 +33,23 @@ pub struct ErrorRecord {
     pub at: SystemTime,
 }
 
-/// One registry as the aggregator sees it.
+/// What a source's stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Services, from a [`sextant_core::Registry`].
+    Services,
+    /// Traffic rules, from a [`sextant_core::RuleSource`].
+    Rules,
+}
+
+/// One registry (or rule source) as the aggregator sees it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegistryStatus {
     /// The registry.
     pub id: RegistryId,
+    /// Services or rules.
+    pub kind: SourceKind,
     /// Where it stands.
     pub state: SyncState,
     /// When its last full read (Reset) arrived.

@@ -12,6 +12,8 @@
 //! - [`registry`]: the [`Registry`] trait and its [`Event`] vocabulary, with a
 //!   complete example adapter.
 //! - [`recover`]: reconnecting with jittered backoff, so adapters do not.
+//! - [`rules`]: traffic rules, the second stream beside services:
+//!   [`RuleSource`], [`Rule`].
 //! - [`memory`]: [`MemoryRegistry`], fed from code.
 //! - [`view`]: [`MeshView`], what the aggregator publishes.
 //!
@@ -30,6 +32,7 @@ pub mod memory;
 pub mod model;
 pub mod recover;
 pub mod registry;
+pub mod rules;
 pub mod validate;
 pub mod view;
 
@@ -38,6 +41,7 @@ pub use memory::MemoryRegistry;
 pub use model::{
     Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
 };
-pub use registry::{Event, EventStream, Registry, RegistryId};
+pub use registry::{Event, EventStream, Keyed, Registry, RegistryId};
+pub use rules::{MemoryRules, Rule, RuleKey, RuleSource, RuleSpec, RuleStream};
 pub use validate::{ValidationError, ValidationErrors};
 pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};

@@ -55,24 +55,42 @@ impl From<String> for RegistryId {
     }
 }
 
-/// A change reported by a registry.
+/// What a source reports: a whole state, one item added or replaced, or one
+/// removed. The same vocabulary serves services (`Event`, the default) and
+/// traffic rules (`Event<Rule>`, from a [`crate::rules::RuleSource`]).
 ///
-/// Services are whole: an [`Event::Apply`] carries the service with all of
-/// its endpoints as this registry knows them.
+/// Items are whole: an [`Event::Apply`] of a service carries the service
+/// with all of its endpoints as this registry knows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The registry's complete state, replacing everything it reported before.
+pub enum Event<T: Keyed = Service> {
+    /// The source's complete state, replacing everything it reported before.
     ///
     /// Send one after every full read of the source: the first one marks the
-    /// registry as synced, later ones recover from missed events (a watch
+    /// source as synced, later ones recover from missed events (a watch
     /// that expired, a reconnect). Consumers swap it in whole, so a re-list
     /// never shows an empty view in between. A Reset also clears staleness
-    /// and the object errors shown for the registry.
-    Reset(Vec<Service>),
-    /// Adds a service or replaces it entirely.
-    Apply(Service),
-    /// Removes a service. Deleting an unknown hostname is not an error.
-    Delete(Hostname),
+    /// and the object errors shown for the source.
+    Reset(Vec<T>),
+    /// Adds an item or replaces it entirely.
+    Apply(T),
+    /// Removes an item. Deleting an unknown key is not an error.
+    Delete(T::Key),
+}
+
+/// What identifies an item of an [`Event`] stream: a service's hostname, a
+/// rule's namespace and name.
+pub trait Keyed {
+    /// The key.
+    type Key: Clone + fmt::Debug + PartialEq + Eq + Send + Sync + 'static;
+    /// This item's key.
+    fn key(&self) -> Self::Key;
+}
+
+impl Keyed for Service {
+    type Key = Hostname;
+    fn key(&self) -> Hostname {
+        self.hostname.clone()
+    }
 }
 
 /// The stream a registry returns from [`Registry::watch`].

@@ -26,6 +26,12 @@ pub struct MeshService {
     pub config_generation: u64,
     /// The view generation in which the endpoints last changed.
     pub endpoints_generation: u64,
+    /// The traffic rules bound to this hostname, in source priority order,
+    /// then by key. A change to them is a configuration change: it moves
+    /// `config_generation`, so exactly the services a rule binds to are
+    /// translated again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Arc<crate::rules::Rule>>,
 }
 
 /// Two registries disagree about a service they both report.
@@ -87,7 +93,8 @@ pub enum Change {
     Added,
     /// Gone from the newer view.
     Removed,
-    /// Ports, labels, namespace or addresses changed (endpoints may have too).
+    /// Ports, labels, namespace, addresses or the rules bound to it changed
+    /// (endpoints may have too).
     Config,
     /// Only endpoints changed: proxies need new endpoints, nothing else.
     Endpoints,
@@ -138,7 +145,9 @@ impl MeshView {
                         if Arc::ptr_eq(a, b) || a == b {
                             continue;
                         }
-                        let change = if a.service.same_config(&b.service) {
+                        // Rules bound to a service are part of its
+                        // configuration: a rule change is never endpoint-only.
+                        let change = if a.service.same_config(&b.service) && a.rules == b.rules {
                             Change::Endpoints
                         } else {
                             Change::Config
@@ -167,6 +176,7 @@ mod tests {
             origins: vec!["memory/a".into()],
             config_generation: 1,
             endpoints_generation: 1,
+            rules: Vec::new(),
         })
     }
 

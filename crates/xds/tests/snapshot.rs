@@ -118,3 +118,44 @@ fn versions_depend_on_content_only() {
         assert!(!va.is_empty());
     }
 }
+
+/// A rule change is a configuration change of exactly the services it binds
+/// to: the snapshot translates those again (as many resources as any other
+/// configuration change of that one service) and shares every other
+/// service's resources with the previous snapshot.
+#[test]
+fn a_rule_change_re_translates_only_the_services_it_binds_to() {
+    use sextant_core::{Rule, RuleKey, RuleSpec};
+    let mut mesh = Mesh::new(100, 10);
+    let rules = RegistryId::new("memory/rules");
+    mesh.merge.add_rule_shard(rules.clone());
+    let s1 = Snapshot::empty(TranslateOptions::default()).next(mesh.view());
+
+    mesh.merge.apply_rules(
+        &rules,
+        Event::Apply(Rule {
+            key: RuleKey::new("mesh", "r"),
+            hosts: vec!["svc-7.mesh.svc".into()],
+            spec: RuleSpec::Note("canary".into()),
+        }),
+    );
+    let s2 = s1.next(mesh.view());
+
+    // The same service with another label: a configuration change too.
+    let mut other = Mesh::new(100, 10);
+    let o1 = Snapshot::empty(TranslateOptions::default()).next(other.view());
+    let mut svc = fixtures::mesh(100, 10).remove(7);
+    svc.labels.insert("touched".into(), "yes".into());
+    other.merge.apply(&other.id, Event::Apply(svc));
+    let o2 = o1.next(other.view());
+
+    assert!(s2.encoded > 0, "svc-7 was translated again");
+    assert_eq!(s2.encoded, o2.encoded, "as for any config change of svc-7");
+    let untouched = "outbound|8080||svc-8.mesh.svc";
+    for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+        assert!(Arc::ptr_eq(
+            s1.get(kind, untouched).expect("in s1"),
+            s2.get(kind, untouched).expect("in s2")
+        ));
+    }
+}

@@ -310,3 +310,74 @@ async fn status_serializes_for_the_debug_endpoint() {
             .ends_with('Z')
     );
 }
+
+/// A rule source is a second stream beside the registries: it counts for
+/// readiness, its rules reach the services they bind to, and its status
+/// shows as `rules`; one adapter may use the same id for both streams.
+#[tokio::test(start_paused = true)]
+async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
+    use futures::StreamExt;
+    use sextant_core::{Rule, RuleKey, RuleSpec, RuleStream};
+
+    /// Sends nothing until told: a rule source that has not synced.
+    struct Late(
+        RegistryId,
+        tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<sextant_core::Result<Event<Rule>>>>>,
+    );
+    impl RuleSource for Late {
+        fn id(&self) -> &RegistryId {
+            &self.0
+        }
+        fn watch_rules(&self) -> RuleStream {
+            let rx = self
+                .1
+                .try_lock()
+                .ok()
+                .and_then(|mut r| r.take())
+                .expect("one watch");
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed()
+        }
+    }
+
+    let registry = MemoryRegistry::new("memory/a");
+    registry.insert(svc("a.svc", &["10.0.0.1"]));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rules = Arc::new(Late(
+        RegistryId::new("memory/a"),
+        tokio::sync::Mutex::new(Some(rx)),
+    ));
+    let (agg, h) = Aggregator::with_rules(
+        AggregatorConfig::default(),
+        vec![Arc::new(registry.clone()) as Arc<dyn Registry>],
+        vec![rules as Arc<dyn RuleSource>],
+    )
+    .expect("same id for services and rules is allowed");
+    tokio::spawn(agg.run());
+    settle().await;
+    assert!(
+        !h.view().borrow().is_ready(),
+        "the rule source has not synced"
+    );
+
+    let rule = Rule {
+        key: RuleKey::new("default", "r"),
+        hosts: vec!["a.svc".into()],
+        spec: RuleSpec::Note("hello".into()),
+    };
+    tx.send(Ok(Event::Reset(vec![rule.clone()]))).expect("send");
+    let view = h.ready().await.expect("ready");
+    assert_eq!(*view.services["a.svc"].rules[0], rule);
+    let status = h.status().borrow().clone();
+    let kinds: Vec<(&str, SourceKind)> = status
+        .registries
+        .iter()
+        .map(|r| (r.id.as_str(), r.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("memory/a", SourceKind::Services),
+            ("memory/a", SourceKind::Rules)
+        ]
+    );
+}

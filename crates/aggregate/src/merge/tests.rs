@@ -390,3 +390,85 @@ proptest! {
         prop_assert!(after.conflicts.is_empty());
     }
 }
+
+fn rule(name: &str, hosts: &[&str], note: &str) -> sextant_core::Rule {
+    sextant_core::Rule {
+        key: sextant_core::RuleKey::new("default", name),
+        hosts: hosts.iter().map(|h| Hostname::new(*h)).collect(),
+        spec: sextant_core::RuleSpec::Note(note.into()),
+    }
+}
+
+/// Rules attach to the services they bind to, and a rule change moves the
+/// configuration generation of exactly those services (so the xDS layer
+/// translates exactly them again).
+#[test]
+fn rules_attach_to_their_hosts_and_move_only_their_config_generation() {
+    let mut st = state(MergeMode::Union, 1);
+    let r = ids(1);
+    let rules = RegistryId::new("memory/rules");
+    assert!(st.add_rule_shard(rules.clone()));
+    assert!(!st.add_rule_shard(rules.clone()), "one shard per id");
+    st.apply(
+        &r[0],
+        Event::Reset(vec![
+            svc("a.svc", 80, &["10.0.0.1"]),
+            svc("b.svc", 80, &["10.0.0.2"]),
+        ]),
+    );
+    let v1 = st.build_view(true).expect("view");
+    let config_gen = |v: &MeshView, h: &str| v.services[h].config_generation;
+
+    st.apply_rules(
+        &rules,
+        Event::Reset(vec![rule("split", &["a.svc", "missing.svc"], "v1")]),
+    );
+    let v2 = st.build_view(false).expect("a changed");
+    assert_eq!(v2.services["a.svc"].rules.len(), 1);
+    assert!(v2.services["b.svc"].rules.is_empty());
+    assert!(config_gen(&v2, "a.svc") > config_gen(&v1, "a.svc"));
+    assert_eq!(
+        config_gen(&v2, "b.svc"),
+        config_gen(&v1, "b.svc"),
+        "b is not touched"
+    );
+    assert!(
+        !v2.services.contains_key("missing.svc"),
+        "a rule makes no service"
+    );
+
+    // The same rule again changes nothing; moved to b, both move.
+    st.apply_rules(
+        &rules,
+        Event::Apply(rule("split", &["a.svc", "missing.svc"], "v1")),
+    );
+    assert!(st.build_view(false).is_none());
+    st.apply_rules(&rules, Event::Apply(rule("split", &["b.svc"], "v2")));
+    let v3 = st.build_view(false).expect("moved");
+    assert!(v3.services["a.svc"].rules.is_empty());
+    assert_eq!(
+        v3.services["b.svc"].rules[0].spec,
+        sextant_core::RuleSpec::Note("v2".into())
+    );
+    assert!(
+        config_gen(&v3, "a.svc") > config_gen(&v2, "a.svc")
+            && config_gen(&v3, "b.svc") > config_gen(&v2, "b.svc")
+    );
+    assert_eq!(
+        v3.services["a.svc"].endpoints_generation, v2.services["a.svc"].endpoints_generation,
+        "endpoints did not change"
+    );
+
+    // Deleted, or the source cleared: the rule leaves its service.
+    st.apply_rules(
+        &rules,
+        Event::Delete(sextant_core::RuleKey::new("default", "split")),
+    );
+    let v4 = st.build_view(false).expect("deleted");
+    assert!(v4.services["b.svc"].rules.is_empty());
+    st.apply_rules(&rules, Event::Apply(rule("other", &["a.svc"], "x")));
+    st.build_view(false).expect("added");
+    st.clear_shard(&rules);
+    let v5 = st.build_view(false).expect("cleared");
+    assert!(v5.services["a.svc"].rules.is_empty());
+}

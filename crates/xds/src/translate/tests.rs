@@ -53,6 +53,7 @@ pub(crate) fn representative_view() -> MeshView {
                     origins: vec!["memory/a".into()],
                     config_generation: 1,
                     endpoints_generation: 1,
+                    rules: Vec::new(),
                 }),
             )
         })
