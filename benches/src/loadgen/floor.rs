@@ -18,8 +18,8 @@ pub(super) struct Floor {
     pub(super) streams: Arc<Mutex<Vec<(StreamTx, Wire)>>>,
 }
 
-pub(super) async fn floor(args: &[String]) -> i32 {
-    let mesh = fixtures::mesh(arg(args, "--services", 1000), arg(args, "--endpoints", 10));
+pub(super) async fn floor(args: &FloorArgs) -> i32 {
+    let mesh = fixtures::mesh(args.mesh.services, args.mesh.endpoints);
     let view = |services: Vec<Service>| {
         let id = sextant_core::RegistryId::new("memory/floor");
         let mut m = sextant_aggregate::MergeState::new(sextant_aggregate::MergeMode::Union);
@@ -64,7 +64,7 @@ pub(super) async fn floor(args: &[String]) -> i32 {
             removed: vec![],
         }
     };
-    let changes: usize = arg(args, "--burst", 0);
+    let changes = args.burst;
     let burst_out = |b: u64| {
         let s = Snapshot::empty(Default::default()).next(view(after_bursts(&mesh, changes, b)));
         Outbound {

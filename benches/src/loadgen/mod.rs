@@ -4,7 +4,7 @@
 //! registry file), `floor.rs` (the null server it is compared with),
 //! `proxies.rs` (simulated SotW and delta proxies), `scenarios.rs` (the
 //! runner: start the roles as processes, storm, change, measure) and
-//! `report.rs` (the table). Arguments are still read by hand, not with clap.
+//! `report.rs` (the table). Arguments are parsed with clap, as the binary's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,30 +39,90 @@ use report::*;
 use scenarios::*;
 use server::*;
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The load generator's roles, one binary: `run` drives a scenario and
+/// spawns the others as processes.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "loadgen",
+    about = "Sextant's ADS load generator (see BENCHMARKS.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
 }
 
-fn flag(args: &[String], name: &str) -> bool {
-    args.iter().any(|a| a == name)
+#[derive(clap::Subcommand, Debug)]
+enum Role {
+    /// Run a scenario against Sextant and against the floor.
+    Run(RunArgs),
+    /// Sextant serving a generated mesh (spawned by `run`).
+    Serve(MeshArgs),
+    /// The null server: pre-encoded replies (spawned by `run`).
+    Floor(FloorArgs),
+    /// Sextant on a registry file, for S6 (spawned by `run`).
+    ServeFile(FileArgs),
 }
 
-/// Entry point; returns the exit code.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The scenario.
+    #[arg(long, default_value = "s1", value_parser = ["s1", "s2", "s3", "s4", "s5", "s6"])]
+    scenario: String,
+    /// The same at 100 proxies / 100 services, in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Delta clients (S4 always is).
+    #[arg(long)]
+    delta: bool,
+    /// Simulated proxies instead of the scenario's number.
+    #[arg(long)]
+    proxies: Option<usize>,
+    /// S6: the registry as a JSON file instead of YAML.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct MeshArgs {
+    /// Services in the generated mesh.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Endpoints per service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct FloorArgs {
+    #[command(flatten)]
+    mesh: MeshArgs,
+    /// Endpoint changes per pre-encoded burst (S3).
+    #[arg(long, default_value_t = 0)]
+    burst: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct FileArgs {
+    /// The registry file.
+    #[arg(long)]
+    file: String,
+}
+
+/// Entry point, with the arguments after the program's name; returns the
+/// exit code.
 pub async fn main(args: Vec<String>) -> i32 {
-    match args.first().map(String::as_str) {
-        Some("serve") => serve(&args).await,
-        Some("floor") => floor(&args).await,
-        Some("serve-file") => serve_file(&args).await,
-        Some("run") => run(&args).await,
-        _ => {
-            eprintln!(
-                "usage: loadgen run --scenario s1|s2|s3|s4|s5|s6 [--quick] [--delta] | serve | floor | serve-file"
-            );
-            2
+    use clap::Parser;
+    let cli = match Cli::try_parse_from(std::iter::once("loadgen".to_owned()).chain(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
         }
+    };
+    match cli.role {
+        Role::Serve(a) => serve(&a).await,
+        Role::Floor(a) => floor(&a).await,
+        Role::ServeFile(a) => serve_file(&a).await,
+        Role::Run(a) => run(&a).await,
     }
 }

@@ -17,14 +17,18 @@ impl Server {
         extra: &[String],
     ) -> Server {
         let exe = std::env::current_exe().expect("exe");
-        let mut child = tokio::process::Command::new(exe)
-            .args([
-                role,
+        let mut command = tokio::process::Command::new(exe);
+        command.arg(role);
+        // The file role reads its mesh from the file.
+        if role != "serve-file" {
+            command.args([
                 "--services",
                 &services.to_string(),
                 "--endpoints",
                 &endpoints.to_string(),
-            ])
+            ]);
+        }
+        let mut child = command
             .args(extra)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -286,7 +290,12 @@ pub(super) async fn scenario(
     };
     let n = proxies.unwrap_or(n);
     let (changes, nbursts) = s3_size(quick);
-    let extra = vec!["--burst".to_owned(), changes.to_string()];
+    // Only the floor pre-encodes bursts; Sextant computes them.
+    let extra = if role == "floor" {
+        vec!["--burst".to_owned(), changes.to_string()]
+    } else {
+        Vec::new()
+    };
     let mut server = Server::start(role, services, endpoints, &extra).await;
     let (cpu0, _, _) = server.proc_stat();
     let (stats, connect, tasks) = storm(server.xds, n, delta).await;
@@ -404,26 +413,15 @@ pub(super) async fn scenario_s6(quick: bool, json: bool) -> serde_json::Value {
     })
 }
 
-pub(super) async fn run(args: &[String]) -> i32 {
-    let name: String = arg(args, "--scenario", "s1".to_owned());
-    let quick = flag(args, "--quick");
-    let delta = flag(args, "--delta");
-    let proxies = args
-        .iter()
-        .position(|a| a == "--proxies")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok());
-    if !["s1", "s2", "s3", "s4", "s5", "s6"].contains(&name.as_str()) {
-        eprintln!("unknown scenario {name:?}; available: s1, s2, s3, s4, s5, s6");
-        return 2;
-    }
+pub(super) async fn run(args: &RunArgs) -> i32 {
+    let (name, quick, proxies) = (args.scenario.clone(), args.quick, args.proxies);
     if name == "s6" {
-        let result = scenario_s6(quick, flag(args, "--json")).await;
+        let result = scenario_s6(quick, args.json).await;
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));
         eprint!("{}", table(&result));
         return 0;
     }
-    let delta = delta || name == "s4";
+    let delta = args.delta || name == "s4";
     let sextant = scenario("serve", &name, quick, delta, proxies).await;
     let floor = scenario("floor", &name, quick, delta, proxies).await;
     let result = serde_json::json!({ "sextant": sextant, "floor": floor });

@@ -121,8 +121,8 @@ pub(super) async fn start_announced(
     (running, control)
 }
 
-pub(super) async fn serve(args: &[String]) -> i32 {
-    let mesh = fixtures::mesh(arg(args, "--services", 1000), arg(args, "--endpoints", 10));
+pub(super) async fn serve(args: &MeshArgs) -> i32 {
+    let mesh = fixtures::mesh(args.services, args.endpoints);
     let registry = MemoryRegistry::new("memory/load");
     registry.reset(mesh.clone());
     let (running, control) = start_announced(registry.clone()).await;
@@ -172,8 +172,8 @@ pub(super) async fn serve(args: &[String]) -> i32 {
 }
 
 /// S6's server: Sextant with the file registry on `--file`.
-pub(super) async fn serve_file(args: &[String]) -> i32 {
-    let path: String = arg(args, "--file", String::new());
+pub(super) async fn serve_file(args: &FileArgs) -> i32 {
+    let path = args.file.clone();
     let (_running, control) = start_announced(sextant_file::FileRegistry::new(
         "file/main",
         vec![path.into()],
