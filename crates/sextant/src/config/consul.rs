@@ -8,10 +8,12 @@ use serde::Deserialize;
 use super::*;
 
 /// Consul registry flags; the environment variables are Consul's own.
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct ConsulArgs {
     /// Consul agent address [default: http://127.0.0.1:8500].
     #[arg(long, env = "CONSUL_HTTP_ADDR", value_name = "URL")]
+    #[serde(rename = "addr")]
     pub consul_addr: Option<String>,
     /// ACL token, sent as X-Consul-Token.
     #[arg(
@@ -20,18 +22,23 @@ pub struct ConsulArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
+    #[serde(rename = "token")]
     pub consul_token: Option<String>,
     /// Datacenter to read [default: the agent's].
     #[arg(long, env = "SEXTANT_CONSUL_DATACENTER", value_name = "DC")]
+    #[serde(rename = "datacenter")]
     pub consul_datacenter: Option<String>,
     /// CA certificate (PEM) for an https agent.
     #[arg(long, env = "CONSUL_CACERT", value_name = "FILE")]
+    #[serde(rename = "cacert")]
     pub consul_cacert: Option<PathBuf>,
     /// Client certificate (PEM), with --consul-client-key.
     #[arg(long, env = "CONSUL_CLIENT_CERT", value_name = "FILE")]
+    #[serde(rename = "client_cert")]
     pub consul_client_cert: Option<PathBuf>,
     /// Client key (PEM), with --consul-client-cert.
     #[arg(long, env = "CONSUL_CLIENT_KEY", value_name = "FILE")]
+    #[serde(rename = "client_key")]
     pub consul_client_key: Option<PathBuf>,
     /// Hostname of a Consul service; {service} is its lowercased name
     /// [default: {service}.service.consul].
@@ -40,38 +47,30 @@ pub struct ConsulArgs {
         env = "SEXTANT_CONSUL_HOSTNAME_TEMPLATE",
         value_name = "TEMPLATE"
     )]
+    #[serde(rename = "hostname_template")]
     pub consul_hostname_template: Option<String>,
     /// Treat instances with a warning check as unhealthy (default: healthy).
     #[arg(long, env = "SEXTANT_CONSUL_WARNING_UNHEALTHY")]
+    #[serde(rename = "warning_unhealthy", default)]
     pub consul_warning_unhealthy: bool,
     /// Include connect-proxy and gateway instances.
     #[arg(long, env = "SEXTANT_CONSUL_INCLUDE_GATEWAYS")]
+    #[serde(rename = "include_gateways", default)]
     pub consul_include_gateways: bool,
     /// Node-meta key whose value is the endpoints' zone.
     #[arg(long, env = "SEXTANT_CONSUL_ZONE_META_KEY", value_name = "KEY")]
+    #[serde(rename = "zone_meta_key")]
     pub consul_zone_meta_key: Option<String>,
 }
 
-/// The `consul:` section of the settings file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ConsulFile {
-    pub(super) addr: Option<String>,
-    pub(super) token: Option<String>,
-    pub(super) datacenter: Option<String>,
-    pub(super) cacert: Option<PathBuf>,
-    pub(super) client_cert: Option<PathBuf>,
-    pub(super) client_key: Option<PathBuf>,
-    pub(super) hostname_template: Option<String>,
-    pub(super) warning_unhealthy: Option<bool>,
-    pub(super) include_gateways: Option<bool>,
-    pub(super) zone_meta_key: Option<String>,
-}
+/// The file's section is the same struct as the flags (serde reads
+/// the file keys, clap the flags): one declaration per setting.
+pub(super) type ConsulFile = ConsulArgs;
 
 impl ConsulArgs {
     pub(super) fn resolve(&self, file: &ConsulFile, col: &mut Collector) -> ConsulConfig {
         let mut c = ConsulConfig::default();
-        if let Some((a, from_flag)) = either(&self.consul_addr, &file.addr) {
+        if let Some((a, from_flag)) = either(&self.consul_addr, &file.consul_addr) {
             // CONSUL_HTTP_ADDR is often given without a scheme.
             c.addr = if a.contains("://") {
                 a
@@ -86,14 +85,20 @@ impl ConsulArgs {
                 );
             }
         }
-        c.token = self.consul_token.clone().or_else(|| file.token.clone());
+        c.token = self
+            .consul_token
+            .clone()
+            .or_else(|| file.consul_token.clone());
         c.datacenter = self
             .consul_datacenter
             .clone()
-            .or_else(|| file.datacenter.clone());
-        c.ca = self.consul_cacert.clone().or_else(|| file.cacert.clone());
-        let cert = either(&self.consul_client_cert, &file.client_cert);
-        let key = either(&self.consul_client_key, &file.client_key);
+            .or_else(|| file.consul_datacenter.clone());
+        c.ca = self
+            .consul_cacert
+            .clone()
+            .or_else(|| file.consul_cacert.clone());
+        let cert = either(&self.consul_client_cert, &file.consul_client_cert);
+        let key = either(&self.consul_client_key, &file.consul_client_key);
         match (cert, key) {
             (Some((cert, _)), Some((key, _))) => c.client_cert = Some((cert, key)),
             (None, None) => {}
@@ -108,9 +113,10 @@ impl ConsulArgs {
                 "needs its certificate (consul.client_cert, --consul-client-cert)".into(),
             ),
         }
-        if let Some((t, from_flag)) =
-            either(&self.consul_hostname_template, &file.hostname_template)
-        {
+        if let Some((t, from_flag)) = either(
+            &self.consul_hostname_template,
+            &file.consul_hostname_template,
+        ) {
             if !t.contains("{service}") {
                 col.bad(
                     "consul.hostname_template",
@@ -129,13 +135,12 @@ impl ConsulArgs {
             c.mapping.hostname_template = t;
         }
         c.mapping.warning_is_healthy =
-            !(self.consul_warning_unhealthy || file.warning_unhealthy.unwrap_or(false));
-        c.mapping.include_gateways =
-            self.consul_include_gateways || file.include_gateways.unwrap_or(false);
+            !(self.consul_warning_unhealthy || file.consul_warning_unhealthy);
+        c.mapping.include_gateways = self.consul_include_gateways || file.consul_include_gateways;
         c.mapping.zone_meta_key = self
             .consul_zone_meta_key
             .clone()
-            .or_else(|| file.zone_meta_key.clone());
+            .or_else(|| file.consul_zone_meta_key.clone());
         c
     }
 }

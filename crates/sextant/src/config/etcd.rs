@@ -8,7 +8,8 @@ use serde::Deserialize;
 use super::*;
 
 /// How to reach etcd: flags shared by the etcd registry and `sextant etcd register`.
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct EtcdArgs {
     /// etcd client URLs [default: http://127.0.0.1:2379].
     #[arg(
@@ -17,15 +18,19 @@ pub struct EtcdArgs {
         value_delimiter = ',',
         value_name = "URL,..."
     )]
+    #[serde(rename = "endpoints")]
     pub etcd_endpoints: Option<Vec<String>>,
     /// Prefix of Sextant's keys in etcd [default: /sextant/].
     #[arg(long, env = "SEXTANT_ETCD_PREFIX", value_name = "PREFIX")]
+    #[serde(rename = "prefix")]
     pub etcd_prefix: Option<String>,
     /// Also read grpc-go naming-convention keys (SERVICE/ADDR) under this prefix.
     #[arg(long, env = "SEXTANT_ETCD_NAMING_PREFIX", value_name = "PREFIX")]
+    #[serde(rename = "naming_prefix")]
     pub etcd_naming_prefix: Option<String>,
     /// etcd user name.
     #[arg(long, env = "SEXTANT_ETCD_USERNAME", value_name = "NAME")]
+    #[serde(rename = "username")]
     pub etcd_username: Option<String>,
     /// etcd password.
     #[arg(
@@ -34,15 +39,19 @@ pub struct EtcdArgs {
         value_name = "PASSWORD",
         hide_env_values = true
     )]
+    #[serde(rename = "password")]
     pub etcd_password: Option<String>,
     /// CA certificate (PEM) for https etcd URLs.
     #[arg(long, env = "SEXTANT_ETCD_CA", value_name = "FILE")]
+    #[serde(rename = "ca")]
     pub etcd_ca: Option<PathBuf>,
     /// Client certificate (PEM), with --etcd-key.
     #[arg(long, env = "SEXTANT_ETCD_CERT", value_name = "FILE")]
+    #[serde(rename = "cert")]
     pub etcd_cert: Option<PathBuf>,
     /// Client key (PEM), with --etcd-cert.
     #[arg(long, env = "SEXTANT_ETCD_KEY", value_name = "FILE")]
+    #[serde(rename = "key")]
     pub etcd_key: Option<PathBuf>,
 }
 
@@ -50,7 +59,7 @@ impl EtcdArgs {
     /// The etcd settings, flags over the file's, with every problem.
     pub(super) fn resolve(&self, file: &EtcdFile, c: &mut Collector) -> EtcdConfig {
         let mut config = EtcdConfig::default();
-        if let Some((e, from_flag)) = either(&self.etcd_endpoints, &file.endpoints) {
+        if let Some((e, from_flag)) = either(&self.etcd_endpoints, &file.etcd_endpoints) {
             for url in &e {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     c.bad(
@@ -62,15 +71,19 @@ impl EtcdArgs {
             }
             config.endpoints = e;
         }
-        if let Some(p) = self.etcd_prefix.clone().or_else(|| file.prefix.clone()) {
+        if let Some(p) = self
+            .etcd_prefix
+            .clone()
+            .or_else(|| file.etcd_prefix.clone())
+        {
             config.prefix = p;
         }
         config.naming_prefix = self
             .etcd_naming_prefix
             .clone()
-            .or_else(|| file.naming_prefix.clone());
-        let user = either(&self.etcd_username, &file.username);
-        let password = either(&self.etcd_password, &file.password);
+            .or_else(|| file.etcd_naming_prefix.clone());
+        let user = either(&self.etcd_username, &file.etcd_username);
+        let password = either(&self.etcd_password, &file.etcd_password);
         match (user, password) {
             (Some((u, _)), Some((p, _))) => config.credentials = Some((u, p)),
             (None, None) => {}
@@ -85,8 +98,8 @@ impl EtcdArgs {
                 "needs a username (etcd.username, --etcd-username)".into(),
             ),
         }
-        let cert = either(&self.etcd_cert, &file.cert);
-        let key = either(&self.etcd_key, &file.key);
+        let cert = either(&self.etcd_cert, &file.etcd_cert);
+        let key = either(&self.etcd_key, &file.etcd_key);
         match (&cert, &key) {
             (Some((_, from_flag)), None) => c.bad(
                 "etcd.cert",
@@ -101,7 +114,7 @@ impl EtcdArgs {
             _ => {}
         }
         let tls = EtcdTls {
-            ca: self.etcd_ca.clone().or_else(|| file.ca.clone()),
+            ca: self.etcd_ca.clone().or_else(|| file.etcd_ca.clone()),
             cert: cert.map(|(v, _)| v),
             key: key.map(|(v, _)| v),
         };
@@ -126,16 +139,6 @@ impl EtcdArgs {
     }
 }
 
-/// The `etcd:` section of the settings file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct EtcdFile {
-    pub(super) endpoints: Option<Vec<String>>,
-    pub(super) prefix: Option<String>,
-    pub(super) naming_prefix: Option<String>,
-    pub(super) username: Option<String>,
-    pub(super) password: Option<String>,
-    pub(super) ca: Option<PathBuf>,
-    pub(super) cert: Option<PathBuf>,
-    pub(super) key: Option<PathBuf>,
-}
+/// The file's section is the same struct as the flags (serde reads
+/// the file keys, clap the flags): one declaration per setting.
+pub(super) type EtcdFile = EtcdArgs;

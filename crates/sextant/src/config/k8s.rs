@@ -10,7 +10,8 @@ use super::*;
 /// Kubernetes registry flags. Without --kubeconfig, the client reads
 /// `KUBECONFIG` (a colon-separated list, as kubectl does), then
 /// `~/.kube/config`, then the in-cluster service account.
-#[derive(clap::Args, Debug, Default, Clone)]
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct K8sArgs {
     /// Kubeconfig file [default: KUBECONFIG, ~/.kube/config, in-cluster].
     #[arg(long, env = "SEXTANT_KUBECONFIG", value_name = "FILE")]
@@ -23,6 +24,7 @@ pub struct K8sArgs {
         value_delimiter = ',',
         value_name = "NAME,..."
     )]
+    #[serde(rename = "contexts")]
     pub k8s_context: Option<Vec<String>>,
     /// Cluster ids, one per context; the registry is k8s/ID
     /// [default: Kubernetes, or the context names when there are several].
@@ -32,6 +34,7 @@ pub struct K8sArgs {
         value_delimiter = ',',
         value_name = "ID,..."
     )]
+    #[serde(rename = "cluster_ids")]
     pub k8s_cluster_id: Option<Vec<String>>,
     /// Namespaces to watch [default: all].
     #[arg(
@@ -40,9 +43,11 @@ pub struct K8sArgs {
         value_delimiter = ',',
         value_name = "NS,..."
     )]
+    #[serde(rename = "namespaces")]
     pub k8s_namespaces: Option<Vec<String>>,
     /// Only Services matching this label selector, e.g. `mesh=on`.
     #[arg(long, env = "SEXTANT_K8S_LABEL_SELECTOR", value_name = "SELECTOR")]
+    #[serde(rename = "label_selector")]
     pub k8s_label_selector: Option<String>,
     /// The clusters' DNS domain [default: cluster.local].
     #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", value_name = "DOMAIN")]
@@ -50,21 +55,13 @@ pub struct K8sArgs {
     /// Do not read Nodes (no RBAC on nodes needed; endpoints get only
     /// their slice's zone, no region).
     #[arg(long, env = "SEXTANT_K8S_SKIP_NODES")]
+    #[serde(rename = "skip_nodes", default)]
     pub k8s_skip_nodes: bool,
 }
 
-/// The `k8s:` section of the settings file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct K8sFile {
-    pub(super) kubeconfig: Option<PathBuf>,
-    pub(super) contexts: Option<Vec<String>>,
-    pub(super) cluster_ids: Option<Vec<String>>,
-    pub(super) namespaces: Option<Vec<String>>,
-    pub(super) label_selector: Option<String>,
-    pub(super) cluster_domain: Option<String>,
-    pub(super) skip_nodes: Option<bool>,
-}
+/// The file's section is the same struct as the flags (serde reads
+/// the file keys, clap the flags): one declaration per setting.
+pub(super) type K8sFile = K8sArgs;
 
 impl K8sArgs {
     /// One configuration per cluster.
@@ -95,7 +92,7 @@ impl K8sArgs {
                 (list, from_flag)
             };
         let from_flag;
-        (base.namespaces, from_flag) = pick(&self.k8s_namespaces, &file.namespaces);
+        (base.namespaces, from_flag) = pick(&self.k8s_namespaces, &file.k8s_namespaces);
         for ns in &base.namespaces {
             if let Some(p) = sextant_core::validate::dns_name_problem(ns).or_else(|| {
                 ns.contains('.')
@@ -107,7 +104,7 @@ impl K8sArgs {
         base.label_selector = self
             .k8s_label_selector
             .clone()
-            .or_else(|| file.label_selector.clone())
+            .or_else(|| file.k8s_label_selector.clone())
             .filter(|s| !s.trim().is_empty());
         if let Some((domain, from_flag)) = either(&self.cluster_domain, &file.cluster_domain) {
             let domain = domain.trim_end_matches('.').to_owned();
@@ -121,10 +118,10 @@ impl K8sArgs {
             }
             base.mapping.cluster_domain = domain;
         }
-        base.watch_nodes = !(self.k8s_skip_nodes || file.skip_nodes.unwrap_or(false));
+        base.watch_nodes = !(self.k8s_skip_nodes || file.k8s_skip_nodes);
 
-        let (contexts, _) = pick(&self.k8s_context, &file.contexts);
-        let (ids, ids_from_flag) = pick(&self.k8s_cluster_id, &file.cluster_ids);
+        let (contexts, _) = pick(&self.k8s_context, &file.k8s_context);
+        let (ids, ids_from_flag) = pick(&self.k8s_cluster_id, &file.k8s_cluster_id);
         let clusters: Vec<(Option<String>, String)> = match (contexts.len(), ids.len()) {
             (0, 0) => vec![(None, "Kubernetes".into())],
             (0, 1) => vec![(None, ids[0].clone())],

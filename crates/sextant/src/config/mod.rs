@@ -5,8 +5,11 @@
 //! (`Settings::resolve`), `etcd.rs`, `consul.rs` and `k8s.rs` each a
 //! registry's flags, file section and resolution side by side, and
 //! `problems.rs` how a problem names the flag or the file, line and key.
-//! A setting is still declared twice (a clap field and a serde field) and
-//! resolved once, next to each other.
+//! A registry section's setting is declared once: its struct derives both
+//! clap (the flag, with its environment variable) and serde (the file key).
+//! The core settings are still declared twice, here (`RunArgs` and
+//! `ConfigFile`): their file values are read as text so that a bad one is
+//! reported with its line, and `debounce:` nests what the flags keep flat.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,13 +128,21 @@ impl ConfigFile {
     fn rebase(&mut self, base: &Path) {
         let mut paths: Vec<&mut PathBuf> = self.files.iter_mut().flatten().collect();
         if let Some(e) = &mut self.etcd {
-            paths.extend([&mut e.ca, &mut e.cert, &mut e.key].into_iter().flatten());
+            paths.extend(
+                [&mut e.etcd_ca, &mut e.etcd_cert, &mut e.etcd_key]
+                    .into_iter()
+                    .flatten(),
+            );
         }
         if let Some(c) = &mut self.consul {
             paths.extend(
-                [&mut c.cacert, &mut c.client_cert, &mut c.client_key]
-                    .into_iter()
-                    .flatten(),
+                [
+                    &mut c.consul_cacert,
+                    &mut c.consul_client_cert,
+                    &mut c.consul_client_key,
+                ]
+                .into_iter()
+                .flatten(),
             );
         }
         if let Some(k) = &mut self.k8s {
