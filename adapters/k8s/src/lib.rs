@@ -39,7 +39,7 @@
 
 pub mod convert;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
-use sextant_core::{Error, Event, EventStream, Locality, Registry, RegistryId, Service};
+use sextant_core::{
+    Error, Event, EventStream, Locality, Registry, RegistryId, SentServices, Service,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -321,10 +323,11 @@ struct Cluster {
     /// Owner of each slice, by (namespace, slice name).
     owners: HashMap<Key, Key>,
     nodes: HashMap<String, Locality>,
-    /// Services sent since the last Reset, to know what a removal deletes.
+    /// Services sent since the last Reset, to know what a removal deletes
+    /// (and under which hostname).
     /// (The aggregator drops an Apply equal to what it holds, so unchanged
     /// services need no copy here.)
-    sent: HashSet<Key>,
+    sent: SentServices<Key>,
     /// Objects that could not be read, by name, with the reason: shown
     /// until the object is fixed or deleted.
     broken: BTreeMap<String, String>,
@@ -341,7 +344,7 @@ impl Cluster {
             slices: HashMap::new(),
             owners: HashMap::new(),
             nodes: HashMap::new(),
-            sent: HashSet::new(),
+            sent: SentServices::new(),
             broken: BTreeMap::new(),
             resolved: false,
         }
@@ -499,18 +502,17 @@ impl Cluster {
         }
     }
 
-    /// Everything, for a Reset; remembers what was sent.
-    fn all(&mut self, problems: &mut Vec<Error>) -> Vec<Service> {
-        let mut all = Vec::new();
-        self.sent.clear();
-        for key in self.services.keys() {
-            if let Some(s) = self.build(key, problems) {
-                self.sent.insert(key.clone());
-                all.push(s);
-            }
-        }
-        all.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-        all
+    /// Everything, as one Reset; remembers what was sent.
+    fn all(&mut self, problems: &mut Vec<Error>) -> Event {
+        let keys: Vec<Key> = self.services.keys().cloned().collect();
+        let built: Vec<(Key, Option<Service>)> = keys
+            .into_iter()
+            .map(|key| {
+                let service = self.build(&key, problems);
+                (key, service)
+            })
+            .collect();
+        self.sent.reset(built)
     }
 
     /// The events for the services a change touched. One that converts to
@@ -518,17 +520,8 @@ impl Cluster {
     fn events(&mut self, dirty: BTreeSet<Key>, problems: &mut Vec<Error>) -> Vec<Event> {
         let mut out = Vec::new();
         for key in dirty {
-            match self.build(&key, problems) {
-                Some(s) => {
-                    self.sent.insert(key);
-                    out.push(Event::Apply(s));
-                }
-                None => {
-                    if self.sent.remove(&key) {
-                        out.push(Event::Delete(self.mapping.hostname(&key.0, &key.1)));
-                    }
-                }
-            }
+            let service = self.build(&key, problems);
+            out.extend(self.sent.update(key, service));
         }
         out
     }
@@ -596,9 +589,9 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                 Err(e) => return Err(unavailable(source, "list", e)),
             }
         }
-        let all = cluster.all(&mut problems);
-        info!(registry = %id, %server, services = all.len(), "kubernetes: listed");
-        if !send_all(&tx, vec![Event::Reset(all)], problems).await {
+        let reset = cluster.all(&mut problems);
+        info!(registry = %id, %server, services = cluster.sent.len(), "kubernetes: listed");
+        if !send_all(&tx, vec![reset], problems).await {
             return Ok(());
         }
 
@@ -655,9 +648,9 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                 // A broken object was fixed or deleted: only a Reset clears
                 // its problem; the others are reported again after it.
                 problems.clear();
-                let all = cluster.all(&mut problems);
+                let reset = cluster.all(&mut problems);
                 problems.extend(cluster.broken_problems());
-                vec![Event::Reset(all)]
+                vec![reset]
             } else {
                 cluster.events(dirty, &mut problems)
             };

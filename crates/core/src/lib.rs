@@ -33,6 +33,7 @@ pub mod model;
 pub mod recover;
 pub mod registry;
 pub mod rules;
+pub mod sent;
 pub mod validate;
 pub mod view;
 
@@ -43,5 +44,6 @@ pub use model::{
 };
 pub use registry::{Event, EventStream, Keyed, Registry, RegistryId};
 pub use rules::{MemoryRules, Rule, RuleKey, RuleSource, RuleSpec, RuleStream};
+pub use sent::SentServices;
 pub use validate::{ValidationError, ValidationErrors};
 pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};
