@@ -63,12 +63,8 @@ pub struct ConsulArgs {
     pub consul_zone_meta_key: Option<String>,
 }
 
-/// The file's section is the same struct as the flags (serde reads
-/// the file keys, clap the flags): one declaration per setting.
-pub(super) type ConsulFile = ConsulArgs;
-
 impl ConsulArgs {
-    pub(super) fn resolve(&self, file: &ConsulFile, col: &mut Collector) -> ConsulConfig {
+    pub(super) fn resolve(&self, file: &ConsulArgs, col: &mut Collector) -> ConsulConfig {
         let mut c = ConsulConfig::default();
         if let Some((a, from_flag)) = either(&self.consul_addr, &file.consul_addr) {
             // CONSUL_HTTP_ADDR is often given without a scheme.

@@ -57,7 +57,7 @@ pub struct EtcdArgs {
 
 impl EtcdArgs {
     /// The etcd settings, flags over the file's, with every problem.
-    pub(super) fn resolve(&self, file: &EtcdFile, c: &mut Collector) -> EtcdConfig {
+    pub(super) fn resolve(&self, file: &EtcdArgs, c: &mut Collector) -> EtcdConfig {
         let mut config = EtcdConfig::default();
         if let Some((e, from_flag)) = either(&self.etcd_endpoints, &file.etcd_endpoints) {
             for url in &e {
@@ -130,7 +130,7 @@ impl EtcdArgs {
             problems: Vec::new(),
             file: None,
         };
-        let config = self.resolve(&EtcdFile::default(), &mut c);
+        let config = self.resolve(&EtcdArgs::default(), &mut c);
         if c.problems.is_empty() {
             Ok(config)
         } else {
@@ -138,7 +138,3 @@ impl EtcdArgs {
         }
     }
 }
-
-/// The file's section is the same struct as the flags (serde reads
-/// the file keys, clap the flags): one declaration per setting.
-pub(super) type EtcdFile = EtcdArgs;

@@ -59,13 +59,9 @@ pub struct K8sArgs {
     pub k8s_skip_nodes: bool,
 }
 
-/// The file's section is the same struct as the flags (serde reads
-/// the file keys, clap the flags): one declaration per setting.
-pub(super) type K8sFile = K8sArgs;
-
 impl K8sArgs {
     /// One configuration per cluster.
-    pub(super) fn resolve(&self, file: &K8sFile, c: &mut Collector) -> Vec<K8sConfig> {
+    pub(super) fn resolve(&self, file: &K8sArgs, c: &mut Collector) -> Vec<K8sConfig> {
         let kubeconfig = either(&self.kubeconfig, &file.kubeconfig);
         if let Some((path, from_flag)) = &kubeconfig
             && !path.is_file()

@@ -5,11 +5,12 @@
 //! (`Settings::resolve`), `etcd.rs`, `consul.rs` and `k8s.rs` each a
 //! registry's flags, file section and resolution side by side, and
 //! `problems.rs` how a problem names the flag or the file, line and key.
-//! A registry section's setting is declared once: its struct derives both
-//! clap (the flag, with its environment variable) and serde (the file key).
-//! The core settings are still declared twice, here (`RunArgs` and
-//! `ConfigFile`): their file values are read as text so that a bad one is
-//! reported with its line, and `debounce:` nests what the flags keep flat.
+//! Every setting is declared once: `RunArgs` (and its sections, `debounce`,
+//! `etcd`, `consul`, `k8s`) derives both clap (the flag, with its
+//! environment variable) and serde (the file key); the file is read into
+//! the same struct. Values that need checking (addresses, durations, sizes)
+//! are kept as text in both and checked in `Settings::resolve`, so a bad one
+//! is reported under the flag or at the file's line, whichever gave it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,20 +32,21 @@ mod k8s;
 mod problems;
 
 pub use consul::ConsulArgs;
-use consul::ConsulFile;
 pub use etcd::EtcdArgs;
-use etcd::EtcdFile;
 pub use k8s::K8sArgs;
-use k8s::K8sFile;
 pub use problems::Problems;
 use problems::{Collector, either};
 
-/// The flags of `sextant` and `sextant check-config`.
-#[derive(clap::Args, Debug, Default, Clone)]
+/// The flags of `sextant` and `sextant check-config`, and the settings
+/// file: one struct, so each setting is declared once (clap reads the flag
+/// and its environment variable, serde the file key).
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
 pub struct RunArgs {
     /// Settings file (YAML, same names as the flags with `_`); flags and
     /// SEXTANT_* variables override it.
     #[arg(long, env = "SEXTANT_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Registries in priority order (the first one's port definitions win):
     /// file, etcd, consul, k8s. Default: file when --file is given.
@@ -62,13 +64,14 @@ pub struct RunArgs {
         value_delimiter = ',',
         value_name = "PATH"
     )]
+    #[serde(default)]
     pub files: Vec<PathBuf>,
     /// Where proxies connect for xDS [default: 127.0.0.1:15010].
     #[arg(long, env = "SEXTANT_XDS_ADDR", value_name = "ADDR")]
-    pub xds_addr: Option<SocketAddr>,
+    pub xds_addr: Option<String>,
     /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
     #[arg(long, env = "SEXTANT_ADMIN_ADDR", value_name = "ADDR")]
-    pub admin_addr: Option<SocketAddr>,
+    pub admin_addr: Option<String>,
     /// xDS connections open at once; more are refused [default: the
     /// open-file limit less 256].
     #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS", value_name = "N")]
@@ -81,7 +84,7 @@ pub struct RunArgs {
     pub xds_handshake_timeout: Option<String>,
     /// The outbound HTTP listener handed to proxies [default: 127.0.0.1:15001].
     #[arg(long, env = "SEXTANT_OUTBOUND_ADDR", value_name = "ADDR")]
-    pub outbound_addr: Option<SocketAddr>,
+    pub outbound_addr: Option<String>,
     /// Same hostname in several registries: union of endpoints, or the first
     /// registry wins [default: union].
     #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
@@ -92,15 +95,10 @@ pub struct RunArgs {
     /// Serve what is known if a registry has not synced by then [default: 30s].
     #[arg(long, env = "SEXTANT_STARTUP_TIMEOUT", value_name = "DURATION")]
     pub startup_timeout: Option<String>,
-    /// Quiet time before pushing endpoint-only changes [default: 10ms].
-    #[arg(long, env = "SEXTANT_DEBOUNCE_ENDPOINTS", value_name = "DURATION")]
-    pub debounce_endpoints: Option<String>,
-    /// Quiet time before pushing other changes [default: 100ms].
-    #[arg(long, env = "SEXTANT_DEBOUNCE_CONFIG", value_name = "DURATION")]
-    pub debounce_config: Option<String>,
-    /// Push at most this long after the first change of a batch [default: 1s].
-    #[arg(long, env = "SEXTANT_DEBOUNCE_MAX", value_name = "DURATION")]
-    pub debounce_max: Option<String>,
+    /// Coalescing of changes (file: `debounce: { endpoints, config, max }`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub debounce: DebounceArgs,
     /// On SIGTERM, wait this long for streams to close [default: 5s].
     #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
@@ -112,13 +110,45 @@ pub struct RunArgs {
     pub log_output_level: Option<String>,
     /// etcd registry settings.
     #[command(flatten)]
+    #[serde(default)]
     pub etcd: EtcdArgs,
     /// Consul registry settings.
     #[command(flatten)]
+    #[serde(default)]
     pub consul: ConsulArgs,
     /// Kubernetes registry settings.
     #[command(flatten)]
+    #[serde(default)]
     pub k8s: K8sArgs,
+}
+
+/// Coalescing flags, and the file's `debounce:` section.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DebounceArgs {
+    /// Quiet time before pushing endpoint-only changes [default: 10ms].
+    #[arg(
+        id = "debounce_endpoints",
+        long = "debounce-endpoints",
+        env = "SEXTANT_DEBOUNCE_ENDPOINTS",
+        value_name = "DURATION"
+    )]
+    pub endpoints: Option<String>,
+    /// Quiet time before pushing other changes [default: 100ms].
+    #[arg(
+        id = "debounce_config",
+        long = "debounce-config",
+        env = "SEXTANT_DEBOUNCE_CONFIG",
+        value_name = "DURATION"
+    )]
+    pub config: Option<String>,
+    /// Push at most this long after the first change of a batch [default: 1s].
+    #[arg(
+        long = "debounce-max",
+        env = "SEXTANT_DEBOUNCE_MAX",
+        value_name = "DURATION"
+    )]
+    pub max: Option<String>,
 }
 
 impl ConfigFile {
@@ -126,15 +156,17 @@ impl ConfigFile {
     /// directory, as the README promises (flags and environment variables
     /// stay relative to the working directory).
     fn rebase(&mut self, base: &Path) {
-        let mut paths: Vec<&mut PathBuf> = self.files.iter_mut().flatten().collect();
-        if let Some(e) = &mut self.etcd {
+        let mut paths: Vec<&mut PathBuf> = self.files.iter_mut().collect();
+        {
+            let e = &mut self.etcd;
             paths.extend(
                 [&mut e.etcd_ca, &mut e.etcd_cert, &mut e.etcd_key]
                     .into_iter()
                     .flatten(),
             );
         }
-        if let Some(c) = &mut self.consul {
+        {
+            let c = &mut self.consul;
             paths.extend(
                 [
                     &mut c.consul_cacert,
@@ -145,7 +177,8 @@ impl ConfigFile {
                 .flatten(),
             );
         }
-        if let Some(k) = &mut self.k8s {
+        {
+            let k = &mut self.k8s;
             paths.extend(k.kubeconfig.as_mut());
         }
         for p in paths {
@@ -156,36 +189,8 @@ impl ConfigFile {
     }
 }
 
-/// The settings file. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    registries: Option<Vec<String>>,
-    files: Option<Vec<PathBuf>>,
-    xds_addr: Option<String>,
-    admin_addr: Option<String>,
-    xds_max_connections: Option<usize>,
-    xds_max_request_size: Option<String>,
-    xds_handshake_timeout: Option<String>,
-    outbound_addr: Option<String>,
-    merge: Option<String>,
-    max_stale: Option<String>,
-    startup_timeout: Option<String>,
-    drain_timeout: Option<String>,
-    debounce: Option<DebounceFile>,
-    log_output_level: Option<String>,
-    etcd: Option<EtcdFile>,
-    consul: Option<ConsulFile>,
-    k8s: Option<K8sFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DebounceFile {
-    endpoints: Option<String>,
-    config: Option<String>,
-    max: Option<String>,
-}
+/// The settings file: the flags' struct, every field optional.
+pub type ConfigFile = RunArgs;
 
 /// A registry kind `--registries` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,7 +306,7 @@ impl Settings {
         let files: Vec<PathBuf> = if !args.files.is_empty() {
             args.files.clone()
         } else {
-            file.files.clone().unwrap_or_default()
+            file.files.clone()
         };
         let (kinds, kinds_from_flag) = match (&args.registries, &file.registries) {
             (Some(k), _) => (Some(k.clone()), true),
@@ -330,13 +335,13 @@ impl Settings {
         }
 
         let xds_addr = c
-            .addr("xds_addr", args.xds_addr, &file.xds_addr)
+            .addr("xds_addr", &args.xds_addr, &file.xds_addr)
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010)));
         let admin_addr = c
-            .addr("admin_addr", args.admin_addr, &file.admin_addr)
+            .addr("admin_addr", &args.admin_addr, &file.admin_addr)
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
         let outbound_addr = c
-            .addr("outbound_addr", args.outbound_addr, &file.outbound_addr)
+            .addr("outbound_addr", &args.outbound_addr, &file.outbound_addr)
             .unwrap_or(TranslateOptions::default().outbound_addr);
 
         let mut aggregator = AggregatorConfig::default();
@@ -359,19 +364,19 @@ impl Settings {
         ) {
             aggregator.startup_timeout = d;
         }
-        let fd = file.debounce.unwrap_or_default();
+        let fd = &file.debounce;
         let mut debounce = Debounce::default();
         if let Some(d) = c.duration(
             "debounce.endpoints",
-            &args.debounce_endpoints,
+            &args.debounce.endpoints,
             &fd.endpoints,
         ) {
             debounce.endpoints = d;
         }
-        if let Some(d) = c.duration("debounce.config", &args.debounce_config, &fd.config) {
+        if let Some(d) = c.duration("debounce.config", &args.debounce.config, &fd.config) {
             debounce.config = d;
         }
-        if let Some(d) = c.duration("debounce.max", &args.debounce_max, &fd.max) {
+        if let Some(d) = c.duration("debounce.max", &args.debounce.max, &fd.max) {
             debounce.max_delay = d;
         }
         if debounce.max_delay < debounce.endpoints || debounce.max_delay < debounce.config {
@@ -417,12 +422,10 @@ impl Settings {
             c.bad("log_output_level", args.log_output_level.is_some(), e);
         }
 
-        let etcd_file = file.etcd.unwrap_or_default();
-        let etcd = args.etcd.resolve(&etcd_file, &mut c);
-        let consul = args
-            .consul
-            .resolve(&file.consul.unwrap_or_default(), &mut c);
-        let k8s = args.k8s.resolve(&file.k8s.unwrap_or_default(), &mut c);
+        let etcd_file = &file.etcd;
+        let etcd = args.etcd.resolve(etcd_file, &mut c);
+        let consul = args.consul.resolve(&file.consul, &mut c);
+        let k8s = args.k8s.resolve(&file.k8s, &mut c);
 
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));

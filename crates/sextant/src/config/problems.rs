@@ -166,19 +166,16 @@ impl Collector<'_> {
     pub(super) fn addr(
         &mut self,
         key: &str,
-        flag: Option<SocketAddr>,
+        flag: &Option<String>,
         file: &Option<String>,
     ) -> Option<SocketAddr> {
-        if flag.is_some() {
-            return flag;
-        }
-        let value = file.as_ref()?;
+        let (value, from_flag) = either(flag, file)?;
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
                 self.bad(
                     key,
-                    false,
+                    from_flag,
                     format!("{value:?} is not an address; write IP:PORT, e.g. 127.0.0.1:15010"),
                 );
                 None

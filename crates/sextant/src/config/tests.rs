@@ -158,7 +158,7 @@ fn the_config_file_is_read_relative_to_itself_and_flags_win() {
     assert_eq!(s.aggregator.max_stale, Some(Duration::from_secs(600)));
     let s = Settings::resolve(&RunArgs {
         config: Some(path),
-        xds_addr: Some("127.0.0.1:35010".parse().expect("addr")),
+        xds_addr: Some("127.0.0.1:35010".into()),
         ..args()
     })
     .expect("valid");
@@ -397,7 +397,10 @@ fn problems_in_the_file_name_the_file_line_and_key_written() {
     // The same mistakes as flags are reported under the flags.
     let e = Settings::resolve(&RunArgs {
         registries: Some(vec!["etcd".into()]),
-        debounce_endpoints: Some("soon".into()),
+        debounce: DebounceArgs {
+            endpoints: Some("soon".into()),
+            ..Default::default()
+        },
         etcd: EtcdArgs {
             etcd_endpoints: Some(vec!["127.0.0.1:2379".into()]),
             ..Default::default()
@@ -413,4 +416,35 @@ fn problems_in_the_file_name_the_file_line_and_key_written() {
         e.0.iter().any(|m| m.starts_with("--etcd-endpoints: ")),
         "{e}"
     );
+}
+
+/// The flags, their environment variables and the file share one struct:
+/// clap's own checks of the definition (unique ids and names) pass, and a
+/// flag and the file key of the same setting land in the same field.
+#[test]
+fn one_struct_declares_each_flag_and_file_key() {
+    use clap::{CommandFactory, Parser};
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    Cli::command().debug_assert();
+    let cli = Cli::parse_from([
+        "sextant",
+        "--debounce-config",
+        "5ms",
+        "--etcd-endpoints",
+        "http://a:1",
+        "--config",
+        "x.yaml",
+    ]);
+    assert_eq!(cli.run.debounce.config.as_deref(), Some("5ms"));
+    assert_eq!(cli.run.config.as_deref(), Some(Path::new("x.yaml")));
+    let file: RunArgs = serde_yaml_ng::from_str(
+        "debounce: { config: 5ms }\netcd: { endpoints: [\"http://a:1\"] }\n",
+    )
+    .expect("file");
+    assert_eq!(file.debounce.config, cli.run.debounce.config);
+    assert_eq!(file.etcd.etcd_endpoints, cli.run.etcd.etcd_endpoints);
 }
