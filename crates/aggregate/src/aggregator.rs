@@ -158,28 +158,8 @@ impl Aggregator {
         if !self.merge.add_shard(id.clone()) {
             return Err(Error::DuplicateRegistry(id));
         }
-        let key = self.next_key;
-        self.next_key += 1;
-        // A `None` after the last item tells us the stream ended.
-        let stream = registry
-            .watch()
-            .map(|item| Some(item.map(Update::Services)))
-            .chain(futures::stream::once(async { None }));
-        self.streams.insert(key, stream.boxed());
-        self.tracked.push(Tracked {
-            id,
-            kind: SourceKind::Services,
-            key,
-            state: SyncState::Syncing,
-            synced_once: false,
-            last_sync: None,
-            stale_since: None,
-            last_error: None,
-            problems: BTreeMap::new(),
-            events_total: 0,
-            errors_total: 0,
-            rejected_total: 0,
-        });
+        let stream = registry.watch().map(|item| item.map(Update::Services));
+        self.track(id, SourceKind::Services, stream.boxed());
         Ok(())
     }
 
@@ -188,16 +168,28 @@ impl Aggregator {
         if !self.merge.add_rule_shard(id.clone()) {
             return Err(Error::DuplicateRegistry(id));
         }
+        let stream = source.watch_rules().map(|item| item.map(Update::Rules));
+        self.track(id, SourceKind::Rules, stream.boxed());
+        Ok(())
+    }
+
+    /// Starts following one source's stream.
+    fn track(
+        &mut self,
+        id: RegistryId,
+        kind: SourceKind,
+        stream: BoxStream<'static, sextant_core::Result<Update>>,
+    ) {
         let key = self.next_key;
         self.next_key += 1;
-        let stream = source
-            .watch_rules()
-            .map(|item| Some(item.map(Update::Rules)))
+        // A `None` after the last item tells us the stream ended.
+        let stream = stream
+            .map(Some)
             .chain(futures::stream::once(async { None }));
         self.streams.insert(key, stream.boxed());
         self.tracked.push(Tracked {
             id,
-            kind: SourceKind::Rules,
+            kind,
             key,
             state: SyncState::Syncing,
             synced_once: false,
@@ -209,7 +201,6 @@ impl Aggregator {
             errors_total: 0,
             rejected_total: 0,
         });
-        Ok(())
     }
 
     /// Runs until every [`AggregatorHandle`] and view receiver is dropped.
