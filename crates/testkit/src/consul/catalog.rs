@@ -13,6 +13,19 @@ impl Catalog {
         self.service_index.insert(name.to_owned(), index);
     }
 
+    /// Touches every service with an instance on `node`.
+    pub(super) fn touch_node(&mut self, node: &str, index: u64) {
+        let names: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.node == node)
+            .map(|i| i.name.clone())
+            .collect();
+        for n in names {
+            self.touch_service(&n, index);
+        }
+    }
+
     pub(super) fn service_names(&self) -> BTreeMap<String, BTreeSet<String>> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for inst in self.instances.values() {
@@ -177,15 +190,7 @@ impl Catalog {
             self.touch_service(&name, index);
         } else {
             // A node check touches every service on the node.
-            let names: Vec<String> = self
-                .instances
-                .values()
-                .filter(|i| i.node == node)
-                .map(|i| i.name.clone())
-                .collect();
-            for n in names {
-                self.touch_service(&n, index);
-            }
+            self.touch_node(node, index);
         }
         true
     }

@@ -287,15 +287,7 @@ impl ConsulDouble {
             n.meta.insert(key.to_owned(), value.to_owned());
             n.index = index;
         }
-        let names: Vec<String> = c
-            .instances
-            .values()
-            .filter(|i| i.node == node)
-            .map(|i| i.name.clone())
-            .collect();
-        for n in names {
-            c.touch_service(&n, index);
-        }
+        c.touch_node(node, index);
         drop(c);
         self.wake();
     }
