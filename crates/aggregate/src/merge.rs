@@ -42,6 +42,63 @@ struct Shard {
 struct RuleShard {
     id: RegistryId,
     rules: BTreeMap<RuleKey, Arc<Rule>>,
+    /// The keys of the rules naming each host: merging a host looks up its
+    /// rules here instead of scanning every rule (merges run on every
+    /// change, endpoint flips included).
+    by_host: BTreeMap<Hostname, BTreeSet<RuleKey>>,
+}
+
+impl RuleShard {
+    fn index(&mut self, rule: &Rule) {
+        for h in &rule.hosts {
+            self.by_host
+                .entry(h.clone())
+                .or_default()
+                .insert(rule.key.clone());
+        }
+    }
+
+    fn unindex(&mut self, rule: &Rule) {
+        for h in &rule.hosts {
+            if let Some(keys) = self.by_host.get_mut(h) {
+                keys.remove(&rule.key);
+                if keys.is_empty() {
+                    self.by_host.remove(h);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, rule: Arc<Rule>) -> Option<Arc<Rule>> {
+        let old = self.remove(&rule.key);
+        self.index(&rule);
+        self.rules.insert(rule.key.clone(), rule);
+        old
+    }
+
+    fn remove(&mut self, key: &RuleKey) -> Option<Arc<Rule>> {
+        let old = self.rules.remove(key)?;
+        self.unindex(&old);
+        Some(old)
+    }
+
+    /// Replaces every rule; the previous ones.
+    fn replace_all(&mut self, rules: BTreeMap<RuleKey, Arc<Rule>>) -> BTreeMap<RuleKey, Arc<Rule>> {
+        self.by_host.clear();
+        for rule in rules.values() {
+            self.index(rule);
+        }
+        std::mem::replace(&mut self.rules, rules)
+    }
+
+    /// The rules naming `host`, by key.
+    fn naming<'a>(&'a self, host: &Hostname) -> impl Iterator<Item = &'a Arc<Rule>> + 'a {
+        self.by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.rules.get(k))
+    }
 }
 
 /// One shard per registry, in priority order, one per rule source, and the
@@ -98,7 +155,7 @@ impl MergeState {
             self.dirty.extend(old.into_keys());
         }
         if let Some(i) = self.rule_shard_index(id) {
-            let old = std::mem::take(&mut self.rule_shards[i].rules);
+            let old = self.rule_shards[i].replace_all(BTreeMap::new());
             self.dirty
                 .extend(old.into_values().flat_map(|r| r.hosts.clone()));
         }
@@ -113,6 +170,7 @@ impl MergeState {
         self.rule_shards.push(RuleShard {
             id,
             rules: BTreeMap::new(),
+            by_host: BTreeMap::new(),
         });
         true
     }
@@ -135,12 +193,12 @@ impl MergeState {
                     return;
                 }
                 touched.extend(rule.hosts.iter().cloned());
-                if let Some(old) = shard.rules.insert(rule.key.clone(), Arc::new(rule)) {
+                if let Some(old) = shard.insert(Arc::new(rule)) {
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
             Event::Delete(key) => {
-                if let Some(old) = shard.rules.remove(&key) {
+                if let Some(old) = shard.remove(&key) {
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
@@ -165,7 +223,7 @@ impl MergeState {
                         touched.extend(old.hosts.iter().cloned());
                     }
                 }
-                shard.rules = next;
+                shard.replace_all(next);
             }
         }
         self.dirty.extend(touched);
@@ -176,8 +234,7 @@ impl MergeState {
     fn rules_for(&self, hostname: &Hostname) -> Vec<Arc<Rule>> {
         self.rule_shards
             .iter()
-            .flat_map(|s| s.rules.values())
-            .filter(|r| r.hosts.contains(hostname))
+            .flat_map(|s| s.naming(hostname))
             .cloned()
             .collect()
     }
