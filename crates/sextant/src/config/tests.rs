@@ -4,6 +4,23 @@ fn args() -> RunArgs {
     RunArgs::default()
 }
 
+/// A settings file holding `text`, in a directory of its own (removed with
+/// the returned guard).
+fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
+/// The settings from the file at `path` and no flags.
+fn resolve_file(path: &Path) -> Result<Settings, Problems> {
+    Settings::resolve(&RunArgs {
+        config: Some(path.to_owned()),
+        ..args()
+    })
+}
+
 #[test]
 fn files_alone_mean_the_file_registry_with_pilot_defaults() {
     let s = Settings::resolve(&RunArgs {
@@ -120,18 +137,10 @@ fn k8s_problems_are_reported_together() {
 
 #[test]
 fn the_k8s_section_of_the_config_file_is_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sextant.yaml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "registries: [k8s]\nk8s:\n  contexts: [prod]\n  cluster_ids: [eu-1]\n  label_selector: mesh=on\n",
-    )
-    .expect("write");
-    let s = Settings::resolve(&RunArgs {
-        config: Some(path),
-        ..args()
-    })
-    .expect("valid");
+    );
+    let s = resolve_file(&path).expect("valid");
     assert_eq!(s.k8s[0].context.as_deref(), Some("prod"));
     assert_eq!(s.k8s[0].cluster_id, "eu-1");
     assert_eq!(s.k8s[0].label_selector.as_deref(), Some("mesh=on"));
@@ -139,18 +148,10 @@ fn the_k8s_section_of_the_config_file_is_read() {
 
 #[test]
 fn the_config_file_is_read_relative_to_itself_and_flags_win() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sextant.yaml");
-    std::fs::write(
-        &path,
+    let (dir, path) = config_file(
         "registries: [file]\nfiles: [mesh.yaml]\nxds_addr: 127.0.0.1:25010\nmerge: first\ndebounce: { endpoints: 5ms }\nmax_stale: 10m\n",
-    )
-    .expect("write");
-    let s = Settings::resolve(&RunArgs {
-        config: Some(path.clone()),
-        ..args()
-    })
-    .expect("valid");
+    );
+    let s = resolve_file(&path).expect("valid");
     assert_eq!(s.files, [dir.path().join("mesh.yaml")]);
     assert_eq!(s.xds_addr.port(), 25010);
     assert_eq!(s.aggregator.merge, MergeMode::First);
@@ -167,18 +168,8 @@ fn the_config_file_is_read_relative_to_itself_and_flags_win() {
 
 #[test]
 fn config_file_problems_name_file_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sextant.yaml");
-    std::fs::write(
-        &path,
-        "files: [mesh.yaml]\nmax_stale: forever\nxds_addr: localhost\n",
-    )
-    .expect("write");
-    let e = Settings::resolve(&RunArgs {
-        config: Some(path.clone()),
-        ..args()
-    })
-    .expect_err("invalid");
+    let (_dir, path) = config_file("files: [mesh.yaml]\nmax_stale: forever\nxds_addr: localhost\n");
+    let e = resolve_file(&path).expect_err("invalid");
     let p = path.display().to_string();
     assert!(
         e.0.iter()
@@ -192,11 +183,7 @@ fn config_file_problems_name_file_and_line() {
     );
 
     std::fs::write(&path, "files: [mesh.yaml]\nregistrys: [file]\n").expect("write");
-    let e = Settings::resolve(&RunArgs {
-        config: Some(path),
-        ..args()
-    })
-    .expect_err("typo");
+    let e = resolve_file(&path).expect_err("typo");
     assert!(
         e.0[0].contains(":2:") && e.0[0].contains("unknown field `registrys`"),
         "{e}"
@@ -231,18 +218,10 @@ fn etcd_settings_from_flags_and_file() {
     .expect_err("invalid");
     assert_eq!(e.0.len(), 3, "{e}");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sextant.yaml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "registries: [etcd]\netcd: { endpoints: [\"http://127.0.0.1:1\"], prefix: /mesh/ }\n",
-    )
-    .expect("write");
-    let s = Settings::resolve(&RunArgs {
-        config: Some(path),
-        ..args()
-    })
-    .expect("valid");
+    );
+    let s = resolve_file(&path).expect("valid");
     assert_eq!(
         (s.etcd.endpoints[0].as_str(), s.etcd.prefix.as_str()),
         ("http://127.0.0.1:1", "/mesh/")
@@ -305,11 +284,7 @@ fn every_path_in_the_config_file_is_relative_to_it() {
          k8s:\n  kubeconfig: kube/config\n",
     )
     .expect("write");
-    let s = Settings::resolve(&RunArgs {
-        config: Some(path.clone()),
-        ..args()
-    })
-    .expect("valid");
+    let s = resolve_file(&path).expect("valid");
     let d = dir.path();
     assert_eq!(s.files, [d.join("mesh.yaml")]);
     let tls = s.etcd.tls.as_ref().expect("etcd tls");
@@ -357,22 +332,14 @@ fn every_path_in_the_config_file_is_relative_to_it() {
 /// same value from a flag is reported under the flag.
 #[test]
 fn problems_in_the_file_name_the_file_line_and_key_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("sextant.yaml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = config_file(
         "registries: [etcd, consul, k8s]\n\
          debounce:\n  config: 5ms\n  endpoints: soon\n\
          etcd: { prefix: /x/, endpoints: [\"127.0.0.1:2379\"] }\n\
          consul:\n  addr: \"ftp://nowhere\"\n  client_cert: c.pem\n\
          k8s:\n  namespaces: [Shop_1]\n  cluster_domain: \"bad domain\"\n",
-    )
-    .expect("write");
-    let e = Settings::resolve(&RunArgs {
-        config: Some(path.clone()),
-        ..args()
-    })
-    .expect_err("invalid");
+    );
+    let e = resolve_file(&path).expect_err("invalid");
     let p = path.display().to_string();
     for (line, key) in [
         (4, "debounce.endpoints"),
