@@ -313,7 +313,11 @@ impl Aggregator {
                 let event = match update {
                     Update::Services(event) => event,
                     Update::Rules(event) => {
-                        self.merge.apply_rules(&t.id, event);
+                        for rejected in self.merge.apply_rules(&t.id, event) {
+                            t.rejected_total += 1;
+                            let object = rejected.0.first().map(|e| e.rule.to_string());
+                            record_problem(t, object, rejected.to_string(), now);
+                        }
                         return;
                     }
                 };

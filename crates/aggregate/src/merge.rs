@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sextant_core::{
     Conflict, ConflictField, Endpoint, Event, Hostname, MeshService, MeshView, RegistryId, Rule,
-    RuleKey, Service, ValidationErrors,
+    RuleKey, RuleKind, RuleProblems, Service, ValidationErrors,
 };
 
 /// How services with the same hostname from several registries combine.
@@ -181,16 +181,23 @@ impl MergeState {
 
     /// Applies one rule event to the rule shard of `id`: the hosts the
     /// rule bound to before and binds to now are merged again, no others.
-    pub fn apply_rules(&mut self, id: &RegistryId, event: Event<Rule>) {
+    /// Rules that fail validation are returned and not applied; the shard
+    /// keeps their previous version.
+    pub fn apply_rules(&mut self, id: &RegistryId, event: Event<Rule>) -> Vec<RuleProblems> {
         let Some(i) = self.rule_shard_index(id) else {
-            return;
+            return Vec::new();
         };
         let shard = &mut self.rule_shards[i];
         let mut touched: Vec<Hostname> = Vec::new();
+        let mut rejected = Vec::new();
         match event {
             Event::Apply(rule) => {
                 if shard.rules.get(&rule.key).is_some_and(|r| **r == rule) {
-                    return;
+                    return rejected;
+                }
+                if let Err(e) = rule.validate() {
+                    rejected.push(e);
+                    return rejected;
                 }
                 touched.extend(rule.hosts.iter().cloned());
                 if let Some(old) = shard.insert(Arc::new(rule)) {
@@ -203,13 +210,26 @@ impl MergeState {
                 }
             }
             Event::Reset(rules) => {
-                let next: BTreeMap<RuleKey, Arc<Rule>> = rules
-                    .into_iter()
-                    .map(|r| match shard.rules.get(&r.key) {
-                        Some(old) if **old == r => (r.key.clone(), old.clone()),
-                        _ => (r.key.clone(), Arc::new(r)),
-                    })
-                    .collect();
+                let mut next: BTreeMap<RuleKey, Arc<Rule>> = BTreeMap::new();
+                for r in rules {
+                    match shard.rules.get(&r.key) {
+                        Some(old) if **old == r => {
+                            next.insert(r.key.clone(), old.clone());
+                        }
+                        old => match r.validate() {
+                            Ok(()) => {
+                                next.insert(r.key.clone(), Arc::new(r));
+                            }
+                            Err(e) => {
+                                // Keep serving the last good version of this rule.
+                                if let Some(old) = old {
+                                    next.insert(r.key.clone(), old.clone());
+                                }
+                                rejected.push(e);
+                            }
+                        },
+                    }
+                }
                 for (k, r) in &next {
                     if shard.rules.get(k) != Some(r) {
                         touched.extend(r.hosts.iter().cloned());
@@ -227,16 +247,40 @@ impl MergeState {
             }
         }
         self.dirty.extend(touched);
+        rejected
     }
 
-    /// The rules bound to `hostname`: rule sources in priority order, then
-    /// by key.
-    fn rules_for(&self, hostname: &Hostname) -> Vec<Arc<Rule>> {
-        self.rule_shards
-            .iter()
-            .flat_map(|s| s.naming(hostname))
-            .cloned()
-            .collect()
+    /// The rules in force for `hostname`, and the conflicts among the rules
+    /// naming it. One route rule and one policy per host: the first rule
+    /// source in priority order wins; within one source, the first by
+    /// namespace and name (Istio: the oldest; names are what every source
+    /// has). Each loser is a conflict, never silent.
+    fn rules_for(&self, hostname: &Hostname) -> (Vec<Arc<Rule>>, Vec<Conflict>) {
+        let mut winners: Vec<(&RegistryId, &Arc<Rule>)> = Vec::new();
+        let mut conflicts = Vec::new();
+        for shard in &self.rule_shards {
+            for rule in shard.naming(hostname) {
+                match winners.iter().find(|(_, w)| w.key.kind == rule.key.kind) {
+                    None => winners.push((&shard.id, rule)),
+                    Some((winner_id, winner)) => conflicts.push(Conflict {
+                        hostname: hostname.clone(),
+                        winner: (*winner_id).clone(),
+                        other: shard.id.clone(),
+                        field: match rule.key.kind {
+                            RuleKind::Route => ConflictField::RouteRule,
+                            RuleKind::Policy => ConflictField::DestinationPolicy,
+                        },
+                        detail: format!(
+                            "{} from {winner_id} is in force; {} from {} is ignored for this host",
+                            winner.key, rule.key, shard.id
+                        ),
+                        endpoints_dropped: 0,
+                    }),
+                }
+            }
+        }
+        let rules = winners.into_iter().map(|(_, r)| r.clone()).collect();
+        (rules, conflicts)
     }
 
     fn shard_index(&self, id: &RegistryId) -> Option<usize> {
@@ -411,6 +455,8 @@ impl MergeState {
                 });
             }
         }
+        let (rules, rule_conflicts) = self.rules_for(&hostname);
+        conflicts.extend(rule_conflicts);
         if conflicts.is_empty() {
             self.conflicts.remove(&hostname);
         } else {
@@ -421,8 +467,6 @@ impl MergeState {
             ..without_endpoints(winner)
         };
         let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
-        let rules = self.rules_for(&hostname);
-
         let old = self.merged.get(&hostname);
         if let Some(old) = old
             && old.service == service

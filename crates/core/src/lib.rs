@@ -43,7 +43,10 @@ pub use model::{
     Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
 };
 pub use registry::{Event, EventStream, Keyed, Registry, RegistryId};
-pub use rules::{MemoryRules, Rule, RuleKey, RuleSource, RuleSpec, RuleStream};
+pub use rules::{
+    DestinationPolicy, MemoryRules, PolicyEntry, RouteEntry, RouteRule, Rule, RuleKey, RuleKind,
+    RuleProblems, RuleSource, RuleSpec, RuleStream,
+};
 pub use sent::SentServices;
 pub use validate::{ValidationError, ValidationErrors};
 pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};

@@ -26,12 +26,29 @@ pub struct MeshService {
     pub config_generation: u64,
     /// The view generation in which the endpoints last changed.
     pub endpoints_generation: u64,
-    /// The traffic rules bound to this hostname, in source priority order,
-    /// then by key. A change to them is a configuration change: it moves
+    /// The traffic rules in force for this hostname: at most one route rule
+    /// and one destination policy (others naming it are conflicts). A
+    /// change to them is a configuration change: it moves
     /// `config_generation`, so exactly the services a rule binds to are
     /// translated again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Arc<crate::rules::Rule>>,
+}
+
+impl MeshService {
+    /// The route rule in force, if any.
+    pub fn route_rule(&self) -> Option<(&crate::rules::Rule, &crate::rules::RouteRule)> {
+        self.rules
+            .iter()
+            .find_map(|r| r.as_route().map(|route| (&**r, route)))
+    }
+
+    /// The destination policy in force, if any.
+    pub fn policy(&self) -> Option<(&crate::rules::Rule, &crate::rules::DestinationPolicy)> {
+        self.rules
+            .iter()
+            .find_map(|r| r.as_policy().map(|p| (&**r, p)))
+    }
 }
 
 /// Two registries disagree about a service they both report.
@@ -68,6 +85,10 @@ pub enum ConflictField {
     /// Endpoints of `other` that serve none of the winning ports, so are
     /// not served (see `sextant-aggregate`'s merge rules).
     DroppedEndpoints,
+    /// Two route rules name the host; one is in force (see the detail).
+    RouteRule,
+    /// Two destination policies name the host; one is in force.
+    DestinationPolicy,
 }
 
 /// The merged view, published as `Arc<MeshView>` whenever it changes.

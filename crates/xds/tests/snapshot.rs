@@ -125,7 +125,7 @@ fn versions_depend_on_content_only() {
 /// service's resources with the previous snapshot.
 #[test]
 fn a_rule_change_re_translates_only_the_services_it_binds_to() {
-    use sextant_core::{Rule, RuleKey, RuleSpec};
+    use sextant_core::{DestinationPolicy, Rule};
     let mut mesh = Mesh::new(100, 10);
     let rules = RegistryId::new("memory/rules");
     mesh.merge.add_rule_shard(rules.clone());
@@ -133,11 +133,15 @@ fn a_rule_change_re_translates_only_the_services_it_binds_to() {
 
     mesh.merge.apply_rules(
         &rules,
-        Event::Apply(Rule {
-            key: RuleKey::new("mesh", "r"),
-            hosts: vec!["svc-7.mesh.svc".into()],
-            spec: RuleSpec::Note("canary".into()),
-        }),
+        Event::Apply(Rule::policy(
+            "mesh",
+            "r",
+            DestinationPolicy {
+                host: "svc-7.mesh.svc".into(),
+                traffic_policy: None,
+                subsets: Vec::new(),
+            },
+        )),
     );
     let s2 = s1.next(mesh.view());
 

@@ -317,7 +317,7 @@ async fn status_serializes_for_the_debug_endpoint() {
 #[tokio::test(start_paused = true)]
 async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
     use futures::StreamExt;
-    use sextant_core::{Rule, RuleKey, RuleSpec, RuleStream};
+    use sextant_core::{Rule, RuleStream};
 
     /// Sends nothing until told: a rule source that has not synced.
     struct Late(
@@ -359,11 +359,15 @@ async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
         "the rule source has not synced"
     );
 
-    let rule = Rule {
-        key: RuleKey::new("default", "r"),
-        hosts: vec!["a.svc".into()],
-        spec: RuleSpec::Note("hello".into()),
-    };
+    let rule = Rule::policy(
+        "default",
+        "r",
+        sextant_core::DestinationPolicy {
+            host: "a.svc".into(),
+            traffic_policy: None,
+            subsets: Vec::new(),
+        },
+    );
     tx.send(Ok(Event::Reset(vec![rule.clone()]))).expect("send");
     let view = h.ready().await.expect("ready");
     assert_eq!(*view.services["a.svc"].rules[0], rule);

@@ -391,12 +391,107 @@ proptest! {
     }
 }
 
+/// A route rule over `hosts` whose one route is named `note` (what tests
+/// compare).
 fn rule(name: &str, hosts: &[&str], note: &str) -> sextant_core::Rule {
-    sextant_core::Rule {
-        key: sextant_core::RuleKey::new("default", name),
-        hosts: hosts.iter().map(|h| Hostname::new(*h)).collect(),
-        spec: sextant_core::RuleSpec::Note(note.into()),
+    use sextant_core::rules::{Destination, HttpRoute, RouteDestination};
+    sextant_core::Rule::route(
+        "default",
+        name,
+        sextant_core::RouteRule {
+            hosts: hosts.iter().map(|h| Hostname::new(*h)).collect(),
+            http: vec![HttpRoute {
+                name: Some(note.into()),
+                route: vec![RouteDestination {
+                    destination: Destination::host(hosts[0]),
+                    weight: None,
+                }],
+                ..Default::default()
+            }],
+        },
+    )
+}
+
+fn note(ms: &sextant_core::MeshService) -> Option<String> {
+    ms.route_rule().and_then(|(_, r)| r.http[0].name.clone())
+}
+
+fn route_key(name: &str) -> sextant_core::RuleKey {
+    sextant_core::RuleKey::new(sextant_core::RuleKind::Route, "default", name)
+}
+
+/// One route rule per host: the first source wins, then the first name;
+/// every loser is a conflict. A rule that fails validation is refused and
+/// the last good version keeps serving.
+#[test]
+fn rule_conflicts_are_recorded_and_invalid_rules_refused() {
+    let mut st = state(MergeMode::Union, 1);
+    let r = ids(1);
+    let (first, second) = (RegistryId::new("file/a"), RegistryId::new("etcd/b"));
+    assert!(st.add_rule_shard(first.clone()));
+    assert!(st.add_rule_shard(second.clone()));
+    st.apply(&r[0], Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]));
+    st.apply_rules(
+        &second,
+        Event::Reset(vec![rule("aa", &["a.svc"], "second")]),
+    );
+    st.apply_rules(
+        &first,
+        Event::Reset(vec![
+            rule("zz", &["a.svc"], "first-zz"),
+            rule("mm", &["a.svc"], "first-mm"),
+        ]),
+    );
+    let v = st.build_view(true).expect("view");
+    assert_eq!(note(&v.services["a.svc"]).as_deref(), Some("first-mm"));
+    let mut seen: Vec<(String, ConflictField)> = v
+        .conflicts
+        .iter()
+        .map(|c| (c.other.to_string(), c.field))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("etcd/b".to_owned(), ConflictField::RouteRule),
+            ("file/a".to_owned(), ConflictField::RouteRule),
+        ]
+    );
+    assert!(
+        v.conflicts
+            .iter()
+            .any(|c| c.detail.contains("route default/zz"))
+    );
+
+    // A broken version of the winner is refused; the good one serves on.
+    let mut broken = rule("mm", &["a.svc"], "broken");
+    if let sextant_core::RuleSpec::Route(r) = &mut broken.spec {
+        r.http[0].route[0].weight = Some(50);
+        let again = r.http[0].route[0].clone();
+        r.http[0].route.push(again);
+        r.http[0].route[1].weight = Some(10);
     }
+    let rejected = st.apply_rules(&first, Event::Apply(broken.clone()));
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].to_string().contains("weights sum to 60"),
+        "{}",
+        rejected[0]
+    );
+    let rejected = st.apply_rules(
+        &first,
+        Event::Reset(vec![rule("zz", &["a.svc"], "first-zz"), broken]),
+    );
+    assert_eq!(rejected.len(), 1);
+    let v = st.build_view(true).expect("view");
+    assert_eq!(note(&v.services["a.svc"]).as_deref(), Some("first-mm"));
+
+    // The winner deleted: the next in line takes over, conflicts shrink.
+    st.apply_rules(&first, Event::Delete(route_key("mm")));
+    st.apply_rules(&first, Event::Delete(route_key("zz")));
+    let v = st.build_view(false).expect("changed");
+    assert_eq!(note(&v.services["a.svc"]).as_deref(), Some("second"));
+    assert!(v.conflicts.is_empty(), "{:?}", v.conflicts);
 }
 
 /// Rules attach to the services they bind to, and a rule change moves the
@@ -446,10 +541,7 @@ fn rules_attach_to_their_hosts_and_move_only_their_config_generation() {
     st.apply_rules(&rules, Event::Apply(rule("split", &["b.svc"], "v2")));
     let v3 = st.build_view(false).expect("moved");
     assert!(v3.services["a.svc"].rules.is_empty());
-    assert_eq!(
-        v3.services["b.svc"].rules[0].spec,
-        sextant_core::RuleSpec::Note("v2".into())
-    );
+    assert_eq!(note(&v3.services["b.svc"]).as_deref(), Some("v2"));
     assert!(
         config_gen(&v3, "a.svc") > config_gen(&v2, "a.svc")
             && config_gen(&v3, "b.svc") > config_gen(&v2, "b.svc")
@@ -460,10 +552,7 @@ fn rules_attach_to_their_hosts_and_move_only_their_config_generation() {
     );
 
     // Deleted, or the source cleared: the rule leaves its service.
-    st.apply_rules(
-        &rules,
-        Event::Delete(sextant_core::RuleKey::new("default", "split")),
-    );
+    st.apply_rules(&rules, Event::Delete(route_key("split")));
     let v4 = st.build_view(false).expect("deleted");
     assert!(v4.services["b.svc"].rules.is_empty());
     st.apply_rules(&rules, Event::Apply(rule("other", &["a.svc"], "x")));

@@ -1,0 +1,304 @@
+use super::*;
+use crate::rules::{PolicyEntry, RouteEntry};
+
+fn route(yaml: &str) -> Rule {
+    let doc = format!("name: r\nhosts: [reviews.default.svc]\n{yaml}");
+    serde_yaml_ng::from_str::<RouteEntry>(&doc)
+        .unwrap_or_else(|e| panic!("{e}: {doc}"))
+        .into()
+}
+
+fn policy(yaml: &str) -> Rule {
+    let doc = format!("name: p\nhost: reviews.default.svc\n{yaml}");
+    serde_yaml_ng::from_str::<PolicyEntry>(&doc)
+        .unwrap_or_else(|e| panic!("{e}: {doc}"))
+        .into()
+}
+
+/// The fields named by the rule's problems, with their messages.
+fn problems(rule: &Rule) -> Vec<(String, String)> {
+    match rule.validate() {
+        Ok(()) => Vec::new(),
+        Err(RuleProblems(p)) => p.into_iter().map(|p| (p.field, p.problem)).collect(),
+    }
+}
+
+#[track_caller]
+fn rejects(rule: Rule, field: &str, says: &str) {
+    let found = problems(&rule);
+    assert!(
+        found.iter().any(|(f, p)| f == field && p.contains(says)),
+        "expected {field}: ...{says}..., got {found:?}"
+    );
+}
+
+const TO_V1: &str = "route: [{destination: {host: reviews.default.svc, subset: v1}}]";
+
+#[test]
+fn good_rules_pass() {
+    let r = route(&format!(
+        "http:\n\
+         - name: canary\n  match: [{{headers: {{x-user: {{exact: alice}}}}, uri: {{prefix: /api}}, method: {{exact: GET}}, port: 9080}}]\n  \
+           route:\n  - {{destination: {{host: reviews.default.svc, subset: v2}}, weight: 90}}\n  - {{destination: {{host: reviews.default.svc, subset: v1, port: {{number: 9080}}}}, weight: 10}}\n  \
+           timeout: 2s\n  retries: {{attempts: 3, perTryTimeout: 500ms, retryOn: '5xx,connect-failure,unavailable'}}\n  \
+           fault: {{delay: {{fixedDelay: 1s, percentage: {{value: 10}}}}, abort: {{grpcStatus: UNAVAILABLE, percentage: 5}}}}\n  \
+           mirror: {{host: shadow.default.svc}}\n  mirrorPercentage: {{value: 50}}\n  \
+           rewrite: {{uri: /v2, authority: reviews.internal}}\n  \
+           headers: {{request: {{set: {{x-a: b}}, remove: [x-b]}}, response: {{add: {{x-c: d}}}}}}\n\
+         - {TO_V1}\n\
+         - redirect: {{uri: /new, redirectCode: 302}}\n  match: [{{withoutHeaders: {{x-debug: {{}}}}, uri: {{regex: '/v[0-9]+/.*'}}}}]\n"
+    ));
+    assert_eq!(problems(&r), vec![]);
+    let p = policy(
+        "trafficPolicy:\n  loadBalancer: {consistentHash: {httpHeaderName: x-user, minimumRingSize: 1024}}\n  \
+         connectionPool: {tcp: {maxConnections: 1, connectTimeout: 1s}, http: {http1MaxPendingRequests: 1, maxRetries: 3}}\n  \
+         outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n  \
+         portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: LEAST_REQUEST}}]\n\
+         subsets:\n- {name: v1, labels: {version: v1}}\n- {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n",
+    );
+    assert_eq!(problems(&p), vec![]);
+}
+
+#[test]
+fn route_problems_name_the_field() {
+    let table: Vec<(Rule, &str, &str)> = vec![
+        (
+            route(
+                "http:\n- route: [{destination: {host: a.svc}, weight: 60}, {destination: {host: b.svc}, weight: 30}]",
+            ),
+            "http[0].route",
+            "weights sum to 90, not 100",
+        ),
+        (
+            route(
+                "http:\n- route: [{destination: {host: a.svc}, weight: 60}, {destination: {host: b.svc}}]",
+            ),
+            "http[0].route",
+            "every destination a weight, or none",
+        ),
+        (
+            route("http:\n- match: [{uri: {exact: /}}]"),
+            "http[0]",
+            "needs a route",
+        ),
+        (
+            route(&format!("http:\n- {TO_V1}\n  redirect: {{uri: /x}}")),
+            "http[0]",
+            "both a route and a redirect",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  match: [{{uri: {{regex: '(?=a)b'}}}}]"
+            )),
+            "http[0].match[0].uri",
+            "look-around",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  match: [{{headers: {{x: {{regex: '(a)\\1'}}}}}}]"
+            )),
+            "http[0].match[0].headers.x",
+            "not valid RE2",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  match: [{{uri: {{regex: '[a'}}}}]"
+            )),
+            "http[0].match[0].uri",
+            "not valid RE2",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  match: [{{uri: {{prefix: api}}}}]"
+            )),
+            "http[0].match[0].uri",
+            "must start with '/'",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  match: [{{headers: {{X-User: {{exact: a}}}}}}]"
+            )),
+            "http[0].match[0].headers.X-User",
+            "lowercase",
+        ),
+        (
+            route(&format!("http:\n- {TO_V1}\n  timeout: 0s")),
+            "http[0].timeout",
+            "longer than zero",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  retries: {{attempts: 2, perTryTimeout: 0ms}}"
+            )),
+            "http[0].retries.perTryTimeout",
+            "longer than zero",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  retries: {{attempts: 2, retryOn: '5xx,sometimes'}}"
+            )),
+            "http[0].retries.retryOn",
+            "unknown condition \"sometimes\"",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  fault: {{abort: {{httpStatus: 503, percentage: 120}}}}"
+            )),
+            "http[0].fault.abort.percentage",
+            "120 is not a percentage",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  fault: {{abort: {{grpcStatus: BROKEN}}}}"
+            )),
+            "http[0].fault.abort.grpcStatus",
+            "not a gRPC status",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  fault: {{abort: {{httpStatus: 503, grpcStatus: UNAVAILABLE}}}}"
+            )),
+            "http[0].fault.abort",
+            "not both",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  fault: {{delay: {{fixedDelay: 1s, percentage: -1}}}}"
+            )),
+            "http[0].fault.delay.percentage",
+            "-1 is not a percentage",
+        ),
+        (
+            route(&format!("http:\n- {TO_V1}\n  mirrorPercentage: 10")),
+            "http[0].mirrorPercentage",
+            "no mirror",
+        ),
+        (
+            route("http:\n- route: [{destination: {host: a.svc, subset: V1}}]"),
+            "http[0].route[0].destination.subset",
+            "DNS label",
+        ),
+        (
+            route("http:\n- route: [{destination: {host: A.svc, port: {number: 70000}}}]"),
+            "http[0].route[0].destination.host",
+            "must be lowercase",
+        ),
+        (
+            route("http:\n- route: [{destination: {host: a.svc, port: {number: 70000}}}]"),
+            "http[0].route[0].destination.port.number",
+            "not in 1-65535",
+        ),
+        (
+            route("http:\n- redirect: {uri: /x, redirectCode: 200}"),
+            "http[0].redirect.redirectCode",
+            "not a redirect status",
+        ),
+        (
+            route(&format!(
+                "http:\n- {TO_V1}\n  headers: {{request: {{set: {{':path': /x}}}}}}"
+            )),
+            "http[0].headers.request",
+            "pseudo-header",
+        ),
+    ];
+    let empty: Rule = serde_yaml_ng::from_str::<RouteEntry>("name: r\nhosts: []")
+        .expect("parses")
+        .into();
+    rejects(empty, "hosts", "at least one host");
+    for (rule, field, says) in table {
+        rejects(rule, field, says);
+    }
+}
+
+#[test]
+fn policy_problems_name_the_field() {
+    for (yaml, field, says) in [
+        (
+            "subsets: [{name: v1, labels: {v: '1'}}, {name: v1, labels: {v: '2'}}]",
+            "subsets[1].name",
+            "defined twice",
+        ),
+        ("subsets: [{name: 'v|1'}]", "subsets[0].name", "DNS label"),
+        (
+            "trafficPolicy: {loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}}",
+            "trafficPolicy.loadBalancer",
+            "not both",
+        ),
+        (
+            "trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x, useSourceIp: true}}}",
+            "trafficPolicy.loadBalancer.consistentHash",
+            "exactly one",
+        ),
+        (
+            "trafficPolicy: {connectionPool: {tcp: {maxConnections: 0}}}",
+            "trafficPolicy.connectionPool.tcp.maxConnections",
+            "at least 1",
+        ),
+        (
+            "trafficPolicy: {outlierDetection: {maxEjectionPercent: 101}}",
+            "trafficPolicy.outlierDetection.maxEjectionPercent",
+            "more than 100",
+        ),
+        (
+            "trafficPolicy: {outlierDetection: {interval: 0s}}",
+            "trafficPolicy.outlierDetection.interval",
+            "longer than zero",
+        ),
+        (
+            "trafficPolicy: {portLevelSettings: [{port: {number: 80}}, {port: {number: 80}}]}",
+            "trafficPolicy.portLevelSettings[1]",
+            "two settings",
+        ),
+        (
+            "subsets: [{name: v1, trafficPolicy: {loadBalancer: {}}}]",
+            "subsets[0].trafficPolicy.loadBalancer",
+            "needs simple or consistentHash",
+        ),
+    ] {
+        rejects(policy(yaml), field, says);
+    }
+}
+
+#[test]
+fn unknown_fields_and_bad_values_fail_to_parse() {
+    for doc in [
+        "name: r\nhosts: [a.svc]\nhttp: [{routes: []}]",
+        "name: r\nhosts: [a.svc]\ngateways: [mesh]",
+        "name: r\nhosts: [a.svc]\nhttp: [{timeout: 5}]",
+        "name: r\nhosts: [a.svc]\nhttp: [{match: [{uri: {exact: /, prefix: /}}]}]",
+    ] {
+        assert!(serde_yaml_ng::from_str::<RouteEntry>(doc).is_err(), "{doc}");
+    }
+    for doc in [
+        "name: p\nhost: a.svc\ntrafficPolicy: {loadBalancer: {simple: MAGLEV}}",
+        "name: p\nhost: a.svc\nsubset: []",
+    ] {
+        assert!(
+            serde_yaml_ng::from_str::<PolicyEntry>(doc).is_err(),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn effective_policy_follows_istio_precedence() {
+    let p = policy(
+        "trafficPolicy:\n  loadBalancer: {simple: ROUND_ROBIN}\n  outlierDetection: {consecutive5xxErrors: 5}\n  \
+         portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: LEAST_REQUEST}}]\n\
+         subsets:\n- {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n",
+    );
+    let dp = p.as_policy().expect("policy");
+    use crate::rules::SimpleLb::*;
+    let lb = |port, subset: Option<&str>| {
+        let s = subset.and_then(|n| dp.subsets.iter().find(|s| s.name == n));
+        dp.effective(port, s).load_balancer.and_then(|l| l.simple)
+    };
+    assert_eq!(lb(8080, None), Some(RoundRobin));
+    assert_eq!(lb(9080, None), Some(LeastRequest));
+    assert_eq!(lb(9080, Some("v2")), Some(Random));
+    assert!(
+        dp.effective(9080, dp.subsets.first())
+            .outlier_detection
+            .is_some()
+    );
+}

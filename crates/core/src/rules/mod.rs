@@ -1,0 +1,308 @@
+//! Traffic rules as a second stream beside services: where they come from
+//! ([`RuleSource`]), what they say ([`RouteRule`], [`DestinationPolicy`],
+//! Istio's VirtualService and DestinationRule) and what the aggregator
+//! attaches to the services they bind to ([`Rule`]).
+//!
+//! A source reports rules with the same vocabulary as services,
+//! [`Event<Rule>`](crate::Event): a whole state (`Reset`), one rule added or
+//! replaced (`Apply`), one removed (`Delete` by [`RuleKey`]). Readiness,
+//! staleness and problems work as for registries. One adapter may implement
+//! both [`crate::Registry`] and [`RuleSource`] (Kubernetes: Services and
+//! VirtualServices; Consul: the catalog and config entries), or either.
+//!
+//! The file format of a rule is its Istio spec beside a name and namespace
+//! ([`RouteEntry`], [`PolicyEntry`]): `routes:` entries are VirtualService specs (HTTP part),
+//! `policies:` entries DestinationRule specs.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::error::Error;
+use crate::model::Hostname;
+use crate::registry::{Event, Keyed, RegistryId};
+
+mod check;
+pub mod common;
+pub mod policy;
+pub mod route;
+
+pub use check::{RuleProblem, RuleProblems};
+pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch};
+pub use policy::{
+    ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie, HttpPool,
+    LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool, TrafficPolicy,
+};
+pub use route::{
+    Destination, Fault, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRoute,
+    Redirect, Retries, Rewrite, RouteDestination, RouteRule,
+};
+
+/// The kinds of rule.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// A [`RouteRule`] (Istio's VirtualService).
+    Route,
+    /// A [`DestinationPolicy`] (Istio's DestinationRule).
+    Policy,
+}
+
+impl std::fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RuleKind::Route => "route",
+            RuleKind::Policy => "policy",
+        })
+    }
+}
+
+/// A rule's identity within its source: kind, namespace and name, as the
+/// platform's object (a VirtualService, a config entry) is named. A route
+/// rule and a policy may share a name, as Istio objects often do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct RuleKey {
+    /// Route rule or destination policy.
+    pub kind: RuleKind,
+    /// The namespace (empty where the platform has none).
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl RuleKey {
+    /// `kind namespace/name`.
+    pub fn new(kind: RuleKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        RuleKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RuleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A traffic rule and the services it binds to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    /// Its identity within its source.
+    pub key: RuleKey,
+    /// The hostnames it binds to: a change to the rule re-translates these
+    /// services and no others.
+    pub hosts: Vec<Hostname>,
+    /// What it says.
+    pub spec: RuleSpec,
+}
+
+/// What a rule says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSpec {
+    /// How requests to its hosts are routed.
+    Route(RouteRule),
+    /// How traffic to its host is balanced, and its subsets.
+    Policy(DestinationPolicy),
+}
+
+impl Rule {
+    /// A route rule, bound to its `hosts`.
+    pub fn route(namespace: impl Into<String>, name: impl Into<String>, rule: RouteRule) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Route, namespace, name),
+            hosts: rule.hosts.clone(),
+            spec: RuleSpec::Route(rule),
+        }
+    }
+
+    /// A destination policy, bound to its `host`.
+    pub fn policy(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        policy: DestinationPolicy,
+    ) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Policy, namespace, name),
+            hosts: vec![policy.host.clone()],
+            spec: RuleSpec::Policy(policy),
+        }
+    }
+
+    /// The route rule, if it is one.
+    pub fn as_route(&self) -> Option<&RouteRule> {
+        match &self.spec {
+            RuleSpec::Route(r) => Some(r),
+            RuleSpec::Policy(_) => None,
+        }
+    }
+
+    /// The destination policy, if it is one.
+    pub fn as_policy(&self) -> Option<&DestinationPolicy> {
+        match &self.spec {
+            RuleSpec::Policy(p) => Some(p),
+            RuleSpec::Route(_) => None,
+        }
+    }
+}
+
+/// A route rule as a file or an etcd document writes it: a name, a
+/// namespace (default `default`) and the VirtualService spec's fields.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteEntry {
+    /// The rule's name.
+    pub name: String,
+    /// Its namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// As [`RouteRule::hosts`].
+    pub hosts: Vec<Hostname>,
+    /// As [`RouteRule::http`].
+    #[serde(default)]
+    pub http: Vec<HttpRoute>,
+}
+
+/// A destination policy as a file or an etcd document writes it: a name,
+/// a namespace (default `default`) and the DestinationRule spec's fields.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyEntry {
+    /// The policy's name.
+    pub name: String,
+    /// Its namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// As [`DestinationPolicy::host`].
+    pub host: Hostname,
+    /// As [`DestinationPolicy::traffic_policy`].
+    #[serde(default)]
+    pub traffic_policy: Option<TrafficPolicy>,
+    /// As [`DestinationPolicy::subsets`].
+    #[serde(default)]
+    pub subsets: Vec<Subset>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+impl From<RouteEntry> for Rule {
+    fn from(e: RouteEntry) -> Rule {
+        Rule::route(
+            e.namespace,
+            e.name,
+            RouteRule {
+                hosts: e.hosts,
+                http: e.http,
+            },
+        )
+    }
+}
+
+impl From<PolicyEntry> for Rule {
+    fn from(e: PolicyEntry) -> Rule {
+        Rule::policy(
+            e.namespace,
+            e.name,
+            DestinationPolicy {
+                host: e.host,
+                traffic_policy: e.traffic_policy,
+                subsets: e.subsets,
+            },
+        )
+    }
+}
+
+impl Keyed for Rule {
+    type Key = RuleKey;
+    fn key(&self) -> RuleKey {
+        self.key.clone()
+    }
+}
+
+/// The stream a rule source returns from [`RuleSource::watch_rules`]:
+/// endless, errors on it as for [`crate::EventStream`].
+pub type RuleStream = BoxStream<'static, Result<Event<Rule>, Error>>;
+
+/// A source of traffic rules, the second stream beside services (Istio
+/// keeps its ConfigStore apart from service discovery in the same way).
+pub trait RuleSource: Send + Sync + 'static {
+    /// This source's id, such as `k8s/cluster-a`; it may equal a
+    /// registry's id when one adapter is both.
+    fn id(&self) -> &RegistryId;
+
+    /// Starts watching: a `Reset` after the first full read, then changes.
+    fn watch_rules(&self) -> RuleStream;
+}
+
+/// Rules fed by code, for tests and embedders (the counterpart of
+/// [`crate::MemoryRegistry`]). Clones share state.
+#[derive(Clone)]
+pub struct MemoryRules {
+    id: RegistryId,
+    inner: Arc<Mutex<MemoryRulesInner>>,
+}
+
+struct MemoryRulesInner {
+    rules: Vec<Rule>,
+    watchers: Vec<mpsc::UnboundedSender<Result<Event<Rule>, Error>>>,
+}
+
+impl MemoryRules {
+    /// An empty source that counts as synced at once.
+    pub fn new(id: impl Into<RegistryId>) -> Self {
+        MemoryRules {
+            id: id.into(),
+            inner: Arc::new(Mutex::new(MemoryRulesInner {
+                rules: Vec::new(),
+                watchers: Vec::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemoryRulesInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(inner: &mut MemoryRulesInner, event: &Event<Rule>) {
+        inner.watchers.retain(|w| w.send(Ok(event.clone())).is_ok());
+    }
+
+    /// Adds or replaces a rule.
+    pub fn insert(&self, rule: Rule) {
+        let mut inner = self.lock();
+        inner.rules.retain(|r| r.key != rule.key);
+        inner.rules.push(rule.clone());
+        Self::send(&mut inner, &Event::Apply(rule));
+    }
+
+    /// Removes a rule.
+    pub fn remove(&self, key: &RuleKey) {
+        let mut inner = self.lock();
+        inner.rules.retain(|r| &r.key != key);
+        Self::send(&mut inner, &Event::Delete(key.clone()));
+    }
+}
+
+impl RuleSource for MemoryRules {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch_rules(&self) -> RuleStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        let _ = tx.send(Ok(Event::Reset(inner.rules.clone())));
+        inner.watchers.push(tx);
+        UnboundedReceiverStream::new(rx).boxed()
+    }
+}

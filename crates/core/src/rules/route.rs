@@ -1,0 +1,302 @@
+//! Route rules: Istio's VirtualService (HTTP part), field for field, so
+//! that an Istio user recognises every name.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch};
+use crate::model::Hostname;
+
+/// How requests to some hosts are routed: an ordered list of HTTP routes;
+/// the first whose match holds decides. A request no route matches goes
+/// where it would without the rule (the host's default route).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRule {
+    /// The service hostnames the rule binds to.
+    pub hosts: Vec<Hostname>,
+    /// The routes, in order.
+    #[serde(default)]
+    pub http: Vec<HttpRoute>,
+}
+
+/// One route: conditions, then where matching requests go and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRoute {
+    /// A name for logs and debug pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Any one of these holds (empty: every request).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatch>,
+    /// Weighted destinations. Exactly one of `route` and `redirect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<RouteDestination>,
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    /// Rewrite the path prefix or the authority before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// The whole request's deadline, retries included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Retries of failed attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Injected delays and failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// A copy of each request also goes here (its answer is dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    /// The share of requests mirrored (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<Percent>,
+    /// Header changes on the way in and out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+/// Conditions on a request; all of those given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMatch {
+    /// A name for logs and debug pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The path (without the query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    /// The HTTP method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    /// Headers (lowercase names) and their conditions; `{}`: present.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, HeaderCondition>,
+    /// Headers that must not match; `{}`: absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_headers: BTreeMap<String, HeaderCondition>,
+    /// The service port the request was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// A destination and its share of the route's requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteDestination {
+    /// Where.
+    pub destination: Destination,
+    /// The share, in percent; all of a route's weights sum to 100, or all
+    /// are absent (equal shares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A service, optionally one subset and one port of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// The service's hostname.
+    pub host: Hostname,
+    /// A subset that the host's destination policy defines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// The service port; absent: the port the request was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+impl Destination {
+    /// A whole service, on the port the request was sent to.
+    pub fn host(host: impl Into<Hostname>) -> Self {
+        Destination {
+            host: host.into(),
+            subset: None,
+            port: None,
+        }
+    }
+
+    /// One subset of it.
+    pub fn subset(mut self, subset: &str) -> Self {
+        self.subset = Some(subset.to_owned());
+        self
+    }
+}
+
+/// An HTTP redirect answered by the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// The new path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The new authority (host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// 301, 302, 303, 307 or 308 (default 301).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_code: Option<u32>,
+}
+
+/// Rewrites before forwarding.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces the matched path prefix (or the whole path for an exact
+    /// match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replaces the authority (Host header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// Retries, Istio's HTTPRetry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retries {
+    /// Retries after the first attempt (0: none).
+    pub attempts: u32,
+    /// Each attempt's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// Comma-separated conditions, Envoy's names: HTTP `5xx`,
+    /// `gateway-error`, `reset`, `connect-failure`, `refused-stream`,
+    /// `retriable-4xx`, ...; gRPC `cancelled`, `deadline-exceeded`,
+    /// `internal`, `resource-exhausted`, `unavailable`. Default: the
+    /// connection failures and `unavailable`, `cancelled`, ... as Istio does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<String>,
+}
+
+/// The retry conditions Envoy knows for HTTP (`retry_on`).
+pub const HTTP_RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+];
+
+/// The retry conditions Envoy and gRPC know for gRPC status codes.
+pub const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Istio's default conditions when a rule sets none.
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// Injected faults, Istio's HTTPFaultInjection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    /// Delay some requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    /// Fail some requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+/// A fixed delay before forwarding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long.
+    pub fixed_delay: Duration,
+    /// The share of requests delayed (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+}
+
+/// An answer instead of forwarding: an HTTP status or a gRPC status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultAbort {
+    /// HTTP status, 200 to 599.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u32>,
+    /// gRPC status by name (`UNAVAILABLE`) or number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
+    /// The share of requests aborted (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<Percent>,
+}
+
+/// gRPC status codes by name, in number order.
+pub const GRPC_CODES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+impl FaultAbort {
+    /// The gRPC status code, when one is given and known.
+    pub fn grpc_code(&self) -> Option<u32> {
+        let s = self.grpc_status.as_deref()?;
+        if let Ok(n) = s.parse::<u32>() {
+            return (n < GRPC_CODES.len() as u32).then_some(n);
+        }
+        GRPC_CODES
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(s))
+            .and_then(|n| u32::try_from(n).ok())
+    }
+}
+
+/// Header changes on requests and responses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Headers {
+    /// On the request, before it is forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOperations>,
+    /// On the response, before it is returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+/// Set (replace), add (append) and remove headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderOperations {
+    /// Replaced or created.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Appended to what is there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    /// Removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
