@@ -112,13 +112,18 @@ impl Resource {
         name: impl Into<Arc<str>>,
         message: &M,
     ) -> Resource {
-        let value = message.encode_to_vec();
-        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&value));
+        Resource::from_encoded(kind, name, &message.encode_to_vec())
+    }
+
+    /// A resource from its already encoded message (assembled from parts
+    /// encoded earlier, for instance).
+    pub fn from_encoded(kind: ResourceType, name: impl Into<Arc<str>>, value: &[u8]) -> Resource {
+        let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(value));
         let type_url = kind.type_url().as_bytes();
         let mut any =
             Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value.len()));
         put_len_field(&mut any, 1, type_url);
-        put_len_field(&mut any, 2, &value);
+        put_len_field(&mut any, 2, value);
         Resource {
             kind,
             name: name.into(),

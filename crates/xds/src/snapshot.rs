@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use sextant_core::{Change, Hostname, MeshService, MeshView};
 
-use crate::resource::{Resource, ResourceType};
-use crate::translate::{self, TranslateOptions};
+use prost::Message;
+
+use crate::resource::{Resource, ResourceType, put_len_field, put_len_header};
+use crate::translate::{self, Client, TranslateOptions, Unhonoured};
 
 /// The resources of one type, by name.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +23,14 @@ pub struct TypeSet {
 #[derive(Clone, Default)]
 struct ServiceResources {
     by_type: [Vec<Arc<Resource>>; 4],
+    /// The clusters whose form for gRPC clients differs from Envoy's.
+    grpc_clusters: Vec<Arc<Resource>>,
+    /// The service's virtual hosts in the outbound route table, encoded
+    /// as that table's `virtual_hosts` fields: the table is assembled from
+    /// these without translating unchanged services again.
+    vhosts: bytes::Bytes,
+    /// What gRPC clients cannot honour of the rules bound to the service.
+    unhonoured: Arc<[Unhonoured]>,
 }
 
 /// Every resource for one view, encoded once, shared by all connections.
@@ -32,9 +42,13 @@ pub struct Snapshot {
     /// Resources encoded while building this snapshot (the rest were reused).
     pub encoded: usize,
     types: [TypeSet; 4],
+    /// Clusters as gRPC clients receive them, where that differs.
+    grpc_clusters: BTreeMap<Arc<str>, Arc<Resource>>,
     per_service: BTreeMap<Hostname, Arc<ServiceResources>>,
     view: Arc<MeshView>,
     options: TranslateOptions,
+    /// The outbound table's catch-all virtual host, encoded once.
+    not_found_vhost: bytes::Bytes,
 }
 
 impl Snapshot {
@@ -45,9 +59,12 @@ impl Snapshot {
             view_generation: 0,
             encoded: 0,
             types: Default::default(),
+            grpc_clusters: BTreeMap::new(),
             per_service: BTreeMap::new(),
             view: Arc::new(MeshView::default()),
             options,
+            not_found_vhost: field_bytes(ROUTE_VHOSTS_FIELD, &translate::not_found_virtual_host())
+                .into(),
         }
     }
 
@@ -71,6 +88,29 @@ impl Snapshot {
         self.types[kind.index()].resources.get(name)
     }
 
+    /// One resource as a kind of client receives it.
+    pub fn get_for(
+        &self,
+        client: Client,
+        kind: ResourceType,
+        name: &str,
+    ) -> Option<&Arc<Resource>> {
+        if client == Client::Grpc
+            && kind == ResourceType::Cluster
+            && let Some(r) = self.grpc_clusters.get(name)
+        {
+            return Some(r);
+        }
+        self.get(kind, name)
+    }
+
+    /// What gRPC clients cannot honour of the rules bound to `hostname`.
+    pub fn unhonoured(&self, hostname: &str) -> &[Unhonoured] {
+        self.per_service
+            .get(hostname)
+            .map_or(&[], |r| &r.unhonoured[..])
+    }
+
     /// The snapshot for `view`, reusing every resource of services that did
     /// not change. Endpoint-only changes re-encode only assignments.
     pub fn next(&self, view: Arc<MeshView>) -> Snapshot {
@@ -79,6 +119,7 @@ impl Snapshot {
             changed: Vec::new(),
         });
         let mut per_service = self.per_service.clone();
+        let mut grpc_clusters = self.grpc_clusters.clone();
         let mut encoded = 0;
         let mut routes_dirty = !self.is_ready();
 
@@ -86,6 +127,9 @@ impl Snapshot {
             let old = per_service.remove(&hostname).unwrap_or_default();
             let Some(ms) = view.services.get(&hostname) else {
                 // Removed.
+                for r in &old.grpc_clusters {
+                    grpc_clusters.remove(&r.name);
+                }
                 for (i, list) in old.by_type.iter().enumerate() {
                     for r in list {
                         if types[i].resources.remove(&r.name).is_some() {
@@ -113,16 +157,32 @@ impl Snapshot {
             for (set, (old, new)) in types.iter_mut().zip(old.by_type.iter().zip(&new.by_type)) {
                 replace(set, old, new);
             }
+            let set = &mut types[ResourceType::Cluster.index()];
+            for r in &old.grpc_clusters {
+                if !new.grpc_clusters.iter().any(|n| n.name == r.name) {
+                    grpc_clusters.remove(&r.name);
+                    set.changed.push(r.name.clone());
+                }
+            }
+            for r in &new.grpc_clusters {
+                let prev = grpc_clusters.insert(r.name.clone(), r.clone());
+                if prev.is_none_or(|p| p.version != r.version) {
+                    set.changed.push(r.name.clone());
+                }
+            }
+
             per_service.insert(hostname, Arc::new(new));
         }
 
+        // A cluster whose two forms both changed is listed once.
+        let changed = &mut types[ResourceType::Cluster.index()].changed;
+        changed.sort_unstable();
+        changed.dedup();
+
         if routes_dirty {
-            let route = translate::outbound_route(view.services.values().map(|s| &**s));
-            let route = Arc::new(Resource::encode(
-                ResourceType::Route,
-                translate::OUTBOUND_HTTP,
-                &route,
-            ));
+            // The outbound table from each service's encoded virtual hosts:
+            // a rule change translates its hosts only; the rest is copied.
+            let route = Arc::new(outbound_route(per_service.values(), &self.not_found_vhost));
             encoded += 1;
             let listener = match self.get(ResourceType::Listener, translate::OUTBOUND_HTTP) {
                 Some(l) => l.clone(),
@@ -154,11 +214,45 @@ impl Snapshot {
             view_generation: view.generation,
             encoded,
             types,
+            grpc_clusters,
             per_service,
             view,
             options: self.options.clone(),
+            not_found_vhost: self.not_found_vhost.clone(),
         }
     }
+}
+
+/// `message` encoded as field `tag` of its parent.
+fn field_bytes<M: Message>(tag: u32, message: &M) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(message.encoded_len() + 8);
+    put_len_header(&mut buf, tag, message.encoded_len());
+    message.encode_raw(&mut buf);
+    buf
+}
+
+/// RouteConfiguration's fields: `name` is 1, `virtual_hosts` 2.
+const ROUTE_NAME_FIELD: u32 = 1;
+const ROUTE_VHOSTS_FIELD: u32 = 2;
+
+/// The outbound route configuration, assembled from every service's
+/// encoded virtual hosts (in hostname order) and the catch-all: the bytes
+/// prost would produce for the whole message.
+fn outbound_route<'a>(
+    services: impl Iterator<Item = &'a Arc<ServiceResources>>,
+    not_found: &[u8],
+) -> Resource {
+    let mut value = Vec::new();
+    put_len_field(
+        &mut value,
+        ROUTE_NAME_FIELD,
+        translate::OUTBOUND_HTTP.as_bytes(),
+    );
+    for s in services {
+        value.extend_from_slice(&s.vhosts);
+    }
+    value.extend_from_slice(not_found);
+    Resource::from_encoded(ResourceType::Route, translate::OUTBOUND_HTTP, &value)
 }
 
 /// Swaps one service's resources of one type, recording what changed.
@@ -196,16 +290,28 @@ fn encode_endpoints(ms: &MeshService, encoded: &mut usize) -> Vec<Arc<Resource>>
 
 fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources {
     let mut out = ServiceResources::default();
-    for c in translate::clusters(ms) {
+    let mut notes = Vec::new();
+    let envoy = translate::clusters(ms, Client::Envoy, &mut notes);
+    let mut grpc_notes = Vec::new();
+    let grpc = translate::clusters(ms, Client::Grpc, &mut grpc_notes);
+    for (c, g) in envoy.iter().zip(&grpc) {
         *encoded += 1;
         out.by_type[ResourceType::Cluster.index()].push(Arc::new(Resource::encode(
             ResourceType::Cluster,
             c.name.clone(),
-            &c,
+            c,
         )));
+        if c != g {
+            *encoded += 1;
+            out.grpc_clusters.push(Arc::new(Resource::encode(
+                ResourceType::Cluster,
+                g.name.clone(),
+                g,
+            )));
+        }
     }
     out.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, encoded);
-    for (listener, route) in translate::grpc_listeners(ms) {
+    for (listener, route) in translate::grpc_listeners(ms, &mut grpc_notes) {
         *encoded += 2;
         out.by_type[ResourceType::Listener.index()].push(Arc::new(Resource::encode(
             ResourceType::Listener,
@@ -218,6 +324,14 @@ fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources 
             &route,
         )));
     }
+    let mut vhosts = Vec::new();
+    for vh in translate::virtual_hosts(ms, &mut notes) {
+        vhosts.extend_from_slice(&field_bytes(ROUTE_VHOSTS_FIELD, &vh));
+    }
+    out.vhosts = vhosts.into();
+    grpc_notes.sort();
+    grpc_notes.dedup();
+    out.unhonoured = grpc_notes.into();
     out
 }
 

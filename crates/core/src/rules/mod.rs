@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::model::Hostname;
 use crate::registry::{Event, Keyed, RegistryId};
 
-mod check;
+pub mod check;
 pub mod common;
 pub mod policy;
 pub mod route;
@@ -37,8 +37,9 @@ pub use policy::{
     LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool, TrafficPolicy,
 };
 pub use route::{
-    Destination, Fault, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpMatch, HttpRoute,
-    Redirect, Retries, Rewrite, RouteDestination, RouteRule,
+    DEFAULT_RETRY_ON, Destination, Fault, FaultAbort, FaultDelay, GRPC_CODES, GRPC_RETRY_ON,
+    HTTP_RETRY_ON, HeaderOperations, Headers, HttpMatch, HttpRoute, Redirect, Retries, Rewrite,
+    RouteDestination, RouteRule,
 };
 
 /// The kinds of rule.

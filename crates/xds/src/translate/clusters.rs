@@ -11,7 +11,10 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::Duration;
-use sextant_core::{Address, MeshService, Service};
+use sextant_core::{Address, MeshService, Service, ServicePort};
+
+use super::endpoints::subset_assignment;
+use super::rules::{Client, Unhonoured, apply_policy, subset_cluster_name, subsets};
 
 use super::*;
 
@@ -25,50 +28,96 @@ pub(super) fn uses_eds(service: &Service) -> bool {
         .all(|e| matches!(e.address, Address::Ip(_)))
 }
 
-/// One cluster per service port.
-pub fn clusters(ms: &MeshService) -> Vec<Cluster> {
+/// One cluster per service port, and one per port and subset of the
+/// service's destination policy, with the policy's settings, as `client`
+/// receives them (see [`Client`]); what it cannot honour goes to `notes`.
+pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -> Vec<Cluster> {
     let s = &ms.service;
-    s.ports
-        .iter()
-        .map(|port| {
-            let name = cluster_name(&s.hostname, port.port);
-            let mut cluster = Cluster {
-                name: name.clone(),
-                connect_timeout: Some(Duration { seconds: 5, nanos: 0 }),
-                lb_policy: LbPolicy::RoundRobin as i32,
-                // The registry's health is the truth: no panic routing to
-                // unhealthy endpoints when most are unhealthy (Envoy's
-                // default threshold is 50%).
-                common_lb_config: Some(cluster::CommonLbConfig {
-                    healthy_panic_threshold: Some(Percent { value: 0.0 }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            if uses_eds(s) {
-                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-                cluster.eds_cluster_config = Some(EdsClusterConfig { eds_config: Some(ads()), service_name: String::new() });
-            } else {
-                cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
-                cluster.load_assignment = Some(load_assignment(s, port, name));
+    let mut out = Vec::new();
+    for port in &s.ports {
+        let mut cluster = plain_cluster(s, port, cluster_name(&s.hostname, port.port));
+        if let Some((rule, policy)) = ms.policy() {
+            apply_policy(
+                &mut cluster,
+                &rule.key,
+                policy,
+                port.port,
+                None,
+                client,
+                notes,
+            );
+        }
+        out.push(cluster);
+        for subset in subsets(ms) {
+            let name = subset_cluster_name(&s.hostname, port.port, &subset.name);
+            let mut cluster = plain_cluster(s, port, name.clone());
+            if !uses_eds(s) {
+                cluster.load_assignment = Some(subset_assignment(s, port, subset, name));
             }
-            if port.protocol.is_http2() {
-                let options = HttpProtocolOptions {
-                    upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                        http_protocol_options::ExplicitHttpConfig {
-                            protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                                Http2ProtocolOptions::default(),
-                            )),
-                        },
-                    )),
-                    ..Default::default()
-                };
-                cluster.typed_extension_protocol_options.insert(
-                    HTTP_PROTOCOL_OPTIONS.to_owned(),
-                    any_of(&format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"), &options),
+            if let Some((rule, policy)) = ms.policy() {
+                apply_policy(
+                    &mut cluster,
+                    &rule.key,
+                    policy,
+                    port.port,
+                    Some(subset),
+                    client,
+                    notes,
                 );
             }
-            cluster
-        })
-        .collect()
+            out.push(cluster);
+        }
+    }
+    out
+}
+
+fn plain_cluster(s: &Service, port: &ServicePort, name: String) -> Cluster {
+    let mut cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        lb_policy: LbPolicy::RoundRobin as i32,
+        // The registry's health is the truth: no panic routing to
+        // unhealthy endpoints when most are unhealthy (Envoy's
+        // default threshold is 50%).
+        common_lb_config: Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if uses_eds(s) {
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+        cluster.eds_cluster_config = Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        });
+    } else {
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        cluster.load_assignment = Some(load_assignment(s, port, name));
+    }
+    if port.protocol.is_http2() {
+        let options = HttpProtocolOptions {
+            upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    )),
+                },
+            )),
+            ..Default::default()
+        };
+        cluster.typed_extension_protocol_options.insert(
+            HTTP_PROTOCOL_OPTIONS.to_owned(),
+            any_of(
+                &format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"),
+                &options,
+            ),
+        );
+    }
+    cluster
 }

@@ -12,16 +12,37 @@ use sextant_core::{Locality, MeshService, Service, ServicePort};
 
 use super::*;
 
-/// One ClusterLoadAssignment per service port of an EDS service.
+/// One ClusterLoadAssignment per service port of an EDS service, and one
+/// per port and subset of its destination policy (the endpoints whose
+/// labels the subset selects).
 pub fn load_assignments(ms: &MeshService) -> Vec<ClusterLoadAssignment> {
     let s = &ms.service;
     if !uses_eds(s) {
         return Vec::new();
     }
-    s.ports
-        .iter()
-        .map(|port| load_assignment(s, port, cluster_name(&s.hostname, port.port)))
-        .collect()
+    let mut out = Vec::new();
+    for port in &s.ports {
+        out.push(load_assignment(
+            s,
+            port,
+            cluster_name(&s.hostname, port.port),
+        ));
+        for subset in super::rules::subsets(ms) {
+            let name = super::rules::subset_cluster_name(&s.hostname, port.port, &subset.name);
+            out.push(subset_assignment(s, port, subset, name));
+        }
+    }
+    out
+}
+
+/// The endpoints of one port that a subset selects.
+pub(super) fn subset_assignment(
+    s: &Service,
+    port: &ServicePort,
+    subset: &sextant_core::rules::Subset,
+    cluster_name: String,
+) -> ClusterLoadAssignment {
+    assignment(s, port, cluster_name, |labels| subset.selects(labels))
 }
 
 /// The endpoints of one service port, grouped by locality. Every endpoint
@@ -32,6 +53,15 @@ pub(super) fn load_assignment(
     port: &ServicePort,
     cluster_name: String,
 ) -> ClusterLoadAssignment {
+    assignment(s, port, cluster_name, |_| true)
+}
+
+fn assignment(
+    s: &Service,
+    port: &ServicePort,
+    cluster_name: String,
+    selects: impl Fn(&sextant_core::Labels) -> bool,
+) -> ClusterLoadAssignment {
     let mut by_locality: BTreeMap<&Locality, Vec<LbEndpoint>> = BTreeMap::new();
     let mut weights: BTreeMap<&Locality, u64> = BTreeMap::new();
     for ep in &s.endpoints {
@@ -39,6 +69,9 @@ pub(super) fn load_assignment(
         let Some(&target) = ep.ports.get(&port.name) else {
             continue;
         };
+        if !selects(&ep.labels) {
+            continue;
+        }
         let lb = LbEndpoint {
             health_status: health(ep.health) as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight }),

@@ -70,6 +70,7 @@ mod clusters;
 mod endpoints;
 mod listeners;
 mod routes;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -79,7 +80,10 @@ use endpoints::load_assignment;
 pub use endpoints::{empty_load_assignment, load_assignments};
 pub use listeners::{grpc_listeners, outbound_listener};
 use routes::route_to;
-pub use routes::{empty_route_configuration, outbound_route, virtual_hosts};
+pub use routes::{
+    empty_route_configuration, not_found_virtual_host, outbound_route, virtual_hosts,
+};
+pub use rules::{Client, Unhonoured, subset_cluster_name};
 
 fn health(h: Health) -> HealthStatus {
     match h {

@@ -9,6 +9,8 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::google::protobuf::Duration;
 use sextant_core::{MeshService, Protocol};
 
+use super::rules::{Client, RuleRoutes, Unhonoured};
+
 use super::*;
 
 /// An empty route configuration, answering a subscription to an unknown name.
@@ -41,8 +43,10 @@ pub(super) fn route_to(cluster: String, protocol: Protocol) -> Route {
 
 /// The virtual hosts of one service: one per HTTP-like port, with domains
 /// `HOSTNAME:PORT`, and `HOSTNAME` alone for the service's first HTTP-like
-/// port (a domain may appear only once in a route configuration).
-pub fn virtual_hosts(ms: &MeshService) -> Vec<VirtualHost> {
+/// port (a domain may appear only once in a route configuration). Each
+/// holds the service's route rule's routes for that port, then the
+/// default route. For Envoy (the outbound table).
+pub fn virtual_hosts(ms: &MeshService, notes: &mut Vec<Unhonoured>) -> Vec<VirtualHost> {
     let s = &ms.service;
     let mut first = true;
     s.ports
@@ -56,10 +60,13 @@ pub fn virtual_hosts(ms: &MeshService) -> Vec<VirtualHost> {
             VirtualHost {
                 name: cluster_name(&s.hostname, port.port),
                 domains,
-                routes: vec![route_to(
-                    cluster_name(&s.hostname, port.port),
-                    port.protocol,
-                )],
+                routes: RuleRoutes {
+                    ms,
+                    port,
+                    client: Client::Envoy,
+                    notes: &mut *notes,
+                }
+                .routes(),
                 ..Default::default()
             }
         })
@@ -69,8 +76,21 @@ pub fn virtual_hosts(ms: &MeshService) -> Vec<VirtualHost> {
 /// The outbound route configuration: every service's virtual hosts, then a
 /// catch-all that answers 404 for unknown hosts.
 pub fn outbound_route<'a>(services: impl Iterator<Item = &'a MeshService>) -> RouteConfiguration {
-    let mut virtual_hosts: Vec<VirtualHost> = services.flat_map(virtual_hosts).collect();
-    virtual_hosts.push(VirtualHost {
+    let mut notes = Vec::new();
+    let mut virtual_hosts: Vec<VirtualHost> = services
+        .flat_map(|ms| virtual_hosts(ms, &mut notes))
+        .collect();
+    virtual_hosts.push(not_found_virtual_host());
+    RouteConfiguration {
+        name: OUTBOUND_HTTP.to_owned(),
+        virtual_hosts,
+        ..Default::default()
+    }
+}
+
+/// The catch-all virtual host: 404 for hosts no service has.
+pub fn not_found_virtual_host() -> VirtualHost {
+    VirtualHost {
         name: "not_found".to_owned(),
         domains: vec!["*".to_owned()],
         routes: vec![Route {
@@ -90,11 +110,6 @@ pub fn outbound_route<'a>(services: impl Iterator<Item = &'a MeshService>) -> Ro
             })),
             ..Default::default()
         }],
-        ..Default::default()
-    });
-    RouteConfiguration {
-        name: OUTBOUND_HTTP.to_owned(),
-        virtual_hosts,
         ..Default::default()
     }
 }

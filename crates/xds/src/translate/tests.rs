@@ -72,7 +72,11 @@ fn ms(view: &MeshView, h: &str) -> MeshService {
 #[test]
 fn clusters_are_eds_per_port_with_http2_for_grpc() {
     let view = representative_view();
-    let cs = clusters(&ms(&view, "reviews.default.svc"));
+    let cs = clusters(
+        &ms(&view, "reviews.default.svc"),
+        Client::Envoy,
+        &mut Vec::new(),
+    );
     let names: Vec<_> = cs.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -105,7 +109,11 @@ fn clusters_are_eds_per_port_with_http2_for_grpc() {
         "HTTP/2 upstream"
     );
 
-    let ext = clusters(&ms(&view, "ext.default.svc"));
+    let ext = clusters(
+        &ms(&view, "ext.default.svc"),
+        Client::Envoy,
+        &mut Vec::new(),
+    );
     assert_eq!(
         ext[0].cluster_discovery_type,
         Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
@@ -163,7 +171,7 @@ fn assignments_group_by_locality_with_weights_and_target_ports() {
 #[test]
 fn virtual_hosts_use_each_domain_once() {
     let view = representative_view();
-    let vhs = virtual_hosts(&ms(&view, "reviews.default.svc"));
+    let vhs = virtual_hosts(&ms(&view, "reviews.default.svc"), &mut Vec::new());
     let domains: Vec<Vec<String>> = vhs.iter().map(|v| v.domains.clone()).collect();
     assert_eq!(
         domains,
@@ -176,7 +184,7 @@ fn virtual_hosts_use_each_domain_once() {
         ]
     );
     assert!(
-        virtual_hosts(&ms(&view, "db.default.svc")).is_empty(),
+        virtual_hosts(&ms(&view, "db.default.svc"), &mut Vec::new()).is_empty(),
         "TCP ports are not HTTP routed"
     );
     let route = outbound_route(view.services.values().map(|s| &**s));
@@ -203,7 +211,7 @@ fn virtual_hosts_use_each_domain_once() {
 #[test]
 fn grpc_ports_get_an_api_listener_named_host_port() {
     let view = representative_view();
-    let pairs = grpc_listeners(&ms(&view, "reviews.default.svc"));
+    let pairs = grpc_listeners(&ms(&view, "reviews.default.svc"), &mut Vec::new());
     assert_eq!(pairs.len(), 1);
     let (listener, route) = &pairs[0];
     assert_eq!(listener.name, "reviews.default.svc:9090");

@@ -65,6 +65,8 @@ pub(crate) struct ConnState {
     pub(crate) wire: Wire,
     pub(crate) node_id: String,
     pub(crate) node_cluster: String,
+    /// The kind of client, from the node's user agent.
+    pub(crate) client: crate::translate::Client,
     pub(crate) types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
@@ -92,6 +94,7 @@ impl ConnState {
             wire,
             node_id: String::new(),
             node_cluster: String::new(),
+            client: crate::translate::Client::Envoy,
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
             subscriptions,
@@ -105,6 +108,10 @@ impl ConnState {
         {
             self.node_id = node.id.clone();
             self.node_cluster = node.cluster.clone();
+            self.client = crate::translate::Client::from_user_agent(&node.user_agent_name);
+            for t in &mut self.types {
+                t.client = self.client;
+            }
         }
     }
 

@@ -138,6 +138,8 @@ impl CurrentPlans {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct PlanKey {
     pub(super) kind: ResourceType,
+    /// Clients of different kinds receive different forms of a resource.
+    pub(super) client: crate::translate::Client,
     pub(super) wire: Wire,
     pub(super) removals: bool,
     pub(super) must_answer: bool,

@@ -13,6 +13,7 @@ use crate::resource::{Resource, ResourceType};
 use crate::server::codec::{Outbound, Wire};
 use crate::server::status::NackRecord;
 use crate::snapshot::{Snapshot, placeholder};
+use crate::translate::Client;
 
 /// How to restore `held` if a response is rejected.
 pub(super) enum Undo {
@@ -65,6 +66,8 @@ pub(super) const STEPS: [(ResourceType, Phase); 5] = [
 
 pub(crate) struct TypeState {
     pub(super) kind: ResourceType,
+    /// The kind of client: which form of a resource it receives.
+    pub(super) client: Client,
     pub(super) seen_request: bool,
     pub(super) wildcard: bool,
     /// A SotW client that subscribed with an empty list (legacy wildcard).
@@ -145,6 +148,7 @@ impl TypeState {
     pub(super) fn new(kind: ResourceType) -> Self {
         TypeState {
             kind,
+            client: Client::Envoy,
             seen_request: false,
             wildcard: false,
             legacy_wildcard: false,
@@ -241,7 +245,7 @@ impl TypeState {
 
     pub(super) fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
         let held = self.held.get(name);
-        let want = match snap.get(self.kind, name) {
+        let want = match snap.get_for(self.client, self.kind, name) {
             Some(r) if self.wildcard || self.wants_by_name(name) => Some(r.clone()),
             Some(_) => None,
             None if self.wants_by_name(name) && !self.kind.is_full_state() => {
@@ -349,6 +353,7 @@ impl TypeState {
         }
         Some(PlanKey {
             kind: self.kind,
+            client: self.client,
             wire,
             removals: phase == Phase::Removals,
             must_answer: self.must_answer,
