@@ -54,11 +54,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use notify::{RecursiveMode, Watcher};
-use sextant_core::{Error, Event, EventStream, Registry, RegistryId};
+use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-pub use load::{FileError, Loaded, Loader, parse_file};
+pub use load::{FileContent, FileError, Loaded, Loader, parse_file};
 
 /// Tuning of a [`FileRegistry`].
 #[derive(Clone, Debug)]
@@ -99,7 +99,9 @@ impl FileRegistry {
     }
 }
 
-/// What a reload sends: a full state and its problems.
+/// What a reload sends on the services stream: a full state and every
+/// problem of the files (those of rules included: a bad rule keeps the
+/// whole file's last good content, services and rules alike).
 fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
     let mut out = vec![Ok(Event::Reset(loaded.services.clone()))];
     out.extend(
@@ -111,7 +113,13 @@ fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
     out
 }
 
-struct WatchState {
+/// What a reload sends on the rules stream: the full set of rules. The
+/// files' problems are reported once, on the services stream.
+fn rule_events_of(loaded: &Loaded) -> Vec<Result<Event<Rule>, Error>> {
+    vec![Ok(Event::Reset(loaded.rules.clone()))]
+}
+
+struct WatchState<T: sextant_core::Keyed> {
     loader: Loader,
     paths: Vec<PathBuf>,
     last: Option<Loaded>,
@@ -120,7 +128,11 @@ struct WatchState {
     _watcher: Option<notify::RecommendedWatcher>,
     poll: Option<Duration>,
     debounce: Duration,
-    queue: std::collections::VecDeque<Result<Event, Error>>,
+    queue: std::collections::VecDeque<Result<Event<T>, Error>>,
+    events: fn(&Loaded) -> Vec<Result<Event<T>, Error>>,
+    /// True when only what `events` reports matters: a change to the
+    /// rest of the files sends nothing.
+    same: fn(&Loaded, &Loaded) -> bool,
 }
 
 fn start_watcher(
@@ -159,6 +171,28 @@ impl Registry for FileRegistry {
     }
 
     fn watch(&self) -> EventStream {
+        self.watch_with(events_of, |a, b| a == b)
+    }
+}
+
+/// The files' `routes:` and `policies:`: the same files, read by a watch of
+/// their own (parsing a file twice is cheap next to a second code path).
+impl RuleSource for FileRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch_rules(&self) -> RuleStream {
+        self.watch_with(rule_events_of, |a, b| a.rules == b.rules)
+    }
+}
+
+impl FileRegistry {
+    fn watch_with<T: sextant_core::Keyed + Send + 'static>(
+        &self,
+        events: fn(&Loaded) -> Vec<Result<Event<T>, Error>>,
+        same: fn(&Loaded, &Loaded) -> bool,
+    ) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (watcher, poll) = match start_watcher(&self.paths, tx) {
             Ok(w) => (Some(w), None),
@@ -177,6 +211,8 @@ impl Registry for FileRegistry {
             poll,
             debounce: self.config.debounce,
             queue: Default::default(),
+            events,
+            same,
         };
         let id = self.id.clone();
         futures::stream::unfold(state, move |mut st| {
@@ -209,9 +245,9 @@ impl Registry for FileRegistry {
                         }
                     };
                     st.loader = loader;
-                    if st.last.as_ref() != Some(&loaded) {
-                        debug!(registry = %id, services = loaded.services.len(), problems = loaded.problems.len(), "registry files read");
-                        st.queue.extend(events_of(&loaded));
+                    if st.last.as_ref().is_none_or(|last| !(st.same)(last, &loaded)) {
+                        debug!(registry = %id, services = loaded.services.len(), rules = loaded.rules.len(), problems = loaded.problems.len(), "registry files read");
+                        st.queue.extend((st.events)(&loaded));
                         st.last = Some(loaded);
                     }
                 }
@@ -221,7 +257,7 @@ impl Registry for FileRegistry {
     }
 }
 
-impl WatchState {
+impl<T: sextant_core::Keyed> WatchState<T> {
     /// Waits for a change notification (or the poll interval), then for the
     /// debounce quiet time, swallowing the notifications that arrive meanwhile.
     async fn wait_for_change(&mut self) {

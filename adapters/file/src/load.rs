@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sextant_core::{Hostname, Service, ValidationErrors};
+use sextant_core::{Hostname, Rule, RuleKey, RuleProblems, Service, ValidationErrors};
 
-pub use crate::parse::parse_file;
+pub use crate::parse::{FileContent, parse_file};
 
 /// A problem with one registry file. The file's last good content, if any,
 /// keeps being served.
@@ -51,6 +51,27 @@ pub enum FileError {
         /// Every problem in that service.
         errors: ValidationErrors,
     },
+    /// A route rule or destination policy in the file failed validation.
+    #[error("{path}:{line}: {problems}")]
+    InvalidRule {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the rule's entry (0 when not found).
+        line: usize,
+        /// What is wrong.
+        problems: RuleProblems,
+    },
+    /// A rule (kind, namespace, name) defined in an earlier file is
+    /// defined again.
+    #[error("{path}: {key} is already defined in {first}; this definition is ignored")]
+    DuplicateRule {
+        /// The later file.
+        path: PathBuf,
+        /// The rule.
+        key: RuleKey,
+        /// The file that defines it first.
+        first: PathBuf,
+    },
     /// A hostname defined in an earlier file is defined again.
     #[error(
         "{path}:{line}: service {hostname:?} is already defined in {first}; this definition is ignored"
@@ -75,6 +96,11 @@ impl FileError {
             FileError::Read { message, .. } => format!("cannot read: {message}"),
             FileError::Parse { message, .. } => message.clone(),
             FileError::Invalid { errors, .. } => errors.to_string(),
+            FileError::InvalidRule { problems, .. } => problems.to_string(),
+            FileError::DuplicateRule { key, first, .. } => format!(
+                "{key} is already defined in {}; this definition is ignored",
+                first.display()
+            ),
             FileError::Duplicate {
                 hostname, first, ..
             } => {
@@ -95,7 +121,10 @@ impl FileError {
             FileError::Parse {
                 path, line, column, ..
             } => format!("{}:{line}:{column}", path.display()),
-            FileError::Invalid { path, line, .. } | FileError::Duplicate { path, line, .. } => {
+            FileError::DuplicateRule { path, .. } => path.display().to_string(),
+            FileError::Invalid { path, line, .. }
+            | FileError::InvalidRule { path, line, .. }
+            | FileError::Duplicate { path, line, .. } => {
                 format!("{}:{line}", path.display())
             }
         }
@@ -210,8 +239,8 @@ pub(crate) fn hostname_line(text: &str, hostname: &str) -> usize {
 
 struct Cached {
     digest: u64,
-    result: Result<Vec<Service>, Vec<FileError>>,
-    last_good: Option<Vec<Service>>,
+    result: Result<FileContent, Vec<FileError>>,
+    last_good: Option<FileContent>,
 }
 
 /// What one load of every path produced.
@@ -219,6 +248,8 @@ struct Cached {
 pub struct Loaded {
     /// Every service, from good files and the last good content of bad ones.
     pub services: Vec<Service>,
+    /// Every route rule and destination policy, likewise.
+    pub rules: Vec<Rule>,
     /// Every problem, in path order.
     pub problems: Vec<FileError>,
 }
@@ -284,7 +315,9 @@ impl Loader {
         }
 
         let mut seen: BTreeMap<Hostname, PathBuf> = BTreeMap::new();
+        let mut seen_rules: BTreeMap<RuleKey, PathBuf> = BTreeMap::new();
         let mut services = Vec::new();
+        let mut rules = Vec::new();
         let mut live = HashMap::new();
         for (path, explicit) in files {
             let (contribution, problem) = self.read_one(&path, explicit);
@@ -292,7 +325,19 @@ impl Loader {
                 live.insert(path.clone(), cached);
             }
             problems.extend(problem);
-            for service in contribution {
+            for rule in contribution.rules {
+                if let Some(first) = seen_rules.get(&rule.key) {
+                    problems.push(FileError::DuplicateRule {
+                        path: path.clone(),
+                        key: rule.key.clone(),
+                        first: first.clone(),
+                    });
+                    continue;
+                }
+                seen_rules.insert(rule.key.clone(), path.clone());
+                rules.push(rule);
+            }
+            for service in contribution.services {
                 if let Some(first) = seen.get(&service.hostname) {
                     // Rare: read the text again only to point at the line.
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -310,11 +355,15 @@ impl Loader {
         }
         // Files no longer listed are forgotten.
         self.cache = live;
-        Loaded { services, problems }
+        Loaded {
+            services,
+            rules,
+            problems,
+        }
     }
 
     /// One file: its contribution and its problem, if any.
-    fn read_one(&mut self, path: &Path, explicit: bool) -> (Vec<Service>, Vec<FileError>) {
+    fn read_one(&mut self, path: &Path, explicit: bool) -> (FileContent, Vec<FileError>) {
         let bytes = match read_bounded(path) {
             Ok(b) => b,
             Err(e) => {
@@ -328,7 +377,7 @@ impl Loader {
                     let problem = explicit.then(|| FileError::NotFound {
                         path: path.to_owned(),
                     });
-                    return (Vec::new(), problem.into_iter().collect());
+                    return (FileContent::default(), problem.into_iter().collect());
                 }
                 // Unreadable (a directory in its place, a symlink loop or a
                 // dangling symlink, permissions, I/O): keep the last good.
@@ -368,7 +417,7 @@ impl Loader {
                     }]),
                 };
                 let last_good = match &result {
-                    Ok(services) => Some(services.clone()),
+                    Ok(content) => Some(content.clone()),
                     Err(_) => previous.and_then(|p| p.last_good),
                 };
                 Cached {
@@ -379,7 +428,7 @@ impl Loader {
             }
         };
         let out = match &entry.result {
-            Ok(services) => (services.clone(), Vec::new()),
+            Ok(content) => (content.clone(), Vec::new()),
             Err(e) => (entry.last_good.clone().unwrap_or_default(), e.clone()),
         };
         self.cache.insert(path.to_owned(), entry);

@@ -1,4 +1,5 @@
-//! One registry file's text to services, reporting every problem at once:
+//! One registry file's text to services and traffic rules (`routes:`,
+//! `policies:`), reporting every problem at once:
 //! each with the file, a line, and the path of the value
 //! (`services[1].endpoints[0].ports.nope`), so that `sextant check-config`
 //! needs one run however many mistakes a file holds.
@@ -14,7 +15,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sextant_core::{Endpoint, Service, ServicePort, ValidationErrors};
+use sextant_core::{
+    Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, Service, ServicePort,
+    ValidationErrors,
+};
 
 use crate::load::{FileError, MAX_NESTING, check_nesting, hostname_line};
 
@@ -24,6 +28,77 @@ use crate::load::{FileError, MAX_NESTING, check_nesting, hostname_line};
 struct RegistryFile {
     #[serde(default)]
     services: Vec<Service>,
+    #[serde(default)]
+    routes: Vec<RouteEntry>,
+    #[serde(default)]
+    policies: Vec<PolicyEntry>,
+}
+
+/// The top-level keys of a registry file.
+const TOP_KEYS: [&str; 3] = ["services", "routes", "policies"];
+
+/// What one file holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileContent {
+    /// Its services.
+    pub services: Vec<Service>,
+    /// Its route rules and destination policies.
+    pub rules: Vec<Rule>,
+}
+
+impl FileContent {
+    /// True when the file holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.rules.is_empty()
+    }
+}
+
+/// The rules of a file, in file order: routes, then policies, each with
+/// the 1-based line of its entry (0 when not found).
+fn rules_of(text: &str, routes: Vec<RouteEntry>, policies: Vec<PolicyEntry>) -> Vec<(usize, Rule)> {
+    let route_lines = item_lines(text, "routes");
+    let policy_lines = item_lines(text, "policies");
+    let routes = routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (route_lines.get(i).copied().unwrap_or(0), Rule::from(r)));
+    let policies = policies
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (policy_lines.get(i).copied().unwrap_or(0), Rule::from(p)));
+    routes.chain(policies).collect()
+}
+
+/// Validation problems of rules, and keys defined twice in one file.
+fn rule_problems(path: &Path, rules: &[(usize, Rule)]) -> Vec<(usize, FileError)> {
+    let mut out = Vec::new();
+    let mut seen: std::collections::BTreeMap<&RuleKey, usize> = Default::default();
+    for (line, rule) in rules {
+        if let Some(first) = seen.insert(&rule.key, *line) {
+            out.push((
+                *line,
+                FileError::Parse {
+                    path: path.to_owned(),
+                    line: *line,
+                    column: 1,
+                    message: format!("{} is defined twice (first at line {first})", rule.key),
+                },
+            ));
+        }
+        if let Err(RuleProblems(problems)) = rule.validate() {
+            for p in problems {
+                out.push((
+                    *line,
+                    FileError::InvalidRule {
+                        path: path.to_owned(),
+                        line: *line,
+                        problems: RuleProblems(vec![p]),
+                    },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A decoding problem: where (a value path) and what.
@@ -55,9 +130,11 @@ fn join(prefix: &str, path: &str) -> String {
 
 /// `message` without a leading `at: ` (serde_yaml_ng prefixes its own).
 fn unprefixed(at: &str, message: String) -> String {
-    match message.strip_prefix(&format!("{at}: ")) {
-        Some(rest) => rest.to_owned(),
-        None => message,
+    // serde_yaml_ng names the innermost mapping, which may be a parent of
+    // `at` (the unknown field is not part of its own path).
+    match message.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && at.starts_with(prefix) => rest.to_owned(),
+        _ => message,
     }
 }
 
@@ -96,11 +173,13 @@ fn decode<T: DeserializeOwned>(value: &serde_json::Value, at: &str) -> Result<T,
         .map_err(|e| (join(at, &e.path().to_string()), e.inner().to_string()))
 }
 
-/// The 1-based line of each block-style item of the top-level `services:`
-/// list, in order (empty for flow style and JSON).
-fn service_lines(text: &str) -> Vec<usize> {
+/// The 1-based line of each block-style item of the top-level list `key`
+/// (`services`, `routes`, `policies`), in order (empty for flow style and
+/// JSON).
+fn item_lines(text: &str, key: &str) -> Vec<usize> {
     let lines: Vec<&str> = text.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.starts_with("services:")) else {
+    let head = format!("{key}:");
+    let Some(start) = lines.iter().position(|l| l.starts_with(&head)) else {
         return Vec::new();
     };
     let mut indent = None;
@@ -180,30 +259,81 @@ fn element_line(text: &str, service_line: usize, key: &str, index: usize) -> usi
     at + 1
 }
 
-/// Every problem of the services in `value` (the document as plain data).
-fn value_problems(value: &serde_json::Value, text: &str) -> (Vec<Problem>, Vec<(usize, Service)>) {
+/// Every problem of the rules in the list `key` of `top`, each entry
+/// decoded on its own; the entries that decode.
+fn rule_value_problems<T: DeserializeOwned>(
+    top: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<(usize, T)> {
+    let mut decoded = Vec::new();
+    let list = match top.get(key) {
+        None | Some(serde_json::Value::Null) => return decoded,
+        Some(serde_json::Value::Array(list)) => list,
+        Some(_) => {
+            problems.push(Problem {
+                at: key.into(),
+                message: format!("expected a list of {key}"),
+                line: crate::load::key_line(text, key),
+                column: 1,
+            });
+            return decoded;
+        }
+    };
+    let lines = item_lines(text, key);
+    for (i, el) in list.iter().enumerate() {
+        let line = lines.get(i).copied().unwrap_or(0);
+        match decode::<T>(el, &format!("{key}[{i}]")) {
+            Ok(v) => decoded.push((line, v)),
+            Err((at, message)) => problems.push(Problem {
+                at,
+                message,
+                line,
+                column: 1,
+            }),
+        }
+    }
+    decoded
+}
+
+/// Every problem of the services and rules in `value` (the document as
+/// plain data).
+fn value_problems(
+    value: &serde_json::Value,
+    text: &str,
+) -> (Vec<Problem>, Vec<(usize, Service)>, Vec<(usize, Rule)>) {
     let mut problems = Vec::new();
     let mut decoded = Vec::new();
-    let starts = service_lines(text);
+    let starts = item_lines(text, "services");
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`".into(),
+            message: "expected a mapping with `services`, `routes` or `policies`".into(),
             line: 1,
             column: 1,
         });
-        return (problems, decoded);
+        return (problems, decoded, Vec::new());
     };
-    for key in top.keys().filter(|k| *k != "services") {
+    for key in top.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
         problems.push(Problem {
             at: key.clone(),
-            message: format!("unknown field `{key}`, expected `services`"),
+            message: format!(
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`"
+            ),
             line: crate::load::key_line(text, key),
             column: 1,
         });
     }
+    let routes = rule_value_problems::<RouteEntry>(top, "routes", text, &mut problems);
+    let policies = rule_value_problems::<PolicyEntry>(top, "policies", text, &mut problems);
+    let rules: Vec<(usize, Rule)> = routes
+        .into_iter()
+        .map(|(l, r)| (l, Rule::from(r)))
+        .chain(policies.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .collect();
     let services = match top.get("services") {
-        None | Some(serde_json::Value::Null) => return (problems, decoded),
+        None | Some(serde_json::Value::Null) => return (problems, decoded, rules),
         Some(serde_json::Value::Array(list)) => list,
         Some(_) => {
             problems.push(Problem {
@@ -212,7 +342,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> (Vec<Problem>, Vec<(
                 line: crate::load::key_line(text, "services"),
                 column: 1,
             });
-            return (problems, decoded);
+            return (problems, decoded, rules);
         }
     };
     for (i, s) in services.iter().enumerate() {
@@ -263,7 +393,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> (Vec<Problem>, Vec<(
             }
         }
     }
-    (problems, decoded)
+    (problems, decoded, rules)
 }
 
 /// One validation problem per line, located at its service.
@@ -280,11 +410,11 @@ fn invalid(path: &Path, line: usize, errors: ValidationErrors) -> Vec<FileError>
 }
 
 /// Parses and validates one file's text: JSON when the name ends in
-/// `.json`, YAML otherwise. Every service must be valid or the whole file
-/// is refused, with every problem found.
-pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, Vec<FileError>> {
+/// `.json`, YAML otherwise. Every service and rule must be valid or the
+/// whole file is refused, with every problem found.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>> {
     if text.trim().is_empty() {
-        return Ok(Vec::new());
+        return Ok(FileContent::default());
     }
     let json = path.extension().is_some_and(|e| e == "json");
     let parse_error = |line, column, message| FileError::Parse {
@@ -299,17 +429,23 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, Vec<FileError
     }
     let first = match typed(text, json) {
         Ok(doc) => {
-            let mut problems = Vec::new();
+            let mut problems: Vec<(usize, FileError)> = Vec::new();
             for service in &doc.services {
                 if let Err(errors) = service.validate() {
                     let line = hostname_line(text, &service.hostname);
-                    problems.extend(invalid(path, line, errors));
+                    problems.extend(invalid(path, line, errors).into_iter().map(|e| (line, e)));
                 }
             }
+            let rules = rules_of(text, doc.routes, doc.policies);
+            problems.extend(rule_problems(path, &rules));
+            problems.sort_by_key(|(line, _)| *line);
             return if problems.is_empty() {
-                Ok(doc.services)
+                Ok(FileContent {
+                    services: doc.services,
+                    rules: rules.into_iter().map(|(_, r)| r).collect(),
+                })
             } else {
-                Err(problems)
+                Err(problems.into_iter().map(|(_, e)| e).collect())
             };
         }
         Err(first) => first,
@@ -334,7 +470,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, Vec<FileError
             with_path(&first),
         )]);
     };
-    let (mut found, decoded) = value_problems(&value, text);
+    let (mut found, decoded, rules) = value_problems(&value, text);
     // The typed parse knows exactly where its problem is: it replaces what
     // the second reading found at or under the same path (the two decoders
     // may stop at different depths of one mistake).
@@ -355,6 +491,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<Service>, Vec<FileError
             problems.extend(invalid(path, line, errors).into_iter().map(|e| (line, e)));
         }
     }
+    problems.extend(rule_problems(path, &rules));
     problems.sort_by_key(|(line, _)| *line);
     Err(problems.into_iter().map(|(_, e)| e).collect())
 }

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle, MergeMode};
-use sextant_core::Registry;
+use sextant_core::{Registry, RuleSource};
 use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -43,6 +43,7 @@ use tracing::{info, warn};
 /// Everything needed to run a control plane; see the crate docs.
 pub struct Sextant {
     registries: Vec<Arc<dyn Registry>>,
+    rule_sources: Vec<Arc<dyn RuleSource>>,
     aggregator: AggregatorConfig,
     translate: TranslateOptions,
     debounce: Debounce,
@@ -64,6 +65,7 @@ impl Sextant {
     pub fn new() -> Self {
         Sextant {
             registries: Vec::new(),
+            rule_sources: Vec::new(),
             aggregator: AggregatorConfig::default(),
             translate: TranslateOptions::default(),
             debounce: Debounce::default(),
@@ -83,6 +85,20 @@ impl Sextant {
     /// Adds a shared registry.
     pub fn registry_arc(mut self, registry: Arc<dyn Registry>) -> Self {
         self.registries.push(registry);
+        self
+    }
+
+    /// Adds a source of traffic rules (route rules, destination policies),
+    /// after (lower priority than) those already added: for one host, the
+    /// first source's rule is in force.
+    pub fn rules(mut self, source: impl RuleSource) -> Self {
+        self.rule_sources.push(Arc::new(source));
+        self
+    }
+
+    /// Adds a shared rule source.
+    pub fn rules_arc(mut self, source: Arc<dyn RuleSource>) -> Self {
+        self.rule_sources.push(source);
         self
     }
 
@@ -141,7 +157,8 @@ impl Sextant {
             anyhow::bail!("no registries configured");
         }
         let ids: Vec<String> = self.registries.iter().map(|r| r.id().to_string()).collect();
-        let (aggregator, handle) = Aggregator::new(self.aggregator.clone(), self.registries)?;
+        let (aggregator, handle) =
+            Aggregator::with_rules(self.aggregator.clone(), self.registries, self.rule_sources)?;
         let metrics = Arc::new(Metrics::default());
         let (snapshots, publish) = publisher(
             handle.view(),

@@ -180,6 +180,7 @@ fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let registries = settings.build_registries();
+    let rule_sources = settings.build_rule_sources();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -196,6 +197,9 @@ fn run(args: &RunArgs) -> ExitCode {
             .aggregator_config(settings.aggregator.clone())
             .debounce(settings.debounce.clone())
             .drain_timeout(settings.drain_timeout);
+        for r in rule_sources {
+            sextant = sextant.rules_arc(r);
+        }
         for r in registries {
             sextant = sextant.registry_arc(r);
         }

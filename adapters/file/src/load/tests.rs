@@ -32,7 +32,9 @@ fn hostnames(l: &Loaded) -> Vec<&str> {
 
 #[test]
 fn parses_the_documented_format() {
-    let services = parse_file(Path::new("a.yaml"), GOOD).expect("parses");
+    let services = parse_file(Path::new("a.yaml"), GOOD)
+        .expect("parses")
+        .services;
     assert_eq!(services.len(), 1);
     let s = &services[0];
     assert_eq!(s.endpoints[0].target_port(&s.ports[0]), 19080);
@@ -42,7 +44,9 @@ fn parses_the_documented_format() {
 #[test]
 fn json_files_parse_as_json() {
     let json = r#"{"services":[{"hostname":"a.svc","ports":[{"name":"grpc","port":50051}]}]}"#;
-    let services = parse_file(Path::new("a.json"), json).expect("parses");
+    let services = parse_file(Path::new("a.json"), json)
+        .expect("parses")
+        .services;
     assert_eq!(services[0].ports[0].protocol, sextant_core::Protocol::Grpc);
     let err = parse_one(
         Path::new("a.json"),
@@ -101,10 +105,11 @@ fn validation_errors_name_file_line_service_and_field() {
 
 #[test]
 fn empty_text_is_no_services() {
-    assert_eq!(parse_file(Path::new("a.yaml"), "").expect("ok"), vec![]);
-    assert_eq!(
-        parse_file(Path::new("a.yaml"), "services: []\n").expect("ok"),
-        vec![]
+    assert!(parse_file(Path::new("a.yaml"), "").expect("ok").is_empty());
+    assert!(
+        parse_file(Path::new("a.yaml"), "services: []\n")
+            .expect("ok")
+            .is_empty()
     );
 }
 
@@ -358,7 +363,9 @@ fn deep_nesting_is_refused_before_the_yaml_parser_sees_it() {
         "# {open}\nservices:\n  - hostname: reviews.default.svc\n    labels: {{ note: \"{open}\", it: don't, other: '{open}' }}\n    ports: [{{ name: http, port: 80 }}]\n",
         open = "[".repeat(200)
     );
-    let services = parse_file(Path::new("a.yaml"), &text).expect("parses");
+    let services = parse_file(Path::new("a.yaml"), &text)
+        .expect("parses")
+        .services;
     assert_eq!(services[0].labels["note"], "[".repeat(200));
 }
 
@@ -402,4 +409,95 @@ services:
         "{all}"
     );
     assert!(lines.iter().all(|l| l.starts_with("mesh.yaml:")), "{all}");
+}
+
+const RULES: &str = "services:
+  - hostname: reviews.default.svc
+    ports: [{ name: http, port: 9080 }]
+routes:
+  - name: reviews
+    hosts: [reviews.default.svc]
+    http:
+      - match: [{ headers: { x-user: { exact: alice } } }]
+        route: [{ destination: { host: reviews.default.svc, subset: v2 } }]
+      - route:
+          - { destination: { host: reviews.default.svc, subset: v1 }, weight: 90 }
+          - { destination: { host: reviews.default.svc, subset: v2 }, weight: 10 }
+policies:
+  - name: reviews
+    host: reviews.default.svc
+    subsets:
+      - { name: v1, labels: { version: v1 } }
+      - { name: v2, labels: { version: v2 } }
+";
+
+#[test]
+fn rules_sit_beside_services() {
+    let content = parse_file(Path::new("a.yaml"), RULES).expect("parses");
+    assert_eq!(content.services.len(), 1);
+    let keys: Vec<String> = content.rules.iter().map(|r| r.key.to_string()).collect();
+    assert_eq!(keys, ["route default/reviews", "policy default/reviews"]);
+}
+
+#[test]
+fn every_rule_problem_is_reported_with_its_line() {
+    // A weight typo (sum 95) and an unknown field in a policy: both, each
+    // at the line of its entry, in one reading.
+    let text = RULES
+        .replace("weight: 10 }", "weight: 5 }")
+        .replace("{ name: v2, labels", "{ name: v2, label");
+    let problems = parse_file(Path::new("mesh.yaml"), &text).expect_err("invalid");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(
+        text[0].starts_with(
+            "mesh.yaml:5: route default/reviews, field http[1].route: weights sum to 95"
+        ),
+        "{text:#?}"
+    );
+    assert!(
+        text[1].starts_with("mesh.yaml:18:21: policies[0].subsets[1].label: unknown field `label`")
+            && text[1].contains("unknown field `label`"),
+        "{text:#?}"
+    );
+
+    // Valid YAML with only an invalid rule: the typed parse's path.
+    let text = RULES.replace("weight: 10 }", "weight: 5 }");
+    let problems = parse_file(Path::new("mesh.yaml"), &text).expect_err("invalid");
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].to_string().contains("weights sum to 95"),
+        "{}",
+        problems[0]
+    );
+}
+
+#[test]
+fn a_bad_rule_keeps_the_files_last_good_content_and_duplicates_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mesh.yaml");
+    std::fs::write(&path, RULES).expect("write");
+    let mut loader = Loader::new(vec![dir.path().to_owned()]);
+    let good = loader.load();
+    assert_eq!(good.rules.len(), 2);
+    std::fs::write(&path, RULES.replace("weight: 10 }", "weight: 5 }")).expect("write");
+    let bad = loader.load();
+    assert_eq!(bad.rules, good.rules, "last good rules stay");
+    assert_eq!(bad.services, good.services, "and services");
+    assert_eq!(bad.problems.len(), 1);
+
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        "policies:\n  - name: reviews\n    host: reviews.default.svc\n",
+    )
+    .expect("write");
+    let dup = loader.load();
+    assert_eq!(dup.rules.len(), 2);
+    assert!(
+        dup.problems.iter().any(|p| p
+            .to_string()
+            .contains("policy default/reviews is already defined")),
+        "{:?}",
+        dup.problems
+    );
 }

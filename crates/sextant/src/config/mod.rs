@@ -456,6 +456,22 @@ impl Settings {
         loaded.problems.iter().map(ToString::to_string).collect()
     }
 
+    /// The sources of traffic rules, in priority order: the registry files
+    /// (`routes:`, `policies:`) when the file registry is on.
+    pub fn build_rule_sources(&self) -> Vec<Arc<dyn sextant_core::RuleSource>> {
+        let mut out: Vec<Arc<dyn sextant_core::RuleSource>> = Vec::new();
+        for kind in &self.registries {
+            if kind == &RegistryKind::File {
+                out.push(Arc::new(FileRegistry::new(
+                    "file/main",
+                    self.files.clone(),
+                    FileRegistryConfig::default(),
+                )));
+            }
+        }
+        out
+    }
+
     /// The registries, in priority order (Kubernetes: one per cluster).
     /// Settings are validated by [`Settings::resolve`]; building cannot fail.
     pub fn build_registries(&self) -> Vec<Arc<dyn Registry>> {
