@@ -573,3 +573,38 @@ async fn delta_nack_is_not_resent() {
     assert_eq!(eds.resources.len(), 1);
     assert_eq!(h.server.nacks().len(), 1);
 }
+
+/// A cluster whose settings change (same name, new content) is sent again,
+/// SotW and delta: HTTP/1 becoming HTTP/2 upstream here. Its endpoints,
+/// unchanged, follow it: Envoy warms the updated cluster and keeps the old
+/// one serving until an assignment arrives (up to 15 s otherwise).
+#[tokio::test]
+async fn a_changed_cluster_is_sent_again() {
+    use sextant_core::{Endpoint, Protocol, Service};
+    let service = |p| {
+        Service::new("a.svc")
+            .with_port("http", 8080, p)
+            .with_endpoint(Endpoint::new("10.0.0.1".parse().expect("ip")))
+    };
+    let h = start(vec![service(Protocol::Http)]).await;
+    let mut c = SotwClient::connect(h.addr, "envoy-1").await;
+    let before = sync_envoy_like(&mut c, &[A_HTTP], &["outbound_http"]).await;
+    let mut d = DeltaClient::connect(h.addr, "envoy-2").await;
+    d.subscribe(types::CDS, &["*"]).await;
+    let first = d.recv().await;
+    d.ack(&first).await;
+
+    h.registry.insert(service(Protocol::Http2));
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS);
+    assert_ne!(cds.version_info, before[0]);
+    assert_eq!(names(&cds.resources), vec![A_HTTP.to_owned()]);
+    c.ack(&cds, &[]).await;
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, types::EDS);
+    assert_eq!(names(&eds.resources), vec![A_HTTP.to_owned()]);
+    assert_eq!(eds.version_info, before[1], "the same endpoints, sent again");
+    let delta = d.recv().await;
+    assert_eq!(delta.type_url, types::CDS);
+    assert_eq!(delta.resources.len(), 1);
+}

@@ -352,6 +352,7 @@ impl ConnState {
             if let Some(out) = out {
                 if kind == ResourceType::Cluster && phase == Phase::Additions {
                     self.expect_eds_for(snap);
+                    self.rewarm_eds(snap);
                 }
                 return Some(out);
             }
@@ -391,6 +392,33 @@ impl ConnState {
             .collect();
         if !names.is_empty() {
             self.await_eds = Some((names, Instant::now()));
+        }
+    }
+
+    /// Envoy warms a cluster it receives again, new or updated, and the
+    /// updated one replaces the old only once a ClusterLoadAssignment for
+    /// it arrives (the xDS protocol's "resource warming"), even when the
+    /// endpoints did not change; until then the old cluster serves, up to
+    /// Envoy's 15 s `initial_fetch_timeout`. So the assignments of the
+    /// clusters just sent that the client already holds are sent again.
+    /// Proxyless gRPC clients do not warm.
+    fn rewarm_eds(&mut self, snap: &Snapshot) {
+        if self.client != crate::translate::Client::Envoy {
+            return;
+        }
+        let Some(sent) = self.types[ResourceType::Cluster.index()]
+            .in_flight
+            .as_ref()
+            .map(|f| f.plan.updates.clone())
+        else {
+            return;
+        };
+        let eds = &mut self.types[ResourceType::Endpoint.index()];
+        for r in sent {
+            if eds.held.get(&r.name).is_some() && snap.get(ResourceType::Endpoint, &r.name).is_some() {
+                eds.held.set(r.name.clone(), None);
+                eds.to_answer.insert(r.name.clone());
+            }
         }
     }
 
