@@ -119,6 +119,9 @@ fn rule_events_of(loaded: &Loaded) -> Vec<Result<Event<Rule>, Error>> {
     vec![Ok(Event::Reset(loaded.rules.clone()))]
 }
 
+/// What one reload of the files becomes on a stream.
+type EventsOf<T> = fn(&Loaded) -> Vec<Result<Event<T>, Error>>;
+
 struct WatchState<T: sextant_core::Keyed> {
     loader: Loader,
     paths: Vec<PathBuf>,
@@ -129,7 +132,7 @@ struct WatchState<T: sextant_core::Keyed> {
     poll: Option<Duration>,
     debounce: Duration,
     queue: std::collections::VecDeque<Result<Event<T>, Error>>,
-    events: fn(&Loaded) -> Vec<Result<Event<T>, Error>>,
+    events: EventsOf<T>,
     /// True when only what `events` reports matters: a change to the
     /// rest of the files sends nothing.
     same: fn(&Loaded, &Loaded) -> bool,
@@ -190,7 +193,7 @@ impl RuleSource for FileRegistry {
 impl FileRegistry {
     fn watch_with<T: sextant_core::Keyed + Send + 'static>(
         &self,
-        events: fn(&Loaded) -> Vec<Result<Event<T>, Error>>,
+        events: EventsOf<T>,
         same: fn(&Loaded, &Loaded) -> bool,
     ) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>> {
         let (tx, rx) = mpsc::unbounded_channel();

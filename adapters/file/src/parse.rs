@@ -297,12 +297,13 @@ fn rule_value_problems<T: DeserializeOwned>(
     decoded
 }
 
+/// What the second reading found: its problems, and the services and rules
+/// that decoded, each with its line.
+type Decoded = (Vec<Problem>, Vec<(usize, Service)>, Vec<(usize, Rule)>);
+
 /// Every problem of the services and rules in `value` (the document as
 /// plain data).
-fn value_problems(
-    value: &serde_json::Value,
-    text: &str,
-) -> (Vec<Problem>, Vec<(usize, Service)>, Vec<(usize, Rule)>) {
+fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let mut problems = Vec::new();
     let mut decoded = Vec::new();
     let starts = item_lines(text, "services");

@@ -176,10 +176,46 @@ impl Envoy {
 
 /// A minimal HTTP/1.1 GET; returns status and body.
 pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let r = http_request(addr, host, path, &[]).await?;
+    Ok((r.status, r.body))
+}
+
+/// An HTTP response as [`http_request`] reads it.
+#[derive(Clone, Debug, Default)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 GET with extra request headers.
+pub async fn http_request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
     // Read until the response is complete rather than until the server
     // closes: Envoy holds a connection open for its `delayed_close_timeout`
@@ -208,16 +244,25 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Resu
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    Ok((status, body))
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Whether `raw` holds a whole HTTP/1.1 response: headers and a body of
@@ -256,6 +301,31 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// How an [`HttpBackend`] answers.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    /// The status of every answer after the first `fail_first` (default 200).
+    pub status: u16,
+    /// Answer this many requests with 503 first.
+    pub fail_first: usize,
+    /// Wait this long before each answer.
+    pub delay: Duration,
+    /// Answer with the name, then the request line and headers, one per
+    /// line, instead of the name alone.
+    pub echo: bool,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: 200,
+            fail_first: 0,
+            delay: Duration::ZERO,
+            echo: false,
+        }
+    }
+}
+
 /// An HTTP server answering every request with its name; counts hits.
 pub struct HttpBackend {
     /// Where it listens.
@@ -267,8 +337,13 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// Starts a backend on a free loopback port.
     pub async fn start(name: &str) -> HttpBackend {
+        HttpBackend::start_with(name, Behaviour::default()).await
+    }
+
+    /// Starts a backend that answers as `behaviour` says.
+    pub async fn start_with(name: &str, behaviour: Behaviour) -> HttpBackend {
         let (listener, addr) = crate::peers::loopback_listener().await;
-        HttpBackend::serve(name, listener, addr)
+        HttpBackend::serve(name, listener, addr, behaviour)
     }
 
     /// Starts a backend on `addr`, another loopback address (127.0.0.2 ...)
@@ -278,17 +353,24 @@ impl HttpBackend {
             .await
             .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().unwrap_or(addr);
-        HttpBackend::serve(name, listener, addr)
+        HttpBackend::serve(name, listener, addr, Behaviour::default())
     }
 
-    fn serve(name: &str, listener: tokio::net::TcpListener, addr: SocketAddr) -> HttpBackend {
+    fn serve(
+        name: &str,
+        listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        behaviour: Behaviour,
+    ) -> HttpBackend {
         let hits = Arc::new(AtomicUsize::new(0));
         let name = name.to_owned();
         let counter = hits.clone();
+        let behaviour = Arc::new(behaviour);
         let task = tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let name = name.clone();
                 let counter = counter.clone();
+                let behaviour = behaviour.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let mut seen = Vec::new();
@@ -302,12 +384,26 @@ impl HttpBackend {
                         }
                         seen.extend_from_slice(&buf[..n]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&seen[..end]).into_owned();
                             seen.drain(..end + 4);
-                            counter.fetch_add(1, Ordering::Relaxed);
+                            let n = counter.fetch_add(1, Ordering::Relaxed);
+                            if !behaviour.delay.is_zero() {
+                                tokio::time::sleep(behaviour.delay).await;
+                            }
+                            let status = if n < behaviour.fail_first {
+                                503
+                            } else {
+                                behaviour.status
+                            };
+                            let body = if behaviour.echo {
+                                format!("{name}\n{head}")
+                            } else {
+                                name.clone()
+                            };
                             let resp = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
-                                name.len(),
-                                name
+                                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{}",
+                                body.len(),
+                                body
                             );
                             if conn.write_all(resp.as_bytes()).await.is_err() {
                                 return;

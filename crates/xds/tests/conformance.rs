@@ -603,7 +603,10 @@ async fn a_changed_cluster_is_sent_again() {
     let eds = c.recv().await;
     assert_eq!(eds.type_url, types::EDS);
     assert_eq!(names(&eds.resources), vec![A_HTTP.to_owned()]);
-    assert_eq!(eds.version_info, before[1], "the same endpoints, sent again");
+    assert_eq!(
+        eds.version_info, before[1],
+        "the same endpoints, sent again"
+    );
     let delta = d.recv().await;
     assert_eq!(delta.type_url, types::CDS);
     assert_eq!(delta.resources.len(), 1);

@@ -163,3 +163,39 @@ fn a_rule_change_re_translates_only_the_services_it_binds_to() {
         ));
     }
 }
+
+/// A destination policy changes the settings of the service's clusters (a
+/// new version, listed as changed) and adds its subset clusters.
+#[test]
+fn a_policy_changes_the_services_clusters_and_adds_subsets() {
+    use sextant_core::{PolicyEntry, Rule};
+    let mut mesh = Mesh::new(10, 4);
+    let rules = RegistryId::new("memory/rules");
+    mesh.merge.add_rule_shard(rules.clone());
+    let s1 = Snapshot::empty(TranslateOptions::default()).next(mesh.view());
+    let policy: PolicyEntry = serde_yaml_ng::from_str(
+        "name: p\nhost: svc-3.mesh.svc\ntrafficPolicy: {outlierDetection: {consecutive5xxErrors: 1}}\nsubsets: [{name: v1, labels: {version: v1}}]\n",
+    )
+    .expect("policy");
+    assert!(
+        mesh.merge
+            .apply_rules(&rules, Event::Apply(Rule::from(policy)))
+            .is_empty()
+    );
+    let s2 = s1.next(mesh.view());
+    let plain = "outbound|8080||svc-3.mesh.svc";
+    let changed = &s2.resources(ResourceType::Cluster).changed;
+    assert!(changed.iter().any(|n| &**n == plain), "{changed:?}");
+    assert_ne!(
+        s1.get(ResourceType::Cluster, plain).expect("s1").version,
+        s2.get(ResourceType::Cluster, plain).expect("s2").version
+    );
+    assert!(
+        s2.get(ResourceType::Cluster, "outbound|8080|v1|svc-3.mesh.svc")
+            .is_some()
+    );
+    assert!(
+        s2.get(ResourceType::Endpoint, "outbound|8080|v1|svc-3.mesh.svc")
+            .is_some()
+    );
+}

@@ -112,7 +112,7 @@ pub enum RuleSpec {
     /// How requests to its hosts are routed.
     Route(RouteRule),
     /// How traffic to its host is balanced, and its subsets.
-    Policy(DestinationPolicy),
+    Policy(Box<DestinationPolicy>),
 }
 
 impl Rule {
@@ -134,7 +134,7 @@ impl Rule {
         Rule {
             key: RuleKey::new(RuleKind::Policy, namespace, name),
             hosts: vec![policy.host.clone()],
-            spec: RuleSpec::Policy(policy),
+            spec: RuleSpec::Policy(Box::new(policy)),
         }
     }
 

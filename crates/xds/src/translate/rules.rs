@@ -354,28 +354,30 @@ impl RuleRoutes<'_> {
     fn action(&mut self, key: &RuleKey, at: &str, r: &HttpRoute) -> RouteAction {
         let grpc = self.client == Client::Grpc;
         let port = self.port.port;
-        let mut action = RouteAction::default();
-        action.cluster_specifier = Some(if r.route.len() == 1 {
-            route_action::ClusterSpecifier::Cluster(destination_cluster(
-                &r.route[0].destination,
-                port,
-            ))
-        } else {
-            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                clusters: r
-                    .route
-                    .iter()
-                    .map(|d| weighted_cluster::ClusterWeight {
-                        name: destination_cluster(&d.destination, port),
-                        weight: Some(UInt32Value {
-                            value: d.weight.unwrap_or(1),
-                        }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            })
-        });
+        let mut action = RouteAction {
+            cluster_specifier: Some(if r.route.len() == 1 {
+                route_action::ClusterSpecifier::Cluster(destination_cluster(
+                    &r.route[0].destination,
+                    port,
+                ))
+            } else {
+                route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                    clusters: r
+                        .route
+                        .iter()
+                        .map(|d| weighted_cluster::ClusterWeight {
+                            name: destination_cluster(&d.destination, port),
+                            weight: Some(UInt32Value {
+                                value: d.weight.unwrap_or(1),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        };
         let streams = self.port.protocol.is_http2();
         match (r.timeout, grpc) {
             (Some(t), false) => action.timeout = Some(pb_duration(t.0)),

@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle};
-use sextant_core::{Endpoint, MemoryRegistry, Protocol, Registry, Service};
+use sextant_core::{
+    Endpoint, MemoryRegistry, MemoryRules, Protocol, Registry, RuleSource, Service,
+};
 use sextant_testkit::ads::types;
 use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
 use tokio::sync::oneshot;
@@ -39,6 +41,8 @@ pub fn fast_debounce() -> Debounce {
 pub struct Options {
     pub translate: TranslateOptions,
     pub server: ServerConfig,
+    /// A source of traffic rules, when the test uses rules.
+    pub rules: Option<MemoryRules>,
 }
 
 pub async fn start(services: Vec<Service>) -> Harness {
@@ -58,9 +62,15 @@ pub async fn start_with(
     if !services.is_empty() {
         registry.reset(services);
     }
-    let (agg, aggregator) = Aggregator::new(
+    let rule_sources: Vec<Arc<dyn RuleSource>> = options
+        .rules
+        .iter()
+        .map(|r| Arc::new(r.clone()) as Arc<dyn RuleSource>)
+        .collect();
+    let (agg, aggregator) = Aggregator::with_rules(
         AggregatorConfig::default(),
         vec![Arc::new(registry.clone()) as Arc<dyn Registry>],
+        rule_sources,
     )
     .expect("aggregator");
     tokio::spawn(agg.run());

@@ -415,7 +415,9 @@ impl ConnState {
         };
         let eds = &mut self.types[ResourceType::Endpoint.index()];
         for r in sent {
-            if eds.held.get(&r.name).is_some() && snap.get(ResourceType::Endpoint, &r.name).is_some() {
+            if eds.held.get(&r.name).is_some()
+                && snap.get(ResourceType::Endpoint, &r.name).is_some()
+            {
                 eds.held.set(r.name.clone(), None);
                 eds.to_answer.insert(r.name.clone());
             }
