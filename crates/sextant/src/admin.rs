@@ -7,7 +7,7 @@
 //! | `/metrics` | Prometheus text |
 //! | `/debug/registryz` | each registry: state, last sync, staleness, counts, last error, problems; conflicts |
 //! | `/debug/configz` | the merged view, JSON |
-//! | `/debug/syncz` | each connected proxy: node, protocol, per type sent/acked versions, last NACK; recent NACKs |
+//! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -344,6 +344,29 @@ pub fn render_metrics(s: &AdminState) -> String {
         "Admin connections closed idle or at the end of their lifetime.",
         &s.listener.timed_out_total,
     );
+    let mut unhonoured: std::collections::BTreeMap<(String, String, &'static str), u64> =
+        Default::default();
+    for c in s.xds.connections() {
+        for u in c.unhonoured {
+            let rule = format!("{}/{}", u.rule.namespace, u.rule.name);
+            *unhonoured
+                .entry((rule, u.feature, u.client.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let name = "sextant_xds_rule_features_unhonoured";
+    p.family(
+        name,
+        "gauge",
+        "Connected clients that cannot honour a feature of a rule bound to a service they use (the feature is left out of what they receive; /debug/syncz names them).",
+    );
+    for ((rule, feature, client), n) in &unhonoured {
+        p.sample(
+            name,
+            &[("rule", rule), ("feature", feature), ("client", client)],
+            n,
+        );
+    }
     let caches = s.xds.cache_sizes();
     for (name, help, value) in [
         (

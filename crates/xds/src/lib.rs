@@ -61,4 +61,4 @@ pub use server::{
     XdsServer,
 };
 pub use snapshot::Snapshot;
-pub use translate::TranslateOptions;
+pub use translate::{Client, TranslateOptions, Unhonoured};

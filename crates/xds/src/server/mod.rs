@@ -112,6 +112,11 @@ struct Registered {
     connected_at: SystemTime,
     status: Mutex<Vec<TypeStatus>>,
     node: Mutex<(String, String)>,
+    /// The client kind and user agent, once the node said.
+    client: Mutex<(crate::translate::Client, String)>,
+    /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
+    /// they subscribe to, which is what they use.
+    hosts: Mutex<(u64, Vec<String>)>,
 }
 
 struct Shared {
@@ -165,10 +170,21 @@ impl XdsServer {
 
     /// Every open connection.
     pub fn connections(&self) -> Vec<ConnectionStatus> {
+        let snapshot = self.shared.snapshots.borrow().clone();
         lock(&self.shared.connections)
             .values()
             .map(|r| {
                 let (node_id, node_cluster) = lock(&r.node).clone();
+                let (client, user_agent) = lock(&r.client).clone();
+                let mut unhonoured: Vec<_> = lock(&r.hosts)
+                    .1
+                    .iter()
+                    .flat_map(|h| snapshot.unhonoured(h))
+                    .filter(|u| u.client == client)
+                    .cloned()
+                    .collect();
+                unhonoured.sort();
+                unhonoured.dedup();
                 ConnectionStatus {
                     id: r.id,
                     node_id,
@@ -176,6 +192,9 @@ impl XdsServer {
                     peer: r.peer.clone(),
                     protocol: r.wire,
                     connected_at: r.connected_at,
+                    client,
+                    user_agent,
+                    unhonoured,
                     types: lock(&r.status).clone(),
                 }
             })
@@ -247,6 +266,8 @@ impl XdsServer {
             connected_at: SystemTime::now(),
             status: Mutex::new(Vec::new()),
             node: Mutex::new(Default::default()),
+            client: Mutex::new((crate::translate::Client::Envoy, String::new())),
+            hosts: Mutex::new((0, Vec::new())),
         });
         lock(&shared.connections).insert(id, registered.clone());
         Metrics::add(&shared.metrics.connections_active, 1);
@@ -458,8 +479,20 @@ fn publish_status(registered: &Registered, state: &ConnState) {
     }
     status.truncate(n);
     drop(status);
+    if state.client == crate::translate::Client::Grpc {
+        let lds = &state.types[crate::resource::ResourceType::Listener.index()];
+        let mut hosts = lock(&registered.hosts);
+        if hosts.0 != lds.names_digest() {
+            hosts.0 = lds.names_digest();
+            hosts.1 = lds
+                .subscribed_names()
+                .filter_map(|n| n.rsplit_once(':').map(|(h, _)| h.to_owned()))
+                .collect();
+        }
+    }
     let mut node = lock(&registered.node);
     if node.0.is_empty() && !state.node_id.is_empty() {
+        *lock(&registered.client) = (state.client, state.user_agent.clone());
         info!(node = %state.node_id, cluster = %state.node_cluster, protocol = ?state.wire, "proxy connected");
         *node = (state.node_id.clone(), state.node_cluster.clone());
     }

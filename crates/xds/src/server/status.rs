@@ -92,6 +92,15 @@ pub struct ConnectionStatus {
     /// When it connected.
     #[serde(serialize_with = "rfc3339")]
     pub connected_at: SystemTime,
+    /// The kind of client (from the node's user agent): which form of the
+    /// configuration it receives.
+    pub client: crate::translate::Client,
+    /// The user agent it named (`envoy`, `gRPC Go`, `gRPC C-core`...).
+    pub user_agent: String,
+    /// Rule features that bind to the services this client uses and that
+    /// it cannot honour: each is left out of what it receives.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unhonoured: Vec<crate::translate::Unhonoured>,
     /// Per type, in push order; only types the client asked for.
     pub types: Vec<TypeStatus>,
 }

@@ -67,6 +67,8 @@ pub(crate) struct ConnState {
     pub(crate) node_cluster: String,
     /// The kind of client, from the node's user agent.
     pub(crate) client: crate::translate::Client,
+    /// The node's `user_agent_name`.
+    pub(crate) user_agent: String,
     pub(crate) types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
@@ -95,6 +97,7 @@ impl ConnState {
             node_id: String::new(),
             node_cluster: String::new(),
             client: crate::translate::Client::Envoy,
+            user_agent: String::new(),
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
             subscriptions,
@@ -109,6 +112,7 @@ impl ConnState {
             self.node_id = node.id.clone();
             self.node_cluster = node.cluster.clone();
             self.client = crate::translate::Client::from_user_agent(&node.user_agent_name);
+            self.user_agent = node.user_agent_name.chars().take(64).collect();
             for t in &mut self.types {
                 t.client = self.client;
             }

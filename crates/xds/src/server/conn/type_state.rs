@@ -180,6 +180,14 @@ impl TypeState {
     pub(crate) fn subscribed(&self) -> usize {
         self.names.len()
     }
+    /// The names subscribed explicitly.
+    pub(crate) fn subscribed_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.names.iter()
+    }
+    /// A digest of those names: equal sets, equal digests.
+    pub(crate) fn names_digest(&self) -> u64 {
+        self.names_digest
+    }
     pub(crate) fn held(&self) -> usize {
         self.held.len()
     }
