@@ -7,6 +7,11 @@
 //! - `PREFIX endpoints/HOSTNAME/ID`: an endpoint document (the fields of an
 //!   endpoint in the registry file), usually written with a lease.
 //!
+//! - `PREFIX routes/NAMESPACE/NAME`: a route rule (YAML or JSON, the fields
+//!   of a `routes:` entry of the registry file; `name` and `namespace` may
+//!   be omitted, they come from the key);
+//! - `PREFIX policies/NAMESPACE/NAME`: a destination policy, likewise.
+//!
 //! Under the naming prefix, if configured, grpc-go's etcd naming convention
 //! (`go.etcd.io/etcd/client/v3/naming/endpoints`): key `SERVICE/ADDR`, value
 //! `{"Addr":"HOST:PORT","Metadata":...}`. Such endpoints join the service
@@ -16,7 +21,10 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use sextant_core::{Address, Endpoint, Hostname, Labels, Protocol, Service, ServicePort};
+use sextant_core::{
+    Address, Endpoint, Hostname, Labels, PolicyEntry, Protocol, RouteEntry, Rule, RuleKey,
+    RuleKind, Service, ServicePort,
+};
 
 /// What a key names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,6 +92,56 @@ impl Layout {
         }
         Ok(None)
     }
+}
+
+impl Layout {
+    /// The rule a key names, `routes/NAMESPACE/NAME` or
+    /// `policies/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
+    /// does not fit; `Ok(None)` for any other key.
+    pub fn classify_rule(&self, key: &str) -> Result<Option<RuleKey>, String> {
+        let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
+            return Ok(None);
+        };
+        let (kind, dir, rest) = if let Some(r) = rest.strip_prefix("routes/") {
+            (RuleKind::Route, "routes", r)
+        } else if let Some(r) = rest.strip_prefix("policies/") {
+            (RuleKind::Policy, "policies", r)
+        } else {
+            return Ok(None);
+        };
+        match rest.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Some(RuleKey::new(kind, ns, name)))
+            }
+            _ => Err(format!("a {kind} key must be {dir}/NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// Parses the value of a rule key: the document's `name` and `namespace`
+/// come from the key when absent and must agree with it when present.
+pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_owned())?;
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("not a YAML or JSON document: {e}"))?;
+    let map = doc
+        .as_mapping_mut()
+        .ok_or_else(|| format!("a {} document must be a mapping", key.kind))?;
+    for (field, want) in [("name", &key.name), ("namespace", &key.namespace)] {
+        let f = serde_yaml_ng::Value::from(field);
+        match map.get(&f) {
+            None => {
+                map.insert(f, serde_yaml_ng::Value::from(want.as_str()));
+            }
+            Some(v) if v.as_str() == Some(want.as_str()) => {}
+            Some(v) => return Err(format!("{field} {v:?} differs from the key's {want:?}")),
+        }
+    }
+    let rule = match key.kind {
+        RuleKind::Route => serde_yaml_ng::from_value::<RouteEntry>(doc).map(Rule::from),
+        RuleKind::Policy => serde_yaml_ng::from_value::<PolicyEntry>(doc).map(Rule::from),
+    };
+    rule.map_err(|e| e.to_string())
 }
 
 /// A parsed value.

@@ -30,7 +30,9 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
-use sextant_core::{Error, Event, EventStream, Hostname, Registry, RegistryId};
+use sextant_core::{
+    Error, Event, EventStream, Hostname, Registry, RegistryId, Rule, RuleSource, RuleStream,
+};
 use tracing::info;
 
 use convert::{Layout, State};
@@ -161,6 +163,113 @@ impl Registry for EtcdRegistry {
             let (config, cursor) = (config.clone(), cursor.clone());
             async move { session(&config, &cursor, &tx).await }
         })
+    }
+}
+
+/// Route rules and destination policies under `PREFIX routes/` and
+/// `PREFIX policies/`: read at one revision, then watched. A session that
+/// starts again (after an outage or a compaction) reads them all again and
+/// sends them as one `Reset`: rules are few.
+impl RuleSource for EtcdRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch_rules(&self) -> RuleStream {
+        let config = self.config.clone();
+        resilient_task(self.config.backoff.clone(), move |tx: EventSender<Rule>| {
+            let config = config.clone();
+            async move { rules_session(&config, &tx).await }
+        })
+    }
+}
+
+/// One connection of the rules stream: read everything, then follow.
+async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<(), Error> {
+    let mut client = config.connect().await?;
+    let layout = config.layout();
+    let unavailable = |e: etcd_client::Error| Error::unavailable_from("etcd read failed", e);
+    loop {
+        let read = client
+            .get(
+                config.prefix.as_str(),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(unavailable)?;
+        let revision = read.header().map_or(0, |h| h.revision());
+        let mut rules = Vec::new();
+        for kv in read.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match layout.classify_rule(&key) {
+                Ok(None) => {}
+                Ok(Some(k)) => match convert::parse_rule(&k, kv.value()) {
+                    Ok(rule) => rules.push(rule),
+                    Err(reason) => {
+                        if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                },
+                Err(reason) => {
+                    if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        info!(rules = rules.len(), revision, "etcd rules read");
+        if tx.reset(rules).await.is_err() {
+            return Ok(());
+        }
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let mut stream = client
+            .watch(config.prefix.as_str(), Some(options))
+            .await
+            .map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
+        loop {
+            let response = stream
+                .message()
+                .await
+                .map_err(|e| Error::unavailable_from("etcd watch failed", e))?
+                .ok_or_else(|| Error::unavailable("etcd watch ended"))?;
+            if response.canceled() {
+                if response.compact_revision() > 0 {
+                    break; // Read everything again, as one Reset.
+                }
+                return Err(Error::unavailable(format!(
+                    "etcd cancelled the watch: {}",
+                    response.cancel_reason()
+                )));
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let k = match layout.classify_rule(&key) {
+                    Ok(Some(k)) => k,
+                    Ok(None) => continue,
+                    Err(reason) => {
+                        if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
+                let sent = match event.event_type() {
+                    EventType::Delete => tx.delete(k).await,
+                    EventType::Put => match convert::parse_rule(&k, kv.value()) {
+                        Ok(rule) => tx.apply(rule).await,
+                        // The key's last good value, if any, stays.
+                        Err(reason) => tx.invalid(format!("etcd key {key}"), reason).await,
+                    },
+                };
+                if sent.is_err() {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

@@ -349,3 +349,95 @@ async fn keeps_the_registry_contract() {
     let r = EtcdRegistry::new("etcd/contract", config(&etcd, quick()));
     sextant_testkit::contract::registry_contract(&r, Some(&mut etcd)).await;
 }
+
+/// Route rules and policies under `routes/` and `policies/`: read at start,
+/// then followed; a malformed document is reported with its key and the
+/// rest keeps working; services are not disturbed by rule keys.
+#[tokio::test]
+async fn rules_follow_puts_and_deletes() {
+    use sextant_core::{RuleKey, RuleKind, RuleSource};
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    c.put(
+        "/sextant/policies/default/a",
+        "host: a.svc\nsubsets: [{name: v1, labels: {version: v1}}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    let registry = EtcdRegistry::new("etcd/test", config(&etcd, quick()));
+    let mut rules = registry.watch_rules();
+    match next(&mut rules).await {
+        Ok(Event::Reset(r)) => {
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].key, RuleKey::new(RuleKind::Policy, "default", "a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut services = registry.watch();
+    match next(&mut services).await {
+        Ok(Event::Reset(s)) => assert_eq!(s.len(), 1, "rule keys are not services"),
+        other => panic!("{other:?}"),
+    }
+
+    c.put(
+        "/sextant/routes/shop/a",
+        r#"{"hosts":["a.svc"],"http":[{"route":[{"destination":{"host":"a.svc","subset":"v1"}}]}]}"#,
+        None,
+    )
+    .await
+    .expect("put");
+    match next(&mut rules).await {
+        Ok(Event::Apply(r)) => {
+            assert_eq!(r.key, RuleKey::new(RuleKind::Route, "shop", "a"));
+            assert_eq!(r.hosts, vec!["a.svc".into()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put(
+        "/sextant/routes/shop/b",
+        "hosts: [a.svc]\nhttp: [{rout: []}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    match next(&mut rules).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "etcd key /sextant/routes/shop/b");
+            assert!(reason.contains("unknown field `rout`"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put(
+        "/sextant/routes/shop/c",
+        "name: other\nhosts: [a.svc]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    match next(&mut rules).await {
+        Err(Error::InvalidObject { reason, .. }) => {
+            assert!(reason.contains("differs from the key"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    c.put("/sextant/routes/x", "hosts: [a.svc]\n", None)
+        .await
+        .expect("put");
+    match next(&mut rules).await {
+        Err(Error::InvalidObject { reason, .. }) => {
+            assert!(reason.contains("routes/NAMESPACE/NAME"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    c.delete("/sextant/policies/default/a", None)
+        .await
+        .expect("delete");
+    match next(&mut rules).await {
+        Ok(Event::Delete(k)) => assert_eq!(k, RuleKey::new(RuleKind::Policy, "default", "a")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::model::{Hostname, Service};
-use crate::registry::{Event, EventStream};
+use crate::model::Service;
+use crate::registry::{Event, Keyed};
 
 /// Exponential backoff with jitter.
 ///
@@ -88,10 +88,14 @@ struct State<F, S> {
 /// A session should send [`Error::Unavailable`] before it ends because of a
 /// failure, so that the aggregator marks the registry stale; `resilient`
 /// itself reports nothing.
-pub fn resilient<F, S>(backoff: Backoff, connect: F) -> EventStream
+pub fn resilient<T, F, S>(
+    backoff: Backoff,
+    connect: F,
+) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>>
 where
+    T: Keyed + Send + 'static,
     F: FnMut() -> S + Send + 'static,
-    S: Stream<Item = Result<Event, Error>> + Send + 'static,
+    S: Stream<Item = Result<Event<T>, Error>> + Send + 'static,
 {
     let state = State {
         connect,
@@ -141,29 +145,37 @@ where
 /// changes, and objects it had to skip. Every method waits while the
 /// consumer is behind, and returns [`Closed`] once the stream was dropped:
 /// the session should then return.
-#[derive(Clone, Debug)]
-pub struct EventSender(tokio::sync::mpsc::Sender<Result<Event, Error>>);
+///
+/// Services by default; `EventSender<Rule>` for a rule source.
+#[derive(Debug)]
+pub struct EventSender<T: Keyed = Service>(tokio::sync::mpsc::Sender<Result<Event<T>, Error>>);
+
+impl<T: Keyed> Clone for EventSender<T> {
+    fn clone(&self) -> Self {
+        EventSender(self.0.clone())
+    }
+}
 
 /// The event stream was dropped: nobody is listening any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the registry's event stream was dropped")]
 pub struct Closed;
 
-impl EventSender {
+impl<T: Keyed> EventSender<T> {
     /// The whole state, after every full read of the source (the first one
     /// marks the registry synced; later ones clear staleness and problems).
-    pub async fn reset(&self, services: Vec<Service>) -> Result<(), Closed> {
-        self.send(Ok(Event::Reset(services))).await
+    pub async fn reset(&self, items: Vec<T>) -> Result<(), Closed> {
+        self.send(Ok(Event::Reset(items))).await
     }
 
-    /// A service added or changed, whole.
-    pub async fn apply(&self, service: Service) -> Result<(), Closed> {
-        self.send(Ok(Event::Apply(service))).await
+    /// A service (or rule) added or changed, whole.
+    pub async fn apply(&self, item: T) -> Result<(), Closed> {
+        self.send(Ok(Event::Apply(item))).await
     }
 
-    /// A service removed.
-    pub async fn delete(&self, hostname: Hostname) -> Result<(), Closed> {
-        self.send(Ok(Event::Delete(hostname))).await
+    /// A service (or rule) removed, by its key.
+    pub async fn delete(&self, key: T::Key) -> Result<(), Closed> {
+        self.send(Ok(Event::Delete(key))).await
     }
 
     /// An object of the source that could not be turned into a service: it
@@ -177,7 +189,7 @@ impl EventSender {
     }
 
     /// Any item, as the stream carries it.
-    pub async fn send(&self, item: Result<Event, Error>) -> Result<(), Closed> {
+    pub async fn send(&self, item: Result<Event<T>, Error>) -> Result<(), Closed> {
         self.0.send(item).await.map_err(|_| Closed)
     }
 }
@@ -187,9 +199,13 @@ impl EventSender {
 /// [`EventSender`]; returning `Err` reports the error and ends the session,
 /// after which the next one starts with backoff. A session whose sends fail
 /// should return: the stream was dropped.
-pub fn resilient_task<F, Fut>(backoff: Backoff, mut session: F) -> EventStream
+pub fn resilient_task<T, F, Fut>(
+    backoff: Backoff,
+    mut session: F,
+) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>>
 where
-    F: FnMut(EventSender) -> Fut + Send + 'static,
+    T: Keyed + Send + 'static,
+    F: FnMut(EventSender<T>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
 {
     resilient(backoff, move || {
@@ -218,7 +234,7 @@ mod tests {
         let c = calls.clone();
         let stream = resilient_task(
             Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
-            move |tx| {
+            move |tx: EventSender| {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 async move {
                     let _ = tx.reset(vec![]).await;
@@ -269,7 +285,7 @@ mod tests {
             move || {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 futures::stream::iter(vec![
-                    Ok(Event::Reset(vec![])),
+                    Ok(Event::<Service>::Reset(vec![])),
                     Err(Error::unavailable(format!("session {n} failed"))),
                 ])
             },

@@ -6,7 +6,9 @@ use futures::StreamExt;
 use sextant_core::{Error, Event, EventStream, Service};
 
 /// The next item; fails the test after 20 s or if the stream ends.
-pub async fn next(w: &mut EventStream) -> Result<Event, Error> {
+pub async fn next<T: sextant_core::Keyed>(
+    w: &mut futures::stream::BoxStream<'static, Result<Event<T>, Error>>,
+) -> Result<Event<T>, Error> {
     match tokio::time::timeout(Duration::from_secs(20), w.next()).await {
         Ok(Some(item)) => item,
         Ok(None) => panic!("the event stream ended"),

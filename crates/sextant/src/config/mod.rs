@@ -456,17 +456,22 @@ impl Settings {
         loaded.problems.iter().map(ToString::to_string).collect()
     }
 
-    /// The sources of traffic rules, in priority order: the registry files
-    /// (`routes:`, `policies:`) when the file registry is on.
+    /// The sources of traffic rules, in `--registries` order (the first
+    /// one's rule for a host is in force): the registry files (`routes:`,
+    /// `policies:`) and etcd (`PREFIX routes/`, `PREFIX policies/`).
     pub fn build_rule_sources(&self) -> Vec<Arc<dyn sextant_core::RuleSource>> {
         let mut out: Vec<Arc<dyn sextant_core::RuleSource>> = Vec::new();
         for kind in &self.registries {
-            if kind == &RegistryKind::File {
-                out.push(Arc::new(FileRegistry::new(
+            match kind {
+                RegistryKind::File => out.push(Arc::new(FileRegistry::new(
                     "file/main",
                     self.files.clone(),
                     FileRegistryConfig::default(),
-                )));
+                ))),
+                RegistryKind::Etcd => {
+                    out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
+                }
+                RegistryKind::Consul | RegistryKind::Kubernetes => {}
             }
         }
         out
