@@ -413,9 +413,9 @@ impl Aggregator {
             .tracked
             .iter()
             .map(|t| {
-                let (services, endpoints) = match t.kind {
-                    SourceKind::Services => self.merge.shard_counts(&t.id),
-                    SourceKind::Rules => (0, 0),
+                let ((services, endpoints), (routes, policies)) = match t.kind {
+                    SourceKind::Services => (self.merge.shard_counts(&t.id), (0, 0)),
+                    SourceKind::Rules => ((0, 0), self.merge.rule_counts(&t.id)),
                 };
                 RegistryStatus {
                     id: t.id.clone(),
@@ -425,6 +425,8 @@ impl Aggregator {
                     stale_since: t.stale_since.map(|(_, at)| at),
                     services,
                     endpoints,
+                    routes,
+                    policies,
                     last_error: t.last_error.clone(),
                     problems: t.problems.values().cloned().collect(),
                     events_total: t.events_total,

@@ -354,6 +354,17 @@ impl MergeState {
             .unwrap_or((0, 0))
     }
 
+    /// Route rules and destination policies a rule source holds.
+    pub fn rule_counts(&self, id: &RegistryId) -> (usize, usize) {
+        self.rule_shard_index(id)
+            .map(|i| {
+                let rules = &self.rule_shards[i].rules;
+                let routes = rules.keys().filter(|k| k.kind == RuleKind::Route).count();
+                (routes, rules.len() - routes)
+            })
+            .unwrap_or((0, 0))
+    }
+
     /// The generation of the last view built.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -62,6 +62,10 @@ pub struct RegistryStatus {
     pub services: usize,
     /// Endpoints it contributes.
     pub endpoints: usize,
+    /// Route rules it holds (a rule source).
+    pub routes: usize,
+    /// Destination policies it holds (a rule source).
+    pub policies: usize,
     /// The last error of any kind.
     pub last_error: Option<ErrorRecord>,
     /// Objects currently rejected (invalid objects and services that failed

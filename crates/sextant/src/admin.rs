@@ -5,8 +5,8 @@
 //! |---|---|
 //! | `/healthz/ready` | 200 once serving, 503 (saying why) before |
 //! | `/metrics` | Prometheus text |
-//! | `/debug/registryz` | each registry: state, last sync, staleness, counts, last error, problems; conflicts |
-//! | `/debug/configz` | the merged view, JSON |
+//! | `/debug/registryz` | each registry and rule source: state, last sync, staleness, counts (services, endpoints, routes, policies), last error, problems; conflicts (rule conflicts too) |
+//! | `/debug/configz` | the merged view, JSON; each rule in force with the services it is bound to, and `check-config`'s warnings about them |
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
 
 use std::fmt::Write as _;
@@ -104,7 +104,47 @@ async fn registryz(State(s): State<AdminState>) -> Response {
 
 async fn configz(State(s): State<AdminState>) -> Response {
     let view = s.aggregator.view().borrow().clone();
-    json(serde_json::to_value(&*view).unwrap_or_default())
+    let mut value = serde_json::to_value(&*view).unwrap_or_default();
+    // Each rule in force with the services it is bound to, and what
+    // `sextant check-config` would warn about them.
+    let mut bound: std::collections::BTreeMap<
+        &sextant_core::RuleKey,
+        (&sextant_core::Rule, Vec<&str>),
+    > = Default::default();
+    for ms in view.services.values() {
+        for rule in &ms.rules {
+            bound
+                .entry(&rule.key)
+                .or_insert_with(|| (rule, Vec::new()))
+                .1
+                .push(ms.service.hostname.as_str());
+        }
+    }
+    let rules: Vec<serde_json::Value> = bound
+        .values()
+        .map(|(rule, hosts)| {
+            serde_json::json!({
+                "key": rule.key,
+                "bound_to": hosts,
+                "spec": rule.spec,
+            })
+        })
+        .collect();
+    let services: Vec<sextant_core::Service> = view
+        .services
+        .values()
+        .map(|ms| ms.service.clone())
+        .collect();
+    let in_force: Vec<sextant_core::Rule> = bound.values().map(|(r, _)| (*r).clone()).collect();
+    let warnings = sextant_core::rules::analyze(&services, &in_force);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("rules".into(), serde_json::Value::Array(rules));
+        map.insert(
+            "rule_warnings".into(),
+            serde_json::to_value(warnings).unwrap_or_default(),
+        );
+    }
+    json(value)
 }
 
 async fn syncz(State(s): State<AdminState>) -> Response {
@@ -214,6 +254,30 @@ pub fn render_metrics(s: &AdminState) -> String {
                 ("registry", c.other.as_str()),
             ],
             c.endpoints_dropped,
+        );
+    }
+    p.family(
+        "sextant_rule_conflicts",
+        "gauge",
+        "Rules ignored for a service because another rule of the same kind is in force there (see /debug/registryz).",
+    );
+    let mut rule_conflicts: std::collections::BTreeMap<(&str, &str, &str), u64> =
+        Default::default();
+    for c in view.conflicts.iter() {
+        let kind = match c.field {
+            sextant_core::ConflictField::RouteRule => "route",
+            sextant_core::ConflictField::DestinationPolicy => "policy",
+            _ => continue,
+        };
+        *rule_conflicts
+            .entry((c.hostname.as_str(), c.other.as_str(), kind))
+            .or_default() += 1;
+    }
+    for ((service, registry, kind), n) in rule_conflicts {
+        p.sample(
+            "sextant_rule_conflicts",
+            &[("service", service), ("registry", registry), ("kind", kind)],
+            n,
         );
     }
 

@@ -145,6 +145,10 @@ fn check_config(args: &RunArgs) -> ExitCode {
             "ok: settings and {} registry path(s) are valid",
             settings.files.len()
         );
+        // Valid, but perhaps not what was meant: said, not refused.
+        for w in settings.analyze_registry_files() {
+            println!("warning: {w}");
+        }
         ExitCode::SUCCESS
     } else {
         for p in &problems {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sextant_testkit::ads::{SotwClient, types};
-use sextant_testkit::peers::{Envoy, HttpBackend, http_get};
+use sextant_testkit::peers::{Envoy, HttpBackend, http_get, http_request};
 use tokio::process::Command;
 
 mod common;
@@ -290,4 +290,136 @@ async fn check_config_reports_every_problem_with_file_and_line() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["node"]["id"], "n1");
+}
+
+/// The laptop example as shipped (examples/laptop/mesh.yaml, its ports
+/// pointed at two test backends): its header route and 90/10 canary steer a
+/// real Envoy; an edit of the rule takes effect; a broken rule keeps the
+/// last good rules and says where; `check-config` passes the example and
+/// warns about a rule that names a missing subset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_laptop_example_rules_steer_envoy() {
+    let v1 = HttpBackend::start("v1").await;
+    let v2 = HttpBackend::start("v2").await;
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/laptop/mesh.yaml"),
+    )
+    .expect("the example");
+    let text = example
+        .replace("19080", &v1.addr.port().to_string())
+        .replace("19081", &v2.addr.port().to_string());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, &text).expect("write");
+    let path = file.to_str().expect("path");
+
+    let (ok, out, err) = run(&["check-config", "--file", path]).await;
+    assert!(
+        ok && out.starts_with("ok:") && !out.contains("warning"),
+        "{out}{err}"
+    );
+
+    let sx = Sextant::start(dir.path(), &["--file", path]).await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "laptop-rules", false).await).await;
+    envoy.wait_live().await;
+    let host = "web.local.svc";
+    let alice = [("x-user", "alice")];
+    let mut routed = false;
+    for _ in 0..200 {
+        if let Ok(r) = http_request(sx.outbound, host, "/", &alice).await
+            && r.body == "v2"
+        {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(routed, "{}", sx.log());
+    for _ in 0..20 {
+        let r = http_request(sx.outbound, host, "/", &alice)
+            .await
+            .expect("request");
+        assert_eq!(r.body, "v2", "alice always reaches v2");
+    }
+    let mut to_v2 = 0;
+    for _ in 0..400 {
+        let (status, body) = http_get(sx.outbound, host, "/").await.expect("request");
+        assert_eq!(status, 200);
+        to_v2 += usize::from(body == "v2");
+    }
+    eprintln!("laptop canary: {to_v2} of 400 requests to v2");
+    assert!((20..=60).contains(&to_v2), "90/10 gave {to_v2}/400 to v2");
+
+    // /debug/configz shows the rules and what they are bound to.
+    let config = sx.json("/debug/configz").await;
+    let rules = config["rules"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rules.len(), 2, "{config}");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["bound_to"] == serde_json::json!([host]))
+    );
+    let reg = sx.json("/debug/registryz").await;
+    let source = reg["registries"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["kind"] == "rules").cloned())
+        .expect("the file as a rule source");
+    assert_eq!(
+        (source["routes"].as_u64(), source["policies"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // The canary moves to 0/100: every request reaches v2.
+    std::fs::write(
+        &file,
+        text.replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    )
+    .expect("write");
+    let written = std::time::Instant::now();
+    let mut all_v2 = false;
+    while written.elapsed() < Duration::from_secs(5) && !all_v2 {
+        let mut n = 0;
+        for _ in 0..10 {
+            n += usize::from(
+                http_get(sx.outbound, host, "/")
+                    .await
+                    .is_ok_and(|(_, b)| b == "v2"),
+            );
+        }
+        all_v2 = n == 10;
+    }
+    eprintln!("laptop canary edit in force after {:?}", written.elapsed());
+    assert!(all_v2, "{}", sx.log());
+
+    // A broken rule: the last good rules keep serving; the problem has its line.
+    std::fs::write(&file, text.replace("weight: 10", "weight: 20")).expect("write");
+    let mut problem = String::new();
+    for _ in 0..100 {
+        let r = sx.json("/debug/registryz").await;
+        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
+            problem = p.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        problem.contains("mesh.yaml:") && problem.contains("weights sum to 110"),
+        "{problem}"
+    );
+    for _ in 0..20 {
+        let (_, body) = http_get(sx.outbound, host, "/").await.expect("request");
+        assert_eq!(body, "v2", "the last good rule (0/100) still serves");
+    }
+
+    // check-config: an unknown subset is a warning, not an error.
+    let odd = dir.path().join("odd.yaml");
+    std::fs::write(&odd, text.replace("subset: v2 } }]", "subset: v3 } }]")).expect("write");
+    let (ok, out, _) = run(&["check-config", "--file", odd.to_str().expect("path")]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: route default/web, field http[0].route[0].destination: subset \"v3\" is not defined"),
+        "{out}"
+    );
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }

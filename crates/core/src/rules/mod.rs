@@ -25,11 +25,13 @@ use crate::error::Error;
 use crate::model::Hostname;
 use crate::registry::{Event, Keyed, RegistryId};
 
+pub mod analyze;
 pub mod check;
 pub mod common;
 pub mod policy;
 pub mod route;
 
+pub use analyze::{Warning, analyze};
 pub use check::{RuleProblem, RuleProblems};
 pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch};
 pub use policy::{

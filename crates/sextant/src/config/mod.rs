@@ -456,6 +456,21 @@ impl Settings {
         loaded.problems.iter().map(ToString::to_string).collect()
     }
 
+    /// What `istioctl analyze` would warn about in the registry files'
+    /// rules, against the files' services (see
+    /// [`sextant_core::rules::analyze`]). Rules and services from other
+    /// registries are not read here.
+    pub fn analyze_registry_files(&self) -> Vec<String> {
+        if !self.registries.contains(&RegistryKind::File) {
+            return Vec::new();
+        }
+        let loaded = Loader::new(self.files.clone()).load();
+        sextant_core::rules::analyze(&loaded.services, &loaded.rules)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// The sources of traffic rules, in `--registries` order (the first
     /// one's rule for a host is in force): the registry files (`routes:`,
     /// `policies:`) and etcd (`PREFIX routes/`, `PREFIX policies/`).

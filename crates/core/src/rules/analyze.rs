@@ -1,0 +1,272 @@
+//! What `istioctl analyze` would warn about, for rules that are each valid
+//! on their own but do not fit the services they meet: a destination that
+//! no registry has, a subset no policy defines or that selects no
+//! endpoint, a route that an earlier catch-all hides, two rules for one
+//! host. Warnings, not errors: the configuration is served as it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::common::StringMatch;
+use super::route::{Destination, HttpMatch, HttpRoute};
+use super::{Rule, RuleKey, RuleKind, RuleSpec};
+use crate::model::{Hostname, Service};
+
+/// One warning: the rule, where in it, and what.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Warning {
+    /// The rule.
+    pub rule: RuleKey,
+    /// The field, by path (`http[1].route[0].destination`).
+    pub field: String,
+    /// What does not fit.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, field {}: {}", self.rule, self.field, self.message)
+    }
+}
+
+/// True when a match holds for every request: no condition at all, or
+/// only the path prefix `/`.
+fn matches_everything(m: &HttpMatch) -> bool {
+    m.method.is_none()
+        && m.headers.is_empty()
+        && m.without_headers.is_empty()
+        && m.port.is_none()
+        && match &m.uri {
+            None => true,
+            Some(StringMatch::Prefix(p)) => p == "/",
+            Some(_) => false,
+        }
+}
+
+fn catch_all(r: &HttpRoute) -> bool {
+    r.matches.is_empty() || r.matches.iter().any(matches_everything)
+}
+
+/// Warnings for `rules` against `services` (what the registries report).
+pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
+    let by_host: BTreeMap<&Hostname, &Service> =
+        services.iter().map(|s| (&s.hostname, s)).collect();
+    let mut policies: BTreeMap<&Hostname, Vec<&Rule>> = BTreeMap::new();
+    let mut routes: BTreeMap<&Hostname, Vec<&Rule>> = BTreeMap::new();
+    for rule in rules {
+        for h in &rule.hosts {
+            match rule.key.kind {
+                RuleKind::Policy => policies.entry(h).or_default().push(rule),
+                RuleKind::Route => routes.entry(h).or_default().push(rule),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut warn = |rule: &RuleKey, field: String, message: String| {
+        out.push(Warning {
+            rule: rule.clone(),
+            field,
+            message,
+        })
+    };
+
+    for (kind, map) in [("route rule", &routes), ("destination policy", &policies)] {
+        for (host, list) in map {
+            let mut sorted = list.clone();
+            sorted.sort_by(|a, b| a.key.cmp(&b.key));
+            if let Some((first, rest)) = sorted.split_first() {
+                for other in rest {
+                    warn(
+                        &other.key,
+                        "hosts".into(),
+                        format!(
+                            "{host} already has the {kind} {}; this one is ignored for it",
+                            first.key
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let subset_names = |host: &Hostname| -> Option<BTreeSet<&str>> {
+        let list = policies.get(host)?;
+        Some(
+            list.iter()
+                .filter_map(|r| r.as_policy())
+                .flat_map(|p| p.subsets.iter().map(|s| s.name.as_str()))
+                .collect(),
+        )
+    };
+    let check_destination =
+        |rule: &RuleKey, at: String, d: &Destination, out: &mut Vec<(RuleKey, String, String)>| {
+            let Some(service) = by_host.get(&d.host) else {
+                out.push((
+                    rule.clone(),
+                    at,
+                    format!("no registry has the host {}", d.host),
+                ));
+                return;
+            };
+            if let Some(port) = d.port
+                && !service.ports.iter().any(|p| p.port == port.number)
+            {
+                out.push((
+                    rule.clone(),
+                    at.clone(),
+                    format!("{} has no port {}", d.host, port.number),
+                ));
+            }
+            if let Some(subset) = &d.subset {
+                match subset_names(&d.host) {
+                    None => out.push((
+                        rule.clone(),
+                        at,
+                        format!(
+                            "subset {subset:?}: no destination policy for {} defines subsets",
+                            d.host
+                        ),
+                    )),
+                    Some(names) if !names.contains(subset.as_str()) => out.push((
+                        rule.clone(),
+                        at,
+                        format!(
+                            "subset {subset:?} is not defined by the destination policy of {}",
+                            d.host
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        };
+
+    let mut found: Vec<(RuleKey, String, String)> = Vec::new();
+    for rule in rules {
+        match &rule.spec {
+            RuleSpec::Route(route) => {
+                for (i, h) in route.hosts.iter().enumerate() {
+                    if !by_host.contains_key(h) {
+                        found.push((
+                            rule.key.clone(),
+                            format!("hosts[{i}]"),
+                            format!("no registry has the host {h}"),
+                        ));
+                    }
+                }
+                let mut shadowed_by: Option<usize> = None;
+                for (i, r) in route.http.iter().enumerate() {
+                    if let Some(j) = shadowed_by {
+                        found.push((
+                            rule.key.clone(),
+                            format!("http[{i}]"),
+                            format!("never used: http[{j}] before it matches every request"),
+                        ));
+                    }
+                    for (k, d) in r.route.iter().enumerate() {
+                        check_destination(
+                            &rule.key,
+                            format!("http[{i}].route[{k}].destination"),
+                            &d.destination,
+                            &mut found,
+                        );
+                    }
+                    if let Some(m) = &r.mirror {
+                        check_destination(&rule.key, format!("http[{i}].mirror"), m, &mut found);
+                    }
+                    if shadowed_by.is_none() && catch_all(r) {
+                        shadowed_by = Some(i);
+                    }
+                }
+            }
+            RuleSpec::Policy(policy) => {
+                let Some(service) = by_host.get(&policy.host) else {
+                    found.push((
+                        rule.key.clone(),
+                        "host".into(),
+                        format!("no registry has the host {}", policy.host),
+                    ));
+                    continue;
+                };
+                for (i, s) in policy.subsets.iter().enumerate() {
+                    if !service.endpoints.iter().any(|e| s.selects(&e.labels)) {
+                        found.push((
+                            rule.key.clone(),
+                            format!("subsets[{i}]"),
+                            format!(
+                                "subset {:?} selects no endpoint of {} (labels {:?})",
+                                s.name, policy.host, s.labels
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (rule, field, message) in found {
+        warn(&rule, field, message);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Protocol};
+    use crate::rules::{PolicyEntry, RouteEntry};
+
+    fn route(yaml: &str) -> Rule {
+        serde_yaml_ng::from_str::<RouteEntry>(yaml)
+            .expect("route")
+            .into()
+    }
+
+    fn policy(yaml: &str) -> Rule {
+        serde_yaml_ng::from_str::<PolicyEntry>(yaml)
+            .expect("policy")
+            .into()
+    }
+
+    #[test]
+    fn warns_as_istioctl_analyze_would() {
+        let mut ep = Endpoint::new("10.0.0.1".parse().expect("ip"));
+        ep.labels.insert("version".into(), "v1".into());
+        let services = vec![
+            Service::new("a.svc")
+                .with_port("http", 80, Protocol::Http)
+                .with_endpoint(ep),
+        ];
+        let rules = vec![
+            policy(
+                "name: a\nhost: a.svc\nsubsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]",
+            ),
+            route(
+                "name: a\nhosts: [a.svc, gone.svc]\nhttp:\n\
+                 - route: [{destination: {host: a.svc, subset: v3}}, {destination: {host: nowhere.svc}}]\n\
+                 - match: [{uri: {prefix: /x}}]\n  route: [{destination: {host: a.svc, port: {number: 81}}}]\n",
+            ),
+            route("name: b\nhosts: [a.svc]\nhttp: [{route: [{destination: {host: a.svc}}]}]"),
+        ];
+        let text: Vec<String> = analyze(&services, &rules)
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        for want in [
+            "policy default/a, field subsets[1]: subset \"v2\" selects no endpoint of a.svc",
+            "route default/a, field hosts[1]: no registry has the host gone.svc",
+            "route default/a, field http[0].route[0].destination: subset \"v3\" is not defined by the destination policy of a.svc",
+            "route default/a, field http[0].route[1].destination: no registry has the host nowhere.svc",
+            "route default/a, field http[1]: never used: http[0] before it matches every request",
+            "route default/a, field http[1].route[0].destination: a.svc has no port 81",
+            "route default/b, field hosts: a.svc already has the route rule route default/a; this one is ignored for it",
+        ] {
+            assert!(
+                text.iter().any(|t| t.starts_with(want)),
+                "missing {want:?} in {text:#?}"
+            );
+        }
+        assert_eq!(text.len(), 7, "{text:#?}");
+        assert!(analyze(&services, &rules[..1]).len() == 1);
+    }
+}
