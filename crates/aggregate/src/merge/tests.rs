@@ -561,3 +561,129 @@ fn rules_attach_to_their_hosts_and_move_only_their_config_generation() {
     let v5 = st.build_view(false).expect("cleared");
     assert!(v5.services["a.svc"].rules.is_empty());
 }
+
+/// A rule of either kind, named `name`, over `hosts` (a route rule's one
+/// route names `tag`).
+fn any_rule(route: bool, name: &str, hosts: &[&str], tag: &str) -> sextant_core::Rule {
+    if route {
+        rule(name, hosts, tag)
+    } else {
+        sextant_core::Rule::policy(
+            "default",
+            name,
+            sextant_core::DestinationPolicy {
+                host: Hostname::new(hosts[0]),
+                traffic_policy: None,
+                subsets: vec![sextant_core::rules::Subset {
+                    name: tag.to_owned(),
+                    labels: Default::default(),
+                    traffic_policy: None,
+                }],
+            },
+        )
+    }
+}
+
+const RULE_HOSTS: [&str; 3] = ["a.svc", "b.svc", "c.svc"];
+
+prop_compose! {
+    /// (route?, name, hosts, tag): names and hosts from small sets, so that
+    /// rules collide.
+    fn arb_rule()(
+        route in any::<bool>(),
+        name in 0usize..4,
+        first in 0usize..3,
+        second in proptest::option::of(0usize..3),
+        tag in 0usize..3,
+    ) -> sextant_core::Rule {
+        let mut hosts = vec![RULE_HOSTS[first]];
+        if let Some(s) = second && route && s != first {
+            hosts.push(RULE_HOSTS[s]);
+        }
+        any_rule(route, &format!("r{name}"), &hosts, &format!("v{tag}"))
+    }
+}
+
+proptest! {
+    /// Whatever the rules and the order their sources report them in: each
+    /// service has at most one rule of each kind, the one of the first
+    /// source naming it, the first by name within that source; every other
+    /// rule naming it is a conflict of the right kind; and sending each
+    /// source's rules one Apply at a time gives the view a Reset gives.
+    #[test]
+    fn rules_resolve_the_same_whatever_the_order(
+        per_source in prop::collection::vec(prop::collection::vec(arb_rule(), 0..6), 2),
+        order in prop::collection::vec(0usize..2, 0..12),
+    ) {
+        let sources = [RegistryId::new("file/first"), RegistryId::new("etcd/second")];
+        let build = |reset: bool| {
+            let mut st = state(MergeMode::Union, 1);
+            for s in &sources {
+                st.add_rule_shard(s.clone());
+            }
+            st.apply(&ids(1)[0], Event::Reset(RULE_HOSTS.iter().map(|h| svc(h, 80, &["10.0.0.1"])).collect()));
+            if reset {
+                for (s, rules) in sources.iter().zip(&per_source) {
+                    st.apply_rules(s, Event::Reset(rules.clone()));
+                }
+            } else {
+                for s in &sources {
+                    st.apply_rules(s, Event::Reset(Vec::new()));
+                }
+                let mut next = [0usize; 2];
+                let mut steps: Vec<usize> = order.clone();
+                steps.extend([0, 1].iter().flat_map(|&i| std::iter::repeat_n(i, per_source[i].len())));
+                for i in steps {
+                    if let Some(r) = per_source[i].get(next[i]) {
+                        st.apply_rules(&sources[i], Event::Apply(r.clone()));
+                        next[i] += 1;
+                    }
+                }
+            }
+            st.build_view(true).expect("view")
+        };
+        let by_reset = build(true);
+        let by_apply = build(false);
+
+        // Within one source a later rule with the same key replaces the
+        // earlier one, as a Reset does.
+        let last: Vec<BTreeMap<sextant_core::RuleKey, &sextant_core::Rule>> = per_source
+            .iter()
+            .map(|rules| rules.iter().map(|r| (r.key.clone(), r)).collect())
+            .collect();
+        for view in [&by_reset, &by_apply] {
+            for host in RULE_HOSTS {
+                let ms = &view.services[host];
+                for kind in [sextant_core::RuleKind::Route, sextant_core::RuleKind::Policy] {
+                    let naming: Vec<(usize, &sextant_core::Rule)> = last
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, m)| m.values().map(move |r| (i, *r)))
+                        .filter(|(_, r)| r.key.kind == kind && r.hosts.iter().any(|h| h.as_str() == host))
+                        .collect();
+                    let in_force: Vec<_> = ms.rules.iter().filter(|r| r.key.kind == kind).collect();
+                    prop_assert!(in_force.len() <= 1);
+                    match naming.first() {
+                        None => prop_assert!(in_force.is_empty()),
+                        Some((_, want)) => prop_assert_eq!(&**in_force[0], *want),
+                    }
+                    let field = match kind {
+                        sextant_core::RuleKind::Route => ConflictField::RouteRule,
+                        sextant_core::RuleKind::Policy => ConflictField::DestinationPolicy,
+                    };
+                    let conflicts = view
+                        .conflicts
+                        .iter()
+                        .filter(|c| c.hostname.as_str() == host && c.field == field)
+                        .count();
+                    prop_assert_eq!(conflicts, naming.len().saturating_sub(1));
+                }
+            }
+        }
+        let rules_of = |v: &MeshView| -> Vec<(Hostname, Vec<sextant_core::Rule>)> {
+            v.services.iter().map(|(h, s)| (h.clone(), s.rules.iter().map(|r| (**r).clone()).collect())).collect()
+        };
+        prop_assert_eq!(rules_of(&by_reset), rules_of(&by_apply));
+        prop_assert_eq!(by_reset.conflicts.len(), by_apply.conflicts.len());
+    }
+}

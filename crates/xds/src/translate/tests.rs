@@ -303,3 +303,97 @@ fn golden_representative_view() {
         path.display()
     );
 }
+
+/// A service with every rule feature the translator knows: a route rule
+/// and a destination policy with subsets, port-level and subset-level
+/// settings.
+pub(crate) fn rules_view() -> MeshView {
+    let mut reviews = Service::new("reviews.default.svc")
+        .with_port("http", 9080, Protocol::Http)
+        .with_port("grpc", 9090, Protocol::Grpc);
+    for (i, version) in ["v1", "v2"].iter().enumerate() {
+        let mut ep = Endpoint::new(format!("10.0.0.{}", i + 1).parse().expect("addr"));
+        ep.labels.insert("version".into(), (*version).into());
+        reviews.endpoints.push(ep);
+    }
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(
+        "name: reviews\nhosts: [reviews.default.svc]\nhttp:\n\
+         - name: alice\n  match: [{headers: {x-user: {exact: alice}}, uri: {prefix: /api}, method: {exact: GET}}, {withoutHeaders: {x-debug: {}}, uri: {regex: '/v[0-9]+'}, port: 9090}]\n  \
+           route: [{destination: {host: reviews.default.svc, subset: v2}}]\n  timeout: 2s\n  \
+           retries: {attempts: 3, perTryTimeout: 500ms, retryOn: '5xx,unavailable'}\n  \
+           fault: {delay: {fixedDelay: 1s, percentage: {value: 10}}, abort: {grpcStatus: UNAVAILABLE, percentage: 5}}\n  \
+           headers: {request: {set: {x-a: b}, add: {x-c: d}, remove: [x-e]}, response: {set: {x-f: g}}}\n  \
+           rewrite: {uri: /v2, authority: reviews.internal}\n  mirror: {host: shadow.default.svc}\n  mirrorPercentage: 25\n\
+         - match: [{uri: {exact: /old}}]\n  redirect: {uri: /new, authority: other.default.svc, redirectCode: 308}\n\
+         - route:\n  - {destination: {host: reviews.default.svc, subset: v1}, weight: 90}\n  - {destination: {host: reviews.default.svc, subset: v2, port: {number: 9080}}, weight: 10}\n",
+    )
+    .expect("route");
+    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
+        "name: reviews\nhost: reviews.default.svc\ntrafficPolicy:\n  \
+         loadBalancer: {consistentHash: {httpHeaderName: x-user, minimumRingSize: 1024}}\n  \
+         connectionPool: {tcp: {maxConnections: 100, connectTimeout: 1s}, http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 5, maxRetries: 3}}\n  \
+         outlierDetection: {consecutiveGatewayErrors: 3, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n  \
+         portLevelSettings: [{port: {number: 9090}, loadBalancer: {simple: LEAST_REQUEST}}]\n\
+         subsets:\n- {name: v1, labels: {version: v1}}\n- {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n",
+    )
+    .expect("policy");
+    let ms = MeshService {
+        service: reviews,
+        origins: vec!["memory/a".into()],
+        config_generation: 1,
+        endpoints_generation: 1,
+        rules: vec![
+            Arc::new(sextant_core::Rule::from(route)),
+            Arc::new(sextant_core::Rule::from(policy)),
+        ],
+    };
+    MeshView {
+        generation: 1,
+        services: [(ms.service.hostname.clone(), Arc::new(ms))]
+            .into_iter()
+            .collect(),
+        conflicts: Arc::new([]),
+    }
+}
+
+#[test]
+fn golden_rules_view() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let snapshot = Snapshot::empty(TranslateOptions::default()).next(Arc::new(rules_view()));
+    let mut got = render(&snapshot);
+    got.push_str("## What gRPC clients receive where it differs\n\n");
+    for name in snapshot.resources(ResourceType::Cluster).resources.keys() {
+        let envoy = snapshot.get(ResourceType::Cluster, name).expect("cluster");
+        let grpc = snapshot
+            .get_for(Client::Grpc, ResourceType::Cluster, name)
+            .expect("cluster");
+        if !Arc::ptr_eq(envoy, grpc) {
+            let c = Cluster::decode(grpc.value().expect("value")).expect("decode");
+            got.push_str(&format!(
+                "### grpc cds {name} version {}\n{c:#?}\n\n",
+                grpc.version
+            ));
+        }
+    }
+    got.push_str("## What gRPC clients cannot honour\n\n");
+    for u in snapshot.unhonoured("reviews.default.svc") {
+        got.push_str(&format!(
+            "{} {} ({}): {}\n",
+            u.rule,
+            u.feature,
+            u.client.as_str(),
+            u.instead
+        ));
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/rules.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).expect("write golden");
+    }
+    let want =
+        std::fs::read_to_string(&path).expect("golden file missing: run with UPDATE_GOLDEN=1");
+    assert!(
+        got == want,
+        "translation differs from {}; inspect and refresh with UPDATE_GOLDEN=1",
+        path.display()
+    );
+}
