@@ -1,6 +1,7 @@
 //! The hot paths, measured with criterion: translating and encoding a large
 //! view, merging many registries, diffing views, and the incremental
-//! snapshot an endpoint flip costs.
+//! snapshot an endpoint flip costs; translating traffic rules, and what
+//! one rule change costs as the mesh grows.
 #![allow(missing_docs, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -132,11 +133,97 @@ fn diff_views(c: &mut Criterion) {
     });
 }
 
+/// `n` services of 10 endpoints labelled `version: v0..v4`, and for each a
+/// route rule (a header route and a 90/10 split between subsets) and a
+/// destination policy (ring hash, limits, outlier detection, 5 subsets).
+fn rules_mesh(n: usize) -> (Vec<Service>, Vec<sextant_core::Rule>) {
+    let mut services = fixtures::mesh(n, 10);
+    let mut rules = Vec::new();
+    for s in &mut services {
+        for (i, ep) in s.endpoints.iter_mut().enumerate() {
+            ep.labels.insert("version".into(), format!("v{}", i % 5));
+        }
+        rules.push(route_rule(&s.hostname, 90));
+        let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(&format!(
+            "name: {h}\nnamespace: mesh\nhost: {h}\ntrafficPolicy:\n  \
+             loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}\n  \
+             connectionPool: {{tcp: {{maxConnections: 100}}, http: {{http2MaxRequests: 1000}}}}\n  \
+             outlierDetection: {{consecutive5xxErrors: 5, interval: 10s}}\n\
+             subsets: [{subsets}]\n",
+            h = s.hostname,
+            subsets = (0..5)
+                .map(|v| format!("{{name: v{v}, labels: {{version: v{v}}}}}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
+        .expect("policy");
+        rules.push(policy.into());
+    }
+    (services, rules)
+}
+
+fn route_rule(host: &str, to_v0: u32) -> sextant_core::Rule {
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(&format!(
+        "name: {host}\nnamespace: mesh\nhosts: [{host}]\nhttp:\n\
+         - match: [{{headers: {{x-user: {{exact: alice}}}}}}]\n  route: [{{destination: {{host: {host}, subset: v1}}}}]\n\
+         - route:\n  - {{destination: {{host: {host}, subset: v0}}, weight: {to_v0}}}\n  - {{destination: {{host: {host}, subset: v1}}, weight: {}}}\n  \
+           retries: {{attempts: 2}}\n  timeout: 5s\n",
+        100 - to_v0
+    ))
+    .expect("route");
+    route.into()
+}
+
+/// Translating rules: a whole mesh of them, then one rule change, for
+/// meshes of growing size. A rule change re-translates the hosts the rule
+/// binds to; the rest is shared, and the outbound route table is assembled
+/// from each service's encoded virtual hosts (a copy, not a translation).
+fn rules(c: &mut Criterion) {
+    let rules_id = RegistryId::new("memory/rules");
+    let services_id = RegistryId::new("memory/bench");
+    for n in [250usize, 1_000, 4_000] {
+        let (services, rules) = rules_mesh(n);
+        let mut m = MergeState::new(MergeMode::Union);
+        m.add_shard(services_id.clone());
+        m.add_rule_shard(rules_id.clone());
+        m.apply(&services_id, Event::Reset(services));
+        m.apply_rules(&rules_id, Event::Reset(rules));
+        let base = Arc::new(m.build_view(true).expect("view"));
+        if n == 1_000 {
+            c.bench_function(
+                "rules: full snapshot, 1k hosts x (route rule + policy with 5 subsets)",
+                |b| {
+                    b.iter(|| {
+                        black_box(Snapshot::empty(TranslateOptions::default()).next(base.clone()))
+                    })
+                },
+            );
+        }
+        let snap = Snapshot::empty(TranslateOptions::default()).next(base);
+        let host = format!("svc-{}.mesh.svc", n / 2);
+        let (changed, back) = (route_rule(&host, 50), route_rule(&host, 90));
+        c.bench_function(
+            &format!("rules: one rule change, merge + view + incremental snapshot, {n} hosts"),
+            |b| {
+                b.iter(|| {
+                    m.apply_rules(&rules_id, Event::Apply(changed.clone()));
+                    let view = Arc::new(m.build_view(false).expect("changed"));
+                    let next = snap.next(view);
+                    m.apply_rules(&rules_id, Event::Apply(back.clone()));
+                    m.build_view(false);
+                    black_box(next.encoded)
+                })
+            },
+        );
+    }
+}
+
 criterion_group!(
     benches,
     translate_and_encode,
     endpoint_flip,
     merge_ten_registries,
-    diff_views
+    diff_views,
+    rules
 );
 criterion_main!(benches);

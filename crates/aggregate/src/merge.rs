@@ -46,26 +46,55 @@ struct RuleShard {
     /// rules here instead of scanning every rule (merges run on every
     /// change, endpoint flips included).
     by_host: BTreeMap<Hostname, BTreeSet<RuleKey>>,
+    /// The keys of the route rules sending to each host: a change to that
+    /// host's policy merges their hosts again (its ring-hash key goes into
+    /// their routes).
+    by_destination: BTreeMap<Hostname, BTreeSet<RuleKey>>,
+}
+
+/// The hosts a route rule sends requests to (destinations and mirrors).
+fn destinations(rule: &Rule) -> BTreeSet<&Hostname> {
+    rule.as_route()
+        .into_iter()
+        .flat_map(|r| &r.http)
+        .flat_map(|h| {
+            h.route
+                .iter()
+                .map(|d| &d.destination.host)
+                .chain(h.mirror.iter().map(|m| &m.host))
+        })
+        .collect()
+}
+
+fn add_key(map: &mut BTreeMap<Hostname, BTreeSet<RuleKey>>, h: &Hostname, key: &RuleKey) {
+    map.entry(h.clone()).or_default().insert(key.clone());
+}
+
+fn remove_key(map: &mut BTreeMap<Hostname, BTreeSet<RuleKey>>, h: &Hostname, key: &RuleKey) {
+    if let Some(keys) = map.get_mut(h) {
+        keys.remove(key);
+        if keys.is_empty() {
+            map.remove(h);
+        }
+    }
 }
 
 impl RuleShard {
     fn index(&mut self, rule: &Rule) {
         for h in &rule.hosts {
-            self.by_host
-                .entry(h.clone())
-                .or_default()
-                .insert(rule.key.clone());
+            add_key(&mut self.by_host, h, &rule.key);
+        }
+        for h in destinations(rule) {
+            add_key(&mut self.by_destination, h, &rule.key);
         }
     }
 
     fn unindex(&mut self, rule: &Rule) {
         for h in &rule.hosts {
-            if let Some(keys) = self.by_host.get_mut(h) {
-                keys.remove(&rule.key);
-                if keys.is_empty() {
-                    self.by_host.remove(h);
-                }
-            }
+            remove_key(&mut self.by_host, h, &rule.key);
+        }
+        for h in destinations(rule) {
+            remove_key(&mut self.by_destination, h, &rule.key);
         }
     }
 
@@ -85,6 +114,7 @@ impl RuleShard {
     /// Replaces every rule; the previous ones.
     fn replace_all(&mut self, rules: BTreeMap<RuleKey, Arc<Rule>>) -> BTreeMap<RuleKey, Arc<Rule>> {
         self.by_host.clear();
+        self.by_destination.clear();
         for rule in rules.values() {
             self.index(rule);
         }
@@ -171,6 +201,7 @@ impl MergeState {
             id,
             rules: BTreeMap::new(),
             by_host: BTreeMap::new(),
+            by_destination: BTreeMap::new(),
         });
         true
     }
@@ -246,8 +277,42 @@ impl MergeState {
                 shard.replace_all(next);
             }
         }
+        // The hosts whose route rules send to a touched host depend on its
+        // policy (its ring-hash key goes into their routes).
+        let mut dependents = Vec::new();
+        for h in &touched {
+            for shard in &self.rule_shards {
+                for key in shard.by_destination.get(h).into_iter().flatten() {
+                    if let Some(r) = shard.rules.get(key) {
+                        dependents.extend(r.hosts.iter().cloned());
+                    }
+                }
+            }
+        }
         self.dirty.extend(touched);
+        self.dirty.extend(dependents);
         rejected
+    }
+
+    /// The policy in force for `host`: the first source's, the first by key.
+    fn policy_for(&self, host: &Hostname) -> Option<&Arc<Rule>> {
+        self.rule_shards
+            .iter()
+            .flat_map(|s| s.naming(host))
+            .find(|r| r.key.kind == RuleKind::Policy)
+    }
+
+    /// The policies in force for the other hosts that the route rule in
+    /// `rules` sends to, by host.
+    fn destination_policies(&self, host: &Hostname, rules: &[Arc<Rule>]) -> Vec<Arc<Rule>> {
+        let Some(route) = rules.iter().find(|r| r.key.kind == RuleKind::Route) else {
+            return Vec::new();
+        };
+        destinations(route)
+            .into_iter()
+            .filter(|d| *d != host)
+            .filter_map(|d| self.policy_for(d).cloned())
+            .collect()
     }
 
     /// The rules in force for `hostname`, and the conflicts among the rules
@@ -478,16 +543,20 @@ impl MergeState {
             ..without_endpoints(winner)
         };
         let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
+        let destination_policies = self.destination_policies(&hostname, &rules);
         let old = self.merged.get(&hostname);
+        let same_rules = |old: &MeshService| {
+            old.rules == rules && old.destination_policies == destination_policies
+        };
         if let Some(old) = old
             && old.service == service
             && old.origins == origins
-            && old.rules == rules
+            && same_rules(old)
         {
             return false;
         }
         let config_generation = match old {
-            Some(old) if old.service.same_config(&service) && old.rules == rules => {
+            Some(old) if old.service.same_config(&service) && same_rules(old) => {
                 old.config_generation
             }
             _ => generation,
@@ -504,6 +573,7 @@ impl MergeState {
                 config_generation,
                 endpoints_generation,
                 rules,
+                destination_policies,
             }),
         );
         true

@@ -33,6 +33,12 @@ pub struct MeshService {
     /// translated again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Arc<crate::rules::Rule>>,
+    /// The destination policies in force for the other hosts this
+    /// service's route rule sends to: a policy's consistent-hash key goes
+    /// into the routes that send to its host, so a change to one of them
+    /// is a configuration change of this service too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_policies: Vec<Arc<crate::rules::Rule>>,
 }
 
 impl MeshService {
@@ -48,6 +54,22 @@ impl MeshService {
         self.rules
             .iter()
             .find_map(|r| r.as_policy().map(|p| (&**r, p)))
+    }
+
+    /// The policy in force for `host`: this service's own, or one of
+    /// [`MeshService::destination_policies`].
+    pub fn policy_of(
+        &self,
+        host: &str,
+    ) -> Option<(&crate::rules::Rule, &crate::rules::DestinationPolicy)> {
+        if host == self.service.hostname.as_str() {
+            return self.policy();
+        }
+        self.destination_policies.iter().find_map(|r| {
+            r.as_policy()
+                .filter(|p| p.host.as_str() == host)
+                .map(|p| (&**r, p))
+        })
     }
 }
 
@@ -168,7 +190,10 @@ impl MeshView {
                         }
                         // Rules bound to a service are part of its
                         // configuration: a rule change is never endpoint-only.
-                        let change = if a.service.same_config(&b.service) && a.rules == b.rules {
+                        let change = if a.service.same_config(&b.service)
+                            && a.rules == b.rules
+                            && a.destination_policies == b.destination_policies
+                        {
                             Change::Endpoints
                         } else {
                             Change::Config
@@ -198,6 +223,7 @@ mod tests {
             config_generation: 1,
             endpoints_generation: 1,
             rules: Vec::new(),
+            destination_policies: Vec::new(),
         })
     }
 

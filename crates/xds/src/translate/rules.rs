@@ -471,10 +471,11 @@ impl RuleRoutes<'_> {
             }
         }
         // The hash for ring hash comes from the policy of the host routed
-        // to: known here when it is this host.
-        let dests: Vec<&rules::Destination> = r.route.iter().map(|d| &d.destination).collect();
-        if dests.iter().all(|d| d.host == self.ms.service.hostname) {
-            action.hash_policy = self.hash_policy(dests.first().and_then(|d| d.subset.as_deref()));
+        // to (the first destination's: Envoy hashes once per route).
+        if let Some(first) = r.route.first() {
+            let d = &first.destination;
+            let port = d.port.map_or(port, |p| p.number);
+            action.hash_policy = self.hash_policy(&d.host, port, d.subset.as_deref());
         }
         action
     }
@@ -486,7 +487,8 @@ impl RuleRoutes<'_> {
             self.port.protocol,
         );
         if let Some(route::Action::Route(action)) = &mut route.action {
-            action.hash_policy = self.hash_policy(None);
+            let host = self.ms.service.hostname.clone();
+            action.hash_policy = self.hash_policy(&host, self.port.port, None);
             if self.client == Client::Grpc {
                 action.timeout = None;
             }
@@ -494,14 +496,20 @@ impl RuleRoutes<'_> {
         route
     }
 
-    /// The hash policy for ring hash, from this host's destination policy.
-    fn hash_policy(&mut self, subset: Option<&str>) -> Vec<route_action::HashPolicy> {
-        let Some((rule, policy)) = self.ms.policy() else {
+    /// The hash policy for ring hash, from the destination policy of the
+    /// host routed to, for its `port` and `subset`.
+    fn hash_policy(
+        &mut self,
+        host: &str,
+        port: u32,
+        subset: Option<&str>,
+    ) -> Vec<route_action::HashPolicy> {
+        let Some((rule, policy)) = self.ms.policy_of(host) else {
             return Vec::new();
         };
         let subset = subset.and_then(|n| policy.subsets.iter().find(|s| s.name == n));
         let Some(hash) = policy
-            .effective(self.port.port, subset)
+            .effective(port, subset)
             .load_balancer
             .and_then(|lb| lb.consistent_hash.as_ref())
         else {
