@@ -2,7 +2,6 @@
 //! proxy configuration.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -123,8 +122,9 @@ pub struct MeshView {
     /// that exists before the aggregator is ready; nothing should be served
     /// from it.
     pub generation: u64,
-    /// Every service, by hostname.
-    pub services: BTreeMap<Hostname, Arc<MeshService>>,
+    /// Every service, by hostname. A persistent map: the next view shares
+    /// it and copies only the paths to the services that changed.
+    pub services: imbl::OrdMap<Hostname, Arc<MeshService>>,
     /// Every disagreement between registries, sorted by hostname.
     pub conflicts: Arc<[Conflict]>,
 }

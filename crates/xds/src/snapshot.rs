@@ -1,21 +1,22 @@
 //! Encoded resources for one view, built incrementally from the previous
 //! snapshot: only services that changed are translated and encoded again.
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 use std::sync::Arc;
 
 use sextant_core::{Change, Hostname, MeshService, MeshView};
 
 use prost::Message;
 
-use crate::resource::{Resource, ResourceType, put_len_field, put_len_header};
+use crate::resource::{Resource, ResourceType, len_field_size, put_len_field, put_len_header};
 use crate::translate::{self, Client, TranslateOptions, Unhonoured};
 
 /// The resources of one type, by name.
 #[derive(Clone, Debug, Default)]
 pub struct TypeSet {
-    /// Every resource of this type.
-    pub resources: BTreeMap<Arc<str>, Arc<Resource>>,
+    /// Every resource of this type. A persistent map: the next snapshot
+    /// shares it and copies only the paths to what changed.
+    pub resources: OrdMap<Arc<str>, Arc<Resource>>,
     /// Names added, changed or removed since the previous snapshot.
     pub changed: Vec<Arc<str>>,
 }
@@ -29,6 +30,8 @@ struct ServiceResources {
     /// as that table's `virtual_hosts` fields: the table is assembled from
     /// these without translating unchanged services again.
     vhosts: bytes::Bytes,
+    /// xxh3 of `vhosts`: the outbound table's version is derived from these.
+    vhosts_digest: u64,
     /// What gRPC clients cannot honour of the rules bound to the service.
     unhonoured: Arc<[Unhonoured]>,
 }
@@ -43,8 +46,8 @@ pub struct Snapshot {
     pub encoded: usize,
     types: [TypeSet; 4],
     /// Clusters as gRPC clients receive them, where that differs.
-    grpc_clusters: BTreeMap<Arc<str>, Arc<Resource>>,
-    per_service: BTreeMap<Hostname, Arc<ServiceResources>>,
+    grpc_clusters: OrdMap<Arc<str>, Arc<Resource>>,
+    per_service: OrdMap<Hostname, Arc<ServiceResources>>,
     view: Arc<MeshView>,
     options: TranslateOptions,
     /// The outbound table's catch-all virtual host, encoded once.
@@ -59,8 +62,8 @@ impl Snapshot {
             view_generation: 0,
             encoded: 0,
             types: Default::default(),
-            grpc_clusters: BTreeMap::new(),
-            per_service: BTreeMap::new(),
+            grpc_clusters: OrdMap::new(),
+            per_service: OrdMap::new(),
             view: Arc::new(MeshView::default()),
             options,
             not_found_vhost: field_bytes(ROUTE_VHOSTS_FIELD, &translate::not_found_virtual_host())
@@ -182,7 +185,7 @@ impl Snapshot {
         if routes_dirty {
             // The outbound table from each service's encoded virtual hosts:
             // a rule change translates its hosts only; the rest is copied.
-            let route = Arc::new(outbound_route(per_service.values(), &self.not_found_vhost));
+            let route = Arc::new(outbound_route(&per_service, &self.not_found_vhost));
             encoded += 1;
             let listener = match self.get(ResourceType::Listener, translate::OUTBOUND_HTTP) {
                 Some(l) => l.clone(),
@@ -237,22 +240,39 @@ const ROUTE_VHOSTS_FIELD: u32 = 2;
 
 /// The outbound route configuration, assembled from every service's
 /// encoded virtual hosts (in hostname order) and the catch-all: the bytes
-/// prost would produce for the whole message.
-fn outbound_route<'a>(
-    services: impl Iterator<Item = &'a Arc<ServiceResources>>,
+/// prost would produce for the whole message, copied once into the
+/// resource. Its version is derived from the parts' digests rather than
+/// by hashing the whole table again: equal content, equal version, on
+/// every replica, as for every other resource.
+fn outbound_route(
+    services: &OrdMap<Hostname, Arc<ServiceResources>>,
     not_found: &[u8],
 ) -> Resource {
-    let mut value = Vec::new();
-    put_len_field(
-        &mut value,
-        ROUTE_NAME_FIELD,
-        translate::OUTBOUND_HTTP.as_bytes(),
-    );
-    for s in services {
-        value.extend_from_slice(&s.vhosts);
+    let name = translate::OUTBOUND_HTTP;
+    let value_len = len_field_size(ROUTE_NAME_FIELD, name.len())
+        + services.values().map(|s| s.vhosts.len()).sum::<usize>()
+        + not_found.len();
+    let type_url = ResourceType::Route.type_url().as_bytes();
+    let mut any =
+        Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value_len));
+    put_len_field(&mut any, 1, type_url);
+    put_len_header(&mut any, 2, value_len);
+    put_len_field(&mut any, ROUTE_NAME_FIELD, name.as_bytes());
+    let mut digests = xxhash_rust::xxh3::Xxh3::new();
+    digests.update(name.as_bytes());
+    for s in services.values() {
+        any.extend_from_slice(&s.vhosts);
+        digests.update(&s.vhosts_digest.to_le_bytes());
     }
-    value.extend_from_slice(not_found);
-    Resource::from_encoded(ResourceType::Route, translate::OUTBOUND_HTTP, &value)
+    any.extend_from_slice(not_found);
+    digests.update(not_found);
+    Resource {
+        kind: ResourceType::Route,
+        name: name.into(),
+        version: format!("{:016x}", digests.digest()).into(),
+        any: any.into(),
+        placeholder: false,
+    }
 }
 
 /// Swaps one service's resources of one type, recording what changed.
@@ -328,6 +348,7 @@ fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources 
     for vh in translate::virtual_hosts(ms, &mut notes) {
         vhosts.extend_from_slice(&field_bytes(ROUTE_VHOSTS_FIELD, &vh));
     }
+    out.vhosts_digest = xxhash_rust::xxh3::xxh3_64(&vhosts);
     out.vhosts = vhosts.into();
     grpc_notes.sort();
     grpc_notes.dedup();

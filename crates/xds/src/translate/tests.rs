@@ -431,3 +431,17 @@ fn a_route_to_another_host_hashes_by_that_hosts_policy() {
         Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"
     ));
 }
+
+/// The outbound table a snapshot assembles from each service's encoded
+/// virtual hosts is byte for byte what prost encodes for the whole message.
+#[test]
+fn the_assembled_outbound_table_is_prosts_encoding() {
+    for view in [representative_view(), rules_view()] {
+        let snapshot = Snapshot::empty(TranslateOptions::default()).next(Arc::new(view.clone()));
+        let assembled = snapshot
+            .get(ResourceType::Route, OUTBOUND_HTTP)
+            .expect("outbound table");
+        let whole = outbound_route(view.services.values().map(|s| &**s)).encode_to_vec();
+        assert_eq!(assembled.value().expect("value"), whole.as_slice());
+    }
+}
