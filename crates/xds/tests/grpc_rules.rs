@@ -215,6 +215,11 @@ async fn rules_reach_a_proxyless_client(node: bool) {
     rules.insert(route(
         "name: flaky\nhosts: [flaky.rules.svc]\nhttp:\n- route: [{destination: {host: flaky.rules.svc}}]\n  retries: {attempts: 3, retryOn: 'unavailable,5xx'}\n",
     ));
+    // Both clients NACK LEAST_REQUEST as a cluster's lb_policy (measured:
+    // "LB policy is not supported"): they get round robin, and are told.
+    rules.insert(policy(
+        "name: flaky\nhost: flaky.rules.svc\ntrafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n",
+    ));
     rules.insert(route(
         "name: slow\nhosts: [slow.rules.svc]\nhttp:\n- route: [{destination: {host: slow.rules.svc}}]\n  timeout: 300ms\n",
     ));
@@ -312,23 +317,25 @@ async fn rules_reach_a_proxyless_client(node: bool) {
 
     // Nothing was NACKed; what gRPC cannot do is named, not silent.
     assert!(h.server.nacks().is_empty(), "{who}: {:?}", h.server.nacks());
-    let conn = h
+    // grpcio opens one xDS stream per channel target, grpc-js one in all:
+    // what the client was told is the union over its node's connections.
+    let conns: Vec<_> = h
         .server
         .connections()
         .into_iter()
-        .find(|c| c.node_id == format!("{who}-rules"))
-        .expect("the client's connection");
-    assert_eq!(
-        conn.client,
-        ClientKind::Grpc,
-        "user agent {:?}",
-        conn.user_agent
-    );
-    let features: BTreeSet<String> = conn.unhonoured.iter().map(|u| u.feature.clone()).collect();
+        .filter(|c| c.node_id == format!("{who}-rules"))
+        .collect();
+    assert!(!conns.is_empty(), "the client's connections");
+    for c in &conns {
+        assert_eq!(c.client, ClientKind::Grpc, "user agent {:?}", c.user_agent);
+    }
+    let unhonoured: Vec<_> = conns.iter().flat_map(|c| c.unhonoured.clone()).collect();
+    let features: BTreeSet<String> = unhonoured.iter().map(|u| u.feature.clone()).collect();
     for want in [
         "http[2].redirect",
         "http[3].mirror",
         "trafficPolicy.loadBalancer.simple: RANDOM",
+        "trafficPolicy.loadBalancer.simple: LEAST_REQUEST",
     ] {
         assert!(
             features.contains(want),
@@ -336,11 +343,10 @@ async fn rules_reach_a_proxyless_client(node: bool) {
         );
     }
     assert!(
-        conn.unhonoured
+        unhonoured
             .iter()
             .all(|u| u.rule.name == "echo" || u.rule.name == "flaky"),
-        "{:?}",
-        conn.unhonoured
+        "{unhonoured:?}"
     );
 }
 
