@@ -74,15 +74,7 @@ async fn laptop_walkthrough(delta: bool) {
 
     // An invalid edit changes nothing for traffic and shows where it is.
     std::fs::write(&file, mesh(&[&one]).replace("port: 8080", "port: 0")).expect("write");
-    let mut problem = String::new();
-    for _ in 0..100 {
-        let r = sx.json("/debug/registryz").await;
-        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
-            problem = p.to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let problem = sx.first_problem().await;
     assert!(
         problem.contains("mesh.yaml:2") && problem.contains("ports[0].port"),
         "{problem}"
@@ -394,15 +386,7 @@ async fn the_laptop_example_rules_steer_envoy() {
 
     // A broken rule: the last good rules keep serving; the problem has its line.
     std::fs::write(&file, text.replace("weight: 10", "weight: 20")).expect("write");
-    let mut problem = String::new();
-    for _ in 0..100 {
-        let r = sx.json("/debug/registryz").await;
-        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
-            problem = p.to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let problem = sx.first_problem().await;
     assert!(
         problem.contains("mesh.yaml:") && problem.contains("weights sum to 110"),
         "{problem}"

@@ -59,12 +59,37 @@ pub fn node_clients_dir() -> PathBuf {
     dir
 }
 
-/// A free loopback port (bound, then released; good enough for a test).
+/// A free loopback port for a process to bind later (Envoy's listener,
+/// etcd, the binary's ports).
+///
+/// Not the kernel's pick for port 0: everything else in the tests binds
+/// port 0 and gets a port from the ephemeral range (32768-60999 on Linux),
+/// so a port picked there and released is soon handed to another test's
+/// listener or connection, and the process that was meant to bind it finds
+/// it taken (this failed CI once: Envoy's outbound listener could not bind
+/// and requests reached another test's listener). These ports come from
+/// below that range, each at most once per test process, starting at a
+/// random offset so that concurrent test processes rarely meet; each is
+/// checked free when picked.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    use std::sync::atomic::AtomicU32;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        fastrand::u32(0..SPAN),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(LOW + n).unwrap_or(u16::MAX);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}-{}", LOW + SPAN)
 }
 
 /// A listener on a free loopback port, and its address.

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use sextant_core::{Endpoint, Health, Protocol, Service};
-use sextant_testkit::peers::{Envoy, HttpBackend, bodies_until, free_port, http_get};
-use sextant_xds::bootstrap::EnvoyBootstrap;
-use sextant_xds::{ResourceType, TranslateOptions};
+use sextant_testkit::peers::{Envoy, HttpBackend, bodies_until, http_get};
+use sextant_xds::ResourceType;
 
 fn api(backend: &HttpBackend) -> Service {
     one_backend("api.test.svc", backend)
@@ -57,38 +56,6 @@ async fn status_until(outbound: SocketAddr, host: &str, want: u16) -> u16 {
     last
 }
 
-/// An in-process Sextant serving `services`, and a live Envoy configured
-/// by it alone; the outbound listener's address.
-async fn sextant_and_envoy(
-    services: Vec<Service>,
-    node_id: &str,
-    delta: bool,
-) -> (Harness, Envoy, SocketAddr) {
-    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let options = Options {
-        translate: TranslateOptions {
-            outbound_addr: outbound,
-        },
-        ..Default::default()
-    };
-    let h = start_with(
-        sextant_core::MemoryRegistry::new("memory/test"),
-        services,
-        options,
-    )
-    .await;
-    let bootstrap = EnvoyBootstrap {
-        node_id: node_id.into(),
-        cluster: "test".into(),
-        xds_addrs: vec![h.addr.to_string()],
-        admin_addr: "127.0.0.1:0".into(),
-        delta,
-    };
-    let envoy = Envoy::start(&bootstrap.to_yaml()).await;
-    envoy.wait_live().await;
-    (h, envoy, outbound)
-}
-
 async fn traffic_follows_the_registry(delta: bool) {
     let one = HttpBackend::start("one").await;
     let two = HttpBackend::start("two").await;
@@ -96,7 +63,7 @@ async fn traffic_follows_the_registry(delta: bool) {
     let four = HttpBackend::start("four").await;
     let node_id = format!("envoy-{}", if delta { "delta" } else { "sotw" });
     let (h, envoy, outbound) =
-        sextant_and_envoy(vec![web(&[&one, &two]), api(&four)], &node_id, delta).await;
+        sextant_and_envoy(vec![web(&[&one, &two]), api(&four)], &node_id, delta, None).await;
 
     // Both endpoints receive traffic, by Host and by Host:port.
     let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
@@ -263,7 +230,8 @@ async fn new_services_route_promptly(delta: bool) {
     let two = HttpBackend::start("two").await;
     let fresh = HttpBackend::start("fresh").await;
     let node_id = format!("envoy-new-{}", if delta { "delta" } else { "sotw" });
-    let (h, envoy, outbound) = sextant_and_envoy(vec![web(&[&one, &two])], &node_id, delta).await;
+    let (h, envoy, outbound) =
+        sextant_and_envoy(vec![web(&[&one, &two])], &node_id, delta, None).await;
     let seen = bodies_until(outbound, "web.test.svc", 100, |s| s.len() == 2).await;
     assert_eq!(seen.len(), 2, "{}", envoy.log());
     let bound = Duration::from_secs(5);

@@ -14,22 +14,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sextant_core::{Endpoint, MemoryRules, PolicyEntry, Protocol, RouteEntry, Rule, Service};
-use sextant_testkit::peers::{Behaviour, Envoy, HttpBackend, free_port, http_get, http_request};
-use sextant_xds::TranslateOptions;
-use sextant_xds::bootstrap::EnvoyBootstrap;
-
-fn route(yaml: &str) -> Rule {
-    serde_yaml_ng::from_str::<RouteEntry>(yaml)
-        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
-        .into()
-}
-
-fn policy(yaml: &str) -> Rule {
-    serde_yaml_ng::from_str::<PolicyEntry>(yaml)
-        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
-        .into()
-}
+use sextant_core::{Endpoint, MemoryRules, Protocol, Service};
+use sextant_testkit::peers::{Behaviour, Envoy, HttpBackend, http_get, http_request};
 
 /// A service on port 8080 with one endpoint per backend, labelled
 /// `version=LABEL`.
@@ -51,30 +37,9 @@ struct Rig {
 }
 
 async fn rig(services: Vec<Service>, delta: bool) -> Rig {
-    let outbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let rules = MemoryRules::new("memory/rules");
-    let options = Options {
-        translate: TranslateOptions {
-            outbound_addr: outbound,
-        },
-        rules: Some(rules.clone()),
-        ..Default::default()
-    };
-    let h = start_with(
-        sextant_core::MemoryRegistry::new("memory/test"),
-        services,
-        options,
-    )
-    .await;
-    let bootstrap = EnvoyBootstrap {
-        node_id: format!("rules-{}", if delta { "delta" } else { "sotw" }),
-        cluster: "test".into(),
-        xds_addrs: vec![h.addr.to_string()],
-        admin_addr: "127.0.0.1:0".into(),
-        delta,
-    };
-    let envoy = Envoy::start(&bootstrap.to_yaml()).await;
-    envoy.wait_live().await;
+    let node = format!("rules-{}", if delta { "delta" } else { "sotw" });
+    let (h, envoy, outbound) = sextant_and_envoy(services, &node, delta, Some(rules.clone())).await;
     Rig {
         h,
         rules,
@@ -198,10 +163,10 @@ async fn rules_shape_traffic(delta: bool) {
     .await;
 
     // A canary added while traffic flows: how long until Envoy routes by it.
-    r.rules.insert(policy(
+    r.rules.insert(policy_rule(
         "name: reviews\nhost: reviews.test.svc\nsubsets:\n- {name: v1, labels: {version: v1}}\n- {name: v2, labels: {version: v2}}\n",
     ));
-    r.rules.insert(route(
+    r.rules.insert(route_rule(
         "name: reviews\nhosts: [reviews.test.svc]\nhttp:\n\
          - match: [{headers: {x-user: {exact: alice}}}]\n  route: [{destination: {host: reviews.test.svc, subset: v2}}]\n\
          - match: [{uri: {prefix: /only-v1}}]\n  route: [{destination: {host: reviews.test.svc, subset: v1}}]\n  \
@@ -265,28 +230,28 @@ async fn rules_shape_traffic(delta: bool) {
     );
 
     // Retries: the first attempt fails with 503, the retry succeeds.
-    r.rules.insert(route(
+    r.rules.insert(route_rule(
         "name: flaky\nhosts: [flaky.test.svc]\nhttp:\n- route: [{destination: {host: flaky.test.svc}}]\n  retries: {attempts: 2, retryOn: 5xx}\n",
     ));
     // Timeout: the backend answers after 3 s; the rule gives up at 300 ms.
-    r.rules.insert(route(
+    r.rules.insert(route_rule(
         "name: slow\nhosts: [slow.test.svc]\nhttp:\n- route: [{destination: {host: slow.test.svc}}]\n  timeout: 300ms\n",
     ));
     // Faults: every request delayed 400 ms on /delay; half aborted with 418
     // on /abort.
-    r.rules.insert(route(
+    r.rules.insert(route_rule(
         "name: faulty\nhosts: [faulty.test.svc]\nhttp:\n\
          - match: [{uri: {prefix: /delay}}]\n  route: [{destination: {host: faulty.test.svc}}]\n  fault: {delay: {fixedDelay: 400ms, percentage: {value: 100}}}\n\
          - match: [{uri: {prefix: /abort}}]\n  route: [{destination: {host: faulty.test.svc}}]\n  fault: {abort: {httpStatus: 418, percentage: {value: 50}}}\n\
          - route: [{destination: {host: faulty.test.svc}}]\n  mirror: {host: shadow.test.svc}\n",
     ));
-    r.rules.insert(policy(
+    r.rules.insert(policy_rule(
         "name: outlier\nhost: outlier.test.svc\ntrafficPolicy:\n  outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}\n",
     ));
-    r.rules.insert(policy(
+    r.rules.insert(policy_rule(
         "name: sticky\nhost: sticky.test.svc\ntrafficPolicy:\n  loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n",
     ));
-    r.rules.insert(policy(
+    r.rules.insert(policy_rule(
         "name: breaker\nhost: breaker.test.svc\ntrafficPolicy:\n  connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}\n",
     ));
     let took = until("the policies", &r.envoy, || async {

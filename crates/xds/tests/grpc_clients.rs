@@ -17,33 +17,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const TARGET: &str = "xds:///echo.test.svc:50051";
 
-struct EchoServer {
-    _child: Child,
-    port: u16,
-}
-
-async fn echo_server(name: &str) -> EchoServer {
-    let script = node_clients_dir().join("echo_server.py");
-    let mut child = Command::new(python_path())
-        .arg(script)
-        .arg(name)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start echo server");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("read port")
-        .expect("a port line");
-    EchoServer {
-        _child: child,
-        port: line.trim().parse().expect("port number"),
-    }
-}
-
 fn echo_service(servers: &[&EchoServer]) -> Service {
     let mut s = Service::new("echo.test.svc").with_port("grpc", 50051, Protocol::Grpc);
     for (i, srv) in servers.iter().enumerate() {
@@ -138,8 +111,8 @@ fn write_bootstrap(dir: &std::path::Path, h: &Harness, node_id: &str) -> std::pa
 }
 
 async fn proxyless_client_follows_the_registry(node: bool) {
-    let one = echo_server("one").await;
-    let two = echo_server("two").await;
+    let one = echo_server("one", &[]).await;
+    let two = echo_server("two", &[]).await;
     let h = start(vec![echo_service(&[&one, &two])]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = write_bootstrap(dir.path(), &h, if node { "grpc-js" } else { "grpcio" });
@@ -173,8 +146,8 @@ async fn node_grpc_js_xds_calls_through_xds() {
 /// cluster and endpoints all arrive promptly (the bound, 5 s, only tells
 /// "prompt" apart from a stall on a 15 s fetch timeout).
 async fn a_new_service_is_called_promptly(node: bool) {
-    let one = echo_server("one").await;
-    let fresh = echo_server("fresh").await;
+    let one = echo_server("one", &[]).await;
+    let fresh = echo_server("fresh", &[]).await;
     let h = start(vec![echo_service(&[&one])]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let bootstrap = write_bootstrap(

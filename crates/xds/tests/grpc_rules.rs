@@ -15,39 +15,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use sextant_core::{Endpoint, MemoryRules, PolicyEntry, Protocol, RouteEntry, Rule, Service};
+use sextant_core::{Endpoint, MemoryRules, Protocol, Service};
 use sextant_testkit::peers::{node_clients_dir, python_path};
 use sextant_xds::Client as ClientKind;
 use sextant_xds::bootstrap::GrpcBootstrap;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-
-struct EchoServer {
-    _child: Child,
-    port: u16,
-}
-
-async fn echo_server(name: &str, args: &[&str]) -> EchoServer {
-    let mut child = Command::new(python_path())
-        .arg(node_clients_dir().join("echo_server.py"))
-        .arg(name)
-        .args(args)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start echo server");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("read port")
-        .expect("a port line");
-    EchoServer {
-        _child: child,
-        port: line.trim().parse().expect("port number"),
-    }
-}
 
 fn service(host: &str, servers: &[(&EchoServer, &str)]) -> Service {
     let mut s = Service::new(host).with_port("grpc", 50051, Protocol::Grpc);
@@ -58,18 +31,6 @@ fn service(host: &str, servers: &[(&EchoServer, &str)]) -> Service {
         s = s.with_endpoint(ep);
     }
     s
-}
-
-fn route(yaml: &str) -> Rule {
-    serde_yaml_ng::from_str::<RouteEntry>(yaml)
-        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
-        .into()
-}
-
-fn policy(yaml: &str) -> Rule {
-    serde_yaml_ng::from_str::<PolicyEntry>(yaml)
-        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
-        .into()
 }
 
 /// The client process: one JSON command in, one JSON result out.
@@ -202,28 +163,28 @@ async fn rules_reach_a_proxyless_client(node: bool) {
         })
         .await;
 
-    rules.insert(policy(
+    rules.insert(policy_rule(
         "name: echo\nhost: echo.rules.svc\ntrafficPolicy: {loadBalancer: {simple: RANDOM}}\nsubsets:\n- {name: v1, labels: {version: v1}}\n- {name: v2, labels: {version: v2}}\n",
     ));
-    rules.insert(route(
+    rules.insert(route_rule(
         "name: echo\nhosts: [echo.rules.svc]\nhttp:\n\
          - match: [{headers: {x-user: {exact: alice}}}]\n  route: [{destination: {host: echo.rules.svc, subset: v2}}]\n\
          - match: [{headers: {x-fault: {exact: 'yes'}}}]\n  route: [{destination: {host: echo.rules.svc, subset: v1}}]\n  fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n\
          - match: [{headers: {x-moved: {}}}]\n  redirect: {authority: elsewhere.rules.svc}\n\
          - route:\n  - {destination: {host: echo.rules.svc, subset: v1}, weight: 80}\n  - {destination: {host: echo.rules.svc, subset: v2}, weight: 20}\n  mirror: {host: flaky.rules.svc}\n",
     ));
-    rules.insert(route(
+    rules.insert(route_rule(
         "name: flaky\nhosts: [flaky.rules.svc]\nhttp:\n- route: [{destination: {host: flaky.rules.svc}}]\n  retries: {attempts: 3, retryOn: 'unavailable,5xx'}\n",
     ));
     // Both clients NACK LEAST_REQUEST as a cluster's lb_policy (measured:
     // "LB policy is not supported"): they get round robin, and are told.
-    rules.insert(policy(
+    rules.insert(policy_rule(
         "name: flaky\nhost: flaky.rules.svc\ntrafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n",
     ));
-    rules.insert(route(
+    rules.insert(route_rule(
         "name: slow\nhosts: [slow.rules.svc]\nhttp:\n- route: [{destination: {host: slow.rules.svc}}]\n  timeout: 300ms\n",
     ));
-    rules.insert(policy(
+    rules.insert(policy_rule(
         "name: sticky\nhost: sticky.rules.svc\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n",
     ));
 

@@ -384,4 +384,14 @@ async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
             ("memory/a", SourceKind::Rules)
         ]
     );
+    assert_eq!(status.registries[1].policies, 1);
+
+    // The rule source goes down: its rules stay, marked stale.
+    tx.send(Err(sextant_core::Error::unavailable("rule store down")))
+        .expect("send");
+    settle().await;
+    let status = h.status().borrow().clone();
+    assert_eq!(status.registries[1].state, SyncState::Stale);
+    assert_eq!(status.registries[0].state, SyncState::Synced);
+    assert_eq!(*h.view().borrow().services["a.svc"].rules[0], rule);
 }

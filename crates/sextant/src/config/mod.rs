@@ -471,6 +471,20 @@ impl Settings {
             .collect()
     }
 
+    /// The file registry (also a rule source), when the files are read.
+    fn file_registry(&self) -> FileRegistry {
+        FileRegistry::new(
+            "file/main",
+            self.files.clone(),
+            FileRegistryConfig::default(),
+        )
+    }
+
+    /// The etcd registry (also a rule source).
+    fn etcd_registry(&self) -> EtcdRegistry {
+        EtcdRegistry::new("etcd/main", self.etcd.clone())
+    }
+
     /// The sources of traffic rules, in `--registries` order (the first
     /// one's rule for a host is in force): the registry files (`routes:`,
     /// `policies:`) and etcd (`PREFIX routes/`, `PREFIX policies/`).
@@ -478,14 +492,8 @@ impl Settings {
         let mut out: Vec<Arc<dyn sextant_core::RuleSource>> = Vec::new();
         for kind in &self.registries {
             match kind {
-                RegistryKind::File => out.push(Arc::new(FileRegistry::new(
-                    "file/main",
-                    self.files.clone(),
-                    FileRegistryConfig::default(),
-                ))),
-                RegistryKind::Etcd => {
-                    out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
-                }
+                RegistryKind::File => out.push(Arc::new(self.file_registry())),
+                RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
                 RegistryKind::Consul | RegistryKind::Kubernetes => {}
             }
         }
@@ -498,14 +506,8 @@ impl Settings {
         let mut out: Vec<Arc<dyn Registry>> = Vec::new();
         for kind in &self.registries {
             match kind {
-                RegistryKind::File => out.push(Arc::new(FileRegistry::new(
-                    "file/main",
-                    self.files.clone(),
-                    FileRegistryConfig::default(),
-                ))),
-                RegistryKind::Etcd => {
-                    out.push(Arc::new(EtcdRegistry::new("etcd/main", self.etcd.clone())))
-                }
+                RegistryKind::File => out.push(Arc::new(self.file_registry())),
+                RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
                 RegistryKind::Consul => {
                     let dc = self.consul.datacenter.as_deref().unwrap_or("main");
                     out.push(Arc::new(ConsulRegistry::new(

@@ -110,6 +110,19 @@ impl Sextant {
             .expect("admin request")
     }
 
+    /// The first registry's first problem on /debug/registryz, once there
+    /// is one (empty if none shows within 5 s).
+    pub async fn first_problem(&self) -> String {
+        for _ in 0..100 {
+            let r = self.json("/debug/registryz").await;
+            if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
+                return p.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        String::new()
+    }
+
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "{path}: {body}");

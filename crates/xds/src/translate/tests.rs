@@ -291,10 +291,16 @@ fn golden_representative_view() {
     let snapshot =
         Snapshot::empty(TranslateOptions::default()).next(Arc::new(representative_view()));
     let got = render(&snapshot);
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/representative.txt");
+    assert_golden("representative.txt", &got);
+}
+
+/// Compares `got` with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites it.
+fn assert_golden(name: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &got).expect("write golden");
+        std::fs::write(&path, got).expect("write golden");
     }
     let want =
         std::fs::read_to_string(&path).expect("golden file missing: run with UPDATE_GOLDEN=1");
@@ -387,17 +393,7 @@ fn golden_rules_view() {
             u.instead
         ));
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/rules.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &got).expect("write golden");
-    }
-    let want =
-        std::fs::read_to_string(&path).expect("golden file missing: run with UPDATE_GOLDEN=1");
-    assert!(
-        got == want,
-        "translation differs from {}; inspect and refresh with UPDATE_GOLDEN=1",
-        path.display()
-    );
+    assert_golden("rules.txt", &got);
 }
 
 /// A route to another host carries that host's ring-hash key (from the

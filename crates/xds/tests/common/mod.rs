@@ -147,3 +147,76 @@ pub fn sorted<S: AsRef<str>>(v: &[S]) -> Vec<String> {
     v.sort();
     v
 }
+
+/// An in-process Sextant serving `services` (and `rules`, when given), and
+/// a live Envoy configured by it alone; the outbound listener's address.
+pub async fn sextant_and_envoy(
+    services: Vec<Service>,
+    node_id: &str,
+    delta: bool,
+    rules: Option<MemoryRules>,
+) -> (Harness, sextant_testkit::peers::Envoy, SocketAddr) {
+    let outbound = SocketAddr::from(([127, 0, 0, 1], sextant_testkit::peers::free_port()));
+    let options = Options {
+        translate: TranslateOptions {
+            outbound_addr: outbound,
+        },
+        rules,
+        ..Default::default()
+    };
+    let h = start_with(MemoryRegistry::new("memory/test"), services, options).await;
+    let bootstrap = sextant_xds::bootstrap::EnvoyBootstrap {
+        node_id: node_id.into(),
+        cluster: "test".into(),
+        xds_addrs: vec![h.addr.to_string()],
+        admin_addr: "127.0.0.1:0".into(),
+        delta,
+    };
+    let envoy = sextant_testkit::peers::Envoy::start(&bootstrap.to_yaml()).await;
+    envoy.wait_live().await;
+    (h, envoy, outbound)
+}
+
+/// A route rule written as a file's `routes:` entry.
+pub fn route_rule(yaml: &str) -> sextant_core::Rule {
+    serde_yaml_ng::from_str::<sextant_core::RouteEntry>(yaml)
+        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
+        .into()
+}
+
+/// A destination policy written as a file's `policies:` entry.
+pub fn policy_rule(yaml: &str) -> sextant_core::Rule {
+    serde_yaml_ng::from_str::<sextant_core::PolicyEntry>(yaml)
+        .unwrap_or_else(|e| panic!("{e}: {yaml}"))
+        .into()
+}
+
+/// A gRPC server (`clients/echo_server.py`) answering with its name.
+pub struct EchoServer {
+    _child: tokio::process::Child,
+    pub port: u16,
+}
+
+/// Starts `echo_server.py NAME ARGS...` and reads the port it chose.
+pub async fn echo_server(name: &str, args: &[&str]) -> EchoServer {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(sextant_testkit::peers::python_path())
+        .arg(sextant_testkit::peers::node_clients_dir().join("echo_server.py"))
+        .arg(name)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start echo server");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("read port")
+        .expect("a port line");
+    EchoServer {
+        _child: child,
+        port: line.trim().parse().expect("port number"),
+    }
+}
