@@ -313,15 +313,22 @@ fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources 
     let mut notes = Vec::new();
     let envoy = translate::clusters(ms, Client::Envoy, &mut notes);
     let mut grpc_notes = Vec::new();
-    let grpc = translate::clusters(ms, Client::Grpc, &mut grpc_notes);
-    for (c, g) in envoy.iter().zip(&grpc) {
+    // Only a destination policy makes the two forms differ.
+    let grpc = if ms.policy().is_some() {
+        translate::clusters(ms, Client::Grpc, &mut grpc_notes)
+    } else {
+        Vec::new()
+    };
+    for (i, c) in envoy.iter().enumerate() {
         *encoded += 1;
         out.by_type[ResourceType::Cluster.index()].push(Arc::new(Resource::encode(
             ResourceType::Cluster,
             c.name.clone(),
             c,
         )));
-        if c != g {
+        if let Some(g) = grpc.get(i)
+            && c != g
+        {
             *encoded += 1;
             out.grpc_clusters.push(Arc::new(Resource::encode(
                 ResourceType::Cluster,
