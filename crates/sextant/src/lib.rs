@@ -20,13 +20,34 @@
 //! ```
 //!
 //! Start reading at [`Sextant::start`] (the wiring), [`admin`] (health,
-//! metrics, debug endpoints) and [`config`] (flags and the config file).
+//! metrics, debug endpoints) and `config` (flags and the config file; with
+//! the default features).
+//!
+//! Features: `etcd`, `consul` and `k8s` (all on by default) bring the
+//! built-in registries of those kinds and the command line's settings.
+//! With `default-features = false` the crate is the core, the aggregator,
+//! the xDS server, the admin surface and the file registry, and builds
+//! without protoc, kube or k8s-openapi. The crates it is made of are
+//! re-exported ([`core`], [`aggregate`], [`xds`], [`file`]), so an embedder
+//! needs this one dependency.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+#[cfg(all(feature = "etcd", feature = "consul", feature = "k8s"))]
 pub mod config;
 pub mod logging;
+
+pub use sextant_aggregate as aggregate;
+#[cfg(feature = "consul")]
+pub use sextant_consul as consul;
+pub use sextant_core as core;
+#[cfg(feature = "etcd")]
+pub use sextant_etcd as etcd;
+pub use sextant_file as file;
+#[cfg(feature = "k8s")]
+pub use sextant_k8s as k8s;
+pub use sextant_xds as xds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
