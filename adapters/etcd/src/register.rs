@@ -46,7 +46,7 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     tokio::pin!(stop);
-    let mut backoff = config.backoff.clone();
+    let mut backoff = config.backoff.delays();
     let current: std::sync::Mutex<Option<(etcd_client::Client, i64)>> = std::sync::Mutex::new(None);
     loop {
         let attempt = keep_registered(config, reg, &current);

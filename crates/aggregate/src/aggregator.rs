@@ -309,6 +309,19 @@ impl Aggregator {
                     // A dropped shard comes back whole with a Reset, never piecemeal;
                     // changes before the first Reset have nothing to apply to.
                     return;
+                } else if matches!(
+                    update,
+                    Update::Services(Event::Unchanged) | Update::Rules(Event::Unchanged)
+                ) {
+                    // Read in full, nothing changed: what the shard holds is
+                    // current. Its problems stay (they were not fixed).
+                    if t.state == SyncState::Stale {
+                        info!(registry = %t.id, "registry recovered");
+                    }
+                    t.state = SyncState::Synced;
+                    t.last_sync = Some(now);
+                    t.stale_since = None;
+                    return;
                 }
                 let event = match update {
                     Update::Services(event) => event,

@@ -16,12 +16,14 @@ use crate::error::Error;
 use crate::model::Service;
 use crate::registry::{Event, Keyed};
 
-/// Exponential backoff with jitter.
+/// Exponential backoff with jitter: the settings. Every field is public,
+/// so `Backoff { max: Duration::from_secs(2), ..Default::default() }`
+/// works; [`Backoff::delays`] gives the running sequence.
 ///
 /// Each delay is drawn uniformly from `[d/2, d]` where `d` doubles after each
 /// failed session, from `initial` up to `max`. The jitter keeps many replicas
 /// from reconnecting to a recovering source in lockstep.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// First delay. Default 250 ms: quick enough that a blip is invisible.
     pub initial: Duration,
@@ -36,7 +38,6 @@ pub struct Backoff {
     /// `initial`. Default 30 s: a source that accepts connections and then
     /// drops them at once keeps backing off instead of being hammered.
     pub healthy_after: Duration,
-    current: Duration,
 }
 
 impl Default for Backoff {
@@ -52,14 +53,30 @@ impl Backoff {
             initial,
             max,
             healthy_after: Duration::from_secs(30),
-            current: initial,
         }
     }
 
+    /// The sequence of delays these settings give, from the first.
+    pub fn delays(&self) -> Delays {
+        Delays {
+            current: self.initial,
+            settings: self.clone(),
+        }
+    }
+}
+
+/// A running sequence of backoff delays (see [`Backoff::delays`]).
+#[derive(Clone, Debug)]
+pub struct Delays {
+    settings: Backoff,
+    current: Duration,
+}
+
+impl Delays {
     /// The next delay to wait; grows the one after it.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
-        self.current = (self.current * 2).min(self.max);
+        self.current = (self.current * 2).min(self.settings.max);
         let half = d / 2;
         let jitter_ns = fastrand::u64(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);
         half + Duration::from_nanos(jitter_ns)
@@ -67,13 +84,13 @@ impl Backoff {
 
     /// Starts again from `initial`.
     pub fn reset(&mut self) {
-        self.current = self.initial;
+        self.current = self.settings.initial;
     }
 }
 
 struct State<F, S> {
     connect: F,
-    backoff: Backoff,
+    backoff: Delays,
     session: Option<std::pin::Pin<Box<S>>>,
     started: Instant,
     synced: bool,
@@ -83,7 +100,7 @@ struct State<F, S> {
 /// Runs sessions from `connect` one after another, forever.
 ///
 /// Items are forwarded unchanged. When a session's stream ends, the next is
-/// started after [`Backoff::next_delay`]; the delay resets once a session
+/// started after the next of [`Backoff::delays`]; the delay resets once a session
 /// has sent a [`Event::Reset`] and lived [`Backoff::healthy_after`].
 /// A session should send [`Error::Unavailable`] before it ends because of a
 /// failure, so that the aggregator marks the registry stale; `resilient`
@@ -99,7 +116,7 @@ where
 {
     let state = State {
         connect,
-        backoff,
+        backoff: backoff.delays(),
         session: None,
         started: Instant::now(),
         synced: false,
@@ -109,7 +126,7 @@ where
         loop {
             if st.session.is_none() {
                 if !st.first {
-                    if st.synced && st.started.elapsed() >= st.backoff.healthy_after {
+                    if st.synced && st.started.elapsed() >= st.backoff.settings.healthy_after {
                         st.backoff.reset();
                     }
                     let delay = st.backoff.next_delay();
@@ -173,6 +190,12 @@ impl<T: Keyed> EventSender<T> {
         self.send(Ok(Event::Apply(item))).await
     }
 
+    /// The source was read in full and nothing changed since what was last
+    /// sent (see [`Event::Unchanged`]).
+    pub async fn unchanged(&self) -> Result<(), Closed> {
+        self.send(Ok(Event::Unchanged)).await
+    }
+
     /// A service (or rule) removed, by its key.
     pub async fn delete(&self, key: T::Key) -> Result<(), Closed> {
         self.send(Ok(Event::Delete(key))).await
@@ -197,8 +220,9 @@ impl<T: Keyed> EventSender<T> {
 /// [`resilient`] for sessions written as an async function rather than a
 /// stream: each session runs as a task that sends its events on an
 /// [`EventSender`]; returning `Err` reports the error and ends the session,
-/// after which the next one starts with backoff. A session whose sends fail
-/// should return: the stream was dropped.
+/// after which the next one starts with backoff. When the stream is
+/// dropped, the running session is cancelled (dropped at its next await),
+/// also one that sends only on change and would otherwise poll on.
 pub fn resilient_task<T, F, Fut>(
     backoff: Backoff,
     mut session: F,
@@ -213,13 +237,123 @@ where
         let tx = EventSender(tx);
         let run = session(tx.clone());
         tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::debug!(error = %e.chain(), "registry session ended");
-                let _ = tx.send(Err(e)).await;
+            tokio::select! {
+                result = run => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e.chain(), "registry session ended");
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
+                () = tx.0.closed() => {
+                    tracing::debug!("registry stream dropped; session stopped");
+                }
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
     })
+}
+
+/// What one full read of a polled source found: its items, in a stable
+/// order (two reads of the same state must compare equal), and the objects
+/// it had to skip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read<T> {
+    /// Every item read.
+    pub items: Vec<T>,
+    /// Objects skipped: (which object, why).
+    pub problems: Vec<(String, String)>,
+}
+
+impl<T> Default for Read<T> {
+    fn default() -> Self {
+        Read {
+            items: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+impl<T> Read<T> {
+    /// Records an object that had to be skipped.
+    pub fn problem(&mut self, object: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push((object.into(), reason.into()));
+    }
+}
+
+/// A source that can only be read whole (an HTTP inventory, a database
+/// table), polled: `read` runs at once, then every `every`; an `Err` from
+/// it (report [`Error::Unavailable`]) marks the registry stale and the next
+/// read follows `backoff`.
+///
+/// What is sent: after the first read of each session, and whenever the
+/// items differ from the last read or a problem went away, a `Reset` and
+/// the read's problems (a `Reset` clears the ones shown); a problem that is
+/// new while the items are the same, on its own; otherwise
+/// [`Event::Unchanged`], so `last_sync` on `/debug/registryz` stays "the
+/// last successful read" and nothing is logged again. Dropping the stream
+/// stops the polling.
+pub fn poll<T, F, Fut>(
+    backoff: Backoff,
+    every: Duration,
+    read: F,
+) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>>
+where
+    T: Keyed + Clone + PartialEq + Send + Sync + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Read<T>, Error>> + Send + 'static,
+{
+    let read = std::sync::Arc::new(read);
+    // What was last reported, across sessions: a session after an outage
+    // starts with a Reset anyway (it clears staleness).
+    let last: std::sync::Arc<std::sync::Mutex<Option<Read<T>>>> = std::sync::Arc::default();
+    resilient_task(backoff, move |tx: EventSender<T>| {
+        let (read, last) = (read.clone(), last.clone());
+        async move {
+            let mut first = true;
+            loop {
+                let now = read().await?;
+                let previous = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let sent = match previous {
+                    Some(prev)
+                        if !first
+                            && prev.items == now.items
+                            && prev.problems.iter().all(|p| now.problems.contains(p)) =>
+                    {
+                        let new: Vec<&(String, String)> = now
+                            .problems
+                            .iter()
+                            .filter(|p| !prev.problems.contains(p))
+                            .collect();
+                        if new.is_empty() {
+                            tx.unchanged().await
+                        } else {
+                            send_problems(&tx, new).await
+                        }
+                    }
+                    _ => match tx.reset(now.items.clone()).await {
+                        Ok(()) => send_problems(&tx, now.problems.iter()).await,
+                        Err(closed) => Err(closed),
+                    },
+                };
+                if sent.is_err() {
+                    return Ok(());
+                }
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                first = false;
+                tokio::time::sleep(every).await;
+            }
+        }
+    })
+}
+
+async fn send_problems<'a, T: Keyed>(
+    tx: &EventSender<T>,
+    problems: impl IntoIterator<Item = &'a (String, String)>,
+) -> Result<(), Closed> {
+    for (object, reason) in problems {
+        tx.invalid(object.clone(), reason.clone()).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -258,7 +392,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800)).delays();
         let mut bounds = vec![];
         for _ in 0..6 {
             bounds.push(b.next_delay());
@@ -274,6 +408,12 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+        // Every setting is public: one can be changed and the rest kept.
+        let quick = Backoff {
+            max: Duration::from_secs(1),
+            ..Default::default()
+        };
+        assert_eq!(quick.initial, Duration::from_millis(250));
     }
 
     #[tokio::test(start_paused = true)]
@@ -310,6 +450,122 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(1500) && waited <= Duration::from_secs(3),
             "{waited:?}"
+        );
+    }
+
+    /// The polling helper: a Reset only when a read differs, each problem
+    /// once, `Unchanged` otherwise; a Reset again after an outage; and no
+    /// more reads once the stream is dropped.
+    #[tokio::test(start_paused = true)]
+    async fn poll_reports_each_change_once_and_stops_when_dropped() {
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+
+        fn read(items: &[&str], problems: &[&str]) -> Result<Read<Service>, Error> {
+            let mut r = Read {
+                items: items.iter().map(|h| Service::new(*h)).collect(),
+                ..Default::default()
+            };
+            for p in problems {
+                r.problem(*p, "broken");
+            }
+            Ok(r)
+        }
+        type Script = Arc<Mutex<VecDeque<Result<Read<Service>, Error>>>>;
+        let script: Script = Arc::new(Mutex::new(VecDeque::from(vec![
+            read(&["a"], &["bad1"]),
+            read(&["a"], &["bad1"]),
+            read(&["a"], &["bad1", "bad2"]),
+            read(&["a", "b"], &["bad2"]),
+            Err(Error::unavailable("down")),
+            read(&["a", "b"], &["bad2"]),
+            read(&["a", "b"], &["bad2"]),
+        ])));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (s2, c2) = (script.clone(), calls.clone());
+        let mut stream = poll(
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(1)),
+            Duration::from_secs(10),
+            move || {
+                c2.fetch_add(1, Ordering::SeqCst);
+                let next = s2
+                    .lock()
+                    .expect("lock")
+                    .pop_front()
+                    .unwrap_or_else(|| read(&["a", "b"], &["bad2"]));
+                async move { next }
+            },
+        );
+        let mut seen = Vec::new();
+        for _ in 0..11 {
+            let item = stream.next().await.expect("an item");
+            seen.push(match item {
+                Ok(Event::Reset(items)) => format!(
+                    "reset {}",
+                    items
+                        .iter()
+                        .map(|s| s.hostname.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Ok(Event::Unchanged) => "unchanged".to_owned(),
+                Ok(other) => format!("{other:?}"),
+                Err(Error::InvalidObject { object, .. }) => format!("invalid {object}"),
+                Err(e) => format!("error {}", e.chain()),
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "reset a",
+                "invalid bad1",
+                "unchanged",
+                "invalid bad2",
+                "reset a,b",
+                "invalid bad2",
+                "error source unavailable: down",
+                "reset a,b",
+                "invalid bad2",
+                "unchanged",
+                "unchanged",
+            ]
+        );
+        drop(stream);
+        tokio::task::yield_now().await;
+        let after = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            after,
+            "no reads after the drop"
+        );
+    }
+
+    /// A session that sends only on change would never notice that nobody
+    /// listens; dropping the stream cancels it.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_stream_cancels_a_quiet_session() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let t = ticks.clone();
+        let mut stream = resilient_task(Backoff::default(), move |tx: EventSender| {
+            let t = t.clone();
+            async move {
+                let _ = tx.reset(vec![]).await;
+                loop {
+                    t.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        });
+        assert!(matches!(stream.next().await, Some(Ok(Event::Reset(_)))));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(stream);
+        tokio::task::yield_now().await;
+        let at_drop = ticks.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            ticks.load(Ordering::SeqCst) <= at_drop + 1,
+            "the session went on polling"
         );
     }
 }

@@ -75,6 +75,13 @@ pub enum Event<T: Keyed = Service> {
     Apply(T),
     /// Removes an item. Deleting an unknown key is not an error.
     Delete(T::Key),
+    /// The source was read in full and nothing changed since what this
+    /// stream last reported: the registry counts as synced now (its
+    /// `last_sync` moves, staleness ends) and keeps what it holds, object
+    /// errors included. A polling source sends this instead of repeating a
+    /// `Reset` (see [`crate::recover::poll`]). Before the first `Reset`, or
+    /// after the aggregator dropped a stale registry, it means nothing.
+    Unchanged,
 }
 
 /// What identifies an item of an [`Event`] stream: a service's hostname, a
@@ -110,16 +117,29 @@ pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 /// `Reset` when the source answers again. [`crate::recover::resilient_task`]
 /// does the reconnecting with jittered backoff, so an adapter writes one
 /// connect-read-follow session that reports through an
-/// [`crate::recover::EventSender`], as the built-in adapters do.
+/// [`crate::recover::EventSender`], as the built-in adapters do; a source
+/// that can only be read whole uses [`crate::recover::poll`], which sends
+/// [`Event::Unchanged`] for a read that found nothing new.
 /// `sextant_testkit::contract::registry_contract` checks all of this.
 ///
-/// A complete adapter, polling a (pretend) inventory every few seconds:
+/// Who validates: the adapter converts, the aggregator validates. Every
+/// service is checked with [`Service::validate`] on arrival; a bad one is
+/// refused whole, its last good version keeps serving and the reason shows
+/// on `/debug/registryz`. An adapter does not drop a service because one
+/// of its instances is odd: an object (or an instance) it cannot convert at
+/// all is skipped and reported as [`Error::InvalidObject`], and the rest
+/// counts. (The etcd adapter also checks a service document when it reads
+/// its key, to name the key in the report; the outcome is the same.)
+///
+/// A complete adapter, polling a (pretend) inventory every few seconds
+/// with [`crate::recover::poll`] (a source with a watch API writes a
+/// session for [`crate::recover::resilient_task`] instead):
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use sextant_core::{
 ///     Endpoint, Error, EventStream, Protocol, Registry, RegistryId, Service,
-///     recover::{resilient_task, Backoff, EventSender},
+///     recover::{poll, Backoff, Read},
 /// };
 ///
 /// struct Inventory { id: RegistryId }
@@ -137,39 +157,30 @@ pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 ///         .with_endpoint(Endpoint::new(address)))
 /// }
 ///
-/// /// One session: read everything, report it, wait, repeat. An unreachable
-/// /// inventory ends it with `Unavailable`; the next one starts after a backoff.
-/// async fn session(tx: EventSender) -> Result<(), Error> {
-///     loop {
-///         let items = fetch_inventory()
-///             .await
-///             .map_err(|e| Error::unavailable_from("inventory unreachable", e))?;
-///         let mut services = Vec::new();
-///         let mut bad = Vec::new();
-///         for item in &items {
-///             match to_service(item) {
-///                 Ok(s) => services.push(s),
-///                 Err(reason) => bad.push((item.0.clone(), reason)),
-///             }
+/// /// One full read. An unreachable inventory is `Unavailable` (the registry
+/// /// is marked stale and read again after a backoff); a bad object is
+/// /// skipped and reported, once, until it is fixed; the rest still counts.
+/// async fn read() -> Result<Read<Service>, Error> {
+///     let items = fetch_inventory()
+///         .await
+///         .map_err(|e| Error::unavailable_from("inventory unreachable", e))?;
+///     let mut out = Read::default();
+///     for item in &items {
+///         match to_service(item) {
+///             Ok(s) => out.items.push(s),
+///             Err(reason) => out.problem(&item.0, reason),
 ///         }
-///         // A failed send means nobody listens any more: stop.
-///         if tx.reset(services).await.is_err() {
-///             return Ok(());
-///         }
-///         for (object, reason) in bad {
-///             if tx.invalid(object, reason).await.is_err() {
-///                 return Ok(());
-///             }
-///         }
-///         tokio::time::sleep(Duration::from_secs(5)).await;
 ///     }
+///     Ok(out)
 /// }
 ///
 /// impl Registry for Inventory {
 ///     fn id(&self) -> &RegistryId { &self.id }
 ///
 ///     fn watch(&self) -> EventStream {
-///         resilient_task(Backoff::default(), session)
+///         // Reads at once (readiness does not wait), then every 5 s; sends
+///         // a Reset only when a read differs, `Unchanged` otherwise.
+///         poll(Backoff::default(), Duration::from_secs(5), read)
 ///     }
 /// }
 /// ```

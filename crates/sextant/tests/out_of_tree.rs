@@ -1,14 +1,16 @@
-//! An embedder's crate outside this repository, as `cargo new` makes it:
-//! it depends on `sextant` by path with `default-features = false` and
-//! builds with no protoc anywhere (no `PROTOC`, none on `PATH`, and not this
-//! repository's `.cargo/config.toml`, which cargo reads only inside it),
-//! without etcd-client, kube or k8s-openapi in its tree.
+//! An embedder's crate outside this repository: `examples/http-registry`
+//! copied to a temporary directory as a newcomer would copy it, its
+//! `sextant` dependency (`default-features = false`) pointed at this
+//! repository by absolute path. It builds with no protoc anywhere (no
+//! `PROTOC`, none on `PATH`, and not this repository's `.cargo/config.toml`,
+//! which cargo reads only inside it), without etcd-client, kube or
+//! k8s-openapi in its tree.
 //!
-//! The build shares this workspace's target directory and lock file, so it
-//! compiles little beyond `sextant` itself with fewer features.
+//! The build uses this workspace's lock file (the same versions, nothing
+//! to download) and a target directory of its own under `target/`.
 #![allow(clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workspace() -> PathBuf {
@@ -18,33 +20,35 @@ fn workspace() -> PathBuf {
         .expect("workspace root")
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
 #[test]
-fn an_embedder_builds_the_core_without_protoc_kube_or_etcd() {
+fn the_example_adapter_builds_out_of_tree_without_protoc_kube_or_etcd() {
     let root = workspace();
     let dir = tempfile::tempdir().expect("tempdir");
-    let krate = dir.path().join("my-registry");
-    std::fs::create_dir_all(krate.join("src")).expect("mkdir");
-    std::fs::write(
-        krate.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"my-registry\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-             [dependencies]\nsextant = {{ path = \"{}\", default-features = false }}\n\
-             tokio = {{ version = \"1\", features = [\"rt-multi-thread\", \"macros\"] }}\n\
-             anyhow = \"1\"\n",
-            root.join("crates/sextant").display()
-        ),
-    )
-    .expect("write manifest");
-    std::fs::write(
-        krate.join("src/main.rs"),
-        "use sextant::Sextant;\nuse sextant::core::MemoryRegistry;\n\n\
-         #[tokio::main]\nasync fn main() -> anyhow::Result<()> {\n    \
-         let running = Sextant::new()\n        .registry(MemoryRegistry::new(\"memory/main\"))\n        \
-         .xds_addr(\"127.0.0.1:0\".parse()?)\n        .admin_addr(None)\n        .start()\n        .await?;\n    \
-         running.shutdown().await;\n    Ok(())\n}\n",
-    )
-    .expect("write main");
-    // The workspace's lock file: the same versions, nothing to download.
+    let krate = dir.path().join("http-registry");
+    copy_dir(&root.join("examples/http-registry"), &krate);
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).expect("manifest");
+    assert!(
+        !manifest.contains("workspace = true"),
+        "the example inherits from the workspace: it cannot be copied out"
+    );
+    let manifest = manifest.replace(
+        "path = \"../../crates/",
+        &format!("path = \"{}/crates/", root.display()),
+    );
+    std::fs::write(krate.join("Cargo.toml"), manifest).expect("write manifest");
     std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).expect("copy lock");
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -94,5 +98,5 @@ fn an_embedder_builds_the_core_without_protoc_kube_or_etcd() {
         "the file registry comes with it:\n{text}"
     );
     let (ok, text) = run(&["build", "--offline", "--quiet"]);
-    assert!(ok, "the embedder's crate does not build:\n{text}");
+    assert!(ok, "the copied example does not build:\n{text}");
 }

@@ -2,23 +2,37 @@
 //! endpoint that returns the registry-file format as JSON
 //! (`{"services": [...]}`) and reports what it finds.
 //!
-//! The three parts every adapter has:
+//! The parts every adapter has:
 //! 1. conversion to [`Service`] (here serde does it: the inventory already
 //!    speaks the model; a real one would map its own objects in a pure
 //!    function and test it with tables);
-//! 2. one *session*: read, report through an [`EventSender`] (`reset`,
-//!    `apply`, `delete`, and `invalid` for an object it had to skip),
-//!    repeat; return `Unavailable` on failure;
-//! 3. [`resilient_task`] around it, which reports that error and starts the
-//!    next session with jittered backoff (the built-in adapters work so).
+//! 2. one full read, which keeps what converts and reports what does not
+//!    ([`Read::problem`]), and returns `Unavailable` when the source cannot
+//!    be read;
+//! 3. [`poll`] around it: it reads at once (readiness does not wait), then
+//!    every interval, sends a `Reset` only when a read differs (and
+//!    `Unchanged` otherwise, so nothing is logged again), reports each bad
+//!    object once until it is fixed, backs off while the source is down and
+//!    stops when nobody listens. A source with a watch or long-poll API
+//!    (etcd, Consul's blocking queries, Kubernetes) writes a
+//!    connect-read-follow session for `resilient_task` instead, as the
+//!    built-in adapters do.
+//!
+//! Who validates: the adapter only converts. The aggregator validates every
+//! service it receives, refuses a bad one whole (keeping its last good
+//! version) and shows why on `/debug/registryz`; an object the adapter
+//! cannot turn into a service at all is reported with `problem`.
+//!
+//! This crate builds on its own: copy the directory out, point the
+//! `sextant` dependency at a version or a path, and `cargo build`.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use sextant_core::recover::{Backoff, EventSender, resilient_task};
-use sextant_core::{Error, EventStream, Registry, RegistryId, Service};
+use sextant::core::recover::{Backoff, Read, poll};
+use sextant::core::{Error, EventStream, Registry, RegistryId, Service};
 
 #[derive(Deserialize)]
 struct Inventory {
@@ -43,50 +57,27 @@ impl HttpRegistry {
     }
 }
 
-/// The inventory, or `Unavailable` when it cannot be read (which ends the
-/// session; `resilient_task` starts the next after a backoff).
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Inventory, Error> {
-    let response = client
+/// One full read of the inventory: the services that decode, and a problem
+/// for each entry that does not. `Unavailable` when it cannot be read.
+async fn read(client: &reqwest::Client, url: &str) -> Result<Read<Service>, Error> {
+    let inventory: Inventory = client
         .get(url)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| Error::unavailable_from(format!("GET {url} failed"), e))?;
-    response
+        .map_err(|e| Error::unavailable_from(format!("GET {url} failed"), e))?
         .json()
         .await
-        .map_err(|e| Error::unavailable_from(format!("GET {url}: not an inventory"), e))
-}
-
-/// One session: read the inventory, report all of it, wait, repeat.
-async fn session(
-    client: &reqwest::Client,
-    url: &str,
-    interval: Duration,
-    tx: &EventSender,
-) -> Result<(), Error> {
-    loop {
-        let inventory = fetch(client, url).await?;
-        let mut services = Vec::new();
-        let mut bad = Vec::new();
-        for (i, raw) in inventory.services.into_iter().enumerate() {
-            // One bad entry is skipped and reported; the rest still count.
-            match serde_json::from_value::<Service>(raw) {
-                Ok(s) => services.push(s),
-                Err(e) => bad.push((format!("{url} services[{i}]"), e.to_string())),
-            }
+        .map_err(|e| Error::unavailable_from(format!("GET {url}: not an inventory"), e))?;
+    let mut out = Read::default();
+    for (i, raw) in inventory.services.into_iter().enumerate() {
+        // One bad entry is skipped and reported; the rest still count.
+        match serde_json::from_value::<Service>(raw) {
+            Ok(s) => out.items.push(s),
+            Err(e) => out.problem(format!("{url} services[{i}]"), e.to_string()),
         }
-        // A failed send means the stream was dropped: stop.
-        if tx.reset(services).await.is_err() {
-            return Ok(());
-        }
-        for (object, reason) in bad {
-            if tx.invalid(object, reason).await.is_err() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(interval).await;
     }
+    Ok(out)
 }
 
 impl Registry for HttpRegistry {
@@ -95,14 +86,14 @@ impl Registry for HttpRegistry {
     }
 
     fn watch(&self) -> EventStream {
-        let (url, interval) = (self.url.clone(), self.interval);
+        let url = self.url.clone();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        resilient_task(Backoff::default(), move |tx| {
+        poll(Backoff::default(), self.interval, move || {
             let (client, url) = (client.clone(), url.clone());
-            async move { session(&client, &url, interval, &tx).await }
+            async move { read(&client, &url).await }
         })
     }
 }

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8000/inventory.json".into());
+    // Without this the process is silent: Sextant logs through `tracing`.
     sextant::logging::init("default:info").map_err(anyhow::Error::msg)?;
     let running = Sextant::new()
         .registry(HttpRegistry::new("inventory", url, Duration::from_secs(5)))

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sextant_core::{Error, Event, Registry};
+use sextant::core::{Error, Event, Registry};
 use sextant_example_http_registry::HttpRegistry;
 use sextant_testkit::events::next;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,11 +52,18 @@ async fn polls_reports_bad_entries_and_outages() {
         }
         other => panic!("{other:?}"),
     }
+    // Unchanged reads repeat nothing: the bad entry is not reported again.
+    for _ in 0..3 {
+        match next(&mut events).await {
+            Ok(Event::Unchanged) => {}
+            other => panic!("{other:?}"),
+        }
+    }
     *reply.lock().expect("lock") = (500, "oops".into());
     loop {
         match next(&mut events).await {
             Err(e) if e.makes_stale() => break,
-            Ok(Event::Reset(_)) | Err(Error::InvalidObject { .. }) => continue,
+            Ok(Event::Unchanged) => continue,
             other => panic!("{other:?}"),
         }
     }

@@ -395,3 +395,64 @@ async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
     assert_eq!(status.registries[0].state, SyncState::Synced);
     assert_eq!(*h.view().borrow().services["a.svc"].rules[0], rule);
 }
+
+/// `Unchanged`: read in full, nothing new. The registry counts as synced
+/// (last sync moves, staleness ends) and keeps its services and problems.
+#[tokio::test(start_paused = true)]
+async fn unchanged_marks_a_read_without_repeating_it() {
+    use futures::StreamExt;
+
+    struct Channel(
+        RegistryId,
+        std::sync::Mutex<Option<mpsc::UnboundedReceiver<sextant_core::Result<Event>>>>,
+    );
+    impl Registry for Channel {
+        fn id(&self) -> &RegistryId {
+            &self.0
+        }
+        fn watch(&self) -> sextant_core::EventStream {
+            let rx = self.1.lock().expect("lock").take().expect("one watch");
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed()
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (agg, h) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(Channel(
+            RegistryId::new("poll/a"),
+            std::sync::Mutex::new(Some(rx)),
+        )) as Arc<dyn Registry>],
+    )
+    .expect("aggregator");
+    tokio::spawn(agg.run());
+    tx.send(Ok(Event::Reset(vec![svc("a.svc", &["10.0.0.1"])])))
+        .expect("send");
+    tx.send(Err(sextant_core::Error::invalid_object("item 3", "broken")))
+        .expect("send");
+    let v1 = h.ready().await.expect("ready");
+    settle().await;
+    let first_sync = h.status().borrow().registries[0].last_sync;
+
+    tx.send(Err(sextant_core::Error::unavailable("down")))
+        .expect("send");
+    settle().await;
+    assert_eq!(state(&h, "poll/a"), SyncState::Stale);
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    tx.send(Ok(Event::Unchanged)).expect("send");
+    settle().await;
+    let status = h.status().borrow().clone();
+    let r = &status.registries[0];
+    assert_eq!(r.state, SyncState::Synced);
+    assert!(r.stale_since.is_none());
+    assert!(
+        r.last_sync > first_sync,
+        "last_sync is the last successful read"
+    );
+    assert_eq!(r.problems.len(), 1, "the problem was not fixed: it stays");
+    assert_eq!(
+        h.view().borrow().generation,
+        v1.generation,
+        "nothing to publish"
+    );
+}
