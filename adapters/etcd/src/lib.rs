@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod convert;
 pub mod register;
 
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use client::{Client, ConnectOptions, EventType, TlsOptions};
 use futures::StreamExt;
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
 use sextant_core::{
@@ -91,19 +92,19 @@ impl EtcdConfig {
 
     /// Connects a client with these settings.
     pub async fn connect(&self) -> Result<Client, Error> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_keep_alive(Duration::from_secs(10), self.timeout);
-        if let Some((user, password)) = &self.credentials {
-            options = options.with_user(user, password);
-        }
+        let mut options = ConnectOptions {
+            connect_timeout: Some(self.timeout),
+            keep_alive: Some((Duration::from_secs(10), self.timeout)),
+            credentials: self.credentials.clone(),
+            tls: None,
+        };
         if let Some(tls) = &self.tls {
-            let mut t = etcd_client::TlsOptions::new();
+            let mut t = TlsOptions::default();
             if let Some(ca) = &tls.ca {
                 let pem = std::fs::read(ca).map_err(|e| {
                     Error::unavailable_from(format!("cannot read etcd CA {}", ca.display()), e)
                 })?;
-                t = t.ca_certificate(etcd_client::Certificate::from_pem(pem));
+                t.ca = Some(pem);
             }
             if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
                 let c = std::fs::read(cert).map_err(|e| {
@@ -112,11 +113,11 @@ impl EtcdConfig {
                 let k = std::fs::read(key).map_err(|e| {
                     Error::unavailable_from(format!("cannot read {}", key.display()), e)
                 })?;
-                t = t.identity(etcd_client::Identity::from_pem(c, k));
+                t.identity = Some((c, k));
             }
-            options = options.with_tls(t);
+            options.tls = Some(t);
         }
-        Client::connect(&self.endpoints, Some(options))
+        Client::connect(&self.endpoints, options)
             .await
             .map_err(|e| {
                 Error::unavailable_from(
@@ -188,16 +189,13 @@ impl RuleSource for EtcdRegistry {
 async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<(), Error> {
     let mut client = config.connect().await?;
     let layout = config.layout();
-    let unavailable = |e: etcd_client::Error| Error::unavailable_from("etcd read failed", e);
+    let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
     loop {
         let read = client
-            .get(
-                config.prefix.as_str(),
-                Some(GetOptions::new().with_prefix()),
-            )
+            .get(config.prefix.as_str(), true, None, false)
             .await
             .map_err(unavailable)?;
-        let revision = read.header().map_or(0, |h| h.revision());
+        let revision = read.header().map_or(0, |h| h.revision);
         let mut rules = Vec::new();
         for kv in read.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
@@ -222,11 +220,8 @@ async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<()
         if tx.reset(rules).await.is_err() {
             return Ok(());
         }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
         let mut stream = client
-            .watch(config.prefix.as_str(), Some(options))
+            .watch(config.prefix.as_str(), revision + 1)
             .await
             .map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
         loop {
@@ -297,15 +292,12 @@ async fn full_read(
     tx: &Tx,
 ) -> Result<(State, i64), Error> {
     let layout = config.layout();
-    let unavailable = |e: etcd_client::Error| Error::unavailable_from("etcd read failed", e);
+    let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
     let first = client
-        .get(
-            config.prefix.as_str(),
-            Some(GetOptions::new().with_prefix()),
-        )
+        .get(config.prefix.as_str(), true, None, false)
         .await
         .map_err(unavailable)?;
-    let revision = first.header().map_or(0, |h| h.revision());
+    let revision = first.header().map_or(0, |h| h.revision);
     let mut kvs: Vec<(String, Vec<u8>)> = first
         .kvs()
         .iter()
@@ -318,10 +310,7 @@ async fn full_read(
         .collect();
     if let Some(naming) = &config.naming_prefix {
         let second = client
-            .get(
-                naming.as_str(),
-                Some(GetOptions::new().with_prefix().with_revision(revision)),
-            )
+            .get(naming.as_str(), true, Some(revision), false)
             .await
             .map_err(unavailable)?;
         kvs.extend(second.kvs().iter().map(|kv| {
@@ -353,11 +342,10 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
     if let Some(rev) = resume {
         // etcd accepts a watch from a compacted revision and cancels it only
         // after; a range at that revision says so up front.
-        let probe = GetOptions::new()
-            .with_prefix()
-            .with_count_only()
-            .with_revision(rev);
-        match client.get(config.prefix.as_str(), Some(probe)).await {
+        match client
+            .get(config.prefix.as_str(), true, Some(rev), true)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.to_string().contains("compacted") => {
                 info!(
@@ -392,22 +380,14 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                 (revision, false)
             }
         };
-        let options = |p: &str| {
-            (
-                p.to_owned(),
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            )
-        };
-        let mut prefixes = vec![options(&config.prefix)];
+        let mut prefixes = vec![config.prefix.clone()];
         if let Some(n) = &config.naming_prefix {
-            prefixes.push(options(n));
+            prefixes.push(n.clone());
         }
         let mut streams = Vec::new();
-        for (prefix, opts) in prefixes {
+        for prefix in prefixes {
             let stream = client
-                .watch(prefix.as_str(), Some(opts))
+                .watch(prefix.as_str(), revision + 1)
                 .await
                 .map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
             streams.push(futures::stream::unfold(stream, |mut s| async move {
@@ -476,7 +456,7 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                     }
                 }
                 if let Some(h) = response.header() {
-                    c.revision = Some(c.revision.unwrap_or(0).max(h.revision()));
+                    c.revision = Some(c.revision.unwrap_or(0).max(h.revision));
                 }
             }
             for (key, reason) in problems {

@@ -33,7 +33,7 @@ impl Registration {
     }
 }
 
-fn failed(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
+fn failed(what: &str) -> impl Fn(tonic::Status) -> Error + '_ {
     move |e| Error::unavailable_from(format!("etcd {what} failed"), e)
 }
 
@@ -47,7 +47,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     tokio::pin!(stop);
     let mut backoff = config.backoff.delays();
-    let current: std::sync::Mutex<Option<(etcd_client::Client, i64)>> = std::sync::Mutex::new(None);
+    let current: std::sync::Mutex<Option<(crate::client::Client, i64)>> =
+        std::sync::Mutex::new(None);
     loop {
         let attempt = keep_registered(config, reg, &current);
         tokio::pin!(attempt);
@@ -85,12 +86,12 @@ enum Never {}
 async fn keep_registered(
     config: &EtcdConfig,
     reg: &Registration,
-    current: &std::sync::Mutex<Option<(etcd_client::Client, i64)>>,
+    current: &std::sync::Mutex<Option<(crate::client::Client, i64)>>,
 ) -> Result<Never, Error> {
     let mut client = config.connect().await?;
     let service_key = reg.service_key(&config.prefix);
     let existing = client
-        .get(service_key.as_str(), None)
+        .get(service_key.as_str(), false, None, false)
         .await
         .map_err(failed("read"))?;
     if existing.kvs().is_empty() {
@@ -101,25 +102,20 @@ async fn keep_registered(
         let json = serde_json::to_string(&doc)
             .map_err(|e| Error::unavailable(format!("cannot encode service: {e}")))?;
         client
-            .put(service_key.as_str(), json, None)
+            .put(service_key.as_str(), json, 0)
             .await
             .map_err(failed("write"))?;
     }
     let ttl = i64::try_from(reg.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     let lease = client
-        .lease_grant(ttl, None)
+        .lease_grant(ttl)
         .await
-        .map_err(failed("lease grant"))?
-        .id();
+        .map_err(failed("lease grant"))?;
     let json = serde_json::to_string(&reg.endpoint)
         .map_err(|e| Error::unavailable(format!("cannot encode endpoint: {e}")))?;
     let key = reg.endpoint_key(&config.prefix);
     client
-        .put(
-            key.as_str(),
-            json,
-            Some(etcd_client::PutOptions::new().with_lease(lease)),
-        )
+        .put(key.as_str(), json, lease)
         .await
         .map_err(failed("write"))?;
     info!(%key, lease, ttl_s = ttl, "registered");
@@ -129,12 +125,14 @@ async fn keep_registered(
         .await
         .map_err(failed("keep-alive"))?;
     let every = (reg.ttl / 3).max(Duration::from_millis(500));
+    // The first keep-alive went with the stream; each turn reads its
+    // answer, waits, and sends the next.
     loop {
-        keeper.keep_alive().await.map_err(failed("keep-alive"))?;
         match responses.message().await.map_err(failed("keep-alive"))? {
             Some(r) if r.ttl() > 0 => {}
             _ => return Err(Error::unavailable("lease expired")),
         }
         tokio::time::sleep(every).await;
+        keeper.keep_alive().await.map_err(failed("keep-alive"))?;
     }
 }

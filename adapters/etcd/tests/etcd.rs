@@ -441,3 +441,36 @@ async fn rules_follow_puts_and_deletes() {
         other => panic!("{other:?}"),
     }
 }
+
+/// With authentication on, the adapter signs in with its credentials (its
+/// own client sends the token with every call) and reads as usual; wrong
+/// credentials are an `Unavailable` that names the cause.
+#[tokio::test]
+async fn authenticates_when_etcd_requires_it() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    c.user_add("root", "secret", None).await.expect("user");
+    c.user_grant_role("root", "root").await.expect("role");
+    c.auth_enable().await.expect("auth on");
+
+    let with = |password: &str| EtcdConfig {
+        credentials: Some(("root".into(), password.into())),
+        ..config(&etcd, quick())
+    };
+    let mut w = EtcdRegistry::new("etcd/auth", with("secret")).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => assert_eq!(s.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let mut w = EtcdRegistry::new("etcd/wrong", with("nope")).watch();
+    match next(&mut w).await {
+        Err(e) => {
+            assert!(e.makes_stale(), "{e:?}");
+            assert!(e.chain().contains("authentication failed"), "{}", e.chain());
+        }
+        other => panic!("{other:?}"),
+    }
+}

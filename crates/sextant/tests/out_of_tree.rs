@@ -4,7 +4,8 @@
 //! repository by absolute path. It builds with no protoc anywhere (no
 //! `PROTOC`, none on `PATH`, and not this repository's `.cargo/config.toml`,
 //! which cargo reads only inside it), without etcd-client, kube or
-//! k8s-openapi in its tree.
+//! k8s-openapi in its tree; and with the `etcd` feature on, still without
+//! protoc.
 //!
 //! The build uses this workspace's lock file (the same versions, nothing
 //! to download) and a target directory of its own under `target/`.
@@ -99,4 +100,31 @@ fn the_example_adapter_builds_out_of_tree_without_protoc_kube_or_etcd() {
     );
     let (ok, text) = run(&["build", "--offline", "--quiet"]);
     assert!(ok, "the copied example does not build:\n{text}");
+
+    // With the etcd registry too: still no protoc (Sextant speaks etcd's
+    // API through its own client, not etcd-client's generated one).
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).expect("manifest");
+    let with_etcd = manifest.replace(
+        "default-features = false }",
+        "default-features = false, features = [\"etcd\"] }",
+    );
+    assert_ne!(
+        manifest, with_etcd,
+        "the sextant dependency line changed shape"
+    );
+    std::fs::write(krate.join("Cargo.toml"), with_etcd).expect("write manifest");
+    let (ok, text) = run(&["tree", "--offline", "-e", "normal", "--prefix", "none"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("sextant-etcd"), "{text}");
+    for absent in ["etcd-client", "prost-build", "protoc"] {
+        assert!(
+            !text.contains(absent),
+            "{absent} is in the tree with etcd:\n{text}"
+        );
+    }
+    let (ok, text) = run(&["build", "--offline", "--quiet"]);
+    assert!(
+        ok,
+        "with the etcd feature, the example does not build:\n{text}"
+    );
 }
