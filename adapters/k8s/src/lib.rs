@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod istio;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

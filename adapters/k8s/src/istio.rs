@@ -1,0 +1,217 @@
+//! Istio's VirtualService and DestinationRule (`networking.istio.io`) as
+//! Sextant's rules: pure conversion, no I/O.
+//!
+//! Sextant's rule model uses Istio's field names, so a spec mostly carries
+//! over as it is. What changes: short hostnames are expanded as Istio does
+//! (`reviews` in namespace `default` is `reviews.default.svc.CLUSTER_DOMAIN`,
+//! `reviews.other` is `reviews.other.svc.CLUSTER_DOMAIN`); and every field
+//! Sextant does not implement (`corsPolicy`, `tcp`, `tls`, `queryParams`,
+//! a route's own `headers`, `trafficPolicy.tls`, ...) is taken out and
+//! named in [`Converted::unsupported`], so the rest of the object is served
+//! and nothing is dropped in silence.
+//!
+//! Not yet wired to the API server: the adapter does not watch these kinds
+//! yet (see the README).
+
+use serde::Deserialize;
+use serde_json::Value;
+use sextant_core::rules::{HttpRoute, Subset, TrafficPolicy};
+use sextant_core::{DestinationPolicy, Hostname, RouteRule, Rule};
+
+use crate::convert::Mapping;
+
+/// A converted object and what of it Sextant does not serve.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Converted {
+    /// The rule; `None` when nothing of the object applies to the mesh (a
+    /// VirtualService bound only to gateways).
+    pub rule: Option<Rule>,
+    /// The fields taken out, by path (`spec.http[0].corsPolicy`).
+    pub unsupported: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct VirtualServiceSpec {
+    #[serde(default)]
+    hosts: Vec<Hostname>,
+    #[serde(default)]
+    http: Vec<HttpRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DestinationRuleSpec {
+    host: Hostname,
+    #[serde(default)]
+    traffic_policy: Option<TrafficPolicy>,
+    #[serde(default)]
+    subsets: Vec<Subset>,
+}
+
+/// Istio's host expansion: a name without dots is in the object's
+/// namespace; `name.namespace` is a service of that namespace; anything
+/// longer is taken as written.
+fn expand(mapping: &Mapping, namespace: &str, host: &str) -> String {
+    match host.split('.').collect::<Vec<_>>().as_slice() {
+        [name] => mapping.hostname(namespace, name).to_string(),
+        [name, ns] => mapping.hostname(ns, name).to_string(),
+        _ => host.to_owned(),
+    }
+}
+
+/// Removes the object at `path` (serde_path_to_error's form, `a.b[2].c`)
+/// plus `field` under it; false if the path does not lead anywhere.
+fn remove_field(root: &mut Value, path: &str, field: &str) -> bool {
+    let mut at = root;
+    for segment in path.split('.').filter(|s| !s.is_empty() && *s != "?") {
+        let (name, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !name.is_empty() {
+            let Some(next) = at.get_mut(name) else {
+                return false;
+            };
+            at = next;
+        }
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let Some(next) = index.parse::<usize>().ok().and_then(|i| at.get_mut(i)) else {
+                return false;
+            };
+            at = next;
+        }
+    }
+    at.as_object_mut()
+        .is_some_and(|m| m.remove(field).is_some())
+}
+
+/// Decodes `value` as `T`, taking out each field `T` does not know (at most
+/// 256) and naming it, prefixed with `prefix`.
+fn decode_leniently<T: serde::de::DeserializeOwned>(
+    mut value: Value,
+    prefix: &str,
+    unsupported: &mut Vec<String>,
+) -> Result<T, String> {
+    for _ in 0..256 {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let message = error.inner().to_string();
+        let path = error.path().to_string();
+        // The path of an unknown field ends at the field itself.
+        let field = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let Some(field) = field else {
+            return Err(format!("{prefix}.{path}: {message}"));
+        };
+        let parent = path
+            .strip_suffix(&field)
+            .map(|p| p.trim_end_matches('.'))
+            .unwrap_or(&path)
+            .to_owned();
+        if !remove_field(&mut value, &parent, &field) {
+            return Err(format!("{prefix}.{path}: {message}"));
+        }
+        let at = if parent.is_empty() || parent == "." {
+            format!("{prefix}.{field}")
+        } else {
+            format!("{prefix}.{parent}.{field}")
+        };
+        unsupported.push(at);
+    }
+    Err(format!("{prefix}: too many fields Sextant does not know"))
+}
+
+/// A VirtualService's spec as a route rule named after it.
+pub fn virtual_service(
+    mapping: &Mapping,
+    namespace: &str,
+    name: &str,
+    spec: &Value,
+) -> Result<Converted, String> {
+    let mut spec = spec.clone();
+    let mut unsupported = Vec::new();
+    let map = spec.as_object_mut().ok_or("spec is not an object")?;
+    // Bound to gateways only, it does not apply to the mesh at all.
+    if let Some(gateways) = map.remove("gateways") {
+        let names: Vec<&str> = gateways
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !names.contains(&"mesh") {
+            unsupported.push("spec.gateways (without mesh: the object is not served)".into());
+            return Ok(Converted {
+                rule: None,
+                unsupported,
+            });
+        }
+        if names.len() > 1 {
+            unsupported.push("spec.gateways (only mesh is served)".into());
+        }
+    }
+    if let Some(export) = map.remove("exportTo")
+        && export != Value::Array(vec![Value::from("*")])
+    {
+        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
+    }
+    let decoded: VirtualServiceSpec = decode_leniently(spec, "spec", &mut unsupported)?;
+    let mut rule = RouteRule {
+        hosts: decoded
+            .hosts
+            .iter()
+            .map(|h| Hostname::new(expand(mapping, namespace, h)))
+            .collect(),
+        http: decoded.http,
+    };
+    for route in &mut rule.http {
+        for d in route
+            .route
+            .iter_mut()
+            .map(|r| &mut r.destination)
+            .chain(route.mirror.as_mut())
+        {
+            d.host = Hostname::new(expand(mapping, namespace, &d.host));
+        }
+    }
+    Ok(Converted {
+        rule: Some(Rule::route(namespace, name, rule)),
+        unsupported,
+    })
+}
+
+/// A DestinationRule's spec as a destination policy named after it.
+pub fn destination_rule(
+    mapping: &Mapping,
+    namespace: &str,
+    name: &str,
+    spec: &Value,
+) -> Result<Converted, String> {
+    let mut spec = spec.clone();
+    let mut unsupported = Vec::new();
+    let map = spec.as_object_mut().ok_or("spec is not an object")?;
+    if let Some(export) = map.remove("exportTo")
+        && export != Value::Array(vec![Value::from("*")])
+    {
+        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
+    }
+    if map.remove("workloadSelector").is_some() {
+        unsupported.push("spec.workloadSelector (the policy applies to every proxy)".into());
+    }
+    let decoded: DestinationRuleSpec = decode_leniently(spec, "spec", &mut unsupported)?;
+    let policy = DestinationPolicy {
+        host: Hostname::new(expand(mapping, namespace, &decoded.host)),
+        traffic_policy: decoded.traffic_policy,
+        subsets: decoded.subsets,
+    };
+    Ok(Converted {
+        rule: Some(Rule::policy(namespace, name, policy)),
+        unsupported,
+    })
+}
+
+#[cfg(test)]
+mod tests;

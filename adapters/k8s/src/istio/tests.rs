@@ -1,0 +1,226 @@
+//! Istio's bookinfo rules (reviews v1/v2/v3, ratings faults) and a few
+//! objects with fields Sextant does not serve, converted.
+
+use super::*;
+use sextant_core::rules::{SimpleLb, StringMatch};
+use sextant_core::{RuleKind, RuleSpec};
+
+fn spec(yaml: &str) -> Value {
+    serde_yaml_ng::from_str(yaml).expect("yaml")
+}
+
+fn route_of(c: &Converted) -> &RouteRule {
+    match &c.rule.as_ref().expect("a rule").spec {
+        RuleSpec::Route(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+
+#[test]
+fn bookinfo_route_rules_convert_with_hosts_expanded() {
+    let m = Mapping::default();
+    // All traffic to v1.
+    let all_v1 = virtual_service(
+        &m,
+        "default",
+        "reviews",
+        &spec("hosts: [reviews]\nhttp:\n- route:\n  - destination: {host: reviews, subset: v1}\n"),
+    )
+    .expect("converts");
+    assert!(all_v1.unsupported.is_empty(), "{:?}", all_v1.unsupported);
+    let r = route_of(&all_v1);
+    assert_eq!(r.hosts, vec![Hostname::new(REVIEWS)]);
+    assert_eq!(r.http[0].route[0].destination.host.as_str(), REVIEWS);
+    assert_eq!(r.http[0].route[0].destination.subset.as_deref(), Some("v1"));
+    let rule = all_v1.rule.expect("rule");
+    assert_eq!(rule.key.kind, RuleKind::Route);
+    assert!(rule.validate().is_ok());
+
+    // 90/10 between v1 and v3... written 50/50 in the sample; weights carry over.
+    let split = virtual_service(
+        &m,
+        "default",
+        "reviews",
+        &spec(
+            "hosts: [reviews]\nhttp:\n- route:\n  - destination: {host: reviews, subset: v1}\n    weight: 90\n  - destination: {host: reviews, subset: v3}\n    weight: 10\n",
+        ),
+    )
+    .expect("converts");
+    let weights: Vec<Option<u32>> = route_of(&split).http[0]
+        .route
+        .iter()
+        .map(|d| d.weight)
+        .collect();
+    assert_eq!(weights, [Some(90), Some(10)]);
+
+    // end-user: jason to v2, everyone else to v1.
+    let jason = virtual_service(
+        &m,
+        "default",
+        "reviews",
+        &spec(
+            "hosts: [reviews]\nhttp:\n- match:\n  - headers:\n      end-user: {exact: jason}\n  route:\n  - destination: {host: reviews, subset: v2}\n- route:\n  - destination: {host: reviews, subset: v1}\n",
+        ),
+    )
+    .expect("converts");
+    let r = route_of(&jason);
+    assert_eq!(
+        r.http[0].matches[0].headers["end-user"].0,
+        Some(StringMatch::Exact("jason".into()))
+    );
+    assert_eq!(r.http[1].route[0].destination.subset.as_deref(), Some("v1"));
+}
+
+#[test]
+fn bookinfo_faults_and_retries_convert() {
+    let m = Mapping::default();
+    let delay = virtual_service(
+        &m,
+        "default",
+        "ratings",
+        &spec(
+            "hosts: [ratings]\nhttp:\n- match:\n  - headers:\n      end-user: {exact: jason}\n  fault:\n    delay:\n      percentage: {value: 100.0}\n      fixedDelay: 7s\n  route:\n  - destination: {host: ratings, subset: v1}\n- route:\n  - destination: {host: ratings, subset: v1}\n",
+        ),
+    )
+    .expect("converts");
+    let r = route_of(&delay);
+    let d = r.http[0]
+        .fault
+        .as_ref()
+        .and_then(|f| f.delay.as_ref())
+        .expect("delay");
+    assert_eq!(d.fixed_delay.0, std::time::Duration::from_secs(7));
+    let abort = virtual_service(
+        &m,
+        "default",
+        "ratings",
+        &spec(
+            "hosts: [ratings]\nhttp:\n- fault:\n    abort:\n      percentage: {value: 100.0}\n      httpStatus: 500\n  route:\n  - destination: {host: ratings, subset: v1}\n  retries: {attempts: 3, perTryTimeout: 2s}\n  timeout: 10s\n",
+        ),
+    )
+    .expect("converts");
+    let r = route_of(&abort);
+    assert_eq!(
+        r.http[0]
+            .fault
+            .as_ref()
+            .and_then(|f| f.abort.as_ref())
+            .and_then(|a| a.http_status),
+        Some(500)
+    );
+    assert_eq!(r.http[0].retries.as_ref().map(|x| x.attempts), Some(3));
+    assert!(abort.rule.expect("rule").validate().is_ok());
+}
+
+#[test]
+fn bookinfo_destination_rule_converts() {
+    let m = Mapping::default();
+    let c = destination_rule(
+        &m,
+        "default",
+        "reviews",
+        &spec(
+            "host: reviews\ntrafficPolicy:\n  loadBalancer: {simple: RANDOM}\nsubsets:\n- name: v1\n  labels: {version: v1}\n- name: v2\n  labels: {version: v2}\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n- name: v3\n  labels: {version: v3}\n",
+        ),
+    )
+    .expect("converts");
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+    let rule = c.rule.expect("rule");
+    let p = rule.as_policy().expect("policy");
+    assert_eq!(p.host.as_str(), REVIEWS);
+    assert_eq!(p.subsets.len(), 3);
+    assert_eq!(
+        p.traffic_policy
+            .as_ref()
+            .and_then(|t| t.load_balancer.as_ref())
+            .and_then(|l| l.simple),
+        Some(SimpleLb::Random)
+    );
+}
+
+#[test]
+fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
+    let m = Mapping::default();
+    let c = virtual_service(
+        &m,
+        "shop",
+        "cart",
+        &spec(
+            "hosts: [cart, cart.other, cart.example.com]\nexportTo: [.]\ngateways: [mesh, edge]\n\
+             tcp: [{route: [{destination: {host: cart}}]}]\n\
+             http:\n- match:\n  - queryParams: {debug: {exact: '1'}}\n    uri: {prefix: /api}\n  corsPolicy: {allowOrigins: [{exact: '*'}]}\n  \
+               route:\n  - destination: {host: cart}\n    headers: {request: {set: {x: y}}}\n",
+        ),
+    )
+    .expect("converts");
+    let mut got = c.unsupported.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "spec.exportTo (every proxy sees the rule)",
+            "spec.gateways (only mesh is served)",
+            "spec.http[0].corsPolicy",
+            "spec.http[0].match[0].queryParams",
+            "spec.http[0].route[0].headers",
+            "spec.tcp",
+        ]
+    );
+    let r = route_of(&c);
+    let hosts: Vec<&str> = r.hosts.iter().map(|h| h.as_str()).collect();
+    assert_eq!(
+        hosts,
+        [
+            "cart.shop.svc.cluster.local",
+            "cart.other.svc.cluster.local",
+            "cart.example.com"
+        ]
+    );
+    assert_eq!(
+        r.http[0].matches[0].uri,
+        Some(StringMatch::Prefix("/api".into()))
+    );
+
+    // Only for gateways: nothing of it applies to sidecars.
+    let edge = virtual_service(
+        &m,
+        "shop",
+        "edge",
+        &spec("hosts: [cart]\ngateways: [edge]\nhttp: []\n"),
+    )
+    .expect("converts");
+    assert!(edge.rule.is_none());
+
+    let dr = destination_rule(
+        &m,
+        "shop",
+        "cart",
+        &spec("host: cart\ntrafficPolicy:\n  tls: {mode: ISTIO_MUTUAL}\n  loadBalancer: {simple: LEAST_REQUEST, localityLbSetting: {enabled: true}}\n"),
+    )
+    .expect("converts");
+    let mut got = dr.unsupported.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "spec.trafficPolicy.loadBalancer.localityLbSetting",
+            "spec.trafficPolicy.tls"
+        ]
+    );
+    assert!(dr.rule.expect("rule").as_policy().is_some());
+}
+
+#[test]
+fn a_malformed_spec_is_an_error_that_says_where() {
+    let m = Mapping::default();
+    let e = virtual_service(
+        &m,
+        "shop",
+        "bad",
+        &spec("hosts: [cart]\nhttp: [{timeout: 5}]\n"),
+    )
+    .expect_err("a number is not a duration");
+    assert!(e.starts_with("spec.http[0].timeout"), "{e}");
+}
