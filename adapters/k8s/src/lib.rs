@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod gateway;
 pub mod istio;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -1,0 +1,382 @@
+//! Gateway API routes in the mesh (GAMMA: `parentRefs` naming a Service)
+//! as Sextant's route rules: pure conversion, no I/O.
+//!
+//! An HTTPRoute (or GRPCRoute) whose parent is Service `reviews` routes the
+//! requests sent to `reviews`: its rules become the route rule of
+//! `reviews.NAMESPACE.svc.CLUSTER_DOMAIN`, in order. Weights of backendRefs
+//! are relative in the Gateway API and percentages in Sextant: they are
+//! scaled to sum to 100 (largest remainder, so 1:2 becomes 33/67). A
+//! GRPCRoute's method match becomes a path match (`/SERVICE/METHOD`).
+//! What Sextant does not serve (query parameter matches, parents that are
+//! not Services, filters it lacks) is named in `unsupported`.
+//!
+//! Not yet wired to the API server (see the README).
+
+use serde::Deserialize;
+use serde_json::Value;
+use sextant_core::rules::{
+    Destination, HeaderCondition, HeaderOperations, Headers, HttpMatch, HttpRoute, PortSelector,
+    Redirect, Rewrite, RouteDestination, StringMatch,
+};
+use sextant_core::{Hostname, RouteRule, Rule};
+
+use crate::convert::Mapping;
+use crate::istio::Converted;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteSpec {
+    #[serde(default)]
+    parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    rules: Vec<RouteRuleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ParentRef {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    port: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteRuleSpec {
+    #[serde(default)]
+    matches: Vec<Value>,
+    #[serde(default)]
+    filters: Vec<Value>,
+    #[serde(default)]
+    backend_refs: Vec<BackendRef>,
+    #[serde(default)]
+    timeouts: Option<Timeouts>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BackendRef {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    port: Option<u32>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Timeouts {
+    #[serde(default)]
+    request: Option<String>,
+}
+
+/// Which of the two route kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// `HTTPRoute`.
+    Http,
+    /// `GRPCRoute`.
+    Grpc,
+}
+
+/// Relative weights as percentages summing to 100 (largest remainder);
+/// `None` for all when every weight is absent.
+fn percentages(weights: &[Option<u32>]) -> Vec<Option<u32>> {
+    if weights.iter().all(Option::is_none) {
+        return weights.to_vec();
+    }
+    let w: Vec<u64> = weights.iter().map(|w| u64::from(w.unwrap_or(1))).collect();
+    let total: u64 = w.iter().sum();
+    if total == 0 {
+        return vec![Some(0); w.len()];
+    }
+    let mut shares: Vec<(usize, u64, u64)> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (i, x * 100 / total, x * 100 % total))
+        .collect();
+    let mut left = 100 - shares.iter().map(|s| s.1).sum::<u64>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|&a, &b| shares[b].2.cmp(&shares[a].2).then(a.cmp(&b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        if w[i] > 0 {
+            shares[i].1 += 1;
+            left -= 1;
+        }
+    }
+    shares.iter().map(|s| u32::try_from(s.1).ok()).collect()
+}
+
+fn string_match(kind: Option<&str>, value: &str, exact_default: bool) -> Option<StringMatch> {
+    match kind {
+        Some("Exact") => Some(StringMatch::Exact(value.to_owned())),
+        Some("PathPrefix") => Some(StringMatch::Prefix(value.to_owned())),
+        Some("RegularExpression") => Some(StringMatch::Regex(value.to_owned())),
+        None if exact_default => Some(StringMatch::Exact(value.to_owned())),
+        None => Some(StringMatch::Prefix(value.to_owned())),
+        Some(_) => None,
+    }
+}
+
+fn convert_match(kind: RouteKind, m: &Value, at: &str, unsupported: &mut Vec<String>) -> HttpMatch {
+    let mut out = HttpMatch::default();
+    if let Some(obj) = m.as_object() {
+        for key in obj.keys() {
+            let known = match kind {
+                RouteKind::Http => ["path", "headers", "method"].contains(&key.as_str()),
+                RouteKind::Grpc => ["method", "headers"].contains(&key.as_str()),
+            };
+            if !known {
+                unsupported.push(format!("{at}.{key}"));
+            }
+        }
+    }
+    match kind {
+        RouteKind::Http => {
+            if let Some(p) = m.get("path") {
+                let value = p.get("value").and_then(Value::as_str).unwrap_or("/");
+                out.uri = string_match(p.get("type").and_then(Value::as_str), value, false);
+            }
+            if let Some(method) = m.get("method").and_then(Value::as_str) {
+                out.method = Some(StringMatch::Exact(method.to_owned()));
+            }
+        }
+        RouteKind::Grpc => {
+            if let Some(method) = m.get("method") {
+                let service = method.get("service").and_then(Value::as_str);
+                let name = method.get("method").and_then(Value::as_str);
+                out.uri = match (service, name) {
+                    (Some(s), Some(n)) => Some(StringMatch::Exact(format!("/{s}/{n}"))),
+                    (Some(s), None) => Some(StringMatch::Prefix(format!("/{s}/"))),
+                    (None, Some(n)) => Some(StringMatch::Regex(format!("/[^/]+/{n}"))),
+                    (None, None) => None,
+                };
+            }
+        }
+    }
+    for h in m
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(value)) = (
+            h.get("name").and_then(Value::as_str),
+            h.get("value").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let cond = string_match(h.get("type").and_then(Value::as_str), value, true);
+        out.headers
+            .insert(name.to_ascii_lowercase(), HeaderCondition(cond));
+    }
+    out
+}
+
+fn header_ops(v: &Value) -> HeaderOperations {
+    let pairs = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| {
+                Some((
+                    h.get("name")?.as_str()?.to_ascii_lowercase(),
+                    h.get("value")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    };
+    HeaderOperations {
+        set: pairs("set"),
+        add: pairs("add"),
+        remove: v
+            .get("remove")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_ascii_lowercase))
+            .collect(),
+    }
+}
+
+/// An HTTPRoute's or GRPCRoute's spec as the route rule of each Service
+/// parent it names (one rule, bound to them all).
+pub fn route(
+    mapping: &Mapping,
+    kind: RouteKind,
+    namespace: &str,
+    name: &str,
+    spec: &Value,
+) -> Result<Converted, String> {
+    let spec: RouteSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+    let mut unsupported = Vec::new();
+    let mut hosts = Vec::new();
+    for (i, p) in spec.parent_refs.iter().enumerate() {
+        let is_service = p.kind.as_deref() == Some("Service")
+            && p.group
+                .as_deref()
+                .is_none_or(|g| g.is_empty() || g == "core");
+        if !is_service {
+            unsupported.push(format!(
+                "spec.parentRefs[{i}] ({} {}: only Service parents are served)",
+                p.kind.as_deref().unwrap_or("Gateway"),
+                p.name
+            ));
+            continue;
+        }
+        if p.port.is_some() {
+            unsupported.push(format!(
+                "spec.parentRefs[{i}].port (the route applies to every port)"
+            ));
+        }
+        hosts.push(mapping.hostname(p.namespace.as_deref().unwrap_or(namespace), &p.name));
+    }
+    if hosts.is_empty() {
+        return Ok(Converted {
+            rule: None,
+            unsupported,
+        });
+    }
+    let mut http = Vec::new();
+    for (i, r) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        let mut route = HttpRoute {
+            matches: r
+                .matches
+                .iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    convert_match(kind, m, &format!("{at}.matches[{j}]"), &mut unsupported)
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let weights = percentages(&r.backend_refs.iter().map(|b| b.weight).collect::<Vec<_>>());
+        for (j, (b, weight)) in r.backend_refs.iter().zip(weights).enumerate() {
+            if b.kind.as_deref().is_some_and(|k| k != "Service") {
+                unsupported.push(format!("{at}.backendRefs[{j}] (kind {:?})", b.kind));
+                continue;
+            }
+            route.route.push(RouteDestination {
+                destination: Destination {
+                    host: mapping.hostname(b.namespace.as_deref().unwrap_or(namespace), &b.name),
+                    subset: None,
+                    port: b.port.map(|number| PortSelector { number }),
+                },
+                weight,
+            });
+        }
+        for (j, f) in r.filters.iter().enumerate() {
+            let fat = format!("{at}.filters[{j}]");
+            match f.get("type").and_then(Value::as_str) {
+                Some("RequestHeaderModifier") => {
+                    let ops = header_ops(f.get("requestHeaderModifier").unwrap_or(&Value::Null));
+                    route.headers.get_or_insert_with(Headers::default).request = Some(ops);
+                }
+                Some("ResponseHeaderModifier") => {
+                    let ops = header_ops(f.get("responseHeaderModifier").unwrap_or(&Value::Null));
+                    route.headers.get_or_insert_with(Headers::default).response = Some(ops);
+                }
+                Some("RequestMirror") => {
+                    let b = f.get("requestMirror").and_then(|m| m.get("backendRef"));
+                    match b.and_then(|b| b.get("name")).and_then(Value::as_str) {
+                        Some(n) => {
+                            let ns = b.and_then(|b| b.get("namespace")).and_then(Value::as_str);
+                            route.mirror = Some(Destination::host(
+                                mapping.hostname(ns.unwrap_or(namespace), n),
+                            ));
+                        }
+                        None => unsupported.push(format!("{fat} (a mirror without a backendRef)")),
+                    }
+                }
+                Some("URLRewrite") => {
+                    let u = f.get("urlRewrite").unwrap_or(&Value::Null);
+                    let path = u.get("path");
+                    let prefix = path
+                        .filter(|p| {
+                            p.get("type").and_then(Value::as_str) == Some("ReplacePrefixMatch")
+                        })
+                        .and_then(|p| p.get("replacePrefixMatch"))
+                        .and_then(Value::as_str);
+                    if path.is_some() && prefix.is_none() {
+                        unsupported
+                            .push(format!("{fat}.urlRewrite.path (only ReplacePrefixMatch)"));
+                    }
+                    route.rewrite = Some(Rewrite {
+                        uri: prefix.map(str::to_owned),
+                        authority: u.get("hostname").and_then(Value::as_str).map(str::to_owned),
+                    });
+                }
+                Some("RequestRedirect") => {
+                    let rr = f.get("requestRedirect").unwrap_or(&Value::Null);
+                    for key in ["scheme", "port"] {
+                        if rr.get(key).is_some() {
+                            unsupported.push(format!("{fat}.requestRedirect.{key}"));
+                        }
+                    }
+                    route.redirect = Some(Redirect {
+                        uri: rr
+                            .get("path")
+                            .and_then(|p| p.get("replaceFullPath"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        authority: rr
+                            .get("hostname")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        redirect_code: rr
+                            .get("statusCode")
+                            .and_then(Value::as_u64)
+                            .and_then(|c| u32::try_from(c).ok())
+                            .or(Some(302)),
+                    });
+                    route.route.clear();
+                }
+                other => unsupported.push(format!("{fat} (type {other:?})")),
+            }
+        }
+        if let Some(t) = r.timeouts.as_ref().and_then(|t| t.request.as_deref()) {
+            match t.parse() {
+                Ok(d) => route.timeout = Some(d),
+                Err(e) => unsupported.push(format!("{at}.timeouts.request ({e})")),
+            }
+        }
+        if route.route.is_empty() && route.redirect.is_none() {
+            // No backends: Gateway API answers such requests with 500;
+            // Sextant leaves the rule out rather than route them elsewhere.
+            unsupported.push(format!("{at} (no Service backend: left out)"));
+            continue;
+        }
+        http.push(route);
+    }
+    Ok(Converted {
+        rule: Some(Rule::route(
+            namespace,
+            format!(
+                "{}/{name}",
+                match kind {
+                    RouteKind::Http => "httproute",
+                    RouteKind::Grpc => "grpcroute",
+                }
+            ),
+            RouteRule { hosts, http },
+        )),
+        unsupported,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! GAMMA-shaped routes (a Service as the parent) converted.
+
+use super::*;
+use sextant_core::RuleSpec;
+
+fn spec(yaml: &str) -> Value {
+    serde_yaml_ng::from_str(yaml).expect("yaml")
+}
+
+fn rule_of(c: &Converted) -> &RouteRule {
+    match &c.rule.as_ref().expect("a rule").spec {
+        RuleSpec::Route(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn relative_weights_become_percentages() {
+    for (given, want) in [
+        (vec![Some(1), Some(2)], vec![Some(33), Some(67)]),
+        (vec![Some(90), Some(10)], vec![Some(90), Some(10)]),
+        (
+            vec![Some(1), Some(1), Some(1)],
+            vec![Some(34), Some(33), Some(33)],
+        ),
+        (vec![Some(0), Some(5)], vec![Some(0), Some(100)]),
+        (vec![None, None], vec![None, None]),
+        (vec![Some(3), None], vec![Some(75), Some(25)]),
+    ] {
+        assert_eq!(percentages(&given), want, "{given:?}");
+    }
+}
+
+#[test]
+fn an_httproute_on_a_service_becomes_its_route_rule() {
+    let m = Mapping::default();
+    let c = route(
+        &m,
+        RouteKind::Http,
+        "default",
+        "reviews",
+        &spec(
+            "parentRefs:\n- {group: '', kind: Service, name: reviews, port: 9080}\n\
+             rules:\n\
+             - matches:\n  - headers: [{name: End-User, value: jason}]\n    queryParams: [{name: debug, value: '1'}]\n  \
+               backendRefs: [{name: reviews-v2, port: 9080}]\n\
+             - matches:\n  - path: {type: PathPrefix, value: /api}\n  \
+               filters:\n  - type: RequestHeaderModifier\n    requestHeaderModifier: {set: [{name: X-Env, value: canary}], remove: [x-debug]}\n  \
+                 - type: URLRewrite\n    urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}\n  \
+                 - type: RequestMirror\n    requestMirror: {backendRef: {name: shadow, port: 9080}}\n  \
+               backendRefs: [{name: reviews-v1, port: 9080, weight: 1}, {name: reviews-v2, port: 9080, weight: 2}]\n  \
+               timeouts: {request: 2s}\n\
+             - backendRefs: [{name: reviews-v1, port: 9080}]\n",
+        ),
+    )
+    .expect("converts");
+    let mut got = c.unsupported.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "spec.parentRefs[0].port (the route applies to every port)",
+            "spec.rules[0].matches[0].queryParams",
+        ]
+    );
+    let r = rule_of(&c);
+    assert_eq!(
+        r.hosts,
+        vec![Hostname::new("reviews.default.svc.cluster.local")]
+    );
+    assert_eq!(r.http.len(), 3);
+    assert_eq!(
+        r.http[0].matches[0].headers["end-user"].0,
+        Some(StringMatch::Exact("jason".into()))
+    );
+    assert_eq!(
+        r.http[0].route[0].destination.host.as_str(),
+        "reviews-v2.default.svc.cluster.local"
+    );
+    let second = &r.http[1];
+    assert_eq!(
+        second.matches[0].uri,
+        Some(StringMatch::Prefix("/api".into()))
+    );
+    let weights: Vec<Option<u32>> = second.route.iter().map(|d| d.weight).collect();
+    assert_eq!(weights, [Some(33), Some(67)]);
+    assert_eq!(
+        second.rewrite.as_ref().and_then(|w| w.uri.as_deref()),
+        Some("/v2")
+    );
+    assert_eq!(
+        second.mirror.as_ref().map(|d| d.host.as_str()),
+        Some("shadow.default.svc.cluster.local")
+    );
+    let request = second
+        .headers
+        .as_ref()
+        .and_then(|h| h.request.as_ref())
+        .expect("headers");
+    assert_eq!(request.set["x-env"], "canary");
+    assert_eq!(second.timeout.map(|t| t.0.as_secs()), Some(2));
+    let rule = c.rule.expect("rule");
+    assert!(rule.validate().is_ok(), "{:?}", rule.validate());
+    assert_eq!(rule.key.name, "httproute/reviews");
+}
+
+#[test]
+fn a_grpcroute_method_match_is_a_path_match() {
+    let m = Mapping::default();
+    let c = route(
+        &m,
+        RouteKind::Grpc,
+        "shop",
+        "echo",
+        &spec(
+            "parentRefs: [{kind: Service, name: echo}]\n\
+             rules:\n\
+             - matches: [{method: {service: sextant.test.Echo, method: Say}}]\n  backendRefs: [{name: echo-v2, port: 50051}]\n\
+             - matches: [{method: {service: sextant.test.Echo}}]\n  backendRefs: [{name: echo-v1, port: 50051}]\n",
+        ),
+    )
+    .expect("converts");
+    let r = rule_of(&c);
+    assert_eq!(
+        r.http[0].matches[0].uri,
+        Some(StringMatch::Exact("/sextant.test.Echo/Say".into()))
+    );
+    assert_eq!(
+        r.http[1].matches[0].uri,
+        Some(StringMatch::Prefix("/sextant.test.Echo/".into()))
+    );
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+}
+
+#[test]
+fn routes_on_gateways_are_not_the_meshs() {
+    let m = Mapping::default();
+    let c = route(
+        &m,
+        RouteKind::Http,
+        "shop",
+        "edge",
+        &spec("parentRefs: [{name: public-gateway}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n"),
+    )
+    .expect("converts");
+    assert!(c.rule.is_none());
+    assert_eq!(c.unsupported.len(), 1, "{:?}", c.unsupported);
+}
