@@ -18,7 +18,7 @@ use sextant_core::rules::{
     Destination, HeaderCondition, HeaderOperations, Headers, HttpMatch, HttpRoute, PortSelector,
     Redirect, Rewrite, RouteDestination, StringMatch,
 };
-use sextant_core::{Hostname, RouteRule, Rule};
+use sextant_core::{RouteRule, Rule};
 
 use crate::convert::Mapping;
 use crate::istio::Converted;

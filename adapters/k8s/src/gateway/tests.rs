@@ -1,7 +1,7 @@
 //! GAMMA-shaped routes (a Service as the parent) converted.
 
 use super::*;
-use sextant_core::RuleSpec;
+use sextant_core::{Hostname, RuleSpec};
 
 fn spec(yaml: &str) -> Value {
     serde_yaml_ng::from_str(yaml).expect("yaml")
