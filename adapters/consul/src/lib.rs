@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+pub mod entries;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -88,35 +88,18 @@ pub enum RouteKind {
     Grpc,
 }
 
-/// Relative weights as percentages summing to 100 (largest remainder);
-/// `None` for all when every weight is absent.
+/// Relative weights as percentages summing to 100; `None` for all when
+/// every weight is absent (an absent one among others counts as 1, the
+/// Gateway API's default).
 fn percentages(weights: &[Option<u32>]) -> Vec<Option<u32>> {
     if weights.iter().all(Option::is_none) {
         return weights.to_vec();
     }
-    let w: Vec<u64> = weights.iter().map(|w| u64::from(w.unwrap_or(1))).collect();
-    let total: u64 = w.iter().sum();
-    if total == 0 {
-        return vec![Some(0); w.len()];
-    }
-    let mut shares: Vec<(usize, u64, u64)> = w
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (i, x * 100 / total, x * 100 % total))
-        .collect();
-    let mut left = 100 - shares.iter().map(|s| s.1).sum::<u64>();
-    let mut order: Vec<usize> = (0..shares.len()).collect();
-    order.sort_by(|&a, &b| shares[b].2.cmp(&shares[a].2).then(a.cmp(&b)));
-    for i in order {
-        if left == 0 {
-            break;
-        }
-        if w[i] > 0 {
-            shares[i].1 += 1;
-            left -= 1;
-        }
-    }
-    shares.iter().map(|s| u32::try_from(s.1).ok()).collect()
+    let shares: Vec<u64> = weights.iter().map(|w| u64::from(w.unwrap_or(1))).collect();
+    sextant_core::rules::percentages(&shares)
+        .into_iter()
+        .map(Some)
+        .collect()
 }
 
 fn string_match(kind: Option<&str>, value: &str, exact_default: bool) -> Option<StringMatch> {

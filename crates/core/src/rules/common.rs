@@ -185,6 +185,35 @@ impl<'de> Deserialize<'de> for HeaderCondition {
     }
 }
 
+/// Relative shares as whole percentages summing to 100, by the largest
+/// remainder (1:2 is 33/67): what platforms with relative or fractional
+/// weights (Gateway API, Consul) become in a route. All zero stays zero.
+pub fn percentages(shares: &[u64]) -> Vec<u32> {
+    let total: u64 = shares.iter().sum();
+    if total == 0 {
+        return vec![0; shares.len()];
+    }
+    let mut out: Vec<(u64, u64)> = shares
+        .iter()
+        .map(|&s| (s * 100 / total, s * 100 % total))
+        .collect();
+    let mut left = 100 - out.iter().map(|s| s.0).sum::<u64>();
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_by(|&a, &b| out[b].1.cmp(&out[a].1).then(a.cmp(&b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        if shares[i] > 0 {
+            out[i].0 += 1;
+            left -= 1;
+        }
+    }
+    out.iter()
+        .map(|s| u32::try_from(s.0).unwrap_or(100))
+        .collect()
+}
+
 /// A port by number, written `{number: 9080}` as Istio does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -33,7 +33,7 @@ pub mod route;
 
 pub use analyze::{Warning, analyze};
 pub use check::{RuleProblem, RuleProblems};
-pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch};
+pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch, percentages};
 pub use policy::{
     ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie, HttpPool,
     LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool, TrafficPolicy,
