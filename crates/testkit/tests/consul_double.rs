@@ -45,4 +45,18 @@ async fn py_consul_registers_queries_and_blocks_against_the_double() {
     assert!(waited >= 1.0, "returned before its wait: {waited}");
     assert_eq!(v["timeout_same_index"], true);
     assert_eq!(v["services_after_deregister"], serde_json::json!({}));
+    assert_eq!(v["config_set"], true);
+    assert_eq!(
+        v["config_get"],
+        serde_json::json!({
+            "Kind": "service-splitter", "Name": "web",
+            "Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}]
+        })
+    );
+    assert_eq!(v["config_indexes"], true);
+    assert_eq!(v["config_cas_stale"], false, "a stale cas does not write");
+    assert_eq!(v["config_cas_current"], true);
+    assert_eq!(v["config_list"], serde_json::json!(["web"]));
+    assert_eq!(v["config_delete"], true);
+    assert_eq!(v["config_list_after"], serde_json::json!([]));
 }

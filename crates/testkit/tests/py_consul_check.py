@@ -44,6 +44,19 @@ def main():
 
     c.agent.service.deregister("web-1")
     out["services_after_deregister"] = c.catalog.services()[1]
+
+    # Config entries: written, read one and as a list, replaced with cas,
+    # deleted.
+    splits = {"Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "ServiceSubset": "v2"}]}
+    out["config_set"] = c.config.set("service-splitter", "web", splits)
+    entry = c.config.get("service-splitter", "web")
+    out["config_get"] = {k: entry[k] for k in ("Kind", "Name", "Splits")}
+    out["config_indexes"] = entry["CreateIndex"] > 0 and entry["ModifyIndex"] >= entry["CreateIndex"]
+    out["config_cas_stale"] = c.config.set("service-splitter", "web", splits, cas=entry["ModifyIndex"] + 100)
+    out["config_cas_current"] = c.config.set("service-splitter", "web", splits, cas=entry["ModifyIndex"])
+    out["config_list"] = [e["Name"] for e in c.config.list("service-splitter")]
+    out["config_delete"] = c.config.delete("service-splitter", "web")
+    out["config_list_after"] = c.config.list("service-splitter")
     print(json.dumps(out))
 
 

@@ -8,7 +8,9 @@
 //! `PUT /v1/agent/check/update/ID`, `PUT /v1/catalog/register`,
 //! `PUT /v1/catalog/deregister`, `GET /v1/catalog/services`,
 //! `GET /v1/catalog/service/NAME`, `GET /v1/health/service/NAME` (`passing`),
-//! `GET /v1/status/leader`, `GET /v1/agent/self`.
+//! `GET /v1/status/leader`, `GET /v1/agent/self`; config entries:
+//! `PUT /v1/config`, `GET /v1/config/KIND`, `GET` and `DELETE
+//! /v1/config/KIND/NAME`.
 //!
 //! Semantics kept: `index` and `wait` on every GET above (Consul adds up to
 //! wait/16 of jitter), `X-Consul-Index` (the catalog's index for
@@ -35,9 +37,11 @@ use tokio::sync::watch;
 
 mod blocking;
 mod catalog;
+mod config;
 mod handlers;
 
 use blocking::*;
+use config::*;
 use handlers::*;
 
 const AGENT_NODE: &str = "double-node";
@@ -88,6 +92,8 @@ struct Catalog {
     by_name: BTreeMap<String, BTreeSet<(String, String)>>,
     /// Checks by (node, service id or "" for node checks, check id).
     checks: BTreeMap<(String, String, String), Check>,
+    /// Config entries (service-router, service-splitter, ...).
+    config: ConfigEntries,
 }
 
 /// What the double is told to do besides serving.
@@ -198,6 +204,12 @@ impl ConsulDouble {
             .route("/v1/catalog/services", get(catalog_services))
             .route("/v1/catalog/service/{name}", get(catalog_service))
             .route("/v1/health/service/{name}", get(health_service))
+            .route("/v1/config", put(config_set))
+            .route("/v1/config/{kind}", get(config_list))
+            .route(
+                "/v1/config/{kind}/{name}",
+                get(config_get).delete(config_delete),
+            )
             .route(
                 "/v1/status/leader",
                 get(|| async { axum::Json("127.0.0.1:8300") }),
@@ -276,6 +288,20 @@ impl ConsulDouble {
     /// Deregisters an instance.
     pub fn deregister(&self, node: &str, service_id: &str) {
         lock(&self.shared.catalog).deregister(node, service_id);
+        self.wake();
+    }
+
+    /// Writes a config entry (its `Kind` and `Name` say which), as
+    /// `PUT /v1/config` does.
+    pub fn set_config_entry(&self, entry: Value) {
+        let done = lock(&self.shared.catalog).set_config(entry, None);
+        assert_eq!(done, Ok(true), "config entry written");
+        self.wake();
+    }
+
+    /// Deletes a config entry.
+    pub fn delete_config_entry(&self, kind: &str, name: &str) {
+        lock(&self.shared.catalog).delete_config(kind, name);
         self.wake();
     }
 
