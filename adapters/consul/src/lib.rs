@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
-use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Service};
+use sextant_core::{
+    Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream, Service,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -109,6 +111,145 @@ impl Registry for ConsulRegistry {
             let config = config.clone();
             async move { session(&config, &tx).await }
         })
+    }
+}
+
+/// Rules from Consul's L7 config entries: `service-router`,
+/// `service-splitter` and `service-resolver`, each kind followed with a
+/// blocking query on `/v1/config/KIND` (the same index rules as the
+/// catalog). Whenever one changes, every service's rules are converted
+/// again ([`entries::convert`]) and sent whole: a `Reset`, then what could
+/// not be served, each as a problem naming the entry.
+impl RuleSource for ConsulRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch_rules(&self) -> RuleStream {
+        let config = self.config.clone();
+        resilient_task(self.config.backoff.clone(), move |tx: EventSender<Rule>| {
+            let config = config.clone();
+            async move { rules_session(&config, &tx).await }
+        })
+    }
+}
+
+/// Rules, and the problems to report with them (object, reason).
+type RulesRead = (Vec<Rule>, Vec<(String, String)>);
+
+/// The config entry kinds read as rules.
+const RULE_KINDS: [&str; 3] = ["service-router", "service-splitter", "service-resolver"];
+
+/// Every service's rules from the entries of each kind (in
+/// [`RULE_KINDS`] order), and the problems: entries that do not decode,
+/// and what of them cannot be served.
+fn rules_from(mapping: &convert::Mapping, kinds: &[Vec<serde_json::Value>; 3]) -> RulesRead {
+    fn by_name<T: serde::de::DeserializeOwned>(
+        kind: &str,
+        list: &[serde_json::Value],
+        problems: &mut Vec<(String, String)>,
+    ) -> BTreeMap<String, T> {
+        let mut out = BTreeMap::new();
+        for v in list {
+            let name = v
+                .get("Name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            match serde_json::from_value::<T>(v.clone()) {
+                Ok(t) => {
+                    out.insert(name.to_owned(), t);
+                }
+                Err(e) => problems.push((format!("{kind} {name}"), e.to_string())),
+            }
+        }
+        out
+    }
+    let mut problems = Vec::new();
+    let routers: BTreeMap<String, entries::Router> =
+        by_name(RULE_KINDS[0], &kinds[0], &mut problems);
+    let splitters: BTreeMap<String, entries::Splitter> =
+        by_name(RULE_KINDS[1], &kinds[1], &mut problems);
+    let resolvers: BTreeMap<String, entries::Resolver> =
+        by_name(RULE_KINDS[2], &kinds[2], &mut problems);
+    let names: BTreeSet<&String> = routers
+        .keys()
+        .chain(splitters.keys())
+        .chain(resolvers.keys())
+        .collect();
+    let mut rules = Vec::new();
+    for name in names {
+        match entries::convert(
+            mapping,
+            name,
+            routers.get(name),
+            splitters.get(name),
+            resolvers.get(name),
+        ) {
+            Ok(c) => {
+                rules.extend(c.route);
+                rules.extend(c.policy);
+                problems.extend(c.unsupported.into_iter().map(|u| {
+                    let object = u.split(':').next().unwrap_or(&u).to_owned();
+                    (object, format!("not served: {u}"))
+                }));
+            }
+            Err(e) => problems.push((format!("config entries of {name}"), e)),
+        }
+    }
+    (rules, problems)
+}
+
+/// One connection of the rules stream: read every kind, then follow each
+/// with blocking queries; any change sends the whole set again.
+async fn rules_session(config: &ConsulConfig, tx: &EventSender<Rule>) -> Result<(), Error> {
+    let api = Api::new(config)?;
+    let mut kinds: [Vec<serde_json::Value>; 3] = Default::default();
+    let mut indexes = [0u64; 3];
+    for (i, kind) in RULE_KINDS.iter().enumerate() {
+        let (list, index) = api.get(&["v1", "config", kind], 0).await?;
+        kinds[i] = list;
+        indexes[i] = next_index(0, index);
+    }
+    let mut last: Option<RulesRead> = None;
+    loop {
+        let now = rules_from(&config.mapping, &kinds);
+        if last.as_ref() != Some(&now) {
+            info!(
+                rules = now.0.len(),
+                problems = now.1.len(),
+                "consul config entries read"
+            );
+            if tx.reset(now.0.clone()).await.is_err() {
+                return Ok(());
+            }
+            for (object, reason) in &now.1 {
+                if tx.invalid(object.clone(), reason.clone()).await.is_err() {
+                    return Ok(());
+                }
+            }
+            last = Some(now);
+        }
+        // Wait for the first kind to change.
+        let started = Instant::now();
+        let queries = RULE_KINDS.iter().enumerate().map(|(i, kind)| {
+            let api = api.clone();
+            let index = indexes[i];
+            Box::pin(async move {
+                let r: Result<(Vec<serde_json::Value>, u64), Error> =
+                    api.get(&["v1", "config", kind], index).await;
+                (i, r)
+            })
+        });
+        let ((i, result), _, _) = futures::future::select_all(queries).await;
+        let (list, returned) = result?;
+        let next = next_index(indexes[i], returned);
+        if next == indexes[i] {
+            // The wait ran out: nothing changed.
+            continue;
+        }
+        pace(started, config.min_interval).await;
+        kinds[i] = list;
+        indexes[i] = next;
     }
 }
 

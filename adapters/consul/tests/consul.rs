@@ -254,3 +254,80 @@ async fn keeps_the_registry_contract() {
     let r = ConsulRegistry::new("consul/contract", config(&double));
     sextant_testkit::contract::registry_contract(&r, Some(&mut double)).await;
 }
+
+/// Config entries as rules: read at start, a change wakes the blocking
+/// query at once (the wait is 60 s), what cannot be served is reported with
+/// its entry, and deleting the entries removes the rules.
+#[tokio::test]
+async fn config_entries_become_rules_and_follow_changes() {
+    use sextant_core::{RuleKind, RuleSource};
+    let double = ConsulDouble::start().await;
+    double.set_config_entry(json!({
+        "Kind": "service-resolver", "Name": "web", "DefaultSubset": "v1",
+        "Subsets": {
+            "v1": { "Filter": "Service.Meta.version == v1" },
+            "v2": { "Filter": "Service.Meta.version == v2" }
+        }
+    }));
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 50, "ServiceSubset": "v1" }, { "Weight": 50, "ServiceSubset": "v2" } ]
+    }));
+    let registry = ConsulRegistry::new("consul/dc1", config(&double));
+    let mut rules = registry.watch_rules();
+    let kinds =
+        |rs: &[sextant_core::Rule]| -> Vec<RuleKind> { rs.iter().map(|r| r.key.kind).collect() };
+    match next(&mut rules).await {
+        Ok(Event::Reset(rs)) => assert_eq!(kinds(&rs), [RuleKind::Route, RuleKind::Policy]),
+        other => panic!("{other:?}"),
+    }
+
+    let started = std::time::Instant::now();
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 100, "ServiceSubset": "v2" } ]
+    }));
+    match next(&mut rules).await {
+        Ok(Event::Reset(rs)) => {
+            let route = rs[0].as_route().expect("route");
+            assert_eq!(route.http[0].route.len(), 1);
+            assert_eq!(
+                route.http[0].route[0].destination.subset.as_deref(),
+                Some("v2")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "woken by the change, not the wait"
+    );
+
+    double.set_config_entry(json!({
+        "Kind": "service-router", "Name": "web",
+        "Routes": [ { "Match": { "HTTP": { "PathPrefix": "/a", "QueryParam": [ { "Name": "x", "Present": true } ] } },
+                      "Destination": { "ServiceSubset": "v1" } } ]
+    }));
+    match next(&mut rules).await {
+        Ok(Event::Reset(rs)) => assert_eq!(rs[0].as_route().expect("route").http.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut rules).await {
+        Err(sextant_core::Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "service-router web");
+            assert!(reason.contains("QueryParam"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    for kind in ["service-router", "service-splitter", "service-resolver"] {
+        double.delete_config_entry(kind, "web");
+    }
+    loop {
+        match next(&mut rules).await {
+            Ok(Event::Reset(rs)) if rs.is_empty() => break,
+            Ok(Event::Reset(_)) | Err(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -217,3 +217,100 @@ async fn kubernetes_and_consul_instances_of_one_service_share_its_cluster() {
         "missing {line}:\n{metrics}"
     );
 }
+
+/// Consul's own traffic rules through Envoy: a resolver's subsets (by the
+/// instances' meta), a 50/50 splitter measured, a router header match; an
+/// edit of the splitter moves traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_config_entries_steer_envoy() {
+    use sextant_testkit::peers::{http_get, http_request};
+    let double = ConsulDouble::start().await;
+    let (v1, v2) = (
+        HttpBackend::start("v1").await,
+        HttpBackend::start("v2").await,
+    );
+    for (id, backend, version) in [("web-1", &v1, "v1"), ("web-2", &v2, "v2")] {
+        double.register(
+            "node-1",
+            "127.0.0.1",
+            json!({ "ID": id, "Service": "web", "Address": "127.0.0.1", "Port": backend.addr.port(),
+                    "Meta": { "protocol": "http", "version": version } }),
+            vec![json!({ "CheckID": format!("check-{id}"), "Status": "passing" })],
+        );
+    }
+    double.set_config_entry(json!({
+        "Kind": "service-resolver", "Name": "web",
+        "Subsets": { "v1": { "Filter": "Service.Meta.version == v1" }, "v2": { "Filter": "Service.Meta.version == v2" } }
+    }));
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 50, "ServiceSubset": "v1" }, { "Weight": 50, "ServiceSubset": "v2" } ]
+    }));
+    double.set_config_entry(json!({
+        "Kind": "service-router", "Name": "web",
+        "Routes": [ { "Match": { "HTTP": { "Header": [ { "Name": "x-user", "Exact": "alice" } ] } },
+                      "Destination": { "ServiceSubset": "v2" } } ]
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sx = Sextant::start(
+        dir.path(),
+        &["--registries", "consul", "--consul-addr", &double.url()],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "consul-rules", false).await).await;
+    envoy.wait_live().await;
+    let host = "web.service.consul";
+    let alice = [("x-user", "alice")];
+    let mut routed = false;
+    for _ in 0..200 {
+        if let Ok(r) = http_request(sx.outbound, host, "/", &alice).await
+            && r.body == "v2"
+        {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(routed, "{}", sx.log());
+    for _ in 0..20 {
+        let r = http_request(sx.outbound, host, "/", &alice)
+            .await
+            .expect("request");
+        assert_eq!(r.body, "v2", "the router's header match");
+    }
+    let mut to_v1 = 0;
+    for _ in 0..2000 {
+        let (status, body) = http_get(sx.outbound, host, "/").await.expect("request");
+        assert_eq!(status, 200);
+        to_v1 += usize::from(body == "v1");
+    }
+    eprintln!("consul 50/50 splitter: {to_v1} of 2000 to v1");
+    assert!(
+        (900..=1100).contains(&to_v1),
+        "50/50 gave {to_v1}/2000 to v1"
+    );
+
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 100, "ServiceSubset": "v1" } ]
+    }));
+    let changed = std::time::Instant::now();
+    let mut all_v1 = false;
+    while changed.elapsed() < std::time::Duration::from_secs(10) && !all_v1 {
+        let mut n = 0;
+        for _ in 0..10 {
+            n += usize::from(
+                http_get(sx.outbound, host, "/")
+                    .await
+                    .is_ok_and(|(_, b)| b == "v1"),
+            );
+        }
+        all_v1 = n == 10;
+    }
+    eprintln!(
+        "consul splitter edit in force after {:?}",
+        changed.elapsed()
+    );
+    assert!(all_v1, "{}", sx.log());
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}

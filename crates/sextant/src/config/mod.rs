@@ -480,6 +480,12 @@ impl Settings {
         )
     }
 
+    /// The Consul registry (also a rule source: its config entries).
+    fn consul_registry(&self) -> ConsulRegistry {
+        let dc = self.consul.datacenter.as_deref().unwrap_or("main");
+        ConsulRegistry::new(format!("consul/{dc}"), self.consul.clone())
+    }
+
     /// The etcd registry (also a rule source).
     fn etcd_registry(&self) -> EtcdRegistry {
         EtcdRegistry::new("etcd/main", self.etcd.clone())
@@ -487,14 +493,16 @@ impl Settings {
 
     /// The sources of traffic rules, in `--registries` order (the first
     /// one's rule for a host is in force): the registry files (`routes:`,
-    /// `policies:`) and etcd (`PREFIX routes/`, `PREFIX policies/`).
+    /// `policies:`), etcd (`PREFIX routes/`, `PREFIX policies/`) and
+    /// Consul (service-router, -splitter and -resolver config entries).
     pub fn build_rule_sources(&self) -> Vec<Arc<dyn sextant_core::RuleSource>> {
         let mut out: Vec<Arc<dyn sextant_core::RuleSource>> = Vec::new();
         for kind in &self.registries {
             match kind {
                 RegistryKind::File => out.push(Arc::new(self.file_registry())),
                 RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
-                RegistryKind::Consul | RegistryKind::Kubernetes => {}
+                RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
+                RegistryKind::Kubernetes => {}
             }
         }
         out
@@ -508,13 +516,7 @@ impl Settings {
             match kind {
                 RegistryKind::File => out.push(Arc::new(self.file_registry())),
                 RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
-                RegistryKind::Consul => {
-                    let dc = self.consul.datacenter.as_deref().unwrap_or("main");
-                    out.push(Arc::new(ConsulRegistry::new(
-                        format!("consul/{dc}"),
-                        self.consul.clone(),
-                    )))
-                }
+                RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
                 RegistryKind::Kubernetes => {
                     for cluster in &self.k8s {
                         out.push(Arc::new(K8sRegistry::new(cluster.clone())));
