@@ -380,15 +380,19 @@ impl Client {
         request
     }
 
+    async fn ready(&mut self) -> Result<(), Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("etcd connection not ready: {e}")))
+    }
+
     async fn unary<Q, R>(&mut self, path: &'static str, message: Q) -> Result<R, Status>
     where
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("etcd connection not ready: {e}")))?;
+        self.ready().await?;
         let request = self.request(message);
         let codec: ProstCodec<Q, R> = ProstCodec::default();
         self.grpc
@@ -406,10 +410,7 @@ impl Client {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("etcd connection not ready: {e}")))?;
+        self.ready().await?;
         let (tx, rx) = mpsc::channel(4);
         tx.send(first)
             .await

@@ -126,6 +126,16 @@ fn decode_leniently<T: serde::de::DeserializeOwned>(
     Err(format!("{prefix}: too many fields Sextant does not know"))
 }
 
+/// Takes `exportTo` out: every proxy sees every rule until proxies are
+/// scoped, so anything but `["*"]` is named as not served.
+fn take_export_to(map: &mut serde_json::Map<String, Value>, unsupported: &mut Vec<String>) {
+    if let Some(export) = map.remove("exportTo")
+        && export != Value::Array(vec![Value::from("*")])
+    {
+        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
+    }
+}
+
 /// A VirtualService's spec as a route rule named after it.
 pub fn virtual_service(
     mapping: &Mapping,
@@ -153,11 +163,7 @@ pub fn virtual_service(
             unsupported.push("spec.gateways (only mesh is served)".into());
         }
     }
-    if let Some(export) = map.remove("exportTo")
-        && export != Value::Array(vec![Value::from("*")])
-    {
-        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
-    }
+    take_export_to(map, &mut unsupported);
     let decoded: VirtualServiceSpec = decode_leniently(spec, "spec", &mut unsupported)?;
     let mut rule = RouteRule {
         hosts: decoded
@@ -193,11 +199,7 @@ pub fn destination_rule(
     let mut spec = spec.clone();
     let mut unsupported = Vec::new();
     let map = spec.as_object_mut().ok_or("spec is not an object")?;
-    if let Some(export) = map.remove("exportTo")
-        && export != Value::Array(vec![Value::from("*")])
-    {
-        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
-    }
+    take_export_to(map, &mut unsupported);
     if map.remove("workloadSelector").is_some() {
         unsupported.push("spec.workloadSelector (the policy applies to every proxy)".into());
     }

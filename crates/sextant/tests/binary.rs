@@ -316,16 +316,7 @@ async fn the_laptop_example_rules_steer_envoy() {
     envoy.wait_live().await;
     let host = "web.local.svc";
     let alice = [("x-user", "alice")];
-    let mut routed = false;
-    for _ in 0..200 {
-        if let Ok(r) = http_request(sx.outbound, host, "/", &alice).await
-            && r.body == "v2"
-        {
-            routed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let routed = until_body(sx.outbound, host, &alice, "v2").await;
     assert!(routed, "{}", sx.log());
     for _ in 0..20 {
         let r = http_request(sx.outbound, host, "/", &alice)
@@ -333,12 +324,7 @@ async fn the_laptop_example_rules_steer_envoy() {
             .expect("request");
         assert_eq!(r.body, "v2", "alice always reaches v2");
     }
-    let mut to_v2 = 0;
-    for _ in 0..400 {
-        let (status, body) = http_get(sx.outbound, host, "/").await.expect("request");
-        assert_eq!(status, 200);
-        to_v2 += usize::from(body == "v2");
-    }
+    let to_v2 = count_body(sx.outbound, host, 400, "v2").await;
     eprintln!("laptop canary: {to_v2} of 400 requests to v2");
     assert!((20..=60).contains(&to_v2), "90/10 gave {to_v2}/400 to v2");
 
@@ -368,21 +354,9 @@ async fn the_laptop_example_rules_steer_envoy() {
             .replace("weight: 10", "weight: 100"),
     )
     .expect("write");
-    let written = std::time::Instant::now();
-    let mut all_v2 = false;
-    while written.elapsed() < Duration::from_secs(5) && !all_v2 {
-        let mut n = 0;
-        for _ in 0..10 {
-            n += usize::from(
-                http_get(sx.outbound, host, "/")
-                    .await
-                    .is_ok_and(|(_, b)| b == "v2"),
-            );
-        }
-        all_v2 = n == 10;
-    }
-    eprintln!("laptop canary edit in force after {:?}", written.elapsed());
-    assert!(all_v2, "{}", sx.log());
+    let in_force = until_all(sx.outbound, host, "v2", Duration::from_secs(5)).await;
+    eprintln!("laptop canary edit in force after {in_force:?}");
+    assert!(in_force.is_some(), "{}", sx.log());
 
     // A broken rule: the last good rules keep serving; the problem has its line.
     std::fs::write(&file, text.replace("weight: 10", "weight: 20")).expect("write");

@@ -223,7 +223,7 @@ async fn kubernetes_and_consul_instances_of_one_service_share_its_cluster() {
 /// edit of the splitter moves traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_config_entries_steer_envoy() {
-    use sextant_testkit::peers::{http_get, http_request};
+    use sextant_testkit::peers::http_request;
     let double = ConsulDouble::start().await;
     let (v1, v2) = (
         HttpBackend::start("v1").await,
@@ -261,16 +261,7 @@ async fn consul_config_entries_steer_envoy() {
     envoy.wait_live().await;
     let host = "web.service.consul";
     let alice = [("x-user", "alice")];
-    let mut routed = false;
-    for _ in 0..200 {
-        if let Ok(r) = http_request(sx.outbound, host, "/", &alice).await
-            && r.body == "v2"
-        {
-            routed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let routed = until_body(sx.outbound, host, &alice, "v2").await;
     assert!(routed, "{}", sx.log());
     for _ in 0..20 {
         let r = http_request(sx.outbound, host, "/", &alice)
@@ -278,12 +269,7 @@ async fn consul_config_entries_steer_envoy() {
             .expect("request");
         assert_eq!(r.body, "v2", "the router's header match");
     }
-    let mut to_v1 = 0;
-    for _ in 0..2000 {
-        let (status, body) = http_get(sx.outbound, host, "/").await.expect("request");
-        assert_eq!(status, 200);
-        to_v1 += usize::from(body == "v1");
-    }
+    let to_v1 = count_body(sx.outbound, host, 2000, "v1").await;
     eprintln!("consul 50/50 splitter: {to_v1} of 2000 to v1");
     assert!(
         (900..=1100).contains(&to_v1),
@@ -294,23 +280,8 @@ async fn consul_config_entries_steer_envoy() {
         "Kind": "service-splitter", "Name": "web",
         "Splits": [ { "Weight": 100, "ServiceSubset": "v1" } ]
     }));
-    let changed = std::time::Instant::now();
-    let mut all_v1 = false;
-    while changed.elapsed() < std::time::Duration::from_secs(10) && !all_v1 {
-        let mut n = 0;
-        for _ in 0..10 {
-            n += usize::from(
-                http_get(sx.outbound, host, "/")
-                    .await
-                    .is_ok_and(|(_, b)| b == "v1"),
-            );
-        }
-        all_v1 = n == 10;
-    }
-    eprintln!(
-        "consul splitter edit in force after {:?}",
-        changed.elapsed()
-    );
-    assert!(all_v1, "{}", sx.log());
+    let in_force = until_all(sx.outbound, host, "v1", std::time::Duration::from_secs(10)).await;
+    eprintln!("consul splitter edit in force after {in_force:?}");
+    assert!(in_force.is_some(), "{}", sx.log());
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }

@@ -193,3 +193,59 @@ pub async fn bootstrap_for(replicas: &[SocketAddr], node: &str, delta: bool) -> 
     );
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+/// Polls `host` with `headers` until its body is `want` (bounded, 5 s);
+/// true if it was.
+pub async fn until_body(
+    outbound: SocketAddr,
+    host: &str,
+    headers: &[(&str, &str)],
+    want: &str,
+) -> bool {
+    for _ in 0..200 {
+        if let Ok(r) = sextant_testkit::peers::http_request(outbound, host, "/", headers).await
+            && r.body == want
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// How many of `n` requests to `host` answered 200 with body `want`
+/// (every answer must be 200).
+pub async fn count_body(outbound: SocketAddr, host: &str, n: usize, want: &str) -> usize {
+    let mut hits = 0;
+    for _ in 0..n {
+        let (status, body) = http_get(outbound, host, "/").await.expect("request");
+        assert_eq!(status, 200);
+        hits += usize::from(body == want);
+    }
+    hits
+}
+
+/// How long until ten requests in a row to `host` all answer `want`
+/// (`None` after `bound`).
+pub async fn until_all(
+    outbound: SocketAddr,
+    host: &str,
+    want: &str,
+    bound: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < bound {
+        let mut n = 0;
+        for _ in 0..10 {
+            n += usize::from(
+                http_get(outbound, host, "/")
+                    .await
+                    .is_ok_and(|(_, b)| b == want),
+            );
+        }
+        if n == 10 {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
