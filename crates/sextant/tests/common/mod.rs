@@ -213,14 +213,22 @@ pub async fn until_body(
     false
 }
 
-/// How many of `n` requests to `host` answered 200 with body `want`
-/// (every answer must be 200).
-pub async fn count_body(outbound: SocketAddr, host: &str, n: usize, want: &str) -> usize {
+/// How many of `n` requests to `host` with `headers` answered with body
+/// `want` (every answer must be 200).
+pub async fn count_body(
+    outbound: SocketAddr,
+    host: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+    want: &str,
+) -> usize {
     let mut hits = 0;
     for _ in 0..n {
-        let (status, body) = http_get(outbound, host, "/").await.expect("request");
-        assert_eq!(status, 200);
-        hits += usize::from(body == want);
+        let r = sextant_testkit::peers::http_request(outbound, host, "/", headers)
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200);
+        hits += usize::from(r.body == want);
     }
     hits
 }
