@@ -283,3 +283,67 @@ async fn consul_config_entries_steer_envoy() {
     assert!(in_force.is_some(), "{}", sx.log());
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// Rules for one host from two sources (a route rule in a file, a Consul
+/// splitter): the first in `--registries` order is in force, the other is a
+/// conflict on /debug/registryz and in `sextant_rule_conflicts`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_from_two_sources_follow_the_registries_order() {
+    let double = ConsulDouble::start().await;
+    let backend = HttpBackend::start("web").await;
+    register(&double, "web-1", &backend);
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 100, "Service": "web" } ]
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        "routes:\n  - name: web\n    hosts: [web.test.svc]\n    http:\n      - route: [{ destination: { host: web.test.svc } }]\n        timeout: 3s\n",
+    )
+    .expect("write");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--registries",
+            "file,consul",
+            "--file",
+            file.to_str().expect("path"),
+            "--consul-addr",
+            &double.url(),
+            "--consul-hostname-template",
+            "{service}.test.svc",
+        ],
+    )
+    .await;
+    let mut conflict = serde_json::Value::Null;
+    for _ in 0..100 {
+        let reg = sx.json("/debug/registryz").await;
+        if let Some(c) = reg["conflicts"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["field"] == "route_rule"))
+        {
+            conflict = c.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(conflict["hostname"], "web.test.svc", "{conflict}");
+    assert_eq!(conflict["winner"], "file/main");
+    assert_eq!(conflict["other"], "consul/main");
+    let config = sx.json("/debug/configz").await;
+    let in_force = &config["services"]["web.test.svc"]["rules"][0];
+    assert_eq!(in_force["key"]["name"], "web", "{in_force}");
+    assert_eq!(
+        in_force["spec"]["route"]["http"][0]["timeout"], "3s",
+        "the file's rule is in force"
+    );
+    let (_, metrics) = sx.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "sextant_rule_conflicts{service=\"web.test.svc\",registry=\"consul/main\",kind=\"route\"} 1"
+        ),
+        "{metrics}"
+    );
+}
