@@ -35,13 +35,7 @@ pub struct RuleProblems(pub Vec<RuleProblem>);
 
 impl fmt::Display for RuleProblems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
+        crate::validate::write_joined(f, &self.0)
     }
 }
 

@@ -215,14 +215,26 @@ pub struct EffectivePolicy<'a> {
 }
 
 impl<'a> EffectivePolicy<'a> {
+    /// Each part given replaces the one so far.
+    fn overlay(
+        &mut self,
+        lb: &'a Option<LoadBalancer>,
+        pool: &'a Option<ConnectionPool>,
+        od: &'a Option<OutlierDetection>,
+    ) {
+        self.load_balancer = lb.as_ref().or(self.load_balancer);
+        self.connection_pool = pool.as_ref().or(self.connection_pool);
+        self.outlier_detection = od.as_ref().or(self.outlier_detection);
+    }
+
     fn apply(&mut self, p: &'a TrafficPolicy, port: u32) {
-        self.load_balancer = p.load_balancer.as_ref().or(self.load_balancer);
-        self.connection_pool = p.connection_pool.as_ref().or(self.connection_pool);
-        self.outlier_detection = p.outlier_detection.as_ref().or(self.outlier_detection);
+        self.overlay(&p.load_balancer, &p.connection_pool, &p.outlier_detection);
         if let Some(pl) = p.port_level_settings.iter().find(|s| s.port.number == port) {
-            self.load_balancer = pl.load_balancer.as_ref().or(self.load_balancer);
-            self.connection_pool = pl.connection_pool.as_ref().or(self.connection_pool);
-            self.outlier_detection = pl.outlier_detection.as_ref().or(self.outlier_detection);
+            self.overlay(
+                &pl.load_balancer,
+                &pl.connection_pool,
+                &pl.outlier_detection,
+            );
         }
     }
 }

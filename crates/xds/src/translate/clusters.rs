@@ -35,24 +35,17 @@ pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -
     let s = &ms.service;
     let mut out = Vec::new();
     for port in &s.ports {
-        let mut cluster = plain_cluster(s, port, cluster_name(&s.hostname, port.port));
-        if let Some((rule, policy)) = ms.policy() {
-            apply_policy(
-                &mut cluster,
-                &rule.key,
-                policy,
-                port.port,
-                None,
-                client,
-                notes,
-            );
-        }
-        out.push(cluster);
-        for subset in subsets(ms) {
-            let name = subset_cluster_name(&s.hostname, port.port, &subset.name);
+        // The plain cluster, then one per subset of the policy.
+        for subset in std::iter::once(None).chain(subsets(ms).map(Some)) {
+            let name = match subset {
+                None => cluster_name(&s.hostname, port.port),
+                Some(sub) => subset_cluster_name(&s.hostname, port.port, &sub.name),
+            };
             let mut cluster = plain_cluster(s, port, name.clone());
-            if !uses_eds(s) {
-                cluster.load_assignment = Some(subset_assignment(s, port, subset, name));
+            if let Some(sub) = subset
+                && !uses_eds(s)
+            {
+                cluster.load_assignment = Some(subset_assignment(s, port, sub, name));
             }
             if let Some((rule, policy)) = ms.policy() {
                 apply_policy(
@@ -60,7 +53,7 @@ pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -
                     &rule.key,
                     policy,
                     port.port,
-                    Some(subset),
+                    subset,
                     client,
                     notes,
                 );
