@@ -316,13 +316,7 @@ async fn the_laptop_example_rules_steer_envoy() {
     envoy.wait_live().await;
     let host = "web.local.svc";
     let alice = [("x-user", "alice")];
-    let routed = until_body(sx.outbound, host, &alice, "v2").await;
-    assert!(routed, "{}", sx.log());
-    assert_eq!(
-        count_body(sx.outbound, host, &alice, 20, "v2").await,
-        20,
-        "alice always reaches v2"
-    );
+    assert_routes_to(&sx, host, &alice, "v2").await;
     let to_v2 = count_body(sx.outbound, host, &[], 400, "v2").await;
     eprintln!("laptop canary: {to_v2} of 400 requests to v2");
     assert!((20..=60).contains(&to_v2), "90/10 gave {to_v2}/400 to v2");

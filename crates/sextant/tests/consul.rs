@@ -22,6 +22,29 @@ fn register(double: &ConsulDouble, id: &str, backend: &HttpBackend) {
     );
 }
 
+/// Sextant on `--registries file,consul`, Consul's services named
+/// `SERVICE.test.svc` so that they meet the file's.
+async fn file_then_consul(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    double: &ConsulDouble,
+) -> Sextant {
+    Sextant::start(
+        dir,
+        &[
+            "--registries",
+            "file,consul",
+            "--file",
+            file.to_str().expect("path"),
+            "--consul-addr",
+            &double.url(),
+            "--consul-hostname-template",
+            "{service}.test.svc",
+        ],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_instance_gets_traffic_until_its_check_fails() {
     let double = ConsulDouble::start().await;
@@ -64,20 +87,7 @@ async fn a_consul_service_and_a_file_service_merge_into_one_cluster() {
         ),
     )
     .expect("write");
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--registries",
-            "file,consul",
-            "--file",
-            file.to_str().expect("path"),
-            "--consul-addr",
-            &double.url(),
-            "--consul-hostname-template",
-            "{service}.test.svc",
-        ],
-    )
-    .await;
+    let sx = file_then_consul(dir.path(), &file, &double).await;
     let config = sx.json("/debug/configz").await;
     let web = &config["services"]["web.test.svc"];
     assert_eq!(web["origins"], json!(["file/main", "consul/main"]));
@@ -260,13 +270,7 @@ async fn consul_config_entries_steer_envoy() {
     envoy.wait_live().await;
     let host = "web.service.consul";
     let alice = [("x-user", "alice")];
-    let routed = until_body(sx.outbound, host, &alice, "v2").await;
-    assert!(routed, "{}", sx.log());
-    assert_eq!(
-        count_body(sx.outbound, host, &alice, 20, "v2").await,
-        20,
-        "the router's header match"
-    );
+    assert_routes_to(&sx, host, &alice, "v2").await;
     let to_v1 = count_body(sx.outbound, host, &[], 2000, "v1").await;
     eprintln!("consul 50/50 splitter: {to_v1} of 2000 to v1");
     assert!(
@@ -303,20 +307,7 @@ async fn rules_from_two_sources_follow_the_registries_order() {
         "routes:\n  - name: web\n    hosts: [web.test.svc]\n    http:\n      - route: [{ destination: { host: web.test.svc } }]\n        timeout: 3s\n",
     )
     .expect("write");
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--registries",
-            "file,consul",
-            "--file",
-            file.to_str().expect("path"),
-            "--consul-addr",
-            &double.url(),
-            "--consul-hostname-template",
-            "{service}.test.svc",
-        ],
-    )
-    .await;
+    let sx = file_then_consul(dir.path(), &file, &double).await;
     let mut conflict = serde_json::Value::Null;
     for _ in 0..100 {
         let reg = sx.json("/debug/registryz").await;

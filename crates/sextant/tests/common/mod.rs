@@ -257,3 +257,18 @@ pub async fn until_all(
     }
     None
 }
+
+/// Asserts that a request to `host` with `headers` comes to answer `want`
+/// (bounded wait), and then does so 20 times in a row.
+pub async fn assert_routes_to(sx: &Sextant, host: &str, headers: &[(&str, &str)], want: &str) {
+    assert!(
+        until_body(sx.outbound, host, headers, want).await,
+        "{}",
+        sx.log()
+    );
+    assert_eq!(
+        count_body(sx.outbound, host, headers, 20, want).await,
+        20,
+        "{headers:?} must always reach {want}"
+    );
+}
