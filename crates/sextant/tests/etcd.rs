@@ -89,3 +89,67 @@ async fn register_validates_its_arguments() {
     assert!(err.contains("--address"), "{err}");
     assert!(err.contains("NAME=PORT"), "{err}");
 }
+
+/// Rules kept in etcd steer a real Envoy through `sextant --registries
+/// etcd`: a policy's subsets, a header route, then an edit of the route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_in_etcd_steer_envoy() {
+    let etcd = Etcd::start().await;
+    let (v1, v2) = (
+        HttpBackend::start("v1").await,
+        HttpBackend::start("v2").await,
+    );
+    let mut c = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("connect");
+    c.put(
+        "/sextant/services/web.test.svc",
+        "ports: [{name: http, port: 8080}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    for (id, b, version) in [("1", &v1, "v1"), ("2", &v2, "v2")] {
+        let doc = format!(
+            "address: 127.0.0.1\nports: {{http: {}}}\nlabels: {{version: {version}}}\n",
+            b.addr.port()
+        );
+        c.put(format!("/sextant/endpoints/web.test.svc/{id}"), doc, None)
+            .await
+            .expect("put");
+    }
+    c.put(
+        "/sextant/policies/default/web",
+        "host: web.test.svc\nsubsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    let route = |to: &str| {
+        format!(
+            "hosts: [web.test.svc]\nhttp:\n- match: [{{headers: {{x-user: {{exact: alice}}}}}}]\n  route: [{{destination: {{host: web.test.svc, subset: {to}}}}}]\n- route: [{{destination: {{host: web.test.svc, subset: v1}}}}]\n"
+        )
+    };
+    c.put("/sextant/routes/default/web", route("v2"), None)
+        .await
+        .expect("put");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sx = Sextant::start(
+        dir.path(),
+        &["--registries", "etcd", "--etcd-endpoints", &etcd.url],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "etcd-rules", false).await).await;
+    envoy.wait_live().await;
+    let host = "web.test.svc";
+    assert_routes_to(&sx, host, &[("x-user", "alice")], "v2").await;
+    assert_routes_to(&sx, host, &[], "v1").await;
+
+    // Edited in etcd: Alice moves to v1 too.
+    c.put("/sextant/routes/default/web", route("v1"), None)
+        .await
+        .expect("put");
+    assert_routes_to(&sx, host, &[("x-user", "alice")], "v1").await;
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}
