@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use sextant_testkit::k8s::{Kind, KubeDouble, objects};
+use sextant_testkit::k8s::{Crd, Kind, KubeDouble, objects};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -293,4 +293,225 @@ async fn denied_resources_answer_403_like_rbac() {
     );
     let (ok, _, _) = k.run(&["get", "svc", "-A"]).await;
     assert!(ok, "services are not denied");
+}
+
+/// The repository's example rules, as users apply them.
+fn example(name: &str) -> String {
+    format!(
+        "{}/../../examples/kubernetes/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_edits_and_deletes_rule_kinds_once_installed() {
+    let double = KubeDouble::start().await;
+    seed(&double);
+    let k = Kubectl::new(&double);
+    let vs = example("reviews-virtual-service.yaml");
+
+    // Before the CRDs exist the kinds are unknown, as on a cluster without Istio.
+    let (ok, _, err) = k.run(&["get", "virtualservices", "-A"]).await;
+    assert!(!ok && err.contains("doesn't have a resource type"), "{err}");
+    double.install(Crd::Istio);
+    double.install(Crd::GatewayApi);
+
+    let (ok, out, err) = k
+        .run(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            &vs,
+            "-f",
+            &example("reviews-destination-rule.yaml"),
+            "-f",
+            &example("ratings-httproute.yaml"),
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("virtualservice.networking.istio.io/reviews created"),
+        "{out}"
+    );
+    let all = k
+        .json(&["get", "virtualservices", "-A", "-o", "json"])
+        .await;
+    assert_eq!(names(&all), ["reviews"]);
+    assert_eq!(all["items"][0]["apiVersion"], "networking.istio.io/v1");
+    let (ok, out, _) = k.run(&["get", "dr", "-n", "default", "-o", "name"]).await;
+    assert!(
+        ok && out.trim() == "destinationrule.networking.istio.io/reviews",
+        "{out}"
+    );
+    let stored = double
+        .get(Kind::VirtualService, "default", "reviews")
+        .unwrap_or_else(|| panic!("not stored"));
+    assert_eq!(stored["spec"]["http"][1]["route"][0]["weight"], 50);
+    assert_eq!(stored["metadata"]["generation"], 1);
+
+    // Re-applying an edited file is a merge patch: the spec changes, the
+    // generation moves.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let edited = dir.path().join("vs.yaml");
+    let text = std::fs::read_to_string(&vs).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &edited,
+        text.replace("weight: 50", "weight: 20")
+            .replacen("weight: 20", "weight: 80", 1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = k
+        .run(&["apply", "--validate=false", "-f", &edited.to_string_lossy()])
+        .await;
+    assert!(ok && out.contains("configured"), "{out}{err}");
+    let stored = double
+        .get(Kind::VirtualService, "default", "reviews")
+        .unwrap_or_else(|| panic!("not stored"));
+    assert_eq!(stored["spec"]["http"][1]["route"][0]["weight"], 80);
+    assert_eq!(stored["spec"]["http"][1]["route"][1]["weight"], 20);
+    assert_eq!(stored["metadata"]["generation"], 2);
+
+    // Status goes through the subresource only, and survives spec writes.
+    let (ok, _, err) = k
+        .run(&[
+            "patch",
+            "httproute",
+            "ratings-split",
+            "-n",
+            "default",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"parents":[{"controllerName":"example.com/c","parentRef":{"kind":"Service","name":"ratings"},"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"","lastTransitionTime":"2026-01-01T00:00:00Z","observedGeneration":1}]}]}}"#,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = k
+        .run(&[
+            "patch",
+            "httproute",
+            "ratings-split",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"rules":[{"backendRefs":[{"name":"ratings-v1","port":9080}]}]},"status":null}"#,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let route = k
+        .json(&[
+            "get",
+            "httproute",
+            "ratings-split",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        route["status"]["parents"][0]["controllerName"], "example.com/c",
+        "{route}"
+    );
+    assert_eq!(route["metadata"]["generation"], 2, "{route}");
+    let (ok, _, err) = k
+        .run(&[
+            "patch",
+            "httproute",
+            "ratings-split",
+            "-n",
+            "default",
+            "--type=strategic",
+            "-p",
+            "{}",
+        ])
+        .await;
+    assert!(
+        !ok && err.contains("415") || err.contains("unknown format"),
+        "{err}"
+    );
+
+    // A stale resourceVersion is a conflict.
+    let (ok, _, err) = k
+        .run(&[
+            "patch",
+            "httproute",
+            "ratings-split",
+            "-n",
+            "default",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"resourceVersion":"1"},"status":{}}"#,
+        ])
+        .await;
+    assert!(!ok && err.contains("the object has been modified"), "{err}");
+
+    let (ok, out, err) = k.run(&["delete", "-f", &vs]).await;
+    assert!(ok && out.contains("deleted"), "{out}{err}");
+    let (ok, out, _) = k.run(&["get", "vs", "-A", "-o", "name"]).await;
+    assert!(ok && out.trim().is_empty(), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watches_routes_and_reads_pods() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    double.apply(objects::pod(
+        "shop",
+        "cart-7d9f-abcde",
+        "10.1.0.1",
+        "node-a",
+        &[("app", "cart"), ("version", "v1")],
+    ));
+    let k = Kubectl::new(&double);
+    let pods = k.json(&["get", "pods", "-n", "shop", "-o", "json"]).await;
+    assert_eq!(names(&pods), ["cart-7d9f-abcde"]);
+    assert_eq!(pods["items"][0]["metadata"]["labels"]["version"], "v1");
+    assert_eq!(pods["items"][0]["status"]["podIP"], "10.1.0.1");
+
+    let mut child = k
+        .command(&[
+            "get",
+            "httproutes",
+            "-A",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "name",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kubectl -w: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = BufReader::new(stdout).lines();
+    // The watch is open once kubectl has asked for it.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !double
+        .requests()
+        .iter()
+        .any(|r| r.contains("/httproutes?") && r.contains("watch="))
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "kubectl never watched: {:?}",
+            double.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let route: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(example("ratings-httproute.yaml"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    double.apply(&route);
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("kubectl -w printed nothing for 30 s"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("kubectl -w ended"));
+    assert!(line.contains("ratings-split"), "{line}");
+    let _ = child.kill().await;
 }

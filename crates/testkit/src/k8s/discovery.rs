@@ -19,38 +19,87 @@ pub(super) async fn api_versions() -> Response {
     )
 }
 
-pub(super) fn resource_entry(kind: Kind, short: &[&str]) -> Value {
+pub(super) fn resource_entry(kind: Kind) -> Value {
+    let verbs: &[&str] = if kind.crd().is_some() {
+        &["get", "list", "watch", "create", "patch", "delete"]
+    } else {
+        &["get", "list", "watch"]
+    };
     json!({
         "name": kind.resource(), "singularName": kind.kind().to_ascii_lowercase(),
-        "namespaced": kind != Kind::Node, "kind": kind.kind(),
-        "verbs": ["get", "list", "watch"], "shortNames": short,
+        "namespaced": kind.namespaced(), "kind": kind.kind(),
+        "verbs": verbs, "shortNames": kind.short_names(),
     })
+}
+
+fn status_entry(kind: Kind) -> Value {
+    json!({"name": format!("{}/status", kind.resource()), "singularName": "",
+           "namespaced": kind.namespaced(), "kind": kind.kind(), "verbs": ["get", "patch"]})
 }
 
 pub(super) async fn core_resources() -> Response {
     json_response(
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            resource_entry(Kind::Service, &["svc"]), resource_entry(Kind::Node, &["no"]),
+            resource_entry(Kind::Service), resource_entry(Kind::Node), resource_entry(Kind::Pod),
             {"name": "namespaces", "singularName": "namespace", "namespaced": false,
              "kind": "Namespace", "verbs": ["get"], "shortNames": ["ns"]}]}),
     )
 }
 
-pub(super) async fn api_groups() -> Response {
-    let v = json!({"groupVersion": "discovery.k8s.io/v1", "version": "v1"});
+/// The groups served now: discovery.k8s.io and the installed CRDs'.
+fn groups(shared: &Shared) -> Vec<&'static str> {
+    let mut out = vec!["discovery.k8s.io"];
+    out.extend(lock(&shared.behaviour).installed.iter().map(|c| c.group()));
+    out
+}
+
+fn group_entry(group: &str) -> Value {
+    let v = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"name": group, "versions": [v.clone()], "preferredVersion": v})
+}
+
+pub(super) async fn api_groups(State(shared): State<Arc<Shared>>) -> Response {
+    let groups: Vec<Value> = groups(&shared).into_iter().map(group_entry).collect();
     json_response(
         StatusCode::OK,
-        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": "discovery.k8s.io", "versions": [v.clone()], "preferredVersion": v}]}),
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
     )
 }
 
-pub(super) async fn discovery_resources() -> Response {
+pub(super) async fn api_group(
+    State(shared): State<Arc<Shared>>,
+    Path(group): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
+    if !groups(&shared).contains(&group.as_str()) {
+        return not_found(&uri);
+    }
+    let mut body = group_entry(&group);
+    body["kind"] = json!("APIGroup");
+    body["apiVersion"] = json!("v1");
+    json_response(StatusCode::OK, &body)
+}
+
+pub(super) async fn group_resources(
+    State(shared): State<Arc<Shared>>,
+    Path((group, version)): Path<(String, String)>,
+    uri: axum::http::Uri,
+) -> Response {
+    if version != "v1" || !groups(&shared).contains(&group.as_str()) {
+        return not_found(&uri);
+    }
+    let mut resources = Vec::new();
+    for kind in Kind::ALL.into_iter().filter(|k| k.group() == group) {
+        resources.push(resource_entry(kind));
+        if kind.has_status() {
+            resources.push(status_entry(kind));
+        }
+    }
     json_response(
         StatusCode::OK,
-        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "discovery.k8s.io/v1",
-                "resources": [resource_entry(Kind::EndpointSlice, &[])]}),
+        &json!({"kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": format!("{group}/v1"), "resources": resources}),
     )
 }
 

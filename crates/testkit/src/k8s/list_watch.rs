@@ -10,6 +10,9 @@ pub(super) async fn collection(
     kind: Kind,
 ) -> Response {
     let namespace = path.get("namespace").cloned();
+    if absent(&shared, kind) {
+        return not_found(&axum::http::Uri::from_static(kind.resource()));
+    }
     if lock(&shared.behaviour).deny.contains(&kind) {
         let verb = if is_true(query.get("watch")) {
             "watch"

@@ -1,12 +1,17 @@
-//! A Kubernetes API server double: Services, EndpointSlices and Nodes in
-//! memory, served on loopback over the real HTTP protocol. Tested against
-//! `kubectl` (tests/k8s_double.rs), an independent client, so it cannot
-//! drift into fiction.
+//! A Kubernetes API server double: Services, EndpointSlices, Nodes, Pods,
+//! and the CRD kinds Sextant reads rules from (Istio's VirtualService and
+//! DestinationRule, the Gateway API's HTTPRoute and GRPCRoute) in memory,
+//! served on loopback over the real HTTP protocol. Tested against `kubectl`
+//! (tests/k8s_double.rs), an independent client, so it cannot drift into
+//! fiction.
 //!
 //! Served: discovery (`/version`, `/api`, `/api/v1`, `/apis`,
-//! `/apis/discovery.k8s.io/v1`); get, list and watch of `services` and
-//! `endpointslices` (all namespaces and per namespace) and `nodes`; get of
-//! a namespace (implicit: one exists while an object is in it).
+//! `/apis/GROUP`, `/apis/GROUP/v1`; a CRD group only once installed with
+//! [`KubeDouble::install`]); get, list and watch of every kind (all
+//! namespaces and per namespace); create, JSON merge patch and delete of
+//! namespaced objects, and merge patch of the routes' `status`
+//! subresource (see `write.rs` for what is kept); get of a namespace
+//! (implicit: one exists while an object is in it).
 //!
 //! Semantics kept: one `resourceVersion` counter for every write, on objects
 //! and lists; `limit` and `continue` on lists; watches from a resource
@@ -19,8 +24,9 @@
 //! field selectors (`metadata.name`, `metadata.namespace`); an object that
 //! stops matching a watch's selector is sent as DELETED; `403 Forbidden`
 //! Status for a resource configured to deny, worded like RBAC's.
-//! Not kept: writes through the API (tests write with [`KubeDouble::apply`]),
-//! protobuf, Table output (kubectl falls back to its default columns).
+//! Not kept: strategic merge patch and server-side apply, PUT, admission
+//! and schema validation (kubectl runs with `--validate=false`), protobuf,
+//! Table output (kubectl falls back to its default columns).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -41,10 +47,12 @@ mod discovery;
 mod list_watch;
 pub mod objects;
 mod selectors;
+mod write;
 
 use discovery::*;
 use list_watch::*;
 use selectors::*;
+use write::*;
 
 /// The kinds the double serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,16 +63,55 @@ pub enum Kind {
     EndpointSlice,
     /// `v1` `nodes`, cluster-scoped.
     Node,
+    /// `v1` `pods`, namespaced.
+    Pod,
+    /// `networking.istio.io/v1` `virtualservices` (a CRD: see [`Crd`]).
+    VirtualService,
+    /// `networking.istio.io/v1` `destinationrules` (a CRD).
+    DestinationRule,
+    /// `gateway.networking.k8s.io/v1` `httproutes` (a CRD, with a status
+    /// subresource).
+    HttpRoute,
+    /// `gateway.networking.k8s.io/v1` `grpcroutes` (a CRD, with a status
+    /// subresource).
+    GrpcRoute,
+}
+
+/// An API group that exists only once its CRDs are installed
+/// ([`KubeDouble::install`]): absent from discovery, and its URLs answer
+/// 404, until then, as on a cluster without Istio or the Gateway API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Crd {
+    /// `networking.istio.io`: VirtualService and DestinationRule.
+    Istio,
+    /// `gateway.networking.k8s.io`: HTTPRoute and GRPCRoute.
+    GatewayApi,
+}
+
+impl Crd {
+    /// The API group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Crd::Istio => "networking.istio.io",
+            Crd::GatewayApi => "gateway.networking.k8s.io",
+        }
+    }
 }
 
 impl Kind {
+    const ALL: [Kind; 8] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::Pod,
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+    ];
+
     fn from_kind(kind: &str) -> Option<Kind> {
-        match kind {
-            "Service" => Some(Kind::Service),
-            "EndpointSlice" => Some(Kind::EndpointSlice),
-            "Node" => Some(Kind::Node),
-            _ => None,
-        }
+        Kind::ALL.into_iter().find(|k| k.kind() == kind)
     }
 
     /// The plural resource name, as in URLs and RBAC rules.
@@ -73,6 +120,11 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
+            Kind::Pod => "pods",
+            Kind::VirtualService => "virtualservices",
+            Kind::DestinationRule => "destinationrules",
+            Kind::HttpRoute => "httproutes",
+            Kind::GrpcRoute => "grpcroutes",
         }
     }
 
@@ -81,20 +133,62 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::Pod => "Pod",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
-    fn api_version(self) -> &'static str {
+    fn short_names(self) -> &'static [&'static str] {
         match self {
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
-            _ => "v1",
+            Kind::Service => &["svc"],
+            Kind::Node => &["no"],
+            Kind::Pod => &["po"],
+            Kind::VirtualService => &["vs"],
+            Kind::DestinationRule => &["dr"],
+            _ => &[],
+        }
+    }
+
+    /// The CRD that brings this kind, if it is not built in.
+    fn crd(self) -> Option<Crd> {
+        match self {
+            Kind::VirtualService | Kind::DestinationRule => Some(Crd::Istio),
+            Kind::HttpRoute | Kind::GrpcRoute => Some(Crd::GatewayApi),
+            _ => None,
         }
     }
 
     fn group(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io",
-            _ => "",
+            _ => self.crd().map_or("", Crd::group),
+        }
+    }
+
+    fn api_version(self) -> String {
+        match self.group() {
+            "" => "v1".into(),
+            g => format!("{g}/v1"),
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        self != Kind::Node
+    }
+
+    /// Kinds whose `status` is written only through `/status`.
+    fn has_status(self) -> bool {
+        matches!(self, Kind::HttpRoute | Kind::GrpcRoute)
+    }
+
+    /// `/api/v1` or `/apis/GROUP/v1`.
+    fn base(self) -> String {
+        match self.group() {
+            "" => "/api/v1".into(),
+            g => format!("/apis/{g}/v1"),
         }
     }
 }
@@ -129,6 +223,7 @@ struct Store {
 
 struct Behaviour {
     deny: Vec<Kind>,
+    installed: Vec<Crd>,
     bookmark_every: Duration,
     requests: Vec<String>,
     /// Watches are ended with a broken connection when this is bumped.
@@ -176,6 +271,7 @@ impl KubeDouble {
             }),
             behaviour: Mutex::new(Behaviour {
                 deny: Vec::new(),
+                installed: Vec::new(),
                 bookmark_every: Duration::from_secs(1),
                 requests: Vec::new(),
                 generation: 0,
@@ -333,52 +429,35 @@ impl KubeDouble {
 
     /// Creates or replaces an object given as Kubernetes JSON (or any value
     /// that serializes to it, such as a k8s-openapi type). The double sets
-    /// `resourceVersion`, and `uid` and `creationTimestamp` when absent.
+    /// `resourceVersion`, `generation` (bumped when `spec` changes), and
+    /// `uid` and `creationTimestamp` when absent. Status is taken as given,
+    /// as a controller's write would set it.
     pub fn apply(&self, object: impl serde::Serialize) {
-        let mut object = serde_json::to_value(object).unwrap_or_else(|e| panic!("{e}"));
+        let object = serde_json::to_value(object).unwrap_or_else(|e| panic!("{e}"));
         let kind = object["kind"]
             .as_str()
             .and_then(Kind::from_kind)
-            .unwrap_or_else(|| {
-                panic!(
-                    "the double serves Service, EndpointSlice and Node, not {}",
-                    object["kind"]
-                )
-            });
-        let key = key_of(kind, &object);
-        {
-            let mut s = lock(&self.shared.store);
-            s.rv += 1;
-            s.uid += 1;
-            let rv = s.rv;
-            let before = s.objects.get(&key).cloned();
-            let meta = &mut object["metadata"];
-            meta["resourceVersion"] = json!(rv.to_string());
-            if meta.get("uid").is_none() {
-                meta["uid"] = json!(match &before {
-                    Some(b) => b["metadata"]["uid"].clone(),
-                    None => json!(format!("00000000-0000-4000-8000-{:012}", s.uid)),
-                });
-            }
-            if meta.get("creationTimestamp").is_none() {
-                meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-            }
-            let event = if before.is_some() {
-                "MODIFIED"
-            } else {
-                "ADDED"
-            };
-            s.objects.insert(key, object.clone());
-            s.history.push(Change {
-                rv,
-                kind,
-                event,
-                object,
-                before,
-                raw: None,
-            });
-        }
+            .unwrap_or_else(|| panic!("the double does not serve kind {}", object["kind"]));
+        lock(&self.shared.store).put(kind, object);
         self.wake();
+    }
+
+    /// Installs the CRDs of `crd`: its group appears in discovery and its
+    /// kinds are served (objects applied before are kept).
+    pub fn install(&self, crd: Crd) {
+        let mut b = lock(&self.shared.behaviour);
+        if !b.installed.contains(&crd) {
+            b.installed.push(crd);
+        }
+    }
+
+    /// The object `namespace/name` of `kind` as stored, if any.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let namespace = if kind.namespaced() { namespace } else { "" };
+        lock(&self.shared.store)
+            .objects
+            .get(&(kind, namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Sends `line` (a newline is added) to every watch of `kind` as the
@@ -402,25 +481,90 @@ impl KubeDouble {
 
     /// Deletes an object; deleting a missing one does nothing.
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) {
-        {
-            let mut s = lock(&self.shared.store);
-            let key = (kind, namespace.to_owned(), name.to_owned());
-            let Some(mut object) = s.objects.remove(&key) else {
-                return;
-            };
-            s.rv += 1;
-            let rv = s.rv;
-            object["metadata"]["resourceVersion"] = json!(rv.to_string());
-            s.history.push(Change {
-                rv,
-                kind,
-                event: "DELETED",
-                object: object.clone(),
-                before: Some(object),
-                raw: None,
-            });
+        let namespace = if kind.namespaced() { namespace } else { "" };
+        let deleted = lock(&self.shared.store).remove(kind, namespace, name);
+        if deleted.is_some() {
+            self.wake();
         }
-        self.wake();
+    }
+}
+
+impl Store {
+    /// Removes an object and records the change; returns it as it was.
+    fn remove(&mut self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let mut object = self.objects.remove(&key)?;
+        self.rv += 1;
+        let rv = self.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.history.push(Change {
+            rv,
+            kind,
+            event: "DELETED",
+            object: object.clone(),
+            before: Some(object.clone()),
+            raw: None,
+        });
+        Some(object)
+    }
+
+    /// Stores `object` (created or replaced) and records the change;
+    /// returns it as stored.
+    fn put(&mut self, kind: Kind, mut object: Value) -> Value {
+        let key = key_of(kind, &object);
+        self.rv += 1;
+        self.uid += 1;
+        let rv = self.rv;
+        let before = self.objects.get(&key).cloned();
+        if object.get("kind").is_none() {
+            object["kind"] = json!(kind.kind());
+            object["apiVersion"] = json!(kind.api_version());
+        }
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = json!(rv.to_string());
+        if kind.namespaced() && meta.get("namespace").is_none() {
+            meta["namespace"] = json!("default");
+        }
+        let old_meta = before.as_ref().map(|b| &b["metadata"]);
+        if meta.get("uid").is_none() {
+            meta["uid"] = match old_meta {
+                Some(m) => m["uid"].clone(),
+                None => json!(format!("00000000-0000-4000-8000-{:012}", self.uid)),
+            };
+        }
+        if meta.get("creationTimestamp").is_none() {
+            meta["creationTimestamp"] = match old_meta {
+                Some(m) => m["creationTimestamp"].clone(),
+                None => json!("2026-01-01T00:00:00Z"),
+            };
+        }
+        let generation = match &before {
+            None => 1,
+            Some(b) => {
+                let g = b["metadata"]["generation"].as_u64().unwrap_or(1);
+                if b.get("spec") == object.get("spec") {
+                    g
+                } else {
+                    g + 1
+                }
+            }
+        };
+        object["metadata"]["generation"] = json!(generation);
+        let event = if before.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.objects.insert(key, object.clone());
+        self.history.push(Change {
+            rv,
+            kind,
+            event,
+            object: object.clone(),
+            before,
+            raw: None,
+        });
+        object
     }
 }
 
@@ -429,59 +573,74 @@ fn key_of(kind: Kind, object: &Value) -> Key {
     let name = meta["name"]
         .as_str()
         .unwrap_or_else(|| panic!("object without metadata.name: {object}"));
-    let namespace = match kind {
-        Kind::Node => "",
-        _ => meta["namespace"].as_str().unwrap_or("default"),
+    let namespace = match kind.namespaced() {
+        false => "",
+        true => meta["namespace"].as_str().unwrap_or("default"),
     };
     (kind, namespace.to_owned(), name.to_owned())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    let api = |kind: Kind| {
-        move |s: State<Arc<Shared>>,
-              p: Path<HashMap<String, String>>,
-              q: Query<HashMap<String, String>>| { collection(s, p, q, kind) }
+    use axum::routing::MethodRouter;
+    let read = |kind: Kind| -> MethodRouter<Arc<Shared>> {
+        get(
+            move |s: State<Arc<Shared>>,
+                  p: Path<HashMap<String, String>>,
+                  q: Query<HashMap<String, String>>| { collection(s, p, q, kind) },
+        )
     };
-    Router::new()
+    let mut router = Router::new()
         .route("/version", get(version))
         .route("/api", get(api_versions))
         .route("/api/v1", get(core_resources))
         .route("/apis", get(api_groups))
-        .route("/apis/discovery.k8s.io/v1", get(discovery_resources))
-        .route("/api/v1/services", get(api(Kind::Service)))
-        .route(
-            "/api/v1/namespaces/{namespace}/services",
-            get(api(Kind::Service)),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/services/{name}",
-            get(api(Kind::Service)),
-        )
-        .route("/api/v1/namespaces/{namespace}", get(namespace))
-        .route("/api/v1/nodes", get(api(Kind::Node)))
-        .route("/api/v1/nodes/{name}", get(api(Kind::Node)))
-        .route(
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            get(api(Kind::EndpointSlice)),
-        )
-        .route(
-            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-            get(api(Kind::EndpointSlice)),
-        )
-        .route(
-            "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/{name}",
-            get(api(Kind::EndpointSlice)),
-        )
-        .fallback(|uri: axum::http::Uri| async move {
-            status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("the server could not find the requested resource ({uri})"),
-                None,
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/api/v1/namespaces/{namespace}", get(namespace));
+    for kind in Kind::ALL {
+        let base = kind.base();
+        let res = kind.resource();
+        router = router.route(&format!("{base}/{res}"), read(kind));
+        if !kind.namespaced() {
+            router = router.route(&format!("{base}/{res}/{{name}}"), read(kind));
+            continue;
+        }
+        let ns = format!("{base}/namespaces/{{namespace}}/{res}");
+        router = router
+            .route(
+                &ns,
+                read(kind).post(move |s: State<Arc<Shared>>, p, b: Bytes| create(s, p, b, kind)),
             )
-        })
+            .route(
+                &format!("{ns}/{{name}}"),
+                read(kind)
+                    .patch(move |s: State<Arc<Shared>>, p, h, b: Bytes| {
+                        patch(s, p, h, b, kind, false)
+                    })
+                    .delete(move |s: State<Arc<Shared>>, p| remove(s, p, kind)),
+            );
+        if kind.has_status() {
+            router = router.route(
+                &format!("{ns}/{{name}}/status"),
+                read(kind).patch(move |s: State<Arc<Shared>>, p, h, b: Bytes| {
+                    patch(s, p, h, b, kind, true)
+                }),
+            );
+        }
+    }
+    router
+        .fallback(|uri: axum::http::Uri| async move { not_found(&uri) })
         .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
+}
+
+fn not_found(uri: &axum::http::Uri) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("the server could not find the requested resource ({uri})"),
+        None,
+    )
 }
 
 async fn record(

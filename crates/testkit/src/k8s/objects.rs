@@ -1,6 +1,8 @@
 //! Builders for real-shaped objects, as k8s-openapi types.
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Node, ObjectReference, Pod, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
@@ -126,4 +128,39 @@ pub fn node(name: &str, region: &str, zone: &str) -> Node {
         ),
         ..Default::default()
     }
+}
+
+/// A running Pod on `node` with `labels` and IP `ip` (one container,
+/// `app`): what the kubelet reports once it is up.
+pub fn pod(namespace: &str, name: &str, ip: &str, node: &str, labels: &[(&str, &str)]) -> Pod {
+    Pod {
+        metadata: meta(Some(namespace), name, labels),
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![k8s_openapi::api::core::v1::Container {
+                name: "app".into(),
+                image: Some("registry.example/app:1".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some(ip.into()),
+            pod_ips: Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.into() }]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `endpoint` backed by Pod `namespace/pod` (its `targetRef`), as the
+/// EndpointSlice controller writes it.
+pub fn for_pod(mut e: Endpoint, namespace: &str, pod: &str) -> Endpoint {
+    e.target_ref = Some(ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: Some(namespace.into()),
+        name: Some(pod.into()),
+        ..Default::default()
+    });
+    e
 }
