@@ -19,6 +19,9 @@
 //! - Conditions: `ready` -> healthy; not ready but `serving` and
 //!   `terminating` -> draining (finishes its requests, gets no new ones);
 //!   otherwise unhealthy. A missing `ready` counts as ready, as the API asks.
+//! - Labels of an endpoint: those of the Pod its `targetRef` names (as
+//!   Istio does; subsets select endpoints by them). An endpoint without a
+//!   Pod behind it, or whose Pod is not known (yet), has none.
 //! - Locality: zone from the slice's `zone`, else from the endpoint's node;
 //!   region from the node's `topology.kubernetes.io/region` label.
 //! - Cluster IPs become the service's virtual addresses. Headless services
@@ -39,7 +42,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Node, Service as KService, ServicePort as KPort};
 use k8s_openapi::api::discovery::v1::{Endpoint as KEndpoint, EndpointSlice};
 use sextant_core::{
-    Address, Endpoint, Error, Health, Hostname, Locality, Protocol, Service, ServicePort,
+    Address, Endpoint, Error, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
 };
 
 /// The label that ties an EndpointSlice to its Service.
@@ -148,6 +151,7 @@ pub fn service(
     svc: &KService,
     slices: &[&EndpointSlice],
     nodes: &HashMap<String, Locality>,
+    pods: &HashMap<(String, String), Labels>,
 ) -> Result<(Option<Service>, Vec<Error>), Error> {
     let what = object_name("Service", &svc.metadata);
     let (Some(namespace), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
@@ -272,6 +276,9 @@ pub fn service(
             ep.ports = ports.clone();
             ep.locality = locality;
             ep.health = health(e);
+            if let Some(labels) = endpoint_pod(slice, e).and_then(|p| pods.get(&p)) {
+                ep.labels = labels.clone();
+            }
             let key = (address, ep.ports.clone());
             match by_address.get(&key) {
                 Some(prev) if health_rank(prev.health) >= health_rank(ep.health) => {}
@@ -283,6 +290,20 @@ pub fn service(
     }
     out.endpoints = by_address.into_values().collect();
     Ok((Some(out), problems))
+}
+
+/// The Pod behind an endpoint of `slice`: `(namespace, name)` from its
+/// `targetRef` when that names a Pod.
+pub fn endpoint_pod(slice: &EndpointSlice, e: &KEndpoint) -> Option<(String, String)> {
+    let r = e.target_ref.as_ref()?;
+    if r.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    let ns = r
+        .namespace
+        .clone()
+        .or_else(|| slice.metadata.namespace.clone())?;
+    Some((ns, r.name.clone()?))
 }
 
 /// The Service an EndpointSlice belongs to: `(namespace, name)`.

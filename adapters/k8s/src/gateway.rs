@@ -6,11 +6,12 @@
 //! `reviews.NAMESPACE.svc.CLUSTER_DOMAIN`, in order. Weights of backendRefs
 //! are relative in the Gateway API and percentages in Sextant: they are
 //! scaled to sum to 100 (largest remainder, so 1:2 becomes 33/67). A
-//! GRPCRoute's method match becomes a path match (`/SERVICE/METHOD`).
+//! GRPCRoute's method match becomes a path match (`/SERVICE/METHOD`). A
+//! parent's `port` limits the route to that port (a port match on each of
+//! its matches).
 //! What Sextant does not serve (query parameter matches, parents that are
 //! not Services, filters it lacks) is named in `unsupported`.
 //!
-//! Not yet wired to the API server (see the README).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -207,6 +208,7 @@ pub fn route(
     let spec: RouteSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
     let mut unsupported = Vec::new();
     let mut hosts = Vec::new();
+    let mut ports = Vec::new();
     for (i, p) in spec.parent_refs.iter().enumerate() {
         let is_service = p.kind.as_deref() == Some("Service")
             && p.group
@@ -220,13 +222,21 @@ pub fn route(
             ));
             continue;
         }
-        if p.port.is_some() {
-            unsupported.push(format!(
-                "spec.parentRefs[{i}].port (the route applies to every port)"
-            ));
-        }
+        ports.push(p.port);
         hosts.push(mapping.hostname(p.namespace.as_deref().unwrap_or(namespace), &p.name));
     }
+    // A parent's port limits the route to requests sent to that port; one
+    // rule holds one set of matches, so parents must agree on it.
+    let port = match ports.split_first() {
+        None => None,
+        Some((first, rest)) if rest.iter().all(|p| p == first) => *first,
+        Some(_) => {
+            unsupported.push(
+                "spec.parentRefs[*].port (parents name different ports: the route applies to every port)".into(),
+            );
+            None
+        }
+    };
     if hosts.is_empty() {
         return Ok(Converted {
             rule: None,
@@ -247,6 +257,14 @@ pub fn route(
                 .collect(),
             ..Default::default()
         };
+        if let Some(port) = port {
+            if route.matches.is_empty() {
+                route.matches.push(HttpMatch::default());
+            }
+            for m in &mut route.matches {
+                m.port = Some(port);
+            }
+        }
         let weights = percentages(&r.backend_refs.iter().map(|b| b.weight).collect::<Vec<_>>());
         for (j, (b, weight)) in r.backend_refs.iter().zip(weights).enumerate() {
             if b.kind.as_deref().is_some_and(|k| k != "Service") {

@@ -9,9 +9,6 @@
 //! a route's own `headers`, `trafficPolicy.tls`, ...) is taken out and
 //! named in [`Converted::unsupported`], so the rest of the object is served
 //! and nothing is dropped in silence.
-//!
-//! Not yet wired to the API server: the adapter does not watch these kinds
-//! yet (see the README).
 
 use serde::Deserialize;
 use serde_json::Value;

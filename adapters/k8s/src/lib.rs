@@ -40,20 +40,23 @@
 pub mod convert;
 pub mod gateway;
 pub mod istio;
+mod rules;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::{AsyncBufRead, AsyncBufReadExt};
-use k8s_openapi::api::core::v1::{Node, Service as KService};
+use k8s_openapi::api::core::v1::{Node, Pod, Service as KService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
 use sextant_core::{
-    Error, Event, EventStream, Locality, Registry, RegistryId, SentServices, Service,
+    Error, Event, EventStream, Labels, Locality, Registry, RegistryId, RuleSource, RuleStream,
+    SentServices, Service,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -79,6 +82,10 @@ pub struct K8sConfig {
     pub mapping: Mapping,
     /// Read Nodes for regions and zones. Default true.
     pub watch_nodes: bool,
+    /// Read Pods for the labels of the endpoints behind them (a slice's
+    /// endpoint names its Pod in `targetRef`); subsets select endpoints by
+    /// these labels. Default true.
+    pub watch_pods: bool,
     /// How long the server keeps one watch open (`timeoutSeconds`) before
     /// the adapter re-opens it from its last version. Default 290 s, under
     /// kube-rs's 295 s read timeout.
@@ -87,6 +94,19 @@ pub struct K8sConfig {
     pub page_size: u32,
     /// Reconnect backoff.
     pub backoff: Backoff,
+    /// Read traffic rules: Istio's VirtualService and DestinationRule and
+    /// the Gateway API's HTTPRoute and GRPCRoute, whichever the server
+    /// serves. Default true.
+    pub read_rules: bool,
+    /// The controller name under which the status of HTTPRoutes and
+    /// GRPCRoutes is written. Default `sextant.io/mesh-controller`.
+    pub controller_name: String,
+    /// Write route status (needs `patch` on the `status` subresources).
+    /// Default true.
+    pub write_status: bool,
+    /// How often discovery is asked again for rule kinds that were not
+    /// served (a CRD installed later is picked up). Default 30 s.
+    pub rediscover_every: Duration,
 }
 
 impl Default for K8sConfig {
@@ -99,9 +119,14 @@ impl Default for K8sConfig {
             label_selector: None,
             mapping: Mapping::default(),
             watch_nodes: true,
+            watch_pods: true,
             watch_timeout: Duration::from_secs(290),
             page_size: 500,
             backoff: Backoff::default(),
+            read_rules: true,
+            controller_name: "sextant.io/mesh-controller".into(),
+            write_status: true,
+            rediscover_every: Duration::from_secs(30),
         }
     }
 }
@@ -134,10 +159,12 @@ pub async fn client_config(config: &K8sConfig) -> Result<kube::Config, Error> {
     }
 }
 
-/// A Kubernetes cluster as a registry.
+/// A Kubernetes cluster as a registry, and as a source of traffic rules
+/// (see the `rules` module: Istio and Gateway API objects).
 pub struct K8sRegistry {
     id: RegistryId,
     config: Arc<K8sConfig>,
+    announced: Arc<std::sync::Mutex<rules::Announced>>,
 }
 
 impl K8sRegistry {
@@ -146,6 +173,7 @@ impl K8sRegistry {
         K8sRegistry {
             id: RegistryId::new(format!("k8s/{}", config.cluster_id)),
             config: Arc::new(config),
+            announced: Arc::default(),
         }
     }
 }
@@ -164,12 +192,38 @@ impl Registry for K8sRegistry {
     }
 }
 
+impl RuleSource for K8sRegistry {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch_rules(&self) -> RuleStream {
+        let config = self.config.clone();
+        let id = self.id.clone();
+        let announced = self.announced.clone();
+        if !config.read_rules {
+            return Box::pin(
+                futures::stream::once(async { Ok(Event::Reset(Vec::new())) })
+                    .chain(futures::stream::pending()),
+            );
+        }
+        resilient_task(config.backoff.clone(), move |tx| {
+            rules::session(config.clone(), id.clone(), tx, announced.clone())
+        })
+    }
+}
+
 /// The kinds a session reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
     Service,
     Slice,
     Node,
+    Pod,
+    VirtualService,
+    DestinationRule,
+    HttpRoute,
+    GrpcRoute,
 }
 
 impl Kind {
@@ -178,6 +232,19 @@ impl Kind {
             Kind::Service => ApiResource::erase::<KService>(&()),
             Kind::Slice => ApiResource::erase::<EndpointSlice>(&()),
             Kind::Node => ApiResource::erase::<Node>(&()),
+            Kind::Pod => ApiResource::erase::<Pod>(&()),
+            // CRD kinds: the version served is found by discovery
+            // (`rules::discover`); v1 here.
+            _ => {
+                let (group, plural) = rules::api_group(self);
+                ApiResource {
+                    group: group.into(),
+                    version: "v1".into(),
+                    api_version: format!("{group}/v1"),
+                    kind: self.name().into(),
+                    plural: plural.into(),
+                }
+            }
         }
     }
 
@@ -187,6 +254,11 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Slice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::Pod => "Pod",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
         }
     }
 
@@ -198,6 +270,19 @@ impl Kind {
                 "get, list and watch on \"endpointslices\" in API group \"discovery.k8s.io\""
             }
             Kind::Node => "get, list and watch on \"nodes\" in API group \"\" (core)",
+            Kind::Pod => "get, list and watch on \"pods\" in API group \"\" (core)",
+            Kind::VirtualService => {
+                "get, list and watch on \"virtualservices\" in API group \"networking.istio.io\""
+            }
+            Kind::DestinationRule => {
+                "get, list and watch on \"destinationrules\" in API group \"networking.istio.io\""
+            }
+            Kind::HttpRoute => {
+                "get, list and watch on \"httproutes\" in API group \"gateway.networking.k8s.io\""
+            }
+            Kind::GrpcRoute => {
+                "get, list and watch on \"grpcroutes\" in API group \"gateway.networking.k8s.io\""
+            }
         }
     }
 }
@@ -213,7 +298,10 @@ struct Source {
 
 fn sources(client: &kube::Client, config: &K8sConfig) -> Vec<Source> {
     let mut out = Vec::new();
-    for kind in [Kind::Service, Kind::Slice] {
+    let kinds = [Kind::Service, Kind::Slice]
+        .into_iter()
+        .chain(config.watch_pods.then_some(Kind::Pod));
+    for kind in kinds {
         let labels = match kind {
             Kind::Service => config.label_selector.clone(),
             _ => None,
@@ -266,11 +354,12 @@ fn unavailable(source: &Source, what: &str, e: kube::Error) -> Error {
     }
 }
 
-/// A failed watch of source `n`: `410 Gone` asks for a re-list, anything
-/// else ends the session.
+/// A failed watch of source `n`: `410 Gone` and `404` ask for a re-list,
+/// anything else ends the session.
 fn failure(n: usize, source: &Source, e: kube::Error) -> Report {
     match &e {
-        kube::Error::Api(s) if s.code == 410 => Report::Gone(n),
+        // 404: the kind went away (its CRD was deleted); a re-list finds out.
+        kube::Error::Api(s) if s.code == 410 || s.code == 404 => Report::Gone(n),
         _ => Report::Failed(unavailable(source, "watch", e)),
     }
 }
@@ -325,6 +414,10 @@ struct Cluster {
     /// Owner of each slice, by (namespace, slice name).
     owners: HashMap<Key, Key>,
     nodes: HashMap<String, Locality>,
+    /// The labels of each Pod, by (namespace, name).
+    pods: HashMap<Key, Labels>,
+    /// The services whose slices name each Pod, with how many endpoints.
+    pod_owners: HashMap<Key, HashMap<Key, u32>>,
     /// Services sent since the last Reset, to know what a removal deletes
     /// (and under which hostname).
     /// (The aggregator drops an Apply equal to what it holds, so unchanged
@@ -346,6 +439,8 @@ impl Cluster {
             slices: HashMap::new(),
             owners: HashMap::new(),
             nodes: HashMap::new(),
+            pods: HashMap::new(),
+            pod_owners: HashMap::new(),
             sent: SentServices::new(),
             broken: BTreeMap::new(),
             resolved: false,
@@ -415,11 +510,15 @@ impl Cluster {
             Kind::Slice => {
                 let slice_key = (ns, name.clone());
                 if let Some(old) = self.owners.remove(&slice_key) {
+                    let mut gone = None;
                     if let Some(m) = self.slices.get_mut(&old) {
-                        m.remove(&name);
+                        gone = m.remove(&name);
                         if m.is_empty() {
                             self.slices.remove(&old);
                         }
+                    }
+                    if let Some(gone) = gone {
+                        self.count_pods(&gone, &old, false);
                     }
                     dirty.insert(old);
                 }
@@ -430,6 +529,7 @@ impl Cluster {
                     Ok(slice) => {
                         self.readable(&what);
                         if let Some(owner) = convert::slice_owner(&slice) {
+                            self.count_pods(&slice, &owner, true);
                             self.owners.insert(slice_key, owner.clone());
                             self.slices
                                 .entry(owner.clone())
@@ -441,6 +541,23 @@ impl Cluster {
                     Err(e) => self.broken(e, problems),
                 }
             }
+            Kind::Pod => {
+                // Only labels matter; status heartbeats change nothing.
+                let key = (ns, name);
+                let labels = (!deleted).then(|| obj.metadata.labels.unwrap_or_default());
+                if self.pods.get(&key) == labels.as_ref() {
+                    return;
+                }
+                match labels {
+                    Some(l) => self.pods.insert(key.clone(), l),
+                    None => self.pods.remove(&key),
+                };
+                if let Some(owners) = self.pod_owners.get(&key) {
+                    dirty.extend(owners.keys().cloned());
+                }
+            }
+            // Rule kinds are read by the rules session (rules.rs).
+            Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::GrpcRoute => {}
             Kind::Node => {
                 let locality = if deleted {
                     None
@@ -479,6 +596,30 @@ impl Cluster {
         }
     }
 
+    /// Counts (or uncounts) the Pods that `slice`'s endpoints name, as
+    /// endpoints of `owner`.
+    fn count_pods(&mut self, slice: &EndpointSlice, owner: &Key, add: bool) {
+        for pod in slice
+            .endpoints
+            .iter()
+            .filter_map(|e| convert::endpoint_pod(slice, e))
+        {
+            let owners = self.pod_owners.entry(pod.clone()).or_default();
+            let n = owners.entry(owner.clone()).or_default();
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    owners.remove(owner);
+                    if owners.is_empty() {
+                        self.pod_owners.remove(&pod);
+                    }
+                }
+            }
+        }
+    }
+
     /// The service for `key` as it is now; `None` when it is gone or
     /// carries nothing for the mesh.
     fn build(&self, key: &Key, problems: &mut Vec<Error>) -> Option<Service> {
@@ -492,7 +633,7 @@ impl Cluster {
                 v.into_iter().map(|(_, s)| s).collect()
             })
             .unwrap_or_default();
-        match convert::service(&self.mapping, svc, &slices, &self.nodes) {
+        match convert::service(&self.mapping, svc, &slices, &self.nodes, &self.pods) {
             Ok((service, mut p)) => {
                 problems.append(&mut p);
                 service
@@ -578,15 +719,27 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                     i += 1;
                 }
                 Err(e)
-                    if source.kind == Kind::Node
+                    if matches!(source.kind, Kind::Node | Kind::Pod)
                         && matches!(&e, kube::Error::Api(s) if s.code == 403) =>
                 {
+                    let without = match source.kind {
+                        Kind::Node => "endpoints get only their slice's zone, no region",
+                        _ => "endpoints get no labels, so subsets select none of them",
+                    };
                     warn!(
                         registry = %id,
-                        "cannot read Nodes (RBAC needs {}): endpoints get only their slice's zone, no region",
-                        Kind::Node.rbac()
+                        "cannot read {}s (RBAC needs {}): {without}",
+                        source.kind.name(),
+                        source.kind.rbac()
                     );
-                    sources.remove(i);
+                    let kind = source.kind;
+                    sources.retain(|s| s.kind != kind);
+                    // Start the lists over without that kind.
+                    cluster = Cluster::new(config.mapping.clone());
+                    problems.clear();
+                    dirty.clear();
+                    versions.clear();
+                    i = 0;
                 }
                 Err(e) => return Err(unavailable(source, "list", e)),
             }

@@ -17,10 +17,10 @@ pub async fn next<T: sextant_core::Keyed>(
 }
 
 /// Reads items until one satisfies `want` (at most 200).
-pub async fn until(
-    w: &mut EventStream,
-    want: impl Fn(&Result<Event, Error>) -> bool,
-) -> Result<Event, Error> {
+pub async fn until<T: sextant_core::Keyed>(
+    w: &mut futures::stream::BoxStream<'static, Result<Event<T>, Error>>,
+    want: impl Fn(&Result<Event<T>, Error>) -> bool,
+) -> Result<Event<T>, Error> {
     for _ in 0..200 {
         let e = next(w).await;
         if want(&e) {

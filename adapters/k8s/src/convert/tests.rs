@@ -12,7 +12,7 @@ fn nodes() -> HashMap<String, Locality> {
 
 fn convert(svc: &KService, slices: &[EndpointSlice]) -> (Option<Service>, Vec<Error>) {
     let refs: Vec<&EndpointSlice> = slices.iter().collect();
-    service(&Mapping::default(), svc, &refs, &nodes()).unwrap()
+    service(&Mapping::default(), svc, &refs, &nodes(), &HashMap::new()).unwrap()
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn headless_and_external_name_services() {
 fn spec_external_name_missing_is_an_object_error() {
     let mut ext = objects::service("shop", "broken", &[("http", 80, 80)]);
     ext.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
-    let err = service(&Mapping::default(), &ext, &[], &nodes()).unwrap_err();
+    let err = service(&Mapping::default(), &ext, &[], &nodes(), &HashMap::new()).unwrap_err();
     assert_eq!(err.object(), Some("Service shop/broken"));
 }
 

@@ -56,19 +56,21 @@ fn an_httproute_on_a_service_becomes_its_route_rule() {
     .expect("converts");
     let mut got = c.unsupported.clone();
     got.sort();
-    assert_eq!(
-        got,
-        [
-            "spec.parentRefs[0].port (the route applies to every port)",
-            "spec.rules[0].matches[0].queryParams",
-        ]
-    );
+    assert_eq!(got, ["spec.rules[0].matches[0].queryParams"]);
     let r = rule_of(&c);
     assert_eq!(
         r.hosts,
         vec![Hostname::new("reviews.default.svc.cluster.local")]
     );
     assert_eq!(r.http.len(), 3);
+    // The parent's port limits every match, the catch-all included.
+    assert!(
+        r.http
+            .iter()
+            .all(|h| !h.matches.is_empty() && h.matches.iter().all(|m| m.port == Some(9080))),
+        "{:?}",
+        r.http
+    );
     assert_eq!(
         r.http[0].matches[0].headers["end-user"].0,
         Some(StringMatch::Exact("jason".into()))

@@ -1,0 +1,677 @@
+//! Traffic rules from the API server: Istio's VirtualService and
+//! DestinationRule (`networking.istio.io`, v1 preferred, else v1beta1 or
+//! v1alpha3: the schema is the same) and the Gateway API's HTTPRoute and
+//! GRPCRoute (`gateway.networking.k8s.io/v1`) attached to Services.
+//!
+//! How it follows the server (the same rules as for Services, see the crate
+//! documentation): discovery says which of these kinds are served; each is
+//! listed, the rules sent as one Reset, then watched from the list's
+//! version; `410 Gone` (or `404`, a CRD deleted) re-lists. A kind whose CRD
+//! is not installed is skipped with one log line, and discovery is asked
+//! again every [`K8sConfig::rediscover_every`]: a CRD installed later is
+//! picked up with a re-list. A change to one object sends that rule
+//! (Apply or Delete).
+//!
+//! Objects that cannot be converted keep their last good rule and are
+//! reported (registryz, `sextant_registry_object_errors`); fields Sextant
+//! does not serve are reported once per object as `not served: ...`, and
+//! the rest of the object is served. A problem that goes away sends one
+//! Reset, which is what clears problems shown for a source.
+//!
+//! Route status: for each Service parent of an HTTPRoute or GRPCRoute,
+//! conditions `Accepted` and `ResolvedRefs` under the configured controller
+//! name, patched through the `status` subresource with the object's
+//! `resourceVersion` (a conflict waits for the next watch event), and only
+//! when they differ from what the object carries: several replicas, or a
+//! restart, write nothing new. Entries of other controllers are kept. To
+//! know which Services exist, the session also watches Services (names
+//! only) while the Gateway API is served.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, WatchEvent};
+use serde_json::{Value, json};
+use sextant_core::recover::EventSender;
+use sextant_core::{Error, Event, RegistryId, Rule};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::{K8sConfig, Kind, Report, Source, client_config, list, unavailable, watch};
+use crate::gateway::{self, RouteKind};
+use crate::istio;
+
+/// The rule kinds, in the order they are read.
+const RULE_KINDS: [Kind; 4] = [
+    Kind::VirtualService,
+    Kind::DestinationRule,
+    Kind::HttpRoute,
+    Kind::GrpcRoute,
+];
+
+/// The API group and plural of a rule kind.
+pub(crate) fn api_group(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::VirtualService => ("networking.istio.io", "virtualservices"),
+        Kind::DestinationRule => ("networking.istio.io", "destinationrules"),
+        Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
+        _ => ("gateway.networking.k8s.io", "grpcroutes"),
+    }
+}
+
+/// The versions read, most preferred first.
+fn versions(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::VirtualService | Kind::DestinationRule => &["v1", "v1beta1", "v1alpha3"],
+        Kind::HttpRoute => &["v1", "v1beta1"],
+        _ => &["v1"],
+    }
+}
+
+fn is_route(kind: Kind) -> bool {
+    matches!(kind, Kind::HttpRoute | Kind::GrpcRoute)
+}
+
+/// Which rule kinds the server serves, and at which version.
+async fn discover(client: &kube::Client) -> Result<Vec<(Kind, ApiResource)>, kube::Error> {
+    let groups = client.list_api_groups().await?;
+    let mut out = Vec::new();
+    let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for kind in RULE_KINDS {
+        let (group, plural) = api_group(kind);
+        let Some(g) = groups.groups.iter().find(|g| g.name == group) else {
+            continue;
+        };
+        for version in versions(kind) {
+            if !g.versions.iter().any(|v| v.version == *version) {
+                continue;
+            }
+            let gv = format!("{group}/{version}");
+            if !resources.contains_key(&gv) {
+                let list = client.list_api_group_resources(&gv).await?;
+                resources.insert(
+                    gv.clone(),
+                    list.resources.into_iter().map(|r| r.name).collect(),
+                );
+            }
+            if resources[&gv].iter().any(|r| r == plural) {
+                out.push((
+                    kind,
+                    ApiResource {
+                        group: group.into(),
+                        version: (*version).into(),
+                        api_version: gv,
+                        kind: kind.name().into(),
+                        plural: plural.into(),
+                    },
+                ));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rule kinds and versions among `resources`.
+fn versions_of<'a>(
+    resources: impl Iterator<Item = (&'a Kind, &'a ApiResource)>,
+) -> BTreeSet<(Kind, String)> {
+    resources
+        .filter(|(k, _)| RULE_KINDS.contains(k))
+        .map(|(k, r)| (*k, r.version.clone()))
+        .collect()
+}
+
+/// What one object gave: its rule (the last good one when it cannot be
+/// converted now) and its problem, if any.
+#[derive(Clone, Default, PartialEq)]
+struct Converted {
+    rule: Option<Rule>,
+    problem: Option<String>,
+    /// The conversion failed: the route's status says so.
+    failed: bool,
+}
+
+type ObjKey = (Kind, String, String);
+type Key = (String, String);
+
+fn object_name(key: &ObjKey) -> String {
+    format!("{} {}/{}", key.0.name(), key.1, key.2)
+}
+
+/// Converts one object; `previous` is what it gave before.
+fn convert(
+    config: &K8sConfig,
+    key: &ObjKey,
+    obj: &DynamicObject,
+    previous: Option<&Converted>,
+) -> Converted {
+    let (kind, ns, name) = key;
+    let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
+    let mapping = &config.mapping;
+    let result = match kind {
+        Kind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
+        Kind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
+        Kind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
+        _ => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
+    };
+    match result {
+        Ok(c) => Converted {
+            rule: c.rule,
+            problem: (!c.unsupported.is_empty())
+                .then(|| format!("not served: {}", c.unsupported.join("; "))),
+            failed: false,
+        },
+        Err(reason) => Converted {
+            rule: previous.and_then(|p| p.rule.clone()),
+            problem: Some(format!(
+                "cannot convert (its last good rule is kept): {reason}"
+            )),
+            failed: true,
+        },
+    }
+}
+
+/// What the session knows.
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<ObjKey, DynamicObject>,
+    converted: BTreeMap<ObjKey, Converted>,
+    /// Services that exist (for route status), while routes are read.
+    services: BTreeSet<Key>,
+}
+
+impl State {
+    fn rules(&self) -> Vec<Rule> {
+        self.converted
+            .values()
+            .filter_map(|c| c.rule.clone())
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<(String, String)> {
+        self.converted
+            .iter()
+            .filter_map(|(k, c)| Some((object_name(k), c.problem.clone()?)))
+            .collect()
+    }
+}
+
+/// The events one batch of changes makes.
+#[derive(Default)]
+struct Outcome {
+    events: Vec<Event<Rule>>,
+    problems: Vec<(String, String)>,
+    /// A problem went away: only a Reset clears it.
+    reset: bool,
+}
+
+impl State {
+    /// Applies one object change.
+    fn change(
+        &mut self,
+        config: &K8sConfig,
+        kind: Kind,
+        obj: DynamicObject,
+        deleted: bool,
+        out: &mut Outcome,
+    ) -> Option<ObjKey> {
+        let name = obj.metadata.name.clone()?;
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        if kind == Kind::Service {
+            let key = (ns, name);
+            if deleted {
+                self.services.remove(&key);
+            } else {
+                self.services.insert(key);
+            }
+            return None;
+        }
+        let key = (kind, ns, name);
+        let old = self.converted.get(&key).cloned().unwrap_or_default();
+        let new = if deleted {
+            self.objects.remove(&key);
+            Converted::default()
+        } else {
+            let c = convert(config, &key, &obj, Some(&old));
+            self.objects.insert(key.clone(), obj);
+            c
+        };
+        if old.rule != new.rule {
+            match (&old.rule, &new.rule) {
+                (_, Some(rule)) => {
+                    if let Some(o) = &old.rule
+                        && o.key != rule.key
+                    {
+                        out.events.push(Event::Delete(o.key.clone()));
+                    }
+                    out.events.push(Event::Apply(rule.clone()));
+                }
+                (Some(o), None) => out.events.push(Event::Delete(o.key.clone())),
+                (None, None) => {}
+            }
+        }
+        if old.problem != new.problem {
+            if old.problem.is_some() {
+                out.reset = true;
+            }
+            if let Some(p) = &new.problem {
+                out.problems.push((object_name(&key), p.clone()));
+            }
+        }
+        if deleted {
+            self.converted.remove(&key);
+        } else {
+            self.converted.insert(key.clone(), new);
+        }
+        Some(key)
+    }
+}
+
+/// Sends a batch's outcome; false when nobody listens.
+async fn send(tx: &EventSender<Rule>, state: &State, out: Outcome) -> bool {
+    let (events, problems) = if out.reset {
+        (vec![Event::Reset(state.rules())], state.problems())
+    } else {
+        (out.events, out.problems)
+    };
+    for e in events {
+        if tx.send(Ok(e)).await.is_err() {
+            return false;
+        }
+    }
+    for (object, reason) in problems {
+        warn!(object, reason, "kubernetes rule object");
+        if tx.invalid(object, reason).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// What is logged once per registry, across sessions.
+#[derive(Default)]
+pub(crate) struct Announced {
+    absent: BTreeSet<&'static str>,
+    forbidden_status: bool,
+}
+
+pub(crate) async fn session(
+    config: Arc<K8sConfig>,
+    id: RegistryId,
+    tx: EventSender<Rule>,
+    announced: Arc<Mutex<Announced>>,
+) -> Result<(), Error> {
+    let client_config = client_config(&config).await?;
+    let client = kube::Client::try_from(client_config)
+        .map_err(|e| Error::unavailable_from("cannot build the Kubernetes client", e))?;
+    loop {
+        let served = discover(&client)
+            .await
+            .map_err(|e| Error::unavailable_from("cannot read API discovery for rule kinds", e))?;
+        let served_kinds: Vec<Kind> = served.iter().map(|(k, _)| *k).collect();
+        {
+            let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());
+            for kind in RULE_KINDS {
+                let (group, _) = api_group(kind);
+                if served_kinds.contains(&kind) {
+                    if a.absent.remove(kind.name()) {
+                        info!(registry = %id, kind = kind.name(), "kubernetes: rule kind is served now; reading it");
+                    }
+                } else if a.absent.insert(kind.name()) {
+                    info!(
+                        registry = %id,
+                        kind = kind.name(),
+                        "kubernetes: {group} {} is not served (CRD not installed): skipped, discovery is asked again every {:?}",
+                        kind.name(),
+                        config.rediscover_every
+                    );
+                }
+            }
+        }
+        let mut sources = Vec::new();
+        let mut resources = BTreeMap::new();
+        let write_status = config.write_status && served_kinds.iter().any(|k| is_route(*k));
+        let mut kinds: Vec<(Kind, ApiResource)> = served;
+        if write_status {
+            kinds.push((Kind::Service, Kind::Service.resource()));
+        }
+        for (kind, resource) in kinds {
+            resources.insert(kind, resource.clone());
+            if config.namespaces.is_empty() {
+                sources.push(Source {
+                    kind,
+                    api: Api::all_with(client.clone(), &resource),
+                    labels: None,
+                    scope: "all namespaces".into(),
+                });
+            } else {
+                for ns in &config.namespaces {
+                    sources.push(Source {
+                        kind,
+                        api: Api::namespaced_with(client.clone(), ns, &resource),
+                        labels: None,
+                        scope: format!("namespace {ns}"),
+                    });
+                }
+            }
+        }
+
+        let mut state = State::default();
+        let mut listed = Vec::new();
+        for source in &sources {
+            let (items, rv) = list(source, config.page_size)
+                .await
+                .map_err(|e| unavailable(source, "list", e))?;
+            let mut ignored = Outcome::default();
+            for obj in items {
+                state.change(&config, source.kind, obj, false, &mut ignored);
+            }
+            listed.push(rv);
+        }
+        info!(registry = %id, rules = state.converted.len(), kinds = ?served_kinds, "kubernetes: rules listed");
+        let first = Outcome {
+            reset: true,
+            ..Default::default()
+        };
+        if !send(&tx, &state, first).await {
+            return Ok(());
+        }
+        let status = StatusWriter {
+            client: client.clone(),
+            controller: config.controller_name.clone(),
+            resources: resources.clone(),
+            announced: announced.clone(),
+            enabled: write_status,
+        };
+        let routes: Vec<ObjKey> = state.objects.keys().cloned().collect();
+        status.write(&state, &routes).await;
+
+        let (reports, mut rx) = mpsc::channel(1024);
+        let mut tasks = JoinSet::new();
+        for (n, (source, rv)) in sources.iter().zip(listed).enumerate() {
+            tasks.spawn(watch(
+                n,
+                source.clone(),
+                rv,
+                config.watch_timeout,
+                reports.clone(),
+            ));
+        }
+        drop(reports);
+        let mut rediscover = tokio::time::interval(config.rediscover_every);
+        rediscover.tick().await;
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return Ok(()),
+                },
+                _ = rediscover.tick() => {
+                    let now = discover(&client).await.map_err(|e| {
+                        Error::unavailable_from("cannot read API discovery for rule kinds", e)
+                    })?;
+                    if versions_of(now.iter().map(|(k, r)| (k, r))) == versions_of(resources.iter()) {
+                        continue;
+                    }
+                    info!(registry = %id, "kubernetes: the rule kinds served changed, re-listing");
+                    break;
+                }
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let mut out = Outcome::default();
+            let mut touched = Vec::new();
+            let mut services_changed = false;
+            let mut relist = false;
+            for report in batch {
+                match report {
+                    Report::Event(n, event) => {
+                        let kind = sources[n].kind;
+                        let (obj, deleted) = match *event {
+                            WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, false),
+                            WatchEvent::Deleted(o) => (o, true),
+                            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => continue,
+                        };
+                        let before = state.services.len();
+                        if let Some(key) = state.change(&config, kind, obj, deleted, &mut out) {
+                            touched.push(key);
+                        }
+                        services_changed |= state.services.len() != before;
+                    }
+                    Report::Broken(e) => {
+                        if let Error::InvalidObject { object, reason } = e {
+                            out.problems.push((object, reason));
+                        }
+                    }
+                    Report::Gone(n) => {
+                        info!(registry = %id, kind = sources[n].kind.name(), "kubernetes: rule watch expired or gone, re-listing");
+                        relist = true;
+                    }
+                    Report::Failed(e) => return Err(e),
+                }
+            }
+            if relist {
+                break;
+            }
+            if !send(&tx, &state, out).await {
+                return Ok(());
+            }
+            if services_changed {
+                touched = state.objects.keys().cloned().collect();
+            }
+            status.write(&state, &touched).await;
+        }
+    }
+}
+
+/// Writes route status.
+struct StatusWriter {
+    client: kube::Client,
+    controller: String,
+    resources: BTreeMap<Kind, ApiResource>,
+    announced: Arc<Mutex<Announced>>,
+    enabled: bool,
+}
+
+impl StatusWriter {
+    /// Patches the status of each route in `keys` whose status differs
+    /// from what it should be.
+    async fn write(&self, state: &State, keys: &[ObjKey]) {
+        if !self.enabled {
+            return;
+        }
+        for key in keys.iter().filter(|k| is_route(k.0)) {
+            let (Some(obj), Some(resource)) = (state.objects.get(key), self.resources.get(&key.0))
+            else {
+                continue;
+            };
+            let converted = state.converted.get(key).cloned().unwrap_or_default();
+            let Some(patch) = status_patch(&self.controller, obj, &converted, &state.services)
+            else {
+                continue;
+            };
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &key.1, resource);
+            match api
+                .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                // Changed meanwhile: its watch event brings it back here.
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    let mut a = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+                    if !a.forbidden_status {
+                        a.forbidden_status = true;
+                        warn!(
+                            "cannot write route status ({}): RBAC needs patch on \"{}/status\" in API group \"{}\" (see deploy/rbac.yaml)",
+                            s.message, resource.plural, resource.group
+                        );
+                    }
+                }
+                Err(e) => warn!(object = object_name(key), error = %e, "cannot write route status"),
+            }
+        }
+    }
+}
+
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    old: &[Value],
+) -> Value {
+    let status = if ok { "True" } else { "False" };
+    // The transition time moves only when the status does.
+    let since = old
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == status)
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| {
+            serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ))
+            .unwrap_or(Value::Null)
+        });
+    let mut c = json!({"type": kind, "status": status, "reason": reason, "message": message,
+                       "lastTransitionTime": since});
+    if let Some(g) = generation {
+        c["observedGeneration"] = json!(g);
+    }
+    c
+}
+
+fn is_core_service(group: Option<&str>, kind: Option<&str>, default_kind: &str) -> bool {
+    kind.unwrap_or(default_kind) == "Service" && matches!(group, None | Some("" | "core"))
+}
+
+/// The merge patch that makes the route's status right, or `None` when it
+/// already is.
+fn status_patch(
+    controller: &str,
+    obj: &DynamicObject,
+    converted: &Converted,
+    services: &BTreeSet<Key>,
+) -> Option<Value> {
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
+    let current: Vec<Value> = obj.data["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let (ours, others): (Vec<Value>, Vec<Value>) = current
+        .into_iter()
+        .partition(|p| p["controllerName"] == controller);
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+
+    // ResolvedRefs: the same for every parent.
+    let mut unresolved: Option<(&str, String)> = None;
+    for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        for (j, b) in rule["backendRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let group = str_of(b, "group");
+            let kind = str_of(b, "kind");
+            let name = str_of(b, "name").unwrap_or_default();
+            let bns = str_of(b, "namespace").unwrap_or_else(|| ns.clone());
+            if !is_core_service(group.as_deref(), kind.as_deref(), "Service") {
+                unresolved.get_or_insert((
+                    "InvalidKind",
+                    format!("rules[{i}].backendRefs[{j}]: only Service backends are served"),
+                ));
+            } else if !services.contains(&(bns.clone(), name.clone())) {
+                unresolved.get_or_insert((
+                    "BackendNotFound",
+                    format!("rules[{i}].backendRefs[{j}]: Service {bns}/{name} does not exist"),
+                ));
+            }
+        }
+    }
+    let generation = obj.metadata.generation;
+    let mut desired = Vec::new();
+    for p in spec["parentRefs"].as_array().into_iter().flatten() {
+        if !is_core_service(
+            str_of(p, "group").as_deref(),
+            str_of(p, "kind").as_deref(),
+            "Gateway",
+        ) {
+            continue;
+        }
+        let name = str_of(p, "name").unwrap_or_default();
+        let pns = str_of(p, "namespace").unwrap_or_else(|| ns.clone());
+        let old: Vec<Value> = ours
+            .iter()
+            .find(|o| &o["parentRef"] == p)
+            .and_then(|o| o["conditions"].as_array().cloned())
+            .unwrap_or_default();
+        let accepted = if converted.failed {
+            condition(
+                "Accepted",
+                false,
+                "UnsupportedValue",
+                converted.problem.clone().unwrap_or_default(),
+                generation,
+                &old,
+            )
+        } else if !services.contains(&(pns.clone(), name.clone())) {
+            condition(
+                "Accepted",
+                false,
+                "NoMatchingParent",
+                format!("Service {pns}/{name} does not exist"),
+                generation,
+                &old,
+            )
+        } else {
+            condition(
+                "Accepted",
+                true,
+                "Accepted",
+                converted.problem.clone().unwrap_or_default(),
+                generation,
+                &old,
+            )
+        };
+        let resolved = match &unresolved {
+            Some((reason, message)) => condition(
+                "ResolvedRefs",
+                false,
+                reason,
+                message.clone(),
+                generation,
+                &old,
+            ),
+            None => condition(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                String::new(),
+                generation,
+                &old,
+            ),
+        };
+        desired.push(json!({"parentRef": p, "controllerName": controller,
+                            "conditions": [accepted, resolved]}));
+    }
+    if desired == ours {
+        return None;
+    }
+    let mut parents = others;
+    parents.extend(desired);
+    Some(json!({
+        "metadata": {"resourceVersion": obj.metadata.resource_version},
+        "status": {"parents": parents},
+    }))
+}
+
+#[cfg(test)]
+mod tests;
