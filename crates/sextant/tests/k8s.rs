@@ -9,7 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use sextant_testkit::k8s::{KubeDouble, objects};
+use std::time::Duration;
+
+use sextant_testkit::k8s::{Crd, KubeDouble, Kubectl, objects};
 use sextant_testkit::peers::{Envoy, HttpBackend, status_change};
 
 const HOST: &str = "cart.shop.svc.cluster.local";
@@ -118,4 +120,166 @@ async fn two_contexts_are_two_registries_merged_by_hostname() {
         .collect();
     ips.sort();
     assert_eq!(ips, ["10.1.0.1", "10.2.0.1"], "{config}");
+}
+
+/// Service `name` in `default` on port 9080, with one pod per backend:
+/// each pod labelled `version`, each endpoint in its own slice (the
+/// backends share 127.0.0.1 and differ by port).
+fn bookinfo_service(double: &KubeDouble, name: &str, pods: &[(&str, &HttpBackend)]) {
+    double.apply(objects::service("default", name, &[("http", 9080, 9080)]));
+    for (version, backend) in pods {
+        let pod = format!("{name}-{version}-0");
+        double.apply(objects::pod(
+            "default",
+            &pod,
+            "127.0.0.1",
+            "node-a",
+            &[("app", name), ("version", version)],
+        ));
+        let ep = objects::for_pod(
+            objects::endpoint("127.0.0.1", Some("node-a"), None),
+            "default",
+            &pod,
+        );
+        double.apply(objects::slice(
+            "default",
+            &format!("{pod}-slice"),
+            name,
+            &[("http", i32::from(backend.addr.port()))],
+            vec![ep],
+        ));
+    }
+}
+
+fn example(name: &str) -> String {
+    format!(
+        "{}/../../examples/kubernetes/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Istio's bookinfo rules applied with kubectl steer a real Envoy: the
+/// header route, a measured 50/50 split, an edit, a delete; and a GAMMA
+/// HTTPRoute splits 90/10 and gets its status written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applied_istio_and_gateway_rules_steer_envoy() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::Istio);
+    double.install(Crd::GatewayApi);
+    let v1 = HttpBackend::start("v1").await;
+    let v2 = HttpBackend::start("v2").await;
+    let v3 = HttpBackend::start("v3").await;
+    bookinfo_service(&double, "reviews", &[("v1", &v1), ("v2", &v2), ("v3", &v3)]);
+    let r1 = HttpBackend::start("ratings-v1").await;
+    let r2 = HttpBackend::start("ratings-v2").await;
+    bookinfo_service(&double, "ratings", &[("v1", &r1)]);
+    bookinfo_service(&double, "ratings-v1", &[("v1", &r1)]);
+    bookinfo_service(&double, "ratings-v2", &[("v2", &r2)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "k8s-rules", false).await).await;
+    envoy.wait_live().await;
+
+    let k = Kubectl::new(&double);
+    let vs = example("reviews-virtual-service.yaml");
+    let (ok, out, err) = k
+        .run(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            &example("reviews-destination-rule.yaml"),
+            "-f",
+            &vs,
+            "-f",
+            &example("ratings-httproute.yaml"),
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+
+    let host = "reviews.default.svc.cluster.local";
+    let applied = std::time::Instant::now();
+    assert_routes_to(&sx, host, &[("end-user", "jason")], "v2").await;
+    eprintln!(
+        "applied rules in force after {:?} (10 answers in a row)",
+        applied.elapsed()
+    );
+    // Envoy picks weighted clusters at random: over 4,000 requests a 3-point
+    // band is about 3.8 standard deviations wide on each side.
+    let split = tally(sx.outbound, host, 4000).await;
+    eprintln!("reviews 50/50 over 4000: {split:?}");
+    for version in ["v1", "v3"] {
+        let n = split.get(version).copied().unwrap_or(0);
+        assert!((1880..=2120).contains(&n), "50/50 gave {split:?}");
+    }
+    // Edit the weights and re-apply: everything goes to v3.
+    let text = std::fs::read_to_string(&vs).expect("read");
+    let edited = dir.path().join("reviews-v3.yaml");
+    std::fs::write(
+        &edited,
+        text.replacen("weight: 50", "weight: 0", 1)
+            .replacen("weight: 50", "weight: 100", 1),
+    )
+    .expect("write");
+    let (ok, out, err) = k
+        .run(&["apply", "--validate=false", "-f", &edited.to_string_lossy()])
+        .await;
+    assert!(ok, "{out}{err}");
+    let in_force = until_all(sx.outbound, host, "v3", Duration::from_secs(10)).await;
+    eprintln!("VirtualService weight edit in force after {in_force:?}");
+    assert!(in_force.is_some(), "{}", sx.log());
+    assert_eq!(count_body(sx.outbound, host, &[], 200, "v3").await, 200);
+
+    // Delete it: traffic returns to the default, every pod of the service.
+    let (ok, out, err) = k.run(&["delete", "-f", &vs]).await;
+    assert!(ok, "{out}{err}");
+    let seen = bodies(sx.outbound, host, 300, |s| s.len() == 3).await;
+    assert_eq!(seen.len(), 3, "{seen:?} {}", sx.log());
+
+    // The GAMMA route: 90/10 between two Services, status written.
+    let ratings = "ratings.default.svc.cluster.local";
+    let split = tally(sx.outbound, ratings, 4000).await;
+    eprintln!("ratings HTTPRoute 90/10 over 4000: {split:?}");
+    let to_v2 = split.get("ratings-v2").copied().unwrap_or(0);
+    assert!((280..=520).contains(&to_v2), "90/10 gave {split:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = k
+            .run(&[
+                "get",
+                "httproute",
+                "ratings-split",
+                "-n",
+                "default",
+                "-o",
+                "yaml",
+            ])
+            .await;
+        assert!(ok, "{err}");
+        if out.contains("controllerName: sextant.io/mesh-controller")
+            && out.contains("type: ResolvedRefs")
+        {
+            let route: serde_json::Value = serde_yaml_ng::from_str(&out).expect("yaml");
+            let ours = &route["status"]["parents"][0];
+            assert_eq!(ours["conditions"][0]["type"], "Accepted", "{out}");
+            assert_eq!(ours["conditions"][0]["status"], "True", "{out}");
+            assert_eq!(ours["conditions"][1]["status"], "True", "{out}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no status: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reg = sx.json("/debug/registryz").await;
+    let rules = reg["registries"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["kind"] == "rules"))
+        .unwrap_or_else(|| panic!("no rules source in {reg}"));
+    assert_eq!(rules["id"], "k8s/Kubernetes", "{reg}");
+    // The VirtualService is deleted: the HTTPRoute and the DestinationRule remain.
+    assert_eq!(
+        (rules["routes"].as_u64(), rules["policies"].as_u64()),
+        (Some(1), Some(1)),
+        "{reg}"
+    );
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }

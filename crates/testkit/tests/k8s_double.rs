@@ -6,70 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use sextant_testkit::k8s::{Crd, Kind, KubeDouble, objects};
+use sextant_testkit::k8s::{Crd, Kind, KubeDouble, Kubectl, objects};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
-/// kubectl from PATH; scripts/install-peers.sh installs it where missing.
-fn kubectl() -> String {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("kubectl"))
-            .find(|p| p.is_file())
-    });
-    match found {
-        Some(p) => p.display().to_string(),
-        None => panic!(
-            "kubectl not found on PATH: run scripts/install-peers.sh (installs Debian's kubernetes-client)"
-        ),
-    }
-}
-
-struct Kubectl {
-    kubeconfig: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Kubectl {
-    fn new(double: &KubeDouble) -> Kubectl {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let kubeconfig = double.kubeconfig(dir.path(), "double");
-        Kubectl {
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(kubectl());
-        c.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--request-timeout", "20s"])
-            .args(args)
-            .env("HOME", self._dir.path())
-            .kill_on_drop(true);
-        c
-    }
-
-    /// Runs kubectl; returns (success, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60 s"))
-            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let (ok, out, err) = self.run(args).await;
-        assert!(ok, "kubectl {args:?} failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?} printed {out}: {e}"))
-    }
-}
 
 fn names(list: &Value) -> Vec<String> {
     let mut v: Vec<String> = list["items"]

@@ -57,6 +57,25 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_K8S_SKIP_NODES")]
     #[serde(rename = "skip_nodes", default)]
     pub k8s_skip_nodes: bool,
+    /// Do not read Pods (no RBAC on pods needed; endpoints get no labels,
+    /// so subsets select none of them).
+    #[arg(long, env = "SEXTANT_K8S_SKIP_PODS")]
+    #[serde(rename = "skip_pods", default)]
+    pub k8s_skip_pods: bool,
+    /// Do not read traffic rules (VirtualService, DestinationRule,
+    /// HTTPRoute, GRPCRoute) from the cluster.
+    #[arg(long, env = "SEXTANT_K8S_SKIP_RULES")]
+    #[serde(rename = "skip_rules", default)]
+    pub k8s_skip_rules: bool,
+    /// Do not write HTTPRoute and GRPCRoute status (no patch RBAC needed).
+    #[arg(long, env = "SEXTANT_K8S_SKIP_STATUS")]
+    #[serde(rename = "skip_status", default)]
+    pub k8s_skip_status: bool,
+    /// The controller name route status is written under
+    /// [default: sextant.io/mesh-controller].
+    #[arg(long, env = "SEXTANT_K8S_CONTROLLER_NAME", value_name = "NAME")]
+    #[serde(rename = "controller_name")]
+    pub k8s_controller_name: Option<String>,
 }
 
 impl K8sArgs {
@@ -115,6 +134,32 @@ impl K8sArgs {
             base.mapping.cluster_domain = domain;
         }
         base.watch_nodes = !(self.k8s_skip_nodes || file.k8s_skip_nodes);
+        base.watch_pods = !(self.k8s_skip_pods || file.k8s_skip_pods);
+        base.read_rules = !(self.k8s_skip_rules || file.k8s_skip_rules);
+        base.write_status = !(self.k8s_skip_status || file.k8s_skip_status);
+        if let Some((name, from_flag)) =
+            either(&self.k8s_controller_name, &file.k8s_controller_name)
+        {
+            // Gateway API: a domain-prefixed path, at most 253 characters.
+            let valid = name.len() <= 253
+                && name.split_once('/').is_some_and(|(domain, path)| {
+                    sextant_core::validate::dns_name_problem(domain).is_none()
+                        && !path.is_empty()
+                        && path
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=:/".contains(c))
+                });
+            if valid {
+                base.controller_name = name;
+            } else {
+                c.bad_flag(
+                    "k8s.controller_name",
+                    "--k8s-controller-name",
+                    from_flag,
+                    format!("{name:?} is not a domain-prefixed path like example.com/mesh"),
+                );
+            }
+        }
 
         let (contexts, _) = pick(&self.k8s_context, &file.k8s_context);
         let (ids, ids_from_flag) = pick(&self.k8s_cluster_id, &file.k8s_cluster_id);

@@ -502,7 +502,11 @@ impl Settings {
                 RegistryKind::File => out.push(Arc::new(self.file_registry())),
                 RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
                 RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
-                RegistryKind::Kubernetes => {}
+                RegistryKind::Kubernetes => {
+                    for cluster in self.k8s.iter().filter(|c| c.read_rules) {
+                        out.push(Arc::new(K8sRegistry::new(cluster.clone())));
+                    }
+                }
             }
         }
         out

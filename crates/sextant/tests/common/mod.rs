@@ -233,6 +233,24 @@ pub async fn count_body(
     hits
 }
 
+/// How many of `n` requests to `host` each body answered (every answer
+/// must be 200).
+pub async fn tally(
+    outbound: SocketAddr,
+    host: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = sextant_testkit::peers::http_request(outbound, host, "/", &[])
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200);
+        *out.entry(r.body).or_default() += 1;
+    }
+    out
+}
+
 /// How long until ten requests in a row to `host` all answer `want`
 /// (`None` after `bound`).
 pub async fn until_all(
@@ -258,14 +276,26 @@ pub async fn until_all(
     None
 }
 
-/// Asserts that a request to `host` with `headers` comes to answer `want`
-/// (bounded wait), and then does so 20 times in a row.
+/// Asserts that requests to `host` with `headers` come to answer `want`:
+/// ten in a row within a bounded wait (one success could be the default
+/// route answering by chance), then 20 more in a row.
 pub async fn assert_routes_to(sx: &Sextant, host: &str, headers: &[(&str, &str)], want: &str) {
-    assert!(
-        until_body(sx.outbound, host, headers, want).await,
-        "{}",
-        sx.log()
-    );
+    let started = std::time::Instant::now();
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{headers:?} did not come to reach {want} within 10 s\n{}",
+            sx.log()
+        );
+        let ok = sextant_testkit::peers::http_request(sx.outbound, host, "/", headers)
+            .await
+            .is_ok_and(|r| r.body == want);
+        in_a_row = if ok { in_a_row + 1 } else { 0 };
+        if !ok {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     assert_eq!(
         count_body(sx.outbound, host, headers, 20, want).await,
         20,

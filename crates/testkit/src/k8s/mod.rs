@@ -44,10 +44,13 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 mod discovery;
+mod kubectl;
 mod list_watch;
 pub mod objects;
 mod selectors;
 mod write;
+
+pub use kubectl::Kubectl;
 
 use discovery::*;
 use list_watch::*;
