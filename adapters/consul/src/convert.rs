@@ -6,8 +6,8 @@
 //! - one service port, named by the instances' `sextant-port-name` meta key
 //!   when they have one, else after its protocol (`http`, `http2`, `grpc`,
 //!   `tcp`, `tls`), so it matches the same port in another registry; the
-//!   protocol comes from the instances' `protocol` meta key (Consul's own
-//!   convention for service-defaults), else TCP; its number is the
+//!   protocol comes from the service's `service-defaults` config entry,
+//!   else the instances' `protocol` meta key, else TCP; its number is the
 //!   instances' port (the lowest, when they differ);
 //! - an endpoint per instance: `Service.Address`, falling back to
 //!   `Node.Address`; target port `Service.Port`; tags (`k=v` or plain) and
@@ -167,12 +167,45 @@ fn is_gateway(kind: Option<&str>) -> bool {
     matches!(kind, Some(k) if k == "connect-proxy" || k.ends_with("-gateway"))
 }
 
+/// What Consul's config entries add to a service: the protocol of its
+/// `service-defaults`, and the subset filters of its `service-resolver`
+/// that are evaluated here (see [`crate::entries::subset_label`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extras {
+    /// `service-defaults` `Protocol`; wins over the instances' meta.
+    pub protocol: Option<Protocol>,
+    /// Subset name and filter.
+    pub subsets: Vec<(String, crate::filter::Expr)>,
+}
+
+/// A `service-defaults` protocol as Sextant's; `None` for one it does not
+/// know.
+pub fn defaults_protocol(p: &str) -> Option<Protocol> {
+    match p.to_ascii_lowercase().as_str() {
+        "http" => Some(Protocol::Http),
+        "http2" => Some(Protocol::Http2),
+        "grpc" => Some(Protocol::Grpc),
+        "tcp" => Some(Protocol::Tcp),
+        _ => None,
+    }
+}
+
 /// The service for Consul service `name`, or `None` when it has no
 /// instances to serve. Errors say what is wrong with the service as a whole.
 pub fn to_service(
     name: &str,
     entries: &[ServiceEntry],
     mapping: &Mapping,
+) -> Result<Option<Service>, String> {
+    to_service_with(name, entries, mapping, &Extras::default())
+}
+
+/// [`to_service`] with what config entries add.
+pub fn to_service_with(
+    name: &str,
+    entries: &[ServiceEntry],
+    mapping: &Mapping,
+    extras: &Extras,
 ) -> Result<Option<Service>, String> {
     let hostname = mapping.hostname(name)?;
     let entries: Vec<&ServiceEntry> = entries
@@ -182,7 +215,9 @@ pub fn to_service(
     let Some(first) = entries.first() else {
         return Ok(None);
     };
-    let proto = protocol(first.service.meta.as_ref());
+    let proto = extras
+        .protocol
+        .unwrap_or_else(|| protocol(first.service.meta.as_ref()));
     let port_name = first
         .service
         .meta
@@ -223,6 +258,11 @@ pub fn to_service(
             };
         }
         labels.extend(e.service.meta.clone().unwrap_or_default());
+        for (subset, filter) in &extras.subsets {
+            if crate::filter::eval(filter, e) {
+                labels.insert(crate::entries::subset_label(subset), "true".into());
+            }
+        }
         let zone = mapping
             .zone_meta_key
             .as_ref()

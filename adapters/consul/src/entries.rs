@@ -13,11 +13,12 @@
 //! Subset filters become label selectors on the instances' labels (the
 //! adapter turns tags and meta into labels): `Service.Meta.KEY == "v"`,
 //! `Service.Tags contains "t"` (a `k=v` tag is the label `k: v`, a plain
-//! one the label `t` with an empty value), and `and` of those. A filter
-//! that needs `or`, `not` or `!=` cannot be a label selector: the subset
-//! is left out and the filter is named in `unsupported`, never guessed.
-//!
-//! Not yet wired to the adapter's blocking queries (see the README).
+//! one the label `t` with an empty value), and `and` of those. Any other
+//! filter the [`crate::filter`] language covers (`or`, `not`, `!=`, `in`,
+//! node fields, ...) is evaluated by the services side on each instance,
+//! which labels the passing ones [`subset_label`]; the subset selects that
+//! label. A filter outside that language is named in `unsupported` and its
+//! subset left out, never guessed.
 
 use std::collections::BTreeMap;
 
@@ -164,6 +165,26 @@ pub struct ResolverSubset {
     /// endpoints anyway).
     #[serde(default)]
     pub only_passing: bool,
+}
+
+/// The label the services side gives the instances that pass subset
+/// `subset`'s filter, when the filter is not a plain label selector.
+pub fn subset_label(subset: &str) -> String {
+    format!("{SUBSET_LABEL_PREFIX}{subset}")
+}
+
+/// See [`subset_label`].
+pub const SUBSET_LABEL_PREFIX: &str = "consul-subset.sextant.io/";
+
+/// The subsets of `resolver` whose filters the services side evaluates
+/// (those that are not plain label selectors), parsed.
+pub fn evaluated_subsets(resolver: &Resolver) -> Vec<(String, crate::filter::Expr)> {
+    resolver
+        .subsets
+        .iter()
+        .filter(|(_, s)| filter_labels(&s.filter).is_err())
+        .filter_map(|(name, s)| Some((name.clone(), crate::filter::parse(&s.filter).ok()?)))
+        .collect()
 }
 
 /// A subset filter as labels, or why it cannot be one.
@@ -421,14 +442,21 @@ pub fn convert(
         }
         let mut subsets = Vec::new();
         for (subset, s) in &r.subsets {
-            match filter_labels(&s.filter) {
+            // A filter that is not a label selector is evaluated by the
+            // services side on each instance, which labels the passing ones.
+            let labels = filter_labels(&s.filter).or_else(|_| {
+                crate::filter::parse(&s.filter)
+                    .map(|_| Labels::from([(subset_label(subset), "true".to_owned())]))
+            });
+            match labels {
                 Ok(labels) => subsets.push(Subset {
                     name: subset.clone(),
                     labels,
                     traffic_policy: None,
                 }),
                 Err(e) => out.unsupported.push(format!(
-                    "{at}: Subsets.{subset}.Filter {e}; the subset is left out"
+                    "{at}: Subsets.{subset}.Filter {:?}: {e}; the subset is left out",
+                    s.filter
                 )),
             }
         }

@@ -16,6 +16,12 @@
 //!   session: the registry is marked stale, keeps serving its last-known-good
 //!   services, and reconnects with jittered backoff ([`sextant_core::recover`]).
 //! - A service that leaves the catalog leaves the view.
+//! - Config entries: the services side also follows `service-defaults`
+//!   (a service's protocol) and `service-resolver` (subset filters that
+//!   are not plain label selectors are evaluated on each instance, see
+//!   [`filter`]) with blocking queries; a change converts the services it
+//!   touches again. The rules side ([`RuleSource`]) follows routers,
+//!   splitters and resolvers.
 //!
 //! Built on `reqwest` with rustls (ring): no Consul crate covered health,
 //! weights, meta and blocking queries together.
@@ -24,6 +30,7 @@
 
 pub mod convert;
 pub mod entries;
+pub mod filter;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -31,9 +38,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
-use sextant_core::{
-    Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream, Service,
-};
+use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -381,7 +386,7 @@ impl Api {
 
 /// What a service watcher reports.
 enum Update {
-    Changed(String, Result<Option<Service>, String>),
+    Changed(String, Vec<ServiceEntry>),
     Failed(Error),
 }
 
@@ -400,15 +405,13 @@ async fn watch_service(api: Api, name: String, mut index: u64, tx: mpsc::Sender<
         match api.health(&name, index).await {
             Ok((entries, returned)) => {
                 let next = next_index(index, returned);
-                if next != index || returned < index {
-                    let service = convert::to_service(&name, &entries, &api.config.mapping);
-                    if tx
-                        .send(Update::Changed(name.clone(), service))
+                if (next != index || returned < index)
+                    && tx
+                        .send(Update::Changed(name.clone(), entries))
                         .await
                         .is_err()
-                    {
-                        return;
-                    }
+                {
+                    return;
                 }
                 index = next;
             }
@@ -434,20 +437,63 @@ async fn invalid(tx: &Tx, name: &str, reason: String) {
         .await;
 }
 
-/// Turns a service's conversion result into events: the service, or its
-/// removal, and a report when it could not be converted.
-async fn report(
-    api: &Api,
-    name: &str,
-    result: Result<Option<Service>, String>,
-    tx: &Tx,
-) -> Option<Event> {
-    match result {
-        Ok(Some(s)) => Some(Event::Apply(s)),
-        Ok(None) => api.config.mapping.hostname(name).ok().map(Event::Delete),
-        Err(reason) => {
-            invalid(tx, name, reason).await;
-            None
+/// The config entry kinds the services side reads: what they add to a
+/// service is in [`convert::Extras`].
+const SERVICE_KINDS: [&str; 2] = ["service-defaults", "service-resolver"];
+
+/// What the services' config entries add, by service name.
+fn extras_from(kinds: &[Vec<serde_json::Value>; 2]) -> HashMap<String, convert::Extras> {
+    let mut out: HashMap<String, convert::Extras> = HashMap::new();
+    let name = |v: &serde_json::Value| {
+        v.get("Name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    for d in &kinds[0] {
+        let protocol = d
+            .get("Protocol")
+            .and_then(serde_json::Value::as_str)
+            .and_then(convert::defaults_protocol);
+        if let (Some(n), Some(p)) = (name(d), protocol) {
+            out.entry(n).or_default().protocol = Some(p);
+        }
+    }
+    for r in &kinds[1] {
+        // A resolver that does not decode is reported by the rules side.
+        let (Some(n), Ok(resolver)) = (
+            name(r),
+            serde_json::from_value::<entries::Resolver>(r.clone()),
+        ) else {
+            continue;
+        };
+        let subsets = entries::evaluated_subsets(&resolver);
+        if !subsets.is_empty() {
+            out.entry(n).or_default().subsets = subsets;
+        }
+    }
+    out
+}
+
+/// What one session knows: each service's instances as last read, and what
+/// config entries add.
+struct Known {
+    entries: HashMap<String, Vec<ServiceEntry>>,
+    extras: HashMap<String, convert::Extras>,
+}
+
+impl Known {
+    /// The event for service `name` as it is now, reporting a service that
+    /// cannot be converted.
+    async fn event(&self, mapping: &Mapping, name: &str, tx: &Tx) -> Option<Event> {
+        let entries = self.entries.get(name).map_or(&[][..], Vec::as_slice);
+        let extras = self.extras.get(name).cloned().unwrap_or_default();
+        match convert::to_service_with(name, entries, mapping, &extras) {
+            Ok(Some(s)) => Some(Event::Apply(s)),
+            Ok(None) => mapping.hostname(name).ok().map(Event::Delete),
+            Err(reason) => {
+                invalid(tx, name, reason).await;
+                None
+            }
         }
     }
 }
@@ -457,6 +503,17 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
     let api = Api::new(config)?;
     let (names, mut catalog_index) = api.services(0).await?;
     catalog_index = next_index(0, catalog_index);
+    let mut kinds: [Vec<serde_json::Value>; 2] = Default::default();
+    let mut kind_indexes = [0u64; 2];
+    for (i, kind) in SERVICE_KINDS.iter().enumerate() {
+        let (list, index) = api.get(&["v1", "config", kind], 0).await?;
+        kinds[i] = list;
+        kind_indexes[i] = next_index(0, index);
+    }
+    let mut known = Known {
+        entries: HashMap::new(),
+        extras: extras_from(&kinds),
+    };
 
     // Full read: every service once, a few at a time.
     let reads = futures::stream::iter(names.iter().cloned())
@@ -476,12 +533,9 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
     let (updates_tx, mut updates) = mpsc::channel(256);
     for result in results {
         let (name, entries, index) = result?;
-        match convert::to_service(&name, &entries, &config.mapping) {
-            Ok(Some(s)) => services.push(s),
-            Ok(None) => {}
-            Err(reason) => {
-                invalid(tx, &name, reason).await;
-            }
+        known.entries.insert(name.clone(), entries);
+        if let Some(Event::Apply(s)) = known.event(&config.mapping, &name, tx).await {
+            services.push(s);
         }
         let handle = tasks.spawn(watch_service(
             api.clone(),
@@ -498,8 +552,19 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
 
     let mut catalog = Box::pin(api.services(catalog_index));
     let mut catalog_started = Instant::now();
+    let config_query = |i: usize, index: u64| {
+        let api = api.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let r: Result<(Vec<serde_json::Value>, u64), Error> =
+                api.get(&["v1", "config", SERVICE_KINDS[i]], index).await;
+            (r, started)
+        })
+    };
+    let mut defaults = config_query(0, kind_indexes[0]);
+    let mut resolvers = config_query(1, kind_indexes[1]);
     loop {
-        tokio::select! {
+        let changed_kind = tokio::select! {
             result = &mut catalog => {
                 let (names, returned) = result?;
                 let next = next_index(catalog_index, returned);
@@ -515,6 +580,7 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                     if let Some(h) = watchers.remove(&name) {
                         h.abort();
                     }
+                    known.entries.remove(&name);
                     if let Ok(host) = config.mapping.hostname(&name)
                         && tx.delete(host).await.is_err()
                     {
@@ -525,21 +591,61 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                 catalog_index = next;
                 catalog_started = Instant::now();
                 catalog = Box::pin(api.services(catalog_index));
+                None
             }
             update = updates.recv() => match update {
-                Some(Update::Changed(name, result)) => {
+                Some(Update::Changed(name, entries)) => {
                     if !watchers.contains_key(&name) {
                         continue; // Left the catalog meanwhile.
                     }
-                    if let Some(event) = report(&api, &name, result, tx).await
+                    known.entries.insert(name.clone(), entries);
+                    if let Some(event) = known.event(&config.mapping, &name, tx).await
                         && tx.send(Ok(event)).await.is_err()
                     {
                         return Ok(());
                     }
+                    None
                 }
                 Some(Update::Failed(e)) => return Err(e),
                 None => return Err(Error::unavailable("consul watchers stopped")),
             },
+            (result, started) = &mut defaults => Some((0, result?, started)),
+            (result, started) = &mut resolvers => Some((1, result?, started)),
+        };
+        let Some((i, (list, returned), started)) = changed_kind else {
+            continue;
+        };
+        let next = next_index(kind_indexes[i], returned);
+        let changed = next != kind_indexes[i];
+        if changed {
+            pace(started, config.min_interval).await;
+            kind_indexes[i] = next;
+            kinds[i] = list;
+        }
+        let query = config_query(i, kind_indexes[i]);
+        if i == 0 {
+            defaults = query;
+        } else {
+            resolvers = query;
+        }
+        if !changed {
+            continue;
+        }
+        // Services whose extras changed are converted again.
+        let extras = extras_from(&kinds);
+        let touched: BTreeSet<String> = extras
+            .keys()
+            .chain(known.extras.keys())
+            .filter(|n| extras.get(*n) != known.extras.get(*n))
+            .cloned()
+            .collect();
+        known.extras = extras;
+        for name in touched.iter().filter(|n| known.entries.contains_key(*n)) {
+            if let Some(event) = known.event(&config.mapping, name, tx).await
+                && tx.send(Ok(event)).await.is_err()
+            {
+                return Ok(());
+            }
         }
     }
 }

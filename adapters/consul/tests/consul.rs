@@ -207,16 +207,18 @@ async fn a_thousand_services_load_and_one_flip_costs_one_query() {
         other => panic!("{other:?}"),
     }
     // Wait until every watcher is parked in its blocking query: two catalog
-    // queries, then a read and a blocking query per service.
+    // queries, a read and a blocking query for each of the two config entry
+    // kinds the services side follows, then the same per service.
+    let expected = 2 + 2 * 2 + 2 * 1000;
     for _ in 0..200 {
-        if double.requests().len() >= 2 + 2 * 1000 {
+        if double.requests().len() >= expected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
         double.requests().len(),
-        2 + 2 * 1000,
+        expected,
         "every service read once, then watched"
     );
     let count = |reqs: &[String], path: &str| reqs.iter().filter(|r| r.as_str() == path).count();
@@ -330,4 +332,95 @@ async fn config_entries_become_rules_and_follow_changes() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// `service-defaults` sets a service's protocol, and a resolver subset whose
+/// filter is not a label selector (`or`, `not`, node fields) is evaluated
+/// on each instance: the passing ones carry the subset's label, which the
+/// subset selects; editing the resolver relabels at once.
+#[tokio::test]
+async fn service_defaults_and_evaluated_subset_filters_shape_the_service() {
+    let double = ConsulDouble::start().await;
+    for (id, version, tags) in [
+        ("web-1", "v1", vec!["primary"]),
+        ("web-2", "v2", vec![]),
+        ("web-3", "v3", vec!["canary"]),
+    ] {
+        double.register(
+            "n1",
+            "10.99.0.1",
+            json!({ "ID": id, "Service": "web", "Address": "10.0.0.1", "Port": 8080,
+                    "Tags": tags, "Meta": { "version": version } }),
+            vec![json!({ "CheckID": format!("check-{id}"), "Status": "passing" })],
+        );
+    }
+    double
+        .set_config_entry(json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http" }));
+    double.set_config_entry(json!({
+        "Kind": "service-resolver", "Name": "web",
+        "Subsets": {
+            "v1": { "Filter": "Service.Meta.version == v1" },
+            "new": { "Filter": "Service.Meta.version == v2 or Service.Tags contains canary" },
+        }
+    }));
+    let mut w = ConsulRegistry::new("consul/dc1", config(&double)).watch();
+    let label = "consul-subset.sextant.io/new";
+    let marked = |s: &sextant_core::Service| -> Vec<bool> {
+        s.endpoints
+            .iter()
+            .map(|e| e.labels.get(label).is_some_and(|v| v == "true"))
+            .collect()
+    };
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(
+                s[0].ports[0].protocol,
+                sextant_core::Protocol::Http,
+                "{s:?}"
+            );
+            assert_eq!(s[0].ports[0].name, "http");
+            assert_eq!(marked(&s[0]), [false, true, true]);
+            // The label-selector subset needs no mark.
+            assert!(s[0].endpoints.iter().all(|e| e.labels.len() <= 3), "{s:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The policy selects the mark.
+    let rules = ConsulRegistry::new("consul/dc1", config(&double));
+    let mut r = sextant_core::RuleSource::watch_rules(&rules);
+    match next(&mut r).await {
+        Ok(Event::Reset(rules)) => {
+            let policy = rules
+                .iter()
+                .find_map(sextant_core::Rule::as_policy)
+                .expect("policy");
+            let new = policy
+                .subsets
+                .iter()
+                .find(|s| s.name == "new")
+                .expect("subset");
+            assert_eq!(new.labels.get(label).map(String::as_str), Some("true"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Editing the resolver re-evaluates at once (the wait is 60 s).
+    double.set_config_entry(json!({
+        "Kind": "service-resolver", "Name": "web",
+        "Subsets": { "new": { "Filter": "not (Service.Meta.version == v2)" } }
+    }));
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "web.service.consul").is_some()).await,
+        "web.service.consul",
+    )
+    .expect("apply");
+    assert_eq!(marked(&s), [true, false, true]);
+    // Without service-defaults the protocol falls back to the instances' meta (none: TCP).
+    double.delete_config_entry("service-defaults", "web");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "web.service.consul").is_some()).await,
+        "web.service.consul",
+    )
+    .expect("apply");
+    assert_eq!(s.ports[0].protocol, sextant_core::Protocol::Tcp);
 }

@@ -243,13 +243,17 @@ async fn consul_config_entries_steer_envoy() {
             "node-1",
             "127.0.0.1",
             json!({ "ID": id, "Service": "web", "Address": "127.0.0.1", "Port": backend.addr.port(),
-                    "Meta": { "protocol": "http", "version": version } }),
+                    "Meta": { "version": version } }),
             vec![json!({ "CheckID": format!("check-{id}"), "Status": "passing" })],
         );
     }
+    // The protocol comes from service-defaults; subset v2's filter is no
+    // label selector, so Sextant evaluates it on each instance.
+    double.set_config_entry(json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http" }));
     double.set_config_entry(json!({
         "Kind": "service-resolver", "Name": "web",
-        "Subsets": { "v1": { "Filter": "Service.Meta.version == v1" }, "v2": { "Filter": "Service.Meta.version == v2" } }
+        "Subsets": { "v1": { "Filter": "Service.Meta.version == v1" },
+                     "v2": { "Filter": "Service.Meta.version == v2 or Service.Tags contains canary" } }
     }));
     double.set_config_entry(json!({
         "Kind": "service-splitter", "Name": "web",

@@ -64,7 +64,8 @@ fn a_router_splitter_and_resolver_chain_becomes_a_route_rule_and_a_policy() {
     let resolver: Resolver = json(
         r#"{"Kind":"service-resolver","Name":"web","DefaultSubset":"v1","ConnectTimeout":"3s",
             "Subsets":{"v1":{"Filter":"Service.Meta.version == v1"},"v2":{"Filter":"Service.Meta.version == v2"},
-                       "odd":{"Filter":"Service.Meta.version == v1 or Service.Meta.version == v3"}},
+                       "odd":{"Filter":"Service.Meta.version == v1 or Service.Meta.version == v3"},
+                       "fuzzy":{"Filter":"Service.Meta.version matches \"v.*\""}},
             "LoadBalancer":{"Policy":"ring_hash","RingHashConfig":{"MinimumRingSize":1024},"HashPolicies":[{"Field":"header","FieldValue":"X-User"}]},
             "Failover":{"*":{"Datacenters":["dc2"]}}}"#,
     );
@@ -84,7 +85,8 @@ fn a_router_splitter_and_resolver_chain_becomes_a_route_rule_and_a_policy() {
         "{got:#?}"
     );
     assert!(
-        got[1].starts_with("service-resolver web: Subsets.odd.Filter"),
+        got[1].starts_with("service-resolver web: Subsets.fuzzy.Filter")
+            && got[1].contains("matches"),
         "{got:#?}"
     );
     assert_eq!(
@@ -130,7 +132,12 @@ fn a_router_splitter_and_resolver_chain_becomes_a_route_rule_and_a_policy() {
     assert!(policy.validate().is_ok(), "{:?}", policy.validate());
     let p = policy.as_policy().expect("policy");
     let names: Vec<&str> = p.subsets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["v1", "v2"]);
+    // `or` is not a label selector: the services side marks the instances.
+    assert_eq!(names, ["odd", "v1", "v2"]);
+    assert_eq!(
+        p.subsets[0].labels,
+        Labels::from([(subset_label("odd"), "true".to_owned())])
+    );
     let tp = p.traffic_policy.as_ref().expect("settings");
     let hash = tp
         .load_balancer
