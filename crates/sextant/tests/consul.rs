@@ -249,7 +249,8 @@ async fn consul_config_entries_steer_envoy() {
     }
     // The protocol comes from service-defaults; subset v2's filter is no
     // label selector, so Sextant evaluates it on each instance.
-    double.set_config_entry(json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http" }));
+    double
+        .set_config_entry(json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http" }));
     double.set_config_entry(json!({
         "Kind": "service-resolver", "Name": "web",
         "Subsets": { "v1": { "Filter": "Service.Meta.version == v1" },

@@ -283,3 +283,91 @@ async fn kubectl_applied_istio_and_gateway_rules_steer_envoy() {
     );
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// One Envoy steered by rules from Kubernetes and Consul at once: a
+/// VirtualService for a Kubernetes service and a Consul splitter for a
+/// Consul service, each in force, each source's rules on registryz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_from_kubernetes_and_consul_steer_one_envoy() {
+    use serde_json::json;
+    use sextant_testkit::consul::ConsulDouble;
+    let kube = KubeDouble::start().await;
+    kube.install(Crd::Istio);
+    let (v1, v2) = (
+        HttpBackend::start("v1").await,
+        HttpBackend::start("v2").await,
+    );
+    bookinfo_service(&kube, "reviews", &[("v1", &v1), ("v2", &v2)]);
+    let consul = ConsulDouble::start().await;
+    let (blue, green) = (
+        HttpBackend::start("blue").await,
+        HttpBackend::start("green").await,
+    );
+    for (id, backend, color) in [("web-1", &blue, "blue"), ("web-2", &green, "green")] {
+        consul.register(
+            "vm-1",
+            "127.0.0.1",
+            json!({ "ID": id, "Service": "web", "Address": "127.0.0.1", "Port": backend.addr.port(),
+                    "Meta": { "color": color } }),
+            vec![json!({ "CheckID": format!("check-{id}"), "Status": "passing" })],
+        );
+    }
+    consul
+        .set_config_entry(json!({ "Kind": "service-defaults", "Name": "web", "Protocol": "http" }));
+    consul.set_config_entry(json!({ "Kind": "service-resolver", "Name": "web",
+        "Subsets": { "green": { "Filter": "Service.Meta.color == green" } } }));
+    consul.set_config_entry(json!({ "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 100, "ServiceSubset": "green" } ] }));
+    kube.apply(
+        serde_yaml_ng::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(example("reviews-destination-rule.yaml")).expect("read"),
+        )
+        .expect("yaml"),
+    );
+    kube.apply(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": "v2"}}]}]}
+    }));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube.kubeconfig(dir.path(), "double");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--registries",
+            "k8s,consul",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("path"),
+            "--consul-addr",
+            &consul.url(),
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "two-platforms", false).await).await;
+    envoy.wait_live().await;
+    assert_routes_to(&sx, "reviews.default.svc.cluster.local", &[], "v2").await;
+    assert_routes_to(&sx, "web.service.consul", &[], "green").await;
+    let reg = sx.json("/debug/registryz").await;
+    let rule_sources: Vec<(String, u64)> = reg["registries"]
+        .as_array()
+        .expect("registries")
+        .iter()
+        .filter(|r| r["kind"] == "rules")
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_owned(),
+                r["routes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rule_sources,
+        [
+            ("k8s/Kubernetes".to_owned(), 1),
+            ("consul/main".to_owned(), 1)
+        ],
+        "{reg}"
+    );
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}
