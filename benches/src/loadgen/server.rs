@@ -115,7 +115,9 @@ pub(super) async fn start_announced(
         .expect("bind");
     println!(
         "ready {} {}",
-        running.xds_addr,
+        running
+            .xds_addr
+            .unwrap_or_else(|| unreachable!("the plaintext port is on")),
         control.local_addr().expect("addr")
     );
     (running, control)

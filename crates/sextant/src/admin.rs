@@ -399,6 +399,26 @@ pub fn render_metrics(s: &AdminState) -> String {
         &m.accept_errors_total,
     );
     p.counter(
+        "sextant_xds_tls_handshake_failures_total",
+        "TLS handshakes on the xDS TLS port that failed or timed out.",
+        &m.tls_handshake_failures_total,
+    );
+    p.counter(
+        "sextant_xds_tls_reloads_total",
+        "Times changed TLS certificate files were loaded.",
+        &m.tls_reloads_total,
+    );
+    p.counter(
+        "sextant_xds_tls_reload_failures_total",
+        "Times changed TLS certificate files did not load (the previous ones kept serving).",
+        &m.tls_reload_failures_total,
+    );
+    p.counter(
+        "sextant_xds_identity_refused_total",
+        "xDS streams refused: the node claimed another namespace than its certificate, or proved no identity where one is required.",
+        &m.identity_refused_total,
+    );
+    p.counter(
         "sextant_admin_connections_refused_total",
         "Admin connections closed at once because the maximum was open.",
         &s.listener.refused_total,

@@ -56,8 +56,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle, MergeMode};
 use sextant_core::{Registry, RuleSource};
+use sextant_xds::server::tls::TlsFiles;
 use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -69,7 +70,8 @@ pub struct Sextant {
     translate: TranslateOptions,
     debounce: Debounce,
     server: ServerConfig,
-    xds_addr: SocketAddr,
+    xds_addr: Option<SocketAddr>,
+    xds_tls: Option<(SocketAddr, TlsFiles)>,
     admin_addr: Option<SocketAddr>,
     drain_timeout: Duration,
 }
@@ -91,7 +93,8 @@ impl Sextant {
             translate: TranslateOptions::default(),
             debounce: Debounce::default(),
             server: ServerConfig::default(),
-            xds_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
+            xds_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
+            xds_tls: None,
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15014))),
             drain_timeout: Duration::from_secs(5),
         }
@@ -123,9 +126,23 @@ impl Sextant {
         self
     }
 
-    /// Where the ADS server listens; port 0 picks a free port.
+    /// Where the ADS server listens in plaintext; port 0 picks a free port.
     pub fn xds_addr(mut self, addr: SocketAddr) -> Self {
+        self.xds_addr = Some(addr);
+        self
+    }
+
+    /// Where the ADS server listens in plaintext, or `None` for no
+    /// plaintext port (then [`Sextant::xds_tls`] is the only way in).
+    pub fn xds_plaintext(mut self, addr: Option<SocketAddr>) -> Self {
         self.xds_addr = addr;
+        self
+    }
+
+    /// Serves ADS over TLS (mTLS, as `files` says) on `addr` too; port 0
+    /// picks a free port. The files are re-read when they change.
+    pub fn xds_tls(mut self, addr: SocketAddr, files: TlsFiles) -> Self {
+        self.xds_tls = Some((addr, files));
         self
     }
 
@@ -189,9 +206,29 @@ impl Sextant {
         );
         let xds = XdsServer::new(snapshots, metrics, self.server);
 
-        let xds_listener = sextant_xds::server::listen(self.xds_addr)
-            .with_context(|| format!("cannot listen for xDS on {}", self.xds_addr))?;
-        let xds_addr = xds_listener.local_addr()?;
+        let xds_listener = match self.xds_addr {
+            Some(addr) => Some(
+                sextant_xds::server::listen(addr)
+                    .with_context(|| format!("cannot listen for xDS on {addr}"))?,
+            ),
+            None => None,
+        };
+        let xds_addr = xds_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let tls = match &self.xds_tls {
+            Some((addr, files)) => {
+                let tls = sextant_xds::server::tls::Tls::new(files.clone(), xds.metrics().clone())
+                    .map_err(|e| anyhow::anyhow!("xDS TLS: {e}"))?;
+                let listener = sextant_xds::server::listen(*addr)
+                    .with_context(|| format!("cannot listen for xDS over TLS on {addr}"))?;
+                Some((listener, tls))
+            }
+            None => None,
+        };
+        let xds_tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+        anyhow::ensure!(
+            xds_addr.is_some() || xds_tls_addr.is_some(),
+            "no xDS port: the plaintext port is off and TLS is not set"
+        );
         let admin_listener = match self.admin_addr {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -207,10 +244,23 @@ impl Sextant {
 
         let aggregator_task = tokio::spawn(aggregator.run());
         let publisher_task = tokio::spawn(publish);
-        let (stop_xds, xds_stopped) = oneshot::channel::<()>();
-        let xds_task = tokio::spawn(xds.clone().serve(xds_listener, async {
-            let _ = xds_stopped.await;
-        }));
+        let (stop_xds, xds_stopped) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let mut xds_tasks = Vec::new();
+        if let Some(listener) = xds_listener {
+            xds_tasks.push(tokio::spawn(
+                xds.clone().serve(listener, stopped(xds_stopped.clone())),
+            ));
+        }
+        if let Some((listener, tls)) = tls {
+            xds_tasks.push(tokio::spawn(xds.clone().serve_tls(
+                listener,
+                tls,
+                stopped(xds_stopped.clone()),
+            )));
+        }
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin_listener.map(|listener| {
             let state = admin::AdminState::new(handle.clone(), xds.clone());
@@ -226,16 +276,18 @@ impl Sextant {
             })
         });
         let admin = admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
-        info!(%xds_addr, admin_addr = %admin, registries = ?ids, "sextant started");
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        info!(xds_addr = %show(xds_addr), xds_tls_addr = %show(xds_tls_addr), admin_addr = %admin, registries = ?ids, "sextant started");
         Ok(Running {
             xds_addr,
+            xds_tls_addr,
             admin_addr,
             aggregator: handle,
             xds,
             drain_timeout: self.drain_timeout,
             stop_xds,
             stop_admin,
-            xds_task,
+            xds_tasks,
             admin_task,
             publisher_task,
             aggregator_task,
@@ -245,16 +297,18 @@ impl Sextant {
 
 /// A started control plane.
 pub struct Running {
-    /// Where ADS listens.
-    pub xds_addr: SocketAddr,
+    /// Where ADS listens in plaintext, unless that port is off.
+    pub xds_addr: Option<SocketAddr>,
+    /// Where ADS listens over TLS, if it does.
+    pub xds_tls_addr: Option<SocketAddr>,
     /// Where admin HTTP listens, if enabled.
     pub admin_addr: Option<SocketAddr>,
     aggregator: AggregatorHandle,
     xds: XdsServer,
     drain_timeout: Duration,
-    stop_xds: oneshot::Sender<()>,
+    stop_xds: watch::Sender<bool>,
     stop_admin: oneshot::Sender<()>,
-    xds_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    xds_tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
     admin_task: Option<JoinHandle<()>>,
     publisher_task: JoinHandle<()>,
     aggregator_task: JoinHandle<()>,
@@ -282,11 +336,16 @@ impl Running {
     /// reconnect to another replica), and waits up to the drain timeout for
     /// them to close.
     pub async fn shutdown(self) {
-        let _ = self.stop_xds.send(());
+        let _ = self.stop_xds.send(true);
         // Ending the snapshot stream ends every connection's loop, which
         // closes its stream with an OK status.
         self.publisher_task.abort();
-        match tokio::time::timeout(self.drain_timeout, self.xds_task).await {
+        match tokio::time::timeout(
+            self.drain_timeout,
+            futures::future::join_all(self.xds_tasks),
+        )
+        .await
+        {
             Ok(_) => info!("all xDS streams closed"),
             Err(_) => warn!(
                 timeout_s = self.drain_timeout.as_secs_f64(),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use sextant::Sextant;
 use sextant::config::{RunArgs, Settings};
-use sextant_xds::bootstrap::{EnvoyBootstrap, GrpcBootstrap};
+use sextant_xds::bootstrap::{ClientTls, EnvoyBootstrap, GrpcBootstrap};
 
 /// jemalloc, whose background threads return freed memory to the operating
 /// system: what a client made the server hold leaves with it, in resident
@@ -93,19 +93,48 @@ struct BootstrapArgs {
     /// Print a bootstrap for proxyless gRPC clients (GRPC_XDS_BOOTSTRAP) instead.
     #[arg(long, conflicts_with = "delta")]
     grpc: bool,
+    /// The namespace the node claims (node metadata NAMESPACE); with mTLS
+    /// it must match the namespace of its certificate's SPIFFE id.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Connect to Sextant's TLS port (--xds-addr should name it, e.g.
+    /// HOST:15012), trusting the CA in --ca.
+    #[arg(long, requires = "ca")]
+    tls: bool,
+    /// The CA certificate (PEM file) that signed Sextant's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<String>,
+    /// This proxy's certificate (PEM file), for mTLS.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<String>,
+    /// This proxy's private key (PEM file), for mTLS.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<String>,
+    /// The server name to send and to require in Sextant's certificate
+    /// [default: the host of the first --xds-addr]. Envoy only.
+    #[arg(long, value_name = "NAME", requires = "tls", conflicts_with = "grpc")]
+    sni: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bootstrap(b)) => {
+            let tls = b.tls.then(|| ClientTls {
+                ca: b.ca.clone().unwrap_or_default(),
+                cert: b.cert.clone(),
+                key: b.key.clone(),
+                sni: b.sni.clone(),
+            });
             if b.grpc {
                 println!(
                     "{}",
                     GrpcBootstrap {
                         node_id: b.node_id,
                         cluster: b.cluster,
-                        xds_addrs: b.xds_addrs
+                        xds_addrs: b.xds_addrs,
+                        namespace: b.namespace,
+                        tls,
                     }
                     .to_json()
                 );
@@ -118,7 +147,9 @@ fn main() -> ExitCode {
                         cluster: b.cluster,
                         xds_addrs: b.xds_addrs,
                         admin_addr,
-                        delta: b.delta
+                        delta: b.delta,
+                        namespace: b.namespace,
+                        tls,
                     }
                     .to_yaml()
                 );
@@ -194,13 +225,16 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     runtime.block_on(async {
         let mut sextant = Sextant::new()
-            .xds_addr(settings.xds_addr)
+            .xds_plaintext(settings.xds_addr)
             .admin_addr(settings.admin_addr)
             .server_config(settings.server.clone())
             .outbound_addr(settings.translate.outbound_addr)
             .aggregator_config(settings.aggregator.clone())
             .debounce(settings.debounce.clone())
             .drain_timeout(settings.drain_timeout);
+        if let Some((addr, files)) = settings.xds_tls.clone() {
+            sextant = sextant.xds_tls(addr, files);
+        }
         for r in rule_sources {
             sextant = sextant.rules_arc(r);
         }

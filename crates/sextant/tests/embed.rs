@@ -34,7 +34,7 @@ async fn readiness_waits_for_every_registry_and_says_which() {
         .expect("get");
     assert_eq!(status, 200);
 
-    let mut c = SotwClient::connect(running.xds_addr, "embedded").await;
+    let mut c = SotwClient::connect(running.xds_addr.expect("plaintext port"), "embedded").await;
     c.subscribe(types::CDS, &[]).await;
     assert_eq!(c.recv().await.resources.len(), 1);
     running.shutdown().await;
@@ -67,7 +67,8 @@ async fn an_embedder_adds_rules_from_code() {
         .await
         .expect("start");
     running.aggregator().ready().await.expect("ready");
-    let mut c = SotwClient::connect(running.xds_addr, "embedded-rules").await;
+    let mut c =
+        SotwClient::connect(running.xds_addr.expect("plaintext port"), "embedded-rules").await;
     c.subscribe(types::CDS, &[]).await;
     let cds = c.recv().await;
     assert_eq!(cds.resources.len(), 2, "the plain cluster and subset v1");

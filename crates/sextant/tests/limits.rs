@@ -128,9 +128,11 @@ async fn a_file_being_parsed_holds_up_neither_proxies_nor_admin() {
     assert!(worst_cds < Duration::from_secs(1), "{worst_cds:?}");
     assert!(worst_ready < Duration::from_secs(1), "{worst_ready:?}");
 
-    // Then the error is shown, and the last good content still served.
+    // Then the error is shown, and the last good content still served. The
+    // bound guards against a hang only: on a loaded 2-core machine the
+    // debug-build parse has taken over 30 s.
     let mut problem = String::new();
-    for _ in 0..600 {
+    for _ in 0..2400 {
         let r = sx.json("/debug/registryz").await;
         if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
             problem = p.to_owned();

@@ -12,6 +12,7 @@
 #![allow(clippy::panic)]
 
 pub mod ads;
+pub mod certs;
 pub mod consul;
 pub mod contract;
 pub mod events;

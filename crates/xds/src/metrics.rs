@@ -74,6 +74,15 @@ pub struct Metrics {
     pub handshake_timeouts_total: AtomicU64,
     /// Failed accepts (out of file descriptors, for one).
     pub accept_errors_total: AtomicU64,
+    /// TLS handshakes that failed or timed out on the TLS port.
+    pub tls_handshake_failures_total: AtomicU64,
+    /// Times changed TLS files were loaded.
+    pub tls_reloads_total: AtomicU64,
+    /// Times changed TLS files did not load (the previous ones kept serving).
+    pub tls_reload_failures_total: AtomicU64,
+    /// Streams refused because the node's claim does not match the
+    /// identity the connection proved, or no identity was proved.
+    pub identity_refused_total: AtomicU64,
     /// Responses sent, per type (index: [`ResourceType::index`]).
     pub responses_total: [AtomicU64; 4],
     /// Resources sent, per type.

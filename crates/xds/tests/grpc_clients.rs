@@ -104,6 +104,7 @@ fn write_bootstrap(dir: &std::path::Path, h: &Harness, node_id: &str) -> std::pa
         node_id: node_id.into(),
         cluster: "test".into(),
         xds_addrs: vec![h.addr.to_string()],
+        ..Default::default()
     }
     .to_json();
     std::fs::write(&path, json).expect("write bootstrap");

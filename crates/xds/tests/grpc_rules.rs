@@ -151,6 +151,7 @@ async fn rules_reach_a_proxyless_client(node: bool) {
         node_id: format!("{who}-rules"),
         cluster: "test".into(),
         xds_addrs: vec![h.addr.to_string()],
+        ..Default::default()
     }
     .to_json();
     std::fs::write(&bootstrap, json).expect("write bootstrap");

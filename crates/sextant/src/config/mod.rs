@@ -30,12 +30,14 @@ mod consul;
 mod etcd;
 mod k8s;
 mod problems;
+mod tls;
 
 pub use consul::ConsulArgs;
 pub use etcd::EtcdArgs;
 pub use k8s::K8sArgs;
 pub use problems::Problems;
 use problems::{Collector, either};
+pub use tls::TlsArgs;
 
 /// The flags of `sextant` and `sextant check-config`, and the settings
 /// file: one struct, so each setting is declared once (clap reads the flag
@@ -66,7 +68,8 @@ pub struct RunArgs {
     )]
     #[serde(default)]
     pub files: Vec<PathBuf>,
-    /// Where proxies connect for xDS [default: 127.0.0.1:15010].
+    /// Where proxies connect for xDS in plaintext, or `off`
+    /// [default: 127.0.0.1:15010].
     #[arg(long, env = "SEXTANT_XDS_ADDR", value_name = "ADDR")]
     pub xds_addr: Option<String>,
     /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
@@ -108,6 +111,10 @@ pub struct RunArgs {
     /// set, replaces this [default: default:info].
     #[arg(long, env = "SEXTANT_LOG_OUTPUT_LEVEL", value_name = "SCOPE:LEVEL,...")]
     pub log_output_level: Option<String>,
+    /// TLS on the xDS port.
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsArgs,
     /// etcd registry settings.
     #[command(flatten)]
     #[serde(default)]
@@ -181,6 +188,7 @@ impl ConfigFile {
             let k = &mut self.k8s;
             paths.extend(k.kubeconfig.as_mut());
         }
+        paths.extend(self.tls.paths());
         for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -239,8 +247,10 @@ pub struct Settings {
     pub registries: Vec<RegistryKind>,
     /// Files and directories of the file registry.
     pub files: Vec<PathBuf>,
-    /// xDS listen address.
-    pub xds_addr: SocketAddr,
+    /// xDS listen address (plaintext); `None` when turned off.
+    pub xds_addr: Option<SocketAddr>,
+    /// The xDS TLS port: its address and files.
+    pub xds_tls: Option<(SocketAddr, sextant_xds::server::tls::TlsFiles)>,
     /// Admin listen address.
     pub admin_addr: SocketAddr,
     /// The ADS server's bounds.
@@ -334,9 +344,15 @@ impl Settings {
                 .push("the file registry needs at least one --file PATH".into());
         }
 
-        let xds_addr = c
-            .addr("xds_addr", &args.xds_addr, &file.xds_addr)
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010)));
+        let xds_off = either(&args.xds_addr, &file.xds_addr).is_some_and(|(a, _)| a == "off");
+        let xds_addr = if xds_off {
+            None
+        } else {
+            Some(
+                c.addr("xds_addr", &args.xds_addr, &file.xds_addr)
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010))),
+            )
+        };
         let admin_addr = c
             .addr("admin_addr", &args.admin_addr, &file.admin_addr)
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
@@ -413,6 +429,14 @@ impl Settings {
         ) {
             server.handshake_timeout = d;
         }
+        let (xds_tls, require_identity) = args.tls.resolve(&file.tls, &mut c);
+        server.require_identity = require_identity;
+        if xds_addr.is_none() && xds_tls.is_none() {
+            c.problems.push(
+                "--xds-addr off leaves no xDS port: set --tls-cert and --tls-key for the TLS port"
+                    .into(),
+            );
+        }
         let log_output_level = args
             .log_output_level
             .clone()
@@ -434,6 +458,7 @@ impl Settings {
             registries,
             files,
             xds_addr,
+            xds_tls,
             admin_addr,
             server,
             aggregator,

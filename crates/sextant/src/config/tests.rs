@@ -29,7 +29,7 @@ fn files_alone_mean_the_file_registry_with_pilot_defaults() {
     })
     .expect("valid");
     assert_eq!(s.registries, [RegistryKind::File]);
-    assert_eq!(s.xds_addr.to_string(), "127.0.0.1:15010");
+    assert_eq!(s.xds_addr.expect("on").to_string(), "127.0.0.1:15010");
     assert_eq!(s.admin_addr.to_string(), "127.0.0.1:15014");
     assert_eq!(s.translate.outbound_addr.to_string(), "127.0.0.1:15001");
     assert_eq!(s.debounce, Debounce::default());
@@ -153,7 +153,7 @@ fn the_config_file_is_read_relative_to_itself_and_flags_win() {
     );
     let s = resolve_file(&path).expect("valid");
     assert_eq!(s.files, [dir.path().join("mesh.yaml")]);
-    assert_eq!(s.xds_addr.port(), 25010);
+    assert_eq!(s.xds_addr.expect("on").port(), 25010);
     assert_eq!(s.aggregator.merge, MergeMode::First);
     assert_eq!(s.debounce.endpoints, Duration::from_millis(5));
     assert_eq!(s.aggregator.max_stale, Some(Duration::from_secs(600)));
@@ -163,7 +163,7 @@ fn the_config_file_is_read_relative_to_itself_and_flags_win() {
         ..args()
     })
     .expect("valid");
-    assert_eq!(s.xds_addr.port(), 35010, "flags win");
+    assert_eq!(s.xds_addr.expect("on").port(), 35010, "flags win");
 }
 
 #[test]
@@ -414,4 +414,76 @@ fn one_struct_declares_each_flag_and_file_key() {
     .expect("file");
     assert_eq!(file.debounce.config, cli.run.debounce.config);
     assert_eq!(file.etcd.etcd_endpoints, cli.run.etcd.etcd_endpoints);
+}
+
+#[test]
+fn the_tls_port_comes_from_a_file_section_and_bad_combinations_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = sextant_testkit::certs::TestCa::new("ca");
+    ca.write(dir.path(), "ca");
+    ca.server(&["sextant"]).write(dir.path(), "server");
+    // Relative paths in the file are relative to the file.
+    let path = dir.path().join("sextant.yaml");
+    std::fs::write(
+        &path,
+        "files: [mesh.yaml]\nxds_addr: \"off\"\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  auth: mtls\n",
+    )
+    .expect("write");
+    let s = resolve_file(&path).expect("valid");
+    assert_eq!(s.xds_addr, None);
+    let (addr, files) = s.xds_tls.expect("the TLS port");
+    assert_eq!(addr.to_string(), "127.0.0.1:15012");
+    assert_eq!(
+        files.client_auth,
+        sextant_xds::server::tls::ClientAuth::Require
+    );
+    assert!(s.server.require_identity);
+
+    let bad = |a: RunArgs| {
+        Settings::resolve(&RunArgs {
+            files: vec!["x.yaml".into()],
+            ..a
+        })
+        .expect_err("invalid")
+        .to_string()
+    };
+    let e = bad(RunArgs {
+        xds_addr: Some("off".into()),
+        ..args()
+    });
+    assert!(e.contains("leaves no xDS port"), "{e}");
+    let e = bad(RunArgs {
+        tls: TlsArgs {
+            tls_cert: Some(dir.path().join("server.pem")),
+            ..Default::default()
+        },
+        ..args()
+    });
+    assert!(e.contains("--tls-cert and --tls-key go together"), "{e}");
+    let e = bad(RunArgs {
+        tls: TlsArgs {
+            tls_cert: Some(dir.path().join("server.pem")),
+            tls_key: Some(dir.path().join("server-key.pem")),
+            xds_auth: Some("mtls".into()),
+            ..Default::default()
+        },
+        ..args()
+    });
+    assert!(
+        e.contains("--xds-auth mtls needs client certificates"),
+        "{e}"
+    );
+    let e = bad(RunArgs {
+        tls: TlsArgs {
+            tls_cert: Some(dir.path().join("missing.pem")),
+            tls_key: Some(dir.path().join("server-key.pem")),
+            xds_auth: Some("token".into()),
+            ..Default::default()
+        },
+        ..args()
+    });
+    assert!(
+        e.contains("missing.pem") && e.contains("token authentication is not built yet"),
+        "{e}"
+    );
 }

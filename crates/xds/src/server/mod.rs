@@ -10,6 +10,7 @@ pub(crate) mod conn;
 pub mod limits;
 mod request;
 pub mod status;
+pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -71,6 +72,11 @@ pub struct ServerConfig {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 16: Envoy and the gRPC
     /// clients open one ADS stream per connection.
     pub max_streams_per_connection: u32,
+    /// Refuse streams whose connection proved no identity (a client
+    /// certificate with a SPIFFE id): `--xds-auth mtls`. Default false. A
+    /// proved identity is always checked against the node's claimed
+    /// namespace, whatever this says.
+    pub require_identity: bool,
 }
 
 /// [`ServerConfig::max_request_bytes`]'s default.
@@ -87,6 +93,7 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             max_streams_per_connection: 16,
+            require_identity: false,
         }
     }
 }
@@ -246,6 +253,31 @@ impl XdsServer {
             .await
     }
 
+    /// Serves TLS (and mTLS, as `tls` says) on `listener` until `shutdown`
+    /// completes. The same server may serve a plaintext listener too.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<tls::Tls>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let config = &self.shared.config;
+        let incoming = tls::incoming(
+            listener,
+            config.max_connections,
+            config.handshake_timeout,
+            self.shared.metrics.clone(),
+            tls,
+        );
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .max_concurrent_streams(config.max_streams_per_connection)
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
     fn start<Req, F>(
         &self,
         wire: Wire,
@@ -330,6 +362,7 @@ async fn run_connection<Req, F>(
     tokio::pin!(timer);
     let mut armed: Option<tokio::time::Instant> = None;
     let mut serving: Option<conn::Serving> = None;
+    let mut authorized = false;
     loop {
         let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
@@ -386,6 +419,16 @@ async fn run_connection<Req, F>(
                 }
             }
         }
+        // Decided on the first request, which carries the node.
+        if !authorized && state.requests_seen() {
+            if let Err(refusal) = authorize(&shared.config, &registered.peer, &state) {
+                Metrics::add(&metrics.identity_refused_total, 1);
+                warn!(node = %state.node_id, peer = ?registered.peer.addr, identity = ?registered.peer.identity, "xDS stream refused: {}", refusal.message());
+                let _ = tx.send(Err(refusal)).await;
+                break;
+            }
+            authorized = true;
+        }
         // The plan cache is looked up once per snapshot, not per turn.
         let latest = snapshots.borrow_and_update().clone();
         if serving
@@ -429,6 +472,28 @@ async fn run_connection<Req, F>(
     // it could use leave the current snapshot's cache.
     drop(state);
     shared.plans.current().prune_unused();
+}
+
+/// Whether the node may be served: its claimed namespace must be the one
+/// its certificate proves, and an identity must be proved where the server
+/// requires one.
+fn authorize(config: &ServerConfig, peer: &Peer, state: &ConnState) -> Result<(), Status> {
+    let proved = peer.identity.as_deref();
+    match (proved, state.claimed_namespace.as_deref()) {
+        (None, _) if config.require_identity => Err(Status::unauthenticated(
+            "this server requires a client certificate with a SPIFFE id (--xds-auth mtls); connect to its TLS port with one",
+        )),
+        (None, _) => Ok(()),
+        (Some(id), claim) => match (tls::spiffe_namespace(id), claim) {
+            (None, _) => Err(Status::permission_denied(format!(
+                "the client certificate's SPIFFE id {id:?} is not of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT"
+            ))),
+            (Some(ns), Some(claim)) if ns != claim => Err(Status::permission_denied(format!(
+                "the node claims namespace {claim:?} but its certificate ({id}) is for namespace {ns:?}"
+            ))),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Copies the connection's state to where the debug endpoint reads it. Runs
@@ -619,12 +684,14 @@ where
     Req: codec::DecodeRequest,
 {
     let (parts, body) = req.into_parts();
+    let tls = parts.extensions.get::<tls::TlsConnectInfo>();
     let peer = Peer {
         addr: parts
             .extensions
             .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr()),
-        identity: None,
+            .and_then(|info| info.remote_addr())
+            .or_else(|| tls.and_then(|t| t.remote_addr)),
+        identity: tls.and_then(|t| t.spiffe.clone()),
     };
     let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
     let requests = Streaming::new_request(decoder, body, None, Some(max_request_bytes));

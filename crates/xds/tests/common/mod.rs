@@ -43,6 +43,8 @@ pub struct Options {
     pub server: ServerConfig,
     /// A source of traffic rules, when the test uses rules.
     pub rules: Option<MemoryRules>,
+    /// Serve TLS with these files instead of plaintext.
+    pub tls: Option<sextant_xds::server::tls::TlsFiles>,
 }
 
 pub async fn start(services: Vec<Service>) -> Harness {
@@ -88,9 +90,19 @@ pub async fn start_with(
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.clone().serve(listener, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
+    };
+    match options.tls {
+        Some(files) => {
+            let tls = sextant_xds::server::tls::Tls::new(files, server.metrics().clone())
+                .expect("TLS files load");
+            tokio::spawn(server.clone().serve_tls(listener, tls, stopped));
+        }
+        None => {
+            tokio::spawn(server.clone().serve(listener, stopped));
+        }
+    }
     Harness {
         registry,
         addr,
@@ -171,6 +183,7 @@ pub async fn sextant_and_envoy(
         xds_addrs: vec![h.addr.to_string()],
         admin_addr: "127.0.0.1:0".into(),
         delta,
+        ..Default::default()
     };
     let envoy = sextant_testkit::peers::Envoy::start(&bootstrap.to_yaml()).await;
     envoy.wait_live().await;

@@ -69,6 +69,8 @@ pub(crate) struct ConnState {
     pub(crate) client: crate::translate::Client,
     /// The node's `user_agent_name`.
     pub(crate) user_agent: String,
+    /// The namespace the node claims (see [`crate::identity`]).
+    pub(crate) claimed_namespace: Option<String>,
     pub(crate) types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
@@ -98,11 +100,17 @@ impl ConnState {
             node_cluster: String::new(),
             client: crate::translate::Client::Envoy,
             user_agent: String::new(),
+            claimed_namespace: None,
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
             subscriptions,
             await_eds: None,
         }
+    }
+
+    /// A request has been processed (the first carries the node).
+    pub(crate) fn requests_seen(&self) -> bool {
+        self.nonce > 0 || self.types.iter().any(|t| t.seen_request)
     }
 
     fn remember_node(&mut self, node: Option<&envoy_types::pb::envoy::config::core::v3::Node>) {
@@ -113,6 +121,7 @@ impl ConnState {
             self.node_cluster = node.cluster.clone();
             self.client = crate::translate::Client::from_user_agent(&node.user_agent_name);
             self.user_agent = node.user_agent_name.chars().take(64).collect();
+            self.claimed_namespace = crate::identity::claimed_namespace(node);
             for t in &mut self.types {
                 t.client = self.client;
             }

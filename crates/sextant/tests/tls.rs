@@ -1,0 +1,121 @@
+//! The binary's xDS TLS port end to end: certificates from flags, a
+//! bootstrap from `sextant bootstrap --tls`, a real Envoy routing traffic
+//! over what it received through mTLS, the plaintext port refusing
+//! proxies without an identity under `--xds-auth mtls`, and metrics.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use sextant_testkit::certs::TestCa;
+use sextant_testkit::peers::{Envoy, HttpBackend, free_port};
+
+/// `sextant bootstrap ARGS`'s output.
+async fn bootstrap_cmd(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .arg("bootstrap")
+        .args(args)
+        .output()
+        .await
+        .expect("run sextant bootstrap");
+    assert!(
+        out.status.success(),
+        "sextant bootstrap {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+async fn metric(sx: &Sextant, name: &str) -> u64 {
+    let (_, body) = sx.get("/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_over_mtls_from_the_cli_routes_traffic_and_plaintext_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = TestCa::new("mesh ca");
+    let ca_path = ca.write(d, "ca");
+    let (cert, key) = ca.server(&["sextant.test"]).write(d, "server");
+    let (client_cert, client_key) = ca
+        .client("spiffe://cluster.local/ns/shop/sa/web")
+        .write(d, "client");
+    let backend = HttpBackend::start("over-mtls").await;
+    let mesh_file = d.join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+    let sx = Sextant::start(
+        d,
+        &[
+            "--file",
+            &p(&mesh_file),
+            "--xds-tls-addr",
+            &tls_addr,
+            "--tls-cert",
+            &p(&cert),
+            "--tls-key",
+            &p(&key),
+            "--client-ca",
+            &p(&ca_path),
+            "--xds-auth",
+            "mtls",
+        ],
+    )
+    .await;
+    assert!(sx.log().contains(&tls_addr), "{}", sx.log());
+
+    let yaml = bootstrap_cmd(&[
+        "--node-id",
+        "web-1",
+        "--namespace",
+        "shop",
+        "--xds-addr",
+        &tls_addr,
+        "--admin-port",
+        "0",
+        "--tls",
+        "--ca",
+        &p(&ca_path),
+        "--cert",
+        &p(&client_cert),
+        "--key",
+        &p(&client_key),
+        "--sni",
+        "sextant.test",
+    ])
+    .await;
+    let envoy = Envoy::start(&yaml).await;
+    envoy.wait_live().await;
+    let seen = bodies(sx.outbound, "web.test.svc", 100, |s| !s.is_empty()).await;
+    assert!(seen.contains("over-mtls"), "{}", sx.log());
+    let syncz = sx.json("/debug/syncz").await;
+    assert_eq!(
+        syncz["connections"][0]["peer"]["identity"], "spiffe://cluster.local/ns/shop/sa/web",
+        "{syncz}"
+    );
+
+    // The plaintext port is still open, but under --xds-auth mtls a proxy
+    // there proves nothing and is refused.
+    let plain = Envoy::start(&bootstrap(sx.xds, "plain", false).await).await;
+    for _ in 0..200 {
+        if metric(&sx, "sextant_xds_identity_refused_total").await > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        metric(&sx, "sextant_xds_identity_refused_total").await > 0,
+        "{}",
+        sx.log()
+    );
+    assert!(
+        sx.log().contains("requires a client certificate"),
+        "{}",
+        sx.log()
+    );
+    drop(plain);
+}

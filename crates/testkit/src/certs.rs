@@ -1,0 +1,101 @@
+//! Certificates made on the fly for TLS tests (rcgen, ring): a CA, server
+//! certificates with DNS and IP names, client certificates with a SPIFFE id.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// A test CA.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// Its certificate, PEM.
+    pub cert_pem: String,
+}
+
+/// A certificate and its key, PEM.
+pub struct Issued {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
+impl Issued {
+    /// Writes `NAME.pem` and `NAME-key.pem` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{name}.pem"));
+        let key = dir.join(format!("{name}-key.pem"));
+        std::fs::write(&cert, &self.cert_pem).unwrap_or_else(|e| panic!("write cert: {e}"));
+        std::fs::write(&key, &self.key_pem).unwrap_or_else(|e| panic!("write key: {e}"));
+        (cert, key)
+    }
+}
+
+fn fail<T>(what: &str) -> impl FnOnce(rcgen::Error) -> T + '_ {
+    move |e| panic!("{what}: {e}")
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap_or_else(fail("CA key"));
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(fail("CA"));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap_or_else(fail("CA cert"));
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes the CA certificate to `dir/NAME.pem`.
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, &self.cert_pem).unwrap_or_else(|e| panic!("write CA: {e}"));
+        path
+    }
+
+    fn issue(&self, names: Vec<SanType>, usage: ExtendedKeyUsagePurpose, cn: &str) -> Issued {
+        let key = KeyPair::generate().unwrap_or_else(fail("key"));
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).unwrap_or_else(fail("params"));
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = names;
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .unwrap_or_else(fail("sign"));
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for `dns` names and 127.0.0.1.
+    pub fn server(&self, dns: &[&str]) -> Issued {
+        let mut names: Vec<SanType> = dns
+            .iter()
+            .map(|d| SanType::DnsName((*d).try_into().unwrap_or_else(fail("dns name"))))
+            .collect();
+        names.push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+        self.issue(
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            dns.first().copied().unwrap_or("server"),
+        )
+    }
+
+    /// A client certificate whose URI name is `spiffe` (e.g.
+    /// `spiffe://cluster.local/ns/shop/sa/web`).
+    pub fn client(&self, spiffe: &str) -> Issued {
+        let uri = SanType::URI(spiffe.try_into().unwrap_or_else(fail("uri")));
+        self.issue(vec![uri], ExtendedKeyUsagePurpose::ClientAuth, "proxy")
+    }
+}
