@@ -13,7 +13,7 @@
 //! (Apply or Delete).
 //!
 //! Objects that cannot be converted keep their last good rule and are
-//! reported (registryz, `sextant_registry_object_errors`); fields Sextant
+//! reported (registryz, `sextant_registry_problems`); fields Sextant
 //! does not serve are reported once per object as `not served: ...`, and
 //! the rest of the object is served. A problem that goes away sends one
 //! Reset, which is what clears problems shown for a source.

@@ -295,7 +295,11 @@ pub fn render_metrics(s: &AdminState) -> String {
         ] {
             p.sample(
                 "sextant_registry_state",
-                &[("registry", r.id.as_str()), ("state", name)],
+                &[
+                    ("registry", r.id.as_str()),
+                    ("kind", kind_label(r)),
+                    ("state", name),
+                ],
                 u8::from(r.state == state),
             );
         }
@@ -313,7 +317,7 @@ pub fn render_metrics(s: &AdminState) -> String {
             .map_or(0.0, |d| d.as_secs_f64());
         p.sample(
             "sextant_registry_stale_seconds",
-            &[("registry", r.id.as_str())],
+            &[("registry", r.id.as_str()), ("kind", kind_label(r))],
             stale,
         );
     }
@@ -359,7 +363,11 @@ pub fn render_metrics(s: &AdminState) -> String {
             help,
         );
         for r in &status.registries {
-            p.sample(name, &[("registry", r.id.as_str())], get(r));
+            p.sample(
+                name,
+                &[("registry", r.id.as_str()), ("kind", kind_label(r))],
+                get(r),
+            );
         }
     }
 
@@ -556,4 +564,13 @@ pub fn render_metrics(s: &AdminState) -> String {
         &m.ack_latency,
     );
     p.0
+}
+
+/// `services` or `rules`: one registry id may be both (the file registry
+/// is), so every per-registry series carries it, or two would collide.
+fn kind_label(r: &sextant_aggregate::RegistryStatus) -> &'static str {
+    match r.kind {
+        sextant_aggregate::SourceKind::Services => "services",
+        sextant_aggregate::SourceKind::Rules => "rules",
+    }
 }

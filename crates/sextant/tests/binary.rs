@@ -150,7 +150,7 @@ async fn admin_endpoints_return_what_they_claim() {
         "sextant_ready 1",
         "sextant_services 1",
         "sextant_endpoints 1",
-        "sextant_registry_state{registry=\"file/main\",state=\"synced\"} 1",
+        "sextant_registry_state{registry=\"file/main\",kind=\"services\",state=\"synced\"} 1",
         "sextant_xds_connections 0",
         "sextant_xds_push_latency_seconds_count 1",
     ] {
@@ -160,6 +160,25 @@ async fn admin_endpoints_return_what_they_claim() {
         );
     }
     assert!(metrics.contains("# TYPE sextant_xds_nacks_total counter"));
+    // The file registry is a service source and a rule source under one
+    // id: every series must still be unique (Prometheus rejects duplicates).
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "sextant_registry_state{registry=\"file/main\",kind=\"rules\",state=\"synced\"} 1"
+        )),
+        "{metrics}"
+    );
+    let mut series = std::collections::BTreeSet::new();
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let key = line.rsplit_once(' ').map_or(line, |(k, _)| k);
+        assert!(
+            series.insert(key.to_owned()),
+            "duplicate series {key:?} in\n{metrics}"
+        );
+    }
     let (status, index) = sx.get("/").await;
     assert_eq!(status, 200);
     assert!(index.contains("/debug/syncz"));
