@@ -501,3 +501,47 @@ fn a_bad_rule_keeps_the_files_last_good_content_and_duplicates_are_named() {
         dup.problems
     );
 }
+
+#[test]
+fn a_billion_laughs_is_an_error_not_an_out_of_memory() {
+    // Nine levels of ten aliases each would expand to 10^9 strings. The
+    // loader decodes into its own types, field by field, as the events come:
+    // an alias is replayed only as far as a decoder accepts it, so the
+    // bomb stops at its first field or element of the wrong shape. Two
+    // placements: anchors in fields of their own, and aliases into a
+    // known field (endpoints, a list of objects).
+    let mut text = String::from("services:\n  - hostname: a.svc\n    x0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for level in 1..9 {
+        let list = vec![format!("*a{}", level - 1); 10].join(",");
+        text.push_str(&format!("    x{level}: &a{level} [{list}]\n"));
+    }
+    text.push_str("    ports: *a8\n");
+    let started = std::time::Instant::now();
+    let problems = parse_file(Path::new("bomb.yaml"), &text).expect_err("refused");
+    let message = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(message.contains("bomb.yaml:"), "{message}");
+    // It stops long before expanding: a guard against a hang, not a timing.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    eprintln!("billion laughs: {message}");
+
+    let mut text = String::from(
+        "services:\n  - hostname: a.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: &a0 [[lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]]\n",
+    );
+    for level in 1..9 {
+        let list = vec![format!("*a{}", level - 1); 10].join(",");
+        text.push_str(&format!(
+            "  - hostname: s{level}.svc\n    ports: [{{ name: http, port: 80 }}]\n    endpoints: &a{level} [{list}]\n"
+        ));
+    }
+    let started = std::time::Instant::now();
+    let problems = parse_file(Path::new("bomb.yaml"), &text).expect_err("refused");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(
+        problems.iter().all(|p| p.to_string().contains("bomb.yaml:")),
+        "{problems:?}"
+    );
+}
