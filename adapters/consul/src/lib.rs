@@ -51,8 +51,8 @@ use convert::{Mapping, ServiceEntry};
 pub struct ConsulConfig {
     /// Agent address, e.g. `http://127.0.0.1:8500` (`CONSUL_HTTP_ADDR`).
     pub addr: String,
-    /// ACL token, sent as `X-Consul-Token`.
-    pub token: Option<String>,
+    /// ACL token, sent as `X-Consul-Token`; never printed.
+    pub token: Option<sextant_core::Secret>,
     /// Datacenter to read; default the agent's.
     pub datacenter: Option<String>,
     /// CA certificate (PEM) for an https agent.
@@ -335,7 +335,7 @@ impl Api {
         let what = format!("GET {}", url.path());
         let mut req = self.http.get(url);
         if let Some(token) = &self.config.token {
-            req = req.header("X-Consul-Token", token);
+            req = req.header("X-Consul-Token", token.expose());
         }
         let resp = req.send().await.map_err(|e| {
             Error::unavailable_from(

@@ -275,18 +275,31 @@ pub struct ConnectOptions {
     /// HTTP/2 keep-alive: ping every `.0`, give up after `.1` without an answer.
     pub keep_alive: Option<(Duration, Duration)>,
     /// User name and password (etcd authentication).
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<(String, sextant_core::Secret)>,
     /// TLS: CA certificate (PEM), and a client certificate and key (PEM).
     pub tls: Option<TlsOptions>,
 }
 
 /// TLS settings, PEM bytes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct TlsOptions {
     /// The CA that signed etcd's certificate.
     pub ca: Option<Vec<u8>>,
     /// A client certificate and its key, for mutual TLS.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    /// Sizes only: the key is a secret, the rest is not worth the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca_bytes", &self.ca.as_ref().map(Vec::len))
+            .field(
+                "client_identity",
+                &self.identity.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// The end of the range of every key starting with `prefix`.
@@ -330,7 +343,7 @@ impl Client {
                                 "/etcdserverpb.Auth/Authenticate",
                                 AuthenticateRequest {
                                     name: name.clone(),
-                                    password: password.clone(),
+                                    password: password.expose().to_owned(),
                                 },
                             )
                             .await?;

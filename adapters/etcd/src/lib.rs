@@ -58,8 +58,9 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Prefix of grpc-go naming-convention keys; `None` reads none.
     pub naming_prefix: Option<String>,
-    /// User name and password, if etcd has authentication on.
-    pub credentials: Option<(String, String)>,
+    /// User name and password, if etcd has authentication on; the password
+    /// is never printed.
+    pub credentials: Option<(String, sextant_core::Secret)>,
     /// TLS, if etcd's URLs are `https`.
     pub tls: Option<EtcdTls>,
     /// Reconnect backoff.

@@ -33,6 +33,7 @@ pub mod model;
 pub mod recover;
 pub mod registry;
 pub mod rules;
+pub mod secret;
 pub mod sent;
 pub mod validate;
 pub mod view;
@@ -47,6 +48,7 @@ pub use rules::{
     DestinationPolicy, MemoryRules, PolicyEntry, RouteEntry, RouteRule, Rule, RuleKey, RuleKind,
     RuleProblems, RuleSource, RuleSpec, RuleStream,
 };
+pub use secret::Secret;
 pub use sent::SentServices;
 pub use validate::{ValidationError, ValidationErrors};
 pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};

@@ -30,6 +30,8 @@ pub struct AdminState {
     aggregator: AggregatorHandle,
     xds: XdsServer,
     listener: Arc<listener::ListenerStats>,
+    /// When set, `/debug/*` needs `Authorization: Bearer TOKEN`.
+    token: Option<sextant_core::Secret>,
 }
 
 impl AdminState {
@@ -39,7 +41,14 @@ impl AdminState {
             aggregator,
             xds,
             listener: Arc::default(),
+            token: None,
         }
+    }
+
+    /// Requires `Authorization: Bearer TOKEN` on the debug endpoints.
+    pub fn with_token(mut self, token: Option<sextant_core::Secret>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The counters the admin listener fills, for `/metrics`.
@@ -48,16 +57,53 @@ impl AdminState {
     }
 }
 
-/// The admin routes.
+/// The admin routes. With a token, the debug endpoints (which show every
+/// service, endpoint and connected proxy) need it; health and metrics do
+/// not (probes and scrapers read them, and they name no endpoint).
 pub fn router(state: AdminState) -> Router {
+    let debug = Router::new()
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/configz", get(configz))
+        .route("/debug/syncz", get(syncz))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/", get(index))
         .route("/healthz/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/debug/registryz", get(registryz))
-        .route("/debug/configz", get(configz))
-        .route("/debug/syncz", get(syncz))
+        .merge(debug)
         .with_state(state)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn require_token(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same(g.as_bytes(), token.expose().as_bytes())) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        "the debug endpoints need Authorization: Bearer TOKEN (--admin-token)\n",
+    )
+        .into_response()
 }
 
 async fn index() -> &'static str {

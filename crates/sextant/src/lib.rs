@@ -73,6 +73,7 @@ pub struct Sextant {
     xds_addr: Option<SocketAddr>,
     xds_tls: Option<(SocketAddr, TlsFiles)>,
     admin_addr: Option<SocketAddr>,
+    admin_token: Option<sextant_core::Secret>,
     drain_timeout: Duration,
 }
 
@@ -96,6 +97,7 @@ impl Sextant {
             xds_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
             xds_tls: None,
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15014))),
+            admin_token: None,
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -149,6 +151,13 @@ impl Sextant {
     /// Where the admin HTTP server listens; `None` disables it.
     pub fn admin_addr(mut self, addr: impl Into<Option<SocketAddr>>) -> Self {
         self.admin_addr = addr.into();
+        self
+    }
+
+    /// A bearer token the debug endpoints require (health and metrics stay
+    /// open). Without one, the admin port should stay on loopback.
+    pub fn admin_token(mut self, token: Option<sextant_core::Secret>) -> Self {
+        self.admin_token = token;
         self
     }
 
@@ -263,7 +272,8 @@ impl Sextant {
         }
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin_listener.map(|listener| {
-            let state = admin::AdminState::new(handle.clone(), xds.clone());
+            let state = admin::AdminState::new(handle.clone(), xds.clone())
+                .with_token(self.admin_token.clone());
             let listener = admin::listener::AdminListener::new(listener, state.listener_stats());
             let app = admin::router(state);
             tokio::spawn(async move {
@@ -276,6 +286,9 @@ impl Sextant {
             })
         });
         let admin = admin_addr.map_or_else(|| "disabled".to_owned(), |a| a.to_string());
+        if admin_addr.is_some_and(|a| !a.ip().is_loopback()) && self.admin_token.is_none() {
+            warn!(admin_addr = %admin, "the admin port is not on loopback and has no --admin-token: anyone who reaches it reads every service, endpoint and connected proxy on /debug/*");
+        }
         let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
         info!(xds_addr = %show(xds_addr), xds_tls_addr = %show(xds_tls_addr), admin_addr = %admin, registries = ?ids, "sextant started");
         Ok(Running {

@@ -227,6 +227,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let mut sextant = Sextant::new()
             .xds_plaintext(settings.xds_addr)
             .admin_addr(settings.admin_addr)
+            .admin_token(settings.admin_token.clone())
             .server_config(settings.server.clone())
             .outbound_addr(settings.translate.outbound_addr)
             .aggregator_config(settings.aggregator.clone())

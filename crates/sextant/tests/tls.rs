@@ -119,3 +119,110 @@ async fn envoy_over_mtls_from_the_cli_routes_traffic_and_plaintext_is_refused() 
     );
     drop(plain);
 }
+
+/// Secrets given to the binary (a Consul token, an etcd password, the TLS
+/// key, the admin token) appear in no log line, no admin endpoint and no
+/// error, even while the registries that use them fail; the debug
+/// endpoints need the admin token, health and metrics do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_show_and_debug_endpoints_need_the_admin_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ca = TestCa::new("mesh ca");
+    let server = ca.server(&["sextant.test"]);
+    let (cert, key) = server.write(d, "server");
+    let key_line = server
+        .key_pem
+        .lines()
+        .nth(1)
+        .expect("a base64 line of the key")
+        .to_owned();
+    let mesh_file = d.join("mesh.yaml");
+    std::fs::write(&mesh_file, "services: []\n").expect("write");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (consul_token, etcd_password, admin_token) = (
+        "consul-S3CRET-7f3a",
+        "etcd-S3CRET-91bc",
+        "admin-S3CRET-c0de",
+    );
+    let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+    let args = [
+        "--registries".to_owned(),
+        "file,consul,etcd".to_owned(),
+        "--file".to_owned(),
+        p(&mesh_file),
+        "--consul-addr".to_owned(),
+        format!("http://{closed}"),
+        "--consul-token".to_owned(),
+        consul_token.to_owned(),
+        "--etcd-endpoints".to_owned(),
+        format!("http://{closed}"),
+        "--etcd-username".to_owned(),
+        "root".to_owned(),
+        "--etcd-password".to_owned(),
+        etcd_password.to_owned(),
+        "--tls-cert".to_owned(),
+        p(&cert),
+        "--tls-key".to_owned(),
+        p(&key),
+        "--xds-tls-addr".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+        "--admin-token".to_owned(),
+        admin_token.to_owned(),
+        "--startup-timeout".to_owned(),
+        "1s".to_owned(),
+        "--log-output-level".to_owned(),
+        "default:debug".to_owned(),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sx = Sextant::start(d, &refs).await;
+    // Let both failing registries retry a few times.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let (status, body) = sx.get("/debug/configz").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("--admin-token"), "{body}");
+    assert_eq!(sx.get("/healthz/ready").await.0, 200);
+    assert_eq!(sx.get("/metrics").await.0, 200);
+
+    let mut seen = String::new();
+    for path in [
+        "/debug/configz",
+        "/debug/registryz",
+        "/debug/syncz",
+        "/metrics",
+        "/",
+    ] {
+        let (status, body) = sextant_testkit::peers::http_request(
+            sx.admin,
+            "localhost",
+            path,
+            &[("authorization", &format!("Bearer {admin_token}"))],
+        )
+        .await
+        .map(|r| (r.status, r.body))
+        .expect("admin request");
+        assert_eq!(status, 200, "{path}: {body}");
+        seen.push_str(&body);
+    }
+    let registryz = &seen;
+    assert!(
+        registryz.contains("consul") && registryz.contains("etcd"),
+        "the failing registries are shown: {registryz}"
+    );
+    // check-config with the same secrets and a mistake prints its problems.
+    let out = tokio::process::Command::new(BIN)
+        .arg("check-config")
+        .args(&args)
+        .args(["--merge", "both"])
+        .output()
+        .await
+        .expect("check-config");
+    seen.push_str(&String::from_utf8_lossy(&out.stdout));
+    seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    seen.push_str(&sx.log());
+    assert!(seen.contains("merge"), "check-config reported nothing");
+    for secret in [consul_token, etcd_password, admin_token, key_line.as_str()] {
+        assert!(!seen.contains(secret), "{secret:?} leaked:\n{seen}");
+    }
+}

@@ -510,7 +510,9 @@ fn a_billion_laughs_is_an_error_not_an_out_of_memory() {
     // bomb stops at its first field or element of the wrong shape. Two
     // placements: anchors in fields of their own, and aliases into a
     // known field (endpoints, a list of objects).
-    let mut text = String::from("services:\n  - hostname: a.svc\n    x0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    let mut text = String::from(
+        "services:\n  - hostname: a.svc\n    x0: &a0 [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n",
+    );
     for level in 1..9 {
         let list = vec![format!("*a{}", level - 1); 10].join(",");
         text.push_str(&format!("    x{level}: &a{level} [{list}]\n"));
@@ -541,7 +543,9 @@ fn a_billion_laughs_is_an_error_not_an_out_of_memory() {
     let problems = parse_file(Path::new("bomb.yaml"), &text).expect_err("refused");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert!(
-        problems.iter().all(|p| p.to_string().contains("bomb.yaml:")),
+        problems
+            .iter()
+            .all(|p| p.to_string().contains("bomb.yaml:")),
         "{problems:?}"
     );
 }

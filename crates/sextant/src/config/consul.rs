@@ -23,7 +23,7 @@ pub struct ConsulArgs {
         hide_env_values = true
     )]
     #[serde(rename = "token")]
-    pub consul_token: Option<String>,
+    pub consul_token: Option<sextant_core::Secret>,
     /// Datacenter to read [default: the agent's].
     #[arg(long, env = "SEXTANT_CONSUL_DATACENTER", value_name = "DC")]
     #[serde(rename = "datacenter")]

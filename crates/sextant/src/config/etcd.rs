@@ -40,7 +40,7 @@ pub struct EtcdArgs {
         hide_env_values = true
     )]
     #[serde(rename = "password")]
-    pub etcd_password: Option<String>,
+    pub etcd_password: Option<sextant_core::Secret>,
     /// CA certificate (PEM) for https etcd URLs.
     #[arg(long, env = "SEXTANT_ETCD_CA", value_name = "FILE")]
     #[serde(rename = "ca")]

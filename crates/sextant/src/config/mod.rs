@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
     #[arg(long, env = "SEXTANT_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<String>,
+    /// A bearer token the /debug/* endpoints require (health and metrics
+    /// stay open); set it when the admin port is not on loopback.
+    #[arg(long, env = "SEXTANT_ADMIN_TOKEN", value_name = "TOKEN")]
+    pub admin_token: Option<sextant_core::Secret>,
     /// xDS connections open at once; more are refused [default: the
     /// open-file limit less 256].
     #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS", value_name = "N")]
@@ -253,6 +257,8 @@ pub struct Settings {
     pub xds_tls: Option<(SocketAddr, sextant_xds::server::tls::TlsFiles)>,
     /// Admin listen address.
     pub admin_addr: SocketAddr,
+    /// The debug endpoints' bearer token.
+    pub admin_token: Option<sextant_core::Secret>,
     /// The ADS server's bounds.
     pub server: ServerConfig,
     /// Aggregator settings.
@@ -460,6 +466,11 @@ impl Settings {
             xds_addr,
             xds_tls,
             admin_addr,
+            admin_token: args
+                .admin_token
+                .clone()
+                .or_else(|| file.admin_token.clone())
+                .filter(|t| !t.expose().is_empty()),
             server,
             aggregator,
             translate: TranslateOptions { outbound_addr },
