@@ -61,3 +61,15 @@ kubectl version --client >/dev/null
     npm ci --no-audit --no-fund --loglevel=error
   fi
 )
+
+# The fuzz targets run on the nightly toolchain (on the project's machines)
+# with cargo-fuzz, built from crates.io (about 30 s).
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "install-peers: the fuzz targets need the nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 1
+fi

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "install test peers (Envoy, grpcio, grpc-js-xds, etcd)"
+step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, cargo-fuzz)"
 scripts/install-peers.sh
 
 step "cargo fmt --check"
@@ -17,3 +17,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+# Every fuzz target briefly, from its seed corpus: a parser that regressed
+# shows here. Longer runs: scripts/fuzz.sh TARGET SECONDS.
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+step "fuzz every target for ${FUZZ_SECONDS} s"
+cargo +nightly fuzz build -s none --debug-assertions
+for target in $(scripts/fuzz.sh --list); do
+  echo "fuzz: $target"
+  scripts/fuzz.sh "$target" "$FUZZ_SECONDS" 2>&1 | tail -n 4
+done

@@ -128,7 +128,7 @@ impl ConnState {
         }
     }
 
-    fn sotw_request(&mut self, req: SotwRequest) -> RequestOutcome {
+    pub(crate) fn sotw_request(&mut self, req: SotwRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
@@ -225,7 +225,7 @@ impl ConnState {
         outcome
     }
 
-    fn delta_request(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
+    pub(crate) fn delta_request(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);

@@ -96,7 +96,7 @@ impl std::ops::Deref for Serving {
 
 impl Serving {
     /// `snap` with a cache of its own (tests, and connections behind).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn alone(snap: Arc<Snapshot>) -> Serving {
         Serving {
             snap,
