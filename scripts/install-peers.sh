@@ -73,3 +73,10 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "install-peers: the fuzz targets need the nightly toolchain (rustup toolchain install nightly)" >&2
   exit 1
 fi
+
+# Supply-chain checks (deny.toml), built from crates.io (about 3 minutes).
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+  echo "installing cargo-deny $CARGO_DENY_VERSION"
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+fi

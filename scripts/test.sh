@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, cargo-fuzz)"
+step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, cargo-fuzz, cargo-deny)"
 scripts/install-peers.sh
+
+step "cargo deny (no openssl or aws-lc, accepted licenses, crates.io only)"
+cargo deny --locked check bans licenses sources
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -41,6 +41,7 @@ pub mod convert;
 pub mod gateway;
 pub mod istio;
 mod rules;
+pub mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -308,6 +308,29 @@ impl Sextant {
     }
 }
 
+/// Bearer tokens validated by a Kubernetes cluster's TokenReview (cached
+/// for a minute per token), for [`ServerConfig::tokens`].
+#[cfg(feature = "k8s")]
+pub async fn kubernetes_tokens(
+    cluster: &sextant_k8s::K8sConfig,
+    audiences: Vec<String>,
+) -> anyhow::Result<sextant_xds::server::auth::Tokens> {
+    use sextant_xds::server::auth::{Cached, TokenValidator, Tokens, Validation};
+    struct Review(sextant_k8s::tokens::TokenReviewer);
+    impl TokenValidator for Review {
+        fn validate<'a>(&'a self, token: &'a str) -> Validation<'a> {
+            Box::pin(self.0.review(token))
+        }
+    }
+    let reviewer = sextant_k8s::tokens::TokenReviewer::new(cluster, audiences)
+        .await
+        .map_err(|e| anyhow::anyhow!("TokenReview: {e}"))?;
+    Ok(Tokens(Arc::new(Cached::new(
+        Review(reviewer),
+        Duration::from_secs(60),
+    ))))
+}
+
 /// A started control plane.
 pub struct Running {
     /// Where ADS listens in plaintext, unless that port is off.

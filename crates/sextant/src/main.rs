@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use sextant::Sextant;
+use sextant::config::TokenSource;
 use sextant::config::{RunArgs, Settings};
 use sextant_xds::bootstrap::{ClientTls, EnvoyBootstrap, GrpcBootstrap};
+use sextant_xds::server::auth::{TokenFile, Tokens};
 
 /// jemalloc, whose background threads return freed memory to the operating
 /// system: what a client made the server hold leaves with it, in resident
@@ -31,7 +33,7 @@ enum Command {
     /// Check the settings and every registry file; print every problem.
     CheckConfig(Box<RunArgs>),
     /// Print an Envoy bootstrap (YAML), or a gRPC xDS bootstrap with --grpc.
-    Bootstrap(BootstrapArgs),
+    Bootstrap(Box<BootstrapArgs>),
     /// etcd helpers.
     #[command(subcommand)]
     Etcd(EtcdCommand),
@@ -110,6 +112,11 @@ struct BootstrapArgs {
     /// This proxy's private key (PEM file), for mTLS.
     #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
     key: Option<String>,
+    /// A file holding a bearer token (a service-account token) that Envoy
+    /// sends with its stream, for --xds-auth token; read now and written
+    /// into the bootstrap.
+    #[arg(long, value_name = "FILE", conflicts_with = "grpc")]
+    token_file: Option<std::path::PathBuf>,
     /// The server name to send and to require in Sextant's certificate
     /// [default: the host of the first --xds-addr]. Envoy only.
     #[arg(long, value_name = "NAME", requires = "tls", conflicts_with = "grpc")]
@@ -126,6 +133,20 @@ fn main() -> ExitCode {
                 key: b.key.clone(),
                 sni: b.sni.clone(),
             });
+            let token = match &b.token_file {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+                    Ok(_) => {
+                        eprintln!("error: the token file {} is empty", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot read the token file {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
             if b.grpc {
                 println!(
                     "{}",
@@ -150,6 +171,7 @@ fn main() -> ExitCode {
                         delta: b.delta,
                         namespace: b.namespace,
                         tls,
+                        token,
                     }
                     .to_yaml()
                 );
@@ -224,11 +246,35 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let mut server = settings.server.clone();
+        server.tokens = match &settings.xds_tokens {
+            TokenSource::None => None,
+            TokenSource::File(path) => match TokenFile::load(path) {
+                Ok(f) => Some(Tokens(std::sync::Arc::new(f))),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            TokenSource::Review(audiences) => {
+                let Some(cluster) = settings.k8s.first() else {
+                    eprintln!("error: --xds-token-review needs a Kubernetes cluster");
+                    return ExitCode::FAILURE;
+                };
+                match sextant::kubernetes_tokens(cluster, audiences.clone()).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
         let mut sextant = Sextant::new()
             .xds_plaintext(settings.xds_addr)
             .admin_addr(settings.admin_addr)
             .admin_token(settings.admin_token.clone())
-            .server_config(settings.server.clone())
+            .server_config(server)
             .outbound_addr(settings.translate.outbound_addr)
             .aggregator_config(settings.aggregator.clone())
             .debounce(settings.debounce.clone())

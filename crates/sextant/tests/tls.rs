@@ -226,3 +226,128 @@ async fn secrets_never_show_and_debug_endpoints_need_the_admin_token() {
         assert!(!seen.contains(secret), "{secret:?} leaked:\n{seen}");
     }
 }
+
+/// Proxies proving who they are with bearer tokens: Kubernetes
+/// service-account tokens reviewed by the API server (the double's
+/// TokenReview), cached per token; a node claiming another namespace, and
+/// an unknown token, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
+    use sextant_testkit::k8s::KubeDouble;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let kube = KubeDouble::start().await;
+    kube.add_token(
+        "tok-shop-web",
+        "system:serviceaccount:shop:web",
+        &["sextant"],
+    );
+    kube.add_token(
+        "tok-wrong-audience",
+        "system:serviceaccount:shop:web",
+        &["vault"],
+    );
+    let kubeconfig = kube.kubeconfig(d, "double");
+    let ca = TestCa::new("mesh ca");
+    let ca_path = ca.write(d, "ca");
+    let (cert, key) = ca.server(&["sextant.test"]).write(d, "server");
+    let backend = HttpBackend::start("by-token").await;
+    let mesh_file = d.join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
+    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+    let sx = Sextant::start(
+        d,
+        &[
+            "--file",
+            &p(&mesh_file),
+            "--kubeconfig",
+            &p(&kubeconfig),
+            "--xds-tls-addr",
+            &tls_addr,
+            "--tls-cert",
+            &p(&cert),
+            "--tls-key",
+            &p(&key),
+            "--xds-auth",
+            "token",
+            "--xds-token-review",
+            "--xds-token-audiences",
+            "sextant",
+        ],
+    )
+    .await;
+    let envoy_with = |node: &'static str, ns: &'static str, token: &'static str| {
+        let (ca_path, d, tls_addr) = (p(&ca_path), d.to_owned(), tls_addr.clone());
+        async move {
+            let token_file = d.join(format!("{node}.token"));
+            std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+            let yaml = bootstrap_cmd(&[
+                "--node-id",
+                node,
+                "--namespace",
+                ns,
+                "--xds-addr",
+                &tls_addr,
+                "--admin-port",
+                "0",
+                "--tls",
+                "--ca",
+                &ca_path,
+                "--sni",
+                "sextant.test",
+                "--token-file",
+                token_file.to_str().expect("path"),
+            ])
+            .await;
+            Envoy::start(&yaml).await
+        }
+    };
+    let good = envoy_with("web-1", "shop", "tok-shop-web").await;
+    good.wait_live().await;
+    let seen = bodies(sx.outbound, "web.test.svc", 100, |s| !s.is_empty()).await;
+    assert!(seen.contains("by-token"), "{}", sx.log());
+    let syncz = sx.json("/debug/syncz").await;
+    assert_eq!(
+        syncz["connections"][0]["peer"]["identity"], "spiffe://cluster.local/ns/shop/sa/web",
+        "{syncz}"
+    );
+    assert!(!syncz.to_string().contains("tok-shop-web"), "{syncz}");
+
+    // The same token claiming another namespace; a token for another
+    // audience; an unknown token: all refused.
+    let _other_ns = envoy_with("web-2", "payments", "tok-shop-web").await;
+    let _other_aud = envoy_with("web-3", "shop", "tok-wrong-audience").await;
+    let _unknown = envoy_with("web-4", "shop", "tok-nobody").await;
+    for _ in 0..200 {
+        if metric(&sx, "sextant_xds_identity_refused_total").await >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        metric(&sx, "sextant_xds_identity_refused_total").await >= 3,
+        "{}",
+        sx.log()
+    );
+    let log = sx.log();
+    assert!(log.contains("claims namespace"), "{log}");
+    assert!(log.contains("audiences do not match"), "{log}");
+    assert!(log.contains("invalid bearer token"), "{log}");
+    for secret in ["tok-shop-web", "tok-wrong-audience", "tok-nobody"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    // Envoys retry every few hundred milliseconds; reviews are cached.
+    let reviews = kube
+        .requests()
+        .iter()
+        .filter(|r| r.contains("tokenreviews"))
+        .count();
+    assert!(reviews <= 3, "{reviews} TokenReviews for 3 tokens");
+    let syncz = sx.json("/debug/syncz").await;
+    assert_eq!(
+        syncz["connections"].as_array().map(Vec::len),
+        Some(1),
+        "only the good proxy is connected: {syncz}"
+    );
+}

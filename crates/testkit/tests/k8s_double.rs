@@ -453,3 +453,60 @@ async fn kubectl_watches_routes_and_reads_pods() {
     assert!(line.contains("ratings-split"), "{line}");
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_token_reviews() {
+    let double = KubeDouble::start().await;
+    double.add_token("tok-1", "system:serviceaccount:shop:web", &["sextant"]);
+    let k = Kubectl::new(&double);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let review = |token: &str, audience: &str| {
+        format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n  audiences: [{audience}]\n"
+        )
+    };
+    let mut answers = Vec::new();
+    for (name, token, audience) in [
+        ("good", "tok-1", "sextant"),
+        ("audience", "tok-1", "vault"),
+        ("unknown", "nope", "sextant"),
+    ] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, review(token, audience)).unwrap_or_else(|e| panic!("{e}"));
+        answers.push(
+            k.json(&[
+                "create",
+                "--validate=false",
+                "-f",
+                &path.to_string_lossy(),
+                "-o",
+                "json",
+            ])
+            .await,
+        );
+    }
+    assert_eq!(
+        answers[0]["status"]["authenticated"], true,
+        "{}",
+        answers[0]
+    );
+    assert_eq!(
+        answers[0]["status"]["user"]["username"],
+        "system:serviceaccount:shop:web"
+    );
+    assert_eq!(
+        answers[1]["status"]["authenticated"], false,
+        "{}",
+        answers[1]
+    );
+    assert_eq!(
+        answers[2]["status"]["authenticated"], false,
+        "{}",
+        answers[2]
+    );
+    assert!(
+        answers[2]["status"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+}

@@ -36,6 +36,10 @@ pub struct EnvoyBootstrap {
     pub namespace: Option<String>,
     /// TLS to the xDS port; `None` is plaintext.
     pub tls: Option<ClientTls>,
+    /// A bearer token sent with the ADS stream (`authorization` metadata),
+    /// for `--xds-auth token`. Envoy sends it as written here: a token that
+    /// expires needs a new bootstrap (or an agent that writes one).
+    pub token: Option<String>,
 }
 
 fn q(s: &str) -> String {
@@ -66,6 +70,13 @@ impl EnvoyBootstrap {
         }
         let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
         let api_type = if self.delta { "DELTA_GRPC" } else { "GRPC" };
+        let initial_metadata = match &self.token {
+            Some(t) => format!(
+                "        initial_metadata:\n          - key: authorization\n            value: {}\n",
+                q(&format!("Bearer {}", t.trim()))
+            ),
+            None => String::new(),
+        };
         let metadata = match &self.namespace {
             Some(ns) => format!("  metadata:\n    NAMESPACE: {}\n", q(ns)),
             None => String::new(),
@@ -131,7 +142,7 @@ dynamic_resources:
           # backing off while none answers.
           retry_policy:
             retry_back_off: {{ base_interval: 0.25s, max_interval: 5s }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+{initial_metadata}  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
   clusters:

@@ -79,13 +79,18 @@ impl Pki {
 }
 
 async fn tls_server(pki: &Pki, auth: ClientAuth, require_identity: bool) -> Harness {
+    let mode = if require_identity {
+        sextant_xds::server::auth::XdsAuth::Mtls
+    } else {
+        sextant_xds::server::auth::XdsAuth::None
+    };
     start_with(
         MemoryRegistry::new("memory/test"),
         vec![svc("web.shop.svc", &["10.0.0.1"])],
         Options {
             tls: Some(pki.files(auth)),
             server: ServerConfig {
-                require_identity,
+                auth: mode,
                 ..Default::default()
             },
             ..Default::default()
@@ -271,7 +276,7 @@ async fn grpc_client_over_tls(node: bool) -> (bool, String) {
         Options {
             tls: Some(pki.files(ClientAuth::Require)),
             server: ServerConfig {
-                require_identity: true,
+                auth: sextant_xds::server::auth::XdsAuth::Mtls,
                 ..Default::default()
             },
             ..Default::default()
@@ -324,4 +329,49 @@ async fn grpc_client_over_tls(node: bool) -> (bool, String) {
 async fn grpcio_reaches_sextant_over_mtls_from_its_bootstrap() {
     let (served, out) = grpc_client_over_tls(false).await;
     assert!(served, "grpcio over mTLS: {out}");
+}
+
+/// Tokens from a file, on the plaintext port: the right token for the
+/// node's namespace is served, no token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_identifies_proxies_on_the_plaintext_port() {
+    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
+    let tokens = TokenFile::parse("secret-shop shop web\n").expect("token file");
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![svc("web.shop.svc", &["10.0.0.1"])],
+        Options {
+            server: ServerConfig {
+                auth: XdsAuth::Token,
+                tokens: Some(Tokens(Arc::new(tokens))),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let bootstrap = |node: &str, token: Option<&str>| EnvoyBootstrap {
+        node_id: node.into(),
+        cluster: "test".into(),
+        xds_addrs: vec![h.addr.to_string()],
+        admin_addr: "127.0.0.1:0".into(),
+        namespace: Some("shop".into()),
+        token: token.map(str::to_owned),
+        ..Default::default()
+    };
+    let good = Envoy::start(&bootstrap("web-1", Some("secret-shop")).to_yaml()).await;
+    good.wait_live().await;
+    assert!(until_cluster(&good, "outbound|8080||web.shop.svc").await);
+    assert_eq!(
+        h.server.connections()[0].peer.identity.as_deref(),
+        Some("spiffe://token/ns/shop/sa/web")
+    );
+    let _none = Envoy::start(&bootstrap("web-2", None).to_yaml()).await;
+    until_metric(
+        h.server.metrics(),
+        |m| Metrics::get(&m.identity_refused_total),
+        "the refusal",
+    )
+    .await;
+    assert_eq!(h.server.connections().len(), 1);
 }

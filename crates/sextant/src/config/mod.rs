@@ -37,7 +37,7 @@ pub use etcd::EtcdArgs;
 pub use k8s::K8sArgs;
 pub use problems::Problems;
 use problems::{Collector, either};
-pub use tls::TlsArgs;
+pub use tls::{TlsArgs, TokenSource};
 
 /// The flags of `sextant` and `sextant check-config`, and the settings
 /// file: one struct, so each setting is declared once (clap reads the flag
@@ -255,6 +255,8 @@ pub struct Settings {
     pub xds_addr: Option<SocketAddr>,
     /// The xDS TLS port: its address and files.
     pub xds_tls: Option<(SocketAddr, sextant_xds::server::tls::TlsFiles)>,
+    /// Where proxies' bearer tokens are validated.
+    pub xds_tokens: TokenSource,
     /// Admin listen address.
     pub admin_addr: SocketAddr,
     /// The debug endpoints' bearer token.
@@ -435,8 +437,8 @@ impl Settings {
         ) {
             server.handshake_timeout = d;
         }
-        let (xds_tls, require_identity) = args.tls.resolve(&file.tls, &mut c);
-        server.require_identity = require_identity;
+        let (xds_tls, auth, xds_tokens) = args.tls.resolve(&file.tls, &mut c);
+        server.auth = auth;
         if xds_addr.is_none() && xds_tls.is_none() {
             c.problems.push(
                 "--xds-addr off leaves no xDS port: set --tls-cert and --tls-key for the TLS port"
@@ -465,6 +467,7 @@ impl Settings {
             files,
             xds_addr,
             xds_tls,
+            xds_tokens,
             admin_addr,
             admin_token: args
                 .admin_token

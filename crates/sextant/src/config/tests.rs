@@ -437,7 +437,7 @@ fn the_tls_port_comes_from_a_file_section_and_bad_combinations_are_named() {
         files.client_auth,
         sextant_xds::server::tls::ClientAuth::Require
     );
-    assert!(s.server.require_identity);
+    assert_eq!(s.server.auth, sextant_xds::server::auth::XdsAuth::Mtls);
 
     let bad = |a: RunArgs| {
         Settings::resolve(&RunArgs {

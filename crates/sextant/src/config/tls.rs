@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use sextant_xds::server::auth::XdsAuth;
 use sextant_xds::server::tls::{ClientAuth, TlsFiles};
 
 use super::*;
@@ -34,27 +35,110 @@ pub struct TlsArgs {
     #[arg(long, env = "SEXTANT_CLIENT_AUTH", value_name = "MODE")]
     pub client_auth: Option<String>,
     /// What proxies must prove to be served: none (laptop use: anyone who
-    /// reaches the port) or mtls (a client certificate with a SPIFFE id;
-    /// the plaintext port then serves nobody) [default: none].
+    /// reaches the port), mtls (a client certificate with a SPIFFE id),
+    /// token (a bearer token: --xds-token-file or --xds-token-review) or
+    /// any (either) [default: none].
     #[arg(long, env = "SEXTANT_XDS_AUTH", value_name = "MODE")]
     #[serde(rename = "auth")]
     pub xds_auth: Option<String>,
+    /// Bearer tokens of proxies off Kubernetes: lines of
+    /// `TOKEN NAMESPACE [SERVICE_ACCOUNT]`.
+    #[arg(long, env = "SEXTANT_XDS_TOKEN_FILE", value_name = "FILE")]
+    #[serde(rename = "token_file")]
+    pub xds_token_file: Option<PathBuf>,
+    /// Validate bearer tokens with the Kubernetes API server's TokenReview
+    /// (the cluster of --kubeconfig / in-cluster).
+    #[arg(long, env = "SEXTANT_XDS_TOKEN_REVIEW")]
+    #[serde(rename = "token_review", default)]
+    pub xds_token_review: bool,
+    /// The audiences a reviewed token must be for [default: the API
+    /// server's own].
+    #[arg(
+        long,
+        env = "SEXTANT_XDS_TOKEN_AUDIENCES",
+        value_delimiter = ',',
+        value_name = "AUD,..."
+    )]
+    #[serde(rename = "token_audiences")]
+    pub xds_token_audiences: Option<Vec<String>>,
+}
+
+/// Where bearer tokens are validated.
+#[derive(Clone, Debug, Default)]
+pub enum TokenSource {
+    /// Nowhere: tokens prove nothing.
+    #[default]
+    None,
+    /// A token file.
+    File(PathBuf),
+    /// Kubernetes TokenReview, for these audiences.
+    Review(Vec<String>),
 }
 
 impl TlsArgs {
     pub(super) fn paths(&mut self) -> impl Iterator<Item = &mut PathBuf> {
-        [&mut self.tls_cert, &mut self.tls_key, &mut self.client_ca]
-            .into_iter()
-            .flatten()
+        [
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.client_ca,
+            &mut self.xds_token_file,
+        ]
+        .into_iter()
+        .flatten()
     }
 
-    /// The TLS port's address and files, if it is on; and whether an
-    /// identity is required.
+    /// The TLS port's address and files, if it is on; what proxies must
+    /// prove; where tokens are validated.
     pub(super) fn resolve(
         &self,
         file: &TlsArgs,
         c: &mut Collector,
-    ) -> (Option<(SocketAddr, TlsFiles)>, bool) {
+    ) -> (Option<(SocketAddr, TlsFiles)>, XdsAuth, TokenSource) {
+        let auth = match either(&self.xds_auth, &file.xds_auth) {
+            None => XdsAuth::None,
+            Some((m, from_flag)) => m.parse().unwrap_or_else(|e: String| {
+                c.bad_flag("tls.auth", "--xds-auth", from_flag, e);
+                XdsAuth::None
+            }),
+        };
+        let token_file = either(&self.xds_token_file, &file.xds_token_file);
+        let review = self.xds_token_review || file.xds_token_review;
+        let tokens = match (token_file, review) {
+            (Some(_), true) => {
+                c.problems.push(
+                    "--xds-token-file and --xds-token-review: choose one way to validate tokens"
+                        .into(),
+                );
+                TokenSource::None
+            }
+            (Some((path, _)), false) => {
+                if let Err(e) = sextant_xds::server::auth::TokenFile::load(&path) {
+                    c.problems.push(e);
+                }
+                TokenSource::File(path)
+            }
+            (None, true) => TokenSource::Review(
+                either(&self.xds_token_audiences, &file.xds_token_audiences)
+                    .map(|(a, _)| a)
+                    .unwrap_or_default(),
+            ),
+            (None, false) => TokenSource::None,
+        };
+        if matches!(auth, XdsAuth::Token | XdsAuth::Any) && matches!(tokens, TokenSource::None) {
+            c.problems.push(
+                "--xds-auth token and any need a way to validate tokens: --xds-token-file or --xds-token-review".into(),
+            );
+        }
+        let tls = self.resolve_tls(file, c, auth == XdsAuth::Mtls);
+        (tls, auth, tokens)
+    }
+
+    fn resolve_tls(
+        &self,
+        file: &TlsArgs,
+        c: &mut Collector,
+        require_identity: bool,
+    ) -> Option<(SocketAddr, TlsFiles)> {
         let cert = either(&self.tls_cert, &file.tls_cert);
         let key = either(&self.tls_key, &file.tls_key);
         let ca = either(&self.client_ca, &file.client_ca);
@@ -76,22 +160,6 @@ impl TlsArgs {
                 ClientAuth::None
             }
         };
-        let require_identity = match either(&self.xds_auth, &file.xds_auth) {
-            None => false,
-            Some((m, _)) if m == "none" => false,
-            Some((m, _)) if m == "mtls" => true,
-            Some((other, from_flag)) => {
-                c.bad_flag(
-                    "tls.auth",
-                    "--xds-auth",
-                    from_flag,
-                    format!(
-                        "{other:?}: expected none or mtls (token authentication is not built yet)"
-                    ),
-                );
-                false
-            }
-        };
         let (cert, key) = match (cert, key) {
             (None, None) => {
                 if addr.is_some() || ca.is_some() {
@@ -105,13 +173,13 @@ impl TlsArgs {
                         "--xds-auth mtls needs the TLS port: set --tls-cert, --tls-key and --client-ca".into(),
                     );
                 }
-                return (None, require_identity);
+                return None;
             }
             (Some((cert, _)), Some((key, _))) => (cert, key),
             (Some(_), None) | (None, Some(_)) => {
                 c.problems
                     .push("--tls-cert and --tls-key go together (tls.cert, tls.key)".into());
-                return (None, require_identity);
+                return None;
             }
         };
         if client_auth != ClientAuth::None && ca.is_none() {
@@ -134,6 +202,6 @@ impl TlsArgs {
             c.problems.push(format!("xDS TLS: {e}"));
         }
         let addr = addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15012)));
-        (Some((addr, files)), require_identity)
+        Some((addr, files))
     }
 }

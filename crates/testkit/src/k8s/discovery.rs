@@ -49,7 +49,7 @@ pub(super) async fn core_resources() -> Response {
 
 /// The groups served now: discovery.k8s.io and the installed CRDs'.
 fn groups(shared: &Shared) -> Vec<&'static str> {
-    let mut out = vec!["discovery.k8s.io"];
+    let mut out = vec!["discovery.k8s.io", "authentication.k8s.io"];
     out.extend(lock(&shared.behaviour).installed.iter().map(|c| c.group()));
     out
 }
@@ -90,6 +90,12 @@ pub(super) async fn group_resources(
         return not_found(&uri);
     }
     let mut resources = Vec::new();
+    if group == "authentication.k8s.io" {
+        resources.push(
+            json!({"name": "tokenreviews", "singularName": "tokenreview",
+            "namespaced": false, "kind": "TokenReview", "verbs": ["create"]}),
+        );
+    }
     for kind in Kind::ALL.into_iter().filter(|k| k.group() == group) {
         resources.push(resource_entry(kind));
         if kind.has_status() {

@@ -226,6 +226,8 @@ struct Store {
 
 struct Behaviour {
     deny: Vec<Kind>,
+    /// TokenReview's answers: token -> (username, audiences it is for).
+    tokens: HashMap<String, (String, Vec<String>)>,
     installed: Vec<Crd>,
     bookmark_every: Duration,
     requests: Vec<String>,
@@ -274,6 +276,7 @@ impl KubeDouble {
             }),
             behaviour: Mutex::new(Behaviour {
                 deny: Vec::new(),
+                tokens: HashMap::new(),
                 installed: Vec::new(),
                 bookmark_every: Duration::from_secs(1),
                 requests: Vec::new(),
@@ -454,6 +457,18 @@ impl KubeDouble {
         }
     }
 
+    /// Makes TokenReview authenticate `token` as `username` (e.g.
+    /// `system:serviceaccount:shop:web`) for `audiences` (empty: any).
+    pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
+        lock(&self.shared.behaviour).tokens.insert(
+            token.to_owned(),
+            (
+                username.to_owned(),
+                audiences.iter().map(|a| (*a).to_owned()).collect(),
+            ),
+        );
+    }
+
     /// The object `namespace/name` of `kind` as stored, if any.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let namespace = if kind.namespaced() { namespace } else { "" };
@@ -599,7 +614,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apis", get(api_groups))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_resources))
-        .route("/api/v1/namespaces/{namespace}", get(namespace));
+        .route("/api/v1/namespaces/{namespace}", get(namespace))
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            axum::routing::post(token_review),
+        );
     for kind in Kind::ALL {
         let base = kind.base();
         let res = kind.resource();

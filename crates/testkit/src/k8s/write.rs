@@ -219,3 +219,43 @@ pub(super) async fn remove(
         None => not_found_object(kind, &name),
     }
 }
+
+/// TokenReview: authenticates the tokens [`KubeDouble::add_token`] knows,
+/// for their audiences, as the API server answers (the review echoed with
+/// its `status`; `authenticated: false` with an `error` otherwise).
+pub(super) async fn token_review(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let mut review: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return bad_request("the body is not a TokenReview"),
+    };
+    if review["kind"] != "TokenReview" {
+        return bad_request("the body is not a TokenReview");
+    }
+    let token = review["spec"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let asked: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let known = lock(&shared.behaviour).tokens.get(&token).cloned();
+    let status = match known {
+        Some((username, audiences))
+            if asked.is_empty()
+                || audiences.is_empty()
+                || asked.iter().any(|a| audiences.contains(a)) =>
+        {
+            let for_audiences = if asked.is_empty() { audiences } else { asked };
+            json!({"authenticated": true, "user": {"username": username, "groups": ["system:serviceaccounts"]},
+                   "audiences": for_audiences})
+        }
+        Some(_) => json!({"authenticated": false, "error": "token audiences do not match"}),
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    review["status"] = status;
+    review["metadata"] = json!({"creationTimestamp": null});
+    json_response(StatusCode::CREATED, &review)
+}

@@ -5,6 +5,7 @@
 //! Snapshots arrive on a `watch` channel, so a slow connection skips
 //! intermediate snapshots instead of queueing them.
 
+pub mod auth;
 pub mod codec;
 pub(crate) mod conn;
 pub mod limits;
@@ -76,11 +77,12 @@ pub struct ServerConfig {
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`. Default 16: Envoy and the gRPC
     /// clients open one ADS stream per connection.
     pub max_streams_per_connection: u32,
-    /// Refuse streams whose connection proved no identity (a client
-    /// certificate with a SPIFFE id): `--xds-auth mtls`. Default false. A
-    /// proved identity is always checked against the node's claimed
+    /// What a proxy must prove to be served (`--xds-auth`). Default none.
+    /// A proved identity is always checked against the node's claimed
     /// namespace, whatever this says.
-    pub require_identity: bool,
+    pub auth: auth::XdsAuth,
+    /// Validates bearer tokens, for `auth` token or any.
+    pub tokens: Option<auth::Tokens>,
 }
 
 /// [`ServerConfig::max_request_bytes`]'s default.
@@ -97,7 +99,8 @@ impl Default for ServerConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             max_streams_per_connection: 16,
-            require_identity: false,
+            auth: auth::XdsAuth::None,
+            tokens: None,
         }
     }
 }
@@ -119,7 +122,7 @@ pub struct CacheSizes {
 struct Registered {
     id: u64,
     wire: Wire,
-    peer: Peer,
+    peer: Mutex<Peer>,
     connected_at: SystemTime,
     status: Mutex<Vec<TypeStatus>>,
     node: Mutex<(String, String)>,
@@ -200,7 +203,7 @@ impl XdsServer {
                     id: r.id,
                     node_id,
                     node_cluster,
-                    peer: r.peer.clone(),
+                    peer: lock(&r.peer).clone(),
                     protocol: r.wire,
                     connected_at: r.connected_at,
                     client,
@@ -298,7 +301,7 @@ impl XdsServer {
         let registered = Arc::new(Registered {
             id,
             wire,
-            peer,
+            peer: Mutex::new(peer),
             connected_at: SystemTime::now(),
             status: Mutex::new(Vec::new()),
             node: Mutex::new(Default::default()),
@@ -322,6 +325,10 @@ impl XdsServer {
         Box::pin(ReceiverStream::new(rx))
     }
 }
+
+/// The longest bearer token read (a Kubernetes service-account token is
+/// about 1 KB); a longer one counts as none.
+pub const MAX_TOKEN_BYTES: usize = 16 << 10;
 
 /// How many connections the kernel queues before the server accepts them.
 /// A restarted control plane is reconnected to by every proxy at once; the
@@ -425,11 +432,17 @@ async fn run_connection<Req, F>(
         }
         // Decided on the first request, which carries the node.
         if !authorized && state.requests_seen() {
-            if let Err(refusal) = authorize(&shared.config, &registered.peer, &state) {
-                Metrics::add(&metrics.identity_refused_total, 1);
-                warn!(node = %state.node_id, peer = ?registered.peer.addr, identity = ?registered.peer.identity, "xDS stream refused: {}", refusal.message());
-                let _ = tx.send(Err(refusal)).await;
-                break;
+            let peer = lock(&registered.peer).clone();
+            match authorize(&shared.config, &peer, &state).await {
+                Ok(identity) => {
+                    lock(&registered.peer).identity = identity;
+                }
+                Err(refusal) => {
+                    Metrics::add(&metrics.identity_refused_total, 1);
+                    warn!(node = %state.node_id, peer = ?peer.addr, identity = ?peer.identity, "xDS stream refused: {}", refusal.message());
+                    let _ = tx.send(Err(refusal)).await;
+                    break;
+                }
             }
             authorized = true;
         }
@@ -478,25 +491,56 @@ async fn run_connection<Req, F>(
     shared.plans.current().prune_unused();
 }
 
-/// Whether the node may be served: its claimed namespace must be the one
-/// its certificate proves, and an identity must be proved where the server
-/// requires one.
-fn authorize(config: &ServerConfig, peer: &Peer, state: &ConnState) -> Result<(), Status> {
-    let proved = peer.identity.as_deref();
-    match (proved, state.claimed_namespace.as_deref()) {
-        (None, _) if config.require_identity => Err(Status::unauthenticated(
-            "this server requires a client certificate with a SPIFFE id (--xds-auth mtls); connect to its TLS port with one",
-        )),
-        (None, _) => Ok(()),
-        (Some(id), claim) => match (tls::spiffe_namespace(id), claim) {
-            (None, _) => Err(Status::permission_denied(format!(
-                "the client certificate's SPIFFE id {id:?} is not of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT"
-            ))),
-            (Some(ns), Some(claim)) if ns != claim => Err(Status::permission_denied(format!(
-                "the node claims namespace {claim:?} but its certificate ({id}) is for namespace {ns:?}"
-            ))),
-            _ => Ok(()),
+/// Whether the node may be served, and who it proved to be: the identity
+/// of its client certificate, or of its bearer token where tokens count;
+/// its claimed namespace must be the identity's; and where the server
+/// requires an identity, it must have one.
+async fn authorize(
+    config: &ServerConfig,
+    peer: &Peer,
+    state: &ConnState,
+) -> Result<Option<String>, Status> {
+    use auth::XdsAuth;
+    let cert = peer.identity.clone();
+    let token = match (config.auth, &cert) {
+        (XdsAuth::Token, _) | (XdsAuth::Any, None) => match (&config.tokens, &peer.token) {
+            (Some(v), Some(t)) => Some(v.0.validate(t.expose()).await.map_err(|e| {
+                Status::unauthenticated(format!("the bearer token was not accepted: {e}"))
+            })?),
+            _ => None,
         },
+        _ => None,
+    };
+    let identity = match config.auth {
+        XdsAuth::None | XdsAuth::Mtls => cert,
+        XdsAuth::Token => token,
+        XdsAuth::Any => cert.or(token),
+    };
+    let Some(id) = identity else {
+        return match config.auth {
+            XdsAuth::None => Ok(None),
+            XdsAuth::Mtls => Err(Status::unauthenticated(
+                "this server requires a client certificate with a SPIFFE id (--xds-auth mtls); connect to its TLS port with one",
+            )),
+            XdsAuth::Token => Err(Status::unauthenticated(
+                "this server requires a bearer token in the authorization metadata (--xds-auth token)",
+            )),
+            XdsAuth::Any => Err(Status::unauthenticated(
+                "this server requires a client certificate with a SPIFFE id or a bearer token (--xds-auth any)",
+            )),
+        };
+    };
+    match (
+        tls::spiffe_namespace(&id),
+        state.claimed_namespace.as_deref(),
+    ) {
+        (None, _) => Err(Status::permission_denied(format!(
+            "the proved identity {id:?} is not of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT"
+        ))),
+        (Some(ns), Some(claim)) if ns != claim => Err(Status::permission_denied(format!(
+            "the node claims namespace {claim:?} but proved {id} (namespace {ns:?})"
+        ))),
+        _ => Ok(Some(id)),
     }
 }
 
@@ -696,6 +740,13 @@ where
             .and_then(|info| info.remote_addr())
             .or_else(|| tls.and_then(|t| t.remote_addr)),
         identity: tls.and_then(|t| t.spiffe.clone()),
+        token: parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
+            .map(sextant_core::Secret::from),
     };
     let decoder = tonic::codec::Codec::decoder(&mut codec::AdsCodec::<Req>::default());
     let requests = Streaming::new_request(decoder, body, None, Some(max_request_bytes));

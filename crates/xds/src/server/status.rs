@@ -46,10 +46,14 @@ pub struct NackRecord {
 pub struct Peer {
     /// The address it connects from, when the transport knows it.
     pub addr: Option<SocketAddr>,
-    /// The identity it proved (a SPIFFE id from its certificate, a
-    /// validated token's subject). Always `None` until the server
-    /// authenticates proxies: an unauthenticated node id is not one.
+    /// The identity it proved: the SPIFFE id of its client certificate,
+    /// or of the bearer token it sent once that is validated. An
+    /// unauthenticated node id is not one.
     pub identity: Option<String>,
+    /// The bearer token of the stream's `authorization` metadata, if any;
+    /// never shown.
+    #[serde(skip)]
+    pub token: Option<sextant_core::Secret>,
 }
 
 /// One type on one connection.
