@@ -188,16 +188,21 @@ impl<'de> Deserialize<'de> for HeaderCondition {
 /// Relative shares as whole percentages summing to 100, by the largest
 /// remainder (1:2 is 33/67): what platforms with relative or fractional
 /// weights (Gateway API, Consul) become in a route. All zero stays zero.
+/// Any share, up to `u64::MAX` each, is handled exactly (the arithmetic is
+/// 128-bit: a fuzzed Consul splitter with a weight of 10^47 overflowed it).
 pub fn percentages(shares: &[u64]) -> Vec<u32> {
-    let total: u64 = shares.iter().sum();
+    let total: u128 = shares.iter().map(|&s| u128::from(s)).sum();
     if total == 0 {
         return vec![0; shares.len()];
     }
-    let mut out: Vec<(u64, u64)> = shares
+    let mut out: Vec<(u128, u128)> = shares
         .iter()
-        .map(|&s| (s * 100 / total, s * 100 % total))
+        .map(|&s| {
+            let s = u128::from(s) * 100;
+            (s / total, s % total)
+        })
         .collect();
-    let mut left = 100 - out.iter().map(|s| s.0).sum::<u64>();
+    let mut left = 100u128.saturating_sub(out.iter().map(|s| s.0).sum::<u128>());
     let mut order: Vec<usize> = (0..out.len()).collect();
     order.sort_by(|&a, &b| out[b].1.cmp(&out[a].1).then(a.cmp(&b)));
     for i in order {
@@ -225,6 +230,17 @@ pub struct PortSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_sum_to_a_hundred_whatever_the_shares() {
+        assert_eq!(percentages(&[1, 2]), [33, 67]);
+        assert_eq!(percentages(&[0, 0]), [0, 0]);
+        // Found by fuzzing (a Consul splitter weight of 10^47): no overflow.
+        assert_eq!(percentages(&[4500, u64::MAX]), [0, 100]);
+        assert_eq!(percentages(&[u64::MAX, u64::MAX]), [50, 50]);
+        let many = vec![u64::MAX; 7];
+        assert_eq!(percentages(&many).iter().sum::<u32>(), 100);
+    }
 
     #[test]
     fn durations_parse_as_istio_writes_them() {
