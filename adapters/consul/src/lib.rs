@@ -70,6 +70,8 @@ pub struct ConsulConfig {
     pub concurrency: usize,
     /// Reconnect backoff.
     pub backoff: Backoff,
+    /// The largest answer read. Default [`MAX_RESPONSE_BYTES`].
+    pub max_response_bytes: usize,
 }
 
 impl Default for ConsulConfig {
@@ -85,6 +87,7 @@ impl Default for ConsulConfig {
             min_interval: Duration::from_millis(250),
             concurrency: 16,
             backoff: Backoff::default(),
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -258,6 +261,11 @@ async fn rules_session(config: &ConsulConfig, tx: &EventSender<Rule>) -> Result<
     }
 }
 
+/// The largest Consul answer read. A service with 10,000 instances and
+/// their checks is about 20 MB of JSON; a larger answer ends the session
+/// (the last good state keeps serving) and says why.
+pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
+
 /// The next index to ask with, by Consul's rules.
 pub fn next_index(previous: u64, returned: u64) -> u64 {
     if returned == 0 {
@@ -364,9 +372,23 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let body = resp.bytes().await.map_err(|e| {
-            Error::unavailable_from(format!("{what}: reading the answer failed"), e)
-        })?;
+        // Read in chunks up to the limit: a faulty agent or proxy cannot
+        // make the adapter buffer without bound.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Error::unavailable_from(format!("{what}: reading the answer failed"), e))?
+        {
+            let limit = self.config.max_response_bytes;
+            if body.len() + chunk.len() > limit {
+                return Err(Error::unavailable(format!(
+                    "Consul's answer to {what} is over the limit of {limit} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let value = serde_json::from_slice(&body).map_err(|e| {
             Error::unavailable_from(format!("Consul answered {what} with malformed JSON"), e)
         })?;

@@ -424,3 +424,52 @@ async fn service_defaults_and_evaluated_subset_filters_shape_the_service() {
     .expect("apply");
     assert_eq!(s.ports[0].protocol, sextant_core::Protocol::Tcp);
 }
+
+/// An answer over the size limit ends the session with a message saying so;
+/// the last good services keep being served (stale), nothing is buffered
+/// past the limit.
+#[tokio::test]
+async fn an_oversized_answer_is_refused_and_the_last_good_state_kept() {
+    let double = ConsulDouble::start().await;
+    instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+    let mut c = config(&double);
+    c.max_response_bytes = 4096;
+    let (agg, handle) = Aggregator::new(
+        AggregatorConfig::default(),
+        vec![Arc::new(ConsulRegistry::new("consul/dc1", c)) as Arc<dyn Registry>],
+    )
+    .expect("aggregator");
+    tokio::spawn(agg.run());
+    handle.ready().await.expect("ready");
+    // Forty instances: the health answer grows past 4 KiB.
+    for i in 2..42 {
+        instance(
+            &double,
+            "n1",
+            &format!("web-{i}"),
+            "web",
+            &format!("10.0.0.{i}"),
+            8080,
+            "passing",
+        );
+    }
+    let mut status = handle.status();
+    let s = watch_until(&mut status, "the registry going stale", |s| {
+        s.registries[0].state == SyncState::Stale
+    })
+    .await;
+    let error = s.registries[0]
+        .last_error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(error.contains("over the limit of 4096 bytes"), "{error}");
+    let view = handle.view().borrow().clone();
+    assert_eq!(
+        view.services
+            .get("web.service.consul")
+            .map(|ms| ms.service.endpoints.len()),
+        Some(1),
+        "the last good state is served"
+    );
+}

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use sextant::Sextant;
 use sextant::config::TokenSource;
 use sextant::config::{RunArgs, Settings};
-use sextant_xds::bootstrap::{ClientTls, EnvoyBootstrap, GrpcBootstrap};
+use sextant_xds::bootstrap::{ClientTls, EnvoyBootstrap, GrpcBootstrap, Workload};
 use sextant_xds::server::auth::{TokenFile, Tokens};
 
 /// jemalloc, whose background threads return freed memory to the operating
@@ -99,6 +99,17 @@ struct BootstrapArgs {
     /// it must match the namespace of its certificate's SPIFFE id.
     #[arg(long)]
     namespace: Option<String>,
+    /// The workload's labels, k=v,... (node metadata LABELS).
+    #[arg(long, value_delimiter = ',', value_name = "K=V,...")]
+    labels: Vec<String>,
+    /// The workload's instance IPs (node metadata INSTANCE_IPS).
+    #[arg(long = "ip", value_delimiter = ',', value_name = "IP,...")]
+    ips: Vec<std::net::IpAddr>,
+    /// How traffic reaches the proxy: explicit (the application sends to
+    /// its listeners) or capture (iptables) (node metadata
+    /// INTERCEPTION_MODE NONE or REDIRECT).
+    #[arg(long, value_name = "MODE", value_parser = ["explicit", "capture"])]
+    mode: Option<String>,
     /// Connect to Sextant's TLS port (--xds-addr should name it, e.g.
     /// HOST:15012), trusting the CA in --ca.
     #[arg(long, requires = "ca")]
@@ -147,6 +158,24 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
+            let mut workload = Workload {
+                ips: b.ips.clone(),
+                capture: b.mode.as_deref().map(|m| m == "capture"),
+                ..Default::default()
+            };
+            for kv in &b.labels {
+                match kv.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => {
+                        workload
+                            .labels
+                            .insert(k.trim().to_owned(), v.trim().to_owned());
+                    }
+                    _ => {
+                        eprintln!("error: --labels {kv:?}: write KEY=VALUE");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             if b.grpc {
                 println!(
                     "{}",
@@ -155,6 +184,7 @@ fn main() -> ExitCode {
                         cluster: b.cluster,
                         xds_addrs: b.xds_addrs,
                         namespace: b.namespace,
+                        workload,
                         tls,
                     }
                     .to_json()
@@ -170,6 +200,7 @@ fn main() -> ExitCode {
                         admin_addr,
                         delta: b.delta,
                         namespace: b.namespace,
+                        workload,
                         tls,
                         token,
                     }

@@ -351,3 +351,42 @@ async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
         "only the good proxy is connected: {syncz}"
     );
 }
+
+/// What a node says about itself (`sextant bootstrap --namespace --labels
+/// --ip --mode`) is read and shown on /debug/syncz, with its own services:
+/// those with an endpoint at one of its IPs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_identity_and_own_services_are_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = HttpBackend::start("web").await;
+    let mesh_file = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
+    let sx = Sextant::start(dir.path(), &["--file", mesh_file.to_str().expect("path")]).await;
+    let xds = sx.xds.to_string();
+    let yaml = bootstrap_cmd(&[
+        "--node-id",
+        "web-1",
+        "--xds-addr",
+        &xds,
+        "--admin-port",
+        "0",
+        "--namespace",
+        "shop",
+        "--labels",
+        "app=web,version=v1",
+        "--ip",
+        "127.0.0.1",
+        "--mode",
+        "explicit",
+    ])
+    .await;
+    let envoy = Envoy::start(&yaml).await;
+    envoy.wait_live().await;
+    let syncz = sx.json("/debug/syncz").await;
+    let conn = &syncz["connections"][0];
+    assert_eq!(conn["identity"]["namespace"], "shop", "{syncz}");
+    assert_eq!(conn["identity"]["labels"]["version"], "v1", "{syncz}");
+    assert_eq!(conn["identity"]["ips"][0], "127.0.0.1", "{syncz}");
+    assert_eq!(conn["identity"]["mode"], "explicit", "{syncz}");
+    assert_eq!(conn["own_services"][0], "web.test.svc", "{syncz}");
+}

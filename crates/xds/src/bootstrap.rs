@@ -15,6 +15,42 @@ pub struct ClientTls {
     pub sni: Option<String>,
 }
 
+/// What a node says about its workload (see [`crate::identity`]).
+#[derive(Clone, Debug, Default)]
+pub struct Workload {
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Instance IPs.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Captured (`REDIRECT`) rather than explicit (`NONE`); `None` says
+    /// nothing.
+    pub capture: Option<bool>,
+}
+
+impl Workload {
+    /// The metadata fields, as JSON (also YAML).
+    fn fields(&self, namespace: Option<&str>) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        if let Some(ns) = namespace {
+            m.insert("NAMESPACE".into(), ns.into());
+        }
+        if !self.labels.is_empty() {
+            m.insert("LABELS".into(), serde_json::json!(self.labels));
+        }
+        if !self.ips.is_empty() {
+            let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+            m.insert("INSTANCE_IPS".into(), ips.join(",").into());
+        }
+        if let Some(capture) = self.capture {
+            m.insert(
+                "INTERCEPTION_MODE".into(),
+                if capture { "REDIRECT" } else { "NONE" }.into(),
+            );
+        }
+        m
+    }
+}
+
 /// An Envoy bootstrap using ADS for everything.
 #[derive(Clone, Debug, Default)]
 pub struct EnvoyBootstrap {
@@ -34,6 +70,9 @@ pub struct EnvoyBootstrap {
     /// The namespace the node claims (node metadata `NAMESPACE`); with
     /// mTLS it must be the one in its certificate's SPIFFE id.
     pub namespace: Option<String>,
+    /// The workload's labels, instance IPs and interception mode (node
+    /// metadata `LABELS`, `INSTANCE_IPS`, `INTERCEPTION_MODE`).
+    pub workload: Workload,
     /// TLS to the xDS port; `None` is plaintext.
     pub tls: Option<ClientTls>,
     /// A bearer token sent with the ADS stream (`authorization` metadata),
@@ -77,9 +116,11 @@ impl EnvoyBootstrap {
             ),
             None => String::new(),
         };
-        let metadata = match &self.namespace {
-            Some(ns) => format!("  metadata:\n    NAMESPACE: {}\n", q(ns)),
-            None => String::new(),
+        let fields = self.workload.fields(self.namespace.as_deref());
+        let metadata = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("  metadata: {}\n", serde_json::Value::Object(fields))
         };
         let transport = match &self.tls {
             None => String::new(),
@@ -179,6 +220,8 @@ pub struct GrpcBootstrap {
     pub xds_addrs: Vec<String>,
     /// The namespace the node claims (node metadata `NAMESPACE`).
     pub namespace: Option<String>,
+    /// The workload's labels, instance IPs and interception mode.
+    pub workload: Workload,
     /// TLS to the xDS port (gRFC A65 `tls` channel credentials, whose
     /// files the client re-reads); `None` is plaintext. The server name is
     /// the address's host: gRPC has no SNI override here.
@@ -218,8 +261,9 @@ impl GrpcBootstrap {
                 "locality": {},
             },
         });
-        if let Some(ns) = &self.namespace {
-            value["node"]["metadata"] = serde_json::json!({ "NAMESPACE": ns });
+        let fields = self.workload.fields(self.namespace.as_deref());
+        if !fields.is_empty() {
+            value["node"]["metadata"] = serde_json::Value::Object(fields);
         }
         serde_json::to_string_pretty(&value).unwrap_or_default()
     }

@@ -1,40 +1,149 @@
-//! Who a node says it is: the namespace it claims, from Istio's node
-//! conventions, which Envoy tooling and `sextant bootstrap` both follow.
+//! Who a node says it is, from Istio's node conventions, which Envoy
+//! tooling and `sextant bootstrap` both follow. Sextant's node metadata:
 //!
-//! - Node metadata `NAMESPACE` (a string), when present;
-//! - else the node id of Istio's form `TYPE~IP~POD.NAMESPACE~DOMAIN`
-//!   (`sidecar~10.1.0.7~reviews-v1-5b7.default~default.svc.cluster.local`):
-//!   the namespace is the part of the third field after its first dot.
+//! | key | value | meaning |
+//! |---|---|---|
+//! | `NAMESPACE` | string | the workload's namespace |
+//! | `LABELS` | struct of strings | the workload's labels |
+//! | `INSTANCE_IPS` | string, comma-separated | the workload's addresses |
+//! | `INTERCEPTION_MODE` | `NONE` (explicit) or `REDIRECT` / `TPROXY` (capture) | how traffic reaches the proxy |
+//!
+//! Without metadata, the node id of Istio's form
+//! `TYPE~IP~POD.NAMESPACE~DOMAIN`
+//! (`sidecar~10.1.0.7~reviews-v1-5b7.default~default.svc.cluster.local`)
+//! gives the namespace (after the third field's first dot) and the IP. A
+//! node with neither (a laptop bootstrap, a bare gRPC client) has no
+//! identity and is served as before.
 //!
 //! A claim is only a claim: on its own it proves nothing. The server
-//! compares it with what the connection proved (a certificate's SPIFFE id)
-//! and refuses a stream whose claim and proof disagree.
+//! compares the namespace with what the connection proved (a certificate's
+//! or a token's identity) and refuses a stream whose claim and proof
+//! disagree. Everything read is bounded ([`MAX_LABELS`], [`MAX_IPS`]).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::value::Kind;
 
-/// The namespace a node claims, if it claims one.
-pub fn claimed_namespace(node: &Node) -> Option<String> {
-    let from_metadata = node
-        .metadata
+/// The most labels read from a node.
+pub const MAX_LABELS: usize = 64;
+/// The most instance IPs read from a node.
+pub const MAX_IPS: usize = 16;
+/// The longest label key or value read.
+const MAX_LABEL_BYTES: usize = 253;
+
+/// How traffic reaches the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interception {
+    /// The application sends to the proxy's listeners (laptops, gRPC).
+    #[default]
+    Explicit,
+    /// Traffic is captured (iptables REDIRECT or TPROXY).
+    Capture,
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NodeIdentity {
+    /// The namespace it claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its workload's labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Its workload's addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// How traffic reaches it.
+    pub mode: Interception,
+}
+
+fn string_field(node: &Node, key: &str) -> Option<String> {
+    node.metadata
         .as_ref()
-        .and_then(|m| m.fields.get("NAMESPACE"))
+        .and_then(|m| m.fields.get(key))
         .and_then(|v| match &v.kind {
             Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
             _ => None,
-        });
-    from_metadata.or_else(|| namespace_from_id(&node.id).map(str::to_owned))
+        })
+}
+
+impl NodeIdentity {
+    /// What `node` says, from its metadata, else its id.
+    pub fn from_node(node: &Node) -> NodeIdentity {
+        let namespace = string_field(node, "NAMESPACE")
+            .or_else(|| namespace_from_id(&node.id).map(str::to_owned));
+        let mut labels = BTreeMap::new();
+        if let Some(Kind::StructValue(s)) = node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get("LABELS"))
+            .and_then(|v| v.kind.as_ref())
+        {
+            for (k, v) in s.fields.iter().take(MAX_LABELS) {
+                if let Some(Kind::StringValue(v)) = &v.kind
+                    && k.len() <= MAX_LABEL_BYTES
+                    && v.len() <= MAX_LABEL_BYTES
+                {
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut ips: Vec<IpAddr> = string_field(node, "INSTANCE_IPS")
+            .map(|s| {
+                s.split(',')
+                    .take(MAX_IPS)
+                    .filter_map(|ip| ip.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ips.is_empty()
+            && let Some(ip) = ip_from_id(&node.id)
+        {
+            ips.push(ip);
+        }
+        let mode = match string_field(node, "INTERCEPTION_MODE").as_deref() {
+            Some("REDIRECT" | "TPROXY") => Interception::Capture,
+            _ => Interception::Explicit,
+        };
+        NodeIdentity {
+            namespace,
+            labels,
+            ips,
+            mode,
+        }
+    }
+
+    /// True when the node said nothing about itself.
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none() && self.labels.is_empty() && self.ips.is_empty()
+    }
+}
+
+/// The namespace a node claims, if it claims one.
+pub fn claimed_namespace(node: &Node) -> Option<String> {
+    NodeIdentity::from_node(node).namespace
+}
+
+fn istio_id(id: &str) -> Option<[&str; 4]> {
+    let mut parts = id.split('~');
+    let fields = [parts.next()?, parts.next()?, parts.next()?, parts.next()?];
+    parts.next().is_none().then_some(fields)
 }
 
 /// The namespace in an Istio-form node id, if the id has that form.
 pub fn namespace_from_id(id: &str) -> Option<&str> {
-    let mut parts = id.split('~');
-    let (_kind, _ip, pod, _domain) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
+    let [_, _, pod, _] = istio_id(id)?;
     let ns = pod.split_once('.')?.1;
     (!ns.is_empty() && !ns.contains('.')).then_some(ns)
+}
+
+/// The IP in an Istio-form node id, if the id has that form.
+pub fn ip_from_id(id: &str) -> Option<IpAddr> {
+    let [_, ip, pod, _] = istio_id(id)?;
+    pod.contains('.').then(|| ip.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -42,31 +151,69 @@ mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::{Struct, Value};
 
+    fn string(s: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(s.into())),
+        }
+    }
+
     #[test]
     fn the_claim_comes_from_metadata_then_the_istio_node_id() {
         let mut node = Node {
             id: "sidecar~10.1.0.7~reviews-v1-5b7.default~default.svc.cluster.local".into(),
             ..Default::default()
         };
-        assert_eq!(claimed_namespace(&node).as_deref(), Some("default"));
+        let id = NodeIdentity::from_node(&node);
+        assert_eq!(id.namespace.as_deref(), Some("default"));
+        assert_eq!(id.ips, ["10.1.0.7".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(id.mode, Interception::Explicit);
+        let labels = Struct {
+            fields: [
+                ("version".to_owned(), string("v1")),
+                (
+                    "n".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(1.0)),
+                    },
+                ),
+            ]
+            .into(),
+        };
         node.metadata = Some(Struct {
-            fields: [(
-                "NAMESPACE".to_owned(),
-                Value {
-                    kind: Some(Kind::StringValue("shop".into())),
-                },
-            )]
+            fields: [
+                ("NAMESPACE".to_owned(), string("shop")),
+                (
+                    "LABELS".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                ),
+                ("INSTANCE_IPS".to_owned(), string("10.2.0.1, fd00::1,bogus")),
+                ("INTERCEPTION_MODE".to_owned(), string("REDIRECT")),
+            ]
             .into(),
         });
-        assert_eq!(claimed_namespace(&node).as_deref(), Some("shop"));
-        for id in [
+        let id = NodeIdentity::from_node(&node);
+        assert_eq!(id.namespace.as_deref(), Some("shop"));
+        assert_eq!(id.labels.len(), 1, "only string labels: {:?}", id.labels);
+        assert_eq!(id.labels["version"], "v1");
+        assert_eq!(id.ips.len(), 2);
+        assert_eq!(id.mode, Interception::Capture);
+        for bad in [
             "laptop",
             "sidecar~1.2.3.4~pod~x",
             "a~b~c.d.e~f",
             "a~b~c.~d",
             "a~b~c.d~e~f",
         ] {
-            assert_eq!(namespace_from_id(id), None, "{id}");
+            assert_eq!(namespace_from_id(bad), None, "{bad}");
         }
+        assert!(
+            NodeIdentity::from_node(&Node {
+                id: "laptop".into(),
+                ..Default::default()
+            })
+            .is_empty()
+        );
     }
 }

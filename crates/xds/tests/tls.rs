@@ -290,6 +290,7 @@ async fn grpc_client_over_tls(node: bool) -> (bool, String) {
         xds_addrs: vec![h.addr.to_string()],
         namespace: Some("shop".into()),
         tls: Some(pki.client_tls(true)),
+        ..Default::default()
     };
     let path: PathBuf = pki.dir.path().join("bootstrap.json");
     std::fs::write(&path, bootstrap.to_json()).expect("write");

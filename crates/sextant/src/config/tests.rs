@@ -483,7 +483,7 @@ fn the_tls_port_comes_from_a_file_section_and_bad_combinations_are_named() {
         ..args()
     });
     assert!(
-        e.contains("missing.pem") && e.contains("token authentication is not built yet"),
+        e.contains("missing.pem") && e.contains("need a way to validate tokens"),
         "{e}"
     );
 }

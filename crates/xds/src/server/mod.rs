@@ -126,6 +126,8 @@ struct Registered {
     connected_at: SystemTime,
     status: Mutex<Vec<TypeStatus>>,
     node: Mutex<(String, String)>,
+    /// What the node says about itself, once it said.
+    identity: Mutex<crate::identity::NodeIdentity>,
     /// The client kind and user agent, once the node said.
     client: Mutex<(crate::translate::Client, String)>,
     /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
@@ -199,6 +201,8 @@ impl XdsServer {
                     .collect();
                 unhonoured.sort();
                 unhonoured.dedup();
+                let identity = lock(&r.identity).clone();
+                let own_services = own_services(snapshot.view(), &identity.ips);
                 ConnectionStatus {
                     id: r.id,
                     node_id,
@@ -209,6 +213,8 @@ impl XdsServer {
                     client,
                     user_agent,
                     unhonoured,
+                    identity,
+                    own_services,
                     types: lock(&r.status).clone(),
                 }
             })
@@ -305,6 +311,7 @@ impl XdsServer {
             connected_at: SystemTime::now(),
             status: Mutex::new(Vec::new()),
             node: Mutex::new(Default::default()),
+            identity: Mutex::new(Default::default()),
             client: Mutex::new((crate::translate::Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
         });
@@ -324,6 +331,24 @@ impl XdsServer {
         });
         Box::pin(ReceiverStream::new(rx))
     }
+}
+
+/// The services with an endpoint at one of `ips`: a proxy's own services.
+/// A scan of the view: this is for the debug endpoint, not the data path.
+fn own_services(view: &sextant_core::MeshView, ips: &[std::net::IpAddr]) -> Vec<String> {
+    if ips.is_empty() {
+        return Vec::new();
+    }
+    view.services
+        .iter()
+        .filter(|(_, ms)| {
+            ms.service
+                .endpoints
+                .iter()
+                .any(|e| e.address.ip().is_some_and(|ip| ips.contains(&ip)))
+        })
+        .map(|(h, _)| h.to_string())
+        .collect()
 }
 
 /// The longest bearer token read (a Kubernetes service-account token is
@@ -532,7 +557,7 @@ async fn authorize(
     };
     match (
         tls::spiffe_namespace(&id),
-        state.claimed_namespace.as_deref(),
+        state.identity.namespace.as_deref(),
     ) {
         (None, _) => Err(Status::permission_denied(format!(
             "the proved identity {id:?} is not of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT"
@@ -606,6 +631,7 @@ fn publish_status(registered: &Registered, state: &ConnState) {
     let mut node = lock(&registered.node);
     if node.0.is_empty() && !state.node_id.is_empty() {
         *lock(&registered.client) = (state.client, state.user_agent.clone());
+        *lock(&registered.identity) = state.identity.clone();
         info!(node = %state.node_id, cluster = %state.node_cluster, protocol = ?state.wire, "proxy connected");
         *node = (state.node_id.clone(), state.node_cluster.clone());
     }

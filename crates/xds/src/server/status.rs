@@ -101,6 +101,12 @@ pub struct ConnectionStatus {
     pub client: crate::translate::Client,
     /// The user agent it named (`envoy`, `gRPC Go`, `gRPC C-core`...).
     pub user_agent: String,
+    /// What the node says about itself: namespace, workload labels,
+    /// instance IPs, interception mode (see [`crate::identity`]).
+    pub identity: crate::identity::NodeIdentity,
+    /// Its own services: those with an endpoint at one of its instance IPs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub own_services: Vec<String>,
     /// Rule features that bind to the services this client uses and that
     /// it cannot honour: each is left out of what it receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -69,8 +69,8 @@ pub(crate) struct ConnState {
     pub(crate) client: crate::translate::Client,
     /// The node's `user_agent_name`.
     pub(crate) user_agent: String,
-    /// The namespace the node claims (see [`crate::identity`]).
-    pub(crate) claimed_namespace: Option<String>,
+    /// What the node says about itself (see [`crate::identity`]).
+    pub(crate) identity: crate::identity::NodeIdentity,
     pub(crate) types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
@@ -100,7 +100,7 @@ impl ConnState {
             node_cluster: String::new(),
             client: crate::translate::Client::Envoy,
             user_agent: String::new(),
-            claimed_namespace: None,
+            identity: Default::default(),
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
             subscriptions,
@@ -121,7 +121,7 @@ impl ConnState {
             self.node_cluster = node.cluster.clone();
             self.client = crate::translate::Client::from_user_agent(&node.user_agent_name);
             self.user_agent = node.user_agent_name.chars().take(64).collect();
-            self.claimed_namespace = crate::identity::claimed_namespace(node);
+            self.identity = crate::identity::NodeIdentity::from_node(node);
             for t in &mut self.types {
                 t.client = self.client;
             }
