@@ -167,6 +167,13 @@ impl Sextant {
         self
     }
 
+    /// Explicit mode's TCP listeners: TCP or TLS service port P is proxied
+    /// at the outbound address's IP, port P + `offset`; `None`: none.
+    pub fn tcp_port_offset(mut self, offset: Option<u32>) -> Self {
+        self.translate.tcp_port_offset = offset;
+        self
+    }
+
     /// How registries reporting the same hostname combine.
     pub fn merge(mut self, mode: MergeMode) -> Self {
         self.aggregator.merge = mode;

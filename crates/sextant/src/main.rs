@@ -307,6 +307,7 @@ fn run(args: &RunArgs) -> ExitCode {
             .admin_token(settings.admin_token.clone())
             .server_config(server)
             .outbound_addr(settings.translate.outbound_addr)
+            .tcp_port_offset(settings.translate.tcp_port_offset)
             .aggregator_config(settings.aggregator.clone())
             .debounce(settings.debounce.clone())
             .drain_timeout(settings.drain_timeout);

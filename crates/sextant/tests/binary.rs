@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sextant_testkit::ads::{SotwClient, types};
-use sextant_testkit::peers::{Envoy, HttpBackend, http_get};
+use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
 use tokio::process::Command;
 
 mod common;
@@ -391,5 +391,102 @@ async fn the_laptop_example_rules_steer_envoy() {
         out.contains("warning: route default/web, field http[0].route[0].destination: subset \"v3\" is not defined"),
         "{out}"
     );
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}
+
+/// A TCP echo server on loopback; returns its port.
+async fn tcp_echo() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+/// Sends `text` through `addr` and reads it back (bounded wait).
+async fn echoes(addr: std::net::SocketAddr, text: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+        conn.write_all(text).await.ok()?;
+        let mut back = vec![0u8; text.len()];
+        conn.read_exact(&mut back).await.ok()?;
+        Some(back == text)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Explicit mode's TCP listeners: a TCP service port P is reachable at
+/// P + --tcp-port-offset through Envoy, including a service added while
+/// running; two services wanting one port: the first by name gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_services_get_listeners_at_their_port_plus_the_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, cache) = (tcp_echo().await, tcp_echo().await);
+    let offset = u32::from(free_port()) - 5432;
+    let bind = |port: u32| {
+        std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port + offset).expect("port")))
+    };
+    let file = dir.path().join("mesh.yaml");
+    let db_only = format!(
+        "services:\n  - hostname: db.test.svc\n    ports: [{{ name: db, port: 5432, protocol: TCP }}]\n    endpoints: [{{ address: 127.0.0.1, ports: {{ db: {db} }} }}]\n  - hostname: zz-other-db.test.svc\n    ports: [{{ name: db, port: 5432, protocol: TCP }}]\n    endpoints: [{{ address: 127.0.0.9 }}]\n"
+    );
+    std::fs::write(&file, &db_only).expect("write");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--tcp-port-offset",
+            &offset.to_string(),
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "tcp", false).await).await;
+    envoy.wait_live().await;
+    let mut ok = false;
+    for _ in 0..100 {
+        if echoes(bind(5432), b"hello db").await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "no echo through {}\n{}", bind(5432), sx.log());
+    assert!(
+        sx.log().contains("zz-other-db.test.svc:5432"),
+        "the conflict is logged:\n{}",
+        sx.log()
+    );
+
+    // A TCP service added while running gets its listener too.
+    let with_cache = format!(
+        "{db_only}  - hostname: cache.test.svc\n    ports: [{{ name: redis, port: 6379, protocol: TCP }}]\n    endpoints: [{{ address: 127.0.0.1, ports: {{ redis: {cache} }} }}]\n"
+    );
+    std::fs::write(&file, with_cache).expect("write");
+    let started = std::time::Instant::now();
+    let mut ok = false;
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        if echoes(bind(6379), b"hello cache").await {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    eprintln!("new TCP service reachable after {:?}", started.elapsed());
+    assert!(ok, "no echo through {}\n{}", bind(6379), sx.log());
+    assert!(echoes(bind(5432), b"still db").await);
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }

@@ -52,6 +52,9 @@ pub struct Snapshot {
     options: TranslateOptions,
     /// The outbound table's catch-all virtual host, encoded once.
     not_found_vhost: bytes::Bytes,
+    /// TCP service ports left without a listener because another took
+    /// their port: `HOST:PORT`.
+    tcp_conflicts: Vec<String>,
 }
 
 impl Snapshot {
@@ -68,6 +71,7 @@ impl Snapshot {
             options,
             not_found_vhost: field_bytes(ROUTE_VHOSTS_FIELD, &translate::not_found_virtual_host())
                 .into(),
+            tcp_conflicts: Vec::new(),
         }
     }
 
@@ -105,6 +109,12 @@ impl Snapshot {
             return Some(r);
         }
         self.get(kind, name)
+    }
+
+    /// TCP service ports left without an explicit-mode listener because an
+    /// earlier host (by name) took their port: `HOST:PORT`.
+    pub fn tcp_conflicts(&self) -> &[String] {
+        &self.tcp_conflicts
     }
 
     /// What gRPC clients cannot honour of the rules bound to `hostname`.
@@ -212,9 +222,24 @@ impl Snapshot {
             }
         }
 
+        let tcp_conflicts = if routes_dirty {
+            tcp_listeners(
+                &self.options,
+                &view,
+                &mut types[ResourceType::Listener.index()],
+                &mut encoded,
+            )
+        } else {
+            self.tcp_conflicts.clone()
+        };
+        if tcp_conflicts != self.tcp_conflicts && !tcp_conflicts.is_empty() {
+            tracing::warn!(conflicts = ?tcp_conflicts, "TCP service ports that share a listener port (--tcp-port-offset): the first by hostname is served there, the others get no TCP listener");
+        }
+
         Snapshot {
             generation: self.generation + 1,
             view_generation: view.generation,
+            tcp_conflicts,
             encoded,
             types,
             grpc_clusters,
@@ -224,6 +249,70 @@ impl Snapshot {
             not_found_vhost: self.not_found_vhost.clone(),
         }
     }
+}
+
+/// Explicit mode's TCP listeners, from the whole view: each TCP or TLS
+/// service port P gets `outbound_tcp_{P+offset}`, the first host by name
+/// when several want one port (the others are returned as conflicts).
+/// Unchanged listeners keep their resource; the set is a few small
+/// messages per TCP port, encoded again on configuration changes only.
+fn tcp_listeners(
+    options: &TranslateOptions,
+    view: &MeshView,
+    set: &mut TypeSet,
+    encoded: &mut usize,
+) -> Vec<String> {
+    let mut wanted: std::collections::BTreeMap<Arc<str>, Arc<Resource>> = Default::default();
+    let mut conflicts = Vec::new();
+    if let Some(offset) = options.tcp_port_offset {
+        let mut taken = std::collections::BTreeSet::new();
+        for (host, ms) in &view.services {
+            for port in &ms.service.ports {
+                if !matches!(
+                    port.protocol,
+                    sextant_core::Protocol::Tcp | sextant_core::Protocol::Tls
+                ) {
+                    continue;
+                }
+                let bind = port.port + offset;
+                if bind > 65_535 || !taken.insert(bind) {
+                    conflicts.push(format!("{host}:{}", port.port));
+                    continue;
+                }
+                let l = translate::tcp_listener(options, bind, host.as_str(), port.port);
+                *encoded += 1;
+                let r = Arc::new(Resource::encode(
+                    ResourceType::Listener,
+                    l.name.as_str(),
+                    &l,
+                ));
+                wanted.insert(r.name.clone(), r);
+            }
+        }
+    }
+    let existing: Vec<Arc<str>> = set
+        .resources
+        .keys()
+        .filter(|n| n.starts_with(translate::OUTBOUND_TCP_PREFIX))
+        .cloned()
+        .collect();
+    for name in existing {
+        if !wanted.contains_key(&name) {
+            set.resources.remove(&name);
+            set.changed.push(name);
+        }
+    }
+    for (name, r) in wanted {
+        if set
+            .resources
+            .get(&name)
+            .is_none_or(|old| old.version != r.version)
+        {
+            set.changed.push(name.clone());
+            set.resources.insert(name, r);
+        }
+    }
+    conflicts
 }
 
 /// `message` encoded as field `tag` of its parent.

@@ -199,3 +199,50 @@ fn a_policy_changes_the_services_clusters_and_adds_subsets() {
             .is_some()
     );
 }
+
+#[test]
+fn tcp_listeners_follow_tcp_ports_with_the_first_host_winning_a_port() {
+    use sextant_core::{Protocol, Service};
+    let tcp = |host: &str, port: u32| Service::new(host).with_port("db", port, Protocol::Tcp);
+    let id = RegistryId::new("memory/a");
+    let mut merge = MergeState::new(MergeMode::Union);
+    merge.add_shard(id.clone());
+    merge.apply(
+        &id,
+        Event::Reset(vec![
+            tcp("a.svc", 5432),
+            tcp("b.svc", 5432),
+            tcp("c.svc", 6379),
+        ]),
+    );
+    let options = TranslateOptions {
+        tcp_port_offset: Some(10_000),
+        ..Default::default()
+    };
+    let view = |m: &mut MergeState| Arc::new(m.build_view(true).expect("view"));
+    let s1 = Snapshot::empty(options.clone()).next(view(&mut merge));
+    let listeners = |s: &Snapshot| -> Vec<String> {
+        s.resources(ResourceType::Listener)
+            .resources
+            .keys()
+            .filter(|n| n.starts_with("outbound_tcp_"))
+            .map(|n| n.to_string())
+            .collect()
+    };
+    assert_eq!(listeners(&s1), ["outbound_tcp_15432", "outbound_tcp_16379"]);
+    assert_eq!(s1.tcp_conflicts(), ["b.svc:5432"]);
+    // a.svc leaves: b.svc takes the port; c.svc's listener is untouched.
+    merge.apply(&id, Event::Delete(sextant_core::Hostname::new("a.svc")));
+    let s2 = s1.next(view(&mut merge));
+    assert_eq!(listeners(&s2), ["outbound_tcp_15432", "outbound_tcp_16379"]);
+    assert!(s2.tcp_conflicts().is_empty());
+    assert!(names(&s2, ResourceType::Listener).contains(&"outbound_tcp_15432".to_owned()));
+    assert!(!names(&s2, ResourceType::Listener).contains(&"outbound_tcp_16379".to_owned()));
+    // c.svc leaves: its listener goes.
+    merge.apply(&id, Event::Delete(sextant_core::Hostname::new("c.svc")));
+    let s3 = s2.next(view(&mut merge));
+    assert_eq!(listeners(&s3), ["outbound_tcp_15432"]);
+    // Without an offset, none.
+    let plain = Snapshot::empty(TranslateOptions::default()).next(view(&mut merge));
+    assert!(listeners(&plain).is_empty());
+}

@@ -92,6 +92,11 @@ pub struct RunArgs {
     /// The outbound HTTP listener handed to proxies [default: 127.0.0.1:15001].
     #[arg(long, env = "SEXTANT_OUTBOUND_ADDR", value_name = "ADDR")]
     pub outbound_addr: Option<String>,
+    /// TCP listeners in explicit mode: each TCP or TLS service port P gets
+    /// a TCP proxy listener at the outbound address's IP, port P + N
+    /// [default: none].
+    #[arg(long, env = "SEXTANT_TCP_PORT_OFFSET", value_name = "N")]
+    pub tcp_port_offset: Option<u32>,
     /// Same hostname in several registries: union of endpoints, or the first
     /// registry wins [default: union].
     #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
@@ -367,6 +372,14 @@ impl Settings {
         let outbound_addr = c
             .addr("outbound_addr", &args.outbound_addr, &file.outbound_addr)
             .unwrap_or(TranslateOptions::default().outbound_addr);
+        let tcp_port_offset = args.tcp_port_offset.or(file.tcp_port_offset);
+        if tcp_port_offset.is_some_and(|n| n > 65_000) {
+            c.bad(
+                "tcp_port_offset",
+                args.tcp_port_offset.is_some(),
+                "must leave room for ports: at most 65000".into(),
+            );
+        }
 
         let mut aggregator = AggregatorConfig::default();
         let merge = args
@@ -476,7 +489,10 @@ impl Settings {
                 .filter(|t| !t.expose().is_empty()),
             server,
             aggregator,
-            translate: TranslateOptions { outbound_addr },
+            translate: TranslateOptions {
+                outbound_addr,
+                tcp_port_offset,
+            },
             debounce,
             drain_timeout,
             log_output_level,

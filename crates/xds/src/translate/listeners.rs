@@ -131,3 +131,37 @@ pub fn grpc_listeners(
         })
         .collect()
 }
+
+const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
+const TCP_PROXY_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// Explicit mode's TCP listener for port `port` of `hostname`: bound on the
+/// outbound address's IP at `bind`, proxying every connection to the
+/// port's cluster.
+pub fn tcp_listener(options: &TranslateOptions, bind: u32, hostname: &str, port: u32) -> Listener {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy,
+    };
+    let cluster = cluster_name(hostname, port);
+    let proxy = TcpProxy {
+        stat_prefix: cluster.clone(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+        ..Default::default()
+    };
+    Listener {
+        name: format!("{OUTBOUND_TCP_PREFIX}{bind}"),
+        address: Some(socket(&options.outbound_addr.ip().to_string(), bind)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: TCP_PROXY_FILTER.to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(any_of(
+                    TCP_PROXY_TYPE,
+                    &proxy,
+                ))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

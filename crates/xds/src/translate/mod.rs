@@ -21,15 +21,24 @@ pub struct TranslateOptions {
     /// Where the outbound HTTP listener handed to proxies listens.
     /// Default 127.0.0.1:15001, Pilot's habit.
     pub outbound_addr: SocketAddr,
+    /// Explicit mode's TCP listeners: each TCP or TLS service port P gets a
+    /// TCP proxy listener on the outbound address's IP at P + offset.
+    /// `None` (the default): no TCP listeners.
+    pub tcp_port_offset: Option<u32>,
 }
 
 impl Default for TranslateOptions {
     fn default() -> Self {
         TranslateOptions {
             outbound_addr: SocketAddr::from(([127, 0, 0, 1], 15001)),
+            tcp_port_offset: None,
         }
     }
 }
+
+/// The prefix of explicit mode's TCP listeners: `outbound_tcp_PORT`,
+/// named by the port they bind.
+pub const OUTBOUND_TCP_PREFIX: &str = "outbound_tcp_";
 
 /// Name of the outbound HTTP listener and of its route configuration.
 pub const OUTBOUND_HTTP: &str = "outbound_http";
@@ -78,7 +87,7 @@ pub use clusters::clusters;
 use clusters::uses_eds;
 use endpoints::load_assignment;
 pub use endpoints::{empty_load_assignment, load_assignments};
-pub use listeners::{grpc_listeners, outbound_listener};
+pub use listeners::{grpc_listeners, outbound_listener, tcp_listener};
 use routes::route_to;
 pub use routes::{
     empty_route_configuration, not_found_virtual_host, outbound_route, virtual_hosts,

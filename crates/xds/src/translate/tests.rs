@@ -243,6 +243,7 @@ fn grpc_ports_get_an_api_listener_named_host_port() {
 fn outbound_listener_listens_where_configured() {
     let opts = TranslateOptions {
         outbound_addr: "127.0.0.1:25001".parse().expect("addr"),
+        ..Default::default()
     };
     let l: Listener = outbound_listener(&opts);
     let Some(address::Address::SocketAddress(sa)) = l.address.and_then(|a| a.address) else {

@@ -172,6 +172,7 @@ pub async fn sextant_and_envoy(
     let options = Options {
         translate: TranslateOptions {
             outbound_addr: outbound,
+            ..Default::default()
         },
         rules,
         ..Default::default()
