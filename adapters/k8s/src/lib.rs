@@ -752,18 +752,7 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
         }
 
         // Watch every source from its list's version.
-        let (reports, mut rx) = mpsc::channel(1024);
-        let mut tasks = JoinSet::new();
-        for (n, (source, rv)) in sources.iter().zip(versions).enumerate() {
-            tasks.spawn(watch(
-                n,
-                source.clone(),
-                rv,
-                config.watch_timeout,
-                reports.clone(),
-            ));
-        }
-        drop(reports);
+        let (_tasks, mut rx) = watch_all(&sources, versions, config.watch_timeout);
         loop {
             let Some(first) = rx.recv().await else {
                 return Ok(());
@@ -815,6 +804,22 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
             }
         }
     }
+}
+
+/// Watches every source from its list's version (`versions[n]` for
+/// `sources[n]`); their reports arrive on the receiver. The tasks end with
+/// the returned set.
+fn watch_all(
+    sources: &[Source],
+    versions: Vec<String>,
+    timeout: Duration,
+) -> (JoinSet<()>, mpsc::Receiver<Report>) {
+    let (reports, rx) = mpsc::channel(1024);
+    let mut tasks = JoinSet::new();
+    for (n, (source, rv)) in sources.iter().zip(versions).enumerate() {
+        tasks.spawn(watch(n, source.clone(), rv, timeout, reports.clone()));
+    }
+    (tasks, rx)
 }
 
 /// The longest watch event read (one object, as JSON). The API server's

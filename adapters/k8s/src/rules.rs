@@ -34,11 +34,9 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, WatchEvent}
 use serde_json::{Value, json};
 use sextant_core::recover::EventSender;
 use sextant_core::{Error, Event, RegistryId, Rule};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{K8sConfig, Kind, Report, Source, client_config, list, unavailable, watch};
+use super::{K8sConfig, Kind, Report, Source, client_config, list, unavailable, watch_all};
 use crate::gateway::{self, RouteKind};
 use crate::istio;
 
@@ -388,18 +386,7 @@ pub(crate) async fn session(
         let routes: Vec<ObjKey> = state.objects.keys().cloned().collect();
         status.write(&state, &routes).await;
 
-        let (reports, mut rx) = mpsc::channel(1024);
-        let mut tasks = JoinSet::new();
-        for (n, (source, rv)) in sources.iter().zip(listed).enumerate() {
-            tasks.spawn(watch(
-                n,
-                source.clone(),
-                rv,
-                config.watch_timeout,
-                reports.clone(),
-            ));
-        }
-        drop(reports);
+        let (_tasks, mut rx) = watch_all(&sources, listed, config.watch_timeout);
         let mut rediscover = tokio::time::interval(config.rediscover_every);
         rediscover.tick().await;
         loop {
