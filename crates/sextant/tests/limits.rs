@@ -410,3 +410,87 @@ async fn memory_a_client_made_the_server_hold_is_released_when_it_goes() {
     }
     cds_round_trip(&sx, "after-the-big-one").await;
 }
+
+/// Clients that subscribe to a large mesh and never read their responses
+/// (HTTP/2 flow control then stops the server's writes) cost a bounded
+/// amount of memory each, and a proxy that does read is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_reading_clients_cost_bounded_memory_and_delay_nobody() {
+    // Responses far over HTTP/2's 64 KiB window: the CDS response is about
+    // 150 KB, the EDS one about 500 KB.
+    const SERVICES: usize = 500;
+    const CLIENTS: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    let mesh = sextant_testkit::fixtures::mesh(SERVICES, 20);
+    std::fs::write(&file, sextant_testkit::fixtures::registry_yaml(&mesh)).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let pid = sx.child.id().expect("pid");
+    cds_round_trip(&sx, "warm-up").await;
+    // The parse's memory goes back to the system over some seconds.
+    let baseline = settled_rss_kib(pid).await;
+
+    let names: Vec<String> = mesh
+        .iter()
+        .map(|s| format!("outbound|8080||{}", s.hostname))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut silent = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = SotwClient::connect(sx.xds, &format!("never-reads-{i}")).await;
+        c.subscribe(types::CDS, &[]).await;
+        c.subscribe(types::EDS, &refs).await;
+        silent.push(c);
+    }
+    // Give the server time to write what flow control lets through.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with_silent = settled_rss_kib(pid).await;
+    let started = Instant::now();
+    let round_trip = cds_round_trip(&sx, "reads").await;
+    eprintln!(
+        "RSS {} KiB before, {} KiB with {CLIENTS} never-reading clients of a {SERVICES}-service mesh; a reading proxy's CDS round trip {round_trip:?}",
+        baseline, with_silent
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the reading proxy waited"
+    );
+    let per_client = with_silent.saturating_sub(baseline) / CLIENTS as u64;
+    // Stated bound: 256 KiB per never-reading client, half of the EDS
+    // response it holds up: responses are encodings shared by every
+    // connection, so a copy per connection (or a queue of them) would not
+    // fit. Measured: about 50 KiB.
+    assert!(
+        per_client < 256,
+        "{per_client} KiB per never-reading client"
+    );
+    assert_eq!(
+        metric_until(&sx, "sextant_xds_connections", |n| n == CLIENTS as u64).await,
+        CLIENTS as u64,
+        "the silent clients are still connected (the reading one closed)"
+    );
+    drop(silent);
+}
+
+/// Resident memory once it stops moving: three seconds in which it stayed
+/// within 2 MiB (jemalloc gives freed memory back over about 20 s),
+/// bounded at 60 s.
+async fn settled_rss_kib(pid: u32) -> u64 {
+    let started = Instant::now();
+    let mut window: Vec<u64> = Vec::new();
+    loop {
+        window.push(rss_kib(pid));
+        if window.len() > 6 {
+            window.remove(0);
+        }
+        let (lo, hi) = (
+            window.iter().copied().min().unwrap_or(0),
+            window.iter().copied().max().unwrap_or(0),
+        );
+        if (window.len() == 6 && hi - lo < 2 * 1024) || started.elapsed() > Duration::from_secs(60)
+        {
+            return hi;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
