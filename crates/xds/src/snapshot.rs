@@ -262,9 +262,14 @@ fn tcp_listeners(
     set: &mut TypeSet,
     encoded: &mut usize,
 ) -> Vec<String> {
+    // The options never change between snapshots: without an offset there
+    // are no TCP listeners to add or remove, and no reason to look.
+    let Some(offset) = options.tcp_port_offset else {
+        return Vec::new();
+    };
     let mut wanted: std::collections::BTreeMap<Arc<str>, Arc<Resource>> = Default::default();
     let mut conflicts = Vec::new();
-    if let Some(offset) = options.tcp_port_offset {
+    {
         let mut taken = std::collections::BTreeSet::new();
         for (host, ms) in &view.services {
             for port in &ms.service.ports {
