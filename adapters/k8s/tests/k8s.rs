@@ -2,50 +2,20 @@
 //! against kubectl). Waits are bounded guards against hangs; nothing is timed.
 #![allow(clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Setup;
 use serde_json::json;
 use sextant_aggregate::{Aggregator, AggregatorConfig, SyncState};
-use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, EventStream, Health, Registry};
+use sextant_core::{Error, Event, Health, Registry};
 use sextant_k8s::{K8sConfig, K8sRegistry};
 use sextant_testkit::events::{addresses, next, next_apply, until, watch_until};
 use sextant_testkit::k8s::{Kind, KubeDouble, objects};
 
 const CART: &str = "cart.shop.svc.cluster.local";
-
-struct Setup {
-    double: KubeDouble,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn new() -> Setup {
-        let double = KubeDouble::start().await;
-        double.bookmark_every(Duration::from_millis(200));
-        Setup {
-            double,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn config(&self) -> K8sConfig {
-        K8sConfig {
-            kubeconfig: Some(self.double.kubeconfig(self.dir.path(), "test")),
-            // Short server-side timeouts: watches are re-opened from their
-            // last version many times during each test.
-            watch_timeout: Duration::from_secs(1),
-            page_size: 1,
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(500)),
-            ..Default::default()
-        }
-    }
-
-    fn watch(&self) -> EventStream {
-        K8sRegistry::new(self.config()).watch()
-    }
-}
 
 fn cart_slice(name: &str, ips: &[&str]) -> k8s_openapi::api::discovery::v1::EndpointSlice {
     objects::slice(

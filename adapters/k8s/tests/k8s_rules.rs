@@ -4,48 +4,18 @@
 //! Waits are bounded guards against hangs; nothing is timed.
 #![allow(clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::Setup;
 use serde_json::{Value, json};
-use sextant_core::recover::Backoff;
-use sextant_core::{Error, Event, Registry, Rule, RuleSource};
-use sextant_k8s::{K8sConfig, K8sRegistry};
+use sextant_core::{Error, Event, Registry, Rule};
+use sextant_k8s::K8sRegistry;
 use sextant_testkit::events::{next, next_apply, next_reset, until};
 use sextant_testkit::k8s::{Crd, Kind, KubeDouble, objects};
 
-type RuleEvents = futures::stream::BoxStream<'static, Result<Event<Rule>, Error>>;
-
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
-
-struct Setup {
-    double: KubeDouble,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn new() -> Setup {
-        let double = KubeDouble::start().await;
-        double.bookmark_every(Duration::from_millis(200));
-        Setup {
-            double,
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn config(&self) -> K8sConfig {
-        K8sConfig {
-            kubeconfig: Some(self.double.kubeconfig(self.dir.path(), "test")),
-            watch_timeout: Duration::from_secs(1),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(500)),
-            rediscover_every: Duration::from_millis(200),
-            ..Default::default()
-        }
-    }
-
-    fn rules(&self) -> RuleEvents {
-        K8sRegistry::new(self.config()).watch_rules()
-    }
-}
 
 /// An example from examples/kubernetes, as a JSON object.
 fn example(name: &str) -> Value {
