@@ -322,12 +322,13 @@ impl XdsServer {
         // own task, which then stops reading its requests.
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            // Deregistered however the task ends, a panic included: a
+            // connection that a bug ends must not stay listed or counted.
+            let _registered = Deregister {
+                shared: shared.clone(),
+                id,
+            };
             run_connection(&shared, &registered, wire, requests, tx, on_request).await;
-            lock(&shared.connections).remove(&id);
-            shared
-                .metrics
-                .connections_active
-                .fetch_sub(1, Ordering::Relaxed);
         });
         Box::pin(ReceiverStream::new(rx))
     }
@@ -354,6 +355,22 @@ fn own_services(view: &sextant_core::MeshView, ips: &[std::net::IpAddr]) -> Vec<
 /// The longest bearer token read (a Kubernetes service-account token is
 /// about 1 KB); a longer one counts as none.
 pub const MAX_TOKEN_BYTES: usize = 16 << 10;
+
+/// Removes a connection from the server's table when its task ends.
+struct Deregister {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        lock(&self.shared.connections).remove(&self.id);
+        self.shared
+            .metrics
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// How many connections the kernel queues before the server accepts them.
 /// A restarted control plane is reconnected to by every proxy at once; the

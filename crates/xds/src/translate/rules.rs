@@ -51,7 +51,14 @@ impl Client {
     /// `gRPC Go`, `gRPC Java`, `gRPC C-core`, `gRPC Node`...; Envoy sends
     /// `envoy`. Anything else is treated as Envoy, as before client kinds.
     pub fn from_user_agent(name: &str) -> Client {
-        if name.len() >= 4 && name[..4].eq_ignore_ascii_case("grpc") {
+        // Bytes, not a str slice: a user agent is the client's to write, and
+        // slicing one at a byte that is not a char boundary panicked (found
+        // by fuzzing: `grp` followed by a two-byte character).
+        if name
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"grpc"))
+        {
             Client::Grpc
         } else {
             Client::Envoy

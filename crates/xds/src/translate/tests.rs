@@ -442,3 +442,15 @@ fn the_assembled_outbound_table_is_prosts_encoding() {
         assert_eq!(assembled.value().expect("value"), whole.as_slice());
     }
 }
+
+#[test]
+fn the_client_kind_comes_from_any_user_agent_without_a_panic() {
+    use super::rules::Client;
+    assert_eq!(Client::from_user_agent("gRPC C-core"), Client::Grpc);
+    assert_eq!(Client::from_user_agent("grpc-java"), Client::Grpc);
+    assert_eq!(Client::from_user_agent("envoy"), Client::Envoy);
+    assert_eq!(Client::from_user_agent(""), Client::Envoy);
+    // Found by fuzzing: a multi-byte character across byte 4.
+    assert_eq!(Client::from_user_agent("grp\u{59c}"), Client::Envoy);
+    assert_eq!(Client::from_user_agent("\u{1F980}x"), Client::Envoy);
+}
