@@ -5,7 +5,7 @@
 //! [`Secret::expose`], called where it is sent.
 
 /// A credential.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secret(String);
 
 impl Secret {

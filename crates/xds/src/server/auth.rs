@@ -160,13 +160,16 @@ impl TokenValidator for TokenFile {
 pub struct Cached<V> {
     inner: V,
     ttl: Duration,
-    entries: Mutex<HashMap<u64, CachedAnswer>>,
+    /// Keyed by the token itself: a 64-bit hash could be made to collide
+    /// with another proxy's token and borrow its identity.
+    entries: Mutex<HashMap<sextant_core::Secret, CachedAnswer>>,
 }
 
 /// A validation's answer and until when it holds.
 type CachedAnswer = (Result<String, String>, Instant);
 
-/// Entries a [`Cached`] validator keeps.
+/// Entries a [`Cached`] validator keeps (tokens are at most
+/// [`super::MAX_TOKEN_BYTES`], so the cache is bounded in bytes too).
 pub const MAX_CACHED: usize = 10_000;
 
 impl<V: TokenValidator> Cached<V> {
@@ -182,7 +185,7 @@ impl<V: TokenValidator> Cached<V> {
 
 impl<V: TokenValidator> TokenValidator for Cached<V> {
     fn validate<'a>(&'a self, token: &'a str) -> Validation<'a> {
-        let key = xxhash_rust::xxh3::xxh3_64(token.as_bytes());
+        let key = sextant_core::Secret::new(token);
         Box::pin(async move {
             let now = Instant::now();
             if let Some((answer, until)) = self
