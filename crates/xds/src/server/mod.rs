@@ -257,10 +257,7 @@ impl XdsServer {
             config.handshake_timeout,
             self.shared.metrics.clone(),
         );
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(config.keepalive_interval))
-            .http2_keepalive_timeout(Some(config.keepalive_timeout))
-            .max_concurrent_streams(config.max_streams_per_connection)
+        self.http2()
             .add_service(self.service())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
@@ -282,13 +279,20 @@ impl XdsServer {
             self.shared.metrics.clone(),
             tls,
         );
+        self.http2()
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    /// The HTTP/2 settings every listener serves with: keepalive pings
+    /// and the bound on streams per connection.
+    fn http2(&self) -> tonic::transport::Server {
+        let config = &self.shared.config;
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_timeout))
             .max_concurrent_streams(config.max_streams_per_connection)
-            .add_service(self.service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
     }
 
     fn start<Req, F>(
