@@ -33,40 +33,68 @@ async fn metric(sx: &Sextant, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A CA, Sextant's certificate for `sextant.test`, a mesh file with one
+/// backend, and a free address for the TLS port: what the TLS tests share.
+struct TlsMesh {
+    ca: TestCa,
+    ca_path: String,
+    tls_addr: String,
+    /// `--file`, `--xds-tls-addr`, `--tls-cert`, `--tls-key` and their values.
+    args: Vec<String>,
+    _backend: HttpBackend,
+}
+
+impl TlsMesh {
+    async fn new(d: &std::path::Path, backend: &str) -> TlsMesh {
+        let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
+        let ca = TestCa::new("mesh ca");
+        let ca_path = p(&ca.write(d, "ca"));
+        let (cert, key) = ca.server(&["sextant.test"]).write(d, "server");
+        let backend = HttpBackend::start(backend).await;
+        let mesh_file = d.join("mesh.yaml");
+        std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
+        let tls_addr = format!("127.0.0.1:{}", free_port());
+        let args = vec![
+            "--file".to_owned(),
+            p(&mesh_file),
+            "--xds-tls-addr".to_owned(),
+            tls_addr.clone(),
+            "--tls-cert".to_owned(),
+            p(&cert),
+            "--tls-key".to_owned(),
+            p(&key),
+        ];
+        TlsMesh {
+            ca,
+            ca_path,
+            tls_addr,
+            args,
+            _backend: backend,
+        }
+    }
+
+    /// Starts Sextant with these files and `extra` flags.
+    async fn start(&self, d: &std::path::Path, extra: &[&str]) -> Sextant {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        Sextant::start(d, &args).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_over_mtls_from_the_cli_routes_traffic_and_plaintext_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let ca = TestCa::new("mesh ca");
-    let ca_path = ca.write(d, "ca");
-    let (cert, key) = ca.server(&["sextant.test"]).write(d, "server");
-    let (client_cert, client_key) = ca
-        .client("spiffe://cluster.local/ns/shop/sa/web")
-        .write(d, "client");
-    let backend = HttpBackend::start("over-mtls").await;
-    let mesh_file = d.join("mesh.yaml");
-    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
-    let tls_addr = format!("127.0.0.1:{}", free_port());
+    let m = TlsMesh::new(d, "over-mtls").await;
+    let (client_cert, client_key) =
+        m.ca.client("spiffe://cluster.local/ns/shop/sa/web")
+            .write(d, "client");
+    let (ca_path, tls_addr) = (&m.ca_path, &m.tls_addr);
     let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
-    let sx = Sextant::start(
-        d,
-        &[
-            "--file",
-            &p(&mesh_file),
-            "--xds-tls-addr",
-            &tls_addr,
-            "--tls-cert",
-            &p(&cert),
-            "--tls-key",
-            &p(&key),
-            "--client-ca",
-            &p(&ca_path),
-            "--xds-auth",
-            "mtls",
-        ],
-    )
-    .await;
-    assert!(sx.log().contains(&tls_addr), "{}", sx.log());
+    let sx = m
+        .start(d, &["--client-ca", ca_path, "--xds-auth", "mtls"])
+        .await;
+    assert!(sx.log().contains(tls_addr.as_str()), "{}", sx.log());
 
     let yaml = bootstrap_cmd(&[
         "--node-id",
@@ -74,12 +102,12 @@ async fn envoy_over_mtls_from_the_cli_routes_traffic_and_plaintext_is_refused() 
         "--namespace",
         "shop",
         "--xds-addr",
-        &tls_addr,
+        tls_addr,
         "--admin-port",
         "0",
         "--tls",
         "--ca",
-        &p(&ca_path),
+        ca_path,
         "--cert",
         &p(&client_cert),
         "--key",
@@ -248,37 +276,25 @@ async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
         &["vault"],
     );
     let kubeconfig = kube.kubeconfig(d, "double");
-    let ca = TestCa::new("mesh ca");
-    let ca_path = ca.write(d, "ca");
-    let (cert, key) = ca.server(&["sextant.test"]).write(d, "server");
-    let backend = HttpBackend::start("by-token").await;
-    let mesh_file = d.join("mesh.yaml");
-    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
-    let tls_addr = format!("127.0.0.1:{}", free_port());
-    let p = |p: &std::path::Path| p.to_str().expect("path").to_owned();
-    let sx = Sextant::start(
-        d,
-        &[
-            "--file",
-            &p(&mesh_file),
-            "--kubeconfig",
-            &p(&kubeconfig),
-            "--xds-tls-addr",
-            &tls_addr,
-            "--tls-cert",
-            &p(&cert),
-            "--tls-key",
-            &p(&key),
-            "--xds-auth",
-            "token",
-            "--xds-token-review",
-            "--xds-token-audiences",
-            "sextant",
-        ],
-    )
-    .await;
+    let m = TlsMesh::new(d, "by-token").await;
+    let (ca_path, tls_addr) = (&m.ca_path, &m.tls_addr);
+    let kubeconfig = kubeconfig.to_str().expect("path");
+    let sx = m
+        .start(
+            d,
+            &[
+                "--kubeconfig",
+                kubeconfig,
+                "--xds-auth",
+                "token",
+                "--xds-token-review",
+                "--xds-token-audiences",
+                "sextant",
+            ],
+        )
+        .await;
     let envoy_with = |node: &'static str, ns: &'static str, token: &'static str| {
-        let (ca_path, d, tls_addr) = (p(&ca_path), d.to_owned(), tls_addr.clone());
+        let (ca_path, d, tls_addr) = (ca_path.clone(), d.to_owned(), tls_addr.clone());
         async move {
             let token_file = d.join(format!("{node}.token"));
             std::fs::write(&token_file, format!("{token}\n")).expect("write token");
