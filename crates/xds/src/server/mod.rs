@@ -17,7 +17,7 @@ pub mod tls;
 #[doc(hidden)]
 pub mod fuzzing;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,7 +145,27 @@ struct Shared {
     /// The plans connections share for the newest snapshot.
     plans: conn::CurrentPlans,
     nacks: Mutex<VecDeque<NackRecord>>,
+    /// Refusals already logged at warn level, as (node, reason): a refused
+    /// proxy retries every second or so, and its refusal is logged once
+    /// (later ones at debug; every one counted). Bounded: when full it is
+    /// cleared, so a flood of distinct nodes costs a log line each, never
+    /// memory.
+    refusals_logged: Mutex<HashSet<(String, String)>>,
     next_id: AtomicU64,
+}
+
+/// How many distinct refusals are remembered as already logged.
+const REFUSALS_REMEMBERED: usize = 4096;
+
+impl Shared {
+    /// Whether this refusal is new (and should be logged at warn level).
+    fn first_refusal(&self, node: &str, reason: &str) -> bool {
+        let mut seen = lock(&self.refusals_logged);
+        if seen.len() >= REFUSALS_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert((node.to_owned(), reason.to_owned()))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +194,7 @@ impl XdsServer {
                 subscriptions: Arc::default(),
                 plans: conn::CurrentPlans::default(),
                 nacks: Mutex::new(VecDeque::new()),
+                refusals_logged: Mutex::new(HashSet::new()),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -485,7 +506,11 @@ async fn run_connection<Req, F>(
                 }
                 Err(refusal) => {
                     Metrics::add(&metrics.identity_refused_total, 1);
-                    warn!(node = %state.node_id, peer = ?peer.addr, identity = ?peer.identity, "xDS stream refused: {}", refusal.message());
+                    if shared.first_refusal(&state.node_id, refusal.message()) {
+                        warn!(node = %state.node_id, peer = ?peer.addr, identity = ?peer.identity, "xDS stream refused: {} (logged once per node and reason; every refusal is counted in sextant_xds_identity_refused_total)", refusal.message());
+                    } else {
+                        debug!(node = %state.node_id, "xDS stream refused again: {}", refusal.message());
+                    }
                     let _ = tx.send(Err(refusal)).await;
                     break;
                 }
