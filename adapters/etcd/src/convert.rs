@@ -10,7 +10,8 @@
 //! - `PREFIX routes/NAMESPACE/NAME`: a route rule (YAML or JSON, the fields
 //!   of a `routes:` entry of the registry file; `name` and `namespace` may
 //!   be omitted, they come from the key);
-//! - `PREFIX policies/NAMESPACE/NAME`: a destination policy, likewise.
+//! - `PREFIX policies/NAMESPACE/NAME`: a destination policy, likewise;
+//! - `PREFIX scopes/NAMESPACE/NAME`: a scope rule (a `scopes:` entry), likewise.
 //!
 //! Under the naming prefix, if configured, grpc-go's etcd naming convention
 //! (`go.etcd.io/etcd/client/v3/naming/endpoints`): key `SERVICE/ADDR`, value
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sextant_core::{
     Address, Endpoint, Hostname, Labels, PolicyEntry, Protocol, RouteEntry, Rule, RuleKey,
-    RuleKind, Service, ServicePort,
+    RuleKind, ScopeEntry, Service, ServicePort,
 };
 
 /// What a key names.
@@ -95,8 +96,8 @@ impl Layout {
 }
 
 impl Layout {
-    /// The rule a key names, `routes/NAMESPACE/NAME` or
-    /// `policies/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
+    /// The rule a key names, `routes/NAMESPACE/NAME`,
+    /// `policies/NAMESPACE/NAME` or `scopes/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
     /// does not fit; `Ok(None)` for any other key.
     pub fn classify_rule(&self, key: &str) -> Result<Option<RuleKey>, String> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -106,6 +107,8 @@ impl Layout {
             (RuleKind::Route, "routes", r)
         } else if let Some(r) = rest.strip_prefix("policies/") {
             (RuleKind::Policy, "policies", r)
+        } else if let Some(r) = rest.strip_prefix("scopes/") {
+            (RuleKind::Scope, "scopes", r)
         } else {
             return Ok(None);
         };
@@ -140,6 +143,7 @@ pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
     let rule = match key.kind {
         RuleKind::Route => serde_yaml_ng::from_value::<RouteEntry>(doc).map(Rule::from),
         RuleKind::Policy => serde_yaml_ng::from_value::<PolicyEntry>(doc).map(Rule::from),
+        RuleKind::Scope => serde_yaml_ng::from_value::<ScopeEntry>(doc).map(Rule::from),
     };
     rule.map_err(|e| e.to_string())
 }

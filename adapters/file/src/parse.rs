@@ -16,8 +16,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sextant_core::{
-    Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, Service, ServicePort,
-    ValidationErrors,
+    Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
+    ServicePort, ValidationErrors,
 };
 
 use crate::load::{FileError, MAX_NESTING, check_nesting, hostname_line};
@@ -32,10 +32,12 @@ struct RegistryFile {
     routes: Vec<RouteEntry>,
     #[serde(default)]
     policies: Vec<PolicyEntry>,
+    #[serde(default)]
+    scopes: Vec<ScopeEntry>,
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 3] = ["services", "routes", "policies"];
+const TOP_KEYS: [&str; 4] = ["services", "routes", "policies", "scopes"];
 
 /// What one file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,20 +55,23 @@ impl FileContent {
     }
 }
 
-/// The rules of a file, in file order: routes, then policies, each with
-/// the 1-based line of its entry (0 when not found).
-fn rules_of(text: &str, routes: Vec<RouteEntry>, policies: Vec<PolicyEntry>) -> Vec<(usize, Rule)> {
-    let route_lines = item_lines(text, "routes");
-    let policy_lines = item_lines(text, "policies");
-    let routes = routes
+/// The entries under `key`, as rules, each with the 1-based line of its
+/// entry (0 when not found).
+fn with_lines<E: Into<Rule>>(text: &str, key: &str, entries: Vec<E>) -> Vec<(usize, Rule)> {
+    let lines = item_lines(text, key);
+    entries
         .into_iter()
         .enumerate()
-        .map(|(i, r)| (route_lines.get(i).copied().unwrap_or(0), Rule::from(r)));
-    let policies = policies
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (policy_lines.get(i).copied().unwrap_or(0), Rule::from(p)));
-    routes.chain(policies).collect()
+        .map(|(i, e)| (lines.get(i).copied().unwrap_or(0), e.into()))
+        .collect()
+}
+
+/// The rules of a file, in file order: routes, policies, then scopes.
+fn rules_of(doc: RegistryFile, text: &str) -> (Vec<Service>, Vec<(usize, Rule)>) {
+    let mut rules = with_lines(text, "routes", doc.routes);
+    rules.extend(with_lines(text, "policies", doc.policies));
+    rules.extend(with_lines(text, "scopes", doc.scopes));
+    (doc.services, rules)
 }
 
 /// Validation problems of rules, and keys defined twice in one file.
@@ -310,7 +315,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes` or `policies`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies` or `scopes`".into(),
             line: 1,
             column: 1,
         });
@@ -320,7 +325,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`"
             ),
             line: crate::load::key_line(text, key),
             column: 1,
@@ -328,10 +333,12 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     }
     let routes = rule_value_problems::<RouteEntry>(top, "routes", text, &mut problems);
     let policies = rule_value_problems::<PolicyEntry>(top, "policies", text, &mut problems);
+    let scopes = rule_value_problems::<ScopeEntry>(top, "scopes", text, &mut problems);
     let rules: Vec<(usize, Rule)> = routes
         .into_iter()
         .map(|(l, r)| (l, Rule::from(r)))
         .chain(policies.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .chain(scopes.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .collect();
     let services = match top.get("services") {
         None | Some(serde_json::Value::Null) => return (problems, decoded, rules),
@@ -431,18 +438,18 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>
     let first = match typed(text, json) {
         Ok(doc) => {
             let mut problems: Vec<(usize, FileError)> = Vec::new();
-            for service in &doc.services {
+            let (services, rules) = rules_of(doc, text);
+            for service in &services {
                 if let Err(errors) = service.validate() {
                     let line = hostname_line(text, &service.hostname);
                     problems.extend(invalid(path, line, errors).into_iter().map(|e| (line, e)));
                 }
             }
-            let rules = rules_of(text, doc.routes, doc.policies);
             problems.extend(rule_problems(path, &rules));
             problems.sort_by_key(|(line, _)| *line);
             return if problems.is_empty() {
                 Ok(FileContent {
-                    services: doc.services,
+                    services,
                     rules: rules.into_iter().map(|(_, r)| r).collect(),
                 })
             } else {

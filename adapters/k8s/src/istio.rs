@@ -1,5 +1,5 @@
-//! Istio's VirtualService and DestinationRule (`networking.istio.io`) as
-//! Sextant's rules: pure conversion, no I/O.
+//! Istio's VirtualService, DestinationRule and Sidecar
+//! (`networking.istio.io`) as Sextant's rules: pure conversion, no I/O.
 //!
 //! Sextant's rule model uses Istio's field names, so a spec mostly carries
 //! over as it is. What changes: short hostnames are expanded as Istio does
@@ -12,7 +12,8 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use sextant_core::rules::{HttpRoute, Subset, TrafficPolicy};
+use sextant_core::rules::scope::{EgressEntry, WorkloadSelector};
+use sextant_core::rules::{HttpRoute, ScopeRule, Subset, TrafficPolicy};
 use sextant_core::{DestinationPolicy, Hostname, RouteRule, Rule};
 
 use crate::convert::Mapping;
@@ -208,6 +209,60 @@ pub fn destination_rule(
     };
     Ok(Converted {
         rule: Some(Rule::policy(namespace, name, policy)),
+        unsupported,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SidecarSpec {
+    #[serde(default)]
+    workload_selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    egress: Vec<EgressEntry>,
+}
+
+/// A Sidecar's egress hosts and workload selector as a scope rule named
+/// after it. Its other parts (ingress listeners, an egress listener's port,
+/// bind and capture mode, outboundTrafficPolicy) are named as not served.
+/// A Sidecar without egress gives no rule: the namespace's or the mesh's
+/// default applies, as in Istio.
+pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, String> {
+    let mut spec = spec.clone();
+    let mut unsupported = Vec::new();
+    let map = spec.as_object_mut().ok_or("spec is not an object")?;
+    for field in ["ingress", "outboundTrafficPolicy", "inboundConnectionPool"] {
+        if map.remove(field).is_some() {
+            unsupported.push(format!("spec.{field}"));
+        }
+    }
+    if let Some(Value::Array(egress)) = map.get_mut("egress") {
+        for (i, e) in egress.iter_mut().enumerate() {
+            for field in ["port", "bind", "captureMode"] {
+                if e.as_object_mut().and_then(|m| m.remove(field)).is_some() {
+                    unsupported.push(format!("spec.egress[{i}].{field}"));
+                }
+            }
+        }
+    }
+    let decoded: SidecarSpec = decode_leniently(spec, "spec", &mut unsupported)?;
+    if decoded.egress.is_empty() {
+        unsupported
+            .push("spec.egress is absent: the namespace's or mesh's default scope applies".into());
+        return Ok(Converted {
+            rule: None,
+            unsupported,
+        });
+    }
+    let scope = ScopeRule {
+        workload_selector: decoded
+            .workload_selector
+            .map(|w| w.labels)
+            .unwrap_or_default(),
+        hosts: decoded.egress.into_iter().flat_map(|e| e.hosts).collect(),
+    };
+    Ok(Converted {
+        rule: Some(Rule::scope(namespace, name, scope)),
         unsupported,
     })
 }

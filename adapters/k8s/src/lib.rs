@@ -225,6 +225,7 @@ enum Kind {
     DestinationRule,
     HttpRoute,
     GrpcRoute,
+    Sidecar,
 }
 
 impl Kind {
@@ -260,6 +261,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
@@ -283,6 +285,9 @@ impl Kind {
             }
             Kind::GrpcRoute => {
                 "get, list and watch on \"grpcroutes\" in API group \"gateway.networking.k8s.io\""
+            }
+            Kind::Sidecar => {
+                "get, list and watch on \"sidecars\" in API group \"networking.istio.io\""
             }
         }
     }
@@ -558,7 +563,11 @@ impl Cluster {
                 }
             }
             // Rule kinds are read by the rules session (rules.rs).
-            Kind::VirtualService | Kind::DestinationRule | Kind::HttpRoute | Kind::GrpcRoute => {}
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::Sidecar => {}
             Kind::Node => {
                 let locality = if deleted {
                     None

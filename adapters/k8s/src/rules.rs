@@ -41,11 +41,12 @@ use crate::gateway::{self, RouteKind};
 use crate::istio;
 
 /// The rule kinds, in the order they are read.
-const RULE_KINDS: [Kind; 4] = [
+const RULE_KINDS: [Kind; 5] = [
     Kind::VirtualService,
     Kind::DestinationRule,
     Kind::HttpRoute,
     Kind::GrpcRoute,
+    Kind::Sidecar,
 ];
 
 /// The API group and plural of a rule kind.
@@ -54,6 +55,7 @@ pub(crate) fn api_group(kind: Kind) -> (&'static str, &'static str) {
         Kind::VirtualService => ("networking.istio.io", "virtualservices"),
         Kind::DestinationRule => ("networking.istio.io", "destinationrules"),
         Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
+        Kind::Sidecar => ("networking.istio.io", "sidecars"),
         _ => ("gateway.networking.k8s.io", "grpcroutes"),
     }
 }
@@ -61,7 +63,9 @@ pub(crate) fn api_group(kind: Kind) -> (&'static str, &'static str) {
 /// The versions read, most preferred first.
 fn versions(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::VirtualService | Kind::DestinationRule => &["v1", "v1beta1", "v1alpha3"],
+        Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => {
+            &["v1", "v1beta1", "v1alpha3"]
+        }
         Kind::HttpRoute => &["v1", "v1beta1"],
         _ => &["v1"],
     }
@@ -152,6 +156,7 @@ fn convert(
         Kind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
         Kind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
         Kind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
+        Kind::Sidecar => istio::sidecar(ns, name, &spec),
         _ => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
     };
     match result {

@@ -426,8 +426,8 @@ impl Aggregator {
             .tracked
             .iter()
             .map(|t| {
-                let ((services, endpoints), (routes, policies)) = match t.kind {
-                    SourceKind::Services => (self.merge.shard_counts(&t.id), (0, 0)),
+                let ((services, endpoints), (routes, policies, scopes)) = match t.kind {
+                    SourceKind::Services => (self.merge.shard_counts(&t.id), (0, 0, 0)),
                     SourceKind::Rules => ((0, 0), self.merge.rule_counts(&t.id)),
                 };
                 RegistryStatus {
@@ -440,6 +440,7 @@ impl Aggregator {
                     endpoints,
                     routes,
                     policies,
+                    scopes,
                     last_error: t.last_error.clone(),
                     problems: t.problems.values().cloned().collect(),
                     events_total: t.events_total,

@@ -140,6 +140,9 @@ pub struct MergeState {
     merged: imbl::OrdMap<Hostname, Arc<MeshService>>,
     conflicts: BTreeMap<Hostname, Vec<Conflict>>,
     dirty: BTreeSet<Hostname>,
+    /// Every scope rule in precedence order, rebuilt when one changes.
+    scopes: Arc<[Arc<Rule>]>,
+    scopes_dirty: bool,
     generation: u64,
 }
 
@@ -153,6 +156,8 @@ impl MergeState {
             merged: imbl::OrdMap::new(),
             conflicts: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            scopes: Arc::new([]),
+            scopes_dirty: false,
             generation: 0,
         }
     }
@@ -186,6 +191,7 @@ impl MergeState {
         }
         if let Some(i) = self.rule_shard_index(id) {
             let old = self.rule_shards[i].replace_all(BTreeMap::new());
+            self.scopes_dirty |= old.keys().any(|k| k.kind == RuleKind::Scope);
             self.dirty
                 .extend(old.into_values().flat_map(|r| r.hosts.clone()));
         }
@@ -232,12 +238,14 @@ impl MergeState {
                     return rejected;
                 }
                 touched.extend(rule.hosts.iter().cloned());
+                self.scopes_dirty |= rule.key.kind == RuleKind::Scope;
                 if let Some(old) = shard.insert(Arc::new(rule)) {
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
             Event::Delete(key) => {
                 if let Some(old) = shard.remove(&key) {
+                    self.scopes_dirty |= key.kind == RuleKind::Scope;
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
@@ -264,6 +272,7 @@ impl MergeState {
                 }
                 for (k, r) in &next {
                     if shard.rules.get(k) != Some(r) {
+                        self.scopes_dirty |= k.kind == RuleKind::Scope;
                         touched.extend(r.hosts.iter().cloned());
                         if let Some(old) = shard.rules.get(k) {
                             touched.extend(old.hosts.iter().cloned());
@@ -272,6 +281,7 @@ impl MergeState {
                 }
                 for (k, old) in &shard.rules {
                     if !next.contains_key(k) {
+                        self.scopes_dirty |= k.kind == RuleKind::Scope;
                         touched.extend(old.hosts.iter().cloned());
                     }
                 }
@@ -334,7 +344,8 @@ impl MergeState {
                         other: shard.id.clone(),
                         field: match rule.key.kind {
                             RuleKind::Route => ConflictField::RouteRule,
-                            RuleKind::Policy => ConflictField::DestinationPolicy,
+                            // Scope rules name no host, so never meet here.
+                            RuleKind::Policy | RuleKind::Scope => ConflictField::DestinationPolicy,
                         },
                         detail: format!(
                             "{} from {winner_id} is in force; {} from {} is ignored for this host",
@@ -421,15 +432,19 @@ impl MergeState {
             .unwrap_or((0, 0))
     }
 
-    /// Route rules and destination policies a rule source holds.
-    pub fn rule_counts(&self, id: &RegistryId) -> (usize, usize) {
+    /// Route rules, destination policies and scope rules a rule source holds.
+    pub fn rule_counts(&self, id: &RegistryId) -> (usize, usize, usize) {
         self.rule_shard_index(id)
             .map(|i| {
                 let rules = &self.rule_shards[i].rules;
-                let routes = rules.keys().filter(|k| k.kind == RuleKind::Route).count();
-                (routes, rules.len() - routes)
+                let count = |kind| rules.keys().filter(|k| k.kind == kind).count();
+                (
+                    count(RuleKind::Route),
+                    count(RuleKind::Policy),
+                    count(RuleKind::Scope),
+                )
             })
-            .unwrap_or((0, 0))
+            .unwrap_or((0, 0, 0))
     }
 
     /// The generation of the last view built.
@@ -445,6 +460,19 @@ impl MergeState {
         for hostname in std::mem::take(&mut self.dirty) {
             changed |= self.remerge(hostname, next_gen);
         }
+        if std::mem::take(&mut self.scopes_dirty) {
+            let scopes: Vec<Arc<Rule>> = self
+                .rule_shards
+                .iter()
+                .flat_map(|s| s.rules.values())
+                .filter(|r| r.key.kind == RuleKind::Scope)
+                .cloned()
+                .collect();
+            if *scopes != *self.scopes {
+                self.scopes = scopes.into();
+                changed = true;
+            }
+        }
         if !changed && !force {
             return None;
         }
@@ -454,6 +482,7 @@ impl MergeState {
             generation: next_gen,
             services: self.merged.clone(),
             conflicts: conflicts.into(),
+            scopes: self.scopes.clone(),
         })
     }
 

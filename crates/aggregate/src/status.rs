@@ -66,6 +66,8 @@ pub struct RegistryStatus {
     pub routes: usize,
     /// Destination policies it holds (a rule source).
     pub policies: usize,
+    /// Scope rules it holds (a rule source).
+    pub scopes: usize,
     /// The last error of any kind.
     pub last_error: Option<ErrorRecord>,
     /// Objects currently rejected (invalid objects and services that failed

@@ -46,7 +46,7 @@ pub use model::{
 pub use registry::{Event, EventStream, Keyed, Registry, RegistryId};
 pub use rules::{
     DestinationPolicy, MemoryRules, PolicyEntry, RouteEntry, RouteRule, Rule, RuleKey, RuleKind,
-    RuleProblems, RuleSource, RuleSpec, RuleStream,
+    RuleProblems, RuleSource, RuleSpec, RuleStream, ScopeEntry, ScopeHost, ScopeRule,
 };
 pub use secret::Secret;
 pub use sent::SentServices;

@@ -127,6 +127,12 @@ pub struct MeshView {
     pub services: imbl::OrdMap<Hostname, Arc<MeshService>>,
     /// Every disagreement between registries, sorted by hostname.
     pub conflicts: Arc<[Conflict]>,
+    /// Every scope rule, in precedence order: rule source priority, then
+    /// namespace and name. Scope rules bind to no service; the xDS server
+    /// picks the one in force per proxy ([`crate::rules::scope::select`]).
+    /// The same `Arc` while no scope rule changes.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub scopes: Arc<[Arc<crate::rules::Rule>]>,
 }
 
 /// How one service changed between two views.
@@ -235,6 +241,7 @@ mod tests {
                 .map(|s| (s.service.hostname.clone(), s))
                 .collect(),
             conflicts: Arc::new([]),
+            scopes: Arc::new([]),
         }
     }
 

@@ -83,6 +83,13 @@ pub struct SotwClient {
 }
 
 impl SotwClient {
+    /// Sends `node` (metadata, locality...) instead of a bare node id.
+    /// Call before the first request.
+    pub fn with_node(mut self, node: Node) -> SotwClient {
+        self.node = node;
+        self
+    }
+
     /// Opens a stream to `addr` as node `node_id`.
     pub async fn connect(addr: SocketAddr, node_id: &str) -> SotwClient {
         SotwClient::open(connect(addr).await, node_id).await
@@ -197,6 +204,13 @@ pub struct DeltaClient {
 }
 
 impl DeltaClient {
+    /// Sends `node` (metadata, locality...) instead of a bare node id.
+    /// Call before the first request.
+    pub fn with_node(mut self, node: Node) -> DeltaClient {
+        self.node = node;
+        self
+    }
+
     /// Opens a stream to `addr` as node `node_id`.
     pub async fn connect(addr: SocketAddr, node_id: &str) -> DeltaClient {
         let mut client = connect(addr).await;

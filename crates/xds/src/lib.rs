@@ -51,6 +51,7 @@ pub mod identity;
 pub mod metrics;
 pub mod publisher;
 pub mod resource;
+pub mod scope;
 pub mod server;
 pub mod snapshot;
 pub mod translate;

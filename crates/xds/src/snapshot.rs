@@ -55,6 +55,13 @@ pub struct Snapshot {
     /// TCP service ports left without a listener because another took
     /// their port: `HOST:PORT`.
     tcp_conflicts: Vec<String>,
+    /// The host each explicit-mode TCP listener serves, by listener name.
+    tcp_owners: Arc<std::collections::BTreeMap<Arc<str>, Hostname>>,
+    /// Moves whenever what a per-proxy scope depends on may have changed:
+    /// a service added, removed or reconfigured (its namespace, its route
+    /// rule's destinations, its virtual hosts) or a scope rule. An
+    /// endpoint-only change keeps it, so scopes computed for it still hold.
+    pub topology_generation: u64,
 }
 
 impl Snapshot {
@@ -72,6 +79,8 @@ impl Snapshot {
             not_found_vhost: field_bytes(ROUTE_VHOSTS_FIELD, &translate::not_found_virtual_host())
                 .into(),
             tcp_conflicts: Vec::new(),
+            tcp_owners: Arc::default(),
+            topology_generation: 0,
         }
     }
 
@@ -115,6 +124,22 @@ impl Snapshot {
     /// earlier host (by name) took their port: `HOST:PORT`.
     pub fn tcp_conflicts(&self) -> &[String] {
         &self.tcp_conflicts
+    }
+
+    /// The host an explicit-mode TCP listener serves.
+    pub fn tcp_owner(&self, listener: &str) -> Option<&Hostname> {
+        self.tcp_owners.get(listener)
+    }
+
+    /// The outbound route table with the virtual hosts of `visible` hosts
+    /// only (and the catch-all): what a scoped proxy receives under the
+    /// table's name. Equal content, equal version, as for the whole table.
+    pub fn outbound_route_for(&self, visible: &std::collections::BTreeSet<Hostname>) -> Resource {
+        let services: Vec<&ServiceResources> = visible
+            .iter()
+            .filter_map(|h| self.per_service.get(h).map(|s| &**s))
+            .collect();
+        outbound_route(&services, &self.not_found_vhost)
     }
 
     /// What gRPC clients cannot honour of the rules bound to `hostname`.
@@ -195,7 +220,8 @@ impl Snapshot {
         if routes_dirty {
             // The outbound table from each service's encoded virtual hosts:
             // a rule change translates its hosts only; the rest is copied.
-            let route = Arc::new(outbound_route(&per_service, &self.not_found_vhost));
+            let all: Vec<&ServiceResources> = per_service.values().map(|s| &**s).collect();
+            let route = Arc::new(outbound_route(&all, &self.not_found_vhost));
             encoded += 1;
             let listener = match self.get(ResourceType::Listener, translate::OUTBOUND_HTTP) {
                 Some(l) => l.clone(),
@@ -222,15 +248,21 @@ impl Snapshot {
             }
         }
 
-        let tcp_conflicts = if routes_dirty {
-            tcp_listeners(
+        let (tcp_conflicts, tcp_owners) = if routes_dirty {
+            let (conflicts, owners) = tcp_listeners(
                 &self.options,
                 &view,
                 &mut types[ResourceType::Listener.index()],
                 &mut encoded,
-            )
+            );
+            (conflicts, Arc::new(owners))
         } else {
-            self.tcp_conflicts.clone()
+            (self.tcp_conflicts.clone(), self.tcp_owners.clone())
+        };
+        let topology_generation = if routes_dirty || !Arc::ptr_eq(&view.scopes, &self.view.scopes) {
+            self.topology_generation + 1
+        } else {
+            self.topology_generation
         };
         if tcp_conflicts != self.tcp_conflicts && !tcp_conflicts.is_empty() {
             tracing::warn!(conflicts = ?tcp_conflicts, "TCP service ports that share a listener port (--tcp-port-offset): the first by hostname is served there, the others get no TCP listener");
@@ -240,6 +272,8 @@ impl Snapshot {
             generation: self.generation + 1,
             view_generation: view.generation,
             tcp_conflicts,
+            tcp_owners,
+            topology_generation,
             encoded,
             types,
             grpc_clusters,
@@ -261,13 +295,14 @@ fn tcp_listeners(
     view: &MeshView,
     set: &mut TypeSet,
     encoded: &mut usize,
-) -> Vec<String> {
+) -> (Vec<String>, std::collections::BTreeMap<Arc<str>, Hostname>) {
     // The options never change between snapshots: without an offset there
     // are no TCP listeners to add or remove, and no reason to look.
     let Some(offset) = options.tcp_port_offset else {
-        return Vec::new();
+        return Default::default();
     };
     let mut wanted: std::collections::BTreeMap<Arc<str>, Arc<Resource>> = Default::default();
+    let mut owners = std::collections::BTreeMap::new();
     let mut conflicts = Vec::new();
     {
         let mut taken = std::collections::BTreeSet::new();
@@ -291,6 +326,7 @@ fn tcp_listeners(
                     l.name.as_str(),
                     &l,
                 ));
+                owners.insert(r.name.clone(), host.clone());
                 wanted.insert(r.name.clone(), r);
             }
         }
@@ -317,7 +353,7 @@ fn tcp_listeners(
             set.resources.insert(name, r);
         }
     }
-    conflicts
+    (conflicts, owners)
 }
 
 /// `message` encoded as field `tag` of its parent.
@@ -338,13 +374,10 @@ const ROUTE_VHOSTS_FIELD: u32 = 2;
 /// resource. Its version is derived from the parts' digests rather than
 /// by hashing the whole table again: equal content, equal version, on
 /// every replica, as for every other resource.
-fn outbound_route(
-    services: &OrdMap<Hostname, Arc<ServiceResources>>,
-    not_found: &[u8],
-) -> Resource {
+fn outbound_route(services: &[&ServiceResources], not_found: &[u8]) -> Resource {
     let name = translate::OUTBOUND_HTTP;
     let value_len = len_field_size(ROUTE_NAME_FIELD, name.len())
-        + services.values().map(|s| s.vhosts.len()).sum::<usize>()
+        + services.iter().map(|s| s.vhosts.len()).sum::<usize>()
         + not_found.len();
     let type_url = ResourceType::Route.type_url().as_bytes();
     let mut any =
@@ -354,7 +387,7 @@ fn outbound_route(
     put_len_field(&mut any, ROUTE_NAME_FIELD, name.as_bytes());
     let mut digests = xxhash_rust::xxh3::Xxh3::new();
     digests.update(name.as_bytes());
-    for s in services.values() {
+    for s in services {
         any.extend_from_slice(&s.vhosts);
         digests.update(&s.vhosts_digest.to_le_bytes());
     }

@@ -181,3 +181,26 @@ fn port_arguments() {
     assert!(port_arg("8080").is_err());
     assert!(port_arg("http=x").is_err());
 }
+
+#[test]
+fn scope_rules_are_read_from_their_keys() {
+    let l = layout();
+    let key = l
+        .classify_rule("/sextant/scopes/shop/web")
+        .expect("a rule key")
+        .expect("ours");
+    assert_eq!(key, RuleKey::new(RuleKind::Scope, "shop", "web"));
+    let rule = parse_rule(
+        &key,
+        b"workloadSelector: {labels: {app: web}}\negress: [{hosts: [\"./*\", \"shared/*\"]}]\n",
+    )
+    .expect("parses");
+    let scope = rule.as_scope().expect("a scope rule");
+    assert_eq!(scope.workload_selector["app"], "web");
+    let hosts: Vec<String> = scope.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["./*", "shared/*"]);
+    assert!(rule.hosts.is_empty(), "a scope binds to no service");
+    let bad = parse_rule(&key, b"egress: [{hosts: [\"nowhere\"]}]\n").expect_err("refused");
+    assert!(bad.contains("NAMESPACE/HOST"), "{bad}");
+    assert!(l.classify_rule("/sextant/scopes/shop").is_err());
+}

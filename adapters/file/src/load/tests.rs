@@ -549,3 +549,42 @@ fn a_billion_laughs_is_an_error_not_an_out_of_memory() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn scopes_are_istio_sidecar_specs_and_a_bad_entry_names_its_line() {
+    let text = format!(
+        "{RULES}scopes:
+  - name: default
+    namespace: shop
+    egress:
+      - hosts: [\"./*\", \"shared/*\"]
+  - name: web
+    namespace: shop
+    workloadSelector: {{ labels: {{ app: web }} }}
+    egress: [{{ hosts: [\"./web.shop.svc\"] }}]
+"
+    );
+    let content = parse_file(Path::new("a.yaml"), &text).expect("parses");
+    let keys: Vec<String> = content.rules.iter().map(|r| r.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            "route default/reviews",
+            "policy default/reviews",
+            "scope shop/default",
+            "scope shop/web"
+        ]
+    );
+    let web = content.rules[3].as_scope().expect("scope");
+    assert_eq!(web.workload_selector["app"], "web");
+
+    let bad = text.replace("\"shared/*\"", "\"shared\"");
+    let problems = parse_file(Path::new("a.yaml"), &bad).expect_err("invalid");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(text.len(), 1, "{text:#?}");
+    assert!(
+        text[0].starts_with("a.yaml:23:16: scopes[0].egress[0].hosts[1]")
+            && text[0].contains("NAMESPACE/HOST"),
+        "{text:#?}"
+    );
+}

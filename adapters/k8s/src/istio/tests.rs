@@ -224,3 +224,69 @@ fn a_malformed_spec_is_an_error_that_says_where() {
     .expect_err("a number is not a duration");
     assert!(e.starts_with("spec.http[0].timeout"), "{e}");
 }
+
+/// Istio's documented Sidecar examples: a namespace-wide default and a
+/// workload-selected one with an ingress part Sextant does not serve.
+#[test]
+fn sidecars_convert_to_scope_rules() {
+    let c = sidecar(
+        "prod-us1",
+        "default",
+        &spec(
+            r#"
+egress:
+- hosts:
+  - "prod-us1/*"
+  - "prod-apis/*"
+  - "istio-system/*"
+"#,
+        ),
+    )
+    .expect("converts");
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+    let rule = c.rule.expect("a rule");
+    assert_eq!(rule.key.to_string(), "scope prod-us1/default");
+    let scope = rule.as_scope().expect("scope");
+    assert!(scope.workload_selector.is_empty());
+    let hosts: Vec<String> = scope.hosts.iter().map(ToString::to_string).collect();
+    assert_eq!(hosts, ["prod-us1/*", "prod-apis/*", "istio-system/*"]);
+
+    let c = sidecar(
+        "prod-us1",
+        "ratings",
+        &spec(
+            r#"
+workloadSelector:
+  labels:
+    app: ratings
+ingress:
+- port: {number: 9080, protocol: HTTP, name: somename}
+  defaultEndpoint: unix:///var/run/someuds.sock
+egress:
+- port: {number: 9080, protocol: HTTP, name: egresshttp}
+  hosts: ["prod-us1/*"]
+- hosts: ["./*", "*/*.example.com"]
+outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#,
+        ),
+    )
+    .expect("converts");
+    assert_eq!(
+        c.unsupported,
+        [
+            "spec.ingress",
+            "spec.outboundTrafficPolicy",
+            "spec.egress[0].port"
+        ]
+    );
+    let rule = c.rule.expect("a rule");
+    let scope = rule.as_scope().expect("scope");
+    assert_eq!(scope.workload_selector["app"], "ratings");
+    assert_eq!(scope.hosts.len(), 3);
+
+    // No egress: no rule of its own, said so; a malformed host: an error.
+    let c = sidecar("a", "b", &spec("workloadSelector: {labels: {app: x}}")).expect("converts");
+    assert!(c.rule.is_none() && c.unsupported[0].contains("egress"));
+    let e = sidecar("a", "b", &spec("egress: [{hosts: [\"reviews\"]}]")).expect_err("refused");
+    assert!(e.contains("NAMESPACE/HOST"), "{e}");
+}

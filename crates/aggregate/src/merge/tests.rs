@@ -669,7 +669,7 @@ proptest! {
                     }
                     let field = match kind {
                         sextant_core::RuleKind::Route => ConflictField::RouteRule,
-                        sextant_core::RuleKind::Policy => ConflictField::DestinationPolicy,
+                        _ => ConflictField::DestinationPolicy,
                     };
                     let conflicts = view
                         .conflicts
@@ -743,4 +743,62 @@ fn a_routes_destination_policy_travels_with_it() {
     );
     let v3 = st.build_view(false).expect("changed");
     assert!(v3.services["a.svc"].destination_policies.is_empty());
+}
+
+fn scope_rule(ns: &str, name: &str, hosts: &[&str]) -> sextant_core::Rule {
+    sextant_core::Rule::scope(
+        ns,
+        name,
+        sextant_core::ScopeRule {
+            workload_selector: Default::default(),
+            hosts: hosts
+                .iter()
+                .map(|h| sextant_core::ScopeHost::parse(h).expect("host"))
+                .collect(),
+        },
+    )
+}
+
+#[test]
+fn scope_rules_are_published_in_precedence_order_without_touching_services() {
+    let mut st = state(MergeMode::Union, 1);
+    st.apply(
+        &ids(1)[0],
+        Event::Reset(vec![svc("a.svc", 80, &["10.0.0.1"])]),
+    );
+    let (first, second) = (RegistryId::new("memory/a"), RegistryId::new("memory/b"));
+    assert!(st.add_rule_shard(first.clone()));
+    assert!(st.add_rule_shard(second.clone()));
+    let v1 = st.build_view(true).expect("view");
+    assert!(v1.scopes.is_empty());
+
+    st.apply_rules(&second, Event::Apply(scope_rule("shop", "a", &["./*"])));
+    st.apply_rules(&first, Event::Apply(scope_rule("shop", "z", &["*/*"])));
+    let v2 = st.build_view(false).expect("a scope change is a new view");
+    let names: Vec<_> = v2.scopes.iter().map(|r| r.key.name.as_str()).collect();
+    assert_eq!(names, ["z", "a"], "the first source's rules come first");
+    assert!(v2.changes_since(&v1).is_empty(), "no service changed");
+    assert!(Arc::ptr_eq(&v2.services["a.svc"], &v1.services["a.svc"]));
+
+    // The same rule again changes nothing; an unrelated service change
+    // keeps the same list.
+    st.apply_rules(&first, Event::Apply(scope_rule("shop", "z", &["*/*"])));
+    assert!(st.build_view(false).is_none());
+    st.apply(&ids(1)[0], Event::Apply(svc("b.svc", 80, &[])));
+    let v3 = st.build_view(false).expect("view");
+    assert!(Arc::ptr_eq(&v3.scopes, &v2.scopes));
+
+    // Removed by Delete, by Reset and with a cleared source.
+    st.apply_rules(
+        &first,
+        Event::Delete(sextant_core::RuleKey::new(
+            sextant_core::RuleKind::Scope,
+            "shop",
+            "z",
+        )),
+    );
+    assert_eq!(st.build_view(false).expect("view").scopes.len(), 1);
+    st.clear_shard(&second);
+    assert!(st.build_view(false).expect("view").scopes.is_empty());
+    assert_eq!(st.rule_counts(&first), (0, 0, 0));
 }

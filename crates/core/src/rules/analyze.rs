@@ -58,6 +58,7 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
             match rule.key.kind {
                 RuleKind::Policy => policies.entry(h).or_default().push(rule),
                 RuleKind::Route => routes.entry(h).or_default().push(rule),
+                RuleKind::Scope => {}
             }
         }
     }
@@ -196,6 +197,27 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
                                 "subset {:?} selects no endpoint of {} (labels {:?})",
                                 s.name, policy.host, s.labels
                             ),
+                        ));
+                    }
+                }
+            }
+            RuleSpec::Scope(scope) => {
+                for (i, h) in scope.hosts.iter().enumerate() {
+                    let namespace = match &h.namespace {
+                        super::ScopeNamespace::Named(n) => Some(n.as_str()),
+                        super::ScopeNamespace::Own => Some(rule.key.namespace.as_str()),
+                        _ => None,
+                    };
+                    let any = services.iter().any(|s| {
+                        h.matches(Some(&rule.key.namespace), &s.namespace, s.hostname.as_str())
+                    });
+                    if !any && h.namespace != super::ScopeNamespace::Nothing {
+                        let whose =
+                            namespace.map_or(String::new(), |n| format!(" in namespace {n}"));
+                        found.push((
+                            rule.key.clone(),
+                            format!("hosts[{i}]"),
+                            format!("{h} matches no service{whose}"),
                         ));
                     }
                 }

@@ -176,6 +176,7 @@ impl Rule {
         match &self.spec {
             RuleSpec::Route(r) => route_rule(&mut c, r),
             RuleSpec::Policy(p) => policy(&mut c, p),
+            RuleSpec::Scope(s) => scope(&mut c, s),
         }
         if c.problems.is_empty() {
             Ok(())
@@ -183,6 +184,26 @@ impl Rule {
             Err(RuleProblems(c.problems))
         }
     }
+}
+
+/// Labels one workload selector may require.
+pub const MAX_SELECTOR_LABELS: usize = 64;
+
+fn scope(c: &mut Checker<'_>, s: &super::ScopeRule) {
+    // An empty list would hide every host: Istio's spelling of that is
+    // `~/*`, which says it on purpose.
+    if s.hosts.is_empty() {
+        c.bad(
+            "hosts",
+            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none)",
+        );
+    }
+    c.count("hosts", s.hosts.len(), MAX_HOSTS);
+    c.count(
+        "workloadSelector.labels",
+        s.workload_selector.len(),
+        MAX_SELECTOR_LABELS,
+    );
 }
 
 fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {

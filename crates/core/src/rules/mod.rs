@@ -30,6 +30,7 @@ pub mod check;
 pub mod common;
 pub mod policy;
 pub mod route;
+pub mod scope;
 
 pub use analyze::{Warning, analyze};
 pub use check::{RuleProblem, RuleProblems};
@@ -43,6 +44,7 @@ pub use route::{
     HTTP_RETRY_ON, HeaderOperations, Headers, HttpMatch, HttpRoute, Redirect, Retries, Rewrite,
     RouteDestination, RouteRule,
 };
+pub use scope::{HostPattern, ScopeEntry, ScopeHost, ScopeNamespace, ScopeRule, Selected};
 
 /// The kinds of rule.
 #[derive(
@@ -54,6 +56,9 @@ pub enum RuleKind {
     Route,
     /// A [`DestinationPolicy`] (Istio's DestinationRule).
     Policy,
+    /// A [`ScopeRule`] (the egress hosts of Istio's Sidecar): binds to no
+    /// host; the xDS server applies it per proxy.
+    Scope,
 }
 
 impl std::fmt::Display for RuleKind {
@@ -61,6 +66,7 @@ impl std::fmt::Display for RuleKind {
         f.write_str(match self {
             RuleKind::Route => "route",
             RuleKind::Policy => "policy",
+            RuleKind::Scope => "scope",
         })
     }
 }
@@ -115,6 +121,8 @@ pub enum RuleSpec {
     Route(RouteRule),
     /// How traffic to its host is balanced, and its subsets.
     Policy(Box<DestinationPolicy>),
+    /// Which hosts the proxies it selects may see.
+    Scope(ScopeRule),
 }
 
 impl Rule {
@@ -140,11 +148,20 @@ impl Rule {
         }
     }
 
+    /// A scope rule for the proxies of `namespace`; it binds to no host.
+    pub fn scope(namespace: impl Into<String>, name: impl Into<String>, scope: ScopeRule) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Scope, namespace, name),
+            hosts: Vec::new(),
+            spec: RuleSpec::Scope(scope),
+        }
+    }
+
     /// The route rule, if it is one.
     pub fn as_route(&self) -> Option<&RouteRule> {
         match &self.spec {
             RuleSpec::Route(r) => Some(r),
-            RuleSpec::Policy(_) => None,
+            _ => None,
         }
     }
 
@@ -152,7 +169,15 @@ impl Rule {
     pub fn as_policy(&self) -> Option<&DestinationPolicy> {
         match &self.spec {
             RuleSpec::Policy(p) => Some(p),
-            RuleSpec::Route(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The scope rule, if it is one.
+    pub fn as_scope(&self) -> Option<&ScopeRule> {
+        match &self.spec {
+            RuleSpec::Scope(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -194,7 +219,7 @@ pub struct PolicyEntry {
     pub subsets: Vec<Subset>,
 }
 
-fn default_namespace() -> String {
+pub(crate) fn default_namespace() -> String {
     "default".to_owned()
 }
 

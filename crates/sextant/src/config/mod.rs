@@ -97,6 +97,21 @@ pub struct RunArgs {
     /// [default: none].
     #[arg(long, env = "SEXTANT_TCP_PORT_OFFSET", value_name = "N")]
     pub tcp_port_offset: Option<u32>,
+    /// The hosts a proxy sees when no scope rule applies to it, as
+    /// NAMESPACE/HOST entries (`./*`, `shared/*`, `*/*.example.com`)
+    /// [default: */*, everything].
+    #[arg(
+        long,
+        env = "SEXTANT_SCOPE_DEFAULT_HOSTS",
+        value_delimiter = ',',
+        value_name = "NS/HOST,..."
+    )]
+    pub scope_default_hosts: Option<Vec<String>>,
+    /// The namespace whose scope rule without a workload selector applies
+    /// to every proxy without a rule of its own namespace
+    /// [default: istio-system].
+    #[arg(long, env = "SEXTANT_SCOPE_ROOT_NAMESPACE", value_name = "NS")]
+    pub scope_root_namespace: Option<String>,
     /// Same hostname in several registries: union of endpoints, or the first
     /// registry wins [default: union].
     #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
@@ -449,6 +464,33 @@ impl Settings {
             &file.xds_handshake_timeout,
         ) {
             server.handshake_timeout = d;
+        }
+        if let Some((hosts, from_flag)) = args
+            .scope_default_hosts
+            .clone()
+            .map(|h| (h, true))
+            .or_else(|| file.scope_default_hosts.clone().map(|h| (h, false)))
+        {
+            let parsed: Result<Vec<_>, String> = hosts
+                .iter()
+                .map(|h| sextant_core::ScopeHost::parse(h.trim()))
+                .collect();
+            match parsed {
+                Ok(p) if !p.is_empty() => server.scoping.default_hosts = p,
+                Ok(_) => c.bad(
+                    "scope_default_hosts",
+                    from_flag,
+                    "must list at least one entry (\"~/*\" for none)".into(),
+                ),
+                Err(e) => c.bad("scope_default_hosts", from_flag, e),
+            }
+        }
+        if let Some(ns) = args
+            .scope_root_namespace
+            .clone()
+            .or_else(|| file.scope_root_namespace.clone())
+        {
+            server.scoping.root_namespace = ns;
         }
         let (xds_tls, auth, xds_tokens) = args.tls.resolve(&file.tls, &mut c);
         server.auth = auth;

@@ -487,3 +487,42 @@ fn the_tls_port_comes_from_a_file_section_and_bad_combinations_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn scope_defaults_come_from_flags_or_the_file_and_bad_entries_are_named() {
+    let (_d, path) = config_file(
+        "files: [x.yaml]\nscope_default_hosts: [\"./*\", \"shared/*\"]\nscope_root_namespace: mesh-root\n",
+    );
+    let s = resolve_file(&path).expect("valid");
+    let hosts: Vec<String> = s
+        .server
+        .scoping
+        .default_hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["./*", "shared/*"]);
+    assert_eq!(s.server.scoping.root_namespace, "mesh-root");
+
+    let defaults = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(
+        defaults.server.scoping,
+        sextant_xds::scope::ScopeConfig::default()
+    );
+
+    let e = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        scope_default_hosts: Some(vec!["reviews".into()]),
+        ..args()
+    })
+    .expect_err("refused");
+    let text = e.to_string();
+    assert!(
+        text.contains("--scope-default-hosts") && text.contains("NAMESPACE/HOST"),
+        "{text}"
+    );
+}

@@ -78,6 +78,8 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `grpcroutes` (a CRD, with a status
     /// subresource).
     GrpcRoute,
+    /// `networking.istio.io/v1` `sidecars` (a CRD).
+    Sidecar,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -85,7 +87,7 @@ pub enum Kind {
 /// 404, until then, as on a cluster without Istio or the Gateway API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Crd {
-    /// `networking.istio.io`: VirtualService and DestinationRule.
+    /// `networking.istio.io`: VirtualService, DestinationRule and Sidecar.
     Istio,
     /// `gateway.networking.k8s.io`: HTTPRoute and GRPCRoute.
     GatewayApi,
@@ -102,7 +104,7 @@ impl Crd {
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -111,6 +113,7 @@ impl Kind {
         Kind::DestinationRule,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::Sidecar,
     ];
 
     fn from_kind(kind: &str) -> Option<Kind> {
@@ -128,6 +131,7 @@ impl Kind {
             Kind::DestinationRule => "destinationrules",
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
+            Kind::Sidecar => "sidecars",
         }
     }
 
@@ -141,6 +145,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
@@ -158,7 +163,7 @@ impl Kind {
     /// The CRD that brings this kind, if it is not built in.
     fn crd(self) -> Option<Crd> {
         match self {
-            Kind::VirtualService | Kind::DestinationRule => Some(Crd::Istio),
+            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
             Kind::HttpRoute | Kind::GrpcRoute => Some(Crd::GatewayApi),
             _ => None,
         }

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub auth: auth::XdsAuth,
     /// Validates bearer tokens, for `auth` token or any.
     pub tokens: Option<auth::Tokens>,
+    /// Per-proxy scoping: the root namespace and the default hosts.
+    pub scoping: crate::scope::ScopeConfig,
 }
 
 /// [`ServerConfig::max_request_bytes`]'s default.
@@ -101,6 +103,7 @@ impl Default for ServerConfig {
             max_streams_per_connection: 16,
             auth: auth::XdsAuth::None,
             tokens: None,
+            scoping: Default::default(),
         }
     }
 }
@@ -128,6 +131,8 @@ struct Registered {
     node: Mutex<(String, String)>,
     /// What the node says about itself, once it said.
     identity: Mutex<crate::identity::NodeIdentity>,
+    /// Its scope, when scoped.
+    scope: Mutex<Option<status::ScopeStatus>>,
     /// The client kind and user agent, once the node said.
     client: Mutex<(crate::translate::Client, String)>,
     /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
@@ -151,6 +156,8 @@ struct Shared {
     /// cleared, so a flood of distinct nodes costs a log line each, never
     /// memory.
     refusals_logged: Mutex<HashSet<(String, String)>>,
+    /// Per-proxy scopes, shared by the proxies that have the same.
+    scopes: crate::scope::ScopeCache,
     next_id: AtomicU64,
 }
 
@@ -168,7 +175,7 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -195,6 +202,7 @@ impl XdsServer {
                 plans: conn::CurrentPlans::default(),
                 nacks: Mutex::new(VecDeque::new()),
                 refusals_logged: Mutex::new(HashSet::new()),
+                scopes: Default::default(),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -236,6 +244,7 @@ impl XdsServer {
                     unhonoured,
                     identity,
                     own_services,
+                    scope: lock(&r.scope).clone(),
                     types: lock(&r.status).clone(),
                 }
             })
@@ -337,6 +346,7 @@ impl XdsServer {
             status: Mutex::new(Vec::new()),
             node: Mutex::new(Default::default()),
             identity: Mutex::new(Default::default()),
+            scope: Mutex::new(None),
             client: Mutex::new((crate::translate::Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
         });
@@ -441,6 +451,10 @@ async fn run_connection<Req, F>(
     let mut armed: Option<tokio::time::Instant> = None;
     let mut serving: Option<conn::Serving> = None;
     let mut authorized = false;
+    // The namespace whose scope the proxy gets: the one it proved, else
+    // the one it claims; and the snapshot its scope was last looked up for.
+    let mut scope_namespace: Option<String> = None;
+    let mut scoped_for: Option<u64> = None;
     loop {
         let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
@@ -502,6 +516,11 @@ async fn run_connection<Req, F>(
             let peer = lock(&registered.peer).clone();
             match authorize(&shared.config, &peer, &state).await {
                 Ok(identity) => {
+                    scope_namespace = identity
+                        .as_deref()
+                        .and_then(tls::spiffe_namespace)
+                        .map(str::to_owned)
+                        .or_else(|| state.identity.namespace.clone());
                     lock(&registered.peer).identity = identity;
                 }
                 Err(refusal) => {
@@ -528,6 +547,20 @@ async fn run_connection<Req, F>(
         let Some(snapshot) = &serving else {
             break;
         };
+        if authorized && scoped_for != Some(snapshot.generation) {
+            scoped_for = Some(snapshot.generation);
+            let scope = shared.scopes.get(
+                snapshot,
+                &shared.config.scoping,
+                scope_namespace.as_deref(),
+                &state.identity.labels,
+            );
+            *lock(&registered.scope) = scope.as_ref().map(|s| status::ScopeStatus {
+                source: s.source.clone(),
+                hosts: s.len(),
+            });
+            state.set_scope(scope);
+        }
         // Each type has its own response in flight: send everything due now
         // (at most one per step, so this ends).
         let mut closed = false;

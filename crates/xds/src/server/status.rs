@@ -107,10 +107,23 @@ pub struct ConnectionStatus {
     /// Its own services: those with an endpoint at one of its instance IPs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub own_services: Vec<String>,
+    /// The hosts it may see, when scoped (absent: every host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeStatus>,
     /// Rule features that bind to the services this client uses and that
     /// it cannot honour: each is left out of what it receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unhonoured: Vec<crate::translate::Unhonoured>,
     /// Per type, in push order; only types the client asked for.
     pub types: Vec<TypeStatus>,
+}
+
+/// A connection's scope, on /debug/syncz.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ScopeStatus {
+    /// What gave it: `scope NAMESPACE/NAME`, or `default` (the mesh-wide
+    /// default hosts).
+    pub source: String,
+    /// How many hosts it lets through.
+    pub hosts: usize,
 }

@@ -63,6 +63,7 @@ pub(crate) fn representative_view() -> MeshView {
         generation: 1,
         services,
         conflicts: Arc::new([]),
+        scopes: Arc::new([]),
     }
 }
 
@@ -362,6 +363,7 @@ pub(crate) fn rules_view() -> MeshView {
             .into_iter()
             .collect(),
         conflicts: Arc::new([]),
+        scopes: Arc::new([]),
     }
 }
 

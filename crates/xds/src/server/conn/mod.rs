@@ -108,6 +108,13 @@ impl ConnState {
         }
     }
 
+    /// Sets the hosts this proxy may see (`None`: every host), for every type.
+    pub(crate) fn set_scope(&mut self, scope: Option<Arc<crate::scope::Scope>>) {
+        for t in &mut self.types {
+            t.set_scope(scope.clone());
+        }
+    }
+
     /// A request has been processed (the first carries the node).
     pub(crate) fn requests_seen(&self) -> bool {
         self.nonce > 0 || self.types.iter().any(|t| t.seen_request)

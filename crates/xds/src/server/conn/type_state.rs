@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::resource::{Resource, ResourceType};
+use crate::scope::Scope;
 use crate::server::codec::{Outbound, Wire};
 use crate::server::status::NackRecord;
 use crate::snapshot::{Snapshot, placeholder};
@@ -68,6 +69,8 @@ pub(crate) struct TypeState {
     pub(super) kind: ResourceType,
     /// The kind of client: which form of a resource it receives.
     pub(super) client: Client,
+    /// The hosts this proxy may see (`None`: every host).
+    pub(super) scope: Option<Arc<Scope>>,
     pub(super) seen_request: bool,
     pub(super) wildcard: bool,
     /// A SotW client that subscribed with an empty list (legacy wildcard).
@@ -134,6 +137,15 @@ pub(super) fn merge_sorted<'a>(
     }
 }
 
+/// Whether two scopes let the same hosts through.
+pub(super) fn same_scope(a: Option<&Arc<Scope>>, b: Option<&Arc<Scope>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
 /// What to do with one name.
 pub(super) enum Verdict {
     Keep,
@@ -149,6 +161,7 @@ impl TypeState {
         TypeState {
             kind,
             client: Client::Envoy,
+            scope: None,
             seen_request: false,
             wildcard: false,
             legacy_wildcard: false,
@@ -251,9 +264,26 @@ impl TypeState {
         self.names.contains(name)
     }
 
+    /// Moves onto another scope: what is visible changed, so every name is
+    /// looked at again on the next plan (not only the snapshot's changes).
+    pub(super) fn set_scope(&mut self, scope: Option<Arc<Scope>>) {
+        if !same_scope(self.scope.as_ref(), scope.as_ref()) {
+            self.synced_at = None;
+        }
+        self.scope = scope;
+    }
+
+    /// One resource as this client, in its scope, sees it.
+    fn lookup<'a>(&'a self, name: &str, snap: &'a Snapshot) -> Option<&'a Arc<Resource>> {
+        match &self.scope {
+            None => snap.get_for(self.client, self.kind, name),
+            Some(scope) => scope.get(snap, self.client, self.kind, name),
+        }
+    }
+
     pub(super) fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
         let held = self.held.get(name);
-        let want = match snap.get_for(self.client, self.kind, name) {
+        let want = match self.lookup(name, snap) {
             Some(r) if self.wildcard || self.wants_by_name(name) => Some(r.clone()),
             Some(_) => None,
             None if self.wants_by_name(name) && !self.kind.is_full_state() => {
@@ -367,6 +397,7 @@ impl TypeState {
             must_answer: self.must_answer,
             answer_all,
             wildcard: self.wildcard,
+            scope: self.scope.as_ref().map_or(0, |s| s.digest),
             names: self.names_digest,
             names_len: self.names.len(),
             held: self.held.digest,
@@ -378,6 +409,7 @@ impl TypeState {
     /// matched; the names and what is held must too).
     pub(super) fn matches(&self, plan: &Plan) -> bool {
         (Arc::ptr_eq(&self.names, &plan.names) || *self.names == *plan.names)
+            && same_scope(self.scope.as_ref(), plan.scope.as_ref())
             && self.held.same_as(plan.from.as_ref())
     }
 
@@ -393,10 +425,16 @@ impl TypeState {
                 Verdict::Forget => forget.push(name),
             }
         }
-        let deferred =
-            self.kind == ResourceType::Cluster && phase == Phase::Additions && !removals.is_empty();
+        // Clusters the client holds leave last, once nothing refers to
+        // them; a name it never held is answered "does not exist" at once
+        // (nothing can refer to it, and a client waits for the answer).
+        let deferred = self.kind == ResourceType::Cluster
+            && phase == Phase::Additions
+            && removals.iter().any(|n| self.held.get(n).is_some());
         match (self.kind, phase) {
-            (ResourceType::Cluster, Phase::Additions) => removals.clear(),
+            (ResourceType::Cluster, Phase::Additions) => {
+                removals.retain(|n| self.held.get(n).is_none());
+            }
             (ResourceType::Cluster, Phase::Removals) => updates.clear(),
             (_, Phase::Removals) => {
                 updates.clear();
@@ -468,6 +506,7 @@ impl TypeState {
         };
         Plan {
             names: self.names.clone(),
+            scope: self.scope.clone(),
             from: self.held.as_base().flatten(),
             forget,
             updates,

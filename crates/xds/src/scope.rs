@@ -1,0 +1,265 @@
+//! Per-proxy scoping: which hosts a proxy receives (Istio's `Sidecar`,
+//! egress part).
+//!
+//! A proxy's namespace and labels (its [`NodeIdentity`], or the namespace
+//! it proved) select a scope rule from the view ([`select`]); the rule's
+//! `NAMESPACE/HOST` entries, or the mesh-wide default, give the hosts it
+//! may see, plus the hosts its visible route rules send to. A [`Scope`]
+//! filters every resource by the host it belongs to (clusters and
+//! assignments `outbound|PORT|SUBSET|HOST`, gRPC listeners and routes
+//! `HOST:PORT`, explicit TCP listeners by their owner) and replaces the
+//! outbound route table with one holding only its hosts' virtual hosts.
+//! The filter applies whatever a client subscribes to by name: a host out
+//! of scope does not exist for it.
+//!
+//! Scopes depend on the view's services, their route rules and the scope
+//! rules, not on endpoints: [`ScopeCache`] keeps them for a snapshot's
+//! `topology_generation`, so an endpoint change costs nothing here, and
+//! proxies with the same scope share one `Arc<Scope>` (and, through the
+//! scope's digest in the plan key, their plans).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sextant_core::rules::scope::{HostPattern, ScopeHost, ScopeNamespace, Selected, select};
+use sextant_core::{Hostname, MeshView, RuleKey};
+
+use crate::resource::{Resource, ResourceType};
+use crate::snapshot::Snapshot;
+use crate::translate::{self, Client};
+
+/// The mesh-wide scope settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeConfig {
+    /// The namespace whose selector-less scope rule applies to every proxy
+    /// without one of its own namespace (Istio's root namespace).
+    pub root_namespace: String,
+    /// The hosts a proxy sees when no scope rule applies. Default `*/*`:
+    /// everything, as before scoping existed.
+    pub default_hosts: Vec<ScopeHost>,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        ScopeConfig {
+            root_namespace: "istio-system".to_owned(),
+            default_hosts: vec![ScopeHost {
+                namespace: ScopeNamespace::Any,
+                host: HostPattern::Any,
+            }],
+        }
+    }
+}
+
+impl ScopeConfig {
+    /// True when the default lets every host through.
+    fn default_is_everything(&self) -> bool {
+        self.default_hosts
+            .iter()
+            .any(|h| h.namespace == ScopeNamespace::Any && h.host == HostPattern::Any)
+    }
+}
+
+/// The hosts one proxy may see, for one topology generation.
+#[derive(Debug)]
+pub struct Scope {
+    /// What gave it: `scope NAMESPACE/NAME` or `default`.
+    pub source: String,
+    hosts: BTreeSet<Hostname>,
+    /// xxh3 of the sorted hosts: equal sets, equal digests.
+    pub digest: u64,
+    /// The outbound route table with only these hosts, built once.
+    route: OnceLock<Arc<Resource>>,
+}
+
+impl PartialEq for Scope {
+    fn eq(&self, other: &Scope) -> bool {
+        self.digest == other.digest && self.hosts == other.hosts
+    }
+}
+
+impl Scope {
+    /// Hosts it lets through.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// True when it lets no host through.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// Whether `host` is visible.
+    pub fn allows(&self, host: &str) -> bool {
+        self.hosts.contains(host)
+    }
+
+    /// One resource as a proxy of this scope sees it: `None` for a
+    /// resource of a host out of scope; the scoped outbound table in place
+    /// of the whole one.
+    pub fn get<'a>(
+        &'a self,
+        snap: &'a Snapshot,
+        client: Client,
+        kind: ResourceType,
+        name: &str,
+    ) -> Option<&'a Arc<Resource>> {
+        if kind == ResourceType::Route && name == translate::OUTBOUND_HTTP {
+            snap.get(kind, name)?;
+            return Some(
+                self.route
+                    .get_or_init(|| Arc::new(snap.outbound_route_for(&self.hosts))),
+            );
+        }
+        let r = snap.get_for(client, kind, name)?;
+        match owner(snap, kind, name) {
+            Some(host) if !self.hosts.contains(host) => None,
+            _ => Some(r),
+        }
+    }
+}
+
+/// The host a resource belongs to, if it belongs to one (the outbound HTTP
+/// listener belongs to none: what it routes to is in its table).
+fn owner<'a>(snap: &'a Snapshot, kind: ResourceType, name: &'a str) -> Option<&'a str> {
+    match kind {
+        ResourceType::Cluster | ResourceType::Endpoint => {
+            name.strip_prefix("outbound|")?.rsplit('|').next()
+        }
+        ResourceType::Listener if name == translate::OUTBOUND_HTTP => None,
+        ResourceType::Listener if name.starts_with(translate::OUTBOUND_TCP_PREFIX) => {
+            snap.tcp_owner(name).map(|h| h.as_str())
+        }
+        ResourceType::Listener | ResourceType::Route => name.rsplit_once(':').map(|(h, _)| h),
+    }
+}
+
+/// The scope of a proxy of `namespace` with `labels` in `view`; `None`
+/// when it sees everything (no rule applies and the default is `*/*`).
+pub fn compute(
+    view: &MeshView,
+    config: &ScopeConfig,
+    namespace: Option<&str>,
+    labels: &sextant_core::Labels,
+) -> Option<Scope> {
+    let (source, entries) = match select(&view.scopes, &config.root_namespace, namespace, labels) {
+        Selected::Rule(r) => (
+            r.key.to_string(),
+            r.as_scope().map(|s| s.hosts.clone()).unwrap_or_default(),
+        ),
+        Selected::Default if config.default_is_everything() => return None,
+        Selected::Default => ("default".to_owned(), config.default_hosts.clone()),
+    };
+    let mut hosts: BTreeSet<Hostname> = view
+        .services
+        .iter()
+        .filter(|(h, ms)| {
+            entries
+                .iter()
+                .any(|e| e.matches(namespace, &ms.service.namespace, h.as_str()))
+        })
+        .map(|(h, _)| h.clone())
+        .collect();
+    // The hosts its visible route rules send to (destinations, mirrors):
+    // a route to a host the proxy could not reach would answer 503.
+    let mut sent_to = Vec::new();
+    for h in &hosts {
+        if let Some((_, rule)) = view.services.get(h).and_then(|ms| ms.route_rule()) {
+            for route in &rule.http {
+                for d in route
+                    .route
+                    .iter()
+                    .map(|r| &r.destination)
+                    .chain(route.mirror.as_ref())
+                {
+                    if view.services.contains_key(&d.host) {
+                        sent_to.push(d.host.clone());
+                    }
+                }
+            }
+        }
+    }
+    hosts.extend(sent_to);
+    let mut digest = xxhash_rust::xxh3::Xxh3::new();
+    for h in &hosts {
+        digest.update(h.as_bytes());
+        digest.update(b"\n");
+    }
+    Some(Scope {
+        source,
+        hosts,
+        digest: digest.digest(),
+        route: OnceLock::new(),
+    })
+}
+
+/// What a scope depends on besides the view: the selected rule and the
+/// proxy's namespace (`.` entries).
+type ScopeKey = (Option<RuleKey>, Option<String>);
+
+/// The topology generation the cached scopes are for, and the scopes.
+type Cached = (u64, HashMap<ScopeKey, Option<Arc<Scope>>>);
+
+/// Scopes shared by the proxies of one topology generation. Bounded
+/// ([`MAX_CACHED_SCOPES`]): past it, scopes are computed and not kept.
+#[derive(Default)]
+pub struct ScopeCache(Mutex<Cached>);
+
+/// Distinct scopes one topology generation keeps.
+pub const MAX_CACHED_SCOPES: usize = 4096;
+
+impl ScopeCache {
+    /// The scope of a proxy of `namespace` with `labels` in `snap`.
+    pub fn get(
+        &self,
+        snap: &Snapshot,
+        config: &ScopeConfig,
+        namespace: Option<&str>,
+        labels: &sextant_core::Labels,
+    ) -> Option<Arc<Scope>> {
+        let view = snap.view();
+        if view.scopes.is_empty() && config.default_is_everything() {
+            return None;
+        }
+        let rule = match select(&view.scopes, &config.root_namespace, namespace, labels) {
+            Selected::Rule(r) => Some(r.key.clone()),
+            Selected::Default => None,
+        };
+        let key = (rule, namespace.map(str::to_owned));
+        {
+            let cache = self.lock();
+            if cache.0 == snap.topology_generation
+                && let Some(hit) = cache.1.get(&key)
+            {
+                return hit.clone();
+            }
+        }
+        let scope = compute(view, config, namespace, labels).map(Arc::new);
+        let mut cache = self.lock();
+        if cache.0 < snap.topology_generation {
+            *cache = (snap.topology_generation, HashMap::new());
+        }
+        if cache.0 == snap.topology_generation && cache.1.len() < MAX_CACHED_SCOPES {
+            // Another connection may have computed it meanwhile: keep one.
+            return cache.1.entry(key).or_insert(scope).clone();
+        }
+        scope
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scopes kept now.
+    pub fn len(&self) -> usize {
+        self.lock().1.len()
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;

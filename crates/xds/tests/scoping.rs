@@ -1,0 +1,273 @@
+//! Per-proxy scoping through the ADS server, checked with the independent
+//! test client: a proxy receives exactly the hosts of its scope rule,
+//! whatever it subscribes to by name; a scope change adds clusters before
+//! anything refers to them and removes them after nothing does.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use prost::Message;
+use sextant_core::rules::ScopeRule;
+use sextant_core::{Endpoint, MemoryRegistry, MemoryRules, Protocol, Rule, ScopeHost, Service};
+use sextant_testkit::ads::{DeltaClient, SotwClient, types};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn service(host: &str, ns: &str, ip: &str) -> Service {
+    let mut s = Service::new(host)
+        .with_port("http", 8080, Protocol::Http)
+        .with_endpoint(Endpoint::new(ip.parse().expect("ip")));
+    s.namespace = ns.to_owned();
+    s
+}
+
+fn cluster(host: &str) -> String {
+    format!("outbound|8080||{host}")
+}
+
+fn scope(ns: &str, name: &str, app: Option<&str>, hosts: &[&str]) -> Rule {
+    Rule::scope(
+        ns,
+        name,
+        ScopeRule {
+            workload_selector: app
+                .map(|a| [("app".to_owned(), a.to_owned())].into())
+                .unwrap_or_default(),
+            hosts: hosts
+                .iter()
+                .map(|h| ScopeHost::parse(h).expect(h))
+                .collect(),
+        },
+    )
+}
+
+/// A sidecar's node: Istio's node id (namespace) and LABELS metadata.
+fn sidecar(ns: &str, app: &str) -> Node {
+    let labels = Struct {
+        fields: [(
+            "app".to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(app.to_owned())),
+            },
+        )]
+        .into(),
+    };
+    Node {
+        id: format!("sidecar~10.9.0.1~{app}-1.{ns}~{ns}.svc.cluster.local"),
+        cluster: "test".to_owned(),
+        metadata: Some(Struct {
+            fields: [(
+                "LABELS".to_owned(),
+                Value {
+                    kind: Some(Kind::StructValue(labels)),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// shop: web, cart; billing: pay; shared: auth.
+async fn mesh(rules: &MemoryRules) -> Harness {
+    start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![
+            service("web.shop.svc", "shop", "10.0.0.1"),
+            service("cart.shop.svc", "shop", "10.0.0.2"),
+            service("pay.billing.svc", "billing", "10.0.1.1"),
+            service("auth.shared.svc", "shared", "10.0.2.1"),
+        ],
+        Options {
+            rules: Some(rules.clone()),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+fn domains(any: &envoy_types::pb::google::protobuf::Any) -> Vec<String> {
+    let rc = RouteConfiguration::decode(any.value.as_slice()).expect("route configuration");
+    let mut d: Vec<String> = rc
+        .virtual_hosts
+        .iter()
+        .filter(|vh| vh.domains != ["*"])
+        .map(|vh| vh.domains[0].clone())
+        .collect();
+    d.sort();
+    d
+}
+
+/// Brings an Envoy-like SotW client up to date; its clusters and the
+/// outbound table's virtual hosts.
+async fn sync(c: &mut SotwClient) -> (Vec<String>, Vec<String>) {
+    c.subscribe(types::CDS, &[]).await;
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS);
+    let clusters = names(&cds.resources);
+    let refs: Vec<&str> = clusters.iter().map(String::as_str).collect();
+    c.subscribe(types::EDS, &refs).await;
+    c.ack(&cds, &[]).await;
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, types::EDS);
+    assert_eq!(names(&eds.resources), clusters);
+    c.ack(&eds, &refs).await;
+    c.subscribe(types::LDS, &[]).await;
+    let lds = c.recv().await;
+    assert_eq!(names(&lds.resources), ["outbound_http"]);
+    c.subscribe(types::RDS, &["outbound_http"]).await;
+    c.ack(&lds, &[]).await;
+    let rds = c.recv().await;
+    assert_eq!(rds.type_url, types::RDS);
+    c.ack(&rds, &["outbound_http"]).await;
+    (clusters, domains(&rds.resources[0]))
+}
+
+#[tokio::test]
+async fn a_proxy_sees_exactly_its_scope_whatever_it_asks_for() {
+    let rules = MemoryRules::new("memory/rules");
+    rules.insert(scope("shop", "default", None, &["./*", "shared/*"]));
+    rules.insert(scope("shop", "web", Some("web"), &["./web.shop.svc"]));
+    let h = mesh(&rules).await;
+
+    let mut cart = SotwClient::connect(h.addr, "cart")
+        .await
+        .with_node(sidecar("shop", "cart"));
+    let (clusters, vhosts) = sync(&mut cart).await;
+    let shop_and_shared = ["auth.shared.svc", "cart.shop.svc", "web.shop.svc"];
+    assert_eq!(clusters, shop_and_shared.map(cluster));
+    assert_eq!(vhosts, shop_and_shared);
+
+    // Selected by its labels: one host.
+    let mut web = SotwClient::connect(h.addr, "web")
+        .await
+        .with_node(sidecar("shop", "web"));
+    let (clusters, vhosts) = sync(&mut web).await;
+    assert_eq!(clusters, [cluster("web.shop.svc")]);
+    assert_eq!(vhosts, ["web.shop.svc"]);
+
+    // No rule for billing, default everything: the whole mesh; likewise
+    // a node without identity.
+    for node in [sidecar("billing", "pay"), Node::default()] {
+        let mut c = SotwClient::connect(h.addr, "x").await;
+        if !node.id.is_empty() {
+            c = c.with_node(node);
+        }
+        let (clusters, _) = sync(&mut c).await;
+        assert_eq!(clusters.len(), 4, "{clusters:?}");
+    }
+
+    // Asking by name for what is out of scope: an empty assignment for
+    // EDS, "does not exist" for a delta CDS subscription.
+    let pay = cluster("pay.billing.svc");
+    cart.request(types::EDS, &[&pay], "", "", None).await;
+    let eds = cart.recv().await;
+    assert_eq!(eds.type_url, types::EDS);
+    let assignment = eds
+        .resources
+        .iter()
+        .map(cla)
+        .find(|c| c.cluster_name == pay)
+        .expect("answered");
+    assert_eq!(endpoint_count(&assignment), 0, "no endpoint leaks");
+
+    let mut delta = DeltaClient::connect(h.addr, "cart-delta")
+        .await
+        .with_node(sidecar("shop", "cart"));
+    delta
+        .subscribe(types::CDS, &[&pay, &cluster("cart.shop.svc")])
+        .await;
+    let cds = delta.recv().await;
+    let got: Vec<&str> = cds.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(got, [cluster("cart.shop.svc")]);
+    assert_eq!(cds.removed_resources, [pay], "answered at once");
+
+    let syncz = h.server.connections();
+    let cart_status = syncz
+        .iter()
+        .find(|c| c.node_id.contains("~cart-1.shop~"))
+        .expect("cart connected");
+    let s = cart_status.scope.as_ref().expect("scoped");
+    assert_eq!((s.source.as_str(), s.hosts), ("scope shop/default", 3));
+}
+
+#[tokio::test]
+async fn a_scope_change_adds_clusters_first_and_removes_them_last() {
+    let rules = MemoryRules::new("memory/rules");
+    rules.insert(scope("shop", "default", None, &["./*"]));
+    let h = mesh(&rules).await;
+    let mut c = SotwClient::connect(h.addr, "cart")
+        .await
+        .with_node(sidecar("shop", "cart"));
+    let (clusters, _) = sync(&mut c).await;
+    assert_eq!(clusters, ["cart.shop.svc", "web.shop.svc"].map(cluster));
+
+    // Widened: the new cluster, its endpoints, then the table that uses it.
+    rules.insert(scope("shop", "default", None, &["./*", "billing/*"]));
+    let all = ["cart.shop.svc", "pay.billing.svc", "web.shop.svc"].map(cluster);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS, "clusters first");
+    assert_eq!(names(&cds.resources), all);
+    c.ack(&cds, &[]).await;
+    assert!(
+        c.try_recv(QUIET).await.is_none(),
+        "nothing refers to the new cluster before its endpoints are asked for"
+    );
+    c.request(types::EDS, &refs, "", "", None).await;
+    let eds = c.recv().await;
+    assert_eq!(eds.type_url, types::EDS);
+    assert_eq!(names(&eds.resources), [cluster("pay.billing.svc")]);
+    c.ack(&eds, &refs).await;
+    let rds = c.recv().await;
+    assert_eq!(
+        rds.type_url,
+        types::RDS,
+        "the outbound listener is unchanged"
+    );
+    assert_eq!(
+        domains(&rds.resources[0]),
+        ["cart.shop.svc", "pay.billing.svc", "web.shop.svc"]
+    );
+    c.ack(&rds, &["outbound_http"]).await;
+
+    // Narrowed to nothing of billing: the table stops using the cluster,
+    // then the cluster goes.
+    rules.insert(scope("shop", "default", None, &["./*"]));
+    let rds = c.recv().await;
+    assert_eq!(rds.type_url, types::RDS, "routes first");
+    assert_eq!(
+        domains(&rds.resources[0]),
+        ["cart.shop.svc", "web.shop.svc"]
+    );
+    c.ack(&rds, &["outbound_http"]).await;
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS, "cluster removal last");
+    assert_eq!(
+        names(&cds.resources),
+        ["cart.shop.svc", "web.shop.svc"].map(cluster)
+    );
+    c.ack(&cds, &[]).await;
+
+    // A new service in scope reaches the proxy; one out of scope does not.
+    h.registry
+        .insert(service("search.shop.svc", "shop", "10.0.0.3"));
+    let cds = c.recv().await;
+    assert_eq!(cds.type_url, types::CDS);
+    assert!(names(&cds.resources).contains(&cluster("search.shop.svc")));
+    c.ack(&cds, &[]).await;
+    h.registry
+        .insert(service("tax.billing.svc", "billing", "10.0.1.2"));
+    let next = c.try_recv(QUIET).await;
+    assert!(
+        next.as_ref().is_none_or(|r| r.type_url != types::CDS
+            || !names(&r.resources).contains(&cluster("tax.billing.svc"))),
+        "{next:?}"
+    );
+}
