@@ -66,7 +66,7 @@ enum Role {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// The scenario.
-    #[arg(long, default_value = "s1", value_parser = ["s1", "s2", "s3", "s4", "s5", "s6"])]
+    #[arg(long, default_value = "s1", value_parser = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"])]
     scenario: String,
     /// The same at 100 proxies / 100 services, in under a minute.
     #[arg(long)]
@@ -90,6 +90,14 @@ struct MeshArgs {
     /// Endpoints per service.
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
+    /// Spread the services over this many namespaces, `ns-0` (which holds
+    /// the flipped service) to `ns-N-1`; 0: all in `mesh`.
+    #[arg(long, default_value_t = 0)]
+    namespaces: usize,
+    /// Scope every proxy to its own namespace and `ns-0` (the default
+    /// scope hosts `./*,ns-0/*`).
+    #[arg(long)]
+    scoped: bool,
 }
 
 #[derive(clap::Args, Debug)]

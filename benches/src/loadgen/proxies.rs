@@ -42,6 +42,27 @@ pub(super) fn field_one(mut b: &[u8]) -> String {
     String::new()
 }
 
+/// How many namespaces the simulated proxies are spread over (S7); 0:
+/// proxies without identity.
+pub(super) static PROXY_NAMESPACES: AtomicUsize = AtomicUsize::new(0);
+
+/// Proxy `id`'s node: with namespaces, Istio's sidecar node id naming
+/// namespace `ns-{id % N}`, as `sextant bootstrap --namespace` writes it.
+fn node(id: usize) -> Node {
+    let namespaces = PROXY_NAMESPACES.load(Ordering::Relaxed);
+    let id = if namespaces == 0 {
+        format!("proxy-{id}")
+    } else {
+        let ns = format!("ns-{}", id % namespaces);
+        format!("sidecar~10.200.0.1~proxy-{id}.{ns}~{ns}.svc.cluster.local")
+    };
+    Node {
+        id,
+        cluster: "load".into(),
+        ..Default::default()
+    }
+}
+
 impl Stats {
     pub(super) fn received(&self, response: &impl prost::Message) {
         self.bytes
@@ -119,11 +140,7 @@ pub(super) fn sotw(
 pub(super) async fn sotw_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) {
     let mut c = client(addr).await;
     let (tx, rx) = mpsc::channel(16);
-    let node = Node {
-        id: format!("proxy-{id}"),
-        cluster: "load".into(),
-        ..Default::default()
-    };
+    let node = node(id);
     let _ = tx.send(sotw(CDS, &[], "", "", Some(node))).await;
     let resp = match c.stream_aggregated_resources(ReceiverStream::new(rx)).await {
         Ok(r) => r,
@@ -197,11 +214,7 @@ pub(super) async fn delta_proxy(addr: SocketAddr, id: usize, stats: Arc<Stats>) 
         ..Default::default()
     };
     let mut first = req(CDS, vec!["*".into()], "");
-    first.node = Some(Node {
-        id: format!("proxy-{id}"),
-        cluster: "load".into(),
-        ..Default::default()
-    });
+    first.node = Some(node(id));
     let _ = tx.send(first).await;
     let resp = match c.delta_aggregated_resources(ReceiverStream::new(rx)).await {
         Ok(r) => r,

@@ -6,6 +6,11 @@ use super::*;
 /// The result as a table for people (on stderr; stdout stays JSON): one row
 /// per figure, Sextant's, the floor's, and their ratio.
 pub(super) fn table(result: &serde_json::Value) -> String {
+    table_against(result, "floor")
+}
+
+/// The figures of `result["sextant"]` beside those of `result[other]`.
+pub(super) fn table_against(result: &serde_json::Value, other: &str) -> String {
     fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
         match v {
             serde_json::Value::Object(m) => {
@@ -24,7 +29,7 @@ pub(super) fn table(result: &serde_json::Value) -> String {
     let mut rows = Vec::new();
     leaves("", &result["sextant"], &mut rows);
     let mut floor = Vec::new();
-    leaves("", &result["floor"], &mut floor);
+    leaves("", &result[other], &mut floor);
     let floor: BTreeMap<String, serde_json::Value> = floor.into_iter().collect();
     let show = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_owned(),
@@ -37,7 +42,7 @@ pub(super) fn table(result: &serde_json::Value) -> String {
     };
     let mut out = format!(
         "{:<44} {:>16} {:>16} {:>8}\n",
-        "figure", "sextant", "floor", "ratio"
+        "figure", "sextant", other, "ratio"
     );
     for (key, value) in &rows {
         let f = floor.get(key).cloned().unwrap_or(serde_json::Value::Null);

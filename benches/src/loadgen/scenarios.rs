@@ -413,8 +413,74 @@ pub(super) async fn scenario_s6(quick: bool, json: bool) -> serde_json::Value {
     })
 }
 
+/// S7: per-proxy scoping. 1,000 services in 100 namespaces, 1,000 proxies
+/// spread over them, each scoped to its namespace and `ns-0` (which holds
+/// the flipped service): connect and flips, against the same run unscoped
+/// and against the floor (which serves everything).
+pub(super) async fn scenario_s7(
+    quick: bool,
+    delta: bool,
+    proxies: Option<usize>,
+) -> serde_json::Value {
+    let (services, n, namespaces, nflips) = if quick {
+        (100, 100, 10, 20)
+    } else {
+        (1000, 1000, 100, 200)
+    };
+    let n = proxies.unwrap_or(n);
+    PROXY_NAMESPACES.store(namespaces, Ordering::Relaxed);
+    let mut runs = serde_json::Map::new();
+    for (key, role, scoped) in [
+        ("sextant", "serve", true),
+        ("unscoped", "serve", false),
+        ("floor", "floor", false),
+    ] {
+        let mut extra = vec!["--namespaces".to_owned(), namespaces.to_string()];
+        if role == "floor" {
+            extra.clear();
+        }
+        if scoped {
+            extra.push("--scoped".to_owned());
+        }
+        let mut server = Server::start(role, services, 10, &extra).await;
+        let (cpu0, _, _) = server.proc_stat();
+        let (stats, connect, tasks) = storm(server.xds, n, delta).await;
+        let (cpu1, rss1, _) = server.proc_stat();
+        let bytes1 = stats.bytes();
+        let f = flips(&mut server, &stats, n, nflips).await;
+        let (cpu2, _, hwm) = server.proc_stat();
+        runs.insert(
+            key.to_owned(),
+            serde_json::json!({
+                "server": role, "scenario": "s7", "scoped": scoped, "delta": delta,
+                "services": services, "namespaces": namespaces,
+                "connect": connect, "connect_cpu_s": cpu1 - cpu0, "rss_after_connect_kib": rss1,
+                "connect_bytes_per_proxy": bytes1 / n.max(1) as u64,
+                "flips": f, "flips_cpu_s": cpu2 - cpu1,
+                "flips_bytes_per_proxy": (stats.bytes() - bytes1) / n.max(1) as u64,
+                "peak_rss_kib": hwm,
+                "failures": stats.failures.load(Ordering::Relaxed),
+            }),
+        );
+        for t in tasks {
+            t.abort();
+        }
+    }
+    PROXY_NAMESPACES.store(0, Ordering::Relaxed);
+    serde_json::Value::Object(runs)
+}
+
 pub(super) async fn run(args: &RunArgs) -> i32 {
     let (name, quick, proxies) = (args.scenario.clone(), args.quick, args.proxies);
+    if name == "s7" {
+        let result = scenario_s7(quick, args.delta, proxies).await;
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        eprintln!("scoped against unscoped:");
+        eprint!("{}", table_against(&result, "unscoped"));
+        eprintln!("scoped against the floor:");
+        eprint!("{}", table(&result));
+        return 0;
+    }
     if name == "s6" {
         let result = scenario_s6(quick, args.json).await;
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));

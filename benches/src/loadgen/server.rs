@@ -101,9 +101,11 @@ pub(super) fn burst_args(numbers: &[u64]) -> Option<(usize, Duration, u64)> {
 /// line the driver reads: `ready XDS_ADDR CONTROL_ADDR`.
 pub(super) async fn start_announced(
     registry: impl sextant_core::Registry,
+    server: sextant_xds::ServerConfig,
 ) -> (sextant::Running, tokio::net::TcpListener) {
     let running = sextant::Sextant::new()
         .registry(registry)
+        .server_config(server)
         .xds_addr("127.0.0.1:0".parse().expect("addr"))
         .admin_addr(None)
         .start()
@@ -124,10 +126,22 @@ pub(super) async fn start_announced(
 }
 
 pub(super) async fn serve(args: &MeshArgs) -> i32 {
-    let mesh = fixtures::mesh(args.services, args.endpoints);
+    let mut mesh = fixtures::mesh(args.services, args.endpoints);
+    if args.namespaces > 0 {
+        for (i, s) in mesh.iter_mut().enumerate() {
+            s.namespace = format!("ns-{}", i % args.namespaces);
+        }
+    }
+    let mut server = sextant_xds::ServerConfig::default();
+    if args.scoped {
+        server.scoping.default_hosts = ["./*", "ns-0/*"]
+            .iter()
+            .map(|h| sextant_core::ScopeHost::parse(h).expect("entry"))
+            .collect();
+    }
     let registry = MemoryRegistry::new("memory/load");
     registry.reset(mesh.clone());
-    let (running, control) = start_announced(registry.clone()).await;
+    let (running, control) = start_announced(registry.clone(), server).await;
     let metrics = Some(running.xds().metrics().clone());
     let state = Arc::new(Mutex::new(mesh.clone()));
     control_loop(control, metrics, move |numbers| {
@@ -176,11 +190,14 @@ pub(super) async fn serve(args: &MeshArgs) -> i32 {
 /// S6's server: Sextant with the file registry on `--file`.
 pub(super) async fn serve_file(args: &FileArgs) -> i32 {
     let path = args.file.clone();
-    let (_running, control) = start_announced(sextant_file::FileRegistry::new(
-        "file/main",
-        vec![path.into()],
-        sextant_file::FileRegistryConfig::default(),
-    ))
+    let (_running, control) = start_announced(
+        sextant_file::FileRegistry::new(
+            "file/main",
+            vec![path.into()],
+            sextant_file::FileRegistryConfig::default(),
+        ),
+        sextant_xds::ServerConfig::default(),
+    )
     .await;
     control_loop(control, None, |_| Box::pin(async { "error".to_owned() })).await;
     0
