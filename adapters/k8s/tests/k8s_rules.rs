@@ -365,3 +365,41 @@ async fn httproute_status_is_written_only_when_it_changes_even_with_two_replicas
     .await;
     assert_eq!(condition(&parents[0], "Accepted").1, "NoMatchingParent");
 }
+
+#[tokio::test]
+async fn an_istio_sidecar_is_a_scope_rule() {
+    let t = Setup::new().await;
+    t.double.install(Crd::Istio);
+    t.double.apply(example("default-sidecar.yaml"));
+    let mut w = t.rules();
+    let e = until(&mut w, |e| reset_keys(e).is_some_and(|k| !k.is_empty())).await;
+    assert_eq!(reset_keys(&e).expect("reset"), ["scope default/default"]);
+    let Ok(Event::Reset(rules)) = e else {
+        unreachable!()
+    };
+    let hosts: Vec<String> = rules[0]
+        .as_scope()
+        .expect("scope")
+        .hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["./*", "istio-system/*"]);
+
+    // An ingress part is named as not served; the egress hosts still are.
+    let mut sidecar = example("default-sidecar.yaml");
+    sidecar["spec"]["ingress"] = json!([{"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": "127.0.0.1:8080"}]);
+    t.double.apply(&sidecar);
+    let e = until(&mut w, |e| matches!(e, Err(Error::InvalidObject { .. }))).await;
+    let Err(Error::InvalidObject { object, reason }) = e else {
+        unreachable!()
+    };
+    assert_eq!(object, "Sidecar default/default");
+    assert!(reason.contains("spec.ingress"), "{reason}");
+    t.double.delete(Kind::Sidecar, "default", "default");
+    let e = until(&mut w, |e| {
+        matches!(e, Ok(Event::Delete(_))) || reset_keys(e).is_some_and(|k| k.is_empty())
+    })
+    .await;
+    assert!(e.is_ok(), "{e:?}");
+}

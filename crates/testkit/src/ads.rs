@@ -98,12 +98,33 @@ impl SotwClient {
     /// Opens another stream on `client`'s connection (streams on one
     /// connection share it, as HTTP/2 multiplexes them).
     pub async fn open(
-        mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
         node_id: &str,
     ) -> SotwClient {
+        SotwClient::open_with_token(client, node_id, None).await
+    }
+
+    /// Opens a stream to `addr` as node `node_id`, sending `token` as a
+    /// bearer token in the `authorization` metadata.
+    pub async fn connect_with_token(addr: SocketAddr, node_id: &str, token: &str) -> SotwClient {
+        SotwClient::open_with_token(connect(addr).await, node_id, Some(token)).await
+    }
+
+    async fn open_with_token(
+        mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+        node_id: &str,
+        token: Option<&str>,
+    ) -> SotwClient {
         let (tx, rx) = mpsc::channel(16);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(t) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("a valid header value"),
+            );
+        }
         let rx = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .stream_aggregated_resources(request)
             .await
             .unwrap_or_else(|e| panic!("stream_aggregated_resources: {e}"))
             .into_inner();

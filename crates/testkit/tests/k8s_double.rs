@@ -264,9 +264,15 @@ async fn kubectl_applies_edits_and_deletes_rule_kinds_once_installed() {
             &example("reviews-destination-rule.yaml"),
             "-f",
             &example("ratings-httproute.yaml"),
+            "-f",
+            &example("default-sidecar.yaml"),
         ])
         .await;
     assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("sidecar.networking.istio.io/default created"),
+        "{out}"
+    );
     assert!(
         out.contains("virtualservice.networking.istio.io/reviews created"),
         "{out}"

@@ -271,3 +271,67 @@ async fn a_scope_change_adds_clusters_first_and_removes_them_last() {
         "{next:?}"
     );
 }
+
+/// Authorization: a proxy that proved its namespace with a token (and
+/// claims none) gets that namespace's scope, here the mesh default `./*`:
+/// its own namespace, never more, whatever it names.
+#[tokio::test]
+async fn an_authenticated_proxy_sees_only_what_its_namespace_may() {
+    use std::sync::Arc;
+
+    use sextant_xds::scope::ScopeConfig;
+    use sextant_xds::server::ServerConfig;
+    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
+    let tokens = TokenFile::parse("tok-shop shop web\ntok-billing billing pay\n").expect("tokens");
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![
+            service("web.shop.svc", "shop", "10.0.0.1"),
+            service("pay.billing.svc", "billing", "10.0.1.1"),
+        ],
+        Options {
+            server: ServerConfig {
+                auth: XdsAuth::Token,
+                tokens: Some(Tokens(Arc::new(tokens))),
+                scoping: ScopeConfig {
+                    default_hosts: vec![ScopeHost::parse("./*").expect("entry")],
+                    ..ScopeConfig::default()
+                },
+                ..ServerConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let pay = cluster("pay.billing.svc");
+    for (token, own, other) in [
+        ("tok-shop", "web.shop.svc", "pay.billing.svc"),
+        ("tok-billing", "pay.billing.svc", "web.shop.svc"),
+    ] {
+        // A bare node id: the namespace comes from the token alone.
+        let mut c = SotwClient::connect_with_token(h.addr, "bare-node", token).await;
+        let (clusters, vhosts) = sync(&mut c).await;
+        assert_eq!(clusters, [cluster(own)], "{token}");
+        assert_eq!(vhosts, [own], "{token}");
+        // By name: an empty assignment, no endpoint.
+        let other = cluster(other);
+        c.request(types::EDS, &[&cluster(own), &other], "", "", None)
+            .await;
+        let eds = c.recv().await;
+        let a = eds
+            .resources
+            .iter()
+            .map(cla)
+            .find(|a| a.cluster_name == other)
+            .expect("answered");
+        assert_eq!(endpoint_count(&a), 0, "{token}");
+    }
+    // Unauthenticated: refused, whatever it asks for.
+    let mut anon = SotwClient::connect(h.addr, "anon").await;
+    anon.subscribe(types::EDS, &[&pay]).await;
+    let refused = anon.recv_result().await;
+    assert!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::Unauthenticated),
+        "{refused:?}"
+    );
+}
