@@ -120,7 +120,9 @@ impl SotwClient {
         if let Some(t) = token {
             request.metadata_mut().insert(
                 "authorization",
-                format!("Bearer {t}").parse().expect("a valid header value"),
+                format!("Bearer {t}")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("token {t:?} is not a header value: {e}")),
             );
         }
         let rx = client
