@@ -1,10 +1,11 @@
-//! Route rules and destination policies as files and etcd write them:
-//! decoding, validation (regexes, weights, bounds) and the analyzer.
+//! Route rules, destination policies and scope rules as files and etcd
+//! write them: decoding, validation (regexes, weights, bounds), the
+//! analyzer, and scope selection and matching.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sextant_core::Rule;
-use sextant_core::rules::{PolicyEntry, RouteEntry};
+use sextant_core::rules::{PolicyEntry, RouteEntry, ScopeEntry};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -17,8 +18,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(e) = serde_yaml_ng::from_str::<PolicyEntry>(text) {
         rules.push(Rule::from(e));
     }
+    if let Ok(e) = serde_yaml_ng::from_str::<ScopeEntry>(text) {
+        rules.push(Rule::from(e));
+    }
     for r in &rules {
         let _ = r.validate();
+        if let Some(scope) = r.as_scope() {
+            for h in &scope.hosts {
+                let _ = h.matches(Some(&r.key.namespace), "default", "a.default.svc");
+                let _ = sextant_core::ScopeHost::parse(&h.to_string());
+            }
+        }
     }
+    let scopes: Vec<std::sync::Arc<Rule>> =
+        rules.iter().cloned().map(std::sync::Arc::new).collect();
+    let _ = sextant_core::rules::scope::select(&scopes, "istio-system", Some("default"), &Default::default());
     let _ = sextant_core::rules::analyze(&sextant_testkit::fixtures::mesh(2, 2), &rules);
 });
