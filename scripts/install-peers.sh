@@ -45,6 +45,16 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 etcd --version >/dev/null
 
+# The capture test applies `sextant iptables` inside network namespaces it
+# creates (never the root namespace's).
+if ! command -v iptables >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then
+  echo "installing iptables (Debian iptables)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables >/dev/null
+fi
+iptables --version >/dev/null
+
 # kubectl checks the Kubernetes API double; this image has 1.32, Debian has 1.20.
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "installing kubectl (Debian kubernetes-client)"

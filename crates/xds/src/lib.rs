@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod capture;
 pub mod identity;
 pub mod metrics;
 pub mod publisher;

@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub tokens: Option<auth::Tokens>,
     /// Per-proxy scoping: the root namespace and the default hosts.
     pub scoping: crate::scope::ScopeConfig,
+    /// Capture mode's ports and outbound policy.
+    pub capture: crate::translate::capture::CaptureOptions,
 }
 
 /// [`ServerConfig::max_request_bytes`]'s default.
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             auth: auth::XdsAuth::None,
             tokens: None,
             scoping: Default::default(),
+            capture: Default::default(),
         }
     }
 }
@@ -133,6 +136,8 @@ struct Registered {
     identity: Mutex<crate::identity::NodeIdentity>,
     /// Its scope, when scoped.
     scope: Mutex<Option<status::ScopeStatus>>,
+    /// Its capture layout, in capture mode.
+    capture: Mutex<Option<status::CaptureStatus>>,
     /// The client kind and user agent, once the node said.
     client: Mutex<(crate::translate::Client, String)>,
     /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
@@ -158,6 +163,8 @@ struct Shared {
     refusals_logged: Mutex<HashSet<(String, String)>>,
     /// Per-proxy scopes, shared by the proxies that have the same.
     scopes: crate::scope::ScopeCache,
+    /// Capture-mode layouts, shared likewise.
+    captures: crate::capture::CaptureCache,
     next_id: AtomicU64,
 }
 
@@ -203,6 +210,7 @@ impl XdsServer {
                 nacks: Mutex::new(VecDeque::new()),
                 refusals_logged: Mutex::new(HashSet::new()),
                 scopes: Default::default(),
+                captures: Default::default(),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -245,6 +253,7 @@ impl XdsServer {
                     identity,
                     own_services,
                     scope: lock(&r.scope).clone(),
+                    capture: lock(&r.capture).clone(),
                     types: lock(&r.status).clone(),
                 }
             })
@@ -347,6 +356,7 @@ impl XdsServer {
             node: Mutex::new(Default::default()),
             identity: Mutex::new(Default::default()),
             scope: Mutex::new(None),
+            capture: Mutex::new(None),
             client: Mutex::new((crate::translate::Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
         });
@@ -559,7 +569,20 @@ async fn run_connection<Req, F>(
                 source: s.source.clone(),
                 hosts: s.len(),
             });
-            state.set_scope(scope);
+            let capture =
+                (state.identity.mode == crate::identity::Interception::Capture).then(|| {
+                    shared.captures.get(
+                        snapshot,
+                        &shared.config.capture,
+                        scope.as_ref(),
+                        &state.identity.ips,
+                    )
+                });
+            *lock(&registered.capture) = capture.as_ref().map(|c| status::CaptureStatus {
+                inbound_ports: c.inbound_ports.iter().map(|p| p.port).collect(),
+                unreachable: c.unreachable.to_vec(),
+            });
+            state.set_lens(conn::Lens { scope, capture });
         }
         // Each type has its own response in flight: send everything due now
         // (at most one per step, so this ends).

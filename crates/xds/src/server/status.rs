@@ -110,6 +110,10 @@ pub struct ConnectionStatus {
     /// The hosts it may see, when scoped (absent: every host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<ScopeStatus>,
+    /// In capture mode: its own inbound ports, and the TCP service ports
+    /// capture cannot reach for it (no virtual IP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureStatus>,
     /// Rule features that bind to the services this client uses and that
     /// it cannot honour: each is left out of what it receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -126,4 +130,15 @@ pub struct ScopeStatus {
     pub source: String,
     /// How many hosts it lets through.
     pub hosts: usize,
+}
+
+/// A capture-mode connection's layout, on /debug/syncz.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStatus {
+    /// The ports of its own workload that inbound traffic is delivered to.
+    pub inbound_ports: Vec<u32>,
+    /// TCP service ports without a virtual IP, which capture cannot tell
+    /// apart: `HOST:PORT`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
 }

@@ -94,23 +94,29 @@ fn plain_cluster(s: &Service, port: &ServicePort, name: String) -> Cluster {
         cluster.load_assignment = Some(load_assignment(s, port, name));
     }
     if port.protocol.is_http2() {
-        let options = HttpProtocolOptions {
-            upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
-                http_protocol_options::ExplicitHttpConfig {
-                    protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                        Http2ProtocolOptions::default(),
-                    )),
-                },
-            )),
-            ..Default::default()
-        };
-        cluster.typed_extension_protocol_options.insert(
-            HTTP_PROTOCOL_OPTIONS.to_owned(),
-            any_of(
-                &format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"),
-                &options,
-            ),
-        );
+        cluster.typed_extension_protocol_options = http2_options();
     }
     cluster
+}
+
+/// HTTP/2 to the upstream, as a cluster's protocol options.
+pub(super) fn http2_options() -> std::collections::HashMap<String, Any> {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+            http_protocol_options::ExplicitHttpConfig {
+                protocol_config: Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    [(
+        HTTP_PROTOCOL_OPTIONS.to_owned(),
+        any_of(
+            &format!("type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}"),
+            &options,
+        ),
+    )]
+    .into()
 }

@@ -75,6 +75,7 @@ fn ads() -> ConfigSource {
     }
 }
 
+pub mod capture;
 mod clusters;
 mod endpoints;
 mod listeners;

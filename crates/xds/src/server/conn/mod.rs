@@ -42,7 +42,7 @@ pub(crate) use plan::{CurrentPlans, Serving};
 pub(crate) use subscriptions::Subscriptions;
 use subscriptions::*;
 use type_state::*;
-pub(crate) use type_state::{RequestOutcome, TypeState};
+pub(crate) use type_state::{Lens, RequestOutcome, TypeState};
 
 /// A subscription's names, shared by the connections that subscribe alike.
 type NameSet = BTreeSet<Arc<str>>;
@@ -108,10 +108,10 @@ impl ConnState {
         }
     }
 
-    /// Sets the hosts this proxy may see (`None`: every host), for every type.
-    pub(crate) fn set_scope(&mut self, scope: Option<Arc<crate::scope::Scope>>) {
+    /// Sets what this proxy sees, for every type.
+    pub(crate) fn set_lens(&mut self, lens: Lens) {
         for t in &mut self.types {
-            t.set_scope(scope.clone());
+            t.set_lens(lens.clone());
         }
     }
 

@@ -33,8 +33,8 @@ pub(crate) struct Plan {
     /// The inputs, to check a cache hit (digests can collide). `from` is
     /// what was held when that was a base (only such plans are shared).
     pub(super) names: Arc<NameSet>,
-    /// The scope it was planned in.
-    pub(super) scope: Option<Arc<crate::scope::Scope>>,
+    /// The lens it was planned through.
+    pub(super) lens: Lens,
     pub(super) from: Option<Arc<Base>>,
     pub(super) forget: Vec<Arc<str>>,
     pub(super) updates: Vec<Arc<Resource>>,
@@ -149,7 +149,7 @@ pub(super) struct PlanKey {
     /// subscription).
     pub(super) answer_all: bool,
     pub(super) wildcard: bool,
-    /// The scope's digest (0: every host).
+    /// The lens's digest (0: the plain view).
     pub(super) scope: u64,
     pub(super) names: u64,
     pub(super) names_len: usize,

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::*;
+use crate::capture::CaptureSet;
 use crate::resource::{Resource, ResourceType};
 use crate::scope::Scope;
 use crate::server::codec::{Outbound, Wire};
@@ -69,8 +70,9 @@ pub(crate) struct TypeState {
     pub(super) kind: ResourceType,
     /// The kind of client: which form of a resource it receives.
     pub(super) client: Client,
-    /// The hosts this proxy may see (`None`: every host).
-    pub(super) scope: Option<Arc<Scope>>,
+    /// What this proxy sees: its scope and, in capture mode, its own
+    /// layout.
+    pub(super) lens: Lens,
     pub(super) seen_request: bool,
     pub(super) wildcard: bool,
     /// A SotW client that subscribed with an empty list (legacy wildcard).
@@ -137,12 +139,74 @@ pub(super) fn merge_sorted<'a>(
     }
 }
 
-/// Whether two scopes let the same hosts through.
-pub(super) fn same_scope(a: Option<&Arc<Scope>>, b: Option<&Arc<Scope>>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-        _ => false,
+/// What one proxy sees of a snapshot: the hosts of its scope (`None`:
+/// every host) and, for a capture-mode proxy, its own layout in place of
+/// the explicit listeners and routes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Lens {
+    pub(crate) scope: Option<Arc<Scope>>,
+    pub(crate) capture: Option<Arc<CaptureSet>>,
+}
+
+impl PartialEq for Lens {
+    fn eq(&self, other: &Lens) -> bool {
+        fn same<T: PartialEq>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
+        }
+        same(self.scope.as_ref(), other.scope.as_ref())
+            && same(self.capture.as_ref(), other.capture.as_ref())
+    }
+}
+
+impl Lens {
+    /// 0 for the plain view; equal lenses, equal digests.
+    pub(super) fn digest(&self) -> u64 {
+        self.scope.as_ref().map_or(0, |s| s.digest)
+            ^ self.capture.as_ref().map_or(0, |c| c.digest.rotate_left(7))
+    }
+
+    /// Whether the capture layout replaces the snapshot's resources of
+    /// `kind` (listeners and routes), rather than adding to them.
+    fn replaces(&self, kind: ResourceType) -> bool {
+        self.capture.is_some() && matches!(kind, ResourceType::Listener | ResourceType::Route)
+    }
+
+    /// One resource as the proxy sees it.
+    pub(super) fn get<'a>(
+        &'a self,
+        snap: &'a Snapshot,
+        client: Client,
+        kind: ResourceType,
+        name: &str,
+    ) -> Option<&'a Arc<Resource>> {
+        if let Some(capture) = &self.capture {
+            if let Some(r) = capture.get(kind, name) {
+                return Some(r);
+            }
+            if self.replaces(kind) {
+                return None;
+            }
+        }
+        match &self.scope {
+            None => snap.get_for(client, kind, name),
+            Some(scope) => scope.get(snap, client, kind, name),
+        }
+    }
+
+    /// The names a wildcard subscription of `kind` covers, sorted.
+    fn wildcard_names(&self, snap: &Snapshot, kind: ResourceType) -> Vec<Arc<str>> {
+        let Some(capture) = &self.capture else {
+            return snap.resources(kind).resources.keys().cloned().collect();
+        };
+        let own = capture.names(kind);
+        if self.replaces(kind) {
+            return own;
+        }
+        merge_sorted(snap.resources(kind).resources.keys(), own.iter())
     }
 }
 
@@ -161,7 +225,7 @@ impl TypeState {
         TypeState {
             kind,
             client: Client::Envoy,
-            scope: None,
+            lens: Lens::default(),
             seen_request: false,
             wildcard: false,
             legacy_wildcard: false,
@@ -264,21 +328,18 @@ impl TypeState {
         self.names.contains(name)
     }
 
-    /// Moves onto another scope: what is visible changed, so every name is
+    /// Moves onto another lens: what is visible changed, so every name is
     /// looked at again on the next plan (not only the snapshot's changes).
-    pub(super) fn set_scope(&mut self, scope: Option<Arc<Scope>>) {
-        if !same_scope(self.scope.as_ref(), scope.as_ref()) {
+    pub(super) fn set_lens(&mut self, lens: Lens) {
+        if self.lens != lens {
             self.synced_at = None;
         }
-        self.scope = scope;
+        self.lens = lens;
     }
 
-    /// One resource as this client, in its scope, sees it.
+    /// One resource as this client, through its lens, sees it.
     fn lookup<'a>(&'a self, name: &str, snap: &'a Snapshot) -> Option<&'a Arc<Resource>> {
-        match &self.scope {
-            None => snap.get_for(self.client, self.kind, name),
-            Some(scope) => scope.get(snap, self.client, self.kind, name),
-        }
+        self.lens.get(snap, self.client, self.kind, name)
     }
 
     pub(super) fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
@@ -343,8 +404,10 @@ impl TypeState {
         // stream (nothing held) this compares each name about once, which
         // matters with a thousand proxies connecting at once.
         let subscribed = self.names.iter();
-        let mut all = if self.wildcard {
+        let mut all = if self.wildcard && self.lens.capture.is_none() {
             merge_sorted(snap.resources(self.kind).resources.keys(), subscribed)
+        } else if self.wildcard {
+            merge_sorted(self.lens.wildcard_names(snap, self.kind).iter(), subscribed)
         } else {
             subscribed.cloned().collect()
         };
@@ -397,7 +460,7 @@ impl TypeState {
             must_answer: self.must_answer,
             answer_all,
             wildcard: self.wildcard,
-            scope: self.scope.as_ref().map_or(0, |s| s.digest),
+            scope: self.lens.digest(),
             names: self.names_digest,
             names_len: self.names.len(),
             held: self.held.digest,
@@ -409,7 +472,7 @@ impl TypeState {
     /// matched; the names and what is held must too).
     pub(super) fn matches(&self, plan: &Plan) -> bool {
         (Arc::ptr_eq(&self.names, &plan.names) || *self.names == *plan.names)
-            && same_scope(self.scope.as_ref(), plan.scope.as_ref())
+            && self.lens == plan.lens
             && self.held.same_as(plan.from.as_ref())
     }
 
@@ -506,7 +569,7 @@ impl TypeState {
         };
         Plan {
             names: self.names.clone(),
-            scope: self.scope.clone(),
+            lens: self.lens.clone(),
             from: self.held.as_base().flatten(),
             forget,
             updates,

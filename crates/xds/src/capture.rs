@@ -1,0 +1,289 @@
+//! What a capture-mode proxy receives instead of the explicit listeners:
+//! Istio's layout (see [`crate::translate::capture`]), built per proxy from
+//! the hosts it sees (its scope) and its own workload's ports.
+//!
+//! The outbound part depends on the visible services only: it is built once
+//! per scope and topology generation and shared by every capture proxy with
+//! that scope. The inbound part depends on the proxy's own ports (those of
+//! the endpoints at its instance IPs, found through an index of endpoint
+//! addresses built once per snapshot, since endpoints move without a
+//! topology change) and is shared by every proxy with the same ports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use sextant_core::MeshView;
+
+use crate::resource::{Resource, ResourceType};
+use crate::scope::Scope;
+use crate::snapshot::Snapshot;
+use crate::translate::capture::{self as layout, CaptureOptions, InboundPort, PortPlan};
+
+/// Encoded resources by type and name.
+#[derive(Debug, Default)]
+pub struct ResourceSet {
+    by_kind: [BTreeMap<Arc<str>, Arc<Resource>>; 4],
+    digest: u64,
+}
+
+impl ResourceSet {
+    fn add<M: prost::Message>(&mut self, kind: ResourceType, name: &str, m: &M) {
+        let r = Resource::encode(kind, name, m);
+        self.digest ^= Resource::digest(&r.name, &r.version);
+        self.by_kind[kind.index()].insert(r.name.clone(), Arc::new(r));
+    }
+
+    fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.by_kind[kind.index()].get(name)
+    }
+}
+
+/// One capture proxy's own resources: the outbound layout of its scope and
+/// the inbound layout of its ports.
+#[derive(Debug)]
+pub struct CaptureSet {
+    outbound: Arc<ResourceSet>,
+    inbound: Arc<ResourceSet>,
+    /// Equal sets, equal digests.
+    pub digest: u64,
+    /// TCP service ports capture cannot reach (no virtual IP): `HOST:PORT`.
+    pub unreachable: Arc<[String]>,
+    /// The proxy's own ports.
+    pub inbound_ports: Arc<[InboundPort]>,
+}
+
+impl ResourceSet {
+    fn same(a: &Arc<ResourceSet>, b: &Arc<ResourceSet>) -> bool {
+        Arc::ptr_eq(a, b)
+            || a.by_kind.iter().zip(&b.by_kind).all(|(x, y)| {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|((n, r), (m, q))| n == m && r.version == q.version)
+            })
+    }
+}
+
+impl PartialEq for CaptureSet {
+    fn eq(&self, other: &CaptureSet) -> bool {
+        self.digest == other.digest
+            && ResourceSet::same(&self.outbound, &other.outbound)
+            && ResourceSet::same(&self.inbound, &other.inbound)
+    }
+}
+
+impl CaptureSet {
+    /// One of its resources.
+    pub fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.outbound
+            .get(kind, name)
+            .or_else(|| self.inbound.get(kind, name))
+    }
+
+    /// Its resource names of one type, sorted.
+    pub fn names(&self, kind: ResourceType) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.outbound.by_kind[kind.index()]
+            .keys()
+            .chain(self.inbound.by_kind[kind.index()].keys())
+            .cloned()
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+fn outbound_set(
+    view: &MeshView,
+    scope: Option<&Scope>,
+    options: &CaptureOptions,
+) -> (ResourceSet, Vec<String>) {
+    let visible = view
+        .services
+        .iter()
+        .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
+        .map(|(_, ms)| &**ms);
+    let plan = PortPlan::of(visible);
+    let mut set = ResourceSet::default();
+    set.add(
+        ResourceType::Listener,
+        layout::VIRTUAL_OUTBOUND,
+        &layout::virtual_outbound(options),
+    );
+    let mut ports: Vec<u32> = plan.http.keys().chain(plan.tls.keys()).copied().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut notes = Vec::new();
+    for port in ports {
+        let tls = plan.tls.get(&port).map_or(&[][..], |v| &v[..]);
+        let http = plan.http.get(&port);
+        let l = layout::port_listener(port, http.is_some(), tls, options);
+        set.add(ResourceType::Listener, &l.name.clone(), &l);
+        if let Some(services) = http {
+            let r = layout::port_route(port, services, options.outbound_policy, &mut notes);
+            set.add(ResourceType::Route, &r.name.clone(), &r);
+        }
+    }
+    for ((vip, port), ms) in &plan.tcp {
+        let l = layout::vip_listener(*vip, *port, ms);
+        set.add(ResourceType::Listener, &l.name.clone(), &l);
+    }
+    set.add(
+        ResourceType::Cluster,
+        layout::PASSTHROUGH,
+        &layout::original_destination_cluster(layout::PASSTHROUGH),
+    );
+    set.add(
+        ResourceType::Cluster,
+        layout::BLACKHOLE,
+        &layout::blackhole_cluster(),
+    );
+    (set, plan.unreachable)
+}
+
+fn inbound_set(ports: &[InboundPort], options: &CaptureOptions) -> ResourceSet {
+    let mut set = ResourceSet::default();
+    set.add(
+        ResourceType::Listener,
+        layout::VIRTUAL_INBOUND,
+        &layout::virtual_inbound(ports, options),
+    );
+    set.add(
+        ResourceType::Cluster,
+        layout::INBOUND_PASSTHROUGH,
+        &layout::original_destination_cluster(layout::INBOUND_PASSTHROUGH),
+    );
+    for p in ports {
+        let c = layout::inbound_cluster(*p);
+        set.add(ResourceType::Cluster, &c.name.clone(), &c);
+    }
+    set
+}
+
+/// The ports of the endpoints at each address, by address.
+type PortIndex = HashMap<IpAddr, Vec<InboundPort>>;
+
+fn port_index(view: &MeshView) -> PortIndex {
+    let mut index: PortIndex = HashMap::new();
+    for ms in view.services.values() {
+        let s = &ms.service;
+        for ep in &s.endpoints {
+            let Some(ip) = ep.address.ip() else {
+                continue;
+            };
+            for port in &s.ports {
+                let target = ep.ports.get(&port.name).copied().unwrap_or(port.port);
+                index.entry(ip).or_default().push(InboundPort {
+                    port: target,
+                    protocol: port.protocol,
+                });
+            }
+        }
+    }
+    for ports in index.values_mut() {
+        ports.sort_unstable();
+        // One chain per port: the first protocol (HTTP-like before TCP)
+        // wins where services disagree.
+        ports.dedup_by_key(|p| p.port);
+    }
+    index
+}
+
+/// Outbound sets, inbound sets and the address index; each bounded.
+#[derive(Default)]
+pub struct CaptureCache(Mutex<Cached>);
+
+#[derive(Default)]
+struct Cached {
+    topology: u64,
+    outbound: HashMap<u64, (Arc<ResourceSet>, Arc<[String]>)>,
+    generation: u64,
+    index: Option<Arc<PortIndex>>,
+    inbound: HashMap<Vec<InboundPort>, Arc<ResourceSet>>,
+}
+
+/// Distinct outbound or inbound sets kept.
+pub const MAX_CACHED_SETS: usize = 4096;
+
+impl CaptureCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The capture set of a proxy with `scope` and instance `ips` in `snap`.
+    pub fn get(
+        &self,
+        snap: &Snapshot,
+        options: &CaptureOptions,
+        scope: Option<&Arc<Scope>>,
+        ips: &[IpAddr],
+    ) -> Arc<CaptureSet> {
+        let scope_digest = scope.map_or(0, |s| s.digest);
+        let view = snap.view();
+        let (outbound, index) = {
+            let mut cache = self.lock();
+            if cache.topology != snap.topology_generation {
+                cache.topology = snap.topology_generation;
+                cache.outbound.clear();
+            }
+            if cache.generation != snap.generation {
+                cache.generation = snap.generation;
+                cache.index = None;
+            }
+            let index = cache
+                .index
+                .get_or_insert_with(|| Arc::new(port_index(view)))
+                .clone();
+            (cache.outbound.get(&scope_digest).cloned(), index)
+        };
+        let outbound = match outbound {
+            Some(o) => o,
+            None => {
+                let (set, unreachable) = outbound_set(view, scope.map(|s| &**s), options);
+                let built = (Arc::new(set), Arc::<[String]>::from(unreachable));
+                let mut cache = self.lock();
+                if cache.topology == snap.topology_generation
+                    && cache.outbound.len() < MAX_CACHED_SETS
+                {
+                    cache.outbound.entry(scope_digest).or_insert(built).clone()
+                } else {
+                    built
+                }
+            }
+        };
+        let mut ports: Vec<InboundPort> = ips
+            .iter()
+            .filter_map(|ip| index.get(ip))
+            .flatten()
+            .copied()
+            .collect();
+        ports.sort_unstable();
+        ports.dedup_by_key(|p| p.port);
+        let inbound = {
+            let hit = self.lock().inbound.get(&ports).cloned();
+            match hit {
+                Some(i) => i,
+                None => {
+                    let built = Arc::new(inbound_set(&ports, options));
+                    let mut cache = self.lock();
+                    if cache.inbound.len() < MAX_CACHED_SETS {
+                        cache.inbound.entry(ports.clone()).or_insert(built).clone()
+                    } else {
+                        built
+                    }
+                }
+            }
+        };
+        Arc::new(CaptureSet {
+            digest: outbound.0.digest ^ inbound.digest.rotate_left(1),
+            outbound: outbound.0,
+            unreachable: outbound.1,
+            inbound,
+            inbound_ports: ports.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+use super::*;
+
+use sextant_core::{Endpoint, MeshService, Protocol, Service};
+
+use crate::translate::TranslateOptions;
+
+fn view() -> MeshView {
+    let mut web = Service::new("web.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_endpoint(Endpoint::new("10.1.0.1".parse().expect("ip")).with_port("http", 8000));
+    web.addresses.push("10.96.0.10".parse().expect("ip"));
+    let mut db = Service::new("db.svc")
+        .with_port("tcp", 5432, Protocol::Tcp)
+        .with_endpoint(Endpoint::new("10.1.0.2".parse().expect("ip")));
+    db.addresses.push("10.96.0.11".parse().expect("ip"));
+    let services = [web, db]
+        .into_iter()
+        .map(|s| {
+            (
+                s.hostname.clone(),
+                Arc::new(MeshService {
+                    service: s,
+                    origins: vec!["memory/a".into()],
+                    config_generation: 1,
+                    endpoints_generation: 1,
+                    rules: Vec::new(),
+                    destination_policies: Vec::new(),
+                }),
+            )
+        })
+        .collect();
+    MeshView {
+        generation: 1,
+        services,
+        conflicts: Arc::new([]),
+        scopes: Arc::new([]),
+    }
+}
+
+#[test]
+fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
+    let snap = Snapshot::empty(TranslateOptions::default()).next(Arc::new(view()));
+    let cache = CaptureCache::default();
+    let options = CaptureOptions::default();
+    let web_pod: IpAddr = "10.1.0.1".parse().expect("ip");
+    let set = cache.get(&snap, &options, None, &[web_pod]);
+    assert_eq!(
+        set.names(ResourceType::Listener),
+        [
+            Arc::from("0.0.0.0_80"),
+            Arc::from("10.96.0.11_5432"),
+            Arc::from("virtualInbound"),
+            Arc::from("virtualOutbound"),
+        ]
+    );
+    assert_eq!(set.names(ResourceType::Route), [Arc::from("80")]);
+    assert_eq!(
+        set.names(ResourceType::Cluster),
+        [
+            Arc::from("BlackHoleCluster"),
+            Arc::from("InboundPassthroughCluster"),
+            Arc::from("PassthroughCluster"),
+            Arc::from("inbound|8000||"),
+        ]
+    );
+    assert_eq!(set.inbound_ports.len(), 1);
+    assert_eq!(set.inbound_ports[0].port, 8000, "the target port");
+
+    // Another pod of web: the same set; a pod of nothing: no inbound port.
+    let again = cache.get(&snap, &options, None, &[web_pod]);
+    assert_eq!(*again, *set);
+    assert!(Arc::ptr_eq(&again.outbound, &set.outbound));
+    let stranger = cache.get(&snap, &options, None, &["10.9.9.9".parse().expect("ip")]);
+    assert!(stranger.inbound_ports.is_empty());
+    assert!(Arc::ptr_eq(&stranger.outbound, &set.outbound));
+    assert_ne!(stranger.digest, set.digest);
+}

@@ -1,0 +1,105 @@
+use super::*;
+
+use sextant_core::Service;
+
+fn ms(s: Service) -> MeshService {
+    MeshService {
+        service: s,
+        origins: vec!["memory/a".into()],
+        config_generation: 1,
+        endpoints_generation: 1,
+        rules: Vec::new(),
+        destination_policies: Vec::new(),
+    }
+}
+
+fn with_vip(mut s: Service, vip: &str) -> Service {
+    s.addresses.push(vip.parse().expect("ip"));
+    s
+}
+
+#[test]
+fn ports_are_planned_by_protocol() {
+    let web = ms(with_vip(
+        Service::new("web.svc").with_port("http", 80, Protocol::Http),
+        "10.96.0.10",
+    ));
+    let db = ms(with_vip(
+        Service::new("db.svc").with_port("tcp", 5432, Protocol::Tcp),
+        "10.96.0.11",
+    ));
+    let headless = ms(Service::new("cache.svc").with_port("tcp", 6379, Protocol::Tcp));
+    let tls = ms(Service::new("api.svc").with_port("tls", 443, Protocol::Tls));
+    let services = [&tls, &headless, &db, &web];
+    let plan = PortPlan::of(services.into_iter());
+    assert_eq!(plan.http.keys().collect::<Vec<_>>(), [&80]);
+    assert_eq!(plan.tls[&443].len(), 1);
+    assert_eq!(plan.tcp.len(), 1);
+    assert_eq!(plan.unreachable, ["cache.svc:6379"]);
+
+    let options = CaptureOptions::default();
+    let l = port_listener(443, true, &plan.tls[&443], &options);
+    assert_eq!(l.name, "0.0.0.0_443");
+    assert_eq!(l.bind_to_port, Some(BoolValue { value: false }));
+    assert_eq!(l.listener_filters.len(), 1, "tls_inspector");
+    assert_eq!(l.filter_chains.len(), 2);
+    let sni = l.filter_chains[0]
+        .filter_chain_match
+        .as_ref()
+        .expect("match");
+    assert_eq!(sni.server_names, ["api.svc"]);
+    assert_eq!(
+        l.default_filter_chain.as_ref().expect("default").name,
+        PASSTHROUGH
+    );
+    let blocked = port_listener(
+        80,
+        true,
+        &[],
+        &CaptureOptions {
+            outbound_policy: OutboundPolicy::Block,
+            ..options.clone()
+        },
+    );
+    assert!(blocked.listener_filters.is_empty());
+    assert!(blocked.filter_chains[0].filter_chain_match.is_none());
+    assert_eq!(
+        blocked.default_filter_chain.as_ref().expect("default").name,
+        BLACKHOLE
+    );
+
+    let mut notes = Vec::new();
+    let table = port_route(80, &plan.http[&80], OutboundPolicy::Allow, &mut notes);
+    assert_eq!(table.name, "80");
+    assert_eq!(
+        table.virtual_hosts[0].domains,
+        ["web.svc", "web.svc:80", "10.96.0.10:80", "10.96.0.10"]
+    );
+    assert_eq!(table.virtual_hosts[1].name, "allow_any");
+
+    let vip = vip_listener("10.96.0.11".parse().expect("ip"), 5432, &db);
+    assert_eq!(vip.name, "10.96.0.11_5432");
+}
+
+#[test]
+fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
+    let ports = [
+        InboundPort {
+            port: 8000,
+            protocol: Protocol::Http,
+        },
+        InboundPort {
+            port: 9000,
+            protocol: Protocol::Tcp,
+        },
+    ];
+    let l = virtual_inbound(&ports, &CaptureOptions::default());
+    assert_eq!(l.name, VIRTUAL_INBOUND);
+    assert_eq!(l.filter_chains.len(), 2);
+    assert_eq!(l.filter_chains[0].name, "inbound|8000||");
+    assert_eq!(
+        l.default_filter_chain.as_ref().expect("default").name,
+        INBOUND_PASSTHROUGH
+    );
+    assert_eq!(inbound_cluster(ports[0]).name, "inbound|8000||");
+}
