@@ -47,11 +47,13 @@ etcd --version >/dev/null
 
 # The capture test applies `sextant iptables` inside network namespaces it
 # creates (never the root namespace's).
-if ! command -v iptables >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then
-  echo "installing iptables (Debian iptables)"
+# Its application side is curl, run as another user with setpriv.
+if ! command -v iptables >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1 \
+  || ! command -v curl >/dev/null 2>&1; then
+  echo "installing iptables and curl (Debian)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables curl >/dev/null
 fi
 iptables --version >/dev/null
 

@@ -36,6 +36,7 @@
 pub mod admin;
 #[cfg(all(feature = "etcd", feature = "consul", feature = "k8s"))]
 pub mod config;
+pub mod iptables;
 pub mod logging;
 
 pub use sextant_aggregate as aggregate;

@@ -37,6 +37,22 @@ enum Command {
     /// etcd helpers.
     #[command(subcommand)]
     Etcd(EtcdCommand),
+    /// Apply (or print, with --dry-run) the iptables rules that capture a
+    /// pod's traffic for its capture-mode proxy, in the current network
+    /// namespace; --cleanup removes them.
+    Iptables(Box<IptablesArgs>),
+}
+
+#[derive(Args)]
+struct IptablesArgs {
+    #[command(flatten)]
+    rules: sextant::iptables::CaptureRules,
+    /// Print the rules (iptables-restore input) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove the rules instead.
+    #[arg(long, conflicts_with = "dry_run")]
+    cleanup: bool,
 }
 
 #[derive(Subcommand)]
@@ -211,7 +227,44 @@ fn main() -> ExitCode {
         }
         Some(Command::CheckConfig(args)) => check_config(&args),
         Some(Command::Etcd(EtcdCommand::Register(args))) => etcd_register(&args),
+        Some(Command::Iptables(args)) => iptables(&args),
         None => run(&cli.run),
+    }
+}
+
+fn iptables(args: &IptablesArgs) -> ExitCode {
+    use sextant::iptables;
+    if args.dry_run {
+        print!("{}", args.rules.restore_input());
+        return ExitCode::SUCCESS;
+    }
+    let tools = match iptables::tools() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.cleanup {
+        iptables::cleanup(&tools);
+        eprintln!("removed the SEXTANT_* chains ({})", tools.version);
+        return ExitCode::SUCCESS;
+    }
+    match iptables::apply(&args.rules, &tools) {
+        Ok(()) => {
+            eprintln!(
+                "applied: inbound TCP to port {}, outbound TCP to port {}, user {} exempt ({})",
+                args.rules.inbound_port,
+                args.rules.outbound_port,
+                args.rules.proxy_uid,
+                tools.version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

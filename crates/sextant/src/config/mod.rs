@@ -112,6 +112,15 @@ pub struct RunArgs {
     /// [default: istio-system].
     #[arg(long, env = "SEXTANT_SCOPE_ROOT_NAMESPACE", value_name = "NS")]
     pub scope_root_namespace: Option<String>,
+    /// Capture-mode proxies: destinations outside the mesh pass through
+    /// (allow, Istio's ALLOW_ANY) or are refused (block, REGISTRY_ONLY)
+    /// [default: allow].
+    #[arg(
+        long,
+        env = "SEXTANT_OUTBOUND_TRAFFIC_POLICY",
+        value_name = "allow|block"
+    )]
+    pub outbound_traffic_policy: Option<String>,
     /// Same hostname in several registries: union of endpoints, or the first
     /// registry wins [default: union].
     #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
@@ -491,6 +500,17 @@ impl Settings {
             .or_else(|| file.scope_root_namespace.clone())
         {
             server.scoping.root_namespace = ns;
+        }
+        if let Some((policy, from_flag)) = args
+            .outbound_traffic_policy
+            .clone()
+            .map(|p| (p, true))
+            .or_else(|| file.outbound_traffic_policy.clone().map(|p| (p, false)))
+        {
+            match policy.parse() {
+                Ok(p) => server.capture.outbound_policy = p,
+                Err(e) => c.bad("outbound_traffic_policy", from_flag, e),
+            }
         }
         let (xds_tls, auth, xds_tokens) = args.tls.resolve(&file.tls, &mut c);
         server.auth = auth;

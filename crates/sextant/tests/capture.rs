@@ -1,0 +1,595 @@
+//! Transparent capture, for real: network namespaces this test creates (an
+//! "app" pod and a "backends" network, joined by a veth pair), Sextant and
+//! a capture-mode Envoy inside the app namespace, and `sextant iptables`
+//! applied there. The application (curl, run as another user than the
+//! proxy) talks to services' virtual IPs as a pod would; every connection
+//! must go through Envoy. Every address lives inside the test's own
+//! namespaces; the root namespace's interfaces, routes and iptables are
+//! never touched.
+//!
+//! Needs root, `ip` (iproute2), iptables, curl and setpriv; without them it
+//! fails saying what is missing (scripts/install-peers.sh installs
+//! iptables and curl).
+#![allow(clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sextant_testkit::certs::TestCa;
+use sextant_testkit::peers::envoy_path;
+use tokio::process::{Child, Command};
+
+const SEXTANT: &str = env!("CARGO_BIN_EXE_sextant");
+/// The app pod's address, the two backends', and the services' virtual IPs.
+const APP_IP: &str = "10.250.0.1";
+const BACKEND_A: &str = "10.250.0.2";
+const BACKEND_B: &str = "10.250.0.3";
+/// The unprivileged user the application runs as (the proxy is root here,
+/// exempt from capture by `--proxy-uid 0`).
+const APP_USER: [&str; 4] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+fn require_tools() {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    assert_eq!(
+        uid, "0",
+        "the capture test needs root (network namespaces and iptables); CI runs as root"
+    );
+    for tool in ["ip", "iptables", "iptables-restore", "curl", "setpriv"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "the capture test needs `{tool}` (scripts/install-peers.sh installs iptables and curl)"
+        );
+    }
+}
+
+/// Two network namespaces joined by a veth pair, deleted when dropped.
+struct Namespaces {
+    app: String,
+    backends: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Namespaces {
+    fn new() -> Namespaces {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("sx{}-{n}", std::process::id());
+        let ns = Namespaces {
+            app: format!("{tag}-app"),
+            backends: format!("{tag}-back"),
+        };
+        ip(&["netns", "add", &ns.app]);
+        ip(&["netns", "add", &ns.backends]);
+        // Both ends created inside the namespaces: nothing appears in the
+        // root namespace, even for a moment.
+        ip(&[
+            "-n",
+            &ns.app,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &ns.backends,
+        ]);
+        ip(&[
+            "-n",
+            &ns.app,
+            "addr",
+            "add",
+            &format!("{APP_IP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        for a in [BACKEND_A, BACKEND_B] {
+            ip(&[
+                "-n",
+                &ns.backends,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        for n in [&ns.app, &ns.backends] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+            ip(&["-n", n, "link", "set", "eth0", "up"]);
+        }
+        // Virtual IPs are routed out of the pod, as on a node; capture
+        // takes the connections before they leave.
+        ip(&["-n", &ns.app, "route", "add", "10.96.0.0/16", "dev", "eth0"]);
+        ns
+    }
+
+    /// `cmd` inside namespace `ns`, killed when dropped; output to `log`.
+    fn spawn(ns: &str, log: &Path, cmd: &[&str]) -> Child {
+        let out = std::fs::File::create(log).expect("log file");
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn")
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in [&self.app, &self.backends] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .output();
+        }
+    }
+}
+
+/// Runs `cmd` inside `ns` to completion: (success, stdout).
+async fn run_in(ns: &str, cmd: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// What the application gets: a request as the unprivileged user.
+async fn app_curl(ns: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd: Vec<&str> = APP_USER.to_vec();
+    cmd.extend(["curl", "-s", "-m", "5"]);
+    cmd.extend(args);
+    run_in(ns, &cmd).await
+}
+
+/// Envoy's stat `name` (0 if absent).
+async fn stat(ns: &str, name: &str) -> u64 {
+    let (_, body) = run_in(ns, &["curl", "-s", "http://127.0.0.1:15000/stats"]).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `check` holds; how long it took.
+async fn until<F, Fut>(what: &str, limit: Duration, check: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+const BACKENDS: &str = r#"
+import http.server, socket, ssl, sys, threading
+a, b, cert, key = sys.argv[1:5]
+def http_server(addr, port, name, tls=False):
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (name + "\n").encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    s = http.server.ThreadingHTTPServer((addr, port), H)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+def echo(addr, port):
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, port))
+    l.listen()
+    def serve(c):
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(b"echo:" + d)
+        c.close()
+    def accept():
+        while True:
+            c, _ = l.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+http_server(a, 8080, "backend-a")
+http_server(b, 8080, "backend-b")
+http_server(b, 7000, "outside-the-mesh")
+http_server(a, 8443, "tls-backend", tls=True)
+echo(a, 9000)
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+fn mesh_yaml(extra: &str) -> String {
+    format!(
+        "services:
+  - hostname: web.test.svc
+    namespace: test
+    addresses: [10.96.0.10]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - {{ address: {BACKEND_A}, ports: {{ http: 8080 }} }}
+      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
+  - hostname: echo.test.svc
+    namespace: test
+    addresses: [10.96.0.11]
+    ports: [{{ name: tcp, port: 9000, protocol: TCP }}]
+    endpoints:
+      - {{ address: {BACKEND_A} }}
+  - hostname: tls.test.svc
+    namespace: test
+    addresses: [10.96.0.12]
+    ports: [{{ name: tls, port: 443, protocol: TLS }}]
+    endpoints:
+      - {{ address: {BACKEND_A}, ports: {{ tls: 8443 }} }}
+  - hostname: app.test.svc
+    namespace: test
+    addresses: [10.96.0.20]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - {{ address: {APP_IP}, ports: {{ http: 8000 }} }}
+{extra}"
+    )
+}
+
+struct Pod {
+    ns: Namespaces,
+    dir: tempfile::TempDir,
+    _backends: Child,
+    _app: Child,
+    sextant: Option<Child>,
+    _envoy: Child,
+}
+
+impl Pod {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_sextant(&mut self, extra: &[&str]) {
+        self.sextant = None;
+        let mesh = self.path("mesh.yaml");
+        let mut cmd = vec![
+            SEXTANT,
+            "--file",
+            mesh.to_str().expect("path"),
+            "--xds-addr",
+            "127.0.0.1:15010",
+            "--admin-addr",
+            "127.0.0.1:15014",
+        ];
+        cmd.extend(extra);
+        self.sextant = Some(Namespaces::spawn(
+            &self.ns.app,
+            &self.path("sextant.log"),
+            &cmd,
+        ));
+    }
+
+    fn logs(&self) -> String {
+        ["sextant.log", "envoy.log", "backends.log"]
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {f}\n{}",
+                    std::fs::read_to_string(self.path(f)).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+async fn pod() -> Pod {
+    require_tools();
+    let ns = Namespaces::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The application user reads the CA file.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let ca = TestCa::new("capture test ca");
+    ca.write(dir.path(), "ca");
+    let (cert, key) = ca.server(&["tls.test.svc"]).write(dir.path(), "tls");
+    let script = dir.path().join("backends.py");
+    std::fs::write(&script, BACKENDS).expect("write");
+    let backends = Namespaces::spawn(
+        &ns.backends,
+        &dir.path().join("backends.log"),
+        &[
+            "python3",
+            script.to_str().expect("path"),
+            BACKEND_A,
+            BACKEND_B,
+            cert.to_str().expect("path"),
+            key.to_str().expect("path"),
+        ],
+    );
+    // The application's own server, which inbound traffic must reach
+    // through the proxy.
+    let app = Namespaces::spawn(
+        &ns.app,
+        &dir.path().join("app.log"),
+        &["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0"],
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml("")).expect("write");
+    let bootstrap = std::process::Command::new(SEXTANT)
+        .args([
+            "bootstrap",
+            "--node-id",
+            "app-1",
+            "--namespace",
+            "test",
+            "--ip",
+            APP_IP,
+            "--mode",
+            "capture",
+            "--admin-port",
+            "15000",
+        ])
+        .output()
+        .expect("bootstrap");
+    assert!(bootstrap.status.success());
+    let envoy_yaml = dir.path().join("envoy.yaml");
+    std::fs::write(&envoy_yaml, &bootstrap.stdout).expect("write");
+    let envoy_bin = envoy_path();
+    assert!(
+        envoy_bin.exists(),
+        "Envoy is missing at {}: run scripts/install-peers.sh",
+        envoy_bin.display()
+    );
+    let mut p = Pod {
+        _envoy: Namespaces::spawn(
+            &ns.app,
+            &dir.path().join("envoy.log"),
+            &[
+                envoy_bin.to_str().expect("path"),
+                "-c",
+                envoy_yaml.to_str().expect("path"),
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ],
+        ),
+        ns,
+        dir,
+        _backends: backends,
+        _app: app,
+        sextant: None,
+    };
+    p.start_sextant(&[]);
+    let app_ns = p.ns.app.clone();
+    until("Envoy's capture listeners", Duration::from_secs(30), || {
+        let app_ns = app_ns.clone();
+        async move {
+            let (_, l) = run_in(&app_ns, &["curl", "-s", "http://127.0.0.1:15000/listeners"]).await;
+            [
+                "virtualOutbound",
+                "virtualInbound",
+                "0.0.0.0_80",
+                "0.0.0.0_443",
+                "10.96.0.11_9000",
+            ]
+            .iter()
+            .all(|n| l.contains(n))
+        }
+    })
+    .await;
+    let backends_ns = p.ns.backends.clone();
+    until("the backends", Duration::from_secs(30), || {
+        let ns = backends_ns.clone();
+        async move {
+            run_in(
+                &ns,
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "1",
+                    &format!("http://{BACKEND_B}:7000/"),
+                ],
+            )
+            .await
+            .0
+        }
+    })
+    .await;
+    let (ok, _) = run_in(&p.ns.app, &[SEXTANT, "iptables", "--proxy-uid", "0"]).await;
+    assert!(ok, "sextant iptables failed:\n{}", p.logs());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_traffic_goes_through_the_proxy_in_and_out() {
+    let mut p = pod().await;
+    let app = p.ns.app.clone();
+
+    // HTTP to a virtual IP: captured and balanced over both endpoints.
+    let before = stat(&app, "cluster.outbound|80||web.test.svc.upstream_rq_total").await;
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..20 {
+        let (ok, body) = app_curl(&app, &["http://10.96.0.10/"]).await;
+        assert!(ok, "{}", p.logs());
+        *seen.entry(body.trim().to_owned()).or_default() += 1;
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["backend-a", "backend-b"],
+        "{seen:?}"
+    );
+    let after = stat(&app, "cluster.outbound|80||web.test.svc.upstream_rq_total").await;
+    assert_eq!(after - before, 20, "every request went through Envoy");
+
+    // TCP to a virtual IP: an echo through the service's cluster.
+    let mut cmd: Vec<&str> = APP_USER.to_vec();
+    cmd.extend([
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/10.96.0.11/9000; printf ping >&3; head -c 9 <&3",
+    ]);
+    let (ok, echoed) = run_in(&app, &cmd).await;
+    assert!(ok && echoed == "echo:ping", "{echoed:?}\n{}", p.logs());
+    assert!(
+        stat(
+            &app,
+            "cluster.outbound|9000||echo.test.svc.upstream_cx_total"
+        )
+        .await
+            >= 1
+    );
+
+    // TLS passed through by SNI: the client verifies the backend's own
+    // certificate, so Envoy did not terminate it.
+    let ca = p.path("ca.pem");
+    let (ok, body) = app_curl(
+        &app,
+        &[
+            "--cacert",
+            ca.to_str().expect("path"),
+            "--resolve",
+            "tls.test.svc:443:10.96.0.12",
+            "https://tls.test.svc/",
+        ],
+    )
+    .await;
+    assert!(ok && body == "tls-backend\n", "{body:?}\n{}", p.logs());
+    assert!(stat(&app, "cluster.outbound|443||tls.test.svc.upstream_cx_total").await >= 1);
+
+    // Outside the mesh, allowed by default: passed through.
+    let (ok, body) = app_curl(&app, &[&format!("http://{BACKEND_B}:7000/")]).await;
+    assert!(ok && body == "outside-the-mesh\n", "{body:?}");
+    assert!(stat(&app, "cluster.PassthroughCluster.upstream_cx_total").await >= 1);
+
+    // Inbound: a request from the backends' network to the app's port
+    // reaches the app through its proxy.
+    let inbound_before = stat(&app, "cluster.inbound|8000||.upstream_rq_total").await;
+    let (ok, _) = run_in(
+        &p.ns.backends,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-f",
+            &format!("http://{APP_IP}:8000/"),
+        ],
+    )
+    .await;
+    assert!(ok, "inbound request failed:\n{}", p.logs());
+    assert_eq!(
+        stat(&app, "cluster.inbound|8000||.upstream_rq_total").await - inbound_before,
+        1
+    );
+
+    // A service added while running is reachable through capture soon
+    // after the file is written (the file debounce is 100 ms).
+    std::fs::write(
+        p.path("mesh.yaml"),
+        mesh_yaml(&format!(
+            "  - hostname: new.test.svc
+    namespace: test
+    addresses: [10.96.0.13]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
+"
+        )),
+    )
+    .expect("write");
+    // Polled in Envoy's configuration, not with requests: until the route
+    // exists, a request to the new virtual IP is passed through to an
+    // address nobody has, and hangs until its timeout.
+    let took = until("the new service", Duration::from_secs(10), || {
+        let app = app.clone();
+        async move {
+            let (_, dump) = run_in(
+                &app,
+                &[
+                    "curl",
+                    "-s",
+                    "http://127.0.0.1:15000/config_dump?resource=dynamic_route_configs",
+                ],
+            )
+            .await;
+            dump.contains("10.96.0.13")
+        }
+    })
+    .await;
+    eprintln!("a new service's route reached Envoy {took:?} after the file was written");
+    let (ok, body) = app_curl(&app, &["http://10.96.0.13/"]).await;
+    assert!(ok && body == "backend-b\n", "{body:?}\n{}", p.logs());
+
+    // Blocking destinations outside the mesh: Sextant restarted with the
+    // policy; Envoy reconnects and the passthrough becomes a black hole,
+    // while mesh traffic goes on.
+    p.start_sextant(&["--outbound-traffic-policy", "block"]);
+    until("the blocked policy", Duration::from_secs(30), || {
+        let app = app.clone();
+        async move {
+            !app_curl(&app, &[&format!("http://{BACKEND_B}:7000/")])
+                .await
+                .0
+        }
+    })
+    .await;
+    let (ok, body) = app_curl(&app, &["http://10.96.0.10/"]).await;
+    assert!(ok && body.starts_with("backend-"), "{body:?}\n{}", p.logs());
+    assert!(stat(&app, "cluster.BlackHoleCluster.upstream_cx_none_healthy").await >= 1);
+
+    // The root namespace saw none of it.
+    let (_, routes) = run_in(&p.ns.backends, &["ip", "route"]).await;
+    assert!(!routes.contains("10.96.0.0/16"), "{routes}");
+}
