@@ -350,7 +350,8 @@ async fn keeps_the_registry_contract() {
     sextant_testkit::contract::registry_contract(&r, Some(&mut etcd)).await;
 }
 
-/// Route rules and policies under `routes/` and `policies/`: read at start,
+/// Route rules, policies and scopes under `routes/`, `policies/` and
+/// `scopes/`: read at start,
 /// then followed; a malformed document is reported with its key and the
 /// rest keeps working; services are not disturbed by rule keys.
 #[tokio::test]
@@ -438,6 +439,21 @@ async fn rules_follow_puts_and_deletes() {
         .expect("delete");
     match next(&mut rules).await {
         Ok(Event::Delete(k)) => assert_eq!(k, RuleKey::new(RuleKind::Policy, "default", "a")),
+        other => panic!("{other:?}"),
+    }
+    // A scope rule (an Istio Sidecar's egress hosts) under scopes/.
+    c.put(
+        "/sextant/scopes/shop/default",
+        "egress: [{hosts: [\"./*\", \"shared/*\"]}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    match next(&mut rules).await {
+        Ok(Event::Apply(r)) => {
+            assert_eq!(r.key, RuleKey::new(RuleKind::Scope, "shop", "default"));
+            assert_eq!(r.as_scope().expect("scope").hosts.len(), 2);
+        }
         other => panic!("{other:?}"),
     }
 }
