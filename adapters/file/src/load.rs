@@ -436,13 +436,20 @@ impl Loader {
     }
 }
 
-/// Reads `path`, refusing one longer than [`MAX_FILE_BYTES`].
+/// Reads `path`, refusing one longer than [`MAX_FILE_BYTES`]: by its size
+/// before reading anything (a 100 MB file costs no memory), and by what is
+/// read (a file still growing).
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{size} bytes, larger than the limit of {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(std::io::Error::other(format!(
             "larger than the limit of {MAX_FILE_BYTES} bytes"

@@ -494,3 +494,157 @@ async fn settled_rss_kib(pid: u32) -> u64 {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A 100 MB registry file dropped next to a good one: refused by its size
+/// before a byte of it is read (the limit is 64 MiB), shown on
+/// /debug/registryz, and the good file's services are still served;
+/// resident memory does not grow by the file (stated bound 16 MiB, a
+/// sixth of the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_registry_file_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("good.yaml"), SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", dir.path().to_str().expect("path")]).await;
+    let pid = sx.child.id().expect("pid");
+    cds_round_trip(&sx, "warm-up").await;
+    let before = settled_rss_kib(pid).await;
+
+    // Real YAML, 100 MB of it: a service list padded with comments.
+    let big = dir.path().join("huge.yaml");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).expect("create"));
+        f.write_all(b"services:\n").expect("write");
+        let line = format!("# {}\n", "x".repeat(1022));
+        for _ in 0..100_000 {
+            f.write_all(line.as_bytes()).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    assert!(std::fs::metadata(&big).expect("stat").len() >= 100_000_000);
+    let mut problem = String::new();
+    for _ in 0..200 {
+        let r = sx.json("/debug/registryz").await;
+        if let Some(p) = r["registries"][0]["problems"][0]["message"].as_str() {
+            problem = p.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        problem.contains("huge.yaml") && problem.contains("larger than the limit"),
+        "{problem:?}"
+    );
+    cds_round_trip(&sx, "after-the-huge-one").await;
+    let config = sx.json("/debug/configz").await;
+    assert!(config["services"]["web.test.svc"].is_object(), "{config}");
+    let after = settled_rss_kib(pid).await;
+    eprintln!("RSS {before} KiB before the 100 MB file, {after} KiB after");
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+}
+
+/// A client that writes raw HTTP/2 and ignores the server's stream limit:
+/// 10,000 ADS streams opened at once on one connection (a well-behaved
+/// HTTP/2 client would queue them; see the test above). At most 16 are
+/// ever served, the rest are refused or the connection is closed, and
+/// meanwhile another proxy is served and memory stays bounded (stated
+/// bound 32 MiB of growth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_streams_on_one_connection_cost_their_sender_only() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let pid = sx.child.id().expect("pid");
+    cds_round_trip(&sx, "warm-up").await;
+    let before = settled_rss_kib(pid).await;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).expect("small");
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+    fn literal(out: &mut Vec<u8>, value: &str) {
+        out.push(u8::try_from(value.len()).expect("short"));
+        out.extend(value.as_bytes());
+    }
+    // HPACK, no Huffman: POST, http, then literals without indexing.
+    let mut headers = vec![0x83, 0x86, 0x04];
+    literal(
+        &mut headers,
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    );
+    headers.push(0x01);
+    literal(&mut headers, &sx.xds.to_string());
+    headers.extend([0x0f, 0x10]);
+    literal(&mut headers, "application/grpc");
+    headers.push(0x00);
+    literal(&mut headers, "te");
+    literal(&mut headers, "trailers");
+
+    let conn = TcpStream::connect(sx.xds).await.expect("connect");
+    let (mut rd, mut wr) = conn.into_split();
+    // Counts what the server says: refused streams, GOAWAY, end of
+    // connection.
+    let reader = tokio::spawn(async move {
+        let (mut refused, mut goaway, mut buf) = (0u32, false, Vec::new());
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), rd.read(&mut chunk)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            }
+            while buf.len() >= 9 {
+                let len =
+                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                match buf[3] {
+                    0x3 => refused += 1,
+                    0x7 => goaway = true,
+                    _ => {}
+                }
+                buf.drain(..9 + len);
+            }
+        }
+        (refused, goaway)
+    });
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    for i in 0..10_000u32 {
+        out.extend(frame(0x1, 0x4, 2 * i + 1, &headers));
+    }
+    // The server may close before reading it all.
+    let _ = wr.write_all(&out).await;
+    let mut peak = 0;
+    for _ in 0..20 {
+        peak = peak.max(metric(&sx, "sextant_xds_connections").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served_meanwhile = cds_round_trip(&sx, "meanwhile").await;
+    let (refused, goaway) = reader.await.expect("reader");
+    eprintln!(
+        "10,000 streams opened at once: at most {peak} served at a time, {refused} reset, GOAWAY {goaway}; another proxy's CDS round trip {served_meanwhile:?}"
+    );
+    assert!(peak <= 16, "{peak} streams served at once");
+    assert!(
+        refused > 0 || goaway,
+        "the server neither refused streams nor closed the connection"
+    );
+    drop(wr);
+    let after = settled_rss_kib(pid).await;
+    eprintln!("RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after.saturating_sub(before) < 32 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    cds_round_trip(&sx, "after").await;
+}
