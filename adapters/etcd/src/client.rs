@@ -61,6 +61,8 @@ struct RangeRequest {
     key: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     range_end: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    limit: i64,
     #[prost(int64, tag = "4")]
     revision: i64,
     #[prost(bool, tag = "9")]
@@ -74,6 +76,8 @@ pub struct RangeResponse {
     header: Option<ResponseHeader>,
     #[prost(message, repeated, tag = "2")]
     kvs: Vec<KeyValue>,
+    #[prost(bool, tag = "3")]
+    more: bool,
     #[prost(int64, tag = "4")]
     count: i64,
 }
@@ -315,6 +319,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Keys asked for per page of a full read.
+pub const PAGE_KEYS: i64 = 1000;
+
+/// The largest etcd response read (tonic's default is 4 MiB); pages keep
+/// responses well under it.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 /// A connection to etcd. Clones share it.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -334,7 +345,8 @@ impl Client {
             match Self::connect_one(url, &options).await {
                 Ok(channel) => {
                     let mut client = Client {
-                        grpc: tonic::client::Grpc::new(channel),
+                        grpc: tonic::client::Grpc::new(channel)
+                            .max_decoding_message_size(MAX_RESPONSE_BYTES),
                         token: None,
                     };
                     if let Some((name, password)) = &options.credentials {
@@ -438,6 +450,56 @@ impl Client {
         Ok((tx, responses))
     }
 
+    /// Reads every key under `prefix` at `revision` (the latest when
+    /// `None`), in pages of at most [`PAGE_KEYS`] keys, all at the first
+    /// page's revision: a registry of any size is read, each response
+    /// within [`MAX_RESPONSE_BYTES`]. A page that is still too large (huge
+    /// values) is asked for again with half as many keys.
+    pub async fn get_all(
+        &mut self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<(i64, Vec<KeyValue>), Status> {
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut key = prefix.as_bytes().to_vec();
+        let mut revision = revision.unwrap_or(0);
+        let mut limit = PAGE_KEYS;
+        let mut kvs = Vec::new();
+        loop {
+            let page: Result<RangeResponse, Status> = self
+                .unary(
+                    "/etcdserverpb.KV/Range",
+                    RangeRequest {
+                        key: key.clone(),
+                        range_end: range_end.clone(),
+                        limit,
+                        revision,
+                        count_only: false,
+                    },
+                )
+                .await;
+            let page = match page {
+                Err(e) if e.code() == tonic::Code::OutOfRange && limit > 1 => {
+                    limit /= 2;
+                    continue;
+                }
+                other => other?,
+            };
+            if revision == 0 {
+                revision = page.header.as_ref().map_or(0, |h| h.revision);
+            }
+            let more = page.more;
+            kvs.extend(page.kvs);
+            match kvs.last() {
+                Some(last) if more => {
+                    key = last.key.clone();
+                    key.push(0);
+                }
+                _ => return Ok((revision, kvs)),
+            }
+        }
+    }
+
     /// Reads `key`, or every key under it with `prefix`, at `revision` (the
     /// latest when `None`); only the count with `count_only`.
     pub async fn get(
@@ -454,6 +516,7 @@ impl Client {
             RangeRequest {
                 key,
                 range_end,
+                limit: 0,
                 revision: revision.unwrap_or(0),
                 count_only,
             },

@@ -192,13 +192,12 @@ async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<()
     let layout = config.layout();
     let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
     loop {
-        let read = client
-            .get(config.prefix.as_str(), true, None, false)
+        let (revision, read) = client
+            .get_all(config.prefix.as_str(), None)
             .await
             .map_err(unavailable)?;
-        let revision = read.header().map_or(0, |h| h.revision);
         let mut rules = Vec::new();
-        for kv in read.kvs() {
+        for kv in &read {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             match layout.classify_rule(&key) {
                 Ok(None) => {}
@@ -294,32 +293,24 @@ async fn full_read(
 ) -> Result<(State, i64), Error> {
     let layout = config.layout();
     let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
-    let first = client
-        .get(config.prefix.as_str(), true, None, false)
+    let (revision, first) = client
+        .get_all(config.prefix.as_str(), None)
         .await
         .map_err(unavailable)?;
-    let revision = first.header().map_or(0, |h| h.revision);
     let mut kvs: Vec<(String, Vec<u8>)> = first
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.value().to_vec(),
-            )
-        })
+        .into_iter()
+        .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value))
         .collect();
     if let Some(naming) = &config.naming_prefix {
-        let second = client
-            .get(naming.as_str(), true, Some(revision), false)
+        let (_, second) = client
+            .get_all(naming.as_str(), Some(revision))
             .await
             .map_err(unavailable)?;
-        kvs.extend(second.kvs().iter().map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.value().to_vec(),
-            )
-        }));
+        kvs.extend(
+            second
+                .into_iter()
+                .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value)),
+        );
     }
     let mut state = State::default();
     for (key, value) in kvs {

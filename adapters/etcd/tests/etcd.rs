@@ -490,3 +490,39 @@ async fn authenticates_when_etcd_requires_it() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A registry larger than one gRPC message: 2,500 endpoint documents of
+/// about 2 KiB (5 MB, over tonic's 4 MiB default and two and a half pages
+/// of 1,000 keys) are read whole, at one revision.
+#[tokio::test]
+async fn a_registry_larger_than_one_response_is_read_in_pages() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put("/sextant/services/big.svc", SVC, None)
+        .await
+        .expect("put");
+    let pad = "x".repeat(2000);
+    for i in 0..2_500u32 {
+        c.put(
+            format!("/sextant/endpoints/big.svc/ep-{i:05}"),
+            format!(
+                "address: 10.{}.{}.{}\nlabels: {{pad: {pad}}}\n",
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            ),
+            None,
+        )
+        .await
+        .expect("put");
+    }
+    let registry = EtcdRegistry::new("etcd/test", config(&etcd, quick()));
+    let mut w = registry.watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1);
+            assert_eq!(s[0].endpoints.len(), 2_500);
+        }
+        other => panic!("{other:?}"),
+    }
+}
