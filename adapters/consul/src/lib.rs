@@ -323,6 +323,20 @@ impl Api {
         path: &[&str],
         index: u64,
     ) -> Result<(T, u64), Error> {
+        match self.get_bounded(path, index).await? {
+            (Ok(t), index) => Ok((t, index)),
+            (Err(oversized), _) => Err(Error::unavailable(oversized)),
+        }
+    }
+
+    /// As [`Api::get`], with an answer over the size limit given as its
+    /// own error (and the index it carried), for the caller to skip that
+    /// one object rather than the whole session.
+    async fn get_bounded<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &[&str],
+        index: u64,
+    ) -> Result<(Result<T, String>, u64), Error> {
         let mut url = reqwest::Url::parse(&self.config.addr).map_err(|e| {
             Error::unavailable_from(format!("bad Consul address {:?}", self.config.addr), e)
         })?;
@@ -383,16 +397,19 @@ impl Api {
         {
             let limit = self.config.max_response_bytes;
             if body.len() + chunk.len() > limit {
-                return Err(Error::unavailable(format!(
-                    "Consul's answer to {what} is over the limit of {limit} bytes"
-                )));
+                return Ok((
+                    Err(format!(
+                        "Consul's answer to {what} is over the limit of {limit} bytes"
+                    )),
+                    index,
+                ));
             }
             body.extend_from_slice(&chunk);
         }
         let value = serde_json::from_slice(&body).map_err(|e| {
             Error::unavailable_from(format!("Consul answered {what} with malformed JSON"), e)
         })?;
-        Ok((value, index))
+        Ok((Ok(value), index))
     }
 
     async fn services(&self, index: u64) -> Result<(BTreeSet<String>, u64), Error> {
@@ -401,14 +418,23 @@ impl Api {
         Ok((map.into_keys().collect(), index))
     }
 
-    async fn health(&self, name: &str, index: u64) -> Result<(Vec<ServiceEntry>, u64), Error> {
-        self.get(&["v1", "health", "service", name], index).await
+    /// A service's instances; an answer over the size limit is that
+    /// service's problem only (`Err` inside), not the session's.
+    async fn health(
+        &self,
+        name: &str,
+        index: u64,
+    ) -> Result<(Result<Vec<ServiceEntry>, String>, u64), Error> {
+        self.get_bounded(&["v1", "health", "service", name], index)
+            .await
     }
 }
 
 /// What a service watcher reports.
 enum Update {
     Changed(String, Vec<ServiceEntry>),
+    /// Its answer is over the size limit: skipped, reported, watched on.
+    Oversized(String, String),
     Failed(Error),
 }
 
@@ -425,7 +451,19 @@ async fn watch_service(api: Api, name: String, mut index: u64, tx: mpsc::Sender<
     loop {
         let started = Instant::now();
         match api.health(&name, index).await {
-            Ok((entries, returned)) => {
+            Ok((Err(reason), returned)) => {
+                let next = next_index(index, returned);
+                if next != index
+                    && tx
+                        .send(Update::Oversized(name.clone(), reason))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                index = next;
+            }
+            Ok((Ok(entries), returned)) => {
                 let next = next_index(index, returned);
                 if (next != index || returned < index)
                     && tx
@@ -555,9 +593,15 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
     let (updates_tx, mut updates) = mpsc::channel(256);
     for result in results {
         let (name, entries, index) = result?;
-        known.entries.insert(name.clone(), entries);
-        if let Some(Event::Apply(s)) = known.event(&config.mapping, &name, tx).await {
-            services.push(s);
+        match entries {
+            Ok(entries) => {
+                known.entries.insert(name.clone(), entries);
+                if let Some(Event::Apply(s)) = known.event(&config.mapping, &name, tx).await {
+                    services.push(s);
+                }
+            }
+            // Skipped, as a malformed service is.
+            Err(reason) => invalid(tx, &name, reason).await,
         }
         let handle = tasks.spawn(watch_service(
             api.clone(),
@@ -626,6 +670,11 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                     {
                         return Ok(());
                     }
+                    None
+                }
+                Some(Update::Oversized(name, reason)) => {
+                    // Reported; its last good instances stay served.
+                    invalid(tx, &name, reason).await;
                     None
                 }
                 Some(Update::Failed(e)) => return Err(e),

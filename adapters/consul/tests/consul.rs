@@ -425,13 +425,14 @@ async fn service_defaults_and_evaluated_subset_filters_shape_the_service() {
     assert_eq!(s.ports[0].protocol, sextant_core::Protocol::Tcp);
 }
 
-/// An answer over the size limit ends the session with a message saying so;
-/// the last good services keep being served (stale), nothing is buffered
-/// past the limit.
+/// One service whose health answer grows past the size limit is skipped
+/// and reported like a malformed one, its last good instances still
+/// served; the session goes on, and other services still follow.
 #[tokio::test]
-async fn an_oversized_answer_is_refused_and_the_last_good_state_kept() {
+async fn an_oversized_answer_skips_its_service_only() {
     let double = ConsulDouble::start().await;
     instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+    instance(&double, "n1", "api-1", "api", "10.0.1.1", 8080, "passing");
     let mut c = config(&double);
     c.max_response_bytes = 4096;
     let (agg, handle) = Aggregator::new(
@@ -441,7 +442,7 @@ async fn an_oversized_answer_is_refused_and_the_last_good_state_kept() {
     .expect("aggregator");
     tokio::spawn(agg.run());
     handle.ready().await.expect("ready");
-    // Forty instances: the health answer grows past 4 KiB.
+    // Forty instances: web's health answer grows past 4 KiB.
     for i in 2..42 {
         instance(
             &double,
@@ -454,22 +455,35 @@ async fn an_oversized_answer_is_refused_and_the_last_good_state_kept() {
         );
     }
     let mut status = handle.status();
-    let s = watch_until(&mut status, "the registry going stale", |s| {
-        s.registries[0].state == SyncState::Stale
+    let s = watch_until(&mut status, "web reported", |s| {
+        !s.registries[0].problems.is_empty()
     })
     .await;
-    let error = s.registries[0]
-        .last_error
-        .as_ref()
-        .map(|e| e.message.clone())
-        .unwrap_or_default();
-    assert!(error.contains("over the limit of 4096 bytes"), "{error}");
-    let view = handle.view().borrow().clone();
+    let problem = &s.registries[0].problems[0];
+    assert!(
+        problem.message.contains("over the limit of 4096 bytes")
+            && problem.object.as_deref() == Some("consul service web"),
+        "{problem:?}"
+    );
     assert_eq!(
-        view.services
+        s.registries[0].state,
+        SyncState::Synced,
+        "the session goes on"
+    );
+    // Another service still follows.
+    instance(&double, "n1", "api-2", "api", "10.0.1.2", 8080, "passing");
+    let mut view = handle.view();
+    let v = watch_until(&mut view, "api's second instance", |v| {
+        v.services
+            .get("api.service.consul")
+            .is_some_and(|ms| ms.service.endpoints.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        v.services
             .get("web.service.consul")
             .map(|ms| ms.service.endpoints.len()),
         Some(1),
-        "the last good state is served"
+        "web's last good state is served"
     );
 }
