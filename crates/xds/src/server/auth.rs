@@ -198,11 +198,19 @@ impl<V: TokenValidator> TokenValidator for Cached<V> {
                 return answer.clone();
             }
             let answer = self.inner.validate(token).await;
-            let ttl = if answer.is_ok() {
+            let mut ttl = if answer.is_ok() {
                 self.ttl
             } else {
                 self.ttl / 10
             };
+            // Never past the token's own lifetime (a JWT's `exp`): an
+            // expired token is validated again, and refused.
+            if let Some(left) = jwt_expiry(token).map(|exp| {
+                exp.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+            }) {
+                ttl = ttl.min(left);
+            }
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if entries.len() >= MAX_CACHED {
                 entries.clear();
@@ -213,9 +221,105 @@ impl<V: TokenValidator> TokenValidator for Cached<V> {
     }
 }
 
+/// When a JWT expires, from its unverified `exp` claim (the token was
+/// validated by its issuer; this only bounds how long the answer is
+/// kept). `None` for tokens that are not JWTs or carry no `exp`.
+pub fn jwt_expiry(token: &str) -> Option<std::time::SystemTime> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64url(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+}
+
+/// Unpadded base64url, as JWTs write their parts; `None` if malformed.
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jwt(claims: &str) -> String {
+        fn enc(b: &[u8]) -> String {
+            const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in b.chunks(3) {
+                let n = chunk.iter().fold(0u32, |a, &x| (a << 8) | u32::from(x))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+                }
+            }
+            out
+        }
+        format!(
+            "{}.{}.sig",
+            enc(b"{\"alg\":\"RS256\"}"),
+            enc(claims.as_bytes())
+        )
+    }
+
+    #[test]
+    fn a_jwts_expiry_is_read() {
+        let t = jwt("{\"sub\":\"system:serviceaccount:shop:web\",\"exp\":4102444800}");
+        assert_eq!(
+            jwt_expiry(&t),
+            std::time::UNIX_EPOCH.checked_add(Duration::from_secs(4_102_444_800))
+        );
+        assert_eq!(jwt_expiry("not-a-jwt"), None);
+        assert_eq!(jwt_expiry(&jwt("{\"sub\":\"x\"}")), None);
+        assert_eq!(jwt_expiry("a.%%%.c"), None);
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_not_served_from_the_cache() {
+        struct Any;
+        impl TokenValidator for Any {
+            fn validate<'a>(&'a self, token: &'a str) -> Validation<'a> {
+                // An issuer that refuses what has expired.
+                let expired = jwt_expiry(token).is_some_and(|e| e <= std::time::SystemTime::now());
+                Box::pin(async move {
+                    if expired {
+                        Err("expired".into())
+                    } else {
+                        Ok("spiffe://t/ns/a/sa/b".into())
+                    }
+                })
+            }
+        }
+        let c = Cached::new(Any, Duration::from_secs(60));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let t = jwt(&format!("{{\"exp\":{}}}", now + 1));
+        assert!(c.validate(&t).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(
+            c.validate(&t).await.is_err(),
+            "the cached answer outlived the token"
+        );
+    }
 
     #[tokio::test]
     async fn a_token_file_maps_tokens_to_identities() {
