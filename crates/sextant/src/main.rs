@@ -140,8 +140,9 @@ struct BootstrapArgs {
     #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
     key: Option<String>,
     /// A file holding a bearer token (a service-account token) that Envoy
-    /// sends with its stream, for --xds-auth token; read now and written
-    /// into the bootstrap.
+    /// sends with its stream, for --xds-auth token. With --tls, Envoy reads
+    /// the file again for every new stream (a rotated token is picked up);
+    /// without, the token is read now and written into the bootstrap.
     #[arg(long, value_name = "FILE", conflicts_with = "grpc")]
     token_file: Option<std::path::PathBuf>,
     /// The server name to send and to require in Sextant's certificate
@@ -173,6 +174,36 @@ fn main() -> ExitCode {
                     }
                 },
                 None => None,
+            };
+            // With TLS, Envoy reads the file itself (by its absolute path:
+            // its working directory may differ).
+            let token_path = match (&b.token_file, b.tls) {
+                (Some(path), true) => {
+                    // Envoy sends the file's bytes as they are: a trailing
+                    // newline would end up in the header and fail the stream.
+                    let raw = std::fs::read(path).unwrap_or_default();
+                    if raw.last().is_some_and(u8::is_ascii_whitespace) {
+                        eprintln!(
+                            "error: the token file {} ends with whitespace (a newline?), which Envoy would send inside the authorization header; write the token alone (printf '%s' \"$TOKEN\" > FILE; Kubernetes' projected tokens are written so)",
+                            path.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    match std::fs::canonicalize(path) {
+                        Ok(p) => Some(p.display().to_string()),
+                        Err(e) => {
+                            eprintln!("error: the token file {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                (Some(_), false) => {
+                    eprintln!(
+                        "note: without --tls the token is written into the bootstrap and not re-read; a rotated token needs a new bootstrap"
+                    );
+                    None
+                }
+                (None, _) => None,
             };
             let mut workload = Workload {
                 ips: b.ips.clone(),
@@ -217,8 +248,9 @@ fn main() -> ExitCode {
                         delta: b.delta,
                         namespace: b.namespace,
                         workload,
+                        token: if b.tls { None } else { token },
+                        token_path,
                         tls,
-                        token,
                     }
                     .to_yaml()
                 );

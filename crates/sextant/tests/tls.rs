@@ -297,7 +297,7 @@ async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
         let (ca_path, d, tls_addr) = (ca_path.clone(), d.to_owned(), tls_addr.clone());
         async move {
             let token_file = d.join(format!("{node}.token"));
-            std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+            std::fs::write(&token_file, token).expect("write token");
             let yaml = bootstrap_cmd(&[
                 "--node-id",
                 node,
@@ -419,4 +419,67 @@ async fn a_proxys_identity_and_own_services_are_shown() {
     assert_eq!(conn["identity"]["ips"][0], "127.0.0.1", "{syncz}");
     assert_eq!(conn["identity"]["mode"], "explicit", "{syncz}");
     assert_eq!(conn["own_services"][0], "web.test.svc", "{syncz}");
+}
+
+/// A rotated token is picked up at the next reconnect: Envoy (with
+/// `sextant bootstrap --tls --token-file`) reads the file for every new
+/// stream. Sextant is restarted accepting only the new token, the file
+/// now holds it, and the same Envoy is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_read_again_at_the_next_reconnect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let m = TlsMesh::new(d, "rotated").await;
+    let tokens = d.join("tokens");
+    let token_file = d.join("envoy.token");
+    std::fs::write(&tokens, "tok-before shop web\n").expect("write");
+    std::fs::write(&token_file, "tok-before").expect("write");
+    let tokens_arg = tokens.to_str().expect("path").to_owned();
+    let args = ["--xds-auth", "token", "--xds-token-file", &tokens_arg];
+    let sx = m.start(d, &args).await;
+    let yaml = bootstrap_cmd(&[
+        "--node-id",
+        "web-1",
+        "--namespace",
+        "shop",
+        "--xds-addr",
+        &m.tls_addr,
+        "--admin-port",
+        "0",
+        "--tls",
+        "--ca",
+        &m.ca_path,
+        "--sni",
+        "sextant.test",
+        "--token-file",
+        token_file.to_str().expect("path"),
+    ])
+    .await;
+    let envoy = Envoy::start(&yaml).await;
+    envoy.wait_live().await;
+    let seen = bodies(sx.outbound, "web.test.svc", 20, |s| !s.is_empty()).await;
+    assert!(seen.contains("rotated"), "{}", sx.log());
+    drop(sx);
+
+    // Rotation: the old token is no longer accepted anywhere.
+    std::fs::write(&tokens, "tok-after shop web\n").expect("write");
+    std::fs::write(&token_file, "tok-after").expect("write");
+    let sx = m.start(d, &args).await;
+    let mut identity = serde_json::Value::Null;
+    for _ in 0..200 {
+        let syncz = sx.json("/debug/syncz").await;
+        identity = syncz["connections"][0]["peer"]["identity"].clone();
+        if !identity.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        identity,
+        "spiffe://token/ns/shop/sa/web",
+        "Envoy did not come back with the new token:\n{}",
+        sx.log()
+    );
+    assert!(!sx.log().contains("refused"), "{}", sx.log());
+    drop(envoy);
 }

@@ -77,8 +77,13 @@ pub struct EnvoyBootstrap {
     pub tls: Option<ClientTls>,
     /// A bearer token sent with the ADS stream (`authorization` metadata),
     /// for `--xds-auth token`. Envoy sends it as written here: a token that
-    /// expires needs a new bootstrap (or an agent that writes one).
+    /// expires needs a new bootstrap. Prefer `token_path` with TLS.
     pub token: Option<String>,
+    /// A file holding the bearer token, read again for every new stream
+    /// (a rotated service-account token is picked up at the next
+    /// reconnect). Needs `tls`: Envoy's Google gRPC client then carries the
+    /// stream, with the `file_based_metadata` call credentials.
+    pub token_path: Option<String>,
 }
 
 fn q(s: &str) -> String {
@@ -121,6 +126,69 @@ impl EnvoyBootstrap {
             String::new()
         } else {
             format!("  metadata: {}\n", serde_json::Value::Object(fields))
+        };
+        let grpc_service = match (&self.tls, &self.token_path) {
+            (Some(tls), Some(path)) => {
+                let first = self.xds_addrs.first().map_or("", |a| split_host_port(a).0);
+                let sni = tls.sni.clone().unwrap_or_else(|| first.to_owned());
+                // gRPC's own target syntax: several IPv4 replicas as one
+                // `ipv4:` list (it fails over between them); otherwise the
+                // first address.
+                let all_v4 = self
+                    .xds_addrs
+                    .iter()
+                    .all(|a| split_host_port(a).0.parse::<std::net::Ipv4Addr>().is_ok());
+                let target = if self.xds_addrs.len() > 1 && all_v4 {
+                    format!("ipv4:{}", self.xds_addrs.join(","))
+                } else {
+                    self.xds_addrs.first().cloned().unwrap_or_default()
+                };
+                let client_cert = match (&tls.cert, &tls.key) {
+                    (Some(cert), Some(key)) => format!(
+                        "\n              cert_chain: {{ filename: {} }}\n              private_key: {{ filename: {} }}",
+                        q(cert),
+                        q(key)
+                    ),
+                    _ => String::new(),
+                };
+                format!(
+                    r#"      # Google gRPC with TLS, and the bearer token read from {path_comment}
+      # for every new stream: a rotated token is used from the next reconnect.
+      - google_grpc:
+          target_uri: {target}
+          stat_prefix: sextant_xds
+          credentials_factory_name: envoy.grpc_credentials.file_based_metadata
+          channel_credentials:
+            ssl_credentials:
+              root_certs: {{ filename: {ca} }}{client_cert}
+          call_credentials:
+            - from_plugin:
+                name: envoy.grpc_credentials.file_based_metadata
+                typed_config:
+                  "@type": type.googleapis.com/envoy.config.grpc_credential.v3.FileBasedMetadataConfig
+                  secret_data: {{ filename: {path} }}
+                  header_key: authorization
+                  header_prefix: "Bearer "
+          channel_args:
+            args:
+              grpc.ssl_target_name_override: {{ string_value: {sni} }}
+"#,
+                    path_comment = path,
+                    target = q(&target),
+                    ca = q(&tls.ca),
+                    path = q(path),
+                    sni = q(&sni),
+                )
+            }
+            _ => format!(
+                r#"      - envoy_grpc:
+          cluster_name: sextant_xds
+          # Reconnect soon after a stream breaks (a replica went away),
+          # backing off while none answers.
+          retry_policy:
+            retry_back_off: {{ base_interval: 0.25s, max_interval: 5s }}
+{initial_metadata}"#
+            ),
         };
         let transport = match &self.tls {
             None => String::new(),
@@ -177,13 +245,7 @@ dynamic_resources:
     transport_api_version: V3
     set_node_on_first_message_only: true
     grpc_services:
-      - envoy_grpc:
-          cluster_name: sextant_xds
-          # Reconnect soon after a stream breaks (a replica went away),
-          # backing off while none answers.
-          retry_policy:
-            retry_back_off: {{ base_interval: 0.25s, max_interval: 5s }}
-{initial_metadata}  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+{grpc_service}  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 static_resources:
   clusters:
@@ -391,6 +453,37 @@ mod tests {
         assert_eq!(
             common["tls_certificates"][0]["private_key"]["filename"].as_str(),
             Some("/k.pem")
+        );
+
+        // A token file with TLS: Google gRPC reading it for every stream.
+        let with_token = EnvoyBootstrap {
+            token_path: Some("/var/run/secrets/tokens/sextant".into()),
+            xds_addrs: vec!["10.0.0.1:15012".into(), "10.0.0.2:15012".into()],
+            ..b
+        };
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&with_token.to_yaml()).expect("yaml");
+        let g = &v["dynamic_resources"]["ads_config"]["grpc_services"][0]["google_grpc"];
+        assert_eq!(
+            g["target_uri"].as_str(),
+            Some("ipv4:10.0.0.1:15012,10.0.0.2:15012")
+        );
+        assert_eq!(
+            g["credentials_factory_name"].as_str(),
+            Some("envoy.grpc_credentials.file_based_metadata")
+        );
+        let plugin = &g["call_credentials"][0]["from_plugin"]["typed_config"];
+        assert_eq!(
+            plugin["secret_data"]["filename"].as_str(),
+            Some("/var/run/secrets/tokens/sextant")
+        );
+        assert_eq!(plugin["header_prefix"].as_str(), Some("Bearer "));
+        assert_eq!(
+            g["channel_credentials"]["ssl_credentials"]["private_key"]["filename"].as_str(),
+            Some("/k.pem")
+        );
+        assert_eq!(
+            g["channel_args"]["args"]["grpc.ssl_target_name_override"]["string_value"].as_str(),
+            Some("10.0.0.1")
         );
     }
 }
