@@ -139,11 +139,13 @@ struct BootstrapArgs {
     /// This proxy's private key (PEM file), for mTLS.
     #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
     key: Option<String>,
-    /// A file holding a bearer token (a service-account token) that Envoy
-    /// sends with its stream, for --xds-auth token. With --tls, Envoy reads
-    /// the file again for every new stream (a rotated token is picked up);
-    /// without, the token is read now and written into the bootstrap.
-    #[arg(long, value_name = "FILE", conflicts_with = "grpc")]
+    /// A file holding a bearer token (a service-account token) that the
+    /// proxy sends with its stream, for --xds-auth token. With --tls, Envoy
+    /// reads the file again for every new stream (a rotated token is picked
+    /// up); without, the token is read now and written into the bootstrap.
+    /// With --grpc (and --tls), a JWT file read by the client (gRFC A97
+    /// jwt_token_file call credentials).
+    #[arg(long, value_name = "FILE")]
     token_file: Option<std::path::PathBuf>,
     /// The server name to send and to require in Sextant's certificate
     /// [default: the host of the first --xds-addr]. Envoy only.
@@ -197,6 +199,12 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                (Some(_), false) if b.grpc => {
+                    eprintln!(
+                        "error: --token-file with --grpc needs --tls (gRPC sends call credentials on secure channels only)"
+                    );
+                    return ExitCode::FAILURE;
+                }
                 (Some(_), false) => {
                     eprintln!(
                         "note: without --tls the token is written into the bootstrap and not re-read; a rotated token needs a new bootstrap"
@@ -233,6 +241,7 @@ fn main() -> ExitCode {
                         namespace: b.namespace,
                         workload,
                         tls,
+                        token_path,
                     }
                     .to_json()
                 );

@@ -288,6 +288,11 @@ pub struct GrpcBootstrap {
     /// files the client re-reads); `None` is plaintext. The server name is
     /// the address's host: gRPC has no SNI override here.
     pub tls: Option<ClientTls>,
+    /// A file holding a JWT sent as a bearer token with every call to the
+    /// xDS server (gRFC A97 `jwt_token_file` call credentials, re-read
+    /// when the token expires). Needs `tls`; clients implementing A97 read
+    /// it (grpcio 1.85 with `GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true`).
+    pub token_path: Option<String>,
 }
 
 impl GrpcBootstrap {
@@ -308,11 +313,17 @@ impl GrpcBootstrap {
                         serde_json::json!({ "type": "tls", "config": config })
                     }
                 };
-                serde_json::json!({
+                let mut server = serde_json::json!({
                     "server_uri": addr,
                     "channel_creds": [creds],
                     "server_features": ["xds_v3"],
-                })
+                });
+                if let Some(path) = &self.token_path {
+                    server["call_creds"] = serde_json::json!([
+                        { "type": "jwt_token_file", "config": { "jwt_token_file": path } }
+                    ]);
+                }
+                server
             })
             .collect();
         let mut value = serde_json::json!({

@@ -376,3 +376,75 @@ async fn a_token_file_identifies_proxies_on_the_plaintext_port() {
     .await;
     assert_eq!(h.server.connections().len(), 1);
 }
+
+/// A JWT from a file as the bearer token of a proxyless gRPC client (gRFC
+/// A97 `jwt_token_file` call credentials in the bootstrap), over TLS
+/// without a client certificate: grpcio sends it, the token file on the
+/// server maps it to the namespace, and the client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_sends_a_jwt_from_its_bootstrap() {
+    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
+    // An unsigned JWT with an expiry far ahead: what the client reads.
+    let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3ZWIiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl";
+    let pki = Pki::new();
+    let one = echo_server("one", &[]).await;
+    let tokens = TokenFile::parse(&format!("{jwt} shop web\n")).expect("tokens");
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![echo_service(one.port)],
+        Options {
+            tls: Some(pki.files(ClientAuth::Optional)),
+            server: ServerConfig {
+                auth: XdsAuth::Token,
+                tokens: Some(Tokens(Arc::new(tokens))),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let token_path = pki.dir.path().join("token.jwt");
+    std::fs::write(&token_path, jwt).expect("write");
+    let bootstrap = GrpcBootstrap {
+        node_id: "grpc-jwt".into(),
+        cluster: "test".into(),
+        xds_addrs: vec![h.addr.to_string()],
+        namespace: Some("shop".into()),
+        tls: Some(pki.client_tls(false)),
+        token_path: Some(token_path.display().to_string()),
+        ..Default::default()
+    };
+    let path: PathBuf = pki.dir.path().join("bootstrap.json");
+    std::fs::write(&path, bootstrap.to_json()).expect("write");
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(python_path())
+            .arg(node_clients_dir().join("xds_client.py"))
+            .arg("xds:///echo.test.svc:50051")
+            .arg("one")
+            .current_dir(node_clients_dir())
+            .env("GRPC_XDS_BOOTSTRAP", &path)
+            .env("GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", "true")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the client finishes")
+    .expect("run the client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        Metrics::get(&h.server.metrics().identity_refused_total),
+        0,
+        "{text}"
+    );
+    // Served under token authentication, nothing refused: the token went.
+    assert!(
+        Metrics::get(&h.server.metrics().connections_total) > 0,
+        "{text}"
+    );
+}
