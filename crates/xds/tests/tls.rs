@@ -267,6 +267,45 @@ fn echo_service(port: u16) -> Service {
     s
 }
 
+/// Runs the Node (grpc-js-xds) or Python (grpcio) client with `bootstrap`
+/// against `echo.test.svc:50051`, expecting the answer `one`: whether it
+/// succeeded, and its output.
+async fn echo_client(
+    pki: &Pki,
+    bootstrap: &GrpcBootstrap,
+    node: bool,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let path: PathBuf = pki.dir.path().join("bootstrap.json");
+    std::fs::write(&path, bootstrap.to_json()).expect("write");
+    let (program, script) = if node {
+        ("node".to_owned(), "xds_client.js")
+    } else {
+        (python_path().display().to_string(), "xds_client.py")
+    };
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(program)
+            .arg(node_clients_dir().join(script))
+            .arg("xds:///echo.test.svc:50051")
+            .arg("one")
+            .current_dir(node_clients_dir())
+            .env("GRPC_XDS_BOOTSTRAP", &path)
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the client finishes")
+    .expect("run the client");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 async fn grpc_client_over_tls(node: bool) -> (bool, String) {
     let pki = Pki::new();
     let one = echo_server("one", &[]).await;
@@ -292,35 +331,10 @@ async fn grpc_client_over_tls(node: bool) -> (bool, String) {
         tls: Some(pki.client_tls(true)),
         ..Default::default()
     };
-    let path: PathBuf = pki.dir.path().join("bootstrap.json");
-    std::fs::write(&path, bootstrap.to_json()).expect("write");
-    let (program, script) = if node {
-        ("node".to_owned(), "xds_client.js")
-    } else {
-        (python_path().display().to_string(), "xds_client.py")
-    };
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(program)
-            .arg(node_clients_dir().join(script))
-            .arg("xds:///echo.test.svc:50051")
-            .arg("one")
-            .current_dir(node_clients_dir())
-            .env("GRPC_XDS_BOOTSTRAP", &path)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the client finishes")
-    .expect("run the client");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = echo_client(&pki, &bootstrap, node, &[]).await;
     // Only a client with the shop certificate can have been served: the
     // server requires one and refused nothing.
-    let served = out.status.success()
+    let served = ok
         && Metrics::get(&h.server.metrics().identity_refused_total) == 0
         && Metrics::get(&h.server.metrics().connections_total) > 0;
     (served, text)
@@ -414,29 +428,14 @@ async fn grpcio_sends_a_jwt_from_its_bootstrap() {
         token_path: Some(token_path.display().to_string()),
         ..Default::default()
     };
-    let path: PathBuf = pki.dir.path().join("bootstrap.json");
-    std::fs::write(&path, bootstrap.to_json()).expect("write");
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(python_path())
-            .arg(node_clients_dir().join("xds_client.py"))
-            .arg("xds:///echo.test.svc:50051")
-            .arg("one")
-            .current_dir(node_clients_dir())
-            .env("GRPC_XDS_BOOTSTRAP", &path)
-            .env("GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", "true")
-            .kill_on_drop(true)
-            .output(),
+    let (ok, text) = echo_client(
+        &pki,
+        &bootstrap,
+        false,
+        &[("GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", "true")],
     )
-    .await
-    .expect("the client finishes")
-    .expect("run the client");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    .await;
+    assert!(ok, "{text}");
     assert_eq!(
         Metrics::get(&h.server.metrics().identity_refused_total),
         0,

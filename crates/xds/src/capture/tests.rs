@@ -1,6 +1,6 @@
 use super::*;
 
-use sextant_core::{Endpoint, MeshService, Protocol, Service};
+use sextant_core::{Endpoint, Protocol, Service};
 
 use crate::translate::TranslateOptions;
 
@@ -13,28 +13,7 @@ fn view() -> MeshView {
         .with_port("tcp", 5432, Protocol::Tcp)
         .with_endpoint(Endpoint::new("10.1.0.2".parse().expect("ip")));
     db.addresses.push("10.96.0.11".parse().expect("ip"));
-    let services = [web, db]
-        .into_iter()
-        .map(|s| {
-            (
-                s.hostname.clone(),
-                Arc::new(MeshService {
-                    service: s,
-                    origins: vec!["memory/a".into()],
-                    config_generation: 1,
-                    endpoints_generation: 1,
-                    rules: Vec::new(),
-                    destination_policies: Vec::new(),
-                }),
-            )
-        })
-        .collect();
-    MeshView {
-        generation: 1,
-        services,
-        conflicts: Arc::new([]),
-        scopes: Arc::new([]),
-    }
+    crate::translate::tests::view_of([web, db].map(|s| (s, Vec::new())), Vec::new())
 }
 
 #[test]

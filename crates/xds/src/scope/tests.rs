@@ -3,7 +3,7 @@ use super::*;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use prost::Message;
 use sextant_core::rules::{Destination, HttpRoute, RouteDestination, RouteRule, ScopeRule};
-use sextant_core::{Endpoint, Labels, MeshService, Protocol, Rule, Service};
+use sextant_core::{Endpoint, Labels, Protocol, Rule, Service};
 
 use crate::translate::TranslateOptions;
 
@@ -49,34 +49,22 @@ fn view(scopes: Vec<Arc<Rule>>) -> MeshView {
             }],
         },
     ));
-    let services = [
-        (service("web.shop.svc", "shop", "10.0.0.1"), None),
-        (service("cart.shop.svc", "shop", "10.0.0.2"), Some(to_pay)),
-        (service("pay.billing.svc", "billing", "10.0.1.1"), None),
-        (service("ledger.billing.svc", "billing", "10.0.1.2"), None),
-        (service("auth.shared.svc", "shared", "10.0.2.1"), None),
-    ]
-    .into_iter()
-    .map(|(s, rule)| {
-        (
-            s.hostname.clone(),
-            Arc::new(MeshService {
-                service: s,
-                origins: vec!["memory/a".into()],
-                config_generation: 1,
-                endpoints_generation: 1,
-                rules: rule.into_iter().collect(),
-                destination_policies: Vec::new(),
-            }),
-        )
-    })
-    .collect();
-    MeshView {
-        generation: 1,
-        services,
-        conflicts: Arc::new([]),
-        scopes: scopes.into(),
-    }
+    crate::translate::tests::view_of(
+        [
+            (service("web.shop.svc", "shop", "10.0.0.1"), Vec::new()),
+            (service("cart.shop.svc", "shop", "10.0.0.2"), vec![to_pay]),
+            (
+                service("pay.billing.svc", "billing", "10.0.1.1"),
+                Vec::new(),
+            ),
+            (
+                service("ledger.billing.svc", "billing", "10.0.1.2"),
+                Vec::new(),
+            ),
+            (service("auth.shared.svc", "shared", "10.0.2.1"), Vec::new()),
+        ],
+        scopes,
+    )
 }
 
 fn hosts(scope: &Scope) -> Vec<&str> {

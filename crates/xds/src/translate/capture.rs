@@ -46,7 +46,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
 use sextant_core::{MeshService, Protocol};
 
 use super::listeners::{HCM_TYPE, connection_manager, router_filter};
-use super::rules::{Client, RuleRoutes, Unhonoured};
+use super::rules::Unhonoured;
 use super::*;
 
 /// The outbound virtual listener.
@@ -320,18 +320,7 @@ pub fn port_virtual_host(
         domains.push(format!("{ip}:{}", port.port));
         domains.push(ip);
     }
-    VirtualHost {
-        name: cluster_name(&s.hostname, port.port),
-        domains,
-        routes: RuleRoutes {
-            ms,
-            port,
-            client: Client::Envoy,
-            notes,
-        }
-        .routes(),
-        ..Default::default()
-    }
+    super::routes::virtual_host(ms, port, domains, notes)
 }
 
 /// The catch-all of a port's route table: outside the mesh, or refused.

@@ -82,7 +82,7 @@ mod listeners;
 mod routes;
 mod rules;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use clusters::clusters;
 use clusters::uses_eds;

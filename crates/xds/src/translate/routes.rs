@@ -57,20 +57,31 @@ pub fn virtual_hosts(ms: &MeshService, notes: &mut Vec<Unhonoured>) -> Vec<Virtu
             if std::mem::take(&mut first) {
                 domains.insert(0, s.hostname.to_string());
             }
-            VirtualHost {
-                name: cluster_name(&s.hostname, port.port),
-                domains,
-                routes: RuleRoutes {
-                    ms,
-                    port,
-                    client: Client::Envoy,
-                    notes: &mut *notes,
-                }
-                .routes(),
-                ..Default::default()
-            }
+            virtual_host(ms, port, domains, notes)
         })
         .collect()
+}
+
+/// One service port's virtual host for Envoy, reached by `domains`: the
+/// service's route rule's routes for that port, then the default route.
+pub(super) fn virtual_host(
+    ms: &MeshService,
+    port: &sextant_core::ServicePort,
+    domains: Vec<String>,
+    notes: &mut Vec<Unhonoured>,
+) -> VirtualHost {
+    VirtualHost {
+        name: cluster_name(&ms.service.hostname, port.port),
+        domains,
+        routes: RuleRoutes {
+            ms,
+            port,
+            client: Client::Envoy,
+            notes,
+        }
+        .routes(),
+        ..Default::default()
+    }
 }
 
 /// The outbound route configuration: every service's virtual hosts, then a

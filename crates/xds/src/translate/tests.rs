@@ -43,27 +43,38 @@ pub(crate) fn representative_view() -> MeshView {
         .with_port("http", 80, Protocol::Http)
         .with_endpoint(Endpoint::new("example.com".parse().expect("addr")).with_port("http", 80));
     let empty = Service::new("empty.default.svc").with_port("http", 8080, Protocol::Http);
-    let services = [reviews, db, ext, empty]
-        .into_iter()
-        .map(|s| {
-            (
-                s.hostname.clone(),
-                Arc::new(MeshService {
-                    service: s,
-                    origins: vec!["memory/a".into()],
-                    config_generation: 1,
-                    endpoints_generation: 1,
-                    rules: Vec::new(),
-                    destination_policies: Vec::new(),
-                }),
-            )
-        })
-        .collect();
+    view_of(
+        [reviews, db, ext, empty].map(|s| (s, Vec::new())),
+        Vec::new(),
+    )
+}
+
+/// A generation-1 view of `services` (each with the rules bound to it)
+/// from one registry, and `scopes`.
+pub(crate) fn view_of(
+    services: impl IntoIterator<Item = (Service, Vec<Arc<sextant_core::Rule>>)>,
+    scopes: Vec<Arc<sextant_core::Rule>>,
+) -> MeshView {
     MeshView {
         generation: 1,
-        services,
+        services: services
+            .into_iter()
+            .map(|(s, rules)| {
+                (
+                    s.hostname.clone(),
+                    Arc::new(MeshService {
+                        service: s,
+                        origins: vec!["memory/a".into()],
+                        config_generation: 1,
+                        endpoints_generation: 1,
+                        rules,
+                        destination_policies: Vec::new(),
+                    }),
+                )
+            })
+            .collect(),
         conflicts: Arc::new([]),
-        scopes: Arc::new([]),
+        scopes: scopes.into(),
     }
 }
 
