@@ -221,21 +221,32 @@ impl CaptureCache {
     ) -> Arc<CaptureSet> {
         let scope_digest = scope.map_or(0, |s| s.digest);
         let view = snap.view();
+        // The cache only moves forward: a connection still on an older
+        // snapshot computes its set without disturbing the others'.
         let (outbound, index) = {
             let mut cache = self.lock();
-            if cache.topology != snap.topology_generation {
+            if cache.topology < snap.topology_generation {
                 cache.topology = snap.topology_generation;
                 cache.outbound.clear();
             }
-            if cache.generation != snap.generation {
+            if cache.generation < snap.generation {
                 cache.generation = snap.generation;
                 cache.index = None;
             }
-            let index = cache
-                .index
-                .get_or_insert_with(|| Arc::new(port_index(view)))
-                .clone();
-            (cache.outbound.get(&scope_digest).cloned(), index)
+            let index = if cache.generation == snap.generation {
+                cache
+                    .index
+                    .get_or_insert_with(|| Arc::new(port_index(view)))
+                    .clone()
+            } else {
+                Arc::new(port_index(view))
+            };
+            let outbound = if cache.topology == snap.topology_generation {
+                cache.outbound.get(&scope_digest).cloned()
+            } else {
+                None
+            };
+            (outbound, index)
         };
         let outbound = match outbound {
             Some(o) => o,

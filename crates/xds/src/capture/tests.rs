@@ -53,4 +53,26 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     assert!(stranger.inbound_ports.is_empty());
     assert!(Arc::ptr_eq(&stranger.outbound, &set.outbound));
     assert_ne!(stranger.digest, set.digest);
+
+    // A newer topology: a new outbound set; a connection still on the
+    // older snapshot gets its own without evicting the newer one.
+    let mut changed = (**snap.view()).clone();
+    changed.services.remove("db.svc");
+    changed.generation = 2;
+    let newer = snap.next(Arc::new(changed));
+    let fresh = cache.get(&newer, &options, None, &[web_pod]);
+    assert!(!Arc::ptr_eq(&fresh.outbound, &set.outbound));
+    assert!(
+        fresh
+            .get(ResourceType::Listener, "10.96.0.11_5432")
+            .is_none()
+    );
+    let behind = cache.get(&snap, &options, None, &[web_pod]);
+    assert!(
+        behind
+            .get(ResourceType::Listener, "10.96.0.11_5432")
+            .is_some()
+    );
+    let again = cache.get(&newer, &options, None, &[web_pod]);
+    assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
 }
