@@ -47,7 +47,8 @@ pub struct CaptureSet {
     inbound: Arc<ResourceSet>,
     /// Equal sets, equal digests.
     pub digest: u64,
-    /// TCP service ports capture cannot reach (no virtual IP): `HOST:PORT`.
+    /// Service ports capture cannot reach: TCP without a virtual IP, and
+    /// ports equal to the proxy's own (`HOST:PORT`, with the reason).
     pub unreachable: Arc<[String]>,
     /// The proxy's own ports.
     pub inbound_ports: Arc<[InboundPort]>,
@@ -111,9 +112,23 @@ fn outbound_set(
         layout::VIRTUAL_OUTBOUND,
         &layout::virtual_outbound(options),
     );
+    let mut unreachable = plan.unreachable.clone();
     let mut ports: Vec<u32> = plan.http.keys().chain(plan.tls.keys()).copied().collect();
     ports.sort_unstable();
     ports.dedup();
+    // A listener on the proxy's own ports would clash with the virtual
+    // listeners there, and Envoy would reject every listener with it.
+    ports.retain(|p| {
+        let own = *p == options.outbound_port || *p == options.inbound_port;
+        if own {
+            let hosts = plan.http.get(p).into_iter().flatten().map(|(ms, _)| *ms);
+            let hosts = hosts.chain(plan.tls.get(p).into_iter().flatten().copied());
+            unreachable.extend(
+                hosts.map(|ms| format!("{}:{p} (the proxy's own port)", ms.service.hostname)),
+            );
+        }
+        !own
+    });
     let mut notes = Vec::new();
     for port in ports {
         let tls = plan.tls.get(&port).map_or(&[][..], |v| &v[..]);
@@ -139,7 +154,7 @@ fn outbound_set(
         layout::BLACKHOLE,
         &layout::blackhole_cluster(),
     );
-    (set, plan.unreachable)
+    (set, unreachable)
 }
 
 fn inbound_set(ports: &[InboundPort], options: &CaptureOptions) -> ResourceSet {

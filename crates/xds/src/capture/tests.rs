@@ -76,3 +76,18 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     let again = cache.get(&newer, &options, None, &[web_pod]);
     assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
 }
+
+#[test]
+fn a_service_on_the_proxys_own_port_gets_no_listener_that_would_clash() {
+    let mut clash = Service::new("clash.svc").with_port("http", 15001, Protocol::Http);
+    clash.addresses.push("10.96.0.30".parse().expect("ip"));
+    let snap = Snapshot::empty(TranslateOptions::default()).next(Arc::new(
+        crate::translate::tests::view_of([(clash, Vec::new())], Vec::new()),
+    ));
+    let set = CaptureCache::default().get(&snap, &CaptureOptions::default(), None, &[]);
+    assert!(set.get(ResourceType::Listener, "0.0.0.0_15001").is_none());
+    assert_eq!(
+        set.unreachable[..],
+        ["clash.svc:15001 (the proxy's own port)".to_owned()]
+    );
+}

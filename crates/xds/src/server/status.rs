@@ -110,8 +110,8 @@ pub struct ConnectionStatus {
     /// The hosts it may see, when scoped (absent: every host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<ScopeStatus>,
-    /// In capture mode: its own inbound ports, and the TCP service ports
-    /// capture cannot reach for it (no virtual IP).
+    /// In capture mode: its own inbound ports, and the service ports
+    /// capture cannot reach for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureStatus>,
     /// Rule features that bind to the services this client uses and that
@@ -137,8 +137,9 @@ pub struct ScopeStatus {
 pub struct CaptureStatus {
     /// The ports of its own workload that inbound traffic is delivered to.
     pub inbound_ports: Vec<u32>,
-    /// TCP service ports without a virtual IP, which capture cannot tell
-    /// apart: `HOST:PORT`.
+    /// Service ports capture cannot reach for it: TCP ports without a
+    /// virtual IP (capture cannot tell them apart), and ports equal to the
+    /// proxy's own 15001/15006: `HOST:PORT`, with the reason for the latter.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
 }
