@@ -305,7 +305,9 @@ fn tcp_listeners(
     let mut owners = std::collections::BTreeMap::new();
     let mut conflicts = Vec::new();
     {
-        let mut taken = std::collections::BTreeSet::new();
+        // The outbound HTTP listener's port is taken: a TCP listener on
+        // the same address and port would make Envoy reject both.
+        let mut taken = std::collections::BTreeSet::from([u32::from(options.outbound_addr.port())]);
         for (host, ms) in &view.services {
             for port in &ms.service.ports {
                 if !matches!(

@@ -245,4 +245,10 @@ fn tcp_listeners_follow_tcp_ports_with_the_first_host_winning_a_port() {
     // Without an offset, none.
     let plain = Snapshot::empty(TranslateOptions::default()).next(view(&mut merge));
     assert!(listeners(&plain).is_empty());
+    // A port that would land on the outbound HTTP listener's (15001) is a
+    // conflict, not a listener Envoy would reject with it.
+    merge.apply(&id, Event::Apply(tcp("d.svc", 5001)));
+    let clash = Snapshot::empty(options).next(view(&mut merge));
+    assert_eq!(listeners(&clash), ["outbound_tcp_15432"]);
+    assert_eq!(clash.tcp_conflicts(), ["d.svc:5001"]);
 }
