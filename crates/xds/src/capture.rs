@@ -11,10 +11,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sextant_core::MeshView;
 
+use crate::generational::Generational;
 use crate::resource::{Resource, ResourceType};
 use crate::scope::Scope;
 use crate::snapshot::Snapshot;
@@ -205,27 +206,33 @@ fn port_index(view: &MeshView) -> PortIndex {
     index
 }
 
-/// Outbound sets, inbound sets and the address index; each bounded.
-#[derive(Default)]
-pub struct CaptureCache(Mutex<Cached>);
+/// What the outbound part of one scope gives: the set, and the service
+/// ports capture cannot reach.
+type Outbound = (Arc<ResourceSet>, Arc<[String]>);
 
-#[derive(Default)]
-struct Cached {
-    topology: u64,
-    outbound: HashMap<u64, (Arc<ResourceSet>, Arc<[String]>)>,
-    generation: u64,
-    index: Option<Arc<PortIndex>>,
-    inbound: HashMap<Vec<InboundPort>, Arc<ResourceSet>>,
+/// Outbound sets per scope and topology generation, the address index per
+/// snapshot, inbound sets per port set (they depend on nothing else, so
+/// they are kept across generations); each bounded.
+pub struct CaptureCache {
+    outbound: Generational<u64, Outbound>,
+    index: Generational<(), Arc<PortIndex>>,
+    inbound: Generational<Vec<InboundPort>, Arc<ResourceSet>>,
+}
+
+impl Default for CaptureCache {
+    fn default() -> Self {
+        CaptureCache {
+            outbound: Generational::new(MAX_CACHED_SETS),
+            index: Generational::new(1),
+            inbound: Generational::new(MAX_CACHED_SETS),
+        }
+    }
 }
 
 /// Distinct outbound or inbound sets kept.
 pub const MAX_CACHED_SETS: usize = 4096;
 
 impl CaptureCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The capture set of a proxy with `scope` and instance `ips` in `snap`.
     pub fn get(
         &self,
@@ -234,50 +241,19 @@ impl CaptureCache {
         scope: Option<&Arc<Scope>>,
         ips: &[IpAddr],
     ) -> Arc<CaptureSet> {
-        let scope_digest = scope.map_or(0, |s| s.digest);
         let view = snap.view();
-        // The cache only moves forward: a connection still on an older
-        // snapshot computes its set without disturbing the others'.
-        let (outbound, index) = {
-            let mut cache = self.lock();
-            if cache.topology < snap.topology_generation {
-                cache.topology = snap.topology_generation;
-                cache.outbound.clear();
-            }
-            if cache.generation < snap.generation {
-                cache.generation = snap.generation;
-                cache.index = None;
-            }
-            let index = if cache.generation == snap.generation {
-                cache
-                    .index
-                    .get_or_insert_with(|| Arc::new(port_index(view)))
-                    .clone()
-            } else {
-                Arc::new(port_index(view))
-            };
-            let outbound = if cache.topology == snap.topology_generation {
-                cache.outbound.get(&scope_digest).cloned()
-            } else {
-                None
-            };
-            (outbound, index)
-        };
-        let outbound = match outbound {
-            Some(o) => o,
-            None => {
-                let (set, unreachable) = outbound_set(view, scope.map(|s| &**s), options);
-                let built = (Arc::new(set), Arc::<[String]>::from(unreachable));
-                let mut cache = self.lock();
-                if cache.topology == snap.topology_generation
-                    && cache.outbound.len() < MAX_CACHED_SETS
-                {
-                    cache.outbound.entry(scope_digest).or_insert(built).clone()
-                } else {
-                    built
-                }
-            }
-        };
+        let scope_digest = scope.map_or(0, |s| s.digest);
+        let (outbound, unreachable) =
+            self.outbound
+                .get_or(snap.topology_generation, scope_digest, || {
+                    let (set, unreachable) = outbound_set(view, scope.map(|s| &**s), options);
+                    (Arc::new(set), unreachable.into())
+                });
+        // Endpoints move without a topology change: the index is the
+        // snapshot's.
+        let index = self
+            .index
+            .get_or(snap.generation, (), || Arc::new(port_index(view)));
         let mut ports: Vec<InboundPort> = ips
             .iter()
             .filter_map(|ip| index.get(ip))
@@ -286,25 +262,13 @@ impl CaptureCache {
             .collect();
         ports.sort_unstable();
         ports.dedup_by_key(|p| p.port);
-        let inbound = {
-            let hit = self.lock().inbound.get(&ports).cloned();
-            match hit {
-                Some(i) => i,
-                None => {
-                    let built = Arc::new(inbound_set(&ports, options));
-                    let mut cache = self.lock();
-                    if cache.inbound.len() < MAX_CACHED_SETS {
-                        cache.inbound.entry(ports.clone()).or_insert(built).clone()
-                    } else {
-                        built
-                    }
-                }
-            }
-        };
+        let inbound = self
+            .inbound
+            .get_or(0, ports.clone(), || Arc::new(inbound_set(&ports, options)));
         Arc::new(CaptureSet {
-            digest: outbound.0.digest ^ inbound.digest.rotate_left(1),
-            outbound: outbound.0,
-            unreachable: outbound.1,
+            digest: outbound.digest ^ inbound.digest.rotate_left(1),
+            outbound,
+            unreachable,
             inbound,
             inbound_ports: ports.into(),
         })

@@ -48,6 +48,7 @@
 
 pub mod bootstrap;
 pub mod capture;
+mod generational;
 pub mod identity;
 pub mod metrics;
 pub mod publisher;

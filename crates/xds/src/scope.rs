@@ -18,12 +18,13 @@
 //! proxies with the same scope share one `Arc<Scope>` (and, through the
 //! scope's digest in the plan key, their plans).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use sextant_core::rules::scope::{HostPattern, ScopeHost, ScopeNamespace, Selected, select};
 use sextant_core::{Hostname, MeshView, RuleKey};
 
+use crate::generational::Generational;
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::Snapshot;
 use crate::translate::{self, Client};
@@ -142,7 +143,19 @@ pub fn compute(
     namespace: Option<&str>,
     labels: &sextant_core::Labels,
 ) -> Option<Scope> {
-    let (source, entries) = match select(&view.scopes, &config.root_namespace, namespace, labels) {
+    let selected = select(&view.scopes, &config.root_namespace, namespace, labels);
+    scope_of(view, config, namespace, selected)
+}
+
+/// The scope that `selected` (the rule in force, or the default) gives a
+/// proxy of `namespace`.
+fn scope_of(
+    view: &MeshView,
+    config: &ScopeConfig,
+    namespace: Option<&str>,
+    selected: Selected,
+) -> Option<Scope> {
+    let (source, entries) = match selected {
         Selected::Rule(r) => (
             r.key.to_string(),
             r.as_scope().map(|s| s.hosts.clone()).unwrap_or_default(),
@@ -197,13 +210,15 @@ pub fn compute(
 /// proxy's namespace (`.` entries).
 type ScopeKey = (Option<RuleKey>, Option<String>);
 
-/// The topology generation the cached scopes are for, and the scopes.
-type Cached = (u64, HashMap<ScopeKey, Option<Arc<Scope>>>);
-
 /// Scopes shared by the proxies of one topology generation. Bounded
 /// ([`MAX_CACHED_SCOPES`]): past it, scopes are computed and not kept.
-#[derive(Default)]
-pub struct ScopeCache(Mutex<Cached>);
+pub struct ScopeCache(Generational<ScopeKey, Option<Arc<Scope>>>);
+
+impl Default for ScopeCache {
+    fn default() -> Self {
+        ScopeCache(Generational::new(MAX_CACHED_SCOPES))
+    }
+}
 
 /// Distinct scopes one topology generation keeps.
 pub const MAX_CACHED_SCOPES: usize = 4096;
@@ -221,38 +236,20 @@ impl ScopeCache {
         if view.scopes.is_empty() && config.default_is_everything() {
             return None;
         }
-        let rule = match select(&view.scopes, &config.root_namespace, namespace, labels) {
+        let selected = select(&view.scopes, &config.root_namespace, namespace, labels);
+        let rule = match &selected {
             Selected::Rule(r) => Some(r.key.clone()),
             Selected::Default => None,
         };
         let key = (rule, namespace.map(str::to_owned));
-        {
-            let cache = self.lock();
-            if cache.0 == snap.topology_generation
-                && let Some(hit) = cache.1.get(&key)
-            {
-                return hit.clone();
-            }
-        }
-        let scope = compute(view, config, namespace, labels).map(Arc::new);
-        let mut cache = self.lock();
-        if cache.0 < snap.topology_generation {
-            *cache = (snap.topology_generation, HashMap::new());
-        }
-        if cache.0 == snap.topology_generation && cache.1.len() < MAX_CACHED_SCOPES {
-            // Another connection may have computed it meanwhile: keep one.
-            return cache.1.entry(key).or_insert(scope).clone();
-        }
-        scope
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.get_or(snap.topology_generation, key, || {
+            scope_of(view, config, namespace, selected).map(Arc::new)
+        })
     }
 
     /// Scopes kept now.
     pub fn len(&self) -> usize {
-        self.lock().1.len()
+        self.0.len()
     }
 
     /// True when none is kept.
