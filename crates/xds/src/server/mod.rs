@@ -462,9 +462,10 @@ async fn run_connection<Req, F>(
     let mut serving: Option<conn::Serving> = None;
     let mut authorized = false;
     // The namespace whose scope the proxy gets: the one it proved, else
-    // the one it claims; and the snapshot its scope was last looked up for.
+    // the one it claims; and the (topology, snapshot) generations its lens
+    // was last looked up for.
     let mut scope_namespace: Option<String> = None;
-    let mut scoped_for: Option<u64> = None;
+    let mut scoped_for: Option<(u64, u64)> = None;
     loop {
         let deadline = state.next_deadline(shared.config.ack_timeout);
         if let Some(d) = deadline
@@ -557,32 +558,44 @@ async fn run_connection<Req, F>(
         let Some(snapshot) = &serving else {
             break;
         };
-        if authorized && scoped_for != Some(snapshot.generation) {
-            scoped_for = Some(snapshot.generation);
-            let scope = shared.scopes.get(
-                snapshot,
-                &shared.config.scoping,
-                scope_namespace.as_deref(),
-                &state.identity.labels,
-            );
-            *lock(&registered.scope) = scope.as_ref().map(|s| status::ScopeStatus {
-                source: s.source.clone(),
-                hosts: s.len(),
+        // What the proxy sees: its scope moves only with the topology, a
+        // capture proxy's own ports with any snapshot (endpoints move
+        // without a topology change). Looked up only then, not per push.
+        let capture_mode = state.identity.mode == crate::identity::Interception::Capture;
+        let topology_moved = scoped_for.is_none_or(|(t, _)| t != snapshot.topology_generation);
+        let snapshot_moved = scoped_for.is_none_or(|(_, g)| g != snapshot.generation);
+        if authorized && (topology_moved || capture_mode && snapshot_moved) {
+            scoped_for = Some((snapshot.topology_generation, snapshot.generation));
+            let scope = if topology_moved {
+                shared.scopes.get(
+                    snapshot,
+                    &shared.config.scoping,
+                    scope_namespace.as_deref(),
+                    &state.identity.labels,
+                )
+            } else {
+                state.lens().scope.clone()
+            };
+            let capture = capture_mode.then(|| {
+                shared.captures.get(
+                    snapshot,
+                    &shared.config.capture,
+                    scope.as_ref(),
+                    &state.identity.ips,
+                )
             });
-            let capture =
-                (state.identity.mode == crate::identity::Interception::Capture).then(|| {
-                    shared.captures.get(
-                        snapshot,
-                        &shared.config.capture,
-                        scope.as_ref(),
-                        &state.identity.ips,
-                    )
+            let lens = conn::Lens { scope, capture };
+            if *state.lens() != lens {
+                *lock(&registered.scope) = lens.scope.as_ref().map(|s| status::ScopeStatus {
+                    source: s.source.clone(),
+                    hosts: s.len(),
                 });
-            *lock(&registered.capture) = capture.as_ref().map(|c| status::CaptureStatus {
-                inbound_ports: c.inbound_ports.iter().map(|p| p.port).collect(),
-                unreachable: c.unreachable.to_vec(),
-            });
-            state.set_lens(conn::Lens { scope, capture });
+                *lock(&registered.capture) = lens.capture.as_ref().map(|c| status::CaptureStatus {
+                    inbound_ports: c.inbound_ports.iter().map(|p| p.port).collect(),
+                    unreachable: c.unreachable.to_vec(),
+                });
+                state.set_lens(lens);
+            }
         }
         // Each type has its own response in flight: send everything due now
         // (at most one per step, so this ends).

@@ -115,6 +115,11 @@ impl ConnState {
         }
     }
 
+    /// What this proxy sees (the same for every type).
+    pub(crate) fn lens(&self) -> &Lens {
+        &self.types[0].lens
+    }
+
     /// A request has been processed (the first carries the node).
     pub(crate) fn requests_seen(&self) -> bool {
         self.nonce > 0 || self.types.iter().any(|t| t.seen_request)
