@@ -26,18 +26,23 @@ pub const CHAINS: [&str; 4] = [
     "SEXTANT_REDIRECT",
 ];
 
+/// Istio's proxy user id, whose connections are never captured.
+pub const PROXY_UID: u32 = 1337;
+// The proxy's ports are the ones Sextant gives capture-mode proxies.
+use sextant_xds::translate::capture::{INBOUND_PORT, OUTBOUND_PORT};
+
 /// What to capture.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct CaptureRules {
     /// The proxy's user id: its own connections are never captured
     /// (Istio's 1337).
-    #[arg(long, default_value_t = 1337)]
+    #[arg(long, default_value_t = PROXY_UID)]
     pub proxy_uid: u32,
     /// Where outbound connections go: the proxy's virtualOutbound.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = OUTBOUND_PORT)]
     pub outbound_port: u16,
     /// Where inbound connections go: the proxy's virtualInbound.
-    #[arg(long, default_value_t = 15006)]
+    #[arg(long, default_value_t = INBOUND_PORT)]
     pub inbound_port: u16,
     /// Capture only these inbound ports [default: all].
     #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
@@ -59,9 +64,9 @@ pub struct CaptureRules {
 impl Default for CaptureRules {
     fn default() -> Self {
         CaptureRules {
-            proxy_uid: 1337,
-            outbound_port: 15001,
-            inbound_port: 15006,
+            proxy_uid: PROXY_UID,
+            outbound_port: OUTBOUND_PORT,
+            inbound_port: INBOUND_PORT,
             include_inbound_ports: Vec::new(),
             exclude_inbound_ports: Vec::new(),
             include_outbound_cidrs: Vec::new(),

@@ -49,6 +49,11 @@ use super::listeners::{HCM_TYPE, connection_manager, router_filter};
 use super::rules::Unhonoured;
 use super::*;
 
+/// Where iptables sends outbound connections by default (Istio's port).
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Where iptables sends inbound connections by default (Istio's port).
+pub const INBOUND_PORT: u16 = 15006;
+
 /// The outbound virtual listener.
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 /// The inbound virtual listener.
@@ -101,8 +106,8 @@ pub struct CaptureOptions {
 impl Default for CaptureOptions {
     fn default() -> Self {
         CaptureOptions {
-            outbound_port: 15001,
-            inbound_port: 15006,
+            outbound_port: u32::from(OUTBOUND_PORT),
+            inbound_port: u32::from(INBOUND_PORT),
             outbound_policy: OutboundPolicy::Allow,
         }
     }
