@@ -535,6 +535,10 @@ async fn a_100_mb_registry_file_is_refused_without_reading_it() {
         problem.contains("huge.yaml") && problem.contains("larger than the limit"),
         "{problem:?}"
     );
+    // The size comes from the file's metadata: it was refused before
+    // being read (reading stops at the limit and cannot know the size).
+    let size = std::fs::metadata(&big).expect("stat").len();
+    assert!(problem.contains(&format!("{size} bytes")), "{problem:?}");
     cds_round_trip(&sx, "after-the-huge-one").await;
     let config = sx.json("/debug/configz").await;
     assert!(config["services"]["web.test.svc"].is_object(), "{config}");

@@ -73,6 +73,29 @@ impl TlsMesh {
         }
     }
 
+    /// `sextant bootstrap`'s Envoy bootstrap for node `node` of `ns`,
+    /// over TLS to this mesh, sending the token in `token_file`.
+    async fn token_bootstrap(&self, node: &str, ns: &str, token_file: &std::path::Path) -> String {
+        bootstrap_cmd(&[
+            "--node-id",
+            node,
+            "--namespace",
+            ns,
+            "--xds-addr",
+            &self.tls_addr,
+            "--admin-port",
+            "0",
+            "--tls",
+            "--ca",
+            &self.ca_path,
+            "--sni",
+            "sextant.test",
+            "--token-file",
+            token_file.to_str().expect("path"),
+        ])
+        .await
+    }
+
     /// Starts Sextant with these files and `extra` flags.
     async fn start(&self, d: &std::path::Path, extra: &[&str]) -> Sextant {
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
@@ -277,7 +300,6 @@ async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
     );
     let kubeconfig = kube.kubeconfig(d, "double");
     let m = TlsMesh::new(d, "by-token").await;
-    let (ca_path, tls_addr) = (&m.ca_path, &m.tls_addr);
     let kubeconfig = kubeconfig.to_str().expect("path");
     let sx = m
         .start(
@@ -294,29 +316,11 @@ async fn service_account_tokens_reviewed_by_kubernetes_identify_proxies() {
         )
         .await;
     let envoy_with = |node: &'static str, ns: &'static str, token: &'static str| {
-        let (ca_path, d, tls_addr) = (ca_path.clone(), d.to_owned(), tls_addr.clone());
+        let (m, d) = (&m, d.to_owned());
         async move {
             let token_file = d.join(format!("{node}.token"));
             std::fs::write(&token_file, token).expect("write token");
-            let yaml = bootstrap_cmd(&[
-                "--node-id",
-                node,
-                "--namespace",
-                ns,
-                "--xds-addr",
-                &tls_addr,
-                "--admin-port",
-                "0",
-                "--tls",
-                "--ca",
-                &ca_path,
-                "--sni",
-                "sextant.test",
-                "--token-file",
-                token_file.to_str().expect("path"),
-            ])
-            .await;
-            Envoy::start(&yaml).await
+            Envoy::start(&m.token_bootstrap(node, ns, &token_file).await).await
         }
     };
     let good = envoy_with("web-1", "shop", "tok-shop-web").await;
@@ -437,25 +441,7 @@ async fn a_rotated_token_file_is_read_again_at_the_next_reconnect() {
     let tokens_arg = tokens.to_str().expect("path").to_owned();
     let args = ["--xds-auth", "token", "--xds-token-file", &tokens_arg];
     let sx = m.start(d, &args).await;
-    let yaml = bootstrap_cmd(&[
-        "--node-id",
-        "web-1",
-        "--namespace",
-        "shop",
-        "--xds-addr",
-        &m.tls_addr,
-        "--admin-port",
-        "0",
-        "--tls",
-        "--ca",
-        &m.ca_path,
-        "--sni",
-        "sextant.test",
-        "--token-file",
-        token_file.to_str().expect("path"),
-    ])
-    .await;
-    let envoy = Envoy::start(&yaml).await;
+    let envoy = Envoy::start(&m.token_bootstrap("web-1", "shop", &token_file).await).await;
     envoy.wait_live().await;
     let seen = bodies(sx.outbound, "web.test.svc", 20, |s| !s.is_empty()).await;
     assert!(seen.contains("rotated"), "{}", sx.log());

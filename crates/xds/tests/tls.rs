@@ -306,6 +306,27 @@ async fn echo_client(
     (out.status.success(), text)
 }
 
+/// A server serving `services` to proxies with a bearer token from the
+/// token file `tokens` (its text), over `tls` or plaintext.
+async fn token_server(services: Vec<Service>, tokens: &str, tls: Option<TlsFiles>) -> Harness {
+    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
+    let tokens = TokenFile::parse(tokens).expect("token file");
+    start_with(
+        MemoryRegistry::new("memory/test"),
+        services,
+        Options {
+            tls,
+            server: ServerConfig {
+                auth: XdsAuth::Token,
+                tokens: Some(Tokens(Arc::new(tokens))),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 async fn grpc_client_over_tls(node: bool) -> (bool, String) {
     let pki = Pki::new();
     let one = echo_server("one", &[]).await;
@@ -350,19 +371,10 @@ async fn grpcio_reaches_sextant_over_mtls_from_its_bootstrap() {
 /// node's namespace is served, no token is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_file_identifies_proxies_on_the_plaintext_port() {
-    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
-    let tokens = TokenFile::parse("secret-shop shop web\n").expect("token file");
-    let h = start_with(
-        MemoryRegistry::new("memory/test"),
+    let h = token_server(
         vec![svc("web.shop.svc", &["10.0.0.1"])],
-        Options {
-            server: ServerConfig {
-                auth: XdsAuth::Token,
-                tokens: Some(Tokens(Arc::new(tokens))),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        "secret-shop shop web\n",
+        None,
     )
     .await;
     let bootstrap = |node: &str, token: Option<&str>| EnvoyBootstrap {
@@ -397,24 +409,14 @@ async fn a_token_file_identifies_proxies_on_the_plaintext_port() {
 /// server maps it to the namespace, and the client is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_sends_a_jwt_from_its_bootstrap() {
-    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
     // An unsigned JWT with an expiry far ahead: what the client reads.
     let jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3ZWIiLCJleHAiOjQxMDI0NDQ4MDB9.c2lnbmF0dXJl";
     let pki = Pki::new();
     let one = echo_server("one", &[]).await;
-    let tokens = TokenFile::parse(&format!("{jwt} shop web\n")).expect("tokens");
-    let h = start_with(
-        MemoryRegistry::new("memory/test"),
+    let h = token_server(
         vec![echo_service(one.port)],
-        Options {
-            tls: Some(pki.files(ClientAuth::Optional)),
-            server: ServerConfig {
-                auth: XdsAuth::Token,
-                tokens: Some(Tokens(Arc::new(tokens))),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        &format!("{jwt} shop web\n"),
+        Some(pki.files(ClientAuth::Optional)),
     )
     .await;
     let token_path = pki.dir.path().join("token.jwt");

@@ -2,17 +2,6 @@ use super::*;
 
 use sextant_core::Service;
 
-fn ms(s: Service) -> MeshService {
-    MeshService {
-        service: s,
-        origins: vec!["memory/a".into()],
-        config_generation: 1,
-        endpoints_generation: 1,
-        rules: Vec::new(),
-        destination_policies: Vec::new(),
-    }
-}
-
 fn with_vip(mut s: Service, vip: &str) -> Service {
     s.addresses.push(vip.parse().expect("ip"));
     s
@@ -20,18 +9,24 @@ fn with_vip(mut s: Service, vip: &str) -> Service {
 
 #[test]
 fn ports_are_planned_by_protocol() {
-    let web = ms(with_vip(
-        Service::new("web.svc").with_port("http", 80, Protocol::Http),
-        "10.96.0.10",
-    ));
-    let db = ms(with_vip(
-        Service::new("db.svc").with_port("tcp", 5432, Protocol::Tcp),
-        "10.96.0.11",
-    ));
-    let headless = ms(Service::new("cache.svc").with_port("tcp", 6379, Protocol::Tcp));
-    let tls = ms(Service::new("api.svc").with_port("tls", 443, Protocol::Tls));
-    let services = [&tls, &headless, &db, &web];
-    let plan = PortPlan::of(services.into_iter());
+    let view = super::super::tests::view_of(
+        [
+            with_vip(
+                Service::new("web.svc").with_port("http", 80, Protocol::Http),
+                "10.96.0.10",
+            ),
+            with_vip(
+                Service::new("db.svc").with_port("tcp", 5432, Protocol::Tcp),
+                "10.96.0.11",
+            ),
+            Service::new("cache.svc").with_port("tcp", 6379, Protocol::Tcp),
+            Service::new("api.svc").with_port("tls", 443, Protocol::Tls),
+        ]
+        .map(|s| (s, Vec::new())),
+        Vec::new(),
+    );
+    let db = &*view.services["db.svc"];
+    let plan = PortPlan::of(view.services.values().map(|ms| &**ms));
     assert_eq!(plan.http.keys().collect::<Vec<_>>(), [&80]);
     assert_eq!(plan.tls[&443].len(), 1);
     assert_eq!(plan.tcp.len(), 1);
@@ -77,7 +72,7 @@ fn ports_are_planned_by_protocol() {
     );
     assert_eq!(table.virtual_hosts[1].name, "allow_any");
 
-    let vip = vip_listener("10.96.0.11".parse().expect("ip"), 5432, &db);
+    let vip = vip_listener("10.96.0.11".parse().expect("ip"), 5432, db);
     assert_eq!(vip.name, "10.96.0.11_5432");
 }
 
