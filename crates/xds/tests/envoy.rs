@@ -317,3 +317,57 @@ async fn envoy_sotw_new_services_route_promptly() {
 async fn envoy_delta_new_services_route_promptly() {
     new_services_route_promptly(true).await;
 }
+
+/// Per-proxy scoping through a real Envoy: a sidecar of namespace `shop`
+/// whose scope rule lets it see its namespace reaches `web.shop.svc` and
+/// gets 404 for `pay.billing.svc` (not in its route table, no cluster);
+/// widening the rule to `billing/*` makes the same Envoy reach it.
+#[tokio::test]
+async fn a_scope_rule_limits_and_widens_what_a_real_envoy_reaches() {
+    use sextant_core::rules::ScopeRule;
+    use sextant_core::{MemoryRules, Rule, ScopeHost};
+    let web_b = HttpBackend::start("web").await;
+    let pay_b = HttpBackend::start("pay").await;
+    let in_ns = |host: &str, ns: &str, b: &HttpBackend| {
+        let mut s = one_backend(host, b);
+        s.namespace = ns.to_owned();
+        s
+    };
+    let scope = |hosts: &[&str]| {
+        Rule::scope(
+            "shop",
+            "default",
+            ScopeRule {
+                workload_selector: Default::default(),
+                hosts: hosts
+                    .iter()
+                    .map(|h| ScopeHost::parse(h).expect(h))
+                    .collect(),
+            },
+        )
+    };
+    let rules = MemoryRules::new("memory/rules");
+    rules.insert(scope(&["./*"]));
+    let (_h, envoy, outbound) = sextant_and_envoy(
+        vec![
+            in_ns("web.shop.svc", "shop", &web_b),
+            in_ns("pay.billing.svc", "billing", &pay_b),
+        ],
+        "sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local",
+        false,
+        Some(rules.clone()),
+    )
+    .await;
+    assert_eq!(status_until(outbound, "web.shop.svc", 200).await, 200);
+    let (status, _) = http_get(outbound, "pay.billing.svc", "/")
+        .await
+        .expect("request");
+    assert_eq!(status, 404, "out of scope: not in the route table");
+    let (_, clusters) = envoy.admin_get("/clusters").await;
+    assert!(!clusters.contains("pay.billing.svc"), "{clusters}");
+
+    rules.insert(scope(&["./*", "billing/*"]));
+    assert_eq!(status_until(outbound, "pay.billing.svc", 200).await, 200);
+    let seen = bodies_until(outbound, "pay.billing.svc", 10, |s| !s.is_empty()).await;
+    assert!(seen.contains("pay"), "{seen:?}");
+}
