@@ -86,6 +86,13 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   exit 1
 fi
 
+# The test runner: the image of the project's machines has it; elsewhere it
+# is built from crates.io (a few minutes, once).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --quiet --locked cargo-nextest
+fi
+
 # Supply-chain checks (deny.toml), built from crates.io (about 3 minutes).
 CARGO_DENY_VERSION=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then

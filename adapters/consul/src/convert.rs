@@ -22,127 +22,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use sextant_core::{
-    Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
-};
+use sextant_core::{Address, Endpoint, Health, Labels, Locality, Protocol, Service, ServicePort};
 
-/// One entry of `/v1/health/service/NAME`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ServiceEntry {
-    /// The node.
-    pub node: NodeInfo,
-    /// The instance.
-    pub service: AgentService,
-    /// Node and service checks.
-    #[serde(default)]
-    pub checks: Vec<HealthCheck>,
-}
-
-/// The node part of an entry.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NodeInfo {
-    /// Node name.
-    pub node: String,
-    /// Node address.
-    #[serde(default)]
-    pub address: String,
-    /// Datacenter.
-    #[serde(default)]
-    pub datacenter: String,
-    /// Node metadata.
-    #[serde(default)]
-    pub meta: Option<BTreeMap<String, String>>,
-}
-
-/// The instance part of an entry.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct AgentService {
-    /// Instance id.
-    #[serde(rename = "ID")]
-    pub id: String,
-    /// Service name.
-    pub service: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    /// Address; empty means the node's.
-    #[serde(default)]
-    pub address: String,
-    /// Port.
-    #[serde(default)]
-    pub port: u32,
-    /// Metadata.
-    #[serde(default)]
-    pub meta: Option<BTreeMap<String, String>>,
-    /// Weights by health.
-    #[serde(default)]
-    pub weights: Option<Weights>,
-    /// `connect-proxy`, `mesh-gateway`, ... or empty.
-    #[serde(default)]
-    pub kind: Option<String>,
-}
-
-/// `Weights`.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Weights {
-    /// Weight while passing.
-    pub passing: u32,
-    /// Weight while warning.
-    pub warning: u32,
-}
-
-/// A check of an entry.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct HealthCheck {
-    /// Check id.
-    #[serde(rename = "CheckID")]
-    pub check_id: String,
-    /// `passing`, `warning`, `critical` (or `maintenance`).
-    pub status: String,
-}
-
-/// How Consul instances become endpoints.
-#[derive(Clone, Debug)]
-pub struct Mapping {
-    /// Hostname template with `{service}`. Default `{service}.service.consul`.
-    pub hostname_template: String,
-    /// A warning check still receives traffic. Default true (Consul's DNS does the same).
-    pub warning_is_healthy: bool,
-    /// Include proxy and gateway instances. Default false.
-    pub include_gateways: bool,
-    /// Node-meta key whose value is the zone. Default none.
-    pub zone_meta_key: Option<String>,
-}
-
-impl Default for Mapping {
-    fn default() -> Self {
-        Mapping {
-            hostname_template: "{service}.service.consul".into(),
-            warning_is_healthy: true,
-            include_gateways: false,
-            zone_meta_key: None,
-        }
-    }
-}
-
-impl Mapping {
-    /// The hostname of Consul service `name`.
-    pub fn hostname(&self, name: &str) -> Result<Hostname, String> {
-        let host = self
-            .hostname_template
-            .replace("{service}", &name.to_ascii_lowercase());
-        match sextant_core::validate::dns_name_problem(&host) {
-            None => Ok(Hostname::new(host)),
-            Some(p) => Err(format!("hostname {host:?} from service {name:?} {p}")),
-        }
-    }
-}
+pub use crate::api::ServiceEntry;
+use crate::api::Weights;
+use crate::filter::{self, Expr};
+pub use crate::mapping::Mapping;
 
 /// The service meta key that names the service's port, so that it merges
 /// with the port of that name in another registry (Consul keys allow no
@@ -169,13 +54,13 @@ fn is_gateway(kind: Option<&str>) -> bool {
 
 /// What Consul's config entries add to a service: the protocol of its
 /// `service-defaults`, and the subset filters of its `service-resolver`
-/// that are evaluated here (see [`crate::entries::subset_label`]).
+/// that are evaluated here (see [`filter::subset_label`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Extras {
     /// `service-defaults` `Protocol`; wins over the instances' meta.
     pub protocol: Option<Protocol>,
     /// Subset name and filter.
-    pub subsets: Vec<(String, crate::filter::Expr)>,
+    pub subsets: Vec<(String, Expr)>,
 }
 
 /// A `service-defaults` protocol as Sextant's; `None` for one it does not
@@ -259,8 +144,8 @@ pub fn to_service_with(
         }
         labels.extend(e.service.meta.clone().unwrap_or_default());
         for (subset, filter) in &extras.subsets {
-            if crate::filter::eval(filter, e) {
-                labels.insert(crate::entries::subset_label(subset), "true".into());
+            if filter::eval(filter, e) {
+                labels.insert(filter::subset_label(subset), "true".into());
             }
         }
         let zone = mapping

@@ -30,7 +30,8 @@ use sextant_core::rules::{
 };
 use sextant_core::{DestinationPolicy, Labels, RouteRule, Rule};
 
-use crate::convert::Mapping;
+use crate::filter::{self, Expr, subset_label};
+use crate::mapping::Mapping;
 
 /// The rules of one Consul service, and what of its entries Sextant does
 /// not serve.
@@ -167,23 +168,14 @@ pub struct ResolverSubset {
     pub only_passing: bool,
 }
 
-/// The label the services side gives the instances that pass subset
-/// `subset`'s filter, when the filter is not a plain label selector.
-pub fn subset_label(subset: &str) -> String {
-    format!("{SUBSET_LABEL_PREFIX}{subset}")
-}
-
-/// See [`subset_label`].
-pub const SUBSET_LABEL_PREFIX: &str = "consul-subset.sextant.io/";
-
 /// The subsets of `resolver` whose filters the services side evaluates
 /// (those that are not plain label selectors), parsed.
-pub fn evaluated_subsets(resolver: &Resolver) -> Vec<(String, crate::filter::Expr)> {
+pub fn evaluated_subsets(resolver: &Resolver) -> Vec<(String, Expr)> {
     resolver
         .subsets
         .iter()
         .filter(|(_, s)| filter_labels(&s.filter).is_err())
-        .filter_map(|(name, s)| Some((name.clone(), crate::filter::parse(&s.filter).ok()?)))
+        .filter_map(|(name, s)| Some((name.clone(), filter::parse(&s.filter).ok()?)))
         .collect()
 }
 
@@ -445,7 +437,7 @@ pub fn convert(
             // A filter that is not a label selector is evaluated by the
             // services side on each instance, which labels the passing ones.
             let labels = filter_labels(&s.filter).or_else(|_| {
-                crate::filter::parse(&s.filter)
+                filter::parse(&s.filter)
                     .map(|_| Labels::from([(subset_label(subset), "true".to_owned())]))
             });
             match labels {

@@ -12,7 +12,7 @@
 //! Bounded: at most [`MAX_FILTER_BYTES`] of text and [`MAX_DEPTH`] levels
 //! of nesting.
 
-use crate::convert::ServiceEntry;
+use crate::api::ServiceEntry;
 
 /// The longest filter accepted.
 pub const MAX_FILTER_BYTES: usize = 4096;
@@ -341,3 +341,12 @@ pub fn eval(expr: &Expr, e: &ServiceEntry) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// The label the services side gives the instances that pass subset
+/// `subset`'s filter, when the filter is not a plain label selector.
+pub fn subset_label(subset: &str) -> String {
+    format!("{SUBSET_LABEL_PREFIX}{subset}")
+}
+
+/// See [`subset_label`].
+pub const SUBSET_LABEL_PREFIX: &str = "consul-subset.sextant.io/";

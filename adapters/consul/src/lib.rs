@@ -21,30 +21,43 @@
 //!   are not plain label selectors are evaluated on each instance, see
 //!   [`filter`]) with blocking queries; a change converts the services it
 //!   touches again. The rules side ([`RuleSource`]) follows routers,
-//!   splitters and resolvers.
+//!   splitters and resolvers. A kind Consul does not serve to us (404:
+//!   Consul before 1.5 or a Consul-compatible registry; 403: a token
+//!   without the right to read config entries) is logged once and asked
+//!   for again every [`ConsulConfig::config_entries_retry`]; services flow
+//!   meanwhile, without what that kind would add.
+//! - Problems belong to their object (`consul service NAME`, a config
+//!   entry): one that goes away is retracted on its own.
 //!
 //! Built on `reqwest` with rustls (ring): no Consul crate covered health,
 //! weights, meta and blocking queries together.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod convert;
 pub mod entries;
 pub mod filter;
+pub mod mapping;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sextant_core::recover::{Backoff, EventSender, resilient_task};
+use sextant_core::recover::{Backoff, Closed, EventSender, resilient_task};
 use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
-use convert::{Mapping, ServiceEntry};
+use api::{Api, ConfigEntries, ServiceEntry};
+pub use api::{MAX_RESPONSE_BYTES, next_index};
+use mapping::Mapping;
 
 /// How to reach Consul and how to read it.
 #[derive(Clone, Debug)]
@@ -72,6 +85,10 @@ pub struct ConsulConfig {
     pub backoff: Backoff,
     /// The largest answer read. Default [`MAX_RESPONSE_BYTES`].
     pub max_response_bytes: usize,
+    /// How often a config entry kind Consul does not serve (404 before
+    /// Consul 1.5 or from a Consul-compatible registry, 403 for a token
+    /// without the right to read it) is asked for again. Default 30 s.
+    pub config_entries_retry: Duration,
 }
 
 impl Default for ConsulConfig {
@@ -88,6 +105,7 @@ impl Default for ConsulConfig {
             concurrency: 16,
             backoff: Backoff::default(),
             max_response_bytes: MAX_RESPONSE_BYTES,
+            config_entries_retry: Duration::from_secs(30),
         }
     }
 }
@@ -96,6 +114,8 @@ impl Default for ConsulConfig {
 pub struct ConsulRegistry {
     id: RegistryId,
     config: ConsulConfig,
+    /// Config entry kinds Consul does not serve to us, logged once.
+    not_served: Announced,
 }
 
 impl ConsulRegistry {
@@ -104,6 +124,7 @@ impl ConsulRegistry {
         ConsulRegistry {
             id: id.into(),
             config,
+            not_served: Announced::default(),
         }
     }
 }
@@ -115,9 +136,16 @@ impl Registry for ConsulRegistry {
 
     fn watch(&self) -> EventStream {
         let config = self.config.clone();
+        let not_served = self.not_served.clone();
         resilient_task(self.config.backoff.clone(), move |tx| {
-            let config = config.clone();
-            async move { session(&config, &tx).await }
+            let (config, not_served) = (config.clone(), not_served.clone());
+            async move {
+                match session(&config, &tx, &not_served).await {
+                    Err(Stop::Closed) => Ok(()),
+                    Err(Stop::Failed(e)) => Err(e),
+                    Ok(()) => Ok(()),
+                }
+            }
         })
     }
 }
@@ -126,8 +154,9 @@ impl Registry for ConsulRegistry {
 /// `service-splitter` and `service-resolver`, each kind followed with a
 /// blocking query on `/v1/config/KIND` (the same index rules as the
 /// catalog). Whenever one changes, every service's rules are converted
-/// again ([`entries::convert`]) and sent whole: a `Reset`, then what could
-/// not be served, each as a problem naming the entry.
+/// again ([`entries::convert`]); the first read is sent as a `Reset`, then
+/// only what changed: the rules that differ (`Apply`, `Delete`), the
+/// problems that are new and those that are over.
 impl RuleSource for ConsulRegistry {
     fn id(&self) -> &RegistryId {
         &self.id
@@ -135,12 +164,131 @@ impl RuleSource for ConsulRegistry {
 
     fn watch_rules(&self) -> RuleStream {
         let config = self.config.clone();
+        let not_served = self.not_served.clone();
         resilient_task(self.config.backoff.clone(), move |tx: EventSender<Rule>| {
-            let config = config.clone();
-            async move { rules_session(&config, &tx).await }
+            let (config, not_served) = (config.clone(), not_served.clone());
+            async move {
+                match rules_session(&config, &tx, &not_served).await {
+                    Err(Stop::Closed) => Ok(()),
+                    Err(Stop::Failed(e)) => Err(e),
+                    Ok(()) => Ok(()),
+                }
+            }
         })
     }
 }
+
+/// Why a session returns: the source failed, or nobody listens any more.
+enum Stop {
+    Failed(Error),
+    Closed,
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+impl From<Closed> for Stop {
+    fn from(_: Closed) -> Stop {
+        Stop::Closed
+    }
+}
+
+/// The config entry kinds Consul does not serve to this registry, shared
+/// by its two sessions and kept across reconnects, so each is logged once.
+#[derive(Clone, Default)]
+struct Announced(Arc<Mutex<BTreeSet<&'static str>>>);
+
+impl Announced {
+    fn not_served(&self, kind: &'static str, why: &str, retry: Duration) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.insert(kind) {
+            warn!(
+                kind,
+                why,
+                "consul does not serve these config entries to us: going on without them, asking again every {retry:?}"
+            );
+        }
+    }
+
+    fn served(&self, kind: &'static str) {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.remove(kind) {
+            info!(kind, "consul serves these config entries now; reading them");
+        }
+    }
+}
+
+/// One config entry kind as a session follows it: what it holds, the
+/// index to block on, and whether Consul serves it to us at all.
+struct Followed {
+    kind: &'static str,
+    list: Vec<serde_json::Value>,
+    index: u64,
+    served: bool,
+}
+
+impl Followed {
+    /// The first read of `kind`.
+    async fn read(api: &Api, kind: &'static str, announced: &Announced) -> Result<Followed, Error> {
+        let mut f = Followed {
+            kind,
+            list: Vec::new(),
+            index: 0,
+            served: true,
+        };
+        let read = api.config_entries(kind, 0).await?;
+        f.update(read, announced, api.config.config_entries_retry);
+        Ok(f)
+    }
+
+    /// The next answer about this kind: a blocking query from its index,
+    /// or, for a kind Consul does not serve, a plain read after the retry
+    /// delay. Also when it started, for pacing.
+    fn next(&self, api: &Api) -> Pending {
+        let (api, kind, index, served) = (api.clone(), self.kind, self.index, self.served);
+        Box::pin(async move {
+            if !served {
+                tokio::time::sleep(api.config.config_entries_retry).await;
+            }
+            let started = Instant::now();
+            let index = if served { index } else { 0 };
+            (api.config_entries(kind, index).await, started)
+        })
+    }
+
+    /// Takes an answer; true when what the kind holds changed.
+    fn update(&mut self, read: ConfigEntries, announced: &Announced, retry: Duration) -> bool {
+        match read {
+            ConfigEntries::Read(list, returned) => {
+                let next = next_index(self.index, returned);
+                let changed = !self.served || next != self.index;
+                if !self.served {
+                    announced.served(self.kind);
+                }
+                self.served = true;
+                if changed {
+                    self.index = next;
+                    self.list = list;
+                }
+                changed
+            }
+            ConfigEntries::NotServed(why) => {
+                announced.not_served(self.kind, &why, retry);
+                let changed = self.served && !self.list.is_empty();
+                self.served = false;
+                self.index = 0;
+                self.list.clear();
+                changed
+            }
+        }
+    }
+}
+
+/// A query in flight: its answer, and when it started.
+type Pending = Pin<Box<dyn Future<Output = (Result<ConfigEntries, Error>, Instant)> + Send>>;
 
 /// Rules, and the problems to report with them (object, reason).
 type RulesRead = (Vec<Rule>, Vec<(String, String)>);
@@ -151,7 +299,7 @@ const RULE_KINDS: [&str; 3] = ["service-router", "service-splitter", "service-re
 /// Every service's rules from the entries of each kind (in
 /// [`RULE_KINDS`] order), and the problems: entries that do not decode,
 /// and what of them cannot be served.
-fn rules_from(mapping: &convert::Mapping, kinds: &[Vec<serde_json::Value>; 3]) -> RulesRead {
+fn rules_from(mapping: &Mapping, kinds: [&[serde_json::Value]; 3]) -> RulesRead {
     fn by_name<T: serde::de::DeserializeOwned>(
         kind: &str,
         list: &[serde_json::Value],
@@ -174,11 +322,11 @@ fn rules_from(mapping: &convert::Mapping, kinds: &[Vec<serde_json::Value>; 3]) -
     }
     let mut problems = Vec::new();
     let routers: BTreeMap<String, entries::Router> =
-        by_name(RULE_KINDS[0], &kinds[0], &mut problems);
+        by_name(RULE_KINDS[0], kinds[0], &mut problems);
     let splitters: BTreeMap<String, entries::Splitter> =
-        by_name(RULE_KINDS[1], &kinds[1], &mut problems);
+        by_name(RULE_KINDS[1], kinds[1], &mut problems);
     let resolvers: BTreeMap<String, entries::Resolver> =
-        by_name(RULE_KINDS[2], &kinds[2], &mut problems);
+        by_name(RULE_KINDS[2], kinds[2], &mut problems);
     let names: BTreeSet<&String> = routers
         .keys()
         .chain(splitters.keys())
@@ -207,226 +355,66 @@ fn rules_from(mapping: &convert::Mapping, kinds: &[Vec<serde_json::Value>; 3]) -
     (rules, problems)
 }
 
+/// Sends what changed from `last` to `now`: everything as a `Reset` the
+/// first time; then the rules that differ, the problems that are over and
+/// those that are new.
+async fn send_rules(
+    tx: &EventSender<Rule>,
+    last: Option<&RulesRead>,
+    now: &RulesRead,
+) -> Result<(), Closed> {
+    let Some((last_rules, last_problems)) = last else {
+        tx.reset(now.0.clone()).await?;
+        return tx.problems_changed(&[], &now.1).await;
+    };
+    for event in sextant_core::changes(last_rules, &now.0) {
+        tx.send(Ok(event)).await?;
+    }
+    tx.problems_changed(last_problems, &now.1).await
+}
+
 /// One connection of the rules stream: read every kind, then follow each
-/// with blocking queries; any change sends the whole set again.
-async fn rules_session(config: &ConsulConfig, tx: &EventSender<Rule>) -> Result<(), Error> {
+/// with blocking queries; a change sends what it changed.
+async fn rules_session(
+    config: &ConsulConfig,
+    tx: &EventSender<Rule>,
+    announced: &Announced,
+) -> Result<(), Stop> {
     let api = Api::new(config)?;
-    let mut kinds: [Vec<serde_json::Value>; 3] = Default::default();
-    let mut indexes = [0u64; 3];
-    for (i, kind) in RULE_KINDS.iter().enumerate() {
-        let (list, index) = api.get(&["v1", "config", kind], 0).await?;
-        kinds[i] = list;
-        indexes[i] = next_index(0, index);
+    let mut kinds = Vec::with_capacity(RULE_KINDS.len());
+    for kind in RULE_KINDS {
+        kinds.push(Followed::read(&api, kind, announced).await?);
     }
     let mut last: Option<RulesRead> = None;
+    // Each kind's query, tagged with its place in `kinds`.
+    let tagged = |i: usize, q: Pending| async move { (i, q.await) };
+    let mut queries = futures::stream::FuturesUnordered::new();
+    for (i, k) in kinds.iter().enumerate() {
+        queries.push(tagged(i, k.next(&api)));
+    }
     loop {
-        let now = rules_from(&config.mapping, &kinds);
+        let now = rules_from(
+            &config.mapping,
+            [&kinds[0].list, &kinds[1].list, &kinds[2].list],
+        );
         if last.as_ref() != Some(&now) {
             info!(
                 rules = now.0.len(),
                 problems = now.1.len(),
                 "consul config entries read"
             );
-            if tx.reset(now.0.clone()).await.is_err() {
-                return Ok(());
-            }
-            for (object, reason) in &now.1 {
-                if tx.invalid(object.clone(), reason.clone()).await.is_err() {
-                    return Ok(());
-                }
-            }
+            send_rules(tx, last.as_ref(), &now).await?;
             last = Some(now);
         }
-        // Wait for the first kind to change.
-        let started = Instant::now();
-        let queries = RULE_KINDS.iter().enumerate().map(|(i, kind)| {
-            let api = api.clone();
-            let index = indexes[i];
-            Box::pin(async move {
-                let r: Result<(Vec<serde_json::Value>, u64), Error> =
-                    api.get(&["v1", "config", kind], index).await;
-                (i, r)
-            })
-        });
-        let ((i, result), _, _) = futures::future::select_all(queries).await;
-        let (list, returned) = result?;
-        let next = next_index(indexes[i], returned);
-        if next == indexes[i] {
-            // The wait ran out: nothing changed.
-            continue;
+        // Wait for the first kind to answer.
+        let Some((i, (result, started))) = queries.next().await else {
+            return Err(Error::unavailable("consul config entry queries stopped").into());
+        };
+        let changed = kinds[i].update(result?, announced, config.config_entries_retry);
+        if changed && kinds[i].served {
+            pace(started, config.min_interval).await;
         }
-        pace(started, config.min_interval).await;
-        kinds[i] = list;
-        indexes[i] = next;
-    }
-}
-
-/// The largest Consul answer read. A service with 10,000 instances and
-/// their checks is about 20 MB of JSON; a larger answer ends the session
-/// (the last good state keeps serving) and says why.
-pub const MAX_RESPONSE_BYTES: usize = 128 << 20;
-
-/// The next index to ask with, by Consul's rules.
-pub fn next_index(previous: u64, returned: u64) -> u64 {
-    if returned == 0 {
-        1
-    } else if returned < previous {
-        0
-    } else {
-        returned
-    }
-}
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    config: ConsulConfig,
-}
-
-impl Api {
-    fn new(config: &ConsulConfig) -> Result<Api, Error> {
-        // The request timeout must outlast a blocking query's wait plus
-        // Consul's jitter (wait/16).
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(config.wait + config.wait / 16 + Duration::from_secs(10));
-        if let Some(ca) = &config.ca {
-            let pem = std::fs::read(ca)
-                .map_err(|e| Error::unavailable_from(format!("cannot read {}", ca.display()), e))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| Error::unavailable_from("bad Consul CA", e))?;
-            b = b.add_root_certificate(cert);
-        }
-        if let Some((cert, key)) = &config.client_cert {
-            let mut pem = std::fs::read(cert).map_err(|e| {
-                Error::unavailable_from(format!("cannot read {}", cert.display()), e)
-            })?;
-            pem.extend(std::fs::read(key).map_err(|e| {
-                Error::unavailable_from(format!("cannot read {}", key.display()), e)
-            })?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| Error::unavailable_from("bad Consul client certificate", e))?;
-            b = b.identity(id);
-        }
-        let http = b
-            .build()
-            .map_err(|e| Error::unavailable_from("cannot build the HTTP client", e))?;
-        Ok(Api {
-            http,
-            config: config.clone(),
-        })
-    }
-
-    /// A (blocking, if `index` > 0) GET; the body and `X-Consul-Index`.
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &[&str],
-        index: u64,
-    ) -> Result<(T, u64), Error> {
-        match self.get_bounded(path, index).await? {
-            (Ok(t), index) => Ok((t, index)),
-            (Err(oversized), _) => Err(Error::unavailable(oversized)),
-        }
-    }
-
-    /// As [`Api::get`], with an answer over the size limit given as its
-    /// own error (and the index it carried), for the caller to skip that
-    /// one object rather than the whole session.
-    async fn get_bounded<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &[&str],
-        index: u64,
-    ) -> Result<(Result<T, String>, u64), Error> {
-        let mut url = reqwest::Url::parse(&self.config.addr).map_err(|e| {
-            Error::unavailable_from(format!("bad Consul address {:?}", self.config.addr), e)
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| Error::unavailable(format!("bad Consul address {:?}", self.config.addr)))?
-            .pop_if_empty()
-            .extend(path);
-        {
-            let mut q = url.query_pairs_mut();
-            if index > 0 {
-                q.append_pair("index", &index.to_string());
-                q.append_pair("wait", &format!("{}s", self.config.wait.as_secs().max(1)));
-            }
-            if let Some(dc) = &self.config.datacenter {
-                q.append_pair("dc", dc);
-            }
-        }
-        let what = format!("GET {}", url.path());
-        let mut req = self.http.get(url);
-        if let Some(token) = &self.config.token {
-            req = req.header("X-Consul-Token", token.expose());
-        }
-        let resp = req.send().await.map_err(|e| {
-            Error::unavailable_from(
-                format!("cannot reach Consul at {} ({what})", self.config.addr),
-                e,
-            )
-        })?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::FORBIDDEN {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Error::unavailable(format!(
-                "Consul refused the request ({what}: 403 {}): check --consul-token and that its ACL policy grants service:read and node:read",
-                body.trim()
-            )));
-        }
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Error::unavailable(format!(
-                "Consul answered {status} to {what}: {}",
-                body.trim()
-            )));
-        }
-        let index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        // Read in chunks up to the limit: a faulty agent or proxy cannot
-        // make the adapter buffer without bound.
-        let mut resp = resp;
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| Error::unavailable_from(format!("{what}: reading the answer failed"), e))?
-        {
-            let limit = self.config.max_response_bytes;
-            if body.len() + chunk.len() > limit {
-                return Ok((
-                    Err(format!(
-                        "Consul's answer to {what} is over the limit of {limit} bytes"
-                    )),
-                    index,
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let value = serde_json::from_slice(&body).map_err(|e| {
-            Error::unavailable_from(format!("Consul answered {what} with malformed JSON"), e)
-        })?;
-        Ok((Ok(value), index))
-    }
-
-    async fn services(&self, index: u64) -> Result<(BTreeSet<String>, u64), Error> {
-        let (map, index): (BTreeMap<String, serde_json::Value>, u64) =
-            self.get(&["v1", "catalog", "services"], index).await?;
-        Ok((map.into_keys().collect(), index))
-    }
-
-    /// A service's instances; an answer over the size limit is that
-    /// service's problem only (`Err` inside), not the session's.
-    async fn health(
-        &self,
-        name: &str,
-        index: u64,
-    ) -> Result<(Result<Vec<ServiceEntry>, String>, u64), Error> {
-        self.get_bounded(&["v1", "health", "service", name], index)
-            .await
+        queries.push(tagged(i, kinds[i].next(&api)));
     }
 }
 
@@ -484,32 +472,22 @@ async fn watch_service(api: Api, name: String, mut index: u64, tx: mpsc::Sender<
     }
 }
 
-type Tx = EventSender;
-
-/// Reports a service that could not be converted; it is skipped. The
-/// receiver is gone only when the stream was dropped: nobody to tell.
-async fn invalid(tx: &Tx, name: &str, reason: String) {
-    let _ = tx
-        .send(Err(Error::invalid_object(
-            format!("consul service {name}"),
-            reason,
-        )))
-        .await;
-}
-
 /// The config entry kinds the services side reads: what they add to a
 /// service is in [`convert::Extras`].
 const SERVICE_KINDS: [&str; 2] = ["service-defaults", "service-resolver"];
 
 /// What the services' config entries add, by service name.
-fn extras_from(kinds: &[Vec<serde_json::Value>; 2]) -> HashMap<String, convert::Extras> {
+fn extras_from(
+    defaults: &[serde_json::Value],
+    resolvers: &[serde_json::Value],
+) -> HashMap<String, convert::Extras> {
     let mut out: HashMap<String, convert::Extras> = HashMap::new();
     let name = |v: &serde_json::Value| {
         v.get("Name")
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
     };
-    for d in &kinds[0] {
+    for d in defaults {
         let protocol = d
             .get("Protocol")
             .and_then(serde_json::Value::as_str)
@@ -518,7 +496,7 @@ fn extras_from(kinds: &[Vec<serde_json::Value>; 2]) -> HashMap<String, convert::
             out.entry(n).or_default().protocol = Some(p);
         }
     }
-    for r in &kinds[1] {
+    for r in resolvers {
         // A resolver that does not decode is reported by the rules side.
         let (Some(n), Ok(resolver)) = (
             name(r),
@@ -534,45 +512,78 @@ fn extras_from(kinds: &[Vec<serde_json::Value>; 2]) -> HashMap<String, convert::
     out
 }
 
-/// What one session knows: each service's instances as last read, and what
-/// config entries add.
+/// What one session knows: each service's instances as last read, what
+/// config entries add, and the services with a problem shown.
 struct Known {
     entries: HashMap<String, Vec<ServiceEntry>>,
     extras: HashMap<String, convert::Extras>,
+    broken: BTreeSet<String>,
+}
+
+/// How a service with a problem is named.
+fn object(name: &str) -> String {
+    format!("consul service {name}")
 }
 
 impl Known {
-    /// The event for service `name` as it is now, reporting a service that
-    /// cannot be converted.
-    async fn event(&self, mapping: &Mapping, name: &str, tx: &Tx) -> Option<Event> {
+    /// Sends service `name` as it is now: an Apply, a Delete (no instances
+    /// left), or a problem (it cannot be converted; its last good version
+    /// stays). A problem it had is retracted once it converts again.
+    async fn send(
+        &mut self,
+        mapping: &Mapping,
+        name: &str,
+        tx: &EventSender,
+    ) -> Result<(), Closed> {
         let entries = self.entries.get(name).map_or(&[][..], Vec::as_slice);
         let extras = self.extras.get(name).cloned().unwrap_or_default();
-        match convert::to_service_with(name, entries, mapping, &extras) {
-            Ok(Some(s)) => Some(Event::Apply(s)),
-            Ok(None) => mapping.hostname(name).ok().map(Event::Delete),
-            Err(reason) => {
-                invalid(tx, name, reason).await;
-                None
-            }
+        let event = match convert::to_service_with(name, entries, mapping, &extras) {
+            Ok(Some(s)) => Event::Apply(s),
+            Ok(None) => match mapping.hostname(name) {
+                Ok(h) => Event::Delete(h),
+                Err(_) => return Ok(()),
+            },
+            Err(reason) => return self.problem(name, reason, tx).await,
+        };
+        tx.send(Ok(event)).await?;
+        self.fixed(name, tx).await
+    }
+
+    /// Service `name` is skipped: reported, and remembered until fixed.
+    async fn problem(
+        &mut self,
+        name: &str,
+        reason: String,
+        tx: &EventSender,
+    ) -> Result<(), Closed> {
+        self.broken.insert(name.to_owned());
+        tx.invalid(object(name), reason).await
+    }
+
+    /// Service `name` converts again, or is gone: its problem is over.
+    async fn fixed(&mut self, name: &str, tx: &EventSender) -> Result<(), Closed> {
+        if self.broken.remove(name) {
+            tx.resolved(object(name)).await?;
         }
+        Ok(())
     }
 }
 
 /// One connection: a full read as one Reset, then follow changes.
-async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
+async fn session(
+    config: &ConsulConfig,
+    tx: &EventSender,
+    announced: &Announced,
+) -> Result<(), Stop> {
     let api = Api::new(config)?;
     let (names, mut catalog_index) = api.services(0).await?;
     catalog_index = next_index(0, catalog_index);
-    let mut kinds: [Vec<serde_json::Value>; 2] = Default::default();
-    let mut kind_indexes = [0u64; 2];
-    for (i, kind) in SERVICE_KINDS.iter().enumerate() {
-        let (list, index) = api.get(&["v1", "config", kind], 0).await?;
-        kinds[i] = list;
-        kind_indexes[i] = next_index(0, index);
-    }
+    let mut defaults = Followed::read(&api, SERVICE_KINDS[0], announced).await?;
+    let mut resolvers = Followed::read(&api, SERVICE_KINDS[1], announced).await?;
     let mut known = Known {
         entries: HashMap::new(),
-        extras: extras_from(&kinds),
+        extras: extras_from(&defaults.list, &resolvers.list),
+        broken: BTreeSet::new(),
     };
 
     // Full read: every service once, a few at a time.
@@ -588,6 +599,7 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
         .buffer_unordered(config.concurrency.max(1));
     let results: Vec<_> = reads.collect().await;
     let mut services = Vec::new();
+    let mut problems = Vec::new();
     let mut watchers: HashMap<String, tokio::task::AbortHandle> = HashMap::new();
     let mut tasks = JoinSet::new();
     let (updates_tx, mut updates) = mpsc::channel(256);
@@ -595,13 +607,16 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
         let (name, entries, index) = result?;
         match entries {
             Ok(entries) => {
-                known.entries.insert(name.clone(), entries);
-                if let Some(Event::Apply(s)) = known.event(&config.mapping, &name, tx).await {
-                    services.push(s);
+                let extras = known.extras.get(&name).cloned().unwrap_or_default();
+                match convert::to_service_with(&name, &entries, &config.mapping, &extras) {
+                    Ok(Some(s)) => services.push(s),
+                    Ok(None) => {}
+                    Err(reason) => problems.push((name.clone(), reason)),
                 }
+                known.entries.insert(name.clone(), entries);
             }
             // Skipped, as a malformed service is.
-            Err(reason) => invalid(tx, &name, reason).await,
+            Err(reason) => problems.push((name.clone(), reason)),
         }
         let handle = tasks.spawn(watch_service(
             api.clone(),
@@ -612,25 +627,17 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
         watchers.insert(name, handle);
     }
     info!(services = services.len(), catalog_index, "consul read");
-    if tx.reset(services).await.is_err() {
-        return Ok(());
+    tx.reset(services).await?;
+    for (name, reason) in problems {
+        known.problem(&name, reason, tx).await?;
     }
 
     let mut catalog = Box::pin(api.services(catalog_index));
     let mut catalog_started = Instant::now();
-    let config_query = |i: usize, index: u64| {
-        let api = api.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let r: Result<(Vec<serde_json::Value>, u64), Error> =
-                api.get(&["v1", "config", SERVICE_KINDS[i]], index).await;
-            (r, started)
-        })
-    };
-    let mut defaults = config_query(0, kind_indexes[0]);
-    let mut resolvers = config_query(1, kind_indexes[1]);
+    let mut defaults_next = defaults.next(&api);
+    let mut resolvers_next = resolvers.next(&api);
     loop {
-        let changed_kind = tokio::select! {
+        let extras_changed = tokio::select! {
             result = &mut catalog => {
                 let (names, returned) = result?;
                 let next = next_index(catalog_index, returned);
@@ -647,17 +654,16 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                         h.abort();
                     }
                     known.entries.remove(&name);
-                    if let Ok(host) = config.mapping.hostname(&name)
-                        && tx.delete(host).await.is_err()
-                    {
-                        return Ok(());
+                    if let Ok(host) = config.mapping.hostname(&name) {
+                        tx.delete(host).await?;
                     }
+                    known.fixed(&name, tx).await?;
                 }
                 pace(catalog_started, config.min_interval).await;
                 catalog_index = next;
                 catalog_started = Instant::now();
                 catalog = Box::pin(api.services(catalog_index));
-                None
+                false
             }
             update = updates.recv() => match update {
                 Some(Update::Changed(name, entries)) => {
@@ -665,45 +671,39 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
                         continue; // Left the catalog meanwhile.
                     }
                     known.entries.insert(name.clone(), entries);
-                    if let Some(event) = known.event(&config.mapping, &name, tx).await
-                        && tx.send(Ok(event)).await.is_err()
-                    {
-                        return Ok(());
-                    }
-                    None
+                    known.send(&config.mapping, &name, tx).await?;
+                    false
                 }
                 Some(Update::Oversized(name, reason)) => {
                     // Reported; its last good instances stay served.
-                    invalid(tx, &name, reason).await;
-                    None
+                    known.problem(&name, reason, tx).await?;
+                    false
                 }
-                Some(Update::Failed(e)) => return Err(e),
-                None => return Err(Error::unavailable("consul watchers stopped")),
+                Some(Update::Failed(e)) => return Err(e.into()),
+                None => return Err(Error::unavailable("consul watchers stopped").into()),
             },
-            (result, started) = &mut defaults => Some((0, result?, started)),
-            (result, started) = &mut resolvers => Some((1, result?, started)),
+            (result, started) = &mut defaults_next => {
+                let changed = defaults.update(result?, announced, config.config_entries_retry);
+                if changed && defaults.served {
+                    pace(started, config.min_interval).await;
+                }
+                defaults_next = defaults.next(&api);
+                changed
+            }
+            (result, started) = &mut resolvers_next => {
+                let changed = resolvers.update(result?, announced, config.config_entries_retry);
+                if changed && resolvers.served {
+                    pace(started, config.min_interval).await;
+                }
+                resolvers_next = resolvers.next(&api);
+                changed
+            }
         };
-        let Some((i, (list, returned), started)) = changed_kind else {
-            continue;
-        };
-        let next = next_index(kind_indexes[i], returned);
-        let changed = next != kind_indexes[i];
-        if changed {
-            pace(started, config.min_interval).await;
-            kind_indexes[i] = next;
-            kinds[i] = list;
-        }
-        let query = config_query(i, kind_indexes[i]);
-        if i == 0 {
-            defaults = query;
-        } else {
-            resolvers = query;
-        }
-        if !changed {
+        if !extras_changed {
             continue;
         }
         // Services whose extras changed are converted again.
-        let extras = extras_from(&kinds);
+        let extras = extras_from(&defaults.list, &resolvers.list);
         let touched: BTreeSet<String> = extras
             .keys()
             .chain(known.extras.keys())
@@ -711,12 +711,12 @@ async fn session(config: &ConsulConfig, tx: &Tx) -> Result<(), Error> {
             .cloned()
             .collect();
         known.extras = extras;
-        for name in touched.iter().filter(|n| known.entries.contains_key(*n)) {
-            if let Some(event) = known.event(&config.mapping, name, tx).await
-                && tx.send(Ok(event)).await.is_err()
-            {
-                return Ok(());
-            }
+        let touched: Vec<String> = touched
+            .into_iter()
+            .filter(|n| known.entries.contains_key(n))
+            .collect();
+        for name in &touched {
+            known.send(&config.mapping, name, tx).await?;
         }
     }
 }

@@ -289,9 +289,10 @@ async fn config_entries_become_rules_and_follow_changes() {
         "Kind": "service-splitter", "Name": "web",
         "Splits": [ { "Weight": 100, "ServiceSubset": "v2" } ]
     }));
+    // After the first read, only what changed: the route.
     match next(&mut rules).await {
-        Ok(Event::Reset(rs)) => {
-            let route = rs[0].as_route().expect("route");
+        Ok(Event::Apply(r)) => {
+            let route = r.as_route().expect("route");
             assert_eq!(route.http[0].route.len(), 1);
             assert_eq!(
                 route.http[0].route[0].destination.subset.as_deref(),
@@ -311,7 +312,7 @@ async fn config_entries_become_rules_and_follow_changes() {
                       "Destination": { "ServiceSubset": "v1" } } ]
     }));
     match next(&mut rules).await {
-        Ok(Event::Reset(rs)) => assert_eq!(rs[0].as_route().expect("route").http.len(), 2),
+        Ok(Event::Apply(r)) => assert_eq!(r.as_route().expect("route").http.len(), 2),
         other => panic!("{other:?}"),
     }
     match next(&mut rules).await {
@@ -322,16 +323,136 @@ async fn config_entries_become_rules_and_follow_changes() {
         other => panic!("{other:?}"),
     }
 
+    // Deleting the entries deletes both rules and retracts the problem.
     for kind in ["service-router", "service-splitter", "service-resolver"] {
         double.delete_config_entry(kind, "web");
     }
-    loop {
+    let (mut deleted, mut resolved) = (Vec::new(), false);
+    while deleted.len() < 2 || !resolved {
         match next(&mut rules).await {
-            Ok(Event::Reset(rs)) if rs.is_empty() => break,
-            Ok(Event::Reset(_)) | Err(_) => continue,
+            Ok(Event::Delete(k)) => deleted.push(k.kind),
+            Ok(Event::Resolved(o)) => {
+                assert_eq!(o, "service-router web");
+                resolved = true;
+            }
+            Ok(Event::Apply(_)) | Err(_) => continue,
             other => panic!("{other:?}"),
         }
     }
+    deleted.sort();
+    assert_eq!(deleted, [RuleKind::Route, RuleKind::Policy]);
+}
+
+/// A Consul whose config entries answer 404 (Consul before 1.5, or a
+/// Consul-compatible registry) or 403 (a token that may not read them):
+/// services flow, rules are an empty set, one log line says so; when the
+/// entries are served later they are picked up.
+#[tokio::test]
+async fn config_entries_that_are_not_served_do_not_stop_the_registry() {
+    use sextant_core::RuleSource;
+    for (status, body) in [
+        (404, "404 page not found"),
+        (
+            403,
+            "Permission denied: token lacks permission 'service:read'",
+        ),
+    ] {
+        let double = ConsulDouble::start().await;
+        double.refuse_config_entries(Some((status, body)));
+        instance(&double, "n1", "web-1", "web", "10.0.0.1", 8080, "passing");
+        let mut c = config(&double);
+        c.config_entries_retry = Duration::from_millis(200);
+        let registry = Arc::new(ConsulRegistry::new("consul/dc1", c));
+        let (agg, handle) = Aggregator::with_rules(
+            AggregatorConfig::default(),
+            vec![registry.clone() as Arc<dyn Registry>],
+            vec![registry.clone() as Arc<dyn RuleSource>],
+        )
+        .expect("aggregator");
+        tokio::spawn(agg.run());
+        let view = tokio::time::timeout(Duration::from_secs(20), handle.ready())
+            .await
+            .unwrap_or_else(|_| panic!("{status}: not ready: the registry stayed syncing"))
+            .expect("ready");
+        assert!(
+            view.services.contains_key("web.service.consul"),
+            "{status}: services flow"
+        );
+        let st = handle.status().borrow().clone();
+        assert!(
+            st.registries.iter().all(|r| r.state == SyncState::Synced),
+            "{status}: {st:?}"
+        );
+        // Served later: a resolver's subsets arrive as a policy.
+        double.refuse_config_entries(None);
+        double.set_config_entry(json!({
+            "Kind": "service-resolver", "Name": "web",
+            "Subsets": { "v1": { "Filter": "Service.Meta.version == v1" } }
+        }));
+        let mut view = handle.view();
+        watch_until(&mut view, "the resolver's policy", |v| {
+            v.services
+                .get("web.service.consul")
+                .is_some_and(|ms| ms.policy().is_some())
+        })
+        .await;
+    }
+}
+
+/// The rule-source contract (the double failing every request, then
+/// answering again), and the problems contract on both streams: a
+/// service whose instance has no usable address, then fixed; a router that
+/// does not decode, then fixed.
+#[tokio::test]
+async fn keeps_the_rule_source_and_problems_contracts() {
+    use sextant_core::RuleSource;
+    let mut double = ConsulDouble::start().await;
+    let r = ConsulRegistry::new("consul/contract", config(&double));
+    sextant_testkit::contract::rule_source_contract(&r, Some(&mut double)).await;
+
+    struct NoAddress<'a>(&'a ConsulDouble);
+    impl sextant_testkit::contract::Problem for NoAddress<'_> {
+        async fn spoil(&mut self) {
+            instance(
+                self.0,
+                "n1",
+                "bad-1",
+                "bad",
+                "not an address",
+                80,
+                "passing",
+            );
+        }
+        async fn mend(&mut self) {
+            instance(self.0, "n1", "bad-1", "bad", "10.0.0.9", 80, "passing");
+        }
+    }
+    sextant_testkit::contract::problems_contract(
+        "consul services",
+        r.watch(),
+        &mut NoAddress(&double),
+    )
+    .await;
+
+    struct BadRouter<'a>(&'a ConsulDouble);
+    impl sextant_testkit::contract::Problem for BadRouter<'_> {
+        async fn spoil(&mut self) {
+            self.0.set_config_entry(json!({
+                "Kind": "service-router", "Name": "web", "Routes": "not a list"
+            }));
+        }
+        async fn mend(&mut self) {
+            self.0.set_config_entry(json!({
+                "Kind": "service-router", "Name": "web", "Routes": []
+            }));
+        }
+    }
+    sextant_testkit::contract::problems_contract(
+        "consul rules",
+        r.watch_rules(),
+        &mut BadRouter(&double),
+    )
+    .await;
 }
 
 /// `service-defaults` sets a service's protocol, and a resolver subset whose

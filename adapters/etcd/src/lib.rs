@@ -13,8 +13,9 @@
 //! - All events of one watch response are applied together and each
 //!   touched service is sent once: a deploy that rewrites 1,000 endpoint
 //!   keys becomes a handful of events, not 1,000.
-//! - A malformed key or value is skipped and reported with its key; the
-//!   key's last good value, if any, stays.
+//! - A malformed key or value is skipped and reported with its key
+//!   (`etcd key KEY`); the key's last good value, if any, stays. Once the
+//!   key is written well again or deleted, its problem alone is retracted.
 //! - Reconnects use the shared jittered backoff ([`sextant_core::recover`]).
 
 #![forbid(unsafe_code)]
@@ -23,14 +24,14 @@ pub mod client;
 pub mod convert;
 pub mod register;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::{Client, ConnectOptions, EventType, TlsOptions};
 use futures::StreamExt;
-use sextant_core::recover::{Backoff, EventSender, resilient_task};
+use sextant_core::recover::{Backoff, Closed, EventSender, resilient_task};
 use sextant_core::{
     Error, Event, EventStream, Hostname, Registry, RegistryId, Rule, RuleSource, RuleStream,
 };
@@ -134,6 +135,52 @@ impl EtcdConfig {
 struct Cursor {
     state: State,
     revision: Option<i64>,
+    /// Keys that could not be read, with why: reported again after every
+    /// Reset (which clears what is shown) until fixed or deleted.
+    broken: Problems,
+}
+
+/// Malformed keys and why, by key.
+#[derive(Default)]
+struct Problems(BTreeMap<String, String>);
+
+impl Problems {
+    /// How a key is named in a problem.
+    fn object(key: &str) -> String {
+        format!("etcd key {key}")
+    }
+
+    /// `key` cannot be read: reported.
+    async fn broken<T: sextant_core::Keyed>(
+        &mut self,
+        tx: &EventSender<T>,
+        key: String,
+        reason: String,
+    ) -> Result<(), Closed> {
+        let object = Problems::object(&key);
+        self.0.insert(key, reason.clone());
+        tx.invalid(object, reason).await
+    }
+
+    /// `key` was read well or deleted: a problem it had is retracted.
+    async fn fine<T: sextant_core::Keyed>(
+        &mut self,
+        tx: &EventSender<T>,
+        key: &str,
+    ) -> Result<(), Closed> {
+        if self.0.remove(key).is_some() {
+            tx.resolved(Problems::object(key)).await?;
+        }
+        Ok(())
+    }
+
+    /// Every problem again, after a Reset cleared what is shown.
+    async fn report_all<T: sextant_core::Keyed>(&self, tx: &EventSender<T>) -> Result<(), Closed> {
+        for (key, reason) in &self.0 {
+            tx.invalid(Problems::object(key), reason.clone()).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A registry over etcd.
@@ -188,6 +235,31 @@ impl RuleSource for EtcdRegistry {
 
 /// One connection of the rules stream: read everything, then follow.
 async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<(), Error> {
+    match follow_rules(config, tx).await {
+        Err(Stop::Failed(e)) => Err(e),
+        Err(Stop::Closed) | Ok(()) => Ok(()),
+    }
+}
+
+/// Why a session stops: etcd failed, or nobody listens any more.
+enum Stop {
+    Failed(Error),
+    Closed,
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Failed(e)
+    }
+}
+
+impl From<Closed> for Stop {
+    fn from(_: Closed) -> Stop {
+        Stop::Closed
+    }
+}
+
+async fn follow_rules(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<(), Stop> {
     let mut client = config.connect().await?;
     let layout = config.layout();
     let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
@@ -197,29 +269,24 @@ async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<()
             .await
             .map_err(unavailable)?;
         let mut rules = Vec::new();
+        let mut problems = Problems::default();
         for kv in &read {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match layout.classify_rule(&key) {
-                Ok(None) => {}
-                Ok(Some(k)) => match convert::parse_rule(&k, kv.value()) {
-                    Ok(rule) => rules.push(rule),
-                    Err(reason) => {
-                        if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                },
+            let parsed = match layout.classify_rule(&key) {
+                Ok(None) => continue,
+                Ok(Some(k)) => convert::parse_rule(&k, kv.value()),
+                Err(reason) => Err(reason),
+            };
+            match parsed {
+                Ok(rule) => rules.push(rule),
                 Err(reason) => {
-                    if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
-                        return Ok(());
-                    }
+                    problems.0.insert(key, reason);
                 }
             }
         }
         info!(rules = rules.len(), revision, "etcd rules read");
-        if tx.reset(rules).await.is_err() {
-            return Ok(());
-        }
+        tx.reset(rules).await?;
+        problems.report_all(tx).await?;
         let mut stream = client
             .watch(config.prefix.as_str(), revision + 1)
             .await
@@ -237,7 +304,8 @@ async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<()
                 return Err(Error::unavailable(format!(
                     "etcd cancelled the watch: {}",
                     response.cancel_reason()
-                )));
+                ))
+                .into());
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
@@ -246,51 +314,39 @@ async fn rules_session(config: &EtcdConfig, tx: &EventSender<Rule>) -> Result<()
                     Ok(Some(k)) => k,
                     Ok(None) => continue,
                     Err(reason) => {
-                        if tx.invalid(format!("etcd key {key}"), reason).await.is_err() {
-                            return Ok(());
-                        }
+                        problems.broken(tx, key, reason).await?;
                         continue;
                     }
                 };
-                let sent = match event.event_type() {
-                    EventType::Delete => tx.delete(k).await,
+                match event.event_type() {
+                    EventType::Delete => {
+                        tx.delete(k).await?;
+                        problems.fine(tx, &key).await?;
+                    }
                     EventType::Put => match convert::parse_rule(&k, kv.value()) {
-                        Ok(rule) => tx.apply(rule).await,
+                        Ok(rule) => {
+                            tx.apply(rule).await?;
+                            problems.fine(tx, &key).await?;
+                        }
                         // The key's last good value, if any, stays.
-                        Err(reason) => tx.invalid(format!("etcd key {key}"), reason).await,
+                        Err(reason) => problems.broken(tx, key, reason).await?,
                     },
-                };
-                if sent.is_err() {
-                    return Ok(());
                 }
             }
         }
     }
 }
 
-type Tx = EventSender;
-
-/// Reports a malformed key; the receiver is gone only when the stream was
-/// dropped, in which case there is nobody to tell.
-async fn invalid(tx: &Tx, key: &str, reason: String) {
-    let _ = tx
-        .send(Err(Error::invalid_object(
-            format!("etcd key {key}"),
-            reason,
-        )))
-        .await;
-}
-
 fn lock(cursor: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
     cursor.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reads everything under both prefixes at one revision.
+/// Reads everything under both prefixes at one revision: the state, the
+/// revision, and the keys that could not be read.
 async fn full_read(
     client: &mut Client,
     config: &EtcdConfig,
-    tx: &Tx,
-) -> Result<(State, i64), Error> {
+) -> Result<(State, i64, Problems), Error> {
     let layout = config.layout();
     let unavailable = |e: tonic::Status| Error::unavailable_from("etcd read failed", e);
     let (revision, first) = client
@@ -313,21 +369,37 @@ async fn full_read(
         );
     }
     let mut state = State::default();
+    let mut problems = Problems::default();
     for (key, value) in kvs {
         match layout.classify(&key) {
             Ok(Some(k)) => match convert::parse(&k, &value) {
                 Ok(object) => state.put(k, object),
-                Err(reason) => invalid(tx, &key, reason).await,
+                Err(reason) => {
+                    problems.0.insert(key, reason);
+                }
             },
             Ok(None) => {}
-            Err(reason) => invalid(tx, &key, reason).await,
+            Err(reason) => {
+                problems.0.insert(key, reason);
+            }
         }
     }
-    Ok((state, revision))
+    Ok((state, revision, problems))
 }
 
 /// One connection: read (or resume), then follow the watch until it fails.
-async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result<(), Error> {
+async fn session(
+    config: &EtcdConfig,
+    cursor: &Mutex<Cursor>,
+    tx: &EventSender,
+) -> Result<(), Error> {
+    match follow(config, cursor, tx).await {
+        Err(Stop::Failed(e)) => Err(e),
+        Err(Stop::Closed) | Ok(()) => Ok(()),
+    }
+}
+
+async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -> Result<(), Stop> {
     let mut client = config.connect().await?;
     let layout = config.layout();
     let mut resume = lock(cursor).revision;
@@ -346,14 +418,14 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                 );
                 resume = None;
             }
-            Err(e) => return Err(Error::unavailable_from("etcd read failed", e)),
+            Err(e) => return Err(Error::unavailable_from("etcd read failed", e).into()),
         }
     }
     loop {
         let (revision, resumed) = match resume.take() {
             Some(rev) => (rev, true),
             None => {
-                let (state, revision) = full_read(&mut client, config, tx).await?;
+                let (state, revision, problems) = full_read(&mut client, config).await?;
                 let services = state.services();
                 info!(
                     keys = state.len(),
@@ -366,9 +438,10 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                     c.state = state;
                     c.revision = Some(revision);
                 }
-                if tx.reset(services).await.is_err() {
-                    return Ok(());
-                }
+                tx.reset(services).await?;
+                // Problems after the Reset, which clears what is shown.
+                problems.report_all(tx).await?;
+                lock(cursor).broken = problems;
                 (revision, false)
             }
         };
@@ -393,7 +466,7 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
         let mut announce = resumed;
         loop {
             let Some(item) = merged.next().await else {
-                return Err(Error::unavailable("etcd watch ended"));
+                return Err(Error::unavailable("etcd watch ended").into());
             };
             let response = item.map_err(|e| Error::unavailable_from("etcd watch failed", e))?;
             if response.canceled() {
@@ -407,18 +480,23 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                 return Err(Error::unavailable(format!(
                     "etcd cancelled the watch: {}",
                     response.cancel_reason()
-                )));
+                ))
+                .into());
             }
             if std::mem::take(&mut announce) {
-                // Back after an outage: this clears staleness; the watch then
-                // brings what changed meanwhile.
+                // Back after an outage: this clears staleness (and what
+                // problems are shown: those still true are said again); the
+                // watch then brings what changed meanwhile.
                 let services = lock(cursor).state.services();
-                if tx.reset(services).await.is_err() {
-                    return Ok(());
-                }
+                tx.reset(services).await?;
+                let broken = std::mem::take(&mut lock(cursor).broken);
+                broken.report_all(tx).await?;
+                lock(cursor).broken = broken;
             }
             let mut touched: BTreeSet<Hostname> = BTreeSet::new();
-            let mut problems = Vec::new();
+            // Per key read, in order: None when read well (or deleted),
+            // else why not.
+            let mut keys: Vec<(String, Option<String>)> = Vec::new();
             {
                 let mut c = lock(cursor);
                 for event in response.events() {
@@ -428,7 +506,7 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                         Ok(Some(k)) => k,
                         Ok(None) => continue,
                         Err(reason) => {
-                            problems.push((key, reason));
+                            keys.push((key, Some(reason)));
                             continue;
                         }
                     };
@@ -436,14 +514,16 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                         EventType::Delete => {
                             touched.insert(k.hostname().clone());
                             c.state.delete(&k);
+                            keys.push((key, None));
                         }
                         EventType::Put => match convert::parse(&k, kv.value()) {
                             Ok(object) => {
                                 touched.insert(k.hostname().clone());
                                 c.state.put(k, object);
+                                keys.push((key, None));
                             }
                             // The key's last good value, if any, stays.
-                            Err(reason) => problems.push((key, reason)),
+                            Err(reason) => keys.push((key, Some(reason))),
                         },
                     }
                 }
@@ -451,9 +531,11 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                     c.revision = Some(c.revision.unwrap_or(0).max(h.revision));
                 }
             }
-            for (key, reason) in problems {
-                invalid(tx, &key, reason).await;
-            }
+            // The cursor's lock is not held across a send.
+            let mut broken = std::mem::take(&mut lock(cursor).broken);
+            let reported = report(tx, &mut broken, keys).await;
+            lock(cursor).broken = broken;
+            reported?;
             let events: Vec<Event> = {
                 let c = lock(cursor);
                 touched
@@ -465,12 +547,26 @@ async fn session(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &Tx) -> Result
                     .collect()
             };
             for event in events {
-                if tx.send(Ok(event)).await.is_err() {
-                    return Ok(());
-                }
+                tx.send(Ok(event)).await?;
             }
         }
         // Compacted: read everything again.
         lock(cursor).revision = None;
     }
+}
+
+/// In order, per key read: its problem reported, or retracted once it was
+/// read well (or deleted).
+async fn report(
+    tx: &EventSender,
+    broken: &mut Problems,
+    keys: Vec<(String, Option<String>)>,
+) -> Result<(), Closed> {
+    for (key, problem) in keys {
+        match problem {
+            Some(reason) => broken.broken(tx, key, reason).await?,
+            None => broken.fine(tx, &key).await?,
+        }
+    }
+    Ok(())
 }

@@ -348,6 +348,50 @@ async fn keeps_the_registry_contract() {
     let mut etcd = Etcd::start().await;
     let r = EtcdRegistry::new("etcd/contract", config(&etcd, quick()));
     sextant_testkit::contract::registry_contract(&r, Some(&mut etcd)).await;
+    sextant_testkit::contract::rule_source_contract(&r, Some(&mut etcd)).await;
+
+    // A key whose value does not parse, then fixed: its problem alone is
+    // retracted, on either stream.
+    struct BadKey {
+        client: Client,
+        key: &'static str,
+        bad: &'static str,
+        good: &'static str,
+    }
+    impl sextant_testkit::contract::Problem for BadKey {
+        async fn spoil(&mut self) {
+            self.client
+                .put(self.key, self.bad, None)
+                .await
+                .expect("put");
+        }
+        async fn mend(&mut self) {
+            self.client
+                .put(self.key, self.good, None)
+                .await
+                .expect("put");
+        }
+    }
+    let mut endpoint = BadKey {
+        client: client(&etcd).await,
+        key: "/sextant/endpoints/a.svc/1",
+        bad: "address: [not, an, address]\n",
+        good: "address: 10.0.0.1\n",
+    };
+    endpoint
+        .client
+        .put("/sextant/services/a.svc", SVC, None)
+        .await
+        .expect("put");
+    sextant_testkit::contract::problems_contract("etcd services", r.watch(), &mut endpoint).await;
+    let mut rule = BadKey {
+        client: client(&etcd).await,
+        key: "/sextant/routes/default/web",
+        bad: "hosts: 7\n",
+        good: "hosts: [a.svc]\nhttp: [{route: [{destination: {host: a.svc}}]}]\n",
+    };
+    use sextant_core::RuleSource;
+    sextant_testkit::contract::problems_contract("etcd rules", r.watch_rules(), &mut rule).await;
 }
 
 /// Route rules, policies and scopes under `routes/`, `policies/` and

@@ -28,6 +28,8 @@
 //!   editors that save through a rename and Kubernetes ConfigMap volumes
 //!   (a symlink swap) are seen. Changes are debounced, then everything is
 //!   read again; files whose bytes did not change are not parsed again.
+//!   The first read is sent as a `Reset`; later ones send what changed
+//!   (services applied or deleted, problems that are new or over).
 //! - A file that does not parse or validate never replaces its last good
 //!   content: the error (file, line, column, message) is sent on the event
 //!   stream, so it shows in the aggregator's status, and the old services
@@ -46,8 +48,10 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 pub mod load;
 mod parse;
+mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,28 +103,60 @@ impl FileRegistry {
     }
 }
 
-/// What a reload sends on the services stream: a full state and every
-/// problem of the files (those of rules included: a bad rule keeps the
-/// whole file's last good content, services and rules alike).
-fn events_of(loaded: &Loaded) -> Vec<Result<Event, Error>> {
-    let mut out = vec![Ok(Event::Reset(loaded.services.clone()))];
-    out.extend(
-        loaded
-            .problems
-            .iter()
-            .map(|p| Err(Error::invalid_object(p.location(), p.reason()))),
-    );
+/// The files' problems, keyed by where they are (`path:line`).
+fn problems(loaded: &Loaded) -> Vec<(String, String)> {
+    loaded
+        .problems
+        .iter()
+        .map(|p| (p.location(), p.reason()))
+        .collect()
+}
+
+/// What a reload sends on the services stream: the first, a full state
+/// and every problem of the files (those of rules included: a bad rule
+/// keeps the whole file's last good content, services and rules alike);
+/// later ones, what changed since `last`: services applied or deleted,
+/// problems over (`Resolved`) and new.
+fn events_of(last: Option<&Loaded>, loaded: &Loaded) -> Vec<Result<Event, Error>> {
+    let (mut out, before) = match last {
+        None => (vec![Ok(Event::Reset(loaded.services.clone()))], Vec::new()),
+        Some(last) => (
+            sextant_core::changes(&last.services, &loaded.services)
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            problems(last),
+        ),
+    };
+    let now = problems(loaded);
+    for (object, _) in &before {
+        if !now.iter().any(|(o, _)| o == object) {
+            out.push(Ok(Event::Resolved(object.clone())));
+        }
+    }
+    for (object, reason) in &now {
+        if !before.iter().any(|(o, r)| o == object && r == reason) {
+            out.push(Err(Error::invalid_object(object.clone(), reason.clone())));
+        }
+    }
     out
 }
 
-/// What a reload sends on the rules stream: the full set of rules. The
-/// files' problems are reported once, on the services stream.
-fn rule_events_of(loaded: &Loaded) -> Vec<Result<Event<Rule>, Error>> {
-    vec![Ok(Event::Reset(loaded.rules.clone()))]
+/// What a reload sends on the rules stream: the full set of rules first,
+/// then what changed. The files' problems are reported once, on the
+/// services stream.
+fn rule_events_of(last: Option<&Loaded>, loaded: &Loaded) -> Vec<Result<Event<Rule>, Error>> {
+    match last {
+        None => vec![Ok(Event::Reset(loaded.rules.clone()))],
+        Some(last) => sextant_core::changes(&last.rules, &loaded.rules)
+            .into_iter()
+            .map(Ok)
+            .collect(),
+    }
 }
 
-/// What one reload of the files becomes on a stream.
-type EventsOf<T> = fn(&Loaded) -> Vec<Result<Event<T>, Error>>;
+/// What one reload of the files becomes on a stream, given the last.
+type EventsOf<T> = fn(Option<&Loaded>, &Loaded) -> Vec<Result<Event<T>, Error>>;
 
 struct WatchState<T: sextant_core::Keyed> {
     loader: Loader,
@@ -250,7 +286,7 @@ impl FileRegistry {
                     st.loader = loader;
                     if st.last.as_ref().is_none_or(|last| !(st.same)(last, &loaded)) {
                         debug!(registry = %id, services = loaded.services.len(), rules = loaded.rules.len(), problems = loaded.problems.len(), "registry files read");
-                        st.queue.extend((st.events)(&loaded));
+                        st.queue.extend((st.events)(st.last.as_ref(), &loaded));
                         st.last = Some(loaded);
                     }
                 }

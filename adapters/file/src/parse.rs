@@ -20,7 +20,8 @@ use sextant_core::{
     ServicePort, ValidationErrors,
 };
 
-use crate::load::{FileError, MAX_NESTING, check_nesting, hostname_line};
+use crate::error::FileError;
+use crate::text::{MAX_NESTING, check_nesting, hostname_line, key_line};
 
 /// The top level of a registry file.
 #[derive(Deserialize)]
@@ -280,7 +281,7 @@ fn rule_value_problems<T: DeserializeOwned>(
             problems.push(Problem {
                 at: key.into(),
                 message: format!("expected a list of {key}"),
-                line: crate::load::key_line(text, key),
+                line: key_line(text, key),
                 column: 1,
             });
             return decoded;
@@ -327,7 +328,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
             message: format!(
                 "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`"
             ),
-            line: crate::load::key_line(text, key),
+            line: key_line(text, key),
             column: 1,
         });
     }
@@ -347,7 +348,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
             problems.push(Problem {
                 at: "services".into(),
                 message: "expected a list of services".into(),
-                line: crate::load::key_line(text, "services"),
+                line: key_line(text, "services"),
                 column: 1,
             });
             return (problems, decoded, rules);

@@ -6,9 +6,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use sextant_core::{Error, Registry, Service};
+use sextant_core::{Error, Event, Registry, Service};
 use sextant_file::{FileRegistry, FileRegistryConfig};
-use sextant_testkit::events::{next, next_reset};
+use sextant_testkit::events::{next, next_apply, next_reset};
 use sextant_testkit::fixtures;
 
 fn doc(hostname: &str, ips: &[&str]) -> String {
@@ -58,14 +58,14 @@ async fn edits_in_place_and_by_rename_are_picked_up() {
     let mut w = registry(&[&file]).watch();
     assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.1"]);
 
+    // After the first read, what changed: the service, applied whole.
     fs::write(&file, doc("a.svc", &["10.0.0.1", "10.0.0.2"])).expect("write");
-    assert_eq!(
-        addresses(&next_reset(&mut w).await),
-        ["10.0.0.1", "10.0.0.2"]
-    );
+    let a = next_apply(&mut w, "a.svc").await;
+    assert_eq!(addresses(&[a]), ["10.0.0.1", "10.0.0.2"]);
 
     write_atomically(&file, &doc("a.svc", &["10.0.0.3"]));
-    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.3"]);
+    let a = next_apply(&mut w, "a.svc").await;
+    assert_eq!(addresses(&[a]), ["10.0.0.3"]);
 }
 
 #[tokio::test]
@@ -74,28 +74,32 @@ async fn an_invalid_edit_keeps_the_last_good_services_and_reports_where() {
     let file = dir.path().join("mesh.yaml");
     fs::write(&file, doc("a.svc", &["10.0.0.1"])).expect("write");
     let mut w = registry(&[&file]).watch();
-    let good = next_reset(&mut w).await;
+    next_reset(&mut w).await;
 
+    // The last good content stays: nothing about the service is sent, only
+    // the problem.
     fs::write(
         &file,
         doc("a.svc", &["10.0.0.1"]).replace("port: 80", "port: 0"),
     )
     .expect("write");
-    assert_eq!(
-        next_reset(&mut w).await,
-        good,
-        "last good content is re-sent unchanged"
-    );
-    match next(&mut w).await {
+    let object = match next(&mut w).await {
         Err(Error::InvalidObject { object, reason }) => {
             assert_eq!(object, format!("{}:2", file.display()));
             assert!(reason.contains("field ports[0].port: port 0"), "{reason}");
+            object
         }
         other => panic!("expected an invalid-object error, got {other:?}"),
-    }
+    };
 
+    // Fixed: the new service, and the problem retracted by name.
     fs::write(&file, doc("a.svc", &["10.0.0.9"])).expect("write");
-    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.9"]);
+    let a = next_apply(&mut w, "a.svc").await;
+    assert_eq!(addresses(&[a]), ["10.0.0.9"]);
+    match next(&mut w).await {
+        Ok(Event::Resolved(o)) => assert_eq!(o, object),
+        other => panic!("expected the problem retracted, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -106,24 +110,16 @@ async fn directory_files_come_and_go() {
     assert_eq!(next_reset(&mut w).await.len(), 1);
 
     write_atomically(&dir.path().join("b.yaml"), &doc("b.svc", &["10.0.0.2"]));
-    let services = next_reset(&mut w).await;
-    assert_eq!(
-        services
-            .iter()
-            .map(|s| s.hostname.as_str())
-            .collect::<Vec<_>>(),
-        ["a.svc", "b.svc"]
-    );
+    match next(&mut w).await {
+        Ok(Event::Apply(s)) => assert_eq!(s.hostname.as_str(), "b.svc"),
+        other => panic!("{other:?}"),
+    }
 
     fs::remove_file(dir.path().join("a.yaml")).expect("rm");
-    let services = next_reset(&mut w).await;
-    assert_eq!(
-        services
-            .iter()
-            .map(|s| s.hostname.as_str())
-            .collect::<Vec<_>>(),
-        ["b.svc"]
-    );
+    match next(&mut w).await {
+        Ok(Event::Delete(h)) => assert_eq!(h.as_str(), "a.svc"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -154,7 +150,10 @@ async fn touching_a_file_without_changing_it_sends_nothing() {
     // Then a real change: it must be the very next event.
     tokio::time::sleep(Duration::from_millis(200)).await;
     fs::write(&file, doc("a.svc", &["10.0.0.2"])).expect("write");
-    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.2"]);
+    match next(&mut w).await {
+        Ok(Event::Apply(a)) => assert_eq!(addresses(&[a]), ["10.0.0.2"]),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The registry contract every adapter runs (a local file cannot go away:
@@ -168,6 +167,34 @@ async fn keeps_the_registry_contract() {
     sextant_testkit::contract::registry_contract(
         &r,
         None::<&mut sextant_testkit::contract::NoOutage>,
+    )
+    .await;
+    sextant_testkit::contract::rule_source_contract(
+        &r,
+        None::<&mut sextant_testkit::contract::NoOutage>,
+    )
+    .await;
+
+    // A second file that does not validate, then fixed: its problem alone
+    // is retracted.
+    struct BadFile(std::path::PathBuf);
+    impl sextant_testkit::contract::Problem for BadFile {
+        async fn spoil(&mut self) {
+            fs::write(
+                &self.0,
+                doc("b.svc", &["10.0.0.2"]).replace("port: 80", "port: 0"),
+            )
+            .expect("write");
+        }
+        async fn mend(&mut self) {
+            fs::write(&self.0, doc("b.svc", &["10.0.0.2"])).expect("write");
+        }
+    }
+    let r = registry(&[dir.path()]);
+    sextant_testkit::contract::problems_contract(
+        "file",
+        r.watch(),
+        &mut BadFile(dir.path().join("b.yaml")),
     )
     .await;
 }

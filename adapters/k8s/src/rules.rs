@@ -15,8 +15,8 @@
 //! Objects that cannot be converted keep their last good rule and are
 //! reported (registryz, `sextant_registry_problems`); fields Sextant
 //! does not serve are reported once per object as `not served: ...`, and
-//! the rest of the object is served. A problem that goes away sends one
-//! Reset, which is what clears problems shown for a source.
+//! the rest of the object is served. A problem that goes away (the object
+//! fixed or deleted) is retracted on its own ([`Event::Resolved`]).
 //!
 //! Route status: for each Service parent of an HTTPRoute or GRPCRoute,
 //! conditions `Accepted` and `ResolvedRefs` under the configured controller
@@ -32,60 +32,27 @@ use std::sync::{Arc, Mutex};
 
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, WatchEvent};
 use serde_json::{Value, json};
-use sextant_core::recover::EventSender;
+use sextant_core::recover::{Closed, EventSender};
 use sextant_core::{Error, Event, RegistryId, Rule};
 use tracing::{info, warn};
 
-use super::{K8sConfig, Kind, Report, Source, client_config, list, unavailable, watch_all};
 use crate::gateway::{self, RouteKind};
 use crate::istio;
-
-/// The rule kinds, in the order they are read.
-const RULE_KINDS: [Kind; 5] = [
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::HttpRoute,
-    Kind::GrpcRoute,
-    Kind::Sidecar,
-];
-
-/// The API group and plural of a rule kind.
-pub(crate) fn api_group(kind: Kind) -> (&'static str, &'static str) {
-    match kind {
-        Kind::VirtualService => ("networking.istio.io", "virtualservices"),
-        Kind::DestinationRule => ("networking.istio.io", "destinationrules"),
-        Kind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
-        Kind::Sidecar => ("networking.istio.io", "sidecars"),
-        _ => ("gateway.networking.k8s.io", "grpcroutes"),
-    }
-}
-
-/// The versions read, most preferred first.
-fn versions(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => {
-            &["v1", "v1beta1", "v1alpha3"]
-        }
-        Kind::HttpRoute => &["v1", "v1beta1"],
-        _ => &["v1"],
-    }
-}
-
-fn is_route(kind: Kind) -> bool {
-    matches!(kind, Kind::HttpRoute | Kind::GrpcRoute)
-}
+use crate::kinds::{CrdKind, Kind};
+use crate::watch::{Report, Source, list, unavailable, watch_all};
+use crate::{K8sConfig, client_config};
 
 /// Which rule kinds the server serves, and at which version.
-async fn discover(client: &kube::Client) -> Result<Vec<(Kind, ApiResource)>, kube::Error> {
+async fn discover(client: &kube::Client) -> Result<Vec<(CrdKind, ApiResource)>, kube::Error> {
     let groups = client.list_api_groups().await?;
     let mut out = Vec::new();
     let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for kind in RULE_KINDS {
-        let (group, plural) = api_group(kind);
+    for kind in CrdKind::ALL {
+        let (group, plural) = kind.api_group();
         let Some(g) = groups.groups.iter().find(|g| g.name == group) else {
             continue;
         };
-        for version in versions(kind) {
+        for version in kind.versions() {
             if !g.versions.iter().any(|v| v.version == *version) {
                 continue;
             }
@@ -98,16 +65,7 @@ async fn discover(client: &kube::Client) -> Result<Vec<(Kind, ApiResource)>, kub
                 );
             }
             if resources[&gv].iter().any(|r| r == plural) {
-                out.push((
-                    kind,
-                    ApiResource {
-                        group: group.into(),
-                        version: (*version).into(),
-                        api_version: gv,
-                        kind: kind.name().into(),
-                        plural: plural.into(),
-                    },
-                ));
+                out.push((kind, kind.resource(version)));
                 break;
             }
         }
@@ -118,10 +76,12 @@ async fn discover(client: &kube::Client) -> Result<Vec<(Kind, ApiResource)>, kub
 /// The rule kinds and versions among `resources`.
 fn versions_of<'a>(
     resources: impl Iterator<Item = (&'a Kind, &'a ApiResource)>,
-) -> BTreeSet<(Kind, String)> {
+) -> BTreeSet<(CrdKind, String)> {
     resources
-        .filter(|(k, _)| RULE_KINDS.contains(k))
-        .map(|(k, r)| (*k, r.version.clone()))
+        .filter_map(|(k, r)| match k {
+            Kind::Crd(k) => Some((*k, r.version.clone())),
+            Kind::Service | Kind::Slice | Kind::Node | Kind::Pod => None,
+        })
         .collect()
 }
 
@@ -135,7 +95,7 @@ struct Converted {
     failed: bool,
 }
 
-type ObjKey = (Kind, String, String);
+type ObjKey = (CrdKind, String, String);
 type Key = (String, String);
 
 fn object_name(key: &ObjKey) -> String {
@@ -153,11 +113,11 @@ fn convert(
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
     let mapping = &config.mapping;
     let result = match kind {
-        Kind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
-        Kind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
-        Kind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
-        Kind::Sidecar => istio::sidecar(ns, name, &spec),
-        _ => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
+        CrdKind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
+        CrdKind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
+        CrdKind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
+        CrdKind::GrpcRoute => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
+        CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
     };
     match result {
         Ok(c) => Converted {
@@ -206,8 +166,8 @@ impl State {
 struct Outcome {
     events: Vec<Event<Rule>>,
     problems: Vec<(String, String)>,
-    /// A problem went away: only a Reset clears it.
-    reset: bool,
+    /// Objects whose problem went away (fixed or deleted).
+    fixed: Vec<String>,
 }
 
 impl State {
@@ -222,15 +182,20 @@ impl State {
     ) -> Option<ObjKey> {
         let name = obj.metadata.name.clone()?;
         let ns = obj.metadata.namespace.clone().unwrap_or_default();
-        if kind == Kind::Service {
-            let key = (ns, name);
-            if deleted {
-                self.services.remove(&key);
-            } else {
-                self.services.insert(key);
+        let kind = match kind {
+            Kind::Crd(k) => k,
+            // Services: only which exist, for route status.
+            Kind::Service => {
+                let key = (ns, name);
+                if deleted {
+                    self.services.remove(&key);
+                } else {
+                    self.services.insert(key);
+                }
+                return None;
             }
-            return None;
-        }
+            Kind::Slice | Kind::Node | Kind::Pod => return None,
+        };
         let key = (kind, ns, name);
         let old = self.converted.get(&key).cloned().unwrap_or_default();
         let new = if deleted {
@@ -256,11 +221,9 @@ impl State {
             }
         }
         if old.problem != new.problem {
-            if old.problem.is_some() {
-                out.reset = true;
-            }
-            if let Some(p) = &new.problem {
-                out.problems.push((object_name(&key), p.clone()));
+            match &new.problem {
+                Some(p) => out.problems.push((object_name(&key), p.clone())),
+                None => out.fixed.push(object_name(&key)),
             }
         }
         if deleted {
@@ -272,25 +235,20 @@ impl State {
     }
 }
 
-/// Sends a batch's outcome; false when nobody listens.
-async fn send(tx: &EventSender<Rule>, state: &State, out: Outcome) -> bool {
-    let (events, problems) = if out.reset {
-        (vec![Event::Reset(state.rules())], state.problems())
-    } else {
-        (out.events, out.problems)
-    };
-    for e in events {
-        if tx.send(Ok(e)).await.is_err() {
-            return false;
-        }
+/// Sends a batch's outcome: its events, the problems that are over, the
+/// new ones.
+async fn send(tx: &EventSender<Rule>, out: Outcome) -> Result<(), Closed> {
+    for e in out.events {
+        tx.send(Ok(e)).await?;
     }
-    for (object, reason) in problems {
+    for object in out.fixed {
+        tx.resolved(object).await?;
+    }
+    for (object, reason) in out.problems {
         warn!(object, reason, "kubernetes rule object");
-        if tx.invalid(object, reason).await.is_err() {
-            return false;
-        }
+        tx.invalid(object, reason).await?;
     }
-    true
+    Ok(())
 }
 
 /// What is logged once per registry, across sessions.
@@ -313,11 +271,11 @@ pub(crate) async fn session(
         let served = discover(&client)
             .await
             .map_err(|e| Error::unavailable_from("cannot read API discovery for rule kinds", e))?;
-        let served_kinds: Vec<Kind> = served.iter().map(|(k, _)| *k).collect();
+        let served_kinds: Vec<CrdKind> = served.iter().map(|(k, _)| *k).collect();
         {
             let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());
-            for kind in RULE_KINDS {
-                let (group, _) = api_group(kind);
+            for kind in CrdKind::ALL {
+                let (group, _) = kind.api_group();
                 if served_kinds.contains(&kind) {
                     if a.absent.remove(kind.name()) {
                         info!(registry = %id, kind = kind.name(), "kubernetes: rule kind is served now; reading it");
@@ -335,30 +293,21 @@ pub(crate) async fn session(
         }
         let mut sources = Vec::new();
         let mut resources = BTreeMap::new();
-        let write_status = config.write_status && served_kinds.iter().any(|k| is_route(*k));
-        let mut kinds: Vec<(Kind, ApiResource)> = served;
+        let write_status = config.write_status && served_kinds.iter().any(|k| k.is_route());
+        let mut kinds: Vec<(Kind, ApiResource)> =
+            served.into_iter().map(|(k, r)| (Kind::Crd(k), r)).collect();
         if write_status {
             kinds.push((Kind::Service, Kind::Service.resource()));
         }
         for (kind, resource) in kinds {
-            resources.insert(kind, resource.clone());
-            if config.namespaces.is_empty() {
-                sources.push(Source {
-                    kind,
-                    api: Api::all_with(client.clone(), &resource),
-                    labels: None,
-                    scope: "all namespaces".into(),
-                });
-            } else {
-                for ns in &config.namespaces {
-                    sources.push(Source {
-                        kind,
-                        api: Api::namespaced_with(client.clone(), ns, &resource),
-                        labels: None,
-                        scope: format!("namespace {ns}"),
-                    });
-                }
-            }
+            sources.extend(Source::of(
+                &client,
+                kind,
+                &resource,
+                &config.namespaces,
+                None,
+            ));
+            resources.insert(kind, resource);
         }
 
         let mut state = State::default();
@@ -375,10 +324,11 @@ pub(crate) async fn session(
         }
         info!(registry = %id, rules = state.converted.len(), kinds = ?served_kinds, "kubernetes: rules listed");
         let first = Outcome {
-            reset: true,
-            ..Default::default()
+            events: vec![Event::Reset(state.rules())],
+            problems: state.problems(),
+            fixed: Vec::new(),
         };
-        if !send(&tx, &state, first).await {
+        if send(&tx, first).await.is_err() {
             return Ok(());
         }
         let status = StatusWriter {
@@ -404,7 +354,9 @@ pub(crate) async fn session(
                     let now = discover(&client).await.map_err(|e| {
                         Error::unavailable_from("cannot read API discovery for rule kinds", e)
                     })?;
-                    if versions_of(now.iter().map(|(k, r)| (k, r))) == versions_of(resources.iter()) {
+                    let now: BTreeSet<(CrdKind, String)> =
+                        now.iter().map(|(k, r)| (*k, r.version.clone())).collect();
+                    if now == versions_of(resources.iter()) {
                         continue;
                     }
                     info!(registry = %id, "kubernetes: the rule kinds served changed, re-listing");
@@ -434,11 +386,8 @@ pub(crate) async fn session(
                         }
                         services_changed |= state.services.len() != before;
                     }
-                    Report::Broken(e) => {
-                        if let Error::InvalidObject { object, reason } = e {
-                            out.problems.push((object, reason));
-                        }
-                    }
+                    Report::Broken(b) if b.deleted => out.fixed.push(b.object),
+                    Report::Broken(b) => out.problems.push((b.object, b.reason)),
                     Report::Gone(n) => {
                         info!(registry = %id, kind = sources[n].kind.name(), "kubernetes: rule watch expired or gone, re-listing");
                         relist = true;
@@ -449,7 +398,7 @@ pub(crate) async fn session(
             if relist {
                 break;
             }
-            if !send(&tx, &state, out).await {
+            if send(&tx, out).await.is_err() {
                 return Ok(());
             }
             if services_changed {
@@ -476,9 +425,11 @@ impl StatusWriter {
         if !self.enabled {
             return;
         }
-        for key in keys.iter().filter(|k| is_route(k.0)) {
-            let (Some(obj), Some(resource)) = (state.objects.get(key), self.resources.get(&key.0))
-            else {
+        for key in keys.iter().filter(|k| k.0.is_route()) {
+            let (Some(obj), Some(resource)) = (
+                state.objects.get(key),
+                self.resources.get(&Kind::Crd(key.0)),
+            ) else {
                 continue;
             };
             let converted = state.converted.get(key).cloned().unwrap_or_default();

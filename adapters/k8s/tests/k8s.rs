@@ -458,3 +458,64 @@ async fn keeps_the_registry_contract() {
     let r = K8sRegistry::new(t.config());
     sextant_testkit::contract::registry_contract(&r, Some(&mut t.double)).await;
 }
+
+/// A watch event that cannot be decoded (well-formed JSON, a field of the
+/// wrong type) is named as its object would be, with its namespace; when
+/// the object is deleted (its DELETED event as undecodable as the rest),
+/// the problem leaves with it.
+#[tokio::test]
+async fn an_undecodable_object_is_named_with_its_namespace_and_leaves_when_deleted() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    let registry = K8sRegistry::new(t.config());
+    let handle = aggregated(vec![Arc::new(registry)]).await;
+    let mut status = handle.status();
+    let poison = r#"{"type":"ADDED","object":{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"labels":"kubernetes.io/service-name=web","name":"web-poison","namespace":"shop","resourceVersion":"1"}}}"#;
+    t.double.send_raw_watch_line(Kind::EndpointSlice, poison);
+    let st = watch_until(&mut status, "the poison reported", |s| {
+        !problem_objects(s).is_empty()
+    })
+    .await;
+    assert_eq!(
+        problem_objects(&st),
+        ["EndpointSlice shop/web-poison"],
+        "named as a readable object would be"
+    );
+    t.double
+        .send_raw_watch_line(Kind::EndpointSlice, &poison.replace("ADDED", "DELETED"));
+    watch_until(&mut status, "the deleted poison's problem gone", |s| {
+        problem_objects(s).is_empty()
+    })
+    .await;
+    assert_eq!(handle.view().borrow().endpoint_count(), 2, "still served");
+}
+
+/// A Service that cannot be decoded, then fixed: its problem alone is
+/// retracted, no Reset of the registry (the problems contract).
+struct BrokenService<'a>(&'a KubeDouble);
+
+impl sextant_testkit::contract::Problem for BrokenService<'_> {
+    async fn spoil(&mut self) {
+        self.0.apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "broken", "namespace": "shop"},
+            "spec": {"ports": [{"name": "http", "port": "eighty"}]}
+        }));
+    }
+    async fn mend(&mut self) {
+        self.0
+            .apply(objects::service("shop", "broken", &[("http", 80, 8080)]));
+    }
+}
+
+#[tokio::test]
+async fn keeps_the_problems_contract() {
+    let t = Setup::new().await;
+    seed(&t.double);
+    sextant_testkit::contract::problems_contract(
+        "k8s services",
+        t.watch(),
+        &mut BrokenService(&t.double),
+    )
+    .await;
+}

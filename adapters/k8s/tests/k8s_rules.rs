@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::Setup;
 use serde_json::{Value, json};
-use sextant_core::{Error, Event, Registry, Rule};
+use sextant_core::{Error, Event, Registry, Rule, RuleSource};
 use sextant_k8s::K8sRegistry;
 use sextant_testkit::events::{next, next_apply, next_reset, until};
 use sextant_testkit::k8s::{Crd, Kind, KubeDouble, objects};
@@ -199,18 +199,11 @@ async fn istio_kinds_are_picked_up_when_their_crds_appear_and_followed() {
         "{reason}"
     );
 
-    // A broken object keeps its last good rule: a problem, no Delete.
+    // A broken object keeps its last good rule: a problem, no Delete (the
+    // object's problem is replaced, keyed by the object; no Reset).
     vs["spec"]["http"] = json!("not a list");
     t.double.apply(&vs);
-    let e = next(&mut w).await;
-    match e {
-        // The corsPolicy problem went away: a Reset that keeps the rule...
-        Ok(Event::Reset(rules)) => assert_eq!(rules.len(), 2, "{rules:?}"),
-        other => panic!("{other:?}"),
-    }
-    let e = next(&mut w).await;
-    // ...then the new problem.
-    match e {
+    match next(&mut w).await {
         Err(Error::InvalidObject { object, reason }) => {
             assert_eq!(object, "VirtualService default/reviews");
             assert!(reason.contains("last good rule is kept"), "{reason}");
@@ -218,10 +211,45 @@ async fn istio_kinds_are_picked_up_when_their_crds_appear_and_followed() {
         other => panic!("{other:?}"),
     }
 
-    // Deleting it deletes the rule (and clears its problem with a Reset).
+    // Deleting it deletes the rule and retracts its problem, by name.
     t.double.delete(Kind::VirtualService, "default", "reviews");
-    let e = until(&mut w, |e| reset_keys(e).is_some()).await;
-    assert_eq!(reset_keys(&e).expect("reset"), ["policy default/reviews"]);
+    match next(&mut w).await {
+        Ok(Event::Delete(key)) => assert_eq!(key.to_string(), "route default/reviews"),
+        other => panic!("{other:?}"),
+    }
+    match next(&mut w).await {
+        Ok(Event::Resolved(object)) => assert_eq!(object, "VirtualService default/reviews"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The rule-source contract, with the API server stopped and restarted;
+/// and the problems contract: a VirtualService that cannot be converted,
+/// then fixed, has its problem alone retracted.
+#[tokio::test]
+async fn keeps_the_rule_source_contract() {
+    let mut t = Setup::new().await;
+    t.double.install(Crd::Istio);
+    let source = K8sRegistry::new(t.config());
+    sextant_testkit::contract::rule_source_contract(&source, Some(&mut t.double)).await;
+
+    struct BrokenRule<'a>(&'a KubeDouble);
+    impl sextant_testkit::contract::Problem for BrokenRule<'_> {
+        async fn spoil(&mut self) {
+            let mut vs = example("reviews-virtual-service.yaml");
+            vs["spec"]["http"] = json!("not a list");
+            self.0.apply(&vs);
+        }
+        async fn mend(&mut self) {
+            self.0.apply(example("reviews-virtual-service.yaml"));
+        }
+    }
+    sextant_testkit::contract::problems_contract(
+        "k8s rules",
+        source.watch_rules(),
+        &mut BrokenRule(&t.double),
+    )
+    .await;
 }
 
 /// The status parents Sextant wrote on a route.

@@ -323,21 +323,42 @@ impl Aggregator {
                     t.stale_since = None;
                     return;
                 }
-                let event = match update {
-                    Update::Services(event) => event,
-                    Update::Rules(event) => {
-                        for rejected in self.merge.apply_rules(&t.id, event) {
-                            t.rejected_total += 1;
-                            let object = rejected.0.first().map(|e| e.rule.to_string());
-                            record_problem(t, object, rejected.to_string(), now);
-                        }
+                // The item an Apply or Delete is about: a rejection of it
+                // is over once it arrives valid or leaves.
+                let item = match &update {
+                    Update::Services(Event::Apply(s)) => Some(s.hostname.to_string()),
+                    Update::Services(Event::Delete(h)) => Some(h.to_string()),
+                    Update::Rules(Event::Apply(r)) => Some(r.key.to_string()),
+                    Update::Rules(Event::Delete(k)) => Some(k.to_string()),
+                    _ => None,
+                };
+                let rejected: Vec<(Option<String>, String)> = match update {
+                    Update::Services(Event::Resolved(object))
+                    | Update::Rules(Event::Resolved(object)) => {
+                        resolve_problem(t, &object);
                         return;
                     }
+                    Update::Services(event) => self
+                        .merge
+                        .apply(&t.id, event)
+                        .into_iter()
+                        .map(|r| (r.0.first().map(|e| e.service.to_string()), r.to_string()))
+                        .collect(),
+                    Update::Rules(event) => self
+                        .merge
+                        .apply_rules(&t.id, event)
+                        .into_iter()
+                        .map(|r| (r.0.first().map(|e| e.rule.to_string()), r.to_string()))
+                        .collect(),
                 };
-                for rejected in self.merge.apply(&t.id, event) {
+                if let Some(item) = item
+                    && !rejected.iter().any(|(o, _)| o.as_deref() == Some(&item))
+                {
+                    resolve_problem(t, &item);
+                }
+                for (object, message) in rejected {
                     t.rejected_total += 1;
-                    let object = rejected.0.first().map(|e| e.service.to_string());
-                    record_problem(t, object, rejected.to_string(), now);
+                    record_problem(t, object, message, now);
                 }
             }
             Some(Err(error)) => {
@@ -465,6 +486,13 @@ fn mark_stale(t: &mut Tracked, now: SystemTime) {
     if t.state == SyncState::Synced {
         t.state = SyncState::Stale;
         t.stale_since = Some((Instant::now(), now));
+    }
+}
+
+/// The problem keyed `object` is over (fixed or gone), if there was one.
+fn resolve_problem(t: &mut Tracked, object: &str) {
+    if t.problems.remove(object).is_some() {
+        info!(registry = %t.id, object, "registry object readable again or gone; its problem is cleared");
     }
 }
 

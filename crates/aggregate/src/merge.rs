@@ -228,7 +228,8 @@ impl MergeState {
         let mut touched: Vec<Hostname> = Vec::new();
         let mut rejected = Vec::new();
         match event {
-            Event::Unchanged => {}
+            // Sync and problem bookkeeping is the aggregator's.
+            Event::Unchanged | Event::Resolved(_) => {}
             Event::Apply(rule) => {
                 if shard.rules.get(&rule.key).is_some_and(|r| **r == rule) {
                     return rejected;
@@ -374,7 +375,8 @@ impl MergeState {
         let shard = &mut self.shards[i];
         let mut rejected = Vec::new();
         match event {
-            Event::Unchanged => {}
+            // Sync and problem bookkeeping is the aggregator's.
+            Event::Unchanged | Event::Resolved(_) => {}
             // An Apply equal to what the shard holds is a no-op, found
             // before validating: adapters may resend unchanged services.
             Event::Apply(service) if shard.services.get(&service.hostname) == Some(&service) => {}

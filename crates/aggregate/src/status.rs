@@ -3,8 +3,9 @@
 
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use sextant_core::RegistryId;
+use sextant_core::time::{rfc3339, rfc3339_opt};
 
 /// Where a registry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -104,16 +105,5 @@ impl AggregateStatus {
     /// The status of one registry.
     pub fn registry(&self, id: &str) -> Option<&RegistryStatus> {
         self.registries.iter().find(|r| r.id.as_str() == id)
-    }
-}
-
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-
-fn rfc3339_opt<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
     }
 }

@@ -19,11 +19,15 @@
 //!
 //! Writing an adapter takes three steps: convert your platform's objects
 //! into [`Service`] values (a pure function, easy to test with tables);
-//! write one connect-read-follow session that reports through a
-//! [`recover::EventSender`] (`reset`, `apply`, `delete`, `invalid`); run it
-//! with [`recover::resilient_task`] inside [`Registry::watch`]. The
-//! built-in adapters and `examples/http-registry` work exactly so, and
-//! `sextant_testkit::contract::registry_contract` checks the result.
+//! report through a [`recover::EventSender`] (`reset`, `apply`, `delete`,
+//! `invalid` and `resolved`); and let [`recover`] do the reconnecting. A
+//! source with a watch API writes one connect-read-follow session and runs
+//! it with [`recover::resilient_task`] inside [`Registry::watch`], as the
+//! built-in etcd, Consul and Kubernetes adapters do. A source that can only
+//! be read whole returns one read from a function and hands it to
+//! [`recover::poll`], which sends only what changed: `examples/http-registry`
+//! works so. `sextant_testkit::contract` checks the result
+//! (`registry_contract`, `rule_source_contract`, `problems_contract`).
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +39,7 @@ pub mod registry;
 pub mod rules;
 pub mod secret;
 pub mod sent;
+pub mod time;
 pub mod validate;
 pub mod view;
 
@@ -43,7 +48,7 @@ pub use memory::MemoryRegistry;
 pub use model::{
     Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
 };
-pub use registry::{Event, EventStream, Keyed, Registry, RegistryId};
+pub use registry::{Event, EventStream, Keyed, Registry, RegistryId, changes};
 pub use rules::{
     DestinationPolicy, MemoryRules, PolicyEntry, RouteEntry, RouteRule, Rule, RuleKey, RuleKind,
     RuleProblems, RuleSource, RuleSpec, RuleStream, ScopeEntry, ScopeHost, ScopeRule,

@@ -201,14 +201,42 @@ impl<T: Keyed> EventSender<T> {
         self.send(Ok(Event::Delete(key))).await
     }
 
+    /// The object named `object` in an earlier [`EventSender::invalid`] is
+    /// readable again or gone: its problem is over (see [`Event::Resolved`]).
+    pub async fn resolved(&self, object: impl Into<String>) -> Result<(), Closed> {
+        self.send(Ok(Event::Resolved(object.into()))).await
+    }
+
     /// An object of the source that could not be turned into a service: it
-    /// is skipped, and shown (with `object` naming it) until it changes.
+    /// is skipped, and shown (with `object` naming it) until it is
+    /// [`EventSender::resolved`] or the next `Reset`.
     pub async fn invalid(
         &self,
         object: impl Into<String>,
         reason: impl Into<String>,
     ) -> Result<(), Closed> {
         self.send(Err(Error::invalid_object(object, reason))).await
+    }
+
+    /// Reports how the problems shown went from `before` to `now` (each
+    /// `(object, reason)`): the objects no longer in `now` as
+    /// [`EventSender::resolved`], then what is new in `now`.
+    pub async fn problems_changed(
+        &self,
+        before: &[(String, String)],
+        now: &[(String, String)],
+    ) -> Result<(), Closed> {
+        for (object, _) in before {
+            if !now.iter().any(|(o, _)| o == object) {
+                self.resolved(object.clone()).await?;
+            }
+        }
+        for (object, reason) in now {
+            if !before.iter().any(|(o, r)| o == object && r == reason) {
+                self.invalid(object.clone(), reason.clone()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Any item, as the stream carries it.
@@ -286,10 +314,10 @@ impl<T> Read<T> {
 /// read follows `backoff`.
 ///
 /// What is sent: after the first read of each session, and whenever the
-/// items differ from the last read or a problem went away, a `Reset` and
-/// the read's problems (a `Reset` clears the ones shown); a problem that is
-/// new while the items are the same, on its own; otherwise
-/// [`Event::Unchanged`], so `last_sync` on `/debug/registryz` stays "the
+/// items differ from the last read, a `Reset` and the read's problems (a
+/// `Reset` clears the ones shown); while the items are the same, a problem
+/// that is new on its own, and one that went away as
+/// [`Event::Resolved`]; otherwise [`Event::Unchanged`], so `last_sync` on `/debug/registryz` stays "the
 /// last successful read" and nothing is logged again. Dropping the stream
 /// stops the polling.
 pub fn poll<T, F, Fut>(
@@ -314,20 +342,15 @@ where
                 let now = read().await?;
                 let previous = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let sent = match previous {
-                    Some(prev)
-                        if !first
-                            && prev.items == now.items
-                            && prev.problems.iter().all(|p| now.problems.contains(p)) =>
-                    {
-                        let new: Vec<&(String, String)> = now
-                            .problems
-                            .iter()
-                            .filter(|p| !prev.problems.contains(p))
-                            .collect();
-                        if new.is_empty() {
+                    // The same items: only the problems that changed are
+                    // said, each keyed by its object.
+                    Some(prev) if !first && prev.items == now.items => {
+                        let same = prev.problems.len() == now.problems.len()
+                            && prev.problems.iter().all(|p| now.problems.contains(p));
+                        if same {
                             tx.unchanged().await
                         } else {
-                            send_problems(&tx, new).await
+                            tx.problems_changed(&prev.problems, &now.problems).await
                         }
                     }
                     _ => match tx.reset(now.items.clone()).await {
@@ -454,8 +477,9 @@ mod tests {
     }
 
     /// The polling helper: a Reset only when a read differs, each problem
-    /// once, `Unchanged` otherwise; a Reset again after an outage; and no
-    /// more reads once the stream is dropped.
+    /// once and its end once (keyed by object, no Reset), `Unchanged`
+    /// otherwise; a Reset again after an outage; and no more reads once the
+    /// stream is dropped.
     #[tokio::test(start_paused = true)]
     async fn poll_reports_each_change_once_and_stops_when_dropped() {
         use std::collections::VecDeque;
@@ -476,6 +500,7 @@ mod tests {
             read(&["a"], &["bad1"]),
             read(&["a"], &["bad1"]),
             read(&["a"], &["bad1", "bad2"]),
+            read(&["a"], &["bad2"]),
             read(&["a", "b"], &["bad2"]),
             Err(Error::unavailable("down")),
             read(&["a", "b"], &["bad2"]),
@@ -497,7 +522,7 @@ mod tests {
             },
         );
         let mut seen = Vec::new();
-        for _ in 0..11 {
+        for _ in 0..12 {
             let item = stream.next().await.expect("an item");
             seen.push(match item {
                 Ok(Event::Reset(items)) => format!(
@@ -509,6 +534,7 @@ mod tests {
                         .join(",")
                 ),
                 Ok(Event::Unchanged) => "unchanged".to_owned(),
+                Ok(Event::Resolved(object)) => format!("resolved {object}"),
                 Ok(other) => format!("{other:?}"),
                 Err(Error::InvalidObject { object, .. }) => format!("invalid {object}"),
                 Err(e) => format!("error {}", e.chain()),
@@ -521,6 +547,7 @@ mod tests {
                 "invalid bad1",
                 "unchanged",
                 "invalid bad2",
+                "resolved bad1",
                 "reset a,b",
                 "invalid bad2",
                 "error source unavailable: down",

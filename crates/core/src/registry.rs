@@ -82,6 +82,13 @@ pub enum Event<T: Keyed = Service> {
     /// `Reset` (see [`crate::recover::poll`]). Before the first `Reset`, or
     /// after the aggregator dropped a stale registry, it means nothing.
     Unchanged,
+    /// The object named (as in an earlier [`Error::InvalidObject`]) is
+    /// readable again, or gone: its problem is over and leaves the
+    /// source's status, without the whole source being sent again. What
+    /// the object now contributes comes in its own `Apply` or `Delete`.
+    ///
+    /// [`Error::InvalidObject`]: crate::Error::InvalidObject
+    Resolved(String),
 }
 
 /// What identifies an item of an [`Event`] stream: a service's hostname, a
@@ -100,6 +107,31 @@ impl Keyed for Service {
     }
 }
 
+/// The events that take a source from reporting `before` to reporting
+/// `after` (each whole, keyed by [`Keyed::key`]): an `Apply` for each item
+/// new or changed, a `Delete` for each gone, in key order. For adapters
+/// that read their source whole and send only what changed.
+pub fn changes<T>(before: &[T], after: &[T]) -> Vec<Event<T>>
+where
+    T: Keyed + Clone + PartialEq,
+    T::Key: Ord,
+{
+    use std::collections::BTreeMap;
+    let old: BTreeMap<T::Key, &T> = before.iter().map(|t| (t.key(), t)).collect();
+    let new: BTreeMap<T::Key, &T> = after.iter().map(|t| (t.key(), t)).collect();
+    let mut out: Vec<Event<T>> = new
+        .iter()
+        .filter(|(k, t)| old.get(*k) != Some(*t))
+        .map(|(_, t)| Event::Apply((*t).clone()))
+        .collect();
+    out.extend(
+        old.keys()
+            .filter(|k| !new.contains_key(*k))
+            .map(|k| Event::Delete(k.clone())),
+    );
+    out
+}
+
 /// The stream a registry returns from [`Registry::watch`].
 pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 
@@ -113,8 +145,10 @@ pub type EventStream = BoxStream<'static, Result<Event, Error>>;
 /// `Err` items and do not end it. Start with a [`Event::Reset`] after the
 /// first full read, then send [`Event::Apply`] and [`Event::Delete`]; report
 /// an object you had to skip as [`Error::InvalidObject`] rather than drop it
-/// silently. After an outage, report [`Error::Unavailable`] and send a fresh
-/// `Reset` when the source answers again. [`crate::recover::resilient_task`]
+/// silently, and send [`Event::Resolved`] with the same object name once it
+/// is readable again or gone. After an outage, report
+/// [`Error::Unavailable`] and send a fresh `Reset` when the source answers
+/// again. [`crate::recover::resilient_task`]
 /// does the reconnecting with jittered backoff, so an adapter writes one
 /// connect-read-follow session that reports through an
 /// [`crate::recover::EventSender`], as the built-in adapters do; a source

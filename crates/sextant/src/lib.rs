@@ -63,6 +63,32 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+/// Where proxies connect for xDS in plaintext by default: Pilot's port, on
+/// loopback (containers pass `0.0.0.0:15010` explicitly).
+pub const DEFAULT_XDS_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    15010,
+));
+
+/// Where proxies connect for xDS over TLS by default, once a certificate
+/// is set: Istio's port for it, on loopback.
+pub const DEFAULT_XDS_TLS_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    15012,
+));
+
+/// Where the admin HTTP server (health, metrics, debug) listens by default:
+/// Pilot's monitoring port, on loopback.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    15014,
+));
+
+/// How long a graceful shutdown waits for streams to close by default:
+/// long enough for proxies to see their stream end and reconnect
+/// elsewhere, short enough for a rolling update.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything needed to run a control plane; see the crate docs.
 pub struct Sextant {
     registries: Vec<Arc<dyn Registry>>,
@@ -95,11 +121,11 @@ impl Sextant {
             translate: TranslateOptions::default(),
             debounce: Debounce::default(),
             server: ServerConfig::default(),
-            xds_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
+            xds_addr: Some(DEFAULT_XDS_ADDR),
             xds_tls: None,
-            admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15014))),
+            admin_addr: Some(DEFAULT_ADMIN_ADDR),
             admin_token: None,
-            drain_timeout: Duration::from_secs(5),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 
@@ -199,7 +225,8 @@ impl Sextant {
         self
     }
 
-    /// How long a graceful shutdown waits for streams to close. Default 5 s.
+    /// How long a graceful shutdown waits for streams to close. Default
+    /// [`DEFAULT_DRAIN_TIMEOUT`].
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self

@@ -5,12 +5,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use sextant::Sextant;
-use sextant::config::TokenSource;
-use sextant::config::{RunArgs, Settings};
-use sextant_xds::bootstrap::{ClientTls, EnvoyBootstrap, GrpcBootstrap, Workload};
-use sextant_xds::server::auth::{TokenFile, Tokens};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use sextant::config::{RunArgs, Settings, defaults};
+use sextant_xds::bootstrap::{ClientTls, Spec, Workload};
 
 /// jemalloc, whose background threads return freed memory to the operating
 /// system: what a client made the server hold leaves with it, in resident
@@ -154,122 +151,62 @@ struct BootstrapArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The flags' help shows each library default (`config::defaults`).
+    let matches = defaults::annotate(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Some(Command::Bootstrap(b)) => {
-            let tls = b.tls.then(|| ClientTls {
-                ca: b.ca.clone().unwrap_or_default(),
-                cert: b.cert.clone(),
-                key: b.key.clone(),
-                sni: b.sni.clone(),
-            });
-            let token = match &b.token_file {
-                Some(path) => match std::fs::read_to_string(path) {
-                    Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
-                    Ok(_) => {
-                        eprintln!("error: the token file {} is empty", path.display());
-                        return ExitCode::FAILURE;
-                    }
-                    Err(e) => {
-                        eprintln!("error: cannot read the token file {}: {e}", path.display());
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => None,
-            };
-            // With TLS, Envoy reads the file itself (by its absolute path:
-            // its working directory may differ).
-            let token_path = match (&b.token_file, b.tls) {
-                (Some(path), true) => {
-                    // Envoy sends the file's bytes as they are: a trailing
-                    // newline would end up in the header and fail the stream.
-                    let raw = std::fs::read(path).unwrap_or_default();
-                    if raw.last().is_some_and(u8::is_ascii_whitespace) {
-                        eprintln!(
-                            "error: the token file {} ends with whitespace (a newline?), which Envoy would send inside the authorization header; write the token alone (printf '%s' \"$TOKEN\" > FILE; Kubernetes' projected tokens are written so)",
-                            path.display()
-                        );
-                        return ExitCode::FAILURE;
-                    }
-                    match std::fs::canonicalize(path) {
-                        Ok(p) => Some(p.display().to_string()),
-                        Err(e) => {
-                            eprintln!("error: the token file {}: {e}", path.display());
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                }
-                (Some(_), false) if b.grpc => {
-                    eprintln!(
-                        "error: --token-file with --grpc needs --tls (gRPC sends call credentials on secure channels only)"
-                    );
-                    return ExitCode::FAILURE;
-                }
-                (Some(_), false) => {
-                    eprintln!(
-                        "note: without --tls the token is written into the bootstrap and not re-read; a rotated token needs a new bootstrap"
-                    );
-                    None
-                }
-                (None, _) => None,
-            };
-            let mut workload = Workload {
-                ips: b.ips.clone(),
-                capture: b.mode.as_deref().map(|m| m == "capture"),
-                ..Default::default()
-            };
-            for kv in &b.labels {
-                match kv.split_once('=') {
-                    Some((k, v)) if !k.trim().is_empty() => {
-                        workload
-                            .labels
-                            .insert(k.trim().to_owned(), v.trim().to_owned());
-                    }
-                    _ => {
-                        eprintln!("error: --labels {kv:?}: write KEY=VALUE");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            if b.grpc {
-                println!(
-                    "{}",
-                    GrpcBootstrap {
-                        node_id: b.node_id,
-                        cluster: b.cluster,
-                        xds_addrs: b.xds_addrs,
-                        namespace: b.namespace,
-                        workload,
-                        tls,
-                        token_path,
-                    }
-                    .to_json()
-                );
-            } else {
-                let admin_addr = format!("127.0.0.1:{}", b.admin_port);
-                print!(
-                    "{}",
-                    EnvoyBootstrap {
-                        node_id: b.node_id,
-                        cluster: b.cluster,
-                        xds_addrs: b.xds_addrs,
-                        admin_addr,
-                        delta: b.delta,
-                        namespace: b.namespace,
-                        workload,
-                        token: if b.tls { None } else { token },
-                        token_path,
-                        tls,
-                    }
-                    .to_yaml()
-                );
-            }
-            ExitCode::SUCCESS
-        }
+        Some(Command::Bootstrap(b)) => bootstrap(&b),
         Some(Command::CheckConfig(args)) => check_config(&args),
         Some(Command::Etcd(EtcdCommand::Register(args))) => etcd_register(&args),
         Some(Command::Iptables(args)) => iptables(&args),
         None => run(&cli.run),
+    }
+}
+
+fn bootstrap(b: &BootstrapArgs) -> ExitCode {
+    let labels = match sextant_xds::bootstrap::parse_labels(&b.labels) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let spec = Spec {
+        node_id: b.node_id.clone(),
+        cluster: b.cluster.clone(),
+        xds_addrs: b.xds_addrs.clone(),
+        admin_addr: format!("127.0.0.1:{}", b.admin_port),
+        delta: b.delta,
+        namespace: b.namespace.clone(),
+        workload: Workload {
+            labels,
+            ips: b.ips.clone(),
+            capture: b.mode.as_deref().map(|m| m == "capture"),
+        },
+        tls: b.tls.then(|| ClientTls {
+            ca: b.ca.clone().unwrap_or_default(),
+            cert: b.cert.clone(),
+            key: b.key.clone(),
+            sni: b.sni.clone(),
+        }),
+        token_file: b.token_file.clone(),
+    };
+    let printed = if b.grpc {
+        spec.grpc().map(|g| println!("{}", g.to_json()))
+    } else {
+        spec.envoy().map(|(e, notes)| {
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            print!("{}", e.to_yaml());
+        })
+    };
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -361,8 +298,6 @@ fn run(args: &RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let registries = settings.build_registries();
-    let rule_sources = settings.build_rule_sources();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -371,50 +306,11 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let mut server = settings.server.clone();
-        server.tokens = match &settings.xds_tokens {
-            TokenSource::None => None,
-            TokenSource::File(path) => match TokenFile::load(path) {
-                Ok(f) => Some(Tokens(std::sync::Arc::new(f))),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            TokenSource::Review(audiences) => {
-                let Some(cluster) = settings.k8s.first() else {
-                    eprintln!("error: --xds-token-review needs a Kubernetes cluster");
-                    return ExitCode::FAILURE;
-                };
-                match sextant::kubernetes_tokens(cluster, audiences.clone()).await {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
+        let started = match settings.sextant().await {
+            Ok(sextant) => sextant.start().await,
+            Err(e) => Err(e),
         };
-        let mut sextant = Sextant::new()
-            .xds_plaintext(settings.xds_addr)
-            .admin_addr(settings.admin_addr)
-            .admin_token(settings.admin_token.clone())
-            .server_config(server)
-            .outbound_addr(settings.translate.outbound_addr)
-            .tcp_port_offset(settings.translate.tcp_port_offset)
-            .aggregator_config(settings.aggregator.clone())
-            .debounce(settings.debounce.clone())
-            .drain_timeout(settings.drain_timeout);
-        if let Some((addr, files)) = settings.xds_tls.clone() {
-            sextant = sextant.xds_tls(addr, files);
-        }
-        for r in rule_sources {
-            sextant = sextant.rules_arc(r);
-        }
-        for r in registries {
-            sextant = sextant.registry_arc(r);
-        }
-        match sextant.start().await {
+        match started {
             Ok(running) => {
                 running.run_until_signal().await;
                 ExitCode::SUCCESS

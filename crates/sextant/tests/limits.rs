@@ -53,9 +53,23 @@ async fn closed_within(conn: &mut TcpStream, wait: Duration) -> bool {
 }
 
 async fn silent_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    silent_connections_from([127, 0, 0, 1], addr, n).await
+}
+
+/// `n` connections to `addr` from the loopback address `from` (Linux
+/// answers all of 127.0.0.0/8 on the loopback device).
+async fn silent_connections_from(
+    from: [u8; 4],
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> Vec<TcpStream> {
     let mut conns = Vec::new();
     for _ in 0..n {
-        conns.push(TcpStream::connect(addr).await.expect("connect"));
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((from, 0)))
+            .expect("bind a loopback source address");
+        conns.push(socket.connect(addr).await.expect("connect"));
     }
     conns
 }
@@ -160,6 +174,8 @@ async fn silent_connections_are_closed_and_the_excess_refused() {
             file.to_str().expect("path"),
             "--xds-max-connections",
             "20",
+            "--xds-max-connections-per-client",
+            "20",
             "--xds-handshake-timeout",
             "2s",
         ],
@@ -251,6 +267,9 @@ async fn the_default_connection_limit_leaves_room_under_a_low_open_file_limit() 
             file.to_str().expect("path"),
             "--xds-handshake-timeout",
             "60s",
+            // One source floods here; its share is the next test's.
+            "--xds-max-connections-per-client",
+            "1000",
         ],
         Some(300),
     )
@@ -288,9 +307,13 @@ async fn idle_admin_connections_are_closed() {
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, SMALL).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let mut held = silent_connections(sx.admin, 64).await;
-    let mut excess = TcpStream::connect(sx.admin).await.expect("connect");
-    assert!(closed_within(&mut excess, Duration::from_secs(2)).await);
+    // Eight addresses, eight each (an address's share): the maximum.
+    let mut held = Vec::new();
+    for a in 2..10 {
+        held.extend(silent_connections_from([127, 0, 0, a], sx.admin, 8).await);
+    }
+    let mut excess = silent_connections_from([127, 0, 0, 10], sx.admin, 1).await;
+    assert!(closed_within(&mut excess[0], Duration::from_secs(2)).await);
     let started = Instant::now();
     for c in &mut held {
         assert!(
@@ -308,6 +331,87 @@ async fn idle_admin_connections_are_closed() {
     assert_eq!(status, 200);
     assert!(metric(&sx, "sextant_admin_connections_refused_total").await >= 1);
     assert!(metric(&sx, "sextant_admin_connections_timed_out_total").await >= 64);
+}
+
+/// 500 connections from one address that dribble a request's headers (a
+/// byte a second, which the idle timeout allows) cannot make health
+/// unanswerable for others: that address holds its share of the admin
+/// connections (8), the rest are refused at once, and `/healthz/ready` from
+/// another address answers at once, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_admin_clients_from_one_address_leave_health_answerable() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let slow = silent_connections_from([127, 0, 0, 2], sx.admin, 500).await;
+    let dribble = tokio::spawn(async move {
+        let mut slow = slow;
+        let request = b"GET /debug/configz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        for i in 0.. {
+            let byte = &request[i % request.len()..][..1];
+            for c in &mut slow {
+                let _ = c.write_all(byte).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    // Give the flood time to be accepted (and refused).
+    metric_until(&sx, "sextant_admin_connections_refused_total", |n| n >= 492).await;
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let (status, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            http_get(sx.admin, "localhost", "/healthz/ready"),
+        )
+        .await
+        .expect("health answered within 5 s")
+        .expect("health answered");
+        assert_eq!(status, 200);
+        eprintln!("health answered in {:?}", asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        metric(&sx, "sextant_admin_connections_refused_total").await >= 492,
+        "the slow address held more than its share"
+    );
+    assert!(
+        sx.log().contains("this address holds its share"),
+        "{}",
+        sx.log()
+    );
+    dribble.abort();
+}
+
+/// Under the open-file limit of many hosts (1,024), 1,100 silent TCP
+/// connections from one address would fill every xDS slot (768) and keep
+/// fresh proxies out for as long as the sender reconnects. An address holds
+/// a quarter of the slots: a proxy from another address is served at once
+/// while the flood goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_xds_connections_from_one_address_leave_room_for_proxies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, SMALL).expect("write");
+    let sx = Sextant::start_with_nofile(
+        dir.path(),
+        &["--file", file.to_str().expect("path")],
+        Some(1024),
+    )
+    .await;
+    let _flood = silent_connections_from([127, 0, 0, 2], sx.xds, 1100).await;
+    let refused = metric_until(&sx, "sextant_xds_connections_refused_total", |n| n >= 908).await;
+    assert_eq!(
+        metric(&sx, "sextant_xds_tcp_connections").await,
+        192,
+        "one address holds a quarter of the 768 slots"
+    );
+    assert!(refused >= 908, "{refused}");
+    let took = cds_round_trip(&sx, "fresh-proxy").await;
+    eprintln!("a fresh proxy's CDS during the flood: {took:?}");
+    // Far below the 10 s handshake timeout a full server would make it wait.
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 /// Resident memory of process `pid`, in KiB, from /proc.

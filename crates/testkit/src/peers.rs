@@ -233,14 +233,37 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
+    http_call(addr, "GET", host, path, headers, "").await
+}
+
+/// A minimal HTTP/1.1 POST of `body`: `(status, body)`.
+pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let r = http_call(addr, "POST", "localhost", path, &[], body).await?;
+    Ok((r.status, r.body))
+}
+
+/// A minimal HTTP/1.1 request (`Connection: close`), bounded to 5 s to
+/// connect and 5 s to answer.
+pub async fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<HttpResponse> {
     let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await?;
     // Read until the response is complete rather than until the server
     // closes: Envoy holds a connection open for its `delayed_close_timeout`

@@ -1,4 +1,11 @@
 //! Bootstrap files that point a proxy or a proxyless gRPC client at Sextant.
+//!
+//! [`Spec`] is what is known of the proxy (its node, the workload, how to
+//! reach Sextant and prove who it is); `sextant bootstrap` fills it from
+//! flags and `sextant agent` from the pod, and both write the file through
+//! [`Spec::envoy`] or [`Spec::grpc`]: one generator.
+
+use std::path::{Path, PathBuf};
 
 /// TLS to Sextant's xDS TLS port, as a client: the CA that signed the
 /// server's certificate and, for mTLS, the client's own certificate.
@@ -84,6 +91,134 @@ pub struct EnvoyBootstrap {
     /// reconnect). Needs `tls`: Envoy's Google gRPC client then carries the
     /// stream, with the `file_based_metadata` call credentials.
     pub token_path: Option<String>,
+}
+
+/// What a bootstrap is made from.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    /// The node id the proxy reports.
+    pub node_id: String,
+    /// The node's cluster.
+    pub cluster: String,
+    /// Sextant's xDS addresses, `HOST:PORT`.
+    pub xds_addrs: Vec<String>,
+    /// Envoy's admin address, `HOST:PORT`.
+    pub admin_addr: String,
+    /// Incremental (delta) xDS.
+    pub delta: bool,
+    /// The namespace the node claims.
+    pub namespace: Option<String>,
+    /// The workload's labels, instance IPs and interception mode.
+    pub workload: Workload,
+    /// TLS to Sextant's xDS TLS port.
+    pub tls: Option<ClientTls>,
+    /// A file holding a bearer token the proxy sends with its stream.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `K=V` pairs (`--labels`) as labels.
+pub fn parse_labels(
+    pairs: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    for kv in pairs {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                labels.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            _ => return Err(format!("--labels {kv:?}: write KEY=VALUE")),
+        }
+    }
+    Ok(labels)
+}
+
+/// A token file's contents, for a bootstrap that carries the token itself.
+fn read_token(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        Ok(_) => Err(format!("the token file {} is empty", path.display())),
+        Err(e) => Err(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// A token file's absolute path, for a client that reads it itself (Envoy
+/// with TLS, gRPC): its bytes are sent as they are, so trailing whitespace
+/// is refused.
+fn token_path(path: &Path) -> Result<String, String> {
+    let raw = std::fs::read(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    if raw.is_empty() {
+        return Err(format!("the token file {} is empty", path.display()));
+    }
+    if raw.last().is_some_and(u8::is_ascii_whitespace) {
+        return Err(format!(
+            "the token file {} ends with whitespace (a newline?), which Envoy would send inside the authorization header; write the token alone (printf '%s' \"$TOKEN\" > FILE; Kubernetes' projected tokens are written so)",
+            path.display()
+        ));
+    }
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| format!("the token file {}: {e}", path.display()))
+}
+
+impl Spec {
+    /// Envoy's bootstrap, and notes worth telling the user; or why there
+    /// is none. With TLS, Envoy reads the token file itself for every new
+    /// stream (by its absolute path: its working directory may differ);
+    /// without, the token is read now and written into the bootstrap.
+    pub fn envoy(&self) -> Result<(EnvoyBootstrap, Vec<String>), String> {
+        let mut notes = Vec::new();
+        let (token, token_path) = match (&self.token_file, self.tls.is_some()) {
+            (Some(path), true) => (None, Some(token_path(path)?)),
+            (Some(path), false) => {
+                notes.push("without --tls the token is written into the bootstrap and not re-read; a rotated token needs a new bootstrap".to_owned());
+                (Some(read_token(path)?), None)
+            }
+            (None, _) => (None, None),
+        };
+        Ok((
+            EnvoyBootstrap {
+                node_id: self.node_id.clone(),
+                cluster: self.cluster.clone(),
+                xds_addrs: self.xds_addrs.clone(),
+                admin_addr: self.admin_addr.clone(),
+                delta: self.delta,
+                namespace: self.namespace.clone(),
+                workload: self.workload.clone(),
+                tls: self.tls.clone(),
+                token,
+                token_path,
+            },
+            notes,
+        ))
+    }
+
+    /// A proxyless gRPC client's bootstrap, or why there is none (a token
+    /// needs TLS: gRPC sends call credentials on secure channels only).
+    pub fn grpc(&self) -> Result<GrpcBootstrap, String> {
+        let token_path = match (&self.token_file, self.tls.is_some()) {
+            (Some(path), true) => Some(token_path(path)?),
+            (Some(_), false) => {
+                return Err(
+                    "--token-file with --grpc needs --tls (gRPC sends call credentials on secure channels only)"
+                        .into(),
+                );
+            }
+            (None, _) => None,
+        };
+        Ok(GrpcBootstrap {
+            node_id: self.node_id.clone(),
+            cluster: self.cluster.clone(),
+            xds_addrs: self.xds_addrs.clone(),
+            namespace: self.namespace.clone(),
+            workload: self.workload.clone(),
+            tls: self.tls.clone(),
+            token_path,
+        })
+    }
 }
 
 fn q(s: &str) -> String {

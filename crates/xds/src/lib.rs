@@ -15,6 +15,8 @@
 //! - [`publisher`]: coalesces views into snapshots: a short debounce for
 //!   endpoint-only changes (only assignments are re-encoded and sent), a
 //!   longer one for structural changes, and a maximum delay.
+//! - `lens`: what one proxy sees of a snapshot (its scope, its capture
+//!   layout), built per connection and shared by alike proxies.
 //! - [`server`]: the ADS service. `server::conn` holds the protocol rules
 //!   per connection: subscriptions, nonces, ACK/NACK, ordering.
 //!
@@ -33,9 +35,11 @@
 //!   `api_listener` and its RouteConfiguration, for `xds:///HOSTNAME:PORT`.
 //!
 //! Protocol rules (see `server::conn`):
-//! - one response in flight per connection, in the order clusters,
-//!   endpoints, listeners, routes, then cluster removals: Envoy never sees a
-//!   route to a cluster it does not have;
+//! - one response in flight per type, in the order clusters, endpoints,
+//!   listeners, routes, then cluster removals; a type waits for what it
+//!   depends on, not for the other types' ACKs: Envoy never sees a route to
+//!   a cluster it does not have, and a new cluster never waits for its own
+//!   ACK to get its endpoints;
 //! - every subscription is answered; an assignment or route configuration
 //!   that does not exist is answered with an empty one, so nothing warms
 //!   until a timeout;
@@ -50,9 +54,11 @@ pub mod bootstrap;
 pub mod capture;
 mod generational;
 pub mod identity;
+mod lens;
 pub mod metrics;
 pub mod publisher;
 pub mod resource;
+mod route_table;
 pub mod scope;
 pub mod server;
 pub mod snapshot;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes};
 use prost::Message;
 use prost::encoding::{encode_varint, encoded_len_varint};
+use sextant_core::Hostname;
 
 /// The four resource types Sextant serves, in the order proxies must
 /// receive them: clusters before their endpoints, endpoints before the
@@ -92,6 +93,12 @@ pub struct Resource {
     /// True for an empty placeholder answering a subscription to a name that
     /// does not exist (an empty ClusterLoadAssignment or RouteConfiguration).
     pub placeholder: bool,
+    /// The service it was translated from, when it belongs to one (a
+    /// service's clusters, assignments, gRPC listeners and routes, its
+    /// explicit TCP listeners): what per-proxy scoping filters by. Resources
+    /// of no one service (the outbound HTTP listener and table, a capture
+    /// proxy's own layout, placeholders) have none.
+    pub owner: Option<Hostname>,
 }
 
 impl fmt::Debug for Resource {
@@ -101,6 +108,7 @@ impl fmt::Debug for Resource {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("bytes", &self.any.len())
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -115,22 +123,45 @@ impl Resource {
         Resource::from_encoded(kind, name, &message.encode_to_vec())
     }
 
-    /// A resource from its already encoded message (assembled from parts
-    /// encoded earlier, for instance).
+    /// A resource from its already encoded message.
     pub fn from_encoded(kind: ResourceType, name: impl Into<Arc<str>>, value: &[u8]) -> Resource {
         let version = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(value));
+        Resource::from_parts(kind, name, version.into(), &[value])
+    }
+
+    /// A resource whose encoded message is the concatenation of `parts`
+    /// (encoded earlier, each a whole field of the message), with a version
+    /// the caller derived from the content: the `Any` is written around
+    /// them in one copy.
+    pub fn from_parts(
+        kind: ResourceType,
+        name: impl Into<Arc<str>>,
+        version: Arc<str>,
+        parts: &[&[u8]],
+    ) -> Resource {
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let type_url = kind.type_url().as_bytes();
         let mut any =
-            Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value.len()));
+            Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value_len));
         put_len_field(&mut any, 1, type_url);
-        put_len_field(&mut any, 2, value);
+        put_len_header(&mut any, 2, value_len);
+        for p in parts {
+            any.extend_from_slice(p);
+        }
         Resource {
             kind,
             name: name.into(),
-            version: version.into(),
+            version,
             any: any.into(),
             placeholder: false,
+            owner: None,
         }
+    }
+
+    /// The same resource, belonging to `host`.
+    pub fn owned_by(mut self, host: &Hostname) -> Resource {
+        self.owner = Some(host.clone());
+        self
     }
 
     /// The resource's own encoded bytes (the `Any`'s value).
@@ -152,7 +183,9 @@ impl Resource {
     }
 }
 
-/// Bytes a length-delimited field takes: key, length, payload.
+/// Bytes a length-delimited field takes: key, length, payload. (Protobuf's
+/// primitives, shared by the layouts that write around encoded bytes:
+/// the `Any` here, the responses in `server/codec.rs`.)
 pub(crate) fn len_field_size(tag: u32, len: usize) -> usize {
     encoded_len_varint(u64::from(tag << 3 | 2)) + encoded_len_varint(len as u64) + len
 }

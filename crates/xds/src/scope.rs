@@ -7,7 +7,8 @@
 //! may see, plus the hosts its visible route rules send to. A [`Scope`]
 //! filters every resource by the host it belongs to (clusters and
 //! assignments `outbound|PORT|SUBSET|HOST`, gRPC listeners and routes
-//! `HOST:PORT`, explicit TCP listeners by their owner) and replaces the
+//! `HOST:PORT`, explicit TCP listeners: each resource's
+//! [`Resource::owner`], recorded by translation) and replaces the
 //! outbound route table with one holding only its hosts' virtual hosts.
 //! The filter applies whatever a client subscribes to by name: a host out
 //! of scope does not exist for it.
@@ -112,26 +113,14 @@ impl Scope {
                     .get_or_init(|| Arc::new(snap.outbound_route_for(&self.hosts))),
             );
         }
+        // The host a resource belongs to is the one translation recorded
+        // (the outbound HTTP listener belongs to none: what it routes to
+        // is in its table).
         let r = snap.get_for(client, kind, name)?;
-        match owner(snap, kind, name) {
+        match &r.owner {
             Some(host) if !self.hosts.contains(host) => None,
             _ => Some(r),
         }
-    }
-}
-
-/// The host a resource belongs to, if it belongs to one (the outbound HTTP
-/// listener belongs to none: what it routes to is in its table).
-fn owner<'a>(snap: &'a Snapshot, kind: ResourceType, name: &'a str) -> Option<&'a str> {
-    match kind {
-        ResourceType::Cluster | ResourceType::Endpoint => {
-            name.strip_prefix("outbound|")?.rsplit('|').next()
-        }
-        ResourceType::Listener if name == translate::OUTBOUND_HTTP => None,
-        ResourceType::Listener if name.starts_with(translate::OUTBOUND_TCP_PREFIX) => {
-            snap.tcp_owner(name).map(|h| h.as_str())
-        }
-        ResourceType::Listener | ResourceType::Route => name.rsplit_once(':').map(|(h, _)| h),
     }
 }
 

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use sextant_core::{Change, Hostname, MeshService, MeshView};
 
-use prost::Message;
-
-use crate::resource::{Resource, ResourceType, len_field_size, put_len_field, put_len_header};
+use crate::resource::{Resource, ResourceType};
+use crate::route_table::{self, VirtualHostsPart};
 use crate::translate::{self, Client, TranslateOptions, Unhonoured};
 
 /// The resources of one type, by name.
@@ -27,11 +26,9 @@ struct ServiceResources {
     /// The clusters whose form for gRPC clients differs from Envoy's.
     grpc_clusters: Vec<Arc<Resource>>,
     /// The service's virtual hosts in the outbound route table, encoded
-    /// as that table's `virtual_hosts` fields: the table is assembled from
-    /// these without translating unchanged services again.
-    vhosts: bytes::Bytes,
-    /// xxh3 of `vhosts`: the outbound table's version is derived from these.
-    vhosts_digest: u64,
+    /// (see [`route_table`]): the table is assembled from these without
+    /// translating unchanged services again.
+    vhosts: VirtualHostsPart,
     /// What gRPC clients cannot honour of the rules bound to the service.
     unhonoured: Arc<[Unhonoured]>,
 }
@@ -51,12 +48,10 @@ pub struct Snapshot {
     view: Arc<MeshView>,
     options: TranslateOptions,
     /// The outbound table's catch-all virtual host, encoded once.
-    not_found_vhost: bytes::Bytes,
+    not_found_vhost: VirtualHostsPart,
     /// TCP service ports left without a listener because another took
     /// their port: `HOST:PORT`.
     tcp_conflicts: Vec<String>,
-    /// The host each explicit-mode TCP listener serves, by listener name.
-    tcp_owners: Arc<std::collections::BTreeMap<Arc<str>, Hostname>>,
     /// Moves whenever what a per-proxy scope depends on may have changed:
     /// a service added, removed or reconfigured (its namespace, its route
     /// rule's destinations, its virtual hosts) or a scope rule. An
@@ -76,10 +71,8 @@ impl Snapshot {
             per_service: OrdMap::new(),
             view: Arc::new(MeshView::default()),
             options,
-            not_found_vhost: field_bytes(ROUTE_VHOSTS_FIELD, &translate::not_found_virtual_host())
-                .into(),
+            not_found_vhost: VirtualHostsPart::not_found(),
             tcp_conflicts: Vec::new(),
-            tcp_owners: Arc::default(),
             topology_generation: 0,
         }
     }
@@ -126,20 +119,14 @@ impl Snapshot {
         &self.tcp_conflicts
     }
 
-    /// The host an explicit-mode TCP listener serves.
-    pub fn tcp_owner(&self, listener: &str) -> Option<&Hostname> {
-        self.tcp_owners.get(listener)
-    }
-
     /// The outbound route table with the virtual hosts of `visible` hosts
     /// only (and the catch-all): what a scoped proxy receives under the
     /// table's name. Equal content, equal version, as for the whole table.
     pub fn outbound_route_for(&self, visible: &std::collections::BTreeSet<Hostname>) -> Resource {
-        let services: Vec<&ServiceResources> = visible
+        let parts = visible
             .iter()
-            .filter_map(|h| self.per_service.get(h).map(|s| &**s))
-            .collect();
-        outbound_route(&services, &self.not_found_vhost)
+            .filter_map(|h| self.per_service.get(h).map(|s| &s.vhosts));
+        route_table::outbound(parts, &self.not_found_vhost)
     }
 
     /// What gRPC clients cannot honour of the rules bound to `hostname`.
@@ -220,8 +207,8 @@ impl Snapshot {
         if routes_dirty {
             // The outbound table from each service's encoded virtual hosts:
             // a rule change translates its hosts only; the rest is copied.
-            let all: Vec<&ServiceResources> = per_service.values().map(|s| &**s).collect();
-            let route = Arc::new(outbound_route(&all, &self.not_found_vhost));
+            let parts = per_service.values().map(|s| &s.vhosts);
+            let route = Arc::new(route_table::outbound(parts, &self.not_found_vhost));
             encoded += 1;
             let listener = match self.get(ResourceType::Listener, translate::OUTBOUND_HTTP) {
                 Some(l) => l.clone(),
@@ -248,16 +235,15 @@ impl Snapshot {
             }
         }
 
-        let (tcp_conflicts, tcp_owners) = if routes_dirty {
-            let (conflicts, owners) = tcp_listeners(
+        let tcp_conflicts = if routes_dirty {
+            tcp_listeners(
                 &self.options,
                 &view,
                 &mut types[ResourceType::Listener.index()],
                 &mut encoded,
-            );
-            (conflicts, Arc::new(owners))
+            )
         } else {
-            (self.tcp_conflicts.clone(), self.tcp_owners.clone())
+            self.tcp_conflicts.clone()
         };
         let topology_generation = if routes_dirty || !Arc::ptr_eq(&view.scopes, &self.view.scopes) {
             self.topology_generation + 1
@@ -272,7 +258,6 @@ impl Snapshot {
             generation: self.generation + 1,
             view_generation: view.generation,
             tcp_conflicts,
-            tcp_owners,
             topology_generation,
             encoded,
             types,
@@ -295,14 +280,13 @@ fn tcp_listeners(
     view: &MeshView,
     set: &mut TypeSet,
     encoded: &mut usize,
-) -> (Vec<String>, std::collections::BTreeMap<Arc<str>, Hostname>) {
+) -> Vec<String> {
     // The options never change between snapshots: without an offset there
     // are no TCP listeners to add or remove, and no reason to look.
     let Some(offset) = options.tcp_port_offset else {
-        return Default::default();
+        return Vec::new();
     };
     let mut wanted: std::collections::BTreeMap<Arc<str>, Arc<Resource>> = Default::default();
-    let mut owners = std::collections::BTreeMap::new();
     let mut conflicts = Vec::new();
     {
         // The outbound HTTP listener's port is taken: a TCP listener on
@@ -323,12 +307,9 @@ fn tcp_listeners(
                 }
                 let l = translate::tcp_listener(options, bind, host.as_str(), port.port);
                 *encoded += 1;
-                let r = Arc::new(Resource::encode(
-                    ResourceType::Listener,
-                    l.name.as_str(),
-                    &l,
-                ));
-                owners.insert(r.name.clone(), host.clone());
+                let r = Arc::new(
+                    Resource::encode(ResourceType::Listener, l.name.as_str(), &l).owned_by(host),
+                );
                 wanted.insert(r.name.clone(), r);
             }
         }
@@ -355,53 +336,7 @@ fn tcp_listeners(
             set.resources.insert(name, r);
         }
     }
-    (conflicts, owners)
-}
-
-/// `message` encoded as field `tag` of its parent.
-fn field_bytes<M: Message>(tag: u32, message: &M) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(message.encoded_len() + 8);
-    put_len_header(&mut buf, tag, message.encoded_len());
-    message.encode_raw(&mut buf);
-    buf
-}
-
-/// RouteConfiguration's fields: `name` is 1, `virtual_hosts` 2.
-const ROUTE_NAME_FIELD: u32 = 1;
-const ROUTE_VHOSTS_FIELD: u32 = 2;
-
-/// The outbound route configuration, assembled from every service's
-/// encoded virtual hosts (in hostname order) and the catch-all: the bytes
-/// prost would produce for the whole message, copied once into the
-/// resource. Its version is derived from the parts' digests rather than
-/// by hashing the whole table again: equal content, equal version, on
-/// every replica, as for every other resource.
-fn outbound_route(services: &[&ServiceResources], not_found: &[u8]) -> Resource {
-    let name = translate::OUTBOUND_HTTP;
-    let value_len = len_field_size(ROUTE_NAME_FIELD, name.len())
-        + services.iter().map(|s| s.vhosts.len()).sum::<usize>()
-        + not_found.len();
-    let type_url = ResourceType::Route.type_url().as_bytes();
-    let mut any =
-        Vec::with_capacity(len_field_size(1, type_url.len()) + len_field_size(2, value_len));
-    put_len_field(&mut any, 1, type_url);
-    put_len_header(&mut any, 2, value_len);
-    put_len_field(&mut any, ROUTE_NAME_FIELD, name.as_bytes());
-    let mut digests = xxhash_rust::xxh3::Xxh3::new();
-    digests.update(name.as_bytes());
-    for s in services {
-        any.extend_from_slice(&s.vhosts);
-        digests.update(&s.vhosts_digest.to_le_bytes());
-    }
-    any.extend_from_slice(not_found);
-    digests.update(not_found);
-    Resource {
-        kind: ResourceType::Route,
-        name: name.into(),
-        version: format!("{:016x}", digests.digest()).into(),
-        any: any.into(),
-        placeholder: false,
-    }
+    conflicts
 }
 
 /// Swaps one service's resources of one type, recording what changed.
@@ -424,20 +359,25 @@ fn replace(set: &mut TypeSet, old: &[Arc<Resource>], new: &[Arc<Resource>]) {
 }
 
 fn encode_endpoints(ms: &MeshService, encoded: &mut usize) -> Vec<Arc<Resource>> {
+    let host = &ms.service.hostname;
     translate::load_assignments(ms)
         .into_iter()
         .map(|cla| {
             *encoded += 1;
-            Arc::new(Resource::encode(
-                ResourceType::Endpoint,
-                cla.cluster_name.clone(),
-                &cla,
-            ))
+            Arc::new(
+                Resource::encode(ResourceType::Endpoint, cla.cluster_name.clone(), &cla)
+                    .owned_by(host),
+            )
         })
         .collect()
 }
 
 fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources {
+    let host = &ms.service.hostname;
+    let mut encode = |kind: ResourceType, name: &str, m: &dyn Encode| {
+        *encoded += 1;
+        Arc::new(m.resource(kind, name).owned_by(host))
+    };
     let mut out = ServiceResources::default();
     let mut notes = Vec::new();
     let envoy = translate::clusters(ms, Client::Envoy, &mut notes);
@@ -449,47 +389,44 @@ fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources 
         Vec::new()
     };
     for (i, c) in envoy.iter().enumerate() {
-        *encoded += 1;
-        out.by_type[ResourceType::Cluster.index()].push(Arc::new(Resource::encode(
-            ResourceType::Cluster,
-            c.name.clone(),
-            c,
-        )));
+        out.by_type[ResourceType::Cluster.index()].push(encode(ResourceType::Cluster, &c.name, c));
         if let Some(g) = grpc.get(i)
             && c != g
         {
-            *encoded += 1;
-            out.grpc_clusters.push(Arc::new(Resource::encode(
-                ResourceType::Cluster,
-                g.name.clone(),
-                g,
-            )));
+            out.grpc_clusters
+                .push(encode(ResourceType::Cluster, &g.name, g));
         }
     }
-    out.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, encoded);
     for (listener, route) in translate::grpc_listeners(ms, &mut grpc_notes) {
-        *encoded += 2;
-        out.by_type[ResourceType::Listener.index()].push(Arc::new(Resource::encode(
+        out.by_type[ResourceType::Listener.index()].push(encode(
             ResourceType::Listener,
-            listener.name.clone(),
+            &listener.name,
             &listener,
-        )));
-        out.by_type[ResourceType::Route.index()].push(Arc::new(Resource::encode(
+        ));
+        out.by_type[ResourceType::Route.index()].push(encode(
             ResourceType::Route,
-            route.name.clone(),
+            &route.name,
             &route,
-        )));
+        ));
     }
-    let mut vhosts = Vec::new();
-    for vh in translate::virtual_hosts(ms, &mut notes) {
-        vhosts.extend_from_slice(&field_bytes(ROUTE_VHOSTS_FIELD, &vh));
-    }
-    out.vhosts_digest = xxhash_rust::xxh3::xxh3_64(&vhosts);
-    out.vhosts = vhosts.into();
+    out.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, encoded);
+    out.vhosts = VirtualHostsPart::encode(&translate::virtual_hosts(ms, &mut notes));
     grpc_notes.sort();
     grpc_notes.dedup();
     out.unhonoured = grpc_notes.into();
     out
+}
+
+/// A message that becomes a resource (object-safe, for the one closure
+/// that encodes every kind of a service's messages).
+trait Encode {
+    fn resource(&self, kind: ResourceType, name: &str) -> Resource;
+}
+
+impl<M: prost::Message> Encode for M {
+    fn resource(&self, kind: ResourceType, name: &str) -> Resource {
+        Resource::encode(kind, name, self)
+    }
 }
 
 /// The placeholder answering a subscription to `name`, for the types that

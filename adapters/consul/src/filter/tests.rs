@@ -1,7 +1,7 @@
 //! Consul's documented subset filter forms, parsed and evaluated.
 
 use super::*;
-use crate::convert::{AgentService, NodeInfo};
+use crate::api::{AgentService, NodeInfo};
 
 fn instance(id: &str, tags: &[&str], meta: &[(&str, &str)]) -> ServiceEntry {
     ServiceEntry {

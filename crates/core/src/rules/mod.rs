@@ -319,6 +319,26 @@ impl MemoryRules {
         inner.rules.retain(|r| &r.key != key);
         Self::send(&mut inner, &Event::Delete(key.clone()));
     }
+
+    /// Replaces every rule, sent as one `Reset`.
+    pub fn reset(&self, rules: Vec<Rule>) {
+        let mut inner = self.lock();
+        inner.rules = rules.clone();
+        Self::send(&mut inner, &Event::Reset(rules));
+    }
+
+    /// Sends an error to every watcher, as an adapter would when its source
+    /// fails ([`Error::Unavailable`]) or an object is malformed.
+    pub fn fail(&self, error: impl Fn() -> Error) {
+        self.lock()
+            .watchers
+            .retain(|w| w.send(Err(error())).is_ok());
+    }
+
+    /// The current rules.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.lock().rules.clone()
+    }
 }
 
 impl RuleSource for MemoryRules {

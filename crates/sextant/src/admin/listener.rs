@@ -1,8 +1,18 @@
-//! The admin server's listener: a bounded number of connections, each
-//! closed when it sends nothing for a while or has lived long enough.
-//! Admin requests are small and answered at once, so a connection that
-//! dribbles a request (slowloris) or sits idle costs a slot for seconds,
-//! not forever; past the maximum, new connections are closed at once.
+//! The admin server's listener: a bounded number of connections, a share
+//! of them per client address, each closed when it sends nothing for a
+//! while or has lived long enough. Admin requests are small and answered
+//! at once, so a connection that dribbles a request (slowloris) or sits
+//! idle costs a slot for seconds, not forever; past the maximum, or past
+//! its address's share, a new connection is closed at once.
+//!
+//! Why a share per address, and not a deadline for a request's headers or
+//! health on a listener of its own: whoever reaches the admin port can
+//! open connections faster than any deadline closes them, so a deadline
+//! alone still lets one client hold every slot; a second listener is one
+//! more port for every probe, manifest and firewall rule to know. With a
+//! share, one address (a pod that reaches the port, a misbehaving scraper)
+//! holds at most [`MAX_CONNECTIONS_PER_CLIENT`] slots and the kubelet's
+//! probe, Prometheus and `sextant status` find the others free.
 
 use std::future::Future;
 use std::io;
@@ -13,14 +23,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use sextant_xds::server::limits::{Refused, Slot, Slots};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tracing::warn;
 
 /// Admin connections open at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Admin connections one client address may hold at once. A scraper, a
+/// probe or the CLI uses one or two.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
 /// A connection that sends nothing for this long is closed (a scraper's
 /// keep-alive connection reconnects; it costs a handshake).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +52,7 @@ pub struct ListenerStats {
 /// A [`TcpListener`] with the bounds above.
 pub struct AdminListener {
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     stats: Arc<ListenerStats>,
 }
 
@@ -48,7 +61,7 @@ impl AdminListener {
     pub fn new(listener: TcpListener, stats: Arc<ListenerStats>) -> Self {
         AdminListener {
             listener,
-            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            slots: Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT),
             stats,
         }
     }
@@ -68,12 +81,22 @@ impl axum::serve::Listener for AdminListener {
                     continue;
                 }
             };
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                let n = self.stats.refused_total.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    warn!(%peer, refused = n, max = MAX_CONNECTIONS, "admin connection refused: the maximum is open");
+            let slot = match self.slots.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    let n = self.stats.refused_total.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        match why {
+                            Refused::Full => warn!(%peer, refused = n, max = MAX_CONNECTIONS,
+                                "admin connection refused: the maximum is open"),
+                            Refused::Share => {
+                                warn!(%peer, refused = n, per_client = MAX_CONNECTIONS_PER_CLIENT,
+                                "admin connection refused: this address holds its share")
+                            }
+                        }
+                    }
+                    continue;
                 }
-                continue;
             };
             let now = Instant::now();
             let io = Bounded {
@@ -95,7 +118,7 @@ impl axum::serve::Listener for AdminListener {
 /// An admin connection: closed with an error once idle or too old.
 pub struct Bounded {
     io: TcpStream,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
     /// Fires at the idle deadline, or at the end of life if that is sooner.
     idle: Pin<Box<Sleep>>,
     end: Instant,

@@ -11,7 +11,7 @@ use super::*;
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ConsulArgs {
-    /// Consul agent address [default: http://127.0.0.1:8500].
+    /// Consul agent address.
     #[arg(long, env = "CONSUL_HTTP_ADDR", value_name = "URL")]
     #[serde(rename = "addr")]
     pub consul_addr: Option<String>,
@@ -40,8 +40,7 @@ pub struct ConsulArgs {
     #[arg(long, env = "CONSUL_CLIENT_KEY", value_name = "FILE")]
     #[serde(rename = "client_key")]
     pub consul_client_key: Option<PathBuf>,
-    /// Hostname of a Consul service; {service} is its lowercased name
-    /// [default: {service}.service.consul].
+    /// Hostname of a Consul service; {service} is its lowercased name.
     #[arg(
         long,
         env = "SEXTANT_CONSUL_HOSTNAME_TEMPLATE",

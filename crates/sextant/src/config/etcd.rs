@@ -11,7 +11,7 @@ use super::*;
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdArgs {
-    /// etcd client URLs [default: http://127.0.0.1:2379].
+    /// etcd client URLs.
     #[arg(
         long,
         env = "ETCD_ENDPOINTS",
@@ -20,7 +20,7 @@ pub struct EtcdArgs {
     )]
     #[serde(rename = "endpoints")]
     pub etcd_endpoints: Option<Vec<String>>,
-    /// Prefix of Sextant's keys in etcd [default: /sextant/].
+    /// Prefix of Sextant's keys in etcd.
     #[arg(long, env = "SEXTANT_ETCD_PREFIX", value_name = "PREFIX")]
     #[serde(rename = "prefix")]
     pub etcd_prefix: Option<String>,

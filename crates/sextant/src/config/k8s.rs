@@ -49,7 +49,7 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_K8S_LABEL_SELECTOR", value_name = "SELECTOR")]
     #[serde(rename = "label_selector")]
     pub k8s_label_selector: Option<String>,
-    /// The clusters' DNS domain [default: cluster.local].
+    /// The clusters' DNS domain.
     #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", value_name = "DOMAIN")]
     pub cluster_domain: Option<String>,
     /// Do not read Nodes (no RBAC on nodes needed; endpoints get only
@@ -71,8 +71,7 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_K8S_SKIP_STATUS")]
     #[serde(rename = "skip_status", default)]
     pub k8s_skip_status: bool,
-    /// The controller name route status is written under
-    /// [default: sextant.io/mesh-controller].
+    /// The controller name route status is written under.
     #[arg(long, env = "SEXTANT_K8S_CONTROLLER_NAME", value_name = "NAME")]
     #[serde(rename = "controller_name")]
     pub k8s_controller_name: Option<String>,

@@ -27,6 +27,7 @@ use sextant_k8s::{K8sConfig, K8sRegistry};
 use sextant_xds::{Debounce, ServerConfig, TranslateOptions};
 
 mod consul;
+pub mod defaults;
 mod etcd;
 mod k8s;
 mod problems;
@@ -68,11 +69,10 @@ pub struct RunArgs {
     )]
     #[serde(default)]
     pub files: Vec<PathBuf>,
-    /// Where proxies connect for xDS in plaintext, or `off`
-    /// [default: 127.0.0.1:15010].
+    /// Where proxies connect for xDS in plaintext, or `off`.
     #[arg(long, env = "SEXTANT_XDS_ADDR", value_name = "ADDR")]
     pub xds_addr: Option<String>,
-    /// Admin HTTP: health, metrics, debug [default: 127.0.0.1:15014].
+    /// Admin HTTP: health, metrics, debug.
     #[arg(long, env = "SEXTANT_ADMIN_ADDR", value_name = "ADDR")]
     pub admin_addr: Option<String>,
     /// A bearer token the /debug/* endpoints require (health and metrics
@@ -83,13 +83,18 @@ pub struct RunArgs {
     /// open-file limit less 256].
     #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS", value_name = "N")]
     pub xds_max_connections: Option<usize>,
-    /// The largest xDS request accepted, e.g. 4MiB [default: 4MiB].
+    /// xDS connections one client address may hold at once, so that one
+    /// source cannot take every slot (proxies behind one NAT address share
+    /// it) [default: a quarter of --xds-max-connections].
+    #[arg(long, env = "SEXTANT_XDS_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub xds_max_connections_per_client: Option<usize>,
+    /// The largest xDS request accepted, e.g. 4MiB.
     #[arg(long, env = "SEXTANT_XDS_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub xds_max_request_size: Option<String>,
-    /// How long a new xDS connection has to start HTTP/2 [default: 10s].
+    /// How long a new xDS connection has to start HTTP/2.
     #[arg(long, env = "SEXTANT_XDS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub xds_handshake_timeout: Option<String>,
-    /// The outbound HTTP listener handed to proxies [default: 127.0.0.1:15001].
+    /// The outbound HTTP listener handed to proxies.
     #[arg(long, env = "SEXTANT_OUTBOUND_ADDR", value_name = "ADDR")]
     pub outbound_addr: Option<String>,
     /// TCP listeners in explicit mode: each TCP or TLS service port P gets
@@ -108,8 +113,7 @@ pub struct RunArgs {
     )]
     pub scope_default_hosts: Option<Vec<String>>,
     /// The namespace whose scope rule without a workload selector applies
-    /// to every proxy without a rule of its own namespace
-    /// [default: istio-system].
+    /// to every proxy without a rule of its own namespace.
     #[arg(long, env = "SEXTANT_SCOPE_ROOT_NAMESPACE", value_name = "NS")]
     pub scope_root_namespace: Option<String>,
     /// Capture-mode proxies: destinations outside the mesh pass through
@@ -128,20 +132,19 @@ pub struct RunArgs {
     /// Drop an unreachable registry's endpoints after this long [default: never].
     #[arg(long, env = "SEXTANT_MAX_STALE", value_name = "DURATION")]
     pub max_stale: Option<String>,
-    /// Serve what is known if a registry has not synced by then [default: 30s].
+    /// Serve what is known if a registry has not synced by then.
     #[arg(long, env = "SEXTANT_STARTUP_TIMEOUT", value_name = "DURATION")]
     pub startup_timeout: Option<String>,
     /// Coalescing of changes (file: `debounce: { endpoints, config, max }`).
     #[command(flatten)]
     #[serde(default)]
     pub debounce: DebounceArgs,
-    /// On SIGTERM, wait this long for streams to close [default: 5s].
+    /// On SIGTERM, wait this long for streams to close.
     #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
     /// Log levels per scope, Pilot's syntax: default:info,xds:debug.
     /// Scopes: default, core, aggregate, xds, file, etcd, consul, k8s, admin.
-    /// RUST_LOG, when
-    /// set, replaces this [default: default:info].
+    /// RUST_LOG, when set, replaces this.
     #[arg(long, env = "SEXTANT_LOG_OUTPUT_LEVEL", value_name = "SCOPE:LEVEL,...")]
     pub log_output_level: Option<String>,
     /// TLS on the xDS port.
@@ -166,7 +169,7 @@ pub struct RunArgs {
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DebounceArgs {
-    /// Quiet time before pushing endpoint-only changes [default: 10ms].
+    /// Quiet time before pushing endpoint-only changes.
     #[arg(
         id = "debounce_endpoints",
         long = "debounce-endpoints",
@@ -174,7 +177,7 @@ pub struct DebounceArgs {
         value_name = "DURATION"
     )]
     pub endpoints: Option<String>,
-    /// Quiet time before pushing other changes [default: 100ms].
+    /// Quiet time before pushing other changes.
     #[arg(
         id = "debounce_config",
         long = "debounce-config",
@@ -182,8 +185,9 @@ pub struct DebounceArgs {
         value_name = "DURATION"
     )]
     pub config: Option<String>,
-    /// Push at most this long after the first change of a batch [default: 1s].
+    /// Push at most this long after the first change of a batch.
     #[arg(
+        id = "debounce_max",
         long = "debounce-max",
         env = "SEXTANT_DEBOUNCE_MAX",
         value_name = "DURATION"
@@ -387,12 +391,12 @@ impl Settings {
         } else {
             Some(
                 c.addr("xds_addr", &args.xds_addr, &file.xds_addr)
-                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15010))),
+                    .unwrap_or(crate::DEFAULT_XDS_ADDR),
             )
         };
         let admin_addr = c
             .addr("admin_addr", &args.admin_addr, &file.admin_addr)
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15014)));
+            .unwrap_or(crate::DEFAULT_ADMIN_ADDR);
         let outbound_addr = c
             .addr("outbound_addr", &args.outbound_addr, &file.outbound_addr)
             .unwrap_or(TranslateOptions::default().outbound_addr);
@@ -448,7 +452,7 @@ impl Settings {
         }
         let drain_timeout = c
             .duration("drain_timeout", &args.drain_timeout, &file.drain_timeout)
-            .unwrap_or(Duration::from_secs(5));
+            .unwrap_or(crate::DEFAULT_DRAIN_TIMEOUT);
         let mut server = ServerConfig::default();
         if let Some(n) = args.xds_max_connections.or(file.xds_max_connections) {
             if n == 0 {
@@ -459,6 +463,21 @@ impl Settings {
                 );
             }
             server.max_connections = n;
+            server.max_connections_per_client =
+                sextant_xds::server::limits::default_max_connections_per_client(n);
+        }
+        if let Some(n) = args
+            .xds_max_connections_per_client
+            .or(file.xds_max_connections_per_client)
+        {
+            if n == 0 {
+                c.bad(
+                    "xds_max_connections_per_client",
+                    args.xds_max_connections_per_client.is_some(),
+                    "must be at least 1".into(),
+                );
+            }
+            server.max_connections_per_client = n;
         }
         if let Some(n) = c.size(
             "xds_max_request_size",
@@ -524,7 +543,7 @@ impl Settings {
             .log_output_level
             .clone()
             .or(file.log_output_level)
-            .unwrap_or_else(|| "default:info".into());
+            .unwrap_or_else(|| defaults::LOG_OUTPUT_LEVEL.into());
         if let Err(e) = crate::logging::directives(&log_output_level) {
             c.bad("log_output_level", args.log_output_level.is_some(), e);
         }
@@ -562,6 +581,48 @@ impl Settings {
             consul,
             k8s,
         })
+    }
+
+    /// The control plane these settings describe, with its registries and
+    /// rule sources built; start it with [`crate::Sextant::start`]. Fails
+    /// when the bearer-token validator cannot be built (a token file that
+    /// does not load, a cluster that cannot be reached for TokenReview).
+    pub async fn sextant(&self) -> anyhow::Result<crate::Sextant> {
+        let mut server = self.server.clone();
+        server.tokens = match &self.xds_tokens {
+            TokenSource::None => None,
+            TokenSource::File(path) => {
+                let file = sextant_xds::server::auth::TokenFile::load(path)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Some(sextant_xds::server::auth::Tokens(Arc::new(file)))
+            }
+            TokenSource::Review(audiences) => {
+                let cluster = self.k8s.first().ok_or_else(|| {
+                    anyhow::anyhow!("--xds-token-review needs a Kubernetes cluster")
+                })?;
+                Some(crate::kubernetes_tokens(cluster, audiences.clone()).await?)
+            }
+        };
+        let mut sextant = crate::Sextant::new()
+            .xds_plaintext(self.xds_addr)
+            .admin_addr(self.admin_addr)
+            .admin_token(self.admin_token.clone())
+            .server_config(server)
+            .outbound_addr(self.translate.outbound_addr)
+            .tcp_port_offset(self.translate.tcp_port_offset)
+            .aggregator_config(self.aggregator.clone())
+            .debounce(self.debounce.clone())
+            .drain_timeout(self.drain_timeout);
+        if let Some((addr, files)) = self.xds_tls.clone() {
+            sextant = sextant.xds_tls(addr, files);
+        }
+        for r in self.build_rule_sources() {
+            sextant = sextant.rules_arc(r);
+        }
+        for r in self.build_registries() {
+            sextant = sextant.registry_arc(r);
+        }
+        Ok(sextant)
     }
 
     /// Problems in the registry files (every file, every problem).

@@ -14,8 +14,7 @@ use super::*;
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TlsArgs {
-    /// Where proxies connect for xDS over TLS [default: off; 127.0.0.1:15012
-    /// when a certificate is set].
+    /// Where proxies connect for xDS over TLS.
     #[arg(long, env = "SEXTANT_XDS_TLS_ADDR", value_name = "ADDR")]
     #[serde(rename = "addr")]
     pub xds_tls_addr: Option<String>,
@@ -201,7 +200,7 @@ impl TlsArgs {
         if let Err(e) = sextant_xds::server::tls::load(&files) {
             c.problems.push(format!("xDS TLS: {e}"));
         }
-        let addr = addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 15012)));
+        let addr = addr.unwrap_or(crate::DEFAULT_XDS_TLS_ADDR);
         Some((addr, files))
     }
 }

@@ -31,7 +31,14 @@ impl Sextant {
     /// shell's `ulimit -n`), when given.
     pub async fn start_with_nofile(dir: &Path, extra: &[&str], nofile: Option<u64>) -> Sextant {
         let port = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let (xds, admin) = (port(0), port(1));
+        // A caller may choose the xDS address (a proxy started before
+        // Sextant needs to know it).
+        let chosen_xds: Option<SocketAddr> = extra
+            .iter()
+            .position(|a| *a == "--xds-addr")
+            .and_then(|i| extra.get(i + 1))
+            .map(|a| a.parse().expect("--xds-addr"));
+        let (xds, admin) = (chosen_xds.unwrap_or_else(|| port(0)), port(1));
         // Replicas must hand proxies the same listener: a caller may choose it.
         let chosen = extra
             .iter()
@@ -42,8 +49,6 @@ impl Sextant {
         // One log per instance: a test may run several in one directory.
         let log = dir.join(format!("sextant-{}.log", xds.port()));
         let mut args: Vec<String> = [
-            "--xds-addr",
-            &xds.to_string(),
             "--admin-addr",
             &admin.to_string(),
             "--debounce-config",
@@ -54,6 +59,9 @@ impl Sextant {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if chosen_xds.is_none() {
+            args.extend(["--xds-addr".to_owned(), xds.to_string()]);
+        }
         if chosen.is_none() {
             args.extend(["--outbound-addr".to_owned(), outbound.to_string()]);
         }

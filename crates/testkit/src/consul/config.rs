@@ -128,6 +128,11 @@ pub(super) async fn config_list(
     if let Some(r) = admit(&s, format!("GET /v1/config/{kind}"), &q, &h) {
         return r;
     }
+    let refused = lock(&s.behaviour).config_entries_refused.clone();
+    if let Some((status, body)) = refused {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
+        return (status, body).into_response();
+    }
     let index_kind = kind.clone();
     blocking(
         &s,

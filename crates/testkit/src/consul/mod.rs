@@ -101,6 +101,8 @@ struct Catalog {
 struct Behaviour {
     token: Option<String>,
     fail_with: Option<(u16, String)>,
+    /// What `/v1/config/KIND` answers instead of the entries, when set.
+    config_entries_refused: Option<(u16, String)>,
     requests: Vec<String>,
 }
 
@@ -249,6 +251,16 @@ impl ConsulDouble {
     /// malformed JSON) until cleared with `None`.
     pub fn fail_with(&self, failure: Option<(u16, &str)>) {
         lock(&self.shared.behaviour).fail_with = failure.map(|(s, b)| (s, b.to_owned()));
+        self.wake();
+    }
+
+    /// Makes `GET /v1/config/KIND` answer `status` with `body` (404 as a
+    /// Consul before 1.5 or a Consul-compatible registry without config
+    /// entries does, 403 as for a token that may not read them) until
+    /// cleared with `None`; the catalog and health go on answering.
+    pub fn refuse_config_entries(&self, refusal: Option<(u16, &str)>) {
+        lock(&self.shared.behaviour).config_entries_refused =
+            refusal.map(|(s, b)| (s, b.to_owned()));
         self.wake();
     }
 

@@ -48,23 +48,13 @@ impl std::fmt::Debug for SotwRequest {
 /// The subscribed names, in request order, with an order-sensitive digest.
 /// They stay where they were received: `raw` is protobuf whose field-3
 /// entries are the names (the whole request, when decoded by the server).
+#[derive(Default)]
 pub struct Names {
     raw: Bytes,
     /// Where in `raw` the runs of consecutive name entries are.
     runs: Vec<std::ops::Range<usize>>,
     count: usize,
     hasher: xxhash_rust::xxh3::Xxh3,
-}
-
-impl Default for Names {
-    fn default() -> Self {
-        Names {
-            raw: Bytes::new(),
-            runs: Vec::new(),
-            count: 0,
-            hasher: xxhash_rust::xxh3::Xxh3::new(),
-        }
-    }
 }
 
 impl Names {

@@ -1,23 +1,24 @@
-//! What the server exposes about itself: metrics and per-connection state.
+//! What the server exposes about itself: metrics, per-connection state,
+//! and the mirror ([`Registered`]) through which a connection's task shows
+//! its state to the debug endpoint without the endpoint reaching into it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+use sextant_core::time::rfc3339;
+use tracing::info;
 
 use super::codec::Wire;
+use super::conn::ConnState;
+use super::lock;
+use crate::identity::NodeIdentity;
+use crate::lens::Lens;
 pub use crate::metrics::{Histogram, Metrics};
 use crate::resource::ResourceType;
-
-pub(crate) fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    // Seconds since the epoch with millisecond precision: sortable, and no
-    // date library for one field.
-    s.serialize_f64((secs * 1000.0).round() / 1000.0)
-}
+use crate::snapshot::Snapshot;
+use crate::translate::Client;
 
 /// A recorded NACK.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -142,4 +143,184 @@ pub struct CaptureStatus {
     /// proxy's own 15001/15006: `HOST:PORT`, with the reason for the latter.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
+}
+
+/// What the server's caches hold now (see ARCHITECTURE.md, "Shared
+/// plans"): each is bounded and released with its last user.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheSizes {
+    /// SotW subscriptions shared between connections.
+    pub subscriptions: usize,
+    /// Names those subscriptions hold.
+    pub subscription_names: usize,
+    /// Plans cached for the current snapshot.
+    pub plans: usize,
+    /// Subscribed names those plans hold.
+    pub plan_names: usize,
+}
+
+/// One connection as the debug endpoint sees it: a mirror its task
+/// updates after every request and response, so that listing connections
+/// never waits for (or touches) a connection's protocol state.
+pub(crate) struct Registered {
+    pub(crate) id: u64,
+    wire: Wire,
+    pub(crate) peer: Mutex<Peer>,
+    connected_at: SystemTime,
+    types: Mutex<Vec<TypeStatus>>,
+    node: Mutex<(String, String)>,
+    /// What the node says about itself, once it said.
+    identity: Mutex<NodeIdentity>,
+    /// Its scope, when scoped.
+    scope: Mutex<Option<ScopeStatus>>,
+    /// Its capture layout, in capture mode.
+    capture: Mutex<Option<CaptureStatus>>,
+    /// The client kind and user agent, once the node said.
+    client: Mutex<(Client, String)>,
+    /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
+    /// they subscribe to, which is what they use.
+    hosts: Mutex<(u64, Vec<String>)>,
+}
+
+impl Registered {
+    pub(crate) fn new(id: u64, wire: Wire, peer: Peer) -> Registered {
+        Registered {
+            id,
+            wire,
+            peer: Mutex::new(peer),
+            connected_at: SystemTime::now(),
+            types: Mutex::new(Vec::new()),
+            node: Mutex::new(Default::default()),
+            identity: Mutex::new(Default::default()),
+            scope: Mutex::new(None),
+            capture: Mutex::new(None),
+            client: Mutex::new((Client::Envoy, String::new())),
+            hosts: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// What the connection shows, for `snapshot` (the newest).
+    pub(crate) fn status(&self, snapshot: &Snapshot) -> ConnectionStatus {
+        let (node_id, node_cluster) = lock(&self.node).clone();
+        let (client, user_agent) = lock(&self.client).clone();
+        let mut unhonoured: Vec<_> = lock(&self.hosts)
+            .1
+            .iter()
+            .flat_map(|h| snapshot.unhonoured(h))
+            .filter(|u| u.client == client)
+            .cloned()
+            .collect();
+        unhonoured.sort();
+        unhonoured.dedup();
+        let identity = lock(&self.identity).clone();
+        let own_services = own_services(snapshot.view(), &identity.ips);
+        ConnectionStatus {
+            id: self.id,
+            node_id,
+            node_cluster,
+            peer: lock(&self.peer).clone(),
+            protocol: self.wire,
+            connected_at: self.connected_at,
+            client,
+            user_agent,
+            unhonoured,
+            identity,
+            own_services,
+            scope: lock(&self.scope).clone(),
+            capture: lock(&self.capture).clone(),
+            types: lock(&self.types).clone(),
+        }
+    }
+
+    /// Shows a new lens: the proxy's scope and capture layout.
+    pub(crate) fn show_lens(&self, lens: &Lens) {
+        *lock(&self.scope) = lens.scope().map(|s| ScopeStatus {
+            source: s.source.clone(),
+            hosts: s.len(),
+        });
+        *lock(&self.capture) = lens.capture().map(|c| CaptureStatus {
+            inbound_ports: c.inbound_ports.iter().map(|p| p.port).collect(),
+            unreachable: c.unreachable.to_vec(),
+        });
+    }
+
+    /// Copies the connection's state to the mirror. Runs after every
+    /// request and response, so it updates in place: no allocation unless
+    /// a version or NACK actually changed.
+    pub(crate) fn show(&self, state: &ConnState) {
+        let mut types = lock(&self.types);
+        let mut n = 0;
+        for t in state.types().iter().filter_map(|t| t.shown()) {
+            if types.get(n).is_none_or(|s| s.kind != t.kind) {
+                types.insert(
+                    n,
+                    TypeStatus {
+                        kind: t.kind,
+                        wildcard: false,
+                        subscribed: 0,
+                        held: 0,
+                        sent_version: String::new(),
+                        acked_version: String::new(),
+                        in_flight: false,
+                        responses: 0,
+                        last_nack: None,
+                    },
+                );
+            }
+            let s = &mut types[n];
+            s.wildcard = t.wildcard;
+            s.subscribed = t.subscribed;
+            s.held = t.held;
+            if s.sent_version != t.sent_version {
+                t.sent_version.clone_into(&mut s.sent_version);
+            }
+            if s.acked_version != t.acked_version {
+                t.acked_version.clone_into(&mut s.acked_version);
+            }
+            s.in_flight = t.in_flight;
+            s.responses = t.responses;
+            if s.last_nack.as_ref().map(|r| &r.nonce) != t.last_nack.map(|r| &r.nonce) {
+                s.last_nack = t.last_nack.cloned();
+            }
+            n += 1;
+        }
+        types.truncate(n);
+        drop(types);
+        if state.client == Client::Grpc {
+            let lds = state.of(ResourceType::Listener);
+            let mut hosts = lock(&self.hosts);
+            if hosts.0 != lds.names_digest() {
+                hosts.0 = lds.names_digest();
+                hosts.1 = lds
+                    .subscribed_names()
+                    .filter_map(|n| n.rsplit_once(':').map(|(h, _)| h.to_owned()))
+                    .collect();
+            }
+        }
+        let mut node = lock(&self.node);
+        if node.0.is_empty() && !state.node_id.is_empty() {
+            *lock(&self.client) = (state.client, state.user_agent.clone());
+            *lock(&self.identity) = state.identity.clone();
+            info!(node = %state.node_id, cluster = %state.node_cluster, protocol = ?state.wire, "proxy connected");
+            *node = (state.node_id.clone(), state.node_cluster.clone());
+        }
+    }
+}
+
+/// The services with an endpoint at one of `ips`: a proxy's own services.
+/// A scan of the view: this is for the debug endpoint, not the data path.
+fn own_services(view: &sextant_core::MeshView, ips: &[IpAddr]) -> Vec<String> {
+    if ips.is_empty() {
+        return Vec::new();
+    }
+    view.services
+        .iter()
+        .filter(|(_, ms)| {
+            ms.service
+                .endpoints
+                .iter()
+                .any(|e| e.address.ip().is_some_and(|ip| ips.contains(&ip)))
+        })
+        .map(|(h, _)| h.to_string())
+        .collect()
 }

@@ -310,14 +310,14 @@ impl Connected for TlsConn {
 /// each handshake on its own task within `handshake`.
 pub fn incoming(
     listener: TcpListener,
-    max: usize,
-    handshake: Duration,
+    limits: limits::ConnectionLimits,
     metrics: Arc<Metrics>,
     tls: Arc<Tls>,
 ) -> impl Stream<Item = Result<TlsConn, io::Error>> {
     tls.watch();
     let (tx, rx) = mpsc::channel(64);
-    let raw = limits::incoming(listener, max, handshake, metrics.clone());
+    let handshake = limits.handshake;
+    let raw = limits::incoming(listener, limits, metrics.clone());
     tokio::spawn(async move {
         let mut raw = std::pin::pin!(raw);
         loop {

@@ -11,7 +11,7 @@ use crate::resource::{Resource, ResourceType};
 /// few bytes per resource), or a bodiless stand-in for a version a delta
 /// client declared on reconnect.
 #[derive(Clone)]
-pub(super) struct Held(pub(super) Arc<Resource>);
+pub(super) struct Held(Arc<Resource>);
 
 impl Held {
     pub(super) fn sent(resource: Arc<Resource>) -> Held {
@@ -25,6 +25,7 @@ impl Held {
             version,
             any: bytes::Bytes::new(),
             placeholder: false,
+            owner: None,
         }))
     }
 
@@ -68,9 +69,34 @@ impl std::hash::Hash for Held {
 /// exactly these (on a mesh where proxies subscribe alike, one per type).
 #[derive(Default)]
 pub(crate) struct Base {
-    pub(super) set: HashSet<Held>,
+    set: HashSet<Held>,
     /// XOR of `Resource::digest` over the set.
-    pub(super) digest: u64,
+    digest: u64,
+}
+
+impl Base {
+    /// `from` less `removed`, with `added`, whose digest is `digest`; `None`
+    /// when that is empty.
+    pub(super) fn changed<'a>(
+        from: Option<&Base>,
+        removed: impl Iterator<Item = &'a Arc<str>>,
+        added: impl Iterator<Item = Held>,
+        digest: u64,
+    ) -> Option<Arc<Base>> {
+        let mut set = from.map(|b| b.set.clone()).unwrap_or_default();
+        for name in removed {
+            set.remove(&**name);
+        }
+        for h in added {
+            set.replace(h);
+        }
+        (!set.is_empty()).then(|| Arc::new(Base { set, digest }))
+    }
+
+    /// How many resources it holds.
+    pub(super) fn len(&self) -> usize {
+        self.set.len()
+    }
 }
 
 /// What a client holds of one type: a shared [`Base`] plus this
@@ -80,12 +106,12 @@ pub(crate) struct Base {
 /// until they grow large enough to be folded into a base of its own.
 #[derive(Default)]
 pub(super) struct HeldSet {
-    pub(super) base: Option<Arc<Base>>,
+    base: Option<Arc<Base>>,
     /// Name -> what is held instead of the base's entry (`None`: nothing).
-    pub(super) over: HashMap<Arc<str>, Option<Held>>,
-    pub(super) len: usize,
+    over: HashMap<Arc<str>, Option<Held>>,
+    len: usize,
     /// XOR of `Resource::digest` over every entry: the SotW version.
-    pub(super) digest: u64,
+    digest: u64,
 }
 
 impl HeldSet {
@@ -100,6 +126,35 @@ impl HeldSet {
 
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// XOR of `Resource::digest` over every entry.
+    pub(super) fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// The shared base it starts from, if any (tests).
+    #[cfg(test)]
+    pub(super) fn base(&self) -> Option<&Arc<Base>> {
+        self.base.as_ref()
+    }
+
+    /// Whether it differs from its base (tests).
+    #[cfg(test)]
+    pub(super) fn diverges(&self) -> bool {
+        !self.over.is_empty()
+    }
+
+    /// How many names differ from its base (tests).
+    #[cfg(test)]
+    pub(super) fn differences(&self) -> usize {
+        self.over.len()
+    }
+
+    /// Sets the digest whatever the entries (tests: a crafted collision).
+    #[cfg(test)]
+    pub(super) fn force_digest(&mut self, digest: u64) {
+        self.digest = digest;
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -13,10 +13,11 @@
 //!   placeholder for an assignment or route configuration that does not exist.
 //!
 //! Where things are: this file holds [`ConnState`] (the connection, the
-//! order of steps, deadlines); `type_state.rs` one type's rules;
-//! `held.rs` what a client holds; `plan.rs` the plans connections share and
-//! the server's cache of them; `subscriptions.rs` the shared SotW name
-//! lists; `tests.rs` the tests.
+//! order of steps across types, deadlines); `type_state.rs` one type's
+//! rules (what a request changes, what is owed, NACKs); `held.rs` what a
+//! client holds; `plan.rs` the plans connections share and the server's
+//! cache of them; `subscriptions.rs` the shared SotW name lists;
+//! `tests.rs` the tests.
 
 mod held;
 mod plan;
@@ -25,40 +26,30 @@ mod subscriptions;
 mod tests;
 mod type_state;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::time::Instant;
 
-use super::codec::{Outbound, Wire};
-use super::request::SotwRequest;
-use crate::resource::ResourceType;
-use crate::snapshot::Snapshot;
-
-use held::*;
-use plan::*;
 pub(crate) use plan::{CurrentPlans, Serving};
 pub(crate) use subscriptions::Subscriptions;
-use subscriptions::*;
-use type_state::*;
-pub(crate) use type_state::{Lens, RequestOutcome, TypeState};
+pub(crate) use type_state::{RequestOutcome, TypeState};
 
-/// A subscription's names, shared by the connections that subscribe alike.
-type NameSet = BTreeSet<Arc<str>>;
-
-fn name_hash(name: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
-}
-
-/// Names one connection may subscribe to per type. Far above any real
-/// mesh; it bounds what a misbehaving client can make the server hold.
-pub(crate) const MAX_NAMES_PER_TYPE: usize = 200_000;
+use super::codec::{Outbound, Wire};
+use super::request::SotwRequest;
+use crate::identity::NodeIdentity;
+use crate::lens::Lens;
+use crate::resource::ResourceType;
+use crate::snapshot::Snapshot;
+use crate::translate::Client;
+use type_state::{Phase, STEPS};
 
 /// How long listeners and routes wait for the client to subscribe to the
 /// endpoints of clusters it was just sent. Envoy subscribes at once; the
 /// bound only keeps a client that never does from freezing its stream.
-pub(crate) const EDS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const EDS_WAIT: Duration = Duration::from_secs(2);
 
 /// All of one connection's protocol state.
 pub(crate) struct ConnState {
@@ -66,12 +57,12 @@ pub(crate) struct ConnState {
     pub(crate) node_id: String,
     pub(crate) node_cluster: String,
     /// The kind of client, from the node's user agent.
-    pub(crate) client: crate::translate::Client,
+    pub(crate) client: Client,
     /// The node's `user_agent_name`.
     pub(crate) user_agent: String,
     /// What the node says about itself (see [`crate::identity`]).
-    pub(crate) identity: crate::identity::NodeIdentity,
-    pub(crate) types: [TypeState; 4],
+    pub(crate) identity: NodeIdentity,
+    types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
     subscriptions: Arc<Subscriptions>,
@@ -85,9 +76,7 @@ impl Drop for ConnState {
     /// removes it from the server's table.
     fn drop(&mut self) {
         for t in &mut self.types {
-            if let Some(interned) = t.interned.take() {
-                self.subscriptions.release(t.kind, interned);
-            }
+            t.release(&self.subscriptions);
         }
     }
 }
@@ -98,7 +87,7 @@ impl ConnState {
             wire,
             node_id: String::new(),
             node_cluster: String::new(),
-            client: crate::translate::Client::Envoy,
+            client: Client::Envoy,
             user_agent: String::new(),
             identity: Default::default(),
             types: ResourceType::ALL.map(TypeState::new),
@@ -108,205 +97,66 @@ impl ConnState {
         }
     }
 
+    /// One type's state.
+    pub(crate) fn of(&self, kind: ResourceType) -> &TypeState {
+        &self.types[kind.index()]
+    }
+
+    fn of_mut(&mut self, kind: ResourceType) -> &mut TypeState {
+        &mut self.types[kind.index()]
+    }
+
+    /// Every type's state, in push order.
+    pub(crate) fn types(&self) -> &[TypeState; 4] {
+        &self.types
+    }
+
     /// Sets what this proxy sees, for every type.
-    pub(crate) fn set_lens(&mut self, lens: Lens) {
+    pub(crate) fn set_lens(&mut self, lens: &Lens) {
         for t in &mut self.types {
             t.set_lens(lens.clone());
         }
     }
 
-    /// What this proxy sees (the same for every type).
-    pub(crate) fn lens(&self) -> &Lens {
-        &self.types[0].lens
-    }
-
     /// A request has been processed (the first carries the node).
     pub(crate) fn requests_seen(&self) -> bool {
-        self.nonce > 0 || self.types.iter().any(|t| t.seen_request)
+        self.nonce > 0 || self.types.iter().any(TypeState::seen_request)
     }
 
-    fn remember_node(&mut self, node: Option<&envoy_types::pb::envoy::config::core::v3::Node>) {
+    fn remember_node(&mut self, node: Option<&Node>) {
         if let Some(node) = node
             && self.node_id.is_empty()
         {
             self.node_id = node.id.clone();
             self.node_cluster = node.cluster.clone();
-            self.client = crate::translate::Client::from_user_agent(&node.user_agent_name);
+            self.client = Client::from_user_agent(&node.user_agent_name);
             self.user_agent = node.user_agent_name.chars().take(64).collect();
-            self.identity = crate::identity::NodeIdentity::from_node(node);
+            self.identity = NodeIdentity::from_node(node);
             for t in &mut self.types {
-                t.client = self.client;
+                t.set_client(self.client);
             }
         }
     }
 
+    /// Applies a state-of-the-world request (no bookkeeping across types;
+    /// see [`ConnState::on_sotw`]).
     pub(crate) fn sotw_request(&mut self, req: SotwRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
         };
-        let node_id = self.node_id.clone();
-        let st = &mut self.types[kind.index()];
-        if !req.response_nonce.is_empty() && req.response_nonce != st.last_nonce {
-            return RequestOutcome::StaleNonce;
-        }
-        let mut outcome = RequestOutcome::Applied;
-        if st
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| f.nonce == req.response_nonce)
-        {
-            outcome = match req.error_detail {
-                Some(status) => match st.nack(&node_id, status.message) {
-                    Some(record) => RequestOutcome::Nack(record),
-                    None => RequestOutcome::Applied,
-                },
-                None => RequestOutcome::Ack(kind, st.ack()),
-            };
-        }
-        // Every SotW ACK restates the whole subscription (an Envoy's EDS
-        // ACK names every cluster): when the list is the one last seen, in
-        // the same order, skip rebuilding and comparing the set.
-        let names_digest = req.names.digest();
-        if st.seen_request && st.request_digest == Some(names_digest) {
-            return outcome;
-        }
-        st.request_digest = Some(names_digest);
-        let interned = match self.subscriptions.get(kind, &req.names) {
-            Some(known) => known,
-            None => {
-                if req.names.len() > MAX_NAMES_PER_TYPE {
-                    tracing::warn!(node = %node_id, r#type = %kind, names = req.names.len(),
-                        limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
-                }
-                let mut names: NameSet = req
-                    .names
-                    .iter()
-                    .take(MAX_NAMES_PER_TYPE)
-                    .map(Arc::from)
-                    .collect();
-                let star = names.remove("*");
-                let interned = Interned {
-                    entries: req.names.entries(),
-                    digest: names.iter().fold(0, |d, n| d ^ name_hash(n)),
-                    names: Arc::new(names),
-                    star,
-                    request_digest: names_digest,
-                };
-                self.subscriptions.offer(kind, interned)
-            }
-        };
-        if let Some(old) = st.interned.replace(interned) {
-            self.subscriptions.release(kind, old);
-        }
-        let Some((names, star, digest)) = st
-            .interned
-            .as_ref()
-            .map(|i| (i.names.clone(), i.star, i.digest))
-        else {
-            return outcome;
-        };
-        let names = &names;
-        let first = !st.seen_request;
-        if first {
-            st.legacy_wildcard = names.is_empty() && !star;
-        }
-        let wildcard = star || (st.legacy_wildcard && names.is_empty());
-        let same = Arc::ptr_eq(names, &st.names) || **names == *st.names;
-        if !Arc::ptr_eq(names, &st.names) {
-            st.names = names.clone();
-            st.names_digest = digest;
-        }
-        if first || wildcard != st.wildcard || !same {
-            st.wildcard = wildcard;
-            st.synced_at = None;
-            // Full-state types must answer a changed subscription, even with
-            // an unchanged set: that is how a client learns a name does not exist.
-            st.must_answer = first || kind.is_full_state();
-            if !st.wildcard && st.names.is_empty() {
-                // Nothing subscribed: the client may drop a response in
-                // flight for this type without acknowledging it.
-                st.in_flight = None;
-                st.must_answer = false;
-            }
-        }
-        if first && !req.version_info.is_empty() {
-            st.resume_version = Some(req.version_info);
-        }
-        st.seen_request = true;
-        outcome
+        let t = &mut self.types[kind.index()];
+        t.on_sotw(req, &self.subscriptions, &self.node_id)
     }
 
+    /// Applies an incremental request (see [`ConnState::on_delta`]).
     pub(crate) fn delta_request(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
         };
-        let node_id = self.node_id.clone();
-        let st = &mut self.types[kind.index()];
-        let first = !st.seen_request;
-        if first {
-            for (name, version) in req.initial_resource_versions {
-                let name: Arc<str> = name.into();
-                let held = Held::declared(kind, name.clone(), version.into());
-                st.set_held(name, Some(held));
-            }
-            if req.resource_names_subscribe.is_empty() {
-                st.wildcard = true;
-            }
-            st.must_answer = true;
-        }
-        if !req.resource_names_subscribe.is_empty() {
-            st.synced_at = None;
-        }
-        let room = MAX_NAMES_PER_TYPE.saturating_sub(st.names.len());
-        let mut added = Vec::with_capacity(req.resource_names_subscribe.len().min(room));
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                st.wildcard = true;
-            } else if added.len() >= room {
-                tracing::warn!(node = %node_id, r#type = %kind, limit = MAX_NAMES_PER_TYPE,
-                    "subscription too large; extra names ignored");
-                break;
-            } else {
-                added.push(Arc::<str>::from(name));
-            }
-        }
-        st.subscribe_all(added);
-        for name in req.resource_names_unsubscribe {
-            if name == "*" {
-                st.wildcard = false;
-            } else {
-                st.unsubscribe(name.as_str());
-                st.to_answer.remove(name.as_str());
-            }
-            st.synced_at = None;
-        }
-        if !st.wildcard && st.names.is_empty() {
-            st.in_flight = None;
-        }
-        st.seen_request = true;
-        if req.response_nonce.is_empty() {
-            return RequestOutcome::Applied;
-        }
-        if st
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| f.nonce == req.response_nonce)
-        {
-            return match req.error_detail {
-                Some(status) => match st.nack(&node_id, status.message) {
-                    Some(record) => RequestOutcome::Nack(record),
-                    None => RequestOutcome::Applied,
-                },
-                None => RequestOutcome::Ack(kind, st.ack()),
-            };
-        }
-        if req.response_nonce == st.last_nonce {
-            // A repeated ACK of an already acknowledged response.
-            return RequestOutcome::Applied;
-        }
-        RequestOutcome::StaleNonce
+        let t = &mut self.types[kind.index()];
+        t.on_delta(req, &self.node_id)
     }
 
     /// Applies a state-of-the-world request.
@@ -363,13 +213,13 @@ impl ConnState {
                 && [ResourceType::Listener, ResourceType::Route]
                     .iter()
                     .any(|k| {
-                        let t = &self.types[k.index()];
-                        t.in_flight.is_some() || !t.settled(snap)
+                        let t = self.of(*k);
+                        t.in_flight() || !t.settled(snap)
                     })
             {
                 continue;
             }
-            if self.types[kind.index()].in_flight.is_some() {
+            if self.of(kind).in_flight() {
                 continue;
             }
             let wire = self.wire;
@@ -392,29 +242,21 @@ impl ConnState {
     /// otherwise a newer snapshot may add clusters that cannot go out before
     /// its acknowledgement, and whatever refers to them waits too.
     fn clusters_sent(&self, snap: &Snapshot) -> bool {
-        let cds = &self.types[ResourceType::Cluster.index()];
-        cds.in_flight
-            .as_ref()
-            .is_none_or(|f| f.generation == snap.generation || cds.settled(snap))
+        let cds = self.of(ResourceType::Cluster);
+        cds.in_flight_generation()
+            .is_none_or(|g| g == snap.generation || cds.settled(snap))
     }
 
     /// Remembers the EDS clusters just sent when the client is one that
     /// fetches endpoints for every cluster (Envoy: wildcard CDS, or already
     /// subscribed to EDS).
     fn expect_eds_for(&mut self, snap: &Snapshot) {
-        let cds = &self.types[ResourceType::Cluster.index()];
-        let eds = &self.types[ResourceType::Endpoint.index()];
-        if !(cds.wildcard || eds.seen_request) {
+        let cds = self.of(ResourceType::Cluster);
+        if !(cds.wildcard() || self.of(ResourceType::Endpoint).seen_request()) {
             return;
         }
-        let Some(sent) = cds.in_flight.as_ref().map(|f| &f.plan.updates) else {
-            return;
-        };
-        let names: Vec<Arc<str>> = sent
-            .iter()
-            .filter(|r| snap.get(ResourceType::Endpoint, &r.name).is_some())
-            .map(|r| r.name.clone())
-            .collect();
+        let mut names = cds.in_flight_updates();
+        names.retain(|n| snap.get(ResourceType::Endpoint, n).is_some());
         if !names.is_empty() {
             self.await_eds = Some((names, Instant::now()));
         }
@@ -428,25 +270,11 @@ impl ConnState {
     /// clusters just sent that the client already holds are sent again.
     /// Proxyless gRPC clients do not warm.
     fn rewarm_eds(&mut self, snap: &Snapshot) {
-        if self.client != crate::translate::Client::Envoy {
+        if self.client != Client::Envoy {
             return;
         }
-        let Some(sent) = self.types[ResourceType::Cluster.index()]
-            .in_flight
-            .as_ref()
-            .map(|f| f.plan.updates.clone())
-        else {
-            return;
-        };
-        let eds = &mut self.types[ResourceType::Endpoint.index()];
-        for r in sent {
-            if eds.held.get(&r.name).is_some()
-                && snap.get(ResourceType::Endpoint, &r.name).is_some()
-            {
-                eds.held.set(r.name.clone(), None);
-                eds.to_answer.insert(r.name.clone());
-            }
-        }
+        let sent = self.of(ResourceType::Cluster).in_flight_updates();
+        self.of_mut(ResourceType::Endpoint).resend(&sent, snap);
     }
 
     /// True while listeners and routes must wait for an EDS subscription.
@@ -454,8 +282,7 @@ impl ConnState {
         let Some((names, since)) = &self.await_eds else {
             return false;
         };
-        let eds = &self.types[ResourceType::Endpoint.index()];
-        let covered = eds.wildcard || names.iter().all(|n| eds.names.contains(n));
+        let covered = self.of(ResourceType::Endpoint).covers(names);
         if covered || since.elapsed() >= EDS_WAIT {
             if !covered {
                 tracing::warn!(node = %self.node_id, "client did not subscribe to the endpoints of new clusters; sending listeners and routes anyway");
@@ -471,7 +298,7 @@ impl ConnState {
     /// subscription, whichever comes first. Neither can spin: an expired
     /// wait is cleared by the next [`ConnState::pump`] whatever else is in
     /// flight, and an expired ACK deadline by [`ConnState::expire_in_flight`].
-    pub(crate) fn next_deadline(&self, ack_timeout: std::time::Duration) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, ack_timeout: Duration) -> Option<Instant> {
         let ack = self.in_flight_since().map(|since| since + ack_timeout);
         let eds = self.await_eds.as_ref().map(|(_, since)| *since + EDS_WAIT);
         match (ack, eds) {
@@ -484,9 +311,8 @@ impl ConnState {
     /// last call (for the metrics).
     pub(crate) fn take_plan_counts(&mut self) -> (u64, u64) {
         self.types.iter_mut().fold((0, 0), |(c, s), t| {
-            let counts = (c + t.plans_computed, s + t.plans_shared);
-            (t.plans_computed, t.plans_shared) = (0, 0);
-            counts
+            let (computed, shared) = t.take_plan_counts();
+            (c + computed, s + shared)
         })
     }
 
@@ -494,28 +320,18 @@ impl ConnState {
     pub(crate) fn in_flight_since(&self) -> Option<Instant> {
         self.types
             .iter()
-            .filter_map(|t| t.in_flight.as_ref().map(|f| f.since))
+            .filter_map(TypeState::in_flight_since)
             .min()
     }
 
     /// Gives up waiting for acknowledgements older than `ack_timeout` (the
     /// client lost them or never answers); what was sent is assumed held.
     /// The types that were waiting.
-    pub(crate) fn expire_in_flight(
-        &mut self,
-        ack_timeout: std::time::Duration,
-    ) -> Vec<ResourceType> {
+    pub(crate) fn expire_in_flight(&mut self, ack_timeout: Duration) -> Vec<ResourceType> {
         let now = Instant::now();
-        let mut expired = Vec::new();
-        for t in &mut self.types {
-            if t.in_flight
-                .as_ref()
-                .is_some_and(|f| f.since + ack_timeout <= now)
-            {
-                t.in_flight = None;
-                expired.push(t.kind);
-            }
-        }
-        expired
+        self.types
+            .iter_mut()
+            .filter_map(|t| t.expire(ack_timeout, now).then(|| t.kind()))
+            .collect()
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::*;
+use super::held::{Base, Held};
+use super::subscriptions::NameSet;
+use crate::lens::Lens;
 use crate::resource::{Resource, ResourceType};
 use crate::server::codec::{Batch, Wire};
 use crate::snapshot::Snapshot;
@@ -58,23 +60,12 @@ impl Plan {
                 if self.changes_nothing() {
                     return self.from.clone();
                 }
-                let mut set = self
-                    .from
-                    .as_ref()
-                    .map(|b| b.set.clone())
-                    .unwrap_or_default();
-                for name in self.forget.iter().chain(&self.removals) {
-                    set.remove(&**name);
-                }
-                for r in &self.updates {
-                    set.replace(Held::sent(r.clone()));
-                }
-                (!set.is_empty()).then(|| {
-                    Arc::new(Base {
-                        set,
-                        digest: self.digest_after,
-                    })
-                })
+                Base::changed(
+                    self.from.as_deref(),
+                    self.forget.iter().chain(&self.removals),
+                    self.updates.iter().map(|r| Held::sent(r.clone())),
+                    self.digest_after,
+                )
             })
             .clone()
     }

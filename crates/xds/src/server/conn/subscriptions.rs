@@ -1,11 +1,23 @@
 //! The state-of-the-world subscriptions connections send, shared by the
 //! connections that send the same list and released with the last one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::*;
 use crate::resource::ResourceType;
+use crate::server::request::Names;
+
+/// A subscription's names, shared by the connections that subscribe alike.
+pub(super) type NameSet = BTreeSet<Arc<str>>;
+
+/// The hash of one name; XORed over a set, a digest of the set.
+pub(super) fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// Names one connection may subscribe to per type. Far above any real
+/// mesh; it bounds what a misbehaving client can make the server hold.
+pub(crate) const MAX_NAMES_PER_TYPE: usize = 200_000;
 
 /// One state-of-the-world subscription as sent: its names' encoded
 /// entries (to confirm a match), the set and digest, and whether it named
@@ -42,11 +54,7 @@ impl Subscriptions {
     }
 
     /// The shared subscription equal to `names`, if one is known.
-    pub(super) fn get(
-        &self,
-        kind: ResourceType,
-        names: &crate::server::request::Names,
-    ) -> Option<Arc<Interned>> {
+    pub(super) fn get(&self, kind: ResourceType, names: &Names) -> Option<Arc<Interned>> {
         let table = self.lock();
         let found = table.map.get(&(kind, names.digest()))?;
         names.entries_equal(&found.entries).then(|| found.clone())

@@ -1,3 +1,11 @@
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+use super::held::{Held, HeldSet};
+use super::plan::MAX_CACHED_PLAN_NAMES;
+use super::subscriptions::{Interned, NameSet, name_hash};
+use super::type_state::Phase;
 use super::*;
 use crate::translate::TranslateOptions;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
@@ -142,7 +150,11 @@ impl Proxy {
             ResourceType::Cluster => {
                 // Envoy restates EDS with the new clusters, then ACKs.
                 let mut eds = subscribe(&self.clusters);
-                eds.response_nonce = self.state.types[1].last_nonce.clone();
+                eds.response_nonce = self
+                    .state
+                    .of(ResourceType::Endpoint)
+                    .last_nonce()
+                    .to_owned();
                 self.state.on_sotw(eds);
             }
             ResourceType::Listener => {
@@ -150,7 +162,7 @@ impl Proxy {
                 for n in &self.routes {
                     rds.names.push(n);
                 }
-                rds.response_nonce = self.state.types[3].last_nonce.clone();
+                rds.response_nonce = self.state.of(ResourceType::Route).last_nonce().to_owned();
                 self.state.on_sotw(rds);
             }
             _ => {}
@@ -230,13 +242,13 @@ fn connections_in_the_same_state_share_plans_and_send_what_a_lone_one_sends() {
     for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
         let bases: Vec<_> = proxies[1..]
             .iter()
-            .map(|p| p.state.types[kind.index()].held.base.clone().expect("base"))
+            .map(|p| p.state.of(kind).held_set().base().cloned().expect("base"))
             .collect();
         assert!(bases.iter().all(|b| Arc::ptr_eq(b, &bases[0])), "{kind}");
         assert!(
             proxies[1..]
                 .iter()
-                .all(|p| p.state.types[kind.index()].held.over.is_empty())
+                .all(|p| !p.state.of(kind).held_set().diverges())
         );
     }
 
@@ -260,26 +272,22 @@ fn connections_in_the_same_state_share_plans_and_send_what_a_lone_one_sends() {
         mesh.flip(1);
         round(&mesh, &mut proxies, &mut lone);
         fn eds(p: &Proxy) -> &HeldSet {
-            &p.state.types[ResourceType::Endpoint.index()].held
+            p.state.of(ResourceType::Endpoint).held_set()
         }
-        let shared = eds(&proxies[1]).base.clone().expect("base");
+        let shared = eds(&proxies[1]).base().cloned().expect("base");
         assert!(proxies[1..].iter().all(|p| {
-            eds(p).over.is_empty()
-                && eds(p)
-                    .base
-                    .as_ref()
-                    .is_some_and(|b| Arc::ptr_eq(b, &shared))
+            !eds(p).diverges() && eds(p).base().is_some_and(|b| Arc::ptr_eq(b, &shared))
         }));
-        assert_eq!(eds(&proxies[0]).digest, eds(&proxies[1]).digest);
+        assert_eq!(eds(&proxies[0]).digest(), eds(&proxies[1]).digest());
         assert_eq!(
-            eds(&proxies[0]).over.len(),
+            eds(&proxies[0]).differences(),
             1,
             "one change on the shared base"
         );
     }
     // And the names they subscribe with are one shared set, the first
     // proxy's too (its requests were the first of their kind).
-    let names = |p: &Proxy| p.state.types[ResourceType::Endpoint.index()].names.clone();
+    let names = |p: &Proxy| p.state.of(ResourceType::Endpoint).names().clone();
     assert!(
         proxies
             .iter()
@@ -352,10 +360,11 @@ fn delta_connections_share_plans_and_send_what_a_lone_one_sends() {
     let mut lone = DeltaProxy::new(&Arc::default());
     assert_eq!(round(&mesh, &mut proxies, &mut lone).len(), 4);
     let eds = |p: &DeltaProxy| {
-        p.state.types[ResourceType::Endpoint.index()]
-            .held
-            .base
-            .clone()
+        p.state
+            .of(ResourceType::Endpoint)
+            .held_set()
+            .base()
+            .cloned()
     };
     let (b1, b2) = (
         eds(&proxies[1]).expect("base"),
@@ -384,9 +393,16 @@ fn a_nack_of_a_shared_response_restores_only_that_connection() {
         p.settle(&mesh.shared);
     }
     mesh.flip(2);
-    let before = proxies[2].state.types[ResourceType::Endpoint.index()]
-        .held
-        .digest;
+    let before = proxies[2]
+        .state
+        .of(ResourceType::Endpoint)
+        .held_set()
+        .digest();
+    let acked_before = proxies[2]
+        .state
+        .of(ResourceType::Endpoint)
+        .acked_version()
+        .to_owned();
     let a = proxies[0].step(&mesh.shared, false).expect("flip for 0");
     let b = proxies[1].step(&mesh.shared, false).expect("flip for 1");
     let c = proxies[2]
@@ -395,19 +411,23 @@ fn a_nack_of_a_shared_response_restores_only_that_connection() {
     assert_eq!(gist(&a), gist(&b));
     assert_eq!(gist(&b), gist(&c));
     fn eds(p: &Proxy) -> &TypeState {
-        &p.state.types[ResourceType::Endpoint.index()]
+        p.state.of(ResourceType::Endpoint)
     }
     assert_eq!(
-        eds(&proxies[2]).held.digest,
+        eds(&proxies[2]).held_set().digest(),
         before,
         "the rejecting proxy holds what it held"
     );
     assert_eq!(
-        eds(&proxies[2]).acked_version,
-        proxies[2].state.types[1].acked_version
+        eds(&proxies[2]).acked_version(),
+        acked_before,
+        "the rejecting proxy acknowledged nothing new"
     );
-    assert_ne!(eds(&proxies[0]).held.digest, before);
-    assert_eq!(eds(&proxies[0]).held.digest, eds(&proxies[1]).held.digest);
+    assert_ne!(eds(&proxies[0]).held_set().digest(), before);
+    assert_eq!(
+        eds(&proxies[0]).held_set().digest(),
+        eds(&proxies[1]).held_set().digest()
+    );
     // The rejected version is not sent again; the next change is, to all.
     assert!(proxies[2].step(&mesh.shared, false).is_none());
     mesh.flip(4);
@@ -430,16 +450,16 @@ fn bulk_and_one_by_one_subscriptions_give_the_same_set_and_digest() {
     for n in arcs(&["a", "b", "c"]) {
         single.subscribe(n);
     }
-    assert_eq!(bulk.names, single.names);
-    assert_eq!(bulk.names_digest, single.names_digest);
-    assert_eq!(bulk.to_answer.len(), 3);
+    assert_eq!(bulk.names(), single.names());
+    assert_eq!(bulk.names_digest(), single.names_digest());
+    assert_eq!(bulk.owed(), 3);
     bulk.subscribe_all(arcs(&["d", "a"]));
     single.subscribe("d".into());
-    assert_eq!(bulk.names, single.names);
-    assert_eq!(bulk.names_digest, single.names_digest);
+    assert_eq!(bulk.names(), single.names());
+    assert_eq!(bulk.names_digest(), single.names_digest());
     bulk.unsubscribe("b");
     let acd = ["a", "c", "d"].iter().fold(0, |d, n| d ^ name_hash(n));
-    assert_eq!(bulk.names_digest, acd);
+    assert_eq!(bulk.names_digest(), acd);
 }
 
 #[test]
@@ -450,7 +470,7 @@ fn subscriptions_are_shared_by_their_encoded_names_and_leave_with_their_last_use
     let mut b = ConnState::new(Wire::Sotw, table.clone());
     a.on_sotw(request(&["x", "y"]));
     b.on_sotw(request(&["x", "y"]));
-    let eds = |c: &ConnState| c.types[ResourceType::Endpoint.index()].names.clone();
+    let eds = |c: &ConnState| c.of(ResourceType::Endpoint).names().clone();
     assert!(Arc::ptr_eq(&eds(&a), &eds(&b)), "one set for one list");
     // The same names in another order: another entry, an equal set.
     let mut c = ConnState::new(Wire::Sotw, table.clone());
@@ -459,8 +479,9 @@ fn subscriptions_are_shared_by_their_encoded_names_and_leave_with_their_last_use
     assert_eq!(table.size(), (2, 4));
     // A list offered under a digest already taken by other names is
     // used but not shared.
-    let digest = a.types[ResourceType::Endpoint.index()]
-        .request_digest
+    let digest = a
+        .of(ResourceType::Endpoint)
+        .request_digest()
         .expect("digest");
     let forged = Interned {
         entries: b"other".to_vec(),
@@ -567,7 +588,8 @@ fn new_clusters_get_their_endpoints_before_the_clusters_are_acknowledged() {
     let mut p = Proxy::new(&mesh.subscriptions);
     p.settle(&mesh.shared);
     let eds_request = |p: &Proxy, clusters: &[String]| {
-        let mut r = sotw(ResourceType::Endpoint, &[], &p.state.types[1].last_nonce);
+        let nonce = p.state.of(ResourceType::Endpoint).last_nonce().to_owned();
+        let mut r = sotw(ResourceType::Endpoint, &[], &nonce);
         for n in clusters {
             r.names.push(n);
         }
@@ -633,40 +655,28 @@ fn a_digest_collision_does_not_share_a_plan() {
     let [_, a, b, c] = &mut proxies[..] else {
         unreachable!()
     };
-    let eds_a = &a.state.types[ResourceType::Endpoint.index()];
-    let eds_b = &mut b.state.types[ResourceType::Endpoint.index()];
+    let eds_a = a.state.of(ResourceType::Endpoint);
+    let eds_b = b.state.of_mut(ResourceType::Endpoint);
     let plan = eds_a.compute(&mesh.shared, Phase::Additions, Wire::Sotw);
     assert!(eds_b.matches(&plan));
     // Other names with the same digest and count.
-    let mut other: NameSet = eds_b.names.iter().skip(1).cloned().collect();
+    let mut other: NameSet = eds_b.names().iter().skip(1).cloned().collect();
     other.insert("outbound|1||elsewhere".into());
-    eds_b.names = Arc::new(other);
+    eds_b.set_names(Arc::new(other));
     assert!(
         !eds_b.matches(&plan),
         "names are compared, not only their digest"
     );
     // Another held version with the same digest and count.
-    let eds_c = &mut c.state.types[ResourceType::Endpoint.index()];
-    let first = eds_c.held.iter().next().expect("held").name().clone();
+    let eds_c = c.state.of_mut(ResourceType::Endpoint).held_set_mut();
+    let first = eds_c.iter().next().expect("held").name().clone();
     let stand_in = Held::declared(ResourceType::Endpoint, first.clone(), "other".into());
-    let digest = eds_c.held.digest;
-    eds_c.held.set(first, Some(stand_in));
-    eds_c.held.digest = digest;
+    let digest = eds_c.digest();
+    eds_c.set(first, Some(stand_in));
+    eds_c.force_digest(digest);
+    let eds_c = c.state.of(ResourceType::Endpoint);
     assert!(
         !eds_c.matches(&plan),
         "held versions are compared, not only their digest"
     );
-}
-
-#[test]
-fn merge_sorted_is_the_sorted_union() {
-    let v = |xs: &[&str]| xs.iter().map(|x| Arc::<str>::from(*x)).collect::<Vec<_>>();
-    let a = v(&["a", "c", "e", "f"]);
-    let b = v(&["b", "c", "f", "g"]);
-    assert_eq!(
-        merge_sorted(a.iter(), b.iter()),
-        v(&["a", "b", "c", "e", "f", "g"])
-    );
-    assert_eq!(merge_sorted(a.iter(), [].iter()), a);
-    assert_eq!(merge_sorted([].iter(), b.iter()), b);
 }

@@ -1,38 +1,43 @@
 //! One type on one connection: subscription, what is held, what is in
 //! flight, and the verdict on each name: the protocol rules a reader comes
-//! for (what a NACK does, what is owed an answer).
+//! for (what a request changes, what a NACK does, what is owed an answer).
+//! Its state is its own; the connection ([`super::ConnState`]) asks it
+//! through methods.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::time::Instant;
 
-use super::*;
-use crate::capture::CaptureSet;
+use super::held::{Held, HeldSet};
+use super::plan::{Plan, PlanKey, Planned, Serving, SyncedAt};
+use super::subscriptions::{Interned, MAX_NAMES_PER_TYPE, NameSet, Subscriptions, name_hash};
+use crate::lens::{Lens, merge_sorted};
 use crate::resource::{Resource, ResourceType};
-use crate::scope::Scope;
 use crate::server::codec::{Outbound, Wire};
+use crate::server::request::SotwRequest;
 use crate::server::status::NackRecord;
 use crate::snapshot::{Snapshot, placeholder};
 use crate::translate::Client;
 
 /// How to restore `held` if a response is rejected.
-pub(super) enum Undo {
+enum Undo {
     /// Each changed name's previous entry, in the order changed.
     Names(Vec<(Arc<str>, Option<Held>)>),
     /// The whole previous set (a shared plan swapped it).
     Whole(HeldSet),
 }
 
-pub(super) struct InFlight {
-    pub(super) nonce: String,
-    pub(super) version_info: String,
-    pub(super) plan: Arc<Plan>,
-    pub(super) undo: Undo,
-    pub(super) since: Instant,
+struct InFlight {
+    nonce: String,
+    version_info: String,
+    plan: Arc<Plan>,
+    undo: Undo,
+    since: Instant,
     /// The snapshot it was planned from.
-    pub(super) generation: u64,
+    generation: u64,
 }
 
 /// What happened to a request, for counting.
@@ -41,7 +46,7 @@ pub(crate) enum RequestOutcome {
     /// Applied.
     Applied,
     /// An ACK of the response in flight of this type, after this long.
-    Ack(ResourceType, std::time::Duration),
+    Ack(ResourceType, Duration),
     /// A NACK of the response in flight.
     Nack(NackRecord),
     /// Its nonce was stale; ignored for ACK purposes.
@@ -50,6 +55,8 @@ pub(crate) enum RequestOutcome {
     UnknownType(String),
 }
 
+/// Which half of a type's step: what it adds and changes, or (for
+/// clusters) what it removes once nothing refers to it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     Additions,
@@ -67,157 +74,75 @@ pub(super) const STEPS: [(ResourceType, Phase); 5] = [
 ];
 
 pub(crate) struct TypeState {
-    pub(super) kind: ResourceType,
+    kind: ResourceType,
     /// The kind of client: which form of a resource it receives.
-    pub(super) client: Client,
+    client: Client,
     /// What this proxy sees: its scope and, in capture mode, its own
     /// layout.
-    pub(super) lens: Lens,
-    pub(super) seen_request: bool,
-    pub(super) wildcard: bool,
+    lens: Lens,
+    seen_request: bool,
+    wildcard: bool,
     /// A SotW client that subscribed with an empty list (legacy wildcard).
-    pub(super) legacy_wildcard: bool,
-    pub(super) names: Arc<NameSet>,
+    legacy_wildcard: bool,
+    names: Arc<NameSet>,
     /// XOR of `name_hash` over `names`.
-    pub(super) names_digest: u64,
-    pub(super) held: HeldSet,
+    names_digest: u64,
+    held: HeldSet,
     /// The plan this connection computed and applied change by change, as
     /// the first to reach it; once another connection has taken it, this
     /// one moves onto the shared result too (see [`TypeState::rebase`]).
-    pub(super) applied: Option<Arc<Plan>>,
-    pub(super) in_flight: Option<InFlight>,
-    pub(super) rejected: HashMap<Arc<str>, Arc<str>>,
-    pub(super) must_answer: bool,
+    applied: Option<Arc<Plan>>,
+    in_flight: Option<InFlight>,
+    rejected: HashMap<Arc<str>, Arc<str>>,
+    must_answer: bool,
     /// Delta: names subscribed since the last response, each owed an
     /// answer (hashed, not ordered: a new subscription adds a thousand).
-    pub(super) to_answer: HashSet<Arc<str>>,
+    to_answer: HashSet<Arc<str>>,
     /// SotW reconnect: the version the client says it holds, checked
     /// against the first snapshot we serve it.
-    pub(super) resume_version: Option<String>,
+    resume_version: Option<String>,
     /// `held` matches this snapshot generation (NACKed versions aside).
-    pub(super) synced_at: Option<u64>,
+    synced_at: Option<u64>,
     /// Hash of the last SotW request's names, in order.
-    pub(super) request_digest: Option<u64>,
+    request_digest: Option<u64>,
     /// The shared SotW subscription this type uses, given back to the
     /// server's table when it changes or the connection ends.
-    pub(super) interned: Option<Arc<Interned>>,
-    pub(super) last_nonce: String,
+    interned: Option<Arc<Interned>>,
+    last_nonce: String,
     /// Plans this type computed itself, and took from another connection,
     /// since they were last counted into the metrics.
-    pub(crate) plans_computed: u64,
-    pub(crate) plans_shared: u64,
-    pub(crate) acked_version: String,
-    pub(crate) sent_version: String,
-    pub(crate) responses: u64,
-    pub(crate) last_nack: Option<NackRecord>,
-}
-
-/// The sorted union of two sorted runs of distinct names.
-pub(super) fn merge_sorted<'a>(
-    a: impl Iterator<Item = &'a Arc<str>>,
-    b: impl Iterator<Item = &'a Arc<str>>,
-) -> Vec<Arc<str>> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    let mut out = Vec::with_capacity(a.size_hint().0.max(b.size_hint().0));
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => match x.cmp(y) {
-                std::cmp::Ordering::Less => a.next(),
-                std::cmp::Ordering::Greater => b.next(),
-                std::cmp::Ordering::Equal => {
-                    b.next();
-                    a.next()
-                }
-            },
-            (Some(_), None) => a.next(),
-            (None, Some(_)) => b.next(),
-            (None, None) => return out,
-        };
-        if let Some(n) = next {
-            out.push(n.clone());
-        }
-    }
-}
-
-/// What one proxy sees of a snapshot: the hosts of its scope (`None`:
-/// every host) and, for a capture-mode proxy, its own layout in place of
-/// the explicit listeners and routes.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Lens {
-    pub(crate) scope: Option<Arc<Scope>>,
-    pub(crate) capture: Option<Arc<CaptureSet>>,
-}
-
-impl PartialEq for Lens {
-    fn eq(&self, other: &Lens) -> bool {
-        fn same<T: PartialEq>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
-            match (a, b) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-                _ => false,
-            }
-        }
-        same(self.scope.as_ref(), other.scope.as_ref())
-            && same(self.capture.as_ref(), other.capture.as_ref())
-    }
-}
-
-impl Lens {
-    /// 0 for the plain view; equal lenses, equal digests.
-    pub(super) fn digest(&self) -> u64 {
-        self.scope.as_ref().map_or(0, |s| s.digest)
-            ^ self.capture.as_ref().map_or(0, |c| c.digest.rotate_left(7))
-    }
-
-    /// Whether the capture layout replaces the snapshot's resources of
-    /// `kind` (listeners and routes), rather than adding to them.
-    fn replaces(&self, kind: ResourceType) -> bool {
-        self.capture.is_some() && matches!(kind, ResourceType::Listener | ResourceType::Route)
-    }
-
-    /// One resource as the proxy sees it.
-    pub(super) fn get<'a>(
-        &'a self,
-        snap: &'a Snapshot,
-        client: Client,
-        kind: ResourceType,
-        name: &str,
-    ) -> Option<&'a Arc<Resource>> {
-        if let Some(capture) = &self.capture {
-            if let Some(r) = capture.get(kind, name) {
-                return Some(r);
-            }
-            if self.replaces(kind) {
-                return None;
-            }
-        }
-        match &self.scope {
-            None => snap.get_for(client, kind, name),
-            Some(scope) => scope.get(snap, client, kind, name),
-        }
-    }
-
-    /// The names a wildcard subscription of `kind` covers, sorted.
-    fn wildcard_names(&self, snap: &Snapshot, kind: ResourceType) -> Vec<Arc<str>> {
-        let Some(capture) = &self.capture else {
-            return snap.resources(kind).resources.keys().cloned().collect();
-        };
-        let own = capture.names(kind);
-        if self.replaces(kind) {
-            return own;
-        }
-        merge_sorted(snap.resources(kind).resources.keys(), own.iter())
-    }
+    plans_computed: u64,
+    plans_shared: u64,
+    acked_version: String,
+    sent_version: String,
+    responses: u64,
+    last_nack: Option<NackRecord>,
 }
 
 /// What to do with one name.
-pub(super) enum Verdict {
+enum Verdict {
     Keep,
     Send(Arc<Resource>),
+    /// Answer a subscription to a name that does not exist with an empty
+    /// assignment or route configuration (encoded only when it goes out).
+    SendPlaceholder,
     /// Tell the client the resource is gone (or does not exist).
     Remove,
     /// The client no longer wants it; forget it without a message.
     Forget,
+}
+
+/// What the debug endpoint shows of one type (see [`TypeState::shown`]).
+pub(crate) struct Shown<'a> {
+    pub(crate) kind: ResourceType,
+    pub(crate) wildcard: bool,
+    pub(crate) subscribed: usize,
+    pub(crate) held: usize,
+    pub(crate) sent_version: &'a str,
+    pub(crate) acked_version: &'a str,
+    pub(crate) in_flight: bool,
+    pub(crate) responses: u64,
+    pub(crate) last_nack: Option<&'a NackRecord>,
 }
 
 impl TypeState {
@@ -251,11 +176,16 @@ impl TypeState {
         }
     }
 
+    // What the connection and the debug endpoint read.
+
+    pub(crate) fn kind(&self) -> ResourceType {
+        self.kind
+    }
+    pub(super) fn seen_request(&self) -> bool {
+        self.seen_request
+    }
     pub(crate) fn wildcard(&self) -> bool {
         self.wildcard
-    }
-    pub(crate) fn subscribed(&self) -> usize {
-        self.names.len()
     }
     /// The names subscribed explicitly.
     pub(crate) fn subscribed_names(&self) -> impl Iterator<Item = &Arc<str>> {
@@ -265,14 +195,254 @@ impl TypeState {
     pub(crate) fn names_digest(&self) -> u64 {
         self.names_digest
     }
-    pub(crate) fn held(&self) -> usize {
-        self.held.len()
-    }
     pub(crate) fn in_flight(&self) -> bool {
         self.in_flight.is_some()
     }
 
-    pub(super) fn set_held(&mut self, name: Arc<str>, held: Option<Held>) -> Option<Held> {
+    /// Whether the debug endpoint shows this type: the client asked for it.
+    pub(crate) fn shown(&self) -> Option<Shown<'_>> {
+        (self.wildcard || !self.names.is_empty() || self.responses > 0).then(|| Shown {
+            kind: self.kind,
+            wildcard: self.wildcard,
+            subscribed: self.names.len(),
+            held: self.held.len(),
+            sent_version: &self.sent_version,
+            acked_version: &self.acked_version,
+            in_flight: self.in_flight.is_some(),
+            responses: self.responses,
+            last_nack: self.last_nack.as_ref(),
+        })
+    }
+
+    /// When the response in flight was sent, if one is.
+    pub(super) fn in_flight_since(&self) -> Option<Instant> {
+        self.in_flight.as_ref().map(|f| f.since)
+    }
+
+    /// The generation of the snapshot the response in flight was planned
+    /// from, if one is in flight.
+    pub(super) fn in_flight_generation(&self) -> Option<u64> {
+        self.in_flight.as_ref().map(|f| f.generation)
+    }
+
+    /// The names the response in flight sends (updates, not removals).
+    pub(super) fn in_flight_updates(&self) -> Vec<Arc<str>> {
+        self.in_flight.as_ref().map_or_else(Vec::new, |f| {
+            f.plan.updates.iter().map(|r| r.name.clone()).collect()
+        })
+    }
+
+    /// Forgets the response in flight if its ACK is overdue: the client
+    /// lost it or never answers, and what was sent is assumed held.
+    pub(super) fn expire(&mut self, ack_timeout: Duration, now: Instant) -> bool {
+        let overdue = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.since + ack_timeout <= now);
+        if overdue {
+            self.in_flight = None;
+        }
+        overdue
+    }
+
+    /// Plans computed here and taken from others since the last call.
+    pub(super) fn take_plan_counts(&mut self) -> (u64, u64) {
+        let counts = (self.plans_computed, self.plans_shared);
+        (self.plans_computed, self.plans_shared) = (0, 0);
+        counts
+    }
+
+    pub(super) fn set_client(&mut self, client: Client) {
+        self.client = client;
+    }
+
+    /// Moves onto another lens: what is visible changed, so every name is
+    /// looked at again on the next plan (not only the snapshot's changes).
+    pub(super) fn set_lens(&mut self, lens: Lens) {
+        if self.lens != lens {
+            self.synced_at = None;
+        }
+        self.lens = lens;
+    }
+
+    /// Whether every name of `names` is subscribed (or everything is).
+    pub(super) fn covers(&self, names: &[Arc<str>]) -> bool {
+        self.wildcard || names.iter().all(|n| self.names.contains(n))
+    }
+
+    /// Gives the shared SotW subscription back to the server's table.
+    pub(super) fn release(&mut self, subscriptions: &Subscriptions) {
+        if let Some(interned) = self.interned.take() {
+            subscriptions.release(self.kind, interned);
+        }
+    }
+
+    // The request rules.
+
+    /// A state-of-the-world request of this type: an ACK or NACK when its
+    /// nonce is the response in flight's, and the subscription it restates.
+    pub(super) fn on_sotw(
+        &mut self,
+        req: SotwRequest,
+        subscriptions: &Subscriptions,
+        node_id: &str,
+    ) -> RequestOutcome {
+        if !req.response_nonce.is_empty() && req.response_nonce != self.last_nonce {
+            // SotW ignores a stale request entirely: the next one restates
+            // the subscription.
+            return RequestOutcome::StaleNonce;
+        }
+        let mut outcome = RequestOutcome::Applied;
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.nonce == req.response_nonce)
+        {
+            outcome = match req.error_detail {
+                Some(status) => match self.nack(node_id, status.message) {
+                    Some(record) => RequestOutcome::Nack(record),
+                    None => RequestOutcome::Applied,
+                },
+                None => RequestOutcome::Ack(self.kind, self.ack()),
+            };
+        }
+        // Every SotW ACK restates the whole subscription (an Envoy's EDS
+        // ACK names every cluster): when the list is the one last seen, in
+        // the same order, skip rebuilding and comparing the set.
+        let names_digest = req.names.digest();
+        if self.seen_request && self.request_digest == Some(names_digest) {
+            return outcome;
+        }
+        self.request_digest = Some(names_digest);
+        let interned = match subscriptions.get(self.kind, &req.names) {
+            Some(known) => known,
+            None => {
+                if req.names.len() > MAX_NAMES_PER_TYPE {
+                    tracing::warn!(node = %node_id, r#type = %self.kind, names = req.names.len(),
+                        limit = MAX_NAMES_PER_TYPE, "subscription too large; extra names ignored");
+                }
+                let mut names: NameSet = req
+                    .names
+                    .iter()
+                    .take(MAX_NAMES_PER_TYPE)
+                    .map(Arc::from)
+                    .collect();
+                let star = names.remove("*");
+                subscriptions.offer(
+                    self.kind,
+                    Interned {
+                        entries: req.names.entries(),
+                        digest: names.iter().fold(0, |d, n| d ^ name_hash(n)),
+                        names: Arc::new(names),
+                        star,
+                        request_digest: names_digest,
+                    },
+                )
+            }
+        };
+        let (names, star, digest) = (interned.names.clone(), interned.star, interned.digest);
+        if let Some(old) = self.interned.replace(interned) {
+            subscriptions.release(self.kind, old);
+        }
+        let first = !self.seen_request;
+        if first {
+            self.legacy_wildcard = names.is_empty() && !star;
+        }
+        let wildcard = star || (self.legacy_wildcard && names.is_empty());
+        let same = Arc::ptr_eq(&names, &self.names) || *names == *self.names;
+        if !Arc::ptr_eq(&names, &self.names) {
+            self.names = names;
+            self.names_digest = digest;
+        }
+        if first || wildcard != self.wildcard || !same {
+            self.wildcard = wildcard;
+            self.synced_at = None;
+            // Full-state types must answer a changed subscription, even with
+            // an unchanged set: that is how a client learns a name does not exist.
+            self.must_answer = first || self.kind.is_full_state();
+            if !self.wildcard && self.names.is_empty() {
+                // Nothing subscribed: the client may drop a response in
+                // flight for this type without acknowledging it.
+                self.in_flight = None;
+                self.must_answer = false;
+            }
+        }
+        if first && !req.version_info.is_empty() {
+            self.resume_version = Some(req.version_info);
+        }
+        self.seen_request = true;
+        outcome
+    }
+
+    /// An incremental request of this type: what it declares it holds (on
+    /// a new stream), subscribes and unsubscribes, and its ACK or NACK.
+    pub(super) fn on_delta(&mut self, req: DeltaDiscoveryRequest, node_id: &str) -> RequestOutcome {
+        let first = !self.seen_request;
+        if first {
+            for (name, version) in req.initial_resource_versions {
+                let name: Arc<str> = name.into();
+                let held = Held::declared(self.kind, name.clone(), version.into());
+                self.set_held(name, Some(held));
+            }
+            if req.resource_names_subscribe.is_empty() {
+                self.wildcard = true;
+            }
+            self.must_answer = true;
+        }
+        if !req.resource_names_subscribe.is_empty() {
+            self.synced_at = None;
+        }
+        let room = MAX_NAMES_PER_TYPE.saturating_sub(self.names.len());
+        let mut added = Vec::with_capacity(req.resource_names_subscribe.len().min(room));
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                self.wildcard = true;
+            } else if added.len() >= room {
+                tracing::warn!(node = %node_id, r#type = %self.kind, limit = MAX_NAMES_PER_TYPE,
+                    "subscription too large; extra names ignored");
+                break;
+            } else {
+                added.push(Arc::<str>::from(name));
+            }
+        }
+        self.subscribe_all(added);
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                self.wildcard = false;
+            } else {
+                self.unsubscribe(name.as_str());
+                self.to_answer.remove(name.as_str());
+            }
+            self.synced_at = None;
+        }
+        if !self.wildcard && self.names.is_empty() {
+            self.in_flight = None;
+        }
+        self.seen_request = true;
+        if req.response_nonce.is_empty() {
+            return RequestOutcome::Applied;
+        }
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.nonce == req.response_nonce)
+        {
+            return match req.error_detail {
+                Some(status) => match self.nack(node_id, status.message) {
+                    Some(record) => RequestOutcome::Nack(record),
+                    None => RequestOutcome::Applied,
+                },
+                None => RequestOutcome::Ack(self.kind, self.ack()),
+            };
+        }
+        if req.response_nonce == self.last_nonce {
+            // A repeated ACK of an already acknowledged response.
+            return RequestOutcome::Applied;
+        }
+        RequestOutcome::StaleNonce
+    }
+
+    fn set_held(&mut self, name: Arc<str>, held: Option<Held>) -> Option<Held> {
         self.applied = None;
         self.held.set(name, held)
     }
@@ -282,13 +452,13 @@ impl TypeState {
     /// one set, and the next plan is shared again. Left alone when no other
     /// connection took it (a subscription of its own): a private copy would
     /// cost more than the differences it records.
-    pub(super) fn rebase(&mut self) {
+    fn rebase(&mut self) {
         let Some(plan) = self.applied.take() else {
             return;
         };
         if let Some(after) = plan.after.get()
-            && self.held.digest == plan.digest_after
-            && self.held.len == after.as_ref().map_or(0, |b| b.set.len())
+            && self.held.digest() == plan.digest_after
+            && self.held.len() == after.as_ref().map_or(0, |b| b.len())
         {
             self.held = HeldSet::of(after.clone());
         }
@@ -324,49 +494,58 @@ impl TypeState {
         }
     }
 
-    pub(super) fn wants_by_name(&self, name: &str) -> bool {
+    fn wants_by_name(&self, name: &str) -> bool {
         self.names.contains(name)
     }
 
-    /// Moves onto another lens: what is visible changed, so every name is
-    /// looked at again on the next plan (not only the snapshot's changes).
-    pub(super) fn set_lens(&mut self, lens: Lens) {
-        if self.lens != lens {
-            self.synced_at = None;
+    /// Makes `names` owed again: Envoy warms a cluster it receives again
+    /// and swaps it in only once an assignment for it arrives, so the
+    /// assignments of clusters just re-sent go out again, changed or not
+    /// (see [`super::ConnState`]'s `rewarm_eds`).
+    pub(super) fn resend(&mut self, names: &[Arc<str>], snap: &Snapshot) {
+        for name in names {
+            if self.held.get(name).is_some() && snap.get(self.kind, name).is_some() {
+                self.set_held(name.clone(), None);
+                self.to_answer.insert(name.clone());
+            }
         }
-        self.lens = lens;
     }
+
+    // The verdicts.
 
     /// One resource as this client, through its lens, sees it.
     fn lookup<'a>(&'a self, name: &str, snap: &'a Snapshot) -> Option<&'a Arc<Resource>> {
         self.lens.get(snap, self.client, self.kind, name)
     }
 
-    pub(super) fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
+    fn verdict(&self, name: &Arc<str>, snap: &Snapshot) -> Verdict {
         let held = self.held.get(name);
         let want = match self.lookup(name, snap) {
-            Some(r) if self.wildcard || self.wants_by_name(name) => Some(r.clone()),
+            Some(r) if self.wildcard || self.wants_by_name(name) => Some(r),
             Some(_) => None,
             None if self.wants_by_name(name) && !self.kind.is_full_state() => {
                 // Assignments and routes that do not exist get an empty one,
                 // so the cluster or listener that needs them is not left
                 // warming. One the client already holds stays until it
                 // unsubscribes: its cluster or listener is on its way out,
-                // after the routes that use it.
+                // after the routes that use it. A placeholder it rejected
+                // (only a broken client would) is not sent again.
                 if held.is_some() {
                     return Verdict::Keep;
                 }
-                match placeholder(self.kind, name) {
-                    Some(p) => Some(p),
-                    None => return Verdict::Keep,
+                if let Some(rejected) = self.rejected.get(name)
+                    && placeholder(self.kind, name).is_some_and(|p| p.version == *rejected)
+                {
+                    return Verdict::Keep;
                 }
+                return Verdict::SendPlaceholder;
             }
             None => None,
         };
         match (want, held) {
             (Some(r), Some(h)) if *h.version() == r.version => Verdict::Keep,
             (Some(r), _) if self.rejected.get(name) == Some(&r.version) => Verdict::Keep,
-            (Some(r), _) => Verdict::Send(r),
+            (Some(r), _) => Verdict::Send(r.clone()),
             (None, Some(_)) => {
                 if self.wildcard || self.wants_by_name(name) {
                     Verdict::Remove
@@ -379,7 +558,7 @@ impl TypeState {
         }
     }
 
-    pub(super) fn pending(&self) -> bool {
+    fn pending(&self) -> bool {
         self.must_answer || !self.to_answer.is_empty()
     }
 
@@ -390,7 +569,7 @@ impl TypeState {
         !self.seen_request || (!self.pending() && self.synced_at == Some(snap.generation))
     }
 
-    pub(super) fn candidates(&self, snap: &Snapshot) -> Vec<Arc<str>> {
+    fn candidates(&self, snap: &Snapshot) -> Vec<Arc<str>> {
         if !self.pending() {
             if self.synced_at == Some(snap.generation) {
                 return Vec::new();
@@ -404,10 +583,8 @@ impl TypeState {
         // stream (nothing held) this compares each name about once, which
         // matters with a thousand proxies connecting at once.
         let subscribed = self.names.iter();
-        let mut all = if self.wildcard && self.lens.capture.is_none() {
-            merge_sorted(snap.resources(self.kind).resources.keys(), subscribed)
-        } else if self.wildcard {
-            merge_sorted(self.lens.wildcard_names(snap, self.kind).iter(), subscribed)
+        let mut all = if self.wildcard {
+            self.lens.wildcard_names_and(snap, self.kind, subscribed)
         } else {
             subscribed.cloned().collect()
         };
@@ -419,17 +596,25 @@ impl TypeState {
         all
     }
 
+    /// The resource a verdict sends, if it sends one.
+    fn to_send(&self, name: &Arc<str>, verdict: Verdict) -> Option<Arc<Resource>> {
+        match verdict {
+            Verdict::Send(r) => Some(r),
+            Verdict::SendPlaceholder => placeholder(self.kind, name),
+            Verdict::Keep | Verdict::Remove | Verdict::Forget => None,
+        }
+    }
+
     /// A SotW client reconnecting with the version of exactly what we would
     /// send it already holds it: nothing is resent.
-    pub(super) fn try_resume(&mut self, snap: &Snapshot) {
+    fn try_resume(&mut self, snap: &Snapshot) {
         let Some(version) = self.resume_version.take() else {
             return;
         };
         let mut desired = Vec::new();
         for name in self.candidates(snap) {
-            if let Verdict::Send(r) = self.verdict(&name, snap) {
-                desired.push(r);
-            }
+            let verdict = self.verdict(&name, snap);
+            desired.extend(self.to_send(&name, verdict));
         }
         let digest = desired
             .iter()
@@ -445,9 +630,11 @@ impl TypeState {
         }
     }
 
+    // Plans.
+
     /// The key under which this state's plan is shared, if it may be: no
     /// rejected versions, and new names either none or all of them.
-    pub(super) fn plan_key(&self, phase: Phase, wire: Wire) -> Option<PlanKey> {
+    fn plan_key(&self, phase: Phase, wire: Wire) -> Option<PlanKey> {
         let answer_all = !self.to_answer.is_empty();
         if !self.rejected.is_empty() || answer_all && self.to_answer.len() != self.names.len() {
             return None;
@@ -463,7 +650,7 @@ impl TypeState {
             scope: self.lens.digest(),
             names: self.names_digest,
             names_len: self.names.len(),
-            held: self.held.digest,
+            held: self.held.digest(),
             held_len: self.held.len(),
         })
     }
@@ -483,9 +670,9 @@ impl TypeState {
         for name in self.candidates(snap) {
             match self.verdict(&name, snap) {
                 Verdict::Keep => {}
-                Verdict::Send(r) => updates.push(r),
                 Verdict::Remove => removals.push(name),
                 Verdict::Forget => forget.push(name),
+                send => updates.extend(self.to_send(&name, send)),
             }
         }
         // Clusters the client holds leave last, once nothing refers to
@@ -511,7 +698,7 @@ impl TypeState {
             removals.clear();
         }
 
-        let mut digest_after = self.held.digest;
+        let mut digest_after = self.held.digest();
         for name in forget.iter().chain(&removals) {
             if let Some(old) = self.held.get(name) {
                 digest_after ^= Resource::digest(name, old.version());
@@ -581,6 +768,9 @@ impl TypeState {
         }
     }
 
+    /// This type's next response for `phase`, if one is due: from a plan
+    /// another connection in the same state computed for `snap`, or
+    /// computed here (and offered to the others).
     pub(super) fn plan(
         &mut self,
         snap: &Serving,
@@ -627,7 +817,7 @@ impl TypeState {
 
     /// Applies `plan`: by taking its resulting set when `shared` (another
     /// connection computed it), else change by change.
-    pub(super) fn apply(
+    fn apply(
         &mut self,
         plan: Arc<Plan>,
         shared: bool,
@@ -652,7 +842,7 @@ impl TypeState {
             }
             Undo::Names(undo)
         };
-        debug_assert_eq!(self.held.digest, plan.digest_after);
+        debug_assert_eq!(self.held.digest(), plan.digest_after);
         if !self.rejected.is_empty() {
             for name in plan.updates.iter().map(|r| &r.name).chain(&plan.removals) {
                 self.rejected.remove(name);
@@ -695,17 +885,21 @@ impl TypeState {
         Some(out)
     }
 
-    pub(super) fn ack(&mut self) -> std::time::Duration {
+    // Acknowledgements.
+
+    fn ack(&mut self) -> Duration {
         match self.in_flight.take() {
             Some(f) => {
                 self.acked_version = f.version_info;
                 f.since.elapsed()
             }
-            None => std::time::Duration::ZERO,
+            None => Duration::ZERO,
         }
     }
 
-    pub(super) fn nack(&mut self, node_id: &str, error: String) -> Option<NackRecord> {
+    /// The client rejected the response in flight: it keeps what it held
+    /// before, and the rejected versions are not sent again.
+    fn nack(&mut self, node_id: &str, error: String) -> Option<NackRecord> {
         let f = self.in_flight.take()?;
         self.applied = None;
         let resources = f.plan.updates.iter().map(|r| r.name.to_string()).collect();
@@ -736,5 +930,34 @@ impl TypeState {
         };
         self.last_nack = Some(record.clone());
         Some(record)
+    }
+}
+
+/// Reads and writes for the tests, which check what is held and shared.
+#[cfg(test)]
+impl TypeState {
+    pub(super) fn held_set(&self) -> &HeldSet {
+        &self.held
+    }
+    pub(super) fn held_set_mut(&mut self) -> &mut HeldSet {
+        &mut self.held
+    }
+    pub(super) fn names(&self) -> &Arc<NameSet> {
+        &self.names
+    }
+    pub(super) fn set_names(&mut self, names: Arc<NameSet>) {
+        self.names = names;
+    }
+    pub(super) fn owed(&self) -> usize {
+        self.to_answer.len()
+    }
+    pub(super) fn last_nonce(&self) -> &str {
+        &self.last_nonce
+    }
+    pub(super) fn request_digest(&self) -> Option<u64> {
+        self.request_digest
+    }
+    pub(super) fn acked_version(&self) -> &str {
+        &self.acked_version
     }
 }

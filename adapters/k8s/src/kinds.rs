@@ -1,0 +1,133 @@
+//! The kinds of object the adapter reads, and what the API server calls
+//! them: one place for names, API groups, versions and the RBAC a kind needs.
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service as KService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ApiResource;
+
+/// A kind read by a session: the services session reads the first four,
+/// the rules session the CRD kinds (and Services, for route status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Kind {
+    Service,
+    Slice,
+    Node,
+    Pod,
+    Crd(CrdKind),
+}
+
+/// The kinds defined by CRDs (Istio's, the Gateway API's), read as rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum CrdKind {
+    VirtualService,
+    DestinationRule,
+    HttpRoute,
+    GrpcRoute,
+    Sidecar,
+}
+
+impl CrdKind {
+    /// Every CRD kind, in the order they are read.
+    pub(crate) const ALL: [CrdKind; 5] = [
+        CrdKind::VirtualService,
+        CrdKind::DestinationRule,
+        CrdKind::HttpRoute,
+        CrdKind::GrpcRoute,
+        CrdKind::Sidecar,
+    ];
+
+    /// The API group and plural.
+    pub(crate) fn api_group(self) -> (&'static str, &'static str) {
+        match self {
+            CrdKind::VirtualService => ("networking.istio.io", "virtualservices"),
+            CrdKind::DestinationRule => ("networking.istio.io", "destinationrules"),
+            CrdKind::Sidecar => ("networking.istio.io", "sidecars"),
+            CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
+            CrdKind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes"),
+        }
+    }
+
+    /// The versions read, most preferred first (the schema is the same).
+    pub(crate) fn versions(self) -> &'static [&'static str] {
+        match self {
+            CrdKind::VirtualService | CrdKind::DestinationRule | CrdKind::Sidecar => {
+                &["v1", "v1beta1", "v1alpha3"]
+            }
+            CrdKind::HttpRoute => &["v1", "v1beta1"],
+            CrdKind::GrpcRoute => &["v1"],
+        }
+    }
+
+    /// A Gateway API route, which gets status.
+    pub(crate) fn is_route(self) -> bool {
+        match self {
+            CrdKind::HttpRoute | CrdKind::GrpcRoute => true,
+            CrdKind::VirtualService | CrdKind::DestinationRule | CrdKind::Sidecar => false,
+        }
+    }
+
+    /// The object kind, as in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            CrdKind::VirtualService => "VirtualService",
+            CrdKind::DestinationRule => "DestinationRule",
+            CrdKind::HttpRoute => "HTTPRoute",
+            CrdKind::GrpcRoute => "GRPCRoute",
+            CrdKind::Sidecar => "Sidecar",
+        }
+    }
+
+    /// This kind served at `version`.
+    pub(crate) fn resource(self, version: &str) -> ApiResource {
+        let (group, plural) = self.api_group();
+        ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: format!("{group}/{version}"),
+            kind: self.name().into(),
+            plural: plural.into(),
+        }
+    }
+}
+
+impl Kind {
+    /// The API resource. A CRD kind's version is found by discovery
+    /// (`rules::discover`); its first (preferred) version here.
+    pub(crate) fn resource(self) -> ApiResource {
+        match self {
+            Kind::Service => ApiResource::erase::<KService>(&()),
+            Kind::Slice => ApiResource::erase::<EndpointSlice>(&()),
+            Kind::Node => ApiResource::erase::<Node>(&()),
+            Kind::Pod => ApiResource::erase::<Pod>(&()),
+            Kind::Crd(k) => k.resource(k.versions()[0]),
+        }
+    }
+
+    /// The object kind, as in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Slice => "EndpointSlice",
+            Kind::Node => "Node",
+            Kind::Pod => "Pod",
+            Kind::Crd(k) => k.name(),
+        }
+    }
+
+    /// What RBAC must allow, for 403 messages.
+    pub(crate) fn rbac(self) -> String {
+        let (group, plural) = match self {
+            Kind::Service => ("", "services"),
+            Kind::Slice => ("discovery.k8s.io", "endpointslices"),
+            Kind::Node => ("", "nodes"),
+            Kind::Pod => ("", "pods"),
+            Kind::Crd(k) => k.api_group(),
+        };
+        let group = if group.is_empty() {
+            "\"\" (core)".to_owned()
+        } else {
+            format!("{group:?}")
+        };
+        format!("get, list and watch on {plural:?} in API group {group}")
+    }
+}

@@ -1,0 +1,242 @@
+//! How one proxy sees a snapshot: its [`Lens`].
+//!
+//! A proxy does not see the snapshot as translation made it. Its scope
+//! ([`crate::scope`]) hides the hosts it may not see, and a capture-mode
+//! proxy gets its own listener layout ([`crate::capture`]) in place of the
+//! explicit listeners and routes. The lens answers "what is resource
+//! `kind`/`name` for this proxy" and "which names does a wildcard
+//! subscription cover"; the per-connection protocol asks it and nothing else.
+//!
+//! Lenses are cheap to share: alike proxies hold the same `Arc<Scope>` and
+//! `Arc<CaptureSet>` ([`Lenses`] caches both per generation), and a lens's
+//! digest is part of the key under which plans are shared. A connection
+//! looks its lens up again only when what it depends on moved
+//! ([`ProxyLens::refresh`]): the scope with the snapshot's topology
+//! generation, a capture layout with any snapshot (a capture proxy's own
+//! ports follow endpoints). An endpoint flip costs a plain proxy nothing here.
+
+use std::sync::Arc;
+
+use crate::capture::{CaptureCache, CaptureSet};
+use crate::identity::{Interception, NodeIdentity};
+use crate::resource::{Resource, ResourceType};
+use crate::scope::{Scope, ScopeCache, ScopeConfig};
+use crate::snapshot::Snapshot;
+use crate::translate::Client;
+use crate::translate::capture::CaptureOptions;
+
+/// What one proxy sees of a snapshot: the hosts of its scope (`None`:
+/// every host) and, for a capture-mode proxy, its own layout in place of
+/// the explicit listeners and routes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Lens {
+    scope: Option<Arc<Scope>>,
+    capture: Option<Arc<CaptureSet>>,
+}
+
+impl PartialEq for Lens {
+    fn eq(&self, other: &Lens) -> bool {
+        fn same<T: PartialEq>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            }
+        }
+        same(self.scope.as_ref(), other.scope.as_ref())
+            && same(self.capture.as_ref(), other.capture.as_ref())
+    }
+}
+
+impl Lens {
+    /// The proxy's scope, when scoped.
+    pub(crate) fn scope(&self) -> Option<&Arc<Scope>> {
+        self.scope.as_ref()
+    }
+
+    /// The proxy's own layout, in capture mode.
+    pub(crate) fn capture(&self) -> Option<&Arc<CaptureSet>> {
+        self.capture.as_ref()
+    }
+
+    /// 0 for the plain view; equal lenses, equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        self.scope.as_ref().map_or(0, |s| s.digest)
+            ^ self.capture.as_ref().map_or(0, |c| c.digest.rotate_left(7))
+    }
+
+    /// Whether the capture layout replaces the snapshot's resources of
+    /// `kind` (listeners and routes), rather than adding to them.
+    fn replaces(&self, kind: ResourceType) -> bool {
+        self.capture.is_some() && matches!(kind, ResourceType::Listener | ResourceType::Route)
+    }
+
+    /// One resource as the proxy sees it.
+    pub(crate) fn get<'a>(
+        &'a self,
+        snap: &'a Snapshot,
+        client: Client,
+        kind: ResourceType,
+        name: &str,
+    ) -> Option<&'a Arc<Resource>> {
+        if let Some(capture) = &self.capture {
+            if let Some(r) = capture.get(kind, name) {
+                return Some(r);
+            }
+            if self.replaces(kind) {
+                return None;
+            }
+        }
+        match &self.scope {
+            None => snap.get_for(client, kind, name),
+            Some(scope) => scope.get(snap, client, kind, name),
+        }
+    }
+
+    /// The names a wildcard subscription of `kind` covers and `also`
+    /// (sorted, distinct), in name order. Out of scope names among them
+    /// are filtered by [`Lens::get`], not here.
+    pub(crate) fn wildcard_names_and<'a>(
+        &self,
+        snap: &Snapshot,
+        kind: ResourceType,
+        also: impl Iterator<Item = &'a Arc<str>>,
+    ) -> Vec<Arc<str>> {
+        let all = snap.resources(kind).resources.keys();
+        let Some(capture) = &self.capture else {
+            return merge_sorted(all, also);
+        };
+        let own = capture.names(kind);
+        if self.replaces(kind) {
+            return merge_sorted(own.iter(), also);
+        }
+        merge_sorted(merge_sorted(all, own.iter()).iter(), also)
+    }
+}
+
+/// The sorted union of two sorted runs of distinct names.
+pub(crate) fn merge_sorted<'a, 'b>(
+    a: impl Iterator<Item = &'a Arc<str>>,
+    b: impl Iterator<Item = &'b Arc<str>>,
+) -> Vec<Arc<str>> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out = Vec::with_capacity(a.size_hint().0.max(b.size_hint().0));
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match (*x).cmp(*y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => return out,
+        };
+        if let Some(n) = next {
+            out.push(n.clone());
+        }
+    }
+}
+
+/// Makes lenses for a server's connections, sharing scopes and capture
+/// layouts between alike proxies (each cache bounded; see their modules).
+#[derive(Default)]
+pub(crate) struct Lenses {
+    scoping: ScopeConfig,
+    capture: CaptureOptions,
+    scopes: ScopeCache,
+    captures: CaptureCache,
+}
+
+impl Lenses {
+    /// Lenses under these mesh-wide settings.
+    pub(crate) fn new(scoping: ScopeConfig, capture: CaptureOptions) -> Lenses {
+        Lenses {
+            scoping,
+            capture,
+            ..Default::default()
+        }
+    }
+}
+
+/// One connection's lens, and what it was looked up for.
+#[derive(Default)]
+pub(crate) struct ProxyLens {
+    /// The namespace whose scope the proxy gets: the one it proved, else
+    /// the one it claims.
+    namespace: Option<String>,
+    /// The (topology, snapshot) generations it was last looked up for.
+    looked_up: Option<(u64, u64)>,
+    lens: Lens,
+}
+
+impl ProxyLens {
+    /// The lens of a proxy scoped by `namespace` (proved, else claimed).
+    pub(crate) fn new(namespace: Option<String>) -> ProxyLens {
+        ProxyLens {
+            namespace,
+            ..Default::default()
+        }
+    }
+
+    /// The proxy's lens for `snap` when it differs from the one it had;
+    /// `None` when nothing it depends on moved or it came out the same.
+    pub(crate) fn refresh(
+        &mut self,
+        lenses: &Lenses,
+        snap: &Snapshot,
+        identity: &NodeIdentity,
+    ) -> Option<&Lens> {
+        let capture_mode = identity.mode == Interception::Capture;
+        let topology_moved = self
+            .looked_up
+            .is_none_or(|(t, _)| t != snap.topology_generation);
+        let snapshot_moved = self.looked_up.is_none_or(|(_, g)| g != snap.generation);
+        if !(topology_moved || capture_mode && snapshot_moved) {
+            return None;
+        }
+        self.looked_up = Some((snap.topology_generation, snap.generation));
+        let scope = if topology_moved {
+            lenses.scopes.get(
+                snap,
+                &lenses.scoping,
+                self.namespace.as_deref(),
+                &identity.labels,
+            )
+        } else {
+            self.lens.scope.clone()
+        };
+        let capture = capture_mode.then(|| {
+            lenses
+                .captures
+                .get(snap, &lenses.capture, scope.as_ref(), &identity.ips)
+        });
+        let lens = Lens { scope, capture };
+        if lens == self.lens {
+            return None;
+        }
+        self.lens = lens;
+        Some(&self.lens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sorted_is_the_sorted_union() {
+        let v = |xs: &[&str]| xs.iter().map(|x| Arc::<str>::from(*x)).collect::<Vec<_>>();
+        let a = v(&["a", "c", "e", "f"]);
+        let b = v(&["b", "c", "f", "g"]);
+        assert_eq!(
+            merge_sorted(a.iter(), b.iter()),
+            v(&["a", "b", "c", "e", "f", "g"])
+        );
+        assert_eq!(merge_sorted(a.iter(), [].iter()), a);
+        assert_eq!(merge_sorted([].iter(), b.iter()), b);
+    }
+}
