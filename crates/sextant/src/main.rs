@@ -38,6 +38,36 @@ enum Command {
     /// pod's traffic for its capture-mode proxy, in the current network
     /// namespace; --cleanup removes them.
     Iptables(Box<IptablesArgs>),
+    /// The pod agent (pilot-agent's job): writes Envoy's bootstrap from the
+    /// pod, starts and supervises Envoy, answers readiness on 15021, and
+    /// drains within one deadline on SIGTERM or POST /quitquitquit.
+    Agent(Box<AgentCli>),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentCli {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    #[command(flatten)]
+    run: sextant_agent::AgentArgs,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Wait until the agent is ready (a postStart hook: the application
+    /// starts after its proxy).
+    Wait(WaitArgs),
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    /// The agent's status address.
+    #[arg(long, env = "SEXTANT_STATUS_ADDR", default_value = "127.0.0.1:15021")]
+    status_addr: std::net::SocketAddr,
+    /// Fail after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -159,7 +189,48 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(args)) => check_config(&args),
         Some(Command::Etcd(EtcdCommand::Register(args))) => etcd_register(&args),
         Some(Command::Iptables(args)) => iptables(&args),
+        Some(Command::Agent(a)) => agent(*a),
         None => run(&cli.run),
+    }
+}
+
+fn agent(cli: AgentCli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(AgentCommand::Wait(w)) => {
+            match runtime.block_on(sextant_agent::wait(w.status_addr, w.timeout)) {
+                Ok(after) => {
+                    eprintln!("the proxy is ready (waited {after:?})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            if let Err(e) = sextant::logging::init("default:info") {
+                eprintln!("error: logging: {e}");
+            }
+            match runtime.block_on(sextant_agent::run(cli.run)) {
+                sextant_agent::Exit::Stopped => ExitCode::SUCCESS,
+                sextant_agent::Exit::Failed(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

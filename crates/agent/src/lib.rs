@@ -1,0 +1,333 @@
+//! `sextant agent`: what pilot-agent does for Istio, in the pod beside the
+//! application.
+//!
+//! - Writes Envoy's bootstrap from the pod ([`pod`]: its name, namespace,
+//!   IPs, labels and service account), the Sextant address, the capture
+//!   mode and the TLS and token settings, through the same generator as
+//!   `sextant bootstrap` ([`sextant_xds::bootstrap::Spec`]).
+//! - Starts Envoy and supervises it ([`envoy`]): an unexpected exit is
+//!   restarted after a growing delay; too many in a row and the agent
+//!   exits non-zero, for the kubelet to restart the pod.
+//! - Answers readiness on its status port (`/healthz/ready`, Istio's port
+//!   15021 and path): ready only once Envoy is LIVE and has accepted its
+//!   first clusters and listeners from Sextant ([`admin::ready`]), not
+//!   when the process is merely up.
+//! - Stops with one setting, the drain deadline: on SIGTERM (or `POST
+//!   /quitquitquit`, for jobs without native sidecars) it tells Envoy to
+//!   drain, waits until Envoy has no connection open or the deadline
+//!   passes, whichever comes first, stops Envoy and exits 0
+//!   ([`run`]). Istio has four settings for this (istio/istio#34855).
+//! - `sextant agent wait` ([`wait`]) holds a container's start until the
+//!   agent is ready: the postStart hook injection writes when the API
+//!   server has no native sidecars, so the application does not start
+//!   before its proxy (istio/istio#11130).
+//!
+//! Where things are: `pod.rs` the pod's identity, `admin.rs` Envoy's admin
+//! API, `envoy.rs` starting and supervising the process, `status.rs` the
+//! status port.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod envoy;
+pub mod pod;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sextant_xds::bootstrap::{ClientTls, Spec, Workload};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Envoy's admin port in a pod (Istio's).
+pub const DEFAULT_ENVOY_ADMIN_PORT: u16 = 15000;
+/// The status port: readiness, `/quitquitquit` (Istio's).
+pub const DEFAULT_STATUS_PORT: u16 = 15021;
+
+/// The agent's settings (`sextant agent`); each flag is also a
+/// `SEXTANT_*` environment variable.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// Sextant's xDS address, HOST:PORT; repeat it (or separate with
+    /// commas) for replicas.
+    #[arg(
+        long = "xds-addr",
+        env = "SEXTANT_XDS_ADDR",
+        value_delimiter = ',',
+        default_value = "sextant.sextant-system.svc:15010"
+    )]
+    pub xds_addrs: Vec<String>,
+    /// The Envoy binary [default: `envoy` on PATH].
+    #[arg(long, env = "SEXTANT_ENVOY_PATH", default_value = "envoy")]
+    pub envoy_path: PathBuf,
+    /// Envoy's worker threads.
+    #[arg(long, env = "SEXTANT_PROXY_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u32,
+    /// Envoy's log level (trace, debug, info, warning, error, critical, off).
+    #[arg(long, env = "SEXTANT_PROXY_LOG_LEVEL", default_value = "warning")]
+    pub proxy_log_level: String,
+    /// Envoy's admin port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, env = "SEXTANT_ENVOY_ADMIN_PORT", default_value_t = DEFAULT_ENVOY_ADMIN_PORT)]
+    pub envoy_admin_port: u16,
+    /// Where the agent answers readiness and /quitquitquit (pods:
+    /// 0.0.0.0:15021, for the kubelet's probes).
+    #[arg(long, env = "SEXTANT_STATUS_ADDR", default_value = "127.0.0.1:15021")]
+    pub status_addr: SocketAddr,
+    /// On SIGTERM or /quitquitquit: how long Envoy may drain its
+    /// connections. The agent exits as soon as none is left, and at the
+    /// latest then. Keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SEXTANT_DRAIN_DEADLINE", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub drain_deadline: Duration,
+    /// Where the bootstrap is written (a writable directory: the
+    /// container's root filesystem is read-only).
+    #[arg(long, env = "SEXTANT_PROXY_DIR", default_value = "/etc/sextant/proxy")]
+    pub proxy_dir: PathBuf,
+    /// The downward API volume with the pod's `labels` file.
+    #[arg(long, env = "SEXTANT_POD_INFO_DIR", default_value = "/etc/sextant/pod")]
+    pub pod_info_dir: PathBuf,
+    /// How traffic reaches the proxy: capture (iptables, as injected) or
+    /// explicit.
+    #[arg(long, env = "SEXTANT_INTERCEPTION", default_value = "capture", value_parser = ["capture", "explicit"])]
+    pub mode: String,
+    /// The clusters' DNS domain (for the node id).
+    #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Use incremental (delta) xDS.
+    #[arg(long, env = "SEXTANT_DELTA")]
+    pub delta: bool,
+    /// The CA (PEM file) of Sextant's TLS port: connect over TLS.
+    #[arg(long = "xds-ca", env = "SEXTANT_XDS_CA", value_name = "FILE")]
+    pub xds_ca: Option<String>,
+    /// A bearer token file (a projected service-account token), for
+    /// `--xds-auth token`.
+    #[arg(long, env = "SEXTANT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Unexpected Envoy exits in a row (each lasting under a minute)
+    /// before the agent gives up and exits non-zero.
+    #[arg(long, env = "SEXTANT_MAX_RESTARTS", default_value_t = 5)]
+    pub max_restarts: u32,
+}
+
+/// How the agent ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request, after the drain: exit 0.
+    Stopped,
+    /// It could not go on: exit non-zero, with why.
+    Failed(String),
+}
+
+/// What the status port and the supervisor share.
+#[derive(Default)]
+pub struct Shared {
+    /// Envoy's admin address and process id, while Envoy runs.
+    admin: std::sync::Mutex<Option<(SocketAddr, Option<u32>)>>,
+    /// Set once the agent is stopping: readiness fails from then on.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Envoy's admin address, while Envoy runs.
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.envoy().map(|(a, _)| a)
+    }
+
+    /// Envoy's admin address and process id, while Envoy runs.
+    pub fn envoy(&self) -> Option<(SocketAddr, Option<u32>)> {
+        *self.admin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_envoy(&self, envoy: Option<&envoy::Envoy>) {
+        *self.admin.lock().unwrap_or_else(|p| p.into_inner()) = envoy.map(|e| (e.admin, e.pid()));
+    }
+
+    /// True once the agent is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The bootstrap spec for `pod` under `args`.
+pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16) -> Spec {
+    Spec {
+        node_id: pod.node_id(&args.cluster_domain),
+        cluster: pod
+            .labels
+            .get("app")
+            .cloned()
+            .unwrap_or_else(|| "sextant".to_owned()),
+        xds_addrs: args.xds_addrs.clone(),
+        admin_addr: format!("127.0.0.1:{admin_port}"),
+        delta: args.delta,
+        namespace: pod.namespace.clone(),
+        workload: Workload {
+            labels: pod.labels.clone(),
+            ips: pod.ips.clone(),
+            capture: Some(args.mode == "capture"),
+        },
+        tls: args.xds_ca.as_ref().map(|ca| ClientTls {
+            ca: ca.clone(),
+            ..Default::default()
+        }),
+        token_file: args.token_file.clone(),
+    }
+}
+
+/// Runs the agent until it is stopped (SIGTERM, `/quitquitquit`) or
+/// cannot go on.
+pub async fn run(args: AgentArgs) -> Exit {
+    let (pod, problems) = pod::PodInfo::read(|k| std::env::var(k).ok(), Some(&args.pod_info_dir));
+    for p in problems {
+        warn!(problem = %p, "pod information");
+    }
+    info!(pod = ?pod.name, namespace = ?pod.namespace, ips = ?pod.ips, labels = pod.labels.len(), "sextant agent starting");
+    let spec = spec(&args, &pod, args.envoy_admin_port);
+    let bootstrap = match spec.envoy() {
+        Ok((b, _)) => b.to_yaml(),
+        Err(e) => return Exit::Failed(format!("bootstrap: {e}")),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.proxy_dir) {
+        return Exit::Failed(format!("cannot create {}: {e}", args.proxy_dir.display()));
+    }
+    let bootstrap_path = args.proxy_dir.join("envoy.yaml");
+    if let Err(e) = std::fs::write(&bootstrap_path, bootstrap) {
+        return Exit::Failed(format!("cannot write {}: {e}", bootstrap_path.display()));
+    }
+
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = match tokio::net::TcpListener::bind(args.status_addr).await {
+        Ok(l) => l,
+        Err(e) => return Exit::Failed(format!("cannot listen on {}: {e}", args.status_addr)),
+    };
+    let status_task = tokio::spawn(status::serve(listener, shared.clone(), stop_tx.clone()));
+    let signals = tokio::spawn(stop_on_signal(stop_tx));
+    let exit = supervise(&args, &bootstrap_path, &shared, stop_rx).await;
+    status_task.abort();
+    signals.abort();
+    exit
+}
+
+/// Sets `stop` on SIGTERM or SIGINT.
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot listen for signals; /quitquitquit still stops the agent");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining"),
+        _ = int.recv() => info!("SIGINT: draining"),
+    }
+    let _ = stop.send(true);
+}
+
+/// Starts Envoy and keeps it running until `stop`, then drains it.
+async fn supervise(
+    args: &AgentArgs,
+    bootstrap: &std::path::Path,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> Exit {
+    let mut restarts = 0u32;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut proxy = match envoy::Envoy::start(args, bootstrap).await {
+            Ok(p) => p,
+            Err(e) => return Exit::Failed(e),
+        };
+        shared.set_envoy(Some(&proxy));
+        let started = Instant::now();
+        let exited = tokio::select! {
+            exited = proxy.wait() => Some(exited),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(exited) = exited else {
+            shared
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            drain(&proxy, args.drain_deadline).await;
+            proxy.stop().await;
+            shared.set_envoy(None);
+            info!("Envoy stopped; exiting");
+            return Exit::Stopped;
+        };
+        shared.set_envoy(None);
+        if started.elapsed() >= Duration::from_secs(60) {
+            restarts = 0;
+            delay = Duration::from_secs(1);
+        }
+        restarts += 1;
+        if restarts > args.max_restarts {
+            return Exit::Failed(format!(
+                "Envoy exited {restarts} times in a row ({exited}); giving up"
+            ));
+        }
+        warn!(%exited, restart = restarts, of = args.max_restarts, delay_ms = delay.as_millis() as u64, "Envoy exited unexpectedly; restarting it");
+        let stopped = tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopped {
+            return Exit::Stopped;
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Tells Envoy to drain, then waits until it has no connection open or
+/// `deadline` passed.
+async fn drain(proxy: &envoy::Envoy, deadline: Duration) {
+    let started = Instant::now();
+    // Gracefully: every listener stays open for the drain time, and each
+    // response asks its connection to close (the drain strategy is
+    // immediate), so connections end as their requests finish.
+    match admin::call(proxy.admin, "POST", "/drain_listeners?graceful").await {
+        Ok((200, _)) => {}
+        Ok((status, body)) => warn!(status, body = %body.trim(), "Envoy refused to drain"),
+        Err(e) => warn!(error = %e, "cannot ask Envoy to drain"),
+    }
+    loop {
+        match admin::active_connections(proxy.admin).await {
+            Ok(0) => {
+                info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "no connection left"
+                );
+                return;
+            }
+            Ok(_) | Err(_) if started.elapsed() >= deadline => {
+                warn!(
+                    deadline_s = deadline.as_secs_f64(),
+                    "connections still open at the drain deadline; stopping Envoy"
+                );
+                return;
+            }
+            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// `sextant agent wait`: polls the agent's readiness until it answers 200,
+/// or fails after `timeout`.
+pub async fn wait(status: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < timeout {
+        match admin::call(status, "GET", "/healthz/ready").await {
+            Ok((200, _)) => return Ok(started.elapsed()),
+            Ok((code, body)) => last = format!("{code}: {}", body.trim()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "the agent at {status} was not ready within {timeout:?} (last: {last})"
+    ))
+}
