@@ -16,6 +16,25 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long Envoy may take to exit once asked.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why Envoy did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// It could not be run at all (no such binary): trying again will not
+    /// help.
+    Spawn(String),
+    /// It ran and exited, or never opened its admin port: counted as an
+    /// unexpected exit, and tried again.
+    Failed(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Spawn(e) | StartError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// A running Envoy.
 pub struct Envoy {
     child: Child,
@@ -25,7 +44,7 @@ pub struct Envoy {
 
 impl Envoy {
     /// Starts Envoy on `bootstrap`; returns once its admin port is known.
-    pub async fn start(args: &AgentArgs, bootstrap: &Path) -> Result<Envoy, String> {
+    pub async fn start(args: &AgentArgs, bootstrap: &Path) -> Result<Envoy, StartError> {
         let admin_file = args.proxy_dir.join("admin-address");
         let _ = std::fs::remove_file(&admin_file);
         let deadline_s = args.drain_deadline.as_secs().max(1).to_string();
@@ -51,10 +70,10 @@ impl Envoy {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                format!(
+                StartError::Spawn(format!(
                     "cannot start Envoy ({}): {e}; set --envoy-path",
                     args.envoy_path.display()
-                )
+                ))
             })?;
         let started = Instant::now();
         loop {
@@ -65,15 +84,15 @@ impl Envoy {
                 return Ok(Envoy { child, admin });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
+                return Err(StartError::Failed(format!(
                     "Envoy exited at start ({status}); its log says why"
-                ));
+                )));
             }
             if started.elapsed() > START_TIMEOUT {
                 let _ = child.start_kill();
-                return Err(format!(
+                return Err(StartError::Failed(format!(
                     "Envoy did not open its admin port within {START_TIMEOUT:?}"
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

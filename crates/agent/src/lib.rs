@@ -57,10 +57,10 @@ pub struct AgentArgs {
         long = "xds-addr",
         env = "SEXTANT_XDS_ADDR",
         value_delimiter = ',',
-        default_value = "sextant.sextant-system.svc:15010"
+        default_value = "sextant.sextant.svc:15010"
     )]
     pub xds_addrs: Vec<String>,
-    /// The Envoy binary [default: `envoy` on PATH].
+    /// The Envoy binary (a bare name is looked up on PATH).
     #[arg(long, env = "SEXTANT_ENVOY_PATH", default_value = "envoy")]
     pub envoy_path: PathBuf,
     /// Envoy's worker threads.
@@ -238,28 +238,32 @@ async fn supervise(
     let mut restarts = 0u32;
     let mut delay = Duration::from_secs(1);
     loop {
-        let mut proxy = match envoy::Envoy::start(args, bootstrap).await {
-            Ok(p) => p,
-            Err(e) => return Exit::Failed(e),
+        // How this run of Envoy ended: it could not start, or it exited.
+        let (exited, lasted) = match envoy::Envoy::start(args, bootstrap).await {
+            Err(envoy::StartError::Spawn(e)) => return Exit::Failed(e),
+            Err(envoy::StartError::Failed(e)) => (e, Duration::ZERO),
+            Ok(mut proxy) => {
+                shared.set_envoy(Some(&proxy));
+                let started = Instant::now();
+                let exited = tokio::select! {
+                    exited = proxy.wait() => Some(exited),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(exited) = exited else {
+                    shared
+                        .stopping
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    drain(&proxy, args.drain_deadline).await;
+                    proxy.stop().await;
+                    shared.set_envoy(None);
+                    info!("Envoy stopped; exiting");
+                    return Exit::Stopped;
+                };
+                shared.set_envoy(None);
+                (exited, started.elapsed())
+            }
         };
-        shared.set_envoy(Some(&proxy));
-        let started = Instant::now();
-        let exited = tokio::select! {
-            exited = proxy.wait() => Some(exited),
-            _ = stop.wait_for(|s| *s) => None,
-        };
-        let Some(exited) = exited else {
-            shared
-                .stopping
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            drain(&proxy, args.drain_deadline).await;
-            proxy.stop().await;
-            shared.set_envoy(None);
-            info!("Envoy stopped; exiting");
-            return Exit::Stopped;
-        };
-        shared.set_envoy(None);
-        if started.elapsed() >= Duration::from_secs(60) {
+        if lasted >= Duration::from_secs(60) {
             restarts = 0;
             delay = Duration::from_secs(1);
         }

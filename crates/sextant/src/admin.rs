@@ -24,6 +24,13 @@ use sextant_xds::{Metrics, ResourceType, XdsServer};
 
 pub mod listener;
 
+/// Metric families from parts of a program the admin module does not know
+/// (the injection audit, an embedder's own), appended to `/metrics`.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Appends Prometheus text: `# HELP`, `# TYPE` and samples.
+    fn render(&self, out: &mut String);
+}
+
 /// What the admin handlers read.
 #[derive(Clone)]
 pub struct AdminState {
@@ -32,6 +39,8 @@ pub struct AdminState {
     listener: Arc<listener::ListenerStats>,
     /// When set, `/debug/*` needs `Authorization: Bearer TOKEN`.
     token: Option<sextant_core::Secret>,
+    /// More metric families.
+    sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 impl AdminState {
@@ -42,7 +51,14 @@ impl AdminState {
             xds,
             listener: Arc::default(),
             token: None,
+            sources: Vec::new(),
         }
+    }
+
+    /// Appends `sources`' metric families to `/metrics`.
+    pub fn with_metrics(mut self, sources: Vec<Arc<dyn MetricsSource>>) -> Self {
+        self.sources = sources;
+        self
     }
 
     /// Requires `Authorization: Bearer TOKEN` on the debug endpoints.
@@ -609,6 +625,9 @@ pub fn render_metrics(s: &AdminState) -> String {
         "From a response to its ACK or NACK.",
         &m.ack_latency,
     );
+    for source in &s.sources {
+        source.render(&mut p.0);
+    }
     p.0
 }
 

@@ -102,6 +102,7 @@ pub struct Sextant {
     admin_addr: Option<SocketAddr>,
     admin_token: Option<sextant_core::Secret>,
     drain_timeout: Duration,
+    metrics: Vec<Arc<dyn admin::MetricsSource>>,
 }
 
 impl Default for Sextant {
@@ -126,6 +127,7 @@ impl Sextant {
             admin_addr: Some(DEFAULT_ADMIN_ADDR),
             admin_token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            metrics: Vec::new(),
         }
     }
 
@@ -185,6 +187,13 @@ impl Sextant {
     /// open). Without one, the admin port should stay on loopback.
     pub fn admin_token(mut self, token: Option<sextant_core::Secret>) -> Self {
         self.admin_token = token;
+        self
+    }
+
+    /// Adds metric families to `/metrics` (the source lives as long as
+    /// the control plane).
+    pub fn metrics_source(mut self, source: Arc<dyn admin::MetricsSource>) -> Self {
+        self.metrics.push(source);
         self
     }
 
@@ -308,7 +317,8 @@ impl Sextant {
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin_task = admin_listener.map(|listener| {
             let state = admin::AdminState::new(handle.clone(), xds.clone())
-                .with_token(self.admin_token.clone());
+                .with_token(self.admin_token.clone())
+                .with_metrics(self.metrics.clone());
             let listener = admin::listener::AdminListener::new(listener, state.listener_stats());
             let app = admin::router(state);
             tokio::spawn(async move {
@@ -340,6 +350,83 @@ impl Sextant {
             publisher_task,
             aggregator_task,
         })
+    }
+}
+
+/// The injection audit of each cluster as metrics:
+/// `sextant_injection_pods{cluster,state}` (pods of injection-enabled
+/// namespaces with no proxy, `missing`, or one from another template,
+/// `outdated`) and `sextant_injection_audit_errors_total{cluster}`.
+#[cfg(feature = "k8s")]
+pub struct InjectionMetrics {
+    clusters: Vec<(String, sextant_inject::audit::Auditor)>,
+}
+
+#[cfg(feature = "k8s")]
+impl InjectionMetrics {
+    /// Starts auditing each of `clusters` (one whose client cannot be
+    /// built is logged and left out).
+    pub async fn spawn(
+        clusters: &[sextant_k8s::K8sConfig],
+        audit: &config::InjectionAudit,
+    ) -> InjectionMetrics {
+        let mut out = Vec::new();
+        for cluster in clusters {
+            let client = match sextant_k8s::client_config(cluster).await {
+                Ok(c) => kube::Client::try_from(c).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match client {
+                Ok(client) => out.push((
+                    cluster.cluster_id.clone(),
+                    sextant_inject::audit::Auditor::spawn(
+                        client,
+                        audit.label.clone(),
+                        audit.template_hash.clone(),
+                        audit.every,
+                    ),
+                )),
+                Err(e) => {
+                    warn!(cluster = %cluster.cluster_id, error = %e, "no injection audit for this cluster")
+                }
+            }
+        }
+        InjectionMetrics { clusters: out }
+    }
+}
+
+#[cfg(feature = "k8s")]
+impl admin::MetricsSource for InjectionMetrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP sextant_injection_pods Pods of injection-enabled namespaces without the current proxy: missing (none) or outdated (another template); sextant inject --audit lists them.\n# TYPE sextant_injection_pods gauge"
+        );
+        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        for (cluster, auditor) in &self.clusters {
+            let cluster = escape(cluster);
+            let c = auditor.counts();
+            if c.known {
+                let _ = writeln!(
+                    out,
+                    "sextant_injection_pods{{cluster=\"{cluster}\",state=\"missing\"}} {}\nsextant_injection_pods{{cluster=\"{cluster}\",state=\"outdated\"}} {}",
+                    c.missing, c.outdated
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sextant_injection_audit_errors_total Injection audits that failed (the gauge keeps the last result).\n# TYPE sextant_injection_audit_errors_total counter"
+        );
+        for (cluster, auditor) in &self.clusters {
+            let cluster = escape(cluster);
+            let _ = writeln!(
+                out,
+                "sextant_injection_audit_errors_total{{cluster=\"{cluster}\"}} {}",
+                auditor.counts().errors
+            );
+        }
     }
 }
 

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sextant_testkit::peers::{Behaviour, HttpBackend, envoy_path, free_port, http_get};
+use sextant_testkit::peers::{
+    Behaviour, HttpBackend, envoy_path, free_port, http_get, kill_processes_with_arg,
+};
 use tokio::process::{Child, Command};
 
 mod common;
@@ -22,6 +24,17 @@ use common::*;
 struct Agent {
     child: Child,
     status: SocketAddr,
+    proxy_dir: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    /// The agent is killed when dropped; the Envoy it started would be
+    /// left running (in a pod, the container's end takes it), so it goes
+    /// too.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        kill_processes_with_arg(&self.proxy_dir.join("envoy.yaml").display().to_string());
+    }
 }
 
 impl Agent {
@@ -56,7 +69,11 @@ impl Agent {
             .kill_on_drop(true)
             .spawn()
             .expect("start the agent");
-        Agent { child, status }
+        Agent {
+            child,
+            status,
+            proxy_dir: dir.join("proxy"),
+        }
     }
 
     async fn ready(&self) -> (u16, String) {
@@ -336,4 +353,65 @@ async fn agent_wait_holds_until_ready() {
         .await
         .expect("agent wait");
     assert!(!never.status.success());
+}
+
+/// An Envoy that keeps crashing (here one that exits as soon as it runs)
+/// is started again with backoff, and after `--max-restarts` the agent
+/// gives up with a non-zero status, so the kubelet sees the container fail;
+/// a binary that does not exist fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_envoy_makes_the_agent_fail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("crashing-envoy");
+    std::fs::write(&fake, "#!/bin/sh\necho 'crashing on purpose' >&2\nexit 3\n").expect("script");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let pod = dir.path().join("pod");
+    std::fs::create_dir_all(&pod).expect("mkdir");
+    let run = |envoy: std::path::PathBuf| {
+        let (dir, pod) = (dir.path().to_owned(), pod.clone());
+        async move {
+            let out = tokio::time::timeout(
+                Duration::from_secs(30),
+                Command::new(BIN)
+                    .args(["agent", "--xds-addr", "127.0.0.1:1", "--max-restarts", "2"])
+                    .arg("--envoy-path")
+                    .arg(envoy)
+                    .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
+                    .arg("--proxy-dir")
+                    .arg(dir.join("proxy"))
+                    .arg("--pod-info-dir")
+                    .arg(&pod)
+                    .env("POD_NAME", "web-1")
+                    .env("POD_NAMESPACE", "shop")
+                    .env("INSTANCE_IP", "127.0.0.1")
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .expect("the agent gives up within 30 s")
+            .expect("run the agent");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, log) = run(fake).await;
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{log}");
+    assert_eq!(
+        log.matches("crashing on purpose").count(),
+        3,
+        "started, then restarted twice:\n{log}"
+    );
+    assert!(log.contains("giving up"), "{log}");
+
+    let (code, log) = run(dir.path().join("no-such-envoy")).await;
+    assert!(code.is_some_and(|c| c != 0));
+    assert_eq!(
+        log.matches("restarting it").count(),
+        0,
+        "not retried:\n{log}"
+    );
+    assert!(log.contains("--envoy-path"), "{log}");
 }

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sextant_testkit::certs::TestCa;
-use sextant_testkit::peers::envoy_path;
+use sextant_testkit::peers::{envoy_path, kill_processes_with_arg};
 use tokio::process::{Child, Command};
 
 const SEXTANT: &str = env!("CARGO_BIN_EXE_sextant");
@@ -286,7 +286,18 @@ struct Pod {
     _backends: Child,
     _app: Child,
     sextant: Option<Child>,
-    _envoy: Child,
+    /// Envoy, or the agent running it.
+    proxy: Option<Child>,
+}
+
+impl Drop for Pod {
+    /// An agent's Envoy outlives the agent's kill: it goes too.
+    fn drop(&mut self) {
+        if let Some(mut proxy) = self.proxy.take() {
+            let _ = proxy.start_kill();
+        }
+        kill_processes_with_arg(&self.path("proxy").join("envoy.yaml").display().to_string());
+    }
 }
 
 impl Pod {
@@ -315,7 +326,7 @@ impl Pod {
     }
 
     fn logs(&self) -> String {
-        ["sextant.log", "envoy.log", "backends.log"]
+        ["sextant.log", "envoy.log", "agent.log", "backends.log"]
             .iter()
             .map(|f| {
                 format!(
@@ -327,7 +338,9 @@ impl Pod {
     }
 }
 
-async fn pod() -> Pod {
+/// The namespaces, the backends, the application's server and Sextant:
+/// everything but the proxy and capture.
+async fn setup() -> Pod {
     require_tools();
     let ns = Namespaces::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -362,25 +375,6 @@ async fn pod() -> Pod {
         &["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0"],
     );
     std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml("")).expect("write");
-    let bootstrap = std::process::Command::new(SEXTANT)
-        .args([
-            "bootstrap",
-            "--node-id",
-            "app-1",
-            "--namespace",
-            "test",
-            "--ip",
-            APP_IP,
-            "--mode",
-            "capture",
-            "--admin-port",
-            "15000",
-        ])
-        .output()
-        .expect("bootstrap");
-    assert!(bootstrap.status.success());
-    let envoy_yaml = dir.path().join("envoy.yaml");
-    std::fs::write(&envoy_yaml, &bootstrap.stdout).expect("write");
     let envoy_bin = envoy_path();
     assert!(
         envoy_bin.exists(),
@@ -388,44 +382,14 @@ async fn pod() -> Pod {
         envoy_bin.display()
     );
     let mut p = Pod {
-        _envoy: Namespaces::spawn(
-            &ns.app,
-            &dir.path().join("envoy.log"),
-            &[
-                envoy_bin.to_str().expect("path"),
-                "-c",
-                envoy_yaml.to_str().expect("path"),
-                "--concurrency",
-                "1",
-                "--disable-hot-restart",
-                "-l",
-                "warning",
-            ],
-        ),
         ns,
         dir,
         _backends: backends,
         _app: app,
         sextant: None,
+        proxy: None,
     };
     p.start_sextant(&[]);
-    let app_ns = p.ns.app.clone();
-    until("Envoy's capture listeners", Duration::from_secs(30), || {
-        let app_ns = app_ns.clone();
-        async move {
-            let (_, l) = run_in(&app_ns, &["curl", "-s", "http://127.0.0.1:15000/listeners"]).await;
-            [
-                "virtualOutbound",
-                "virtualInbound",
-                "0.0.0.0_80",
-                "0.0.0.0_443",
-                "10.96.0.11_9000",
-            ]
-            .iter()
-            .all(|n| l.contains(n))
-        }
-    })
-    .await;
     let backends_ns = p.ns.backends.clone();
     until("the backends", Duration::from_secs(30), || {
         let ns = backends_ns.clone();
@@ -445,9 +409,158 @@ async fn pod() -> Pod {
         }
     })
     .await;
+    p
+}
+
+/// A pod with Envoy started by the test from `sextant bootstrap`, then
+/// capture applied once Envoy listens.
+async fn pod() -> Pod {
+    let mut p = setup().await;
+    let bootstrap = std::process::Command::new(SEXTANT)
+        .args([
+            "bootstrap",
+            "--node-id",
+            "app-1",
+            "--namespace",
+            "test",
+            "--ip",
+            APP_IP,
+            "--mode",
+            "capture",
+            "--admin-port",
+            "15000",
+        ])
+        .output()
+        .expect("bootstrap");
+    assert!(bootstrap.status.success());
+    let envoy_yaml = p.path("envoy.yaml");
+    std::fs::write(&envoy_yaml, &bootstrap.stdout).expect("write");
+    p.proxy = Some(Namespaces::spawn(
+        &p.ns.app,
+        &p.path("envoy.log"),
+        &[
+            envoy_path().to_str().expect("path"),
+            "-c",
+            envoy_yaml.to_str().expect("path"),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+        ],
+    ));
+    let app_ns = p.ns.app.clone();
+    until("Envoy's capture listeners", Duration::from_secs(30), || {
+        let app_ns = app_ns.clone();
+        async move {
+            let (_, l) = run_in(&app_ns, &["curl", "-s", "http://127.0.0.1:15000/listeners"]).await;
+            [
+                "virtualOutbound",
+                "virtualInbound",
+                "0.0.0.0_80",
+                "0.0.0.0_443",
+                "10.96.0.11_9000",
+            ]
+            .iter()
+            .all(|n| l.contains(n))
+        }
+    })
+    .await;
     let (ok, _) = run_in(&p.ns.app, &[SEXTANT, "iptables", "--proxy-uid", "0"]).await;
     assert!(ok, "sextant iptables failed:\n{}", p.logs());
     p
+}
+
+/// An injected pod's order of events, in the network namespace: the init
+/// container's `sextant iptables`, then the proxy container's `sextant
+/// agent` (which writes the bootstrap and starts Envoy), then the
+/// postStart hold, `sextant agent wait`, and only then the application,
+/// whose very first request must go through: no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_started_after_the_agent_is_ready_is_served_from_its_first_request() {
+    let mut p = setup().await;
+    let app = p.ns.app.clone();
+    // The init container.
+    let (ok, _) = run_in(&app, &[SEXTANT, "iptables", "--proxy-uid", "0"]).await;
+    assert!(ok, "sextant iptables failed:\n{}", p.logs());
+    // What an application started before its proxy meets: captured, and
+    // nothing listens yet (istio/istio#11130). This is why it waits.
+    let (ok, _) = app_curl(&app, &["-m", "2", "http://10.96.0.10/"]).await;
+    assert!(!ok, "served without a proxy: capture is not in force");
+    // The proxy container, as the template runs it (the pod's identity
+    // from the environment and the downward API's files).
+    let podinfo = p.path("podinfo");
+    std::fs::create_dir_all(&podinfo).expect("mkdir");
+    std::fs::write(podinfo.join("labels"), "app=\"client\"\n").expect("labels");
+    let proxy_dir = p.path("proxy");
+    let envoy = envoy_path();
+    let agent = vec![
+        "env".to_owned(),
+        "POD_NAME=client-1".to_owned(),
+        "POD_NAMESPACE=test".to_owned(),
+        format!("INSTANCE_IP={APP_IP}"),
+        "SERVICE_ACCOUNT=client".to_owned(),
+        SEXTANT.to_owned(),
+        "agent".to_owned(),
+        "--xds-addr".to_owned(),
+        "127.0.0.1:15010".to_owned(),
+        "--envoy-path".to_owned(),
+        envoy.display().to_string(),
+        "--envoy-admin-port".to_owned(),
+        "15000".to_owned(),
+        "--status-addr".to_owned(),
+        "127.0.0.1:15021".to_owned(),
+        "--proxy-dir".to_owned(),
+        proxy_dir.display().to_string(),
+        "--pod-info-dir".to_owned(),
+        podinfo.display().to_string(),
+        "--mode".to_owned(),
+        "capture".to_owned(),
+        "--concurrency".to_owned(),
+        "1".to_owned(),
+    ];
+    let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
+    p.proxy = Some(Namespaces::spawn(&app, &p.path("agent.log"), &agent));
+    // The postStart hold: returns once the agent says ready.
+    let started = Instant::now();
+    let (ok, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_in(
+            &app,
+            &[SEXTANT, "agent", "wait", "--status-addr", "127.0.0.1:15021"],
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("agent wait did not return in 60 s:\n{}", p.logs()));
+    assert!(ok, "agent wait failed:\n{}", p.logs());
+    eprintln!(
+        "the agent was ready {:?} after it started",
+        started.elapsed()
+    );
+
+    // The application's first request, to a service's virtual IP and to
+    // a TCP service: both served at once.
+    let (ok, body) = app_curl(&app, &["http://10.96.0.10/"]).await;
+    assert!(
+        ok && body.starts_with("backend-"),
+        "the first request after readiness failed: {body:?}\n{}",
+        p.logs()
+    );
+    let mut cmd: Vec<&str> = APP_USER.to_vec();
+    cmd.extend([
+        "bash",
+        "-c",
+        "exec 3<>/dev/tcp/10.96.0.11/9000; printf ping >&3; head -c 9 <&3",
+    ]);
+    let (ok, echoed) = run_in(&app, &cmd).await;
+    assert!(ok && echoed == "echo:ping", "{echoed:?}\n{}", p.logs());
+    // Through the proxy the agent started, which carries the pod's name.
+    assert_eq!(
+        stat(&app, "cluster.outbound|80||web.test.svc.upstream_rq_total").await,
+        1
+    );
+    let (_, info) = run_in(&app, &["curl", "-s", "http://127.0.0.1:15000/server_info"]).await;
+    assert!(info.contains("client-1"), "{info}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,7 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
     assert_eq!(
         granted,
         [
+            "/namespaces: list",
             "/nodes: get,list,watch",
             "/pods: get,list,watch",
             "/services: get,list,watch",
@@ -130,5 +131,178 @@ fn the_deployment_runs_valid_flags_and_its_ports_match_the_service() {
             (15010, "grpc-xds".to_owned()),
             (15014, "http-monitoring".to_owned())
         ]
+    );
+}
+
+/// Decodes `doc` as `T` and encodes it again: equal only when Kubernetes'
+/// model knows every field (a typo in a manifest is not silently lost).
+fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", doc["kind"]));
+    let again = serde_json::to_value(&typed).expect("encodes");
+    assert_eq!(
+        &again, doc,
+        "{}: a field is unknown to Kubernetes",
+        doc["kind"]
+    );
+    typed
+}
+
+#[test]
+fn the_injection_manifests_fit_together_and_never_hold_the_system_namespaces() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+    let docs = documents("injection.yaml");
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+            "MutatingWebhookConfiguration"
+        ]
+    );
+    let _: ServiceAccount = strict(&docs[0]);
+    let template: ConfigMap = strict(&docs[1]);
+    let deployment: Deployment = strict(&docs[2]);
+    let service: Service = strict(&docs[3]);
+    let mwc: MutatingWebhookConfiguration = strict(&docs[4]);
+
+    // The template is one sextant reads.
+    let text = &template.data.expect("data")["template.yaml"];
+    let t = sextant_inject::Template::parse(text).expect("the shipped template");
+    assert_eq!(
+        t.xds_address, "sextant.sextant.svc:15010",
+        "the Service in sextant.yaml"
+    );
+
+    // The Deployment mounts the template and the certificate where its
+    // arguments say, and serves where the Service sends.
+    let namespace = deployment.metadata.namespace.clone().expect("namespace");
+    let pod = deployment.spec.expect("spec").template.spec.expect("pod");
+    let container = &pod.containers[0];
+    let args = container.args.clone().expect("args");
+    let arg = |flag: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+            .to_owned()
+    };
+    assert_eq!(args[0], "webhook");
+    let mounted = |path: &str| {
+        container
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| panic!("{path} is not mounted"))
+    };
+    let volume = |name: String| {
+        pod.volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
+    let tls = volume(mounted(&arg("--tls-cert")));
+    assert_eq!(mounted(&arg("--tls-key")), tls.name);
+    let secret = tls.secret.expect("a secret").secret_name.expect("name");
+    let config = volume(mounted(&arg("--template")));
+    assert_eq!(
+        config.config_map.expect("a ConfigMap").name,
+        template.metadata.name.clone().expect("name")
+    );
+    let port: u16 = arg("--addr")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port");
+    assert_eq!(port, 15017, "Istio's webhook port");
+    let probe = container.readiness_probe.clone().expect("readiness");
+    let http = probe.http_get.expect("http");
+    assert_eq!(
+        (http.path.as_deref(), http.scheme.as_deref()),
+        (Some("/healthz/ready"), Some("HTTPS"))
+    );
+    let service_port = &service.spec.clone().expect("spec").ports.expect("ports")[0];
+    assert_eq!(
+        service_port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15017))
+    );
+
+    // Every webhook: fails closed, calls the Service at /inject, and can
+    // never match the cluster's own namespaces or the webhook's.
+    let webhooks = mwc.webhooks.clone().expect("webhooks");
+    assert_eq!(webhooks.len(), 2);
+    for hook in &webhooks {
+        assert_eq!(
+            hook.failure_policy.as_deref(),
+            Some("Fail"),
+            "{}",
+            hook.name
+        );
+        let svc = hook.client_config.service.clone().expect("service");
+        assert_eq!(Some(svc.name), service.metadata.name.clone());
+        assert_eq!(svc.namespace, namespace);
+        assert_eq!(svc.port, Some(service_port.port));
+        assert_eq!(svc.path.as_deref(), Some("/inject"));
+        let selector = hook.namespace_selector.clone().expect("namespaceSelector");
+        let never = selector
+            .match_expressions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+            .unwrap_or_else(|| panic!("{}: no exclusion of system namespaces", hook.name))
+            .values
+            .unwrap_or_default();
+        for ns in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            namespace.as_str(),
+        ] {
+            assert!(
+                never.iter().any(|n| n == ns),
+                "{}: {ns} is not excluded",
+                hook.name
+            );
+        }
+        assert!(hook.timeout_seconds.is_some_and(|t| t <= 10));
+        assert_eq!(hook.side_effects, "None");
+    }
+
+    // cert-manager's way: the certificate lands in the secret the
+    // Deployment mounts, names the Service, and is the one whose CA the
+    // webhook configuration asks to be injected.
+    let cm = documents("injection-cert-manager.yaml");
+    let cert = cm
+        .iter()
+        .find(|d| d["kind"] == "Certificate" && d["spec"]["secretName"] == secret.as_str())
+        .unwrap_or_else(|| panic!("no Certificate writes {secret}"));
+    let dns = format!(
+        "{}.{namespace}.svc",
+        service.metadata.name.clone().expect("name")
+    );
+    assert!(
+        cert["spec"]["dnsNames"]
+            .as_array()
+            .expect("dnsNames")
+            .iter()
+            .any(|n| n == dns.as_str()),
+        "{cert}"
+    );
+    assert_eq!(
+        mwc.metadata.annotations.expect("annotations")["cert-manager.io/inject-ca-from"],
+        format!(
+            "{}/{}",
+            cert["metadata"]["namespace"].as_str().expect("ns"),
+            cert["metadata"]["name"].as_str().expect("name")
+        )
     );
 }

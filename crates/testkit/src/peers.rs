@@ -32,6 +32,36 @@ fn require(path: PathBuf, what: &str, env: &str) -> PathBuf {
     );
 }
 
+/// Kills (SIGKILL) every process whose command line has an argument
+/// containing `needle`: what a test started through another process (an
+/// Envoy its agent started, when the agent is killed first) and must not
+/// leave behind.
+pub fn kill_processes_with_arg(needle: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .output();
+        }
+    }
+}
+
 /// The Envoy binary: `$SEXTANT_ENVOY`, else `.venv/bin/envoy`.
 pub fn envoy_path() -> PathBuf {
     let path = std::env::var_os("SEXTANT_ENVOY")
@@ -334,7 +364,7 @@ fn response_complete(raw: &[u8]) -> bool {
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut rest: &str) -> String {
+pub(crate) fn dechunk(mut rest: &str) -> String {
     let mut out = String::new();
     while let Some((size, after)) = rest.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {

@@ -516,3 +516,307 @@ async fn kubectl_creates_token_reviews() {
             .is_some_and(|e| !e.is_empty())
     );
 }
+
+/// A webhook for the double to call: HTTPS with a certificate for
+/// `127.0.0.1` from its own CA, answering each AdmissionReview as `answer`
+/// says (given the request), after `delay`. Returns its address and the
+/// CA as a caBundle.
+async fn tiny_webhook(
+    delay: Duration,
+    answer: fn(&Value) -> Value,
+) -> (std::net::SocketAddr, String, tokio::task::JoinHandle<()>) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut ca =
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap_or_else(|e| panic!("{e}"));
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cert = params
+        .signed_by(&key, &issuer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 8192];
+                // Headers, then Content-Length bytes of body.
+                let body = loop {
+                    let Ok(n) = tls.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_owned())
+                            })
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break body.to_owned();
+                        }
+                    }
+                };
+                tokio::time::sleep(delay).await;
+                let review: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let mut response = answer(&review);
+                response["uid"] = review["request"]["uid"].clone();
+                let out = serde_json::json!({
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "response": response,
+                })
+                .to_string();
+                let _ = tls
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+                            out.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_cert.pem());
+    (addr, bundle, task)
+}
+
+fn webhook_config(name: &str, url: &str, ca: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {{ name: {name} }}
+webhooks:
+  - name: {name}.example.com
+    clientConfig: {{ url: \"{url}\", caBundle: \"{ca}\" }}
+    rules: [{{ operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods] }}]
+    sideEffects: None
+    admissionReviewVersions: [v1]
+{extra}"
+    )
+}
+
+fn pod_yaml(ns: &str, name: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{ name: {name}, namespace: {ns}, labels: {{ {labels} }} }}\nspec:\n  containers: [{{ name: app, image: example/app:1 }}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_labels_namespaces_and_the_double_calls_mutating_webhooks() {
+    let double = KubeDouble::start().await;
+    let k = Kubectl::new(&double);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let apply = |name: &str, text: String| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let k = &k;
+        async move {
+            k.run(&["apply", "--validate=false", "-f", &path.to_string_lossy()])
+                .await
+        }
+    };
+
+    // Namespaces: created, labelled (merge patch), listed by label, with
+    // the name label the API server adds.
+    // `kubectl create namespace` sends protobuf, which the double does
+    // not read: it refuses it as the API server refuses a body it cannot
+    // decode, and namespaces are applied as YAML.
+    let (ok, _, err) = k.run(&["create", "namespace", "proto"]).await;
+    assert!(!ok && err.contains("UnsupportedMediaType"), "{err}");
+    for ns in ["apps", "plain"] {
+        let (ok, _, err) = apply(
+            ns,
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {ns} }}\n"),
+        )
+        .await;
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = k.run(&["label", "namespace", "apps", "inject=on"]).await;
+    assert!(ok, "{err}");
+    let labelled = k
+        .json(&["get", "namespaces", "-l", "inject=on", "-o", "json"])
+        .await;
+    assert_eq!(names(&labelled), ["apps"]);
+    assert_eq!(
+        labelled["items"][0]["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "apps"
+    );
+
+    // A webhook that adds a label, selected by namespace label.
+    let (addr, ca, _hook) = tiny_webhook(Duration::ZERO, |_| {
+        let patch = r#"[{"op":"add","path":"/metadata/labels/mutated","value":"yes"}]"#;
+        use base64::Engine;
+        serde_json::json!({
+            "allowed": true,
+            "patchType": "JSONPatch",
+            "patch": base64::engine::general_purpose::STANDARD.encode(patch),
+        })
+    })
+    .await;
+    let url = format!("https://{addr}/mutate");
+    let (ok, _, err) = apply(
+        "mutate",
+        webhook_config(
+            "mutate",
+            &url,
+            &ca,
+            "    namespaceSelector: { matchLabels: { inject: \"on\" } }\n    objectSelector: { matchExpressions: [{ key: skip, operator: DoesNotExist }] }\n",
+        ),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let listed = k
+        .json(&["get", "mutatingwebhookconfigurations", "-o", "json"])
+        .await;
+    assert_eq!(names(&listed), ["mutate"]);
+
+    let (ok, _, err) = apply("a", pod_yaml("apps", "a", "app: a")).await;
+    assert!(ok, "{err}");
+    let a = k
+        .json(&["get", "pod", "a", "-n", "apps", "-o", "json"])
+        .await;
+    assert_eq!(a["metadata"]["labels"]["mutated"], "yes", "{a}");
+    for (name, ns, labels) in [("b", "plain", "app: b"), ("c", "apps", "skip: \"1\"")] {
+        let (ok, _, err) = apply(name, pod_yaml(ns, name, labels)).await;
+        assert!(ok, "{err}");
+        let p = k.json(&["get", "pod", name, "-n", ns, "-o", "json"]).await;
+        assert!(
+            p["metadata"]["labels"]["mutated"].is_null(),
+            "{name} was not selected: {p}"
+        );
+    }
+    assert_eq!(
+        double.webhook_calls(),
+        [("mutate.example.com".to_owned(), "patched".to_owned())]
+    );
+
+    // The caBundle is what the double trusts: another CA fails the call.
+    // (Applying a changed built-in object again is a strategic merge
+    // patch, which the double does not serve: it is deleted and applied.)
+    let (_, other_ca, _other) =
+        tiny_webhook(Duration::ZERO, |_| serde_json::json!({"allowed": true})).await;
+    let (ok, _, err) = k
+        .run(&["delete", "mutatingwebhookconfiguration", "mutate"])
+        .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply(
+        "mutate",
+        webhook_config(
+            "mutate",
+            &url,
+            &other_ca,
+            "    namespaceSelector: { matchLabels: { inject: \"on\" } }\n",
+        ),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply("d", pod_yaml("apps", "d", "app: d")).await;
+    assert!(!ok, "a webhook with an untrusted certificate was believed");
+    assert!(
+        err.contains("failed calling webhook \"mutate.example.com\""),
+        "{err}"
+    );
+    let (ok, _, err) = k
+        .run(&["delete", "mutatingwebhookconfiguration", "mutate"])
+        .await;
+    assert!(ok, "{err}");
+
+    // A slow webhook: timeoutSeconds bounds the wait; Fail refuses,
+    // Ignore creates the pod as it was.
+    let (slow, slow_ca, _slow) = tiny_webhook(
+        Duration::from_secs(30),
+        |_| serde_json::json!({"allowed": true}),
+    )
+    .await;
+    let slow_url = format!("https://{slow}/");
+    for (policy, created) in [("Fail", false), ("Ignore", true)] {
+        let _ = k
+            .run(&["delete", "mutatingwebhookconfiguration", "slow"])
+            .await;
+        let (ok, _, err) = apply(
+            "slow",
+            webhook_config(
+                "slow",
+                &slow_url,
+                &slow_ca,
+                &format!("    timeoutSeconds: 1\n    failurePolicy: {policy}\n"),
+            ),
+        )
+        .await;
+        assert!(ok, "{err}");
+        let name = format!("slow-{}", policy.to_lowercase());
+        let start = std::time::Instant::now();
+        let (ok, _, err) = apply(&name, pod_yaml("plain", &name, "app: slow")).await;
+        assert_eq!(ok, created, "{policy}: {err}");
+        // Bounded by the webhook's timeout, far below its 30 s delay.
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{policy}: waited {:?}",
+            start.elapsed()
+        );
+        if !created {
+            assert!(err.contains("context deadline exceeded"), "{err}");
+        }
+    }
+    let calls = double.webhook_calls();
+    assert!(
+        calls[calls.len() - 1].1.starts_with("failed, ignored:"),
+        "{calls:?}"
+    );
+
+    // A webhook that denies: the create fails with its message.
+    let (ok, _, err) = k
+        .run(&["delete", "mutatingwebhookconfiguration", "slow"])
+        .await;
+    assert!(ok, "{err}");
+    let (deny, deny_ca, _deny) = tiny_webhook(
+        Duration::ZERO,
+        |_| serde_json::json!({"allowed": false, "status": {"message": "no pods today"}}),
+    )
+    .await;
+    let (ok, _, err) = apply(
+        "deny",
+        webhook_config("deny", &format!("https://{deny}/"), &deny_ca, ""),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = apply("e", pod_yaml("plain", "e", "app: e")).await;
+    assert!(!ok);
+    assert!(err.contains("denied the request: no pods today"), "{err}");
+}

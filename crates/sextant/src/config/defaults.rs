@@ -69,6 +69,14 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("etcd_prefix", etcd.prefix),
         ("cluster_domain", k8s.mapping.cluster_domain),
         ("k8s_controller_name", k8s.controller_name),
+        (
+            "k8s_injection_label",
+            sextant_inject::audit::DEFAULT_LABEL.to_owned(),
+        ),
+        (
+            "k8s_injection_audit_every",
+            duration(sextant_inject::audit::DEFAULT_EVERY),
+        ),
     ]
 }
 
@@ -78,7 +86,12 @@ pub fn annotate(cmd: clap::Command) -> clap::Command {
     let shown = shown();
     let mut cmd = cmd;
     for (id, value) in &shown {
-        if cmd.get_arguments().any(|a| a.get_id() == *id) {
+        // An argument with a default of its own (another command's flag
+        // of the same name) shows that one.
+        if cmd
+            .get_arguments()
+            .any(|a| a.get_id() == *id && a.get_default_values().is_empty())
+        {
             cmd = cmd.mut_arg(*id, |a| {
                 let help = a.get_help().map(ToString::to_string).unwrap_or_default();
                 let long = a.get_long_help().map(ToString::to_string);

@@ -75,9 +75,89 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_K8S_CONTROLLER_NAME", value_name = "NAME")]
     #[serde(rename = "controller_name")]
     pub k8s_controller_name: Option<String>,
+    /// The namespace label that switches sidecar injection on (value
+    /// `enabled`), as the webhook's namespaceSelector has it.
+    #[arg(long, env = "SEXTANT_K8S_INJECTION_LABEL", value_name = "LABEL")]
+    #[serde(rename = "injection_label")]
+    pub k8s_injection_label: Option<String>,
+    /// The injection template the webhook injects with, so that pods
+    /// injected from an older one are counted [default: the built-in one].
+    #[arg(long, env = "SEXTANT_K8S_INJECTION_TEMPLATE", value_name = "FILE")]
+    #[serde(rename = "injection_template")]
+    pub k8s_injection_template: Option<PathBuf>,
+    /// How often the pods of injection-enabled namespaces are checked for
+    /// a current proxy (metric `sextant_injection_pods`); 0s: never.
+    #[arg(
+        long,
+        env = "SEXTANT_K8S_INJECTION_AUDIT_EVERY",
+        value_name = "DURATION"
+    )]
+    #[serde(rename = "injection_audit_every")]
+    pub k8s_injection_audit_every: Option<String>,
+}
+
+/// The control plane's injection audit: which pods should have the
+/// current proxy (`sextant_injection_pods`).
+#[derive(Clone, Debug)]
+pub struct InjectionAudit {
+    /// The namespace label that switches injection on.
+    pub label: String,
+    /// The current template's hash.
+    pub template_hash: String,
+    /// How often; zero: never.
+    pub every: std::time::Duration,
+}
+
+impl Default for InjectionAudit {
+    fn default() -> Self {
+        InjectionAudit {
+            label: sextant_inject::audit::DEFAULT_LABEL.to_owned(),
+            template_hash: sextant_inject::Template::default().hash(),
+            every: sextant_inject::audit::DEFAULT_EVERY,
+        }
+    }
 }
 
 impl K8sArgs {
+    /// The injection audit's settings.
+    pub(super) fn injection(&self, file: &K8sArgs, c: &mut Collector) -> InjectionAudit {
+        let mut audit = InjectionAudit::default();
+        if let Some((label, from_flag)) =
+            either(&self.k8s_injection_label, &file.k8s_injection_label)
+        {
+            let name = label.rsplit('/').next().unwrap_or("");
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                c.bad(
+                    "k8s.injection_label",
+                    from_flag,
+                    format!("{label:?} is not a label name"),
+                );
+            }
+            audit.label = label;
+        }
+        if let Some((path, from_flag)) =
+            either(&self.k8s_injection_template, &file.k8s_injection_template)
+        {
+            match sextant_inject::Template::load(&path) {
+                Ok(t) => audit.template_hash = t.hash(),
+                Err(e) => c.bad("k8s.injection_template", from_flag, e),
+            }
+        }
+        if let Some(every) = c.duration(
+            "k8s.injection_audit_every",
+            &self.k8s_injection_audit_every,
+            &file.k8s_injection_audit_every,
+        ) {
+            audit.every = every;
+        }
+        audit
+    }
+
     /// One configuration per cluster.
     pub(super) fn resolve(&self, file: &K8sArgs, c: &mut Collector) -> Vec<K8sConfig> {
         let kubeconfig = either(&self.kubeconfig, &file.kubeconfig);

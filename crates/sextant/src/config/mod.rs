@@ -35,7 +35,7 @@ mod tls;
 
 pub use consul::ConsulArgs;
 pub use etcd::EtcdArgs;
-pub use k8s::K8sArgs;
+pub use k8s::{InjectionAudit, K8sArgs};
 pub use problems::Problems;
 use problems::{Collector, either};
 pub use tls::{TlsArgs, TokenSource};
@@ -312,6 +312,8 @@ pub struct Settings {
     pub consul: ConsulConfig,
     /// One Kubernetes registry per cluster.
     pub k8s: Vec<K8sConfig>,
+    /// The injection audit, run against each cluster.
+    pub injection: InjectionAudit,
 }
 
 impl Settings {
@@ -552,6 +554,7 @@ impl Settings {
         let etcd = args.etcd.resolve(etcd_file, &mut c);
         let consul = args.consul.resolve(&file.consul, &mut c);
         let k8s = args.k8s.resolve(&file.k8s, &mut c);
+        let injection = args.k8s.injection(&file.k8s, &mut c);
 
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));
@@ -580,6 +583,7 @@ impl Settings {
             etcd,
             consul,
             k8s,
+            injection,
         })
     }
 
@@ -621,6 +625,11 @@ impl Settings {
         }
         for r in self.build_registries() {
             sextant = sextant.registry_arc(r);
+        }
+        if self.registries.contains(&RegistryKind::Kubernetes) && !self.injection.every.is_zero() {
+            sextant = sextant.metrics_source(Arc::new(
+                crate::InjectionMetrics::spawn(&self.k8s, &self.injection).await,
+            ));
         }
         Ok(sextant)
     }

@@ -3,10 +3,12 @@
 
 use super::*;
 
-pub(super) async fn version() -> Response {
+pub(super) async fn version(State(shared): State<Arc<Shared>>) -> Response {
+    let minor = lock(&shared.behaviour).version_minor;
     json_response(
         StatusCode::OK,
-        &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-sextant-double",
+        &json!({"major": "1", "minor": minor.to_string(),
+                "gitVersion": format!("v1.{minor}.0-sextant-double"),
                 "platform": "linux/amd64"}),
     )
 }
@@ -20,11 +22,7 @@ pub(super) async fn api_versions() -> Response {
 }
 
 pub(super) fn resource_entry(kind: Kind) -> Value {
-    let verbs: &[&str] = if kind.crd().is_some() {
-        &["get", "list", "watch", "create", "patch", "delete"]
-    } else {
-        &["get", "list", "watch"]
-    };
+    let verbs: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
     json!({
         "name": kind.resource(), "singularName": kind.kind().to_ascii_lowercase(),
         "namespaced": kind.namespaced(), "kind": kind.kind(),
@@ -42,14 +40,17 @@ pub(super) async fn core_resources() -> Response {
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
             resource_entry(Kind::Service), resource_entry(Kind::Node), resource_entry(Kind::Pod),
-            {"name": "namespaces", "singularName": "namespace", "namespaced": false,
-             "kind": "Namespace", "verbs": ["get"], "shortNames": ["ns"]}]}),
+            resource_entry(Kind::Namespace)]}),
     )
 }
 
 /// The groups served now: discovery.k8s.io and the installed CRDs'.
 fn groups(shared: &Shared) -> Vec<&'static str> {
-    let mut out = vec!["discovery.k8s.io", "authentication.k8s.io"];
+    let mut out = vec![
+        "discovery.k8s.io",
+        "authentication.k8s.io",
+        "admissionregistration.k8s.io",
+    ];
     out.extend(lock(&shared.behaviour).installed.iter().map(|c| c.group()));
     out
 }
@@ -109,17 +110,27 @@ pub(super) async fn group_resources(
     )
 }
 
-/// Namespaces are implicit: one exists while an object lives in it. kubectl
-/// reads it to word its "not found" errors.
+/// A namespace: the stored one, or one implied by an object living in it
+/// (kubectl reads it to word its "not found" errors).
 pub(super) async fn namespace(
     State(shared): State<Arc<Shared>>,
-    Path(ns): Path<String>,
+    Path(path): Path<HashMap<String, String>>,
 ) -> Response {
-    let exists = lock(&shared.store).objects.keys().any(|(_, n, _)| *n == ns);
+    let ns = path.get("namespace").cloned().unwrap_or_default();
+    let store = lock(&shared.store);
+    if let Some(stored) = store
+        .objects
+        .get(&(Kind::Namespace, String::new(), ns.clone()))
+    {
+        return json_response(StatusCode::OK, stored);
+    }
+    let exists = store.objects.keys().any(|(_, n, _)| *n == ns);
+    drop(store);
     if exists {
         json_response(
             StatusCode::OK,
-            &json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns},
+            &json!({"kind": "Namespace", "apiVersion": "v1",
+                    "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
                     "status": {"phase": "Active"}}),
         )
     } else {

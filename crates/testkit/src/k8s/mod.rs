@@ -1,6 +1,7 @@
 //! A Kubernetes API server double: Services, EndpointSlices, Nodes, Pods,
-//! and the CRD kinds Sextant reads rules from (Istio's VirtualService and
-//! DestinationRule, the Gateway API's HTTPRoute and GRPCRoute) in memory,
+//! Namespaces, MutatingWebhookConfigurations, and the CRD kinds Sextant
+//! reads rules from (Istio's VirtualService, DestinationRule and Sidecar,
+//! the Gateway API's HTTPRoute and GRPCRoute) in memory,
 //! served on loopback over the real HTTP protocol. Tested against `kubectl`
 //! (tests/k8s_double.rs), an independent client, so it cannot drift into
 //! fiction.
@@ -9,9 +10,11 @@
 //! `/apis/GROUP`, `/apis/GROUP/v1`; a CRD group only once installed with
 //! [`KubeDouble::install`]); get, list and watch of every kind (all
 //! namespaces and per namespace); create, JSON merge patch and delete of
-//! namespaced objects, and merge patch of the routes' `status`
-//! subresource (see `write.rs` for what is kept); get of a namespace
-//! (implicit: one exists while an object is in it).
+//! every kind, and merge patch of the routes' `status` subresource (see
+//! `write.rs` for what is kept); get of a namespace (a stored one, or an
+//! implicit one while an object is in it); mutating admission on creates:
+//! the stored MutatingWebhookConfigurations' webhooks called over HTTPS
+//! as the API server calls them (`admission.rs`).
 //!
 //! Semantics kept: one `resourceVersion` counter for every write, on objects
 //! and lists; `limit` and `continue` on lists; watches from a resource
@@ -24,9 +27,12 @@
 //! field selectors (`metadata.name`, `metadata.namespace`); an object that
 //! stops matching a watch's selector is sent as DELETED; `403 Forbidden`
 //! Status for a resource configured to deny, worded like RBAC's.
-//! Not kept: strategic merge patch and server-side apply, PUT, admission
-//! and schema validation (kubectl runs with `--validate=false`), protobuf,
-//! Table output (kubectl falls back to its default columns).
+//! Not kept: strategic merge patch (so `kubectl apply` of a changed
+//! built-in object is refused with 415: tests delete and apply again) and
+//! server-side apply, PUT, validating admission and schema validation
+//! (kubectl runs with `--validate=false`), protobuf bodies (refused with
+//! 415, as `kubectl create namespace` sends: tests apply namespaces as
+//! YAML), Table output (kubectl falls back to its default columns).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -43,6 +49,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+mod admission;
 mod discovery;
 mod kubectl;
 mod list_watch;
@@ -50,6 +57,7 @@ pub mod objects;
 mod selectors;
 mod write;
 
+pub use admission::json_patch;
 pub use kubectl::Kubectl;
 
 use discovery::*;
@@ -80,6 +88,11 @@ pub enum Kind {
     GrpcRoute,
     /// `networking.istio.io/v1` `sidecars` (a CRD).
     Sidecar,
+    /// `v1` `namespaces`, cluster-scoped: labels select webhooks.
+    Namespace,
+    /// `admissionregistration.k8s.io/v1` `mutatingwebhookconfigurations`,
+    /// cluster-scoped: called on creates (see `admission.rs`).
+    MutatingWebhookConfiguration,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -104,7 +117,7 @@ impl Crd {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 11] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -114,6 +127,8 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::Sidecar,
+        Kind::Namespace,
+        Kind::MutatingWebhookConfiguration,
     ];
 
     fn from_kind(kind: &str) -> Option<Kind> {
@@ -132,6 +147,8 @@ impl Kind {
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
             Kind::Sidecar => "sidecars",
+            Kind::Namespace => "namespaces",
+            Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
         }
     }
 
@@ -146,6 +163,8 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::Sidecar => "Sidecar",
+            Kind::Namespace => "Namespace",
+            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
         }
     }
 
@@ -156,6 +175,7 @@ impl Kind {
             Kind::Pod => &["po"],
             Kind::VirtualService => &["vs"],
             Kind::DestinationRule => &["dr"],
+            Kind::Namespace => &["ns"],
             _ => &[],
         }
     }
@@ -172,6 +192,7 @@ impl Kind {
     fn group(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
             _ => self.crd().map_or("", Crd::group),
         }
     }
@@ -184,7 +205,10 @@ impl Kind {
     }
 
     fn namespaced(self) -> bool {
-        self != Kind::Node
+        !matches!(
+            self,
+            Kind::Node | Kind::Namespace | Kind::MutatingWebhookConfiguration
+        )
     }
 
     /// Kinds whose `status` is written only through `/status`.
@@ -238,6 +262,12 @@ struct Behaviour {
     requests: Vec<String>,
     /// Watches are ended with a broken connection when this is bumped.
     generation: u64,
+    /// What each admission webhook call came to.
+    calls: admission::Calls,
+    /// Where Services resolve, for webhooks named by Service.
+    services: HashMap<(String, String, u64), SocketAddr>,
+    /// The minor version `/version` reports (1.MINOR).
+    version_minor: u32,
 }
 
 struct Shared {
@@ -286,6 +316,9 @@ impl KubeDouble {
                 bookmark_every: Duration::from_secs(1),
                 requests: Vec::new(),
                 generation: 0,
+                calls: Default::default(),
+                services: HashMap::new(),
+                version_minor: 33,
             }),
             changed: watch::channel(0).0,
             up: watch::channel(true).0,
@@ -462,6 +495,27 @@ impl KubeDouble {
         }
     }
 
+    /// Resolves the Service `namespace/name` port `port` to `addr`, as
+    /// cluster DNS would, for webhooks named by Service.
+    pub fn route_service(&self, namespace: &str, name: &str, port: u16, addr: SocketAddr) {
+        lock(&self.shared.behaviour).services.insert(
+            (namespace.to_owned(), name.to_owned(), u64::from(port)),
+            addr,
+        );
+    }
+
+    /// Makes `/version` report Kubernetes 1.`minor` (default 1.33).
+    pub fn set_version(&self, minor: u32) {
+        lock(&self.shared.behaviour).version_minor = minor;
+    }
+
+    /// What each admission webhook call came to, in order: (webhook name,
+    /// `patched`, `allowed`, `denied: ...`, `failed: ...`, `failed,
+    /// ignored: ...`).
+    pub fn webhook_calls(&self) -> Vec<(String, String)> {
+        lock(&self.shared.behaviour).calls.0.clone()
+    }
+
     /// Makes TokenReview authenticate `token` as `username` (e.g.
     /// `system:serviceaccount:shop:web`) for `audiences` (empty: any).
     pub fn add_token(&self, token: &str, username: &str, audiences: &[&str]) {
@@ -619,7 +673,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apis", get(api_groups))
         .route("/apis/{group}", get(api_group))
         .route("/apis/{group}/{version}", get(group_resources))
-        .route("/api/v1/namespaces/{namespace}", get(namespace))
         .route(
             "/apis/authentication.k8s.io/v1/tokenreviews",
             axum::routing::post(token_review),
@@ -627,17 +680,39 @@ fn router(shared: Arc<Shared>) -> Router {
     for kind in Kind::ALL {
         let base = kind.base();
         let res = kind.resource();
-        router = router.route(&format!("{base}/{res}"), read(kind));
+        let create_here = move |s: State<Arc<Shared>>, p, h, b: Bytes| create(s, p, h, b, kind);
+        if kind == Kind::Namespace {
+            // `/api/v1/namespaces/{namespace}` is both a namespace and the
+            // prefix of every namespaced URL: the router wants one name.
+            router = router
+                .route(&format!("{base}/{res}"), read(kind).post(create_here))
+                .route(
+                    &format!("{base}/{res}/{{namespace}}"),
+                    get(namespace)
+                        .patch(move |s: State<Arc<Shared>>, p, h, b: Bytes| {
+                            patch(s, p, h, b, kind, false)
+                        })
+                        .delete(move |s: State<Arc<Shared>>, p| remove(s, p, kind)),
+                );
+            continue;
+        }
         if !kind.namespaced() {
-            router = router.route(&format!("{base}/{res}/{{name}}"), read(kind));
+            router = router
+                .route(&format!("{base}/{res}"), read(kind).post(create_here))
+                .route(
+                    &format!("{base}/{res}/{{name}}"),
+                    read(kind)
+                        .patch(move |s: State<Arc<Shared>>, p, h, b: Bytes| {
+                            patch(s, p, h, b, kind, false)
+                        })
+                        .delete(move |s: State<Arc<Shared>>, p| remove(s, p, kind)),
+                );
             continue;
         }
         let ns = format!("{base}/namespaces/{{namespace}}/{res}");
         router = router
-            .route(
-                &ns,
-                read(kind).post(move |s: State<Arc<Shared>>, p, b: Bytes| create(s, p, b, kind)),
-            )
+            .route(&format!("{base}/{res}"), read(kind))
+            .route(&ns, read(kind).post(create_here))
             .route(
                 &format!("{ns}/{{name}}"),
                 read(kind)

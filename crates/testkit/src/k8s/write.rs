@@ -35,21 +35,55 @@ fn bad_request(message: &str) -> Response {
     status(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
 
+/// The namespace and name a URL names for `kind` (a Namespace's own URL
+/// names it with the `namespace` parameter).
+fn scope_and_name(kind: Kind, path: &HashMap<String, String>) -> (String, String) {
+    let get = |k: &str| path.get(k).cloned().unwrap_or_default();
+    match kind {
+        Kind::Namespace => (String::new(), get("namespace")),
+        _ if kind.namespaced() => (get("namespace"), get("name")),
+        _ => (String::new(), get("name")),
+    }
+}
+
 pub(super) async fn create(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
     kind: Kind,
 ) -> Response {
     if absent(&shared, kind) {
         return not_found(&axum::http::Uri::from_static("/"));
     }
+    // kubectl's typed commands (`kubectl create namespace`) send
+    // protobuf; the double reads JSON only, and says so as the API server
+    // does for a type it cannot read (`kubectl apply` and `kubectl create
+    // -f` send JSON).
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (not {content_type:?}: the double serves JSON only)"
+            ),
+            None,
+        );
+    }
     let mut object: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => return bad_request("the body is not an object"),
         Err(e) => return bad_request(&format!("cannot decode the body: {e}")),
     };
-    let namespace = path.get("namespace").cloned().unwrap_or_default();
+    let namespace = if kind.namespaced() {
+        path.get("namespace").cloned().unwrap_or_default()
+    } else {
+        String::new()
+    };
     let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
         return status(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -65,13 +99,36 @@ pub(super) async fn create(
             kind.kind()
         ));
     }
-    object["metadata"]["namespace"] = json!(namespace);
+    if kind.namespaced() {
+        object["metadata"]["namespace"] = json!(namespace);
+    } else if let Some(m) = object["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    if kind == Kind::Namespace {
+        object["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+    }
     if kind.has_status() {
         // A create sets no status; controllers write it.
         if let Some(m) = object.as_object_mut() {
             m.remove("status");
         }
     }
+    if lock(&shared.store)
+        .objects
+        .contains_key(&(kind, namespace.clone(), name.clone()))
+    {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            &format!("{} \"{name}\" already exists", qualified(kind)),
+            Some(json!({"name": name, "group": kind.group(), "kind": kind.resource()})),
+        );
+    }
+    // Mutating admission, before the object is stored (admission.rs).
+    let object = match super::admission::admit(&shared, kind, &namespace, object).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     let stored = {
         let mut store = lock(&shared.store);
         if store
@@ -141,8 +198,7 @@ pub(super) async fn patch(
         Ok(v) => v,
         Err(e) => return bad_request(&format!("cannot decode the patch: {e}")),
     };
-    let namespace = path.get("namespace").cloned().unwrap_or_default();
-    let name = path.get("name").cloned().unwrap_or_default();
+    let (namespace, name) = scope_and_name(kind, &path);
     let stored = {
         let mut store = lock(&shared.store);
         let Some(current) = store
@@ -193,7 +249,9 @@ pub(super) async fn patch(
             }
         }
         next["metadata"]["name"] = json!(name);
-        next["metadata"]["namespace"] = json!(namespace);
+        if kind.namespaced() {
+            next["metadata"]["namespace"] = json!(namespace);
+        }
         store.put(kind, next)
     };
     shared.changed.send_modify(|n| *n += 1);
@@ -208,8 +266,7 @@ pub(super) async fn remove(
     if absent(&shared, kind) {
         return not_found(&axum::http::Uri::from_static("/"));
     }
-    let namespace = path.get("namespace").cloned().unwrap_or_default();
-    let name = path.get("name").cloned().unwrap_or_default();
+    let (namespace, name) = scope_and_name(kind, &path);
     let deleted = lock(&shared.store).remove(kind, &namespace, &name);
     match deleted {
         Some(object) => {
