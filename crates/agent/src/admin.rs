@@ -99,33 +99,48 @@ pub async fn stats(admin: SocketAddr, filter: &str) -> Result<BTreeMap<String, u
         .collect())
 }
 
-/// Whether Envoy serves: it is LIVE (`server.state` 0) and has accepted
-/// clusters and listeners from the control plane at least once. `Err`
-/// says what is missing.
-pub async fn ready(admin: SocketAddr) -> Result<(), String> {
+/// Whether Envoy serves: it is LIVE (`server.state` 0); and, when `first`
+/// (it has not been ready before), it has accepted clusters and listeners
+/// from the control plane and none of them is still warming. A warming
+/// listener is not listening yet: a connection to it is refused, so the
+/// first readiness waits for every listener to be active. `Err` says what
+/// is missing.
+pub async fn ready(admin: SocketAddr, first: bool) -> Result<(), String> {
     let s = stats(
         admin,
-        "^(server\\.state|cluster_manager\\.cds\\.update_success|listener_manager\\.lds\\.update_success)$",
+        "^(server\\.state|cluster_manager\\.cds\\.update_success|listener_manager\\.lds\\.update_success|cluster_manager\\.warming_clusters|listener_manager\\.total_listeners_warming|listener_manager\\.workers_started)$",
     )
     .await?;
+    judge(&s, first)
+}
+
+/// [`ready`]'s rule over Envoy's statistics.
+fn judge(s: &BTreeMap<String, u64>, first: bool) -> Result<(), String> {
     match s.get("server.state") {
         Some(0) => {}
         Some(state) => return Err(format!("Envoy is not live yet (server.state {state})")),
         None => return Err("Envoy reports no server.state".into()),
     }
-    if s.get("cluster_manager.cds.update_success")
-        .copied()
-        .unwrap_or(0)
-        == 0
-    {
+    if !first {
+        return Ok(());
+    }
+    let get = |k: &str| s.get(k).copied().unwrap_or(0);
+    if get("cluster_manager.cds.update_success") == 0 {
         return Err("Envoy has not accepted clusters from Sextant yet".into());
     }
-    if s.get("listener_manager.lds.update_success")
-        .copied()
-        .unwrap_or(0)
-        == 0
-    {
+    if get("listener_manager.lds.update_success") == 0 {
         return Err("Envoy has not accepted listeners from Sextant yet".into());
+    }
+    if get("listener_manager.workers_started") == 0 {
+        return Err("Envoy's workers have not started".into());
+    }
+    let warming = get("listener_manager.total_listeners_warming");
+    if warming > 0 {
+        return Err(format!("{warming} of Envoy's listeners are still warming"));
+    }
+    let warming = get("cluster_manager.warming_clusters");
+    if warming > 0 {
+        return Err(format!("{warming} of Envoy's clusters are still warming"));
     }
     Ok(())
 }
@@ -141,6 +156,38 @@ pub async fn active_connections(admin: SocketAddr) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn readiness_waits_for_warming_listeners_the_first_time_only() {
+        let stats = |warming: u64| -> BTreeMap<String, u64> {
+            [
+                ("server.state", 0),
+                ("cluster_manager.cds.update_success", 1),
+                ("listener_manager.lds.update_success", 1),
+                ("listener_manager.workers_started", 1),
+                ("listener_manager.total_listeners_warming", warming),
+                ("cluster_manager.warming_clusters", 0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+        };
+        let e = super::judge(&stats(1), true).expect_err("a listener is warming");
+        assert!(e.contains("warming"), "{e}");
+        assert!(super::judge(&stats(0), true).is_ok());
+        assert!(
+            super::judge(&stats(1), false).is_ok(),
+            "once ready, a push's warming is fine"
+        );
+        let mut not_live = stats(0);
+        not_live.insert("server.state".into(), 2);
+        assert!(super::judge(&not_live, false).is_err());
+        let mut no_lds = stats(0);
+        no_lds.insert("listener_manager.lds.update_success".into(), 0);
+        assert!(super::judge(&no_lds, true).is_err());
+    }
+
     #[test]
     fn chunked_bodies_are_read_whole() {
         assert_eq!(

@@ -9,9 +9,9 @@
 //!   restarted after a growing delay; too many in a row and the agent
 //!   exits non-zero, for the kubelet to restart the pod.
 //! - Answers readiness on its status port (`/healthz/ready`, Istio's port
-//!   15021 and path): ready only once Envoy is LIVE and has accepted its
-//!   first clusters and listeners from Sextant ([`admin::ready`]), not
-//!   when the process is merely up.
+//!   15021 and path): ready only once Envoy is LIVE, has accepted its
+//!   first clusters and listeners from Sextant and none is still warming
+//!   ([`admin::ready`]), not when the process is merely up.
 //! - Stops with one setting, the drain deadline: on SIGTERM (or `POST
 //!   /quitquitquit`, for jobs without native sidecars) it tells Envoy to
 //!   drain, waits until Envoy has no connection open or the deadline
@@ -127,6 +127,10 @@ pub struct Shared {
     admin: std::sync::Mutex<Option<(SocketAddr, Option<u32>)>>,
     /// Set once the agent is stopping: readiness fails from then on.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set once the running Envoy has been ready: from then on, readiness
+    /// asks only that it is LIVE (a listener warming after a push does not
+    /// take the pod out of its Service).
+    was_ready: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -142,6 +146,24 @@ impl Shared {
 
     fn set_envoy(&self, envoy: Option<&envoy::Envoy>) {
         *self.admin.lock().unwrap_or_else(|p| p.into_inner()) = envoy.map(|e| (e.admin, e.pid()));
+        self.was_ready
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the running Envoy serves (see [`admin::ready`]); `Err`
+    /// says why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.stopping() {
+            return Err("draining".into());
+        }
+        let Some(admin) = self.admin() else {
+            return Err("Envoy is not running".into());
+        };
+        let first = !self.was_ready.load(std::sync::atomic::Ordering::Relaxed);
+        admin::ready(admin, first).await?;
+        self.was_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// True once the agent is stopping.

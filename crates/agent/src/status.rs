@@ -36,16 +36,7 @@ pub async fn serve(
 }
 
 async fn ready(State(s): State<Status>) -> (StatusCode, String) {
-    if s.shared.stopping() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
-    }
-    let Some(admin) = s.shared.admin() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Envoy is not running\n".into(),
-        );
-    };
-    match crate::admin::ready(admin).await {
+    match s.shared.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
