@@ -154,8 +154,20 @@ pub(super) struct PlanKey {
 /// still applied by the connection that computed it, only not shared; alike
 /// proxies reach the cache first, so a flood of distinct subscriptions
 /// costs its senders their sharing, not the others.
-#[derive(Default)]
-pub(crate) struct PlanCache(std::sync::Mutex<CachedPlans>);
+pub(crate) struct PlanCache {
+    plans: std::sync::Mutex<CachedPlans>,
+    /// [`MAX_CACHED_PLAN_NAMES`], or less in tests.
+    max_names: usize,
+}
+
+impl Default for PlanCache {
+    fn default() -> Self {
+        PlanCache {
+            plans: Default::default(),
+            max_names: MAX_CACHED_PLAN_NAMES,
+        }
+    }
+}
 
 #[derive(Default)]
 pub(super) struct CachedPlans {
@@ -180,7 +192,7 @@ impl PlanCache {
     pub(super) fn offer(&self, key: PlanKey, plan: &Arc<Plan>) {
         let mut cache = self.lock();
         if cache.map.len() >= MAX_CACHED_PLANS
-            || cache.names + plan.names.len() > MAX_CACHED_PLAN_NAMES
+            || cache.names + plan.names.len() > self.max_names
             || cache.map.contains_key(&key)
         {
             return;
@@ -222,6 +234,16 @@ impl PlanCache {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, CachedPlans> {
-        crate::server::lock(&self.0)
+        crate::server::lock(&self.plans)
+    }
+
+    /// A cache that holds at most `max_names` subscribed names: the bound's
+    /// rule, testable without a million names.
+    #[cfg(test)]
+    pub(crate) fn bounded(max_names: usize) -> PlanCache {
+        PlanCache {
+            plans: Default::default(),
+            max_names,
+        }
     }
 }

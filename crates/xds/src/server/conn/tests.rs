@@ -3,7 +3,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::held::{Held, HeldSet};
-use super::plan::MAX_CACHED_PLAN_NAMES;
+use super::plan::PlanCache;
 use super::subscriptions::{Interned, NameSet, name_hash};
 use super::type_state::Phase;
 use super::*;
@@ -509,12 +509,16 @@ fn subscriptions_are_shared_by_their_encoded_names_and_leave_with_their_last_use
 
 #[test]
 fn the_plan_cache_is_bounded_by_the_names_its_plans_hold() {
-    let mesh = Mesh::new(2);
+    let mut mesh = Mesh::new(2);
+    // The rule at a smaller bound than MAX_CACHED_PLAN_NAMES, which a
+    // debug build takes a minute to fill.
+    let bound = 60_000;
+    mesh.shared.plans = Arc::new(PlanCache::bounded(bound));
     let table = Arc::new(Subscriptions::default());
     // Distinct subscriptions of many names each: their plans are
     // computed and applied, but the cache stops taking them.
     // (Each under the per-type limit, MAX_NAMES_PER_TYPE.)
-    let big: Vec<String> = (0..MAX_CACHED_PLAN_NAMES / 6)
+    let big: Vec<String> = (0..bound / 6)
         .map(|i| format!("outbound|80||n{i}.svc"))
         .collect();
     let mut conns = Vec::new();
@@ -529,10 +533,7 @@ fn the_plan_cache_is_bounded_by_the_names_its_plans_hold() {
         conns.push(c);
     }
     let (plans, names) = mesh.shared.plans.size();
-    assert!(
-        names <= MAX_CACHED_PLAN_NAMES,
-        "{names} names in {plans} plans"
-    );
+    assert!(names <= bound, "{names} names in {plans} plans");
     assert_eq!(plans, 5, "six would hold more than the bound");
     // Plans stay while a connection holds their names, and leave with
     // the last one.
