@@ -14,9 +14,8 @@
 # workspace. The copy lives at a fixed place outside the repository (inside
 # it, cargo would take it for a workspace member and read the repository's
 # .cargo/config.toml), one per checkout, so that a second run finds
-# everything checked (scripts/test.sh starts one early, in the background,
-# and the test `out_of_tree.rs` runs this again); runs take turns through a
-# lock.
+# everything checked; runs take turns through a lock. The test
+# `out_of_tree.rs` runs this.
 #
 # Exit status 0 when all holds; otherwise what failed is printed.
 set -euo pipefail

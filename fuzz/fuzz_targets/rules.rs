@@ -4,6 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+#[allow(dead_code)]
+mod common;
 use sextant_core::Rule;
 use sextant_core::rules::{PolicyEntry, RouteEntry, ScopeEntry};
 
@@ -33,5 +37,5 @@ fuzz_target!(|data: &[u8]| {
     let scopes: Vec<std::sync::Arc<Rule>> =
         rules.iter().cloned().map(std::sync::Arc::new).collect();
     let _ = sextant_core::rules::scope::select(&scopes, "istio-system", Some("default"), &Default::default());
-    let _ = sextant_core::rules::analyze(&sextant_testkit::fixtures::mesh(2, 2), &rules);
+    let _ = sextant_core::rules::analyze(&common::mesh(2, 2), &rules);
 });

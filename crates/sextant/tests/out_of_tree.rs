@@ -3,10 +3,9 @@
 //! (`default-features = false`) pointed at this repository by absolute
 //! path. It builds with no protoc anywhere, without etcd-client, kube or
 //! k8s-openapi in its tree; and with the `etcd` feature on, still without
-//! protoc. `scripts/out-of-tree.sh` is the check (its comments say how);
-//! scripts/test.sh also starts it early, in the background, so that its
-//! cold `cargo check` fills the gaps of the main build rather than running
-//! alone at the end, and this test then finds its work done.
+//! protoc. `scripts/out-of-tree.sh` is the check (its comments say how):
+//! a cold `cargo check` of the example's own tree, the slowest test, which
+//! starts first (.config/nextest.toml).
 #![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
