@@ -57,7 +57,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sextant_aggregate::{Aggregator, AggregatorConfig, AggregatorHandle, MergeMode};
 use sextant_core::{Registry, RuleSource};
-use sextant_xds::server::tls::TlsFiles;
+use sextant_xds::server::tls::TlsSource;
 use sextant_xds::{Debounce, Metrics, ServerConfig, TranslateOptions, XdsServer, publisher};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -98,7 +98,8 @@ pub struct Sextant {
     debounce: Debounce,
     server: ServerConfig,
     xds_addr: Option<SocketAddr>,
-    xds_tls: Option<(SocketAddr, TlsFiles)>,
+    xds_tls: Option<(SocketAddr, TlsSource)>,
+    ca: Option<Arc<sextant_ca::Authority>>,
     admin_addr: Option<SocketAddr>,
     admin_token: Option<sextant_core::Secret>,
     drain_timeout: Duration,
@@ -124,6 +125,7 @@ impl Sextant {
             server: ServerConfig::default(),
             xds_addr: Some(DEFAULT_XDS_ADDR),
             xds_tls: None,
+            ca: None,
             admin_addr: Some(DEFAULT_ADMIN_ADDR),
             admin_token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -170,10 +172,20 @@ impl Sextant {
         self
     }
 
-    /// Serves ADS over TLS (mTLS, as `files` says) on `addr` too; port 0
-    /// picks a free port. The files are re-read when they change.
-    pub fn xds_tls(mut self, addr: SocketAddr, files: TlsFiles) -> Self {
-        self.xds_tls = Some((addr, files));
+    /// Serves ADS over TLS (mTLS, as the source says) on `addr` too; port
+    /// 0 picks a free port. Files are re-read when they change; a
+    /// certificate made in memory is renewed by its maker.
+    pub fn xds_tls(mut self, addr: SocketAddr, source: impl Into<TlsSource>) -> Self {
+        self.xds_tls = Some((addr, source.into()));
+        self
+    }
+
+    /// Issues workload certificates from `authority` through Istio's
+    /// certificate API on the TLS port, to callers proving who they are
+    /// as for xDS (a client certificate, or a bearer token the server's
+    /// validator accepts). Counted on `/metrics`.
+    pub fn certificate_authority(mut self, authority: Arc<sextant_ca::Authority>) -> Self {
+        self.ca = Some(authority);
         self
     }
 
@@ -257,6 +269,7 @@ impl Sextant {
             self.debounce,
             metrics.clone(),
         );
+        let tokens = self.server.tokens.clone();
         let xds = XdsServer::new(snapshots, metrics, self.server);
 
         let xds_listener = match self.xds_addr {
@@ -278,6 +291,28 @@ impl Sextant {
             None => None,
         };
         let xds_tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+        let mut metrics_sources = self.metrics.clone();
+        let ca = match self.ca.clone() {
+            Some(authority) => {
+                anyhow::ensure!(
+                    tls.is_some(),
+                    "the certificate API is served on the xDS TLS port: set one (xds_tls)"
+                );
+                let metrics = Arc::new(sextant_ca::CaMetrics::default());
+                let credentials = Arc::new(XdsCredentials {
+                    tokens: tokens.clone(),
+                });
+                let service =
+                    sextant_ca::CaService::new(authority.clone(), credentials, metrics.clone());
+                metrics_sources.push(Arc::new(CaMetricsSource(metrics.clone())));
+                Some((service, sextant_ca::watch(authority, metrics)))
+            }
+            None => None,
+        };
+        let (ca_service, ca_watch) = match ca {
+            Some((service, watch)) => (Some(service), Some(watch)),
+            None => (None, None),
+        };
         anyhow::ensure!(
             xds_addr.is_some() || xds_tls_addr.is_some(),
             "no xDS port: the plaintext port is off and TLS is not set"
@@ -308,9 +343,13 @@ impl Sextant {
             ));
         }
         if let Some((listener, tls)) = tls {
-            xds_tasks.push(tokio::spawn(xds.clone().serve_tls(
+            xds_tasks.push(tokio::spawn(xds.clone().serve_tls_with(
                 listener,
                 tls,
+                move |routes| match ca_service {
+                    Some(ca) => routes.add_service(ca),
+                    None => routes,
+                },
                 stopped(xds_stopped.clone()),
             )));
         }
@@ -318,7 +357,7 @@ impl Sextant {
         let admin_task = admin_listener.map(|listener| {
             let state = admin::AdminState::new(handle.clone(), xds.clone())
                 .with_token(self.admin_token.clone())
-                .with_metrics(self.metrics.clone());
+                .with_metrics(metrics_sources);
             let listener = admin::listener::AdminListener::new(listener, state.listener_stats());
             let app = admin::router(state);
             tokio::spawn(async move {
@@ -349,6 +388,7 @@ impl Sextant {
             admin_task,
             publisher_task,
             aggregator_task,
+            ca_watch,
         })
     }
 }
@@ -470,6 +510,8 @@ pub struct Running {
     admin_task: Option<JoinHandle<()>>,
     publisher_task: JoinHandle<()>,
     aggregator_task: JoinHandle<()>,
+    /// The CA's file watcher, when there is a CA.
+    ca_watch: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -515,6 +557,78 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         self.aggregator_task.abort();
+        if let Some(task) = self.ca_watch {
+            task.abort();
+        }
+    }
+}
+
+/// Who a caller of the certificate API is: the identity of its client
+/// certificate, else of its bearer token, validated as for xDS.
+struct XdsCredentials {
+    tokens: Option<sextant_xds::server::auth::Tokens>,
+}
+
+impl sextant_ca::Authenticate for XdsCredentials {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: &'a sextant_ca::Credentials,
+    ) -> sextant_ca::service::Authenticating<'a> {
+        Box::pin(async move {
+            let proven = match (&credentials.certificate, &credentials.token, &self.tokens) {
+                (Some(id), _, _) => id.clone(),
+                (None, Some(token), Some(validator)) => validator
+                    .0
+                    .validate(token)
+                    .await
+                    .map_err(|e| format!("the bearer token was not accepted: {e}"))?,
+                (None, Some(_), None) => {
+                    return Err("this server validates no bearer tokens (--xds-token-file, --xds-token-review)".into());
+                }
+                (None, None, _) => {
+                    return Err("a certificate needs proof of identity: a client certificate, or a bearer token in the authorization metadata".into());
+                }
+            };
+            sextant_ca::Identity::from_spiffe(&proven).ok_or_else(|| {
+                format!("the proven identity {proven:?} is not of the form spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT")
+            })
+        })
+    }
+}
+
+/// The CA's counters on `/metrics`.
+struct CaMetricsSource(Arc<sextant_ca::CaMetrics>);
+
+impl admin::MetricsSource for CaMetricsSource {
+    fn render(&self, out: &mut String) {
+        use sextant_ca::CaMetrics as M;
+        use std::fmt::Write as _;
+        let m = &self.0;
+        let _ = writeln!(
+            out,
+            "# HELP sextant_ca_certificates_issued_total Workload certificates issued.\n# TYPE sextant_ca_certificates_issued_total counter\nsextant_ca_certificates_issued_total {}",
+            M::get(&m.issued_total)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sextant_ca_requests_refused_total Certificate requests refused, by reason.\n# TYPE sextant_ca_requests_refused_total counter"
+        );
+        for (reason, v) in [
+            ("unauthenticated", &m.unauthenticated_total),
+            ("bad_csr", &m.bad_csr_total),
+            ("failed", &m.failed_total),
+        ] {
+            let _ = writeln!(
+                out,
+                "sextant_ca_requests_refused_total{{reason=\"{reason}\"}} {}",
+                M::get(v)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sextant_ca_reload_failures_total Changes of the CA's files that did not load (the last good CA kept issuing).\n# TYPE sextant_ca_reload_failures_total counter\nsextant_ca_reload_failures_total {}",
+            M::get(&m.reload_failures_total)
+        );
     }
 }
 

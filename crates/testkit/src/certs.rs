@@ -99,3 +99,16 @@ impl TestCa {
         self.issue(vec![uri], ExtendedKeyUsagePurpose::ClientAuth, "proxy")
     }
 }
+
+/// A certificate signing request (PEM) for a new P-256 key, asking for the
+/// URI name `spiffe`; and the key, PEM.
+pub fn csr(spiffe: &str) -> (String, String) {
+    let key = KeyPair::generate().unwrap_or_else(fail("key"));
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(fail("params"));
+    params.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap_or_else(fail("uri")))];
+    let csr = params.serialize_request(&key).unwrap_or_else(fail("csr"));
+    (
+        csr.pem().unwrap_or_else(fail("csr pem")),
+        key.serialize_pem(),
+    )
+}

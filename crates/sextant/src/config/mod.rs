@@ -38,7 +38,7 @@ pub use etcd::EtcdArgs;
 pub use k8s::{InjectionAudit, K8sArgs};
 pub use problems::Problems;
 use problems::{Collector, either};
-pub use tls::{TlsArgs, TokenSource};
+pub use tls::{CaSettings, TlsArgs, TokenSource, XdsTls};
 
 /// The flags of `sextant` and `sextant check-config`, and the settings
 /// file: one struct, so each setting is declared once (clap reads the flag
@@ -286,8 +286,12 @@ pub struct Settings {
     pub files: Vec<PathBuf>,
     /// xDS listen address (plaintext); `None` when turned off.
     pub xds_addr: Option<SocketAddr>,
-    /// The xDS TLS port: its address and files.
-    pub xds_tls: Option<(SocketAddr, sextant_xds::server::tls::TlsFiles)>,
+    /// The xDS TLS port: its address and where its certificate comes from.
+    pub xds_tls: Option<(SocketAddr, XdsTls)>,
+    /// Sextant's CA, when it issues workload certificates.
+    pub ca: Option<CaSettings>,
+    /// The mesh's trust domain.
+    pub trust_domain: String,
     /// Where proxies' bearer tokens are validated.
     pub xds_tokens: TokenSource,
     /// Admin listen address.
@@ -533,7 +537,13 @@ impl Settings {
                 Err(e) => c.bad("outbound_traffic_policy", from_flag, e),
             }
         }
-        let (xds_tls, auth, xds_tokens) = args.tls.resolve(&file.tls, &mut c);
+        let tls::TlsResolved {
+            tls: xds_tls,
+            auth,
+            tokens: xds_tokens,
+            ca,
+            trust_domain,
+        } = args.tls.resolve(&file.tls, &mut c);
         server.auth = auth;
         if xds_addr.is_none() && xds_tls.is_none() {
             c.problems.push(
@@ -564,6 +574,8 @@ impl Settings {
             files,
             xds_addr,
             xds_tls,
+            ca,
+            trust_domain,
             xds_tokens,
             admin_addr,
             admin_token: args
@@ -617,8 +629,36 @@ impl Settings {
             .aggregator_config(self.aggregator.clone())
             .debounce(self.debounce.clone())
             .drain_timeout(self.drain_timeout);
-        if let Some((addr, files)) = self.xds_tls.clone() {
-            sextant = sextant.xds_tls(addr, files);
+        let authority = match &self.ca {
+            Some(ca) => {
+                let dir = ca.dir.clone();
+                let (trust_domain, ttl) = (self.trust_domain.clone(), ca.max_ttl);
+                let authority = tokio::task::spawn_blocking(move || {
+                    sextant_ca::Authority::open(&dir, &trust_domain, ttl)
+                })
+                .await?
+                .map_err(|e| anyhow::anyhow!("--ca-dir: {e}"))?;
+                Some(Arc::new(authority))
+            }
+            None => None,
+        };
+        if let Some(authority) = &authority {
+            sextant = sextant.certificate_authority(authority.clone());
+        }
+        match (self.xds_tls.clone(), &authority) {
+            (Some((addr, XdsTls::Files(files))), _) => sextant = sextant.xds_tls(addr, files),
+            (Some((addr, XdsTls::FromCa { names, client_auth })), Some(authority)) => {
+                let made =
+                    sextant_ca::serving::CaServing::new(authority.clone(), &names, client_auth);
+                sextant = sextant.xds_tls(
+                    addr,
+                    sextant_xds::server::tls::TlsSource::Issued(Arc::new(made)),
+                );
+            }
+            (Some((_, XdsTls::FromCa { .. })), None) => {
+                anyhow::bail!("the TLS port's certificate comes from the CA, and there is none")
+            }
+            (None, _) => {}
         }
         for r in self.build_rule_sources() {
             sextant = sextant.rules_arc(r);

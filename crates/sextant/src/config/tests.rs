@@ -431,8 +431,11 @@ fn the_tls_port_comes_from_a_file_section_and_bad_combinations_are_named() {
     .expect("write");
     let s = resolve_file(&path).expect("valid");
     assert_eq!(s.xds_addr, None);
-    let (addr, files) = s.xds_tls.expect("the TLS port");
+    let (addr, tls) = s.xds_tls.expect("the TLS port");
     assert_eq!(addr.to_string(), "127.0.0.1:15012");
+    let XdsTls::Files(files) = tls else {
+        panic!("the TLS port's certificate comes from files")
+    };
     assert_eq!(
         files.client_auth,
         sextant_xds::server::tls::ClientAuth::Require
@@ -525,4 +528,58 @@ fn scope_defaults_come_from_flags_or_the_file_and_bad_entries_are_named() {
         text.contains("--scope-default-hosts") && text.contains("NAMESPACE/HOST"),
         "{text}"
     );
+}
+
+#[test]
+fn the_ca_flags_turn_the_tls_port_on_and_bad_values_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with = |tls: TlsArgs| {
+        Settings::resolve(&RunArgs {
+            files: vec!["x.yaml".into()],
+            tls,
+            ..args()
+        })
+    };
+    // An absent directory is fine (a root is made there at start); the
+    // TLS port comes on at Istio's address with the CA's certificate.
+    let s = with(TlsArgs {
+        ca_dir: Some(dir.path().join("ca")),
+        workload_cert_ttl: Some("2h".into()),
+        ..Default::default()
+    })
+    .expect("valid");
+    let (addr, tls) = s.xds_tls.expect("the TLS port");
+    assert_eq!(addr.to_string(), "127.0.0.1:15012");
+    let XdsTls::FromCa { names, client_auth } = tls else {
+        panic!("the CA makes the port's certificate")
+    };
+    assert!(names.iter().any(|n| n == "localhost"), "{names:?}");
+    assert_eq!(client_auth, sextant_xds::server::tls::ClientAuth::Optional);
+    let ca = s.ca.expect("the CA");
+    assert_eq!(ca.max_ttl, std::time::Duration::from_secs(7_200));
+    assert_eq!(s.trust_domain, "cluster.local");
+
+    let bad = |tls: TlsArgs| with(tls).expect_err("invalid").to_string();
+    let e = bad(TlsArgs {
+        workload_cert_ttl: Some("2h".into()),
+        ..Default::default()
+    });
+    assert!(e.contains("--workload-cert-ttl needs the CA"), "{e}");
+    let e = bad(TlsArgs {
+        ca_dir: Some(dir.path().join("ca")),
+        workload_cert_ttl: Some("10s".into()),
+        trust_domain: Some("not a domain".into()),
+        ..Default::default()
+    });
+    assert!(
+        e.contains("at least 1m") && e.contains("--trust-domain"),
+        "{e}"
+    );
+    // A directory with files that are not a CA: named at start, not later.
+    std::fs::write(dir.path().join("ca-cert.pem"), "junk").expect("write");
+    let e = bad(TlsArgs {
+        ca_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    });
+    assert!(e.contains("--ca-dir"), "{e}");
 }

@@ -60,6 +60,71 @@ pub struct TlsArgs {
     )]
     #[serde(rename = "token_audiences")]
     pub xds_token_audiences: Option<Vec<String>>,
+    /// Issue workload certificates (Istio's certificate API, on the TLS
+    /// port) from the CA in this directory: Istio's cacerts layout
+    /// (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem), re-read
+    /// when it changes; an empty directory gets a self-signed root. Without
+    /// --tls-cert, the TLS port serves a certificate this CA makes.
+    #[arg(long, env = "SEXTANT_CA_DIR", value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// The mesh's trust domain: the SPIFFE ids the CA issues
+    /// (spiffe://DOMAIN/ns/NS/sa/SA), which mutual TLS checks.
+    #[arg(long, env = "SEXTANT_TRUST_DOMAIN", value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// The longest lifetime of a workload certificate (a request may ask
+    /// for less).
+    #[arg(long, env = "SEXTANT_WORKLOAD_CERT_TTL", value_name = "DURATION")]
+    pub workload_cert_ttl: Option<String>,
+    /// The names (DNS names, IPs) on the TLS port's certificate when the CA
+    /// makes it: what proxies dial.
+    #[arg(
+        long,
+        env = "SEXTANT_CA_SERVER_NAMES",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub ca_server_names: Option<Vec<String>>,
+}
+
+/// The default trust domain (Istio's).
+pub(crate) const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// The default longest workload certificate lifetime (Istio's).
+pub(crate) const DEFAULT_WORKLOAD_CERT_TTL: std::time::Duration =
+    std::time::Duration::from_secs(86_400);
+
+/// Where the TLS port's certificate comes from.
+#[derive(Clone, Debug)]
+pub enum XdsTls {
+    /// Files (--tls-cert, --tls-key, --client-ca).
+    Files(TlsFiles),
+    /// Made by Sextant's CA for `names`; clients' certificates chain to
+    /// the mesh's root.
+    FromCa {
+        /// The names on it.
+        names: Vec<String>,
+        /// Whether clients present certificates.
+        client_auth: ClientAuth,
+    },
+}
+
+/// Sextant's CA.
+#[derive(Clone, Debug)]
+pub struct CaSettings {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The longest workload certificate lifetime.
+    pub max_ttl: std::time::Duration,
+}
+
+/// What the `tls:` settings come to.
+#[derive(Clone, Debug)]
+pub(super) struct TlsResolved {
+    pub(super) tls: Option<(SocketAddr, XdsTls)>,
+    pub(super) auth: XdsAuth,
+    pub(super) tokens: TokenSource,
+    pub(super) ca: Option<CaSettings>,
+    pub(super) trust_domain: String,
 }
 
 /// Where bearer tokens are validated.
@@ -81,18 +146,15 @@ impl TlsArgs {
             &mut self.tls_key,
             &mut self.client_ca,
             &mut self.xds_token_file,
+            &mut self.ca_dir,
         ]
         .into_iter()
         .flatten()
     }
 
-    /// The TLS port's address and files, if it is on; what proxies must
-    /// prove; where tokens are validated.
-    pub(super) fn resolve(
-        &self,
-        file: &TlsArgs,
-        c: &mut Collector,
-    ) -> (Option<(SocketAddr, TlsFiles)>, XdsAuth, TokenSource) {
+    /// The TLS port's address and certificate, if it is on; what proxies
+    /// must prove; where tokens are validated; the CA.
+    pub(super) fn resolve(&self, file: &TlsArgs, c: &mut Collector) -> TlsResolved {
         let auth = match either(&self.xds_auth, &file.xds_auth) {
             None => XdsAuth::None,
             Some((m, from_flag)) => m.parse().unwrap_or_else(|e: String| {
@@ -128,8 +190,62 @@ impl TlsArgs {
                 "--xds-auth token and any need a way to validate tokens: --xds-token-file or --xds-token-review".into(),
             );
         }
-        let tls = self.resolve_tls(file, c, auth == XdsAuth::Mtls);
-        (tls, auth, tokens)
+        let trust_domain = match either(&self.trust_domain, &file.trust_domain) {
+            None => DEFAULT_TRUST_DOMAIN.to_owned(),
+            Some((td, from_flag)) => {
+                if let Some(p) = sextant_core::validate::dns_name_problem(&td) {
+                    c.bad_flag(
+                        "tls.trust_domain",
+                        "--trust-domain",
+                        from_flag,
+                        format!("{td:?}: {p}"),
+                    );
+                }
+                td
+            }
+        };
+        let ca = either(&self.ca_dir, &file.ca_dir).map(|(dir, from_flag)| {
+            if let Err(e) = sextant_ca::authority::check(&dir) {
+                c.bad_flag("tls.ca_dir", "--ca-dir", from_flag, e);
+            }
+            let max_ttl = match either(&self.workload_cert_ttl, &file.workload_cert_ttl) {
+                None => DEFAULT_WORKLOAD_CERT_TTL,
+                Some((v, from_flag)) => match humantime::parse_duration(&v) {
+                    Ok(d) if d >= std::time::Duration::from_secs(60) => d,
+                    Ok(_) => {
+                        c.bad_flag(
+                            "tls.workload_cert_ttl",
+                            "--workload-cert-ttl",
+                            from_flag,
+                            format!("{v:?}: at least 1m"),
+                        );
+                        DEFAULT_WORKLOAD_CERT_TTL
+                    }
+                    Err(e) => {
+                        c.bad_flag(
+                            "tls.workload_cert_ttl",
+                            "--workload-cert-ttl",
+                            from_flag,
+                            format!("{v:?} is not a duration ({e})"),
+                        );
+                        DEFAULT_WORKLOAD_CERT_TTL
+                    }
+                },
+            };
+            CaSettings { dir, max_ttl }
+        });
+        if ca.is_none() && either(&self.workload_cert_ttl, &file.workload_cert_ttl).is_some() {
+            c.problems
+                .push("--workload-cert-ttl needs the CA: --ca-dir".into());
+        }
+        let tls = self.resolve_tls(file, c, auth == XdsAuth::Mtls, ca.is_some());
+        TlsResolved {
+            tls,
+            auth,
+            tokens,
+            ca,
+            trust_domain,
+        }
     }
 
     fn resolve_tls(
@@ -137,7 +253,8 @@ impl TlsArgs {
         file: &TlsArgs,
         c: &mut Collector,
         require_identity: bool,
-    ) -> Option<(SocketAddr, TlsFiles)> {
+        with_ca: bool,
+    ) -> Option<(SocketAddr, XdsTls)> {
         let cert = either(&self.tls_cert, &file.tls_cert);
         let key = either(&self.tls_key, &file.tls_key);
         let ca = either(&self.client_ca, &file.client_ca);
@@ -160,6 +277,36 @@ impl TlsArgs {
             }
         };
         let (cert, key) = match (cert, key) {
+            // The CA makes the port's certificate; clients' certificates
+            // chain to its root (workloads renew with theirs), and tokens
+            // still work beside them.
+            (None, None) if with_ca => {
+                if ca.is_some() {
+                    c.problems.push(
+                        "with --ca-dir and no --tls-cert, client certificates chain to the mesh's root: --client-ca is not used".into(),
+                    );
+                }
+                let names = either(&self.ca_server_names, &file.ca_server_names)
+                    .map(|(n, _)| n)
+                    .unwrap_or_else(|| {
+                        sextant_ca::serving::DEFAULT_NAMES
+                            .iter()
+                            .map(|n| (*n).to_owned())
+                            .collect()
+                    });
+                let client_auth = if auth.is_some() {
+                    client_auth
+                } else {
+                    ClientAuth::Optional
+                };
+                if require_identity && client_auth == ClientAuth::None {
+                    c.problems.push(
+                        "--xds-auth mtls needs client certificates: --client-auth optional or require".into(),
+                    );
+                }
+                let addr = addr.unwrap_or(crate::DEFAULT_XDS_TLS_ADDR);
+                return Some((addr, XdsTls::FromCa { names, client_auth }));
+            }
             (None, None) => {
                 if addr.is_some() || ca.is_some() {
                     c.problems.push(
@@ -201,6 +348,6 @@ impl TlsArgs {
             c.problems.push(format!("xDS TLS: {e}"));
         }
         let addr = addr.unwrap_or(crate::DEFAULT_XDS_TLS_ADDR);
-        Some((addr, files))
+        Some((addr, XdsTls::Files(files)))
     }
 }

@@ -51,9 +51,25 @@ impl XdsServer {
         tls: Arc<tls::Tls>,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_tls_with(listener, tls, |routes| routes, shutdown)
+            .await
+    }
+
+    /// [`XdsServer::serve_tls`] with more gRPC services beside ADS, which
+    /// `add` mounts (Sextant's CA, on the port Istio's agents ask it on).
+    /// They see the connection's [`tls::TlsConnectInfo`] in their
+    /// requests' extensions.
+    pub async fn serve_tls_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<tls::Tls>,
+        add: impl FnOnce(tonic::service::Routes) -> tonic::service::Routes,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
         let incoming = tls::incoming(listener, self.limits(), self.shared.metrics.clone(), tls);
+        let routes = add(tonic::service::Routes::new(self.service()));
         self.http2()
-            .add_service(self.service())
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }

@@ -81,6 +81,93 @@ impl TlsFiles {
     }
 }
 
+/// A serving certificate made in memory rather than read from files (by
+/// Sextant's own CA), renewed by its maker: each call returns what should
+/// serve now, and a change is picked up as a file change would be.
+pub trait ServingCert: Send + Sync + 'static {
+    /// The certificate chain and key (PEM), and the CA client certificates
+    /// must chain to (PEM) with whether clients present one.
+    fn current(&self) -> Result<ServingPem, String>;
+}
+
+/// What a [`ServingCert`] serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingPem {
+    /// The certificate chain, leaf first.
+    pub chain: Vec<u8>,
+    /// Its key.
+    pub key: Vec<u8>,
+    /// The CA client certificates must chain to.
+    pub client_ca: Option<Vec<u8>>,
+    /// Whether clients present certificates.
+    pub client_auth: ClientAuth,
+}
+
+/// Where the TLS port's certificate comes from.
+#[derive(Clone)]
+pub enum TlsSource {
+    /// PEM files, re-read when they change.
+    Files(TlsFiles),
+    /// Made in memory, renewed by its maker.
+    Issued(Arc<dyn ServingCert>),
+}
+
+impl std::fmt::Debug for TlsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsSource::Files(files) => f.debug_tuple("Files").field(files).finish(),
+            TlsSource::Issued(_) => f.write_str("Issued(..)"),
+        }
+    }
+}
+
+impl From<TlsFiles> for TlsSource {
+    fn from(files: TlsFiles) -> TlsSource {
+        TlsSource::Files(files)
+    }
+}
+
+impl TlsSource {
+    /// How often it is checked for a change.
+    fn check_every(&self) -> Duration {
+        match self {
+            TlsSource::Files(f) => f.check_every,
+            TlsSource::Issued(_) => Duration::from_secs(5),
+        }
+    }
+
+    /// What it says now, to tell a change.
+    fn contents(&self) -> Contents {
+        match self {
+            TlsSource::Files(files) => read_all(files),
+            TlsSource::Issued(source) => match source.current() {
+                Ok(pem) => Contents(vec![
+                    Some(pem.chain),
+                    Some(pem.key),
+                    pem.client_ca,
+                    Some(format!("{:?}", pem.client_auth).into_bytes()),
+                ]),
+                Err(_) => Contents(Vec::new()),
+            },
+        }
+    }
+
+    /// The rustls configuration it makes, or what is wrong.
+    fn load(&self) -> Result<Arc<RustlsConfig>, String> {
+        match self {
+            TlsSource::Files(files) => load(files),
+            TlsSource::Issued(source) => load_issued(&source.current()?),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TlsSource::Files(files) => files.cert.display().to_string(),
+            TlsSource::Issued(_) => "the certificate Sextant's CA made".to_owned(),
+        }
+    }
+}
+
 /// The contents read, to tell a change.
 #[derive(PartialEq, Eq)]
 struct Contents(Vec<Option<Vec<u8>>>);
@@ -128,25 +215,81 @@ fn certs(path: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'stati
 
 /// Builds the rustls configuration from the files, or says what is wrong.
 pub fn load(files: &TlsFiles) -> Result<Arc<RustlsConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&files.cert, "certificate")?;
     let key_bytes = read_file(&files.key, "private key")?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes)
         .map_err(|e| format!("the private key {} is not usable: {e}", files.key.display()))?;
+    let client_ca = match (files.client_auth, &files.client_ca) {
+        (ClientAuth::None, _) => None,
+        (_, None) => {
+            return Err("client certificates are asked for (--client-auth) but no CA is given (--client-ca)".into());
+        }
+        (_, Some(ca)) => Some((certs(ca, "client CA")?, ca.display().to_string())),
+    };
+    build(
+        chain,
+        key,
+        files.client_auth,
+        client_ca,
+        &format!(
+            "the certificate {} and key {}",
+            files.cert.display(),
+            files.key.display()
+        ),
+    )
+}
+
+/// Builds the rustls configuration from a certificate made in memory.
+fn load_issued(pem: &ServingPem) -> Result<Arc<RustlsConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the serving certificate is not PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("the serving certificate holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&pem.key)
+        .map_err(|e| format!("the serving key is not usable: {e}"))?;
+    let client_ca = match (&pem.client_ca, pem.client_auth) {
+        (_, ClientAuth::None) => None,
+        (None, _) => return Err("client certificates are asked for but no CA is given".into()),
+        (Some(ca), _) => Some((
+            CertificateDer::pem_slice_iter(ca)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the client CA is not PEM: {e}"))?,
+            "the mesh's root".to_owned(),
+        )),
+    };
+    build(
+        chain,
+        key,
+        pem.client_auth,
+        client_ca,
+        "the serving certificate and key",
+    )
+}
+
+fn build(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_auth: ClientAuth,
+    client_ca: Option<(Vec<CertificateDer<'static>>, String)>,
+    pair: &str,
+) -> Result<Arc<RustlsConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = RustlsConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?;
-    let builder = match (files.client_auth, &files.client_ca) {
+    let builder = match (client_auth, client_ca) {
         (ClientAuth::None, _) => builder.with_no_client_auth(),
         (_, None) => {
             return Err("client certificates are asked for (--client-auth) but no CA is given (--client-ca)".into());
         }
-        (auth, Some(ca)) => {
+        (auth, Some((certs, ca))) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in certs(ca, "client CA")? {
+            for cert in certs {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
+                    .map_err(|e| format!("the client CA {ca}: {e}"))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -160,35 +303,33 @@ pub fn load(files: &TlsFiles) -> Result<Arc<RustlsConfig>, String> {
             builder.with_client_cert_verifier(
                 verifier
                     .build()
-                    .map_err(|e| format!("the client CA {}: {e}", ca.display()))?,
+                    .map_err(|e| format!("the client CA {ca}: {e}"))?,
             )
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        format!(
-            "the certificate {} and key {} do not go together: {e}",
-            files.cert.display(),
-            files.key.display()
-        )
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{pair} do not go together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The TLS configuration in force, reloaded when its files change.
+/// The TLS configuration in force, reloaded when its source changes.
 pub struct Tls {
-    files: TlsFiles,
+    source: TlsSource,
     current: RwLock<(Contents, Arc<RustlsConfig>)>,
     metrics: Arc<Metrics>,
 }
 
 impl Tls {
-    /// Loads the files; fails with a message naming the file at fault.
-    pub fn new(files: TlsFiles, metrics: Arc<Metrics>) -> Result<Arc<Tls>, String> {
-        let contents = read_all(&files);
-        let config = load(&files)?;
+    /// Loads the source (files, or a certificate made in memory); fails
+    /// with a message naming what is at fault.
+    pub fn new(source: impl Into<TlsSource>, metrics: Arc<Metrics>) -> Result<Arc<Tls>, String> {
+        let source = source.into();
+        let contents = source.contents();
+        let config = source.load()?;
         Ok(Arc::new(Tls {
-            files,
+            source,
             current: RwLock::new((contents, config)),
             metrics,
         }))
@@ -202,17 +343,18 @@ impl Tls {
             .clone()
     }
 
-    /// Reloads if a file changed; true if a new configuration is in force.
+    /// Reloads if the source changed; true if a new configuration is in
+    /// force.
     pub fn reload_if_changed(&self) -> bool {
-        let contents = read_all(&self.files);
+        let contents = self.source.contents();
         if self.current.read().unwrap_or_else(|p| p.into_inner()).0 == contents {
             return false;
         }
-        match load(&self.files) {
+        match self.source.load() {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = (contents, config);
                 Metrics::add(&self.metrics.tls_reloads_total, 1);
-                info!(cert = %self.files.cert.display(), "xDS TLS files changed: new connections get the new certificate");
+                info!(cert = %self.source.describe(), "xDS TLS certificate changed: new connections get the new one");
                 true
             }
             Err(e) => {
@@ -229,7 +371,7 @@ impl Tls {
     /// Checks the files every `check_every` until the server goes away.
     fn watch(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let every = self.files.check_every.max(Duration::from_millis(50));
+        let every = self.source.check_every().max(Duration::from_millis(50));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
