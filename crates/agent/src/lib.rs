@@ -31,7 +31,9 @@
 pub mod admin;
 pub mod envoy;
 pub mod pod;
+pub mod sds;
 pub mod status;
+pub mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,6 +111,67 @@ pub struct AgentArgs {
     /// before the agent gives up and exits non-zero.
     #[arg(long, env = "SEXTANT_MAX_RESTARTS", default_value_t = 5)]
     pub max_restarts: u32,
+    /// Where to ask for the workload certificate: Sextant's CA, HOST:PORT
+    /// (its TLS xDS port) [default: the first --xds-addr, when --xds-ca is
+    /// set].
+    #[arg(long, env = "SEXTANT_CA_ADDR", value_name = "ADDR")]
+    pub ca_addr: Option<String>,
+    /// The root (PEM file) the CA's port certificate chains to [default:
+    /// --xds-ca].
+    #[arg(long, env = "SEXTANT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not ask for a workload certificate (no SDS, no mutual TLS).
+    #[arg(long, env = "SEXTANT_NO_WORKLOAD_CERTS")]
+    pub no_workload_certs: bool,
+    /// The workload certificate's lifetime to ask for (the CA may give
+    /// less); it is renewed at half its life.
+    #[arg(long, env = "SEXTANT_CERT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cert_ttl: Duration,
+    /// The mesh's trust domain (the identity a CSR names; the CA decides).
+    #[arg(long, env = "SEXTANT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+}
+
+impl AgentArgs {
+    /// How to ask for the workload certificate, if one is asked for: with
+    /// --ca-addr, or over the TLS xDS port (--xds-ca).
+    pub fn ca_client(&self, pod: &pod::PodInfo) -> Option<workload::CaClient> {
+        if self.no_workload_certs {
+            return None;
+        }
+        let addr = match (&self.ca_addr, &self.xds_ca) {
+            (Some(addr), _) => addr.clone(),
+            (None, Some(_)) => self.xds_addrs.first()?.clone(),
+            (None, None) => return None,
+        };
+        let ca_cert = self
+            .ca_cert
+            .clone()
+            .or_else(|| self.xds_ca.as_ref().map(PathBuf::from))?;
+        Some(workload::CaClient {
+            addr,
+            ca_cert,
+            server_name: None,
+            token_file: self.token_file.clone(),
+            ttl: self.cert_ttl,
+            spiffe: format!(
+                "spiffe://{}/ns/{}/sa/{}",
+                self.trust_domain,
+                pod.namespace.as_deref().unwrap_or("default"),
+                pod.service_account.as_deref().unwrap_or("default")
+            ),
+        })
+    }
+
+    /// The agent's SDS socket.
+    pub fn sds_socket(&self) -> PathBuf {
+        self.proxy_dir.join("sds.sock")
+    }
+
+    /// The directory of the certificate files (proxyless gRPC).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.proxy_dir.join("certs")
+    }
 }
 
 /// How the agent ended.
@@ -131,6 +194,8 @@ pub struct Shared {
     /// asks only that it is LIVE (a listener warming after a push does not
     /// take the pod out of its Service).
     was_ready: std::sync::atomic::AtomicBool,
+    /// The workload certificate, when one is asked for: not ready without.
+    certificate: Option<watch::Receiver<Option<Arc<workload::Material>>>>,
 }
 
 impl Shared {
@@ -156,6 +221,11 @@ impl Shared {
         if self.stopping() {
             return Err("draining".into());
         }
+        if let Some(held) = &self.certificate
+            && held.borrow().is_none()
+        {
+            return Err("no workload certificate yet".into());
+        }
         let Some(admin) = self.admin() else {
             return Err("Envoy is not running".into());
         };
@@ -172,8 +242,9 @@ impl Shared {
     }
 }
 
-/// The bootstrap spec for `pod` under `args`.
-pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16) -> Spec {
+/// The bootstrap spec for `pod` under `args` (the SDS socket and the
+/// certificate files named when `certificates`).
+pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates: bool) -> Spec {
     Spec {
         node_id: pod.node_id(&args.cluster_domain),
         cluster: pod
@@ -195,6 +266,8 @@ pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16) -> Spec {
             ..Default::default()
         }),
         token_file: args.token_file.clone(),
+        sds_socket: certificates.then(|| args.sds_socket()),
+        cert_dir: certificates.then(|| args.cert_dir()),
     }
 }
 
@@ -206,7 +279,8 @@ pub async fn run(args: AgentArgs) -> Exit {
         warn!(problem = %p, "pod information");
     }
     info!(pod = ?pod.name, namespace = ?pod.namespace, ips = ?pod.ips, labels = pod.labels.len(), "sextant agent starting");
-    let spec = spec(&args, &pod, args.envoy_admin_port);
+    let ca = args.ca_client(&pod);
+    let spec = spec(&args, &pod, args.envoy_admin_port, ca.is_some());
     let bootstrap = match spec.envoy() {
         Ok((b, _)) => b.to_yaml(),
         Err(e) => return Exit::Failed(format!("bootstrap: {e}")),
@@ -219,7 +293,29 @@ pub async fn run(args: AgentArgs) -> Exit {
         return Exit::Failed(format!("cannot write {}: {e}", bootstrap_path.display()));
     }
 
-    let shared = Arc::new(Shared::default());
+    // The workload certificate: asked for, renewed, served over SDS and
+    // written for gRPC. Envoy starts at once; what needs the certificate
+    // warms until SDS has it.
+    let mut certificate = None;
+    let mut cert_tasks = Vec::new();
+    if let Some(client) = ca {
+        let (held_tx, held) = watch::channel(None);
+        match sds::serve(&args.sds_socket(), sds::Sds::new(held.clone())) {
+            Ok(task) => cert_tasks.push(task),
+            Err(e) => return Exit::Failed(format!("SDS: {e}")),
+        }
+        info!(ca = %client.addr, sds = %args.sds_socket().display(), "asking for the workload certificate");
+        cert_tasks.push(tokio::spawn(workload::keep(
+            client,
+            held_tx,
+            Some(args.cert_dir()),
+        )));
+        certificate = Some(held);
+    }
+    let shared = Arc::new(Shared {
+        certificate,
+        ..Shared::default()
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let listener = match tokio::net::TcpListener::bind(args.status_addr).await {
         Ok(l) => l,
@@ -230,6 +326,9 @@ pub async fn run(args: AgentArgs) -> Exit {
     let exit = supervise(&args, &bootstrap_path, &shared, stop_rx).await;
     status_task.abort();
     signals.abort();
+    for task in cert_tasks {
+        task.abort();
+    }
     exit
 }
 

@@ -201,6 +201,22 @@ fn pem(der: &CertificateDer<'_>) -> String {
     out
 }
 
+/// The first certificate of a PEM chain: its validity (not before, not
+/// after), as a workload reads the certificate it was given.
+pub fn validity_pem(pem: &str) -> Result<(SystemTime, SystemTime), String> {
+    use x509_parser::prelude::FromDer;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("cannot read a certificate: {e}"))?;
+    let at =
+        |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    Ok((
+        at(cert.validity().not_before.timestamp()),
+        at(cert.validity().not_after.timestamp()),
+    ))
+}
+
 fn not_after(der: &CertificateDer<'_>) -> Result<SystemTime, String> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())

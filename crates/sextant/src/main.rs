@@ -285,6 +285,15 @@ struct BootstrapArgs {
     /// [default: the host of the first --xds-addr]. Envoy only.
     #[arg(long, value_name = "NAME", requires = "tls", conflicts_with = "grpc")]
     sni: Option<String>,
+    /// The agent's SDS socket (`sextant agent` serves the workload
+    /// certificate there): adds the `sds-grpc` cluster. Envoy only.
+    #[arg(long, value_name = "PATH", conflicts_with = "grpc")]
+    sds_socket: Option<std::path::PathBuf>,
+    /// The agent's certificate directory (cert-chain.pem, key.pem,
+    /// root-cert.pem): adds a `file_watcher` certificate provider named
+    /// `default`. With --grpc only.
+    #[arg(long, value_name = "DIR", requires = "grpc")]
+    cert_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -583,6 +592,8 @@ fn bootstrap(b: &BootstrapArgs) -> ExitCode {
             sni: b.sni.clone(),
         }),
         token_file: b.token_file.clone(),
+        sds_socket: b.sds_socket.clone(),
+        cert_dir: b.cert_dir.clone(),
     };
     let printed = if b.grpc {
         spec.grpc().map(|g| println!("{}", g.to_json()))

@@ -41,6 +41,11 @@ impl Agent {
     /// Starts `sextant agent` for a pod `web-1` in `shop`, explicit mode,
     /// pointed at `xds`.
     fn start(dir: &Path, xds: SocketAddr, deadline: &str) -> Agent {
+        Agent::start_with(dir, xds, deadline, &[])
+    }
+
+    /// As [`Agent::start`], with more arguments.
+    fn start_with(dir: &Path, xds: SocketAddr, deadline: &str, extra: &[&str]) -> Agent {
         let status = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let pod = dir.join("pod");
         std::fs::create_dir_all(&pod).expect("mkdir");
@@ -59,6 +64,7 @@ impl Agent {
             .arg(&pod)
             .args(["--mode", "explicit", "--drain-deadline", deadline])
             .args(["--proxy-log-level", "info"])
+            .args(extra)
             .env("POD_NAME", "web-1")
             .env("POD_NAMESPACE", "shop")
             .env("INSTANCE_IP", "127.0.0.1")
@@ -414,4 +420,274 @@ async fn a_crash_looping_envoy_makes_the_agent_fail() {
         "not retried:\n{log}"
     );
     assert!(log.contains("--envoy-path"), "{log}");
+}
+
+/// A child's stdout, a JSON value per line.
+struct Lines(tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>);
+
+impl Lines {
+    async fn next(&mut self, bound: Duration, what: &str) -> serde_json::Value {
+        let line = tokio::time::timeout(bound, self.0.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing within {bound:?}"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("{what}: the client ended"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: {line:?}: {e}"))
+    }
+}
+
+/// One handshake and request through `tls_probe.py` (Python's ssl).
+async fn probe(port: u16, root: &Path, client: Option<(&Path, &Path)>) -> serde_json::Value {
+    let mut cmd = Command::new(sextant_testkit::peers::python_path());
+    cmd.arg(
+        sextant_testkit::peers::workspace_root().join("crates/sextant/tests/clients/tls_probe.py"),
+    )
+    .arg(port.to_string())
+    .arg(root);
+    if let Some((cert, key)) = client {
+        cmd.arg(cert).arg(key);
+    }
+    let out = cmd.output().await.expect("run tls_probe.py");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tls_probe.py: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The DER of the first certificate in `pem`, to compare certificates
+/// whatever their PEM line breaks.
+fn first_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// An Envoy whose one listener (on `port`) terminates mutual TLS with the
+/// agent's `default` certificate and checks clients against `ROOTCA`,
+/// both over SDS through the `sds-grpc` cluster the agent's own bootstrap
+/// defines (copied from it).
+fn sds_envoy(agent_bootstrap: &str, port: u16) -> String {
+    let sds_cluster = &agent_bootstrap[agent_bootstrap
+        .find("    # The agent's SDS socket")
+        .expect("the agent's bootstrap names its SDS socket")..];
+    let sds = "sds_config: { resource_api_version: V3, api_config_source: { api_type: GRPC, transport_api_version: V3, grpc_services: [ { envoy_grpc: { cluster_name: sds-grpc } } ] } }";
+    format!(
+        r#"node: {{ id: sds-test, cluster: sds-test }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+static_resources:
+  listeners:
+    - name: mtls
+      address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+      filter_chains:
+        - transport_socket:
+            name: envoy.transport_sockets.tls
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+              require_client_certificate: true
+              common_tls_context:
+                tls_certificate_sds_secret_configs:
+                  - {{ name: default, {sds} }}
+                validation_context_sds_secret_config: {{ name: ROOTCA, {sds} }}
+          filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: mtls
+                route_config:
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          direct_response: {{ status: 200, body: {{ inline_string: "mtls ok" }} }}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{sds_cluster}"#
+    )
+}
+
+/// The workload certificate, whole: the agent makes a key, asks Sextant's
+/// CA with the pod's token over the TLS port, is ready only once it holds
+/// the certificate, writes the files for gRPC, and serves it over SDS to an
+/// independent client (grpcio) and to a real Envoy that terminates mutual
+/// TLS with it. Then the CA goes away for longer than the renewal point:
+/// the certificate in hand keeps serving; when the CA is back the agent
+/// renews, and the new certificate reaches the same Envoy without a
+/// restart. (One-minute certificates, renewed at 30 s ± 6 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_certificate_reaches_envoy_over_sds_and_renews_after_a_ca_outage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = |p: &Path| p.to_str().expect("path").to_owned();
+    let backend = HttpBackend::start("web").await;
+    let mesh_file = d.join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh(&[&backend])).expect("write mesh");
+    std::fs::write(d.join("tokens"), "tok-web shop web\n").expect("tokens");
+    std::fs::write(d.join("token"), "tok-web").expect("token");
+    let ca_dir = d.join("ca");
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut sx = Sextant::start(
+        d,
+        &[
+            "--file",
+            &p(&mesh_file),
+            "--xds-tls-addr",
+            &tls.to_string(),
+            "--ca-dir",
+            &p(&ca_dir),
+            "--workload-cert-ttl",
+            "1m",
+            "--xds-token-file",
+            &p(&d.join("tokens")),
+        ],
+    )
+    .await;
+    let root_file = ca_dir.join("root-cert.pem");
+    let root = std::fs::read_to_string(&root_file).expect("the CA's root");
+    let agent = Agent::start_with(
+        d,
+        tls,
+        "5s",
+        &[
+            "--xds-ca",
+            &p(&root_file),
+            "--token-file",
+            &p(&d.join("token")),
+            "--cert-ttl",
+            "1h",
+        ],
+    );
+    agent.until_ready(200).await;
+
+    // The files for proxyless gRPC: the key private, the root the CA's.
+    let certs = agent.proxy_dir.join("certs");
+    let chain = std::fs::read_to_string(certs.join("cert-chain.pem")).expect("cert-chain.pem");
+    let key = certs.join("key.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key).expect("key.pem").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(certs.join("root-cert.pem")).expect("root"),
+        root
+    );
+
+    // SDS, read by grpcio with Envoy's own protos.
+    let mut sds_child = Command::new(sextant_testkit::peers::python_path())
+        .arg(
+            sextant_testkit::peers::workspace_root()
+                .join("crates/sextant/tests/clients/sds_client.py"),
+        )
+        .arg(agent.proxy_dir.join("sds.sock"))
+        .args(["default", "ROOTCA"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run sds_client.py");
+    let mut sds = Lines(tokio::io::AsyncBufReadExt::lines(
+        tokio::io::BufReader::new(sds_child.stdout.take().expect("stdout")),
+    ));
+    let first = sds
+        .next(Duration::from_secs(10), "the first SDS answer")
+        .await;
+    assert_eq!(first["version"], "1", "{first}");
+    assert_eq!(first["secrets"]["default"]["chain"], chain.as_str());
+    assert_eq!(first["secrets"]["ROOTCA"]["root"], root.as_str());
+
+    // A real Envoy terminating mutual TLS with what SDS serves.
+    let bootstrap = std::fs::read_to_string(agent.proxy_dir.join("envoy.yaml")).expect("bootstrap");
+    let port = free_port();
+    let envoy = sextant_testkit::peers::Envoy::start(&sds_envoy(&bootstrap, port)).await;
+    let client = (certs.join("cert-chain.pem"), key.clone());
+    let client = Some((client.0.as_path(), client.1.as_path()));
+    let mut answer = serde_json::Value::Null;
+    for _ in 0..100 {
+        answer = probe(port, &root_file, client).await;
+        if answer["status"].as_str().is_some_and(|s| s.contains("200")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answer["status"].as_str().is_some_and(|s| s.contains("200")),
+        "mutual TLS with the SDS certificate: {answer}\n{}",
+        envoy.log()
+    );
+    assert_eq!(
+        first_der(answer["peer"].as_str().expect("peer")),
+        first_der(&chain)
+    );
+    let anonymous = probe(port, &root_file, None).await;
+    assert!(
+        anonymous["status"]
+            .as_str()
+            .is_none_or(|s| !s.contains("200")),
+        "a client without a certificate is refused: {anonymous}"
+    );
+
+    // The CA goes away past the renewal point (30 s ± 6 s into the
+    // minute): the agent says it cannot renew, and what it holds serves on.
+    sx.kill().await;
+    let started = Instant::now();
+    while !log(d).contains("cannot renew the workload certificate") {
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "the agent never tried to renew:\n{}",
+            log(d)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let during = probe(port, &root_file, client).await;
+    assert_eq!(
+        first_der(
+            during["peer"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{during}"))
+        ),
+        first_der(&chain),
+        "the certificate in hand serves while the CA is away"
+    );
+    assert_eq!(agent.ready().await.0, 200, "still ready");
+
+    // The CA is back (the same root, from its directory): the agent's next
+    // retry renews, SDS pushes version 2, and Envoy serves it.
+    sx.restart().await;
+    let second = sds
+        .next(Duration::from_secs(40), "the renewed certificate")
+        .await;
+    assert_eq!(second["version"], "2", "{second}");
+    let renewed = second["secrets"]["default"]["chain"]
+        .as_str()
+        .expect("chain")
+        .to_owned();
+    assert_ne!(first_der(&renewed), first_der(&chain));
+    assert_eq!(second["secrets"]["ROOTCA"]["root"], root.as_str());
+    let mut served = Vec::new();
+    for _ in 0..100 {
+        let answer = probe(port, &root_file, client).await;
+        served = answer["peer"].as_str().map(first_der).unwrap_or_default();
+        if served == first_der(&renewed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served,
+        first_der(&renewed),
+        "Envoy serves the renewed certificate"
+    );
+    assert_eq!(
+        std::fs::read_to_string(certs.join("cert-chain.pem")).expect("chain"),
+        renewed,
+        "the files follow"
+    );
 }
