@@ -53,7 +53,7 @@ run() {
 }
 
 tree="$(run tree --offline -e normal --prefix none)"
-for absent in "etcd-client" "kube " "k8s-openapi" "sextant-etcd" "sextant-k8s" "sextant-consul"; do
+for absent in "etcd-client" "kube " "k8s-openapi" "sextant-etcd" "sextant-k8s" "sextant-consul" "tikv-jemalloc-sys" "sextant-agent"; do
   if grep -qF "$absent" <<<"$tree"; then
     echo "$absent is in the embedder's tree:" >&2
     echo "$tree" >&2

@@ -12,6 +12,7 @@ use sextant_xds::bootstrap::{ClientTls, Spec, Workload};
 /// jemalloc, whose background threads return freed memory to the operating
 /// system: what a client made the server hold leaves with it, in resident
 /// memory too (glibc's malloc kept most of it; see ARCHITECTURE.md).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
