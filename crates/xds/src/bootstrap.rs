@@ -274,7 +274,11 @@ impl EnvoyBootstrap {
             ),
             None => String::new(),
         };
-        let fields = self.workload.fields(self.namespace.as_deref());
+        let mut fields = self.workload.fields(self.namespace.as_deref());
+        if self.sds_socket.is_some() {
+            let (key, value) = crate::identity::WORKLOAD_CERTS;
+            fields.insert(key.to_owned(), value.into());
+        }
         let metadata = if fields.is_empty() {
             String::new()
         } else {

@@ -20,6 +20,7 @@ use crate::resource::{Resource, ResourceType};
 use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::translate::capture::{self as layout, CaptureOptions, InboundPort, PortPlan};
+use crate::translate::mtls as mtls_layout;
 
 /// Encoded resources by type and name.
 #[derive(Debug, Default)]
@@ -100,6 +101,7 @@ fn outbound_set(
     view: &MeshView,
     scope: Option<&Scope>,
     options: &CaptureOptions,
+    mtls: bool,
 ) -> (ResourceSet, Vec<String>) {
     let visible = view
         .services
@@ -145,6 +147,22 @@ fn outbound_set(
         let l = layout::vip_listener(*vip, *port, ms);
         set.add(ResourceType::Listener, &l.name.clone(), &l);
     }
+    // A proxy with a workload certificate dials sidecars with mutual TLS:
+    // its own copy of the visible services' clusters, with the transport
+    // socket matches, in place of the snapshot's.
+    if mtls && options.mtls.mode != mtls_layout::PeerMode::Disable {
+        let mut unhonoured = Vec::new();
+        for ms in view
+            .services
+            .iter()
+            .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
+            .map(|(_, ms)| &**ms)
+        {
+            for c in crate::translate::mesh_clusters(ms, &options.mtls, &mut unhonoured) {
+                set.add(ResourceType::Cluster, &c.name.clone(), &c);
+            }
+        }
+    }
     set.add(
         ResourceType::Cluster,
         layout::PASSTHROUGH,
@@ -158,12 +176,12 @@ fn outbound_set(
     (set, unreachable)
 }
 
-fn inbound_set(ports: &[InboundPort], options: &CaptureOptions) -> ResourceSet {
+fn inbound_set(ports: &[InboundPort], options: &CaptureOptions, mtls: bool) -> ResourceSet {
     let mut set = ResourceSet::default();
     set.add(
         ResourceType::Listener,
         layout::VIRTUAL_INBOUND,
-        &layout::virtual_inbound(ports, options),
+        &layout::virtual_inbound(ports, options, mtls),
     );
     set.add(
         ResourceType::Cluster,
@@ -214,9 +232,9 @@ type Outbound = (Arc<ResourceSet>, Arc<[String]>);
 /// snapshot, inbound sets per port set (they depend on nothing else, so
 /// they are kept across generations); each bounded.
 pub struct CaptureCache {
-    outbound: Generational<u64, Outbound>,
+    outbound: Generational<(u64, bool), Outbound>,
     index: Generational<(), Arc<PortIndex>>,
-    inbound: Generational<Vec<InboundPort>, Arc<ResourceSet>>,
+    inbound: Generational<(Vec<InboundPort>, bool), Arc<ResourceSet>>,
 }
 
 impl Default for CaptureCache {
@@ -233,20 +251,22 @@ impl Default for CaptureCache {
 pub const MAX_CACHED_SETS: usize = 4096;
 
 impl CaptureCache {
-    /// The capture set of a proxy with `scope` and instance `ips` in `snap`.
+    /// The capture set of a proxy with `scope` and instance `ips` in `snap`
+    /// (with mutual TLS when it holds a workload certificate, `mtls`).
     pub fn get(
         &self,
         snap: &Snapshot,
         options: &CaptureOptions,
         scope: Option<&Arc<Scope>>,
         ips: &[IpAddr],
+        mtls: bool,
     ) -> Arc<CaptureSet> {
         let view = snap.view();
         let scope_digest = scope.map_or(0, |s| s.digest);
         let (outbound, unreachable) =
             self.outbound
-                .get_or(snap.topology_generation, scope_digest, || {
-                    let (set, unreachable) = outbound_set(view, scope.map(|s| &**s), options);
+                .get_or(snap.topology_generation, (scope_digest, mtls), || {
+                    let (set, unreachable) = outbound_set(view, scope.map(|s| &**s), options, mtls);
                     (Arc::new(set), unreachable.into())
                 });
         // Endpoints move without a topology change: the index is the
@@ -262,9 +282,9 @@ impl CaptureCache {
             .collect();
         ports.sort_unstable();
         ports.dedup_by_key(|p| p.port);
-        let inbound = self
-            .inbound
-            .get_or(0, ports.clone(), || Arc::new(inbound_set(&ports, options)));
+        let inbound = self.inbound.get_or(0, (ports.clone(), mtls), || {
+            Arc::new(inbound_set(&ports, options, mtls))
+        });
         Arc::new(CaptureSet {
             digest: outbound.digest ^ inbound.digest.rotate_left(1),
             outbound,

@@ -58,7 +58,15 @@ pub struct NodeIdentity {
     pub ips: Vec<IpAddr>,
     /// How traffic reaches it.
     pub mode: Interception,
+    /// It holds a workload certificate over SDS from its agent (metadata
+    /// `WORKLOAD_CERTS: sds`): it takes part in mutual TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub workload_certs: bool,
 }
+
+/// The node metadata key that says a proxy's agent serves it a workload
+/// certificate over SDS, and its value.
+pub const WORKLOAD_CERTS: (&str, &str) = ("WORKLOAD_CERTS", "sds");
 
 fn string_field(node: &Node, key: &str) -> Option<String> {
     node.metadata
@@ -113,6 +121,8 @@ impl NodeIdentity {
             labels,
             ips,
             mode,
+            workload_certs: string_field(node, WORKLOAD_CERTS.0).as_deref()
+                == Some(WORKLOAD_CERTS.1),
         }
     }
 

@@ -210,9 +210,13 @@ impl ProxyLens {
             self.lens.scope.clone()
         };
         let capture = capture_mode.then(|| {
-            lenses
-                .captures
-                .get(snap, &lenses.capture, scope.as_ref(), &identity.ips)
+            lenses.captures.get(
+                snap,
+                &lenses.capture,
+                scope.as_ref(),
+                &identity.ips,
+                identity.workload_certs,
+            )
         });
         let lens = Lens { scope, capture };
         if lens == self.lens {

@@ -125,6 +125,17 @@ pub struct RunArgs {
         value_name = "allow|block"
     )]
     pub outbound_traffic_policy: Option<String>,
+    /// What sidecars holding a workload certificate accept inbound (Istio's
+    /// mesh-wide PeerAuthentication): permissive (mutual TLS from
+    /// sidecars, plaintext from others), strict (mutual TLS only) or
+    /// disable (plaintext, and no mutual TLS outbound) [default:
+    /// permissive].
+    #[arg(
+        long,
+        env = "SEXTANT_MTLS_MODE",
+        value_name = "permissive|strict|disable"
+    )]
+    pub mtls_mode: Option<String>,
     /// Same hostname in several registries: union of endpoints, or the first
     /// registry wins [default: union].
     #[arg(long, env = "SEXTANT_MERGE", value_name = "union|first")]
@@ -537,6 +548,17 @@ impl Settings {
                 Err(e) => c.bad("outbound_traffic_policy", from_flag, e),
             }
         }
+        if let Some((mode, from_flag)) = args
+            .mtls_mode
+            .clone()
+            .map(|m| (m, true))
+            .or_else(|| file.mtls_mode.clone().map(|m| (m, false)))
+        {
+            match mode.parse() {
+                Ok(m) => server.capture.mtls.mode = m,
+                Err(e) => c.bad("mtls_mode", from_flag, e),
+            }
+        }
         let tls::TlsResolved {
             tls: xds_tls,
             auth,
@@ -544,6 +566,7 @@ impl Settings {
             ca,
             trust_domain,
         } = args.tls.resolve(&file.tls, &mut c);
+        server.capture.mtls.trust_domain = trust_domain.clone();
         server.auth = auth;
         if xds_addr.is_none() && xds_tls.is_none() {
             c.problems.push(

@@ -22,7 +22,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     let cache = CaptureCache::default();
     let options = CaptureOptions::default();
     let web_pod: IpAddr = "10.1.0.1".parse().expect("ip");
-    let set = cache.get(&snap, &options, None, &[web_pod]);
+    let set = cache.get(&snap, &options, None, &[web_pod], false);
     assert_eq!(
         set.names(ResourceType::Listener),
         [
@@ -46,10 +46,16 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     assert_eq!(set.inbound_ports[0].port, 8000, "the target port");
 
     // Another pod of web: the same set; a pod of nothing: no inbound port.
-    let again = cache.get(&snap, &options, None, &[web_pod]);
+    let again = cache.get(&snap, &options, None, &[web_pod], false);
     assert_eq!(*again, *set);
     assert!(Arc::ptr_eq(&again.outbound, &set.outbound));
-    let stranger = cache.get(&snap, &options, None, &["10.9.9.9".parse().expect("ip")]);
+    let stranger = cache.get(
+        &snap,
+        &options,
+        None,
+        &["10.9.9.9".parse().expect("ip")],
+        false,
+    );
     assert!(stranger.inbound_ports.is_empty());
     assert!(Arc::ptr_eq(&stranger.outbound, &set.outbound));
     assert_ne!(stranger.digest, set.digest);
@@ -60,20 +66,20 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     changed.services.remove("db.svc");
     changed.generation = 2;
     let newer = snap.next(Arc::new(changed));
-    let fresh = cache.get(&newer, &options, None, &[web_pod]);
+    let fresh = cache.get(&newer, &options, None, &[web_pod], false);
     assert!(!Arc::ptr_eq(&fresh.outbound, &set.outbound));
     assert!(
         fresh
             .get(ResourceType::Listener, "10.96.0.11_5432")
             .is_none()
     );
-    let behind = cache.get(&snap, &options, None, &[web_pod]);
+    let behind = cache.get(&snap, &options, None, &[web_pod], false);
     assert!(
         behind
             .get(ResourceType::Listener, "10.96.0.11_5432")
             .is_some()
     );
-    let again = cache.get(&newer, &options, None, &[web_pod]);
+    let again = cache.get(&newer, &options, None, &[web_pod], false);
     assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
 }
 
@@ -84,10 +90,45 @@ fn a_service_on_the_proxys_own_port_gets_no_listener_that_would_clash() {
     let snap = Snapshot::empty(TranslateOptions::default()).next(Arc::new(
         crate::translate::tests::view_of([(clash, Vec::new())], Vec::new()),
     ));
-    let set = CaptureCache::default().get(&snap, &CaptureOptions::default(), None, &[]);
+    let set = CaptureCache::default().get(&snap, &CaptureOptions::default(), None, &[], false);
     assert!(set.get(ResourceType::Listener, "0.0.0.0_15001").is_none());
     assert_eq!(
         set.unreachable[..],
         ["clash.svc:15001 (the proxy's own port)".to_owned()]
     );
+}
+
+#[test]
+fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
+    let snap = Snapshot::empty(TranslateOptions::default()).next(Arc::new(view()));
+    let cache = CaptureCache::default();
+    let options = CaptureOptions::default();
+    let web_pod: IpAddr = "10.1.0.1".parse().expect("ip");
+    let plain = cache.get(&snap, &options, None, &[web_pod], false);
+    let mesh = cache.get(&snap, &options, None, &[web_pod], true);
+    assert_ne!(plain.digest, mesh.digest);
+    // The plain proxy takes the snapshot's clusters; the mesh proxy gets
+    // its own copies of them, under the same names.
+    let web = "outbound|80||web.svc";
+    assert!(plain.get(ResourceType::Cluster, web).is_none());
+    let ours = mesh.get(ResourceType::Cluster, web).expect("the mesh copy");
+    let any = <envoy_types::pb::google::protobuf::Any as prost::Message>::decode(ours.any.as_ref())
+        .expect("any");
+    let cluster = <envoy_types::pb::envoy::config::cluster::v3::Cluster as prost::Message>::decode(
+        any.value.as_slice(),
+    )
+    .expect("cluster");
+    assert_eq!(cluster.transport_socket_matches.len(), 2);
+    assert_ne!(
+        plain
+            .get(ResourceType::Listener, layout::VIRTUAL_INBOUND)
+            .map(|r| &r.version),
+        mesh.get(ResourceType::Listener, layout::VIRTUAL_INBOUND)
+            .map(|r| &r.version)
+    );
+    // Shared by alike proxies.
+    assert!(Arc::ptr_eq(
+        &mesh.outbound,
+        &cache.get(&snap, &options, None, &[web_pod], true).outbound
+    ));
 }

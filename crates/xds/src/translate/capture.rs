@@ -101,6 +101,8 @@ pub struct CaptureOptions {
     pub inbound_port: u32,
     /// Destinations outside the mesh. Default allow.
     pub outbound_policy: OutboundPolicy,
+    /// Mutual TLS between sidecars that hold a workload certificate.
+    pub mtls: super::mtls::MtlsOptions,
 }
 
 impl Default for CaptureOptions {
@@ -109,6 +111,7 @@ impl Default for CaptureOptions {
             outbound_port: u32::from(OUTBOUND_PORT),
             inbound_port: u32::from(INBOUND_PORT),
             outbound_policy: OutboundPolicy::Allow,
+            mtls: super::mtls::MtlsOptions::default(),
         }
     }
 }
@@ -388,49 +391,80 @@ pub fn port_route(
     }
 }
 
-/// The inbound virtual listener for the proxy's own ports.
-pub fn virtual_inbound(ports: &[InboundPort], options: &CaptureOptions) -> Listener {
+/// The inbound virtual listener for the proxy's own ports; with `mtls`
+/// (the proxy holds a workload certificate), each port's chains follow the
+/// mesh's mode ([`super::mtls::inbound_chains`]).
+pub fn virtual_inbound(ports: &[InboundPort], options: &CaptureOptions, mtls: bool) -> Listener {
+    let mtls = mtls.then_some(&options.mtls);
     let mut chains = Vec::new();
     for p in ports {
         let cluster = inbound_cluster_name(p.port);
         let stat = format!("inbound_0.0.0.0_{}", p.port);
-        let filter = if p.protocol.is_http() {
-            let mut hcm = connection_manager(&stat, "", false);
-            hcm.route_specifier = Some(http_connection_manager::RouteSpecifier::RouteConfig(
-                RouteConfiguration {
-                    name: format!("inbound|{}", p.port),
-                    virtual_hosts: vec![VirtualHost {
-                        name: format!("inbound|http|{}", p.port),
-                        domains: vec!["*".to_owned()],
-                        routes: vec![route_to(cluster.clone(), p.protocol)],
+        // The port's filter, plain and behind mutual TLS (where the
+        // caller's identity is passed on).
+        let filter = |secured: bool| {
+            if p.protocol.is_http() {
+                let mut hcm = connection_manager(&stat, "", false);
+                hcm.route_specifier = Some(http_connection_manager::RouteSpecifier::RouteConfig(
+                    RouteConfiguration {
+                        name: format!("inbound|{}", p.port),
+                        virtual_hosts: vec![VirtualHost {
+                            name: format!("inbound|http|{}", p.port),
+                            domains: vec!["*".to_owned()],
+                            routes: vec![route_to(cluster.clone(), p.protocol)],
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                },
-            ));
-            hcm.http_filters = vec![router_filter()];
-            hcm_filter(&hcm)
-        } else {
-            tcp_proxy_chain(&stat, &cluster)
+                    },
+                ));
+                hcm.http_filters = vec![router_filter()];
+                if secured {
+                    super::mtls::with_client_identity(&mut hcm);
+                }
+                hcm_filter(&hcm)
+            } else {
+                tcp_proxy_chain(&stat, &cluster)
+            }
         };
-        chains.push(FilterChain {
+        let plain = FilterChain {
             name: cluster.clone(),
             filter_chain_match: Some(FilterChainMatch {
                 destination_port: Some(UInt32Value { value: p.port }),
                 ..Default::default()
             }),
-            filters: vec![filter],
+            filters: vec![filter(false)],
             ..Default::default()
-        });
+        };
+        match mtls {
+            None => chains.push(plain),
+            Some(m) => chains.extend(super::mtls::inbound_chains(plain, vec![filter(true)], m)),
+        }
+    }
+    let mut listener_filters = vec![listener_filter(
+        "envoy.filters.listener.original_dst",
+        "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+        &OriginalDst::default(),
+    )];
+    // PERMISSIVE tells mutual TLS from plaintext by what the connection
+    // offers; a connection that sends nothing (a server-first protocol)
+    // goes on as plaintext after a second.
+    let inspect = mtls.is_some_and(|m| m.mode == super::mtls::PeerMode::Permissive);
+    if inspect {
+        listener_filters.push(listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            &TlsInspector::default(),
+        ));
     }
     Listener {
         name: VIRTUAL_INBOUND.to_owned(),
         address: Some(socket("0.0.0.0", options.inbound_port)),
-        listener_filters: vec![listener_filter(
-            "envoy.filters.listener.original_dst",
-            "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-            &OriginalDst::default(),
-        )],
+        listener_filters,
+        listener_filters_timeout: inspect.then_some(Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        continue_on_listener_filters_timeout: inspect,
         filter_chains: chains,
         default_filter_chain: Some(FilterChain {
             name: INBOUND_PASSTHROUGH.to_owned(),

@@ -32,6 +32,25 @@ pub(super) fn uses_eds(service: &Service) -> bool {
 /// service's destination policy, with the policy's settings, as `client`
 /// receives them (see [`Client`]); what it cannot honour goes to `notes`.
 pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -> Vec<Cluster> {
+    clusters_with(ms, client, notes, None)
+}
+
+/// [`clusters`] as a sidecar holding a workload certificate receives them:
+/// mutual TLS to the endpoints that run sidecars ([`super::mtls::upstream`]).
+pub fn mesh_clusters(
+    ms: &MeshService,
+    mtls: &super::mtls::MtlsOptions,
+    notes: &mut Vec<Unhonoured>,
+) -> Vec<Cluster> {
+    clusters_with(ms, Client::Envoy, notes, Some(mtls))
+}
+
+fn clusters_with(
+    ms: &MeshService,
+    client: Client,
+    notes: &mut Vec<Unhonoured>,
+    mtls: Option<&super::mtls::MtlsOptions>,
+) -> Vec<Cluster> {
     let s = &ms.service;
     let mut out = Vec::new();
     for port in &s.ports {
@@ -57,6 +76,9 @@ pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -
                     client,
                     notes,
                 );
+            }
+            if let Some(mtls) = mtls {
+                super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
             }
             out.push(cluster);
         }

@@ -75,11 +75,13 @@ fn assignment(
         let lb = LbEndpoint {
             health_status: health(ep.health) as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight }),
+            // Sidecars take mutual TLS: a mesh client's transport socket
+            // match reads this.
+            metadata: super::mtls::endpoint_metadata(&ep.labels),
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
                 address: Some(socket(&ep.address.to_string(), target)),
                 ..Default::default()
             })),
-            ..Default::default()
         };
         by_locality.entry(&ep.locality).or_default().push(lb);
         *weights.entry(&ep.locality).or_default() += u64::from(ep.weight);

@@ -79,13 +79,14 @@ pub mod capture;
 mod clusters;
 mod endpoints;
 mod listeners;
+pub mod mtls;
 mod routes;
 mod rules;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use clusters::clusters;
 use clusters::uses_eds;
+pub use clusters::{clusters, mesh_clusters};
 use endpoints::load_assignment;
 pub use endpoints::{empty_load_assignment, load_assignments};
 pub use listeners::{grpc_listeners, outbound_listener, tcp_listener};

@@ -467,3 +467,76 @@ fn the_client_kind_comes_from_any_user_agent_without_a_panic() {
     assert_eq!(Client::from_user_agent("grp\u{59c}"), Client::Envoy);
     assert_eq!(Client::from_user_agent("\u{1F980}x"), Client::Envoy);
 }
+
+#[test]
+fn mesh_clusters_dial_sidecars_with_mutual_tls_and_the_rest_in_plaintext() {
+    use super::mtls::{MtlsOptions, PeerMode, endpoint_metadata};
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    let mut sidecar = Endpoint::new("10.0.0.1".parse().expect("addr")).with_port("http", 8080);
+    sidecar
+        .labels
+        .insert(mtls::TLS_MODE_LABEL.into(), "istio".into());
+    let bare = Endpoint::new("10.0.0.2".parse().expect("addr")).with_port("http", 8080);
+    assert!(endpoint_metadata(&bare.labels).is_none());
+    let s = Service::new("web.shop.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_endpoint(sidecar)
+        .with_endpoint(bare);
+    let view = view_of([(s, Vec::new())], Vec::new());
+    let ms = view.services.values().next().expect("service");
+
+    // The endpoints say which of them run a sidecar.
+    let la = &load_assignments(ms)[0];
+    let metadata: Vec<bool> = la.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| e.metadata.is_some())
+        .collect();
+    assert_eq!(metadata, [true, false]);
+
+    let options = MtlsOptions {
+        trust_domain: "example.org".into(),
+        mode: PeerMode::Permissive,
+    };
+    let mut notes = Vec::new();
+    let c = &mesh_clusters(ms, &options, &mut notes)[0];
+    assert_eq!(c.name, "outbound|80||web.shop.svc");
+    let names: Vec<&str> = c
+        .transport_socket_matches
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["tlsMode-istio", "tlsMode-disabled"]);
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = c.transport_socket_matches[0]
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.clone())
+    else {
+        panic!("a TLS socket")
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).expect("tls");
+    assert_eq!(tls.sni, "outbound_.80_._.web.shop.svc");
+    let common = tls.common_tls_context.expect("common");
+    assert_eq!(common.alpn_protocols, ["istio"]);
+    assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+    let text = format!("{common:?}");
+    assert!(
+        text.contains("spiffe://example.org/") && text.contains("ROOTCA"),
+        "{text}"
+    );
+    // Apart from the matches, the cluster is the plain one.
+    let mut plain = c.clone();
+    plain.transport_socket_matches.clear();
+    assert_eq!(plain, clusters(ms, Client::Envoy, &mut notes)[0]);
+    // DISABLE: no mutual TLS outbound either.
+    let off = MtlsOptions {
+        mode: PeerMode::Disable,
+        ..options
+    };
+    assert!(
+        mesh_clusters(ms, &off, &mut notes)[0]
+            .transport_socket_matches
+            .is_empty()
+    );
+}

@@ -88,7 +88,7 @@ fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
             protocol: Protocol::Tcp,
         },
     ];
-    let l = virtual_inbound(&ports, &CaptureOptions::default());
+    let l = virtual_inbound(&ports, &CaptureOptions::default(), false);
     assert_eq!(l.name, VIRTUAL_INBOUND);
     assert_eq!(l.filter_chains.len(), 2);
     assert_eq!(l.filter_chains[0].name, "inbound|8000||");
@@ -97,4 +97,82 @@ fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
         INBOUND_PASSTHROUGH
     );
     assert_eq!(inbound_cluster(ports[0]).name, "inbound|8000||");
+}
+
+#[test]
+fn inbound_chains_follow_the_mesh_mtls_mode() {
+    use super::super::mtls::{PeerMode, with_client_identity};
+    let ports = [
+        InboundPort {
+            port: 8000,
+            protocol: Protocol::Http,
+        },
+        InboundPort {
+            port: 9000,
+            protocol: Protocol::Tcp,
+        },
+    ];
+    let options = |mode| CaptureOptions {
+        mtls: super::super::mtls::MtlsOptions {
+            trust_domain: "example.org".into(),
+            mode,
+        },
+        ..Default::default()
+    };
+    // Without a workload certificate: the plain layout, whatever the mode.
+    let plain = virtual_inbound(&ports, &options(PeerMode::Strict), false);
+    assert_eq!(
+        plain,
+        virtual_inbound(&ports, &CaptureOptions::default(), false)
+    );
+
+    // STRICT: one chain per port, every connection behind mutual TLS; no
+    // inspection needed.
+    let strict = virtual_inbound(&ports, &options(PeerMode::Strict), true);
+    assert_eq!(strict.filter_chains.len(), 2);
+    for c in &strict.filter_chains {
+        assert!(c.transport_socket.is_some(), "{}", c.name);
+        let m = c.filter_chain_match.as_ref().expect("match");
+        assert!(m.transport_protocol.is_empty() && m.application_protocols.is_empty());
+    }
+    assert_eq!(strict.listener_filters.len(), 1);
+
+    // PERMISSIVE: mutual TLS for connections offering it with ALPN istio,
+    // plaintext for the rest of the port; tls_inspector tells them apart.
+    let permissive = virtual_inbound(&ports, &options(PeerMode::Permissive), true);
+    assert_eq!(permissive.filter_chains.len(), 4);
+    let tls = &permissive.filter_chains[0];
+    let m = tls.filter_chain_match.as_ref().expect("match");
+    assert_eq!(m.transport_protocol, "tls");
+    assert_eq!(m.application_protocols, ["istio"]);
+    assert_eq!(m.destination_port.as_ref().expect("port").value, 8000);
+    assert!(permissive.filter_chains[1].transport_socket.is_none());
+    assert!(
+        permissive
+            .listener_filters
+            .iter()
+            .any(|f| f.name == "envoy.filters.listener.tls_inspector")
+    );
+    assert!(permissive.continue_on_listener_filters_timeout);
+    // The caller's identity reaches the application from the TLS chain
+    // only: the plain chain's connection manager keeps the default, which
+    // drops what a client sent.
+    let hcm_of = |c: &FilterChain| {
+        let f = &c.filters[0];
+        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            panic!("typed config")
+        };
+        <HttpConnectionManager as prost::Message>::decode(any.value.as_slice()).expect("hcm")
+    };
+    let mut want = hcm_of(&permissive.filter_chains[1]);
+    with_client_identity(&mut want);
+    assert_eq!(hcm_of(tls), want);
+    assert_eq!(
+        hcm_of(&permissive.filter_chains[1]).forward_client_cert_details,
+        0
+    );
+
+    // DISABLE: plaintext only.
+    let disabled = virtual_inbound(&ports, &options(PeerMode::Disable), true);
+    assert_eq!(disabled.filter_chains, plain.filter_chains);
 }

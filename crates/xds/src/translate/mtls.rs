@@ -1,0 +1,287 @@
+//! Mutual TLS between sidecars, Istio's way: each sidecar's certificate
+//! (`default`) and the mesh's root (`ROOTCA`) come from its agent over SDS
+//! (the bootstrap's `sds-grpc` cluster), never from Sextant.
+//!
+//! - **Outbound** (the client side): a cluster gets two transport socket
+//!   matches. Endpoints whose workload runs a sidecar (the pod label
+//!   `security.istio.io/tlsMode: istio`, which injection writes; endpoint
+//!   metadata `envoy.transport_socket_match`) are dialled with TLS, the
+//!   sidecar's certificate, ALPN `istio`, and the peer's certificate checked
+//!   against the root and the mesh's trust domain (`spiffe://DOMAIN/`);
+//!   other endpoints in plaintext, as before. A cluster that already has a
+//!   transport socket keeps it.
+//! - **Inbound** (the server side), per port by the mesh's mode: `STRICT`
+//!   terminates TLS on every connection and requires a client certificate
+//!   from the mesh; `PERMISSIVE` (Istio's default) does so for connections
+//!   that offer TLS with ALPN `istio` and takes the rest in plaintext;
+//!   `DISABLE` is plaintext. HTTP requests that arrive over mutual TLS carry
+//!   the caller's SPIFFE id to the application in `x-forwarded-client-cert`
+//!   (anything a client sent there is dropped).
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, ConfigSource, GrpcService, Metadata, TransportSocket,
+    api_config_source, config_source, grpc_service, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
+
+use super::*;
+
+/// The pod label that says a workload runs a sidecar that takes mutual TLS
+/// (Istio's; injection writes it).
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Its value for a sidecar.
+pub const TLS_MODE_ISTIO: &str = "istio";
+/// The endpoint metadata key transport socket matches read (Envoy's).
+pub const SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+/// The key in it (Istio's).
+const SOCKET_MATCH_FIELD: &str = "tlsMode";
+/// The agent's SDS cluster, in the bootstrap.
+pub const SDS_CLUSTER: &str = "sds-grpc";
+/// The workload certificate's SDS name.
+pub const WORKLOAD_CERT: &str = "default";
+/// The root's SDS name.
+pub const ROOT_CERT: &str = "ROOTCA";
+/// The ALPN protocol that marks mesh mTLS (Istio's).
+pub const ALPN: &str = "istio";
+
+const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+const RAW_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
+
+/// What the mesh's sidecars accept inbound (Istio's PeerAuthentication
+/// modes, mesh-wide).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerMode {
+    /// Mutual TLS from sidecars, plaintext from anyone else.
+    #[default]
+    Permissive,
+    /// Mutual TLS only.
+    Strict,
+    /// Plaintext only (and no mutual TLS outbound either).
+    Disable,
+}
+
+impl std::str::FromStr for PeerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "permissive" => Ok(PeerMode::Permissive),
+            "strict" => Ok(PeerMode::Strict),
+            "disable" => Ok(PeerMode::Disable),
+            other => Err(format!("{other:?} is not permissive, strict or disable")),
+        }
+    }
+}
+
+/// Mutual TLS settings of the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MtlsOptions {
+    /// Peers' certificates must name an identity of this trust domain.
+    pub trust_domain: String,
+    /// What sidecars accept inbound.
+    pub mode: PeerMode,
+}
+
+impl Default for MtlsOptions {
+    fn default() -> Self {
+        MtlsOptions {
+            trust_domain: "cluster.local".to_owned(),
+            mode: PeerMode::Permissive,
+        }
+    }
+}
+
+fn string(s: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(s.to_owned())),
+    }
+}
+
+/// The metadata of an endpoint whose workload runs a sidecar (its labels
+/// say so), for the transport socket match; `None` for others.
+pub fn endpoint_metadata(labels: &sextant_core::Labels) -> Option<Metadata> {
+    (labels.get(TLS_MODE_LABEL).map(String::as_str) == Some(TLS_MODE_ISTIO)).then(|| Metadata {
+        filter_metadata: [(
+            SOCKET_MATCH_KEY.to_owned(),
+            Struct {
+                fields: [(SOCKET_MATCH_FIELD.to_owned(), string(TLS_MODE_ISTIO))].into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    })
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.to_owned(),
+        sds_config: Some(ConfigSource {
+            resource_api_version: ApiVersion::V3 as i32,
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: api_config_source::ApiType::Grpc as i32,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                            grpc_service::EnvoyGrpc {
+                                cluster_name: SDS_CLUSTER.to_owned(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The sidecar's certificate, and peers checked against the root and the
+/// trust domain.
+fn common(options: &MtlsOptions, alpn: Vec<String>) -> CommonTlsContext {
+    CommonTlsContext {
+        alpn_protocols: alpn,
+        tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_CERT)],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                            san_type: subject_alt_name_matcher::SanType::Uri as i32,
+                            matcher: Some(StringMatcher {
+                                match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
+                                    "spiffe://{}/",
+                                    options.trust_domain
+                                ))),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(ROOT_CERT)),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+/// `outbound_.PORT_._.HOST`: the SNI a sidecar sends (Istio's form).
+pub fn sni(host: &str, port: u32) -> String {
+    format!("outbound_.{port}_._.{host}")
+}
+
+/// Gives `cluster` (of `host`:`port`) its two transport socket matches:
+/// mutual TLS to sidecars, plaintext to the rest. Nothing changes when the
+/// mode is DISABLE or the cluster already has a transport socket.
+pub fn upstream(cluster: &mut Cluster, host: &str, port: u32, options: &MtlsOptions) {
+    if options.mode == PeerMode::Disable || cluster.transport_socket.is_some() {
+        return;
+    }
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(common(options, vec![ALPN.to_owned()])),
+        sni: sni(host, port),
+        ..Default::default()
+    };
+    cluster.transport_socket_matches = vec![
+        cluster::TransportSocketMatch {
+            name: "tlsMode-istio".to_owned(),
+            r#match: Some(Struct {
+                fields: [(SOCKET_MATCH_FIELD.to_owned(), string(TLS_MODE_ISTIO))].into(),
+            }),
+            transport_socket: Some(TransportSocket {
+                name: TLS_SOCKET.to_owned(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+                    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    &tls,
+                ))),
+            }),
+        },
+        cluster::TransportSocketMatch {
+            name: "tlsMode-disabled".to_owned(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(TransportSocket {
+                name: RAW_SOCKET.to_owned(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+                    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+                    &RawBuffer::default(),
+                ))),
+            }),
+        },
+    ];
+}
+
+/// The server side of mutual TLS, as a transport socket.
+fn downstream(options: &MtlsOptions) -> TransportSocket {
+    let tls = DownstreamTlsContext {
+        common_tls_context: Some(common(options, Vec::new())),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            &tls,
+        ))),
+    }
+}
+
+/// An HTTP connection manager behind mutual TLS: the caller's identity
+/// goes to the application in `x-forwarded-client-cert`, replacing
+/// whatever the caller sent there.
+pub fn with_client_identity(hcm: &mut HttpConnectionManager) {
+    hcm.forward_client_cert_details =
+        http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+    hcm.set_current_client_cert_details =
+        Some(http_connection_manager::SetCurrentClientCertDetails {
+            uri: true,
+            ..Default::default()
+        });
+}
+
+/// The inbound chains of one port under the mesh's mode: `plain` is the
+/// plaintext chain, `secured` its filters behind mutual TLS.
+pub fn inbound_chains(
+    plain: FilterChain,
+    secured: Vec<envoy_types::pb::envoy::config::listener::v3::Filter>,
+    options: &MtlsOptions,
+) -> Vec<FilterChain> {
+    let base = plain.filter_chain_match.clone().unwrap_or_default();
+    let tls = |m: FilterChainMatch| FilterChain {
+        name: format!("{}|mtls", plain.name),
+        filter_chain_match: Some(m),
+        filters: secured.clone(),
+        transport_socket: Some(downstream(options)),
+        ..Default::default()
+    };
+    match options.mode {
+        PeerMode::Disable => vec![plain],
+        // Every connection to the port, whatever it offers: one that is
+        // not mutual TLS from the mesh fails its handshake.
+        PeerMode::Strict => vec![tls(base)],
+        PeerMode::Permissive => vec![
+            tls(FilterChainMatch {
+                transport_protocol: "tls".to_owned(),
+                application_protocols: vec![ALPN.to_owned()],
+                ..base
+            }),
+            plain,
+        ],
+    }
+}
