@@ -248,23 +248,36 @@ pub async fn keep(
             }
             Err(e) => {
                 let current = held.borrow().clone();
-                match &current {
+                let delay = match &current {
                     Some(m) => {
                         let left = m
                             .not_after
                             .duration_since(SystemTime::now())
                             .unwrap_or_default();
-                        warn!(error = %e, expires_in_s = left.as_secs(), retry_in_ms = backoff.as_millis() as u64, "cannot renew the workload certificate; the current one keeps serving");
+                        let delay = retry_delay(backoff, left);
+                        warn!(error = %e, expires_in_s = left.as_secs(), retry_in_ms = delay.as_millis() as u64, "cannot renew the workload certificate; the current one keeps serving");
+                        delay
                     }
                     None => {
-                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot get a workload certificate yet")
+                        warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot get a workload certificate yet");
+                        backoff
                     }
-                }
-                tokio::time::sleep(backoff).await;
+                };
+                tokio::time::sleep(delay).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+}
+
+/// How long to wait before asking again, with `left` of the certificate's
+/// life: the backoff, but never more than a quarter of what is left (at
+/// least a second), so that a CA back before the expiry is asked in time.
+/// A plain exponential backoff overshot it: a minute-long certificate
+/// expired while the agent waited 32 s for its next try, 2 s after the CA
+/// was back.
+pub fn retry_delay(backoff: Duration, left: Duration) -> Duration {
+    backoff.min((left / 4).max(Duration::from_secs(1)))
 }
 
 /// A number in -1..=1 that differs between pods and renewals.
@@ -327,6 +340,11 @@ mod tests {
         assert_eq!(m.renew_at(1.0), start + Duration::from_secs(600));
         assert_eq!(m.renew_at(-1.0), start + Duration::from_secs(400));
         assert_eq!(m.renew_at(7.0), start + Duration::from_secs(600));
+        let s = Duration::from_secs;
+        assert_eq!(retry_delay(s(2), s(3600)), s(2));
+        assert_eq!(retry_delay(s(32), s(20)), s(5));
+        assert_eq!(retry_delay(s(32), s(2)), s(1));
+        assert_eq!(retry_delay(s(32), Duration::ZERO), s(1));
         for _ in 0..100 {
             let j = jitter();
             assert!((-1.0..=1.0).contains(&j), "{j}");

@@ -707,10 +707,25 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     assert!(!routes.contains("10.96.0.0/16"), "{routes}");
 }
 
-/// The server of the mutual TLS test: it answers with the identity the
-/// proxy passed it (`x-forwarded-client-cert`, empty when none).
+/// The server of the mutual TLS tests: HTTP on the given port, answering
+/// with the identity the proxy passed it (`x-forwarded-client-cert`, empty
+/// when none), and a TCP echo on 9000 (one exchange per connection).
 const XFCC_SERVER: &str = r#"
-import http.server, sys
+import http.server, socket, sys, threading
+def echo(port):
+    l = socket.socket()
+    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(("127.0.0.1", port))
+    l.listen(64)
+    def serve(c):
+        d = c.recv(64)
+        if d:
+            c.sendall(b"echo:" + d)
+        c.close()
+    while True:
+        c, _ = l.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+threading.Thread(target=echo, args=(9000,), daemon=True).start()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("xfcc=" + self.headers.get("x-forwarded-client-cert", "") + "\n").encode()
@@ -752,6 +767,86 @@ impl Drop for MeshPods {
 }
 
 impl MeshPods {
+    /// The namespaces, the files, the server application and Sextant
+    /// (with `sextant_args`) ready: no pod's proxy yet.
+    async fn new(sextant_args: &[&str]) -> MeshPods {
+        require_tools();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let mut m = MeshPods {
+            ns: Namespaces::new(),
+            dir,
+            children: Vec::new(),
+            sextant: None,
+        };
+        m.write_files();
+        let script = m.path("server.py");
+        let server_ns = m.ns.backends.clone();
+        m.children.push(Namespaces::spawn(
+            &server_ns,
+            &m.path("server.log"),
+            &["python3", script.to_str().expect("path"), "8090"],
+        ));
+        m.start_sextant(sextant_args);
+        m.sextant_ready().await;
+        m
+    }
+
+    /// The mesh file (web: HTTP on the server pod's 8090; echo: TCP on its
+    /// 9000; both endpoints labelled as sidecars), the token file, the
+    /// server application's script.
+    fn write_files(&self) {
+        std::fs::write(
+            self.path("mesh.yaml"),
+            format!(
+                "services:
+  - hostname: web.test.svc
+    namespace: test
+    addresses: [10.96.0.10]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - address: {BACKEND_A}
+        ports: {{ http: 8090 }}
+        labels: {{ security.istio.io/tlsMode: istio }}
+  - hostname: echo.test.svc
+    namespace: test
+    addresses: [10.96.0.11]
+    ports: [{{ name: tcp, port: 9000, protocol: TCP }}]
+    endpoints:
+      - address: {BACKEND_A}
+        labels: {{ security.istio.io/tlsMode: istio }}
+"
+            ),
+        )
+        .expect("mesh");
+        std::fs::write(
+            self.path("tokens"),
+            "tok-client test client\ntok-server test server\n",
+        )
+        .expect("tokens");
+        std::fs::write(self.path("server.py"), XFCC_SERVER).expect("server script");
+    }
+
+    async fn sextant_ready(&self) {
+        let ns = self.ns.app.clone();
+        until("Sextant", Duration::from_secs(30), || {
+            let ns = ns.clone();
+            async move {
+                run_in(
+                    &ns,
+                    &["curl", "-sf", "http://127.0.0.1:15014/healthz/ready"],
+                )
+                .await
+                .0
+            }
+        })
+        .await;
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -879,62 +974,10 @@ impl MeshPods {
 /// with `--mtls-mode strict` it is refused and the mesh client is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
-    require_tools();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let mut m = MeshPods {
-        ns: Namespaces::new(),
-        dir,
-        children: Vec::new(),
-        sextant: None,
-    };
+    let mut m = MeshPods::new(&[]).await;
     let (client_ns, server_ns) = (m.ns.app.clone(), m.ns.backends.clone());
-    std::fs::write(
-        m.path("mesh.yaml"),
-        format!(
-            "services:
-  - hostname: web.test.svc
-    namespace: test
-    addresses: [10.96.0.10]
-    ports: [{{ name: http, port: 80, protocol: HTTP }}]
-    endpoints:
-      - address: {BACKEND_A}
-        ports: {{ http: 8090 }}
-        labels: {{ security.istio.io/tlsMode: istio }}
-"
-        ),
-    )
-    .expect("mesh");
-    std::fs::write(
-        m.path("tokens"),
-        "tok-client test client\ntok-server test server\n",
-    )
-    .expect("tokens");
-    let script = m.path("server.py");
-    std::fs::write(&script, XFCC_SERVER).expect("server script");
-    m.children.push(Namespaces::spawn(
-        &server_ns,
-        &m.path("server.log"),
-        &["python3", script.to_str().expect("path"), "8090"],
-    ));
-    m.start_sextant(&[]);
-    until("Sextant", Duration::from_secs(30), || {
-        let ns = client_ns.clone();
-        async move {
-            run_in(
-                &ns,
-                &["curl", "-sf", "http://127.0.0.1:15014/healthz/ready"],
-            )
-            .await
-            .0
-        }
-    })
-    .await;
-    m.start_pod(&server_ns, "server", BACKEND_A, "8090").await;
+    m.start_pod(&server_ns, "server", BACKEND_A, "8090,9000")
+        .await;
     m.start_pod(&client_ns, "client", APP_IP, "8000").await;
 
     // The client application speaks plain HTTP to the virtual IP, and
@@ -984,5 +1027,163 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         ok && body.contains("URI=spiffe://cluster.local/ns/test/sa/client"),
         "the mesh client under STRICT: {body:?}\n{}",
         m.logs()
+    );
+}
+
+/// The end of the validity of the first certificate in the PEM file at
+/// `path`, in seconds since the epoch.
+fn not_after(path: &Path) -> f64 {
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::*;
+    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("a certificate");
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).expect("x509");
+    cert.validity().not_after.timestamp() as f64
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+}
+
+/// Certificates that live a minute, under steady traffic: every probe (one
+/// every 200 ms) is a new TCP connection through both sidecars, so a new
+/// mutual TLS handshake with whatever certificates the agents hold then.
+/// For 100 s both agents renew about every 30 s: not one probe may fail.
+/// Then Sextant stops for longer than a renewal period: the agents fail to
+/// renew and keep their certificates, and traffic goes on until the first
+/// of them expires; past that point, with no CA, handshakes fail (which is
+/// what a certificate's lifetime means). Sextant starts again: the agents,
+/// asking at least every second once expired, renew, and traffic recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minute_long_certificates_rotate_under_steady_traffic_without_a_failure() {
+    let mut m = MeshPods::new(&["--workload-cert-ttl", "1m"]).await;
+    let (client_ns, server_ns) = (m.ns.app.clone(), m.ns.backends.clone());
+    m.start_pod(&server_ns, "server", BACKEND_A, "8090,9000")
+        .await;
+    m.start_pod(&client_ns, "client", APP_IP, "8000").await;
+    let started = Instant::now();
+    // Each probe's outcome and when (seconds since the epoch).
+    let probe = r#"end=$((SECONDS+170))
+while [ $SECONDS -lt $end ]; do
+  r=$(timeout 3 bash -c 'exec 3<>/dev/tcp/10.96.0.11/9000; printf ping >&3; head -c 9 <&3' 2>/dev/null)
+  if [ "$r" = "echo:ping" ]; then echo "ok $(date +%s.%N)"; else echo "fail $(date +%s.%N)"; fi
+  sleep 0.2
+done"#;
+    let mut cmd: Vec<&str> = vec!["ip", "netns", "exec", &client_ns];
+    cmd.extend(APP_USER);
+    cmd.extend(["bash", "-c", probe]);
+    let traffic = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the traffic");
+    tokio::time::sleep(Duration::from_secs(100).saturating_sub(started.elapsed())).await;
+    // The CA goes away.
+    m.sextant = None;
+    let stopped = now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let certs = |pod: &str| m.path(pod).join("proxy/certs/cert-chain.pem");
+    let expiry = not_after(&certs("client")).min(not_after(&certs("server")));
+    // Until the first certificate has expired, and some: longer than a
+    // renewal period in any case (the certificates held are at most 36 s
+    // old, so they live at least 24 s more).
+    let back_at = expiry + 5.0;
+    tokio::time::sleep(Duration::from_secs_f64((back_at - now()).max(0.0))).await;
+    m.start_sextant(&["--workload-cert-ttl", "1m"]);
+    let restarted = now();
+    m.sextant_ready().await;
+    let out = tokio::time::timeout(Duration::from_secs(120), traffic.wait_with_output())
+        .await
+        .expect("the traffic ends")
+        .expect("traffic");
+    let probes: Vec<(bool, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (outcome, at) = l.split_once(' ')?;
+            Some((outcome == "ok", at.parse().ok()?))
+        })
+        .collect();
+    let count = |from: f64, to: f64, ok: bool| {
+        probes
+            .iter()
+            .filter(|(o, at)| *o == ok && *at >= from && *at < to)
+            .count()
+    };
+    let t0 = probes.first().map_or(0.0, |p| p.1);
+    let recovered = probes
+        .iter()
+        .find(|(o, at)| *o && *at >= restarted)
+        .map_or(f64::NAN, |p| p.1);
+    let received = |pod: &str| {
+        std::fs::read_to_string(m.path(&format!("agent-{pod}.log")))
+            .unwrap_or_default()
+            .matches("workload certificate received")
+            .count()
+    };
+    eprintln!(
+        "before the outage: {} ok, {} failed; CA away {:.1} s, first expiry {:.1} s in: {} ok, {} failed before it, {} failed after; recovered {:.1} s after the CA restarted; afterwards {} ok, {} failed; certificates received: client {}, server {}",
+        count(t0, stopped, true),
+        count(t0, stopped, false),
+        restarted - stopped,
+        expiry - stopped,
+        count(stopped, expiry, true),
+        count(stopped, expiry, false),
+        count(expiry, restarted + 60.0, false),
+        recovered - restarted,
+        count(recovered, f64::MAX, true),
+        count(recovered, f64::MAX, false),
+        received("client"),
+        received("server"),
+    );
+    assert!(count(t0, stopped, true) > 350, "too few probes ran");
+    assert_eq!(
+        count(t0, stopped, false),
+        0,
+        "probes failed across rotations:\n{}",
+        m.logs()
+    );
+    assert_eq!(
+        count(stopped, expiry - 0.5, false),
+        0,
+        "probes failed while the certificates held were valid:\n{}",
+        m.logs()
+    );
+    assert!(
+        recovered - restarted < 10.0,
+        "traffic recovered {:.1} s after the CA came back:\n{}",
+        recovered - restarted,
+        m.logs()
+    );
+    assert_eq!(
+        count(recovered, f64::MAX, false),
+        0,
+        "failures after recovery"
+    );
+    assert!(
+        count(recovered, f64::MAX, true) > 20,
+        "too little traffic after recovery"
+    );
+    for pod in ["client", "server"] {
+        // The first and at least two renewals before the outage, one after.
+        assert!(
+            received(pod) >= 4,
+            "{pod} renewed too seldom:\n{}",
+            m.logs()
+        );
+    }
+    let handshakes = stat(&server_ns, "listener.0.0.0.0_15006.ssl.handshake").await;
+    let resumed = stat(&server_ns, "listener.0.0.0.0_15006.ssl.session_reused").await;
+    eprintln!(
+        "the server's sidecar: {handshakes} handshakes, {resumed} of them resumed sessions (each rotation starts full handshakes again)"
+    );
+    let ok = probes.iter().filter(|p| p.0).count() as u64;
+    assert!(
+        handshakes >= ok,
+        "each probe was its own handshake: {handshakes} handshakes for {ok} probes"
     );
 }
