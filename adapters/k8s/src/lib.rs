@@ -47,6 +47,7 @@ pub mod convert;
 pub mod gateway;
 pub mod istio;
 mod kinds;
+pub mod root_cert;
 mod rules;
 mod services;
 pub mod tokens;

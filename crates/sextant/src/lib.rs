@@ -470,6 +470,96 @@ impl admin::MetricsSource for InjectionMetrics {
     }
 }
 
+/// The mesh's root certificate published as the `istio-ca-root-cert`
+/// ConfigMap in every namespace of each cluster, and what that did as
+/// metrics (`sextant_ca_root_configmaps_total{cluster,action}`,
+/// `sextant_ca_root_configmaps_foreign{cluster}`). The publishers stop
+/// when this is dropped.
+#[cfg(feature = "k8s")]
+pub struct RootCertPublishers {
+    clusters: Vec<(
+        String,
+        tokio::task::JoinHandle<()>,
+        Arc<sextant_k8s::root_cert::RootCounts>,
+    )>,
+}
+
+#[cfg(feature = "k8s")]
+impl RootCertPublishers {
+    /// Starts publishing `root()` into each of `clusters` (one whose client
+    /// cannot be built is logged and left out).
+    pub async fn spawn(
+        clusters: &[sextant_k8s::K8sConfig],
+        root: Arc<dyn Fn() -> String + Send + Sync>,
+    ) -> RootCertPublishers {
+        let mut out = Vec::new();
+        for cluster in clusters {
+            let client = match sextant_k8s::client_config(cluster).await {
+                Ok(c) => kube::Client::try_from(c).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match client {
+                Ok(client) => {
+                    let counts = Arc::new(sextant_k8s::root_cert::RootCounts::default());
+                    let task = sextant_k8s::root_cert::spawn(client, root.clone(), counts.clone());
+                    out.push((cluster.cluster_id.clone(), task, counts));
+                }
+                Err(e) => {
+                    warn!(cluster = %cluster.cluster_id, error = %e, "the root certificate is not published to this cluster")
+                }
+            }
+        }
+        RootCertPublishers { clusters: out }
+    }
+}
+
+#[cfg(feature = "k8s")]
+impl Drop for RootCertPublishers {
+    fn drop(&mut self) {
+        for (_, task, _) in &self.clusters {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(feature = "k8s")]
+impl admin::MetricsSource for RootCertPublishers {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "# HELP sextant_ca_root_configmaps_total istio-ca-root-cert ConfigMaps written (created, updated) and failed API calls (error).\n# TYPE sextant_ca_root_configmaps_total counter"
+        );
+        for (cluster, _, c) in &self.clusters {
+            let cluster = escape(cluster);
+            for (action, v) in [
+                ("created", c.created.load(Relaxed)),
+                ("updated", c.updated.load(Relaxed)),
+                ("error", c.errors.load(Relaxed)),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "sextant_ca_root_configmaps_total{{cluster=\"{cluster}\",action=\"{action}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sextant_ca_root_configmaps_foreign Namespaces whose istio-ca-root-cert ConfigMap belongs to another controller (left alone).\n# TYPE sextant_ca_root_configmaps_foreign gauge"
+        );
+        for (cluster, _, c) in &self.clusters {
+            let _ = writeln!(
+                out,
+                "sextant_ca_root_configmaps_foreign{{cluster=\"{}\"}} {}",
+                escape(cluster),
+                c.foreign.load(Relaxed)
+            );
+        }
+    }
+}
+
 /// Bearer tokens validated by a Kubernetes cluster's TokenReview (cached
 /// for a minute per token), for [`ServerConfig::tokens`].
 #[cfg(feature = "k8s")]

@@ -45,11 +45,13 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
         }
     }
     granted.sort();
-    // Reads, and the one write: route status.
+    // Reads, and the writes: route status, the root certificate's
+    // ConfigMaps.
     assert_eq!(
         granted,
         [
-            "/namespaces: list",
+            "/configmaps: create,get,patch",
+            "/namespaces: list,watch",
             "/nodes: get,list,watch",
             "/pods: get,list,watch",
             "/services: get,list,watch",

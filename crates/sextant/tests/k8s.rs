@@ -371,3 +371,102 @@ async fn rules_from_kubernetes_and_consul_steer_one_envoy() {
     );
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// The mesh's root as Istio publishes it: with the CA and the Kubernetes
+/// registry, an `istio-ca-root-cert` ConfigMap (key `root-cert.pem`) in
+/// every namespace, one made later included; another controller's
+/// ConfigMap of that name left alone; a rotated CA's root written to every
+/// ConfigMap Sextant made. Read back with kubectl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_certificate_is_published_in_every_namespace() {
+    let double = KubeDouble::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = Kubectl::new(&double);
+    let namespace = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    for ns in ["default", "shop", "other"] {
+        double.apply(namespace(ns));
+    }
+    // Another controller's ConfigMap in `other`.
+    double.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": "other"},
+        "data": {"root-cert.pem": "not ours"},
+    }));
+    let ca_dir = dir.path().join("ca");
+    let tls_addr = format!("127.0.0.1:{}", sextant_testkit::peers::free_port());
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(
+        dir.path(),
+        &kubeconfig,
+        &[
+            "--ca-dir",
+            ca_dir.to_str().expect("path"),
+            "--xds-tls-addr",
+            &tls_addr,
+        ],
+    )
+    .await;
+    let root = || std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root");
+    let published = |ns: &'static str| {
+        let k = &k;
+        async move {
+            let (ok, out, _) = k
+                .run(&[
+                    "get",
+                    "configmap",
+                    "istio-ca-root-cert",
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.data.root-cert\\.pem}",
+                ])
+                .await;
+            ok.then_some(out)
+        }
+    };
+    let until_root = |ns: &'static str, want: String| {
+        let published = &published;
+        async move {
+            for _ in 0..100 {
+                if published(ns).await.as_deref() == Some(want.as_str()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!(
+                "{ns}: the ConfigMap never held the root; it holds {:?}",
+                published(ns).await
+            );
+        }
+    };
+    until_root("shop", root()).await;
+    until_root("default", root()).await;
+    // A namespace made later gets it as it appears.
+    double.apply(namespace("later"));
+    until_root("later", root()).await;
+    assert_eq!(published("other").await.as_deref(), Some("not ours"));
+    let (_, metrics) = sx.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sextant_ca_root_configmaps_foreign{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // A new CA (a plugged intermediate): its root reaches every ConfigMap
+    // Sextant made, and still not the other one.
+    let data = sextant_testkit::peers::workspace_root().join("crates/ca/tests/data/ec-plugged");
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "root-cert.pem",
+        "cert-chain.pem",
+    ] {
+        std::fs::copy(data.join(f), ca_dir.join(f)).expect("copy");
+    }
+    let new_root = std::fs::read_to_string(data.join("root-cert.pem")).expect("root");
+    for ns in ["shop", "default", "later"] {
+        until_root(ns, new_root.clone()).await;
+    }
+    assert_eq!(published("other").await.as_deref(), Some("not ours"));
+}

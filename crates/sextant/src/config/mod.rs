@@ -689,6 +689,16 @@ impl Settings {
         for r in self.build_registries() {
             sextant = sextant.registry_arc(r);
         }
+        #[cfg(feature = "k8s")]
+        if let Some(authority) = &authority
+            && self.registries.contains(&RegistryKind::Kubernetes)
+        {
+            let authority = authority.clone();
+            sextant = sextant.metrics_source(Arc::new(
+                crate::RootCertPublishers::spawn(&self.k8s, Arc::new(move || authority.root_pem()))
+                    .await,
+            ));
+        }
         if self.registries.contains(&RegistryKind::Kubernetes) && !self.injection.every.is_zero() {
             sextant = sextant.metrics_source(Arc::new(
                 crate::InjectionMetrics::spawn(&self.k8s, &self.injection).await,

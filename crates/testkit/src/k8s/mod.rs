@@ -93,6 +93,8 @@ pub enum Kind {
     /// `admissionregistration.k8s.io/v1` `mutatingwebhookconfigurations`,
     /// cluster-scoped: called on creates (see `admission.rs`).
     MutatingWebhookConfiguration,
+    /// `v1` `configmaps`, namespaced (the mesh's root certificate).
+    ConfigMap,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -117,7 +119,7 @@ impl Crd {
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -129,6 +131,7 @@ impl Kind {
         Kind::Sidecar,
         Kind::Namespace,
         Kind::MutatingWebhookConfiguration,
+        Kind::ConfigMap,
     ];
 
     fn from_kind(kind: &str) -> Option<Kind> {
@@ -149,6 +152,7 @@ impl Kind {
             Kind::Sidecar => "sidecars",
             Kind::Namespace => "namespaces",
             Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
+            Kind::ConfigMap => "configmaps",
         }
     }
 
@@ -165,6 +169,7 @@ impl Kind {
             Kind::Sidecar => "Sidecar",
             Kind::Namespace => "Namespace",
             Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -176,6 +181,7 @@ impl Kind {
             Kind::VirtualService => &["vs"],
             Kind::DestinationRule => &["dr"],
             Kind::Namespace => &["ns"],
+            Kind::ConfigMap => &["cm"],
             _ => &[],
         }
     }
