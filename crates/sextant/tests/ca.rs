@@ -1,7 +1,8 @@
 //! Sextant's CA end to end: `--ca-dir` on an empty directory, the TLS port
 //! serving a certificate that CA made, and Istio's certificate API called
 //! by grpcio (a client that shares no code with Sextant) with a bearer
-//! token: the leaf names the token's identity whatever the CSR asks, its
+//! token, then with the issued certificate as a client certificate: the
+//! leaf names the proven identity whatever the CSR asks, its
 //! lifetime is bounded, weak keys and missing credentials are refused, and
 //! every outcome is counted on `/metrics`.
 #![allow(clippy::expect_used)]
@@ -37,6 +38,19 @@ impl Answer {
 
 /// Calls CreateCertificate on `addr` through the Python client.
 async fn create(addr: &str, root: &Path, token: &str, csr: &str, ttl: u64, dir: &Path) -> Answer {
+    create_as(addr, root, token, csr, ttl, dir, None).await
+}
+
+/// As [`create`], presenting a client certificate (chain and key files).
+async fn create_as(
+    addr: &str,
+    root: &Path,
+    token: &str,
+    csr: &str,
+    ttl: u64,
+    dir: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Answer {
     let csr_file = dir.join(format!("req-{}.csr", free_port()));
     std::fs::write(&csr_file, csr).expect("write csr");
     let script = workspace_root().join("crates/sextant/tests/clients/ca_client.py");
@@ -45,6 +59,7 @@ async fn create(addr: &str, root: &Path, token: &str, csr: &str, ttl: u64, dir: 
         .args([addr, root.to_str().expect("path"), "localhost", token])
         .arg(&csr_file)
         .arg(ttl.to_string())
+        .args(client.map(|(c, k)| [c, k]).into_iter().flatten())
         .output()
         .await
         .unwrap_or_else(|e| {
@@ -169,7 +184,7 @@ async fn workloads_get_certificates_for_the_identity_they_prove() {
     // The CSR asks for another identity and a day; the token proves
     // apps/web and the server allows an hour. grpcio checks the TLS port's
     // certificate against the root, so the port's certificate is the CA's.
-    let (csr, _key) = sextant_testkit::certs::csr("spiffe://example.org/ns/kube-system/sa/admin");
+    let (csr, key) = sextant_testkit::certs::csr("spiffe://example.org/ns/kube-system/sa/admin");
     let answer = create(&tls_addr, &root_file, "tok-web", &csr, 86_400, d).await;
     let chain = answer.chain();
     assert_eq!(chain.len(), 2, "leaf and self-signed root: {chain:?}");
@@ -181,6 +196,29 @@ async fn workloads_get_certificates_for_the_identity_they_prove() {
     assert!(
         lifetime <= Duration::from_secs(3_600 + 60),
         "bounded by --workload-cert-ttl (plus the backdating for clock skew): {lifetime:?}"
+    );
+    // The certificate itself proves the identity: presented as a client
+    // certificate, with no token, it gets the next one (what renewal with
+    // the workload certificate looks like).
+    let (csr2, _) = sextant_testkit::certs::csr("spiffe://example.org/ns/other/sa/other");
+    let (cert_file, key_file) = (d.join("web.pem"), d.join("web-key.pem"));
+    std::fs::write(&cert_file, chain.concat()).expect("write");
+    std::fs::write(&key_file, &key).expect("write");
+    let renewed = create_as(
+        &tls_addr,
+        &root_file,
+        "-",
+        &csr2,
+        600,
+        d,
+        Some((&cert_file, &key_file)),
+    )
+    .await;
+    assert_eq!(
+        leaf(&renewed.chain()[0]).0,
+        ["spiffe://example.org/ns/apps/sa/web"],
+        "the identity the client certificate proves: {}",
+        renewed.0
     );
     // A shorter request is honoured.
     let answer = create(&tls_addr, &root_file, "tok-web", &csr, 600, d).await;
@@ -204,7 +242,7 @@ async fn workloads_get_certificates_for_the_identity_they_prove() {
     let garbage = create(&tls_addr, &root_file, "tok-web", "not a csr", 600, d).await;
     assert_eq!(garbage.code(), "INVALID_ARGUMENT", "{}", garbage.0);
 
-    assert_eq!(metric(&sx, "sextant_ca_certificates_issued_total").await, 2);
+    assert_eq!(metric(&sx, "sextant_ca_certificates_issued_total").await, 3);
     assert_eq!(
         metric(
             &sx,

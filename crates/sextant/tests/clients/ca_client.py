@@ -5,8 +5,8 @@ The request and response messages are built from a descriptor written here
 metadata = 4; cert_chain = 1), so that the encoding is protobuf's own and
 not Sextant's.
 
-Usage: ca_client.py ADDR ROOT_PEM SERVER_NAME TOKEN CSR_FILE TTL_SECONDS
-TOKEN "-" sends no token. Prints one JSON line: {"chain": [...]} or
+Usage: ca_client.py ADDR ROOT_PEM SERVER_NAME TOKEN CSR_FILE TTL_SECONDS [CERT KEY]
+TOKEN "-" sends no token; CERT and KEY (PEM files) are a client certificate. Prints one JSON line: {"chain": [...]} or
 {"code": "UNAUTHENTICATED", "details": "..."}.
 """
 
@@ -49,7 +49,13 @@ def messages():
 def main():
     addr, root, server_name, token, csr_file, ttl = sys.argv[1:7]
     Request, Response = messages()
-    creds = grpc.ssl_channel_credentials(root_certificates=open(root, "rb").read())
+    client = {}
+    if len(sys.argv) > 8:
+        client = {
+            "certificate_chain": open(sys.argv[7], "rb").read(),
+            "private_key": open(sys.argv[8], "rb").read(),
+        }
+    creds = grpc.ssl_channel_credentials(root_certificates=open(root, "rb").read(), **client)
     channel = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", server_name)])
     call = channel.unary_unary(
         "/istio.v1.auth.IstioCertificateService/CreateCertificate",
