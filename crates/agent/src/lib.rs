@@ -196,6 +196,8 @@ pub struct Shared {
     was_ready: std::sync::atomic::AtomicBool,
     /// The workload certificate, when one is asked for: not ready without.
     certificate: Option<watch::Receiver<Option<Arc<workload::Material>>>>,
+    /// What keeping it did.
+    cert_counts: Arc<workload::CertCounts>,
 }
 
 impl Shared {
@@ -234,6 +236,36 @@ impl Shared {
         self.was_ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The agent's metrics, in Prometheus' text form: the workload
+    /// certificate's expiry and renewals, when one is kept.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let Some(held) = &self.certificate else {
+            return out;
+        };
+        let expiry = held.borrow().as_ref().map(|m| {
+            m.not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        });
+        if let Some(expiry) = expiry {
+            let _ = writeln!(
+                out,
+                "# HELP sextant_agent_certificate_expiry_seconds When the workload certificate held expires (Unix time).\n# TYPE sextant_agent_certificate_expiry_seconds gauge\nsextant_agent_certificate_expiry_seconds {expiry}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sextant_agent_certificates_received_total Workload certificates received from the CA.\n# TYPE sextant_agent_certificates_received_total counter\nsextant_agent_certificates_received_total {}\n# HELP sextant_agent_certificate_request_failures_total Requests to the CA that failed (the certificate held keeps serving).\n# TYPE sextant_agent_certificate_request_failures_total counter\nsextant_agent_certificate_request_failures_total {}",
+            self.cert_counts.received.load(Relaxed),
+            self.cert_counts.failures.load(Relaxed),
+        );
+        out
     }
 
     /// True once the agent is stopping.
@@ -298,6 +330,7 @@ pub async fn run(args: AgentArgs) -> Exit {
     // warms until SDS has it.
     let mut certificate = None;
     let mut cert_tasks = Vec::new();
+    let cert_counts = Arc::new(workload::CertCounts::default());
     if let Some(client) = ca {
         let (held_tx, held) = watch::channel(None);
         match sds::serve(&args.sds_socket(), sds::Sds::new(held.clone())) {
@@ -309,11 +342,13 @@ pub async fn run(args: AgentArgs) -> Exit {
             client,
             held_tx,
             Some(args.cert_dir()),
+            cert_counts.clone(),
         )));
         certificate = Some(held);
     }
     let shared = Arc::new(Shared {
         certificate,
+        cert_counts,
         ..Shared::default()
     });
     let (stop_tx, stop_rx) = watch::channel(false);

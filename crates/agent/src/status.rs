@@ -1,7 +1,8 @@
 //! The agent's status port (Istio's 15021): `GET /healthz/ready` for the
 //! kubelet's probes and `sextant agent wait`, `POST /quitquitquit` to stop
 //! (jobs without native sidecars call it when their work is done), and
-//! `GET /proxy` (Envoy's admin address and process, for operators).
+//! `GET /proxy` (Envoy's admin address and process, for operators),
+//! `GET /metrics` (the workload certificate's expiry and renewals).
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub async fn serve(
         .route("/healthz/ready", get(ready))
         .route("/quitquitquit", post(quit))
         .route("/proxy", get(proxy))
+        .route("/metrics", get(metrics))
         .with_state(Status { shared, stop });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "the status port stopped");
@@ -40,6 +42,10 @@ async fn ready(State(s): State<Status>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
+}
+
+async fn metrics(State(s): State<Status>) -> String {
+    s.shared.metrics()
 }
 
 async fn quit(State(s): State<Status>) -> (StatusCode, &'static str) {

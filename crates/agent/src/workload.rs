@@ -189,14 +189,26 @@ fn chain_of(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// What keeping the certificate did, for the status port's `/metrics`.
+#[derive(Debug, Default)]
+pub struct CertCounts {
+    /// Certificates received.
+    pub received: std::sync::atomic::AtomicU64,
+    /// Requests to the CA that failed.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
 /// Keeps a certificate: asks for one, publishes it on `held` (and into
 /// `files`, when given), renews it at half its life, retries with backoff
-/// while the CA fails; runs until aborted.
+/// while the CA fails (each failure counted in `counts`); runs until
+/// aborted.
 pub async fn keep(
     client: CaClient,
     held: watch::Sender<Option<Arc<Material>>>,
     files: Option<PathBuf>,
+    counts: Arc<CertCounts>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut version = 0u64;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -240,6 +252,7 @@ pub async fn keep(
                     "workload certificate received"
                 );
                 held.send_replace(Some(Arc::new(material)));
+                counts.received.fetch_add(1, Relaxed);
                 backoff = Duration::from_secs(1);
                 let wait = renew_at
                     .duration_since(SystemTime::now())
@@ -247,6 +260,7 @@ pub async fn keep(
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
+                counts.failures.fetch_add(1, Relaxed);
                 let current = held.borrow().clone();
                 let delay = match &current {
                     Some(m) => {

@@ -657,6 +657,27 @@ async fn the_workload_certificate_reaches_envoy_over_sds_and_renews_after_a_ca_o
         "the certificate in hand serves while the CA is away"
     );
     assert_eq!(agent.ready().await.0, 200, "still ready");
+    // And says so on its metrics, with the expiry of what it holds.
+    let (_, metrics) = http_get(agent.status, "localhost", "/metrics")
+        .await
+        .expect("/metrics");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(value("sextant_agent_certificate_request_failures_total") >= 1);
+    assert_eq!(value("sextant_agent_certificates_received_total"), 1);
+    let held_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let expiry = value("sextant_agent_certificate_expiry_seconds");
+    assert!(
+        expiry > held_until && expiry <= held_until + 60,
+        "{expiry} vs now {held_until}"
+    );
 
     // The CA is back (the same root, from its directory): the agent's next
     // retry renews, SDS pushes version 2, and Envoy serves it.
