@@ -6,7 +6,7 @@
 //! (`reviews` in namespace `default` is `reviews.default.svc.CLUSTER_DOMAIN`,
 //! `reviews.other` is `reviews.other.svc.CLUSTER_DOMAIN`); and every field
 //! Sextant does not implement (`corsPolicy`, `tcp`, `tls`, `queryParams`,
-//! a route's own `headers`, `trafficPolicy.tls`, ...) is taken out and
+//! a route's own `headers`, ...) is taken out and
 //! named in [`Converted::unsupported`], so the rest of the object is served
 //! and nothing is dropped in silence.
 

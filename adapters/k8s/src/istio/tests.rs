@@ -200,16 +200,21 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
         &spec("host: cart\ntrafficPolicy:\n  tls: {mode: ISTIO_MUTUAL}\n  loadBalancer: {simple: LEAST_REQUEST, localityLbSetting: {enabled: true}}\n"),
     )
     .expect("converts");
-    let mut got = dr.unsupported.clone();
-    got.sort();
     assert_eq!(
-        got,
-        [
-            "spec.trafficPolicy.loadBalancer.localityLbSetting",
-            "spec.trafficPolicy.tls"
-        ]
+        dr.unsupported,
+        ["spec.trafficPolicy.loadBalancer.localityLbSetting"]
     );
-    assert!(dr.rule.expect("rule").as_policy().is_some());
+    let rule = dr.rule.expect("rule");
+    let policy = rule.as_policy().expect("a policy");
+    assert_eq!(
+        policy
+            .traffic_policy
+            .as_ref()
+            .and_then(|t| t.tls.as_ref())
+            .map(|t| t.mode),
+        Some(sextant_core::rules::TlsMode::IstioMutual),
+        "trafficPolicy.tls is served"
+    );
 }
 
 #[test]

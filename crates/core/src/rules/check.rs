@@ -467,6 +467,9 @@ fn traffic_policy(c: &mut Checker<'_>, at: &str, tp: &TrafficPolicy) {
         tp.connection_pool.as_ref(),
         tp.outlier_detection.as_ref(),
     );
+    if let Some(tls) = &tp.tls {
+        client_tls(c, &format!("{at}.tls"), tls);
+    }
     if !c.count(
         &format!("{at}.portLevelSettings"),
         tp.port_level_settings.len(),
@@ -488,6 +491,55 @@ fn traffic_policy(c: &mut Checker<'_>, at: &str, tp: &TrafficPolicy) {
             pl.connection_pool.as_ref(),
             pl.outlier_detection.as_ref(),
         );
+        if let Some(tls) = &pl.tls {
+            client_tls(c, &format!("{f}.tls"), tls);
+        }
+    }
+}
+
+/// TLS settings: what each mode needs, and nothing it would ignore.
+fn client_tls(c: &mut Checker<'_>, at: &str, tls: &super::policy::ClientTls) {
+    use super::policy::TlsMode;
+    let files = [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ];
+    if tls.credential_name.is_some() {
+        c.bad(
+            format!("{at}.credentialName"),
+            "not served for sidecars (the proxy cannot read Kubernetes Secrets): give clientCertificate, privateKey and caCertificates files",
+        );
+    }
+    for (name, value) in files {
+        if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            c.bad(format!("{at}.{name}"), "empty");
+        }
+    }
+    match tls.mode {
+        TlsMode::Disable | TlsMode::IstioMutual => {
+            for (name, value) in files {
+                if value.is_some() {
+                    c.bad(
+                        format!("{at}.{name}"),
+                        format!("{:?} uses no files of yours", tls.mode),
+                    );
+                }
+            }
+        }
+        TlsMode::Simple => {
+            if tls.client_certificate.is_some() || tls.private_key.is_some() {
+                c.bad(
+                    at,
+                    "SIMPLE sends no client certificate: use MUTUAL for clientCertificate and privateKey",
+                );
+            }
+        }
+        TlsMode::Mutual => {
+            if tls.client_certificate.is_none() || tls.private_key.is_none() {
+                c.bad(at, "MUTUAL needs clientCertificate and privateKey");
+            }
+        }
     }
 }
 

@@ -36,8 +36,9 @@ pub use analyze::{Warning, analyze};
 pub use check::{RuleProblem, RuleProblems};
 pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch, percentages};
 pub use policy::{
-    ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie, HttpPool,
-    LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool, TrafficPolicy,
+    ClientTls, ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie,
+    HttpPool, LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool,
+    TlsMode, TrafficPolicy,
 };
 pub use route::{
     DEFAULT_RETRY_ON, Destination, Fault, FaultAbort, FaultDelay, GRPC_CODES, GRPC_RETRY_ON,

@@ -60,6 +60,56 @@ pub struct TrafficPolicy {
     /// Per service port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// TLS to the endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS from the proxy to the endpoints (Istio's `ClientTLSSettings`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientTls {
+    /// Which TLS.
+    pub mode: TlsMode,
+    /// MUTUAL: the client certificate (a PEM file on the proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// MUTUAL: its key (a PEM file on the proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// SIMPLE and MUTUAL: the CAs the server's certificate must chain to
+    /// (a PEM file on the proxy) [default: the system's bundle].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// A Kubernetes Secret holding the client certificate (not served for
+    /// sidecars: the check names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_name: Option<String>,
+    /// Names the server's certificate must carry (any of them): DNS names,
+    /// or SPIFFE ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// The server name sent [default: none].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Do not check the server's certificate at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// Istio's TLS modes toward a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Plaintext, also to sidecars that would take mutual TLS.
+    Disable,
+    /// TLS, the server's certificate checked.
+    Simple,
+    /// TLS with a client certificate of the user's.
+    Mutual,
+    /// The mesh's mutual TLS with the workload certificate, to every
+    /// endpoint (labelled as a sidecar or not).
+    IstioMutual,
 }
 
 /// A traffic policy for one service port.
@@ -77,6 +127,9 @@ pub struct PortTrafficPolicy {
     /// As [`TrafficPolicy::outlier_detection`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// As [`TrafficPolicy::tls`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
 }
 
 /// A load balancer: `simple` or `consistentHash`, exactly one.
@@ -212,6 +265,8 @@ pub struct EffectivePolicy<'a> {
     pub connection_pool: Option<&'a ConnectionPool>,
     /// Outlier detection.
     pub outlier_detection: Option<&'a OutlierDetection>,
+    /// TLS to the endpoints.
+    pub tls: Option<&'a ClientTls>,
 }
 
 impl<'a> EffectivePolicy<'a> {
@@ -221,19 +276,27 @@ impl<'a> EffectivePolicy<'a> {
         lb: &'a Option<LoadBalancer>,
         pool: &'a Option<ConnectionPool>,
         od: &'a Option<OutlierDetection>,
+        tls: &'a Option<ClientTls>,
     ) {
         self.load_balancer = lb.as_ref().or(self.load_balancer);
         self.connection_pool = pool.as_ref().or(self.connection_pool);
         self.outlier_detection = od.as_ref().or(self.outlier_detection);
+        self.tls = tls.as_ref().or(self.tls);
     }
 
     fn apply(&mut self, p: &'a TrafficPolicy, port: u32) {
-        self.overlay(&p.load_balancer, &p.connection_pool, &p.outlier_detection);
+        self.overlay(
+            &p.load_balancer,
+            &p.connection_pool,
+            &p.outlier_detection,
+            &p.tls,
+        );
         if let Some(pl) = p.port_level_settings.iter().find(|s| s.port.number == port) {
             self.overlay(
                 &pl.load_balancer,
                 &pl.connection_pool,
                 &pl.outlier_detection,
+                &pl.tls,
             );
         }
     }

@@ -78,6 +78,17 @@ fn clusters_with(
                 );
             }
             if let Some(mtls) = mtls {
+                let istio_mutual = ms
+                    .policy()
+                    .and_then(|(_, p)| p.effective(port.port, subset).tls)
+                    .is_some_and(|t| t.mode == sextant_core::rules::TlsMode::IstioMutual);
+                if istio_mutual && mtls.mode != super::mtls::PeerMode::Disable {
+                    cluster.transport_socket = Some(super::mtls::mesh_socket(
+                        s.hostname.as_str(),
+                        port.port,
+                        mtls,
+                    ));
+                }
                 super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
             }
             out.push(cluster);

@@ -193,35 +193,18 @@ pub fn upstream(cluster: &mut Cluster, host: &str, port: u32, options: &MtlsOpti
     if options.mode == PeerMode::Disable || cluster.transport_socket.is_some() {
         return;
     }
-    let tls = UpstreamTlsContext {
-        common_tls_context: Some(common(options, vec![ALPN.to_owned()])),
-        sni: sni(host, port),
-        ..Default::default()
-    };
     cluster.transport_socket_matches = vec![
         cluster::TransportSocketMatch {
             name: "tlsMode-istio".to_owned(),
             r#match: Some(Struct {
                 fields: [(SOCKET_MATCH_FIELD.to_owned(), string(TLS_MODE_ISTIO))].into(),
             }),
-            transport_socket: Some(TransportSocket {
-                name: TLS_SOCKET.to_owned(),
-                config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
-                    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                    &tls,
-                ))),
-            }),
+            transport_socket: Some(upstream_tls(host, port, options)),
         },
         cluster::TransportSocketMatch {
             name: "tlsMode-disabled".to_owned(),
             r#match: Some(Struct::default()),
-            transport_socket: Some(TransportSocket {
-                name: RAW_SOCKET.to_owned(),
-                config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
-                    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
-                    &RawBuffer::default(),
-                ))),
-            }),
+            transport_socket: Some(raw_socket()),
         },
     ];
 }
@@ -284,4 +267,108 @@ pub fn inbound_chains(
             plain,
         ],
     }
+}
+
+/// What a DestinationRule's `tls` says, as a transport socket: plaintext
+/// (DISABLE), or TLS with the user's files (SIMPLE, MUTUAL). ISTIO_MUTUAL
+/// is [`mesh_socket`].
+pub fn user_socket(tls: &sextant_core::rules::ClientTls) -> TransportSocket {
+    use sextant_core::rules::TlsMode;
+    let file = |path: &str| envoy_types::pb::envoy::config::core::v3::DataSource {
+        specifier: Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::Filename(
+                path.to_owned(),
+            ),
+        ),
+        ..Default::default()
+    };
+    if matches!(tls.mode, TlsMode::Disable | TlsMode::IstioMutual) {
+        return raw_socket();
+    }
+    let validation =
+        (tls.insecure_skip_verify != Some(true)).then(|| CertificateValidationContext {
+            trusted_ca: Some(file(
+                tls.ca_certificates.as_deref().unwrap_or(SYSTEM_CA_BUNDLE),
+            )),
+            match_typed_subject_alt_names: tls
+                .subject_alt_names
+                .iter()
+                .map(|name| SubjectAltNameMatcher {
+                    san_type: if name.starts_with("spiffe://") {
+                        subject_alt_name_matcher::SanType::Uri
+                    } else {
+                        subject_alt_name_matcher::SanType::Dns
+                    } as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(name.clone())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    let certificates = match (&tls.client_certificate, &tls.private_key) {
+        (Some(cert), Some(key)) if tls.mode == TlsMode::Mutual => {
+            vec![
+                envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::TlsCertificate {
+                    certificate_chain: Some(file(cert)),
+                    private_key: Some(file(key)),
+                    ..Default::default()
+                },
+            ]
+        }
+        _ => Vec::new(),
+    };
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: certificates,
+            validation_context_type: validation
+                .map(common_tls_context::ValidationContextType::ValidationContext),
+            ..Default::default()
+        }),
+        sni: tls.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &context,
+        ))),
+    }
+}
+
+/// The CAs a SIMPLE or MUTUAL destination is checked against when the
+/// rule names none: Debian's bundle, as in the proxy image.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn raw_socket() -> TransportSocket {
+    TransportSocket {
+        name: RAW_SOCKET.to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+            &RawBuffer::default(),
+        ))),
+    }
+}
+
+fn upstream_tls(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket {
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(common(options, vec![ALPN.to_owned()])),
+        sni: sni(host, port),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &tls,
+        ))),
+    }
+}
+
+/// ISTIO_MUTUAL: the mesh's mutual TLS to every endpoint of the cluster.
+pub fn mesh_socket(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket {
+    upstream_tls(host, port, options)
 }

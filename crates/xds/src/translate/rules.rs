@@ -586,6 +586,7 @@ pub(super) fn apply_policy(
         load_balancer,
         connection_pool,
         outlier_detection,
+        tls,
     } = policy.effective(port, subset);
     let mut note = |feature: String, instead: &str| {
         let n = Unhonoured {
@@ -707,6 +708,23 @@ pub(super) fn apply_policy(
             );
         } else {
             cluster.outlier_detection = Some(e);
+        }
+    }
+    if let Some(tls) = tls {
+        match (tls.mode, client) {
+            (rules::TlsMode::IstioMutual, _) => {
+                // Mesh proxies get it (translate::mesh_clusters); others
+                // have no workload certificate to send.
+                note(
+                    "trafficPolicy.tls.mode: ISTIO_MUTUAL".into(),
+                    "plaintext from proxies without a workload certificate",
+                );
+            }
+            (_, Client::Grpc) => note(
+                format!("trafficPolicy.tls.mode: {:?}", tls.mode),
+                "plaintext (proxyless gRPC takes TLS settings from certificate providers only)",
+            ),
+            (_, Client::Envoy) => cluster.transport_socket = Some(super::mtls::user_socket(tls)),
         }
     }
 }

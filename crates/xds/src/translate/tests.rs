@@ -540,3 +540,112 @@ fn mesh_clusters_dial_sidecars_with_mutual_tls_and_the_rest_in_plaintext() {
             .is_empty()
     );
 }
+
+#[test]
+fn destination_rule_tls_modes_override_the_mesh_default() {
+    use super::mtls::{MtlsOptions, PeerMode};
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    let mut sidecar = Endpoint::new("10.0.0.1".parse().expect("addr"))
+        .with_port("http", 8080)
+        .with_port("admin", 9000)
+        .with_port("db", 5432);
+    sidecar
+        .labels
+        .insert(mtls::TLS_MODE_LABEL.into(), "istio".into());
+    let s = Service::new("web.shop.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_port("admin", 9000, Protocol::Http)
+        .with_port("db", 5432, Protocol::Tcp)
+        .with_endpoint(sidecar);
+    // Host level DISABLE; port 9000 SIMPLE with the user's CA, names and
+    // SNI; port 5432 ISTIO_MUTUAL; subset v2 MUTUAL.
+    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
+        "name: web\nhost: web.shop.svc\ntrafficPolicy:\n  \
+         tls: {mode: DISABLE}\n  \
+         portLevelSettings:\n  \
+         - {port: {number: 9000}, tls: {mode: SIMPLE, caCertificates: /etc/admin-ca.pem, subjectAltNames: [admin.example.com], sni: admin.example.com}}\n  \
+         - {port: {number: 5432}, tls: {mode: ISTIO_MUTUAL}}\n\
+         subsets:\n- {name: v2, labels: {version: v2}, trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}}\n",
+    )
+    .expect("policy");
+    let rule = Arc::new(sextant_core::Rule::from(policy));
+    rule.validate().expect("a valid rule");
+    let view = view_of([(s, vec![rule])], Vec::new());
+    let ms = view.services.values().next().expect("service");
+    let options = MtlsOptions {
+        trust_domain: "cluster.local".into(),
+        mode: PeerMode::Permissive,
+    };
+    let mut notes = Vec::new();
+    let mesh = mesh_clusters(ms, &options, &mut notes);
+    let by_name = |name: &str| {
+        mesh.iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    let tls_of = |c: &envoy_types::pb::envoy::config::cluster::v3::Cluster| {
+        let socket = c.transport_socket.as_ref().expect("a transport socket");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &socket.config_type else {
+            panic!("typed")
+        };
+        (socket.name.clone(), any.clone())
+    };
+    // DISABLE: plaintext even to the sidecar, no matches.
+    let plain = by_name("outbound|80||web.shop.svc");
+    assert!(plain.transport_socket_matches.is_empty());
+    assert_eq!(tls_of(&plain).0, "envoy.transport_sockets.raw_buffer");
+    // SIMPLE at the port: the user's CA, names and SNI; no certificate.
+    let (name, any) = tls_of(&by_name("outbound|9000||web.shop.svc"));
+    assert_eq!(name, "envoy.transport_sockets.tls");
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).expect("tls");
+    assert_eq!(tls.sni, "admin.example.com");
+    let text = format!("{tls:?}");
+    assert!(
+        text.contains("/etc/admin-ca.pem") && text.contains("admin.example.com"),
+        "{text}"
+    );
+    assert!(
+        tls.common_tls_context
+            .expect("common")
+            .tls_certificates
+            .is_empty()
+    );
+    // ISTIO_MUTUAL at the port: the mesh's TLS to every endpoint.
+    let (_, any) = tls_of(&by_name("outbound|5432||web.shop.svc"));
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).expect("tls");
+    assert_eq!(tls.sni, "outbound_.5432_._.web.shop.svc");
+    // MUTUAL on the subset: the user's certificate.
+    let (_, any) = tls_of(&by_name("outbound|80|v2|web.shop.svc"));
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).expect("tls");
+    assert_eq!(
+        tls.common_tls_context
+            .expect("common")
+            .tls_certificates
+            .len(),
+        1
+    );
+    // A proxy without a workload certificate: ISTIO_MUTUAL cannot be
+    // honoured, and says so.
+    let mut notes = Vec::new();
+    let plain = clusters(ms, Client::Envoy, &mut notes);
+    let db = plain
+        .iter()
+        .find(|c| c.name == "outbound|5432||web.shop.svc")
+        .expect("db");
+    assert!(db.transport_socket.is_none());
+    assert!(
+        notes.iter().any(|n| n.feature.contains("ISTIO_MUTUAL")),
+        "{notes:?}"
+    );
+    // Proxyless gRPC: noted, plaintext.
+    let mut notes = Vec::new();
+    let grpc = clusters(ms, Client::Grpc, &mut notes);
+    assert!(grpc.iter().all(|c| c.transport_socket.is_none()));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.feature.contains("Simple") || n.feature.contains("SIMPLE"))
+    );
+}

@@ -302,3 +302,38 @@ fn effective_policy_follows_istio_precedence() {
             .is_some()
     );
 }
+
+#[test]
+fn tls_settings_need_what_their_mode_uses_and_nothing_else() {
+    rejects(
+        policy("trafficPolicy: {tls: {mode: MUTUAL, caCertificates: /ca.pem}}"),
+        "trafficPolicy.tls",
+        "MUTUAL needs clientCertificate and privateKey",
+    );
+    rejects(
+        policy("trafficPolicy: {tls: {mode: SIMPLE, clientCertificate: /c.pem}}"),
+        "trafficPolicy.tls",
+        "use MUTUAL",
+    );
+    rejects(
+        policy("trafficPolicy: {tls: {mode: ISTIO_MUTUAL, caCertificates: /ca.pem}}"),
+        "trafficPolicy.tls.caCertificates",
+        "uses no files",
+    );
+    rejects(
+        policy(
+            "trafficPolicy: {portLevelSettings: [{port: {number: 80}, tls: {mode: MUTUAL, credentialName: web-cert}}]}",
+        ),
+        "trafficPolicy.portLevelSettings[0].tls.credentialName",
+        "not served for sidecars",
+    );
+    assert!(
+        problems(&policy(
+            "trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}"
+        ))
+        .is_empty()
+    );
+    // An unknown mode is a decoding error, as any unknown value.
+    let doc = "name: p\nhost: reviews.default.svc\ntrafficPolicy: {tls: {mode: STRICT}}\n";
+    assert!(serde_yaml_ng::from_str::<PolicyEntry>(doc).is_err());
+}
