@@ -97,7 +97,7 @@ impl Layout {
 
 impl Layout {
     /// The rule a key names, `routes/NAMESPACE/NAME`,
-    /// `policies/NAMESPACE/NAME` or `scopes/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
+    /// `policies/NAMESPACE/NAME`, `scopes/NAMESPACE/NAME` or `peerauthentications/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
     /// does not fit; `Ok(None)` for any other key.
     pub fn classify_rule(&self, key: &str) -> Result<Option<RuleKey>, String> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -109,6 +109,8 @@ impl Layout {
             (RuleKind::Policy, "policies", r)
         } else if let Some(r) = rest.strip_prefix("scopes/") {
             (RuleKind::Scope, "scopes", r)
+        } else if let Some(r) = rest.strip_prefix("peerauthentications/") {
+            (RuleKind::PeerAuth, "peerauthentications", r)
         } else {
             return Ok(None);
         };
@@ -144,6 +146,9 @@ pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
         RuleKind::Route => serde_yaml_ng::from_value::<RouteEntry>(doc).map(Rule::from),
         RuleKind::Policy => serde_yaml_ng::from_value::<PolicyEntry>(doc).map(Rule::from),
         RuleKind::Scope => serde_yaml_ng::from_value::<ScopeEntry>(doc).map(Rule::from),
+        RuleKind::PeerAuth => {
+            serde_yaml_ng::from_value::<sextant_core::rules::PeerAuthEntry>(doc).map(Rule::from)
+        }
     };
     rule.map_err(|e| e.to_string())
 }

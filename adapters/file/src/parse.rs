@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
-    ServicePort, ValidationErrors,
+    ServicePort, ValidationErrors, rules::PeerAuthEntry,
 };
 
 use crate::error::FileError;
@@ -35,10 +35,18 @@ struct RegistryFile {
     policies: Vec<PolicyEntry>,
     #[serde(default)]
     scopes: Vec<ScopeEntry>,
+    #[serde(default, rename = "peerAuthentications")]
+    peer_authentications: Vec<PeerAuthEntry>,
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 4] = ["services", "routes", "policies", "scopes"];
+const TOP_KEYS: [&str; 5] = [
+    "services",
+    "routes",
+    "policies",
+    "scopes",
+    "peerAuthentications",
+];
 
 /// What one file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,11 +75,17 @@ fn with_lines<E: Into<Rule>>(text: &str, key: &str, entries: Vec<E>) -> Vec<(usi
         .collect()
 }
 
-/// The rules of a file, in file order: routes, policies, then scopes.
+/// The rules of a file, in file order: routes, policies, scopes, then
+/// peer authentications.
 fn rules_of(doc: RegistryFile, text: &str) -> (Vec<Service>, Vec<(usize, Rule)>) {
     let mut rules = with_lines(text, "routes", doc.routes);
     rules.extend(with_lines(text, "policies", doc.policies));
     rules.extend(with_lines(text, "scopes", doc.scopes));
+    rules.extend(with_lines(
+        text,
+        "peerAuthentications",
+        doc.peer_authentications,
+    ));
     (doc.services, rules)
 }
 
@@ -316,7 +330,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies` or `scopes`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes` or `peerAuthentications`".into(),
             line: 1,
             column: 1,
         });
@@ -326,7 +340,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -335,11 +349,14 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let routes = rule_value_problems::<RouteEntry>(top, "routes", text, &mut problems);
     let policies = rule_value_problems::<PolicyEntry>(top, "policies", text, &mut problems);
     let scopes = rule_value_problems::<ScopeEntry>(top, "scopes", text, &mut problems);
+    let peers =
+        rule_value_problems::<PeerAuthEntry>(top, "peerAuthentications", text, &mut problems);
     let rules: Vec<(usize, Rule)> = routes
         .into_iter()
         .map(|(l, r)| (l, Rule::from(r)))
         .chain(policies.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(scopes.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .chain(peers.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .collect();
     let services = match top.get("services") {
         None | Some(serde_json::Value::Null) => return (problems, decoded, rules),

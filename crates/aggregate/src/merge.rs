@@ -191,7 +191,7 @@ impl MergeState {
         }
         if let Some(i) = self.rule_shard_index(id) {
             let old = self.rule_shards[i].replace_all(BTreeMap::new());
-            self.scopes_dirty |= old.keys().any(|k| k.kind == RuleKind::Scope);
+            self.scopes_dirty |= old.keys().any(|k| k.kind.per_proxy());
             self.dirty
                 .extend(old.into_values().flat_map(|r| r.hosts.clone()));
         }
@@ -239,14 +239,14 @@ impl MergeState {
                     return rejected;
                 }
                 touched.extend(rule.hosts.iter().cloned());
-                self.scopes_dirty |= rule.key.kind == RuleKind::Scope;
+                self.scopes_dirty |= rule.key.kind.per_proxy();
                 if let Some(old) = shard.insert(Arc::new(rule)) {
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
             Event::Delete(key) => {
                 if let Some(old) = shard.remove(&key) {
-                    self.scopes_dirty |= key.kind == RuleKind::Scope;
+                    self.scopes_dirty |= key.kind.per_proxy();
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
@@ -273,7 +273,7 @@ impl MergeState {
                 }
                 for (k, r) in &next {
                     if shard.rules.get(k) != Some(r) {
-                        self.scopes_dirty |= k.kind == RuleKind::Scope;
+                        self.scopes_dirty |= k.kind.per_proxy();
                         touched.extend(r.hosts.iter().cloned());
                         if let Some(old) = shard.rules.get(k) {
                             touched.extend(old.hosts.iter().cloned());
@@ -282,7 +282,7 @@ impl MergeState {
                 }
                 for (k, old) in &shard.rules {
                     if !next.contains_key(k) {
-                        self.scopes_dirty |= k.kind == RuleKind::Scope;
+                        self.scopes_dirty |= k.kind.per_proxy();
                         touched.extend(old.hosts.iter().cloned());
                     }
                 }
@@ -345,8 +345,10 @@ impl MergeState {
                         other: shard.id.clone(),
                         field: match rule.key.kind {
                             RuleKind::Route => ConflictField::RouteRule,
-                            // Scope rules name no host, so never meet here.
-                            RuleKind::Policy | RuleKind::Scope => ConflictField::DestinationPolicy,
+                            // Per-proxy rules name no host, so never meet here.
+                            RuleKind::Policy | RuleKind::Scope | RuleKind::PeerAuth => {
+                                ConflictField::DestinationPolicy
+                            }
                         },
                         detail: format!(
                             "{} from {winner_id} is in force; {} from {} is ignored for this host",
@@ -467,7 +469,7 @@ impl MergeState {
                 .rule_shards
                 .iter()
                 .flat_map(|s| s.rules.values())
-                .filter(|r| r.key.kind == RuleKind::Scope)
+                .filter(|r| r.key.kind.per_proxy())
                 .cloned()
                 .collect();
             if *scopes != *self.scopes {

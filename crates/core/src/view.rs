@@ -127,10 +127,11 @@ pub struct MeshView {
     pub services: imbl::OrdMap<Hostname, Arc<MeshService>>,
     /// Every disagreement between registries, sorted by hostname.
     pub conflicts: Arc<[Conflict]>,
-    /// Every scope rule, in precedence order: rule source priority, then
-    /// namespace and name. Scope rules bind to no service; the xDS server
-    /// picks the one in force per proxy ([`crate::rules::scope::select`]).
-    /// The same `Arc` while no scope rule changes.
+    /// Every per-proxy rule, in precedence order: rule source priority, then
+    /// namespace and name: scope and peer authentication rules, which bind
+    /// to no service; the xDS server picks those in force per proxy
+    /// ([`crate::rules::scope::select`], [`crate::rules::peer::select`]).
+    /// The same `Arc` while none of them changes.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub scopes: Arc<[Arc<crate::rules::Rule>]>,
 }

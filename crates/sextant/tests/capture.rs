@@ -970,8 +970,10 @@ impl MeshPods {
 /// over SDS). The client application's plain HTTP request to the server's
 /// virtual IP crosses the network in mutual TLS: the server application
 /// receives the client's SPIFFE id from its proxy (and not the one the
-/// client forged). PERMISSIVE still lets a client without a sidecar in;
-/// with `--mtls-mode strict` it is refused and the mesh client is not.
+/// client forged). PERMISSIVE (the default) still lets a client without a
+/// sidecar in; a PeerAuthentication making the server's workload STRICT,
+/// added to the registry file, refuses it (the mesh client goes on); one
+/// more setting its port to DISABLE lets it in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
     let mut m = MeshPods::new(&[]).await;
@@ -1004,10 +1006,18 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         m.logs()
     );
 
-    // STRICT: plaintext is refused at the server's sidecar; the mesh client
-    // goes on.
+    // A PeerAuthentication for the server's workload, added to the file
+    // Sextant reads: STRICT at the server's sidecar, no restart. Plaintext
+    // is refused there; the mesh client goes on.
+    let mesh = std::fs::read_to_string(m.path("mesh.yaml")).expect("mesh");
+    let strict = "peerAuthentications:
+  - name: server
+    namespace: test
+    selector: { matchLabels: { app: server } }
+    mtls: { mode: STRICT }
+";
     let modified = stat(&server_ns, "listener_manager.listener_modified").await;
-    m.start_sextant(&["--mtls-mode", "strict"]);
+    std::fs::write(m.path("mesh.yaml"), format!("{mesh}{strict}")).expect("write");
     // In force once the server's sidecar has taken the new inbound
     // listener (new connections get it; the old one drains its own).
     let took = until("the STRICT layout", Duration::from_secs(30), || {
@@ -1015,7 +1025,7 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         async move { stat(&ns, "listener_manager.listener_modified").await > modified }
     })
     .await;
-    eprintln!("STRICT reached the server's sidecar {took:?} after Sextant restarted with it");
+    eprintln!("STRICT reached the server's sidecar {took:?} after the file changed");
     let (ok, body) = run_in(&client_ns, &["curl", "-s", "-m", "5", &plaintext]).await;
     assert!(
         !ok,
@@ -1026,6 +1036,26 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
     assert!(
         ok && body.contains("URI=spiffe://cluster.local/ns/test/sa/client"),
         "the mesh client under STRICT: {body:?}\n{}",
+        m.logs()
+    );
+
+    // The port opened again for plaintext, the rest of the workload STRICT:
+    // the port's own mode wins.
+    let modified = stat(&server_ns, "listener_manager.listener_modified").await;
+    let port_disabled = strict.replace(
+        "    mtls: { mode: STRICT }\n",
+        "    mtls: { mode: STRICT }\n    portLevelMtls: { 8090: { mode: DISABLE } }\n",
+    );
+    std::fs::write(m.path("mesh.yaml"), format!("{mesh}{port_disabled}")).expect("write");
+    until("the port's own mode", Duration::from_secs(30), || {
+        let ns = server_ns.clone();
+        async move { stat(&ns, "listener_manager.listener_modified").await > modified }
+    })
+    .await;
+    let (ok, body) = run_in(&client_ns, &["curl", "-s", "-m", "5", &plaintext]).await;
+    assert!(
+        ok && body.trim() == "xfcc=",
+        "port-level DISABLE: {body:?}\n{}",
         m.logs()
     );
 }

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use sextant_core::MeshView;
+use sextant_core::rules::PeerModes;
 
 use crate::generational::Generational;
 use crate::resource::{Resource, ResourceType};
@@ -176,12 +177,17 @@ fn outbound_set(
     (set, unreachable)
 }
 
-fn inbound_set(ports: &[InboundPort], options: &CaptureOptions, mtls: bool) -> ResourceSet {
+fn inbound_set(
+    ports: &[InboundPort],
+    options: &CaptureOptions,
+    mtls: bool,
+    peer: &PeerModes,
+) -> ResourceSet {
     let mut set = ResourceSet::default();
     set.add(
         ResourceType::Listener,
         layout::VIRTUAL_INBOUND,
-        &layout::virtual_inbound(ports, options, mtls),
+        &layout::virtual_inbound(ports, options, mtls, peer),
     );
     set.add(
         ResourceType::Cluster,
@@ -234,7 +240,7 @@ type Outbound = (Arc<ResourceSet>, Arc<[String]>);
 pub struct CaptureCache {
     outbound: Generational<(u64, bool), Outbound>,
     index: Generational<(), Arc<PortIndex>>,
-    inbound: Generational<(Vec<InboundPort>, bool), Arc<ResourceSet>>,
+    inbound: Generational<(Vec<InboundPort>, bool, PeerModes), Arc<ResourceSet>>,
 }
 
 impl Default for CaptureCache {
@@ -252,7 +258,8 @@ pub const MAX_CACHED_SETS: usize = 4096;
 
 impl CaptureCache {
     /// The capture set of a proxy with `scope` and instance `ips` in `snap`
-    /// (with mutual TLS when it holds a workload certificate, `mtls`).
+    /// (with mutual TLS when it holds a workload certificate, `mtls`, under
+    /// its peer authentication modes, `peer`).
     pub fn get(
         &self,
         snap: &Snapshot,
@@ -260,6 +267,7 @@ impl CaptureCache {
         scope: Option<&Arc<Scope>>,
         ips: &[IpAddr],
         mtls: bool,
+        peer: &PeerModes,
     ) -> Arc<CaptureSet> {
         let view = snap.view();
         let scope_digest = scope.map_or(0, |s| s.digest);
@@ -282,9 +290,11 @@ impl CaptureCache {
             .collect();
         ports.sort_unstable();
         ports.dedup_by_key(|p| p.port);
-        let inbound = self.inbound.get_or(0, (ports.clone(), mtls), || {
-            Arc::new(inbound_set(&ports, options, mtls))
-        });
+        let inbound = self
+            .inbound
+            .get_or(0, (ports.clone(), mtls, peer.clone()), || {
+                Arc::new(inbound_set(&ports, options, mtls, peer))
+            });
         Arc::new(CaptureSet {
             digest: outbound.digest ^ inbound.digest.rotate_left(1),
             outbound,

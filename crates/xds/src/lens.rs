@@ -209,6 +209,17 @@ impl ProxyLens {
         } else {
             self.lens.scope.clone()
         };
+        // The workload's peer authentication (only what mutual TLS reads).
+        let peer = if capture_mode && identity.workload_certs {
+            sextant_core::rules::peer::select(
+                &snap.view().scopes,
+                &lenses.scoping.root_namespace,
+                self.namespace.as_deref(),
+                &identity.labels,
+            )
+        } else {
+            sextant_core::rules::PeerModes::default()
+        };
         let capture = capture_mode.then(|| {
             lenses.captures.get(
                 snap,
@@ -216,6 +227,7 @@ impl ProxyLens {
                 scope.as_ref(),
                 &identity.ips,
                 identity.workload_certs,
+                &peer,
             )
         });
         let lens = Lens { scope, capture };

@@ -204,3 +204,22 @@ fn scope_rules_are_read_from_their_keys() {
     assert!(bad.contains("NAMESPACE/HOST"), "{bad}");
     assert!(l.classify_rule("/sextant/scopes/shop").is_err());
 }
+
+#[test]
+fn peer_authentications_are_read_from_their_keys() {
+    let l = layout();
+    let key = l
+        .classify_rule("/sextant/peerauthentications/shop/web")
+        .expect("a rule key")
+        .expect("ours");
+    assert_eq!(key, RuleKey::new(RuleKind::PeerAuth, "shop", "web"));
+    let rule = parse_rule(
+        &key,
+        b"selector: {matchLabels: {app: web}}\nmtls: {mode: STRICT}\n",
+    )
+    .expect("parses");
+    let p = rule.as_peer_auth().expect("a peer authentication");
+    assert_eq!(p.mode, sextant_core::rules::MtlsMode::Strict);
+    assert!(rule.hosts.is_empty(), "binds to no service");
+    assert!(parse_rule(&key, b"mtls: {mode: LOOSE}\n").is_err());
+}

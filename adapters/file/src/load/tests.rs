@@ -588,3 +588,46 @@ fn scopes_are_istio_sidecar_specs_and_a_bad_entry_names_its_line() {
         "{text:#?}"
     );
 }
+
+#[test]
+fn peer_authentications_are_istio_specs_and_a_bad_one_names_its_line() {
+    let text = format!(
+        "{RULES}peerAuthentications:
+  - name: default
+    namespace: istio-system
+    mtls: {{ mode: STRICT }}
+  - name: web
+    namespace: shop
+    selector: {{ matchLabels: {{ app: web }} }}
+    portLevelMtls: {{ 8080: {{ mode: DISABLE }} }}
+"
+    );
+    let content = parse_file(Path::new("a.yaml"), &text).expect("parses");
+    let keys: Vec<String> = content.rules.iter().map(|r| r.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            "route default/reviews",
+            "policy default/reviews",
+            "peer_authentication istio-system/default",
+            "peer_authentication shop/web"
+        ]
+    );
+    let web = content.rules[3]
+        .as_peer_auth()
+        .expect("peer authentication");
+    assert_eq!(web.selector["app"], "web");
+    assert_eq!(
+        web.port_level[&8080],
+        sextant_core::rules::MtlsMode::Disable
+    );
+    // Ports belong to workloads: portLevelMtls without a selector is named.
+    let bad = text.replace("    selector: { matchLabels: { app: web } }\n", "");
+    let problems = parse_file(Path::new("a.yaml"), &bad).expect_err("invalid");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("portLevelMtls") && t.contains("selector")),
+        "{text:#?}"
+    );
+}

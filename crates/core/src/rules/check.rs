@@ -177,6 +177,7 @@ impl Rule {
             RuleSpec::Route(r) => route_rule(&mut c, r),
             RuleSpec::Policy(p) => policy(&mut c, p),
             RuleSpec::Scope(s) => scope(&mut c, s),
+            RuleSpec::PeerAuth(p) => peer_auth(&mut c, p),
         }
         if c.problems.is_empty() {
             Ok(())
@@ -204,6 +205,25 @@ fn scope(c: &mut Checker<'_>, s: &super::ScopeRule) {
         s.workload_selector.len(),
         MAX_SELECTOR_LABELS,
     );
+}
+
+fn peer_auth(c: &mut Checker<'_>, p: &super::PeerAuthRule) {
+    c.count(
+        "selector.matchLabels",
+        p.selector.len(),
+        MAX_SELECTOR_LABELS,
+    );
+    if !p.port_level.is_empty() && p.selector.is_empty() {
+        c.bad(
+            "portLevelMtls",
+            "needs a selector (as in Istio: ports belong to workloads)",
+        );
+    }
+    if c.count("portLevelMtls", p.port_level.len(), MAX_PER_ROUTE) {
+        for port in p.port_level.keys() {
+            c.port(&format!("portLevelMtls[{port}]"), *port);
+        }
+    }
 }
 
 fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {

@@ -28,6 +28,7 @@ use crate::registry::{Event, Keyed, RegistryId};
 pub mod analyze;
 pub mod check;
 pub mod common;
+pub mod peer;
 pub mod policy;
 pub mod route;
 pub mod scope;
@@ -35,6 +36,7 @@ pub mod scope;
 pub use analyze::{Warning, analyze};
 pub use check::{RuleProblem, RuleProblems};
 pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch, percentages};
+pub use peer::{MtlsMode, PeerAuthEntry, PeerAuthRule, PeerModes};
 pub use policy::{
     ClientTls, ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie,
     HttpPool, LoadBalancer, OutlierDetection, PortTrafficPolicy, SimpleLb, Subset, TcpPool,
@@ -60,6 +62,17 @@ pub enum RuleKind {
     /// A [`ScopeRule`] (the egress hosts of Istio's Sidecar): binds to no
     /// host; the xDS server applies it per proxy.
     Scope,
+    /// A [`PeerAuthRule`] (Istio's PeerAuthentication): binds to no host;
+    /// the xDS server applies it per proxy.
+    PeerAuth,
+}
+
+impl RuleKind {
+    /// Rules of this kind bind to no host: the view lists them all
+    /// ([`crate::MeshView::scopes`]) and the xDS server picks per proxy.
+    pub fn per_proxy(self) -> bool {
+        matches!(self, RuleKind::Scope | RuleKind::PeerAuth)
+    }
 }
 
 impl std::fmt::Display for RuleKind {
@@ -68,6 +81,7 @@ impl std::fmt::Display for RuleKind {
             RuleKind::Route => "route",
             RuleKind::Policy => "policy",
             RuleKind::Scope => "scope",
+            RuleKind::PeerAuth => "peer_authentication",
         })
     }
 }
@@ -124,6 +138,8 @@ pub enum RuleSpec {
     Policy(Box<DestinationPolicy>),
     /// Which hosts the proxies it selects may see.
     Scope(ScopeRule),
+    /// What the workloads it selects accept inbound.
+    PeerAuth(PeerAuthRule),
 }
 
 impl Rule {
@@ -155,6 +171,28 @@ impl Rule {
             key: RuleKey::new(RuleKind::Scope, namespace, name),
             hosts: Vec::new(),
             spec: RuleSpec::Scope(scope),
+        }
+    }
+
+    /// A peer authentication rule for the workloads of `namespace`; it
+    /// binds to no host.
+    pub fn peer_auth(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        rule: PeerAuthRule,
+    ) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::PeerAuth, namespace, name),
+            hosts: Vec::new(),
+            spec: RuleSpec::PeerAuth(rule),
+        }
+    }
+
+    /// The peer authentication rule, if it is one.
+    pub fn as_peer_auth(&self) -> Option<&PeerAuthRule> {
+        match &self.spec {
+            RuleSpec::PeerAuth(p) => Some(p),
+            _ => None,
         }
     }
 

@@ -583,3 +583,30 @@ fn the_ca_flags_turn_the_tls_port_on_and_bad_values_are_named() {
     });
     assert!(e.contains("--ca-dir"), "{e}");
 }
+
+#[test]
+fn the_mesh_mtls_mode_comes_from_the_flag_and_a_bad_one_is_named() {
+    let s = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        mtls_mode: Some("STRICT".into()),
+        tls: TlsArgs {
+            trust_domain: Some("example.org".into()),
+            ..Default::default()
+        },
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(
+        s.server.capture.mtls.mode,
+        sextant_xds::translate::mtls::PeerMode::Strict
+    );
+    assert_eq!(s.server.capture.mtls.trust_domain, "example.org");
+    let e = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        mtls_mode: Some("loose".into()),
+        ..args()
+    })
+    .expect_err("invalid")
+    .to_string();
+    assert!(e.contains("mtls_mode") || e.contains("--mtls-mode"), "{e}");
+}

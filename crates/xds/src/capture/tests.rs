@@ -22,7 +22,14 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     let cache = CaptureCache::default();
     let options = CaptureOptions::default();
     let web_pod: IpAddr = "10.1.0.1".parse().expect("ip");
-    let set = cache.get(&snap, &options, None, &[web_pod], false);
+    let set = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
     assert_eq!(
         set.names(ResourceType::Listener),
         [
@@ -46,7 +53,14 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     assert_eq!(set.inbound_ports[0].port, 8000, "the target port");
 
     // Another pod of web: the same set; a pod of nothing: no inbound port.
-    let again = cache.get(&snap, &options, None, &[web_pod], false);
+    let again = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
     assert_eq!(*again, *set);
     assert!(Arc::ptr_eq(&again.outbound, &set.outbound));
     let stranger = cache.get(
@@ -55,6 +69,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         None,
         &["10.9.9.9".parse().expect("ip")],
         false,
+        &Default::default(),
     );
     assert!(stranger.inbound_ports.is_empty());
     assert!(Arc::ptr_eq(&stranger.outbound, &set.outbound));
@@ -66,20 +81,41 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
     changed.services.remove("db.svc");
     changed.generation = 2;
     let newer = snap.next(Arc::new(changed));
-    let fresh = cache.get(&newer, &options, None, &[web_pod], false);
+    let fresh = cache.get(
+        &newer,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
     assert!(!Arc::ptr_eq(&fresh.outbound, &set.outbound));
     assert!(
         fresh
             .get(ResourceType::Listener, "10.96.0.11_5432")
             .is_none()
     );
-    let behind = cache.get(&snap, &options, None, &[web_pod], false);
+    let behind = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
     assert!(
         behind
             .get(ResourceType::Listener, "10.96.0.11_5432")
             .is_some()
     );
-    let again = cache.get(&newer, &options, None, &[web_pod], false);
+    let again = cache.get(
+        &newer,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
     assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
 }
 
@@ -90,7 +126,14 @@ fn a_service_on_the_proxys_own_port_gets_no_listener_that_would_clash() {
     let snap = Snapshot::empty(TranslateOptions::default()).next(Arc::new(
         crate::translate::tests::view_of([(clash, Vec::new())], Vec::new()),
     ));
-    let set = CaptureCache::default().get(&snap, &CaptureOptions::default(), None, &[], false);
+    let set = CaptureCache::default().get(
+        &snap,
+        &CaptureOptions::default(),
+        None,
+        &[],
+        false,
+        &Default::default(),
+    );
     assert!(set.get(ResourceType::Listener, "0.0.0.0_15001").is_none());
     assert_eq!(
         set.unreachable[..],
@@ -104,8 +147,15 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
     let cache = CaptureCache::default();
     let options = CaptureOptions::default();
     let web_pod: IpAddr = "10.1.0.1".parse().expect("ip");
-    let plain = cache.get(&snap, &options, None, &[web_pod], false);
-    let mesh = cache.get(&snap, &options, None, &[web_pod], true);
+    let plain = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+    );
+    let mesh = cache.get(&snap, &options, None, &[web_pod], true, &Default::default());
     assert_ne!(plain.digest, mesh.digest);
     // The plain proxy takes the snapshot's clusters; the mesh proxy gets
     // its own copies of them, under the same names.
@@ -129,6 +179,8 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
     // Shared by alike proxies.
     assert!(Arc::ptr_eq(
         &mesh.outbound,
-        &cache.get(&snap, &options, None, &[web_pod], true).outbound
+        &cache
+            .get(&snap, &options, None, &[web_pod], true, &Default::default())
+            .outbound
     ));
 }

@@ -392,10 +392,17 @@ pub fn port_route(
 }
 
 /// The inbound virtual listener for the proxy's own ports; with `mtls`
-/// (the proxy holds a workload certificate), each port's chains follow the
-/// mesh's mode ([`super::mtls::inbound_chains`]).
-pub fn virtual_inbound(ports: &[InboundPort], options: &CaptureOptions, mtls: bool) -> Listener {
+/// (the proxy holds a workload certificate), each port's chains follow its
+/// mode: the workload's peer authentication rules (`peer`) over the mesh's
+/// default ([`super::mtls::port_mode`], [`super::mtls::inbound_chains`]).
+pub fn virtual_inbound(
+    ports: &[InboundPort],
+    options: &CaptureOptions,
+    mtls: bool,
+    peer: &sextant_core::rules::PeerModes,
+) -> Listener {
     let mtls = mtls.then_some(&options.mtls);
+    let mut inspect = false;
     let mut chains = Vec::new();
     for p in ports {
         let cluster = inbound_cluster_name(p.port);
@@ -437,7 +444,16 @@ pub fn virtual_inbound(ports: &[InboundPort], options: &CaptureOptions, mtls: bo
         };
         match mtls {
             None => chains.push(plain),
-            Some(m) => chains.extend(super::mtls::inbound_chains(plain, vec![filter(true)], m)),
+            Some(m) => {
+                let mode = super::mtls::port_mode(peer, p.port, m);
+                inspect |= mode == super::mtls::PeerMode::Permissive;
+                chains.extend(super::mtls::inbound_chains(
+                    plain,
+                    vec![filter(true)],
+                    mode,
+                    m,
+                ));
+            }
         }
     }
     let mut listener_filters = vec![listener_filter(
@@ -448,7 +464,6 @@ pub fn virtual_inbound(ports: &[InboundPort], options: &CaptureOptions, mtls: bo
     // PERMISSIVE tells mutual TLS from plaintext by what the connection
     // offers; a connection that sends nothing (a server-first protocol)
     // goes on as plaintext after a second.
-    let inspect = mtls.is_some_and(|m| m.mode == super::mtls::PeerMode::Permissive);
     if inspect {
         listener_filters.push(listener_filter(
             "envoy.filters.listener.tls_inspector",

@@ -84,6 +84,34 @@ impl std::str::FromStr for PeerMode {
     }
 }
 
+impl PeerMode {
+    /// A peer authentication rule's mode; `None` for UNSET (inherit).
+    pub fn from_rule(mode: sextant_core::rules::MtlsMode) -> Option<PeerMode> {
+        use sextant_core::rules::MtlsMode;
+        match mode {
+            MtlsMode::Unset => None,
+            MtlsMode::Permissive => Some(PeerMode::Permissive),
+            MtlsMode::Strict => Some(PeerMode::Strict),
+            MtlsMode::Disable => Some(PeerMode::Disable),
+        }
+    }
+}
+
+/// The mode of each port of one workload: its peer authentication rules
+/// over the mesh's default.
+pub fn port_mode(
+    peer: &sextant_core::rules::PeerModes,
+    port: u32,
+    options: &MtlsOptions,
+) -> PeerMode {
+    peer.ports
+        .get(&port)
+        .copied()
+        .or(peer.mode)
+        .and_then(PeerMode::from_rule)
+        .unwrap_or(options.mode)
+}
+
 /// Mutual TLS settings of the mesh.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MtlsOptions {
@@ -238,11 +266,12 @@ pub fn with_client_identity(hcm: &mut HttpConnectionManager) {
         });
 }
 
-/// The inbound chains of one port under the mesh's mode: `plain` is the
-/// plaintext chain, `secured` its filters behind mutual TLS.
+/// The inbound chains of one port under `mode`: `plain` is the plaintext
+/// chain, `secured` its filters behind mutual TLS.
 pub fn inbound_chains(
     plain: FilterChain,
     secured: Vec<envoy_types::pb::envoy::config::listener::v3::Filter>,
+    mode: PeerMode,
     options: &MtlsOptions,
 ) -> Vec<FilterChain> {
     let base = plain.filter_chain_match.clone().unwrap_or_default();
@@ -253,7 +282,7 @@ pub fn inbound_chains(
         transport_socket: Some(downstream(options)),
         ..Default::default()
     };
-    match options.mode {
+    match mode {
         PeerMode::Disable => vec![plain],
         // Every connection to the port, whatever it offers: one that is
         // not mutual TLS from the mesh fails its handshake.

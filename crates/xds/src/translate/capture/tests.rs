@@ -88,7 +88,12 @@ fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
             protocol: Protocol::Tcp,
         },
     ];
-    let l = virtual_inbound(&ports, &CaptureOptions::default(), false);
+    let l = virtual_inbound(
+        &ports,
+        &CaptureOptions::default(),
+        false,
+        &Default::default(),
+    );
     assert_eq!(l.name, VIRTUAL_INBOUND);
     assert_eq!(l.filter_chains.len(), 2);
     assert_eq!(l.filter_chains[0].name, "inbound|8000||");
@@ -120,15 +125,30 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         ..Default::default()
     };
     // Without a workload certificate: the plain layout, whatever the mode.
-    let plain = virtual_inbound(&ports, &options(PeerMode::Strict), false);
+    let plain = virtual_inbound(
+        &ports,
+        &options(PeerMode::Strict),
+        false,
+        &Default::default(),
+    );
     assert_eq!(
         plain,
-        virtual_inbound(&ports, &CaptureOptions::default(), false)
+        virtual_inbound(
+            &ports,
+            &CaptureOptions::default(),
+            false,
+            &Default::default()
+        )
     );
 
     // STRICT: one chain per port, every connection behind mutual TLS; no
     // inspection needed.
-    let strict = virtual_inbound(&ports, &options(PeerMode::Strict), true);
+    let strict = virtual_inbound(
+        &ports,
+        &options(PeerMode::Strict),
+        true,
+        &Default::default(),
+    );
     assert_eq!(strict.filter_chains.len(), 2);
     for c in &strict.filter_chains {
         assert!(c.transport_socket.is_some(), "{}", c.name);
@@ -139,7 +159,12 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
 
     // PERMISSIVE: mutual TLS for connections offering it with ALPN istio,
     // plaintext for the rest of the port; tls_inspector tells them apart.
-    let permissive = virtual_inbound(&ports, &options(PeerMode::Permissive), true);
+    let permissive = virtual_inbound(
+        &ports,
+        &options(PeerMode::Permissive),
+        true,
+        &Default::default(),
+    );
     assert_eq!(permissive.filter_chains.len(), 4);
     let tls = &permissive.filter_chains[0];
     let m = tls.filter_chain_match.as_ref().expect("match");
@@ -173,6 +198,55 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
     );
 
     // DISABLE: plaintext only.
-    let disabled = virtual_inbound(&ports, &options(PeerMode::Disable), true);
+    let disabled = virtual_inbound(
+        &ports,
+        &options(PeerMode::Disable),
+        true,
+        &Default::default(),
+    );
     assert_eq!(disabled.filter_chains, plain.filter_chains);
+}
+
+#[test]
+fn a_workloads_peer_authentication_sets_its_ports_modes() {
+    use super::super::mtls::PeerMode;
+    use sextant_core::rules::{MtlsMode, PeerModes};
+    let ports = [
+        InboundPort {
+            port: 8000,
+            protocol: Protocol::Http,
+        },
+        InboundPort {
+            port: 9000,
+            protocol: Protocol::Tcp,
+        },
+    ];
+    let options = CaptureOptions {
+        mtls: super::super::mtls::MtlsOptions {
+            trust_domain: "cluster.local".into(),
+            mode: PeerMode::Permissive,
+        },
+        ..Default::default()
+    };
+    // The workload STRICT, its port 9000 DISABLE.
+    let peer = PeerModes {
+        mode: Some(MtlsMode::Strict),
+        ports: [(9000, MtlsMode::Disable)].into(),
+        from: vec!["shop/web".into()],
+    };
+    let l = virtual_inbound(&ports, &options, true, &peer);
+    let names: Vec<&str> = l.filter_chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["inbound|8000|||mtls", "inbound|9000||"]);
+    assert!(l.filter_chains[1].transport_socket.is_none());
+    // No port is PERMISSIVE: nothing to inspect.
+    assert_eq!(l.listener_filters.len(), 1);
+    // UNSET inherits the mesh's PERMISSIVE.
+    let unset = PeerModes {
+        mode: Some(MtlsMode::Unset),
+        ..Default::default()
+    };
+    assert_eq!(
+        virtual_inbound(&ports, &options, true, &unset),
+        virtual_inbound(&ports, &options, true, &PeerModes::default())
+    );
 }
