@@ -1,5 +1,6 @@
 //! Istio's VirtualService, DestinationRule and Sidecar
-//! (`networking.istio.io`) as Sextant's rules: pure conversion, no I/O.
+//! (`networking.istio.io`) and PeerAuthentication (`security.istio.io`) as
+//! Sextant's rules: pure conversion, no I/O.
 //!
 //! Sextant's rule model uses Istio's field names, so a spec mostly carries
 //! over as it is. What changes: short hostnames are expanded as Istio does
@@ -263,6 +264,35 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
     };
     Ok(Converted {
         rule: Some(Rule::scope(namespace, name, scope)),
+        unsupported,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PeerAuthenticationSpec {
+    #[serde(default)]
+    selector: Option<sextant_core::rules::peer::LabelSelector>,
+    #[serde(default)]
+    mtls: Option<sextant_core::rules::peer::ModeEntry>,
+    #[serde(default)]
+    port_level_mtls: std::collections::BTreeMap<u32, sextant_core::rules::peer::ModeEntry>,
+}
+
+/// A PeerAuthentication (`security.istio.io`) as a peer authentication
+/// rule named after it; unknown fields are named as not served.
+pub fn peer_authentication(namespace: &str, name: &str, spec: &Value) -> Result<Converted, String> {
+    let mut unsupported = Vec::new();
+    let decoded: PeerAuthenticationSpec = decode_leniently(spec.clone(), "spec", &mut unsupported)?;
+    let entry = sextant_core::rules::PeerAuthEntry {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        selector: decoded.selector,
+        mtls: decoded.mtls,
+        port_level_mtls: decoded.port_level_mtls,
+    };
+    Ok(Converted {
+        rule: Some(Rule::from(entry)),
         unsupported,
     })
 }

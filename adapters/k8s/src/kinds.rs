@@ -24,16 +24,18 @@ pub(crate) enum CrdKind {
     HttpRoute,
     GrpcRoute,
     Sidecar,
+    PeerAuthentication,
 }
 
 impl CrdKind {
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 5] = [
+    pub(crate) const ALL: [CrdKind; 6] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
         CrdKind::GrpcRoute,
         CrdKind::Sidecar,
+        CrdKind::PeerAuthentication,
     ];
 
     /// The API group and plural.
@@ -42,6 +44,7 @@ impl CrdKind {
             CrdKind::VirtualService => ("networking.istio.io", "virtualservices"),
             CrdKind::DestinationRule => ("networking.istio.io", "destinationrules"),
             CrdKind::Sidecar => ("networking.istio.io", "sidecars"),
+            CrdKind::PeerAuthentication => ("security.istio.io", "peerauthentications"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
             CrdKind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes"),
         }
@@ -55,6 +58,7 @@ impl CrdKind {
             }
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
+            CrdKind::PeerAuthentication => &["v1", "v1beta1"],
         }
     }
 
@@ -62,7 +66,10 @@ impl CrdKind {
     pub(crate) fn is_route(self) -> bool {
         match self {
             CrdKind::HttpRoute | CrdKind::GrpcRoute => true,
-            CrdKind::VirtualService | CrdKind::DestinationRule | CrdKind::Sidecar => false,
+            CrdKind::VirtualService
+            | CrdKind::DestinationRule
+            | CrdKind::Sidecar
+            | CrdKind::PeerAuthentication => false,
         }
     }
 
@@ -74,6 +81,7 @@ impl CrdKind {
             CrdKind::HttpRoute => "HTTPRoute",
             CrdKind::GrpcRoute => "GRPCRoute",
             CrdKind::Sidecar => "Sidecar",
+            CrdKind::PeerAuthentication => "PeerAuthentication",
         }
     }
 

@@ -118,6 +118,7 @@ fn convert(
         CrdKind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
         CrdKind::GrpcRoute => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
+        CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
     };
     match result {
         Ok(c) => Converted {

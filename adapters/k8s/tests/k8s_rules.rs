@@ -431,3 +431,34 @@ async fn an_istio_sidecar_is_a_scope_rule() {
     .await;
     assert!(e.is_ok(), "{e:?}");
 }
+
+#[tokio::test]
+async fn an_istio_peer_authentication_is_a_per_workload_rule() {
+    let t = Setup::new().await;
+    t.double.install(Crd::IstioSecurity);
+    t.double.apply(example("strict-peer-authentication.yaml"));
+    let mut w = t.rules();
+    let e = until(&mut w, |e| reset_keys(e).is_some_and(|k| !k.is_empty())).await;
+    assert_eq!(
+        reset_keys(&e).expect("reset"),
+        ["peer_authentication default/reviews"]
+    );
+    let Ok(Event::Reset(rules)) = e else {
+        unreachable!()
+    };
+    let p = rules[0].as_peer_auth().expect("peer authentication");
+    assert_eq!(p.selector["app"], "reviews");
+    assert_eq!(p.mode, sextant_core::rules::MtlsMode::Strict);
+    assert_eq!(p.port_level[&15090], sextant_core::rules::MtlsMode::Disable);
+
+    // A field Sextant does not know is named; the rest is served.
+    let mut pa = example("strict-peer-authentication.yaml");
+    pa["spec"]["futureField"] = json!(true);
+    t.double.apply(&pa);
+    let e = until(&mut w, |e| matches!(e, Err(Error::InvalidObject { .. }))).await;
+    let Err(Error::InvalidObject { object, reason }) = e else {
+        unreachable!()
+    };
+    assert_eq!(object, "PeerAuthentication default/reviews");
+    assert!(reason.contains("spec.futureField"), "{reason}");
+}

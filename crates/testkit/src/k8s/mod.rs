@@ -88,6 +88,8 @@ pub enum Kind {
     GrpcRoute,
     /// `networking.istio.io/v1` `sidecars` (a CRD).
     Sidecar,
+    /// `security.istio.io/v1` `peerauthentications` (a CRD).
+    PeerAuthentication,
     /// `v1` `namespaces`, cluster-scoped: labels select webhooks.
     Namespace,
     /// `admissionregistration.k8s.io/v1` `mutatingwebhookconfigurations`,
@@ -106,6 +108,8 @@ pub enum Crd {
     Istio,
     /// `gateway.networking.k8s.io`: HTTPRoute and GRPCRoute.
     GatewayApi,
+    /// `security.istio.io`: PeerAuthentication.
+    IstioSecurity,
 }
 
 impl Crd {
@@ -114,12 +118,13 @@ impl Crd {
         match self {
             Crd::Istio => "networking.istio.io",
             Crd::GatewayApi => "gateway.networking.k8s.io",
+            Crd::IstioSecurity => "security.istio.io",
         }
     }
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -129,6 +134,7 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::Sidecar,
+        Kind::PeerAuthentication,
         Kind::Namespace,
         Kind::MutatingWebhookConfiguration,
         Kind::ConfigMap,
@@ -150,6 +156,7 @@ impl Kind {
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
             Kind::Sidecar => "sidecars",
+            Kind::PeerAuthentication => "peerauthentications",
             Kind::Namespace => "namespaces",
             Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
             Kind::ConfigMap => "configmaps",
@@ -167,6 +174,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
             Kind::Namespace => "Namespace",
             Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
             Kind::ConfigMap => "ConfigMap",
@@ -191,6 +199,7 @@ impl Kind {
         match self {
             Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
             Kind::HttpRoute | Kind::GrpcRoute => Some(Crd::GatewayApi),
+            Kind::PeerAuthentication => Some(Crd::IstioSecurity),
             _ => None,
         }
     }
