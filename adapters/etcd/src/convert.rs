@@ -111,6 +111,8 @@ impl Layout {
             (RuleKind::Scope, "scopes", r)
         } else if let Some(r) = rest.strip_prefix("peerauthentications/") {
             (RuleKind::PeerAuth, "peerauthentications", r)
+        } else if let Some(r) = rest.strip_prefix("authorizationpolicies/") {
+            (RuleKind::Authz, "authorizationpolicies", r)
         } else {
             return Ok(None);
         };
@@ -148,6 +150,9 @@ pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
         RuleKind::Scope => serde_yaml_ng::from_value::<ScopeEntry>(doc).map(Rule::from),
         RuleKind::PeerAuth => {
             serde_yaml_ng::from_value::<sextant_core::rules::PeerAuthEntry>(doc).map(Rule::from)
+        }
+        RuleKind::Authz => {
+            serde_yaml_ng::from_value::<sextant_core::rules::AuthzEntry>(doc).map(Rule::from)
         }
     };
     rule.map_err(|e| e.to_string())

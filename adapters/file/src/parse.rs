@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
-    ServicePort, ValidationErrors, rules::PeerAuthEntry,
+    ServicePort, ValidationErrors,
+    rules::{AuthzEntry, PeerAuthEntry},
 };
 
 use crate::error::FileError;
@@ -37,15 +38,18 @@ struct RegistryFile {
     scopes: Vec<ScopeEntry>,
     #[serde(default, rename = "peerAuthentications")]
     peer_authentications: Vec<PeerAuthEntry>,
+    #[serde(default, rename = "authorizationPolicies")]
+    authorization_policies: Vec<AuthzEntry>,
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 5] = [
+const TOP_KEYS: [&str; 6] = [
     "services",
     "routes",
     "policies",
     "scopes",
     "peerAuthentications",
+    "authorizationPolicies",
 ];
 
 /// What one file holds.
@@ -85,6 +89,11 @@ fn rules_of(doc: RegistryFile, text: &str) -> (Vec<Service>, Vec<(usize, Rule)>)
         text,
         "peerAuthentications",
         doc.peer_authentications,
+    ));
+    rules.extend(with_lines(
+        text,
+        "authorizationPolicies",
+        doc.authorization_policies,
     ));
     (doc.services, rules)
 }
@@ -330,7 +339,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies`, `scopes` or `peerAuthentications`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications` or `authorizationPolicies`".into(),
             line: 1,
             column: 1,
         });
@@ -340,7 +349,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -351,12 +360,15 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let scopes = rule_value_problems::<ScopeEntry>(top, "scopes", text, &mut problems);
     let peers =
         rule_value_problems::<PeerAuthEntry>(top, "peerAuthentications", text, &mut problems);
+    let authz =
+        rule_value_problems::<AuthzEntry>(top, "authorizationPolicies", text, &mut problems);
     let rules: Vec<(usize, Rule)> = routes
         .into_iter()
         .map(|(l, r)| (l, Rule::from(r)))
         .chain(policies.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(scopes.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(peers.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .chain(authz.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .collect();
     let services = match top.get("services") {
         None | Some(serde_json::Value::Null) => return (problems, decoded, rules),

@@ -297,5 +297,62 @@ pub fn peer_authentication(namespace: &str, name: &str, spec: &Value) -> Result<
     })
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuthorizationPolicySpec {
+    #[serde(default)]
+    selector: Option<sextant_core::rules::peer::LabelSelector>,
+    #[serde(default)]
+    action: sextant_core::rules::AuthzAction,
+    #[serde(default)]
+    rules: Vec<sextant_core::rules::authz::AuthzMatch>,
+}
+
+/// An AuthorizationPolicy (`security.istio.io`) as an authorization rule
+/// named after it. Unknown fields (`provider`, `targetRefs`, a source's
+/// `requestPrincipals`, ...) are named as not served; the actions AUDIT and
+/// CUSTOM make the object invalid (its last good form stays).
+pub fn authorization_policy(
+    namespace: &str,
+    name: &str,
+    spec: &Value,
+) -> Result<Converted, String> {
+    let mut unsupported = Vec::new();
+    let decoded: AuthorizationPolicySpec =
+        decode_leniently(spec.clone(), "spec", &mut unsupported)?;
+    // A field taken out of a rule widens what the rule matches: more
+    // refused under DENY (kept), more let through under ALLOW (so such an
+    // ALLOW rule is dropped: it then matches nothing).
+    let mut rules = decoded.rules;
+    if decoded.action == sextant_core::rules::AuthzAction::Allow {
+        let lost: std::collections::BTreeSet<usize> = unsupported
+            .iter()
+            .filter_map(|p| {
+                let rest = p.strip_prefix("spec.rules[")?;
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect();
+        for i in lost.iter().rev() {
+            if *i < rules.len() {
+                rules.remove(*i);
+                unsupported.push(format!(
+                    "spec.rules[{i}] (an ALLOW rule missing a part Sextant does not serve matches nothing)"
+                ));
+            }
+        }
+    }
+    let entry = sextant_core::rules::AuthzEntry {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        selector: decoded.selector,
+        action: decoded.action,
+        rules,
+    };
+    Ok(Converted {
+        rule: Some(Rule::from(entry)),
+        unsupported,
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -25,17 +25,19 @@ pub(crate) enum CrdKind {
     GrpcRoute,
     Sidecar,
     PeerAuthentication,
+    AuthorizationPolicy,
 }
 
 impl CrdKind {
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 6] = [
+    pub(crate) const ALL: [CrdKind; 7] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
         CrdKind::GrpcRoute,
         CrdKind::Sidecar,
         CrdKind::PeerAuthentication,
+        CrdKind::AuthorizationPolicy,
     ];
 
     /// The API group and plural.
@@ -45,6 +47,7 @@ impl CrdKind {
             CrdKind::DestinationRule => ("networking.istio.io", "destinationrules"),
             CrdKind::Sidecar => ("networking.istio.io", "sidecars"),
             CrdKind::PeerAuthentication => ("security.istio.io", "peerauthentications"),
+            CrdKind::AuthorizationPolicy => ("security.istio.io", "authorizationpolicies"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
             CrdKind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes"),
         }
@@ -58,7 +61,7 @@ impl CrdKind {
             }
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
-            CrdKind::PeerAuthentication => &["v1", "v1beta1"],
+            CrdKind::PeerAuthentication | CrdKind::AuthorizationPolicy => &["v1", "v1beta1"],
         }
     }
 
@@ -69,7 +72,8 @@ impl CrdKind {
             CrdKind::VirtualService
             | CrdKind::DestinationRule
             | CrdKind::Sidecar
-            | CrdKind::PeerAuthentication => false,
+            | CrdKind::PeerAuthentication
+            | CrdKind::AuthorizationPolicy => false,
         }
     }
 
@@ -82,6 +86,7 @@ impl CrdKind {
             CrdKind::GrpcRoute => "GRPCRoute",
             CrdKind::Sidecar => "Sidecar",
             CrdKind::PeerAuthentication => "PeerAuthentication",
+            CrdKind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 

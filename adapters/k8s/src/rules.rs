@@ -119,6 +119,7 @@ fn convert(
         CrdKind::GrpcRoute => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
+        CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
     };
     match result {
         Ok(c) => Converted {

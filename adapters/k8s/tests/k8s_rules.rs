@@ -462,3 +462,38 @@ async fn an_istio_peer_authentication_is_a_per_workload_rule() {
     assert_eq!(object, "PeerAuthentication default/reviews");
     assert!(reason.contains("spec.futureField"), "{reason}");
 }
+
+#[tokio::test]
+async fn an_istio_authorization_policy_is_a_per_workload_rule() {
+    let t = Setup::new().await;
+    t.double.install(Crd::IstioSecurity);
+    t.double
+        .apply(example("deny-namespace-authorization-policy.yaml"));
+    let mut w = t.rules();
+    let e = until(&mut w, |e| reset_keys(e).is_some_and(|k| !k.is_empty())).await;
+    assert_eq!(
+        reset_keys(&e).expect("reset"),
+        ["authorization_policy default/reviews-guard"]
+    );
+    let Ok(Event::Reset(rules)) = e else {
+        unreachable!()
+    };
+    let a = rules[0].as_authz().expect("authorization policy");
+    assert_eq!(a.action, sextant_core::rules::AuthzAction::Deny);
+    assert_eq!(a.rules.len(), 2);
+    assert_eq!(
+        a.rules[1].from[0].source.not_principals,
+        ["cluster.local/ns/default/sa/ops"]
+    );
+
+    // A field Sextant does not serve (JWT principals) is named; the rest is
+    // served.
+    let mut p = example("deny-namespace-authorization-policy.yaml");
+    p["spec"]["rules"][0]["from"][0]["source"]["requestPrincipals"] = json!(["*"]);
+    t.double.apply(&p);
+    let e = until(&mut w, |e| matches!(e, Err(Error::InvalidObject { .. }))).await;
+    let Err(Error::InvalidObject { reason, .. }) = e else {
+        unreachable!()
+    };
+    assert!(reason.contains("requestPrincipals"), "{reason}");
+}

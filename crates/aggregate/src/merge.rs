@@ -346,9 +346,10 @@ impl MergeState {
                         field: match rule.key.kind {
                             RuleKind::Route => ConflictField::RouteRule,
                             // Per-proxy rules name no host, so never meet here.
-                            RuleKind::Policy | RuleKind::Scope | RuleKind::PeerAuth => {
-                                ConflictField::DestinationPolicy
-                            }
+                            RuleKind::Policy
+                            | RuleKind::Scope
+                            | RuleKind::PeerAuth
+                            | RuleKind::Authz => ConflictField::DestinationPolicy,
                         },
                         detail: format!(
                             "{} from {winner_id} is in force; {} from {} is ignored for this host",

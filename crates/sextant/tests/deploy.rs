@@ -64,6 +64,7 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "networking.istio.io/destinationrules: get,list,watch",
             "networking.istio.io/sidecars: get,list,watch",
             "networking.istio.io/virtualservices: get,list,watch",
+            "security.istio.io/authorizationpolicies: get,list,watch",
             "security.istio.io/peerauthentications: get,list,watch",
         ]
     );

@@ -182,12 +182,13 @@ fn inbound_set(
     options: &CaptureOptions,
     mtls: bool,
     peer: &PeerModes,
+    authz: &Policies,
 ) -> ResourceSet {
     let mut set = ResourceSet::default();
     set.add(
         ResourceType::Listener,
         layout::VIRTUAL_INBOUND,
-        &layout::virtual_inbound(ports, options, mtls, peer),
+        &layout::virtual_inbound(ports, options, mtls, peer, &authz.0),
     );
     set.add(
         ResourceType::Cluster,
@@ -199,6 +200,22 @@ fn inbound_set(
         set.add(ResourceType::Cluster, &c.name.clone(), &c);
     }
     set
+}
+
+/// The authorization policies of one workload, in precedence order: equal
+/// when their contents are (so alike workloads share an inbound set).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policies(pub Vec<Arc<sextant_core::Rule>>);
+
+impl std::hash::Hash for Policies {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for r in &self.0 {
+            r.key.hash(state);
+            serde_json::to_string(&r.spec)
+                .unwrap_or_default()
+                .hash(state);
+        }
+    }
 }
 
 /// The ports of the endpoints at each address, by address.
@@ -240,7 +257,7 @@ type Outbound = (Arc<ResourceSet>, Arc<[String]>);
 pub struct CaptureCache {
     outbound: Generational<(u64, bool), Outbound>,
     index: Generational<(), Arc<PortIndex>>,
-    inbound: Generational<(Vec<InboundPort>, bool, PeerModes), Arc<ResourceSet>>,
+    inbound: Generational<(Vec<InboundPort>, bool, PeerModes, Policies), Arc<ResourceSet>>,
 }
 
 impl Default for CaptureCache {
@@ -259,7 +276,9 @@ pub const MAX_CACHED_SETS: usize = 4096;
 impl CaptureCache {
     /// The capture set of a proxy with `scope` and instance `ips` in `snap`
     /// (with mutual TLS when it holds a workload certificate, `mtls`, under
-    /// its peer authentication modes, `peer`).
+    /// its peer authentication modes, `peer`, and its authorization
+    /// policies, `authz`).
+    #[allow(clippy::too_many_arguments)]
     pub fn get(
         &self,
         snap: &Snapshot,
@@ -268,6 +287,7 @@ impl CaptureCache {
         ips: &[IpAddr],
         mtls: bool,
         peer: &PeerModes,
+        authz: &Policies,
     ) -> Arc<CaptureSet> {
         let view = snap.view();
         let scope_digest = scope.map_or(0, |s| s.digest);
@@ -290,11 +310,11 @@ impl CaptureCache {
             .collect();
         ports.sort_unstable();
         ports.dedup_by_key(|p| p.port);
-        let inbound = self
-            .inbound
-            .get_or(0, (ports.clone(), mtls, peer.clone()), || {
-                Arc::new(inbound_set(&ports, options, mtls, peer))
-            });
+        let inbound = self.inbound.get_or(
+            0,
+            (ports.clone(), mtls, peer.clone(), authz.clone()),
+            || Arc::new(inbound_set(&ports, options, mtls, peer, authz)),
+        );
         Arc::new(CaptureSet {
             digest: outbound.digest ^ inbound.digest.rotate_left(1),
             outbound,

@@ -220,6 +220,17 @@ impl ProxyLens {
         } else {
             sextant_core::rules::PeerModes::default()
         };
+        // Its authorization policies, which its inbound chains enforce.
+        let authz = if capture_mode {
+            crate::capture::Policies(sextant_core::rules::authz::select(
+                &snap.view().scopes,
+                &lenses.scoping.root_namespace,
+                self.namespace.as_deref(),
+                &identity.labels,
+            ))
+        } else {
+            crate::capture::Policies::default()
+        };
         let capture = capture_mode.then(|| {
             lenses.captures.get(
                 snap,
@@ -228,6 +239,7 @@ impl ProxyLens {
                 &identity.ips,
                 identity.workload_certs,
                 &peer,
+                &authz,
             )
         });
         let lens = Lens { scope, capture };

@@ -223,3 +223,28 @@ fn peer_authentications_are_read_from_their_keys() {
     assert!(rule.hosts.is_empty(), "binds to no service");
     assert!(parse_rule(&key, b"mtls: {mode: LOOSE}\n").is_err());
 }
+
+#[test]
+fn authorization_policies_are_read_from_their_keys() {
+    let l = layout();
+    let key = l
+        .classify_rule("/sextant/authorizationpolicies/shop/deny-evil")
+        .expect("a rule key")
+        .expect("ours");
+    assert_eq!(key, RuleKey::new(RuleKind::Authz, "shop", "deny-evil"));
+    let rule = parse_rule(
+        &key,
+        b"action: DENY\nrules: [{from: [{source: {namespaces: [evil]}}]}]\n",
+    )
+    .expect("parses");
+    let a = rule.as_authz().expect("an authorization policy");
+    assert_eq!(a.action, sextant_core::rules::AuthzAction::Deny);
+    assert!(rule.validate().is_ok());
+    let bad = parse_rule(
+        &key,
+        b"rules: [{when: [{key: request.auth.claims, values: [x]}]}]\n",
+    )
+    .expect("parses");
+    let e = bad.validate().expect_err("an unserved key").to_string();
+    assert!(e.contains("request.auth.claims"), "{e}");
+}

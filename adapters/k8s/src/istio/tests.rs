@@ -295,3 +295,38 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
     let e = sidecar("a", "b", &spec("egress: [{hosts: [\"reviews\"]}]")).expect_err("refused");
     assert!(e.contains("NAMESPACE/HOST"), "{e}");
 }
+
+#[test]
+fn an_allow_rule_that_loses_a_part_matches_nothing_and_a_deny_rule_keeps_the_rest() {
+    let allow = authorization_policy(
+        "shop",
+        "p",
+        &spec("rules:\n- from: [{source: {requestPrincipals: [\"*\"]}}]\n- from: [{source: {namespaces: [shop]}}]\n"),
+    )
+    .expect("converts");
+    let rule = allow.rule.expect("rule");
+    let a = rule.as_authz().expect("authz");
+    assert_eq!(
+        a.rules.len(),
+        1,
+        "the first rule would match anyone without its part"
+    );
+    assert_eq!(a.rules[0].from[0].source.namespaces, ["shop"]);
+    assert!(
+        allow
+            .unsupported
+            .iter()
+            .any(|u| u.contains("matches nothing")),
+        "{:?}",
+        allow.unsupported
+    );
+
+    let deny = authorization_policy(
+        "shop",
+        "p",
+        &spec("action: DENY\nrules:\n- from: [{source: {requestPrincipals: [\"*\"], namespaces: [evil]}}]\n"),
+    )
+    .expect("converts");
+    let rule = deny.rule.expect("rule");
+    assert_eq!(rule.as_authz().expect("authz").rules.len(), 1);
+}

@@ -58,7 +58,7 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
             match rule.key.kind {
                 RuleKind::Policy => policies.entry(h).or_default().push(rule),
                 RuleKind::Route => routes.entry(h).or_default().push(rule),
-                RuleKind::Scope | RuleKind::PeerAuth => {}
+                RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz => {}
             }
         }
     }
@@ -201,7 +201,7 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
                     }
                 }
             }
-            RuleSpec::PeerAuth(_) => {}
+            RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) => {}
             RuleSpec::Scope(scope) => {
                 for (i, h) in scope.hosts.iter().enumerate() {
                     let namespace = match &h.namespace {

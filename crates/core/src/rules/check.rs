@@ -178,6 +178,7 @@ impl Rule {
             RuleSpec::Policy(p) => policy(&mut c, p),
             RuleSpec::Scope(s) => scope(&mut c, s),
             RuleSpec::PeerAuth(p) => peer_auth(&mut c, p),
+            RuleSpec::Authz(a) => authz(&mut c, a),
         }
         if c.problems.is_empty() {
             Ok(())
@@ -222,6 +223,57 @@ fn peer_auth(c: &mut Checker<'_>, p: &super::PeerAuthRule) {
     if c.count("portLevelMtls", p.port_level.len(), MAX_PER_ROUTE) {
         for port in p.port_level.keys() {
             c.port(&format!("portLevelMtls[{port}]"), *port);
+        }
+    }
+}
+
+fn authz(c: &mut Checker<'_>, a: &super::AuthzRule) {
+    c.count(
+        "selector.matchLabels",
+        a.selector.len(),
+        MAX_SELECTOR_LABELS,
+    );
+    if !c.count("rules", a.rules.len(), MAX_ROUTES) {
+        return;
+    }
+    for (i, r) in a.rules.iter().enumerate() {
+        let at = format!("rules[{i}]");
+        for (j, f) in r.from.iter().enumerate() {
+            let s = &f.source;
+            for (k, block) in s.ip_blocks.iter().chain(&s.not_ip_blocks).enumerate() {
+                if super::authz_cidr(block).is_none() {
+                    c.bad(
+                        format!("{at}.from[{j}].source.ipBlocks[{k}]"),
+                        format!("{block:?} is not an IP or IP/PREFIX"),
+                    );
+                }
+            }
+        }
+        for (j, t) in r.to.iter().enumerate() {
+            let o = &t.operation;
+            for (k, p) in o.ports.iter().chain(&o.not_ports).enumerate() {
+                if !p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
+                    c.bad(
+                        format!("{at}.to[{j}].operation.ports[{k}]"),
+                        format!("{p:?} is not a port number"),
+                    );
+                }
+            }
+        }
+        for (j, w) in r.when.iter().enumerate() {
+            if w.header().is_none() && !super::authz::CONDITION_KEYS.contains(&w.key.as_str()) {
+                c.bad(
+                    format!("{at}.when[{j}].key"),
+                    format!(
+                        "{:?} is not served: request.headers[NAME], {}",
+                        w.key,
+                        super::authz::CONDITION_KEYS.join(", ")
+                    ),
+                );
+            }
+            if w.values.is_empty() && w.not_values.is_empty() {
+                c.bad(format!("{at}.when[{j}]"), "needs values or notValues");
+            }
         }
     }
 }

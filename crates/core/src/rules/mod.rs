@@ -26,6 +26,7 @@ use crate::model::Hostname;
 use crate::registry::{Event, Keyed, RegistryId};
 
 pub mod analyze;
+pub mod authz;
 pub mod check;
 pub mod common;
 pub mod peer;
@@ -34,6 +35,7 @@ pub mod route;
 pub mod scope;
 
 pub use analyze::{Warning, analyze};
+pub use authz::{AuthzAction, AuthzEntry, AuthzRule};
 pub use check::{RuleProblem, RuleProblems};
 pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch, percentages};
 pub use peer::{MtlsMode, PeerAuthEntry, PeerAuthRule, PeerModes};
@@ -65,13 +67,16 @@ pub enum RuleKind {
     /// A [`PeerAuthRule`] (Istio's PeerAuthentication): binds to no host;
     /// the xDS server applies it per proxy.
     PeerAuth,
+    /// An [`AuthzRule`] (Istio's AuthorizationPolicy): binds to no host;
+    /// the xDS server applies it per proxy.
+    Authz,
 }
 
 impl RuleKind {
     /// Rules of this kind bind to no host: the view lists them all
     /// ([`crate::MeshView::scopes`]) and the xDS server picks per proxy.
     pub fn per_proxy(self) -> bool {
-        matches!(self, RuleKind::Scope | RuleKind::PeerAuth)
+        matches!(self, RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz)
     }
 }
 
@@ -82,6 +87,7 @@ impl std::fmt::Display for RuleKind {
             RuleKind::Policy => "policy",
             RuleKind::Scope => "scope",
             RuleKind::PeerAuth => "peer_authentication",
+            RuleKind::Authz => "authorization_policy",
         })
     }
 }
@@ -140,6 +146,8 @@ pub enum RuleSpec {
     Scope(ScopeRule),
     /// What the workloads it selects accept inbound.
     PeerAuth(PeerAuthRule),
+    /// Which requests the workloads it selects let through.
+    Authz(AuthzRule),
 }
 
 impl Rule {
@@ -185,6 +193,24 @@ impl Rule {
             key: RuleKey::new(RuleKind::PeerAuth, namespace, name),
             hosts: Vec::new(),
             spec: RuleSpec::PeerAuth(rule),
+        }
+    }
+
+    /// An authorization policy for the workloads of `namespace`; it binds
+    /// to no host.
+    pub fn authz(namespace: impl Into<String>, name: impl Into<String>, rule: AuthzRule) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Authz, namespace, name),
+            hosts: Vec::new(),
+            spec: RuleSpec::Authz(rule),
+        }
+    }
+
+    /// The authorization policy, if it is one.
+    pub fn as_authz(&self) -> Option<&AuthzRule> {
+        match &self.spec {
+            RuleSpec::Authz(a) => Some(a),
+            _ => None,
         }
     }
 
@@ -392,4 +418,19 @@ impl RuleSource for MemoryRules {
         inner.watchers.push(tx);
         UnboundedReceiverStream::new(rx).boxed()
     }
+}
+
+/// An `IP` or `IP/PREFIX` of an authorization policy: the address and the
+/// prefix length; `None` when it is neither.
+pub fn authz_cidr(s: &str) -> Option<(std::net::IpAddr, u32)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (
+            ip.parse::<std::net::IpAddr>().ok()?,
+            Some(len.parse::<u32>().ok()?),
+        ),
+        None => (s.parse::<std::net::IpAddr>().ok()?, None),
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then_some((ip, len))
 }

@@ -90,6 +90,8 @@ pub enum Kind {
     Sidecar,
     /// `security.istio.io/v1` `peerauthentications` (a CRD).
     PeerAuthentication,
+    /// `security.istio.io/v1` `authorizationpolicies` (a CRD).
+    AuthorizationPolicy,
     /// `v1` `namespaces`, cluster-scoped: labels select webhooks.
     Namespace,
     /// `admissionregistration.k8s.io/v1` `mutatingwebhookconfigurations`,
@@ -108,7 +110,7 @@ pub enum Crd {
     Istio,
     /// `gateway.networking.k8s.io`: HTTPRoute and GRPCRoute.
     GatewayApi,
-    /// `security.istio.io`: PeerAuthentication.
+    /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
     IstioSecurity,
 }
 
@@ -124,7 +126,7 @@ impl Crd {
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    const ALL: [Kind; 14] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -135,6 +137,7 @@ impl Kind {
         Kind::GrpcRoute,
         Kind::Sidecar,
         Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
         Kind::Namespace,
         Kind::MutatingWebhookConfiguration,
         Kind::ConfigMap,
@@ -157,6 +160,7 @@ impl Kind {
             Kind::GrpcRoute => "grpcroutes",
             Kind::Sidecar => "sidecars",
             Kind::PeerAuthentication => "peerauthentications",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
             Kind::Namespace => "namespaces",
             Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
             Kind::ConfigMap => "configmaps",
@@ -175,6 +179,7 @@ impl Kind {
             Kind::GrpcRoute => "GRPCRoute",
             Kind::Sidecar => "Sidecar",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::Namespace => "Namespace",
             Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
             Kind::ConfigMap => "ConfigMap",
@@ -199,7 +204,7 @@ impl Kind {
         match self {
             Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
             Kind::HttpRoute | Kind::GrpcRoute => Some(Crd::GatewayApi),
-            Kind::PeerAuthentication => Some(Crd::IstioSecurity),
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,
         }
     }

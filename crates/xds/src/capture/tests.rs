@@ -29,6 +29,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         &[web_pod],
         false,
         &Default::default(),
+        &Default::default(),
     );
     assert_eq!(
         set.names(ResourceType::Listener),
@@ -60,6 +61,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         &[web_pod],
         false,
         &Default::default(),
+        &Default::default(),
     );
     assert_eq!(*again, *set);
     assert!(Arc::ptr_eq(&again.outbound, &set.outbound));
@@ -69,6 +71,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         None,
         &["10.9.9.9".parse().expect("ip")],
         false,
+        &Default::default(),
         &Default::default(),
     );
     assert!(stranger.inbound_ports.is_empty());
@@ -88,6 +91,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         &[web_pod],
         false,
         &Default::default(),
+        &Default::default(),
     );
     assert!(!Arc::ptr_eq(&fresh.outbound, &set.outbound));
     assert!(
@@ -102,6 +106,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         &[web_pod],
         false,
         &Default::default(),
+        &Default::default(),
     );
     assert!(
         behind
@@ -114,6 +119,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         None,
         &[web_pod],
         false,
+        &Default::default(),
         &Default::default(),
     );
     assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
@@ -132,6 +138,7 @@ fn a_service_on_the_proxys_own_port_gets_no_listener_that_would_clash() {
         None,
         &[],
         false,
+        &Default::default(),
         &Default::default(),
     );
     assert!(set.get(ResourceType::Listener, "0.0.0.0_15001").is_none());
@@ -154,8 +161,17 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
         &[web_pod],
         false,
         &Default::default(),
+        &Default::default(),
     );
-    let mesh = cache.get(&snap, &options, None, &[web_pod], true, &Default::default());
+    let mesh = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        true,
+        &Default::default(),
+        &Default::default(),
+    );
     assert_ne!(plain.digest, mesh.digest);
     // The plain proxy takes the snapshot's clusters; the mesh proxy gets
     // its own copies of them, under the same names.
@@ -180,7 +196,15 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
     assert!(Arc::ptr_eq(
         &mesh.outbound,
         &cache
-            .get(&snap, &options, None, &[web_pod], true, &Default::default())
+            .get(
+                &snap,
+                &options,
+                None,
+                &[web_pod],
+                true,
+                &Default::default(),
+                &Default::default()
+            )
             .outbound
     ));
 }

@@ -400,6 +400,7 @@ pub fn virtual_inbound(
     options: &CaptureOptions,
     mtls: bool,
     peer: &sextant_core::rules::PeerModes,
+    authz: &[std::sync::Arc<sextant_core::Rule>],
 ) -> Listener {
     let mtls = mtls.then_some(&options.mtls);
     let mut inspect = false;
@@ -407,9 +408,9 @@ pub fn virtual_inbound(
     for p in ports {
         let cluster = inbound_cluster_name(p.port);
         let stat = format!("inbound_0.0.0.0_{}", p.port);
-        // The port's filter, plain and behind mutual TLS (where the
-        // caller's identity is passed on).
-        let filter = |secured: bool| {
+        // The port's filters, plain and behind mutual TLS (where the
+        // caller's identity is passed on), its authorization first.
+        let filters = |secured: bool| {
             if p.protocol.is_http() {
                 let mut hcm = connection_manager(&stat, "", false);
                 hcm.route_specifier = Some(http_connection_manager::RouteSpecifier::RouteConfig(
@@ -424,13 +425,16 @@ pub fn virtual_inbound(
                         ..Default::default()
                     },
                 ));
-                hcm.http_filters = vec![router_filter()];
+                hcm.http_filters = super::authz::http_filters(authz, p.port);
+                hcm.http_filters.push(router_filter());
                 if secured {
                     super::mtls::with_client_identity(&mut hcm);
                 }
-                hcm_filter(&hcm)
+                vec![hcm_filter(&hcm)]
             } else {
-                tcp_proxy_chain(&stat, &cluster)
+                let mut filters = super::authz::network_filters(authz, p.port);
+                filters.push(tcp_proxy_chain(&stat, &cluster));
+                filters
             }
         };
         let plain = FilterChain {
@@ -439,7 +443,7 @@ pub fn virtual_inbound(
                 destination_port: Some(UInt32Value { value: p.port }),
                 ..Default::default()
             }),
-            filters: vec![filter(false)],
+            filters: filters(false),
             ..Default::default()
         };
         match mtls {
@@ -447,12 +451,7 @@ pub fn virtual_inbound(
             Some(m) => {
                 let mode = super::mtls::port_mode(peer, p.port, m);
                 inspect |= mode == super::mtls::PeerMode::Permissive;
-                chains.extend(super::mtls::inbound_chains(
-                    plain,
-                    vec![filter(true)],
-                    mode,
-                    m,
-                ));
+                chains.extend(super::mtls::inbound_chains(plain, filters(true), mode, m));
             }
         }
     }

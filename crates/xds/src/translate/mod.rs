@@ -75,6 +75,7 @@ fn ads() -> ConfigSource {
     }
 }
 
+pub mod authz;
 pub mod capture;
 mod clusters;
 mod endpoints;

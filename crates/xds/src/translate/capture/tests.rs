@@ -93,6 +93,7 @@ fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
         &CaptureOptions::default(),
         false,
         &Default::default(),
+        &[],
     );
     assert_eq!(l.name, VIRTUAL_INBOUND);
     assert_eq!(l.filter_chains.len(), 2);
@@ -130,6 +131,7 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         &options(PeerMode::Strict),
         false,
         &Default::default(),
+        &[],
     );
     assert_eq!(
         plain,
@@ -137,7 +139,8 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
             &ports,
             &CaptureOptions::default(),
             false,
-            &Default::default()
+            &Default::default(),
+            &[]
         )
     );
 
@@ -148,6 +151,7 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         &options(PeerMode::Strict),
         true,
         &Default::default(),
+        &[],
     );
     assert_eq!(strict.filter_chains.len(), 2);
     for c in &strict.filter_chains {
@@ -164,6 +168,7 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         &options(PeerMode::Permissive),
         true,
         &Default::default(),
+        &[],
     );
     assert_eq!(permissive.filter_chains.len(), 4);
     let tls = &permissive.filter_chains[0];
@@ -203,6 +208,7 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         &options(PeerMode::Disable),
         true,
         &Default::default(),
+        &[],
     );
     assert_eq!(disabled.filter_chains, plain.filter_chains);
 }
@@ -234,7 +240,7 @@ fn a_workloads_peer_authentication_sets_its_ports_modes() {
         ports: [(9000, MtlsMode::Disable)].into(),
         from: vec!["shop/web".into()],
     };
-    let l = virtual_inbound(&ports, &options, true, &peer);
+    let l = virtual_inbound(&ports, &options, true, &peer, &[]);
     let names: Vec<&str> = l.filter_chains.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["inbound|8000|||mtls", "inbound|9000||"]);
     assert!(l.filter_chains[1].transport_socket.is_none());
@@ -246,7 +252,117 @@ fn a_workloads_peer_authentication_sets_its_ports_modes() {
         ..Default::default()
     };
     assert_eq!(
-        virtual_inbound(&ports, &options, true, &unset),
-        virtual_inbound(&ports, &options, true, &PeerModes::default())
+        virtual_inbound(&ports, &options, true, &unset, &[]),
+        virtual_inbound(&ports, &options, true, &PeerModes::default(), &[])
+    );
+}
+
+#[test]
+fn authorization_policies_become_rbac_filters_per_port() {
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+    let ports = [
+        InboundPort {
+            port: 8000,
+            protocol: Protocol::Http,
+        },
+        InboundPort {
+            port: 9000,
+            protocol: Protocol::Tcp,
+        },
+    ];
+    let rule = |yaml: &str| {
+        std::sync::Arc::new(sextant_core::Rule::from(
+            serde_yaml_ng::from_str::<sextant_core::rules::AuthzEntry>(yaml).expect("policy"),
+        ))
+    };
+    let policies = [
+        // Deny namespace `evil` everywhere; deny POST /admin* on 8000.
+        rule(
+            "name: deny\nnamespace: shop\naction: DENY\nrules:\n- from: [{source: {namespaces: [evil]}}]\n- to: [{operation: {methods: [POST], paths: [/admin*]}}]\n",
+        ),
+        // Allow shop's own namespace, on port 8000 only.
+        rule(
+            "name: allow\nnamespace: shop\nrules:\n- from: [{source: {namespaces: [shop]}}]\n  to: [{operation: {ports: [\"8000\"]}}]\n",
+        ),
+    ];
+    let l = virtual_inbound(
+        &ports,
+        &CaptureOptions::default(),
+        false,
+        &Default::default(),
+        &policies,
+    );
+    // HTTP chain: DENY, ALLOW, router.
+    let any = |c: &FilterChain, i: usize| match &c.filters[i].config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => any.clone(),
+        _ => panic!("typed"),
+    };
+    let hcm = <HttpConnectionManager as prost::Message>::decode(
+        any(&l.filter_chains[0], 0).value.as_slice(),
+    )
+    .expect("hcm");
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.router"
+        ]
+    );
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let rbac_text: Vec<String> = hcm.http_filters[..2]
+        .iter()
+        .map(|f| match &f.config_type {
+            Some(http_filter::ConfigType::TypedConfig(any)) => format!(
+                "{:?}",
+                <HttpRbac as prost::Message>::decode(any.value.as_slice()).expect("rbac")
+            ),
+            _ => panic!("typed"),
+        })
+        .collect();
+    assert!(
+        rbac_text[0].contains("/ns/evil/sa/") && rbac_text[0].contains("/admin"),
+        "{}",
+        rbac_text[0]
+    );
+    assert!(rbac_text[1].contains("/ns/shop/sa/"), "{}", rbac_text[1]);
+    // TCP chain (9000): the DENY filter without its HTTP-only rule; the
+    // ALLOW filter with no rule for this port refuses everything.
+    let chain = &l.filter_chains[1];
+    assert_eq!(chain.filters.len(), 3, "deny, allow, tcp proxy");
+    let deny =
+        <NetworkRbac as prost::Message>::decode(any(chain, 0).value.as_slice()).expect("rbac");
+    let deny_text = format!("{deny:?}");
+    assert!(deny_text.contains("/ns/evil/sa/"), "{deny_text}");
+    assert!(
+        !deny_text.contains("/admin"),
+        "HTTP-only parts dropped on TCP: {deny_text}"
+    );
+    let allow =
+        <NetworkRbac as prost::Message>::decode(any(chain, 1).value.as_slice()).expect("rbac");
+    assert!(
+        allow.rules.expect("rules").policies.is_empty(),
+        "no ALLOW rule for port 9000: nothing is allowed there"
+    );
+    // Without policies, no RBAC at all; the same policies give the same bytes.
+    let plain = virtual_inbound(
+        &ports,
+        &CaptureOptions::default(),
+        false,
+        &Default::default(),
+        &[],
+    );
+    assert_eq!(plain.filter_chains[1].filters.len(), 1);
+    assert_eq!(
+        prost::Message::encode_to_vec(&l),
+        prost::Message::encode_to_vec(&virtual_inbound(
+            &ports,
+            &CaptureOptions::default(),
+            false,
+            &Default::default(),
+            &policies
+        ))
     );
 }
