@@ -15,15 +15,13 @@
 # - the fuzz build (nightly, instrumented, its own workspace and target
 #   directory) optimises at level 1, which runs as fast as level 3 here
 #   and compiles in less than half the time (fuzz/Cargo.toml has the
-#   figures); it runs at the lowest CPU priority from the start, so it
-#   takes the cycles the main build and the tests (which mostly wait on
-#   their peers) leave idle and never theirs; the slowest tests start
-#   first (.config/nextest.toml).
+#   figures); it runs at the lowest CPU priority while the tests run, which
+#   mostly wait on their peers, so it takes the cycles they leave idle and
+#   never theirs; the slowest tests start first (.config/nextest.toml).
 #
 # Measured on a fresh clone (2 cores): the main build and the fuzz build
 # each cost about 400-500 CPU-seconds, the out-of-tree check of the example
-# adapter about 105 (235 before jemalloc and the agent left an embedder's
-# tree), the tests about 150 and the fuzz runs about 90, so the
+# adapter about 235, the tests about 150 and the fuzz runs about 90, so the
 # run is bound by the CPU, not by waiting; starting the out-of-tree check
 # beside the main build made the whole run longer (the fuzz build then ran
 # alone at the end).
@@ -60,16 +58,6 @@ trap summary EXIT
 step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, cargo-fuzz, cargo-deny, cargo-nextest)"
 scripts/install-peers.sh
 
-# The fuzz build, in the background at the lowest priority from the start
-# (see above): it fills the cycles the main build leaves idle in its
-# serial stretches, and the tests' waits; started after the main build, it
-# ran alone for its last three minutes, on its own longest serial path.
-FUZZ_LOG="$(mktemp)"
-(
-  exec setsid nice -n 19 scripts/fuzz.sh --build
-) >"$FUZZ_LOG" 2>&1 &
-FUZZ_BUILD=$!
-
 step "cargo deny (no openssl or aws-lc, accepted licenses, crates.io only)"
 cargo deny --locked check bans licenses sources
 
@@ -84,8 +72,16 @@ RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"
 CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 
-step "build every target, with clippy (warnings are errors; the fuzz build beside it)"
+step "build every target, with clippy (warnings are errors)"
 cargo test --workspace --all-targets --locked --no-run
+
+# The fuzz build, in the background at the lowest priority (see above).
+FUZZ_LOG="$(mktemp)"
+(
+  unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  exec setsid nice -n 19 scripts/fuzz.sh --build
+) >"$FUZZ_LOG" 2>&1 &
+FUZZ_BUILD=$!
 
 # Test binaries run several at a time; each test in its own process.
 TEST_THREADS="${TEST_THREADS:-4}"
