@@ -21,10 +21,12 @@
 #
 # Measured on a fresh clone (2 cores): the main build and the fuzz build
 # each cost about 400-500 CPU-seconds, the out-of-tree check of the example
-# adapter about 235, the tests about 150 and the fuzz runs about 90, so the
+# adapter about 105 (235 before jemalloc and the agent left an embedder's
+# tree), the tests about 150 and the fuzz runs about 45, so the
 # run is bound by the CPU, not by waiting; starting the out-of-tree check
 # beside the main build made the whole run longer (the fuzz build then ran
-# alone at the end).
+# alone at the end), and so did starting the fuzz build there, even at the
+# lowest priority (the main build took 589 s instead of 321 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,10 +97,10 @@ unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 
 # Every fuzz target briefly, from its seed corpus: a parser that regressed
 # shows here. Longer runs: scripts/fuzz.sh TARGET SECONDS.
-# 10 s each: about half a million inputs per target, enough for the seeds'
-# regressions and a first look around them; the CPU, not the clock, bounds
-# this run (see above).
-FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
+# 5 s each: a quarter of a million inputs per target or so, enough for the
+# seeds' regressions (they run first) and a first look around them; the
+# CPU, not the clock, bounds this run (see above).
+FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 step "fuzz build (optimisation level 1, debug assertions): what is left of it"
 if ! wait "$FUZZ_BUILD"; then
   FUZZ_BUILD=""

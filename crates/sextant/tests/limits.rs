@@ -602,8 +602,11 @@ async fn settled_rss_kib(pid: u32) -> u64 {
 /// A 100 MB registry file dropped next to a good one: refused by its size
 /// before a byte of it is read (the limit is 64 MiB), shown on
 /// /debug/registryz, and the good file's services are still served;
-/// resident memory does not grow by the file (stated bound 16 MiB, a
-/// sixth of the file).
+/// resident memory does not grow by the file (stated bound 32 MiB, a
+/// third of the file: reading it would add at least 100 MB). On a quiet
+/// machine it grows by under 1 MiB; once, in a fresh-clone CI run on a
+/// loaded machine, by 17 MiB (cause not found; the allocator returns freed
+/// memory from a background thread, later under load).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_registry_file_is_refused_without_reading_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -649,7 +652,7 @@ async fn a_100_mb_registry_file_is_refused_without_reading_it() {
     let after = settled_rss_kib(pid).await;
     eprintln!("RSS {before} KiB before the 100 MB file, {after} KiB after");
     assert!(
-        after.saturating_sub(before) < 16 * 1024,
+        after.saturating_sub(before) < 32 * 1024,
         "RSS grew from {before} to {after} KiB"
     );
 }
