@@ -393,6 +393,27 @@ impl Sextant {
     }
 }
 
+/// A client for each of `clusters`, by cluster id; one whose client cannot
+/// be built is logged with `without` (what it goes without) and left out.
+#[cfg(feature = "k8s")]
+async fn kube_clients(
+    clusters: &[sextant_k8s::K8sConfig],
+    without: &str,
+) -> Vec<(String, kube::Client)> {
+    let mut out = Vec::new();
+    for cluster in clusters {
+        let client = match sextant_k8s::client_config(cluster).await {
+            Ok(c) => kube::Client::try_from(c).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match client {
+            Ok(client) => out.push((cluster.cluster_id.clone(), client)),
+            Err(e) => warn!(cluster = %cluster.cluster_id, error = %e, "{without}"),
+        }
+    }
+    out
+}
+
 /// The injection audit of each cluster as metrics:
 /// `sextant_injection_pods{cluster,state}` (pods of injection-enabled
 /// namespaces with no proxy, `missing`, or one from another template,
@@ -410,27 +431,19 @@ impl InjectionMetrics {
         clusters: &[sextant_k8s::K8sConfig],
         audit: &config::InjectionAudit,
     ) -> InjectionMetrics {
-        let mut out = Vec::new();
-        for cluster in clusters {
-            let client = match sextant_k8s::client_config(cluster).await {
-                Ok(c) => kube::Client::try_from(c).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match client {
-                Ok(client) => out.push((
-                    cluster.cluster_id.clone(),
-                    sextant_inject::audit::Auditor::spawn(
-                        client,
-                        audit.label.clone(),
-                        audit.template_hash.clone(),
-                        audit.every,
-                    ),
-                )),
-                Err(e) => {
-                    warn!(cluster = %cluster.cluster_id, error = %e, "no injection audit for this cluster")
-                }
-            }
-        }
+        let clusters = kube_clients(clusters, "no injection audit for this cluster").await;
+        let out = clusters
+            .into_iter()
+            .map(|(id, client)| {
+                let auditor = sextant_inject::audit::Auditor::spawn(
+                    client,
+                    audit.label.clone(),
+                    audit.template_hash.clone(),
+                    audit.every,
+                );
+                (id, auditor)
+            })
+            .collect();
         InjectionMetrics { clusters: out }
     }
 }
@@ -492,23 +505,19 @@ impl RootCertPublishers {
         clusters: &[sextant_k8s::K8sConfig],
         root: Arc<dyn Fn() -> String + Send + Sync>,
     ) -> RootCertPublishers {
-        let mut out = Vec::new();
-        for cluster in clusters {
-            let client = match sextant_k8s::client_config(cluster).await {
-                Ok(c) => kube::Client::try_from(c).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match client {
-                Ok(client) => {
-                    let counts = Arc::new(sextant_k8s::root_cert::RootCounts::default());
-                    let task = sextant_k8s::root_cert::spawn(client, root.clone(), counts.clone());
-                    out.push((cluster.cluster_id.clone(), task, counts));
-                }
-                Err(e) => {
-                    warn!(cluster = %cluster.cluster_id, error = %e, "the root certificate is not published to this cluster")
-                }
-            }
-        }
+        let clusters = kube_clients(
+            clusters,
+            "the root certificate is not published to this cluster",
+        )
+        .await;
+        let out = clusters
+            .into_iter()
+            .map(|(id, client)| {
+                let counts = Arc::new(sextant_k8s::root_cert::RootCounts::default());
+                let task = sextant_k8s::root_cert::spawn(client, root.clone(), counts.clone());
+                (id, task, counts)
+            })
+            .collect();
         RootCertPublishers { clusters: out }
     }
 }
