@@ -65,25 +65,10 @@ pub struct Identity {
 impl Identity {
     /// Reads `spiffe://ANY/ns/NAMESPACE/sa/ACCOUNT`.
     pub fn from_spiffe(id: &str) -> Option<Identity> {
-        let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
-        let mut parts = path.split('/');
-        match (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) {
-            (Some("ns"), Some(ns), Some("sa"), Some(sa), None)
-                if !ns.is_empty() && !sa.is_empty() =>
-            {
-                Some(Identity {
-                    namespace: ns.to_owned(),
-                    service_account: sa.to_owned(),
-                })
-            }
-            _ => None,
-        }
+        sextant_xds::server::tls::spiffe_account(id).map(|(ns, sa)| Identity {
+            namespace: ns.to_owned(),
+            service_account: sa.to_owned(),
+        })
     }
 
     /// Its SPIFFE id in `trust_domain`.

@@ -576,6 +576,26 @@ pub fn spiffe_id(cert: &[u8]) -> Option<String> {
     None
 }
 
+/// The namespace and service account of a SPIFFE id of exactly Istio's
+/// form (`spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT`, both non-empty,
+/// nothing after): what a certificate may be issued for.
+pub fn spiffe_account(id: &str) -> Option<(&str, &str)> {
+    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+    let mut parts = path.split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("ns"), Some(ns), Some("sa"), Some(sa), None) if !ns.is_empty() && !sa.is_empty() => {
+            Some((ns, sa))
+        }
+        _ => None,
+    }
+}
+
 /// The namespace of a SPIFFE id of Istio's form
 /// (`spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT`).
 pub fn spiffe_namespace(id: &str) -> Option<&str> {
