@@ -130,6 +130,12 @@ pub struct AgentArgs {
     /// The mesh's trust domain (the identity a CSR names; the CA decides).
     #[arg(long, env = "SEXTANT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// A proxyless gRPC workload: no Envoy. The agent writes the gRPC xDS
+    /// bootstrap (`PROXY_DIR/grpc-bootstrap.json`, for
+    /// `GRPC_XDS_BOOTSTRAP`) naming its certificate files, keeps the
+    /// workload certificate, and is ready once it holds one.
+    #[arg(long, env = "SEXTANT_PROXYLESS")]
+    pub proxyless: bool,
 }
 
 impl AgentArgs {
@@ -172,6 +178,11 @@ impl AgentArgs {
     pub fn cert_dir(&self) -> PathBuf {
         self.proxy_dir.join("certs")
     }
+
+    /// Where a proxyless workload's gRPC bootstrap is written.
+    pub fn grpc_bootstrap(&self) -> PathBuf {
+        self.proxy_dir.join("grpc-bootstrap.json")
+    }
 }
 
 /// How the agent ended.
@@ -198,6 +209,8 @@ pub struct Shared {
     certificate: Option<watch::Receiver<Option<Arc<workload::Material>>>>,
     /// What keeping it did.
     cert_counts: Arc<workload::CertCounts>,
+    /// No Envoy to wait for (`--proxyless`).
+    proxyless: bool,
 }
 
 impl Shared {
@@ -227,6 +240,9 @@ impl Shared {
             && held.borrow().is_none()
         {
             return Err("no workload certificate yet".into());
+        }
+        if self.proxyless {
+            return Ok(());
         }
         let Some(admin) = self.admin() else {
             return Err("Envoy is not running".into());
@@ -291,7 +307,8 @@ pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates:
         workload: Workload {
             labels: pod.labels.clone(),
             ips: pod.ips.clone(),
-            capture: Some(args.mode == "capture"),
+            // A proxyless client dials what it means: nothing is captured.
+            capture: Some(args.mode == "capture" && !args.proxyless),
         },
         tls: args.xds_ca.as_ref().map(|ca| ClientTls {
             ca: ca.clone(),
@@ -313,14 +330,20 @@ pub async fn run(args: AgentArgs) -> Exit {
     info!(pod = ?pod.name, namespace = ?pod.namespace, ips = ?pod.ips, labels = pod.labels.len(), "sextant agent starting");
     let ca = args.ca_client(&pod);
     let spec = spec(&args, &pod, args.envoy_admin_port, ca.is_some());
-    let bootstrap = match spec.envoy() {
-        Ok((b, _)) => b.to_yaml(),
-        Err(e) => return Exit::Failed(format!("bootstrap: {e}")),
+    let (bootstrap, bootstrap_path) = if args.proxyless {
+        match spec.grpc() {
+            Ok(b) => (b.to_json(), args.grpc_bootstrap()),
+            Err(e) => return Exit::Failed(format!("gRPC bootstrap: {e}")),
+        }
+    } else {
+        match spec.envoy() {
+            Ok((b, _)) => (b.to_yaml(), args.proxy_dir.join("envoy.yaml")),
+            Err(e) => return Exit::Failed(format!("bootstrap: {e}")),
+        }
     };
     if let Err(e) = std::fs::create_dir_all(&args.proxy_dir) {
         return Exit::Failed(format!("cannot create {}: {e}", args.proxy_dir.display()));
     }
-    let bootstrap_path = args.proxy_dir.join("envoy.yaml");
     if let Err(e) = std::fs::write(&bootstrap_path, bootstrap) {
         return Exit::Failed(format!("cannot write {}: {e}", bootstrap_path.display()));
     }
@@ -333,11 +356,13 @@ pub async fn run(args: AgentArgs) -> Exit {
     let cert_counts = Arc::new(workload::CertCounts::default());
     if let Some(client) = ca {
         let (held_tx, held) = watch::channel(None);
-        match sds::serve(&args.sds_socket(), sds::Sds::new(held.clone())) {
-            Ok(task) => cert_tasks.push(task),
-            Err(e) => return Exit::Failed(format!("SDS: {e}")),
+        if !args.proxyless {
+            match sds::serve(&args.sds_socket(), sds::Sds::new(held.clone())) {
+                Ok(task) => cert_tasks.push(task),
+                Err(e) => return Exit::Failed(format!("SDS: {e}")),
+            }
         }
-        info!(ca = %client.addr, sds = %args.sds_socket().display(), "asking for the workload certificate");
+        info!(ca = %client.addr, files = %args.cert_dir().display(), sds = !args.proxyless, "asking for the workload certificate");
         cert_tasks.push(tokio::spawn(workload::keep(
             client,
             held_tx,
@@ -349,6 +374,7 @@ pub async fn run(args: AgentArgs) -> Exit {
     let shared = Arc::new(Shared {
         certificate,
         cert_counts,
+        proxyless: args.proxyless,
         ..Shared::default()
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -358,7 +384,14 @@ pub async fn run(args: AgentArgs) -> Exit {
     };
     let status_task = tokio::spawn(status::serve(listener, shared.clone(), stop_tx.clone()));
     let signals = tokio::spawn(stop_on_signal(stop_tx));
-    let exit = supervise(&args, &bootstrap_path, &shared, stop_rx).await;
+    let exit = if args.proxyless {
+        info!(bootstrap = %bootstrap_path.display(), "proxyless: no Envoy; serving readiness and the certificate files");
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|s| *s).await;
+        Exit::Stopped
+    } else {
+        supervise(&args, &bootstrap_path, &shared, stop_rx).await
+    };
     status_task.abort();
     signals.abort();
     for task in cert_tasks {

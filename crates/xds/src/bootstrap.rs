@@ -518,7 +518,13 @@ impl GrpcBootstrap {
                 "locality": {},
             },
         });
-        let fields = self.workload.fields(self.namespace.as_deref());
+        let mut fields = self.workload.fields(self.namespace.as_deref());
+        if self.cert_dir.is_some() {
+            fields.insert(
+                crate::identity::WORKLOAD_CERTS.0.to_owned(),
+                crate::identity::WORKLOAD_CERT_FILES.into(),
+            );
+        }
         if !fields.is_empty() {
             value["node"]["metadata"] = serde_json::Value::Object(fields);
         }
@@ -572,6 +578,8 @@ mod tests {
             provider["config"]["private_key_file"],
             "/etc/sextant/proxy/certs/key.pem"
         );
+        // The node says it holds them, so that ISTIO_MUTUAL is served to it.
+        assert_eq!(grpc["node"]["metadata"]["WORKLOAD_CERTS"], "files");
         let none = Spec {
             sds_socket: None,
             cert_dir: None,
@@ -585,6 +593,13 @@ mod tests {
                 .expect("grpc")
                 .to_json()
                 .contains("certificate_providers")
+        );
+        assert!(
+            !none
+                .grpc()
+                .expect("grpc")
+                .to_json()
+                .contains("WORKLOAD_CERTS")
         );
     }
 

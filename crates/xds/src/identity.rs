@@ -58,8 +58,9 @@ pub struct NodeIdentity {
     pub ips: Vec<IpAddr>,
     /// How traffic reaches it.
     pub mode: Interception,
-    /// It holds a workload certificate over SDS from its agent (metadata
-    /// `WORKLOAD_CERTS: sds`): it takes part in mutual TLS.
+    /// It holds a workload certificate from its agent (metadata
+    /// `WORKLOAD_CERTS`: `sds` for Envoy, `files` for proxyless gRPC's
+    /// certificate provider): it takes part in mutual TLS.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub workload_certs: bool,
 }
@@ -67,6 +68,9 @@ pub struct NodeIdentity {
 /// The node metadata key that says a proxy's agent serves it a workload
 /// certificate over SDS, and its value.
 pub const WORKLOAD_CERTS: (&str, &str) = ("WORKLOAD_CERTS", "sds");
+/// Its value for a proxyless gRPC client whose bootstrap names the agent's
+/// certificate files as the `default` certificate provider instance.
+pub const WORKLOAD_CERT_FILES: &str = "files";
 
 fn string_field(node: &Node, key: &str) -> Option<String> {
     node.metadata
@@ -121,8 +125,10 @@ impl NodeIdentity {
             labels,
             ips,
             mode,
-            workload_certs: string_field(node, WORKLOAD_CERTS.0).as_deref()
-                == Some(WORKLOAD_CERTS.1),
+            workload_certs: matches!(
+                string_field(node, WORKLOAD_CERTS.0).as_deref(),
+                Some(v) if v == WORKLOAD_CERTS.1 || v == WORKLOAD_CERT_FILES
+            ),
         }
     }
 

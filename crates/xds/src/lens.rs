@@ -21,7 +21,7 @@ use crate::capture::{CaptureCache, CaptureSet};
 use crate::identity::{Interception, NodeIdentity};
 use crate::resource::{Resource, ResourceType};
 use crate::scope::{Scope, ScopeCache, ScopeConfig};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Form, Snapshot};
 use crate::translate::Client;
 use crate::translate::capture::CaptureOptions;
 
@@ -32,6 +32,9 @@ use crate::translate::capture::CaptureOptions;
 pub(crate) struct Lens {
     scope: Option<Arc<Scope>>,
     capture: Option<Arc<CaptureSet>>,
+    /// The proxy holds a workload certificate (it receives the clusters a
+    /// certificate changes: [`Form::GrpcMesh`] for gRPC).
+    certificate: bool,
 }
 
 impl PartialEq for Lens {
@@ -45,6 +48,7 @@ impl PartialEq for Lens {
         }
         same(self.scope.as_ref(), other.scope.as_ref())
             && same(self.capture.as_ref(), other.capture.as_ref())
+            && self.certificate == other.certificate
     }
 }
 
@@ -63,6 +67,7 @@ impl Lens {
     pub(crate) fn digest(&self) -> u64 {
         self.scope.as_ref().map_or(0, |s| s.digest)
             ^ self.capture.as_ref().map_or(0, |c| c.digest.rotate_left(7))
+            ^ u64::from(self.certificate).rotate_right(1)
     }
 
     /// Whether the capture layout replaces the snapshot's resources of
@@ -87,9 +92,10 @@ impl Lens {
                 return None;
             }
         }
+        let form = Form::of(client, self.certificate);
         match &self.scope {
-            None => snap.get_for(client, kind, name),
-            Some(scope) => scope.get(snap, client, kind, name),
+            None => snap.get_for(form, kind, name),
+            Some(scope) => scope.get(snap, form, kind, name),
         }
     }
 
@@ -242,7 +248,11 @@ impl ProxyLens {
                 &authz,
             )
         });
-        let lens = Lens { scope, capture };
+        let lens = Lens {
+            scope,
+            capture,
+            certificate: identity.workload_certs,
+        };
         if lens == self.lens {
             return None;
         }

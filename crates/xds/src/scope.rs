@@ -27,8 +27,8 @@ use sextant_core::{Hostname, MeshView, RuleKey};
 
 use crate::generational::Generational;
 use crate::resource::{Resource, ResourceType};
-use crate::snapshot::Snapshot;
-use crate::translate::{self, Client};
+use crate::snapshot::{Form, Snapshot};
+use crate::translate;
 
 /// The mesh-wide scope settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl Scope {
     pub fn get<'a>(
         &'a self,
         snap: &'a Snapshot,
-        client: Client,
+        form: Form,
         kind: ResourceType,
         name: &str,
     ) -> Option<&'a Arc<Resource>> {
@@ -116,7 +116,7 @@ impl Scope {
         // The host a resource belongs to is the one translation recorded
         // (the outbound HTTP listener belongs to none: what it routes to
         // is in its table).
-        let r = snap.get_for(client, kind, name)?;
+        let r = snap.get_for(form, kind, name)?;
         match &r.owner {
             Some(host) if !self.hosts.contains(host) => None,
             _ => Some(r),

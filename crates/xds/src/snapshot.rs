@@ -23,8 +23,10 @@ pub struct TypeSet {
 #[derive(Clone, Default)]
 struct ServiceResources {
     by_type: [Vec<Arc<Resource>>; 4],
-    /// The clusters whose form for gRPC clients differs from Envoy's.
-    grpc_clusters: Vec<Arc<Resource>>,
+    /// The clusters whose form for gRPC clients differs from Envoy's
+    /// ([`Form::Grpc`]), and those whose form for gRPC clients holding a
+    /// workload certificate differs from that ([`Form::GrpcMesh`]).
+    variants: [Vec<Arc<Resource>>; 2],
     /// The service's virtual hosts in the outbound route table, encoded
     /// (see [`route_table`]): the table is assembled from these without
     /// translating unchanged services again.
@@ -42,8 +44,9 @@ pub struct Snapshot {
     /// Resources encoded while building this snapshot (the rest were reused).
     pub encoded: usize,
     types: [TypeSet; 4],
-    /// Clusters as gRPC clients receive them, where that differs.
-    grpc_clusters: OrdMap<Arc<str>, Arc<Resource>>,
+    /// Clusters as gRPC clients (with and without a workload certificate)
+    /// receive them, where that differs.
+    variants: [OrdMap<Arc<str>, Arc<Resource>>; 2],
     per_service: OrdMap<Hostname, Arc<ServiceResources>>,
     view: Arc<MeshView>,
     options: TranslateOptions,
@@ -67,7 +70,7 @@ impl Snapshot {
             view_generation: 0,
             encoded: 0,
             types: Default::default(),
-            grpc_clusters: OrdMap::new(),
+            variants: Default::default(),
             per_service: OrdMap::new(),
             view: Arc::new(MeshView::default()),
             options,
@@ -98,17 +101,18 @@ impl Snapshot {
     }
 
     /// One resource as a kind of client receives it.
-    pub fn get_for(
-        &self,
-        client: Client,
-        kind: ResourceType,
-        name: &str,
-    ) -> Option<&Arc<Resource>> {
-        if client == Client::Grpc
-            && kind == ResourceType::Cluster
-            && let Some(r) = self.grpc_clusters.get(name)
-        {
-            return Some(r);
+    pub fn get_for(&self, form: Form, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        if kind == ResourceType::Cluster {
+            let variant = match form {
+                Form::Envoy => None,
+                Form::Grpc => self.variants[0].get(name),
+                Form::GrpcMesh => self.variants[1]
+                    .get(name)
+                    .or_else(|| self.variants[0].get(name)),
+            };
+            if let Some(r) = variant {
+                return Some(r);
+            }
         }
         self.get(kind, name)
     }
@@ -144,7 +148,7 @@ impl Snapshot {
             changed: Vec::new(),
         });
         let mut per_service = self.per_service.clone();
-        let mut grpc_clusters = self.grpc_clusters.clone();
+        let mut variants = self.variants.clone();
         let mut encoded = 0;
         let mut routes_dirty = !self.is_ready();
 
@@ -152,8 +156,10 @@ impl Snapshot {
             let old = per_service.remove(&hostname).unwrap_or_default();
             let Some(ms) = view.services.get(&hostname) else {
                 // Removed.
-                for r in &old.grpc_clusters {
-                    grpc_clusters.remove(&r.name);
+                for (map, list) in variants.iter_mut().zip(&old.variants) {
+                    for r in list {
+                        map.remove(&r.name);
+                    }
                 }
                 for (i, list) in old.by_type.iter().enumerate() {
                     for r in list {
@@ -177,29 +183,34 @@ impl Snapshot {
                 new
             } else {
                 routes_dirty = true;
-                translate_service(ms, &mut encoded)
+                translate_service(ms, &self.options, &mut encoded)
             };
             for (set, (old, new)) in types.iter_mut().zip(old.by_type.iter().zip(&new.by_type)) {
                 replace(set, old, new);
             }
             let set = &mut types[ResourceType::Cluster.index()];
-            for r in &old.grpc_clusters {
-                if !new.grpc_clusters.iter().any(|n| n.name == r.name) {
-                    grpc_clusters.remove(&r.name);
-                    set.changed.push(r.name.clone());
+            for (map, (old, new)) in variants
+                .iter_mut()
+                .zip(old.variants.iter().zip(&new.variants))
+            {
+                for r in old {
+                    if !new.iter().any(|n| n.name == r.name) {
+                        map.remove(&r.name);
+                        set.changed.push(r.name.clone());
+                    }
                 }
-            }
-            for r in &new.grpc_clusters {
-                let prev = grpc_clusters.insert(r.name.clone(), r.clone());
-                if prev.is_none_or(|p| p.version != r.version) {
-                    set.changed.push(r.name.clone());
+                for r in new {
+                    let prev = map.insert(r.name.clone(), r.clone());
+                    if prev.is_none_or(|p| p.version != r.version) {
+                        set.changed.push(r.name.clone());
+                    }
                 }
             }
 
             per_service.insert(hostname, Arc::new(new));
         }
 
-        // A cluster whose two forms both changed is listed once.
+        // A cluster whose several forms changed is listed once.
         let changed = &mut types[ResourceType::Cluster.index()].changed;
         changed.sort_unstable();
         changed.dedup();
@@ -261,7 +272,7 @@ impl Snapshot {
             topology_generation,
             encoded,
             types,
-            grpc_clusters,
+            variants,
             per_service,
             view,
             options: self.options.clone(),
@@ -339,6 +350,30 @@ fn tcp_listeners(
     conflicts
 }
 
+/// The form in which a connection receives clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// Envoy's (sidecars' mutual TLS is in their capture layout).
+    Envoy,
+    /// A proxyless gRPC client's: what gRPC cannot take is left out.
+    Grpc,
+    /// A proxyless gRPC client holding a workload certificate (node
+    /// metadata `WORKLOAD_CERTS`): ISTIO_MUTUAL is served to it.
+    GrpcMesh,
+}
+
+impl Form {
+    /// The form for a client of kind `client`, holding a workload
+    /// certificate or not.
+    pub fn of(client: Client, certificate: bool) -> Form {
+        match (client, certificate) {
+            (Client::Envoy, _) => Form::Envoy,
+            (Client::Grpc, false) => Form::Grpc,
+            (Client::Grpc, true) => Form::GrpcMesh,
+        }
+    }
+}
+
 /// Swaps one service's resources of one type, recording what changed.
 fn replace(set: &mut TypeSet, old: &[Arc<Resource>], new: &[Arc<Resource>]) {
     for r in old {
@@ -372,7 +407,11 @@ fn encode_endpoints(ms: &MeshService, encoded: &mut usize) -> Vec<Arc<Resource>>
         .collect()
 }
 
-fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources {
+fn translate_service(
+    ms: &MeshService,
+    options: &TranslateOptions,
+    encoded: &mut usize,
+) -> ServiceResources {
     let host = &ms.service.hostname;
     let mut encode = |kind: ResourceType, name: &str, m: &dyn Encode| {
         *encoded += 1;
@@ -388,13 +427,22 @@ fn translate_service(ms: &MeshService, encoded: &mut usize) -> ServiceResources 
     } else {
         Vec::new()
     };
+    // A workload certificate changes only clusters under ISTIO_MUTUAL.
+    let grpc_mesh = if translate::asks_istio_mutual(ms) {
+        translate::grpc_mesh_clusters(ms, &options.trust_domain, &mut Vec::new())
+    } else {
+        Vec::new()
+    };
     for (i, c) in envoy.iter().enumerate() {
         out.by_type[ResourceType::Cluster.index()].push(encode(ResourceType::Cluster, &c.name, c));
-        if let Some(g) = grpc.get(i)
-            && c != g
+        let g = grpc.get(i).unwrap_or(c);
+        if c != g {
+            out.variants[0].push(encode(ResourceType::Cluster, &g.name, g));
+        }
+        if let Some(m) = grpc_mesh.get(i)
+            && m != g
         {
-            out.grpc_clusters
-                .push(encode(ResourceType::Cluster, &g.name, g));
+            out.variants[1].push(encode(ResourceType::Cluster, &m.name, m));
         }
     }
     for (listener, route) in translate::grpc_listeners(ms, &mut grpc_notes) {

@@ -598,7 +598,7 @@ impl Settings {
             xds_addr,
             xds_tls,
             ca,
-            trust_domain,
+            trust_domain: trust_domain.clone(),
             xds_tokens,
             admin_addr,
             admin_token: args
@@ -611,6 +611,7 @@ impl Settings {
             translate: TranslateOptions {
                 outbound_addr,
                 tcp_port_offset,
+                trust_domain: trust_domain.clone(),
             },
             debounce,
             drain_timeout,

@@ -128,7 +128,11 @@ fn resources_of_hosts_out_of_scope_do_not_exist_for_the_proxy() {
     let scope = cache
         .get(&snap, &config, Some("shop"), &labels("web"))
         .expect("scoped");
-    let get = |kind, name: &str| scope.get(&snap, Client::Envoy, kind, name).is_some();
+    let get = |kind, name: &str| {
+        scope
+            .get(&snap, crate::snapshot::Form::Envoy, kind, name)
+            .is_some()
+    };
     assert!(get(ResourceType::Cluster, "outbound|8080||web.shop.svc"));
     assert!(get(ResourceType::Endpoint, "outbound|8080||web.shop.svc"));
     assert!(!get(ResourceType::Cluster, "outbound|8080||cart.shop.svc"));
@@ -144,7 +148,7 @@ fn resources_of_hosts_out_of_scope_do_not_exist_for_the_proxy() {
     let table = scope
         .get(
             &snap,
-            Client::Envoy,
+            crate::snapshot::Form::Envoy,
             ResourceType::Route,
             translate::OUTBOUND_HTTP,
         )

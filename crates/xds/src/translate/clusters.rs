@@ -32,7 +32,17 @@ pub(super) fn uses_eds(service: &Service) -> bool {
 /// service's destination policy, with the policy's settings, as `client`
 /// receives them (see [`Client`]); what it cannot honour goes to `notes`.
 pub fn clusters(ms: &MeshService, client: Client, notes: &mut Vec<Unhonoured>) -> Vec<Cluster> {
-    clusters_with(ms, client, notes, None)
+    clusters_with(ms, client, notes, Certs::None)
+}
+
+/// Where the client's workload certificate comes from, if it has one.
+#[derive(Clone, Copy)]
+enum Certs<'a> {
+    None,
+    /// A sidecar's agent over SDS.
+    Sds(&'a super::mtls::MtlsOptions),
+    /// A proxyless gRPC client's certificate provider, in the trust domain.
+    Provider(&'a str),
 }
 
 /// [`clusters`] as a sidecar holding a workload certificate receives them:
@@ -42,14 +52,49 @@ pub fn mesh_clusters(
     mtls: &super::mtls::MtlsOptions,
     notes: &mut Vec<Unhonoured>,
 ) -> Vec<Cluster> {
-    clusters_with(ms, Client::Envoy, notes, Some(mtls))
+    clusters_with(ms, Client::Envoy, notes, Certs::Sds(mtls))
+}
+
+/// [`clusters`] as a proxyless gRPC client holding a workload certificate
+/// (its agent's files) receives them: mutual TLS where the destination
+/// rule says ISTIO_MUTUAL ([`super::mtls::provider_socket`]).
+pub fn grpc_mesh_clusters(
+    ms: &MeshService,
+    trust_domain: &str,
+    notes: &mut Vec<Unhonoured>,
+) -> Vec<Cluster> {
+    clusters_with(ms, Client::Grpc, notes, Certs::Provider(trust_domain))
+}
+
+/// True when the service's destination rule asks for the mesh's mutual
+/// TLS on some port or subset: only then does a certificate change what a
+/// client receives.
+pub fn asks_istio_mutual(ms: &MeshService) -> bool {
+    ms.policy().is_some_and(|(_, p)| {
+        ms.service.ports.iter().any(|port| {
+            std::iter::once(None)
+                .chain(p.subsets.iter().map(Some))
+                .any(|subset| istio_mutual(p, port.port, subset))
+        })
+    })
+}
+
+fn istio_mutual(
+    policy: &sextant_core::rules::DestinationPolicy,
+    port: u32,
+    subset: Option<&sextant_core::rules::Subset>,
+) -> bool {
+    policy
+        .effective(port, subset)
+        .tls
+        .is_some_and(|t| t.mode == sextant_core::rules::TlsMode::IstioMutual)
 }
 
 fn clusters_with(
     ms: &MeshService,
     client: Client,
     notes: &mut Vec<Unhonoured>,
-    mtls: Option<&super::mtls::MtlsOptions>,
+    certs: Certs<'_>,
 ) -> Vec<Cluster> {
     let s = &ms.service;
     let mut out = Vec::new();
@@ -77,19 +122,26 @@ fn clusters_with(
                     notes,
                 );
             }
-            if let Some(mtls) = mtls {
-                let istio_mutual = ms
-                    .policy()
-                    .and_then(|(_, p)| p.effective(port.port, subset).tls)
-                    .is_some_and(|t| t.mode == sextant_core::rules::TlsMode::IstioMutual);
-                if istio_mutual && mtls.mode != super::mtls::PeerMode::Disable {
-                    cluster.transport_socket = Some(super::mtls::mesh_socket(
-                        s.hostname.as_str(),
-                        port.port,
-                        mtls,
-                    ));
+            let istio_mutual = ms
+                .policy()
+                .is_some_and(|(_, p)| istio_mutual(p, port.port, subset));
+            match certs {
+                Certs::None => {}
+                Certs::Sds(mtls) => {
+                    if istio_mutual && mtls.mode != super::mtls::PeerMode::Disable {
+                        cluster.transport_socket = Some(super::mtls::mesh_socket(
+                            s.hostname.as_str(),
+                            port.port,
+                            mtls,
+                        ));
+                    }
+                    super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
                 }
-                super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
+                Certs::Provider(trust_domain) => {
+                    if istio_mutual {
+                        cluster.transport_socket = Some(super::mtls::provider_socket(trust_domain));
+                    }
+                }
             }
             out.push(cluster);
         }

@@ -25,6 +25,9 @@ pub struct TranslateOptions {
     /// TCP proxy listener on the outbound address's IP at P + offset.
     /// `None` (the default): no TCP listeners.
     pub tcp_port_offset: Option<u32>,
+    /// The mesh's trust domain: the peers' certificates proxyless gRPC
+    /// clients accept under ISTIO_MUTUAL name an identity of it.
+    pub trust_domain: String,
 }
 
 impl Default for TranslateOptions {
@@ -32,6 +35,7 @@ impl Default for TranslateOptions {
         TranslateOptions {
             outbound_addr: SocketAddr::from(([127, 0, 0, 1], 15001)),
             tcp_port_offset: None,
+            trust_domain: "cluster.local".to_owned(),
         }
     }
 }
@@ -87,7 +91,7 @@ mod rules;
 pub(crate) mod tests;
 
 use clusters::uses_eds;
-pub use clusters::{clusters, mesh_clusters};
+pub use clusters::{asks_istio_mutual, clusters, grpc_mesh_clusters, mesh_clusters};
 use endpoints::load_assignment;
 pub use endpoints::{empty_load_assignment, load_assignments};
 pub use listeners::{grpc_listeners, outbound_listener, tcp_listener};

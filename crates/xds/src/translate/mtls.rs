@@ -17,6 +17,12 @@
 //!   `DISABLE` is plaintext. HTTP requests that arrive over mutual TLS carry
 //!   the caller's SPIFFE id to the application in `x-forwarded-client-cert`
 //!   (anything a client sent there is dropped).
+//! - **Proxyless gRPC** clients hold the same certificate as files that a
+//!   `file_watcher` certificate provider (instance `default`) reads; gRPC
+//!   takes TLS settings only from certificate provider instances and has no
+//!   transport socket matches (gRFC A29), so a cluster it receives is
+//!   either all mutual TLS ([`provider_socket`], where a destination rule
+//!   says ISTIO_MUTUAL) or all plaintext.
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -29,8 +35,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
-    SubjectAltNameMatcher, UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext, SdsSecretConfig, SubjectAltNameMatcher, UpstreamTlsContext,
+    common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
@@ -400,4 +407,51 @@ fn upstream_tls(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket
 /// ISTIO_MUTUAL: the mesh's mutual TLS to every endpoint of the cluster.
 pub fn mesh_socket(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket {
     upstream_tls(host, port, options)
+}
+
+/// ISTIO_MUTUAL as a proxyless gRPC client takes it: its certificate and
+/// the root from the bootstrap's certificate provider instance
+/// ([`crate::bootstrap::GRPC_CERT_PROVIDER`]), the server's certificate
+/// checked against the trust domain. gRPC reads the older
+/// `match_subject_alt_names` field only, and ignores ALPN: a sidecar
+/// answers it on a STRICT port (a PERMISSIVE port tells mesh TLS by ALPN
+/// `istio`, which gRPC cannot send).
+pub fn provider_socket(trust_domain: &str) -> TransportSocket {
+    let instance = |certificate_name: &str| CertificateProviderPluginInstance {
+        instance_name: crate::bootstrap::GRPC_CERT_PROVIDER.to_owned(),
+        certificate_name: certificate_name.to_owned(),
+    };
+    #[allow(deprecated)]
+    let validation = CertificateValidationContext {
+        ca_certificate_provider_instance: Some(instance(ROOT_CERT)),
+        match_subject_alt_names: vec![StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
+                "spiffe://{trust_domain}/"
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let tls = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_provider_instance: Some(instance(WORKLOAD_CERT)),
+            validation_context_type: Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(validation),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.to_owned(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            &tls,
+        ))),
+    }
 }

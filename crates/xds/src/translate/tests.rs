@@ -387,7 +387,7 @@ fn golden_rules_view() {
     for name in snapshot.resources(ResourceType::Cluster).resources.keys() {
         let envoy = snapshot.get(ResourceType::Cluster, name).expect("cluster");
         let grpc = snapshot
-            .get_for(Client::Grpc, ResourceType::Cluster, name)
+            .get_for(crate::snapshot::Form::Grpc, ResourceType::Cluster, name)
             .expect("cluster");
         if !Arc::ptr_eq(envoy, grpc) {
             let c = Cluster::decode(grpc.value().expect("value")).expect("decode");
@@ -648,4 +648,86 @@ fn destination_rule_tls_modes_override_the_mesh_default() {
             .iter()
             .any(|n| n.feature.contains("Simple") || n.feature.contains("SIMPLE"))
     );
+}
+
+/// ISTIO_MUTUAL reaches a proxyless gRPC client that holds a workload
+/// certificate as gRPC takes it (certificate provider instances, the older
+/// SAN field, one transport socket); one without keeps plaintext, and a
+/// port the rule leaves alone gets no variant at all.
+#[test]
+fn istio_mutual_reaches_grpc_clients_with_a_certificate_as_provider_instances() {
+    use super::mtls::{ROOT_CERT, WORKLOAD_CERT};
+    use crate::snapshot::Form;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::transport_socket;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        UpstreamTlsContext, common_tls_context,
+    };
+    let s = Service::new("echo.shop.svc")
+        .with_port("grpc", 50051, Protocol::Grpc)
+        .with_port("metrics", 9090, Protocol::Http)
+        .with_endpoint(Endpoint::new("10.0.0.1".parse().expect("addr")).with_port("grpc", 50051));
+    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
+        "name: echo\nhost: echo.shop.svc\ntrafficPolicy:\n  portLevelSettings:\n  \
+         - {port: {number: 50051}, tls: {mode: ISTIO_MUTUAL}}\n",
+    )
+    .expect("policy");
+    let rule = Arc::new(sextant_core::Rule::from(policy));
+    rule.validate().expect("a valid rule");
+    let options = TranslateOptions {
+        trust_domain: "mesh.example".into(),
+        ..Default::default()
+    };
+    let snapshot = Snapshot::empty(options).next(Arc::new(view_of([(s, vec![rule])], Vec::new())));
+    let cluster = |form: Form, name: &str| {
+        let r = snapshot
+            .get_for(form, ResourceType::Cluster, name)
+            .expect("cluster");
+        Cluster::decode(r.value().expect("value")).expect("decode")
+    };
+    let grpc = "outbound|50051||echo.shop.svc";
+    assert!(cluster(Form::Grpc, grpc).transport_socket.is_none());
+    assert!(cluster(Form::Envoy, grpc).transport_socket.is_none());
+    let mesh = cluster(Form::GrpcMesh, grpc);
+    assert!(mesh.transport_socket_matches.is_empty(), "gRPC has none");
+    let socket = mesh.transport_socket.expect("mutual TLS");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type else {
+        panic!("typed");
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).expect("decode");
+    let common = tls.common_tls_context.expect("common");
+    let own = common.tls_certificate_provider_instance.expect("own");
+    assert_eq!(
+        (own.instance_name.as_str(), own.certificate_name.as_str()),
+        (crate::bootstrap::GRPC_CERT_PROVIDER, WORKLOAD_CERT)
+    );
+    assert!(common.tls_certificate_sds_secret_configs.is_empty());
+    let Some(common_tls_context::ValidationContextType::CombinedValidationContext(combined)) =
+        common.validation_context_type
+    else {
+        panic!("combined validation");
+    };
+    let validation = combined.default_validation_context.expect("validation");
+    assert!(combined.validation_context_sds_secret_config.is_none());
+    let root = validation.ca_certificate_provider_instance.expect("root");
+    assert_eq!(root.certificate_name, ROOT_CERT);
+    #[allow(deprecated)]
+    let sans = validation.match_subject_alt_names;
+    assert!(
+        matches!(
+            &sans[..],
+            [m] if m.match_pattern == Some(envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Prefix("spiffe://mesh.example/".into()))
+        ),
+        "{sans:?}"
+    );
+    // The other port: the same resource for every form.
+    let metrics = "outbound|9090||echo.shop.svc";
+    let get = |form| {
+        snapshot
+            .get_for(form, ResourceType::Cluster, metrics)
+            .expect("cluster")
+            .clone()
+    };
+    assert!(Arc::ptr_eq(&get(Form::GrpcMesh), &get(Form::Envoy)));
 }
