@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod envoy;
 pub mod pod;
+pub mod probes;
 pub mod sds;
 pub mod status;
 pub mod workload;
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use sextant_xds::bootstrap::{ClientTls, Spec, Workload};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Envoy's admin port in a pod (Istio's).
 pub const DEFAULT_ENVOY_ADMIN_PORT: u16 = 15000;
@@ -136,6 +137,11 @@ pub struct AgentArgs {
     /// workload certificate, and is ready once it holds one.
     #[arg(long, env = "SEXTANT_PROXYLESS")]
     pub proxyless: bool,
+    /// The application's probes the agent runs for the kubelet on
+    /// `/app-health/...` (JSON; injection writes it, see
+    /// `sextant_inject::probes`).
+    #[arg(long, env = "SEXTANT_APP_PROBES", value_name = "JSON")]
+    pub app_probes: Option<String>,
 }
 
 impl AgentArgs {
@@ -195,7 +201,6 @@ pub enum Exit {
 }
 
 /// What the status port and the supervisor share.
-#[derive(Default)]
 pub struct Shared {
     /// Envoy's admin address and process id, while Envoy runs.
     admin: std::sync::Mutex<Option<(SocketAddr, Option<u32>)>>,
@@ -211,6 +216,22 @@ pub struct Shared {
     cert_counts: Arc<workload::CertCounts>,
     /// No Envoy to wait for (`--proxyless`).
     proxyless: bool,
+    /// The application's probes, or why they cannot be run.
+    app_probes: Result<probes::AppProbes, String>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            admin: Default::default(),
+            stopping: Default::default(),
+            was_ready: Default::default(),
+            certificate: None,
+            cert_counts: Default::default(),
+            proxyless: false,
+            app_probes: Ok(probes::AppProbes::default()),
+        }
+    }
 }
 
 impl Shared {
@@ -282,6 +303,21 @@ impl Shared {
             self.cert_counts.failures.load(Relaxed),
         );
         out
+    }
+
+    /// Runs the application's probe at `path` (see [`probes`]): the
+    /// status and a line for the kubelet; 404 for a path with no probe.
+    pub async fn app_probe(&self, path: &str) -> (u16, String) {
+        match &self.app_probes {
+            Err(e) => (
+                503,
+                format!("the application's probes cannot be run: {e}\n"),
+            ),
+            Ok(probes) => probes
+                .run(path)
+                .await
+                .unwrap_or_else(|| (404, format!("no application probe at {path}\n"))),
+        }
     }
 
     /// True once the agent is stopping.
@@ -371,10 +407,25 @@ pub async fn run(args: AgentArgs) -> Exit {
         )));
         certificate = Some(held);
     }
+    let app_probes = match &args.app_probes {
+        None => Ok(probes::AppProbes::default()),
+        Some(json) => probes::AppProbes::parse(json),
+    };
+    match &app_probes {
+        Ok(p) if !p.is_empty() => info!(
+            probes = p.len(),
+            "running the application's probes for the kubelet"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            error!(error = %e, "SEXTANT_APP_PROBES cannot be run; every /app-health probe answers 503")
+        }
+    }
     let shared = Arc::new(Shared {
         certificate,
         cert_counts,
         proxyless: args.proxyless,
+        app_probes,
         ..Shared::default()
     });
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -2,7 +2,9 @@
 //! kubelet's probes and `sextant agent wait`, `POST /quitquitquit` to stop
 //! (jobs without native sidecars call it when their work is done), and
 //! `GET /proxy` (Envoy's admin address and process, for operators),
-//! `GET /metrics` (the workload certificate's expiry and renewals).
+//! `GET /metrics` (the workload certificate's expiry and renewals), and
+//! `GET /app-health/CONTAINER/KIND`: the application's own probes, run by
+//! the agent for the kubelet ([`crate::probes`]).
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ pub async fn serve(
         .route("/quitquitquit", post(quit))
         .route("/proxy", get(proxy))
         .route("/metrics", get(metrics))
+        .route("/app-health/{*probe}", get(app_health))
         .with_state(Status { shared, stop });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "the status port stopped");
@@ -42,6 +45,17 @@ async fn ready(State(s): State<Status>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
+}
+
+async fn app_health(
+    State(s): State<Status>,
+    axum::extract::Path(probe): axum::extract::Path<String>,
+) -> (StatusCode, String) {
+    let (status, why) = s.shared.app_probe(&format!("/app-health/{probe}")).await;
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        why,
+    )
 }
 
 async fn metrics(State(s): State<Status>) -> String {

@@ -9,6 +9,8 @@
 //!   field (istio/istio#15837 is the bug this rules out);
 //! - [`webhook`]: the webhook's HTTPS server (`sextant webhook`);
 //! - [`certs`]: its certificate (`sextant webhook certs`);
+//! - [`probes`]: the application's HTTP and TCP probes, pointed at the
+//!   agent so that they work under STRICT mutual TLS and capture;
 //! - [`audit`]: the pods of injection-enabled namespaces that escaped
 //!   injection or carry an older template (`sextant inject --audit`).
 //!
@@ -19,6 +21,7 @@
 pub mod audit;
 pub mod certs;
 pub mod manifest;
+pub mod probes;
 pub mod render;
 pub mod review;
 pub mod template;

@@ -16,6 +16,8 @@
 //! - the pod's downward API volume (its labels), a memory volume for the
 //!   bootstrap, and, as the template says, a projected token and the xDS
 //!   port's CA;
+//! - the application containers' HTTP and TCP probes pointed at the agent
+//!   ([`crate::probes`]), the originals in the proxy's environment;
 //! - the annotation `sidecar.sextant.io/status` recording the template's
 //!   hash, the label `security.istio.io/tlsMode: istio` (mutual TLS reads
 //!   it on endpoints), and `kubectl.kubernetes.io/default-container` (so
@@ -182,6 +184,16 @@ pub fn inject(meta: &mut Value, spec: &mut Value, t: &Template, native: bool) ->
         });
     }
     let spec = object(spec);
+    if !crate::probes::opted_out(meta) {
+        let originals = crate::probes::rewrite(list(spec, "containers"));
+        if !originals.is_empty() {
+            proxy.env.get_or_insert_default().push(EnvVar {
+                name: crate::probes::APP_PROBES_ENV.to_owned(),
+                value: Some(serde_json::to_string(&originals).unwrap_or_default()),
+                ..Default::default()
+            });
+        }
+    }
     let mut ours = vec![json(&init_container(t))];
     if native {
         ours.push(json(&proxy));

@@ -152,10 +152,24 @@ fn a_deployment_gets_the_proxy_after_capture_and_before_its_own_init_containers(
         pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"],
         "web"
     );
-    // Nothing of the user's was touched beyond the lists we add to.
+    // Nothing of the user's was touched beyond the lists we add to and the
+    // probe, which now goes through the agent (the original in its
+    // environment, the port resolved).
     assert_eq!(d[0]["spec"]["replicas"], 2);
     assert_eq!(
-        spec["containers"][1]["readinessProbe"]["httpGet"]["path"],
+        spec["containers"][1]["readinessProbe"]["httpGet"],
+        serde_json::json!({ "path": "/app-health/web/readyz", "port": 15021, "scheme": "HTTP" })
+    );
+    let env = spec["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "SEXTANT_APP_PROBES")
+        .expect("the original probes");
+    let originals: Value =
+        serde_json::from_str(env["value"].as_str().expect("value")).expect("json");
+    assert_eq!(
+        originals["/app-health/web/readyz"]["httpGet"]["path"],
         "/ready"
     );
     strict::<k8s_openapi::api::apps::v1::Deployment>(&d[0]);

@@ -729,7 +729,7 @@ threading.Thread(target=echo, args=(9000,), daemon=True).start()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("xfcc=" + self.headers.get("x-forwarded-client-cert", "") + "\n").encode()
-        self.send_response(200)
+        self.send_response(500 if self.path == "/sick" else 200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -884,6 +884,12 @@ impl MeshPods {
     /// `sextant iptables`, then the agent of pod `name` (service account
     /// `name`) at `ip` in `ns`, capturing inbound `port` only.
     async fn start_pod(&mut self, ns: &str, name: &str, ip: &str, port: &str) {
+        self.start_pod_with(ns, name, ip, port, &[]).await;
+    }
+
+    /// As [`MeshPods::start_pod`], with more of the agent's environment
+    /// (`K=V`).
+    async fn start_pod_with(&mut self, ns: &str, name: &str, ip: &str, port: &str, env: &[String]) {
         let (ok, out) = run_in(
             ns,
             &[
@@ -902,8 +908,9 @@ impl MeshPods {
         std::fs::write(dir.join("podinfo/labels"), format!("app=\"{name}\"\n")).expect("labels");
         std::fs::write(dir.join("token"), format!("tok-{name}")).expect("token");
         let d = |n: &str| dir.join(n).display().to_string();
-        let agent = [
-            "env".to_owned(),
+        let mut agent = vec!["env".to_owned()];
+        agent.extend(env.iter().cloned());
+        agent.extend([
             format!("POD_NAME={name}-1"),
             "POD_NAMESPACE=test".to_owned(),
             format!("INSTANCE_IP={ip}"),
@@ -920,8 +927,10 @@ impl MeshPods {
             envoy_path().display().to_string(),
             "--envoy-admin-port".to_owned(),
             "15000".to_owned(),
+            // Reachable from outside the pod (the kubelet's probes); not
+            // captured (only the given inbound ports are).
             "--status-addr".to_owned(),
-            "127.0.0.1:15021".to_owned(),
+            "0.0.0.0:15021".to_owned(),
             "--proxy-dir".to_owned(),
             d("proxy"),
             "--pod-info-dir".to_owned(),
@@ -930,7 +939,7 @@ impl MeshPods {
             "capture".to_owned(),
             "--concurrency".to_owned(),
             "1".to_owned(),
-        ];
+        ]);
         let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
         let log = self.path(&format!("agent-{name}.log"));
         self.children.push(Namespaces::spawn(ns, &log, &agent));
@@ -978,8 +987,17 @@ impl MeshPods {
 async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
     let mut m = MeshPods::new(&[]).await;
     let (client_ns, server_ns) = (m.ns.app.clone(), m.ns.backends.clone());
-    m.start_pod(&server_ns, "server", BACKEND_A, "8090,9000")
-        .await;
+    // The server pod's probes as injection rewrites them: the kubelet asks
+    // the agent, which asks the application on loopback.
+    let probes = injected_probes(&m).await;
+    m.start_pod_with(
+        &server_ns,
+        "server",
+        BACKEND_A,
+        "8090,9000",
+        &[format!("SEXTANT_APP_PROBES={probes}")],
+    )
+    .await;
     m.start_pod(&client_ns, "client", APP_IP, "8000").await;
 
     // The client application speaks plain HTTP to the virtual IP, and
@@ -1038,6 +1056,28 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         "the mesh client under STRICT: {body:?}\n{}",
         m.logs()
     );
+    // The kubelet (from outside the mesh, as root here) probes through the
+    // agent: each probe answers as the application does, though its port
+    // now takes mutual TLS only.
+    for (probe, want) in [("readyz", "200"), ("livez", "500"), ("startupz", "200")] {
+        let url = format!("http://{BACKEND_A}:15021/app-health/app/{probe}");
+        let (_, code) = run_in(
+            &client_ns,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "5",
+                &url,
+            ],
+        )
+        .await;
+        assert_eq!(code, want, "{probe} under STRICT\n{}", m.logs());
+    }
 
     // The port opened again for plaintext, the rest of the workload STRICT:
     // the port's own mode wins.
@@ -1058,6 +1098,63 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         "port-level DISABLE: {body:?}\n{}",
         m.logs()
     );
+}
+
+/// What `sextant inject -f` hands the agent for a pod whose application
+/// is probed on HTTP (readiness `/` on the named port 8090, liveness
+/// `/sick`, which answers 500) and TCP (startup, port 9000), after checking
+/// that the pod's probes now point at the agent.
+async fn injected_probes(m: &MeshPods) -> String {
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: { name: server-1, namespace: test }
+spec:
+  containers:
+    - name: app
+      image: app:1
+      ports: [{ name: http, containerPort: 8090 }]
+      readinessProbe: { httpGet: { path: /, port: http } }
+      livenessProbe: { httpGet: { path: /sick, port: 8090 }, periodSeconds: 5 }
+      startupProbe: { tcpSocket: { port: 9000 } }
+";
+    std::fs::write(m.path("pod.yaml"), pod).expect("write");
+    let out = Command::new(SEXTANT)
+        .args(["inject", "--native-sidecars", "never", "-f"])
+        .arg(m.path("pod.yaml"))
+        .output()
+        .await
+        .expect("sextant inject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected: serde_json::Value =
+        serde_yaml_ng::from_slice(&out.stdout).expect("the injected pod");
+    let containers = &injected["spec"]["containers"];
+    let app = &containers[1];
+    assert_eq!(app["name"], "app");
+    for (field, kind) in [
+        ("readinessProbe", "readyz"),
+        ("livenessProbe", "livez"),
+        ("startupProbe", "startupz"),
+    ] {
+        assert_eq!(
+            app[field]["httpGet"]["path"],
+            format!("/app-health/app/{kind}"),
+            "{injected}"
+        );
+        assert_eq!(app[field]["httpGet"]["port"], 15021);
+    }
+    assert_eq!(app["livenessProbe"]["periodSeconds"], 5, "timing kept");
+    containers[0]["env"]
+        .as_array()
+        .expect("the proxy's env")
+        .iter()
+        .find(|e| e["name"] == "SEXTANT_APP_PROBES")
+        .and_then(|e| e["value"].as_str())
+        .expect("SEXTANT_APP_PROBES")
+        .to_owned()
 }
 
 /// The end of the validity of the first certificate in the PEM file at
