@@ -5,4 +5,5 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used, missing_docs)]
 
+pub mod handshake;
 pub mod loadgen;

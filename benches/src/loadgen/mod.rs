@@ -61,6 +61,9 @@ enum Role {
     Floor(FloorArgs),
     /// Sextant on a registry file, for S6 (spawned by `run`).
     ServeFile(FileArgs),
+    /// What mutual TLS between two sidecars costs per new connection
+    /// (see [`crate::handshake`]).
+    Handshake(crate::handshake::HandshakeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,5 +135,6 @@ pub async fn main(args: Vec<String>) -> i32 {
         Role::Floor(a) => floor(&a).await,
         Role::ServeFile(a) => serve_file(&a).await,
         Role::Run(a) => run(&a).await,
+        Role::Handshake(a) => crate::handshake::run(&a).await,
     }
 }

@@ -186,6 +186,11 @@ impl Envoy {
         );
     }
 
+    /// Envoy's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Envoy's log so far (the tail, for failure messages).
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default();
