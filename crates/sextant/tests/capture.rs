@@ -797,7 +797,8 @@ impl MeshPods {
     }
 
     /// The mesh file (web: HTTP on the server pod's 8090; echo: TCP on its
-    /// 9000; both endpoints labelled as sidecars), the token file, the
+    /// 9000; both endpoints labelled as sidecars, with the pod's app label
+    /// as Kubernetes endpoints carry it), the token file, the
     /// server application's script.
     fn write_files(&self) {
         std::fs::write(
@@ -811,14 +812,14 @@ impl MeshPods {
     endpoints:
       - address: {BACKEND_A}
         ports: {{ http: 8090 }}
-        labels: {{ security.istio.io/tlsMode: istio }}
+        labels: {{ app: server, security.istio.io/tlsMode: istio }}
   - hostname: echo.test.svc
     namespace: test
     addresses: [10.96.0.11]
     ports: [{{ name: tcp, port: 9000, protocol: TCP }}]
     endpoints:
       - address: {BACKEND_A}
-        labels: {{ security.istio.io/tlsMode: istio }}
+        labels: {{ app: server, security.istio.io/tlsMode: istio }}
 "
             ),
         )
@@ -1098,6 +1099,32 @@ async fn sidecars_talk_mutual_tls_and_strict_refuses_plaintext() {
         "port-level DISABLE: {body:?}\n{}",
         m.logs()
     );
+    // And the mesh client's sidecar, which sees the server's tlsMode label,
+    // dials that port in plaintext now (a DISABLE port cannot answer mutual
+    // TLS): served, without an identity.
+    let (ok, body) = until_ok(|| app_curl(&client_ns, &["http://10.96.0.10/"])).await;
+    assert!(
+        ok && body.trim() == "xfcc=",
+        "the mesh client to a DISABLE port: {body:?}\n{}",
+        m.logs()
+    );
+}
+
+/// Retries `call` for up to 10 s until it succeeds (a change that reaches
+/// two sidecars, one after the other); its last outcome.
+async fn until_ok<F, Fut>(mut call: F) -> (bool, String)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, String)>,
+{
+    let started = Instant::now();
+    loop {
+        let (ok, body) = call().await;
+        if ok || started.elapsed() > Duration::from_secs(10) {
+            return (ok, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What `sextant inject -f` hands the agent for a pod whose application

@@ -52,6 +52,9 @@ pub struct Snapshot {
     options: TranslateOptions,
     /// The outbound table's catch-all virtual host, encoded once.
     not_found_vhost: VirtualHostsPart,
+    /// Which workloads take no mutual TLS (from the view's peer
+    /// authentication rules): their endpoints are marked for plaintext.
+    servers: Arc<translate::mtls::ServerModes>,
     /// TCP service ports left without a listener because another took
     /// their port: `HOST:PORT`.
     tcp_conflicts: Vec<String>,
@@ -75,6 +78,7 @@ impl Snapshot {
             view: Arc::new(MeshView::default()),
             options,
             not_found_vhost: VirtualHostsPart::not_found(),
+            servers: Arc::default(),
             tcp_conflicts: Vec::new(),
             topology_generation: 0,
         }
@@ -151,6 +155,21 @@ impl Snapshot {
         let mut variants = self.variants.clone();
         let mut encoded = 0;
         let mut routes_dirty = !self.is_ready();
+        // Peer authentication decides which endpoints take mutual TLS: when
+        // it changes, every assignment is encoded again (rare, and only
+        // changed ones reach proxies).
+        let servers = if Arc::ptr_eq(&view.scopes, &self.view.scopes) {
+            self.servers.clone()
+        } else {
+            let new = translate::mtls::ServerModes::new(&view.scopes, &self.options.root_namespace);
+            if new == *self.servers {
+                self.servers.clone()
+            } else {
+                Arc::new(new)
+            }
+        };
+        let servers_changed = !Arc::ptr_eq(&servers, &self.servers);
+        let mut translated = std::collections::BTreeSet::new();
 
         for (hostname, change) in view.changes_since(&self.view) {
             let old = per_service.remove(&hostname).unwrap_or_default();
@@ -179,12 +198,16 @@ impl Snapshot {
                     .all(|e| e.address.ip().is_some());
             let new = if endpoints_only {
                 let mut new = (*old).clone();
-                new.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, &mut encoded);
+                new.by_type[ResourceType::Endpoint.index()] =
+                    encode_endpoints(ms, &servers, &mut encoded);
                 new
             } else {
                 routes_dirty = true;
-                translate_service(ms, &self.options, &mut encoded)
+                translate_service(ms, &self.options, &servers, &mut encoded)
             };
+            if servers_changed {
+                translated.insert(hostname.clone());
+            }
             for (set, (old, new)) in types.iter_mut().zip(old.by_type.iter().zip(&new.by_type)) {
                 replace(set, old, new);
             }
@@ -208,6 +231,23 @@ impl Snapshot {
             }
 
             per_service.insert(hostname, Arc::new(new));
+        }
+
+        if servers_changed {
+            for (hostname, ms) in &view.services {
+                if translated.contains(hostname) {
+                    continue;
+                }
+                let Some(old) = per_service.get(hostname).cloned() else {
+                    continue;
+                };
+                let mut new = (*old).clone();
+                new.by_type[ResourceType::Endpoint.index()] =
+                    encode_endpoints(ms, &servers, &mut encoded);
+                let i = ResourceType::Endpoint.index();
+                replace(&mut types[i], &old.by_type[i], &new.by_type[i]);
+                per_service.insert(hostname.clone(), Arc::new(new));
+            }
         }
 
         // A cluster whose several forms changed is listed once.
@@ -277,6 +317,7 @@ impl Snapshot {
             view,
             options: self.options.clone(),
             not_found_vhost: self.not_found_vhost.clone(),
+            servers,
         }
     }
 }
@@ -393,9 +434,13 @@ fn replace(set: &mut TypeSet, old: &[Arc<Resource>], new: &[Arc<Resource>]) {
     }
 }
 
-fn encode_endpoints(ms: &MeshService, encoded: &mut usize) -> Vec<Arc<Resource>> {
+fn encode_endpoints(
+    ms: &MeshService,
+    servers: &translate::mtls::ServerModes,
+    encoded: &mut usize,
+) -> Vec<Arc<Resource>> {
     let host = &ms.service.hostname;
-    translate::load_assignments(ms)
+    translate::load_assignments_with(ms, servers)
         .into_iter()
         .map(|cla| {
             *encoded += 1;
@@ -410,6 +455,7 @@ fn encode_endpoints(ms: &MeshService, encoded: &mut usize) -> Vec<Arc<Resource>>
 fn translate_service(
     ms: &MeshService,
     options: &TranslateOptions,
+    servers: &translate::mtls::ServerModes,
     encoded: &mut usize,
 ) -> ServiceResources {
     let host = &ms.service.hostname;
@@ -457,7 +503,7 @@ fn translate_service(
             &route,
         ));
     }
-    out.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, encoded);
+    out.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, servers, encoded);
     out.vhosts = VirtualHostsPart::encode(&translate::virtual_hosts(ms, &mut notes));
     grpc_notes.sort();
     grpc_notes.dedup();

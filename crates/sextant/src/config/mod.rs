@@ -592,6 +592,7 @@ impl Settings {
         if !c.problems.is_empty() {
             return Err(Problems(c.problems));
         }
+        let root_namespace = server.scoping.root_namespace.clone();
         Ok(Settings {
             registries,
             files,
@@ -612,6 +613,7 @@ impl Settings {
                 outbound_addr,
                 tcp_port_offset,
                 trust_domain: trust_domain.clone(),
+                root_namespace,
             },
             debounce,
             drain_timeout,

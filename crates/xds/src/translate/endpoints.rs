@@ -16,20 +16,37 @@ use super::*;
 /// per port and subset of its destination policy (the endpoints whose
 /// labels the subset selects).
 pub fn load_assignments(ms: &MeshService) -> Vec<ClusterLoadAssignment> {
+    load_assignments_with(ms, &super::mtls::ServerModes::default())
+}
+
+/// [`load_assignments`], an endpoint whose workload takes no mutual TLS on
+/// its port (`servers`) marked as one without a sidecar.
+pub fn load_assignments_with(
+    ms: &MeshService,
+    servers: &super::mtls::ServerModes,
+) -> Vec<ClusterLoadAssignment> {
     let s = &ms.service;
     if !uses_eds(s) {
         return Vec::new();
     }
     let mut out = Vec::new();
     for port in &s.ports {
-        out.push(load_assignment(
+        out.push(assignment(
             s,
             port,
             cluster_name(&s.hostname, port.port),
+            |_| true,
+            servers,
         ));
         for subset in super::rules::subsets(ms) {
             let name = super::rules::subset_cluster_name(&s.hostname, port.port, &subset.name);
-            out.push(subset_assignment(s, port, subset, name));
+            out.push(assignment(
+                s,
+                port,
+                name,
+                |labels| subset.selects(labels),
+                servers,
+            ));
         }
     }
     out
@@ -42,7 +59,13 @@ pub(super) fn subset_assignment(
     subset: &sextant_core::rules::Subset,
     cluster_name: String,
 ) -> ClusterLoadAssignment {
-    assignment(s, port, cluster_name, |labels| subset.selects(labels))
+    assignment(
+        s,
+        port,
+        cluster_name,
+        |labels| subset.selects(labels),
+        &super::mtls::ServerModes::default(),
+    )
 }
 
 /// The endpoints of one service port, grouped by locality. Every endpoint
@@ -53,7 +76,13 @@ pub(super) fn load_assignment(
     port: &ServicePort,
     cluster_name: String,
 ) -> ClusterLoadAssignment {
-    assignment(s, port, cluster_name, |_| true)
+    assignment(
+        s,
+        port,
+        cluster_name,
+        |_| true,
+        &super::mtls::ServerModes::default(),
+    )
 }
 
 fn assignment(
@@ -61,6 +90,7 @@ fn assignment(
     port: &ServicePort,
     cluster_name: String,
     selects: impl Fn(&sextant_core::Labels) -> bool,
+    servers: &super::mtls::ServerModes,
 ) -> ClusterLoadAssignment {
     let mut by_locality: BTreeMap<&Locality, Vec<LbEndpoint>> = BTreeMap::new();
     let mut weights: BTreeMap<&Locality, u64> = BTreeMap::new();
@@ -75,9 +105,11 @@ fn assignment(
         let lb = LbEndpoint {
             health_status: health(ep.health) as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight }),
-            // Sidecars take mutual TLS: a mesh client's transport socket
+            // Sidecars take mutual TLS (unless their peer authentication
+            // says DISABLE on the port): a mesh client's transport socket
             // match reads this.
-            metadata: super::mtls::endpoint_metadata(&ep.labels),
+            metadata: super::mtls::endpoint_metadata(&ep.labels)
+                .filter(|_| !servers.disabled(&s.namespace, &ep.labels, target)),
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(EnvoyEndpoint {
                 address: Some(socket(&ep.address.to_string(), target)),
                 ..Default::default()

@@ -28,6 +28,9 @@ pub struct TranslateOptions {
     /// The mesh's trust domain: the peers' certificates proxyless gRPC
     /// clients accept under ISTIO_MUTUAL name an identity of it.
     pub trust_domain: String,
+    /// The mesh's root namespace (its peer authentication rule without a
+    /// selector is the mesh's): which servers take no mutual TLS.
+    pub root_namespace: String,
 }
 
 impl Default for TranslateOptions {
@@ -36,6 +39,7 @@ impl Default for TranslateOptions {
             outbound_addr: SocketAddr::from(([127, 0, 0, 1], 15001)),
             tcp_port_offset: None,
             trust_domain: "cluster.local".to_owned(),
+            root_namespace: "istio-system".to_owned(),
         }
     }
 }
@@ -93,7 +97,7 @@ pub(crate) mod tests;
 use clusters::uses_eds;
 pub use clusters::{asks_istio_mutual, clusters, grpc_mesh_clusters, mesh_clusters};
 use endpoints::load_assignment;
-pub use endpoints::{empty_load_assignment, load_assignments};
+pub use endpoints::{empty_load_assignment, load_assignments, load_assignments_with};
 pub use listeners::{grpc_listeners, outbound_listener, tcp_listener};
 use routes::route_to;
 pub use routes::{

@@ -143,6 +143,55 @@ fn string(s: &str) -> Value {
     }
 }
 
+/// Which workloads take no mutual TLS on a port although they run a
+/// sidecar: those whose peer authentication says DISABLE there. A client
+/// sidecar dials them in plaintext (Istio's auto mutual TLS, for the case
+/// that otherwise breaks: a DISABLE server cannot answer mutual TLS).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerModes {
+    /// The peer authentication rules of the view.
+    rules: Vec<std::sync::Arc<sextant_core::Rule>>,
+    root_namespace: String,
+    /// Whether any of them says DISABLE anywhere (else nothing to look up).
+    any_disable: bool,
+}
+
+impl ServerModes {
+    /// The peer authentication rules among `rules`, with the mesh's root
+    /// namespace.
+    pub fn new(rules: &[std::sync::Arc<sextant_core::Rule>], root_namespace: &str) -> ServerModes {
+        use sextant_core::rules::MtlsMode;
+        let rules: Vec<_> = rules
+            .iter()
+            .filter(|r| r.as_peer_auth().is_some())
+            .cloned()
+            .collect();
+        let any_disable = rules.iter().filter_map(|r| r.as_peer_auth()).any(|p| {
+            p.mode == MtlsMode::Disable || p.port_level.values().any(|m| *m == MtlsMode::Disable)
+        });
+        ServerModes {
+            rules,
+            root_namespace: root_namespace.to_owned(),
+            any_disable,
+        }
+    }
+
+    /// Whether the workload of `namespace` with `labels` takes plaintext
+    /// only on `port` (its own port number).
+    pub fn disabled(&self, namespace: &str, labels: &sextant_core::Labels, port: u32) -> bool {
+        use sextant_core::rules::MtlsMode;
+        self.any_disable
+            && sextant_core::rules::peer::select(
+                &self.rules,
+                &self.root_namespace,
+                Some(namespace),
+                labels,
+            )
+            .of(port, MtlsMode::Unset)
+                == MtlsMode::Disable
+    }
+}
+
 /// The metadata of an endpoint whose workload runs a sidecar (its labels
 /// say so), for the transport socket match; `None` for others.
 pub fn endpoint_metadata(labels: &sextant_core::Labels) -> Option<Metadata> {

@@ -731,3 +731,62 @@ fn istio_mutual_reaches_grpc_clients_with_a_certificate_as_provider_instances() 
     };
     assert!(Arc::ptr_eq(&get(Form::GrpcMesh), &get(Form::Envoy)));
 }
+
+/// A server whose peer authentication says DISABLE on a port takes no
+/// mutual TLS there: its endpoint loses the sidecar mark (clients dial it
+/// in plaintext), on the next snapshot after the rule arrives, with no
+/// change to the service itself; the rule gone, the mark is back.
+#[test]
+fn a_disable_peer_authentication_makes_clients_dial_that_port_in_plaintext() {
+    let mut ep = Endpoint::new("10.0.0.1".parse().expect("addr"))
+        .with_port("http", 8080)
+        .with_port("admin", 9000);
+    ep.labels.insert("app".into(), "web".into());
+    ep.labels
+        .insert(mtls::TLS_MODE_LABEL.into(), mtls::TLS_MODE_ISTIO.into());
+    let s = Service::new("web.shop.svc")
+        .with_port("http", 80, Protocol::Http)
+        .with_port("admin", 9000, Protocol::Http)
+        .with_endpoint(ep);
+    let mut s = s;
+    s.namespace = "shop".into();
+    let pa: sextant_core::rules::PeerAuthEntry = serde_yaml_ng::from_str(
+        "name: web\nnamespace: shop\nselector: {matchLabels: {app: web}}\nportLevelMtls: {8080: {mode: DISABLE}}\n",
+    )
+    .expect("rule");
+    let marked = |snap: &Snapshot, cluster: &str| {
+        let r = snap
+            .get(ResourceType::Endpoint, cluster)
+            .expect("assignment");
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            r.value().expect("value"),
+        )
+        .expect("decode");
+        cla.endpoints[0].lb_endpoints[0].metadata.is_some()
+    };
+    let plain = view_of([(s.clone(), Vec::new())], Vec::new());
+    let first = Snapshot::empty(TranslateOptions::default()).next(Arc::new(plain.clone()));
+    assert!(marked(&first, "outbound|80||web.shop.svc"));
+    let mut with_rule = view_of(
+        [(s, Vec::new())],
+        vec![Arc::new(sextant_core::Rule::from(pa))],
+    );
+    with_rule.generation = 2;
+    let second = first.next(Arc::new(with_rule));
+    assert!(
+        !marked(&second, "outbound|80||web.shop.svc"),
+        "port 8080 is DISABLE"
+    );
+    assert!(
+        marked(&second, "outbound|9000||web.shop.svc"),
+        "the other port is not"
+    );
+    assert_eq!(
+        second.resources(ResourceType::Endpoint).changed,
+        vec![Arc::<str>::from("outbound|80||web.shop.svc")]
+    );
+    let mut again = plain;
+    again.generation = 3;
+    let third = second.next(Arc::new(again));
+    assert!(marked(&third, "outbound|80||web.shop.svc"));
+}
