@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt};
+use sextant_core::journal::{Journal, Kind};
 use sextant_core::{Event, MeshView, Registry, RegistryId, Rule, RuleSource};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -36,6 +37,9 @@ pub struct AggregatorConfig {
     /// a burst (a deploy, a re-list) becomes one publication, while a steady
     /// trickle is still published event by event.
     pub max_batch: usize,
+    /// Where registry state changes and new conflicts are recorded
+    /// (`/debug/events`); default: a journal of its own.
+    pub journal: Arc<Journal>,
 }
 
 impl Default for AggregatorConfig {
@@ -45,6 +49,7 @@ impl Default for AggregatorConfig {
             startup_timeout: Duration::from_secs(30),
             max_stale: None,
             max_batch: 10_000,
+            journal: Arc::default(),
         }
     }
 }
@@ -279,12 +284,16 @@ impl Aggregator {
                     "registry event stream ended; serving its last-known-good state".to_owned();
                 warn!(registry = %t.id, "registry event stream ended");
                 t.errors_total += 1;
+                if mark_stale(t, now) {
+                    self.config
+                        .journal
+                        .record(Kind::RegistryStale, subject(t), message.as_str());
+                }
                 t.last_error = Some(ErrorRecord {
                     object: None,
                     message,
                     at: now,
                 });
-                mark_stale(t, now);
             }
             Some(Ok(update)) => {
                 t.events_total += 1;
@@ -293,10 +302,19 @@ impl Aggregator {
                     Update::Services(Event::Reset(_)) | Update::Rules(Event::Reset(_))
                 );
                 if is_reset {
+                    let journal = &self.config.journal;
                     match t.state {
-                        SyncState::Syncing => info!(registry = %t.id, "registry synced"),
+                        SyncState::Syncing => {
+                            info!(registry = %t.id, "registry synced");
+                            journal.record(Kind::RegistrySynced, subject(t), "first full read");
+                        }
                         SyncState::Stale | SyncState::Dropped => {
-                            info!(registry = %t.id, "registry recovered")
+                            info!(registry = %t.id, "registry recovered");
+                            journal.record(
+                                Kind::RegistryRecovered,
+                                subject(t),
+                                "read in full again",
+                            );
                         }
                         SyncState::Synced => {}
                     }
@@ -317,6 +335,11 @@ impl Aggregator {
                     // current. Its problems stay (they were not fixed).
                     if t.state == SyncState::Stale {
                         info!(registry = %t.id, "registry recovered");
+                        self.config.journal.record(
+                            Kind::RegistryRecovered,
+                            subject(t),
+                            "answered again; nothing changed meanwhile",
+                        );
                     }
                     t.state = SyncState::Synced;
                     t.last_sync = Some(now);
@@ -368,7 +391,13 @@ impl Aggregator {
                     if t.state == SyncState::Synced {
                         warn!(registry = %t.id, error = %message, "registry unavailable; serving its last-known-good state");
                     }
-                    mark_stale(t, now);
+                    if mark_stale(t, now) {
+                        self.config.journal.record(
+                            Kind::RegistryStale,
+                            subject(t),
+                            format!("{message}; serving its last good state"),
+                        );
+                    }
                     t.last_error = Some(ErrorRecord {
                         object: None,
                         message,
@@ -409,6 +438,14 @@ impl Aggregator {
                     && now >= since + max
                 {
                     warn!(registry = %t.id, max_stale_s = max.as_secs_f64(), "registry stale for too long; dropping its contribution");
+                    self.config.journal.record(
+                        Kind::RegistryDropped,
+                        subject(t),
+                        format!(
+                            "stale for longer than {} s: its services and rules are no longer served",
+                            max.as_secs_f64()
+                        ),
+                    );
                     t.state = SyncState::Dropped;
                     self.merge.clear_shard(&t.id);
                 }
@@ -435,6 +472,17 @@ impl Aggregator {
         if self.ready {
             let first = !self.view_tx.borrow().is_ready();
             if let Some(view) = self.merge.build_view(first) {
+                let before = self.view_tx.borrow().conflicts.clone();
+                for c in view.conflicts.iter().filter(|c| !before.contains(c)) {
+                    self.config.journal.record(
+                        Kind::Conflict,
+                        c.hostname.as_str(),
+                        format!(
+                            "{:?}: {} is served, {} disagrees: {}",
+                            c.field, c.winner, c.other, c.detail
+                        ),
+                    );
+                }
                 self.view_tx.send_replace(Arc::new(view));
             }
         }
@@ -482,11 +530,24 @@ impl Aggregator {
     }
 }
 
-fn mark_stale(t: &mut Tracked, now: SystemTime) {
+/// How the journal names a tracked source: `ID (services)` or `ID (rules)`
+/// (one adapter may be both, under one id).
+fn subject(t: &Tracked) -> String {
+    let kind = match t.kind {
+        SourceKind::Services => "services",
+        SourceKind::Rules => "rules",
+    };
+    format!("{} ({kind})", t.id)
+}
+
+/// Marks a synced registry stale; true when it was synced until now.
+fn mark_stale(t: &mut Tracked, now: SystemTime) -> bool {
     if t.state == SyncState::Synced {
         t.state = SyncState::Stale;
         t.stale_since = Some((Instant::now(), now));
+        return true;
     }
+    false
 }
 
 /// The problem keyed `object` is over (fixed or gone), if there was one.

@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod journal;
 pub mod memory;
 pub mod model;
 pub mod recover;

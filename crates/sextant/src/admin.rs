@@ -8,6 +8,7 @@
 //! | `/debug/registryz` | each registry and rule source: state, last sync, staleness, counts (services, endpoints, routes, policies), last error, problems; conflicts (rule conflicts too) |
 //! | `/debug/configz` | the merged view, JSON; each rule in force with the services it is bound to, and `check-config`'s warnings about them |
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
+//! | `/debug/events` | what happened, in order: registries synced, stale, recovered, dropped; new conflicts; pushes; NACKs (`?since=SEQ&limit=N`) |
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
         .route("/debug/syncz", get(syncz))
+        .route("/debug/events", get(events))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -123,7 +125,7 @@ async fn require_token(
 }
 
 async fn index() -> &'static str {
-    "sextant admin\n\n/healthz/ready\n/metrics\n/debug/registryz\n/debug/configz\n/debug/syncz\n"
+    "sextant admin\n\n/healthz/ready\n/metrics\n/debug/registryz\n/debug/configz\n/debug/syncz\n/debug/events\n"
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
@@ -214,6 +216,30 @@ async fn syncz(State(s): State<AdminState>) -> Response {
         "connections": s.xds.connections(),
         "recent_nacks": s.xds.nacks(),
         "caches": s.xds.cache_sizes(),
+    }))
+}
+
+/// `?since=SEQ&limit=N` on /debug/events.
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Events returned at most per request.
+const MAX_EVENTS: usize = 1000;
+
+async fn events(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Response {
+    let journal = &s.xds.metrics().journal;
+    let limit = q.limit.unwrap_or(200).min(MAX_EVENTS);
+    json(serde_json::json!({
+        "last": journal.last_seq(),
+        "events": journal.since(q.since, limit),
     }))
 }
 

@@ -262,7 +262,11 @@ impl Sextant {
         let ids: Vec<String> = self.registries.iter().map(|r| r.id().to_string()).collect();
         let (aggregator, handle) =
             Aggregator::with_rules(self.aggregator.clone(), self.registries, self.rule_sources)?;
-        let metrics = Arc::new(Metrics::default());
+        // One journal for the aggregator's events and the server's.
+        let metrics = Arc::new(Metrics {
+            journal: self.aggregator.journal.clone(),
+            ..Metrics::default()
+        });
         let (snapshots, publish) = publisher(
             handle.view(),
             self.translate,

@@ -490,3 +490,123 @@ async fn tcp_services_get_listeners_at_their_port_plus_the_offset() {
     assert!(echoes(bind(5432), b"still db").await);
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// `/debug/events` tells what happened, in order: the registry's first
+/// read, the first push, a proxy's NACK (once, though it rejects the same
+/// way again), the push a file edit causes; `?since=` gives only what came
+/// after a number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_journal_tells_what_happened_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    let one = "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n";
+    std::fs::write(&file, one).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let kinds = |v: &serde_json::Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["kind"].as_str().unwrap_or(""),
+                    e["subject"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let first = sx.json("/debug/events").await;
+    // The file registry is a service source and a rule source: both read,
+    // in either order, then the first push.
+    let mut told = kinds(&first);
+    told[..2].sort();
+    assert_eq!(
+        told,
+        [
+            "registry_synced file/main (rules)",
+            "registry_synced file/main (services)",
+            "push snapshot 1"
+        ],
+        "{first}"
+    );
+    assert!(
+        first["events"][2]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("configuration: ")),
+        "{first}"
+    );
+
+    // A client that rejects the clusters, twice the same way.
+    let mut client = SotwClient::connect(sx.xds, "nacker").await;
+    client.subscribe(types::CDS, &[]).await;
+    let r = client.recv().await;
+    client.nack(&r, &[], "", "no thanks").await;
+    let mut last = serde_json::Value::Null;
+    for _ in 0..50 {
+        last = sx.json("/debug/events").await;
+        if kinds(&last).iter().any(|k| k == "nack nacker") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nack = last["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "nack")
+        .unwrap_or_else(|| panic!("no NACK in {last}"));
+    assert!(
+        nack["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no thanks") && m.starts_with("cds ")),
+        "{nack}"
+    );
+
+    // A file edit: one more push, seen after the last number read.
+    let seen = last["last"].as_u64().expect("last");
+    std::fs::write(
+        &file,
+        format!("{one}  - hostname: b.test.svc\n    ports: [{{ name: http, port: 80 }}]\n"),
+    )
+    .expect("write");
+    let mut after = serde_json::Value::Null;
+    for _ in 0..50 {
+        after = sx.json(&format!("/debug/events?since={seen}")).await;
+        if !kinds(&after).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(kinds(&after), ["push snapshot 2"], "{after}");
+    assert!(
+        after["events"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 connections")),
+        "{after}"
+    );
+    // The client rejects the new clusters the same way: counted, but the
+    // journal keeps the first of a run of equal rejections only.
+    let r = client.recv().await;
+    client.nack(&r, &[], "", "no thanks").await;
+    let mut nacks = 0.0;
+    for _ in 0..50 {
+        let (_, metrics) = sx.get("/metrics").await;
+        nacks = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sextant_xds_nacks_total{type=\"cds\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if nacks >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nacks, 2.0);
+    let all = sx.json("/debug/events").await;
+    assert_eq!(
+        kinds(&all).iter().filter(|k| k.starts_with("nack")).count(),
+        1,
+        "{all}"
+    );
+}

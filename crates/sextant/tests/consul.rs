@@ -103,6 +103,22 @@ async fn a_consul_service_and_a_file_service_merge_into_one_cluster() {
         detail.starts_with("file/main has [http:8080/HTTP], consul/main has [http:"),
         "{reg}"
     );
+    // And the journal says when it appeared, once.
+    let events = sx.json("/debug/events").await;
+    let conflicts: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{events}");
+    assert_eq!(conflicts[0]["subject"], "web.test.svc");
+    assert!(
+        conflicts[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("file/main is served, consul/main disagrees")),
+        "{events}"
+    );
 
     let envoy = Envoy::start(&bootstrap(sx.xds, "merge-e2e", false).await).await;
     envoy.wait_live().await;

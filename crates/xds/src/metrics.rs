@@ -112,6 +112,9 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// From a response being sent to its ACK or NACK.
     pub ack_latency: Histogram,
+    /// Where pushes and NACKs are recorded for `/debug/events` (give it
+    /// the aggregator's journal: one sequence for everything).
+    pub journal: std::sync::Arc<sextant_core::journal::Journal>,
 }
 
 impl Metrics {

@@ -118,9 +118,35 @@ pub fn publisher(
                 waited_ms = started.elapsed().as_millis() as u64,
                 "snapshot published"
             );
+            record_push(&metrics, &next, fast, started.elapsed());
             current = next.clone();
             tx.send_replace(next);
         }
     };
     (rx, task)
+}
+
+/// The push in the journal: what changed, how much was encoded, how long
+/// after the first change, how many connections it goes to.
+fn record_push(metrics: &Metrics, next: &Snapshot, fast: bool, waited: std::time::Duration) {
+    use crate::resource::ResourceType;
+    let changed = |kind: ResourceType| next.resources(kind).changed.len();
+    let (c, e, l, r) = (
+        changed(ResourceType::Cluster),
+        changed(ResourceType::Endpoint),
+        changed(ResourceType::Listener),
+        changed(ResourceType::Route),
+    );
+    metrics.journal.record(
+        sextant_core::journal::Kind::Push,
+        format!("snapshot {}", next.generation),
+        format!(
+            "{}: {} resources changed ({c} clusters, {e} assignments, {l} listeners, {r} route configurations), {} encoded, {} ms after the first change; {} connections",
+            if fast { "endpoints only" } else { "configuration" },
+            c + e + l + r,
+            next.encoded,
+            waited.as_millis(),
+            Metrics::get(&metrics.connections_active),
+        ),
+    );
 }

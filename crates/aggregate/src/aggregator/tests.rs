@@ -131,6 +131,7 @@ async fn max_stale_drops_the_contribution_and_a_reset_brings_it_back() {
         max_stale: Some(Duration::from_secs(60)),
         ..Default::default()
     };
+    let journal = config.journal.clone();
     let h = start(config, &[&a, &b]);
     h.ready().await.expect("ready");
     assert_eq!(h.view().borrow().endpoint_count(), 2);
@@ -160,6 +161,29 @@ async fn max_stale_drops_the_contribution_and_a_reset_brings_it_back() {
     settle().await;
     assert_eq!(state(&h, "memory/a"), SyncState::Synced);
     assert_eq!(h.view().borrow().endpoint_count(), 2);
+
+    // The journal tells it in order, once per change of state.
+    use sextant_core::journal::Kind;
+    let mut told: Vec<(Kind, String)> = journal
+        .since(0, 100)
+        .into_iter()
+        .map(|e| (e.kind, e.subject))
+        .collect();
+    // The two first reads arrive in either order.
+    told[..2].sort_by(|x, y| x.1.cmp(&y.1));
+    let a_id = || "memory/a (services)".to_owned();
+    assert_eq!(
+        told,
+        [
+            (Kind::RegistrySynced, a_id()),
+            (Kind::RegistrySynced, "memory/b (services)".to_owned()),
+            (Kind::RegistryStale, a_id()),
+            (Kind::RegistryDropped, a_id()),
+            (Kind::RegistryRecovered, a_id()),
+        ]
+    );
+    let stale = &journal.since(0, 100)[2];
+    assert!(stale.message.contains("down"), "{stale:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -63,6 +63,7 @@ where
             serving: None,
             lens: None,
             warned_types: Vec::new(),
+            journaled_nacks: Default::default(),
         };
         connection.run(requests, on_request).await;
         debug!(node = %connection.state.node_id, "connection closed");
@@ -104,6 +105,9 @@ struct Connection<'a> {
     lens: Option<ProxyLens>,
     /// Unknown type URLs already warned about (at most 16).
     warned_types: Vec<String>,
+    /// Per type, the error of the last NACK recorded in the journal: a
+    /// proxy that rejects every push with the same error is recorded once.
+    journaled_nacks: [Option<String>; 4],
 }
 
 impl Connection<'_> {
@@ -183,6 +187,21 @@ impl Connection<'_> {
                 Metrics::add(&metrics.nacks_total[record.kind.index()], 1);
                 warn!(node = %record.node_id, r#type = %record.kind, version = %record.version,
                     resources = ?record.resources, error = %record.error, "proxy rejected configuration (NACK); not resending it");
+                let last = &mut self.journaled_nacks[record.kind.index()];
+                if last.as_deref() != Some(record.error.as_str()) {
+                    *last = Some(record.error.clone());
+                    metrics.journal.record(
+                        sextant_core::journal::Kind::Nack,
+                        record.node_id.as_str(),
+                        format!(
+                            "{} version {} rejected ({} resources): {}",
+                            record.kind,
+                            record.version,
+                            record.resources.len(),
+                            record.error
+                        ),
+                    );
+                }
                 let mut nacks = lock(&self.shared.nacks);
                 if nacks.len() >= self.shared.config.nack_history {
                     nacks.pop_front();
