@@ -174,14 +174,30 @@ struct WatchState<T: sextant_core::Keyed> {
     same: fn(&Loaded, &Loaded) -> bool,
 }
 
-fn start_watcher(
+/// Watches the directories of `paths`; sends on `tx` when something there
+/// may have changed the registry files (see [`concerns`]).
+pub fn start_watcher(
     paths: &[PathBuf],
     tx: mpsc::UnboundedSender<()>,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        // Any event (or watcher error) means: read again. Reading is cheap
-        // when nothing changed, and over-triggering is harmless.
-        let _ = tx.send(());
+    let names: std::collections::HashSet<std::ffi::OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+        .collect();
+    // A directory of registry files: everything in it counts.
+    let whole_dirs = paths.iter().any(|p| p.is_dir());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // A watcher error means: read again (reading is cheap when nothing
+        // changed). Other files of the directory do not: a log written
+        // beside the registry file would otherwise keep the debounce from
+        // ever seeing quiet, delaying every change by its 2 s cap.
+        let read_again = match &event {
+            Err(_) => true,
+            Ok(e) => whole_dirs || concerns(e, &names),
+        };
+        if read_again {
+            let _ = tx.send(());
+        }
     })?;
     let mut dirs: Vec<PathBuf> = paths
         .iter()
@@ -202,6 +218,30 @@ fn start_watcher(
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
+}
+
+/// Whether a change in a watched directory may change the registry files
+/// named `names`: one of them was written, created, moved or removed (an
+/// editor's rename onto the file included), or Kubernetes' atomic writer
+/// swapped its `..data` link (a mounted ConfigMap's update, which touches
+/// no file by its own name), or notify could not say which file.
+///
+/// A read is not a change: the registry's own reads (its services watch and
+/// its rules watch read the same files) would otherwise wake each other in
+/// turn, and the debounce would never see quiet.
+fn concerns(event: &notify::Event, names: &std::collections::HashSet<std::ffi::OsString>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    if let EventKind::Access(kind) = event.kind
+        && kind != AccessKind::Close(AccessMode::Write)
+    {
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                names.contains(n) || n.to_str().is_some_and(|n| n.starts_with(".."))
+            })
+        })
 }
 
 impl Registry for FileRegistry {

@@ -198,3 +198,66 @@ async fn keeps_the_registry_contract() {
     )
     .await;
 }
+
+/// A mounted ConfigMap is updated by Kubernetes' atomic writer: a new
+/// timestamped directory, then the `..data` link swapped by a rename. No
+/// event names the registry file itself, and the change is picked up.
+#[tokio::test]
+async fn a_configmap_style_link_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    fs::create_dir(d.join("..2026_12_07_01")).expect("mkdir");
+    fs::write(
+        d.join("..2026_12_07_01/mesh.yaml"),
+        doc("a.svc", &["10.0.0.1"]),
+    )
+    .expect("write");
+    symlink("..2026_12_07_01", d.join("..data")).expect("link");
+    symlink("..data/mesh.yaml", d.join("mesh.yaml")).expect("link");
+    let mut w = registry(&[&d.join("mesh.yaml")]).watch();
+    assert_eq!(addresses(&next_reset(&mut w).await), ["10.0.0.1"]);
+
+    fs::create_dir(d.join("..2026_12_07_02")).expect("mkdir");
+    fs::write(
+        d.join("..2026_12_07_02/mesh.yaml"),
+        doc("a.svc", &["10.0.0.2"]),
+    )
+    .expect("write");
+    symlink("..2026_12_07_02", d.join("..data_tmp")).expect("link");
+    fs::rename(d.join("..data_tmp"), d.join("..data")).expect("swap");
+    let a = next_apply(&mut w, "a.svc").await;
+    assert_eq!(addresses(&[a]), ["10.0.0.2"]);
+}
+
+/// Another file of the directory written all the time (a log beside the
+/// registry file) wakes nothing, and neither does reading the registry
+/// file: the watcher signals only for writes to the registry's own files.
+/// (Before, it signalled on every event of the directory, reads included:
+/// the registry's two watches, services and rules, read the same file and
+/// woke each other in turn, so the debounce seldom saw quiet and held
+/// about every other change back by its cap, 2 s.)
+#[tokio::test]
+async fn writes_to_other_files_of_the_directory_wake_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    fs::write(&file, doc("a.svc", &["10.0.0.1"])).expect("write");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watcher = sextant_file::start_watcher(&[file.clone()], tx).expect("watcher");
+    for i in 0..20 {
+        fs::write(dir.path().join("sextant.log"), format!("line {i}\n")).expect("log");
+        fs::write(dir.path().join(".mesh.yaml.swp"), "x").expect("swap");
+        fs::read(&file).expect("read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "a write to another file woke the registry"
+    );
+    fs::write(&file, doc("a.svc", &["10.0.0.2"])).expect("write");
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the registry file's own write wakes it")
+        .expect("signal");
+}
