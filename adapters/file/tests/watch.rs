@@ -243,7 +243,7 @@ async fn writes_to_other_files_of_the_directory_wake_nothing() {
     let file = dir.path().join("mesh.yaml");
     fs::write(&file, doc("a.svc", &["10.0.0.1"])).expect("write");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let _watcher = sextant_file::start_watcher(&[file.clone()], tx).expect("watcher");
+    let _watcher = sextant_file::start_watcher(std::slice::from_ref(&file), tx).expect("watcher");
     for i in 0..20 {
         fs::write(dir.path().join("sextant.log"), format!("line {i}\n")).expect("log");
         fs::write(dir.path().join(".mesh.yaml.swp"), "x").expect("swap");

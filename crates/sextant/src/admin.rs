@@ -211,12 +211,40 @@ async fn configz(State(s): State<AdminState>) -> Response {
     json(value)
 }
 
-async fn syncz(State(s): State<AdminState>) -> Response {
-    json(serde_json::json!({
+/// `?host=HOST` on /debug/syncz.
+#[derive(serde::Deserialize)]
+struct SynczQuery {
+    host: Option<String>,
+}
+
+async fn syncz(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<SynczQuery>,
+) -> Response {
+    let snapshot = s.xds.snapshot();
+    let mut body = serde_json::json!({
+        "snapshot": {
+            "generation": snapshot.generation,
+            "view_generation": snapshot.view_generation,
+        },
         "connections": s.xds.connections(),
         "recent_nacks": s.xds.nacks(),
         "caches": s.xds.cache_sizes(),
-    }))
+    });
+    // The view generation of a host's last change, in the newest view
+    // (perhaps not yet in a snapshot): a proxy whose settled view
+    // generation reaches it holds the host as Sextant knows it.
+    if let Some(host) = q.host {
+        let view = s.aggregator.view().borrow().clone();
+        body["host"] = match view.services.get(host.as_str()) {
+            Some(ms) => serde_json::json!({
+                "hostname": host,
+                "changed_in": ms.config_generation.max(ms.endpoints_generation),
+            }),
+            None => serde_json::Value::Null,
+        };
+    }
+    json(body)
 }
 
 /// `?since=SEQ&limit=N` on /debug/events.

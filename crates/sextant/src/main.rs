@@ -14,6 +14,10 @@ use sextant_xds::bootstrap::{ClientTls, Spec, Workload};
 mod pod;
 use pod::{AgentCli, InjectArgs, WebhookCli};
 
+/// The operator's commands (status, wait).
+#[path = "main/ops.rs"]
+mod ops;
+
 /// jemalloc, whose background threads return freed memory to the operating
 /// system: what a client made the server hold leaves with it, in resident
 /// memory too (glibc's malloc kept most of it; see ARCHITECTURE.md).
@@ -55,6 +59,13 @@ enum Command {
     /// The mutating admission webhook that injects pods (HTTPS); `webhook
     /// certs` makes its certificate.
     Webhook(Box<WebhookCli>),
+    /// Every connected proxy of every replica: per type SYNCED, SENT,
+    /// STALE, NACKED or NOT SENT, and CURRENT or BEHIND (whether it holds
+    /// what the newest snapshot gives it); --events adds what happened.
+    Status(Box<ops::StatusArgs>),
+    /// Wait until every connected proxy holds a service as Sextant knows it
+    /// (`--for service/HOST`): what a pipeline runs after an apply.
+    Wait(Box<ops::WaitArgs>),
 }
 
 #[derive(Args)]
@@ -188,6 +199,14 @@ fn main() -> ExitCode {
         Some(Command::Agent(a)) => pod::agent(*a),
         Some(Command::Inject(a)) => pod::inject(&a),
         Some(Command::Webhook(w)) => pod::webhook(*w),
+        Some(Command::Status(a)) => match runtime() {
+            Ok(rt) => ops::status(&a, &rt),
+            Err(code) => code,
+        },
+        Some(Command::Wait(a)) => match runtime() {
+            Ok(rt) => ops::wait(&a, &rt),
+            Err(code) => code,
+        },
         None => run(&cli.run),
     }
 }

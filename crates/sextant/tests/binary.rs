@@ -610,3 +610,159 @@ async fn the_event_journal_tells_what_happened_in_order() {
         "{all}"
     );
 }
+
+/// `sextant status` and `sextant wait`, with a real Envoy on one replica
+/// and a client that rejects what it gets on another: one table for both
+/// replicas, the Envoy SYNCED on every type and CURRENT, the rejecting
+/// client NACKED and BEHIND with its error; a service added to the file:
+/// `wait` returns once the Envoy holds it, and names the client that does
+/// not (exit 1) while it is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    let one = "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n";
+    std::fs::write(&file, one).expect("write");
+    let path = file.to_str().expect("path");
+    let (first, second) = (
+        Sextant::start(dir.path(), &["--file", path]).await,
+        Sextant::start(dir.path(), &["--file", path]).await,
+    );
+    let envoy =
+        sextant_testkit::peers::Envoy::start(&bootstrap(first.xds, "envoy-status", false).await)
+            .await;
+    envoy.wait_live().await;
+    let mut nacker = SotwClient::connect(second.xds, "nacker").await;
+    nacker.subscribe(types::CDS, &[]).await;
+    let r = nacker.recv().await;
+    nacker.nack(&r, &[], "", "no thanks").await;
+
+    let admins = format!("{},{}", first.admin, second.admin);
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(&args)
+            .output()
+            .await
+            .expect("run sextant");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let status = || run(vec!["status".into(), "--admin-addr".into(), admins.clone()]);
+    let row = |out: &str, node: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(node))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    for _ in 0..100 {
+        let (code, o, e) = status().await;
+        assert_eq!(code, 0, "{o}{e}");
+        out = o;
+        if row(&out, "envoy-status").last().map(String::as_str) == Some("CURRENT") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let envoy_row = row(&out, "envoy-status");
+    assert_eq!(
+        envoy_row,
+        [
+            "envoy-status",
+            &first.admin.to_string(),
+            "envoy",
+            "SYNCED",
+            "SYNCED",
+            "SYNCED",
+            "SYNCED",
+            "CURRENT"
+        ],
+        "{out}"
+    );
+    let nacker_row = row(&out, "nacker");
+    assert_eq!(nacker_row[1], second.admin.to_string(), "{out}");
+    assert_eq!(nacker_row[3], "NACKED", "{out}");
+    assert_eq!(
+        nacker_row.last().map(String::as_str),
+        Some("BEHIND"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nacker (")
+            && out.contains("rejected cds version")
+            && out.contains("no thanks"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 of 2 proxies CURRENT on 2 replica(s)"),
+        "{out}"
+    );
+
+    // A new service; wait for it on both replicas.
+    std::fs::write(
+        &file,
+        format!("{one}  - hostname: b.test.svc\n    ports: [{{ name: http, port: 80 }}]\n    endpoints: [{{ address: 10.1.2.4 }}]\n"),
+    )
+    .expect("write");
+    let wait = |timeout: &str| {
+        run(vec![
+            "wait".into(),
+            "--admin-addr".into(),
+            admins.clone(),
+            "--for".into(),
+            "service/b.test.svc".into(),
+            "--timeout".into(),
+            timeout.into(),
+        ])
+    };
+    // The client that rejected the clusters holds nothing new: named.
+    let (code, o, e) = wait("2s").await;
+    assert_eq!(code, 1, "{o}{e}");
+    assert!(e.contains(&format!("{}: nacker", second.admin)), "{e}");
+    assert!(!e.contains("envoy-status"), "the Envoy holds it: {e}");
+    // Gone, and the wait passes: the Envoy holds the new service.
+    drop(nacker);
+    let started = std::time::Instant::now();
+    let (code, o, e) = wait("20s").await;
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("held by all 1 proxies on 2 replica(s)"), "{o}");
+    eprintln!("wait returned after {:?}: {}", started.elapsed(), o.trim());
+    let (_, clusters) = envoy.admin_get("/clusters").await;
+    assert!(clusters.contains("outbound|80||b.test.svc"), "{clusters}");
+
+    // Another service, waited for at once: when wait returns, the Envoy
+    // has it (never before), and that is a push and an ACK away.
+    std::fs::write(
+        &file,
+        format!(
+            "{one}  - hostname: c.test.svc
+    ports: [{{ name: http, port: 80 }}]
+    endpoints: [{{ address: 10.1.2.5 }}]
+"
+        ),
+    )
+    .expect("write");
+    let waited = std::time::Instant::now();
+    let (code, o, e) = run(vec![
+        "wait".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+        "--for".into(),
+        "service/c.test.svc".into(),
+    ])
+    .await;
+    let took = waited.elapsed();
+    assert_eq!(code, 0, "{o}{e}");
+    let (_, clusters) = envoy.admin_get("/clusters").await;
+    assert!(
+        clusters.contains("outbound|80||c.test.svc"),
+        "wait returned before the Envoy held it: {clusters}"
+    );
+    eprintln!(
+        "wait for a new service: {took:?} after the file was written: {}",
+        o.trim()
+    );
+}

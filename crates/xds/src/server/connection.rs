@@ -161,7 +161,8 @@ impl Connection<'_> {
             if self.send_due().await.is_err() {
                 break;
             }
-            self.registered.show(&self.state);
+            self.registered
+                .show(&self.state, self.serving.as_ref().map(|s| &*s.snap));
         }
     }
 

@@ -52,7 +52,9 @@ pub use config::{
 pub use grpc::{AdsHandler, AdsService, MAX_TOKEN_BYTES, ResponseStream, SERVICE_NAME, grpc_body};
 pub use listen::{LISTEN_BACKLOG, listen};
 pub use request::SotwRequest;
-pub use status::{CacheSizes, ConnectionStatus, Metrics, NackRecord, Peer, TypeStatus};
+pub use status::{
+    CacheSizes, ConnectionStatus, Metrics, NackRecord, Peer, ProxySync, TypeStatus, TypeSync,
+};
 
 use crate::lens::Lenses;
 use crate::snapshot::Snapshot;
@@ -140,6 +142,11 @@ impl XdsServer {
             .values()
             .map(|r| r.status(&snapshot))
             .collect()
+    }
+
+    /// The newest snapshot the server serves.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshots.borrow().clone()
     }
 
     /// What the shared caches hold now.

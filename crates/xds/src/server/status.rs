@@ -79,6 +79,70 @@ pub struct TypeStatus {
     pub responses: u64,
     /// The last NACK, if any.
     pub last_nack: Option<NackRecord>,
+    /// Where the type stands (see [`TypeSync`]).
+    pub state: TypeSync,
+    /// When the response in flight was sent.
+    #[serde(skip)]
+    pub in_flight_since: Option<SystemTime>,
+}
+
+/// Where one type of one connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TypeSync {
+    /// Nothing sent yet.
+    NotSent,
+    /// The last response was acknowledged.
+    Synced,
+    /// A response waits for its ACK (for less than [`STALE_AFTER`]).
+    Sent,
+    /// A response has waited for its ACK for [`STALE_AFTER`] or more.
+    Stale,
+    /// The last response was rejected: the client keeps what it had.
+    Nacked,
+}
+
+/// How long a response may wait for its ACK before its type is STALE.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a proxy holds what the newest snapshot gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProxySync {
+    /// It has caught up with the newest snapshot, and acknowledged all of
+    /// it.
+    Current,
+    /// It has not: a response is on its way or was rejected, or it has
+    /// not yet looked at the newest snapshot.
+    Behind,
+}
+
+impl TypeStatus {
+    /// Its state at `now`.
+    fn state_at(&self, now: SystemTime) -> TypeSync {
+        if self.responses == 0 {
+            return TypeSync::NotSent;
+        }
+        if self.in_flight {
+            let waited = self
+                .in_flight_since
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            return if waited >= STALE_AFTER {
+                TypeSync::Stale
+            } else {
+                TypeSync::Sent
+            };
+        }
+        if self
+            .last_nack
+            .as_ref()
+            .is_some_and(|n| n.version == self.sent_version)
+        {
+            return TypeSync::Nacked;
+        }
+        TypeSync::Synced
+    }
 }
 
 /// One connected proxy or client.
@@ -121,6 +185,16 @@ pub struct ConnectionStatus {
     pub unhonoured: Vec<crate::translate::Unhonoured>,
     /// Per type, in push order; only types the client asked for.
     pub types: Vec<TypeStatus>,
+    /// The snapshot it last looked at (the server's own numbering).
+    pub generation: u64,
+    /// The view that snapshot was built from.
+    pub view_generation: u64,
+    /// The newest view it has caught up with and acknowledged in full (no
+    /// response on its way, none rejected): what `sextant wait` reads.
+    pub settled_view_generation: u64,
+    /// CURRENT when it has caught up with the newest snapshot and
+    /// acknowledged all of it; BEHIND otherwise.
+    pub sync: ProxySync,
 }
 
 /// A connection's scope, on /debug/syncz.
@@ -180,6 +254,9 @@ pub(crate) struct Registered {
     /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
     /// they subscribe to, which is what they use.
     hosts: Mutex<(u64, Vec<String>)>,
+    /// The (generation, view generation) of the snapshot it last looked at,
+    /// and the newest view generation it settled on.
+    served: Mutex<(u64, u64, u64)>,
 }
 
 impl Registered {
@@ -196,6 +273,7 @@ impl Registered {
             capture: Mutex::new(None),
             client: Mutex::new((Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
+            served: Mutex::new((0, 0, 0)),
         }
     }
 
@@ -214,6 +292,17 @@ impl Registered {
         unhonoured.dedup();
         let identity = lock(&self.identity).clone();
         let own_services = own_services(snapshot.view(), &identity.ips);
+        let now = SystemTime::now();
+        let mut types = lock(&self.types).clone();
+        for t in &mut types {
+            t.state = t.state_at(now);
+        }
+        let (generation, view_generation, settled_view_generation) = *lock(&self.served);
+        let current = generation == snapshot.generation
+            && !types.is_empty()
+            && types
+                .iter()
+                .all(|t| matches!(t.state, TypeSync::Synced | TypeSync::NotSent));
         ConnectionStatus {
             id: self.id,
             node_id,
@@ -228,7 +317,15 @@ impl Registered {
             own_services,
             scope: lock(&self.scope).clone(),
             capture: lock(&self.capture).clone(),
-            types: lock(&self.types).clone(),
+            types,
+            generation,
+            view_generation,
+            settled_view_generation,
+            sync: if current {
+                ProxySync::Current
+            } else {
+                ProxySync::Behind
+            },
         }
     }
 
@@ -247,8 +344,9 @@ impl Registered {
     /// Copies the connection's state to the mirror. Runs after every
     /// request and response, so it updates in place: no allocation unless
     /// a version or NACK actually changed.
-    pub(crate) fn show(&self, state: &ConnState) {
+    pub(crate) fn show(&self, state: &ConnState, served: Option<&Snapshot>) {
         let mut types = lock(&self.types);
+        let now = SystemTime::now();
         let mut n = 0;
         for t in state.types().iter().filter_map(|t| t.shown()) {
             if types.get(n).is_none_or(|s| s.kind != t.kind) {
@@ -264,6 +362,8 @@ impl Registered {
                         in_flight: false,
                         responses: 0,
                         last_nack: None,
+                        state: TypeSync::NotSent,
+                        in_flight_since: None,
                     },
                 );
             }
@@ -278,6 +378,7 @@ impl Registered {
                 t.acked_version.clone_into(&mut s.acked_version);
             }
             s.in_flight = t.in_flight;
+            s.in_flight_since = t.in_flight_for.and_then(|d| now.checked_sub(d));
             s.responses = t.responses;
             if s.last_nack.as_ref().map(|r| &r.nonce) != t.last_nack.map(|r| &r.nonce) {
                 s.last_nack = t.last_nack.cloned();
@@ -285,6 +386,21 @@ impl Registered {
             n += 1;
         }
         types.truncate(n);
+        if let Some(snap) = served {
+            let settled = !types.is_empty()
+                && types.iter().all(|t| {
+                    !t.in_flight
+                        && t.last_nack
+                            .as_ref()
+                            .is_none_or(|r| r.version != t.sent_version)
+                });
+            let mut s = lock(&self.served);
+            s.0 = snap.generation;
+            s.1 = snap.view_generation;
+            if settled {
+                s.2 = s.2.max(snap.view_generation);
+            }
+        }
         drop(types);
         if state.client == Client::Grpc {
             let lds = state.of(ResourceType::Listener);

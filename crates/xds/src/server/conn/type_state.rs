@@ -145,6 +145,8 @@ pub(crate) struct Shown<'a> {
     pub(crate) sent_version: &'a str,
     pub(crate) acked_version: &'a str,
     pub(crate) in_flight: bool,
+    /// How long the response in flight has waited for its ACK.
+    pub(crate) in_flight_for: Option<Duration>,
     pub(crate) responses: u64,
     pub(crate) last_nack: Option<&'a NackRecord>,
 }
@@ -213,6 +215,7 @@ impl TypeState {
             sent_version: &self.sent_version,
             acked_version: &self.acked_version,
             in_flight: self.in_flight.is_some(),
+            in_flight_for: self.in_flight.as_ref().map(|f| f.since.elapsed()),
             responses: self.responses,
             last_nack: self.last_nack.as_ref(),
         })
