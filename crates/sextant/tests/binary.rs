@@ -766,3 +766,173 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
         o.trim()
     );
 }
+
+/// CSDS on the xDS port, read by an independent client (grpcio with
+/// Envoy's own protos): the real Envoy's clusters and listeners SYNCED and
+/// ACKED at the versions Envoy's own config dump shows, the contents as
+/// typed resources; a client that rejected its clusters ERROR and NACKED
+/// with its error; the stream answers as the fetch does; a node matcher
+/// narrows the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csds_tells_each_client_what_it_holds_as_envoy_itself_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let envoy =
+        sextant_testkit::peers::Envoy::start(&bootstrap(sx.xds, "csds-envoy", false).await).await;
+    envoy.wait_live().await;
+    let mut nacker = SotwClient::connect(sx.xds, "nacker").await;
+    nacker.subscribe(types::CDS, &[]).await;
+    let r = nacker.recv().await;
+    nacker.nack(&r, &[], "", "no thanks").await;
+    // Both settled as the admin view sees them.
+    for _ in 0..100 {
+        let s = sx.json("/debug/syncz").await;
+        let conns = s["connections"].as_array().cloned().unwrap_or_default();
+        let of = |node: &str| conns.iter().find(|c| c["node_id"] == node).cloned();
+        if of("csds-envoy").is_some_and(|c| c["sync"] == "CURRENT")
+            && of("nacker").is_some_and(|c| c["types"][0]["state"] == "NACKED")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let csds = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(sextant_testkit::peers::python_path())
+            .arg(
+                sextant_testkit::peers::workspace_root()
+                    .join("crates/sextant/tests/clients/csds_client.py"),
+            )
+            .args(&args)
+            .output()
+            .await
+            .expect("run csds_client.py");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str::<serde_json::Value>(text.trim())
+            .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let answer = csds(vec![sx.xds.to_string()]).await;
+    assert_eq!(answer["fetch"], answer["stream"], "{answer}");
+    let rows = |node: &str| -> Vec<Vec<String>> {
+        answer["fetch"][node]
+            .as_array()
+            .unwrap_or_else(|| panic!("{node} missing: {answer}"))
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .expect("row")
+                    .iter()
+                    .map(|c| c.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .collect()
+    };
+    let envoy_rows = rows("csds-envoy");
+    let cluster = envoy_rows
+        .iter()
+        .find(|r| r[1] == "outbound|80||a.test.svc" && r[0].ends_with("Cluster"))
+        .unwrap_or_else(|| panic!("no cluster row: {envoy_rows:?}"));
+    assert_eq!(&cluster[3..5], ["SYNCED", "ACKED"], "{cluster:?}");
+    assert_eq!(
+        cluster[6],
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    );
+    // The version Envoy itself reports for that cluster.
+    let (_, dump) = envoy
+        .admin_get("/config_dump?resource=dynamic_active_clusters")
+        .await;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("config dump");
+    let envoys = dump["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .find(|c| c["cluster"]["name"] == "outbound|80||a.test.svc")
+        .unwrap_or_else(|| panic!("{dump}"));
+    assert_eq!(envoys["version_info"].as_str(), Some(cluster[2].as_str()));
+    for kind in [
+        "Cluster",
+        "ClusterLoadAssignment",
+        "Listener",
+        "RouteConfiguration",
+    ] {
+        assert!(
+            envoy_rows
+                .iter()
+                .any(|r| r[0].ends_with(kind) && r[3] == "SYNCED" && r[4] == "ACKED"),
+            "no synced {kind}: {envoy_rows:?}"
+        );
+    }
+    let nacker_rows = rows("nacker");
+    assert!(!nacker_rows.is_empty(), "{answer}");
+    for r in &nacker_rows {
+        assert_eq!(&r[3..6], ["ERROR", "NACKED", "no thanks"], "{r:?}");
+    }
+    // A prefix matcher on the node id.
+    let narrowed = csds(vec![sx.xds.to_string(), "csds-".into()]).await;
+    let nodes: Vec<&String> = narrowed["fetch"]
+        .as_object()
+        .expect("nodes")
+        .keys()
+        .collect();
+    assert_eq!(nodes, ["csds-envoy"], "{narrowed}");
+}
+
+/// CSDS is authorized like xDS: under `--xds-auth token` a caller without
+/// a token is refused, and one with a token sees the clients of its own
+/// namespace only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n",
+    )
+    .expect("write");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "tok-shop shop web\ntok-bank bank teller\n").expect("write");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--xds-auth",
+            "token",
+            "--xds-token-file",
+            tokens.to_str().expect("path"),
+        ],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for (node, token) in [("shop-proxy", "tok-shop"), ("bank-proxy", "tok-bank")] {
+        let mut c = SotwClient::connect_with_token(sx.xds, node, token).await;
+        c.subscribe(types::CDS, &[]).await;
+        let r = c.recv().await;
+        c.ack(&r, &[]).await;
+        clients.push(c);
+    }
+    let csds = |token: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(sextant_testkit::peers::python_path());
+        cmd.arg(
+            sextant_testkit::peers::workspace_root()
+                .join("crates/sextant/tests/clients/csds_client.py"),
+        )
+        .arg(sx.xds.to_string());
+        if let Some(t) = token {
+            cmd.env("CSDS_TOKEN", t);
+        }
+        async move {
+            let out = cmd.output().await.expect("run csds_client.py");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            serde_json::from_str::<serde_json::Value>(text.trim())
+                .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    };
+    let refused = csds(None).await;
+    assert_eq!(refused["code"], "UNAUTHENTICATED", "{refused}");
+    let shop = csds(Some("tok-shop")).await;
+    let nodes: Vec<&String> = shop["fetch"].as_object().expect("nodes").keys().collect();
+    assert_eq!(nodes, ["shop-proxy"], "{shop}");
+}

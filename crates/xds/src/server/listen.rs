@@ -39,6 +39,7 @@ impl XdsServer {
         let incoming = limits::incoming(listener, self.limits(), self.shared.metrics.clone());
         self.http2()
             .add_service(self.service())
+            .add_service(self.csds())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
@@ -67,7 +68,7 @@ impl XdsServer {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let incoming = tls::incoming(listener, self.limits(), self.shared.metrics.clone(), tls);
-        let routes = add(tonic::service::Routes::new(self.service()));
+        let routes = add(tonic::service::Routes::new(self.service()).add_service(self.csds()));
         self.http2()
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -28,6 +28,7 @@ pub mod codec;
 mod config;
 pub(crate) mod conn;
 mod connection;
+pub mod csds;
 mod grpc;
 pub mod limits;
 mod listen;

@@ -257,6 +257,21 @@ pub(crate) struct Registered {
     /// The (generation, view generation) of the snapshot it last looked at,
     /// and the newest view generation it settled on.
     served: Mutex<(u64, u64, u64)>,
+    /// What it sees and subscribes to, for CSDS: its lens, and per type
+    /// whether it subscribes to everything and the names it asked for
+    /// (shared with its protocol state, not copied).
+    subscribed: Mutex<Subscribed>,
+}
+
+/// One type a connection subscribes to: whether to everything, and the
+/// names it asked for.
+pub(crate) type SubscribedType = (ResourceType, bool, std::sync::Arc<super::conn::NameSet>);
+
+/// A connection's lens and subscriptions, as its mirror keeps them.
+#[derive(Default)]
+pub(crate) struct Subscribed {
+    pub(crate) lens: Option<Lens>,
+    pub(crate) types: Vec<SubscribedType>,
 }
 
 impl Registered {
@@ -274,7 +289,14 @@ impl Registered {
             client: Mutex::new((Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
             served: Mutex::new((0, 0, 0)),
+            subscribed: Mutex::default(),
         }
+    }
+
+    /// Its lens and subscriptions (see [`Subscribed`]).
+    pub(crate) fn subscribed(&self) -> (Option<Lens>, Vec<SubscribedType>) {
+        let s = lock(&self.subscribed);
+        (s.lens.clone(), s.types.clone())
     }
 
     /// What the connection shows, for `snapshot` (the newest).
@@ -331,6 +353,7 @@ impl Registered {
 
     /// Shows a new lens: the proxy's scope and capture layout.
     pub(crate) fn show_lens(&self, lens: &Lens) {
+        lock(&self.subscribed).lens = Some(lens.clone());
         *lock(&self.scope) = lens.scope().map(|s| ScopeStatus {
             source: s.source.clone(),
             hosts: s.len(),
@@ -386,6 +409,23 @@ impl Registered {
             n += 1;
         }
         types.truncate(n);
+        {
+            let mut sub = lock(&self.subscribed);
+            let mut i = 0;
+            for t in state.types().iter().filter_map(|t| t.shown()) {
+                match sub.types.get_mut(i) {
+                    Some(e) if e.0 == t.kind => {
+                        e.1 = t.wildcard;
+                        if !std::sync::Arc::ptr_eq(&e.2, t.names) {
+                            e.2 = t.names.clone();
+                        }
+                    }
+                    _ => sub.types.insert(i, (t.kind, t.wildcard, t.names.clone())),
+                }
+                i += 1;
+            }
+            sub.types.truncate(i);
+        }
         if let Some(snap) = served {
             let settled = !types.is_empty()
                 && types.iter().all(|t| {

@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::time::Instant;
 
 pub(crate) use plan::{CurrentPlans, Serving};
-pub(crate) use subscriptions::Subscriptions;
+pub(crate) use subscriptions::{NameSet, Subscriptions};
 pub(crate) use type_state::{RequestOutcome, TypeState};
 
 use super::codec::{Outbound, Wire};

@@ -8,7 +8,7 @@ use crate::resource::ResourceType;
 use crate::server::request::Names;
 
 /// A subscription's names, shared by the connections that subscribe alike.
-pub(super) type NameSet = BTreeSet<Arc<str>>;
+pub(crate) type NameSet = BTreeSet<Arc<str>>;
 
 /// The hash of one name; XORed over a set, a digest of the set.
 pub(super) fn name_hash(name: &str) -> u64 {

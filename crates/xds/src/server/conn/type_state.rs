@@ -149,6 +149,8 @@ pub(crate) struct Shown<'a> {
     pub(crate) in_flight_for: Option<Duration>,
     pub(crate) responses: u64,
     pub(crate) last_nack: Option<&'a NackRecord>,
+    /// The names asked for.
+    pub(crate) names: &'a Arc<NameSet>,
 }
 
 impl TypeState {
@@ -218,6 +220,7 @@ impl TypeState {
             in_flight_for: self.in_flight.as_ref().map(|f| f.since.elapsed()),
             responses: self.responses,
             last_nack: self.last_nack.as_ref(),
+            names: &self.names,
         })
     }
 
