@@ -67,6 +67,9 @@ where
         };
         connection.run(requests, on_request).await;
         debug!(node = %connection.state.node_id, "connection closed");
+        // The mirror shares the connection's subscribed names: let go of
+        // them first, so that the pruning below sees them unused.
+        registered.forget_subscriptions();
         // Its subscriptions go back to the server's table, then the plans
         // only it could use leave the current snapshot's cache.
         drop(connection);

@@ -293,6 +293,11 @@ impl Registered {
         }
     }
 
+    /// Lets go of the connection's subscribed names (it is ending).
+    pub(crate) fn forget_subscriptions(&self) {
+        lock(&self.subscribed).types.clear();
+    }
+
     /// Its lens and subscriptions (see [`Subscribed`]).
     pub(crate) fn subscribed(&self) -> (Option<Lens>, Vec<SubscribedType>) {
         let s = lock(&self.subscribed);
