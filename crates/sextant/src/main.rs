@@ -66,6 +66,10 @@ enum Command {
     /// Wait until every connected proxy holds a service as Sextant knows it
     /// (`--for service/HOST`): what a pipeline runs after an apply.
     Wait(Box<ops::WaitArgs>),
+    /// What one connected proxy receives (clusters, endpoints, listeners,
+    /// routes), as tables, from Sextant's own view over CSDS: no access to
+    /// the proxy's admin port needed.
+    ProxyConfig(Box<ops::ProxyConfigArgs>),
 }
 
 #[derive(Args)]
@@ -205,6 +209,10 @@ fn main() -> ExitCode {
         },
         Some(Command::Wait(a)) => match runtime() {
             Ok(rt) => ops::wait(&a, &rt),
+            Err(code) => code,
+        },
+        Some(Command::ProxyConfig(a)) => match runtime() {
+            Ok(rt) => ops::proxy_config(&a, &rt),
             Err(code) => code,
         },
         None => run(&cli.run),

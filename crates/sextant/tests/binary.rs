@@ -869,6 +869,80 @@ async fn csds_tells_each_client_what_it_holds_as_envoy_itself_does() {
     for r in &nacker_rows {
         assert_eq!(&r[3..6], ["ERROR", "NACKED", "no thanks"], "{r:?}");
     }
+    // `sextant proxy-config` draws its tables from the same answer; they
+    // name what Envoy's own config dump holds.
+    let proxy_config = |kind: &str| {
+        let args = vec![
+            "proxy-config".to_owned(),
+            "csds-envoy".to_owned(),
+            kind.to_owned(),
+            "--xds-addr".to_owned(),
+            sx.xds.to_string(),
+        ];
+        async move {
+            let out = tokio::process::Command::new(BIN)
+                .args(&args)
+                .output()
+                .await
+                .expect("run sextant proxy-config");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let dump_of = |resource: &'static str| {
+        let envoy = &envoy;
+        async move {
+            let (_, text) = envoy
+                .admin_get(&format!("/config_dump?resource={resource}&include_eds"))
+                .await;
+            serde_json::from_str::<serde_json::Value>(&text).expect("config dump")
+        }
+    };
+    let clusters = proxy_config("clusters").await;
+    let dumped = dump_of("dynamic_active_clusters").await;
+    for c in dumped["configs"].as_array().expect("configs") {
+        let name = c["cluster"]["name"].as_str().expect("name");
+        let row = clusters
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in\n{clusters}"));
+        assert!(
+            row.contains("EDS") && row.contains("ROUND_ROBIN") && row.ends_with("SYNCED"),
+            "{row}"
+        );
+    }
+    let endpoints = proxy_config("endpoints").await;
+    assert!(
+        endpoints
+            .lines()
+            .any(|l| l.starts_with("outbound|80||a.test.svc")
+                && l.contains("10.1.2.3:80")
+                && l.contains("HEALTHY")),
+        "{endpoints}"
+    );
+    let eds = dump_of("dynamic_endpoint_configs").await;
+    assert!(eds.to_string().contains("10.1.2.3"), "{eds}");
+    let routes = proxy_config("routes").await;
+    let rds = dump_of("dynamic_route_configs").await;
+    for vh in rds["configs"][0]["route_config"]["virtual_hosts"]
+        .as_array()
+        .expect("virtual hosts")
+    {
+        let name = vh["name"].as_str().expect("name");
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "virtual host {name} not in\n{routes}"
+        );
+    }
+    assert!(proxy_config("listeners").await.contains("outbound_http"));
+    assert!(proxy_config("secrets").await.contains("SDS"));
+
     // A prefix matcher on the node id.
     let narrowed = csds(vec![sx.xds.to_string(), "csds-".into()]).await;
     let nodes: Vec<&String> = narrowed["fetch"]
