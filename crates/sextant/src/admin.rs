@@ -240,6 +240,10 @@ async fn syncz(
             Some(ms) => serde_json::json!({
                 "hostname": host,
                 "changed_in": ms.config_generation.max(ms.endpoints_generation),
+                // Whether the newest snapshot holds that change yet.
+                "pushed": snapshot.view_generation >= ms.config_generation.max(ms.endpoints_generation),
+                // The connections that receive it (by node id).
+                "receivers": s.xds.receivers(&host).iter().map(|c| c.node_id.clone()).collect::<Vec<_>>(),
             }),
             None => serde_json::Value::Null,
         };

@@ -70,6 +70,9 @@ enum Command {
     /// routes), as tables, from Sextant's own view over CSDS: no access to
     /// the proxy's admin port needed.
     ProxyConfig(Box<ops::ProxyConfigArgs>),
+    /// Where a service comes from, its endpoints, the rules bound to it,
+    /// its conflicts, and the proxies that receive it (`service/HOST`).
+    Describe(Box<ops::DescribeArgs>),
 }
 
 #[derive(Args)]
@@ -213,6 +216,10 @@ fn main() -> ExitCode {
         },
         Some(Command::ProxyConfig(a)) => match runtime() {
             Ok(rt) => ops::proxy_config(&a, &rt),
+            Err(code) => code,
+        },
+        Some(Command::Describe(a)) => match runtime() {
+            Ok(rt) => ops::describe(&a, &rt),
             Err(code) => code,
         },
         None => run(&cli.run),

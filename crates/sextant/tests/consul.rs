@@ -129,6 +129,18 @@ async fn a_consul_service_and_a_file_service_merge_into_one_cluster() {
         "{}",
         sx.log()
     );
+    // `sextant describe` names both registries, the conflict, and the
+    // Envoy that receives the service.
+    let described = describe(&sx, "web.test.svc").await;
+    for line in [
+        "From:       file/main (synced), consul/main (synced)",
+        "Endpoints:  2, 2 healthy",
+        "ports: file/main is served, consul/main disagrees",
+        "Proxies:    1 receive it on 1 replica(s)",
+        "merge-e2e",
+    ] {
+        assert!(described.contains(line), "{line:?} missing:\n{described}");
+    }
     let (_, clusters) = envoy.admin_get("/clusters").await;
     let web_clusters: BTreeSet<&str> = clusters
         .lines()
@@ -358,4 +370,30 @@ async fn rules_from_two_sources_follow_the_registries_order() {
         ),
         "{metrics}"
     );
+    // `sextant describe` names the rule in force and the one that lost.
+    let described = describe(&sx, "web.test.svc").await;
+    assert!(
+        described.contains("Rules:      route default/web"),
+        "{described}"
+    );
+    assert!(
+        described.contains("route_rule: file/main is served, consul/main disagrees"),
+        "{described}"
+    );
+}
+
+/// `sextant describe service/HOST` against `sx`'s admin port.
+async fn describe(sx: &Sextant, host: &str) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(["describe", &format!("service/{host}"), "--admin-addr"])
+        .arg(sx.admin.to_string())
+        .output()
+        .await
+        .expect("run sextant describe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

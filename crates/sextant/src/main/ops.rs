@@ -289,11 +289,20 @@ fn judge(answer: &Value, host: &str) -> Result<usize, Vec<String>> {
     let Some(changed_in) = answer["host"]["changed_in"].as_u64() else {
         return Err(vec![format!("{host} is not in the mesh (yet)")]);
     };
+    if answer["host"]["pushed"] != true {
+        return Err(vec![format!("{host}'s change is not pushed yet")]);
+    }
+    // The proxies that should receive it (their scope shows it).
+    let receivers: Vec<&str> = answer["host"]["receivers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let mut held = 0;
     let mut lagging = Vec::new();
     for c in answer["connections"].as_array().into_iter().flatten() {
-        // A connection that subscribed to nothing receives nothing.
-        if c["types"].as_array().is_none_or(Vec::is_empty) {
+        if !receivers.contains(&s(&c["node_id"])) {
             continue;
         }
         if c["settled_view_generation"].as_u64().unwrap_or(0) >= changed_in {
@@ -765,4 +774,219 @@ pub(crate) fn proxy_config(args: &ProxyConfigArgs, runtime: &tokio::runtime::Run
         print!("{}", config_table(args.kind, &resources));
     }
     ExitCode::SUCCESS
+}
+
+#[derive(Args)]
+pub(crate) struct DescribeArgs {
+    #[command(flatten)]
+    target: AdminTarget,
+    /// What to describe: `service/HOSTNAME`.
+    what: String,
+}
+
+fn rule_key(k: &Value) -> String {
+    format!("{} {}/{}", s(&k["kind"]), s(&k["namespace"]), s(&k["name"]))
+}
+
+/// What the first replica says of a service, and every replica's proxies.
+fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Result<String, String> {
+    let Some((_, config, registries, _)) = replicas.first() else {
+        return Err("no replica answered".into());
+    };
+    let Some(svc) = config["services"].get(host) else {
+        return Err(format!("{host} is not in the mesh"));
+    };
+    let mut out = format!("Service {host} (namespace {})\n", s(&svc["namespace"]));
+    let ports: Vec<String> = svc["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{} {}/{}", s(&p["name"]), p["port"], s(&p["protocol"])))
+        .collect();
+    out.push_str(&format!("Ports:      {}\n", ports.join(", ")));
+    let origins: Vec<String> = svc["origins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|id| {
+            let state = registries["registries"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|r| r["id"] == id && r["kind"] == "services")
+                .map_or("unknown", |r| s(&r["state"]));
+            format!("{id} ({state})")
+        })
+        .collect();
+    out.push_str(&format!("From:       {}\n", origins.join(", ")));
+    let endpoints: Vec<&Value> = svc["endpoints"].as_array().into_iter().flatten().collect();
+    let healthy = endpoints
+        .iter()
+        .filter(|e| e["health"] == "HEALTHY")
+        .count();
+    out.push_str(&format!(
+        "Endpoints:  {}, {healthy} healthy\n",
+        endpoints.len()
+    ));
+    let mut rows = Vec::new();
+    for e in &endpoints {
+        let ports: Vec<String> = e["ports"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(n, p)| format!("{n}:{p}"))
+            .collect();
+        let labels: Vec<String> = e["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", s(v)))
+            .collect();
+        let loc = &e["locality"];
+        let locality: Vec<&str> = [s(&loc["region"]), s(&loc["zone"]), s(&loc["subzone"])]
+            .into_iter()
+            .filter(|x| !x.is_empty())
+            .collect();
+        rows.push(vec![
+            format!("  {}", s(&e["address"])),
+            ports.join(","),
+            s(&e["health"]).to_owned(),
+            if locality.is_empty() {
+                "-".to_owned()
+            } else {
+                locality.join("/")
+            },
+            if labels.is_empty() {
+                "-".to_owned()
+            } else {
+                labels.join(",")
+            },
+        ]);
+    }
+    out.push_str(&columns(&rows));
+    let rules: Vec<String> = svc["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| rule_key(&r["key"]))
+        .collect();
+    out.push_str(&format!(
+        "Rules:      {}\n",
+        if rules.is_empty() {
+            "none".to_owned()
+        } else {
+            rules.join(", ")
+        }
+    ));
+    let conflicts: Vec<String> = registries["conflicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["hostname"] == host)
+        .map(|c| {
+            format!(
+                "  {}: {} is served, {} disagrees: {}",
+                s(&c["field"]),
+                s(&c["winner"]),
+                s(&c["other"]),
+                s(&c["detail"])
+            )
+        })
+        .collect();
+    if conflicts.is_empty() {
+        out.push_str("Conflicts:  none\n");
+    } else {
+        out.push_str("Conflicts:\n");
+        for c in conflicts {
+            out.push_str(&format!("{c}\n"));
+        }
+    }
+    // The proxies of every replica that receive it, and what they cannot
+    // honour of its rules.
+    let mut receivers = Vec::new();
+    let mut unhonoured = std::collections::BTreeSet::new();
+    let mut current = 0;
+    for (addr, _, _, sync) in replicas {
+        let names: Vec<&str> = sync["host"]["receivers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for c in sync["connections"].as_array().into_iter().flatten() {
+            if !names.contains(&s(&c["node_id"])) {
+                continue;
+            }
+            current += usize::from(c["sync"] == "CURRENT");
+            receivers.push(vec![
+                format!("  {}", s(&c["node_id"])),
+                addr.clone(),
+                s(&c["user_agent"]).to_owned(),
+                s(&c["sync"]).to_owned(),
+            ]);
+            for u in c["unhonoured"].as_array().into_iter().flatten() {
+                if rules.contains(&rule_key(&u["rule"])) {
+                    unhonoured.insert(format!(
+                        "  {} ({}): {}: {}",
+                        rule_key(&u["rule"]),
+                        s(&u["client"]),
+                        s(&u["feature"]),
+                        s(&u["instead"])
+                    ));
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "Proxies:    {} receive it on {} replica(s), {current} CURRENT\n",
+        receivers.len(),
+        replicas.len()
+    ));
+    out.push_str(&columns(&receivers));
+    if !unhonoured.is_empty() {
+        out.push_str("Not honoured by connected clients:\n");
+        for u in unhonoured {
+            out.push_str(&format!("{u}\n"));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let Some(host) = args.what.strip_prefix("service/").filter(|h| !h.is_empty()) else {
+        eprintln!(
+            "error: {:?}: write service/HOSTNAME (the only kind described yet)",
+            args.what
+        );
+        return ExitCode::from(2);
+    };
+    let token = args.target.admin_token.as_deref();
+    let mut replicas = Vec::new();
+    for addr in &args.target.admin_addrs {
+        let answers = runtime.block_on(async {
+            Ok::<_, String>((
+                json(addr, "/debug/configz", token).await?,
+                json(addr, "/debug/registryz", token).await?,
+                json(addr, &format!("/debug/syncz?host={host}"), token).await?,
+            ))
+        });
+        match answers {
+            Ok((c, r, y)) => replicas.push((addr.clone(), c, r, y)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match describe_text(host, &replicas) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -145,6 +145,45 @@ impl XdsServer {
             .collect()
     }
 
+    /// The node ids of the connections that receive `host` (its first
+    /// port's cluster is in what their lens shows them, and they subscribe
+    /// to clusters), with each one's status; empty when the newest snapshot
+    /// has no such host.
+    pub fn receivers(&self, host: &str) -> Vec<ConnectionStatus> {
+        let snapshot = self.snapshot();
+        let Some(port) = snapshot
+            .view()
+            .services
+            .get(host)
+            .and_then(|ms| ms.service.ports.first())
+        else {
+            return Vec::new();
+        };
+        let cluster = crate::translate::cluster_name(host, port.port);
+        let connections: Vec<_> = lock(&self.shared.connections).values().cloned().collect();
+        connections
+            .into_iter()
+            .filter_map(|reg| {
+                let status = reg.status(&snapshot);
+                let (lens, types) = reg.subscribed();
+                let subscribes = types.iter().any(|(kind, wildcard, names)| {
+                    *kind == crate::resource::ResourceType::Cluster
+                        && (*wildcard || names.contains(cluster.as_str()))
+                });
+                let lens = lens.unwrap_or_default();
+                let sees = lens
+                    .get(
+                        &snapshot,
+                        status.client,
+                        crate::resource::ResourceType::Cluster,
+                        &cluster,
+                    )
+                    .is_some();
+                (subscribes && sees).then_some(status)
+            })
+            .collect()
+    }
+
     /// The newest snapshot the server serves.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshots.borrow().clone()
