@@ -211,10 +211,11 @@ async fn configz(State(s): State<AdminState>) -> Response {
     json(value)
 }
 
-/// `?host=HOST` on /debug/syncz.
+/// `?host=HOST` or `?rule=KIND/NAMESPACE/NAME` on /debug/syncz.
 #[derive(serde::Deserialize)]
 struct SynczQuery {
     host: Option<String>,
+    rule: Option<String>,
 }
 
 async fn syncz(
@@ -234,18 +235,56 @@ async fn syncz(
     // The view generation of a host's last change, in the newest view
     // (perhaps not yet in a snapshot): a proxy whose settled view
     // generation reaches it holds the host as Sextant knows it.
+    let view = s.aggregator.view().borrow().clone();
+    let target = |hosts: Vec<&sextant_core::MeshService>, changed_in: u64| {
+        let mut receivers: Vec<String> = hosts
+            .iter()
+            .flat_map(|ms| s.xds.receivers(ms.service.hostname.as_str()))
+            .map(|c| c.node_id)
+            .collect();
+        receivers.sort();
+        receivers.dedup();
+        serde_json::json!({
+            "hosts": hosts.iter().map(|ms| ms.service.hostname.as_str()).collect::<Vec<_>>(),
+            "changed_in": changed_in,
+            // Whether the newest snapshot holds that change yet.
+            "pushed": snapshot.view_generation >= changed_in,
+            // The connections that receive it (by node id).
+            "receivers": receivers,
+        })
+    };
     if let Some(host) = q.host {
-        let view = s.aggregator.view().borrow().clone();
         body["host"] = match view.services.get(host.as_str()) {
-            Some(ms) => serde_json::json!({
-                "hostname": host,
-                "changed_in": ms.config_generation.max(ms.endpoints_generation),
-                // Whether the newest snapshot holds that change yet.
-                "pushed": snapshot.view_generation >= ms.config_generation.max(ms.endpoints_generation),
-                // The connections that receive it (by node id).
-                "receivers": s.xds.receivers(&host).iter().map(|c| c.node_id.clone()).collect::<Vec<_>>(),
-            }),
+            Some(ms) => target(
+                vec![&**ms],
+                ms.config_generation.max(ms.endpoints_generation),
+            ),
             None => serde_json::Value::Null,
+        };
+    }
+    // A route rule or destination policy: the hosts it binds to, as of the
+    // newest of their changes (a rule change changes their configuration).
+    if let Some(rule) = q.rule {
+        let key = rule.splitn(3, '/').collect::<Vec<_>>();
+        let wanted = match key[..] {
+            [kind, ns, name] => format!("{kind} {ns}/{name}"),
+            _ => String::new(),
+        };
+        let bound: Vec<&sextant_core::MeshService> = view
+            .services
+            .values()
+            .filter(|ms| ms.rules.iter().any(|r| r.key.to_string() == wanted))
+            .map(|ms| &**ms)
+            .collect();
+        body["host"] = if bound.is_empty() {
+            serde_json::Value::Null
+        } else {
+            let changed_in = bound
+                .iter()
+                .map(|ms| ms.config_generation)
+                .max()
+                .unwrap_or(0);
+            target(bound, changed_in)
         };
     }
     json(body)

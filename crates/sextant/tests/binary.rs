@@ -765,6 +765,42 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
         "wait for a new service: {took:?} after the file was written: {}",
         o.trim()
     );
+
+    // A route rule for it: waited for by name, in force in the Envoy after.
+    std::fs::write(
+        &file,
+        format!("{one}  - hostname: c.test.svc\n    ports: [{{ name: http, port: 80 }}]\n    endpoints: [{{ address: 10.1.2.5 }}]\nroutes:\n  - name: c\n    hosts: [c.test.svc]\n    http:\n      - route: [{{ destination: {{ host: c.test.svc }} }}]\n        timeout: 7s\n"),
+    )
+    .expect("write");
+    let (code, o, e) = run(vec![
+        "wait".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+        "--for".into(),
+        "rule/VirtualService/default/c".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{o}{e}");
+    let (_, routes) = envoy
+        .admin_get("/config_dump?resource=dynamic_route_configs")
+        .await;
+    assert!(
+        routes.contains("\"timeout\": \"7s\""),
+        "wait returned before the rule was in force: {routes}"
+    );
+    // A rule that binds nothing is not waited for in vain: named at once.
+    let (code, _, e) = run(vec![
+        "wait".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+        "--for".into(),
+        "rule/route/default/none".into(),
+        "--timeout".into(),
+        "1s".into(),
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(e.contains("binds to no service"), "{e}");
 }
 
 /// CSDS on the xDS port, read by an independent client (grpcio with

@@ -45,8 +45,10 @@ pub(crate) struct StatusArgs {
 pub(crate) struct WaitArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// What to wait for: `service/HOSTNAME`.
-    #[arg(long = "for", value_name = "service/HOST")]
+    /// What to wait for: `service/HOSTNAME`, or `rule/KIND/NAMESPACE/NAME`
+    /// (KIND `route` or `policy`: a route rule or a destination policy,
+    /// Istio's VirtualService and DestinationRule; every host it binds to).
+    #[arg(long = "for", value_name = "service/HOST|rule/KIND/NS/NAME")]
     what: String,
     /// Give up after this long (exit 1, naming the proxies that lag).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -287,7 +289,9 @@ pub(crate) fn status(args: &StatusArgs, runtime: &tokio::runtime::Runtime) -> Ex
 /// proxies that lag (with their rejections).
 fn judge(answer: &Value, host: &str) -> Result<usize, Vec<String>> {
     let Some(changed_in) = answer["host"]["changed_in"].as_u64() else {
-        return Err(vec![format!("{host} is not in the mesh (yet)")]);
+        return Err(vec![format!(
+            "{host} is not in the mesh (yet), or binds to no service"
+        )]);
     };
     if answer["host"]["pushed"] != true {
         return Err(vec![format!("{host}'s change is not pushed yet")]);
@@ -341,16 +345,38 @@ fn judge(answer: &Value, host: &str) -> Result<usize, Vec<String>> {
 }
 
 pub(crate) fn wait(args: &WaitArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let Some(host) = args.what.strip_prefix("service/").filter(|h| !h.is_empty()) else {
+    let (host, path) = if let Some(host) =
+        args.what.strip_prefix("service/").filter(|h| !h.is_empty())
+    {
+        (host.to_owned(), format!("/debug/syncz?host={host}"))
+    } else if let Some(rule) = args.what.strip_prefix("rule/") {
+        let parts: Vec<&str> = rule.split('/').collect();
+        let kind = match parts.first().map(|k| k.to_ascii_lowercase()).as_deref() {
+            Some("route" | "virtualservice" | "httproute" | "grpcroute") => "route",
+            Some("policy" | "destinationrule") => "policy",
+            _ => "",
+        };
+        if parts.len() != 3 || kind.is_empty() || parts.iter().any(|p| p.is_empty()) {
+            eprintln!(
+                "error: --for {:?}: write rule/route/NAMESPACE/NAME or rule/policy/NAMESPACE/NAME",
+                args.what
+            );
+            return ExitCode::from(2);
+        }
+        (
+            format!("{kind} {}/{}", parts[1], parts[2]),
+            format!("/debug/syncz?rule={kind}/{}/{}", parts[1], parts[2]),
+        )
+    } else {
         eprintln!(
-            "error: --for {:?}: write service/HOSTNAME (the only kind served yet)",
+            "error: --for {:?}: write service/HOSTNAME or rule/KIND/NAMESPACE/NAME",
             args.what
         );
         return ExitCode::from(2);
     };
+    let host = host.as_str();
     let token = args.target.admin_token.as_deref();
     let started = Instant::now();
-    let path = format!("/debug/syncz?host={host}");
     let mut last: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
         last.clear();
