@@ -540,6 +540,33 @@ pub fn render_metrics(s: &AdminState) -> String {
         &[],
         Metrics::get(&m.connections_active),
     );
+    // Proxies by client kind and by whether they hold the newest
+    // configuration (what `sextant status` shows, for dashboards).
+    p.family(
+        "sextant_xds_proxies",
+        "gauge",
+        "Connected proxies by client kind and sync state (CURRENT: caught up with the newest snapshot and acknowledged all of it).",
+    );
+    let mut by: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    for client in ["envoy", "grpc"] {
+        for sync in ["CURRENT", "BEHIND"] {
+            by.insert((client.to_owned(), sync), 0);
+        }
+    }
+    for c in s.xds.connections() {
+        let sync = match c.sync {
+            sextant_xds::server::ProxySync::Current => "CURRENT",
+            sextant_xds::server::ProxySync::Behind => "BEHIND",
+        };
+        *by.entry((c.client.as_str().to_owned(), sync)).or_default() += 1;
+    }
+    for ((client, sync), n) in by {
+        p.sample(
+            "sextant_xds_proxies",
+            &[("client", &client), ("sync", sync)],
+            n,
+        );
+    }
     p.family(
         "sextant_xds_tcp_connections",
         "gauge",

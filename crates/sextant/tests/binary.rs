@@ -1046,3 +1046,60 @@ async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
     let nodes: Vec<&String> = shop["fetch"].as_object().expect("nodes").keys().collect();
     assert_eq!(nodes, ["shop-proxy"], "{shop}");
 }
+
+/// The Grafana dashboard in deploy/ reads only what /metrics serves: every
+/// metric an expression names is a family there (histograms by their
+/// `_bucket` series), and every label it groups by is on that metric's
+/// samples.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n",
+    )
+    .expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let (_, metrics) = sx.get("/metrics").await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("json");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|t| t.starts_with("sextant_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            let labels: Vec<&str> = expr
+                .split("by (")
+                .skip(1)
+                .filter_map(|rest| rest.split(')').next())
+                .flat_map(|l| l.split(',').map(str::trim))
+                .filter(|l| *l != "le")
+                .collect();
+            for name in names {
+                let family = name.strip_suffix("_bucket").unwrap_or(name);
+                assert!(
+                    metrics
+                        .lines()
+                        .any(|l| l.starts_with(&format!("# TYPE {family} "))),
+                    "{name} (in {expr:?}) is not served"
+                );
+                for label in &labels {
+                    assert!(
+                        metrics.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                            && l.contains(&format!("{label}=\""))),
+                        "{name} has no label {label} (in {expr:?})"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+}
