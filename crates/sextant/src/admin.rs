@@ -211,11 +211,59 @@ async fn configz(State(s): State<AdminState>) -> Response {
     json(value)
 }
 
-/// `?host=HOST` or `?rule=KIND/NAMESPACE/NAME` on /debug/syncz.
+/// `?host=HOST`, `?rule=KIND/NAMESPACE/NAME` or `?pod=NAMESPACE/NAME` on
+/// /debug/syncz.
 #[derive(serde::Deserialize)]
 struct SynczQuery {
     host: Option<String>,
     rule: Option<String>,
+    pod: Option<String>,
+}
+
+/// The connections of pod `ns`/`name` (Istio's node id form
+/// `TYPE~IP~NAME.NS~...`), each with the peer authentication and
+/// authorization policies that apply to its workload.
+fn pod_connections(s: &AdminState, ns: &str, name: &str) -> Vec<serde_json::Value> {
+    let view = s.aggregator.view().borrow().clone();
+    let root = s.xds.root_namespace();
+    let needle = format!("~{name}.{ns}~");
+    s.xds
+        .connections()
+        .into_iter()
+        .filter(|c| c.node_id.contains(&needle))
+        .map(|c| {
+            let namespace = c
+                .peer
+                .identity
+                .as_deref()
+                .and_then(sextant_xds::server::tls::spiffe_namespace)
+                .map(str::to_owned)
+                .or_else(|| c.identity.namespace.clone());
+            let peer = sextant_core::rules::peer::select(
+                &view.scopes,
+                root,
+                namespace.as_deref(),
+                &c.identity.labels,
+            );
+            let authz: Vec<String> = sextant_core::rules::authz::select(
+                &view.scopes,
+                root,
+                namespace.as_deref(),
+                &c.identity.labels,
+            )
+            .iter()
+            .map(|r| r.key.to_string())
+            .collect();
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            v["peer_authentication"] = serde_json::json!({
+                "mode": peer.mode,
+                "ports": peer.ports,
+                "from": peer.from,
+            });
+            v["authorization_policies"] = serde_json::json!(authz);
+            v
+        })
+        .collect()
 }
 
 async fn syncz(
@@ -261,6 +309,10 @@ async fn syncz(
             ),
             None => serde_json::Value::Null,
         };
+    }
+    if let Some(pod) = q.pod {
+        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod.as_str()));
+        body["pod"] = serde_json::json!(pod_connections(&s, ns, name));
     }
     // A route rule or destination policy: the hosts it binds to, as of the
     // newest of their changes (a rule change changes their configuration).

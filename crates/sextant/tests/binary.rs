@@ -1103,3 +1103,96 @@ async fn the_grafana_dashboard_uses_only_metrics_that_exist() {
     }
     assert!(checked >= 20, "{checked}");
 }
+
+/// `sextant describe pod NS/NAME`: the pod's proxy (found by Istio's node
+/// id form), what it says of itself, and the mesh policy its workload gets:
+/// the peer authentication modes in force and where they come from, and
+/// the authorization policies that select it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_pod_names_the_policies_its_workload_gets() {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "services:
+  - hostname: web.shop.svc
+    namespace: shop
+    ports: [{ name: http, port: 80 }]
+    endpoints: [{ address: 10.0.0.5, labels: { app: web } }]
+peerAuthentications:
+  - { name: default, namespace: istio-system, mtls: { mode: PERMISSIVE } }
+  - name: web
+    namespace: shop
+    selector: { matchLabels: { app: web } }
+    mtls: { mode: STRICT }
+    portLevelMtls: { 9090: { mode: DISABLE } }
+authorizationPolicies:
+  - name: deny-bank
+    namespace: shop
+    selector: { matchLabels: { app: web } }
+    action: DENY
+    rules: [{ from: [{ source: { namespaces: [bank] } }] }]
+",
+    )
+    .expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    };
+    let node = Node {
+        id: "sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local".into(),
+        metadata: Some(Struct {
+            fields: [
+                ("NAMESPACE".to_owned(), string("shop")),
+                ("INSTANCE_IPS".to_owned(), string("10.0.0.5")),
+                (
+                    "LABELS".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(Struct {
+                            fields: [("app".to_owned(), string("web"))].into(),
+                        })),
+                    },
+                ),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let mut client = SotwClient::connect(sx.xds, "ignored").await.with_node(node);
+    client.subscribe(types::CDS, &[]).await;
+    let r = client.recv().await;
+    client.ack(&r, &[]).await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["describe", "pod", "shop/web-1", "--admin-addr"])
+        .arg(sx.admin.to_string())
+        .output()
+        .await
+        .expect("run sextant describe");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "Pod shop/web-1: 1 proxy connection(s)",
+        "Proxy sidecar~10.0.0.5~web-1.shop~shop.svc.cluster.local",
+        "Workload:      app=web; IPs 10.0.0.5",
+        "Own services:  web.shop.svc",
+        "Mutual TLS:    STRICT; port 9090 DISABLE (from istio-system/default, shop/web)",
+        "Authorization: authorization_policy shop/deny-bank",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    // A pod with no proxy is named as such.
+    let out = tokio::process::Command::new(BIN)
+        .args(["describe", "pod", "shop/nobody", "--admin-addr"])
+        .arg(sx.admin.to_string())
+        .output()
+        .await
+        .expect("run sextant describe");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no proxy of pod shop/nobody"));
+}

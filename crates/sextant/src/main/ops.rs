@@ -806,8 +806,124 @@ pub(crate) fn proxy_config(args: &ProxyConfigArgs, runtime: &tokio::runtime::Run
 pub(crate) struct DescribeArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// What to describe: `service/HOSTNAME`.
+    /// What to describe: `service/HOSTNAME`, or `pod NAMESPACE/NAME`.
     what: String,
+    /// The pod, after `pod`: `NAMESPACE/NAME`.
+    name: Option<String>,
+}
+
+/// The proxies of one pod, as each replica sees them.
+fn describe_pod_text(pod: &str, replicas: &[(String, Value)]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut found = 0;
+    for (addr, sync) in replicas {
+        for c in sync["pod"].as_array().into_iter().flatten() {
+            found += 1;
+            let id = &c["identity"];
+            let list = |v: &Value| -> String {
+                let items: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .collect();
+                if items.is_empty() {
+                    "-".to_owned()
+                } else {
+                    items.join(", ")
+                }
+            };
+            let labels: Vec<String> = id["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect();
+            out.push_str(&format!("Proxy {} ({addr})\n", s(&c["node_id"])));
+            let ua = s(&c["user_agent"]);
+            out.push_str(&format!(
+                "  Client:        {} ({}), {}\n",
+                if ua.is_empty() { s(&c["client"]) } else { ua },
+                s(&c["protocol"]),
+                s(&c["sync"])
+            ));
+            out.push_str(&format!(
+                "  Identity:      {}\n",
+                c["peer"]["identity"].as_str().map_or_else(
+                    || format!("none proved; claims namespace {}", s(&id["namespace"])),
+                    |i| format!("{i} (proved)")
+                )
+            ));
+            out.push_str(&format!(
+                "  Workload:      {}; IPs {}; {}\n",
+                if labels.is_empty() {
+                    "no labels".to_owned()
+                } else {
+                    labels.join(",")
+                },
+                list(&id["ips"]),
+                s(&id["mode"]).to_lowercase()
+            ));
+            out.push_str(&format!("  Own services:  {}\n", list(&c["own_services"])));
+            out.push_str(&format!(
+                "  Scope:         {}\n",
+                if c["scope"].is_null() {
+                    "every host".to_owned()
+                } else {
+                    format!(
+                        "{} ({} hosts)",
+                        s(&c["scope"]["source"]),
+                        c["scope"]["hosts"]
+                    )
+                }
+            ));
+            if !c["capture"].is_null() {
+                out.push_str(&format!(
+                    "  Inbound ports: {}\n",
+                    list(&c["capture"]["inbound_ports"])
+                ));
+            }
+            let pa = &c["peer_authentication"];
+            let mut modes = vec![
+                pa["mode"]
+                    .as_str()
+                    .map_or_else(|| "the server's default".to_owned(), str::to_owned),
+            ];
+            for (port, mode) in pa["ports"].as_object().into_iter().flatten() {
+                modes.push(format!("port {port} {}", s(mode)));
+            }
+            out.push_str(&format!(
+                "  Mutual TLS:    {} (from {})\n",
+                modes.join("; "),
+                list(&pa["from"])
+            ));
+            out.push_str(&format!(
+                "  Authorization: {}\n",
+                list(&c["authorization_policies"])
+            ));
+            let types: Vec<String> = c["types"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| format!("{} {}", short(s(&t["type"])), s(&t["state"])))
+                .collect();
+            out.push_str(&format!("  Types:         {}\n", types.join(", ")));
+            for u in c["unhonoured"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  Not honoured:  {}: {}: {}\n",
+                    rule_key(&u["rule"]),
+                    s(&u["feature"]),
+                    s(&u["instead"])
+                ));
+            }
+        }
+    }
+    if found == 0 {
+        return Err(format!(
+            "no proxy of pod {pod} is connected (its node id has the form TYPE~IP~NAME.NAMESPACE~...)"
+        ));
+    }
+    Ok(format!("Pod {pod}: {found} proxy connection(s)\n{out}"))
 }
 
 fn rule_key(k: &Value) -> String {
@@ -980,14 +1096,41 @@ fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Resu
 }
 
 pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let token = args.target.admin_token.as_deref();
+    let pod = match (args.what.as_str(), &args.name) {
+        ("pod", Some(name)) => Some(name.clone()),
+        (what, None) => what.strip_prefix("pod/").map(str::to_owned),
+        _ => None,
+    };
+    if let Some(pod) = pod {
+        let mut replicas = Vec::new();
+        for addr in &args.target.admin_addrs {
+            match runtime.block_on(json(addr, &format!("/debug/syncz?pod={pod}"), token)) {
+                Ok(v) => replicas.push((addr.clone(), v)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return match describe_pod_text(&pod, &replicas) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(host) = args.what.strip_prefix("service/").filter(|h| !h.is_empty()) else {
         eprintln!(
-            "error: {:?}: write service/HOSTNAME (the only kind described yet)",
+            "error: {:?}: write service/HOSTNAME or pod NAMESPACE/NAME",
             args.what
         );
         return ExitCode::from(2);
     };
-    let token = args.target.admin_token.as_deref();
     let mut replicas = Vec::new();
     for addr in &args.target.admin_addrs {
         let answers = runtime.block_on(async {

@@ -184,6 +184,12 @@ impl XdsServer {
             .collect()
     }
 
+    /// The mesh's root namespace (its rules without a selector are the
+    /// mesh's).
+    pub fn root_namespace(&self) -> &str {
+        &self.shared.config.scoping.root_namespace
+    }
+
     /// The newest snapshot the server serves.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.snapshots.borrow().clone()
