@@ -1003,6 +1003,8 @@ async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
     .expect("write");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok-shop shop web\ntok-bank bank teller\n").expect("write");
+    let tls = format!("127.0.0.1:{}", sextant_testkit::peers::free_port());
+    let ca = dir.path().join("ca");
     let sx = Sextant::start(
         dir.path(),
         &[
@@ -1012,6 +1014,10 @@ async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
             "token",
             "--xds-token-file",
             tokens.to_str().expect("path"),
+            "--xds-tls-addr",
+            &tls,
+            "--ca-dir",
+            ca.to_str().expect("path"),
         ],
     )
     .await;
@@ -1045,6 +1051,44 @@ async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
     let shop = csds(Some("tok-shop")).await;
     let nodes: Vec<&String> = shop["fetch"].as_object().expect("nodes").keys().collect();
     assert_eq!(nodes, ["shop-proxy"], "{shop}");
+
+    // proxy-config over the TLS port (its certificate from Sextant's CA),
+    // with a token: the shop's proxy for the shop's token, nothing for the
+    // bank's.
+    let proxy_config = |token: &str| {
+        let token_file = dir.path().join(format!("{token}.token"));
+        std::fs::write(&token_file, token).expect("write");
+        let args: Vec<String> = vec![
+            "proxy-config".into(),
+            "shop-proxy".into(),
+            "clusters".into(),
+            "--xds-addr".into(),
+            tls.clone(),
+            "--xds-ca".into(),
+            ca.join("root-cert.pem").display().to_string(),
+            "--token-file".into(),
+            token_file.display().to_string(),
+        ];
+        async move {
+            let out = tokio::process::Command::new(BIN)
+                .args(&args)
+                .output()
+                .await
+                .expect("run sextant proxy-config");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, out, err) = proxy_config("tok-shop").await;
+    assert!(ok && out.contains("outbound|80||a.test.svc"), "{out}{err}");
+    let (ok, _, err) = proxy_config("tok-bank").await;
+    assert!(
+        !ok && err.contains("no proxy \"shop-proxy\" is connected"),
+        "{err}"
+    );
 }
 
 /// The Grafana dashboard in deploy/ reads only what /metrics serves: every

@@ -447,10 +447,25 @@ pub(crate) struct ProxyConfigArgs {
     /// `table` (default) or `json` (name, version and state per resource).
     #[arg(short = 'o', long, default_value = "table", value_parser = ["table", "json"])]
     output: String,
-    /// Sextant's xDS address (plaintext port), HOST:PORT; CSDS is served
-    /// there.
+    /// Sextant's xDS address, HOST:PORT (CSDS is served on both xDS
+    /// ports).
     #[arg(long, env = "SEXTANT_XDS_ADDR", default_value = "127.0.0.1:15010")]
     xds_addr: String,
+    /// The CA (PEM file) of Sextant's TLS port: connect over TLS (the
+    /// mesh's root, `ROOT/root-cert.pem`, when Sextant's CA made the port's
+    /// certificate).
+    #[arg(long = "xds-ca", env = "SEXTANT_XDS_CA", value_name = "FILE")]
+    xds_ca: Option<std::path::PathBuf>,
+    /// The name the TLS port's certificate must carry [default: the
+    /// address's host].
+    #[arg(long, requires = "xds_ca")]
+    server_name: Option<String>,
+    /// A client certificate and its key (PEM files), for `--xds-auth mtls`.
+    #[arg(long, requires_all = ["key", "xds_ca"])]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// A bearer token file, when the server authenticates (--xds-auth):
     /// the node must be of the token's namespace.
     #[arg(long, env = "SEXTANT_TOKEN_FILE")]
@@ -466,10 +481,42 @@ async fn csds_resources(
     use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
     use envoy_types::pb::envoy::service::status::v3::{ClientStatusRequest, ConfigStatus};
     use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher, string_matcher};
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.xds_addr))
-        .map_err(|e| format!("--xds-addr {}: {e}", args.xds_addr))?
-        .connect_timeout(REQUEST_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let scheme = if args.xds_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.xds_addr))
+            .map_err(|e| format!("--xds-addr {}: {e}", args.xds_addr))?
+            .connect_timeout(REQUEST_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
+    if let Some(ca) = &args.xds_ca {
+        let host = args.server_name.clone().unwrap_or_else(|| {
+            args.xds_addr
+                .rsplit_once(':')
+                .map_or(args.xds_addr.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        });
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
+            .domain_name(host);
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            ));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach {}: {e}", args.xds_addr))?;
