@@ -700,6 +700,25 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
         out.contains("1 of 2 proxies CURRENT on 2 replica(s)"),
         "{out}"
     );
+    // One proxy in detail: the rejected response, its error, the resources
+    // the proxy kept the old version of.
+    let (code, detail, e) = run(vec![
+        "status".into(),
+        "nacker".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{detail}{e}");
+    assert!(
+        detail.starts_with(&format!("nacker on {}: BEHIND", second.admin)),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("rejected: no thanks")
+            && detail.contains("resources it kept the old version of: outbound|80||a.test.svc"),
+        "{detail}"
+    );
 
     // A new service; wait for it on both replicas.
     std::fs::write(

@@ -39,6 +39,85 @@ pub(crate) struct StatusArgs {
     /// Also print each replica's recent events (/debug/events).
     #[arg(long)]
     events: bool,
+    /// One proxy (its node id): where each type stands against the newest
+    /// snapshot, in detail.
+    node: Option<String>,
+}
+
+/// One proxy's detail: per type what it acknowledged, what was sent, what
+/// waits, what it rejected and why; and whether it has looked at the
+/// newest snapshot.
+fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut found = false;
+    for (addr, a) in answers {
+        let newest = &a["snapshot"];
+        for c in a["connections"].as_array().into_iter().flatten() {
+            if c["node_id"] != node {
+                continue;
+            }
+            found = true;
+            out.push_str(&format!(
+                "{node} on {addr}: {}\n  looked at snapshot {} (newest {}), settled on view {} (newest {})\n",
+                s(&c["sync"]),
+                c["generation"],
+                newest["generation"],
+                c["settled_view_generation"],
+                newest["view_generation"],
+            ));
+            let mut rows = vec![
+                [
+                    "TYPE",
+                    "STATE",
+                    "ACKED VERSION",
+                    "SENT VERSION",
+                    "HELD",
+                    "RESPONSES",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            let mut rejected = Vec::new();
+            for t in c["types"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    short(s(&t["type"])).to_owned(),
+                    s(&t["state"]).to_owned(),
+                    s(&t["acked_version"]).to_owned(),
+                    s(&t["sent_version"]).to_owned(),
+                    t["held"].to_string(),
+                    t["responses"].to_string(),
+                ]);
+                if t["state"] == "NACKED" {
+                    let names: Vec<&str> = t["last_nack"]["resources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    rejected.push(format!(
+                        "  {} version {} rejected: {}\n    resources it kept the old version of: {}\n",
+                        short(s(&t["type"])),
+                        s(&t["last_nack"]["version"]),
+                        s(&t["last_nack"]["error"]),
+                        if names.is_empty() { "-".to_owned() } else { names.join(", ") }
+                    ));
+                }
+            }
+            for line in columns(&rows).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+            for r in rejected {
+                out.push_str(&r);
+            }
+        }
+    }
+    if found {
+        Ok(out)
+    } else {
+        Err(format!(
+            "no proxy {node:?} is connected (sextant status lists them)"
+        ))
+    }
 }
 
 #[derive(Args)]
@@ -245,6 +324,22 @@ pub(crate) fn status(args: &StatusArgs, runtime: &tokio::runtime::Runtime) -> Ex
                 failed = true;
             }
         }
+    }
+    if let Some(node) = &args.node {
+        return match node_detail(node, &answers) {
+            Ok(text) => {
+                print!("{text}");
+                if failed {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if args.output == "json" {
         let merged: serde_json::Map<String, Value> = answers.iter().cloned().collect();
