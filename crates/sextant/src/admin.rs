@@ -411,13 +411,21 @@ impl Prom {
     }
     fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         self.family(name, "histogram", help);
+        self.histogram_samples(name, &[], h);
+    }
+    fn histogram_samples(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
         let (buckets, sum, count) = h.read();
         for (bound, n) in buckets {
-            self.sample(&format!("{name}_bucket"), &[("le", &bound.to_string())], n);
+            let bound = bound.to_string();
+            let mut with = labels.to_vec();
+            with.push(("le", &bound));
+            self.sample(&format!("{name}_bucket"), &with, n);
         }
-        self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], count);
-        self.sample(&format!("{name}_sum"), &[], sum);
-        self.sample(&format!("{name}_count"), &[], count);
+        let mut with = labels.to_vec();
+        with.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &with, count);
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count);
     }
 }
 
@@ -801,6 +809,18 @@ pub fn render_metrics(s: &AdminState) -> String {
         "From a response to its ACK or NACK.",
         &m.ack_latency,
     );
+    p.family(
+        "sextant_xds_convergence_seconds",
+        "histogram",
+        "Per type: from the first change a response carries reaching the publisher to the client's ACK of it.",
+    );
+    for t in ResourceType::ALL {
+        p.histogram_samples(
+            "sextant_xds_convergence_seconds",
+            &[("type", t.short())],
+            &m.convergence[t.index()],
+        );
+    }
     for source in &s.sources {
         source.render(&mut p.0);
     }

@@ -682,6 +682,14 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
         ],
         "{out}"
     );
+    // The Envoy's ACKs are counted as convergence, per type.
+    let (_, metrics) = first.get("/metrics").await;
+    let converged = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_xds_convergence_seconds_count{type=\"cds\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(converged >= 1, "{metrics}");
     let nacker_row = row(&out, "nacker");
     assert_eq!(nacker_row[1], second.admin.to_string(), "{out}");
     assert_eq!(nacker_row[3], "NACKED", "{out}");

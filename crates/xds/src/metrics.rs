@@ -112,6 +112,9 @@ pub struct Metrics {
     pub push_latency: Histogram,
     /// From a response being sent to its ACK or NACK.
     pub ack_latency: Histogram,
+    /// Per type: from the first change a response carries reaching the
+    /// publisher to the client's ACK of it (Istio's convergence time).
+    pub convergence: [Histogram; 4],
     /// Where pushes and NACKs are recorded for `/debug/events` (give it
     /// the aggregator's journal: one sequence for everything).
     pub journal: std::sync::Arc<sextant_core::journal::Journal>,

@@ -103,7 +103,9 @@ pub fn publisher(
                     }
                 }
             }
-            let next = Arc::new(current.next(view));
+            let mut next = current.next(view);
+            next.first_change = Some(started);
+            let next = Arc::new(next);
             Metrics::add(&metrics.snapshots_total, 1);
             Metrics::add(&metrics.resources_encoded_total, next.encoded as u64);
             if fast {

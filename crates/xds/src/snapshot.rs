@@ -63,6 +63,9 @@ pub struct Snapshot {
     /// rule's destinations, its virtual hosts) or a scope rule. An
     /// endpoint-only change keeps it, so scopes computed for it still hold.
     pub topology_generation: u64,
+    /// When the first change it carries reached the publisher (set by
+    /// [`crate::publisher`]): convergence is measured from here.
+    pub first_change: Option<tokio::time::Instant>,
 }
 
 impl Snapshot {
@@ -81,6 +84,7 @@ impl Snapshot {
             servers: Arc::default(),
             tcp_conflicts: Vec::new(),
             topology_generation: 0,
+            first_change: None,
         }
     }
 
@@ -318,6 +322,7 @@ impl Snapshot {
             options: self.options.clone(),
             not_found_vhost: self.not_found_vhost.clone(),
             servers,
+            first_change: None,
         }
     }
 }

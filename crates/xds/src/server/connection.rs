@@ -175,8 +175,11 @@ impl Connection<'_> {
         let node = &self.state.node_id;
         match outcome {
             RequestOutcome::Applied => {}
-            RequestOutcome::Ack(kind, waited) => {
+            RequestOutcome::Ack(kind, waited, converged) => {
                 metrics.ack_latency.observe(waited);
+                if let Some(c) = converged {
+                    metrics.convergence[kind.index()].observe(c);
+                }
                 debug!(%node, r#type = %kind, ?waited, "acknowledged");
             }
             RequestOutcome::StaleNonce => Metrics::add(&metrics.stale_nonces_total, 1),

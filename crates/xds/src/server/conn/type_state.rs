@@ -42,6 +42,8 @@ struct InFlight {
     since: Instant,
     /// The snapshot it was planned from.
     generation: u64,
+    /// When that snapshot's first change reached the publisher.
+    changed_at: Option<Instant>,
 }
 
 /// What happened to a request, for counting.
@@ -49,8 +51,9 @@ struct InFlight {
 pub(crate) enum RequestOutcome {
     /// Applied.
     Applied,
-    /// An ACK of the response in flight of this type, after this long.
-    Ack(ResourceType, Duration),
+    /// An ACK of the response in flight of this type, after this long,
+    /// and this long after the change it carries reached the publisher.
+    Ack(ResourceType, Duration, Option<Duration>),
     /// A NACK of the response in flight.
     Nack(NackRecord),
     /// Its nonce was stale; ignored for ACK purposes.
@@ -313,7 +316,10 @@ impl TypeState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => RequestOutcome::Ack(self.kind, self.ack()),
+                None => {
+                    let (waited, converged) = self.ack();
+                    RequestOutcome::Ack(self.kind, waited, converged)
+                }
             };
         }
         // Every SotW ACK restates the whole subscription (an Envoy's EDS
@@ -442,7 +448,10 @@ impl TypeState {
                     Some(record) => RequestOutcome::Nack(record),
                     None => RequestOutcome::Applied,
                 },
-                None => RequestOutcome::Ack(self.kind, self.ack()),
+                None => {
+                    let (waited, converged) = self.ack();
+                    RequestOutcome::Ack(self.kind, waited, converged)
+                }
             };
         }
         if req.response_nonce == self.last_nonce {
@@ -523,13 +532,13 @@ impl TypeState {
 
     // Acknowledgements.
 
-    fn ack(&mut self) -> Duration {
+    fn ack(&mut self) -> (Duration, Option<Duration>) {
         match self.in_flight.take() {
             Some(f) => {
                 self.acked_version = f.version_info;
-                f.since.elapsed()
+                (f.since.elapsed(), f.changed_at.map(|t| t.elapsed()))
             }
-            None => Duration::ZERO,
+            None => (Duration::ZERO, None),
         }
     }
 

@@ -387,6 +387,7 @@ impl TypeState {
             undo,
             since: Instant::now(),
             generation: snap.generation,
+            changed_at: snap.first_change,
         });
         Some(out)
     }
