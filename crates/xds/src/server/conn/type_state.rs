@@ -123,6 +123,8 @@ pub(crate) struct TypeState {
     acked_version: String,
     sent_version: String,
     responses: u64,
+    /// The snapshot generation of the last response sent.
+    last_generation: u64,
     last_nack: Option<NackRecord>,
 }
 
@@ -183,6 +185,7 @@ impl TypeState {
             acked_version: String::new(),
             sent_version: String::new(),
             responses: 0,
+            last_generation: 0,
             last_nack: None,
         }
     }

@@ -371,6 +371,12 @@ impl TypeState {
             SyncedAt::Set | SyncedAt::Keep => Some(snap.generation),
         };
         self.sent_version = planned.version_info.clone();
+        // A response carries a change (and its convergence is measured)
+        // when it follows an earlier one of this type and comes from a newer
+        // snapshot: not a new stream's first answer, nor an answer to a new
+        // subscription on the same snapshot.
+        let carries_change = self.responses > 0 && snap.generation > self.last_generation;
+        self.last_generation = snap.generation;
         self.responses += 1;
         let out = Outbound {
             wire,
@@ -387,7 +393,7 @@ impl TypeState {
             undo,
             since: Instant::now(),
             generation: snap.generation,
-            changed_at: snap.first_change,
+            changed_at: snap.first_change.filter(|_| carries_change),
         });
         Some(out)
     }
