@@ -88,18 +88,19 @@ fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String
                     t["responses"].to_string(),
                 ]);
                 if t["state"] == "NACKED" {
-                    let names: Vec<&str> = t["last_nack"]["resources"]
+                    let names: Vec<String> = t["last_nack"]["resources"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter_map(Value::as_str)
+                        .map(str::to_owned)
                         .collect();
                     rejected.push(format!(
                         "  {} version {} rejected: {}\n    resources it kept the old version of: {}\n",
                         short(s(&t["type"])),
                         s(&t["last_nack"]["version"]),
                         s(&t["last_nack"]["error"]),
-                        if names.is_empty() { "-".to_owned() } else { names.join(", ") }
+                        joined(&names, ", ", "-")
                     ));
                 }
             }
@@ -213,6 +214,24 @@ async fn json(addr: &str, path: &str, token: Option<&str>) -> Result<Value, Stri
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
+}
+
+/// `items` joined by `sep`, or `empty` when there are none.
+fn joined(items: &[String], sep: &str, empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_owned()
+    } else {
+        items.join(sep)
+    }
+}
+
+/// A JSON object of labels as `k=v` pairs.
+fn label_pairs(v: &Value) -> Vec<String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect()
 }
 
 /// The short name of a type as /debug/syncz writes it (`Cluster`...).
@@ -969,18 +988,9 @@ fn describe_pod_text(pod: &str, replicas: &[(String, Value)]) -> Result<String, 
                     .flatten()
                     .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
                     .collect();
-                if items.is_empty() {
-                    "-".to_owned()
-                } else {
-                    items.join(", ")
-                }
+                joined(&items, ", ", "-")
             };
-            let labels: Vec<String> = id["labels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", s(v)))
-                .collect();
+            let labels = label_pairs(&id["labels"]);
             out.push_str(&format!("Proxy {} ({addr})\n", s(&c["node_id"])));
             let ua = s(&c["user_agent"]);
             out.push_str(&format!(
@@ -998,11 +1008,7 @@ fn describe_pod_text(pod: &str, replicas: &[(String, Value)]) -> Result<String, 
             ));
             out.push_str(&format!(
                 "  Workload:      {}; IPs {}; {}\n",
-                if labels.is_empty() {
-                    "no labels".to_owned()
-                } else {
-                    labels.join(",")
-                },
+                joined(&labels, ",", "no labels"),
                 list(&id["ips"]),
                 s(&id["mode"]).to_lowercase()
             ));
@@ -1121,31 +1127,19 @@ fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Resu
             .flatten()
             .map(|(n, p)| format!("{n}:{p}"))
             .collect();
-        let labels: Vec<String> = e["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", s(v)))
-            .collect();
         let loc = &e["locality"];
-        let locality: Vec<&str> = [s(&loc["region"]), s(&loc["zone"]), s(&loc["subzone"])]
+        let locality: Vec<String> = [&loc["region"], &loc["zone"], &loc["subzone"]]
             .into_iter()
+            .map(s)
             .filter(|x| !x.is_empty())
+            .map(str::to_owned)
             .collect();
         rows.push(vec![
             format!("  {}", s(&e["address"])),
             ports.join(","),
             s(&e["health"]).to_owned(),
-            if locality.is_empty() {
-                "-".to_owned()
-            } else {
-                locality.join("/")
-            },
-            if labels.is_empty() {
-                "-".to_owned()
-            } else {
-                labels.join(",")
-            },
+            joined(&locality, "/", "-"),
+            joined(&label_pairs(&e["labels"]), ",", "-"),
         ]);
     }
     out.push_str(&columns(&rows));
@@ -1155,14 +1149,7 @@ fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Resu
         .flatten()
         .map(|r| rule_key(&r["key"]))
         .collect();
-    out.push_str(&format!(
-        "Rules:      {}\n",
-        if rules.is_empty() {
-            "none".to_owned()
-        } else {
-            rules.join(", ")
-        }
-    ));
+    out.push_str(&format!("Rules:      {}\n", joined(&rules, ", ", "none")));
     let conflicts: Vec<String> = registries["conflicts"]
         .as_array()
         .into_iter()
