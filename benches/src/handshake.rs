@@ -28,6 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use sextant_testkit::peers::Envoy;
 
+use crate::loadgen::cpu_seconds;
+
 /// `loadgen handshake` settings.
 #[derive(clap::Args, Debug)]
 pub struct HandshakeArgs {
@@ -37,22 +39,6 @@ pub struct HandshakeArgs {
     /// Blocks per path.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-}
-
-/// The CPU seconds a process has used (utime + stime), from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 async fn echo_server() -> SocketAddr {

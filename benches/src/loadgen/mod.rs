@@ -27,6 +27,23 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use sextant_testkit::ads::types::{CDS, EDS, LDS, RDS};
 
+/// The CPU seconds process `pid` has used (utime + stime), from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 mod floor;
 mod proxies;
 mod report;

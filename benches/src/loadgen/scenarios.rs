@@ -75,19 +75,7 @@ impl Server {
 
     pub(super) fn proc_stat(&self) -> (f64, u64, u64) {
         let pid = self.child.id().unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are fields 14 and 15; 12 and 13 after the name.
-        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        let cpu = super::cpu_seconds(pid);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kb = |key: &str| {
             status
