@@ -66,6 +66,16 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 kubectl version --client >/dev/null
 
+# A headless browser looks at the admin page as a person would (Debian's
+# chromium, about 80 MB; 11 s to install here).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+chromium --version >/dev/null
+
 (
   cd crates/xds/tests/clients
   if [ ! -d node_modules/@grpc/grpc-js-xds ]; then

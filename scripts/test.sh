@@ -57,7 +57,7 @@ summary() {
 }
 trap summary EXIT
 
-step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, cargo-fuzz, cargo-deny, cargo-nextest)"
+step "install test peers (Envoy, grpcio, grpc-js-xds, etcd, kubectl, chromium, cargo-fuzz, cargo-deny, cargo-nextest)"
 scripts/install-peers.sh
 
 step "cargo deny (no openssl or aws-lc, accepted licenses, crates.io only)"

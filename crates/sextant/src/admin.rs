@@ -8,6 +8,7 @@
 //! | `/debug/registryz` | each registry and rule source: state, last sync, staleness, counts (services, endpoints, routes, policies), last error, problems; conflicts (rule conflicts too) |
 //! | `/debug/configz` | the merged view, JSON; each rule in force with the services it is bound to, and `check-config`'s warnings about them |
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
+//! | `/` | a page for people: registries, proxies and their sync state, conflicts, NACKs, events (HTML, refreshing itself) |
 //! | `/debug/events` | what happened, in order: registries synced, stale, recovered, dropped; new conflicts; pushes; NACKs (`?since=SEQ&limit=N`) |
 
 use std::fmt::Write as _;
@@ -24,6 +25,7 @@ use sextant_xds::server::status::Histogram;
 use sextant_xds::{Metrics, ResourceType, XdsServer};
 
 pub mod listener;
+mod page;
 
 /// Metric families from parts of a program the admin module does not know
 /// (the injection audit, an embedder's own), appended to `/metrics`.
@@ -83,12 +85,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/configz", get(configz))
         .route("/debug/syncz", get(syncz))
         .route("/debug/events", get(events))
+        .route("/", get(index))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
         ));
     Router::new()
-        .route("/", get(index))
         .route("/healthz/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(debug)
@@ -124,8 +126,9 @@ async fn require_token(
         .into_response()
 }
 
-async fn index() -> &'static str {
-    "sextant admin\n\n/healthz/ready\n/metrics\n/debug/registryz\n/debug/configz\n/debug/syncz\n/debug/events\n"
+/// The page a person reads (see [`page`]).
+async fn index(State(s): State<AdminState>) -> axum::response::Html<String> {
+    axum::response::Html(page::render(&s))
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {

@@ -1268,3 +1268,109 @@ authorizationPolicies:
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no proxy of pod shop/nobody"));
 }
+
+/// The admin page, as a person sees it in a real browser (headless
+/// Chromium): it loads without console errors and shows the connected
+/// Envoy CURRENT and the client that rejected its clusters NACKED, with
+/// the registry synced; a screenshot is kept in target/test-artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_shows_proxies_and_nacks_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let envoy =
+        sextant_testkit::peers::Envoy::start(&bootstrap(sx.xds, "page-envoy", false).await).await;
+    envoy.wait_live().await;
+    let mut nacker = SotwClient::connect(sx.xds, "page-nacker").await;
+    nacker.subscribe(types::CDS, &[]).await;
+    let r = nacker.recv().await;
+    nacker.nack(&r, &[], "", "<b>not</b> today").await;
+    // Both settled before the browser looks.
+    for _ in 0..100 {
+        let s = sx.json("/debug/syncz").await;
+        let conns = s["connections"].as_array().cloned().unwrap_or_default();
+        let of = |n: &str| conns.iter().find(|c| c["node_id"] == n).cloned();
+        if of("page-envoy").is_some_and(|c| c["sync"] == "CURRENT")
+            && of("page-nacker").is_some_and(|c| c["types"][0]["state"] == "NACKED")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("mkdir");
+    let screenshot = artifacts.join("admin-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let url = format!("http://{}/", sx.admin);
+    let browser = |args: Vec<String>| {
+        let profile = dir.path().join(format!("chromium-{}", args.len()));
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio::process::Command::new(sextant_testkit::peers::chromium_path())
+                    .args([
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--no-first-run",
+                    ])
+                    .arg(format!("--user-data-dir={}", profile.display()))
+                    .args(&args)
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .expect("chromium finishes")
+            .expect("run chromium")
+        }
+    };
+    let dom = browser(vec![
+        "--enable-logging=stderr".into(),
+        "--v=0".into(),
+        "--dump-dom".into(),
+        url.clone(),
+    ])
+    .await;
+    let page = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let log = String::from_utf8_lossy(&dom.stderr).into_owned();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("CONSOLE") && l.contains("rror")),
+        "console errors:\n{log}"
+    );
+    // The rows as the browser parsed them.
+    let row = |node: &str| -> String {
+        page.split("<tr>")
+            .find(|r| r.contains(&format!("<td>{node}</td>")))
+            .unwrap_or_else(|| panic!("no row for {node}:\n{page}"))
+            .to_owned()
+    };
+    let envoy_row = row("page-envoy");
+    assert!(
+        envoy_row.contains("<td class=\"ok\">CURRENT</td>")
+            && envoy_row.matches(">SYNCED<").count() == 4,
+        "{envoy_row}"
+    );
+    let nacker_row = row("page-nacker");
+    assert!(
+        nacker_row.contains("<td class=\"bad\">NACKED</td>") && nacker_row.contains(">BEHIND<"),
+        "{nacker_row}"
+    );
+    // The client's error is shown as text, not markup.
+    assert!(page.contains("&lt;b&gt;not&lt;/b&gt; today"), "{page}");
+    assert!(row("file/main").contains(">synced<"), "{page}");
+
+    let shot = browser(vec![
+        format!("--screenshot={}", screenshot.display()),
+        "--window-size=1280,900".into(),
+        url,
+    ])
+    .await;
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+}

@@ -531,6 +531,26 @@ pub fn etcd_path() -> PathBuf {
     )
 }
 
+/// A headless browser: `$SEXTANT_CHROMIUM`, else `chromium` on the PATH
+/// (Debian's package; scripts/install-peers.sh installs it).
+pub fn chromium_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEXTANT_CHROMIUM") {
+        return require(PathBuf::from(p), "chromium", "SEXTANT_CHROMIUM");
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("chromium"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    require(
+        found.unwrap_or_else(|| PathBuf::from("/usr/bin/chromium")),
+        "chromium (Debian package chromium)",
+        "SEXTANT_CHROMIUM",
+    )
+}
+
 /// A single-member etcd on free loopback ports, killed when dropped. Its data
 /// directory survives [`Etcd::stop`], so a restart keeps the data.
 pub struct Etcd {
