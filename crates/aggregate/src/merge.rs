@@ -142,6 +142,8 @@ pub struct MergeState {
     dirty: BTreeSet<Hostname>,
     /// Every scope rule in precedence order, rebuilt when one changes.
     scopes: Arc<[Arc<Rule>]>,
+    /// The view generation in which `scopes` last changed.
+    scopes_generation: u64,
     scopes_dirty: bool,
     generation: u64,
 }
@@ -157,6 +159,7 @@ impl MergeState {
             conflicts: BTreeMap::new(),
             dirty: BTreeSet::new(),
             scopes: Arc::new([]),
+            scopes_generation: 0,
             scopes_dirty: false,
             generation: 0,
         }
@@ -475,6 +478,7 @@ impl MergeState {
                 .collect();
             if *scopes != *self.scopes {
                 self.scopes = scopes.into();
+                self.scopes_generation = next_gen;
                 changed = true;
             }
         }
@@ -488,6 +492,7 @@ impl MergeState {
             services: self.merged.clone(),
             conflicts: conflicts.into(),
             scopes: self.scopes.clone(),
+            scopes_generation: self.scopes_generation,
         })
     }
 

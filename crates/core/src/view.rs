@@ -134,6 +134,10 @@ pub struct MeshView {
     /// The same `Arc` while none of them changes.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub scopes: Arc<[Arc<crate::rules::Rule>]>,
+    /// The generation in which `scopes` last changed (0: never): a
+    /// proxy that settled on a view at least this new holds every
+    /// per-proxy rule as it stands.
+    pub scopes_generation: u64,
 }
 
 /// How one service changed between two views.
@@ -243,6 +247,7 @@ mod tests {
                 .collect(),
             conflicts: Arc::new([]),
             scopes: Arc::new([]),
+            scopes_generation: 0,
         }
     }
 

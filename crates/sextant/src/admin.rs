@@ -331,7 +331,35 @@ async fn syncz(
             .filter(|ms| ms.rules.iter().any(|r| r.key.to_string() == wanted))
             .map(|ms| &**ms)
             .collect();
-        body["host"] = if bound.is_empty() {
+        let per_proxy = view.scopes.iter().find(|r| r.key.to_string() == wanted);
+        body["host"] = if let Some(rule) = per_proxy {
+            // A per-proxy rule (PeerAuthentication, AuthorizationPolicy,
+            // Sidecar): as of the last change of any of them, received by
+            // the proxies of its namespace (every proxy, for the root's).
+            let root = s.xds.root_namespace();
+            let receivers: Vec<String> = s
+                .xds
+                .connections()
+                .into_iter()
+                .filter(|c| {
+                    let ns = c
+                        .peer
+                        .identity
+                        .as_deref()
+                        .and_then(sextant_xds::server::tls::spiffe_namespace)
+                        .map(str::to_owned)
+                        .or_else(|| c.identity.namespace.clone());
+                    rule.key.namespace == root || ns.as_deref() == Some(rule.key.namespace.as_str())
+                })
+                .map(|c| c.node_id)
+                .collect();
+            serde_json::json!({
+                "hosts": [],
+                "changed_in": view.scopes_generation,
+                "pushed": snapshot.view_generation >= view.scopes_generation,
+                "receivers": receivers,
+            })
+        } else if bound.is_empty() {
             serde_json::Value::Null
         } else {
             let changed_in = bound

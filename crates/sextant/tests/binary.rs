@@ -765,12 +765,16 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     )
     .expect("write");
     let waited = std::time::Instant::now();
+    // A new service: absent until read, so nothing passes early (no
+    // settling time needed, and the figure is the real one).
     let (code, o, e) = run(vec![
         "wait".into(),
         "--admin-addr".into(),
         admins.clone(),
         "--for".into(),
         "service/c.test.svc".into(),
+        "--settle".into(),
+        "0s".into(),
     ])
     .await;
     let took = waited.elapsed();
@@ -1258,6 +1262,60 @@ authorizationPolicies:
     ] {
         assert!(text.contains(line), "{line:?} missing:\n{text}");
     }
+    // A changed PeerAuthentication, waited for by name: when wait returns,
+    // describe shows the new mode.
+    let before = sx
+        .json("/debug/syncz?rule=peer_authentication/shop/web")
+        .await["host"]["changed_in"]
+        .as_u64()
+        .expect("the rule is known");
+    let yaml = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(
+        &file,
+        yaml.replace("mtls: { mode: STRICT }", "mtls: { mode: PERMISSIVE }"),
+    )
+    .expect("write");
+    // Sextant has read the edit (the wait's --settle covers this for a
+    // caller; the test makes it certain).
+    for _ in 0..100 {
+        let now = sx
+            .json("/debug/syncz?rule=peer_authentication/shop/web")
+            .await["host"]["changed_in"]
+            .as_u64()
+            .unwrap_or(0);
+        if now > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "wait",
+            "--for",
+            "rule/PeerAuthentication/shop/web",
+            "--admin-addr",
+        ])
+        .arg(sx.admin.to_string())
+        .output()
+        .await
+        .expect("run sextant wait");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::process::Command::new(BIN)
+        .args(["describe", "pod", "shop/web-1", "--admin-addr"])
+        .arg(sx.admin.to_string())
+        .output()
+        .await
+        .expect("run sextant describe");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("Mutual TLS:    PERMISSIVE; port 9090 DISABLE"),
+        "{text}"
+    );
     // A pod with no proxy is named as such.
     let out = tokio::process::Command::new(BIN)
         .args(["describe", "pod", "shop/nobody", "--admin-addr"])

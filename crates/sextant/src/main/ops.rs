@@ -125,14 +125,21 @@ fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String
 pub(crate) struct WaitArgs {
     #[command(flatten)]
     target: AdminTarget,
-    /// What to wait for: `service/HOSTNAME`, or `rule/KIND/NAMESPACE/NAME`
-    /// (KIND `route` or `policy`: a route rule or a destination policy,
-    /// Istio's VirtualService and DestinationRule; every host it binds to).
+    /// What to wait for: `service/HOSTNAME`, or `rule/KIND/NAMESPACE/NAME`:
+    /// a route rule or destination policy (`route`, `policy`: every host it
+    /// binds to), or a per-proxy rule (`peer_authentication`,
+    /// `authorization_policy`, `scope`: the proxies of its namespace).
     #[arg(long = "for", value_name = "service/HOST|rule/KIND/NS/NAME")]
     what: String,
     /// Give up after this long (exit 1, naming the proxies that lag).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Succeed no sooner than this: an edit made just before the wait is
+    /// given this long to reach Sextant (a file edit takes about 0.3 s, a
+    /// Kubernetes watch event tens of milliseconds). 0 when the caller
+    /// knows Sextant has it.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    settle: Duration,
 }
 
 /// The largest answer read from an admin port.
@@ -468,11 +475,14 @@ pub(crate) fn wait(args: &WaitArgs, runtime: &tokio::runtime::Runtime) -> ExitCo
         let kind = match parts.first().map(|k| k.to_ascii_lowercase()).as_deref() {
             Some("route" | "virtualservice" | "httproute" | "grpcroute") => "route",
             Some("policy" | "destinationrule") => "policy",
+            Some("peer_authentication" | "peerauthentication") => "peer_authentication",
+            Some("authorization_policy" | "authorizationpolicy") => "authorization_policy",
+            Some("scope" | "sidecar") => "scope",
             _ => "",
         };
         if parts.len() != 3 || kind.is_empty() || parts.iter().any(|p| p.is_empty()) {
             eprintln!(
-                "error: --for {:?}: write rule/route/NAMESPACE/NAME or rule/policy/NAMESPACE/NAME",
+                "error: --for {:?}: write rule/KIND/NAMESPACE/NAME, KIND one of route (VirtualService, HTTPRoute, GRPCRoute), policy (DestinationRule), peer_authentication, authorization_policy, scope (Sidecar)",
                 args.what
             );
             return ExitCode::from(2);
@@ -508,7 +518,7 @@ pub(crate) fn wait(args: &WaitArgs, runtime: &tokio::runtime::Runtime) -> ExitCo
                 }
             }
         }
-        if last.is_empty() {
+        if last.is_empty() && started.elapsed() >= args.settle.min(args.timeout) {
             println!(
                 "{host}: held by all {held} proxies on {} replica(s) after {:.2} s",
                 args.target.admin_addrs.len(),

@@ -75,6 +75,7 @@ pub(crate) fn view_of(
             .collect(),
         conflicts: Arc::new([]),
         scopes: scopes.into(),
+        scopes_generation: 0,
     }
 }
 
@@ -375,6 +376,7 @@ pub(crate) fn rules_view() -> MeshView {
             .collect(),
         conflicts: Arc::new([]),
         scopes: Arc::new([]),
+        scopes_generation: 0,
     }
 }
 
