@@ -478,8 +478,11 @@ impl Aggregator {
                         Kind::Conflict,
                         c.hostname.as_str(),
                         format!(
-                            "{:?}: {} is served, {} disagrees: {}",
-                            c.field, c.winner, c.other, c.detail
+                            "{}: {} is served, {} disagrees: {}",
+                            c.field.as_str(),
+                            c.winner,
+                            c.other,
+                            c.detail
                         ),
                     );
                 }

@@ -112,6 +112,19 @@ pub enum ConflictField {
     DestinationPolicy,
 }
 
+impl ConflictField {
+    /// Its name as `/debug/registryz` writes it (`ports`, `route_rule`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictField::Ports => "ports",
+            ConflictField::Namespace => "namespace",
+            ConflictField::DroppedEndpoints => "dropped_endpoints",
+            ConflictField::RouteRule => "route_rule",
+            ConflictField::DestinationPolicy => "destination_policy",
+        }
+    }
+}
+
 /// The merged view, published as `Arc<MeshView>` whenever it changes.
 ///
 /// Cloning a view is cheap: services are shared by reference count, and an
@@ -221,6 +234,19 @@ impl MeshView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_field_is_named_as_its_json_says() {
+        for f in [
+            ConflictField::Ports,
+            ConflictField::Namespace,
+            ConflictField::DroppedEndpoints,
+            ConflictField::RouteRule,
+            ConflictField::DestinationPolicy,
+        ] {
+            assert_eq!(serde_json::to_value(f).expect("json"), f.as_str());
+        }
+    }
     use crate::model::{Endpoint, Protocol};
 
     fn ms(h: &str, port: u32, endpoints: &[&str]) -> Arc<MeshService> {

@@ -221,7 +221,7 @@ pub(super) fn render(s: &AdminState) -> String {
         .map(|c| {
             vec![
                 c.hostname.to_string(),
-                format!("{:?}", c.field),
+                c.field.as_str().to_owned(),
                 c.winner.to_string(),
                 c.other.to_string(),
                 c.detail.clone(),
