@@ -235,13 +235,7 @@ fn pod_connections(s: &AdminState, ns: &str, name: &str) -> Vec<serde_json::Valu
         .into_iter()
         .filter(|c| c.node_id.contains(&needle))
         .map(|c| {
-            let namespace = c
-                .peer
-                .identity
-                .as_deref()
-                .and_then(sextant_xds::server::tls::spiffe_namespace)
-                .map(str::to_owned)
-                .or_else(|| c.identity.namespace.clone());
+            let namespace = c.namespace();
             let peer = sextant_core::rules::peer::select(
                 &view.scopes,
                 root,
@@ -342,14 +336,8 @@ async fn syncz(
                 .connections()
                 .into_iter()
                 .filter(|c| {
-                    let ns = c
-                        .peer
-                        .identity
-                        .as_deref()
-                        .and_then(sextant_xds::server::tls::spiffe_namespace)
-                        .map(str::to_owned)
-                        .or_else(|| c.identity.namespace.clone());
-                    rule.key.namespace == root || ns.as_deref() == Some(rule.key.namespace.as_str())
+                    rule.key.namespace == root
+                        || c.namespace().as_deref() == Some(rule.key.namespace.as_str())
                 })
                 .map(|c| c.node_id)
                 .collect();

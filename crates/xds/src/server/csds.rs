@@ -150,17 +150,10 @@ impl Csds {
             if status.node_id.is_empty() || !matches(&req.node_matchers, &status.node_id)? {
                 continue;
             }
-            if let Some(ns) = &viewer_ns {
-                let theirs = status
-                    .peer
-                    .identity
-                    .as_deref()
-                    .and_then(spiffe_namespace)
-                    .map(str::to_owned)
-                    .or_else(|| status.identity.namespace.clone());
-                if theirs.as_deref() != Some(ns.as_str()) {
-                    continue;
-                }
+            if let Some(ns) = &viewer_ns
+                && status.namespace().as_deref() != Some(ns.as_str())
+            {
+                continue;
             }
             let (lens, types) = reg.subscribed();
             // No lens shown yet is the plain one (a lens is shown only when

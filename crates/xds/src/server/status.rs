@@ -197,6 +197,14 @@ pub struct ConnectionStatus {
     pub sync: ProxySync,
 }
 
+impl ConnectionStatus {
+    /// The namespace the proxy belongs to: the one its identity proves,
+    /// else the one it claims (what its scope and policies are picked by).
+    pub fn namespace(&self) -> Option<String> {
+        super::authorize::scope_namespace(self.peer.identity.as_deref(), &self.identity)
+    }
+}
+
 /// A connection's scope, on /debug/syncz.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ScopeStatus {
