@@ -15,7 +15,7 @@ mod pod;
 use pod::{AgentCli, InjectArgs, WebhookCli};
 
 /// The operator's commands (status, wait).
-#[path = "main/ops.rs"]
+#[path = "main/ops/mod.rs"]
 mod ops;
 
 /// jemalloc, whose background threads return freed memory to the operating
