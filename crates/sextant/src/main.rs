@@ -206,23 +206,19 @@ fn main() -> ExitCode {
         Some(Command::Agent(a)) => pod::agent(*a),
         Some(Command::Inject(a)) => pod::inject(&a),
         Some(Command::Webhook(w)) => pod::webhook(*w),
-        Some(Command::Status(a)) => match runtime() {
-            Ok(rt) => ops::status(&a, &rt),
-            Err(code) => code,
-        },
-        Some(Command::Wait(a)) => match runtime() {
-            Ok(rt) => ops::wait(&a, &rt),
-            Err(code) => code,
-        },
-        Some(Command::ProxyConfig(a)) => match runtime() {
-            Ok(rt) => ops::proxy_config(&a, &rt),
-            Err(code) => code,
-        },
-        Some(Command::Describe(a)) => match runtime() {
-            Ok(rt) => ops::describe(&a, &rt),
-            Err(code) => code,
-        },
+        Some(Command::Status(a)) => on_runtime(|rt| ops::status(&a, rt)),
+        Some(Command::Wait(a)) => on_runtime(|rt| ops::wait(&a, rt)),
+        Some(Command::ProxyConfig(a)) => on_runtime(|rt| ops::proxy_config(&a, rt)),
+        Some(Command::Describe(a)) => on_runtime(|rt| ops::describe(&a, rt)),
         None => run(&cli.run),
+    }
+}
+
+/// Runs `command` on the commands' runtime (or fails as [`runtime`] does).
+fn on_runtime(command: impl FnOnce(&tokio::runtime::Runtime) -> ExitCode) -> ExitCode {
+    match runtime() {
+        Ok(rt) => command(&rt),
+        Err(code) => code,
     }
 }
 

@@ -844,28 +844,8 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csds_tells_each_client_what_it_holds_as_envoy_itself_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
-    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let envoy =
-        sextant_testkit::peers::Envoy::start(&bootstrap(sx.xds, "csds-envoy", false).await).await;
-    envoy.wait_live().await;
-    let mut nacker = SotwClient::connect(sx.xds, "nacker").await;
-    nacker.subscribe(types::CDS, &[]).await;
-    let r = nacker.recv().await;
-    nacker.nack(&r, &[], "", "no thanks").await;
-    // Both settled as the admin view sees them.
-    for _ in 0..100 {
-        let s = sx.json("/debug/syncz").await;
-        let conns = s["connections"].as_array().cloned().unwrap_or_default();
-        let of = |node: &str| conns.iter().find(|c| c["node_id"] == node).cloned();
-        if of("csds-envoy").is_some_and(|c| c["sync"] == "CURRENT")
-            && of("nacker").is_some_and(|c| c["types"][0]["state"] == "NACKED")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sx, envoy, _nacker) =
+        envoy_and_nacker(dir.path(), "csds-envoy", "nacker", "no thanks").await;
 
     let csds = |args: Vec<String>| async move {
         let out = tokio::process::Command::new(sextant_testkit::peers::python_path())
@@ -1334,28 +1314,8 @@ authorizationPolicies:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_page_shows_proxies_and_nacks_in_a_real_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("mesh.yaml");
-    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
-    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let envoy =
-        sextant_testkit::peers::Envoy::start(&bootstrap(sx.xds, "page-envoy", false).await).await;
-    envoy.wait_live().await;
-    let mut nacker = SotwClient::connect(sx.xds, "page-nacker").await;
-    nacker.subscribe(types::CDS, &[]).await;
-    let r = nacker.recv().await;
-    nacker.nack(&r, &[], "", "<b>not</b> today").await;
-    // Both settled before the browser looks.
-    for _ in 0..100 {
-        let s = sx.json("/debug/syncz").await;
-        let conns = s["connections"].as_array().cloned().unwrap_or_default();
-        let of = |n: &str| conns.iter().find(|c| c["node_id"] == n).cloned();
-        if of("page-envoy").is_some_and(|c| c["sync"] == "CURRENT")
-            && of("page-nacker").is_some_and(|c| c["types"][0]["state"] == "NACKED")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sx, _envoy, _nacker) =
+        envoy_and_nacker(dir.path(), "page-envoy", "page-nacker", "<b>not</b> today").await;
     let artifacts =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("mkdir");
@@ -1431,4 +1391,38 @@ async fn the_admin_page_shows_proxies_and_nacks_in_a_real_browser() {
         "no screenshot: {}",
         String::from_utf8_lossy(&shot.stderr)
     );
+}
+
+/// Sextant on a one-service file in `dir`, a real Envoy (`envoy_node`) that
+/// took its configuration, and a raw client (`nacker_node`) that rejected
+/// its clusters with `error`; returned once the admin view shows the Envoy
+/// CURRENT and the client NACKED (bounded, 10 s).
+async fn envoy_and_nacker(
+    dir: &std::path::Path,
+    envoy_node: &str,
+    nacker_node: &str,
+    error: &str,
+) -> (Sextant, sextant_testkit::peers::Envoy, SotwClient) {
+    let file = dir.join("mesh.yaml");
+    std::fs::write(&file, "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n    endpoints: [{ address: 10.1.2.3 }]\n").expect("write");
+    let sx = Sextant::start(dir, &["--file", file.to_str().expect("path")]).await;
+    let envoy =
+        sextant_testkit::peers::Envoy::start(&bootstrap(sx.xds, envoy_node, false).await).await;
+    envoy.wait_live().await;
+    let mut nacker = SotwClient::connect(sx.xds, nacker_node).await;
+    nacker.subscribe(types::CDS, &[]).await;
+    let r = nacker.recv().await;
+    nacker.nack(&r, &[], "", error).await;
+    for _ in 0..100 {
+        let s = sx.json("/debug/syncz").await;
+        let conns = s["connections"].as_array().cloned().unwrap_or_default();
+        let of = |n: &str| conns.iter().find(|c| c["node_id"] == n).cloned();
+        if of(envoy_node).is_some_and(|c| c["sync"] == "CURRENT")
+            && of(nacker_node).is_some_and(|c| c["types"][0]["state"] == "NACKED")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (sx, envoy, nacker)
 }
