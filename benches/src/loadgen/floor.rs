@@ -40,6 +40,7 @@ pub(super) async fn floor(args: &FloorArgs) -> i32 {
                 nonce: "1".into(),
                 resources: Arc::new(resources.into()),
                 removed: vec![],
+                changed_at: None,
             },
         );
     }
@@ -62,6 +63,7 @@ pub(super) async fn floor(args: &FloorArgs) -> i32 {
             nonce: format!("f{n}"),
             resources: Arc::new(vec![r].into()),
             removed: vec![],
+            changed_at: None,
         }
     };
     let changes = args.burst;
@@ -81,6 +83,7 @@ pub(super) async fn floor(args: &FloorArgs) -> i32 {
                     .into(),
             ),
             removed: vec![],
+            changed_at: None,
         }
     };
     let floor = Floor {

@@ -275,15 +275,16 @@ impl Shared {
         Ok(())
     }
 
-    /// The agent's metrics, in Prometheus' text form: the workload
+    /// The agent's metrics, in the OpenMetrics text form: the workload
     /// certificate's expiry and renewals, when one is kept.
     pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
         use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
         let Some(held) = &self.certificate else {
-            return out;
+            return String::new();
         };
+        let mut registry = prometheus_client::registry::Registry::default();
         let expiry = held.borrow().as_ref().map(|m| {
             m.not_after
                 .duration_since(std::time::UNIX_EPOCH)
@@ -291,17 +292,26 @@ impl Shared {
                 .as_secs()
         });
         if let Some(expiry) = expiry {
-            let _ = writeln!(
-                out,
-                "# HELP sextant_agent_certificate_expiry_seconds When the workload certificate held expires (Unix time).\n# TYPE sextant_agent_certificate_expiry_seconds gauge\nsextant_agent_certificate_expiry_seconds {expiry}"
+            registry.register(
+                "sextant_agent_certificate_expiry_seconds",
+                "When the workload certificate held expires (Unix time).",
+                ConstGauge::new(expiry as i64),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP sextant_agent_certificates_received_total Workload certificates received from the CA.\n# TYPE sextant_agent_certificates_received_total counter\nsextant_agent_certificates_received_total {}\n# HELP sextant_agent_certificate_request_failures_total Requests to the CA that failed (the certificate held keeps serving).\n# TYPE sextant_agent_certificate_request_failures_total counter\nsextant_agent_certificate_request_failures_total {}",
-            self.cert_counts.received.load(Relaxed),
-            self.cert_counts.failures.load(Relaxed),
+        // Counters: the encoder names the samples `..._total`.
+        registry.register(
+            "sextant_agent_certificates_received",
+            "Workload certificates received from the CA.",
+            ConstCounter::new(self.cert_counts.received.load(Relaxed)),
         );
+        registry.register(
+            "sextant_agent_certificate_request_failures",
+            "Requests to the CA that failed (the certificate held keeps serving).",
+            ConstCounter::new(self.cert_counts.failures.load(Relaxed)),
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 

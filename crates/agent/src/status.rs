@@ -58,8 +58,16 @@ async fn app_health(
     )
 }
 
-async fn metrics(State(s): State<Status>) -> String {
-    s.shared.metrics()
+async fn metrics(
+    State(s): State<Status>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.shared.metrics(),
+    )
 }
 
 async fn quit(State(s): State<Status>) -> (StatusCode, &'static str) {

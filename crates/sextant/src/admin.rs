@@ -4,7 +4,7 @@
 //! | path | what |
 //! |---|---|
 //! | `/healthz/ready` | 200 once serving, 503 (saying why) before |
-//! | `/metrics` | Prometheus text |
+//! | `/metrics` | every metric, OpenMetrics text (the Prometheus client crate encodes it) |
 //! | `/debug/registryz` | each registry and rule source: state, last sync, staleness, counts (services, endpoints, routes, policies), last error, problems; conflicts (rule conflicts too) |
 //! | `/debug/configz` | the merged view, JSON; each rule in force with the services it is bound to, and `check-config`'s warnings about them |
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
@@ -25,14 +25,8 @@ pub mod listener;
 mod metrics;
 mod page;
 
-pub use metrics::render_metrics;
-
-/// Metric families from parts of a program the admin module does not know
-/// (the injection audit, an embedder's own), appended to `/metrics`.
-pub trait MetricsSource: Send + Sync + 'static {
-    /// Appends Prometheus text: `# HELP`, `# TYPE` and samples.
-    fn render(&self, out: &mut String);
-}
+pub use metrics::{Families, Labels, render_metrics};
+pub use prometheus_client::collector::Collector;
 
 /// What the admin handlers read.
 #[derive(Clone)]
@@ -42,8 +36,9 @@ pub struct AdminState {
     listener: Arc<listener::ListenerStats>,
     /// When set, `/debug/*` needs `Authorization: Bearer TOKEN`.
     token: Option<sextant_core::Secret>,
-    /// More metric families.
-    sources: Vec<Arc<dyn MetricsSource>>,
+    /// More metric families: parts of a program the admin module does
+    /// not know (the injection audit, the CA, an embedder's own).
+    sources: Vec<Arc<dyn Collector>>,
 }
 
 impl AdminState {
@@ -58,8 +53,8 @@ impl AdminState {
         }
     }
 
-    /// Appends `sources`' metric families to `/metrics`.
-    pub fn with_metrics(mut self, sources: Vec<Arc<dyn MetricsSource>>) -> Self {
+    /// Adds `sources`' metric families to `/metrics`.
+    pub fn with_metrics(mut self, sources: Vec<Arc<dyn Collector>>) -> Self {
         self.sources = sources;
         self
     }
@@ -387,5 +382,12 @@ async fn events(
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     let body = render_metrics(&s);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -39,6 +39,7 @@ pub mod config;
 pub mod iptables;
 pub mod logging;
 
+pub use prometheus_client;
 pub use sextant_aggregate as aggregate;
 #[cfg(feature = "consul")]
 pub use sextant_consul as consul;
@@ -103,7 +104,7 @@ pub struct Sextant {
     admin_addr: Option<SocketAddr>,
     admin_token: Option<sextant_core::Secret>,
     drain_timeout: Duration,
-    metrics: Vec<Arc<dyn admin::MetricsSource>>,
+    metrics: Vec<Arc<dyn admin::Collector>>,
 }
 
 impl Default for Sextant {
@@ -202,9 +203,11 @@ impl Sextant {
         self
     }
 
-    /// Adds metric families to `/metrics` (the source lives as long as
-    /// the control plane).
-    pub fn metrics_source(mut self, source: Arc<dyn admin::MetricsSource>) -> Self {
+    /// Adds metric families to `/metrics`: a collector of the Prometheus
+    /// client crate (re-exported as `sextant::prometheus_client`), asked
+    /// for its families at each scrape; it lives as long as the control
+    /// plane.
+    pub fn metrics_collector(mut self, source: Arc<dyn admin::Collector>) -> Self {
         self.metrics.push(source);
         self
     }
@@ -453,37 +456,43 @@ impl InjectionMetrics {
 }
 
 #[cfg(feature = "k8s")]
-impl admin::MetricsSource for InjectionMetrics {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP sextant_injection_pods Pods of injection-enabled namespaces without the current proxy: missing (none) or outdated (another template); sextant inject --audit lists them.\n# TYPE sextant_injection_pods gauge"
-        );
-        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        for (cluster, auditor) in &self.clusters {
-            let cluster = escape(cluster);
-            let c = auditor.counts();
-            if c.known {
-                let _ = writeln!(
-                    out,
-                    "sextant_injection_pods{{cluster=\"{cluster}\",state=\"missing\"}} {}\nsextant_injection_pods{{cluster=\"{cluster}\",state=\"outdated\"}} {}",
-                    c.missing, c.outdated
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sextant_injection_audit_errors_total Injection audits that failed (the gauge keeps the last result).\n# TYPE sextant_injection_audit_errors_total counter"
-        );
-        for (cluster, auditor) in &self.clusters {
-            let cluster = escape(cluster);
-            let _ = writeln!(
-                out,
-                "sextant_injection_audit_errors_total{{cluster=\"{cluster}\"}} {}",
-                auditor.counts().errors
-            );
-        }
+impl std::fmt::Debug for InjectionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InjectionMetrics")
+    }
+}
+
+#[cfg(feature = "k8s")]
+impl admin::Collector for InjectionMetrics {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        let mut p = admin::Families::new(encoder);
+        p.gauges(
+            "sextant_injection_pods",
+            "Pods of injection-enabled namespaces without the current proxy: missing (none) or outdated (another template); sextant inject --audit lists them.",
+            self.clusters.iter().flat_map(|(cluster, auditor)| {
+                let c = auditor.counts();
+                let known = c.known;
+                [("missing", c.missing), ("outdated", c.outdated)]
+                    .into_iter()
+                    .filter(move |_| known)
+                    .map(|(state, n)| {
+                        (
+                            vec![("cluster", cluster.clone()), ("state", state.to_owned())],
+                            n as u64,
+                        )
+                    })
+            }),
+        )?;
+        p.counters(
+            "sextant_injection_audit_errors_total",
+            "Injection audits that failed (the gauge keeps the last result).",
+            self.clusters.iter().map(|(cluster, auditor)| {
+                (vec![("cluster", cluster.clone())], auditor.counts().errors)
+            }),
+        )
     }
 }
 
@@ -536,40 +545,44 @@ impl Drop for RootCertPublishers {
 }
 
 #[cfg(feature = "k8s")]
-impl admin::MetricsSource for RootCertPublishers {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+impl std::fmt::Debug for RootCertPublishers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootCertPublishers")
+    }
+}
+
+#[cfg(feature = "k8s")]
+impl admin::Collector for RootCertPublishers {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
         use std::sync::atomic::Ordering::Relaxed;
-        let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "# HELP sextant_ca_root_configmaps_total istio-ca-root-cert ConfigMaps written (created, updated) and failed API calls (error).\n# TYPE sextant_ca_root_configmaps_total counter"
-        );
-        for (cluster, _, c) in &self.clusters {
-            let cluster = escape(cluster);
-            for (action, v) in [
-                ("created", c.created.load(Relaxed)),
-                ("updated", c.updated.load(Relaxed)),
-                ("error", c.errors.load(Relaxed)),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "sextant_ca_root_configmaps_total{{cluster=\"{cluster}\",action=\"{action}\"}} {v}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sextant_ca_root_configmaps_foreign Namespaces whose istio-ca-root-cert ConfigMap belongs to another controller (left alone).\n# TYPE sextant_ca_root_configmaps_foreign gauge"
-        );
-        for (cluster, _, c) in &self.clusters {
-            let _ = writeln!(
-                out,
-                "sextant_ca_root_configmaps_foreign{{cluster=\"{}\"}} {}",
-                escape(cluster),
-                c.foreign.load(Relaxed)
-            );
-        }
+        let mut p = admin::Families::new(encoder);
+        p.counters(
+            "sextant_ca_root_configmaps_total",
+            "istio-ca-root-cert ConfigMaps written (created, updated) and failed API calls (error).",
+            self.clusters.iter().flat_map(|(cluster, _, c)| {
+                [
+                    ("created", c.created.load(Relaxed)),
+                    ("updated", c.updated.load(Relaxed)),
+                    ("error", c.errors.load(Relaxed)),
+                ]
+                .map(|(action, v)| {
+                    (
+                        vec![("cluster", cluster.clone()), ("action", action.to_owned())],
+                        v,
+                    )
+                })
+            }),
+        )?;
+        p.gauges(
+            "sextant_ca_root_configmaps_foreign",
+            "Namespaces whose istio-ca-root-cert ConfigMap belongs to another controller (left alone).",
+            self.clusters
+                .iter()
+                .map(|(cluster, _, c)| (vec![("cluster", cluster.clone())], c.foreign.load(Relaxed))),
+        )
     }
 }
 
@@ -700,38 +713,37 @@ impl sextant_ca::Authenticate for XdsCredentials {
 }
 
 /// The CA's counters on `/metrics`.
+#[derive(Debug)]
 struct CaMetricsSource(Arc<sextant_ca::CaMetrics>);
 
-impl admin::MetricsSource for CaMetricsSource {
-    fn render(&self, out: &mut String) {
+impl admin::Collector for CaMetricsSource {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
         use sextant_ca::CaMetrics as M;
-        use std::fmt::Write as _;
         let m = &self.0;
-        let _ = writeln!(
-            out,
-            "# HELP sextant_ca_certificates_issued_total Workload certificates issued.\n# TYPE sextant_ca_certificates_issued_total counter\nsextant_ca_certificates_issued_total {}",
-            M::get(&m.issued_total)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sextant_ca_requests_refused_total Certificate requests refused, by reason.\n# TYPE sextant_ca_requests_refused_total counter"
-        );
-        for (reason, v) in [
-            ("unauthenticated", &m.unauthenticated_total),
-            ("bad_csr", &m.bad_csr_total),
-            ("failed", &m.failed_total),
-        ] {
-            let _ = writeln!(
-                out,
-                "sextant_ca_requests_refused_total{{reason=\"{reason}\"}} {}",
-                M::get(v)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sextant_ca_reload_failures_total Changes of the CA's files that did not load (the last good CA kept issuing).\n# TYPE sextant_ca_reload_failures_total counter\nsextant_ca_reload_failures_total {}",
-            M::get(&m.reload_failures_total)
-        );
+        let mut p = admin::Families::new(encoder);
+        p.counter(
+            "sextant_ca_certificates_issued_total",
+            "Workload certificates issued.",
+            M::get(&m.issued_total),
+        )?;
+        p.counters(
+            "sextant_ca_requests_refused_total",
+            "Certificate requests refused, by reason.",
+            [
+                ("unauthenticated", &m.unauthenticated_total),
+                ("bad_csr", &m.bad_csr_total),
+                ("failed", &m.failed_total),
+            ]
+            .map(|(reason, v)| (vec![("reason", reason.to_owned())], M::get(v))),
+        )?;
+        p.counter(
+            "sextant_ca_reload_failures_total",
+            "Changes of the CA's files that did not load (the last good CA kept issuing).",
+            M::get(&m.reload_failures_total),
+        )
     }
 }
 

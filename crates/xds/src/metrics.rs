@@ -4,15 +4,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A Prometheus-style histogram with fixed buckets, in seconds.
-#[derive(Debug)]
-pub struct Histogram {
-    /// Upper bounds of the buckets, in seconds.
-    pub bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+/// A latency histogram, in seconds (buckets [`LATENCY_BOUNDS`]): the
+/// Prometheus client crate's own, which `/metrics` encodes.
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
 
 /// Bucket bounds for latencies: 1 ms to 10 s.
 pub const LATENCY_BOUNDS: &[f64] = &[
@@ -21,41 +16,21 @@ pub const LATENCY_BOUNDS: &[f64] = &[
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            bounds: LATENCY_BOUNDS,
-            counts: LATENCY_BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            LATENCY_BOUNDS.iter().copied(),
+        ))
     }
 }
 
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.0.observe(d.as_secs_f64());
     }
 
-    /// Cumulative counts per bound, then the sum (seconds) and the count.
-    pub fn read(&self) -> (Vec<(f64, u64)>, f64, u64) {
-        let mut total = 0;
-        let buckets = self
-            .bounds
-            .iter()
-            .zip(&self.counts)
-            .map(|(b, c)| {
-                total += c.load(Ordering::Relaxed);
-                (*b, total)
-            })
-            .collect();
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (buckets, sum, self.count.load(Ordering::Relaxed))
+    /// The metric, to encode.
+    pub fn metric(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.0
     }
 }
 
@@ -115,6 +90,9 @@ pub struct Metrics {
     /// Per type: from the first change a response carries reaching the
     /// publisher to the client's ACK of it (Istio's convergence time).
     pub convergence: [Histogram; 4],
+    /// Per type: from the first change a response carries reaching the
+    /// publisher to the response being sent (the server's share of it).
+    pub sent_after_change: [Histogram; 4],
     /// Where pushes and NACKs are recorded for `/debug/events` (give it
     /// the aggregator's journal: one sequence for everything).
     pub journal: std::sync::Arc<sextant_core::journal::Journal>,

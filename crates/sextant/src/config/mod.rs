@@ -697,13 +697,13 @@ impl Settings {
             && self.registries.contains(&RegistryKind::Kubernetes)
         {
             let authority = authority.clone();
-            sextant = sextant.metrics_source(Arc::new(
+            sextant = sextant.metrics_collector(Arc::new(
                 crate::RootCertPublishers::spawn(&self.k8s, Arc::new(move || authority.root_pem()))
                     .await,
             ));
         }
         if self.registries.contains(&RegistryKind::Kubernetes) && !self.injection.every.is_zero() {
-            sextant = sextant.metrics_source(Arc::new(
+            sextant = sextant.metrics_collector(Arc::new(
                 crate::InjectionMetrics::spawn(&self.k8s, &self.injection).await,
             ));
         }

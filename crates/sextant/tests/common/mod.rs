@@ -310,3 +310,42 @@ pub async fn assert_routes_to(sx: &Sextant, host: &str, headers: &[(&str, &str)]
         "{headers:?} must always reach {want}"
     );
 }
+
+/// `/metrics` read by the Prometheus project's own OpenMetrics parser
+/// (Python `prometheus_client`, strict: a malformed line, a family named
+/// twice or a missing `# EOF` fails here): each family's name, type and
+/// samples (`name`, `labels`, `value`).
+#[allow(dead_code)]
+pub async fn openmetrics(text: &str) -> Vec<serde_json::Value> {
+    use tokio::io::AsyncWriteExt as _;
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = []
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out.append({"name": f.name, "type": f.type, "samples": [
+        {"name": s.name, "labels": s.labels, "value": s.value} for s in f.samples]})
+print(json.dumps(out))
+"#;
+    let mut child = tokio::process::Command::new(sextant_testkit::peers::python_path())
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the parser hangs")
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser rejects /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}

@@ -40,6 +40,9 @@ pub struct Outbound {
     pub resources: Arc<Batch>,
     /// Delta only: names removed.
     pub removed: Vec<Arc<str>>,
+    /// When the first change it carries reached the publisher (none for a
+    /// first answer): the send latency is measured from it.
+    pub changed_at: Option<tokio::time::Instant>,
 }
 
 /// Resources sent together. Their part of the response (the repeated
@@ -292,6 +295,7 @@ mod tests {
             } else {
                 vec![]
             },
+            changed_at: None,
         }
     }
 

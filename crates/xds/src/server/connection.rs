@@ -294,6 +294,9 @@ impl Connection<'_> {
             Metrics::add(&metrics.responses_total[i], 1);
             Metrics::add(&metrics.resources_sent_total[i], out.resources.len() as u64);
             Metrics::add(&metrics.bytes_sent_total, out.encoded_len() as u64);
+            if let Some(changed) = out.changed_at {
+                metrics.sent_after_change[i].observe(changed.elapsed());
+            }
             debug!(node = %self.state.node_id, r#type = %out.kind, resources = out.resources.len(), removed = out.removed.len(), nonce = %out.nonce, "sending");
             if self.tx.send(Ok(out)).await.is_err() {
                 closed = true;

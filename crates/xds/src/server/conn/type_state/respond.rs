@@ -385,6 +385,7 @@ impl TypeState {
             nonce: nonce.clone(),
             resources: planned.resources.clone(),
             removed: planned.removed.clone(),
+            changed_at: snap.first_change.filter(|_| carries_change),
         };
         self.in_flight = Some(InFlight {
             nonce,
