@@ -9,6 +9,7 @@
 //! | `/debug/configz` | the merged view, JSON; each rule in force with the services it is bound to, and `check-config`'s warnings about them |
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
 //! | `/` | a page for people: registries, proxies and their sync state, conflicts, NACKs, events (HTML, refreshing itself) |
+//! | `/debug/proxydiff?node=NODE` | what that proxy holds against what the newest snapshot gives it, resource by resource: the ones that differ (held and newest version, sent and not ACKed, rejected), the others counted (404 when it is not connected here) |
 //! | `/debug/events` | what happened, in order: registries synced, stale, recovered, dropped; new conflicts; pushes; NACKs (`?since=SEQ&limit=N`) |
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/debug/configz", get(configz))
         .route("/debug/syncz", get(syncz))
         .route("/debug/events", get(events))
+        .route("/debug/proxydiff", get(proxydiff))
         .route("/", get(index))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -256,6 +258,31 @@ fn pod_connections(s: &AdminState, ns: &str, name: &str) -> Vec<serde_json::Valu
             v
         })
         .collect()
+}
+
+#[derive(serde::Deserialize)]
+struct DiffQuery {
+    node: String,
+}
+
+/// How long a connection has to copy out what its client holds.
+const DIFF_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn proxydiff(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<DiffQuery>,
+) -> Response {
+    use sextant_xds::server::diff::DiffError;
+    match s.xds.proxy_diff(&q.node, DIFF_BOUND).await {
+        Ok(diff) => json(serde_json::to_value(diff).unwrap_or_default()),
+        Err(e) => {
+            let status = match e {
+                DiffError::NotConnected(_) => StatusCode::NOT_FOUND,
+                DiffError::NoAnswer(..) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, format!("{e}\n")).into_response()
+        }
+    }
 }
 
 async fn syncz(

@@ -738,6 +738,36 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
             && detail.contains("resources it kept the old version of: outbound|80||a.test.svc"),
         "{detail}"
     );
+    // And resource by resource, against the newest snapshot: it holds no
+    // cluster (it rejected the only response), and the newest version of
+    // the one it would get is the one it rejected.
+    let line = |text: &str, name: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.contains(name) && !l.contains("kept the old version"))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let a = line(&detail, "outbound|80||a.test.svc");
+    assert_eq!(a.first().map(String::as_str), Some("cds"), "{detail}");
+    assert_eq!(a[2], "-", "held: nothing; {detail}");
+    assert!(
+        detail.contains("rejected (NACK): keeps the held version"),
+        "{detail}"
+    );
+    assert!(detail.contains("resources differ"), "{detail}");
+    // The Envoy holds everything at its newest version.
+    let (code, envoy_detail, e) = run(vec![
+        "status".into(),
+        "envoy-status".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{envoy_detail}{e}");
+    assert!(
+        envoy_detail.contains("holds the newest configuration: all "),
+        "{envoy_detail}"
+    );
 
     // A new service; wait for it on both replicas.
     std::fs::write(
@@ -761,6 +791,23 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     assert_eq!(code, 1, "{o}{e}");
     assert!(e.contains(&format!("{}: nacker", second.admin)), "{e}");
     assert!(!e.contains("envoy-status"), "the Envoy holds it: {e}");
+    // Why, resource by resource: the new cluster went to it and is not
+    // acknowledged (the client reads nothing more).
+    let (code, detail, e) = run(vec![
+        "status".into(),
+        "nacker".into(),
+        "--admin-addr".into(),
+        admins.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{detail}{e}");
+    eprintln!("{detail}");
+    let b = line(&detail, "outbound|80||b.test.svc");
+    assert_eq!(b.get(2).map(String::as_str), Some("-"), "{detail}");
+    assert!(
+        b.join(" ").ends_with("sent, not acknowledged yet"),
+        "{detail}"
+    );
     // Gone, and the wait passes: the Envoy holds the new service.
     drop(nacker);
     let started = std::time::Instant::now();
@@ -810,7 +857,10 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     };
     assert!(count("sextant_xds_convergence_seconds") >= 1, "{metrics}");
     // And the same responses as sent after the change, the server's share.
-    assert!(count("sextant_xds_change_to_send_seconds") >= 1, "{metrics}");
+    assert!(
+        count("sextant_xds_change_to_send_seconds") >= 1,
+        "{metrics}"
+    );
     let (_, clusters) = envoy.admin_get("/clusters").await;
     assert!(
         clusters.contains("outbound|80||c.test.svc"),

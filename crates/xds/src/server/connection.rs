@@ -150,6 +150,12 @@ impl Connection<'_> {
                 },
                 // The publisher is gone: the process is shutting down.
                 changed = snapshots.changed() => changed.map_err(|_| Ended),
+                // Someone asks what the client holds (`sextant status NODE`):
+                // answered here, between two steps; nothing else to do.
+                () = self.registered.asked.notified() => {
+                    self.registered.answer_held(&self.state);
+                    continue;
+                }
                 () = &mut timer, if deadline.is_some() => {
                     self.expire_acks();
                     Ok(())

@@ -17,7 +17,8 @@
 //!   stream may be served;
 //! - `conn/`: the per-connection protocol state, no I/O;
 //! - `status.rs`: what the server shows about itself, and each
-//!   connection's mirror for the debug endpoint.
+//!   connection's mirror for the debug endpoint; `diff.rs` what one client
+//!   holds against the newest snapshot, copied out by its task when asked.
 //!
 //! What a proxy sees of a snapshot (its scope, its capture layout) is
 //! [`crate::lens`], outside the server: it depends on snapshots only.
@@ -29,6 +30,7 @@ mod config;
 pub(crate) mod conn;
 mod connection;
 pub mod csds;
+pub mod diff;
 mod grpc;
 pub mod limits;
 mod listen;

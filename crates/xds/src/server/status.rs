@@ -11,7 +11,7 @@ use sextant_core::time::rfc3339;
 use tracing::info;
 
 use super::codec::Wire;
-use super::conn::ConnState;
+use super::conn::{ConnState, HeldNow};
 use super::lock;
 use crate::identity::NodeIdentity;
 use crate::lens::Lens;
@@ -269,7 +269,14 @@ pub(crate) struct Registered {
     /// whether it subscribes to everything and the names it asked for
     /// (shared with its protocol state, not copied).
     subscribed: Mutex<Subscribed>,
+    /// Who waits for what the client holds (see [`Registered::ask_held`]).
+    held_asks: Mutex<Vec<tokio::sync::oneshot::Sender<Vec<HeldNow>>>>,
+    /// Wakes the connection's task to answer them.
+    pub(crate) asked: tokio::sync::Notify,
 }
+
+/// Callers waiting at once for one connection's held configuration, at most.
+const MAX_HELD_ASKS: usize = 8;
 
 /// One type a connection subscribes to: whether to everything, and the
 /// names it asked for.
@@ -298,6 +305,42 @@ impl Registered {
             hosts: Mutex::new((0, Vec::new())),
             served: Mutex::new((0, 0, 0)),
             subscribed: Mutex::default(),
+            held_asks: Mutex::default(),
+            asked: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Its node id, once the node said.
+    pub(crate) fn node_id(&self) -> String {
+        lock(&self.node).0.clone()
+    }
+
+    /// What the client holds, per type, copied out by the connection's
+    /// task at its next step; `None` when it does not answer within
+    /// `bound` (or too many wait already).
+    pub(crate) async fn ask_held(&self, bound: std::time::Duration) -> Option<Vec<HeldNow>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut asks = lock(&self.held_asks);
+            if asks.len() >= MAX_HELD_ASKS {
+                return None;
+            }
+            asks.push(tx);
+        }
+        self.asked.notify_one();
+        tokio::time::timeout(bound, rx).await.ok()?.ok()
+    }
+
+    /// Answers whoever asked what the client holds (the connection's task
+    /// calls this when woken by [`Registered::asked`]).
+    pub(crate) fn answer_held(&self, state: &ConnState) {
+        let asks = std::mem::take(&mut *lock(&self.held_asks));
+        if asks.is_empty() {
+            return;
+        }
+        let held: Vec<HeldNow> = state.types().iter().map(|t| t.held_now()).collect();
+        for ask in asks {
+            let _ = ask.send(held.clone());
         }
     }
 

@@ -121,6 +121,19 @@ async fn json(addr: &str, path: &str, token: Option<&str>) -> Result<Value, Stri
     }
 }
 
+/// `v` as a URL query value (percent-encoded but for unreserved bytes).
+fn query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }

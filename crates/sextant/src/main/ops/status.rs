@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use super::{AdminTarget, columns, joined, json, s, short};
+use super::{AdminTarget, columns, joined, json, query_value, s, short};
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
@@ -21,14 +21,20 @@ pub(crate) struct StatusArgs {
     #[arg(long)]
     events: bool,
     /// One proxy (its node id): where each type stands against the newest
-    /// snapshot, in detail.
+    /// snapshot, in detail, and each resource it holds at another version
+    /// than the newest would give it.
     node: Option<String>,
 }
 
 /// One proxy's detail: per type what it acknowledged, what was sent, what
-/// waits, what it rejected and why; and whether it has looked at the
-/// newest snapshot.
-fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String> {
+/// waits, what it rejected and why; whether it has looked at the newest
+/// snapshot; and, from `diffs` (each replica's `/debug/proxydiff`), the
+/// resources it holds at another version than the newest.
+fn node_detail(
+    node: &str,
+    answers: &[(String, Value)],
+    diffs: &BTreeMap<String, Result<Value, String>>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut found = false;
     for (addr, a) in answers {
@@ -91,6 +97,11 @@ fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String
             for r in rejected {
                 out.push_str(&r);
             }
+            match diffs.get(addr) {
+                Some(Ok(diff)) => out.push_str(&differences(diff)),
+                Some(Err(e)) => out.push_str(&format!("  what it holds is not known: {e}\n")),
+                None => {}
+            }
         }
     }
     if found {
@@ -100,6 +111,72 @@ fn node_detail(node: &str, answers: &[(String, Value)]) -> Result<String, String
             "no proxy {node:?} is connected (sextant status lists them)"
         ))
     }
+}
+
+/// A `/debug/proxydiff` answer as lines: each resource held at another
+/// version than the newest, or that the proxy holds the newest of all.
+fn differences(diff: &Value) -> String {
+    let types = diff["types"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let count = |key: &str| -> u64 {
+        types
+            .iter()
+            .map(|t| match key {
+                "differ" => {
+                    t["differences"].as_array().map_or(0, |d| d.len() as u64)
+                        + t["more"].as_u64().unwrap_or(0)
+                }
+                _ => t[key].as_u64().unwrap_or(0),
+            })
+            .sum()
+    };
+    let (same, differ) = (count("same"), count("differ"));
+    if differ == 0 {
+        return format!(
+            "  holds the newest configuration: all {same} resources at the newest version (snapshot {})\n",
+            diff["generation"]
+        );
+    }
+    let mut rows = vec![
+        ["TYPE", "NAME", "HELD", "NEWEST", ""]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let version = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let mut more = 0;
+    for t in types {
+        more += t["more"].as_u64().unwrap_or(0);
+        for d in t["differences"].as_array().into_iter().flatten() {
+            let why = if d["rejected"] == true {
+                "rejected (NACK): keeps the held version"
+            } else if d["in_flight"] == true {
+                "sent, not acknowledged yet"
+            } else if d["held"].is_null() {
+                "not held: would be added"
+            } else if d["newest"].is_null() {
+                "held: would be removed"
+            } else {
+                "held at an older version"
+            };
+            rows.push(vec![
+                short(s(&t["type"])).to_owned(),
+                s(&d["name"]).to_owned(),
+                version(&d["held"]),
+                version(&d["newest"]),
+                why.to_owned(),
+            ]);
+        }
+    }
+    let mut out = format!(
+        "  against the newest snapshot ({}): {differ} resources differ, {same} the same\n",
+        diff["generation"]
+    );
+    for line in columns(&rows).lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    if more > 0 {
+        out.push_str(&format!("  and {more} more that differ\n"));
+    }
+    out
 }
 
 #[derive(Args)]
@@ -208,7 +285,20 @@ pub(crate) fn status(args: &StatusArgs, runtime: &tokio::runtime::Runtime) -> Ex
         }
     }
     if let Some(node) = &args.node {
-        return match node_detail(node, &answers) {
+        // What it holds, from the replicas it is connected to.
+        let mut diffs = BTreeMap::new();
+        for (addr, a) in &answers {
+            let here = a["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["node_id"] == node.as_str());
+            if here {
+                let path = format!("/debug/proxydiff?node={}", query_value(node));
+                diffs.insert(addr.clone(), runtime.block_on(json(addr, &path, token)));
+            }
+        }
+        return match node_detail(node, &answers, &diffs) {
             Ok(text) => {
                 print!("{text}");
                 if failed {

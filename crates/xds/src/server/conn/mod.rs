@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 pub(crate) use plan::{CurrentPlans, Serving};
 pub(crate) use subscriptions::{NameSet, Subscriptions};
-pub(crate) use type_state::{RequestOutcome, TypeState};
+pub(crate) use type_state::{HeldNow, RequestOutcome, TypeState};
 
 use super::codec::{Outbound, Wire};
 use super::request::SotwRequest;

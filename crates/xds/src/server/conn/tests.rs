@@ -441,6 +441,49 @@ fn a_nack_of_a_shared_response_restores_only_that_connection() {
     );
 }
 
+/// What a proxy holds as `sextant status NODE` reads it: while a response
+/// is in flight, the acknowledged versions (not the ones sent) and the
+/// names the response changes; once acknowledged, the new versions.
+/// Both ways a response is planned: computed by the connection (its undo
+/// lists names) and shared from another (its undo is the whole set).
+#[test]
+fn held_now_gives_acknowledged_versions_and_names_in_flight() {
+    let mut mesh = Mesh::new(10);
+    let mut proxies: Vec<Proxy> = (0..2).map(|_| Proxy::new(&mesh.subscriptions)).collect();
+    for p in &mut proxies {
+        p.settle(&mesh.shared);
+    }
+    let eds_before = proxies[0].state.of(ResourceType::Endpoint).held_now();
+    assert!(eds_before.in_flight.is_empty());
+    mesh.flip(2);
+    for (i, p) in proxies.iter_mut().enumerate() {
+        p.state.take_plan_counts();
+        let out = p.state.pump(&mesh.shared).expect("the flip");
+        assert_eq!(out.kind, ResourceType::Endpoint);
+        let (_, shared) = p.state.take_plan_counts();
+        assert_eq!(shared > 0, i == 1, "the first computes, the second shares");
+        let changed = out.resources.iter().next().expect("one assignment").clone();
+        let now = p.state.of(ResourceType::Endpoint).held_now();
+        assert_eq!(now.in_flight, vec![changed.name.clone()], "proxy {i}");
+        assert_eq!(
+            now.acked.get(&changed.name),
+            eds_before.acked.get(&changed.name),
+            "proxy {i}: the acknowledged version, not the one sent"
+        );
+        assert_ne!(now.acked.get(&changed.name), Some(&changed.version));
+        assert_eq!(now.acked.len(), eds_before.acked.len(), "proxy {i}");
+        // Acknowledged: the new version, nothing in flight.
+        let mut ack = sotw(ResourceType::Endpoint, &[], &out.nonce);
+        for n in &p.clusters {
+            ack.names.push(n);
+        }
+        p.state.on_sotw(ack);
+        let after = p.state.of(ResourceType::Endpoint).held_now();
+        assert!(after.in_flight.is_empty(), "proxy {i}");
+        assert_eq!(after.acked.get(&changed.name), Some(&changed.version));
+    }
+}
+
 #[test]
 fn bulk_and_one_by_one_subscriptions_give_the_same_set_and_digest() {
     let arcs = |xs: &[&str]| xs.iter().map(|x| Arc::<str>::from(*x)).collect::<Vec<_>>();

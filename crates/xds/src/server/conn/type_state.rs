@@ -26,6 +26,19 @@ use crate::translate::Client;
 
 mod respond;
 
+/// One type of what a client holds, copied out of its state when asked
+/// (see [`TypeState::held_now`]).
+#[derive(Clone)]
+pub(crate) struct HeldNow {
+    pub(crate) kind: ResourceType,
+    /// Name -> the version acknowledged.
+    pub(crate) acked: HashMap<Arc<str>, Arc<str>>,
+    /// Names the response in flight changes (sent, not acknowledged).
+    pub(crate) in_flight: Vec<Arc<str>>,
+    /// Name -> the version the client rejected.
+    pub(crate) rejected: HashMap<Arc<str>, Arc<str>>,
+}
+
 /// How to restore `held` if a response is rejected.
 enum Undo {
     /// Each changed name's previous entry, in the order changed.
@@ -228,6 +241,50 @@ impl TypeState {
             last_nack: self.last_nack.as_ref(),
             names: &self.names,
         })
+    }
+
+    /// What the client holds of this type as far as the server knows: the
+    /// version of each name it acknowledged (the response in flight not
+    /// counted), the names that response changes, and the versions it
+    /// rejected. For `sextant status NODE`; a copy, made when asked.
+    pub(crate) fn held_now(&self) -> HeldNow {
+        let version = |h: &Held| (h.name().clone(), h.version().clone());
+        let mut acked: HashMap<Arc<str>, Arc<str>> = self.held.iter().map(version).collect();
+        let mut in_flight = Vec::new();
+        if let Some(f) = &self.in_flight {
+            match &f.undo {
+                // Restored from the last change to the first: the first
+                // change's previous entry is what was acknowledged.
+                Undo::Names(list) => {
+                    for (name, prev) in list.iter().rev() {
+                        in_flight.push(name.clone());
+                        match prev {
+                            Some(h) => acked.insert(name.clone(), h.version().clone()),
+                            None => acked.remove(name),
+                        };
+                    }
+                    in_flight.sort();
+                    in_flight.dedup();
+                }
+                Undo::Whole(prev) => {
+                    let before: HashMap<Arc<str>, Arc<str>> = prev.iter().map(version).collect();
+                    in_flight.extend(
+                        acked
+                            .iter()
+                            .filter(|(n, v)| before.get(*n) != Some(*v))
+                            .map(|(n, _)| n.clone()),
+                    );
+                    in_flight.extend(before.keys().filter(|n| !acked.contains_key(*n)).cloned());
+                    acked = before;
+                }
+            }
+        }
+        HeldNow {
+            kind: self.kind,
+            acked,
+            in_flight,
+            rejected: self.rejected.clone(),
+        }
     }
 
     /// When the response in flight was sent, if one is.
