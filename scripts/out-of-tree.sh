@@ -4,7 +4,7 @@
 # (`default-features = false`) pointed at this repository by absolute path.
 # It must build with no protoc anywhere (no PROTOC, none on PATH, and not
 # this repository's .cargo/config.toml, which cargo reads only inside it),
-# without etcd-client, kube or k8s-openapi in its tree; and with the `etcd`
+# without etcd-client, kube, k8s-openapi or OpenTelemetry in its tree; and with the `etcd`
 # feature on, still without protoc.
 #
 # `cargo check` with this workspace's lock file (the same versions, nothing
@@ -53,7 +53,7 @@ run() {
 }
 
 tree="$(run tree --offline -e normal --prefix none)"
-for absent in "etcd-client" "kube " "k8s-openapi" "sextant-etcd" "sextant-k8s" "sextant-consul" "tikv-jemalloc-sys" "sextant-agent"; do
+for absent in "etcd-client" "kube " "k8s-openapi" "sextant-etcd" "sextant-k8s" "sextant-consul" "tikv-jemalloc-sys" "sextant-agent" "opentelemetry"; do
   if grep -qF "$absent" <<<"$tree"; then
     echo "$absent is in the embedder's tree:" >&2
     echo "$tree" >&2

@@ -38,6 +38,8 @@ pub mod admin;
 pub mod config;
 pub mod iptables;
 pub mod logging;
+#[cfg(feature = "otlp")]
+pub mod push_trace;
 
 pub use prometheus_client;
 pub use sextant_aggregate as aggregate;
@@ -105,6 +107,7 @@ pub struct Sextant {
     admin_token: Option<sextant_core::Secret>,
     drain_timeout: Duration,
     metrics: Vec<Arc<dyn admin::Collector>>,
+    otlp_endpoint: Option<String>,
 }
 
 impl Default for Sextant {
@@ -131,6 +134,7 @@ impl Sextant {
             admin_token: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics: Vec::new(),
+            otlp_endpoint: None,
         }
     }
 
@@ -209,6 +213,15 @@ impl Sextant {
     /// plane.
     pub fn metrics_collector(mut self, source: Arc<dyn admin::Collector>) -> Self {
         self.metrics.push(source);
+        self
+    }
+
+    /// Exports a trace of each push to the OpenTelemetry collector at
+    /// `endpoint` (OTLP over gRPC, `http://HOST:4317`); see `push_trace`
+    /// (the `otlp` feature, on by default; without it, `start` fails when
+    /// an endpoint is set).
+    pub fn push_traces(mut self, endpoint: Option<String>) -> Self {
+        self.otlp_endpoint = endpoint;
         self
     }
 
@@ -299,6 +312,20 @@ impl Sextant {
         };
         let xds_tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
         let mut metrics_sources = self.metrics.clone();
+        #[cfg(feature = "otlp")]
+        let push_traces = match &self.otlp_endpoint {
+            Some(endpoint) => {
+                let traces = push_trace::PushTraces::start(xds.clone(), endpoint)?;
+                metrics_sources.push(Arc::new(push_trace::PushTraceMetrics(traces.counts())));
+                info!(%endpoint, "exporting a trace of each push over OTLP");
+                Some(traces)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "otlp"))]
+        if self.otlp_endpoint.is_some() {
+            anyhow::bail!("push traces need the `otlp` feature of the sextant crate");
+        }
         let ca = match self.ca.clone() {
             Some(authority) => {
                 anyhow::ensure!(
@@ -396,6 +423,8 @@ impl Sextant {
             publisher_task,
             aggregator_task,
             ca_watch,
+            #[cfg(feature = "otlp")]
+            _push_traces: push_traces,
         })
     }
 }
@@ -628,6 +657,9 @@ pub struct Running {
     aggregator_task: JoinHandle<()>,
     /// The CA's file watcher, when there is a CA.
     ca_watch: Option<JoinHandle<()>>,
+    /// Push traces, when exported (they stop with this).
+    #[cfg(feature = "otlp")]
+    _push_traces: Option<push_trace::PushTraces>,
 }
 
 impl Running {

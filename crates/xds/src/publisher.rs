@@ -103,8 +103,15 @@ pub fn publisher(
                     }
                 }
             }
+            let translate_started = Instant::now();
             let mut next = current.next(view);
             next.first_change = Some(started);
+            next.push = Some(crate::snapshot::PushTimes {
+                first_change: started,
+                translate_started,
+                published: Instant::now(),
+                endpoints_only: fast,
+            });
             let next = Arc::new(next);
             Metrics::add(&metrics.snapshots_total, 1);
             Metrics::add(&metrics.resources_encoded_total, next.encoded as u64);

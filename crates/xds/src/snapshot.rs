@@ -66,6 +66,22 @@ pub struct Snapshot {
     /// When the first change it carries reached the publisher (set by
     /// [`crate::publisher`]): convergence is measured from here.
     pub first_change: Option<tokio::time::Instant>,
+    /// How the push that made it went (set by [`crate::publisher`]): what
+    /// a trace of the push is drawn from.
+    pub push: Option<PushTimes>,
+}
+
+/// When a push's steps happened, and what set it off.
+#[derive(Clone, Copy, Debug)]
+pub struct PushTimes {
+    /// The first change of the batch reached the publisher.
+    pub first_change: tokio::time::Instant,
+    /// Translation began (the changes were coalesced until then).
+    pub translate_started: tokio::time::Instant,
+    /// The snapshot was published to the connections.
+    pub published: tokio::time::Instant,
+    /// It carried endpoint changes only (the fast path).
+    pub endpoints_only: bool,
 }
 
 impl Snapshot {
@@ -85,6 +101,7 @@ impl Snapshot {
             tcp_conflicts: Vec::new(),
             topology_generation: 0,
             first_change: None,
+            push: None,
         }
     }
 
@@ -323,6 +340,7 @@ impl Snapshot {
             not_found_vhost: self.not_found_vhost.clone(),
             servers,
             first_change: None,
+            push: None,
         }
     }
 }

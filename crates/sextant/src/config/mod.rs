@@ -153,6 +153,11 @@ pub struct RunArgs {
     /// On SIGTERM, wait this long for streams to close.
     #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+    /// Export a trace of each push (first change, coalescing, translation,
+    /// first and last connection) to this OpenTelemetry collector: OTLP
+    /// over gRPC in plaintext, http://HOST:PORT [default: off].
+    #[arg(long, env = "SEXTANT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Log levels per scope, Pilot's syntax: default:info,xds:debug.
     /// Scopes: default, core, aggregate, xds, file, etcd, consul, k8s, admin.
     /// RUST_LOG, when set, replaces this.
@@ -174,6 +179,21 @@ pub struct RunArgs {
     #[command(flatten)]
     #[serde(default)]
     pub k8s: K8sArgs,
+}
+
+/// An OTLP/gRPC endpoint Sextant can export to: `http://HOST:PORT` (the
+/// exporter speaks plaintext gRPC; a collector on another machine is
+/// reached through a local agent or a sidecar).
+fn otlp_endpoint(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "{url:?}: an OTLP/gRPC endpoint in plaintext, http://HOST:PORT (https is not supported)"
+        ));
+    }
+    Ok(())
 }
 
 /// Coalescing flags, and the file's `debounce:` section.
@@ -309,6 +329,8 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// The debug endpoints' bearer token.
     pub admin_token: Option<sextant_core::Secret>,
+    /// Where push traces go (OTLP/gRPC), if anywhere.
+    pub otlp_endpoint: Option<String>,
     /// The ADS server's bounds.
     pub server: ServerConfig,
     /// Aggregator settings.
@@ -548,6 +570,16 @@ impl Settings {
                 Err(e) => c.bad("outbound_traffic_policy", from_flag, e),
             }
         }
+        let otlp_endpoint = match either(&args.otlp_endpoint, &file.otlp_endpoint) {
+            Some((url, from_flag)) => match otlp_endpoint(&url) {
+                Ok(()) => Some(url),
+                Err(e) => {
+                    c.bad("otlp_endpoint", from_flag, e);
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some((mode, from_flag)) = args
             .mtls_mode
             .clone()
@@ -607,6 +639,7 @@ impl Settings {
                 .clone()
                 .or_else(|| file.admin_token.clone())
                 .filter(|t| !t.expose().is_empty()),
+            otlp_endpoint,
             server,
             aggregator,
             translate: TranslateOptions {
@@ -649,6 +682,7 @@ impl Settings {
             .xds_plaintext(self.xds_addr)
             .admin_addr(self.admin_addr)
             .admin_token(self.admin_token.clone())
+            .push_traces(self.otlp_endpoint.clone())
             .server_config(server)
             .outbound_addr(self.translate.outbound_addr)
             .tcp_port_offset(self.translate.tcp_port_offset)

@@ -610,3 +610,29 @@ fn the_mesh_mtls_mode_comes_from_the_flag_and_a_bad_one_is_named() {
     .to_string();
     assert!(e.contains("mtls_mode") || e.contains("--mtls-mode"), "{e}");
 }
+
+#[test]
+fn the_otlp_endpoint_is_a_plaintext_url_from_the_flag_or_the_file() {
+    let with = |url: &str| {
+        Settings::resolve(&RunArgs {
+            files: vec!["x.yaml".into()],
+            otlp_endpoint: Some(url.into()),
+            ..args()
+        })
+    };
+    let s = with("http://127.0.0.1:4317").expect("valid");
+    assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    for bad in ["https://collector:4317", "collector:4317", "not a url"] {
+        let e = with(bad).expect_err(bad);
+        assert!(e.to_string().contains("--otlp-endpoint"), "{bad}: {e}");
+    }
+    let (_dir, path) = config_file("files: [x.yaml]\notlp_endpoint: http://otel:4317\n");
+    let s = resolve_file(&path).expect("valid");
+    assert_eq!(s.otlp_endpoint.as_deref(), Some("http://otel:4317"));
+    let off = Settings::resolve(&RunArgs {
+        files: vec!["x.yaml".into()],
+        ..args()
+    })
+    .expect("valid");
+    assert_eq!(off.otlp_endpoint, None, "off by default");
+}

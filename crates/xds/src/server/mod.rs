@@ -197,6 +197,21 @@ impl XdsServer {
         self.shared.snapshots.borrow().clone()
     }
 
+    /// The snapshots the server serves, as they come.
+    pub fn snapshots(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.shared.snapshots.clone()
+    }
+
+    /// The generation of the snapshot each open connection last took up
+    /// (looked at and sent what it owed from): cheap, for following a push
+    /// to its last connection.
+    pub fn connection_generations(&self) -> Vec<u64> {
+        lock(&self.shared.connections)
+            .values()
+            .map(|r| r.served_generation())
+            .collect()
+    }
+
     /// What the shared caches hold now.
     pub fn cache_sizes(&self) -> CacheSizes {
         let (subscriptions, subscription_names) = self.shared.subscriptions.size();

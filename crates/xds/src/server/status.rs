@@ -310,6 +310,11 @@ impl Registered {
         }
     }
 
+    /// The generation of the snapshot it last took up.
+    pub(crate) fn served_generation(&self) -> u64 {
+        lock(&self.served).0
+    }
+
     /// Its node id, once the node said.
     pub(crate) fn node_id(&self) -> String {
         lock(&self.node).0.clone()
