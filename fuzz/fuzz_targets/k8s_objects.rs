@@ -46,11 +46,21 @@ fuzz_target!(|data: &[u8]| {
             let Ok(spec) = serde_json::from_slice::<serde_json::Value>(json) else {
                 return;
             };
+            // A grant into `other`: both sides of the permission check.
+            let mut grants = gateway::Grants::default();
+            let _ = grants.insert(
+                "other",
+                "fuzz",
+                &serde_json::json!({
+                    "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "default"}],
+                    "to": [{"group": "", "kind": "Service"}],
+                }),
+            );
             let _ = match k {
                 2 => istio::virtual_service(&m, "default", "fuzz", &spec),
                 3 => istio::destination_rule(&m, "default", "fuzz", &spec),
-                4 => gateway::route(&m, RouteKind::Http, "default", "fuzz", &spec),
-                _ => gateway::route(&m, RouteKind::Grpc, "default", "fuzz", &spec),
+                4 => gateway::route(&m, &grants, RouteKind::Http, "default", "fuzz", &spec),
+                _ => gateway::route(&m, &grants, RouteKind::Grpc, "default", "fuzz", &spec),
             }
             .map(|c| c.rule.map(|r| r.validate()));
         }

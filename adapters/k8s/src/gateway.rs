@@ -12,12 +12,23 @@
 //! What Sextant does not serve (query parameter matches, parents that are
 //! not Services, filters it lacks) is named in `unsupported`.
 //!
+//! A backend (or mirror) in another namespace than the route's is served
+//! only where a `ReferenceGrant` in that namespace lets the route's kind
+//! from the route's namespace refer to that Service ([`Grants`]); without
+//! one it gets no traffic: its share of the requests is answered 500 (as
+//! the Gateway API asks of a backend that cannot be used), the others keep
+//! their weights, and the route's status says `RefNotPermitted`. Parents
+//! are not checked: a route attached to another namespace's Service
+//! affects the requests sent to it, as GAMMA's consumer routes do.
+//!
 
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
+
 use sextant_core::rules::{
-    Destination, HeaderCondition, HeaderOperations, Headers, HttpMatch, HttpRoute, PortSelector,
-    Redirect, Rewrite, RouteDestination, StringMatch,
+    Destination, Fault, FaultAbort, HeaderCondition, HeaderOperations, Headers, HttpMatch,
+    HttpRoute, Percent, PortSelector, Redirect, Rewrite, RouteDestination, StringMatch,
 };
 use sextant_core::{RouteRule, Rule};
 
@@ -87,6 +98,85 @@ pub enum RouteKind {
     Http,
     /// `GRPCRoute`.
     Grpc,
+}
+
+impl RouteKind {
+    /// The object kind, as a ReferenceGrant's `from` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+        }
+    }
+}
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantSpec {
+    from: Vec<GrantFrom>,
+    to: Vec<GrantTo>,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+struct GrantFrom {
+    group: String,
+    kind: String,
+    namespace: String,
+}
+
+#[derive(Clone, Deserialize, PartialEq)]
+struct GrantTo {
+    group: String,
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The `ReferenceGrant`s read: which kinds of which namespaces may refer
+/// to which Services of the grant's namespace.
+#[derive(Clone, Default, PartialEq)]
+pub struct Grants {
+    /// (namespace, name) -> (from, to).
+    grants: BTreeMap<(String, String), (Vec<GrantFrom>, Vec<GrantTo>)>,
+}
+
+impl Grants {
+    /// Records (or replaces) the grant `namespace/name` from its spec.
+    pub fn insert(&mut self, namespace: &str, name: &str, spec: &Value) -> Result<(), String> {
+        let spec: GrantSpec =
+            serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
+        self.grants.insert(
+            (namespace.to_owned(), name.to_owned()),
+            (spec.from, spec.to),
+        );
+        Ok(())
+    }
+
+    /// Forgets the grant `namespace/name`.
+    pub fn remove(&mut self, namespace: &str, name: &str) {
+        self.grants.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Whether a `kind` route of `from_ns` may send traffic to Service
+    /// `to_ns/service`: always within a namespace, else by a grant there.
+    pub fn permits(&self, kind: RouteKind, from_ns: &str, to_ns: &str, service: &str) -> bool {
+        from_ns == to_ns
+            || self
+                .grants
+                .range((to_ns.to_owned(), String::new())..)
+                .take_while(|((ns, _), _)| ns == to_ns)
+                .any(|(_, (from, to))| {
+                    from.iter().any(|f| {
+                        f.group == GATEWAY_GROUP && f.kind == kind.name() && f.namespace == from_ns
+                    }) && to.iter().any(|t| {
+                        t.group.is_empty()
+                            && t.kind == "Service"
+                            && t.name.as_deref().is_none_or(|n| n == service)
+                    })
+                })
+    }
 }
 
 /// Relative weights as percentages summing to 100; `None` for all when
@@ -200,6 +290,7 @@ fn header_ops(v: &Value) -> HeaderOperations {
 /// parent it names (one rule, bound to them all).
 pub fn route(
     mapping: &Mapping,
+    grants: &Grants,
     kind: RouteKind,
     namespace: &str,
     name: &str,
@@ -265,12 +356,31 @@ pub fn route(
                 m.port = Some(port);
             }
         }
-        let weights = percentages(&r.backend_refs.iter().map(|b| b.weight).collect::<Vec<_>>());
-        for (j, (b, weight)) in r.backend_refs.iter().zip(weights).enumerate() {
+        // Backends another namespace has not granted: their share of the
+        // requests is answered 500, the rest keep their relative weights.
+        let mut usable = Vec::new();
+        let (mut refused_weight, mut total_weight) = (0u64, 0u64);
+        for (j, b) in r.backend_refs.iter().enumerate() {
             if b.kind.as_deref().is_some_and(|k| k != "Service") {
                 unsupported.push(format!("{at}.backendRefs[{j}] (kind {:?})", b.kind));
                 continue;
             }
+            let weight = u64::from(b.weight.unwrap_or(1));
+            total_weight += weight;
+            let bns = b.namespace.as_deref().unwrap_or(namespace);
+            if grants.permits(kind, namespace, bns, &b.name) {
+                usable.push(b);
+            } else {
+                refused_weight += weight;
+                unsupported.push(format!(
+                    "{at}.backendRefs[{j}] (Service {bns}/{}: no ReferenceGrant in {bns} lets {}s of {namespace} refer to it; its share is answered 500)",
+                    b.name,
+                    kind.name()
+                ));
+            }
+        }
+        let weights = percentages(&usable.iter().map(|b| b.weight).collect::<Vec<_>>());
+        for (b, weight) in usable.iter().zip(weights) {
             route.route.push(RouteDestination {
                 destination: Destination {
                     host: mapping.hostname(b.namespace.as_deref().unwrap_or(namespace), &b.name),
@@ -279,6 +389,27 @@ pub fn route(
                 },
                 weight,
             });
+        }
+        if refused_weight > 0 {
+            let share = 100.0 * refused_weight as f64 / total_weight as f64;
+            route.fault = Some(Fault {
+                delay: None,
+                abort: Some(FaultAbort {
+                    http_status: Some(500),
+                    grpc_status: None,
+                    percentage: Some(Percent(share)),
+                }),
+            });
+            if route.route.is_empty() {
+                // Every backend refused: all of it is answered 500; the
+                // parent stands as the destination no request reaches.
+                if let Some(host) = hosts.first() {
+                    route.route.push(RouteDestination {
+                        destination: Destination::host(host.clone()),
+                        weight: None,
+                    });
+                }
+            }
         }
         for (j, f) in r.filters.iter().enumerate() {
             let fat = format!("{at}.filters[{j}]");
@@ -295,10 +426,18 @@ pub fn route(
                     let b = f.get("requestMirror").and_then(|m| m.get("backendRef"));
                     match b.and_then(|b| b.get("name")).and_then(Value::as_str) {
                         Some(n) => {
-                            let ns = b.and_then(|b| b.get("namespace")).and_then(Value::as_str);
-                            route.mirror = Some(Destination::host(
-                                mapping.hostname(ns.unwrap_or(namespace), n),
-                            ));
+                            let ns = b
+                                .and_then(|b| b.get("namespace"))
+                                .and_then(Value::as_str)
+                                .unwrap_or(namespace);
+                            if grants.permits(kind, namespace, ns, n) {
+                                route.mirror = Some(Destination::host(mapping.hostname(ns, n)));
+                            } else {
+                                unsupported.push(format!(
+                                    "{fat} (Service {ns}/{n}: no ReferenceGrant in {ns} lets {}s of {namespace} refer to it; not mirrored)",
+                                    kind.name()
+                                ));
+                            }
                         }
                         None => unsupported.push(format!("{fat} (a mirror without a backendRef)")),
                     }

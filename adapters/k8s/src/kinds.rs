@@ -23,6 +23,8 @@ pub(crate) enum CrdKind {
     DestinationRule,
     HttpRoute,
     GrpcRoute,
+    /// Read for what it permits routes (no rule of its own).
+    ReferenceGrant,
     Sidecar,
     PeerAuthentication,
     AuthorizationPolicy,
@@ -30,11 +32,12 @@ pub(crate) enum CrdKind {
 
 impl CrdKind {
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 7] = [
+    pub(crate) const ALL: [CrdKind; 8] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
         CrdKind::GrpcRoute,
+        CrdKind::ReferenceGrant,
         CrdKind::Sidecar,
         CrdKind::PeerAuthentication,
         CrdKind::AuthorizationPolicy,
@@ -50,6 +53,7 @@ impl CrdKind {
             CrdKind::AuthorizationPolicy => ("security.istio.io", "authorizationpolicies"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
             CrdKind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes"),
+            CrdKind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
         }
     }
 
@@ -61,6 +65,7 @@ impl CrdKind {
             }
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
+            CrdKind::ReferenceGrant => &["v1", "v1beta1"],
             CrdKind::PeerAuthentication | CrdKind::AuthorizationPolicy => &["v1", "v1beta1"],
         }
     }
@@ -71,6 +76,7 @@ impl CrdKind {
             CrdKind::HttpRoute | CrdKind::GrpcRoute => true,
             CrdKind::VirtualService
             | CrdKind::DestinationRule
+            | CrdKind::ReferenceGrant
             | CrdKind::Sidecar
             | CrdKind::PeerAuthentication
             | CrdKind::AuthorizationPolicy => false,
@@ -84,6 +90,7 @@ impl CrdKind {
             CrdKind::DestinationRule => "DestinationRule",
             CrdKind::HttpRoute => "HTTPRoute",
             CrdKind::GrpcRoute => "GRPCRoute",
+            CrdKind::ReferenceGrant => "ReferenceGrant",
             CrdKind::Sidecar => "Sidecar",
             CrdKind::PeerAuthentication => "PeerAuthentication",
             CrdKind::AuthorizationPolicy => "AuthorizationPolicy",

@@ -1,7 +1,9 @@
 //! Traffic rules from the API server: Istio's VirtualService and
 //! DestinationRule (`networking.istio.io`, v1 preferred, else v1beta1 or
 //! v1alpha3: the schema is the same) and the Gateway API's HTTPRoute and
-//! GRPCRoute (`gateway.networking.k8s.io/v1`) attached to Services.
+//! GRPCRoute (`gateway.networking.k8s.io/v1`) attached to Services, with
+//! the ReferenceGrants that let them use other namespaces' Services (a
+//! grant that changes converts every route again).
 //!
 //! How it follows the server (the same rules as for Services, see the crate
 //! documentation): discovery says which of these kinds are served; each is
@@ -102,9 +104,11 @@ fn object_name(key: &ObjKey) -> String {
     format!("{} {}/{}", key.0.name(), key.1, key.2)
 }
 
-/// Converts one object; `previous` is what it gave before.
+/// Converts one object; `previous` is what it gave before; `grants` are
+/// the ReferenceGrants read (routes' cross-namespace backends).
 fn convert(
     config: &K8sConfig,
+    grants: &gateway::Grants,
     key: &ObjKey,
     obj: &DynamicObject,
     previous: Option<&Converted>,
@@ -115,8 +119,15 @@ fn convert(
     let result = match kind {
         CrdKind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
         CrdKind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
-        CrdKind::HttpRoute => gateway::route(mapping, RouteKind::Http, ns, name, &spec),
-        CrdKind::GrpcRoute => gateway::route(mapping, RouteKind::Grpc, ns, name, &spec),
+        CrdKind::HttpRoute => gateway::route(mapping, grants, RouteKind::Http, ns, name, &spec),
+        CrdKind::GrpcRoute => gateway::route(mapping, grants, RouteKind::Grpc, ns, name, &spec),
+        // A grant is read into `grants` (State::change); its own rule is none.
+        CrdKind::ReferenceGrant => gateway::Grants::default()
+            .insert(ns, name, &spec)
+            .map(|()| istio::Converted {
+                rule: None,
+                unsupported: Vec::new(),
+            }),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
@@ -145,6 +156,8 @@ struct State {
     converted: BTreeMap<ObjKey, Converted>,
     /// Services that exist (for route status), while routes are read.
     services: BTreeSet<Key>,
+    /// The ReferenceGrants read.
+    grants: gateway::Grants,
 }
 
 impl State {
@@ -204,10 +217,55 @@ impl State {
             self.objects.remove(&key);
             Converted::default()
         } else {
-            let c = convert(config, &key, &obj, Some(&old));
+            let c = convert(config, &self.grants, &key, &obj, Some(&old));
             self.objects.insert(key.clone(), obj);
             c
         };
+        self.update(&key, old, new, deleted, out);
+        if kind == CrdKind::ReferenceGrant {
+            self.regrant(config, &key, deleted, out);
+        }
+        Some(key)
+    }
+
+    /// A ReferenceGrant changed: the grants again, and every route
+    /// converted again against them.
+    fn regrant(&mut self, config: &K8sConfig, key: &ObjKey, deleted: bool, out: &mut Outcome) {
+        let before = self.grants.clone();
+        self.grants.remove(&key.1, &key.2);
+        if !deleted && let Some(spec) = self.objects.get(key).and_then(|o| o.data.get("spec")) {
+            // A grant that does not parse grants nothing (its problem says why).
+            let _ = self.grants.insert(&key.1, &key.2, spec);
+        }
+        if self.grants == before {
+            return;
+        }
+        let routes: Vec<ObjKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.0.is_route())
+            .cloned()
+            .collect();
+        for route in routes {
+            let old = self.converted.get(&route).cloned().unwrap_or_default();
+            let new = match self.objects.get(&route) {
+                Some(obj) => convert(config, &self.grants, &route, obj, Some(&old)),
+                None => continue,
+            };
+            self.update(&route, old, new, false, out);
+        }
+    }
+
+    /// Records what an object gives now, and the events and problems that
+    /// makes.
+    fn update(
+        &mut self,
+        key: &ObjKey,
+        old: Converted,
+        new: Converted,
+        deleted: bool,
+        out: &mut Outcome,
+    ) {
         if old.rule != new.rule {
             match (&old.rule, &new.rule) {
                 (_, Some(rule)) => {
@@ -224,16 +282,15 @@ impl State {
         }
         if old.problem != new.problem {
             match &new.problem {
-                Some(p) => out.problems.push((object_name(&key), p.clone())),
-                None => out.fixed.push(object_name(&key)),
+                Some(p) => out.problems.push((object_name(key), p.clone())),
+                None => out.fixed.push(object_name(key)),
             }
         }
         if deleted {
-            self.converted.remove(&key);
+            self.converted.remove(key);
         } else {
             self.converted.insert(key.clone(), new);
         }
-        Some(key)
     }
 }
 
@@ -371,6 +428,7 @@ pub(crate) async fn session(
             }
             let mut out = Outcome::default();
             let mut touched = Vec::new();
+            // Services or grants changed: every route's status is looked at.
             let mut services_changed = false;
             let mut relist = false;
             for report in batch {
@@ -384,6 +442,8 @@ pub(crate) async fn session(
                         };
                         let before = state.services.len();
                         if let Some(key) = state.change(&config, kind, obj, deleted, &mut out) {
+                            // A grant changes what every route may refer to.
+                            services_changed |= key.0 == CrdKind::ReferenceGrant;
                             touched.push(key);
                         }
                         services_changed |= state.services.len() != before;
@@ -435,8 +495,19 @@ impl StatusWriter {
                 continue;
             };
             let converted = state.converted.get(key).cloned().unwrap_or_default();
-            let Some(patch) = status_patch(&self.controller, obj, &converted, &state.services)
-            else {
+            let route_kind = if key.0 == CrdKind::GrpcRoute {
+                RouteKind::Grpc
+            } else {
+                RouteKind::Http
+            };
+            let Some(patch) = status_patch(
+                &self.controller,
+                route_kind,
+                obj,
+                &converted,
+                &state.services,
+                &state.grants,
+            ) else {
                 continue;
             };
             let api: Api<DynamicObject> =
@@ -500,9 +571,11 @@ fn is_core_service(group: Option<&str>, kind: Option<&str>, default_kind: &str) 
 /// already is.
 fn status_patch(
     controller: &str,
+    route_kind: RouteKind,
     obj: &DynamicObject,
     converted: &Converted,
     services: &BTreeSet<Key>,
+    grants: &gateway::Grants,
 ) -> Option<Value> {
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
@@ -532,6 +605,13 @@ fn status_patch(
                 unresolved.get_or_insert((
                     "InvalidKind",
                     format!("rules[{i}].backendRefs[{j}]: only Service backends are served"),
+                ));
+            } else if !grants.permits(route_kind, &ns, &bns, &name) {
+                unresolved.get_or_insert((
+                    "RefNotPermitted",
+                    format!(
+                        "rules[{i}].backendRefs[{j}]: Service {bns}/{name} is in another namespace and no ReferenceGrant there permits it"
+                    ),
                 ));
             } else if !services.contains(&(bns.clone(), name.clone())) {
                 unresolved.get_or_insert((

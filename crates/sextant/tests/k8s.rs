@@ -470,3 +470,157 @@ async fn the_root_certificate_is_published_in_every_namespace() {
     }
     assert_eq!(published("other").await.as_deref(), Some("not ours"));
 }
+
+/// Service `name` in namespace `ns` on port 9080 with one pod, served by
+/// `backend`.
+fn service_in(double: &KubeDouble, ns: &str, name: &str, backend: &HttpBackend) {
+    double.apply(objects::service(ns, name, &[("http", 9080, 9080)]));
+    let pod = format!("{name}-0");
+    double.apply(objects::pod(
+        ns,
+        &pod,
+        "127.0.0.1",
+        "node-a",
+        &[("app", name)],
+    ));
+    let ep = objects::for_pod(
+        objects::endpoint("127.0.0.1", Some("node-a"), None),
+        ns,
+        &pod,
+    );
+    double.apply(objects::slice(
+        ns,
+        &format!("{pod}-slice"),
+        name,
+        &[("http", i32::from(backend.addr.port()))],
+        vec![ep],
+    ));
+}
+
+/// One tenant's route cannot send traffic into another's namespace on its
+/// own say-so: an HTTPRoute of `shop` whose backend is Service `api` of
+/// `other` (applied with kubectl, examples/kubernetes/web-to-api-*.yaml)
+/// gets no request through to it while `other` has no ReferenceGrant (a
+/// real Envoy answers 500, the status says RefNotPermitted); the grant
+/// applied, the requests reach it and the status is resolved; the grant
+/// deleted, access is revoked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_reaches_another_namespace_only_with_its_reference_grant() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api-of-other").await;
+    service_in(&double, "shop", "web", &web);
+    service_in(&double, "other", "api", &api);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "k8s-grants", false).await).await;
+    envoy.wait_live().await;
+    let host = "web.shop.svc.cluster.local";
+    assert!(
+        until_body(sx.outbound, host, &[], "web").await,
+        "{}",
+        sx.log()
+    );
+
+    let k = Kubectl::new(&double);
+    let route = example("web-to-api-httproute.yaml");
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &route]).await;
+    assert!(ok, "{out}{err}");
+    // The route is in force when web stops answering; from then on, not
+    // one request reaches the other namespace.
+    let status_of = |n: usize| {
+        let outbound = sx.outbound;
+        async move {
+            let mut seen = std::collections::BTreeMap::<(u16, String), usize>::new();
+            for _ in 0..n {
+                let (status, body) = sextant_testkit::peers::http_get(outbound, host, "/")
+                    .await
+                    .expect("request");
+                *seen.entry((status, body)).or_default() += 1;
+            }
+            seen
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status_of(1).await.contains_key(&(200, "web".to_owned())) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the route is not in force: {}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = status_of(50).await;
+    assert_eq!(refused.values().sum::<usize>(), 50);
+    assert!(
+        refused.keys().all(|(status, _)| *status == 500),
+        "without a grant, every request is answered 500: {refused:?}"
+    );
+    let resolved_refs = |yaml: &str| -> (String, String) {
+        let route: serde_json::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let c = &route["status"]["parents"][0]["conditions"][1];
+        (
+            c["status"].as_str().unwrap_or_default().to_owned(),
+            c["reason"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let until_status = |want: (&'static str, &'static str)| {
+        let k = &k;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (ok, out, err) = k
+                    .run(&["get", "httproute", "web-to-api", "-n", "shop", "-o", "yaml"])
+                    .await;
+                assert!(ok, "{err}");
+                let got = resolved_refs(&out);
+                if (got.0.as_str(), got.1.as_str()) == want {
+                    return out;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "want {want:?}: {out}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let out = until_status(("False", "RefNotPermitted")).await;
+    assert!(out.contains("no ReferenceGrant there permits it"), "{out}");
+
+    // The other namespace grants it: the requests reach its Service.
+    let grant = example("web-to-api-referencegrant.yaml");
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &grant]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        until_body(sx.outbound, host, &[], "api-of-other").await,
+        "{}",
+        sx.log()
+    );
+    assert_eq!(
+        count_body(sx.outbound, host, &[], 50, "api-of-other").await,
+        50
+    );
+    until_status(("True", "ResolvedRefs")).await;
+
+    // And takes it back.
+    let (ok, out, err) = k.run(&["delete", "-f", &grant]).await;
+    assert!(ok, "{out}{err}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !status_of(1).await.keys().all(|(status, _)| *status == 500) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the grant's removal is not in force"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let revoked = status_of(50).await;
+    assert!(
+        revoked.keys().all(|(status, _)| *status == 500),
+        "{revoked:?}"
+    );
+    until_status(("False", "RefNotPermitted")).await;
+    assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}

@@ -36,6 +36,7 @@ fn an_httproute_on_a_service_becomes_its_route_rule() {
     let m = Mapping::default();
     let c = route(
         &m,
+        &Grants::default(),
         RouteKind::Http,
         "default",
         "reviews",
@@ -111,6 +112,7 @@ fn a_grpcroute_method_match_is_a_path_match() {
     let m = Mapping::default();
     let c = route(
         &m,
+        &Grants::default(),
         RouteKind::Grpc,
         "shop",
         "echo",
@@ -139,6 +141,7 @@ fn routes_on_gateways_are_not_the_meshs() {
     let m = Mapping::default();
     let c = route(
         &m,
+        &Grants::default(),
         RouteKind::Http,
         "shop",
         "edge",
@@ -147,4 +150,92 @@ fn routes_on_gateways_are_not_the_meshs() {
     .expect("converts");
     assert!(c.rule.is_none());
     assert_eq!(c.unsupported.len(), 1, "{:?}", c.unsupported);
+}
+
+/// A backend in another namespace: served only with a ReferenceGrant
+/// there for this kind of route from this namespace (to every Service, or
+/// to that one); otherwise its share is answered 500, the others keep
+/// their weights, and the refusal is named. A refused mirror is dropped.
+#[test]
+fn a_backend_in_another_namespace_needs_a_reference_grant_there() {
+    let m = Mapping::default();
+    let yaml = "parentRefs:\n- {kind: Service, name: reviews}\n\
+                rules:\n\
+                - filters:\n  - type: RequestMirror\n    requestMirror: {backendRef: {name: spy, namespace: other}}\n  \
+                  backendRefs: [{name: mine, weight: 3}, {name: theirs, namespace: other, weight: 1}]\n";
+    let convert = |grants: &Grants, kind: RouteKind| {
+        let c = route(&m, grants, kind, "shop", "r", &spec(yaml)).expect("converts");
+        let r = rule_of(&c).http[0].clone();
+        (r, c.unsupported)
+    };
+    // No grant: only the local backend, 25% answered 500, no mirror.
+    let (r, unsupported) = convert(&Grants::default(), RouteKind::Http);
+    let hosts: Vec<String> = r
+        .route
+        .iter()
+        .map(|d| d.destination.host.to_string())
+        .collect();
+    assert_eq!(hosts, ["mine.shop.svc.cluster.local"]);
+    assert_eq!(r.route[0].weight, Some(100));
+    let abort = r.fault.and_then(|f| f.abort).expect("an abort");
+    assert_eq!(abort.http_status, Some(500));
+    assert_eq!(abort.percentage, Some(Percent(25.0)));
+    assert!(r.mirror.is_none());
+    assert_eq!(unsupported.len(), 2, "{unsupported:?}");
+    assert!(
+        unsupported[0].contains("Service other/theirs: no ReferenceGrant in other"),
+        "{unsupported:?}"
+    );
+    // A grant in `other` for HTTPRoutes of `shop` to every Service.
+    let mut grants = Grants::default();
+    grants
+        .insert(
+            "other",
+            "shop-in",
+            &spec("from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]\nto: [{group: '', kind: Service}]\n"),
+        )
+        .expect("a grant");
+    let (r, unsupported) = convert(&grants, RouteKind::Http);
+    assert_eq!(r.route.len(), 2);
+    assert_eq!(
+        r.route.iter().map(|d| d.weight).collect::<Vec<_>>(),
+        [Some(75), Some(25)]
+    );
+    assert!(r.fault.is_none());
+    assert!(r.mirror.is_some());
+    assert!(unsupported.is_empty(), "{unsupported:?}");
+    // Not for GRPCRoutes, nor for routes of another namespace.
+    assert!(r.route.len() > convert(&grants, RouteKind::Grpc).0.route.len());
+    assert!(!grants.permits(RouteKind::Http, "elsewhere", "other", "theirs"));
+    // A grant to one Service names that one only.
+    let mut one = Grants::default();
+    one.insert(
+        "other",
+        "one",
+        &spec("from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop}]\nto: [{group: '', kind: Service, name: theirs}]\n"),
+    )
+    .expect("a grant");
+    assert!(one.permits(RouteKind::Http, "shop", "other", "theirs"));
+    assert!(!one.permits(RouteKind::Http, "shop", "other", "spy"));
+    one.remove("other", "one");
+    assert!(!one.permits(RouteKind::Http, "shop", "other", "theirs"));
+    // Every backend refused: all answered 500.
+    let all = "parentRefs:\n- {kind: Service, name: reviews}\nrules:\n- backendRefs: [{name: theirs, namespace: other}]\n";
+    let c = route(
+        &m,
+        &Grants::default(),
+        RouteKind::Http,
+        "shop",
+        "r",
+        &spec(all),
+    )
+    .expect("converts");
+    let r = &rule_of(&c).http[0];
+    assert_eq!(
+        r.fault
+            .as_ref()
+            .and_then(|f| f.abort.as_ref())
+            .and_then(|a| a.percentage),
+        Some(Percent(100.0))
+    );
 }

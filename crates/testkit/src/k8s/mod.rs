@@ -86,6 +86,8 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `grpcroutes` (a CRD, with a status
     /// subresource).
     GrpcRoute,
+    /// `gateway.networking.k8s.io/v1` `referencegrants` (a CRD).
+    ReferenceGrant,
     /// `networking.istio.io/v1` `sidecars` (a CRD).
     Sidecar,
     /// `security.istio.io/v1` `peerauthentications` (a CRD).
@@ -108,7 +110,7 @@ pub enum Kind {
 pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule and Sidecar.
     Istio,
-    /// `gateway.networking.k8s.io`: HTTPRoute and GRPCRoute.
+    /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute and ReferenceGrant.
     GatewayApi,
     /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
     IstioSecurity,
@@ -126,7 +128,7 @@ impl Crd {
 }
 
 impl Kind {
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -135,6 +137,7 @@ impl Kind {
         Kind::DestinationRule,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::ReferenceGrant,
         Kind::Sidecar,
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
@@ -158,6 +161,7 @@ impl Kind {
             Kind::DestinationRule => "destinationrules",
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
+            Kind::ReferenceGrant => "referencegrants",
             Kind::Sidecar => "sidecars",
             Kind::PeerAuthentication => "peerauthentications",
             Kind::AuthorizationPolicy => "authorizationpolicies",
@@ -177,6 +181,7 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Sidecar => "Sidecar",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
@@ -203,7 +208,7 @@ impl Kind {
     fn crd(self) -> Option<Crd> {
         match self {
             Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
-            Kind::HttpRoute | Kind::GrpcRoute => Some(Crd::GatewayApi),
+            Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => Some(Crd::GatewayApi),
             Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,
         }
