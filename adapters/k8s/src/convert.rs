@@ -143,6 +143,9 @@ pub fn object_name(
     )
 }
 
+/// The Service annotation that limits which namespaces see it (Istio's).
+pub const EXPORT_TO: &str = "networking.istio.io/exportTo";
+
 /// Builds the service for `svc` from its slices. `Ok(None)` when the service
 /// has nothing the mesh can carry (no TCP port). Endpoints that cannot be
 /// read are skipped and each reported in the returned problems.
@@ -164,6 +167,20 @@ pub fn service(
     let mut out = Service::new(mapping.hostname(namespace, name));
     out.namespace = namespace.clone();
     out.labels = svc.metadata.labels.clone().unwrap_or_default();
+    // Istio's annotation: the namespaces whose proxies see the Service.
+    if let Some(export) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPORT_TO))
+    {
+        out.export_to = export
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     // Model port name -> the Kubernetes port name the slices use.
     let mut k8s_names: Vec<(String, String)> = Vec::new();
     for p in spec.ports.iter().flatten() {

@@ -629,6 +629,7 @@ fn without_endpoints(s: &Service) -> Service {
         ports: s.ports.clone(),
         addresses: s.addresses.clone(),
         endpoints: Vec::new(),
+        export_to: s.export_to.clone(),
     }
 }
 

@@ -101,6 +101,13 @@ pub struct Service {
     /// The instances serving this service.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The namespaces whose proxies see it (Istio's `exportTo`): `*`
+    /// every namespace (also when empty, the default), `.` its own,
+    /// a namespace by name, `~` none. A proxy outside them receives
+    /// nothing of it, not even through a route rule (see
+    /// [`Service::exported_to`]).
+    #[serde(default, rename = "exportTo", skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 fn default_namespace() -> String {
@@ -117,7 +124,26 @@ impl Service {
             ports: Vec::new(),
             addresses: Vec::new(),
             endpoints: Vec::new(),
+            export_to: Vec::new(),
         }
+    }
+
+    /// Whether a proxy of `namespace` (none: a proxy that did not say)
+    /// sees this service: [`Service::export_to`] empty or holding `*`,
+    /// `.` for a proxy of the service's namespace, or its namespace.
+    pub fn exported_to(&self, namespace: Option<&str>) -> bool {
+        self.export_to.is_empty()
+            || self.export_to.iter().any(|e| match e.as_str() {
+                "*" => true,
+                "~" => false,
+                "." => namespace == Some(self.namespace.as_str()),
+                ns => namespace == Some(ns),
+            })
+    }
+
+    /// True when some proxies may not see it.
+    pub fn is_restricted(&self) -> bool {
+        !self.export_to.is_empty() && !self.export_to.iter().any(|e| e == "*")
     }
 
     /// Adds a port; the protocol is given explicitly.
@@ -150,6 +176,7 @@ impl Service {
             && self.labels == other.labels
             && self.ports == other.ports
             && self.addresses == other.addresses
+            && self.export_to == other.export_to
     }
 }
 

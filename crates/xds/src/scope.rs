@@ -13,6 +13,13 @@
 //! The filter applies whatever a client subscribes to by name: a host out
 //! of scope does not exist for it.
 //!
+//! A service's `exportTo` ([`sextant_core::Service::exported_to`]) narrows
+//! every scope: a proxy of a namespace it is not exported to does not see
+//! it, whatever its scope rule says and whichever route rule names it; and
+//! where a service is exported to some namespaces only, proxies without a
+//! scope rule get a scope too (everything but what is not exported to
+//! them).
+//!
 //! Scopes depend on the view's services, their route rules and the scope
 //! rules, not on endpoints: [`ScopeCache`] keeps them for a snapshot's
 //! `topology_generation`, so an endpoint change costs nothing here, and
@@ -149,16 +156,18 @@ fn scope_of(
             r.key.to_string(),
             r.as_scope().map(|s| s.hosts.clone()).unwrap_or_default(),
         ),
-        Selected::Default if config.default_is_everything() => return None,
+        Selected::Default if config.default_is_everything() && !restricted(view) => return None,
         Selected::Default => ("default".to_owned(), config.default_hosts.clone()),
     };
+    let visible = |ms: &sextant_core::MeshService| ms.service.exported_to(namespace);
     let mut hosts: BTreeSet<Hostname> = view
         .services
         .iter()
         .filter(|(h, ms)| {
-            entries
-                .iter()
-                .any(|e| e.matches(namespace, &ms.service.namespace, h.as_str()))
+            visible(ms)
+                && entries
+                    .iter()
+                    .any(|e| e.matches(namespace, &ms.service.namespace, h.as_str()))
         })
         .map(|(h, _)| h.clone())
         .collect();
@@ -174,7 +183,7 @@ fn scope_of(
                     .map(|r| &r.destination)
                     .chain(route.mirror.as_ref())
                 {
-                    if view.services.contains_key(&d.host) {
+                    if view.services.get(&d.host).is_some_and(|ms| visible(ms)) {
                         sent_to.push(d.host.clone());
                     }
                 }
@@ -195,17 +204,28 @@ fn scope_of(
     })
 }
 
+/// True when some service is not exported to every namespace: a scan of
+/// the view, which [`ScopeCache`] does once per topology generation.
+fn restricted(view: &MeshView) -> bool {
+    view.services.values().any(|ms| ms.service.is_restricted())
+}
+
 /// What a scope depends on besides the view: the selected rule and the
-/// proxy's namespace (`.` entries).
+/// proxy's namespace (`.` entries, `exportTo`).
 type ScopeKey = (Option<RuleKey>, Option<String>);
 
 /// Scopes shared by the proxies of one topology generation. Bounded
 /// ([`MAX_CACHED_SCOPES`]): past it, scopes are computed and not kept.
-pub struct ScopeCache(Generational<ScopeKey, Option<Arc<Scope>>>);
+pub struct ScopeCache(
+    Generational<ScopeKey, Option<Arc<Scope>>>,
+    /// Whether a service of the topology generation is exported to some
+    /// namespaces only: (generation, answer).
+    std::sync::Mutex<Option<(u64, bool)>>,
+);
 
 impl Default for ScopeCache {
     fn default() -> Self {
-        ScopeCache(Generational::new(MAX_CACHED_SCOPES))
+        ScopeCache(Generational::new(MAX_CACHED_SCOPES), Default::default())
     }
 }
 
@@ -222,7 +242,7 @@ impl ScopeCache {
         labels: &sextant_core::Labels,
     ) -> Option<Arc<Scope>> {
         let view = snap.view();
-        if view.scopes.is_empty() && config.default_is_everything() {
+        if view.scopes.is_empty() && config.default_is_everything() && !self.restricted(snap) {
             return None;
         }
         let selected = select(&view.scopes, &config.root_namespace, namespace, labels);
@@ -234,6 +254,20 @@ impl ScopeCache {
         self.0.get_or(snap.topology_generation, key, || {
             scope_of(view, config, namespace, selected).map(Arc::new)
         })
+    }
+
+    /// Whether `snap` has a service exported to some namespaces only
+    /// (looked at once per topology generation).
+    fn restricted(&self, snap: &Snapshot) -> bool {
+        let mut known = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        match *known {
+            Some((generation, answer)) if generation == snap.topology_generation => answer,
+            _ => {
+                let answer = restricted(snap.view());
+                *known = Some((snap.topology_generation, answer));
+                answer
+            }
+        }
     }
 
     /// Scopes kept now.

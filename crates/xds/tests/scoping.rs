@@ -335,3 +335,105 @@ async fn an_authenticated_proxy_sees_only_what_its_namespace_may() {
         "{refused:?}"
     );
 }
+
+/// Services' `exportTo` through the ADS server: `private` (exported to its
+/// own namespace) and `partner` (to its own and billing) are sent only to
+/// the proxies of those namespaces, with or without a scope rule, even
+/// where another service's route rule sends to them; a proxy with no
+/// namespace sees only what is exported everywhere; exported everywhere
+/// again, every proxy gets it.
+#[tokio::test]
+async fn a_service_reaches_only_the_namespaces_it_is_exported_to() {
+    let rules = MemoryRules::new("memory/rules");
+    // The shared service routes to the private one: that must not carry
+    // it to proxies it is not exported to.
+    rules.insert(Rule::route(
+        "shared",
+        "auth-to-private",
+        sextant_core::RouteRule {
+            hosts: vec!["auth.shared.svc".into()],
+            http: vec![sextant_core::rules::HttpRoute {
+                route: vec![sextant_core::rules::RouteDestination {
+                    destination: sextant_core::rules::Destination::host("private.shop.svc"),
+                    weight: None,
+                }],
+                ..Default::default()
+            }],
+        },
+    ));
+    // billing has a scope rule of its own; shop and other do not.
+    rules.insert(scope("billing", "default", None, &["*/*"]));
+    let mut private = service("private.shop.svc", "shop", "10.0.0.9");
+    private.export_to = vec![".".into()];
+    let mut partner = service("partner.shop.svc", "shop", "10.0.0.8");
+    partner.export_to = vec![".".into(), "billing".into()];
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![
+            service("auth.shared.svc", "shared", "10.0.2.1"),
+            private.clone(),
+            partner,
+        ],
+        Options {
+            rules: Some(rules.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let sees = |node: Option<Node>| {
+        let addr = h.addr;
+        async move {
+            let mut c = SotwClient::connect(addr, "x").await;
+            if let Some(node) = node {
+                c = c.with_node(node);
+            }
+            let (clusters, vhosts) = sync(&mut c).await;
+            assert_eq!(clusters.len(), vhosts.len(), "{clusters:?} {vhosts:?}");
+            (clusters, c)
+        }
+    };
+    let (shop, _) = sees(Some(sidecar("shop", "web"))).await;
+    assert_eq!(
+        shop,
+        ["auth.shared.svc", "partner.shop.svc", "private.shop.svc"].map(cluster)
+    );
+    let (billing, _) = sees(Some(sidecar("billing", "pay"))).await;
+    assert_eq!(
+        billing,
+        ["auth.shared.svc", "partner.shop.svc"].map(cluster)
+    );
+    let (other, mut other_client) = sees(Some(sidecar("other", "x"))).await;
+    assert_eq!(other, [cluster("auth.shared.svc")]);
+    let (nobody, _) = sees(None).await;
+    assert_eq!(nobody, [cluster("auth.shared.svc")]);
+    // Asked for by name, it does not exist for them.
+    let hidden = cluster("private.shop.svc");
+    other_client
+        .request(types::EDS, &[&hidden], "", "", None)
+        .await;
+    let eds = other_client.recv().await;
+    let assignment = eds
+        .resources
+        .iter()
+        .map(cla)
+        .find(|c| c.cluster_name == hidden)
+        .expect("answered");
+    assert_eq!(endpoint_count(&assignment), 0, "no endpoint leaks");
+
+    // Exported everywhere: the proxy of `other` gets it.
+    let mut everywhere = private;
+    everywhere.export_to = vec!["*".into()];
+    h.registry.insert(everywhere);
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let r = other_client.recv().await;
+        if r.type_url == types::CDS {
+            got = names(&r.resources);
+            if got.contains(&hidden) {
+                break;
+            }
+        }
+        other_client.ack(&r, &[]).await;
+    }
+    assert!(got.contains(&hidden), "{got:?}");
+}

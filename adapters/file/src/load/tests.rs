@@ -631,3 +631,17 @@ fn peer_authentications_are_istio_specs_and_a_bad_one_names_its_line() {
         "{text:#?}"
     );
 }
+
+/// A service's `exportTo` from a file; a bad entry is a problem of that
+/// field, with its line.
+#[test]
+fn export_to_is_read_and_checked() {
+    let text = "services:\n  - hostname: a.shop.svc\n    namespace: shop\n    exportTo: [\".\", billing]\n    ports: [{ name: http, port: 80 }]\n";
+    let services = parse_file(Path::new("a.yaml"), text)
+        .expect("parses")
+        .services;
+    assert_eq!(services[0].export_to, [".", "billing"]);
+    let bad = text.replace("billing", "Not.A.Namespace");
+    let err = parse_one(Path::new("a.yaml"), &bad).to_string();
+    assert!(err.contains("exportTo[1]"), "{err}");
+}

@@ -311,3 +311,23 @@ fn slice_ports_match_by_name_not_position() {
     );
     assert!(convert(&svc, &[other]).0.unwrap().endpoints.is_empty());
 }
+
+/// Istio's `networking.istio.io/exportTo` annotation: a comma-separated
+/// list, spaces allowed; absent, the Service is exported everywhere.
+#[test]
+fn the_export_to_annotation_limits_who_sees_the_service() {
+    let mut svc = objects::service("shop", "cart", &[("http", 80, 8080)]);
+    assert!(
+        convert(&svc, &[])
+            .0
+            .expect("a service")
+            .export_to
+            .is_empty()
+    );
+    svc.metadata.annotations = Some([(EXPORT_TO.to_owned(), ". , billing".to_owned())].into());
+    let s = convert(&svc, &[]).0.expect("a service");
+    assert_eq!(s.export_to, [".", "billing"]);
+    assert!(s.exported_to(Some("shop")) && s.exported_to(Some("billing")));
+    assert!(!s.exported_to(Some("other")) && !s.exported_to(None));
+    assert!(s.validate().is_ok());
+}

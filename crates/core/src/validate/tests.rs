@@ -285,3 +285,26 @@ fn display_names_service_endpoint_and_field() {
         "service \"reviews.default.svc\", endpoints[0] (10.0.0.1), field weight: must be at least 1"
     );
 }
+
+#[test]
+fn export_to_takes_star_dot_tilde_or_namespaces_and_tilde_alone() {
+    let base = Service::new("a.shop.svc").with_port("http", 80, Protocol::Http);
+    let with = |entries: &[&str]| {
+        let mut s = base.clone();
+        s.namespace = "shop".into();
+        s.export_to = entries.iter().map(|e| (*e).to_owned()).collect();
+        s
+    };
+    for ok in [&[][..], &["*"], &["."], &["~"], &[".", "billing"]] {
+        assert!(with(ok).validate().is_ok(), "{ok:?}");
+    }
+    for bad in [&["~", "."][..], &["a.b"], &["Billing"]] {
+        let e = with(bad).validate().expect_err("refused");
+        assert!(e.0[0].field.starts_with("exportTo["), "{bad:?}: {e:?}");
+    }
+    // Who sees what.
+    assert!(with(&[]).exported_to(None) && with(&["*"]).exported_to(Some("x")));
+    assert!(with(&["."]).exported_to(Some("shop")) && !with(&["."]).exported_to(Some("x")));
+    assert!(!with(&["~"]).exported_to(Some("shop")));
+    assert!(with(&["x"]).is_restricted() && !with(&["*", "."]).is_restricted());
+}
