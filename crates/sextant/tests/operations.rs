@@ -1054,6 +1054,12 @@ async fn each_push_is_traced_over_otlp_from_the_change_to_the_last_connection() 
             sextant_testkit::peers::workspace_root()
                 .join("crates/sextant/tests/clients/otlp_receiver.py"),
         )
+        // The OpenTelemetry protos in their own directory, ahead of the
+        // older copy xds-protos ships (scripts/install-peers.sh).
+        .env(
+            "SEXTANT_OTLP_PROTO",
+            sextant_testkit::peers::workspace_root().join(".venv/otlp-proto"),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -6,14 +6,23 @@ Listens on 127.0.0.1, port 0; prints "listening PORT", then one JSON line
 per span received: {"service": the resource's service.name, "name",
 "trace_id", "span_id", "parent_span_id" (hex), "start", "end" (Unix
 nanoseconds), "attributes" {key: value}, "events" [[name, time]]}.
-Ends when stdin closes.
+Ends when stdin closes. The protos come from the directory in
+$SEXTANT_OTLP_PROTO (see scripts/install-peers.sh), not from the older
+copy xds-protos installs as the package `opentelemetry`: that directory is
+put first on the package's path before anything of it is imported.
 """
 import json
+import os
 import sys
 from concurrent import futures
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import (
+import opentelemetry
+
+opentelemetry.__path__.insert(0, os.path.join(os.environ["SEXTANT_OTLP_PROTO"], "opentelemetry"))
+
+from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: E402
+from opentelemetry.proto.collector.trace.v1 import (  # noqa: E402
     trace_service_pb2,
     trace_service_pb2_grpc,
 )
@@ -46,6 +55,8 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 def main():
+    if "scope_spans" not in trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name:
+        sys.exit(f"an OTLP 0.x trace_pb2 was imported ({trace_pb2.__file__}): run scripts/install-peers.sh")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
     port = server.add_insecure_port("127.0.0.1:0")
