@@ -174,6 +174,15 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
         )
     };
     let status = || run(vec!["status".into(), "--admin-addr".into(), admins.clone()]);
+    // One proxy in detail (`sextant status NODE`).
+    let detail_of = |node: &str| {
+        run(vec![
+            "status".into(),
+            node.into(),
+            "--admin-addr".into(),
+            admins.clone(),
+        ])
+    };
     let row = |out: &str, node: &str| -> Vec<String> {
         out.lines()
             .find(|l| l.starts_with(node))
@@ -225,13 +234,7 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     );
     // One proxy in detail: the rejected response, its error, the resources
     // the proxy kept the old version of.
-    let (code, detail, e) = run(vec![
-        "status".into(),
-        "nacker".into(),
-        "--admin-addr".into(),
-        admins.clone(),
-    ])
-    .await;
+    let (code, detail, e) = detail_of("nacker").await;
     assert_eq!(code, 0, "{detail}{e}");
     assert!(
         detail.starts_with(&format!("nacker on {}: BEHIND", second.admin)),
@@ -260,13 +263,7 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     );
     assert!(detail.contains("resources differ"), "{detail}");
     // The Envoy holds everything at its newest version.
-    let (code, envoy_detail, e) = run(vec![
-        "status".into(),
-        "envoy-status".into(),
-        "--admin-addr".into(),
-        admins.clone(),
-    ])
-    .await;
+    let (code, envoy_detail, e) = detail_of("envoy-status").await;
     assert_eq!(code, 0, "{envoy_detail}{e}");
     assert!(
         envoy_detail.contains("holds the newest configuration: all "),
@@ -297,13 +294,7 @@ async fn status_and_wait_answer_whether_every_proxy_holds_the_change() {
     assert!(!e.contains("envoy-status"), "the Envoy holds it: {e}");
     // Why, resource by resource: the new cluster went to it and is not
     // acknowledged (the client reads nothing more).
-    let (code, detail, e) = run(vec![
-        "status".into(),
-        "nacker".into(),
-        "--admin-addr".into(),
-        admins.clone(),
-    ])
-    .await;
+    let (code, detail, e) = detail_of("nacker").await;
     assert_eq!(code, 0, "{detail}{e}");
     eprintln!("{detail}");
     let b = line(&detail, "outbound|80||b.test.svc");
