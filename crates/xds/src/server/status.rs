@@ -349,9 +349,12 @@ impl Registered {
         }
     }
 
-    /// Lets go of the connection's subscribed names (it is ending).
+    /// Lets go of the connection's subscribed names (it is ending), and of
+    /// whoever waits for what its client holds: they learn at once that no
+    /// answer comes.
     pub(crate) fn forget_subscriptions(&self) {
         lock(&self.subscribed).types.clear();
+        lock(&self.held_asks).clear();
     }
 
     /// Its lens and subscriptions (see [`Subscribed`]).

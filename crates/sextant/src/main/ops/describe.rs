@@ -135,6 +135,13 @@ fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Resu
         .map(|p| format!("{} {}/{}", s(&p["name"]), p["port"], s(&p["protocol"])))
         .collect();
     out.push_str(&format!("Ports:      {}\n", ports.join(", ")));
+    if let Some(export) = svc["exportTo"].as_array() {
+        let to: Vec<&str> = export.iter().filter_map(Value::as_str).collect();
+        out.push_str(&format!(
+            "Exported:   to {} only (proxies of other namespaces do not receive it)\n",
+            to.join(", ")
+        ));
+    }
     let origins: Vec<String> = svc["origins"]
         .as_array()
         .into_iter()
@@ -327,5 +334,37 @@ pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service exported to some namespaces says so; one exported
+    /// everywhere (no `exportTo`) says nothing of it.
+    #[test]
+    fn a_restricted_service_names_the_namespaces_it_is_exported_to() {
+        let config = |export: Value| {
+            serde_json::json!({"services": {"a.shop.svc": {
+                "namespace": "shop", "ports": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                "origins": [], "exportTo": export}}})
+        };
+        let replicas = |config: Value| {
+            vec![(
+                "127.0.0.1:15014".to_owned(),
+                config,
+                serde_json::json!({"registries": []}),
+                serde_json::json!({"connections": []}),
+            )]
+        };
+        let text = describe_text(
+            "a.shop.svc",
+            &replicas(config(serde_json::json!([".", "billing"]))),
+        )
+        .expect("described");
+        assert!(text.contains("Exported:   to ., billing only"), "{text}");
+        let text = describe_text("a.shop.svc", &replicas(config(Value::Null))).expect("described");
+        assert!(!text.contains("Exported"), "{text}");
     }
 }
