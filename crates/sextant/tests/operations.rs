@@ -14,6 +14,10 @@ mod common;
 
 use common::*;
 
+/// A registry file with one service and no endpoint.
+const ONE_SERVICE: &str =
+    "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n";
+
 /// `/debug/events` tells what happened, in order: the registry's first
 /// read, the first push, a proxy's NACK (once, though it rejects the same
 /// way again), the push a file edit causes; `?since=` gives only what came
@@ -576,11 +580,7 @@ async fn csds_tells_each_client_what_it_holds_as_envoy_itself_does() {
 async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("mesh.yaml");
-    std::fs::write(
-        &file,
-        "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n",
-    )
-    .expect("write");
+    std::fs::write(&file, ONE_SERVICE).expect("write");
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "tok-shop shop web\ntok-bank bank teller\n").expect("write");
     let tls = format!("127.0.0.1:{}", sextant_testkit::peers::free_port());
@@ -679,11 +679,7 @@ async fn csds_under_authentication_shows_a_caller_its_own_namespace() {
 async fn the_grafana_dashboard_uses_only_metrics_that_exist() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("mesh.yaml");
-    std::fs::write(
-        &file,
-        "services:\n  - hostname: a.test.svc\n    ports: [{ name: http, port: 80 }]\n",
-    )
-    .expect("write");
+    std::fs::write(&file, ONE_SERVICE).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
     let (_, metrics) = sx.get("/metrics").await;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, watch};
 
 mod admission;
 mod discovery;
+mod kinds;
 mod kubectl;
 mod list_watch;
 pub mod objects;
@@ -58,197 +59,13 @@ mod selectors;
 mod write;
 
 pub use admission::json_patch;
+pub use kinds::{Crd, Kind};
 pub use kubectl::Kubectl;
 
 use discovery::*;
 use list_watch::*;
 use selectors::*;
 use write::*;
-
-/// The kinds the double serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// `v1` `services`, namespaced.
-    Service,
-    /// `discovery.k8s.io/v1` `endpointslices`, namespaced.
-    EndpointSlice,
-    /// `v1` `nodes`, cluster-scoped.
-    Node,
-    /// `v1` `pods`, namespaced.
-    Pod,
-    /// `networking.istio.io/v1` `virtualservices` (a CRD: see [`Crd`]).
-    VirtualService,
-    /// `networking.istio.io/v1` `destinationrules` (a CRD).
-    DestinationRule,
-    /// `gateway.networking.k8s.io/v1` `httproutes` (a CRD, with a status
-    /// subresource).
-    HttpRoute,
-    /// `gateway.networking.k8s.io/v1` `grpcroutes` (a CRD, with a status
-    /// subresource).
-    GrpcRoute,
-    /// `gateway.networking.k8s.io/v1` `referencegrants` (a CRD).
-    ReferenceGrant,
-    /// `networking.istio.io/v1` `sidecars` (a CRD).
-    Sidecar,
-    /// `security.istio.io/v1` `peerauthentications` (a CRD).
-    PeerAuthentication,
-    /// `security.istio.io/v1` `authorizationpolicies` (a CRD).
-    AuthorizationPolicy,
-    /// `v1` `namespaces`, cluster-scoped: labels select webhooks.
-    Namespace,
-    /// `admissionregistration.k8s.io/v1` `mutatingwebhookconfigurations`,
-    /// cluster-scoped: called on creates (see `admission.rs`).
-    MutatingWebhookConfiguration,
-    /// `v1` `configmaps`, namespaced (the mesh's root certificate).
-    ConfigMap,
-}
-
-/// An API group that exists only once its CRDs are installed
-/// ([`KubeDouble::install`]): absent from discovery, and its URLs answer
-/// 404, until then, as on a cluster without Istio or the Gateway API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Crd {
-    /// `networking.istio.io`: VirtualService, DestinationRule and Sidecar.
-    Istio,
-    /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute and ReferenceGrant.
-    GatewayApi,
-    /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
-    IstioSecurity,
-}
-
-impl Crd {
-    /// The API group.
-    pub fn group(self) -> &'static str {
-        match self {
-            Crd::Istio => "networking.istio.io",
-            Crd::GatewayApi => "gateway.networking.k8s.io",
-            Crd::IstioSecurity => "security.istio.io",
-        }
-    }
-}
-
-impl Kind {
-    const ALL: [Kind; 15] = [
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Node,
-        Kind::Pod,
-        Kind::VirtualService,
-        Kind::DestinationRule,
-        Kind::HttpRoute,
-        Kind::GrpcRoute,
-        Kind::ReferenceGrant,
-        Kind::Sidecar,
-        Kind::PeerAuthentication,
-        Kind::AuthorizationPolicy,
-        Kind::Namespace,
-        Kind::MutatingWebhookConfiguration,
-        Kind::ConfigMap,
-    ];
-
-    fn from_kind(kind: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.kind() == kind)
-    }
-
-    /// The plural resource name, as in URLs and RBAC rules.
-    pub fn resource(self) -> &'static str {
-        match self {
-            Kind::Service => "services",
-            Kind::EndpointSlice => "endpointslices",
-            Kind::Node => "nodes",
-            Kind::Pod => "pods",
-            Kind::VirtualService => "virtualservices",
-            Kind::DestinationRule => "destinationrules",
-            Kind::HttpRoute => "httproutes",
-            Kind::GrpcRoute => "grpcroutes",
-            Kind::ReferenceGrant => "referencegrants",
-            Kind::Sidecar => "sidecars",
-            Kind::PeerAuthentication => "peerauthentications",
-            Kind::AuthorizationPolicy => "authorizationpolicies",
-            Kind::Namespace => "namespaces",
-            Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
-            Kind::ConfigMap => "configmaps",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::Node => "Node",
-            Kind::Pod => "Pod",
-            Kind::VirtualService => "VirtualService",
-            Kind::DestinationRule => "DestinationRule",
-            Kind::HttpRoute => "HTTPRoute",
-            Kind::GrpcRoute => "GRPCRoute",
-            Kind::ReferenceGrant => "ReferenceGrant",
-            Kind::Sidecar => "Sidecar",
-            Kind::PeerAuthentication => "PeerAuthentication",
-            Kind::AuthorizationPolicy => "AuthorizationPolicy",
-            Kind::Namespace => "Namespace",
-            Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
-            Kind::ConfigMap => "ConfigMap",
-        }
-    }
-
-    fn short_names(self) -> &'static [&'static str] {
-        match self {
-            Kind::Service => &["svc"],
-            Kind::Node => &["no"],
-            Kind::Pod => &["po"],
-            Kind::VirtualService => &["vs"],
-            Kind::DestinationRule => &["dr"],
-            Kind::Namespace => &["ns"],
-            Kind::ConfigMap => &["cm"],
-            _ => &[],
-        }
-    }
-
-    /// The CRD that brings this kind, if it is not built in.
-    fn crd(self) -> Option<Crd> {
-        match self {
-            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
-            Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => Some(Crd::GatewayApi),
-            Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
-            _ => None,
-        }
-    }
-
-    fn group(self) -> &'static str {
-        match self {
-            Kind::EndpointSlice => "discovery.k8s.io",
-            Kind::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
-            _ => self.crd().map_or("", Crd::group),
-        }
-    }
-
-    fn api_version(self) -> String {
-        match self.group() {
-            "" => "v1".into(),
-            g => format!("{g}/v1"),
-        }
-    }
-
-    fn namespaced(self) -> bool {
-        !matches!(
-            self,
-            Kind::Node | Kind::Namespace | Kind::MutatingWebhookConfiguration
-        )
-    }
-
-    /// Kinds whose `status` is written only through `/status`.
-    fn has_status(self) -> bool {
-        matches!(self, Kind::HttpRoute | Kind::GrpcRoute)
-    }
-
-    /// `/api/v1` or `/apis/GROUP/v1`.
-    fn base(self) -> String {
-        match self.group() {
-            "" => "/api/v1".into(),
-            g => format!("/apis/{g}/v1"),
-        }
-    }
-}
 
 type Key = (Kind, String, String);
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::Value;
 
-use super::{AdminTarget, columns, joined, json, label_pairs, rule_key, s, short};
+use super::{AdminTarget, columns, joined, json, label_pairs, printed, rule_key, s, short};
 
 #[derive(Args)]
 pub(crate) struct DescribeArgs {
@@ -290,16 +290,7 @@ pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -
                 }
             }
         }
-        return match describe_pod_text(&pod, &replicas) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return printed(describe_pod_text(&pod, &replicas));
     }
     let Some(host) = args.what.strip_prefix("service/").filter(|h| !h.is_empty()) else {
         eprintln!(
@@ -325,16 +316,7 @@ pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -
             }
         }
     }
-    match describe_text(host, &replicas) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    printed(describe_text(host, &replicas))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! This file holds what they share: the admin target flags, a bounded
 //! HTTP GET, and the JSON and table helpers.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -118,6 +119,20 @@ async fn json(addr: &str, path: &str, token: Option<&str>) -> Result<Value, Stri
             "{addr} wants the admin token: --admin-token or SEXTANT_ADMIN_TOKEN"
         )),
         (status, body) => Err(format!("{addr}{path}: {status} {}", body.trim())),
+    }
+}
+
+/// A command's text printed, or its error: the exit code either way.
+fn printed(text: Result<String, String>) -> ExitCode {
+    match text {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
