@@ -80,6 +80,20 @@ pub enum FileError {
         /// The file that defines it first.
         first: PathBuf,
     },
+    /// A ServiceEntry or WorkloadEntry, or part of one, is not served
+    /// (the rest of it is): a host another entry declares first, a
+    /// wildcard host, an address it cannot take, an invalid service.
+    #[error("{path}:{line}: {object}: {message}")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the entry's item (0 when not found).
+        line: usize,
+        /// `ServiceEntry NAMESPACE/NAME` or `WorkloadEntry NAMESPACE/NAME`.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl FileError {
@@ -95,6 +109,9 @@ impl FileError {
                 "{key} is already defined in {}; this definition is ignored",
                 first.display()
             ),
+            FileError::Entry {
+                object, message, ..
+            } => format!("{object}: {message}"),
             FileError::Duplicate {
                 hostname, first, ..
             } => {
@@ -118,7 +135,8 @@ impl FileError {
             FileError::DuplicateRule { path, .. } => path.display().to_string(),
             FileError::Invalid { path, line, .. }
             | FileError::InvalidRule { path, line, .. }
-            | FileError::Duplicate { path, line, .. } => {
+            | FileError::Duplicate { path, line, .. }
+            | FileError::Entry { path, line, .. } => {
                 format!("{}:{line}", path.display())
             }
         }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+use sextant_core::entries::{ServiceEntry, WorkloadEntry, services_from_entries};
 use sextant_core::{Hostname, Rule, RuleKey, Service};
 
 pub use crate::error::FileError;
@@ -111,12 +112,20 @@ impl Loader {
         let mut services = Vec::new();
         let mut rules = Vec::new();
         let mut live = HashMap::new();
+        let mut service_entries = Vec::new();
+        let mut workload_entries = Vec::new();
         for (path, explicit) in files {
             let (contribution, problem) = self.read_one(&path, explicit);
             if let Some(cached) = self.cache.remove(&path) {
                 live.insert(path.clone(), cached);
             }
             problems.extend(problem);
+            for (line, e) in contribution.service_entries {
+                service_entries.push((path.clone(), line, e));
+            }
+            for (line, e) in contribution.workload_entries {
+                workload_entries.push((path.clone(), line, e));
+            }
             for rule in contribution.rules {
                 if let Some(first) = seen_rules.get(&rule.key) {
                     problems.push(FileError::DuplicateRule {
@@ -144,6 +153,21 @@ impl Loader {
                 seen.insert(service.hostname.clone(), path.clone());
                 services.push(service);
             }
+        }
+        for (path, line, service) in
+            entry_services(service_entries, workload_entries, &mut problems)
+        {
+            if let Some(first) = seen.get(&service.hostname) {
+                problems.push(FileError::Duplicate {
+                    path,
+                    line,
+                    hostname: service.hostname.clone(),
+                    first: first.clone(),
+                });
+                continue;
+            }
+            seen.insert(service.hostname.clone(), path);
+            services.push(service);
         }
         // Files no longer listed are forgotten.
         self.cache = live;
@@ -226,6 +250,79 @@ impl Loader {
         self.cache.insert(path.to_owned(), entry);
         out
     }
+}
+
+/// A file's entries, each with its file and line.
+type Placed<T> = Vec<(PathBuf, usize, T)>;
+
+/// The services the entries of every file declare (`sextant_core::entries`:
+/// a selector picks workloads of any file), each with the file and line of
+/// its entry; what is not served goes to `problems`. An entry (kind,
+/// namespace, name) defined in two files: the first is used.
+fn entry_services(
+    service_entries: Placed<ServiceEntry>,
+    workload_entries: Placed<WorkloadEntry>,
+    problems: &mut Vec<FileError>,
+) -> Placed<Service> {
+    let mut at: BTreeMap<String, (PathBuf, usize)> = BTreeMap::new();
+    let mut once = |path: PathBuf, line: usize, object: String| {
+        if let Some((first, _)) = at.get(&object) {
+            problems.push(FileError::Entry {
+                message: format!(
+                    "already defined in {}; this definition is ignored",
+                    first.display()
+                ),
+                path,
+                line,
+                object,
+            });
+            return false;
+        }
+        at.insert(object, (path, line));
+        true
+    };
+    let ses: Vec<ServiceEntry> = service_entries
+        .into_iter()
+        .filter(|(path, line, e)| once(path.clone(), *line, e.object()))
+        .map(|(_, _, e)| e)
+        .collect();
+    let wes: Vec<WorkloadEntry> = workload_entries
+        .into_iter()
+        .filter(|(path, line, e)| once(path.clone(), *line, e.object()))
+        .map(|(_, _, e)| e)
+        .collect();
+    let converted = services_from_entries(&ses, &wes);
+    let place = |object: &str| at.get(object).cloned().unwrap_or_default();
+    for (object, message) in converted.problems {
+        let (path, line) = place(&object);
+        problems.push(FileError::Entry {
+            path,
+            line,
+            object,
+            message,
+        });
+    }
+    let mut out = Vec::new();
+    for service in converted.services {
+        let object = converted
+            .declared_by
+            .get(&service.hostname)
+            .cloned()
+            .unwrap_or_default();
+        let (path, line) = place(&object);
+        // Checked here, not only by the aggregator, so that
+        // `sextant check-config` names the entry.
+        match service.validate() {
+            Ok(()) => out.push((path, line, service)),
+            Err(errors) => problems.push(FileError::Entry {
+                path,
+                line,
+                object,
+                message: errors.to_string(),
+            }),
+        }
+    }
+    out
 }
 
 /// Reads `path`, refusing one longer than [`MAX_FILE_BYTES`]: by its size

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use sextant_core::entries::{ServiceEntry, WorkloadEntry};
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
     ServicePort, ValidationErrors,
@@ -40,16 +41,22 @@ struct RegistryFile {
     peer_authentications: Vec<PeerAuthEntry>,
     #[serde(default, rename = "authorizationPolicies")]
     authorization_policies: Vec<AuthzEntry>,
+    #[serde(default, rename = "serviceEntries")]
+    service_entries: Vec<ServiceEntry>,
+    #[serde(default, rename = "workloadEntries")]
+    workload_entries: Vec<WorkloadEntry>,
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 8] = [
     "services",
     "routes",
     "policies",
     "scopes",
     "peerAuthentications",
     "authorizationPolicies",
+    "serviceEntries",
+    "workloadEntries",
 ];
 
 /// What one file holds.
@@ -59,23 +66,40 @@ pub struct FileContent {
     pub services: Vec<Service>,
     /// Its route rules and destination policies.
     pub rules: Vec<Rule>,
+    /// Its ServiceEntries, each with the line of its item: they become
+    /// services once every file is read (a selector may pick workloads
+    /// of another file).
+    pub service_entries: Vec<(usize, ServiceEntry)>,
+    /// Its WorkloadEntries, likewise.
+    pub workload_entries: Vec<(usize, WorkloadEntry)>,
 }
 
 impl FileContent {
     /// True when the file holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.rules.is_empty()
+        self.services.is_empty()
+            && self.rules.is_empty()
+            && self.service_entries.is_empty()
+            && self.workload_entries.is_empty()
     }
+}
+
+/// Each item of the list `key` with its line.
+fn lined<T>(text: &str, key: &str, items: Vec<T>) -> Vec<(usize, T)> {
+    let lines = item_lines(text, key);
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (lines.get(i).copied().unwrap_or(0), t))
+        .collect()
 }
 
 /// The entries under `key`, as rules, each with the 1-based line of its
 /// entry (0 when not found).
 fn with_lines<E: Into<Rule>>(text: &str, key: &str, entries: Vec<E>) -> Vec<(usize, Rule)> {
-    let lines = item_lines(text, key);
-    entries
+    lined(text, key, entries)
         .into_iter()
-        .enumerate()
-        .map(|(i, e)| (lines.get(i).copied().unwrap_or(0), e.into()))
+        .map(|(line, e)| (line, e.into()))
         .collect()
 }
 
@@ -339,7 +363,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications` or `authorizationPolicies`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries` or `workloadEntries`".into(),
             line: 1,
             column: 1,
         });
@@ -349,7 +373,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -362,6 +386,9 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         rule_value_problems::<PeerAuthEntry>(top, "peerAuthentications", text, &mut problems);
     let authz =
         rule_value_problems::<AuthzEntry>(top, "authorizationPolicies", text, &mut problems);
+    // Entries are decoded for their problems only (the file is refused).
+    rule_value_problems::<ServiceEntry>(top, "serviceEntries", text, &mut problems);
+    rule_value_problems::<WorkloadEntry>(top, "workloadEntries", text, &mut problems);
     let rules: Vec<(usize, Rule)> = routes
         .into_iter()
         .map(|(l, r)| (l, Rule::from(r)))
@@ -466,8 +493,18 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>
         return Err(vec![parse_error(line, column, message)]);
     }
     let first = match typed(text, json) {
-        Ok(doc) => {
+        Ok(mut doc) => {
             let mut problems: Vec<(usize, FileError)> = Vec::new();
+            let service_entries = lined(
+                text,
+                "serviceEntries",
+                std::mem::take(&mut doc.service_entries),
+            );
+            let workload_entries = lined(
+                text,
+                "workloadEntries",
+                std::mem::take(&mut doc.workload_entries),
+            );
             let (services, rules) = rules_of(doc, text);
             for service in &services {
                 if let Err(errors) = service.validate() {
@@ -481,6 +518,8 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>
                 Ok(FileContent {
                     services,
                     rules: rules.into_iter().map(|(_, r)| r).collect(),
+                    service_entries,
+                    workload_entries,
                 })
             } else {
                 Err(problems.into_iter().map(|(_, e)| e).collect())

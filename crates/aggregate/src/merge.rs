@@ -630,6 +630,8 @@ fn without_endpoints(s: &Service) -> Service {
         addresses: s.addresses.clone(),
         endpoints: Vec::new(),
         export_to: s.export_to.clone(),
+        resolution: s.resolution,
+        location: s.location,
     }
 }
 

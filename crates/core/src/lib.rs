@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod entries;
 pub mod error;
 pub mod journal;
 pub mod memory;
@@ -47,7 +48,8 @@ pub mod view;
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryRegistry;
 pub use model::{
-    Address, Endpoint, Health, Hostname, Labels, Locality, Protocol, Service, ServicePort,
+    Address, Endpoint, Health, Hostname, Labels, Locality, Location, Protocol, Resolution, Service,
+    ServicePort,
 };
 pub use registry::{Event, EventStream, Keyed, Registry, RegistryId, changes};
 pub use rules::{

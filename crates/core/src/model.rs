@@ -108,6 +108,65 @@ pub struct Service {
     /// [`Service::exported_to`]).
     #[serde(default, rename = "exportTo", skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+    /// How proxies reach its endpoints (Istio's ServiceEntry
+    /// `resolution`); unset: by their addresses (IP addresses over EDS,
+    /// DNS names resolved as [`Resolution::Dns`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// Inside the mesh or outside it (Istio's ServiceEntry `location`):
+    /// no mutual TLS is offered to an external service's endpoints.
+    #[serde(default, skip_serializing_if = "Location::is_internal")]
+    pub location: Location,
+}
+
+/// How a service's endpoints are found: Istio's ServiceEntry resolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// None: connections go where the application sent them (the
+    /// original destination, in capture mode); the service has no
+    /// endpoints.
+    None,
+    /// Its endpoints are IP addresses.
+    Static,
+    /// Its endpoints' DNS names are resolved, each to all of its
+    /// addresses: by Sextant, which serves the answers as endpoints and
+    /// asks again when their TTL runs out, or, when configured so, by
+    /// every proxy itself (Envoy's STRICT_DNS).
+    Dns,
+    /// One DNS name, resolved by the proxy at connection time, the first
+    /// address answered used (Envoy's LOGICAL_DNS): for names whose answer
+    /// rotates at every query.
+    DnsRoundRobin,
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resolution::None => "NONE",
+            Resolution::Static => "STATIC",
+            Resolution::Dns => "DNS",
+            Resolution::DnsRoundRobin => "DNS_ROUND_ROBIN",
+        })
+    }
+}
+
+/// Where a service runs, as Istio's ServiceEntry `location` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Location {
+    /// Part of the mesh (the default for every registry's services).
+    #[default]
+    MeshInternal,
+    /// Outside the mesh: its endpoints run no sidecar.
+    MeshExternal,
+}
+
+impl Location {
+    /// True for [`Location::MeshInternal`].
+    pub fn is_internal(&self) -> bool {
+        *self == Location::MeshInternal
+    }
 }
 
 fn default_namespace() -> String {
@@ -125,7 +184,20 @@ impl Service {
             addresses: Vec::new(),
             endpoints: Vec::new(),
             export_to: Vec::new(),
+            resolution: None,
+            location: Location::MeshInternal,
         }
+    }
+
+    /// True when the proxies resolve its endpoints' names themselves at
+    /// connection time ([`Resolution::DnsRoundRobin`]), or connect to
+    /// the original destination ([`Resolution::None`]): Sextant leaves
+    /// such names alone.
+    pub fn resolved_by_proxy(&self) -> bool {
+        matches!(
+            self.resolution,
+            Some(Resolution::None | Resolution::DnsRoundRobin)
+        )
     }
 
     /// Whether a proxy of `namespace` (none: a proxy that did not say)
@@ -177,6 +249,8 @@ impl Service {
             && self.ports == other.ports
             && self.addresses == other.addresses
             && self.export_to == other.export_to
+            && self.resolution == other.resolution
+            && self.location == other.location
     }
 }
 

@@ -226,3 +226,15 @@ pub trait Registry: Send + Sync + 'static {
     /// that begins with a full read.
     fn watch(&self) -> EventStream;
 }
+
+/// A shared registry is a registry (a wrapper such as Sextant's DNS
+/// resolution takes the `Arc<dyn Registry>` an embedder handed over).
+impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
+    fn id(&self) -> &RegistryId {
+        (**self).id()
+    }
+
+    fn watch(&self) -> EventStream {
+        (**self).watch()
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::model::{Address, Hostname, Locality, Service};
+use crate::model::{Address, Hostname, Locality, Resolution, Service};
 
 /// One problem found in a service: which service, which endpoint, which field.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -245,6 +245,30 @@ impl Service {
                 }
             }
             *locality_weights.entry(&ep.locality).or_default() += u64::from(ep.weight);
+            if self.resolution == Some(Resolution::Static) && ep.address.ip().is_none() {
+                push(
+                    who(),
+                    "address".into(),
+                    "resolution STATIC takes IP addresses (DNS resolves names)".into(),
+                );
+            }
+        }
+        match self.resolution {
+            Some(Resolution::None) if !self.endpoints.is_empty() => push(
+                None,
+                "endpoints".into(),
+                "resolution NONE sends connections to their original destination and takes no endpoints"
+                    .into(),
+            ),
+            Some(Resolution::DnsRoundRobin) if self.endpoints.len() != 1 => push(
+                None,
+                "endpoints".into(),
+                format!(
+                    "resolution DNS_ROUND_ROBIN takes exactly one endpoint (the name the proxy resolves), not {}",
+                    self.endpoints.len()
+                ),
+            ),
+            _ => {}
         }
         let mut total: u64 = 0;
         for (locality, sum) in &locality_weights {

@@ -645,3 +645,81 @@ fn export_to_is_read_and_checked() {
     let err = parse_one(Path::new("a.yaml"), &bad).to_string();
     assert!(err.contains("exportTo[1]"), "{err}");
 }
+
+#[test]
+fn entries_of_every_file_become_services_and_what_is_not_served_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let entries = write(
+        dir.path(),
+        "entries.yaml",
+        "\
+serviceEntries:
+  - name: cart-vms
+    namespace: shop
+    hosts: [cart.shop.vm]
+    location: MESH_INTERNAL
+    resolution: STATIC
+    ports: [{ number: 8080, name: http }]
+    workloadSelector: { labels: { app: cart } }
+  - name: clash
+    namespace: shop
+    hosts: [cart.shop.vm, other.shop.vm, \"*.wild.example\"]
+    resolution: STATIC
+    ports: [{ number: 80, name: http }]
+    endpoints: [{ address: 10.9.0.1 }]
+  - name: taken
+    hosts: [reviews.default.svc]
+    resolution: DNS
+    ports: [{ number: 80, name: http }]
+",
+    );
+    let vms = write(
+        dir.path(),
+        "vms.yaml",
+        "\
+workloadEntries:
+  - { name: vm-1, namespace: shop, address: 10.2.0.1, labels: { app: cart } }
+  - { name: vm-2, namespace: shop, address: 10.2.0.2, labels: { app: cart }, ports: { http: 9090 } }
+",
+    );
+    let services = write(dir.path(), "services.yaml", GOOD);
+    let mut loader = Loader::new(vec![dir.path().to_owned()]);
+    let l = loader.load();
+    assert_eq!(
+        hostnames(&l),
+        ["reviews.default.svc", "cart.shop.vm", "other.shop.vm"]
+    );
+    let cart = &l.services[1];
+    let ports: Vec<u32> = cart.endpoints.iter().map(|e| e.ports["http"]).collect();
+    assert_eq!(ports, [8080, 9090], "workloads of another file");
+    let text: Vec<String> = l.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    let clash = format!("{}:9: ServiceEntry shop/clash:", entries.display());
+    assert!(text[0].starts_with(&clash), "{text:?}");
+    assert!(
+        text[0].contains("also declared by ServiceEntry shop/cart-vms")
+            && text[0].contains("wildcard")
+    );
+    // A host a service of a file already has: the service wins.
+    assert!(
+        text[1].contains("service \"reviews.default.svc\" is already defined in")
+            && text[1].contains(&services.display().to_string()),
+        "{text:?}"
+    );
+    // A workload removed and added back.
+    fs::write(&vms, "workloadEntries:\n  - { name: vm-2, namespace: shop, address: 10.2.0.2, labels: { app: cart } }\n").expect("write");
+    assert_eq!(loader.load().services[1].endpoints.len(), 1);
+    fs::write(&vms, "workloadEntries:\n  - { name: vm-1, namespace: shop, address: 10.2.0.1, labels: { app: cart } }\n  - { name: vm-2, namespace: shop, address: 10.2.0.2, labels: { app: cart } }\n").expect("write");
+    assert_eq!(loader.load().services[1].endpoints.len(), 2);
+    // A typo refuses the file, which keeps its last good content.
+    fs::write(&entries, "serviceEntries:\n  - name: x\n    hostz: [a.b]\n").expect("write");
+    let l = loader.load();
+    assert!(hostnames(&l).contains(&"cart.shop.vm"));
+    assert!(
+        l.problems
+            .iter()
+            .any(|p| p.to_string().contains("unknown field `hostz`")),
+        "{:?}",
+        l.problems
+    );
+}

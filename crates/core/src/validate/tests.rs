@@ -308,3 +308,52 @@ fn export_to_takes_star_dot_tilde_or_namespaces_and_tilde_alone() {
     assert!(!with(&["~"]).exported_to(Some("shop")));
     assert!(with(&["x"]).is_restricted() && !with(&["*", "."]).is_restricted());
 }
+
+#[test]
+fn resolutions_take_the_endpoints_they_can_serve() {
+    use crate::model::Resolution;
+    let dns = |s: &mut Service| {
+        s.endpoints[0].address = "db.example.com".parse().expect("name");
+    };
+    // STATIC: IP addresses only.
+    let p = problems(|s| {
+        s.resolution = Some(Resolution::Static);
+        dns(s);
+    });
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].1, "address");
+    assert!(p[0].2.contains("STATIC takes IP addresses"), "{p:?}");
+    // DNS: names and addresses alike.
+    assert_eq!(
+        problems(|s| {
+            s.resolution = Some(Resolution::Dns);
+            dns(s);
+        }),
+        vec![]
+    );
+    // NONE: no endpoints at all.
+    let p = problems(|s| s.resolution = Some(Resolution::None));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].2.contains("takes no endpoints"), "{p:?}");
+    assert_eq!(
+        problems(|s| {
+            s.resolution = Some(Resolution::None);
+            s.endpoints.clear();
+        }),
+        vec![]
+    );
+    // DNS_ROUND_ROBIN: exactly one name.
+    let p = problems(|s| {
+        s.resolution = Some(Resolution::DnsRoundRobin);
+        let again = s.endpoints[0].clone();
+        s.endpoints.push(again);
+    });
+    assert!(p[0].2.contains("exactly one endpoint"), "{p:?}");
+    assert_eq!(
+        problems(|s| {
+            s.resolution = Some(Resolution::DnsRoundRobin);
+            dns(s);
+        }),
+        vec![]
+    );
+}

@@ -2,7 +2,7 @@
 //! endpoints inline.
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
+    ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::Duration;
-use sextant_core::{Address, MeshService, Service, ServicePort};
+use sextant_core::{Address, MeshService, Resolution, Service, ServicePort};
 
 use super::endpoints::subset_assignment;
 use super::rules::{Client, Unhonoured, apply_policy, subset_cluster_name, subsets};
@@ -20,12 +20,16 @@ use super::*;
 
 /// True when every endpoint is an IP address: such services are EDS
 /// clusters. A service with DNS-name endpoints is a STRICT_DNS cluster with
-/// its endpoints inline, resolved by Envoy (EDS carries IP addresses only).
+/// its endpoints inline, resolved by Envoy (EDS carries IP addresses only;
+/// Sextant's own resolver, in front of the aggregator, hands names over as
+/// addresses); resolutions NONE and DNS_ROUND_ROBIN are the proxy's own
+/// (ORIGINAL_DST, LOGICAL_DNS).
 pub(super) fn uses_eds(service: &Service) -> bool {
-    service
-        .endpoints
-        .iter()
-        .all(|e| matches!(e.address, Address::Ip(_)))
+    !service.resolved_by_proxy()
+        && service
+            .endpoints
+            .iter()
+            .all(|e| matches!(e.address, Address::Ip(_)))
 }
 
 /// One cluster per service port, and one per port and subset of the
@@ -108,6 +112,7 @@ fn clusters_with(
             let mut cluster = plain_cluster(s, port, name.clone());
             if let Some(sub) = subset
                 && !uses_eds(s)
+                && s.resolution != Some(Resolution::None)
             {
                 cluster.load_assignment = Some(subset_assignment(s, port, sub, name));
             }
@@ -122,6 +127,11 @@ fn clusters_with(
                     notes,
                 );
             }
+            if s.resolution == Some(Resolution::None) {
+                // Envoy refuses any other balancer for ORIGINAL_DST.
+                cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+                cluster.lb_config = None;
+            }
             let istio_mutual = ms
                 .policy()
                 .is_some_and(|(_, p)| istio_mutual(p, port.port, subset));
@@ -135,7 +145,10 @@ fn clusters_with(
                             mtls,
                         ));
                     }
-                    super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
+                    // Nothing outside the mesh answers the mesh's TLS.
+                    if s.location.is_internal() {
+                        super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
+                    }
                 }
                 Certs::Provider(trust_domain) => {
                     if istio_mutual {
@@ -166,7 +179,19 @@ fn plain_cluster(s: &Service, port: &ServicePort, name: String) -> Cluster {
         }),
         ..Default::default()
     };
-    if uses_eds(s) {
+    if s.resolution == Some(Resolution::None) {
+        // Where the application was connecting to (capture mode restores
+        // it): no endpoints to send.
+        cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        ));
+        cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+    } else if s.resolution == Some(Resolution::DnsRoundRobin) {
+        cluster.cluster_discovery_type =
+            Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32));
+        cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+        cluster.load_assignment = Some(load_assignment(s, port, name));
+    } else if uses_eds(s) {
         cluster.cluster_discovery_type =
             Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
         cluster.eds_cluster_config = Some(EdsClusterConfig {
@@ -176,6 +201,9 @@ fn plain_cluster(s: &Service, port: &ServicePort, name: String) -> Cluster {
     } else {
         cluster.cluster_discovery_type =
             Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        // As Sextant's own resolver: IPv4 when a name has it (Envoy's
+        // default, AUTO, would prefer IPv6: `localhost` is ::1 first).
+        cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
         cluster.load_assignment = Some(load_assignment(s, port, name));
     }
     if port.protocol.is_http2() {
