@@ -10,6 +10,7 @@
 //! | `/debug/syncz` | each connected proxy: node, protocol, client kind, rule features it cannot honour, per type sent/acked versions, last NACK; recent NACKs |
 //! | `/` | a page for people: registries, proxies and their sync state, conflicts, NACKs, events (HTML, refreshing itself) |
 //! | `/debug/proxydiff?node=NODE` | what that proxy holds against what the newest snapshot gives it, resource by resource: the ones that differ (held and newest version, sent and not ACKed, rejected), the others counted (404 when it is not connected here) |
+//! | `/debug/dnsz` | each DNS name Sextant follows for services' endpoints: its addresses (the last good answer), the last failure, when it is asked next (with DNS resolution by Sextant, the default) |
 //! | `/debug/events` | what happened, in order: registries synced, stale, recovered, dropped; new conflicts; pushes; NACKs (`?since=SEQ&limit=N`) |
 
 use std::sync::Arc;
@@ -40,6 +41,29 @@ pub struct AdminState {
     /// More metric families: parts of a program the admin module does
     /// not know (the injection audit, the CA, an embedder's own).
     sources: Vec<Arc<dyn Collector>>,
+    /// More debug endpoints, likewise (`/debug/dnsz`).
+    pages: Vec<DebugPage>,
+}
+
+/// A debug endpoint of a part the admin module does not know: its path
+/// and what it answers (JSON, read at each request).
+#[derive(Clone)]
+pub struct DebugPage {
+    path: &'static str,
+    read: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl DebugPage {
+    /// `path` answers what `read` returns.
+    pub fn new(
+        path: &'static str,
+        read: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        DebugPage {
+            path,
+            read: Arc::new(read),
+        }
+    }
 }
 
 impl AdminState {
@@ -51,7 +75,14 @@ impl AdminState {
             listener: Arc::default(),
             token: None,
             sources: Vec::new(),
+            pages: Vec::new(),
         }
+    }
+
+    /// Adds debug endpoints (behind the token, as the others).
+    pub fn with_debug_pages(mut self, pages: Vec<DebugPage>) -> Self {
+        self.pages = pages;
+        self
     }
 
     /// Adds `sources`' metric families to `/metrics`.
@@ -76,7 +107,12 @@ impl AdminState {
 /// service, endpoint and connected proxy) need it; health and metrics do
 /// not (probes and scrapers read them, and they name no endpoint).
 pub fn router(state: AdminState) -> Router {
-    let debug = Router::new()
+    let mut debug = Router::new();
+    for page in &state.pages {
+        let read = page.read.clone();
+        debug = debug.route(page.path, get(move || async move { axum::Json(read()) }));
+    }
+    let debug = debug
         .route("/debug/registryz", get(registryz))
         .route("/debug/configz", get(configz))
         .route("/debug/syncz", get(syncz))

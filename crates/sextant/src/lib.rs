@@ -36,8 +36,10 @@
 pub mod admin;
 #[cfg(feature = "k8s")]
 mod cluster;
-#[cfg(all(feature = "etcd", feature = "consul", feature = "k8s"))]
+#[cfg(all(feature = "etcd", feature = "consul", feature = "k8s", feature = "dns"))]
 pub mod config;
+#[cfg(feature = "dns")]
+mod dns;
 pub mod iptables;
 pub mod logging;
 #[cfg(feature = "otlp")]
@@ -112,7 +114,16 @@ pub struct Sextant {
     drain_timeout: Duration,
     metrics: Vec<Arc<dyn admin::Collector>>,
     otlp_endpoint: Option<String>,
+    dns: Option<DnsSettings>,
 }
+
+/// How Sextant resolves services' DNS names (`sextant-dns`'s settings).
+#[cfg(feature = "dns")]
+pub type DnsSettings = sextant_dns::Settings;
+/// Without the `dns` feature there is nothing to set.
+#[cfg(not(feature = "dns"))]
+#[derive(Clone, Debug)]
+pub enum DnsSettings {}
 
 impl Default for Sextant {
     fn default() -> Self {
@@ -139,7 +150,17 @@ impl Sextant {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics: Vec::new(),
             otlp_endpoint: None,
+            dns: None,
         }
+    }
+
+    /// Resolves the DNS names of services' endpoints in Sextant, once for
+    /// every proxy, and serves the addresses over EDS (the `dns` feature;
+    /// see `sextant_dns`). `None` (the default for an embedder) leaves
+    /// names to each proxy (Envoy's STRICT_DNS).
+    pub fn resolve_names(mut self, settings: Option<DnsSettings>) -> Self {
+        self.dns = settings;
+        self
     }
 
     /// Adds a registry, after (lower priority than) those already added.
@@ -280,8 +301,23 @@ impl Sextant {
             anyhow::bail!("no registries configured");
         }
         let ids: Vec<String> = self.registries.iter().map(|r| r.id().to_string()).collect();
+        let mut metrics_sources = self.metrics.clone();
+        let (registries, debug_pages) = match self.dns.clone() {
+            #[cfg(feature = "dns")]
+            Some(settings) => {
+                let (resolver, wrapped) = dns::wrap(settings, self.registries)?;
+                metrics_sources.push(Arc::new(dns::DnsMetrics(resolver.clone())));
+                let page = admin::DebugPage::new("/debug/dnsz", move || {
+                    serde_json::json!({ "names": resolver.status() })
+                });
+                (wrapped, vec![page])
+            }
+            #[cfg(not(feature = "dns"))]
+            Some(never) => match never {},
+            None => (self.registries, Vec::new()),
+        };
         let (aggregator, handle) =
-            Aggregator::with_rules(self.aggregator.clone(), self.registries, self.rule_sources)?;
+            Aggregator::with_rules(self.aggregator.clone(), registries, self.rule_sources)?;
         // One journal for the aggregator's events and the server's.
         let metrics = Arc::new(Metrics {
             journal: self.aggregator.journal.clone(),
@@ -315,7 +351,6 @@ impl Sextant {
             None => None,
         };
         let xds_tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
-        let mut metrics_sources = self.metrics.clone();
         #[cfg(feature = "otlp")]
         let push_traces = match &self.otlp_endpoint {
             Some(endpoint) => {
@@ -395,7 +430,8 @@ impl Sextant {
         let admin_task = admin_listener.map(|listener| {
             let state = admin::AdminState::new(handle.clone(), xds.clone())
                 .with_token(self.admin_token.clone())
-                .with_metrics(metrics_sources);
+                .with_metrics(metrics_sources)
+                .with_debug_pages(debug_pages);
             let listener = admin::listener::AdminListener::new(listener, state.listener_stats());
             let app = admin::router(state);
             tokio::spawn(async move {

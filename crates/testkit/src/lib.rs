@@ -15,6 +15,7 @@ pub mod ads;
 pub mod certs;
 pub mod consul;
 pub mod contract;
+pub mod dns;
 pub mod events;
 pub mod k8s;
 pub mod peers;

@@ -38,6 +38,7 @@ impl Settings {
             .admin_addr(self.admin_addr)
             .admin_token(self.admin_token.clone())
             .push_traces(self.otlp_endpoint.clone())
+            .resolve_names(self.dns.clone())
             .server_config(server)
             .outbound_addr(self.translate.outbound_addr)
             .tcp_port_offset(self.translate.tcp_port_offset)

@@ -157,6 +157,22 @@ pub struct RunArgs {
     /// over gRPC in plaintext, http://HOST:PORT [default: off].
     #[arg(long, env = "SEXTANT_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// Who resolves the DNS names of services' endpoints (ServiceEntries
+    /// with resolution DNS, file services written with names): `sextant`,
+    /// once for every proxy, the addresses served over EDS and asked again
+    /// when their TTL runs out; or `proxy`, each Envoy itself (STRICT_DNS)
+    /// [default: sextant].
+    #[arg(long, env = "SEXTANT_DNS_RESOLUTION", value_name = "sextant|proxy")]
+    pub dns_resolution: Option<String>,
+    /// The DNS servers Sextant asks, IP:PORT (repeatable, or
+    /// comma-separated) [default: the system's, from /etc/resolv.conf].
+    #[arg(
+        long = "dns-server",
+        env = "SEXTANT_DNS_SERVERS",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub dns_servers: Option<Vec<String>>,
     /// Log levels per scope, Pilot's syntax: default:info,xds:debug.
     /// Scopes: default, core, aggregate, xds, file, etcd, consul, k8s, admin.
     /// RUST_LOG, when set, replaces this.
@@ -193,6 +209,42 @@ fn otlp_endpoint(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `--dns-resolution` and `--dns-server`, from the flags or the file.
+fn resolve_dns(
+    args: &RunArgs,
+    file: &ConfigFile,
+    c: &mut Collector<'_>,
+) -> Option<crate::DnsSettings> {
+    let mode = either(&args.dns_resolution, &file.dns_resolution);
+    let servers = either(&args.dns_servers, &file.dns_servers);
+    let mut settings = sextant_dns::Settings::default();
+    if let Some((list, from_flag)) = servers {
+        for s in list {
+            match s.trim().parse::<SocketAddr>() {
+                Ok(addr) => settings.servers.push(addr),
+                Err(_) => c.bad(
+                    "dns_servers",
+                    from_flag,
+                    format!("{s:?} is not IP:PORT (for example 10.0.0.10:53)"),
+                ),
+            }
+        }
+    }
+    match mode {
+        None => Some(settings),
+        Some((m, _)) if m == "sextant" => Some(settings),
+        Some((m, _)) if m == "proxy" => None,
+        Some((m, from_flag)) => {
+            c.bad(
+                "dns_resolution",
+                from_flag,
+                format!("{m:?}: `sextant` or `proxy`"),
+            );
+            None
+        }
+    }
 }
 
 /// Coalescing flags, and the file's `debounce:` section.
@@ -330,6 +382,8 @@ pub struct Settings {
     pub admin_token: Option<sextant_core::Secret>,
     /// Where push traces go (OTLP/gRPC), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// How Sextant resolves services' names; `None`: each proxy does.
+    pub dns: Option<crate::DnsSettings>,
     /// The ADS server's bounds.
     pub server: ServerConfig,
     /// Aggregator settings.
@@ -579,6 +633,7 @@ impl Settings {
             },
             None => None,
         };
+        let dns = resolve_dns(args, &file, &mut c);
         if let Some((mode, from_flag)) = args
             .mtls_mode
             .clone()
@@ -639,6 +694,7 @@ impl Settings {
                 .or_else(|| file.admin_token.clone())
                 .filter(|t| !t.expose().is_empty()),
             otlp_endpoint,
+            dns,
             server,
             aggregator,
             translate: TranslateOptions {

@@ -636,3 +636,40 @@ fn the_otlp_endpoint_is_a_plaintext_url_from_the_flag_or_the_file() {
     .expect("valid");
     assert_eq!(off.otlp_endpoint, None, "off by default");
 }
+
+#[test]
+fn dns_names_are_resolved_by_sextant_unless_told_to_leave_them_to_proxies() {
+    let with = |mode: Option<&str>, servers: Option<Vec<&str>>| {
+        Settings::resolve(&RunArgs {
+            files: vec!["x.yaml".into()],
+            dns_resolution: mode.map(Into::into),
+            dns_servers: servers.map(|v| v.into_iter().map(Into::into).collect()),
+            ..args()
+        })
+    };
+    let s = with(None, None).expect("valid");
+    assert!(
+        s.dns.as_ref().is_some_and(|d| d.servers.is_empty()),
+        "by default: Sextant, the system's servers"
+    );
+    let s = with(Some("sextant"), Some(vec!["10.0.0.10:53", "[::1]:5353"])).expect("valid");
+    let servers: Vec<String> = s
+        .dns
+        .expect("on")
+        .servers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(servers, ["10.0.0.10:53", "[::1]:5353"]);
+    assert!(with(Some("proxy"), None).expect("valid").dns.is_none());
+    let e = with(Some("envoy"), Some(vec!["10.0.0.10"]))
+        .expect_err("two problems")
+        .to_string();
+    assert!(
+        e.contains("--dns-resolution") && e.contains("`sextant` or `proxy`"),
+        "{e}"
+    );
+    assert!(e.contains("--dns-server") && e.contains("IP:PORT"), "{e}");
+    let (_dir, path) = config_file("files: [x.yaml]\ndns_resolution: proxy\n");
+    assert!(resolve_file(&path).expect("valid").dns.is_none());
+}
