@@ -28,9 +28,16 @@ pub(crate) enum CrdKind {
     Sidecar,
     PeerAuthentication,
     AuthorizationPolicy,
+    /// Read by the entries registry (`entries.rs`), as services.
+    ServiceEntry,
+    /// Likewise: the workloads ServiceEntries select.
+    WorkloadEntry,
 }
 
 impl CrdKind {
+    /// The kinds the entries registry reads.
+    pub(crate) const ENTRIES: [CrdKind; 2] = [CrdKind::ServiceEntry, CrdKind::WorkloadEntry];
+
     /// Every CRD kind, in the order they are read.
     pub(crate) const ALL: [CrdKind; 8] = [
         CrdKind::VirtualService,
@@ -49,6 +56,8 @@ impl CrdKind {
             CrdKind::VirtualService => ("networking.istio.io", "virtualservices"),
             CrdKind::DestinationRule => ("networking.istio.io", "destinationrules"),
             CrdKind::Sidecar => ("networking.istio.io", "sidecars"),
+            CrdKind::ServiceEntry => ("networking.istio.io", "serviceentries"),
+            CrdKind::WorkloadEntry => ("networking.istio.io", "workloadentries"),
             CrdKind::PeerAuthentication => ("security.istio.io", "peerauthentications"),
             CrdKind::AuthorizationPolicy => ("security.istio.io", "authorizationpolicies"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
@@ -60,9 +69,11 @@ impl CrdKind {
     /// The versions read, most preferred first (the schema is the same).
     pub(crate) fn versions(self) -> &'static [&'static str] {
         match self {
-            CrdKind::VirtualService | CrdKind::DestinationRule | CrdKind::Sidecar => {
-                &["v1", "v1beta1", "v1alpha3"]
-            }
+            CrdKind::VirtualService
+            | CrdKind::DestinationRule
+            | CrdKind::Sidecar
+            | CrdKind::ServiceEntry
+            | CrdKind::WorkloadEntry => &["v1", "v1beta1", "v1alpha3"],
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
             CrdKind::ReferenceGrant => &["v1", "v1beta1"],
@@ -79,7 +90,9 @@ impl CrdKind {
             | CrdKind::ReferenceGrant
             | CrdKind::Sidecar
             | CrdKind::PeerAuthentication
-            | CrdKind::AuthorizationPolicy => false,
+            | CrdKind::AuthorizationPolicy
+            | CrdKind::ServiceEntry
+            | CrdKind::WorkloadEntry => false,
         }
     }
 
@@ -94,6 +107,8 @@ impl CrdKind {
             CrdKind::Sidecar => "Sidecar",
             CrdKind::PeerAuthentication => "PeerAuthentication",
             CrdKind::AuthorizationPolicy => "AuthorizationPolicy",
+            CrdKind::ServiceEntry => "ServiceEntry",
+            CrdKind::WorkloadEntry => "WorkloadEntry",
         }
     }
 

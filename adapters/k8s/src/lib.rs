@@ -31,7 +31,8 @@
 //!
 //! Where things are: `registry.rs` holds the settings and the registry's
 //! face; `services.rs` the services session and what it knows; `rules.rs` the
-//! rules session and route status; `watch.rs` the list/watch machinery both
+//! rules session and route status; `entries.rs` the ServiceEntries and
+//! WorkloadEntries, a registry of their own ([`K8sEntries`]); `watch.rs` the list/watch machinery both
 //! run on; `kinds.rs` what each kind is called; `convert.rs`, `istio.rs`
 //! and `gateway.rs` the pure conversions.
 //!
@@ -48,6 +49,8 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+#[cfg(feature = "client")]
+mod entries;
 pub mod gateway;
 pub mod istio;
 #[cfg(feature = "client")]
@@ -65,5 +68,7 @@ pub mod tokens;
 #[cfg(feature = "client")]
 mod watch;
 
+#[cfg(feature = "client")]
+pub use entries::K8sEntries;
 #[cfg(feature = "client")]
 pub use registry::*;

@@ -44,12 +44,15 @@ use crate::kinds::{CrdKind, Kind};
 use crate::watch::{Report, Source, list, unavailable, watch_all};
 use crate::{K8sConfig, client_config};
 
-/// Which rule kinds the server serves, and at which version.
-async fn discover(client: &kube::Client) -> Result<Vec<(CrdKind, ApiResource)>, kube::Error> {
+/// Which of `kinds` the server serves, and at which version.
+pub(crate) async fn discover(
+    client: &kube::Client,
+    kinds: &[CrdKind],
+) -> Result<Vec<(CrdKind, ApiResource)>, kube::Error> {
     let groups = client.list_api_groups().await?;
     let mut out = Vec::new();
     let mut resources: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for kind in CrdKind::ALL {
+    for &kind in kinds {
         let (group, plural) = kind.api_group();
         let Some(g) = groups.groups.iter().find(|g| g.name == group) else {
             continue;
@@ -131,6 +134,11 @@ fn convert(
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
+        // Services, not rules: the entries registry reads them.
+        CrdKind::ServiceEntry | CrdKind::WorkloadEntry => Ok(istio::Converted {
+            rule: None,
+            unsupported: Vec::new(),
+        }),
     };
     match result {
         Ok(c) => Converted {
@@ -327,7 +335,7 @@ pub(crate) async fn session(
     let client = kube::Client::try_from(client_config)
         .map_err(|e| Error::unavailable_from("cannot build the Kubernetes client", e))?;
     loop {
-        let served = discover(&client)
+        let served = discover(&client, &CrdKind::ALL)
             .await
             .map_err(|e| Error::unavailable_from("cannot read API discovery for rule kinds", e))?;
         let served_kinds: Vec<CrdKind> = served.iter().map(|(k, _)| *k).collect();
@@ -410,7 +418,7 @@ pub(crate) async fn session(
                     None => return Ok(()),
                 },
                 _ = rediscover.tick() => {
-                    let now = discover(&client).await.map_err(|e| {
+                    let now = discover(&client, &CrdKind::ALL).await.map_err(|e| {
                         Error::unavailable_from("cannot read API discovery for rule kinds", e)
                     })?;
                     let now: BTreeSet<(CrdKind, String)> =

@@ -519,3 +519,64 @@ async fn keeps_the_problems_contract() {
     )
     .await;
 }
+
+fn service_entry(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": spec
+    })
+}
+
+/// The entries registry keeps the registry contract, with the API server
+/// stopped and restarted.
+#[tokio::test]
+async fn the_entries_registry_keeps_the_registry_contract() {
+    let mut t = Setup::new().await;
+    t.double.install(sextant_testkit::k8s::Crd::Istio);
+    t.double.apply(service_entry(
+        "db",
+        json!({"hosts": ["db.example.com"], "resolution": "STATIC",
+               "ports": [{"number": 5432, "name": "tcp-pg", "protocol": "TCP"}],
+               "endpoints": [{"address": "10.0.0.7"}]}),
+    ));
+    let r = sextant_k8s::K8sEntries::new(t.config());
+    assert_eq!(r.id().as_str(), "k8s/Kubernetes/entries");
+    let mut w = r.watch();
+    let services = sextant_testkit::events::next_reset(&mut w).await;
+    assert_eq!(services.len(), 1);
+    assert_eq!(addresses(&services[0]), ["10.0.0.7"]);
+    drop(w);
+    sextant_testkit::contract::registry_contract(&r, Some(&mut t.double)).await;
+}
+
+struct BrokenEntry<'a>(&'a KubeDouble);
+
+impl sextant_testkit::contract::Problem for BrokenEntry<'_> {
+    async fn spoil(&mut self) {
+        self.0.apply(service_entry(
+            "odd",
+            json!({"hosts": ["odd.example.com"], "resolutoin": "DNS"}),
+        ));
+    }
+    async fn mend(&mut self) {
+        self.0.apply(service_entry(
+            "odd",
+            json!({"hosts": ["odd.example.com"], "resolution": "DNS",
+                   "ports": [{"number": 443, "name": "tls"}]}),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn the_entries_registry_keeps_the_problems_contract() {
+    let t = Setup::new().await;
+    t.double.install(sextant_testkit::k8s::Crd::Istio);
+    let r = sextant_k8s::K8sEntries::new(t.config());
+    sextant_testkit::contract::problems_contract(
+        "k8s entries",
+        r.watch(),
+        &mut BrokenEntry(&t.double),
+    )
+    .await;
+}

@@ -307,9 +307,10 @@ impl Sextant {
             Some(settings) => {
                 let (resolver, wrapped) = dns::wrap(settings, self.registries)?;
                 metrics_sources.push(Arc::new(dns::DnsMetrics(resolver.clone())));
-                let page = admin::DebugPage::new("/debug/dnsz", move || {
-                    serde_json::json!({ "names": resolver.status() })
-                });
+                let page = admin::DebugPage::new(
+                    "/debug/dnsz",
+                    move || serde_json::json!({ "names": resolver.status() }),
+                );
                 (wrapped, vec![page])
             }
             #[cfg(not(feature = "dns"))]

@@ -624,3 +624,131 @@ async fn a_route_reaches_another_namespace_only_with_its_reference_grant() {
     until_status(("False", "RefNotPermitted")).await;
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// A ServiceEntry applied with kubectl selects a WorkloadEntry (a VM) and
+/// a ready Pod of its namespace by label; a real Envoy balances over both.
+/// The WorkloadEntry deleted, traffic goes to the Pod alone; applied
+/// again, to both. A second entry for the same host, younger, loses and
+/// says so on /debug/registryz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_entry_selects_workload_entries_and_pods() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::Istio);
+    let vm = HttpBackend::start_at("vm-1", "127.0.0.2:0".parse().expect("addr")).await;
+    let port = vm.addr.port();
+    let _pod =
+        HttpBackend::start_at("pod-1", std::net::SocketAddr::from(([127, 0, 0, 4], port))).await;
+    double.apply(objects::pod(
+        "vms",
+        "cart-pod-1",
+        "127.0.0.4",
+        "node-a",
+        &[("app", "cart")],
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "k8s-entries", false).await).await;
+    envoy.wait_live().await;
+
+    let k = Kubectl::new(&double);
+    let apply = |name: &str, yaml: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write");
+        let k = &k;
+        async move {
+            let (ok, out, err) = k
+                .run(&[
+                    "apply",
+                    "--validate=false",
+                    "-f",
+                    path.to_str().expect("path"),
+                ])
+                .await;
+            assert!(ok, "{out}{err}");
+        }
+    };
+    let entry = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{ name: cart-vms, namespace: vms }}
+spec:
+  hosts: [cart.vms.test]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{ number: 8080, name: http, protocol: HTTP, targetPort: {port} }}]
+  workloadSelector: {{ labels: {{ app: cart }} }}
+"
+    );
+    let workload = "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: cart-vm-1, namespace: vms }
+spec: { address: 127.0.0.2, labels: { app: cart, tier: vm }, serviceAccount: cart }
+";
+    apply("entry.yaml", entry).await;
+    apply("workload.yaml", workload.to_owned()).await;
+    let host = "cart.vms.test";
+    let seen = bodies(sx.outbound, host, 200, |s| s.len() == 2).await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["vm-1".into(), "pod-1".into()]),
+        "{}",
+        sx.log()
+    );
+
+    let (ok, out, err) = k
+        .run(&["delete", "workloadentry", "cart-vm-1", "-n", "vms"])
+        .await;
+    assert!(ok, "{out}{err}");
+    assert_routes_to(&sx, host, &[], "pod-1").await;
+    apply("workload.yaml", workload.to_owned()).await;
+    let seen = bodies(sx.outbound, host, 200, |s| s.len() == 2).await;
+    assert_eq!(seen.len(), 2, "the VM is back: {seen:?}");
+
+    // A younger entry for the same host loses, visibly.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    apply(
+        "late.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: cart-late, namespace: vms }
+spec:
+  hosts: [cart.vms.test]
+  resolution: STATIC
+  ports: [{ number: 9999, name: http }]
+  endpoints: [{ address: 127.0.0.9 }]
+"
+        .to_owned(),
+    )
+    .await;
+    let mut problem = String::new();
+    for _ in 0..100 {
+        let reg = sx.json("/debug/registryz").await;
+        let entries = reg["registries"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["id"] == "k8s/Kubernetes/entries")
+                    .cloned()
+            })
+            .expect("the entries registry");
+        if let Some(p) = entries["problems"].as_array().and_then(|p| p.first()) {
+            problem = p.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        problem.contains("ServiceEntry vms/cart-late")
+            && problem.contains("also declared by ServiceEntry vms/cart-vms"),
+        "{problem}"
+    );
+    let seen = bodies(sx.outbound, host, 100, |s| s.len() == 2).await;
+    assert_eq!(seen.len(), 2, "the older entry still serves: {seen:?}");
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

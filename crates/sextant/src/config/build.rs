@@ -8,7 +8,7 @@ use sextant_consul::ConsulRegistry;
 use sextant_core::Registry;
 use sextant_etcd::EtcdRegistry;
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
-use sextant_k8s::K8sRegistry;
+use sextant_k8s::{K8sEntries, K8sRegistry};
 
 use super::{RegistryKind, Settings, TokenSource, XdsTls};
 
@@ -177,6 +177,9 @@ impl Settings {
                 RegistryKind::Kubernetes => {
                     for cluster in &self.k8s {
                         out.push(Arc::new(K8sRegistry::new(cluster.clone())));
+                        // Its ServiceEntries, after its Services (see
+                        // sextant_k8s::K8sEntries).
+                        out.push(Arc::new(K8sEntries::new(cluster.clone())));
                     }
                 }
             }

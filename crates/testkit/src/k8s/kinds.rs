@@ -37,6 +37,10 @@ pub enum Kind {
     MutatingWebhookConfiguration,
     /// `v1` `configmaps`, namespaced (the mesh's root certificate).
     ConfigMap,
+    /// `networking.istio.io/v1` `serviceentries` (a CRD).
+    ServiceEntry,
+    /// `networking.istio.io/v1` `workloadentries` (a CRD).
+    WorkloadEntry,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -44,7 +48,8 @@ pub enum Kind {
 /// 404, until then, as on a cluster without Istio or the Gateway API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Crd {
-    /// `networking.istio.io`: VirtualService, DestinationRule and Sidecar.
+    /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
+    /// ServiceEntry and WorkloadEntry.
     Istio,
     /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute and ReferenceGrant.
     GatewayApi,
@@ -64,7 +69,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 15] = [
+    pub(super) const ALL: [Kind; 17] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -80,6 +85,8 @@ impl Kind {
         Kind::Namespace,
         Kind::MutatingWebhookConfiguration,
         Kind::ConfigMap,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
     ];
 
     pub(super) fn from_kind(kind: &str) -> Option<Kind> {
@@ -104,6 +111,8 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
             Kind::ConfigMap => "configmaps",
+            Kind::ServiceEntry => "serviceentries",
+            Kind::WorkloadEntry => "workloadentries",
         }
     }
 
@@ -124,6 +133,8 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
             Kind::ConfigMap => "ConfigMap",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
         }
     }
 
@@ -136,6 +147,8 @@ impl Kind {
             Kind::DestinationRule => &["dr"],
             Kind::Namespace => &["ns"],
             Kind::ConfigMap => &["cm"],
+            Kind::ServiceEntry => &["se"],
+            Kind::WorkloadEntry => &["we"],
             _ => &[],
         }
     }
@@ -143,7 +156,11 @@ impl Kind {
     /// The CRD that brings this kind, if it is not built in.
     pub(super) fn crd(self) -> Option<Crd> {
         match self {
-            Kind::VirtualService | Kind::DestinationRule | Kind::Sidecar => Some(Crd::Istio),
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Sidecar
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry => Some(Crd::Istio),
             Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => Some(Crd::GatewayApi),
             Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,

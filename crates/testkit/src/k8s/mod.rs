@@ -454,7 +454,13 @@ impl Store {
         if meta.get("creationTimestamp").is_none() {
             meta["creationTimestamp"] = match old_meta {
                 Some(m) => m["creationTimestamp"].clone(),
-                None => json!("2026-01-01T00:00:00Z"),
+                // Now, to the second, as the API server writes it: the
+                // older of two objects can be told apart.
+                None => json!(
+                    k8s_openapi::jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()
+                ),
             };
         }
         let generation = match &before {

@@ -146,6 +146,11 @@ pub fn pod(namespace: &str, name: &str, ip: &str, node: &str, labels: &[(&str, &
         }),
         status: Some(PodStatus {
             phase: Some("Running".into()),
+            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
             pod_ip: Some(ip.into()),
             pod_ips: Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.into() }]),
             ..Default::default()

@@ -1,0 +1,346 @@
+//! Istio's ServiceEntries and WorkloadEntries (`networking.istio.io`, v1
+//! preferred, else v1beta1 or v1alpha3) as a registry of their own,
+//! `k8s/CLUSTER/entries`, placed after the cluster's Services: a host both
+//! declare follows the aggregator's merge rules (the Service's ports win,
+//! the conflict is shown), as Istio keeps its ServiceEntry registry apart
+//! from the Kubernetes one.
+//!
+//! What an entry becomes is `sextant_core::entries` (the same for files,
+//! etcd and Kubernetes); this session reads the objects: the entries, the
+//! WorkloadEntries, and the Pods a `workloadSelector` may select (ready,
+//! with an IP address, not being deleted: a Pod is a workload as a
+//! WorkloadEntry is). It follows the server as the rules session does:
+//! discovery says whether the kinds are served (asked again every
+//! [`K8sConfig::rediscover_every`]: a CRD installed later is picked up);
+//! list, one Reset, watch; a batch of changes converts every entry again
+//! and sends what changed. An object that cannot be read or served in part
+//! is a problem of that object, retracted once it is fixed or gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DynamicObject, WatchEvent};
+use serde_json::Value;
+use sextant_core::entries::{ServiceEntry, WorkloadEntry, WorkloadSpec, services_from_entries};
+use sextant_core::recover::{Backoff, EventSender, resilient_task};
+use sextant_core::{Error, EventStream, Registry, RegistryId, Service};
+use tracing::info;
+
+use crate::kinds::{CrdKind, Kind};
+use crate::rules::discover;
+use crate::watch::{Report, Source, list, typed, unavailable, watch_all};
+use crate::{K8sConfig, client_config};
+
+/// A cluster's ServiceEntries and WorkloadEntries as a registry (see the
+/// module's text).
+pub struct K8sEntries {
+    id: RegistryId,
+    config: Arc<K8sConfig>,
+}
+
+impl K8sEntries {
+    /// The registry `k8s/CLUSTER_ID/entries` for `config`.
+    pub fn new(config: K8sConfig) -> Self {
+        K8sEntries {
+            id: RegistryId::new(format!("k8s/{}/entries", config.cluster_id)),
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl Registry for K8sEntries {
+    fn id(&self) -> &RegistryId {
+        &self.id
+    }
+
+    fn watch(&self) -> EventStream {
+        let config = self.config.clone();
+        let id = self.id.clone();
+        let backoff: Backoff = config.backoff.clone();
+        resilient_task(backoff, move |tx| session(config.clone(), id.clone(), tx))
+    }
+}
+
+type Key = (String, String);
+
+/// What the session read.
+#[derive(Default)]
+struct State {
+    entries: BTreeMap<Key, ServiceEntry>,
+    workloads: BTreeMap<Key, WorkloadEntry>,
+    /// Pods as workloads.
+    pods: BTreeMap<Key, WorkloadEntry>,
+    /// Objects that cannot be read, with why.
+    unreadable: BTreeMap<String, String>,
+}
+
+impl State {
+    fn change(&mut self, kind: Kind, obj: DynamicObject, deleted: bool) {
+        let ns = obj.metadata.namespace.clone().unwrap_or_default();
+        let Some(name) = obj.metadata.name.clone() else {
+            return;
+        };
+        let object = format!("{} {ns}/{name}", kind.name());
+        self.unreadable.remove(&object);
+        let key = (ns.clone(), name.clone());
+        match kind {
+            Kind::Crd(CrdKind::ServiceEntry) => {
+                self.entries.remove(&key);
+                if deleted {
+                    return;
+                }
+                match service_entry(&obj, &ns, &name) {
+                    Ok(e) => {
+                        self.entries.insert(key, e);
+                    }
+                    Err(e) => {
+                        self.unreadable.insert(object, e);
+                    }
+                }
+            }
+            Kind::Crd(CrdKind::WorkloadEntry) => {
+                self.workloads.remove(&key);
+                if deleted {
+                    return;
+                }
+                match workload_entry(&obj, &ns, &name) {
+                    Ok(w) => {
+                        self.workloads.insert(key, w);
+                    }
+                    Err(e) => {
+                        self.unreadable.insert(object, e);
+                    }
+                }
+            }
+            Kind::Pod => {
+                self.pods.remove(&key);
+                if deleted {
+                    return;
+                }
+                match typed::<Pod>(kind, obj) {
+                    Ok(pod) => {
+                        if let Some(w) = pod_workload(&pod, &ns, &name) {
+                            self.pods.insert(key, w);
+                        }
+                    }
+                    Err(e) => {
+                        self.unreadable.insert(object, e.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The services every entry declares now, and every problem.
+    fn services(&self) -> (Vec<Service>, Vec<(String, String)>) {
+        let entries: Vec<ServiceEntry> = self.entries.values().cloned().collect();
+        let workloads: Vec<WorkloadEntry> = self
+            .workloads
+            .values()
+            .chain(self.pods.values())
+            .cloned()
+            .collect();
+        let converted = services_from_entries(&entries, &workloads);
+        let mut problems: Vec<(String, String)> = self
+            .unreadable
+            .iter()
+            .map(|(o, r)| (o.clone(), r.clone()))
+            .collect();
+        problems.extend(converted.problems);
+        let mut services = Vec::new();
+        for service in converted.services {
+            match service.validate() {
+                Ok(()) => services.push(service),
+                Err(e) => {
+                    let object = converted
+                        .declared_by
+                        .get(&service.hostname)
+                        .cloned()
+                        .unwrap_or_default();
+                    problems.push((object, e.to_string()));
+                }
+            }
+        }
+        problems.sort();
+        problems.dedup_by(|a, b| a.0 == b.0);
+        (services, problems)
+    }
+}
+
+/// A ServiceEntry object's spec, with its name, namespace and age.
+fn service_entry(obj: &DynamicObject, ns: &str, name: &str) -> Result<ServiceEntry, String> {
+    let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
+    let mut entry: ServiceEntry =
+        serde_json::from_value(spec).map_err(|e| format!("cannot read its spec: {e}"))?;
+    entry.name = name.to_owned();
+    entry.namespace = ns.to_owned();
+    entry.created = obj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string());
+    Ok(entry)
+}
+
+/// A WorkloadEntry object's spec, with its name and namespace.
+fn workload_entry(obj: &DynamicObject, ns: &str, name: &str) -> Result<WorkloadEntry, String> {
+    let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
+    let mut w: WorkloadEntry =
+        serde_json::from_value(spec).map_err(|e| format!("cannot read its spec: {e}"))?;
+    w.name = name.to_owned();
+    w.namespace = ns.to_owned();
+    Ok(w)
+}
+
+/// A Pod as a workload a ServiceEntry's selector may pick: ready, with an
+/// IP address, not being deleted.
+fn pod_workload(pod: &Pod, ns: &str, name: &str) -> Option<WorkloadEntry> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
+    if !ready {
+        return None;
+    }
+    Some(WorkloadEntry {
+        name: name.to_owned(),
+        namespace: ns.to_owned(),
+        spec: WorkloadSpec {
+            address: Some(ip),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone()),
+            ..WorkloadSpec::default()
+        },
+    })
+}
+
+async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Result<(), Error> {
+    let client_config = client_config(&config).await?;
+    let client = kube::Client::try_from(client_config)
+        .map_err(|e| Error::unavailable_from("cannot build the Kubernetes client", e))?;
+    let discovery = |e| Error::unavailable_from("cannot read API discovery for ServiceEntries", e);
+    loop {
+        let served = discover(&client, &CrdKind::ENTRIES)
+            .await
+            .map_err(discovery)?;
+        let mut sources = Vec::new();
+        let entries_served = served.iter().any(|(k, _)| *k == CrdKind::ServiceEntry);
+        for (kind, resource) in &served {
+            sources.extend(Source::of(
+                &client,
+                Kind::Crd(*kind),
+                resource,
+                &config.namespaces,
+                None,
+            ));
+        }
+        if entries_served && config.watch_pods {
+            sources.extend(Source::of(
+                &client,
+                Kind::Pod,
+                &Kind::Pod.resource(),
+                &config.namespaces,
+                None,
+            ));
+        }
+        if !entries_served {
+            info!(registry = %id, "kubernetes: networking.istio.io ServiceEntry is not served (CRD not installed): no entries; discovery is asked again every {:?}", config.rediscover_every);
+        }
+        let mut state = State::default();
+        let mut versions = Vec::new();
+        for source in &sources {
+            let (items, rv) = list(source, config.page_size)
+                .await
+                .map_err(|e| unavailable(source, "list", e))?;
+            for obj in items {
+                state.change(source.kind, obj, false);
+            }
+            versions.push(rv);
+        }
+        let (mut sent, mut shown) = state.services();
+        info!(registry = %id, services = sent.len(), entries = state.entries.len(), "kubernetes: service entries listed");
+        if tx.reset(sent.clone()).await.is_err() || tx.problems_changed(&[], &shown).await.is_err()
+        {
+            return Ok(());
+        }
+        let versions_now: Vec<(CrdKind, String)> = served
+            .iter()
+            .map(|(k, r)| (*k, r.version.clone()))
+            .collect();
+        let (_tasks, mut rx) = watch_all(&sources, versions, config.watch_timeout);
+        let mut rediscover = tokio::time::interval(config.rediscover_every);
+        rediscover.tick().await;
+        loop {
+            let first = tokio::select! {
+                r = rx.recv(), if !sources.is_empty() => r,
+                _ = rediscover.tick() => {
+                    let now: Vec<(CrdKind, String)> = discover(&client, &CrdKind::ENTRIES)
+                        .await
+                        .map_err(discovery)?
+                        .iter()
+                        .map(|(k, r)| (*k, r.version.clone()))
+                        .collect();
+                    if now == versions_now {
+                        continue;
+                    }
+                    info!(registry = %id, "kubernetes: the entry kinds served changed, re-listing");
+                    break;
+                }
+            };
+            let Some(first) = first else {
+                return Ok(());
+            };
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            let mut relist = false;
+            for report in batch {
+                match report {
+                    Report::Event(n, event) => {
+                        let kind = sources[n].kind;
+                        match *event {
+                            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                                state.change(kind, o, false)
+                            }
+                            WatchEvent::Deleted(o) => state.change(kind, o, true),
+                            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
+                        }
+                    }
+                    Report::Broken(b) if b.deleted => {
+                        state.unreadable.remove(&b.object);
+                    }
+                    Report::Broken(b) => {
+                        state.unreadable.insert(b.object, b.reason);
+                    }
+                    Report::Gone(_) => relist = true,
+                    Report::Failed(e) => return Err(e),
+                }
+            }
+            if relist {
+                break;
+            }
+            let (now, problems) = state.services();
+            for event in sextant_core::changes(&sent, &now) {
+                if tx.send(Ok(event)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if tx.problems_changed(&shown, &problems).await.is_err() {
+                return Ok(());
+            }
+            (sent, shown) = (now, problems);
+        }
+    }
+}
