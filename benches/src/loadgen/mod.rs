@@ -86,7 +86,7 @@ enum Role {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// The scenario.
-    #[arg(long, default_value = "s1", value_parser = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"])]
+    #[arg(long, default_value = "s1", value_parser = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "dns"])]
     scenario: String,
     /// The same at 100 proxies / 100 services, in under a minute.
     #[arg(long)]
@@ -134,6 +134,9 @@ struct FileArgs {
     /// The registry file.
     #[arg(long)]
     file: String,
+    /// Resolve services' DNS names in Sextant, asking this server.
+    #[arg(long)]
+    dns_server: Option<SocketAddr>,
 }
 
 /// Entry point, with the arguments after the program's name; returns the

@@ -458,8 +458,79 @@ pub(super) async fn scenario_s7(
     serde_json::Value::Object(runs)
 }
 
+/// DNS: services whose names Sextant resolves (ServiceEntries with
+/// resolution DNS in a registry file), proxies connected: how many queries
+/// reach the DNS server per name and TTL, during the connect storm and
+/// after it, against what one query per name per TTL would be.
+pub(super) async fn scenario_dns(quick: bool, proxies: Option<usize>) -> serde_json::Value {
+    let (names, n, window) = if quick {
+        (10, 100, Duration::from_secs(4))
+    } else {
+        (100, 1000, Duration::from_secs(10))
+    };
+    let n = proxies.unwrap_or(n);
+    let ttl: u32 = 2;
+    let dns = sextant_testkit::dns::CountingDns::start().await;
+    let mut text = String::from("serviceEntries:\n");
+    for i in 0..names {
+        let host = format!("ext-{i}.example.test");
+        let ip = std::net::IpAddr::from([127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8]);
+        dns.set(&host, &[ip], ttl);
+        text.push_str(&format!(
+            "  - {{ name: ext-{i}, namespace: mesh, hosts: [{host}], resolution: DNS, ports: [{{ number: 8080, name: http }}] }}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("entries.yaml");
+    std::fs::write(&path, &text).expect("write");
+    let total = |dns: &sextant_testkit::dns::CountingDns| -> u64 {
+        (0..names)
+            .map(|i| dns.queries(&format!("ext-{i}.example.test")))
+            .sum()
+    };
+    let server = Server::start(
+        "serve-file",
+        0,
+        0,
+        &[
+            "--file".to_owned(),
+            path.display().to_string(),
+            "--dns-server".to_owned(),
+            dns.addr().to_string(),
+        ],
+    )
+    .await;
+    let q0 = total(&dns);
+    let (cpu0, _, _) = server.proc_stat();
+    let (stats, connect, tasks) = storm(server.xds, n, false).await;
+    let q1 = total(&dns);
+    tokio::time::sleep(window).await;
+    let q2 = total(&dns);
+    let (cpu1, _, hwm) = server.proc_stat();
+    for t in tasks {
+        t.abort();
+    }
+    let ttls = window.as_secs_f64() / f64::from(ttl);
+    serde_json::json!({
+        "sextant": {
+            "scenario": "dns", "names": names, "proxies": n, "ttl_s": ttl,
+            "window_s": window.as_secs_f64(),
+            "queries_before_serving": q0, "queries_during_connect": q1 - q0,
+            "queries_in_window": q2 - q1,
+            "queries_per_name_per_ttl": (q2 - q1) as f64 / names as f64 / ttls,
+            "connect": connect, "cpu_s": cpu1 - cpu0, "peak_rss_kib": hwm,
+            "failures": stats.failures.load(Ordering::Relaxed),
+        },
+    })
+}
+
 pub(super) async fn run(args: &RunArgs) -> i32 {
     let (name, quick, proxies) = (args.scenario.clone(), args.quick, args.proxies);
+    if name == "dns" {
+        let result = scenario_dns(quick, proxies).await;
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        return 0;
+    }
     if name == "s7" {
         let result = scenario_s7(quick, args.delta, proxies).await;
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));

@@ -102,10 +102,12 @@ pub(super) fn burst_args(numbers: &[u64]) -> Option<(usize, Duration, u64)> {
 pub(super) async fn start_announced(
     registry: impl sextant_core::Registry,
     server: sextant_xds::ServerConfig,
+    dns: Option<sextant::DnsSettings>,
 ) -> (sextant::Running, tokio::net::TcpListener) {
     let running = sextant::Sextant::new()
         .registry(registry)
         .server_config(server)
+        .resolve_names(dns)
         .xds_addr("127.0.0.1:0".parse().expect("addr"))
         .admin_addr(None)
         .start()
@@ -141,7 +143,7 @@ pub(super) async fn serve(args: &MeshArgs) -> i32 {
     }
     let registry = MemoryRegistry::new("memory/load");
     registry.reset(mesh.clone());
-    let (running, control) = start_announced(registry.clone(), server).await;
+    let (running, control) = start_announced(registry.clone(), server, None).await;
     let metrics = Some(running.xds().metrics().clone());
     let state = Arc::new(Mutex::new(mesh.clone()));
     control_loop(control, metrics, move |numbers| {
@@ -197,6 +199,10 @@ pub(super) async fn serve_file(args: &FileArgs) -> i32 {
             sextant_file::FileRegistryConfig::default(),
         ),
         sextant_xds::ServerConfig::default(),
+        args.dns_server.map(|server| sextant::DnsSettings {
+            servers: vec![server],
+            ..Default::default()
+        }),
     )
     .await;
     control_loop(control, None, |_| Box::pin(async { "error".to_owned() })).await;

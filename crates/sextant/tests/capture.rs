@@ -352,7 +352,9 @@ async fn setup() -> Pod {
     .expect("chmod");
     let ca = TestCa::new("capture test ca");
     ca.write(dir.path(), "ca");
-    let (cert, key) = ca.server(&["tls.test.svc"]).write(dir.path(), "tls");
+    let (cert, key) = ca
+        .server(&["tls.test.svc", "partner.example"])
+        .write(dir.path(), "tls");
     let script = dir.path().join("backends.py");
     std::fs::write(&script, BACKENDS).expect("write");
     let backends = Namespaces::spawn(
@@ -685,6 +687,73 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     let (ok, body) = app_curl(&app, &["http://10.96.0.13/"]).await;
     assert!(ok && body == "backend-b\n", "{body:?}\n{}", p.logs());
 
+    // ServiceEntries: an external HTTPS name, matched by SNI whatever
+    // address the application resolved it to (the client verifies the
+    // backend's own certificate: passed through), and a name left to the
+    // original destination (resolution NONE).
+    let entries = format!(
+        "serviceEntries:
+  - name: partner
+    namespace: test
+    hosts: [partner.example]
+    location: MESH_EXTERNAL
+    resolution: STATIC
+    ports: [{{ number: 443, name: https, protocol: HTTPS, targetPort: 8443 }}]
+    endpoints: [{{ address: {BACKEND_A} }}]
+  - name: direct
+    namespace: test
+    hosts: [direct.example]
+    location: MESH_EXTERNAL
+    resolution: NONE
+    ports: [{{ number: 8080, name: http, protocol: HTTP }}]
+"
+    );
+    std::fs::write(
+        p.path("mesh.yaml"),
+        format!(
+            "{}{entries}",
+            mesh_yaml(&format!(
+                "  - hostname: new.test.svc
+    namespace: test
+    addresses: [10.96.0.13]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
+"
+            ))
+        ),
+    )
+    .expect("write");
+    until("the entries", Duration::from_secs(10), || {
+        let app = app.clone();
+        async move {
+            let (_, dump) =
+                run_in(&app, &["curl", "-s", "http://127.0.0.1:15000/config_dump"]).await;
+            dump.contains("partner.example") && dump.contains("direct.example")
+        }
+    })
+    .await;
+    let (ok, body) = app_curl(
+        &app,
+        &[
+            "--cacert",
+            ca.to_str().expect("path"),
+            "--resolve",
+            "partner.example:443:10.96.0.99",
+            "https://partner.example/",
+        ],
+    )
+    .await;
+    assert!(ok && body == "tls-backend\n", "{body:?}\n{}", p.logs());
+    assert!(
+        stat(
+            &app,
+            "cluster.outbound|443||partner.example.upstream_cx_total"
+        )
+        .await
+            >= 1
+    );
+
     // Blocking destinations outside the mesh: Sextant restarted with the
     // policy; Envoy reconnects and the passthrough becomes a black hole,
     // while mesh traffic goes on.
@@ -701,6 +770,28 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     let (ok, body) = app_curl(&app, &["http://10.96.0.10/"]).await;
     assert!(ok && body.starts_with("backend-"), "{body:?}\n{}", p.logs());
     assert!(stat(&app, "cluster.BlackHoleCluster.upstream_cx_none_healthy").await >= 1);
+    // Blocked, except the ServiceEntry's host, which goes where the
+    // application sent it (resolution NONE: the original destination).
+    let (_, body) = app_curl(&app, &[&format!("http://{BACKEND_A}:8080/")]).await;
+    assert!(body.contains("blocked"), "{body:?}");
+    let (ok, body) = app_curl(
+        &app,
+        &[
+            "-H",
+            "Host: direct.example",
+            &format!("http://{BACKEND_A}:8080/"),
+        ],
+    )
+    .await;
+    assert!(ok && body == "backend-a\n", "{body:?}\n{}", p.logs());
+    assert!(
+        stat(
+            &app,
+            "cluster.outbound|8080||direct.example.upstream_rq_total"
+        )
+        .await
+            >= 1
+    );
 
     // The root namespace saw none of it.
     let (_, routes) = run_in(&p.ns.backends, &["ip", "route"]).await;

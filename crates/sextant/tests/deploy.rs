@@ -63,8 +63,10 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "gateway.networking.k8s.io/httproutes: get,list,watch",
             "gateway.networking.k8s.io/referencegrants: get,list,watch",
             "networking.istio.io/destinationrules: get,list,watch",
+            "networking.istio.io/serviceentries: get,list,watch",
             "networking.istio.io/sidecars: get,list,watch",
             "networking.istio.io/virtualservices: get,list,watch",
+            "networking.istio.io/workloadentries: get,list,watch",
             "security.istio.io/authorizationpolicies: get,list,watch",
             "security.istio.io/peerauthentications: get,list,watch",
         ]

@@ -86,7 +86,8 @@ fn k8s_defaults_to_one_cluster_and_contexts_make_one_registry_each() {
         .iter()
         .map(|r| r.id().to_string())
         .collect();
-    assert_eq!(ids, ["k8s/Kubernetes"]);
+    // Each cluster's ServiceEntries are a registry right after its own.
+    assert_eq!(ids, ["k8s/Kubernetes", "k8s/Kubernetes/entries"]);
 
     let s = k8s(K8sArgs {
         k8s_context: Some(vec!["east".into(), "west".into()]),
@@ -105,7 +106,20 @@ fn k8s_defaults_to_one_cluster_and_contexts_make_one_registry_each() {
     assert_eq!(s.k8s[1].namespaces, ["shop", "ops"]);
     assert_eq!(s.k8s[1].mapping.cluster_domain, "corp.internal");
     assert!(!s.k8s[1].watch_nodes);
-    assert_eq!(s.build_registries().len(), 2);
+    let ids: Vec<String> = s
+        .build_registries()
+        .iter()
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "k8s/east",
+            "k8s/east/entries",
+            "k8s/west",
+            "k8s/west/entries"
+        ]
+    );
 }
 
 #[test]
