@@ -221,18 +221,27 @@ struct SidecarSpec {
     workload_selector: Option<WorkloadSelector>,
     #[serde(default)]
     egress: Vec<EgressEntry>,
+    #[serde(default)]
+    outbound_traffic_policy: Option<sextant_core::rules::OutboundTrafficPolicy>,
 }
 
-/// A Sidecar's egress hosts and workload selector as a scope rule named
-/// after it. Its other parts (ingress listeners, an egress listener's port,
-/// bind and capture mode, outboundTrafficPolicy) are named as not served.
-/// A Sidecar without egress gives no rule: the namespace's or the mesh's
-/// default applies, as in Istio.
+/// A Sidecar's egress hosts, workload selector and outbound traffic
+/// policy as a scope rule named after it. Its other parts (ingress
+/// listeners, an egress listener's port, bind and capture mode, an egress
+/// proxy) are named as not served. A Sidecar with neither egress nor an
+/// outbound policy gives no rule: the namespace's or the mesh's default
+/// applies, as in Istio; one with a policy and no egress keeps the default
+/// hosts.
 pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, String> {
     let mut spec = spec.clone();
     let mut unsupported = Vec::new();
     let map = spec.as_object_mut().ok_or("spec is not an object")?;
-    for field in ["ingress", "outboundTrafficPolicy", "inboundConnectionPool"] {
+    if let Some(Value::Object(policy)) = map.get_mut("outboundTrafficPolicy")
+        && policy.remove("egressProxy").is_some()
+    {
+        unsupported.push("spec.outboundTrafficPolicy.egressProxy".into());
+    }
+    for field in ["ingress", "inboundConnectionPool"] {
         if map.remove(field).is_some() {
             unsupported.push(format!("spec.{field}"));
         }
@@ -247,7 +256,8 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
         }
     }
     let decoded: SidecarSpec = decode_leniently(spec, "spec", &mut unsupported)?;
-    if decoded.egress.is_empty() {
+    let outbound = decoded.outbound_traffic_policy.map(|p| p.mode);
+    if decoded.egress.is_empty() && outbound.is_none() {
         unsupported
             .push("spec.egress is absent: the namespace's or mesh's default scope applies".into());
         return Ok(Converted {
@@ -255,12 +265,15 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
             unsupported,
         });
     }
+    // Without egress, the rule keeps the mesh's default hosts (an empty
+    // list says so) and sets the outbound policy only.
     let scope = ScopeRule {
         workload_selector: decoded
             .workload_selector
             .map(|w| w.labels)
             .unwrap_or_default(),
         hosts: decoded.egress.into_iter().flat_map(|e| e.hosts).collect(),
+        outbound,
     };
     Ok(Converted {
         rule: Some(Rule::scope(namespace, name, scope)),

@@ -11,6 +11,7 @@ use sextant_testkit::peers::{Envoy, HttpBackend, free_port, http_get};
 use tokio::process::Command;
 
 mod common;
+mod entries;
 
 use common::*;
 

@@ -793,6 +793,33 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
             >= 1
     );
 
+    // The namespace's Sidecar opens the way out again for its proxies
+    // (Istio's outboundTrafficPolicy, over the mesh's REGISTRY_ONLY),
+    // without a restart: written into the file while everything runs.
+    let mesh = std::fs::read_to_string(p.path("mesh.yaml")).expect("read");
+    std::fs::write(
+        p.path("mesh.yaml"),
+        format!(
+            "{mesh}scopes:\n  - {{ name: open-egress, namespace: test, outboundTrafficPolicy: {{ mode: ALLOW_ANY }} }}\n"
+        ),
+    )
+    .expect("write");
+    until("the Sidecar's ALLOW_ANY", Duration::from_secs(10), || {
+        let app = app.clone();
+        async move {
+            app_curl(&app, &[&format!("http://{BACKEND_B}:7000/")])
+                .await
+                .1
+                == "outside-the-mesh\n"
+        }
+    })
+    .await;
+    let (ok, body) = app_curl(&app, &["http://10.96.0.10/"]).await;
+    assert!(
+        ok && body.starts_with("backend-"),
+        "mesh traffic goes on: {body:?}"
+    );
+
     // The root namespace saw none of it.
     let (_, routes) = run_in(&p.ns.backends, &["ip", "route"]).await;
     assert!(!routes.contains("10.96.0.0/16"), "{routes}");

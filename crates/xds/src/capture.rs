@@ -110,6 +110,18 @@ fn outbound_set(
         .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
         .map(|(_, ms)| &**ms);
     let plan = PortPlan::of(visible);
+    // The proxy's Sidecar may set its own outbound policy.
+    let scoped;
+    let options = match scope.and_then(|s| s.outbound) {
+        Some(policy) if policy != options.outbound_policy => {
+            scoped = CaptureOptions {
+                outbound_policy: policy,
+                ..options.clone()
+            };
+            &scoped
+        }
+        _ => options,
+    };
     let mut set = ResourceSet::default();
     set.add(
         ResourceType::Listener,

@@ -29,13 +29,16 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
-use sextant_core::rules::scope::{HostPattern, ScopeHost, ScopeNamespace, Selected, select};
+use sextant_core::rules::scope::{
+    HostPattern, OutboundMode, ScopeHost, ScopeNamespace, Selected, select,
+};
 use sextant_core::{Hostname, MeshView, RuleKey};
 
 use crate::generational::Generational;
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::{Form, Snapshot};
 use crate::translate;
+use crate::translate::capture::OutboundPolicy;
 
 /// The mesh-wide scope settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,11 +82,15 @@ pub struct Scope {
     pub digest: u64,
     /// The outbound route table with only these hosts, built once.
     route: OnceLock<Arc<Resource>>,
+    /// Its rule's outbound traffic policy (Istio's Sidecar
+    /// `outboundTrafficPolicy`), for capture-mode proxies; `None`: the
+    /// mesh's.
+    pub outbound: Option<OutboundPolicy>,
 }
 
 impl PartialEq for Scope {
     fn eq(&self, other: &Scope) -> bool {
-        self.digest == other.digest && self.hosts == other.hosts
+        self.digest == other.digest && self.hosts == other.hosts && self.outbound == other.outbound
     }
 }
 
@@ -151,13 +158,23 @@ fn scope_of(
     namespace: Option<&str>,
     selected: Selected,
 ) -> Option<Scope> {
-    let (source, entries) = match selected {
-        Selected::Rule(r) => (
-            r.key.to_string(),
-            r.as_scope().map(|s| s.hosts.clone()).unwrap_or_default(),
-        ),
+    let (source, entries, outbound) = match selected {
+        Selected::Rule(r) => {
+            let rule = r.as_scope();
+            // No hosts of its own (a Sidecar that sets only its outbound
+            // policy): the default hosts.
+            let hosts = rule
+                .map(|s| s.hosts.clone())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| config.default_hosts.clone());
+            let outbound = rule.and_then(|s| s.outbound).map(|m| match m {
+                OutboundMode::AllowAny => OutboundPolicy::Allow,
+                OutboundMode::RegistryOnly => OutboundPolicy::Block,
+            });
+            (r.key.to_string(), hosts, outbound)
+        }
         Selected::Default if config.default_is_everything() && !restricted(view) => return None,
-        Selected::Default => ("default".to_owned(), config.default_hosts.clone()),
+        Selected::Default => ("default".to_owned(), config.default_hosts.clone(), None),
     };
     let visible = |ms: &sextant_core::MeshService| ms.service.exported_to(namespace);
     let mut hosts: BTreeSet<Hostname> = view
@@ -196,11 +213,13 @@ fn scope_of(
         digest.update(h.as_bytes());
         digest.update(b"\n");
     }
+    digest.update(format!("{outbound:?}").as_bytes());
     Some(Scope {
         source,
         hosts,
         digest: digest.digest(),
         route: OnceLock::new(),
+        outbound,
     })
 }
 

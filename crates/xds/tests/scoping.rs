@@ -43,6 +43,7 @@ fn scope(ns: &str, name: &str, app: Option<&str>, hosts: &[&str]) -> Rule {
                 .iter()
                 .map(|h| ScopeHost::parse(h).expect(h))
                 .collect(),
+            outbound: None,
         },
     )
 }

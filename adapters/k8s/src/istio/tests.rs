@@ -276,18 +276,33 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
         ),
     )
     .expect("converts");
-    assert_eq!(
-        c.unsupported,
-        [
-            "spec.ingress",
-            "spec.outboundTrafficPolicy",
-            "spec.egress[0].port"
-        ]
-    );
+    assert_eq!(c.unsupported, ["spec.ingress", "spec.egress[0].port"]);
     let rule = c.rule.expect("a rule");
     let scope = rule.as_scope().expect("scope");
     assert_eq!(scope.workload_selector["app"], "ratings");
     assert_eq!(scope.hosts.len(), 3);
+    assert_eq!(
+        scope.outbound,
+        Some(sextant_core::rules::OutboundMode::RegistryOnly)
+    );
+
+    // Only an outbound policy: a rule with the default hosts; an egress
+    // proxy is not served.
+    let c = sidecar(
+        "a",
+        "b",
+        &spec("outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.example}}"),
+    )
+    .expect("converts");
+    let rule = c.rule.expect("a rule");
+    let scope = rule.as_scope().expect("scope");
+    assert!(scope.hosts.is_empty());
+    assert_eq!(
+        scope.outbound,
+        Some(sextant_core::rules::OutboundMode::AllowAny)
+    );
+    assert_eq!(c.unsupported, ["spec.outboundTrafficPolicy.egressProxy"]);
+    assert!(rule.validate().is_ok());
 
     // No egress: no rule of its own, said so; a malformed host: an error.
     let c = sidecar("a", "b", &spec("workloadSelector: {labels: {app: x}}")).expect("converts");

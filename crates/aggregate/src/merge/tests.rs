@@ -755,6 +755,7 @@ fn scope_rule(ns: &str, name: &str, hosts: &[&str]) -> sextant_core::Rule {
                 .iter()
                 .map(|h| sextant_core::ScopeHost::parse(h).expect("host"))
                 .collect(),
+            outbound: None,
         },
     )
 }

@@ -192,12 +192,13 @@ impl Rule {
 pub const MAX_SELECTOR_LABELS: usize = 64;
 
 fn scope(c: &mut Checker<'_>, s: &super::ScopeRule) {
-    // An empty list would hide every host: Istio's spelling of that is
-    // `~/*`, which says it on purpose.
-    if s.hosts.is_empty() {
+    // No hosts keeps the default hosts, which only a rule that sets its
+    // outbound policy means; else it reads as "hide every host", whose
+    // spelling is `~/*`, written on purpose.
+    if s.hosts.is_empty() && s.outbound.is_none() {
         c.bad(
             "hosts",
-            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none)",
+            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none), or set outboundTrafficPolicy",
         );
     }
     c.count("hosts", s.hosts.len(), MAX_HOSTS);

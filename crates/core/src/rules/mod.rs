@@ -49,7 +49,10 @@ pub use route::{
     HTTP_RETRY_ON, HeaderOperations, Headers, HttpMatch, HttpRoute, Redirect, Retries, Rewrite,
     RouteDestination, RouteRule,
 };
-pub use scope::{HostPattern, ScopeEntry, ScopeHost, ScopeNamespace, ScopeRule, Selected};
+pub use scope::{
+    HostPattern, OutboundMode, OutboundTrafficPolicy, ScopeEntry, ScopeHost, ScopeNamespace,
+    ScopeRule, Selected,
+};
 
 /// The kinds of rule.
 #[derive(

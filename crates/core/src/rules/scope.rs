@@ -26,7 +26,33 @@ pub struct ScopeRule {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub workload_selector: Labels,
     /// The hosts they may see; a host is visible when any entry matches it.
+    /// Empty (a Sidecar without `egress`): the mesh's default hosts.
     pub hosts: Vec<ScopeHost>,
+    /// What their capture-mode proxies do with destinations outside the
+    /// mesh (Istio's Sidecar `outboundTrafficPolicy`); `None`: the mesh's
+    /// setting (`--outbound-traffic-policy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundMode>,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    /// Destinations outside the mesh are passed through.
+    AllowAny,
+    /// Only the services the proxy sees are reachable (ServiceEntries
+    /// declare the rest).
+    RegistryOnly,
+}
+
+/// Istio's `outboundTrafficPolicy`: its mode (an `egressProxy` is not
+/// served).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// ALLOW_ANY or REGISTRY_ONLY.
+    pub mode: OutboundMode,
 }
 
 /// One `NAMESPACE/HOSTPATTERN` entry.
@@ -209,8 +235,13 @@ pub struct ScopeEntry {
     /// Which of them, by labels.
     #[serde(default)]
     pub workload_selector: Option<WorkloadSelector>,
-    /// The hosts they may see: the union of every entry's hosts.
+    /// The hosts they may see: the union of every entry's hosts; absent:
+    /// the mesh's default hosts.
+    #[serde(default)]
     pub egress: Vec<EgressEntry>,
+    /// Destinations outside the mesh, for these proxies.
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
 }
 
 /// Istio's `workloadSelector`.
@@ -238,6 +269,7 @@ impl From<ScopeEntry> for Rule {
             ScopeRule {
                 workload_selector: e.workload_selector.map(|w| w.labels).unwrap_or_default(),
                 hosts: e.egress.into_iter().flat_map(|e| e.hosts).collect(),
+                outbound: e.outbound_traffic_policy.map(|p| p.mode),
             },
         )
     }
@@ -293,6 +325,7 @@ mod tests {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
                     hosts: vec![h("./*")],
+                    outbound: None,
                 },
             ))
         };

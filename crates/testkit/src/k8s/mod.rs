@@ -457,9 +457,7 @@ impl Store {
                 // Now, to the second, as the API server writes it: the
                 // older of two objects can be told apart.
                 None => json!(
-                    k8s_openapi::jiff::Timestamp::now()
-                        .strftime("%Y-%m-%dT%H:%M:%SZ")
-                        .to_string()
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
                 ),
             };
         }

@@ -28,6 +28,7 @@ fn scope_rule(ns: &str, name: &str, selector: &[(&str, &str)], hosts: &[&str]) -
                 .iter()
                 .map(|h| ScopeHost::parse(h).expect(h))
                 .collect(),
+            outbound: None,
         },
     ))
 }
@@ -194,4 +195,37 @@ fn resources_of_hosts_out_of_scope_do_not_exist_for_the_proxy() {
         .expect("scoped");
     assert!(!Arc::ptr_eq(&scope, &fresh));
     assert_eq!(*fresh, *scope, "the same hosts");
+}
+
+#[test]
+fn a_sidecar_may_set_only_its_outbound_policy_and_keep_the_default_hosts() {
+    use sextant_core::rules::OutboundMode;
+    let only_policy = Arc::new(Rule::scope(
+        "shop",
+        "egress-locked",
+        ScopeRule {
+            workload_selector: Labels::new(),
+            hosts: Vec::new(),
+            outbound: Some(OutboundMode::RegistryOnly),
+        },
+    ));
+    let v = view(vec![only_policy]);
+    let config = ScopeConfig::default();
+    let shop = compute(&v, &config, Some("shop"), &labels("web")).expect("a scope");
+    assert_eq!(shop.outbound, Some(OutboundPolicy::Block));
+    assert_eq!(hosts(&shop).len(), 5, "the default `*/*` hosts");
+    // The same hosts without the policy are another scope (another
+    // outbound listener set).
+    let open = compute(
+        &view(vec![scope_rule("shop", "open", &[], &["*/*"])]),
+        &config,
+        Some("shop"),
+        &labels("web"),
+    )
+    .expect("a scope");
+    assert_eq!(open.outbound, None);
+    assert_eq!(hosts(&open), hosts(&shop));
+    assert_ne!(open.digest, shop.digest);
+    // Other namespaces are not touched.
+    assert!(compute(&v, &config, Some("billing"), &labels("pay")).is_none());
 }

@@ -3,7 +3,8 @@
 //! answer changes while traffic runs (Sextant asks a DNS server the test
 //! runs and counts), a WorkloadEntry selected, removed and added back, and
 //! names left to Envoy with `--dns-resolution proxy`.
-#![allow(clippy::expect_used)]
+//!
+//! A module of the `binary` test (one test binary less to link).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -12,9 +13,7 @@ use std::time::{Duration, Instant};
 use sextant_testkit::dns::CountingDns;
 use sextant_testkit::peers::{Envoy, HttpBackend, http_get};
 
-mod common;
-
-use common::*;
+use super::common::*;
 
 /// The registry file: three entries and the VM's WorkloadEntry (when
 /// `vm` names a backend port).
