@@ -421,6 +421,7 @@ pub fn convert(
             RouteRule {
                 hosts: vec![host.clone()],
                 http,
+                ..Default::default()
             },
         ));
     }

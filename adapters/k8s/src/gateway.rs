@@ -512,7 +512,11 @@ pub fn route(
                     RouteKind::Grpc => "grpcroute",
                 }
             ),
-            RouteRule { hosts, http },
+            RouteRule {
+                hosts,
+                http,
+                ..Default::default()
+            },
         )),
         unsupported,
     })

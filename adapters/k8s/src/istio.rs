@@ -6,7 +6,8 @@
 //! over as it is. What changes: short hostnames are expanded as Istio does
 //! (`reviews` in namespace `default` is `reviews.default.svc.CLUSTER_DOMAIN`,
 //! `reviews.other` is `reviews.other.svc.CLUSTER_DOMAIN`); and every field
-//! Sextant does not implement (`corsPolicy`, `tcp`, `tls`, `queryParams`,
+//! Sextant does not implement (`corsPolicy`, `queryParams`, a TCP or TLS
+//! match's `destinationSubnets` or `sourceLabels`,
 //! a route's own `headers`, ...) is taken out and
 //! named in [`Converted::unsupported`], so the rest of the object is served
 //! and nothing is dropped in silence.
@@ -36,6 +37,10 @@ struct VirtualServiceSpec {
     hosts: Vec<Hostname>,
     #[serde(default)]
     http: Vec<HttpRoute>,
+    #[serde(default)]
+    tcp: Vec<sextant_core::rules::TcpRoute>,
+    #[serde(default)]
+    tls: Vec<sextant_core::rules::TlsRoute>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +176,8 @@ pub fn virtual_service(
             .map(|h| Hostname::new(expand(mapping, namespace, h)))
             .collect(),
         http: decoded.http,
+        tcp: decoded.tcp,
+        tls: decoded.tls,
     };
     for route in &mut rule.http {
         for d in route
@@ -181,6 +188,14 @@ pub fn virtual_service(
         {
             d.host = Hostname::new(expand(mapping, namespace, &d.host));
         }
+    }
+    let l4 = rule
+        .tcp
+        .iter_mut()
+        .flat_map(|r| &mut r.route)
+        .chain(rule.tls.iter_mut().flat_map(|r| &mut r.route));
+    for d in l4.map(|r| &mut r.destination) {
+        d.host = Hostname::new(expand(mapping, namespace, &d.host));
     }
     Ok(Converted {
         rule: Some(Rule::route(namespace, name, rule)),

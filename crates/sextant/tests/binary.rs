@@ -510,3 +510,86 @@ async fn tcp_services_get_listeners_at_their_port_plus_the_offset() {
     assert!(echoes(bind(5432), b"still db").await);
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
+
+/// A weighted TCP route (Istio's VirtualService `tcp`) in explicit mode:
+/// the TCP listener of `db` sends 80% of connections to subset v1 and 20%
+/// to v2 (each connection picks once: HTTP backends answer over the raw
+/// TCP proxy), then, edited while running, all of them to v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weighted_tcp_route_splits_connections_between_subsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (v1, v2) = (
+        HttpBackend::start("v1").await,
+        HttpBackend::start("v2").await,
+    );
+    let offset = u32::from(free_port()) - 5432;
+    let listener =
+        std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(5432 + offset).expect("port")));
+    let file = dir.path().join("mesh.yaml");
+    let mesh = |weights: (u32, u32)| {
+        format!(
+            "services:
+  - hostname: db.test.svc
+    ports: [{{ name: tcp-db, port: 5432, protocol: TCP }}]
+    endpoints:
+      - {{ address: 127.0.0.1, ports: {{ tcp-db: {} }}, labels: {{ version: v1 }} }}
+      - {{ address: 127.0.0.1, ports: {{ tcp-db: {} }}, labels: {{ version: v2 }} }}
+policies:
+  - name: db
+    host: db.test.svc
+    subsets: [{{ name: v1, labels: {{ version: v1 }} }}, {{ name: v2, labels: {{ version: v2 }} }}]
+routes:
+  - name: db-migration
+    hosts: [db.test.svc]
+    tcp:
+      - match: [{{ port: 5432 }}]
+        route:
+          - {{ destination: {{ host: db.test.svc, subset: v1 }}, weight: {} }}
+          - {{ destination: {{ host: db.test.svc, subset: v2 }}, weight: {} }}
+",
+            v1.addr.port(),
+            v2.addr.port(),
+            weights.0,
+            weights.1
+        )
+    };
+    std::fs::write(&file, mesh((80, 20))).expect("write");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--tcp-port-offset",
+            &offset.to_string(),
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "tcp-routes", false).await).await;
+    envoy.wait_live().await;
+    let seen = bodies(listener, "db.test.svc", 200, |s| s.len() == 2).await;
+    assert_eq!(seen.len(), 2, "both subsets answer: {seen:?}\n{}", sx.log());
+    let counts = tally(listener, "db.test.svc", 400).await;
+    let share = counts.get("v1").copied().unwrap_or(0) as f64 / 400.0;
+    eprintln!("80/20 TCP route: {counts:?}");
+    // 400 draws at p = 0.8: the share lies within 0.72..0.88 but for odds
+    // of about one in a hundred thousand.
+    assert!((0.72..=0.88).contains(&share), "{counts:?}");
+
+    std::fs::write(&file, mesh((0, 100))).expect("write");
+    let took = until_all(
+        listener,
+        "db.test.svc",
+        "v2",
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert!(took.is_some(), "the edit did not take: {}", sx.log());
+    let counts = tally(listener, "db.test.svc", 50).await;
+    assert_eq!(counts.get("v2"), Some(&50), "{counts:?}");
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

@@ -380,7 +380,7 @@ fn tcp_listeners(
                     conflicts.push(format!("{host}:{}", port.port));
                     continue;
                 }
-                let l = translate::tcp_listener(options, bind, host.as_str(), port.port);
+                let l = translate::tcp_listener(options, bind, ms, port);
                 *encoded += 1;
                 let r = Arc::new(
                     Resource::encode(ResourceType::Listener, l.name.as_str(), &l).owned_by(host),

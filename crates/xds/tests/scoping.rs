@@ -360,6 +360,7 @@ async fn a_service_reaches_only_the_namespaces_it_is_exported_to() {
                 }],
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ));
     // billing has a scope rule of its own; shop and other do not.

@@ -408,6 +408,7 @@ fn rule(name: &str, hosts: &[&str], note: &str) -> sextant_core::Rule {
                 }],
                 ..Default::default()
             }],
+            ..Default::default()
         },
     )
 }

@@ -7,7 +7,9 @@ use std::fmt;
 
 use super::common::{Duration, Percent, StringMatch};
 use super::policy::{DestinationPolicy, LoadBalancer, OutlierDetection, TrafficPolicy};
-use super::route::{Destination, GRPC_RETRY_ON, HTTP_RETRY_ON, HttpMatch, HttpRoute, RouteRule};
+use super::route::{
+    Destination, GRPC_RETRY_ON, HTTP_RETRY_ON, HttpMatch, HttpRoute, RouteDestination, RouteRule,
+};
 use super::{Rule, RuleKey, RuleSpec};
 use crate::validate::dns_name_problem;
 
@@ -292,11 +294,89 @@ fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {
             }
         }
     }
+    if c.count("tcp", r.tcp.len(), MAX_ROUTES) {
+        for (i, route) in r.tcp.iter().enumerate() {
+            let at = format!("tcp[{i}]");
+            if c.count(&format!("{at}.match"), route.matches.len(), MAX_PER_ROUTE) {
+                for (j, m) in route.matches.iter().enumerate() {
+                    if let Some(p) = m.port {
+                        c.port(&format!("{at}.match[{j}].port"), p);
+                    }
+                }
+            }
+            l4_destinations(c, &at, &route.route);
+        }
+    }
+    if c.count("tls", r.tls.len(), MAX_ROUTES) {
+        for (i, route) in r.tls.iter().enumerate() {
+            let at = format!("tls[{i}]");
+            if route.matches.is_empty() {
+                c.bad(
+                    format!("{at}.match"),
+                    "needs at least one match with sniHosts",
+                );
+            }
+            if c.count(&format!("{at}.match"), route.matches.len(), MAX_PER_ROUTE) {
+                for (j, m) in route.matches.iter().enumerate() {
+                    let f = format!("{at}.match[{j}]");
+                    if m.sni_hosts.is_empty() {
+                        c.bad(
+                            format!("{f}.sniHosts"),
+                            "must name at least one server name",
+                        );
+                    }
+                    if c.count(&format!("{f}.sniHosts"), m.sni_hosts.len(), MAX_HOSTS) {
+                        for (k, h) in m.sni_hosts.iter().enumerate() {
+                            let name = h.strip_prefix("*.").unwrap_or(h);
+                            c.host(&format!("{f}.sniHosts[{k}]"), name);
+                        }
+                    }
+                    if let Some(p) = m.port {
+                        c.port(&format!("{f}.port"), p);
+                    }
+                }
+            }
+            l4_destinations(c, &at, &route.route);
+        }
+    }
     if !c.count("http", r.http.len(), MAX_ROUTES) {
         return;
     }
     for (i, route) in r.http.iter().enumerate() {
         http_route(c, &format!("http[{i}]"), route);
+    }
+}
+
+/// A TCP or TLS route's destinations: at least one, weights as HTTP's.
+fn l4_destinations(c: &mut Checker<'_>, at: &str, route: &[RouteDestination]) {
+    if route.is_empty() {
+        c.bad(format!("{at}.route"), "needs at least one destination");
+    }
+    if c.count(&format!("{at}.route"), route.len(), MAX_PER_ROUTE) {
+        weights(c, at, route);
+        for (i, d) in route.iter().enumerate() {
+            destination(c, &format!("{at}.route[{i}].destination"), &d.destination);
+        }
+    }
+}
+
+/// Every destination weighted, or none (equal shares); weights sum to 100.
+fn weights(c: &mut Checker<'_>, at: &str, route: &[RouteDestination]) {
+    let weights: Vec<Option<u32>> = route.iter().map(|d| d.weight).collect();
+    let given = weights.iter().filter(|w| w.is_some()).count();
+    if given > 0 && given < weights.len() {
+        c.bad(
+            format!("{at}.route"),
+            "give every destination a weight, or none (equal shares)",
+        );
+    } else if given > 0 {
+        let sum: u64 = weights.iter().flatten().map(|&w| u64::from(w)).sum();
+        if sum != 100 {
+            c.bad(
+                format!("{at}.route"),
+                format!("weights sum to {sum}, not 100"),
+            );
+        }
     }
 }
 
@@ -312,22 +392,7 @@ fn http_route(c: &mut Checker<'_>, at: &str, r: &HttpRoute) {
         _ => {}
     }
     if c.count(&format!("{at}.route"), r.route.len(), MAX_PER_ROUTE) {
-        let weights: Vec<Option<u32>> = r.route.iter().map(|d| d.weight).collect();
-        let given = weights.iter().filter(|w| w.is_some()).count();
-        if given > 0 && given < weights.len() {
-            c.bad(
-                format!("{at}.route"),
-                "give every destination a weight, or none (equal shares)",
-            );
-        } else if given > 0 {
-            let sum: u64 = weights.iter().flatten().map(|&w| u64::from(w)).sum();
-            if sum != 100 {
-                c.bad(
-                    format!("{at}.route"),
-                    format!("weights sum to {sum}, not 100"),
-                );
-            }
-        }
+        weights(c, at, &r.route);
         for (i, d) in r.route.iter().enumerate() {
             destination(c, &format!("{at}.route[{i}].destination"), &d.destination);
         }

@@ -46,8 +46,8 @@ pub use policy::{
 };
 pub use route::{
     DEFAULT_RETRY_ON, Destination, Fault, FaultAbort, FaultDelay, GRPC_CODES, GRPC_RETRY_ON,
-    HTTP_RETRY_ON, HeaderOperations, Headers, HttpMatch, HttpRoute, Redirect, Retries, Rewrite,
-    RouteDestination, RouteRule,
+    HTTP_RETRY_ON, HeaderOperations, Headers, HttpMatch, HttpRoute, L4Match, Redirect, Retries,
+    Rewrite, RouteDestination, RouteRule, TcpRoute, TlsMatch, TlsRoute,
 };
 pub use scope::{
     HostPattern, OutboundMode, OutboundTrafficPolicy, ScopeEntry, ScopeHost, ScopeNamespace,
@@ -265,6 +265,12 @@ pub struct RouteEntry {
     /// As [`RouteRule::http`].
     #[serde(default)]
     pub http: Vec<HttpRoute>,
+    /// As [`RouteRule::tcp`].
+    #[serde(default)]
+    pub tcp: Vec<route::TcpRoute>,
+    /// As [`RouteRule::tls`].
+    #[serde(default)]
+    pub tls: Vec<route::TlsRoute>,
 }
 
 /// A destination policy as a file or an etcd document writes it: a name,
@@ -299,6 +305,8 @@ impl From<RouteEntry> for Rule {
             RouteRule {
                 hosts: e.hosts,
                 http: e.http,
+                tcp: e.tcp,
+                tls: e.tls,
             },
         )
     }

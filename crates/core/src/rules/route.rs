@@ -19,6 +19,91 @@ pub struct RouteRule {
     /// The routes, in order.
     #[serde(default)]
     pub http: Vec<HttpRoute>,
+    /// Routes of opaque TCP connections (Istio's `tcp`), in order: the
+    /// first whose match holds decides where a connection goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<TcpRoute>,
+    /// Routes of TLS connections by their server name (Istio's `tls`),
+    /// passed through (not terminated), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsRoute>,
+}
+
+/// Istio's `TCPRoute`: where connections go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    /// Any one of these holds (empty: every connection).
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<L4Match>,
+    /// Weighted destinations (each connection picks one).
+    pub route: Vec<RouteDestination>,
+}
+
+/// A TCP route's condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4Match {
+    /// The service port connected to; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// Istio's `TLSRoute`: where TLS connections go, by server name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    /// Any one of these holds; at least one.
+    #[serde(rename = "match")]
+    pub matches: Vec<TlsMatch>,
+    /// Weighted destinations.
+    pub route: Vec<RouteDestination>,
+}
+
+/// A TLS route's condition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatch {
+    /// Server names (SNI), exact or `*.SUFFIX`; at least one.
+    pub sni_hosts: Vec<String>,
+    /// The service port connected to; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+impl RouteRule {
+    /// Where a connection to `port` goes by the TCP routes (`sni: None`)
+    /// or, for a TLS connection naming `sni`, by the TLS routes: the first
+    /// route that matches; `None` when none does (the port's own service).
+    pub fn l4_route(&self, port: u32, sni: Option<&str>) -> Option<&[RouteDestination]> {
+        let port_ok = |p: Option<u32>| p.is_none_or(|p| p == port);
+        match sni {
+            Some(name) => self
+                .tls
+                .iter()
+                .find(|r| {
+                    r.matches.iter().any(|m| {
+                        port_ok(m.port) && m.sni_hosts.iter().any(|h| sni_matches(h, name))
+                    })
+                })
+                .map(|r| r.route.as_slice()),
+            None => self
+                .tcp
+                .iter()
+                .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| port_ok(m.port)))
+                .map(|r| r.route.as_slice()),
+        }
+    }
+}
+
+/// `pattern` (a name or `*.SUFFIX`) matches server name `name`.
+fn sni_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            suffix.starts_with('.') && name.len() > suffix.len() && name.ends_with(suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(name),
+    }
 }
 
 /// One route: conditions, then where matching requests go and how.

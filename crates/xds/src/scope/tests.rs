@@ -48,6 +48,7 @@ fn view(scopes: Vec<Arc<Rule>>) -> MeshView {
                 }],
                 ..Default::default()
             }],
+            ..Default::default()
         },
     ));
     crate::translate::tests::view_of(

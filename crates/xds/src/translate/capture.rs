@@ -131,11 +131,21 @@ pub fn inbound_cluster_name(port: u32) -> String {
 }
 
 fn tcp_proxy_chain(stat_prefix: &str, cluster: &str) -> Filter {
-    let proxy = TcpProxy {
+    tcp_proxy_filter(TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_owned())),
         ..Default::default()
-    };
+    })
+}
+
+/// The TCP proxy of port `port` of `ms`: its own cluster, or where its
+/// route rule's TCP or TLS routes send the connection (`sni`).
+fn service_tcp_proxy(ms: &MeshService, port: u32, sni: Option<&str>) -> Filter {
+    let own = cluster_name(&ms.service.hostname, port);
+    tcp_proxy_filter(super::rules::tcp_proxy_to(&own, ms, port, sni))
+}
+
+fn tcp_proxy_filter(proxy: TcpProxy) -> Filter {
     Filter {
         name: TCP_PROXY_FILTER.to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(any_of(
@@ -247,7 +257,11 @@ pub fn port_listener(
                 server_names: vec![ms.service.hostname.to_string()],
                 ..Default::default()
             }),
-            filters: vec![tcp_proxy_chain(&cluster, &cluster)],
+            filters: vec![service_tcp_proxy(
+                ms,
+                port,
+                Some(ms.service.hostname.as_str()),
+            )],
             ..Default::default()
         });
     }
@@ -300,7 +314,7 @@ pub fn vip_listener(vip: std::net::IpAddr, port: u32, ms: &MeshService) -> Liste
         bind_to_port: Some(BoolValue { value: false }),
         filter_chains: vec![FilterChain {
             name: cluster.clone(),
-            filters: vec![tcp_proxy_chain(&cluster, &cluster)],
+            filters: vec![service_tcp_proxy(ms, port, None)],
             ..Default::default()
         }],
         traffic_direction: TrafficDirection::Outbound as i32,

@@ -139,16 +139,18 @@ const TCP_PROXY_TYPE: &str =
 /// Explicit mode's TCP listener for port `port` of `hostname`: bound on the
 /// outbound address's IP at `bind`, proxying every connection to the
 /// port's cluster.
-pub fn tcp_listener(options: &TranslateOptions, bind: u32, hostname: &str, port: u32) -> Listener {
-    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-        TcpProxy, tcp_proxy,
-    };
-    let cluster = cluster_name(hostname, port);
-    let proxy = TcpProxy {
-        stat_prefix: cluster.clone(),
-        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)),
-        ..Default::default()
-    };
+pub fn tcp_listener(
+    options: &TranslateOptions,
+    bind: u32,
+    ms: &sextant_core::MeshService,
+    port: &sextant_core::ServicePort,
+) -> Listener {
+    let hostname = ms.service.hostname.as_str();
+    let cluster = cluster_name(hostname, port.port);
+    // A TLS port's connections name the service (its own listener here):
+    // its TLS routes for that name apply.
+    let sni = (port.protocol == sextant_core::Protocol::Tls).then_some(hostname);
+    let proxy = super::rules::tcp_proxy_to(&cluster, ms, port.port, sni);
     Listener {
         name: format!("{OUTBOUND_TCP_PREFIX}{bind}"),
         address: Some(socket(&options.outbound_addr.ip().to_string(), bind)),

@@ -18,6 +18,8 @@ use sextant_core::{Endpoint, Locality, MeshService, MeshView, Protocol, Service}
 use crate::resource::ResourceType;
 use crate::snapshot::Snapshot;
 
+mod l4;
+
 /// A view with one of everything the translator distinguishes.
 pub(crate) fn representative_view() -> MeshView {
     let mut reviews = Service::new("reviews.default.svc")
@@ -794,77 +796,4 @@ fn a_disable_peer_authentication_makes_clients_dial_that_port_in_plaintext() {
     again.generation = 3;
     let third = second.next(Arc::new(again));
     assert!(marked(&third, "outbound|80||web.shop.svc"));
-}
-
-#[test]
-fn resolutions_pick_the_cluster_type_and_external_services_get_no_mesh_tls() {
-    use super::mtls::{MtlsOptions, PeerMode};
-    use sextant_core::{Location, Resolution};
-    let kind = |c: &Cluster| c.cluster_discovery_type.clone();
-    let mut none = Service::new("api.example.com").with_port("https", 443, Protocol::Tls);
-    none.resolution = Some(Resolution::None);
-    none.location = Location::MeshExternal;
-    let mut rr = Service::new("lb.example.com")
-        .with_port("http", 80, Protocol::Http)
-        .with_endpoint(Endpoint::new("lb.example.com".parse().expect("name")));
-    rr.resolution = Some(Resolution::DnsRoundRobin);
-    let mut ips = Service::new("db.example.com")
-        .with_port("tcp", 5432, Protocol::Tcp)
-        .with_endpoint(Endpoint::new("10.0.0.5".parse().expect("addr")));
-    ips.resolution = Some(Resolution::Dns);
-    ips.location = Location::MeshExternal;
-    // A policy asking for a balancer ORIGINAL_DST cannot take.
-    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
-        "name: lr\nhost: api.example.com\ntrafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n",
-    )
-    .expect("policy");
-    let view = view_of(
-        [
-            (none, vec![Arc::new(policy.into())]),
-            (rr, Vec::new()),
-            (ips, Vec::new()),
-        ],
-        Vec::new(),
-    );
-    let mut notes = Vec::new();
-    let c = &clusters(&ms(&view, "api.example.com"), Client::Envoy, &mut notes)[0];
-    assert_eq!(
-        kind(c),
-        Some(ClusterDiscoveryType::Type(
-            DiscoveryType::OriginalDst as i32
-        ))
-    );
-    assert_eq!(c.lb_policy, LbPolicy::ClusterProvided as i32);
-    assert!(c.load_assignment.is_none() && c.eds_cluster_config.is_none());
-    let c = &clusters(&ms(&view, "lb.example.com"), Client::Envoy, &mut notes)[0];
-    assert_eq!(
-        kind(c),
-        Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32))
-    );
-    assert!(c.load_assignment.is_some());
-    assert!(load_assignments(&ms(&view, "lb.example.com")).is_empty());
-    // Resolved names (IP addresses) travel over EDS like any service's.
-    let db = ms(&view, "db.example.com");
-    assert_eq!(
-        kind(&clusters(&db, Client::Envoy, &mut notes)[0]),
-        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-    );
-    assert_eq!(load_assignments(&db).len(), 1);
-    // Outside the mesh: no mutual TLS, whatever the mesh's mode.
-    let options = MtlsOptions {
-        trust_domain: "example.org".into(),
-        mode: PeerMode::Strict,
-    };
-    assert!(
-        mesh_clusters(&db, &options, &mut notes)[0]
-            .transport_socket_matches
-            .is_empty()
-    );
-    let mut internal = db.clone();
-    internal.service.location = Location::MeshInternal;
-    assert!(
-        !mesh_clusters(&internal, &options, &mut notes)[0]
-            .transport_socket_matches
-            .is_empty()
-    );
 }
