@@ -149,7 +149,7 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
         "cart",
         &spec(
             "hosts: [cart, cart.other, cart.example.com]\nexportTo: [.]\ngateways: [mesh, edge]\n\
-             tcp: [{route: [{destination: {host: cart}}]}]\n\
+             tcp: [{match: [{port: 9000, sourceLabels: {app: x}}], route: [{destination: {host: cart}}]}]\n\
              http:\n- match:\n  - queryParams: {debug: {exact: '1'}}\n    uri: {prefix: /api}\n  corsPolicy: {allowOrigins: [{exact: '*'}]}\n  \
                route:\n  - destination: {host: cart}\n    headers: {request: {set: {x: y}}}\n",
         ),
@@ -165,10 +165,16 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
             "spec.http[0].corsPolicy",
             "spec.http[0].match[0].queryParams",
             "spec.http[0].route[0].headers",
-            "spec.tcp",
+            "spec.tcp[0].match[0].sourceLabels",
         ]
     );
     let r = route_of(&c);
+    // TCP routes are served, their hosts expanded as HTTP routes' are.
+    assert_eq!(
+        r.tcp[0].route[0].destination.host.as_str(),
+        "cart.shop.svc.cluster.local"
+    );
+    assert_eq!(r.tcp[0].matches[0].port, Some(9000));
     let hosts: Vec<&str> = r.hosts.iter().map(|h| h.as_str()).collect();
     assert_eq!(
         hosts,
