@@ -306,7 +306,15 @@ impl Pod {
     }
 
     fn start_sextant(&mut self, extra: &[&str]) {
-        self.sextant = None;
+        // The old one must be gone, its port free, before the new one
+        // binds it: under load a killed process takes a moment to exit.
+        if let Some(mut old) = self.sextant.take() {
+            let _ = old.start_kill();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !matches!(old.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let mesh = self.path("mesh.yaml");
         let mut cmd = vec![
             SEXTANT,
@@ -971,7 +979,15 @@ impl MeshPods {
     }
 
     fn start_sextant(&mut self, extra: &[&str]) {
-        self.sextant = None;
+        // The old one must be gone, its port free, before the new one
+        // binds it: under load a killed process takes a moment to exit.
+        if let Some(mut old) = self.sextant.take() {
+            let _ = old.start_kill();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !matches!(old.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let p = |n: &str| self.path(n).display().to_string();
         let mut cmd = vec![
             SEXTANT.to_owned(),
