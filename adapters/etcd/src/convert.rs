@@ -12,6 +12,12 @@
 //!   be omitted, they come from the key);
 //! - `PREFIX policies/NAMESPACE/NAME`: a destination policy, likewise;
 //! - `PREFIX scopes/NAMESPACE/NAME`: a scope rule (a `scopes:` entry), likewise.
+//! - `PREFIX serviceentries/NAMESPACE/NAME` and `PREFIX
+//!   workloadentries/NAMESPACE/NAME`: Istio's ServiceEntry and
+//!   WorkloadEntry (a `serviceEntries:` or `workloadEntries:` item of the
+//!   registry file; `name` and `namespace` from the key), which become
+//!   services as in every registry (`sextant_core::entries`); a service
+//!   document of the same hostname wins over an entry's host.
 //!
 //! Under the naming prefix, if configured, grpc-go's etcd naming convention
 //! (`go.etcd.io/etcd/client/v3/naming/endpoints`): key `SERVICE/ADDR`, value
@@ -22,6 +28,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use sextant_core::entries::{ServiceEntry, WorkloadEntry, services_from_entries};
 use sextant_core::{
     Address, Endpoint, Hostname, Labels, PolicyEntry, Protocol, RouteEntry, Rule, RuleKey,
     RuleKind, ScopeEntry, Service, ServicePort,
@@ -123,6 +130,91 @@ impl Layout {
             _ => Err(format!("a {kind} key must be {dir}/NAMESPACE/NAME")),
         }
     }
+}
+
+/// What an entry key names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EntryKey {
+    /// `serviceentries/NAMESPACE/NAME`.
+    Service(String, String),
+    /// `workloadentries/NAMESPACE/NAME`.
+    Workload(String, String),
+}
+
+impl EntryKey {
+    /// The object as problems name it (`ServiceEntry NS/NAME`).
+    pub fn object(&self) -> String {
+        match self {
+            EntryKey::Service(ns, name) => format!("ServiceEntry {ns}/{name}"),
+            EntryKey::Workload(ns, name) => format!("WorkloadEntry {ns}/{name}"),
+        }
+    }
+}
+
+impl Layout {
+    /// The entry a key names; `Err` for an entry key that does not fit;
+    /// `Ok(None)` for any other key.
+    pub fn classify_entry(&self, key: &str) -> Result<Option<EntryKey>, String> {
+        let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
+            return Ok(None);
+        };
+        let (service, dir, rest) = if let Some(r) = rest.strip_prefix("serviceentries/") {
+            (true, "serviceentries", r)
+        } else if let Some(r) = rest.strip_prefix("workloadentries/") {
+            (false, "workloadentries", r)
+        } else {
+            return Ok(None);
+        };
+        match rest.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                let (ns, name) = (ns.to_owned(), name.to_owned());
+                Ok(Some(if service {
+                    EntryKey::Service(ns, name)
+                } else {
+                    EntryKey::Workload(ns, name)
+                }))
+            }
+            _ => Err(format!("an entry key must be {dir}/NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// A parsed entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry {
+    /// A ServiceEntry.
+    Service(ServiceEntry),
+    /// A WorkloadEntry.
+    Workload(WorkloadEntry),
+}
+
+/// Parses the value of an entry key; `name` and `namespace` come from the
+/// key when absent and must agree with it when present.
+pub fn parse_entry(key: &EntryKey, value: &[u8]) -> Result<Entry, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_owned())?;
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("not a YAML or JSON document: {e}"))?;
+    let map = doc
+        .as_mapping_mut()
+        .ok_or("an entry document must be a mapping")?;
+    let (ns, name) = match key {
+        EntryKey::Service(ns, name) | EntryKey::Workload(ns, name) => (ns, name),
+    };
+    for (field, want) in [("name", name), ("namespace", ns)] {
+        let f = serde_yaml_ng::Value::from(field);
+        match map.get(&f) {
+            None => {
+                map.insert(f, serde_yaml_ng::Value::from(want.as_str()));
+            }
+            Some(v) if v.as_str() == Some(want.as_str()) => {}
+            Some(v) => return Err(format!("{field} {v:?} differs from the key's {want:?}")),
+        }
+    }
+    match key {
+        EntryKey::Service(..) => serde_yaml_ng::from_value(doc).map(Entry::Service),
+        EntryKey::Workload(..) => serde_yaml_ng::from_value(doc).map(Entry::Workload),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Parses the value of a rule key: the document's `name` and `namespace`
@@ -244,6 +336,11 @@ pub fn parse(key: &Key, value: &[u8]) -> Result<Object, String> {
 #[derive(Clone, Debug, Default)]
 pub struct State {
     objects: BTreeMap<Key, Object>,
+    entries: BTreeMap<EntryKey, Entry>,
+    /// What the entries declare, converted again at each entry change.
+    from_entries: BTreeMap<Hostname, Service>,
+    /// The entries' problems by object (`ServiceEntry NS/NAME`).
+    entry_problems: BTreeMap<String, String>,
 }
 
 impl State {
@@ -259,12 +356,86 @@ impl State {
 
     /// Number of keys held.
     pub fn len(&self) -> usize {
-        self.objects.len()
+        self.objects.len() + self.entries.len()
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
+        self.objects.is_empty() && self.entries.is_empty()
+    }
+
+    /// Sets (`Some`) or removes an entry; returns the hostnames whose
+    /// entry-declared service changed.
+    pub fn set_entry(&mut self, key: EntryKey, entry: Option<Entry>) -> Vec<Hostname> {
+        match entry {
+            Some(e) => self.entries.insert(key, e),
+            None => self.entries.remove(&key),
+        };
+        let entries: Vec<ServiceEntry> = self
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Service(s) => Some(s.clone()),
+                Entry::Workload(_) => None,
+            })
+            .collect();
+        let workloads: Vec<WorkloadEntry> = self
+            .entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Workload(w) => Some(w.clone()),
+                Entry::Service(_) => None,
+            })
+            .collect();
+        let converted = services_from_entries(&entries, &workloads);
+        let mut problems = converted.problems;
+        let mut now = BTreeMap::new();
+        for s in converted.services {
+            match s.validate() {
+                Ok(()) => {
+                    now.insert(s.hostname.clone(), s);
+                }
+                Err(e) => {
+                    let object = converted
+                        .declared_by
+                        .get(&s.hostname)
+                        .cloned()
+                        .unwrap_or_default();
+                    problems.entry(object).or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        let before = std::mem::replace(&mut self.from_entries, now);
+        self.entry_problems = problems;
+        let mut touched: Vec<Hostname> = before
+            .iter()
+            .filter(|(h, s)| self.from_entries.get(*h) != Some(*s))
+            .map(|(h, _)| h.clone())
+            .collect();
+        touched.extend(
+            self.from_entries
+                .keys()
+                .filter(|h| !before.contains_key(*h))
+                .cloned(),
+        );
+        touched
+    }
+
+    /// Every entry key held.
+    pub fn entry_keys(&self) -> Vec<EntryKey> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// The entries' problems by entry key (what is not served of each).
+    pub fn entry_problems(&self) -> Vec<(EntryKey, String)> {
+        self.entries
+            .keys()
+            .filter_map(|k| {
+                self.entry_problems
+                    .get(&k.object())
+                    .map(|p| (k.clone(), p.clone()))
+            })
+            .collect()
     }
 
     /// The whole service for `host`, or `None` when it has no document and
@@ -301,7 +472,7 @@ impl State {
                 let port = naming.iter().map(|(_, p, _)| *p).min().unwrap_or(80);
                 Service::new(host.clone()).with_port("grpc", port, Protocol::Grpc)
             }
-            None => return None,
+            None => return self.from_entries.get(host).cloned(),
         };
         service.endpoints.extend(endpoints);
         if let Some(first) = service.ports.first().cloned() {
@@ -316,7 +487,12 @@ impl State {
 
     /// Every service.
     pub fn services(&self) -> Vec<Service> {
-        let mut hosts: Vec<&Hostname> = self.objects.keys().map(Key::hostname).collect();
+        let mut hosts: Vec<&Hostname> = self
+            .objects
+            .keys()
+            .map(Key::hostname)
+            .chain(self.from_entries.keys())
+            .collect();
         hosts.sort();
         hosts.dedup();
         hosts.into_iter().filter_map(|h| self.service(h)).collect()

@@ -370,7 +370,27 @@ async fn full_read(
     }
     let mut state = State::default();
     let mut problems = Problems::default();
+    let mut entry_keys = BTreeMap::new();
     for (key, value) in kvs {
+        match layout.classify_entry(&key) {
+            Ok(Some(k)) => {
+                match convert::parse_entry(&k, &value) {
+                    Ok(entry) => {
+                        state.set_entry(k.clone(), Some(entry));
+                    }
+                    Err(reason) => {
+                        problems.0.insert(key.clone(), reason);
+                    }
+                }
+                entry_keys.insert(k, key);
+                continue;
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                problems.0.insert(key, reason);
+                continue;
+            }
+        }
         match layout.classify(&key) {
             Ok(Some(k)) => match convert::parse(&k, &value) {
                 Ok(object) => state.put(k, object),
@@ -382,6 +402,16 @@ async fn full_read(
             Err(reason) => {
                 problems.0.insert(key, reason);
             }
+        }
+    }
+    // What is not served of an entry is its key's problem (unless the key
+    // could not be read at all).
+    for (k, reason) in state.entry_problems() {
+        if let Some(key) = entry_keys.get(&k) {
+            problems
+                .0
+                .entry(key.clone())
+                .or_insert_with(|| format!("not served: {reason}"));
         }
     }
     Ok((state, revision, problems))
@@ -497,11 +527,37 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
             // Per key read, in order: None when read well (or deleted),
             // else why not.
             let mut keys: Vec<(String, Option<String>)> = Vec::new();
+            // Per entry key held: what is not served of it, if anything.
+            let mut served: Vec<(String, Option<String>)> = Vec::new();
             {
                 let mut c = lock(cursor);
+                let mut entries_changed = false;
                 for event in response.events() {
                     let Some(kv) = event.kv() else { continue };
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    match layout.classify_entry(&key) {
+                        Ok(Some(k)) => {
+                            let entry = match event.event_type() {
+                                EventType::Delete => Ok(None),
+                                EventType::Put => convert::parse_entry(&k, kv.value()).map(Some),
+                            };
+                            match entry {
+                                Ok(entry) => {
+                                    entries_changed = true;
+                                    touched.extend(c.state.set_entry(k, entry));
+                                    keys.push((key, None));
+                                }
+                                // The entry's last good value, if any, stays.
+                                Err(reason) => keys.push((key, Some(reason))),
+                            }
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(reason) => {
+                            keys.push((key, Some(reason)));
+                            continue;
+                        }
+                    }
                     let k = match layout.classify(&key) {
                         Ok(Some(k)) => k,
                         Ok(None) => continue,
@@ -527,13 +583,26 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
                         },
                     }
                 }
+                if entries_changed {
+                    let problems = c.state.entry_problems();
+                    for k in c.state.entry_keys() {
+                        let p = problems
+                            .iter()
+                            .find(|(p, _)| p == &k)
+                            .map(|(_, r)| r.clone());
+                        served.push((entry_key(&config.prefix, &k), p));
+                    }
+                }
                 if let Some(h) = response.header() {
                     c.revision = Some(c.revision.unwrap_or(0).max(h.revision));
                 }
             }
             // The cursor's lock is not held across a send.
             let mut broken = std::mem::take(&mut lock(cursor).broken);
-            let reported = report(tx, &mut broken, keys).await;
+            let mut reported = report(tx, &mut broken, keys).await;
+            if reported.is_ok() {
+                reported = entry_report(tx, &mut broken, served).await;
+            }
             lock(cursor).broken = broken;
             reported?;
             let events: Vec<Event> = {
@@ -552,6 +621,42 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
         }
         // Compacted: read everything again.
         lock(cursor).revision = None;
+    }
+}
+
+/// What is not served of each entry (`served`: per entry key, the
+/// problem or none), as its key's problem, prefixed `not served: `; a key
+/// whose value cannot be read keeps that problem (its last good entry is
+/// what is served).
+async fn entry_report(
+    tx: &EventSender,
+    broken: &mut Problems,
+    served: Vec<(String, Option<String>)>,
+) -> Result<(), Closed> {
+    const NOT_SERVED: &str = "not served: ";
+    for (key, problem) in served {
+        let shown = broken.0.get(&key);
+        if shown.is_some_and(|r| !r.starts_with(NOT_SERVED)) {
+            continue;
+        }
+        match problem {
+            Some(p) => {
+                let reason = format!("{NOT_SERVED}{p}");
+                if shown != Some(&reason) {
+                    broken.broken(tx, key, reason).await?;
+                }
+            }
+            None => broken.fine(tx, &key).await?,
+        }
+    }
+    Ok(())
+}
+
+/// The etcd key of an entry.
+fn entry_key(prefix: &str, k: &convert::EntryKey) -> String {
+    match k {
+        convert::EntryKey::Service(ns, name) => format!("{prefix}serviceentries/{ns}/{name}"),
+        convert::EntryKey::Workload(ns, name) => format!("{prefix}workloadentries/{ns}/{name}"),
     }
 }
 

@@ -570,3 +570,97 @@ async fn a_registry_larger_than_one_response_is_read_in_pages() {
         other => panic!("{other:?}"),
     }
 }
+
+/// ServiceEntries and WorkloadEntries in etcd: an entry selecting a
+/// workload written with a lease (a VM that registers itself), the
+/// workload gone and back; a younger duplicate of its host named as what
+/// is not served; a bad document reported with its key, its last good
+/// value kept.
+#[tokio::test]
+async fn service_and_workload_entries_become_services() {
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put(
+        "/sextant/serviceentries/shop/cart-vms",
+        "hosts: [cart.vms.test]\nlocation: MESH_INTERNAL\nresolution: STATIC\nports: [{number: 8080, name: http}]\nworkloadSelector: {labels: {app: cart}}\n",
+        None,
+    )
+    .await
+    .expect("put");
+    let vm = "address: 10.2.0.1\nlabels: {app: cart}\n";
+    c.put("/sextant/workloadentries/shop/vm-1", vm, None)
+        .await
+        .expect("put");
+    let mut w = EtcdRegistry::new("etcd/test", config(&etcd, quick())).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => {
+            assert_eq!(s.len(), 1, "{s:?}");
+            assert_eq!(s[0].hostname.as_str(), "cart.vms.test");
+            assert_eq!(s[0].namespace, "shop", "the namespace comes from the key");
+            assert_eq!(addresses(&s[0]), ["10.2.0.1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.delete("/sextant/workloadentries/shop/vm-1", None)
+        .await
+        .expect("delete");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "cart.vms.test").is_some()).await,
+        "cart.vms.test",
+    )
+    .expect("apply");
+    assert!(s.endpoints.is_empty());
+    c.put("/sextant/workloadentries/shop/vm-1", vm, None)
+        .await
+        .expect("put");
+    let s = apply_of(
+        &until(&mut w, |e| apply_of(e, "cart.vms.test").is_some()).await,
+        "cart.vms.test",
+    )
+    .expect("apply");
+    assert_eq!(addresses(&s), ["10.2.0.1"]);
+
+    // Same host, a name that sorts after: it loses, and says so.
+    c.put(
+        "/sextant/serviceentries/shop/zz-late",
+        "hosts: [cart.vms.test]\nresolution: STATIC\nports: [{number: 9999, name: http}]\nendpoints: [{address: 10.9.9.9}]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    match until(&mut w, |e| e.is_err()).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "etcd key /sextant/serviceentries/shop/zz-late");
+            assert!(
+                reason.starts_with("not served: ")
+                    && reason.contains("also declared by ServiceEntry shop/cart-vms"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A typo: reported with its key, the entry's last good value stays.
+    c.put(
+        "/sextant/serviceentries/shop/cart-vms",
+        "hostz: [cart.vms.test]\n",
+        None,
+    )
+    .await
+    .expect("put");
+    match until(&mut w, |e| e.is_err()).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "etcd key /sextant/serviceentries/shop/cart-vms");
+            assert!(reason.contains("hostz"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The loser leaves: its problem goes with it.
+    c.delete("/sextant/serviceentries/shop/zz-late", None)
+        .await
+        .expect("delete");
+    let e = until(&mut w, |e| matches!(e, Ok(Event::Resolved(_)))).await;
+    assert!(
+        matches!(&e, Ok(Event::Resolved(o)) if o == "etcd key /sextant/serviceentries/shop/zz-late"),
+        "{e:?}"
+    );
+}
