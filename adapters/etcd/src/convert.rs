@@ -371,40 +371,21 @@ impl State {
             Some(e) => self.entries.insert(key, e),
             None => self.entries.remove(&key),
         };
-        let entries: Vec<ServiceEntry> = self
-            .entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::Service(s) => Some(s.clone()),
-                Entry::Workload(_) => None,
-            })
-            .collect();
-        let workloads: Vec<WorkloadEntry> = self
-            .entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::Workload(w) => Some(w.clone()),
-                Entry::Service(_) => None,
-            })
-            .collect();
-        let converted = services_from_entries(&entries, &workloads);
-        let mut problems = converted.problems;
-        let mut now = BTreeMap::new();
-        for s in converted.services {
-            match s.validate() {
-                Ok(()) => {
-                    now.insert(s.hostname.clone(), s);
-                }
-                Err(e) => {
-                    let object = converted
-                        .declared_by
-                        .get(&s.hostname)
-                        .cloned()
-                        .unwrap_or_default();
-                    problems.entry(object).or_insert_with(|| e.to_string());
-                }
+        let mut entries = Vec::new();
+        let mut workloads = Vec::new();
+        for e in self.entries.values() {
+            match e {
+                Entry::Service(s) => entries.push(s.clone()),
+                Entry::Workload(w) => workloads.push(w.clone()),
             }
         }
+        let converted = services_from_entries(&entries, &workloads).validated();
+        let problems = converted.problems;
+        let now: BTreeMap<Hostname, Service> = converted
+            .services
+            .into_iter()
+            .map(|s| (s.hostname.clone(), s))
+            .collect();
         let before = std::mem::replace(&mut self.from_entries, now);
         self.entry_problems = problems;
         let mut touched: Vec<Hostname> = before

@@ -291,7 +291,9 @@ fn entry_services(
         .filter(|(path, line, e)| once(path.clone(), *line, e.object()))
         .map(|(_, _, e)| e)
         .collect();
-    let converted = services_from_entries(&ses, &wes);
+    // Validated here, not only by the aggregator, so that `sextant
+    // check-config` names the entry.
+    let converted = services_from_entries(&ses, &wes).validated();
     let place = |object: &str| at.get(object).cloned().unwrap_or_default();
     for (object, message) in converted.problems {
         let (path, line) = place(&object);
@@ -310,17 +312,7 @@ fn entry_services(
             .cloned()
             .unwrap_or_default();
         let (path, line) = place(&object);
-        // Checked here, not only by the aggregator, so that
-        // `sextant check-config` names the entry.
-        match service.validate() {
-            Ok(()) => out.push((path, line, service)),
-            Err(errors) => problems.push(FileError::Entry {
-                path,
-                line,
-                object,
-                message: errors.to_string(),
-            }),
-        }
+        out.push((path, line, service));
     }
     out
 }

@@ -142,27 +142,14 @@ impl State {
             .chain(self.pods.values())
             .cloned()
             .collect();
-        let converted = services_from_entries(&entries, &workloads);
+        let converted = services_from_entries(&entries, &workloads).validated();
         let mut problems: Vec<(String, String)> = self
             .unreadable
             .iter()
             .map(|(o, r)| (o.clone(), r.clone()))
             .collect();
         problems.extend(converted.problems);
-        let mut services = Vec::new();
-        for service in converted.services {
-            match service.validate() {
-                Ok(()) => services.push(service),
-                Err(e) => {
-                    let object = converted
-                        .declared_by
-                        .get(&service.hostname)
-                        .cloned()
-                        .unwrap_or_default();
-                    problems.push((object, e.to_string()));
-                }
-            }
-        }
+        let services = converted.services;
         problems.sort();
         problems.dedup_by(|a, b| a.0 == b.0);
         (services, problems)

@@ -232,6 +232,30 @@ pub struct Converted {
     pub problems: BTreeMap<String, String>,
 }
 
+impl Converted {
+    /// Only the services that pass [`Service::validate`]: the others' are
+    /// problems of the entry that declared them (as the aggregator would
+    /// refuse them, but named by the entry).
+    pub fn validated(mut self) -> Converted {
+        let mut services = Vec::with_capacity(self.services.len());
+        for s in std::mem::take(&mut self.services) {
+            match s.validate() {
+                Ok(()) => services.push(s),
+                Err(e) => {
+                    let object = self.declared_by.remove(&s.hostname).unwrap_or_default();
+                    let problem = self.problems.entry(object).or_default();
+                    if !problem.is_empty() {
+                        problem.push_str("; ");
+                    }
+                    problem.push_str(&e.to_string());
+                }
+            }
+        }
+        self.services = services;
+        self
+    }
+}
+
 /// The services a set of entries declares (see the module's text), with
 /// every problem by object. `workloads` are what a `workloadSelector` can
 /// select: WorkloadEntries, and pods as a Kubernetes adapter hands them in.

@@ -280,6 +280,19 @@ fn mesh_yaml(extra: &str) -> String {
     )
 }
 
+/// The service the capture test adds while running.
+fn new_service() -> String {
+    format!(
+        "  - hostname: new.test.svc
+    namespace: test
+    addresses: [10.96.0.13]
+    ports: [{{ name: http, port: 80, protocol: HTTP }}]
+    endpoints:
+      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
+"
+    )
+}
+
 struct Pod {
     ns: Namespaces,
     dir: tempfile::TempDir,
@@ -659,19 +672,7 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
 
     // A service added while running is reachable through capture soon
     // after the file is written (the file debounce is 100 ms).
-    std::fs::write(
-        p.path("mesh.yaml"),
-        mesh_yaml(&format!(
-            "  - hostname: new.test.svc
-    namespace: test
-    addresses: [10.96.0.13]
-    ports: [{{ name: http, port: 80, protocol: HTTP }}]
-    endpoints:
-      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
-"
-        )),
-    )
-    .expect("write");
+    std::fs::write(p.path("mesh.yaml"), mesh_yaml(&new_service())).expect("write");
     // Polled in Envoy's configuration, not with requests: until the route
     // exists, a request to the new virtual IP is passed through to an
     // address nobody has, and hangs until its timeout.
@@ -718,18 +719,7 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     );
     std::fs::write(
         p.path("mesh.yaml"),
-        format!(
-            "{}{entries}",
-            mesh_yaml(&format!(
-                "  - hostname: new.test.svc
-    namespace: test
-    addresses: [10.96.0.13]
-    ports: [{{ name: http, port: 80, protocol: HTTP }}]
-    endpoints:
-      - {{ address: {BACKEND_B}, ports: {{ http: 8080 }} }}
-"
-            ))
-        ),
+        format!("{}{entries}", mesh_yaml(&new_service())),
     )
     .expect("write");
     until("the entries", Duration::from_secs(10), || {

@@ -171,3 +171,15 @@ fn unknown_fields_are_refused() {
         serde_yaml_ng::from_str::<WorkloadEntry>("name: a\naddres: 10.0.0.1\n").expect_err("typo");
     assert!(err.to_string().contains("addres"), "{err}");
 }
+
+#[test]
+fn validated_names_the_entry_of_a_service_that_would_be_refused() {
+    let e = entry(
+        "name: bad\nhosts: [a.example.com]\nresolution: STATIC\nports: [{number: 0, name: http}]\nendpoints: [{address: 10.0.0.1}]\n",
+    );
+    let out = services_from_entries(&[e], &[]).validated();
+    assert!(out.services.is_empty());
+    assert!(out.declared_by.is_empty());
+    let p = &out.problems["ServiceEntry default/bad"];
+    assert!(p.contains("ports[0].port"), "{p}");
+}
