@@ -54,16 +54,22 @@ struct RuleShard {
 
 /// The hosts a route rule sends requests to (destinations and mirrors).
 fn destinations(rule: &Rule) -> BTreeSet<&Hostname> {
-    rule.as_route()
-        .into_iter()
-        .flat_map(|r| &r.http)
-        .flat_map(|h| {
-            h.route
-                .iter()
-                .map(|d| &d.destination.host)
-                .chain(h.mirror.iter().map(|m| &m.host))
-        })
-        .collect()
+    let Some(r) = rule.as_route() else {
+        return BTreeSet::new();
+    };
+    let http = r.http.iter().flat_map(|h| {
+        h.route
+            .iter()
+            .map(|d| &d.destination.host)
+            .chain(h.mirror.iter().map(|m| &m.host))
+    });
+    let l4 = r
+        .tcp
+        .iter()
+        .flat_map(|t| &t.route)
+        .chain(r.tls.iter().flat_map(|t| &t.route))
+        .map(|d| &d.destination.host);
+    http.chain(l4).collect()
 }
 
 fn add_key(map: &mut BTreeMap<Hostname, BTreeSet<RuleKey>>, h: &Hostname, key: &RuleKey) {
@@ -294,16 +300,7 @@ impl MergeState {
         }
         // The hosts whose route rules send to a touched host depend on its
         // policy (its ring-hash key goes into their routes).
-        let mut dependents = Vec::new();
-        for h in &touched {
-            for shard in &self.rule_shards {
-                for key in shard.by_destination.get(h).into_iter().flatten() {
-                    if let Some(r) = shard.rules.get(key) {
-                        dependents.extend(r.hosts.iter().cloned());
-                    }
-                }
-            }
-        }
+        let dependents: Vec<Hostname> = touched.iter().flat_map(|h| self.senders_to(h)).collect();
         self.dirty.extend(touched);
         self.dirty.extend(dependents);
         rejected
@@ -465,8 +462,20 @@ impl MergeState {
     pub fn build_view(&mut self, force: bool) -> Option<MeshView> {
         let next_gen = self.generation + 1;
         let mut changed = false;
+        let mut ports_moved = Vec::new();
         for hostname in std::mem::take(&mut self.dirty) {
-            changed |= self.remerge(hostname, next_gen);
+            let before = single_port(self.merged.get(&hostname));
+            changed |= self.remerge(hostname.clone(), next_gen);
+            if single_port(self.merged.get(&hostname)) != before {
+                ports_moved.push(hostname);
+            }
+        }
+        // A host whose single port changed (or that came or went): the
+        // services routing to it translate their destinations again.
+        for host in ports_moved {
+            for sender in self.senders_to(&host) {
+                changed |= self.remerge(sender, next_gen);
+            }
         }
         if std::mem::take(&mut self.scopes_dirty) {
             let scopes: Vec<Arc<Rule>> = self
@@ -585,9 +594,12 @@ impl MergeState {
         };
         let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
         let destination_policies = self.destination_policies(&hostname, &rules);
+        let destination_ports = self.destination_ports(&hostname, &rules);
         let old = self.merged.get(&hostname);
         let same_rules = |old: &MeshService| {
-            old.rules == rules && old.destination_policies == destination_policies
+            old.rules == rules
+                && old.destination_policies == destination_policies
+                && old.destination_ports == destination_ports
         };
         if let Some(old) = old
             && old.service == service
@@ -615,10 +627,52 @@ impl MergeState {
                 endpoints_generation,
                 rules,
                 destination_policies,
+                destination_ports,
             }),
         );
         true
     }
+
+    /// The single port of each other host the route rule in `rules` sends
+    /// to (see [`MeshService::destination_ports`]).
+    fn destination_ports(&self, host: &Hostname, rules: &[Arc<Rule>]) -> BTreeMap<Hostname, u32> {
+        let Some(route) = rules.iter().find(|r| r.key.kind == RuleKind::Route) else {
+            return BTreeMap::new();
+        };
+        destinations(route)
+            .into_iter()
+            .filter(|d| *d != host)
+            .filter_map(|d| {
+                let ms = self.merged.get(d)?;
+                match ms.service.ports.as_slice() {
+                    [only] => Some((d.clone(), only.port)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The hosts whose route rules send to `host`.
+    fn senders_to(&self, host: &Hostname) -> Vec<Hostname> {
+        let mut out = Vec::new();
+        for shard in &self.rule_shards {
+            for key in shard.by_destination.get(host).into_iter().flatten() {
+                if let Some(r) = shard.rules.get(key) {
+                    out.extend(r.hosts.iter().cloned());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A service's port when it has exactly one; `None` for none or several;
+/// the outer `None` when there is no such service.
+fn single_port(ms: Option<&Arc<MeshService>>) -> Option<Option<u32>> {
+    ms.map(|ms| match ms.service.ports.as_slice() {
+        [only] => Some(only.port),
+        _ => None,
+    })
 }
 
 fn without_endpoints(s: &Service) -> Service {

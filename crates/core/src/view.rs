@@ -2,6 +2,7 @@
 //! proxy configuration.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -38,6 +39,12 @@ pub struct MeshService {
     /// is a configuration change of this service too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_policies: Vec<Arc<crate::rules::Rule>>,
+    /// The one port of each other host its route rule sends to that has
+    /// exactly one: a destination naming no port goes there (Istio: a
+    /// single-port service needs no port in a destination), whatever port
+    /// the request came in on. A change to it is a configuration change.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub destination_ports: BTreeMap<Hostname, u32>,
 }
 
 impl MeshService {
@@ -217,6 +224,7 @@ impl MeshView {
                         let change = if a.service.same_config(&b.service)
                             && a.rules == b.rules
                             && a.destination_policies == b.destination_policies
+                            && a.destination_ports == b.destination_ports
                         {
                             Change::Endpoints
                         } else {
@@ -261,6 +269,7 @@ mod tests {
             endpoints_generation: 1,
             rules: Vec::new(),
             destination_policies: Vec::new(),
+            destination_ports: BTreeMap::new(),
         })
     }
 

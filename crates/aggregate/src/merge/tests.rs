@@ -2,6 +2,8 @@ use super::*;
 use proptest::prelude::*;
 use sextant_core::{Endpoint, Health, Protocol, Service};
 
+mod ports;
+
 fn svc(h: &str, port: u32, ips: &[&str]) -> Service {
     let mut s = Service::new(h).with_port("http", port, Protocol::Http);
     for ip in ips {

@@ -214,8 +214,16 @@ fn header_options(ops: &rules::HeaderOperations) -> Vec<HeaderValueOption> {
 }
 
 /// The cluster a destination names, on `port` when it gives none.
-fn destination_cluster(d: &rules::Destination, port: u32) -> String {
-    let port = d.port.map_or(port, |p| p.number);
+/// The cluster of destination `d` for a request or connection that came
+/// in on `port` of `ms`: the destination's port when it names one, else the
+/// destination host's only port when it has exactly one (Istio's rule),
+/// else `port`.
+fn destination_cluster(ms: &MeshService, d: &rules::Destination, port: u32) -> String {
+    let port = d
+        .port
+        .map(|p| p.number)
+        .or_else(|| ms.destination_ports.get(&d.host).copied())
+        .unwrap_or(port);
     match &d.subset {
         Some(s) => subset_cluster_name(&d.host, port, s),
         None => cluster_name(&d.host, port),
@@ -238,7 +246,7 @@ pub(super) fn l4_targets(
             .iter()
             .map(|d| {
                 (
-                    destination_cluster(&d.destination, port),
+                    destination_cluster(ms, &d.destination, port),
                     d.weight.unwrap_or(1),
                 )
             })
@@ -428,6 +436,7 @@ impl RuleRoutes<'_> {
         let mut action = RouteAction {
             cluster_specifier: Some(if r.route.len() == 1 {
                 route_action::ClusterSpecifier::Cluster(destination_cluster(
+                    self.ms,
                     &r.route[0].destination,
                     port,
                 ))
@@ -437,7 +446,7 @@ impl RuleRoutes<'_> {
                         .route
                         .iter()
                         .map(|d| weighted_cluster::ClusterWeight {
-                            name: destination_cluster(&d.destination, port),
+                            name: destination_cluster(self.ms, &d.destination, port),
                             weight: Some(UInt32Value {
                                 value: d.weight.unwrap_or(1),
                             }),
@@ -532,7 +541,7 @@ impl RuleRoutes<'_> {
                 self.note(key, format!("{at}.mirror"), "requests are not mirrored");
             } else {
                 action.request_mirror_policies = vec![route_action::RequestMirrorPolicy {
-                    cluster: destination_cluster(mirror, port),
+                    cluster: destination_cluster(self.ms, mirror, port),
                     runtime_fraction: Some(RuntimeFractionalPercent {
                         default_value: Some(fraction(r.mirror_percentage)),
                         ..Default::default()

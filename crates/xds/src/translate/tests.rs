@@ -74,6 +74,7 @@ pub(crate) fn view_of(
                         endpoints_generation: 1,
                         rules,
                         destination_policies: Vec::new(),
+                        destination_ports: Default::default(),
                     }),
                 )
             })
@@ -373,6 +374,7 @@ pub(crate) fn rules_view() -> MeshView {
             Arc::new(sextant_core::Rule::from(policy)),
         ],
         destination_policies: Vec::new(),
+        destination_ports: Default::default(),
     };
     MeshView {
         generation: 1,
@@ -437,6 +439,7 @@ fn a_route_to_another_host_hashes_by_that_hosts_policy() {
         endpoints_generation: 1,
         rules: vec![Arc::new(sextant_core::Rule::from(route))],
         destination_policies: vec![Arc::new(sextant_core::Rule::from(policy))],
+        destination_ports: Default::default(),
     };
     let vhs = virtual_hosts(&ms, &mut Vec::new());
     let Some(route::Action::Route(action)) = &vhs[0].routes[0].action else {

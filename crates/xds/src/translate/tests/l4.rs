@@ -1,6 +1,6 @@
-//! Services reached by connection rather than by request: resolutions
-//! (ORIGINAL_DST, LOGICAL_DNS, EDS for resolved names), external
-//! services' TLS, and TCP and TLS routes.
+//! Where a destination ends: resolutions (ORIGINAL_DST, LOGICAL_DNS, EDS
+//! for resolved names), external services' TLS, TCP and TLS routes, and a
+//! destination's single port.
 
 use super::*;
 
@@ -146,4 +146,46 @@ fn tcp_and_tls_routes_pick_weighted_clusters_per_connection() {
     ] {
         assert!(problems.contains(want), "{want}: {problems}");
     }
+}
+
+#[test]
+fn a_destination_naming_no_port_goes_to_its_hosts_single_port() {
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(
+        "name: front\nhosts: [front.default.svc]\nhttp:\n  - match: [{uri: {prefix: /api}}]\n    route: [{destination: {host: back.default.svc}}]\n  - route: [{destination: {host: multi.default.svc}}]\n",
+    )
+    .expect("route");
+    let mut ms = MeshService {
+        service: Service::new("front.default.svc").with_port("http", 80, Protocol::Http),
+        origins: vec!["memory/a".into()],
+        config_generation: 1,
+        endpoints_generation: 1,
+        rules: vec![Arc::new(sextant_core::Rule::from(route))],
+        destination_policies: Vec::new(),
+        destination_ports: [("back.default.svc".into(), 9090)].into(),
+    };
+    let clusters_of = |ms: &MeshService| -> Vec<String> {
+        virtual_hosts(ms, &mut Vec::new())[0]
+            .routes
+            .iter()
+            .filter_map(|r| match &r.action {
+                Some(route::Action::Route(a)) => match &a.cluster_specifier {
+                    Some(envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier::Cluster(c)) => Some(c.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let got = clusters_of(&ms);
+    assert!(
+        got.contains(&"outbound|9090||back.default.svc".to_owned()),
+        "{got:?}"
+    );
+    // A host with several ports (none recorded): the request's port.
+    assert!(
+        got.contains(&"outbound|80||multi.default.svc".to_owned()),
+        "{got:?}"
+    );
+    ms.destination_ports.clear();
+    assert!(clusters_of(&ms).contains(&"outbound|80||back.default.svc".to_owned()));
 }
