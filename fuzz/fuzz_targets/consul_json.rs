@@ -33,12 +33,28 @@ fuzz_target!(|data: &[u8]| {
             let router = serde_json::from_value::<entries::Router>(v[0].clone()).ok();
             let splitter = serde_json::from_value::<entries::Splitter>(v[1].clone()).ok();
             let resolver = serde_json::from_value::<entries::Resolver>(v[2].clone()).ok();
+            // The same splitter and resolver for every service its splits
+            // and routes may name: chains, loops, fan-out.
+            let names = ["web", "api", "a", "b", ""];
+            let splitters: std::collections::BTreeMap<String, entries::Splitter> = names
+                .iter()
+                .filter_map(|n| splitter.clone().map(|s| ((*n).to_owned(), s)))
+                .collect();
+            let resolvers: std::collections::BTreeMap<String, entries::Resolver> = names
+                .iter()
+                .filter_map(|n| resolver.clone().map(|r| ((*n).to_owned(), r)))
+                .collect();
+            let chain = entries::Chain {
+                splitters: Some(&splitters),
+                resolvers: Some(&resolvers),
+            };
             if let Ok(c) = entries::convert(
                 &m,
                 "web",
                 router.as_ref(),
                 splitter.as_ref(),
                 resolver.as_ref(),
+                chain,
             ) {
                 for r in c.route.iter().chain(c.policy.iter()) {
                     let _ = r.validate();

@@ -8,7 +8,12 @@
 //! host, so for `web` (hostname from the adapter's [`Mapping`]):
 //! - the route rule holds the router's routes in order, then a catch-all
 //!   made of the splitter's splits (or the resolver's default subset);
-//! - the policy holds the resolver's subsets and settings.
+//! - the policy holds the resolver's subsets and settings;
+//! - a route or a split that sends to a service without naming a subset
+//!   goes on through that service's own chain, as Consul's discovery chain
+//!   does: its splitter's splits (flattened, weights multiplied), else its
+//!   resolver's default subset ([`Chain`]). A loop of splitters is cut
+//!   after 8 steps.
 //!
 //! Subset filters become label selectors on the instances' labels (the
 //! adapter turns tags and meta into labels): `Service.Meta.KEY == "v"`,
@@ -45,6 +50,73 @@ pub struct Converted {
     /// Routes[0].Match.HTTP.QueryParam`).
     pub unsupported: Vec<String>,
 }
+
+/// Every service's splitter and resolver: where a request sent to a
+/// service goes next.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Chain<'a> {
+    /// Splitters by service name.
+    pub splitters: Option<&'a BTreeMap<String, Splitter>>,
+    /// Resolvers by service name.
+    pub resolvers: Option<&'a BTreeMap<String, Resolver>>,
+}
+
+impl Chain<'_> {
+    /// Where a request to `service` naming no subset ends: `(service,
+    /// subset, percent of the whole)`. Bounded: at most 8 splitters deep
+    /// and [`MAX_CHAIN_ENDS`] ends (past either, the service itself).
+    fn resolve(&self, service: &str, depth: u8) -> Vec<(String, Option<String>, f64)> {
+        let mut budget = MAX_CHAIN_ENDS;
+        let mut out = Vec::new();
+        self.resolve_into(service, depth, 100.0, &mut budget, &mut out);
+        out
+    }
+
+    fn resolve_into(
+        &self,
+        service: &str,
+        depth: u8,
+        share: f64,
+        budget: &mut usize,
+        out: &mut Vec<(String, Option<String>, f64)>,
+    ) {
+        let default_subset = || {
+            self.resolvers
+                .and_then(|r| r.get(service))
+                .and_then(|r| r.default_subset.clone())
+                .filter(|s| !s.is_empty())
+        };
+        let splitter = self
+            .splitters
+            .and_then(|s| s.get(service))
+            .filter(|s| !s.splits.is_empty() && depth < 8 && s.splits.len() <= *budget);
+        let Some(splitter) = splitter else {
+            *budget = budget.saturating_sub(1);
+            out.push((service.to_owned(), default_subset(), share));
+            return;
+        };
+        for split in &splitter.splits {
+            let target = split.service.as_deref().unwrap_or(service);
+            let part = share * split.weight / 100.0;
+            match (&split.service_subset, target == service) {
+                (Some(subset), _) => {
+                    *budget = budget.saturating_sub(1);
+                    out.push((target.to_owned(), Some(subset.clone()), part));
+                }
+                (None, true) => {
+                    *budget = budget.saturating_sub(1);
+                    out.push((target.to_owned(), default_subset(), part));
+                }
+                (None, false) => self.resolve_into(target, depth + 1, part, budget, out),
+            }
+        }
+    }
+}
+
+/// The most destinations one flattened chain gives (a splitter of many
+/// splits to splitters of many splits would multiply them): as many as
+/// one route may hold.
+pub const MAX_CHAIN_ENDS: usize = sextant_core::rules::check::MAX_PER_ROUTE;
 
 /// `service-router`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -321,8 +393,30 @@ pub fn convert(
     router: Option<&Router>,
     splitter: Option<&Splitter>,
     resolver: Option<&Resolver>,
+    chain: Chain<'_>,
 ) -> Result<Converted, String> {
     let host = mapping.hostname(name)?;
+    // A destination naming another service and no subset: that service's
+    // chain, as weighted destinations.
+    let onward = |service: &str| -> Result<Vec<RouteDestination>, String> {
+        let ends = chain.resolve(service, 0);
+        let weights = percentages(&ends.iter().map(|(_, _, w)| *w).collect::<Vec<_>>());
+        let single = ends.len() == 1;
+        ends.into_iter()
+            .zip(weights)
+            .filter(|(_, w)| single || *w > 0)
+            .map(|((s, subset, _), w)| {
+                Ok(RouteDestination {
+                    destination: Destination {
+                        host: mapping.hostname(&s)?,
+                        subset,
+                        port: None,
+                    },
+                    weight: (!single).then_some(w),
+                })
+            })
+            .collect()
+    };
     let to = |service: Option<&str>, subset: Option<&str>| -> Result<Destination, String> {
         Ok(Destination {
             host: mapping.hostname(service.unwrap_or(name))?,
@@ -348,10 +442,13 @@ pub fn convert(
             ));
         }
         let d = r.destination.clone().unwrap_or_default();
-        route.route.push(RouteDestination {
-            destination: to(d.service.as_deref(), d.service_subset.as_deref())?,
-            weight: None,
-        });
+        match (d.service.as_deref(), d.service_subset.as_deref()) {
+            (Some(other), None | Some("")) if other != name => route.route = onward(other)?,
+            (service, subset) => route.route.push(RouteDestination {
+                destination: to(service, subset)?,
+                weight: None,
+            }),
+        }
         if let Some(p) = &d.prefix_rewrite {
             route.rewrite = Some(Rewrite {
                 uri: Some(p.clone()),
@@ -388,19 +485,32 @@ pub fn convert(
     // The catch-all: the splitter's splits, else the default subset.
     let default_subset = resolver.and_then(|r| r.default_subset.as_deref());
     if let Some(s) = splitter.filter(|s| !s.splits.is_empty()) {
-        let weights = percentages(&s.splits.iter().map(|x| x.weight).collect::<Vec<_>>());
+        // Splits to another service without a subset go on through its
+        // chain: flattened, weights multiplied.
+        let mut ends: Vec<(String, Option<String>, f64)> = Vec::new();
+        for split in &s.splits {
+            match (split.service.as_deref(), split.service_subset.as_deref()) {
+                (Some(other), None) if other != name => ends.extend(
+                    chain
+                        .resolve(other, 1)
+                        .into_iter()
+                        .map(|(s, sub, w)| (s, sub, w * split.weight / 100.0)),
+                ),
+                (service, subset) => {
+                    let subset = match (subset, service) {
+                        (Some(sub), _) => Some(sub.to_owned()),
+                        (None, None) => default_subset.map(str::to_owned),
+                        (None, Some(_)) => None,
+                    };
+                    ends.push((service.unwrap_or(name).to_owned(), subset, split.weight));
+                }
+            }
+        }
+        let weights = percentages(&ends.iter().map(|(_, _, w)| *w).collect::<Vec<_>>());
         let mut route = HttpRoute::default();
-        for (split, weight) in s.splits.iter().zip(weights) {
-            let subset = split
-                .service_subset
-                .as_deref()
-                .or(if split.service.is_none() {
-                    default_subset
-                } else {
-                    None
-                });
+        for ((service, subset, _), weight) in ends.iter().zip(weights) {
             route.route.push(RouteDestination {
-                destination: to(split.service.as_deref(), subset)?,
+                destination: to(Some(service.as_str()), subset.as_deref())?,
                 weight: Some(weight),
             });
         }

@@ -295,12 +295,17 @@ fn rules_from(mapping: &Mapping, kinds: [&[serde_json::Value]; 3]) -> RulesRead 
         .collect();
     let mut rules = Vec::new();
     for name in names {
+        let chain = entries::Chain {
+            splitters: Some(&splitters),
+            resolvers: Some(&resolvers),
+        };
         match entries::convert(
             mapping,
             name,
             routers.get(name),
             splitters.get(name),
             resolvers.get(name),
+            chain,
         ) {
             Ok(c) => {
                 rules.extend(c.route);

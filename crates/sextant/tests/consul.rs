@@ -318,6 +318,48 @@ async fn consul_config_entries_steer_envoy() {
     let in_force = until_all(sx.outbound, host, "v1", std::time::Duration::from_secs(10)).await;
     eprintln!("consul splitter edit in force after {in_force:?}");
     assert!(in_force.is_some(), "{}", sx.log());
+
+    // The discovery chain: another service's router sends /api to web,
+    // naming no subset; the request goes on through web's splitter (now
+    // all to v2), not to web's instances at large.
+    let front = HttpBackend::start("front").await;
+    double.register(
+        "node-1",
+        "127.0.0.1",
+        json!({ "ID": "front-1", "Service": "front", "Address": "127.0.0.1", "Port": front.addr.port() }),
+        vec![json!({ "CheckID": "check-front-1", "Status": "passing" })],
+    );
+    double.set_config_entry(
+        json!({ "Kind": "service-defaults", "Name": "front", "Protocol": "http" }),
+    );
+    double.set_config_entry(json!({
+        "Kind": "service-router", "Name": "front",
+        "Routes": [ { "Match": { "HTTP": { "PathPrefix": "/" } }, "Destination": { "Service": "web" } } ]
+    }));
+    double.set_config_entry(json!({
+        "Kind": "service-splitter", "Name": "web",
+        "Splits": [ { "Weight": 100, "ServiceSubset": "v2" } ]
+    }));
+    let through = until_all(
+        sx.outbound,
+        "front.service.consul",
+        "v2",
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    if through.is_none() {
+        let config = sx.json("/debug/configz").await;
+        let registryz = sx.json("/debug/registryz").await;
+        panic!(
+            "front's route does not follow web's splitter:\n{}\n{registryz}\n{}",
+            config["rules"],
+            sx.log()
+        );
+    }
+    assert_eq!(
+        count_body(sx.outbound, "front.service.consul", &[], 50, "v2").await,
+        50
+    );
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
 }
 

@@ -75,6 +75,7 @@ fn a_router_splitter_and_resolver_chain_becomes_a_route_rule_and_a_policy() {
         Some(&router),
         Some(&splitter),
         Some(&resolver),
+        Chain::default(),
     )
     .expect("converts");
     let mut got = c.unsupported.clone();
@@ -159,7 +160,15 @@ fn a_router_splitter_and_resolver_chain_becomes_a_route_rule_and_a_policy() {
 fn a_default_subset_alone_routes_everything_to_it() {
     let resolver: Resolver =
         json(r#"{"DefaultSubset":"v2","Subsets":{"v2":{"Filter":"Service.Tags contains v2"}}}"#);
-    let c = convert(&Mapping::default(), "web", None, None, Some(&resolver)).expect("converts");
+    let c = convert(
+        &Mapping::default(),
+        "web",
+        None,
+        None,
+        Some(&resolver),
+        Chain::default(),
+    )
+    .expect("converts");
     let route = c.route.expect("a route rule");
     let RuleSpec::Route(r) = &route.spec else {
         panic!()
@@ -168,6 +177,128 @@ fn a_default_subset_alone_routes_everything_to_it() {
     assert_eq!(r.http[0].route[0].destination.subset.as_deref(), Some("v2"));
     assert!(c.unsupported.is_empty());
     // No entries, no rules.
-    let none = convert(&Mapping::default(), "web", None, None, None).expect("converts");
+    let none = convert(
+        &Mapping::default(),
+        "web",
+        None,
+        None,
+        None,
+        Chain::default(),
+    )
+    .expect("converts");
     assert!(none.route.is_none() && none.policy.is_none());
+}
+
+/// Consul's discovery chain: a route to another service goes on through
+/// that service's splitter (and a split to a service without a subset
+/// through its resolver's default subset), weights multiplied.
+#[test]
+fn a_route_to_another_service_follows_its_splitter_and_resolver() {
+    let router: Router = json(
+        r#"{"Kind":"service-router","Name":"web","Routes":[
+            {"Match":{"HTTP":{"PathPrefix":"/api"}},"Destination":{"Service":"api"}},
+            {"Match":{"HTTP":{"PathPrefix":"/pinned"}},"Destination":{"Service":"api","ServiceSubset":"v1"}}
+        ]}"#,
+    );
+    let splitters: BTreeMap<String, Splitter> = [
+        (
+            "api".to_owned(),
+            json(r#"{"Kind":"service-splitter","Name":"api","Splits":[{"Weight":75,"ServiceSubset":"v1"},{"Weight":25,"Service":"api-next"}]}"#),
+        ),
+        (
+            "web".to_owned(),
+            json(r#"{"Kind":"service-splitter","Name":"web","Splits":[{"Weight":50},{"Weight":50,"Service":"api"}]}"#),
+        ),
+    ]
+    .into();
+    let resolvers: BTreeMap<String, Resolver> = [(
+        "api-next".to_owned(),
+        json(r#"{"Kind":"service-resolver","Name":"api-next","DefaultSubset":"canary","Subsets":{"canary":{"Filter":"Service.Meta.track == canary"}}}"#),
+    )]
+    .into();
+    let chain = Chain {
+        splitters: Some(&splitters),
+        resolvers: Some(&resolvers),
+    };
+    let c = convert(
+        &Mapping::default(),
+        "web",
+        Some(&router),
+        splitters.get("web"),
+        None,
+        chain,
+    )
+    .expect("converts");
+    let rule = c.route.expect("a route rule");
+    let route = rule.as_route().expect("route");
+    let ends = |i: usize| -> Vec<(String, Option<String>, Option<u32>)> {
+        route.http[i]
+            .route
+            .iter()
+            .map(|d| {
+                (
+                    d.destination.host.to_string(),
+                    d.destination.subset.clone(),
+                    d.weight,
+                )
+            })
+            .collect()
+    };
+    let api = Mapping::default().hostname("api").expect("host");
+    let next = Mapping::default().hostname("api-next").expect("host");
+    let web = Mapping::default().hostname("web").expect("host");
+    // /api: api's splitter, and api-next's default subset.
+    assert_eq!(
+        ends(0),
+        [
+            (api.to_string(), Some("v1".to_owned()), Some(75)),
+            (next.to_string(), Some("canary".to_owned()), Some(25)),
+        ]
+    );
+    // A subset named: no chain.
+    assert_eq!(ends(1), [(api.to_string(), Some("v1".to_owned()), None)]);
+    // web's own splitter: half to web, half to api's chain (37.5 + 12.5).
+    assert_eq!(
+        ends(2),
+        [
+            (web.to_string(), None, Some(50)),
+            (api.to_string(), Some("v1".to_owned()), Some(38)),
+            (next.to_string(), Some("canary".to_owned()), Some(12)),
+        ]
+    );
+    assert!(rule.validate().is_ok(), "{:?}", rule.validate());
+}
+
+#[test]
+fn a_loop_of_splitters_is_cut() {
+    let splitters: BTreeMap<String, Splitter> = [
+        (
+            "a".to_owned(),
+            json(
+                r#"{"Kind":"service-splitter","Name":"a","Splits":[{"Weight":100,"Service":"b"}]}"#,
+            ),
+        ),
+        (
+            "b".to_owned(),
+            json(
+                r#"{"Kind":"service-splitter","Name":"b","Splits":[{"Weight":100,"Service":"a"}]}"#,
+            ),
+        ),
+    ]
+    .into();
+    let chain = Chain {
+        splitters: Some(&splitters),
+        resolvers: None,
+    };
+    let c = convert(
+        &Mapping::default(),
+        "a",
+        None,
+        splitters.get("a"),
+        None,
+        chain,
+    )
+    .expect("converts");
+    let rule = c.route.expect("a route rule");
+    assert_eq!(rule.as_route().expect("route").http[0].route.len(), 1);
 }
