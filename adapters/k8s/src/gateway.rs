@@ -204,8 +204,17 @@ fn string_match(kind: Option<&str>, value: &str, exact_default: bool) -> Option<
     }
 }
 
-fn convert_match(kind: RouteKind, m: &Value, at: &str, unsupported: &mut Vec<String>) -> HttpMatch {
+/// One match; `None` when it has a condition Sextant does not serve (such
+/// as `queryParams`): without it the match would hold for more requests
+/// than written, so it is not served at all.
+fn convert_match(
+    kind: RouteKind,
+    m: &Value,
+    at: &str,
+    unsupported: &mut Vec<String>,
+) -> Option<HttpMatch> {
     let mut out = HttpMatch::default();
+    let mut lost = false;
     if let Some(obj) = m.as_object() {
         for key in obj.keys() {
             let known = match kind {
@@ -213,9 +222,13 @@ fn convert_match(kind: RouteKind, m: &Value, at: &str, unsupported: &mut Vec<Str
                 RouteKind::Grpc => ["method", "headers"].contains(&key.as_str()),
             };
             if !known {
-                unsupported.push(format!("{at}.{key}"));
+                unsupported.push(format!("{at}.{key} (the match is not served)"));
+                lost = true;
             }
         }
+    }
+    if lost {
+        return None;
     }
     match kind {
         RouteKind::Http => {
@@ -256,7 +269,7 @@ fn convert_match(kind: RouteKind, m: &Value, at: &str, unsupported: &mut Vec<Str
         out.headers
             .insert(name.to_ascii_lowercase(), HeaderCondition(cond));
     }
-    out
+    Some(out)
 }
 
 fn header_ops(v: &Value) -> HeaderOperations {
@@ -342,12 +355,20 @@ pub fn route(
                 .matches
                 .iter()
                 .enumerate()
-                .map(|(j, m)| {
+                .filter_map(|(j, m)| {
                     convert_match(kind, m, &format!("{at}.matches[{j}]"), &mut unsupported)
                 })
                 .collect(),
             ..Default::default()
         };
+        // Every match had a condition that is not served: no match would
+        // mean every request.
+        if !r.matches.is_empty() && route.matches.is_empty() {
+            unsupported.push(format!(
+                "{at} (every match has a condition that is not served: the rule is not served)"
+            ));
+            continue;
+        }
         if let Some(port) = port {
             if route.matches.is_empty() {
                 route.matches.push(HttpMatch::default());

@@ -140,6 +140,77 @@ fn take_export_to(map: &mut serde_json::Map<String, Value>, unsupported: &mut Ve
     }
 }
 
+/// A match that lost a condition Sextant does not serve (`queryParams`,
+/// `sourceLabels`, ...) would hold for more requests than written: it is
+/// taken out, and a route left without any of its matches is taken out
+/// whole (no match would mean every request), each named in
+/// `unsupported`. Narrower than written is safe; broader is not.
+fn narrow_matches(rule: &mut RouteRule, unsupported: &mut Vec<String>) {
+    // `spec.KIND[I].match[J].FIELD...`, as decode_leniently names them.
+    let mut lost: std::collections::BTreeSet<(&'static str, usize, usize)> = Default::default();
+    for u in unsupported.iter() {
+        for kind in ["http", "tcp", "tls"] {
+            let Some(rest) = u.strip_prefix(&format!("spec.{kind}[")) else {
+                continue;
+            };
+            let Some((i, rest)) = rest.split_once("].match[") else {
+                continue;
+            };
+            let Some((j, field)) = rest.split_once(']') else {
+                continue;
+            };
+            // Not conditions: without them a match holds for no more
+            // requests (`ignoreUriCase` left out makes it narrower).
+            if [".statPrefix", ".ignoreUriCase"].contains(&field) {
+                continue;
+            }
+            if let (Ok(i), Ok(j)) = (i.parse(), j.parse()) {
+                lost.insert((kind, i, j));
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let mut emptied: Vec<(&'static str, usize)> = Vec::new();
+    // Last first: removing a match or a route shifts the later ones.
+    for &(kind, i, j) in lost.iter().rev() {
+        let left = match kind {
+            "http" => rule.http.get_mut(i).map(|r| {
+                (j < r.matches.len()).then(|| r.matches.remove(j));
+                r.matches.len()
+            }),
+            "tcp" => rule.tcp.get_mut(i).map(|r| {
+                (j < r.matches.len()).then(|| r.matches.remove(j));
+                r.matches.len()
+            }),
+            _ => rule.tls.get_mut(i).map(|r| {
+                (j < r.matches.len()).then(|| r.matches.remove(j));
+                r.matches.len()
+            }),
+        };
+        match left {
+            Some(0) if !emptied.contains(&(kind, i)) => emptied.push((kind, i)),
+            Some(0) => {}
+            Some(_) => notes.push(format!(
+                "spec.{kind}[{i}].match[{j}] (a condition of it is not served: the match is not served)"
+            )),
+            None => {}
+        }
+    }
+    // `emptied` is in descending order of index per kind.
+    for (kind, i) in emptied {
+        match kind {
+            "http" => drop(rule.http.remove(i)),
+            "tcp" => drop(rule.tcp.remove(i)),
+            _ => drop(rule.tls.remove(i)),
+        }
+        notes.push(format!(
+            "spec.{kind}[{i}] (every match has a condition that is not served: the route is not served)"
+        ));
+    }
+    notes.reverse();
+    unsupported.extend(notes);
+}
+
 /// A VirtualService's spec as a route rule named after it.
 pub fn virtual_service(
     mapping: &Mapping,
@@ -197,6 +268,7 @@ pub fn virtual_service(
     for d in l4.map(|r| &mut r.destination) {
         d.host = Hostname::new(expand(mapping, namespace, &d.host));
     }
+    narrow_matches(&mut rule, &mut unsupported);
     Ok(Converted {
         rule: Some(Rule::route(namespace, name, rule)),
         unsupported,

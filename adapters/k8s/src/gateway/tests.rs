@@ -43,7 +43,7 @@ fn an_httproute_on_a_service_becomes_its_route_rule() {
         &spec(
             "parentRefs:\n- {group: '', kind: Service, name: reviews, port: 9080}\n\
              rules:\n\
-             - matches:\n  - headers: [{name: End-User, value: jason}]\n    queryParams: [{name: debug, value: '1'}]\n  \
+             - matches:\n  - headers: [{name: End-User, value: jason}]\n    queryParams: [{name: debug, value: '1'}]\n  - headers: [{name: End-User, value: jason}]\n  \
                backendRefs: [{name: reviews-v2, port: 9080}]\n\
              - matches:\n  - path: {type: PathPrefix, value: /api}\n  \
                filters:\n  - type: RequestHeaderModifier\n    requestHeaderModifier: {set: [{name: X-Env, value: canary}], remove: [x-debug]}\n  \
@@ -57,8 +57,14 @@ fn an_httproute_on_a_service_becomes_its_route_rule() {
     .expect("converts");
     let mut got = c.unsupported.clone();
     got.sort();
-    assert_eq!(got, ["spec.rules[0].matches[0].queryParams"]);
+    // A match with a condition that is not served is not served (it would
+    // hold for more requests than written); the rule keeps its others.
+    assert_eq!(
+        got,
+        ["spec.rules[0].matches[0].queryParams (the match is not served)"]
+    );
     let r = rule_of(&c);
+    assert_eq!(r.http[0].matches.len(), 1);
     assert_eq!(
         r.hosts,
         vec![Hostname::new("reviews.default.svc.cluster.local")]
@@ -237,5 +243,39 @@ fn a_backend_in_another_namespace_needs_a_reference_grant_there() {
             .and_then(|f| f.abort.as_ref())
             .and_then(|a| a.percentage),
         Some(Percent(100.0))
+    );
+}
+
+#[test]
+fn a_rule_whose_every_match_has_a_condition_not_served_is_not_served() {
+    let c = route(
+        &Mapping::default(),
+        &Grants::default(),
+        RouteKind::Http,
+        "default",
+        "reviews",
+        &spec(
+            "parentRefs:\n- {group: '', kind: Service, name: reviews}\n\
+             rules:\n\
+             - matches:\n  - queryParams: [{name: debug, value: '1'}]\n  \
+               backendRefs: [{name: reviews-debug, port: 9080}]\n\
+             - backendRefs: [{name: reviews-v1, port: 9080}]\n",
+        ),
+    )
+    .expect("converts");
+    let r = rule_of(&c);
+    // Only the catch-all: the debug backend gets no request at all, rather
+    // than every request.
+    assert_eq!(r.http.len(), 1);
+    assert_eq!(
+        r.http[0].route[0].destination.host.as_str(),
+        "reviews-v1.default.svc.cluster.local"
+    );
+    assert!(
+        c.unsupported
+            .iter()
+            .any(|u| u.starts_with("spec.rules[0] (every match")),
+        "{:?}",
+        c.unsupported
     );
 }

@@ -149,8 +149,9 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
         "cart",
         &spec(
             "hosts: [cart, cart.other, cart.example.com]\nexportTo: [.]\ngateways: [mesh, edge]\n\
-             tcp: [{match: [{port: 9000, sourceLabels: {app: x}}], route: [{destination: {host: cart}}]}]\n\
-             http:\n- match:\n  - queryParams: {debug: {exact: '1'}}\n    uri: {prefix: /api}\n  corsPolicy: {allowOrigins: [{exact: '*'}]}\n  \
+             tcp: [{match: [{port: 9000, sourceLabels: {app: x}}], route: [{destination: {host: cart}}]},\n\
+                   {match: [{port: 9001}, {port: 9002, sourceLabels: {app: y}}], route: [{destination: {host: cart}}]}]\n\
+             http:\n- match:\n  - queryParams: {debug: {exact: '1'}}\n    uri: {prefix: /debug}\n  - uri: {prefix: /api}\n  corsPolicy: {allowOrigins: [{exact: '*'}]}\n  \
                route:\n  - destination: {host: cart}\n    headers: {request: {set: {x: y}}}\n",
         ),
     )
@@ -163,18 +164,26 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
             "spec.exportTo (every proxy sees the rule)",
             "spec.gateways (only mesh is served)",
             "spec.http[0].corsPolicy",
+            "spec.http[0].match[0] (a condition of it is not served: the match is not served)",
             "spec.http[0].match[0].queryParams",
             "spec.http[0].route[0].headers",
+            "spec.tcp[0] (every match has a condition that is not served: the route is not served)",
             "spec.tcp[0].match[0].sourceLabels",
+            "spec.tcp[1].match[1] (a condition of it is not served: the match is not served)",
+            "spec.tcp[1].match[1].sourceLabels",
         ]
     );
     let r = route_of(&c);
+    // A match that lost a condition is not served (it would hold for more
+    // requests than written); a route left with none is not served.
+    assert_eq!(r.http[0].matches.len(), 1);
     // TCP routes are served, their hosts expanded as HTTP routes' are.
+    assert_eq!(r.tcp.len(), 1);
     assert_eq!(
         r.tcp[0].route[0].destination.host.as_str(),
         "cart.shop.svc.cluster.local"
     );
-    assert_eq!(r.tcp[0].matches[0].port, Some(9000));
+    assert_eq!(r.tcp[0].matches[0].port, Some(9001));
     let hosts: Vec<&str> = r.hosts.iter().map(|h| h.as_str()).collect();
     assert_eq!(
         hosts,

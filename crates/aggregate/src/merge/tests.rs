@@ -2,7 +2,7 @@ use super::*;
 use proptest::prelude::*;
 use sextant_core::{Endpoint, Health, Protocol, Service};
 
-mod ports;
+mod destinations;
 
 fn svc(h: &str, port: u32, ips: &[&str]) -> Service {
     let mut s = Service::new(h).with_port("http", port, Protocol::Http);
@@ -689,63 +689,6 @@ proptest! {
         prop_assert_eq!(rules_of(&by_reset), rules_of(&by_apply));
         prop_assert_eq!(by_reset.conflicts.len(), by_apply.conflicts.len());
     }
-}
-
-/// A route rule of host a that sends to b carries b's policy with it (its
-/// ring-hash key goes into a's routes): a change to b's policy is a
-/// configuration change of a too, and of no other service.
-#[test]
-fn a_routes_destination_policy_travels_with_it() {
-    let mut st = state(MergeMode::Union, 1);
-    let src = RegistryId::new("memory/rules");
-    st.add_rule_shard(src.clone());
-    st.apply(
-        &ids(1)[0],
-        Event::Reset(vec![
-            svc("a.svc", 80, &["10.0.0.1"]),
-            svc("b.svc", 80, &["10.0.0.2"]),
-            svc("c.svc", 80, &["10.0.0.3"]),
-        ]),
-    );
-    let to_b: sextant_core::Rule = serde_yaml_ng::from_str::<sextant_core::RouteEntry>(
-        "name: a\nhosts: [a.svc]\nhttp: [{route: [{destination: {host: b.svc}}]}]",
-    )
-    .expect("route")
-    .into();
-    let policy = |n: &str| -> sextant_core::Rule {
-        serde_yaml_ng::from_str::<sextant_core::PolicyEntry>(&format!(
-            "name: b\nhost: b.svc\ntrafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: {n}}}}}}}"
-        ))
-        .expect("policy")
-        .into()
-    };
-    st.apply_rules(&src, Event::Reset(vec![to_b, policy("x-user")]));
-    let v1 = st.build_view(true).expect("view");
-    assert_eq!(v1.services["a.svc"].destination_policies.len(), 1);
-    assert!(v1.services["b.svc"].destination_policies.is_empty());
-
-    st.apply_rules(&src, Event::Apply(policy("x-tenant")));
-    let v2 = st.build_view(false).expect("changed");
-    let moved = |h: &str| v2.services[h].config_generation > v1.services[h].config_generation;
-    assert!(moved("a.svc") && moved("b.svc") && !moved("c.svc"));
-    assert_eq!(
-        v2.changes_since(&v1),
-        vec![
-            ("a.svc".into(), sextant_core::Change::Config),
-            ("b.svc".into(), sextant_core::Change::Config)
-        ]
-    );
-
-    st.apply_rules(
-        &src,
-        Event::Delete(sextant_core::RuleKey::new(
-            sextant_core::RuleKind::Policy,
-            "default",
-            "b",
-        )),
-    );
-    let v3 = st.build_view(false).expect("changed");
-    assert!(v3.services["a.svc"].destination_policies.is_empty());
 }
 
 fn scope_rule(ns: &str, name: &str, hosts: &[&str]) -> sextant_core::Rule {
