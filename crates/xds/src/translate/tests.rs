@@ -419,39 +419,6 @@ fn golden_rules_view() {
     assert_golden("rules.txt", &got);
 }
 
-/// A route to another host carries that host's ring-hash key (from the
-/// destination policies the view attaches to the routing service).
-#[test]
-fn a_route_to_another_host_hashes_by_that_hosts_policy() {
-    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
-    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(
-        "name: front\nhosts: [front.default.svc]\nhttp: [{route: [{destination: {host: back.default.svc}}]}]",
-    )
-    .expect("route");
-    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
-        "name: back\nhost: back.default.svc\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}",
-    )
-    .expect("policy");
-    let ms = MeshService {
-        service: Service::new("front.default.svc").with_port("http", 8080, Protocol::Http),
-        origins: vec!["memory/a".into()],
-        config_generation: 1,
-        endpoints_generation: 1,
-        rules: vec![Arc::new(sextant_core::Rule::from(route))],
-        destination_policies: vec![Arc::new(sextant_core::Rule::from(policy))],
-        destination_ports: Default::default(),
-    };
-    let vhs = virtual_hosts(&ms, &mut Vec::new());
-    let Some(route::Action::Route(action)) = &vhs[0].routes[0].action else {
-        panic!("a route action");
-    };
-    assert_eq!(action.hash_policy.len(), 1, "{action:?}");
-    assert!(matches!(
-        &action.hash_policy[0].policy_specifier,
-        Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"
-    ));
-}
-
 /// The outbound table a snapshot assembles from each service's encoded
 /// virtual hosts is byte for byte what prost encodes for the whole message.
 #[test]

@@ -1,6 +1,7 @@
 //! Where a destination ends: resolutions (ORIGINAL_DST, LOGICAL_DNS, EDS
-//! for resolved names), external services' TLS, TCP and TLS routes, and a
-//! destination's single port.
+//! for resolved names), external services' TLS, TCP and TLS routes, and
+//! what a route takes from the host it sends to (its single port, its
+//! ring-hash key).
 
 use super::*;
 
@@ -188,4 +189,37 @@ fn a_destination_naming_no_port_goes_to_its_hosts_single_port() {
     );
     ms.destination_ports.clear();
     assert!(clusters_of(&ms).contains(&"outbound|80||back.default.svc".to_owned()));
+}
+
+/// A route to another host carries that host's ring-hash key (from the
+/// destination policies the view attaches to the routing service).
+#[test]
+fn a_route_to_another_host_hashes_by_that_hosts_policy() {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(
+        "name: front\nhosts: [front.default.svc]\nhttp: [{route: [{destination: {host: back.default.svc}}]}]",
+    )
+    .expect("route");
+    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(
+        "name: back\nhost: back.default.svc\ntrafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}",
+    )
+    .expect("policy");
+    let ms = MeshService {
+        service: Service::new("front.default.svc").with_port("http", 8080, Protocol::Http),
+        origins: vec!["memory/a".into()],
+        config_generation: 1,
+        endpoints_generation: 1,
+        rules: vec![Arc::new(sextant_core::Rule::from(route))],
+        destination_policies: vec![Arc::new(sextant_core::Rule::from(policy))],
+        destination_ports: Default::default(),
+    };
+    let vhs = virtual_hosts(&ms, &mut Vec::new());
+    let Some(route::Action::Route(action)) = &vhs[0].routes[0].action else {
+        panic!("a route action");
+    };
+    assert_eq!(action.hash_policy.len(), 1, "{action:?}");
+    assert!(matches!(
+        &action.hash_policy[0].policy_specifier,
+        Some(PolicySpecifier::Header(h)) if h.header_name == "x-user"
+    ));
 }
