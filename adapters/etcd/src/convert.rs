@@ -191,25 +191,10 @@ pub enum Entry {
 /// Parses the value of an entry key; `name` and `namespace` come from the
 /// key when absent and must agree with it when present.
 pub fn parse_entry(key: &EntryKey, value: &[u8]) -> Result<Entry, String> {
-    let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_owned())?;
-    let mut doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| format!("not a YAML or JSON document: {e}"))?;
-    let map = doc
-        .as_mapping_mut()
-        .ok_or("an entry document must be a mapping")?;
     let (ns, name) = match key {
         EntryKey::Service(ns, name) | EntryKey::Workload(ns, name) => (ns, name),
     };
-    for (field, want) in [("name", name), ("namespace", ns)] {
-        let f = serde_yaml_ng::Value::from(field);
-        match map.get(&f) {
-            None => {
-                map.insert(f, serde_yaml_ng::Value::from(want.as_str()));
-            }
-            Some(v) if v.as_str() == Some(want.as_str()) => {}
-            Some(v) => return Err(format!("{field} {v:?} differs from the key's {want:?}")),
-        }
-    }
+    let doc = named_document(value, "an entry", name, ns)?;
     match key {
         EntryKey::Service(..) => serde_yaml_ng::from_value(doc).map(Entry::Service),
         EntryKey::Workload(..) => serde_yaml_ng::from_value(doc).map(Entry::Workload),
@@ -217,25 +202,38 @@ pub fn parse_entry(key: &EntryKey, value: &[u8]) -> Result<Entry, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Parses the value of a rule key: the document's `name` and `namespace`
-/// come from the key when absent and must agree with it when present.
-pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
+/// A value as a YAML or JSON mapping (`what`, `a route`, names it in
+/// errors) whose `name` and `namespace` come from its key when absent and
+/// must agree with it when present.
+fn named_document(
+    value: &[u8],
+    what: &str,
+    name: &str,
+    namespace: &str,
+) -> Result<serde_yaml_ng::Value, String> {
     let text = std::str::from_utf8(value).map_err(|_| "value is not UTF-8".to_owned())?;
     let mut doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| format!("not a YAML or JSON document: {e}"))?;
     let map = doc
         .as_mapping_mut()
-        .ok_or_else(|| format!("a {} document must be a mapping", key.kind))?;
-    for (field, want) in [("name", &key.name), ("namespace", &key.namespace)] {
+        .ok_or_else(|| format!("{what} document must be a mapping"))?;
+    for (field, want) in [("name", name), ("namespace", namespace)] {
         let f = serde_yaml_ng::Value::from(field);
         match map.get(&f) {
             None => {
-                map.insert(f, serde_yaml_ng::Value::from(want.as_str()));
+                map.insert(f, serde_yaml_ng::Value::from(want));
             }
-            Some(v) if v.as_str() == Some(want.as_str()) => {}
+            Some(v) if v.as_str() == Some(want) => {}
             Some(v) => return Err(format!("{field} {v:?} differs from the key's {want:?}")),
         }
     }
+    Ok(doc)
+}
+
+/// Parses the value of a rule key: the document's `name` and `namespace`
+/// come from the key when absent and must agree with it when present.
+pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
+    let doc = named_document(value, &format!("a {}", key.kind), &key.name, &key.namespace)?;
     let rule = match key.kind {
         RuleKind::Route => serde_yaml_ng::from_value::<RouteEntry>(doc).map(Rule::from),
         RuleKind::Policy => serde_yaml_ng::from_value::<PolicyEntry>(doc).map(Rule::from),
