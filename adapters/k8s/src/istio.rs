@@ -250,22 +250,7 @@ pub fn virtual_service(
         tcp: decoded.tcp,
         tls: decoded.tls,
     };
-    for route in &mut rule.http {
-        for d in route
-            .route
-            .iter_mut()
-            .map(|r| &mut r.destination)
-            .chain(route.mirror.as_mut())
-        {
-            d.host = Hostname::new(expand(mapping, namespace, &d.host));
-        }
-    }
-    let l4 = rule
-        .tcp
-        .iter_mut()
-        .flat_map(|r| &mut r.route)
-        .chain(rule.tls.iter_mut().flat_map(|r| &mut r.route));
-    for d in l4.map(|r| &mut r.destination) {
+    for d in rule.destinations_mut() {
         d.host = Hostname::new(expand(mapping, namespace, &d.host));
     }
     narrow_matches(&mut rule, &mut unsupported);

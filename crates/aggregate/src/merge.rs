@@ -54,22 +54,11 @@ struct RuleShard {
 
 /// The hosts a route rule sends requests to (destinations and mirrors).
 fn destinations(rule: &Rule) -> BTreeSet<&Hostname> {
-    let Some(r) = rule.as_route() else {
-        return BTreeSet::new();
-    };
-    let http = r.http.iter().flat_map(|h| {
-        h.route
-            .iter()
-            .map(|d| &d.destination.host)
-            .chain(h.mirror.iter().map(|m| &m.host))
-    });
-    let l4 = r
-        .tcp
-        .iter()
-        .flat_map(|t| &t.route)
-        .chain(r.tls.iter().flat_map(|t| &t.route))
-        .map(|d| &d.destination.host);
-    http.chain(l4).collect()
+    rule.as_route()
+        .into_iter()
+        .flat_map(|r| r.destinations())
+        .map(|d| &d.host)
+        .collect()
 }
 
 fn add_key(map: &mut BTreeMap<Hostname, BTreeSet<RuleKey>>, h: &Hostname, key: &RuleKey) {

@@ -193,20 +193,7 @@ fn scope_of(
     let mut sent_to = Vec::new();
     for h in &hosts {
         if let Some((_, rule)) = view.services.get(h).and_then(|ms| ms.route_rule()) {
-            let l4 = rule
-                .tcp
-                .iter()
-                .flat_map(|r| &r.route)
-                .chain(rule.tls.iter().flat_map(|r| &r.route))
-                .map(|r| &r.destination);
-            let http = rule.http.iter().flat_map(|route| {
-                route
-                    .route
-                    .iter()
-                    .map(|r| &r.destination)
-                    .chain(route.mirror.as_ref())
-            });
-            for d in http.chain(l4) {
+            for d in rule.destinations() {
                 if view.services.get(&d.host).is_some_and(|ms| visible(ms)) {
                     sent_to.push(d.host.clone());
                 }

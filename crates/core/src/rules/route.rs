@@ -72,6 +72,42 @@ pub struct TlsMatch {
 }
 
 impl RouteRule {
+    /// Every destination it sends to: its HTTP routes' (mirrors included),
+    /// TCP routes' and TLS routes'.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        let http = self.http.iter().flat_map(|h| {
+            h.route
+                .iter()
+                .map(|d| &d.destination)
+                .chain(h.mirror.as_ref())
+        });
+        let l4 = self
+            .tcp
+            .iter()
+            .flat_map(|t| &t.route)
+            .chain(self.tls.iter().flat_map(|t| &t.route))
+            .map(|d| &d.destination);
+        http.chain(l4)
+    }
+
+    /// [`RouteRule::destinations`], to change them (a source expanding
+    /// short hostnames).
+    pub fn destinations_mut(&mut self) -> impl Iterator<Item = &mut Destination> {
+        let http = self.http.iter_mut().flat_map(|h| {
+            h.route
+                .iter_mut()
+                .map(|d| &mut d.destination)
+                .chain(h.mirror.as_mut())
+        });
+        let l4 = self
+            .tcp
+            .iter_mut()
+            .flat_map(|t| &mut t.route)
+            .chain(self.tls.iter_mut().flat_map(|t| &mut t.route))
+            .map(|d| &mut d.destination);
+        http.chain(l4)
+    }
+
     /// Where a connection to `port` goes by the TCP routes (`sni: None`)
     /// or, for a TLS connection naming `sni`, by the TLS routes: the first
     /// route that matches; `None` when none does (the port's own service).
