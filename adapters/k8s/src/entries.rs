@@ -76,60 +76,55 @@ struct State {
 }
 
 impl State {
-    fn change(&mut self, kind: Kind, obj: DynamicObject, deleted: bool) {
+    /// Applies one object's change; true when what the entries declare (or
+    /// the problems shown) may have changed. An object that cannot be read
+    /// keeps its last good value, and says why. A Pod matters only when an
+    /// entry of its namespace selects workloads and what the Pod gives as
+    /// a workload changed (a status heartbeat changes nothing).
+    fn change(&mut self, kind: Kind, obj: DynamicObject, deleted: bool) -> bool {
         let ns = obj.metadata.namespace.clone().unwrap_or_default();
         let Some(name) = obj.metadata.name.clone() else {
-            return;
+            return false;
         };
         let object = format!("{} {ns}/{name}", kind.name());
-        self.unreadable.remove(&object);
         let key = (ns.clone(), name.clone());
-        match kind {
-            Kind::Crd(CrdKind::ServiceEntry) => {
-                self.entries.remove(&key);
-                if deleted {
-                    return;
-                }
-                match service_entry(&obj, &ns, &name) {
-                    Ok(e) => {
-                        self.entries.insert(key, e);
-                    }
-                    Err(e) => {
-                        self.unreadable.insert(object, e);
-                    }
-                }
+        // Whether its value moved; `Err`: unreadable (the old value stays).
+        let outcome: Result<bool, String> = match kind {
+            Kind::Crd(CrdKind::ServiceEntry) if deleted => Ok(self.entries.remove(&key).is_some()),
+            Kind::Crd(CrdKind::ServiceEntry) => service_entry(&obj, &ns, &name)
+                .map(|e| self.entries.insert(key, e.clone()).as_ref() != Some(&e)),
+            Kind::Crd(CrdKind::WorkloadEntry) if deleted => {
+                Ok(self.workloads.remove(&key).is_some())
             }
-            Kind::Crd(CrdKind::WorkloadEntry) => {
-                self.workloads.remove(&key);
-                if deleted {
-                    return;
-                }
-                match workload_entry(&obj, &ns, &name) {
-                    Ok(w) => {
-                        self.workloads.insert(key, w);
-                    }
-                    Err(e) => {
-                        self.unreadable.insert(object, e);
-                    }
-                }
-            }
+            Kind::Crd(CrdKind::WorkloadEntry) => workload_entry(&obj, &ns, &name)
+                .map(|w| self.workloads.insert(key, w.clone()).as_ref() != Some(&w)),
             Kind::Pod => {
-                self.pods.remove(&key);
-                if deleted {
-                    return;
-                }
-                match typed::<Pod>(kind, obj) {
-                    Ok(pod) => {
-                        if let Some(w) = pod_workload(&pod, &ns, &name) {
-                            self.pods.insert(key, w);
-                        }
-                    }
-                    Err(e) => {
-                        self.unreadable.insert(object, e.to_string());
-                    }
-                }
+                let now = if deleted {
+                    Ok(None)
+                } else {
+                    typed::<Pod>(kind, obj)
+                        .map(|pod| pod_workload(&pod, &ns, &name))
+                        .map_err(|e| e.to_string())
+                };
+                now.map(|now| {
+                    let moved = match now {
+                        Some(w) => self.pods.insert(key, w.clone()).as_ref() != Some(&w),
+                        None => self.pods.remove(&key).is_some(),
+                    };
+                    moved
+                        && self
+                            .entries
+                            .values()
+                            .any(|e| e.namespace == ns && e.workload_selector.is_some())
+                })
             }
-            _ => {}
+            _ => Ok(false),
+        };
+        match outcome {
+            Ok(moved) => self.unreadable.remove(&object).is_some() || moved,
+            Err(reason) => {
+                self.unreadable.insert(object, reason.clone()).as_deref() != Some(&reason)
+            }
         }
     }
 
@@ -293,23 +288,25 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
                 batch.push(more);
             }
             let mut relist = false;
+            let mut dirty = false;
             for report in batch {
                 match report {
                     Report::Event(n, event) => {
                         let kind = sources[n].kind;
-                        match *event {
+                        dirty |= match *event {
                             WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                                 state.change(kind, o, false)
                             }
                             WatchEvent::Deleted(o) => state.change(kind, o, true),
-                            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => {}
-                        }
+                            WatchEvent::Bookmark(_) | WatchEvent::Error(_) => false,
+                        };
                     }
                     Report::Broken(b) if b.deleted => {
-                        state.unreadable.remove(&b.object);
+                        dirty |= state.unreadable.remove(&b.object).is_some();
                     }
                     Report::Broken(b) => {
-                        state.unreadable.insert(b.object, b.reason);
+                        let reason = b.reason.clone();
+                        dirty |= state.unreadable.insert(b.object, b.reason) != Some(reason);
                     }
                     Report::Gone(_) => relist = true,
                     Report::Failed(e) => return Err(e),
@@ -317,6 +314,10 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
             }
             if relist {
                 break;
+            }
+            // Nothing an entry declares moved (most Pod events): no work.
+            if !dirty {
+                continue;
             }
             let (now, problems) = state.services();
             for event in sextant_core::changes(&sent, &now) {

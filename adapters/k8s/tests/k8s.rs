@@ -580,3 +580,45 @@ async fn the_entries_registry_keeps_the_problems_contract() {
     )
     .await;
 }
+
+/// A ServiceEntry edited into something unreadable keeps serving its last
+/// good version, and says why; a Pod's status heartbeat that changes
+/// nothing an entry declares sends nothing.
+#[tokio::test]
+async fn an_unreadable_entry_update_keeps_the_last_good_entry() {
+    let t = Setup::new().await;
+    t.double.install(sextant_testkit::k8s::Crd::Istio);
+    let good = json!({"hosts": ["db.example.com"], "resolution": "STATIC",
+                      "ports": [{"number": 5432, "name": "tcp-pg"}],
+                      "endpoints": [{"address": "10.0.0.7"}]});
+    t.double.apply(service_entry("db", good));
+    let r = sextant_k8s::K8sEntries::new(t.config());
+    let mut w = r.watch();
+    let services = sextant_testkit::events::next_reset(&mut w).await;
+    assert_eq!(addresses(&services[0]), ["10.0.0.7"]);
+    t.double.apply(service_entry(
+        "db",
+        json!({"hosts": ["db.example.com"], "resolutoin": "STATIC"}),
+    ));
+    match next(&mut w).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "ServiceEntry shop/db");
+            assert!(reason.contains("resolutoin"), "{reason}");
+        }
+        other => panic!("expected the entry's problem, got {other:?}"),
+    }
+    // A Pod of a namespace no entry selects from: nothing to send.
+    t.double.apply(objects::pod(
+        "shop",
+        "web-1",
+        "10.1.0.1",
+        "node-a",
+        &[("app", "web")],
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), next(&mut w))
+            .await
+            .is_err(),
+        "nothing moved, nothing is sent (and the service was not deleted)"
+    );
+}
