@@ -145,13 +145,22 @@ impl EntryKey {
     /// The object as problems name it (`ServiceEntry NS/NAME`).
     pub fn object(&self) -> String {
         match self {
-            EntryKey::Service(ns, name) => format!("ServiceEntry {ns}/{name}"),
-            EntryKey::Workload(ns, name) => format!("WorkloadEntry {ns}/{name}"),
+            EntryKey::Service(ns, name) => ServiceEntry::object_of(ns, name),
+            EntryKey::Workload(ns, name) => WorkloadEntry::object_of(ns, name),
         }
     }
 }
 
 impl Layout {
+    /// The etcd key of an entry: what [`Layout::classify_entry`] reads back.
+    pub fn entry_key(&self, k: &EntryKey) -> String {
+        let prefix = &self.prefix;
+        match k {
+            EntryKey::Service(ns, name) => format!("{prefix}serviceentries/{ns}/{name}"),
+            EntryKey::Workload(ns, name) => format!("{prefix}workloadentries/{ns}/{name}"),
+        }
+    }
+
     /// The entry a key names; `Err` for an entry key that does not fit;
     /// `Ok(None)` for any other key.
     pub fn classify_entry(&self, key: &str) -> Result<Option<EntryKey>, String> {
@@ -362,13 +371,19 @@ impl State {
         self.objects.is_empty() && self.entries.is_empty()
     }
 
-    /// Sets (`Some`) or removes an entry; returns the hostnames whose
-    /// entry-declared service changed.
-    pub fn set_entry(&mut self, key: EntryKey, entry: Option<Entry>) -> Vec<Hostname> {
+    /// Sets (`Some`) or removes an entry without converting the entries
+    /// again: a batch of them is converted once, by
+    /// [`State::reconvert`].
+    pub fn store_entry(&mut self, key: EntryKey, entry: Option<Entry>) {
         match entry {
             Some(e) => self.entries.insert(key, e),
             None => self.entries.remove(&key),
         };
+    }
+
+    /// Converts every entry again; returns the hostnames whose
+    /// entry-declared service changed.
+    pub fn reconvert(&mut self) -> Vec<Hostname> {
         let mut entries = Vec::new();
         let mut workloads = Vec::new();
         for e in self.entries.values() {

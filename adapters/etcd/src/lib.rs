@@ -370,19 +370,15 @@ async fn full_read(
     }
     let mut state = State::default();
     let mut problems = Problems::default();
-    let mut entry_keys = BTreeMap::new();
     for (key, value) in kvs {
         match layout.classify_entry(&key) {
             Ok(Some(k)) => {
                 match convert::parse_entry(&k, &value) {
-                    Ok(entry) => {
-                        state.set_entry(k.clone(), Some(entry));
-                    }
+                    Ok(entry) => state.store_entry(k, Some(entry)),
                     Err(reason) => {
-                        problems.0.insert(key.clone(), reason);
+                        problems.0.insert(key, reason);
                     }
                 }
-                entry_keys.insert(k, key);
                 continue;
             }
             Ok(None) => {}
@@ -404,15 +400,14 @@ async fn full_read(
             }
         }
     }
-    // What is not served of an entry is its key's problem (unless the key
-    // could not be read at all).
+    // Every entry converted once; what is not served of an entry is its
+    // key's problem (unless the key could not be read at all).
+    state.reconvert();
     for (k, reason) in state.entry_problems() {
-        if let Some(key) = entry_keys.get(&k) {
-            problems
-                .0
-                .entry(key.clone())
-                .or_insert_with(|| format!("not served: {reason}"));
-        }
+        problems
+            .0
+            .entry(layout.entry_key(&k))
+            .or_insert_with(|| format!("not served: {reason}"));
     }
     Ok((state, revision, problems))
 }
@@ -544,7 +539,7 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
                             match entry {
                                 Ok(entry) => {
                                     entries_changed = true;
-                                    touched.extend(c.state.set_entry(k, entry));
+                                    c.state.store_entry(k, entry);
                                     keys.push((key, None));
                                 }
                                 // The entry's last good value, if any, stays.
@@ -584,13 +579,15 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
                     }
                 }
                 if entries_changed {
+                    // The batch's entries converted once.
+                    touched.extend(c.state.reconvert());
                     let problems = c.state.entry_problems();
                     for k in c.state.entry_keys() {
                         let p = problems
                             .iter()
                             .find(|(p, _)| p == &k)
                             .map(|(_, r)| r.clone());
-                        served.push((entry_key(&config.prefix, &k), p));
+                        served.push((layout.entry_key(&k), p));
                     }
                 }
                 if let Some(h) = response.header() {
@@ -650,14 +647,6 @@ async fn entry_report(
         }
     }
     Ok(())
-}
-
-/// The etcd key of an entry.
-fn entry_key(prefix: &str, k: &convert::EntryKey) -> String {
-    match k {
-        convert::EntryKey::Service(ns, name) => format!("{prefix}serviceentries/{ns}/{name}"),
-        convert::EntryKey::Workload(ns, name) => format!("{prefix}workloadentries/{ns}/{name}"),
-    }
 }
 
 /// In order, per key read: its problem reported, or retracted once it was

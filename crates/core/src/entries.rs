@@ -208,14 +208,25 @@ impl From<WorkloadEntryDoc> for WorkloadEntry {
 impl ServiceEntry {
     /// How problems name it: `ServiceEntry NAMESPACE/NAME`.
     pub fn object(&self) -> String {
-        format!("ServiceEntry {}/{}", self.namespace, self.name)
+        Self::object_of(&self.namespace, &self.name)
+    }
+
+    /// How problems name the ServiceEntry `namespace/name` (a source that
+    /// maps problems back to its own keys asks this).
+    pub fn object_of(namespace: &str, name: &str) -> String {
+        format!("ServiceEntry {namespace}/{name}")
     }
 }
 
 impl WorkloadEntry {
     /// How problems name it: `WorkloadEntry NAMESPACE/NAME`.
     pub fn object(&self) -> String {
-        format!("WorkloadEntry {}/{}", self.namespace, self.name)
+        Self::object_of(&self.namespace, &self.name)
+    }
+
+    /// How problems name the WorkloadEntry `namespace/name`.
+    pub fn object_of(namespace: &str, name: &str) -> String {
+        format!("WorkloadEntry {namespace}/{name}")
     }
 }
 
