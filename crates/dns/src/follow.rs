@@ -64,11 +64,11 @@ pub(crate) async fn follow(shared: Weak<Shared>, name: Hostname) {
             Err(error) => {
                 s.failures.fetch_add(1, Ordering::Relaxed);
                 failures = failures.saturating_add(1);
+                // retry, doubled at each failure, at most 30 s (or max_ttl).
                 let backoff = settings
                     .retry
-                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
-                    .min(settings.max_ttl.min(Duration::from_secs(30)))
-                    .max(settings.min_ttl.min(settings.retry));
+                    .saturating_mul(1 << (failures - 1).min(16))
+                    .min(settings.max_ttl.min(Duration::from_secs(30)));
                 let mut names = s.lock();
                 let Some(n) = names.get_mut(&name) else {
                     return;

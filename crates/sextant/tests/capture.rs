@@ -280,6 +280,19 @@ fn mesh_yaml(extra: &str) -> String {
     )
 }
 
+/// Kills `child` and waits (10 s at most) until it has exited: the next
+/// Sextant binds its port, and under load a killed process takes a moment
+/// to let it go.
+fn stop(child: Option<Child>) {
+    if let Some(mut old) = child {
+        let _ = old.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(old.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// The service the capture test adds while running.
 fn new_service() -> String {
     format!(
@@ -319,15 +332,7 @@ impl Pod {
     }
 
     fn start_sextant(&mut self, extra: &[&str]) {
-        // The old one must be gone, its port free, before the new one
-        // binds it: under load a killed process takes a moment to exit.
-        if let Some(mut old) = self.sextant.take() {
-            let _ = old.start_kill();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !matches!(old.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        stop(self.sextant.take());
         let mesh = self.path("mesh.yaml");
         let mut cmd = vec![
             SEXTANT,
@@ -969,15 +974,7 @@ impl MeshPods {
     }
 
     fn start_sextant(&mut self, extra: &[&str]) {
-        // The old one must be gone, its port free, before the new one
-        // binds it: under load a killed process takes a moment to exit.
-        if let Some(mut old) = self.sextant.take() {
-            let _ = old.start_kill();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !matches!(old.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        stop(self.sextant.take());
         let p = |n: &str| self.path(n).display().to_string();
         let mut cmd = vec![
             SEXTANT.to_owned(),
