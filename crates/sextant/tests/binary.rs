@@ -415,6 +415,29 @@ async fn the_laptop_example_rules_steer_envoy() {
 }
 
 /// A TCP echo server on loopback; returns its port.
+/// Sextant on the registry `file` with TCP listeners at port + `offset`,
+/// and a live Envoy (node `node`) from its bootstrap.
+async fn with_tcp_offset(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    offset: u32,
+    node: &str,
+) -> (Sextant, Envoy) {
+    let sx = Sextant::start(
+        dir,
+        &[
+            "--file",
+            file.to_str().expect("path"),
+            "--tcp-port-offset",
+            &offset.to_string(),
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, node, false).await).await;
+    envoy.wait_live().await;
+    (sx, envoy)
+}
+
 async fn tcp_echo() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -464,18 +487,7 @@ async fn tcp_services_get_listeners_at_their_port_plus_the_offset() {
         "services:\n  - hostname: db.test.svc\n    ports: [{{ name: db, port: 5432, protocol: TCP }}]\n    endpoints: [{{ address: 127.0.0.1, ports: {{ db: {db} }} }}]\n  - hostname: zz-other-db.test.svc\n    ports: [{{ name: db, port: 5432, protocol: TCP }}]\n    endpoints: [{{ address: 127.0.0.9 }}]\n"
     );
     std::fs::write(&file, &db_only).expect("write");
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--file",
-            file.to_str().expect("path"),
-            "--tcp-port-offset",
-            &offset.to_string(),
-        ],
-    )
-    .await;
-    let envoy = Envoy::start(&bootstrap(sx.xds, "tcp", false).await).await;
-    envoy.wait_live().await;
+    let (sx, envoy) = with_tcp_offset(dir.path(), &file, offset, "tcp").await;
     let mut ok = false;
     for _ in 0..100 {
         if echoes(bind(5432), b"hello db").await {
@@ -554,18 +566,7 @@ routes:
         )
     };
     std::fs::write(&file, mesh((80, 20))).expect("write");
-    let sx = Sextant::start(
-        dir.path(),
-        &[
-            "--file",
-            file.to_str().expect("path"),
-            "--tcp-port-offset",
-            &offset.to_string(),
-        ],
-    )
-    .await;
-    let envoy = Envoy::start(&bootstrap(sx.xds, "tcp-routes", false).await).await;
-    envoy.wait_live().await;
+    let (sx, envoy) = with_tcp_offset(dir.path(), &file, offset, "tcp-routes").await;
     let seen = bodies(listener, "db.test.svc", 200, |s| s.len() == 2).await;
     assert_eq!(seen.len(), 2, "both subsets answer: {seen:?}\n{}", sx.log());
     let counts = tally(listener, "db.test.svc", 400).await;
