@@ -62,7 +62,11 @@ pub struct Settings {
     /// How many names are followed at most; more are refused (their
     /// endpoints are not served) and reported.
     pub max_names: usize,
-    /// How long a service with a name not yet answered is held back.
+    /// How long a service with a name not yet answered is held back. A
+    /// wait that ran out (a DNS server that does not answer) is not made
+    /// again for a minute: services pass on at once meanwhile and get
+    /// their addresses when the answers come, so a slow server does not
+    /// delay every event of every registry by this much.
     pub first_wait: Duration,
 }
 
@@ -95,6 +99,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     queries: AtomicU64,
     failures: AtomicU64,
+    /// When a first wait last ran out (see [`Settings::first_wait`]).
+    gave_up: Mutex<Option<Instant>>,
 }
 
 /// One followed name.
@@ -182,6 +188,7 @@ impl Resolver {
                 changed: watch::Sender::new(0),
                 queries: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                gave_up: Mutex::new(None),
             }),
         })
     }
@@ -278,7 +285,14 @@ impl Resolver {
     /// Waits until each of `names` had its first query, or
     /// [`Settings::first_wait`].
     async fn settled(&self, names: &[Hostname]) {
-        if names.is_empty() {
+        const NO_WAIT_AFTER_GIVING_UP: Duration = Duration::from_secs(60);
+        let gave_up = || {
+            self.shared
+                .gave_up
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if names.is_empty() || gave_up().is_some_and(|t| t.elapsed() < NO_WAIT_AFTER_GIVING_UP) {
             return;
         }
         let mut changed = self.shared.changed.subscribe();
@@ -295,7 +309,12 @@ impl Resolver {
                 }
             }
         };
-        let _ = tokio::time::timeout(self.shared.settings.first_wait, wait).await;
+        if tokio::time::timeout(self.shared.settings.first_wait, wait)
+            .await
+            .is_err()
+        {
+            *gave_up() = Some(Instant::now());
+        }
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

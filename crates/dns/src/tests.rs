@@ -201,3 +201,33 @@ async fn a_wrapped_registry_keeps_the_registry_contract() {
     assert_eq!(wrapped.id().as_str(), "memory/contract");
     sextant_testkit::contract::registry_contract(&wrapped, Some(&mut Blip(memory))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_dns_server_holds_back_one_event_not_every_one() {
+    let dns = CountingDns::start().await;
+    let r = Resolver::new(Settings {
+        servers: vec![dns.addr()],
+        timeout: Duration::from_secs(10),
+        first_wait: Duration::from_secs(3),
+        ..Settings::default()
+    })
+    .expect("resolver");
+    let memory = MemoryRegistry::new("memory/a");
+    let mut w = r.wrap(memory.clone()).watch();
+    assert!(next_reset(&mut w).await.is_empty());
+    let started = tokio::time::Instant::now();
+    for i in 0..5 {
+        let name = format!("silent-{i}.example.com");
+        dns.silence(&name);
+        memory.insert(named(&format!("s{i}.ext"), &name));
+        let s = next_apply(&mut w, &format!("s{i}.ext")).await;
+        assert_eq!(addresses(&s), ["10.9.9.9"], "no answer: no address yet");
+    }
+    // The first was held back for the whole wait; the others were not
+    // (before, 5 x 3 s). A bound against a hang, not a timing.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}
