@@ -54,10 +54,12 @@ mod parse;
 mod text;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use notify::{RecursiveMode, Watcher};
+use sextant_core::groups::Board;
 use sextant_core::{Error, Event, EventStream, Registry, RegistryId, Rule, RuleSource, RuleStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -90,6 +92,7 @@ pub struct FileRegistry {
     id: RegistryId,
     paths: Vec<PathBuf>,
     config: FileRegistryConfig,
+    board: Arc<Board>,
 }
 
 impl FileRegistry {
@@ -99,7 +102,23 @@ impl FileRegistry {
             id: id.into(),
             paths,
             config,
+            board: Board::new(),
         }
+    }
+
+    /// The files' WorkloadGroups, and the entries VMs register from them
+    /// (kept in this process: a file cannot be written to): served with
+    /// the files' own entries, so the files' ServiceEntries select them.
+    pub fn workload_groups(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
+    }
+
+    /// This registry with `board` for its groups and registered entries
+    /// (a second registry over the same files, built for the rules, needs
+    /// none).
+    pub fn with_board(mut self, board: Arc<Board>) -> Self {
+        self.board = board;
+        self
     }
 }
 
@@ -163,6 +182,8 @@ struct WatchState<T: sextant_core::Keyed> {
     paths: Vec<PathBuf>,
     last: Option<Loaded>,
     changes: mpsc::UnboundedReceiver<()>,
+    /// Moves when a workload registers or leaves (services watch only).
+    registered: Option<tokio::sync::watch::Receiver<u64>>,
     // Kept alive for as long as the stream: dropping it stops notification.
     _watcher: Option<notify::RecommendedWatcher>,
     poll: Option<Duration>,
@@ -250,7 +271,7 @@ impl Registry for FileRegistry {
     }
 
     fn watch(&self) -> EventStream {
-        self.watch_with(events_of, |a, b| a == b)
+        self.watch_with(events_of, |a, b| a == b, Some(&self.board))
     }
 }
 
@@ -262,7 +283,7 @@ impl RuleSource for FileRegistry {
     }
 
     fn watch_rules(&self) -> RuleStream {
-        self.watch_with(rule_events_of, |a, b| a.rules == b.rules)
+        self.watch_with(rule_events_of, |a, b| a.rules == b.rules, None)
     }
 }
 
@@ -271,6 +292,7 @@ impl FileRegistry {
         &self,
         events: EventsOf<T>,
         same: fn(&Loaded, &Loaded) -> bool,
+        board: Option<&Arc<Board>>,
     ) -> futures::stream::BoxStream<'static, Result<Event<T>, Error>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (watcher, poll) = match start_watcher(&self.paths, tx) {
@@ -281,11 +303,20 @@ impl FileRegistry {
                 (None, Some(self.config.poll_interval))
             }
         };
+        let loader = match board {
+            Some(b) => Loader::with_board(self.paths.clone(), Arc::clone(b)),
+            None => Loader::new(self.paths.clone()),
+        };
+        let mut registered = board.map(|b| b.changes());
+        if let Some(r) = &mut registered {
+            r.mark_unchanged();
+        }
         let state = WatchState {
-            loader: Loader::new(self.paths.clone()),
+            loader,
             paths: self.paths.clone(),
             last: None,
             changes: rx,
+            registered,
             _watcher: watcher,
             poll,
             debounce: self.config.debounce,
@@ -294,8 +325,10 @@ impl FileRegistry {
             same,
         };
         let id = self.id.clone();
+        let board = board.cloned();
         futures::stream::unfold(state, move |mut st| {
             let id = id.clone();
+            let board = board.clone();
             async move {
                 loop {
                     if let Some(item) = st.queue.pop_front() {
@@ -308,6 +341,9 @@ impl FileRegistry {
                     // long a file takes, the threads that serve proxies and
                     // the admin port are not the ones waiting for it.
                     let mut loader = std::mem::replace(&mut st.loader, Loader::new(Vec::new()));
+                    if let Some(r) = &mut st.registered {
+                        r.mark_unchanged();
+                    }
                     let (loader, loaded) = match tokio::task::spawn_blocking(move || {
                         let loaded = loader.load();
                         (loader, loaded)
@@ -318,7 +354,10 @@ impl FileRegistry {
                         Err(e) => {
                             // The load panicked: its cache is lost; start over.
                             warn!(registry = %id, error = %e, "reading the registry files failed");
-                            st.loader = Loader::new(st.paths.clone());
+                            st.loader = match &board {
+                                Some(b) => Loader::with_board(st.paths.clone(), Arc::clone(b)),
+                                None => Loader::new(st.paths.clone()),
+                            };
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             continue;
                         }
@@ -340,14 +379,34 @@ impl<T: sextant_core::Keyed> WatchState<T> {
     /// Waits for a change notification (or the poll interval), then for the
     /// debounce quiet time, swallowing the notifications that arrive meanwhile.
     async fn wait_for_change(&mut self) {
-        match self.poll {
-            Some(every) => tokio::time::sleep(every).await,
-            None => {
-                if self.changes.recv().await.is_none() {
-                    // The watcher is gone; fall back to polling.
-                    self.poll = Some(Duration::from_secs(2));
-                }
+        let (registered, poll, changes) = (&mut self.registered, self.poll, &mut self.changes);
+        let registered = async {
+            let open = match registered {
+                Some(r) => r.changed().await.is_ok(),
+                None => false,
+            };
+            if !open {
+                std::future::pending::<()>().await;
             }
+        };
+        let files = async {
+            match poll {
+                Some(every) => {
+                    tokio::time::sleep(every).await;
+                    None
+                }
+                None => Some(changes.recv().await.is_none()),
+            }
+        };
+        // A workload registered or left: read at once (the files are
+        // cached; only the entries are converted again).
+        let gone = tokio::select! {
+            () = registered => return,
+            gone = files => gone,
+        };
+        if gone == Some(true) {
+            // The watcher is gone; fall back to polling.
+            self.poll = Some(Duration::from_secs(2));
         }
         // Wait until the files are quiet, but read after at most 20 rounds so
         // that a file rewritten continuously is still picked up.

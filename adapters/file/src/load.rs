@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use sextant_core::entries::{ServiceEntry, WorkloadEntry, services_from_entries};
+use sextant_core::groups::{Board, WorkloadGroup};
 use sextant_core::{Hostname, Rule, RuleKey, Service};
 
 pub use crate::error::FileError;
@@ -45,12 +48,17 @@ pub struct Loaded {
     pub rules: Vec<Rule>,
     /// Every problem, in path order.
     pub problems: Vec<FileError>,
+    /// Every WorkloadGroup that can be served.
+    pub groups: Vec<WorkloadGroup>,
 }
 
 /// Loads files and directories, remembering each file's last good content.
 pub struct Loader {
     paths: Vec<PathBuf>,
     cache: HashMap<PathBuf, Cached>,
+    /// Where the files' groups go and the entries registered from them
+    /// come from (the services watch's loader only).
+    board: Option<Arc<Board>>,
 }
 
 impl Loader {
@@ -59,6 +67,16 @@ impl Loader {
         Loader {
             paths,
             cache: HashMap::new(),
+            board: None,
+        }
+    }
+
+    /// A loader that hands the files' WorkloadGroups to `board` and
+    /// serves the entries registered there beside the files' own.
+    pub fn with_board(paths: Vec<PathBuf>, board: Arc<Board>) -> Self {
+        Loader {
+            board: Some(board),
+            ..Loader::new(paths)
         }
     }
 
@@ -114,6 +132,7 @@ impl Loader {
         let mut live = HashMap::new();
         let mut service_entries = Vec::new();
         let mut workload_entries = Vec::new();
+        let mut groups: Placed<WorkloadGroup> = Vec::new();
         for (path, explicit) in files {
             let (contribution, problem) = self.read_one(&path, explicit);
             if let Some(cached) = self.cache.remove(&path) {
@@ -125,6 +144,9 @@ impl Loader {
             }
             for (line, e) in contribution.workload_entries {
                 workload_entries.push((path.clone(), line, e));
+            }
+            for (line, g) in contribution.workload_groups {
+                groups.push((path.clone(), line, g));
             }
             for rule in contribution.rules {
                 if let Some(first) = seen_rules.get(&rule.key) {
@@ -154,6 +176,13 @@ impl Loader {
                 services.push(service);
             }
         }
+        let groups = served_groups(groups, &mut problems);
+        if let Some(board) = &self.board {
+            board.set_groups(groups.iter().cloned());
+            // Registered by workloads of the groups: joined like the files'
+            // own (placed at no line: no file declared them).
+            workload_entries.extend(board.entries().into_iter().map(|e| (PathBuf::new(), 0, e)));
+        }
         for (path, line, service) in
             entry_services(service_entries, workload_entries, &mut problems)
         {
@@ -175,6 +204,7 @@ impl Loader {
             services,
             rules,
             problems,
+            groups,
         }
     }
 
@@ -254,6 +284,41 @@ impl Loader {
 
 /// A file's entries, each with its file and line.
 type Placed<T> = Vec<(PathBuf, usize, T)>;
+
+/// The groups that can be served: the first definition of each, and
+/// only those that pass [`WorkloadGroup::check`]; the others are problems
+/// at their line.
+fn served_groups(
+    groups: Placed<WorkloadGroup>,
+    problems: &mut Vec<FileError>,
+) -> Vec<WorkloadGroup> {
+    let mut at: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (path, line, group) in groups {
+        let object = group.object();
+        let problem = match (at.get(&object), group.check()) {
+            (Some(first), _) => Some(format!(
+                "already defined in {}; this definition is ignored",
+                first.display()
+            )),
+            (None, Err(e)) => Some(e),
+            (None, Ok(())) => None,
+        };
+        match problem {
+            Some(message) => problems.push(FileError::Entry {
+                path,
+                line,
+                object,
+                message,
+            }),
+            None => {
+                at.insert(object, path);
+                out.push(group);
+            }
+        }
+    }
+    out
+}
 
 /// The services the entries of every file declare (`sextant_core::entries`:
 /// a selector picks workloads of any file), each with the file and line of

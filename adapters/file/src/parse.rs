@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sextant_core::entries::{ServiceEntry, WorkloadEntry};
+use sextant_core::groups::WorkloadGroup;
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
     ServicePort, ValidationErrors,
@@ -45,10 +46,12 @@ struct RegistryFile {
     service_entries: Vec<ServiceEntry>,
     #[serde(default, rename = "workloadEntries")]
     workload_entries: Vec<WorkloadEntry>,
+    #[serde(default, rename = "workloadGroups")]
+    workload_groups: Vec<WorkloadGroup>,
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "services",
     "routes",
     "policies",
@@ -57,6 +60,7 @@ const TOP_KEYS: [&str; 8] = [
     "authorizationPolicies",
     "serviceEntries",
     "workloadEntries",
+    "workloadGroups",
 ];
 
 /// What one file holds.
@@ -72,6 +76,9 @@ pub struct FileContent {
     pub service_entries: Vec<(usize, ServiceEntry)>,
     /// Its WorkloadEntries, likewise.
     pub workload_entries: Vec<(usize, WorkloadEntry)>,
+    /// Its WorkloadGroups (templates of the entries VMs register), with
+    /// their lines.
+    pub workload_groups: Vec<(usize, WorkloadGroup)>,
 }
 
 impl FileContent {
@@ -81,6 +88,7 @@ impl FileContent {
             && self.rules.is_empty()
             && self.service_entries.is_empty()
             && self.workload_entries.is_empty()
+            && self.workload_groups.is_empty()
     }
 }
 
@@ -363,7 +371,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries` or `workloadEntries`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries` or `workloadGroups`".into(),
             line: 1,
             column: 1,
         });
@@ -373,7 +381,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries`, `workloadGroups`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -389,6 +397,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     // Entries are decoded for their problems only (the file is refused).
     rule_value_problems::<ServiceEntry>(top, "serviceEntries", text, &mut problems);
     rule_value_problems::<WorkloadEntry>(top, "workloadEntries", text, &mut problems);
+    rule_value_problems::<WorkloadGroup>(top, "workloadGroups", text, &mut problems);
     let rules: Vec<(usize, Rule)> = routes
         .into_iter()
         .map(|(l, r)| (l, Rule::from(r)))
@@ -505,6 +514,11 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>
                 "workloadEntries",
                 std::mem::take(&mut doc.workload_entries),
             );
+            let workload_groups = lined(
+                text,
+                "workloadGroups",
+                std::mem::take(&mut doc.workload_groups),
+            );
             let (services, rules) = rules_of(doc, text);
             for service in &services {
                 if let Err(errors) = service.validate() {
@@ -520,6 +534,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileContent, Vec<FileError>
                     rules: rules.into_iter().map(|(_, r)| r).collect(),
                     service_entries,
                     workload_entries,
+                    workload_groups,
                 })
             } else {
                 Err(problems.into_iter().map(|(_, e)| e).collect())

@@ -204,6 +204,7 @@ fn pod_workload(pod: &Pod, ns: &str, name: &str) -> Option<WorkloadEntry> {
                 .and_then(|s| s.service_account_name.clone()),
             ..WorkloadSpec::default()
         },
+        health: sextant_core::Health::Healthy,
     })
 }
 

@@ -34,6 +34,7 @@ pub mod pod;
 pub mod probes;
 pub mod sds;
 pub mod status;
+pub mod vm;
 pub mod workload;
 
 use std::net::SocketAddr;
@@ -142,6 +143,13 @@ pub struct AgentArgs {
     /// `sextant_inject::probes`).
     #[arg(long, env = "SEXTANT_APP_PROBES", value_name = "JSON")]
     pub app_probes: Option<String>,
+    /// A workload outside Kubernetes (a VM): register it from the
+    /// WorkloadGroup in this file (a manifest or the registry files' form)
+    /// and report the group's probe (see `sextant_agent::vm`). Its
+    /// address is INSTANCE_IP; its namespace, labels and service account
+    /// default to the group's.
+    #[arg(long, env = "SEXTANT_WORKLOAD_GROUP", value_name = "FILE")]
+    pub workload_group: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -369,10 +377,21 @@ pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates:
 /// Runs the agent until it is stopped (SIGTERM, `/quitquitquit`) or
 /// cannot go on.
 pub async fn run(args: AgentArgs) -> Exit {
-    let (pod, problems) = pod::PodInfo::read(|k| std::env::var(k).ok(), Some(&args.pod_info_dir));
+    let (mut pod, problems) =
+        pod::PodInfo::read(|k| std::env::var(k).ok(), Some(&args.pod_info_dir));
     for p in problems {
         warn!(problem = %p, "pod information");
     }
+    let group = match &args.workload_group {
+        None => None,
+        Some(path) => match vm::read_group(path) {
+            Ok(g) => {
+                vm::fill_pod(&mut pod, &g);
+                Some(g)
+            }
+            Err(e) => return Exit::Failed(format!("--workload-group: {e}")),
+        },
+    };
     info!(pod = ?pod.name, namespace = ?pod.namespace, ips = ?pod.ips, labels = pod.labels.len(), "sextant agent starting");
     let ca = args.ca_client(&pod);
     let spec = spec(&args, &pod, args.envoy_admin_port, ca.is_some());
@@ -444,6 +463,13 @@ pub async fn run(args: AgentArgs) -> Exit {
         Err(e) => return Exit::Failed(format!("cannot listen on {}: {e}", args.status_addr)),
     };
     let status_task = tokio::spawn(status::serve(listener, shared.clone(), stop_tx.clone()));
+    let registration = match &group {
+        None => None,
+        Some(group) => match start_registration(&args, &pod, group) {
+            Ok(tasks) => Some(tasks),
+            Err(e) => return Exit::Failed(format!("--workload-group: {e}")),
+        },
+    };
     let signals = tokio::spawn(stop_on_signal(stop_tx));
     let exit = if args.proxyless {
         info!(bootstrap = %bootstrap_path.display(), "proxyless: no Envoy; serving readiness and the certificate files");
@@ -455,10 +481,37 @@ pub async fn run(args: AgentArgs) -> Exit {
     };
     status_task.abort();
     signals.abort();
+    for task in registration.into_iter().flatten() {
+        task.abort();
+    }
     for task in cert_tasks {
         task.abort();
     }
     exit
+}
+
+/// The VM's registration stream and its probe (see [`vm`]).
+fn start_registration(
+    args: &AgentArgs,
+    pod: &pod::PodInfo,
+    group: &sextant_core::groups::WorkloadGroup,
+) -> Result<[tokio::task::JoinHandle<()>; 2], String> {
+    let address = *pod
+        .ips
+        .first()
+        .ok_or("INSTANCE_IP: the workload's address is needed to register it")?;
+    let (health, probe) = match &group.probe {
+        Some(p) => vm::Probe::new(p)?.watch(),
+        None => {
+            let (tx, rx) = watch::channel(Some(Ok(())));
+            // Held by a task that only waits: the verdict never moves.
+            (rx, tokio::spawn(async move { tx.closed().await }))
+        }
+    };
+    let node = vm::node(pod, group, address, &args.cluster_domain);
+    info!(group = %group.object(), %address, probe = group.probe.is_some(), "registering this workload");
+    let stream = tokio::spawn(vm::keep_registered(args.clone(), node, health));
+    Ok([stream, probe])
 }
 
 /// Sets `stop` on SIGTERM or SIGINT.

@@ -132,26 +132,9 @@ impl CaClient {
     }
 
     async fn call(&self, request: IstioCertificateRequest) -> Result<Vec<String>, String> {
-        let ca = std::fs::read(&self.ca_cert)
-            .map_err(|e| format!("cannot read {}: {e}", self.ca_cert.display()))?;
-        let host = self
-            .addr
-            .rsplit_once(':')
-            .map_or(self.addr.as_str(), |(h, _)| h)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let name = self.server_name.clone().unwrap_or_else(|| host.to_owned());
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-            .domain_name(name);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", self.addr))
-            .map_err(|e| format!("{}: {e}", self.addr))?
-            .tls_config(tls)
-            .map_err(|e| format!("TLS: {e}"))?
-            .connect_timeout(REQUEST_TIMEOUT)
-            .connect()
+        let channel = channel(&self.addr, Some(&self.ca_cert), self.server_name.as_deref())
             .await
-            .map_err(|e| format!("cannot reach the CA at {}: {}", self.addr, chain_of(&e)))?;
+            .map_err(|e| format!("the CA: {e}"))?;
         let mut request = tonic::Request::new(request);
         if let Some(path) = &self.token_file {
             let token = std::fs::read_to_string(path)
@@ -175,6 +158,41 @@ impl CaClient {
             .map_err(|s| format!("the CA refused: {:?}: {}", s.code(), s.message()))?;
         Ok(response.into_inner().cert_chain)
     }
+}
+
+/// A gRPC channel to Sextant at `addr` (HOST:PORT): over TLS verified
+/// against the root in `ca` (for `server_name`, else the host), in
+/// plaintext without one.
+pub(crate) async fn channel(
+    addr: &str,
+    ca: Option<&Path>,
+    server_name: Option<&str>,
+) -> Result<tonic::transport::Channel, String> {
+    let Some(ca) = ca else {
+        return tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect_timeout(REQUEST_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {addr}: {}", chain_of(&e)));
+    };
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name(server_name.unwrap_or(host));
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| format!("{addr}: {e}"))?
+        .tls_config(tls)
+        .map_err(|e| format!("TLS: {e}"))?
+        .connect_timeout(REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {addr}: {}", chain_of(&e)))
 }
 
 /// An error and its causes on one line.

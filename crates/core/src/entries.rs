@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Address, Endpoint, Hostname, Labels, Locality, Location, Protocol, Resolution, Service,
+    Address, Endpoint, Health, Hostname, Labels, Locality, Location, Protocol, Resolution, Service,
     ServicePort,
 };
 
@@ -152,7 +152,7 @@ pub struct WorkloadSpec {
 /// Istio's `WorkloadEntry`: one instance outside the platforms (a VM).
 /// Written as its name, namespace and the spec's fields side by side.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "WorkloadEntryDoc")]
+#[serde(from = "WorkloadEntryDoc", into = "WorkloadEntryDoc")]
 pub struct WorkloadEntry {
     /// The object's name (in a file: required).
     pub name: String,
@@ -160,31 +160,58 @@ pub struct WorkloadEntry {
     pub namespace: String,
     /// The instance.
     pub spec: WorkloadSpec,
+    /// Whether it takes traffic: `UNHEALTHY` keeps it out of every
+    /// service that selects it (Istio keeps this in the object's `Healthy`
+    /// condition; an auto-registered VM's agent reports it).
+    pub health: Health,
 }
 
 /// How a WorkloadEntry is written (serde's `flatten` would not refuse
 /// unknown fields).
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct WorkloadEntryDoc {
     #[serde(default)]
     name: String,
     #[serde(default = "default_namespace")]
     namespace: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     address: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     ports: BTreeMap<String, u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     labels: Labels,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     locality: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     weight: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "is_healthy")]
+    health: Health,
+}
+
+fn is_healthy(h: &Health) -> bool {
+    *h == Health::Healthy
+}
+
+impl From<WorkloadEntry> for WorkloadEntryDoc {
+    fn from(e: WorkloadEntry) -> Self {
+        WorkloadEntryDoc {
+            name: e.name,
+            namespace: e.namespace,
+            address: e.spec.address,
+            ports: e.spec.ports,
+            labels: e.spec.labels,
+            network: e.spec.network,
+            locality: e.spec.locality,
+            weight: e.spec.weight,
+            service_account: e.spec.service_account,
+            health: e.health,
+        }
+    }
 }
 
 impl From<WorkloadEntryDoc> for WorkloadEntry {
@@ -201,6 +228,7 @@ impl From<WorkloadEntryDoc> for WorkloadEntry {
                 weight: d.weight,
                 service_account: d.service_account,
             },
+            health: d.health,
         }
     }
 }
@@ -444,7 +472,10 @@ fn endpoints(
         let mut out = Vec::new();
         for w in selected {
             match endpoint(&w.spec, entry, ports) {
-                Ok(e) => out.push(e),
+                Ok(mut e) => {
+                    e.health = w.health;
+                    out.push(e);
+                }
                 Err(e) => notes.push(format!("{}: {e}", w.object())),
             }
         }

@@ -31,6 +31,9 @@ pub enum Kind {
     Push,
     /// A proxy rejected configuration.
     Nack,
+    /// A workload registered from a WorkloadGroup, went away, or was
+    /// refused.
+    Workload,
 }
 
 impl Kind {
@@ -42,7 +45,7 @@ impl Kind {
             | Kind::RegistryDropped => Source::Registries,
             Kind::Conflict => Source::Conflicts,
             Kind::Push => Source::Pushes,
-            Kind::Nack => Source::Proxies,
+            Kind::Nack | Kind::Workload => Source::Proxies,
         }
     }
 }

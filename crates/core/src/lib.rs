@@ -33,6 +33,7 @@
 
 pub mod entries;
 pub mod error;
+pub mod groups;
 pub mod journal;
 pub mod memory;
 pub mod model;

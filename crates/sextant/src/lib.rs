@@ -115,6 +115,8 @@ pub struct Sextant {
     metrics: Vec<Arc<dyn admin::Collector>>,
     otlp_endpoint: Option<String>,
     dns: Option<DnsSettings>,
+    workload_groups: Vec<Arc<dyn sextant_core::groups::WorkloadGroups>>,
+    workload_entry_grace: Duration,
 }
 
 /// How Sextant resolves services' DNS names (`sextant-dns`'s settings).
@@ -151,7 +153,31 @@ impl Sextant {
             metrics: Vec::new(),
             otlp_endpoint: None,
             dns: None,
+            workload_groups: Vec::new(),
+            workload_entry_grace: sextant_xds::server::register::DEFAULT_GRACE,
         }
+    }
+
+    /// A source of WorkloadGroups for auto-registration (VMs whose agent
+    /// names a group; see `sextant_xds::server::register`): the first
+    /// source with the group keeps the entries registered from it. A
+    /// [`sextant_core::groups::Board`] read by your registry, or a file
+    /// registry's (`FileRegistry::workload_groups`). Without any, a stream
+    /// that names a group is refused.
+    pub fn workload_groups(
+        mut self,
+        source: Arc<dyn sextant_core::groups::WorkloadGroups>,
+    ) -> Self {
+        self.workload_groups.push(source);
+        self
+    }
+
+    /// How long a registered workload's entry stays after its last
+    /// stream ended (default 10 s, Istio's): a restart or a reconnect to
+    /// another replica within it keeps the entry.
+    pub fn workload_entry_grace(mut self, grace: Duration) -> Self {
+        self.workload_entry_grace = grace;
+        self
     }
 
     /// Resolves the DNS names of services' endpoints in Sextant, once for
@@ -331,7 +357,16 @@ impl Sextant {
             metrics.clone(),
         );
         let tokens = self.server.tokens.clone();
-        let xds = XdsServer::new(snapshots, metrics, self.server);
+        let mut server = self.server;
+        if server.registrar.is_none() && !self.workload_groups.is_empty() {
+            server.registrar = Some(sextant_xds::server::register::Registrar(Arc::new(
+                sextant_xds::server::register::GroupRegistrar {
+                    sources: self.workload_groups,
+                    grace: self.workload_entry_grace,
+                },
+            )));
+        }
+        let xds = XdsServer::new(snapshots, metrics, server);
 
         let xds_listener = match self.xds_addr {
             Some(addr) => Some(

@@ -1584,3 +1584,6 @@ async fn an_authorization_policy_refuses_a_namespace_and_allows_an_identity() {
     settles(&m, "/private/x", true, "200").await;
     settles(&m, "/", false, "403").await;
 }
+
+#[path = "capture/vm.rs"]
+mod vm;

@@ -7,6 +7,8 @@
 //! | `LABELS` | struct of strings | the workload's labels |
 //! | `INSTANCE_IPS` | string, comma-separated | the workload's addresses |
 //! | `INTERCEPTION_MODE` | `NONE` (explicit) or `REDIRECT` / `TPROXY` (capture) | how traffic reaches the proxy |
+//! | `AUTO_REGISTER_GROUP` | string | the WorkloadGroup (of its namespace) to register the workload from (Istio's VM auto-registration) |
+//! | `NETWORK` | string | the workload's network |
 //!
 //! Without metadata, the node id of Istio's form
 //! `TYPE~IP~POD.NAMESPACE~DOMAIN`
@@ -63,6 +65,12 @@ pub struct NodeIdentity {
     /// certificate provider): it takes part in mutual TLS.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub workload_certs: bool,
+    /// The WorkloadGroup to register the workload from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The workload's network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// The node metadata key that says a proxy's agent serves it a workload
@@ -120,11 +128,14 @@ impl NodeIdentity {
             Some("REDIRECT" | "TPROXY") => Interception::Capture,
             _ => Interception::Explicit,
         };
+        let bounded = |key| string_field(node, key).filter(|v| v.len() <= MAX_LABEL_BYTES);
         NodeIdentity {
             namespace,
             labels,
             ips,
             mode,
+            group: bounded("AUTO_REGISTER_GROUP"),
+            network: bounded("NETWORK"),
             workload_certs: matches!(
                 string_field(node, WORKLOAD_CERTS.0).as_deref(),
                 Some(v) if v == WORKLOAD_CERTS.1 || v == WORKLOAD_CERT_FILES

@@ -439,3 +439,130 @@ async fn a_service_reaches_only_the_namespaces_it_is_exported_to() {
     }
     assert!(got.contains(&hidden), "{got:?}");
 }
+
+/// Auto-registration through the ADS server: a node naming a
+/// WorkloadGroup registers its workload in the namespace its token proved,
+/// its health reports move the entry, and the entry leaves once the
+/// stream is gone and the grace period has passed. A group that the
+/// proven namespace does not have, or a server without a registrar,
+/// refuses the stream saying why.
+#[tokio::test]
+async fn a_node_naming_a_workload_group_registers_in_the_namespace_it_proved() {
+    use std::sync::Arc;
+
+    use sextant_core::Health;
+    use sextant_core::groups::{Board, WorkloadGroup};
+    use sextant_xds::server::ServerConfig;
+    use sextant_xds::server::auth::{TokenFile, Tokens, XdsAuth};
+    use sextant_xds::server::register::{GroupRegistrar, HEALTH_TYPE_URL, Registrar};
+
+    let board = Board::new();
+    board.set_groups([WorkloadGroup {
+        name: "cart".into(),
+        namespace: "shop".into(),
+        ..WorkloadGroup::default()
+    }]);
+    let tokens = Tokens(Arc::new(
+        TokenFile::parse("tok-shop shop vm\ntok-billing billing vm\n").expect("tokens"),
+    ));
+    let server = |registrar| ServerConfig {
+        auth: XdsAuth::Token,
+        tokens: Some(tokens.clone()),
+        registrar,
+        ..ServerConfig::default()
+    };
+    let registrar = Registrar(Arc::new(GroupRegistrar {
+        sources: vec![Arc::new(Arc::clone(&board))],
+        grace: Duration::from_millis(300),
+    }));
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        Vec::new(),
+        Options {
+            server: server(Some(registrar)),
+            ..Options::default()
+        },
+    )
+    .await;
+    let vm = |group: &str| {
+        let text = |s: &str| Value {
+            kind: Some(Kind::StringValue(s.to_owned())),
+        };
+        Node {
+            id: "vm~10.5.0.1~vm-1".into(),
+            metadata: Some(Struct {
+                fields: [
+                    ("AUTO_REGISTER_GROUP".to_owned(), text(group)),
+                    ("INSTANCE_IPS".to_owned(), text("10.5.0.1")),
+                ]
+                .into(),
+            }),
+            ..Default::default()
+        }
+    };
+    let health_of = || board.entries().first().map(|e| e.health);
+    let wait_for = |want: Option<Health>| {
+        let health_of = &health_of;
+        async move {
+            for _ in 0..500 {
+                if health_of() == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "the entry's health never became {want:?}: {:?}",
+                health_of()
+            );
+        }
+    };
+
+    let mut c = SotwClient::connect_with_token(h.addr, "vm", "tok-shop")
+        .await
+        .with_node(vm("cart"));
+    c.request(HEALTH_TYPE_URL, &[], "", "", None).await;
+    wait_for(Some(Health::Healthy)).await;
+    let entry = board.entries().remove(0);
+    assert_eq!(
+        (entry.namespace.as_str(), entry.name.as_str()),
+        ("shop", "cart-10-5-0-1")
+    );
+    c.request(HEALTH_TYPE_URL, &[], "", "", Some("probe failed"))
+        .await;
+    wait_for(Some(Health::Unhealthy)).await;
+    drop(c);
+    wait_for(None).await;
+
+    // Billing has no group `cart`: refused, whatever the node claims.
+    let mut other = SotwClient::connect_with_token(h.addr, "vm", "tok-billing")
+        .await
+        .with_node(vm("cart"));
+    other.request(HEALTH_TYPE_URL, &[], "", "", None).await;
+    let refused = other.recv_result().await;
+    assert!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::FailedPrecondition
+            && s.message().contains("no WorkloadGroup billing/cart")),
+        "{refused:?}"
+    );
+
+    // Without a registrar: refused, saying so.
+    let off = start_with(
+        MemoryRegistry::new("memory/test"),
+        Vec::new(),
+        Options {
+            server: server(None),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut c = SotwClient::connect_with_token(off.addr, "vm", "tok-shop")
+        .await
+        .with_node(vm("cart"));
+    c.request(HEALTH_TYPE_URL, &[], "", "", None).await;
+    let refused = c.recv_result().await;
+    assert!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::FailedPrecondition
+            && s.message().contains("auto-registration is off")),
+        "{refused:?}"
+    );
+}

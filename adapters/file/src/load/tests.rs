@@ -723,3 +723,75 @@ workloadEntries:
         l.problems
     );
 }
+
+#[tokio::test]
+async fn groups_go_to_the_board_and_the_entries_registered_there_are_selected() {
+    use sextant_core::Health;
+    use sextant_core::groups::WorkloadGroups;
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = write(
+        dir.path(),
+        "vms.yaml",
+        "\
+serviceEntries:
+  - name: cart-vms
+    namespace: shop
+    hosts: [cart.shop.vm]
+    location: MESH_INTERNAL
+    resolution: STATIC
+    ports: [{ number: 8080, name: http }]
+    workloadSelector: { labels: { app: cart } }
+workloadGroups:
+  - name: cart
+    namespace: shop
+    metadata: { labels: { app: cart } }
+    template: { ports: { http: 9090 } }
+  - name: cart
+    namespace: shop
+  - name: broken
+    template: { address: 10.0.0.1 }
+",
+    );
+    let board = Board::new();
+    let mut loader = Loader::with_board(vec![file.clone()], Arc::clone(&board));
+    let l = loader.load();
+    assert!(l.services[0].endpoints.is_empty(), "nothing registered yet");
+    let text: Vec<String> = l.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(
+        text[0].starts_with(&format!(
+            "{}:14: WorkloadGroup shop/cart: already defined",
+            file.display()
+        )),
+        "{text:?}"
+    );
+    assert!(
+        text[1].contains("WorkloadGroup default/broken: template.address"),
+        "{text:?}"
+    );
+    assert_eq!(l.groups.len(), 1);
+
+    let group = board
+        .group("shop", "cart")
+        .expect("the board has the group");
+    let held = board
+        .hold(
+            group.entry_for("10.2.0.9".parse().expect("ip"), None),
+            std::time::Duration::from_secs(1),
+        )
+        .expect("held");
+    let l = loader.load();
+    let endpoints = &l.services[0].endpoints;
+    assert_eq!(endpoints.len(), 1, "{:?}", l.services);
+    assert_eq!(endpoints[0].address.to_string(), "10.2.0.9");
+    assert_eq!(endpoints[0].ports["http"], 9090, "the template's port");
+    assert!(
+        l.problems.len() == 2,
+        "a registered entry is no file's problem"
+    );
+    held.set_health(Health::Unhealthy);
+    assert_eq!(
+        loader.load().services[0].endpoints[0].health,
+        Health::Unhealthy
+    );
+}

@@ -79,9 +79,14 @@ impl Settings {
         for r in self.build_rule_sources() {
             sextant = sextant.rules_arc(r);
         }
-        for r in self.build_registries() {
+        let groups = sextant_core::groups::Board::new();
+        for r in self.build_registries_with(&groups) {
             sextant = sextant.registry_arc(r);
         }
+        if self.registries.contains(&RegistryKind::File) {
+            sextant = sextant.workload_groups(Arc::new(groups));
+        }
+        sextant = sextant.workload_entry_grace(self.workload_entry_grace);
         #[cfg(feature = "k8s")]
         if let Some(authority) = &authority
             && self.registries.contains(&RegistryKind::Kubernetes)
@@ -168,10 +173,21 @@ impl Settings {
     /// The registries, in priority order (Kubernetes: one per cluster).
     /// Settings are validated by [`Settings::resolve`]; building cannot fail.
     pub fn build_registries(&self) -> Vec<Arc<dyn Registry>> {
+        self.build_registries_with(&sextant_core::groups::Board::new())
+    }
+
+    /// As [`Settings::build_registries`], the file registry keeping its
+    /// WorkloadGroups and registered entries on `file_groups`.
+    fn build_registries_with(
+        &self,
+        file_groups: &Arc<sextant_core::groups::Board>,
+    ) -> Vec<Arc<dyn Registry>> {
         let mut out: Vec<Arc<dyn Registry>> = Vec::new();
         for kind in &self.registries {
             match kind {
-                RegistryKind::File => out.push(Arc::new(self.file_registry())),
+                RegistryKind::File => out.push(Arc::new(
+                    self.file_registry().with_board(Arc::clone(file_groups)),
+                )),
                 RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
                 RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
                 RegistryKind::Kubernetes => {

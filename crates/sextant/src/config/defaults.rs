@@ -59,6 +59,10 @@ pub fn shown() -> Vec<(&'static str, String)> {
             duration(AggregatorConfig::default().startup_timeout),
         ),
         ("drain_timeout", duration(crate::DEFAULT_DRAIN_TIMEOUT)),
+        (
+            "workload_entry_grace",
+            duration(sextant_xds::server::register::DEFAULT_GRACE),
+        ),
         ("log_output_level", LOG_OUTPUT_LEVEL.to_owned()),
         ("debounce_endpoints", duration(debounce.endpoints)),
         ("debounce_config", duration(debounce.config)),

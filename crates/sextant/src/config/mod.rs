@@ -152,6 +152,11 @@ pub struct RunArgs {
     /// On SIGTERM, wait this long for streams to close.
     #[arg(long, env = "SEXTANT_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+    /// How long an auto-registered workload's WorkloadEntry stays after
+    /// its agent's stream ended (a restart or a reconnect to another
+    /// replica within it keeps the entry) [default: 10s].
+    #[arg(long, env = "SEXTANT_WORKLOAD_ENTRY_GRACE", value_name = "DURATION")]
+    pub workload_entry_grace: Option<String>,
     /// Export a trace of each push (first change, coalescing, translation,
     /// first and last connection) to this OpenTelemetry collector: OTLP
     /// over gRPC in plaintext, http://HOST:PORT [default: off].
@@ -394,6 +399,8 @@ pub struct Settings {
     pub debounce: Debounce,
     /// Graceful shutdown bound.
     pub drain_timeout: Duration,
+    /// How long a registered workload's entry outlives its stream.
+    pub workload_entry_grace: Duration,
     /// Log level specification.
     pub log_output_level: String,
     /// The etcd registry's settings.
@@ -545,6 +552,13 @@ impl Settings {
         let drain_timeout = c
             .duration("drain_timeout", &args.drain_timeout, &file.drain_timeout)
             .unwrap_or(crate::DEFAULT_DRAIN_TIMEOUT);
+        let workload_entry_grace = c
+            .duration(
+                "workload_entry_grace",
+                &args.workload_entry_grace,
+                &file.workload_entry_grace,
+            )
+            .unwrap_or(sextant_xds::server::register::DEFAULT_GRACE);
         let mut server = ServerConfig::default();
         if let Some(n) = args.xds_max_connections.or(file.xds_max_connections) {
             if n == 0 {
@@ -705,6 +719,7 @@ impl Settings {
             },
             debounce,
             drain_timeout,
+            workload_entry_grace,
             log_output_level,
             etcd,
             consul,

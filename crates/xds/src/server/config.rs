@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub scoping: ScopeConfig,
     /// Capture mode's ports and outbound policy.
     pub capture: CaptureOptions,
+    /// Auto-registration of workloads that name a WorkloadGroup; `None`
+    /// refuses their streams (see [`super::register`]).
+    pub registrar: Option<super::register::Registrar>,
 }
 
 /// [`ServerConfig::max_request_bytes`]'s default: 4 MiB.
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             tokens: None,
             scoping: ScopeConfig::default(),
             capture: CaptureOptions::default(),
+            registrar: None,
         }
     }
 }

@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::authorize::{authorize, scope_namespace};
 use super::codec::{Outbound, Wire};
 use super::conn::{ConnState, RequestOutcome, Serving};
 use super::grpc::ResponseStream;
+use super::register::{Arrival, Registration};
 use super::status::{Metrics, Peer, Registered};
 use super::{Shared, lock};
 use crate::lens::ProxyLens;
@@ -64,9 +65,11 @@ where
             lens: None,
             warned_types: Vec::new(),
             journaled_nacks: Default::default(),
+            registration: None,
         };
         connection.run(requests, on_request).await;
         debug!(node = %connection.state.node_id, "connection closed");
+        connection.leave();
         // The mirror shares the connection's subscribed names: let go of
         // them first, so that the pruning below sees them unused.
         registered.forget_subscriptions();
@@ -111,6 +114,9 @@ struct Connection<'a> {
     /// Per type, the error of the last NACK recorded in the journal: a
     /// proxy that rejects every push with the same error is recorded once.
     journaled_nacks: [Option<String>; 4],
+    /// The workload this stream registered, if its node named a
+    /// WorkloadGroup (boxed: most connections have none).
+    registration: Option<Box<Registration>>,
 }
 
 impl Connection<'_> {
@@ -189,6 +195,12 @@ impl Connection<'_> {
                 debug!(%node, r#type = %kind, ?waited, "acknowledged");
             }
             RequestOutcome::StaleNonce => Metrics::add(&metrics.stale_nonces_total, 1),
+            RequestOutcome::Health(health) => {
+                if let Some(r) = &self.registration {
+                    debug!(%node, entry = %r.entry, ?health, "health reported");
+                    r.held.set_health(health);
+                }
+            }
             RequestOutcome::UnknownType(url) => {
                 Metrics::add(&metrics.unknown_type_requests_total, 1);
                 if !self.warned_types.contains(&url) && self.warned_types.len() < 16 {
@@ -242,10 +254,15 @@ impl Connection<'_> {
         let peer = lock(&self.registered.peer).clone();
         match authorize(&self.shared.config, &peer, &self.state.identity).await {
             Ok(identity) => {
-                self.lens = Some(ProxyLens::new(scope_namespace(
-                    identity.as_deref(),
-                    &self.state.identity,
-                )));
+                let namespace = scope_namespace(identity.as_deref(), &self.state.identity);
+                if let Some(group) = self.state.identity.group.clone() {
+                    let ns = namespace.as_deref().unwrap_or("default");
+                    if let Err(why) = self.register(ns, &group) {
+                        let _ = self.tx.send(Err(Status::failed_precondition(why))).await;
+                        return Err(Ended);
+                    }
+                }
+                self.lens = Some(ProxyLens::new(namespace));
                 lock(&self.registered.peer).identity = identity;
                 Ok(())
             }
@@ -260,6 +277,71 @@ impl Connection<'_> {
                 let _ = self.tx.send(Err(refusal)).await;
                 Err(Ended)
             }
+        }
+    }
+
+    /// Registers the workload from `namespace/group` (see
+    /// [`super::register`]); `Err` says why the stream is refused.
+    fn register(&mut self, namespace: &str, group: &str) -> Result<(), String> {
+        let node = self.state.node_id.clone();
+        let journal = &self.shared.metrics.journal;
+        let refused = |why: String| {
+            warn!(%node, %namespace, %group, "auto-registration refused: {why}");
+            journal.record(
+                sextant_core::journal::Kind::Workload,
+                &node,
+                format!("not registered from WorkloadGroup {namespace}/{group}: {why}"),
+            );
+            why
+        };
+        let Some(registrar) = &self.shared.config.registrar else {
+            return Err(refused(
+                "the node names a WorkloadGroup (AUTO_REGISTER_GROUP) and auto-registration is off"
+                    .into(),
+            ));
+        };
+        let Some(&address) = self.state.identity.ips.first() else {
+            return Err(refused(
+                "the node names no address (INSTANCE_IPS) to register".into(),
+            ));
+        };
+        let arrival = Arrival {
+            namespace,
+            group,
+            address,
+            network: self.state.identity.network.as_deref(),
+            node_id: &node,
+        };
+        let registration = registrar.0.arrive(&arrival).map_err(refused)?;
+        if let Some(health) = self.state.health {
+            registration.held.set_health(health);
+        }
+        info!(%node, entry = %registration.entry, "workload registered");
+        journal.record(
+            sextant_core::journal::Kind::Workload,
+            &node,
+            format!(
+                "registered as WorkloadEntry {} from WorkloadGroup {namespace}/{group}",
+                registration.entry
+            ),
+        );
+        self.registration = Some(Box::new(registration));
+        Ok(())
+    }
+
+    /// The stream ended: its workload, if it registered one, leaves once
+    /// the grace period has passed (unless it is back by then).
+    fn leave(&mut self) {
+        if let Some(r) = self.registration.take() {
+            info!(node = %self.state.node_id, entry = %r.entry, "registered workload disconnected");
+            self.shared.metrics.journal.record(
+                sextant_core::journal::Kind::Workload,
+                &self.state.node_id,
+                format!(
+                    "disconnected; WorkloadEntry {} leaves after the grace period unless it returns",
+                    r.entry
+                ),
+            );
         }
     }
 

@@ -34,6 +34,7 @@ pub mod diff;
 mod grpc;
 pub mod limits;
 mod listen;
+pub mod register;
 mod request;
 pub mod status;
 pub mod tls;

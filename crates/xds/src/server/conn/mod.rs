@@ -38,6 +38,7 @@ pub(crate) use subscriptions::{NameSet, Subscriptions};
 pub(crate) use type_state::{HeldNow, RequestOutcome, TypeState};
 
 use super::codec::{Outbound, Wire};
+use super::register::HEALTH_TYPE_URL;
 use super::request::SotwRequest;
 use crate::identity::NodeIdentity;
 use crate::lens::Lens;
@@ -62,6 +63,9 @@ pub(crate) struct ConnState {
     pub(crate) user_agent: String,
     /// What the node says about itself (see [`crate::identity`]).
     pub(crate) identity: NodeIdentity,
+    /// The health its agent reported last, if it reported (see
+    /// [`crate::server::register`]).
+    pub(crate) health: Option<sextant_core::Health>,
     types: [TypeState; 4],
     nonce: u64,
     /// The server's shared SotW subscriptions.
@@ -90,6 +94,7 @@ impl ConnState {
             client: Client::Envoy,
             user_agent: String::new(),
             identity: Default::default(),
+            health: None,
             types: ResourceType::ALL.map(TypeState::new),
             nonce: 0,
             subscriptions,
@@ -120,7 +125,7 @@ impl ConnState {
 
     /// A request has been processed (the first carries the node).
     pub(crate) fn requests_seen(&self) -> bool {
-        self.nonce > 0 || self.types.iter().any(TypeState::seen_request)
+        self.nonce > 0 || self.health.is_some() || self.types.iter().any(TypeState::seen_request)
     }
 
     fn remember_node(&mut self, node: Option<&Node>) {
@@ -142,6 +147,11 @@ impl ConnState {
     /// see [`ConnState::on_sotw`]).
     pub(crate) fn sotw_request(&mut self, req: SotwRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
+        if req.type_url == HEALTH_TYPE_URL {
+            let health = health_of(req.error_detail.is_none());
+            self.health = Some(health);
+            return RequestOutcome::Health(health);
+        }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
         };
@@ -152,6 +162,11 @@ impl ConnState {
     /// Applies an incremental request (see [`ConnState::on_delta`]).
     pub(crate) fn delta_request(&mut self, req: DeltaDiscoveryRequest) -> RequestOutcome {
         self.remember_node(req.node.as_ref());
+        if req.type_url == HEALTH_TYPE_URL {
+            let health = health_of(req.error_detail.is_none());
+            self.health = Some(health);
+            return RequestOutcome::Health(health);
+        }
         let Some(kind) = ResourceType::from_type_url(&req.type_url) else {
             return RequestOutcome::UnknownType(req.type_url);
         };
@@ -333,5 +348,14 @@ impl ConnState {
             .iter_mut()
             .filter_map(|t| t.expire(ack_timeout, now).then(|| t.kind()))
             .collect()
+    }
+}
+
+/// A health report: healthy without an error, unhealthy with one.
+fn health_of(healthy: bool) -> sextant_core::Health {
+    if healthy {
+        sextant_core::Health::Healthy
+    } else {
+        sextant_core::Health::Unhealthy
     }
 }

@@ -73,6 +73,9 @@ pub(crate) enum RequestOutcome {
     StaleNonce,
     /// A type Sextant does not serve.
     UnknownType(String),
+    /// A workload's agent reported its health (see
+    /// [`crate::server::register`]).
+    Health(sextant_core::Health),
 }
 
 /// Which half of a type's step: what it adds and changes, or (for
