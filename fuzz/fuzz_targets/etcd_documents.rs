@@ -1,5 +1,6 @@
 //! etcd keys and documents: the key's class, then the value decoded as a
-//! service, endpoint or rule document. Input: KEY, a newline, VALUE.
+//! service, endpoint, rule or entry document (ServiceEntry,
+//! WorkloadEntry, WorkloadGroup). Input: KEY, a newline, VALUE.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(Some(k)) = layout.classify(key) {
         let _ = convert::parse(&k, value);
+    }
+    if let Ok(Some(k)) = layout.classify_entry(key) {
+        let _ = convert::parse_entry(&k, value);
     }
     if let Ok(Some(k)) = layout.classify_rule(key) {
         if let Ok(rule) = convert::parse_rule(&k, value) {

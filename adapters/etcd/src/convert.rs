@@ -18,6 +18,10 @@
 //!   registry file; `name` and `namespace` from the key), which become
 //!   services as in every registry (`sextant_core::entries`); a service
 //!   document of the same hostname wins over an entry's host.
+//! - `PREFIX workloadgroups/NAMESPACE/NAME`: Istio's WorkloadGroup (a
+//!   `workloadGroups:` item), the template VMs register from; the entries
+//!   registered are written under `workloadentries/` with a lease
+//!   (`crate::groups`).
 //!
 //! Under the naming prefix, if configured, grpc-go's etcd naming convention
 //! (`go.etcd.io/etcd/client/v3/naming/endpoints`): key `SERVICE/ADDR`, value
@@ -29,6 +33,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sextant_core::entries::{ServiceEntry, WorkloadEntry, services_from_entries};
+use sextant_core::groups::WorkloadGroup;
 use sextant_core::{
     Address, Endpoint, Hostname, Labels, PolicyEntry, Protocol, RouteEntry, Rule, RuleKey,
     RuleKind, ScopeEntry, Service, ServicePort,
@@ -139,6 +144,8 @@ pub enum EntryKey {
     Service(String, String),
     /// `workloadentries/NAMESPACE/NAME`.
     Workload(String, String),
+    /// `workloadgroups/NAMESPACE/NAME`.
+    Group(String, String),
 }
 
 impl EntryKey {
@@ -147,6 +154,7 @@ impl EntryKey {
         match self {
             EntryKey::Service(ns, name) => ServiceEntry::object_of(ns, name),
             EntryKey::Workload(ns, name) => WorkloadEntry::object_of(ns, name),
+            EntryKey::Group(ns, name) => format!("WorkloadGroup {ns}/{name}"),
         }
     }
 }
@@ -158,6 +166,7 @@ impl Layout {
         match k {
             EntryKey::Service(ns, name) => format!("{prefix}serviceentries/{ns}/{name}"),
             EntryKey::Workload(ns, name) => format!("{prefix}workloadentries/{ns}/{name}"),
+            EntryKey::Group(ns, name) => format!("{prefix}workloadgroups/{ns}/{name}"),
         }
     }
 
@@ -167,21 +176,22 @@ impl Layout {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
             return Ok(None);
         };
-        let (service, dir, rest) = if let Some(r) = rest.strip_prefix("serviceentries/") {
-            (true, "serviceentries", r)
-        } else if let Some(r) = rest.strip_prefix("workloadentries/") {
-            (false, "workloadentries", r)
-        } else {
+        type Make = fn(String, String) -> EntryKey;
+        let kinds: [(&str, Make); 3] = [
+            ("serviceentries", EntryKey::Service),
+            ("workloadentries", EntryKey::Workload),
+            ("workloadgroups", EntryKey::Group),
+        ];
+        let Some((dir, make, rest)) = kinds.iter().find_map(|(dir, make)| {
+            rest.strip_prefix(dir)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| (*dir, *make, r))
+        }) else {
             return Ok(None);
         };
         match rest.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                let (ns, name) = (ns.to_owned(), name.to_owned());
-                Ok(Some(if service {
-                    EntryKey::Service(ns, name)
-                } else {
-                    EntryKey::Workload(ns, name)
-                }))
+                Ok(Some(make(ns.to_owned(), name.to_owned())))
             }
             _ => Err(format!("an entry key must be {dir}/NAMESPACE/NAME")),
         }
@@ -195,18 +205,27 @@ pub enum Entry {
     Service(ServiceEntry),
     /// A WorkloadEntry.
     Workload(WorkloadEntry),
+    /// A WorkloadGroup.
+    Group(WorkloadGroup),
 }
 
 /// Parses the value of an entry key; `name` and `namespace` come from the
 /// key when absent and must agree with it when present.
 pub fn parse_entry(key: &EntryKey, value: &[u8]) -> Result<Entry, String> {
     let (ns, name) = match key {
-        EntryKey::Service(ns, name) | EntryKey::Workload(ns, name) => (ns, name),
+        EntryKey::Service(ns, name) | EntryKey::Workload(ns, name) | EntryKey::Group(ns, name) => {
+            (ns, name)
+        }
     };
     let doc = named_document(value, "an entry", name, ns)?;
     match key {
         EntryKey::Service(..) => serde_yaml_ng::from_value(doc).map(Entry::Service),
         EntryKey::Workload(..) => serde_yaml_ng::from_value(doc).map(Entry::Workload),
+        EntryKey::Group(..) => {
+            let group: WorkloadGroup = serde_yaml_ng::from_value(doc).map_err(|e| e.to_string())?;
+            group.check()?;
+            return Ok(Entry::Group(group));
+        }
     }
     .map_err(|e| e.to_string())
 }
@@ -390,6 +409,7 @@ impl State {
             match e {
                 Entry::Service(s) => entries.push(s.clone()),
                 Entry::Workload(w) => workloads.push(w.clone()),
+                Entry::Group(_) => {}
             }
         }
         let converted = services_from_entries(&entries, &workloads).validated();
@@ -413,6 +433,17 @@ impl State {
                 .cloned(),
         );
         touched
+    }
+
+    /// The WorkloadGroups held.
+    pub fn groups(&self) -> Vec<WorkloadGroup> {
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Group(g) => Some(g.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every entry key held.

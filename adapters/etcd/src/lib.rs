@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod convert;
+pub mod groups;
 pub mod register;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,6 +188,7 @@ impl Problems {
 pub struct EtcdRegistry {
     id: RegistryId,
     config: EtcdConfig,
+    groups: Arc<groups::EtcdGroups>,
 }
 
 impl EtcdRegistry {
@@ -194,8 +196,16 @@ impl EtcdRegistry {
     pub fn new(id: impl Into<RegistryId>, config: EtcdConfig) -> Self {
         EtcdRegistry {
             id: id.into(),
+            groups: groups::EtcdGroups::new(config.clone()),
             config,
         }
+    }
+
+    /// The WorkloadGroups this registry reads (`PREFIX workloadgroups/`),
+    /// keeping the entries VMs register from them in etcd (see
+    /// [`groups`]), for `Sextant::workload_groups`.
+    pub fn workload_groups(&self) -> Arc<groups::EtcdGroups> {
+        Arc::clone(&self.groups)
     }
 }
 
@@ -208,9 +218,10 @@ impl Registry for EtcdRegistry {
         let config = self.config.clone();
         // The cursor outlives sessions: the next one resumes where this one stopped.
         let cursor = Arc::new(Mutex::new(Cursor::default()));
+        let groups = Arc::clone(&self.groups);
         resilient_task(self.config.backoff.clone(), move |tx| {
-            let (config, cursor) = (config.clone(), cursor.clone());
-            async move { session(&config, &cursor, &tx).await }
+            let (config, cursor, groups) = (config.clone(), cursor.clone(), groups.clone());
+            async move { session(&config, &cursor, &groups, &tx).await }
         })
     }
 }
@@ -416,15 +427,21 @@ async fn full_read(
 async fn session(
     config: &EtcdConfig,
     cursor: &Mutex<Cursor>,
+    groups: &groups::EtcdGroups,
     tx: &EventSender,
 ) -> Result<(), Error> {
-    match follow(config, cursor, tx).await {
+    match follow(config, cursor, groups, tx).await {
         Err(Stop::Failed(e)) => Err(e),
         Err(Stop::Closed) | Ok(()) => Ok(()),
     }
 }
 
-async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -> Result<(), Stop> {
+async fn follow(
+    config: &EtcdConfig,
+    cursor: &Mutex<Cursor>,
+    groups: &groups::EtcdGroups,
+    tx: &EventSender,
+) -> Result<(), Stop> {
     let mut client = config.connect().await?;
     let layout = config.layout();
     let mut resume = lock(cursor).revision;
@@ -458,6 +475,7 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
                     revision,
                     "etcd read"
                 );
+                groups.set(state.groups());
                 {
                     let mut c = lock(cursor);
                     c.state = state;
@@ -581,6 +599,7 @@ async fn follow(config: &EtcdConfig, cursor: &Mutex<Cursor>, tx: &EventSender) -
                 if entries_changed {
                     // The batch's entries converted once.
                     touched.extend(c.state.reconvert());
+                    groups.set(c.state.groups());
                     let problems = c.state.entry_problems();
                     for k in c.state.entry_keys() {
                         let p = problems

@@ -664,3 +664,112 @@ async fn service_and_workload_entries_become_services() {
         "{e:?}"
     );
 }
+
+/// Auto-registration kept in etcd: a WorkloadGroup document, an entry
+/// registered from it (`workload_groups().hold`) written on a lease and
+/// selected by a ServiceEntry, its health moved, a second registry (a
+/// second replica) seeing it; the holder gone, the entry leaves when the
+/// grace period (the lease) runs out. A group with a bad template is its
+/// key's problem.
+#[tokio::test]
+async fn entries_registered_from_a_group_live_in_etcd_for_the_grace_period() {
+    use sextant_core::Health;
+    use sextant_core::groups::WorkloadGroups;
+
+    let etcd = Etcd::start().await;
+    let mut c = client(&etcd).await;
+    c.put(
+        "/sextant/serviceentries/shop/cart-vms",
+        "hosts: [cart.vms.test]\nlocation: MESH_INTERNAL\nresolution: STATIC\nports: [{number: 8080, name: http}]\nworkloadSelector: {labels: {app: cart}}\n",
+        None,
+    )
+    .await
+    .expect("put");
+    c.put(
+        "/sextant/workloadgroups/shop/cart",
+        "metadata: {labels: {app: cart}}\ntemplate: {ports: {http: 9090}}\n",
+        None,
+    )
+    .await
+    .expect("put");
+    c.put(
+        "/sextant/workloadgroups/shop/broken",
+        "template: {address: 10.0.0.1}\n",
+        None,
+    )
+    .await
+    .expect("put");
+    let registry = EtcdRegistry::new("etcd/test", config(&etcd, quick()));
+    let groups = registry.workload_groups();
+    let mut w = registry.watch();
+    let mut replica = EtcdRegistry::new("etcd/replica", config(&etcd, quick())).watch();
+    match next(&mut w).await {
+        Ok(Event::Reset(s)) => assert!(s[0].endpoints.is_empty(), "{s:?}"),
+        other => panic!("{other:?}"),
+    }
+    match until(&mut w, |e| e.is_err()).await {
+        Err(Error::InvalidObject { object, reason }) => {
+            assert_eq!(object, "etcd key /sextant/workloadgroups/shop/broken");
+            assert!(reason.contains("template.address"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(next(&mut replica).await, Ok(Event::Reset(_))));
+    let group = groups.group("shop", "cart").expect("the group was read");
+    assert!(groups.group("shop", "broken").is_none());
+
+    let entry = group.entry_for("10.2.0.7".parse().expect("ip"), None);
+    let held = groups.hold(entry, Duration::from_secs(2)).expect("held");
+    for stream in [&mut w, &mut replica] {
+        let s = apply_of(
+            &until(stream, |e| {
+                apply_of(e, "cart.vms.test").is_some_and(|s| !s.endpoints.is_empty())
+            })
+            .await,
+            "cart.vms.test",
+        )
+        .expect("apply");
+        assert_eq!(addresses(&s), ["10.2.0.7"]);
+        assert_eq!(s.endpoints[0].ports["http"], 9090);
+    }
+    let kv = c
+        .get("/sextant/workloadentries/shop/cart-10-2-0-7", None)
+        .await
+        .expect("get");
+    assert_ne!(kv.kvs()[0].lease(), 0, "written on a lease");
+
+    held.set_health(Health::Unhealthy);
+    let s = apply_of(
+        &until(&mut w, |e| {
+            apply_of(e, "cart.vms.test").is_some_and(|s| {
+                s.endpoints
+                    .first()
+                    .is_some_and(|e| e.health == Health::Unhealthy)
+            })
+        })
+        .await,
+        "cart.vms.test",
+    )
+    .expect("apply");
+    assert_eq!(s.endpoints.len(), 1);
+
+    // Held past several lease lifetimes: kept alive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kv = c
+        .get("/sextant/workloadentries/shop/cart-10-2-0-7", None)
+        .await
+        .expect("get");
+    assert_eq!(kv.kvs().len(), 1, "kept alive while held");
+
+    // Let go: gone once the lease runs out.
+    drop(held);
+    let s = apply_of(
+        &until(&mut w, |e| {
+            apply_of(e, "cart.vms.test").is_some_and(|s| s.endpoints.is_empty())
+        })
+        .await,
+        "cart.vms.test",
+    )
+    .expect("apply");
+    assert!(s.endpoints.is_empty());
+}

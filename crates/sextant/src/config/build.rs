@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 use sextant_consul::ConsulRegistry;
 use sextant_core::Registry;
+use sextant_core::groups::WorkloadGroups;
 use sextant_etcd::EtcdRegistry;
 use sextant_file::{FileRegistry, FileRegistryConfig, Loader};
 use sextant_k8s::{K8sEntries, K8sRegistry};
 
 use super::{RegistryKind, Settings, TokenSource, XdsTls};
+
+/// The sources of WorkloadGroups, in `--registries` order.
+type GroupSources = Vec<Arc<dyn WorkloadGroups>>;
 
 impl Settings {
     /// The control plane these settings describe, with its registries and
@@ -79,12 +83,12 @@ impl Settings {
         for r in self.build_rule_sources() {
             sextant = sextant.rules_arc(r);
         }
-        let groups = sextant_core::groups::Board::new();
-        for r in self.build_registries_with(&groups) {
+        let (registries, groups) = self.build_registries_with_groups();
+        for r in registries {
             sextant = sextant.registry_arc(r);
         }
-        if self.registries.contains(&RegistryKind::File) {
-            sextant = sextant.workload_groups(Arc::new(groups));
+        for g in groups {
+            sextant = sextant.workload_groups(g);
         }
         sextant = sextant.workload_entry_grace(self.workload_entry_grace);
         #[cfg(feature = "k8s")]
@@ -173,22 +177,26 @@ impl Settings {
     /// The registries, in priority order (Kubernetes: one per cluster).
     /// Settings are validated by [`Settings::resolve`]; building cannot fail.
     pub fn build_registries(&self) -> Vec<Arc<dyn Registry>> {
-        self.build_registries_with(&sextant_core::groups::Board::new())
+        self.build_registries_with_groups().0
     }
 
-    /// As [`Settings::build_registries`], the file registry keeping its
-    /// WorkloadGroups and registered entries on `file_groups`.
-    fn build_registries_with(
-        &self,
-        file_groups: &Arc<sextant_core::groups::Board>,
-    ) -> Vec<Arc<dyn Registry>> {
+    /// As [`Settings::build_registries`], with the sources of
+    /// WorkloadGroups among them (files, etcd), in the same order.
+    fn build_registries_with_groups(&self) -> (Vec<Arc<dyn Registry>>, GroupSources) {
         let mut out: Vec<Arc<dyn Registry>> = Vec::new();
+        let mut groups: GroupSources = Vec::new();
         for kind in &self.registries {
             match kind {
-                RegistryKind::File => out.push(Arc::new(
-                    self.file_registry().with_board(Arc::clone(file_groups)),
-                )),
-                RegistryKind::Etcd => out.push(Arc::new(self.etcd_registry())),
+                RegistryKind::File => {
+                    let file = self.file_registry();
+                    groups.push(Arc::new(file.workload_groups()));
+                    out.push(Arc::new(file));
+                }
+                RegistryKind::Etcd => {
+                    let etcd = self.etcd_registry();
+                    groups.push(etcd.workload_groups());
+                    out.push(Arc::new(etcd));
+                }
                 RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
                 RegistryKind::Kubernetes => {
                     for cluster in &self.k8s {
@@ -200,6 +208,6 @@ impl Settings {
                 }
             }
         }
-        out
+        (out, groups)
     }
 }

@@ -1,0 +1,191 @@
+//! WorkloadGroups from etcd, and the entries VMs register from them
+//! (see `sextant_core::groups`), kept in etcd where every replica reads
+//! them.
+//!
+//! A registered entry is the document `PREFIX workloadentries/NS/NAME`
+//! on a lease whose time to live is the grace period: the replica holding
+//! the VM's stream keeps the lease alive, a health change writes the
+//! document again on the same lease, and once the stream is gone the
+//! keep-alives stop and etcd deletes the key when the lease runs out. A
+//! replica that dies takes its keep-alives with it, so the entry cannot
+//! outlive both the VM's stream and the grace period. A VM back within
+//! the grace period (on any replica) writes the key on a lease of its
+//! own; the old lease runs out with nothing attached. Two holders of one
+//! entry (a VM with streams on two replicas) each check at every
+//! keep-alive that the key is there and write it again if not: the key
+//! rides the lease of the last writer, and when that one stops the other
+//! puts it back within a third of the grace period.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sextant_core::Health;
+use sextant_core::entries::WorkloadEntry;
+use sextant_core::groups::{HeldEntry, WorkloadGroup, WorkloadGroups};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::EtcdConfig;
+use crate::convert::EntryKey;
+
+/// The groups an etcd registry read, and where to keep registered
+/// entries (`EtcdRegistry::workload_groups`).
+pub struct EtcdGroups {
+    config: EtcdConfig,
+    groups: Mutex<BTreeMap<(String, String), WorkloadGroup>>,
+}
+
+impl EtcdGroups {
+    pub(crate) fn new(config: EtcdConfig) -> Arc<EtcdGroups> {
+        Arc::new(EtcdGroups {
+            config,
+            groups: Mutex::default(),
+        })
+    }
+
+    /// The groups read now (the registry's watch calls this after each
+    /// read that may have moved them).
+    pub(crate) fn set(&self, groups: Vec<WorkloadGroup>) {
+        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups
+            .into_iter()
+            .take(sextant_core::groups::MAX_GROUPS)
+            .map(|g| ((g.namespace.clone(), g.name.clone()), g))
+            .collect();
+    }
+}
+
+impl WorkloadGroups for EtcdGroups {
+    fn group(&self, namespace: &str, name: &str) -> Option<WorkloadGroup> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    fn hold(&self, entry: WorkloadEntry, grace: Duration) -> Result<Box<dyn HeldEntry>, String> {
+        let key = self.config.layout().entry_key(&EntryKey::Workload(
+            entry.namespace.clone(),
+            entry.name.clone(),
+        ));
+        let (doc, docs) = watch::channel(entry);
+        let (stop, stopped) = watch::channel(false);
+        let config = self.config.clone();
+        tokio::spawn(async move { keep(&config, &key, grace, docs, stopped).await });
+        Ok(Box::new(EtcdHold { doc, _stop: stop }))
+    }
+}
+
+/// A held entry: its document (moved by health reports); dropping it
+/// stops the keep-alives.
+struct EtcdHold {
+    doc: watch::Sender<WorkloadEntry>,
+    _stop: watch::Sender<bool>,
+}
+
+impl HeldEntry for EtcdHold {
+    fn set_health(&self, health: Health) {
+        self.doc.send_if_modified(|e| {
+            let moved = e.health != health;
+            e.health = health;
+            moved
+        });
+    }
+}
+
+/// Writes the entry and keeps it alive until `stopped` closes; etcd lost,
+/// it starts over with a new lease when it is back.
+async fn keep(
+    config: &EtcdConfig,
+    key: &str,
+    grace: Duration,
+    mut docs: watch::Receiver<WorkloadEntry>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut backoff = config.backoff.delays();
+    loop {
+        let held = tokio::select! {
+            r = hold(config, key, grace, &mut docs) => r,
+            _ = stopped.changed() => return,
+        };
+        let delay = backoff.next_delay();
+        warn!(%key, error = %held, retry_ms = delay.as_millis() as u64, "cannot keep the registered entry in etcd; trying again");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// One lease: granted, the document written on it, kept alive and
+/// written again when it moves, until an error.
+async fn hold(
+    config: &EtcdConfig,
+    key: &str,
+    grace: Duration,
+    docs: &mut watch::Receiver<WorkloadEntry>,
+) -> String {
+    let failed = |what: &str, e: tonic::Status| format!("etcd {what}: {e}");
+    let mut client = match config.connect().await {
+        Ok(c) => c,
+        Err(e) => return e.chain(),
+    };
+    // Whole seconds, at least etcd's practical minimum.
+    let ttl = i64::try_from(grace.as_secs_f64().ceil() as u64)
+        .unwrap_or(i64::MAX)
+        .max(2);
+    let lease = match client.lease_grant(ttl).await {
+        Ok(l) => l,
+        Err(e) => return failed("lease grant", e),
+    };
+    let write = |doc: &WorkloadEntry| serde_json::to_string(doc).unwrap_or_default();
+    let doc = write(&docs.borrow_and_update());
+    if let Err(e) = client.put(key, doc, lease).await {
+        return failed("write", e);
+    }
+    info!(%key, lease, ttl_s = ttl, "registered entry written");
+    let (mut keeper, mut answers) = match client.lease_keep_alive(lease).await {
+        Ok(k) => k,
+        Err(e) => return failed("keep-alive", e),
+    };
+    let every = Duration::from_secs_f64(ttl as f64 / 3.0);
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            answer = answers.message() => match answer {
+                Ok(Some(a)) if a.ttl() > 0 => {}
+                Ok(_) => return "the lease expired".into(),
+                Err(e) => return failed("keep-alive", e),
+            },
+            _ = tick.tick() => {
+                if let Err(e) = keeper.keep_alive().await {
+                    return failed("keep-alive", e);
+                }
+                // Gone while held: another holder's lease carried it and
+                // ran out. Written again on ours.
+                match client.get(key, false, None, true).await {
+                    Ok(r) if r.count() > 0 => {}
+                    Ok(_) => {
+                        let doc = write(&docs.borrow());
+                        if let Err(e) = client.put(key, doc, lease).await {
+                            return failed("write", e);
+                        }
+                    }
+                    Err(e) => return failed("read", e),
+                }
+            }
+            changed = docs.changed() => {
+                if changed.is_err() {
+                    // The holder is gone: `keep` stops this.
+                    std::future::pending::<()>().await;
+                }
+                let doc = write(&docs.borrow_and_update());
+                if let Err(e) = client.put(key, doc, lease).await {
+                    return failed("write", e);
+                }
+            }
+        }
+    }
+}
