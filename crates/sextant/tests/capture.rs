@@ -243,6 +243,7 @@ http_server(a, 8080, "backend-a")
 http_server(b, 8080, "backend-b")
 http_server(b, 7000, "outside-the-mesh")
 http_server(a, 8443, "tls-backend", tls=True)
+http_server(b, 8443, "tls-backend-b", tls=True)
 echo(a, 9000)
 print("ready", flush=True)
 threading.Event().wait()
@@ -646,6 +647,59 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     .await;
     assert!(ok && body == "tls-backend\n", "{body:?}\n{}", p.logs());
     assert!(stat(&app, "cluster.outbound|443||tls.test.svc.upstream_cx_total").await >= 1);
+
+    // A TLS route (Istio's VirtualService `tls`): connections whose client
+    // hello names tls.test.svc go to another service's backend, the route
+    // written into the file while everything runs; still passed through
+    // (the client verifies the backend's certificate).
+    let tls_route = "  - hostname: tls-b.test.svc
+    namespace: test
+    ports: [{ name: tls, port: 443, protocol: TLS }]
+    endpoints:
+      - { address: BACKEND_B, ports: { tls: 8443 } }
+routes:
+  - name: tls-by-sni
+    namespace: test
+    hosts: [tls.test.svc]
+    tls:
+      - match: [{ port: 443, sniHosts: [tls.test.svc] }]
+        route: [{ destination: { host: tls-b.test.svc, port: { number: 443 } } }]
+"
+    .replace("BACKEND_B", BACKEND_B);
+    std::fs::write(p.path("mesh.yaml"), mesh_yaml(&tls_route)).expect("write");
+    let curl_tls = || {
+        let (app, ca) = (app.clone(), ca.clone());
+        async move {
+            app_curl(
+                &app,
+                &[
+                    "--cacert",
+                    ca.to_str().expect("path"),
+                    "--resolve",
+                    "tls.test.svc:443:10.96.0.12",
+                    "https://tls.test.svc/",
+                ],
+            )
+            .await
+            .1
+        }
+    };
+    let took = until("the TLS route", Duration::from_secs(10), || async {
+        curl_tls().await == "tls-backend-b\n"
+    })
+    .await;
+    eprintln!("the TLS route took {took:?}");
+    for _ in 0..5 {
+        assert_eq!(curl_tls().await, "tls-backend-b\n", "{}", p.logs());
+    }
+    assert!(
+        stat(
+            &app,
+            "cluster.outbound|443||tls-b.test.svc.upstream_cx_total"
+        )
+        .await
+            >= 6
+    );
 
     // Outside the mesh, allowed by default: passed through.
     let (ok, body) = app_curl(&app, &[&format!("http://{BACKEND_B}:7000/")]).await;
