@@ -1,6 +1,14 @@
 //! Gateway API routes in the mesh (GAMMA: `parentRefs` naming a Service)
 //! as Sextant's route rules: pure conversion, no I/O.
 //!
+//! A TCPRoute or TLSRoute (experimental channel, `v1alpha2`) whose parent
+//! is a Service sends that Service's connections (a TLSRoute's: those
+//! whose client hello names one of its `hostnames`, else the Service's own
+//! name) to its backends, weighted per connection: the `tcp` or `tls`
+//! routes of the Service's route rule. A backend refused for want of a
+//! ReferenceGrant gets no connections (a connection cannot be answered
+//! 500); a rule left with none is not served.
+//!
 //! An HTTPRoute (or GRPCRoute) whose parent is Service `reviews` routes the
 //! requests sent to `reviews`: its rules become the route rule of
 //! `reviews.NAMESPACE.svc.CLUSTER_DOMAIN`, in order. Weights of backendRefs
@@ -28,9 +36,10 @@ use std::collections::BTreeMap;
 
 use sextant_core::rules::{
     Destination, Fault, FaultAbort, HeaderCondition, HeaderOperations, Headers, HttpMatch,
-    HttpRoute, Percent, PortSelector, Redirect, Rewrite, RouteDestination, StringMatch,
+    HttpRoute, L4Match, Percent, PortSelector, Redirect, Rewrite, RouteDestination, StringMatch,
+    TcpRoute, TlsMatch, TlsRoute,
 };
-use sextant_core::{RouteRule, Rule};
+use sextant_core::{Hostname, RouteRule, Rule};
 
 use crate::convert::Mapping;
 use crate::istio::Converted;
@@ -42,6 +51,9 @@ struct RouteSpec {
     parent_refs: Vec<ParentRef>,
     #[serde(default)]
     rules: Vec<RouteRuleSpec>,
+    /// A TLSRoute's server names.
+    #[serde(default)]
+    hostnames: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,13 +103,17 @@ struct Timeouts {
     request: Option<String>,
 }
 
-/// Which of the two route kinds.
+/// Which route kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteKind {
     /// `HTTPRoute`.
     Http,
     /// `GRPCRoute`.
     Grpc,
+    /// `TCPRoute`.
+    Tcp,
+    /// `TLSRoute`.
+    Tls,
 }
 
 impl RouteKind {
@@ -106,6 +122,18 @@ impl RouteKind {
         match self {
             RouteKind::Http => "HTTPRoute",
             RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tcp => "TCPRoute",
+            RouteKind::Tls => "TLSRoute",
+        }
+    }
+
+    /// The prefix of the rule names it gives (`httproute/NAME`).
+    fn rule_prefix(self) -> &'static str {
+        match self {
+            RouteKind::Http => "httproute",
+            RouteKind::Grpc => "grpcroute",
+            RouteKind::Tcp => "tcproute",
+            RouteKind::Tls => "tlsroute",
         }
     }
 }
@@ -220,6 +248,8 @@ fn convert_match(
             let known = match kind {
                 RouteKind::Http => ["path", "headers", "method"].contains(&key.as_str()),
                 RouteKind::Grpc => ["method", "headers"].contains(&key.as_str()),
+                // TCP and TLS rules have no matches.
+                RouteKind::Tcp | RouteKind::Tls => false,
             };
             if !known {
                 unsupported.push(format!("{at}.{key} (the match is not served)"));
@@ -252,6 +282,7 @@ fn convert_match(
                 };
             }
         }
+        RouteKind::Tcp | RouteKind::Tls => {}
     }
     for h in m
         .get("headers")
@@ -310,37 +341,11 @@ pub fn route(
     spec: &Value,
 ) -> Result<Converted, String> {
     let spec: RouteSpec = serde_json::from_value(spec.clone()).map_err(|e| format!("spec: {e}"))?;
-    let mut unsupported = Vec::new();
-    let mut hosts = Vec::new();
-    let mut ports = Vec::new();
-    for (i, p) in spec.parent_refs.iter().enumerate() {
-        let is_service = p.kind.as_deref() == Some("Service")
-            && p.group
-                .as_deref()
-                .is_none_or(|g| g.is_empty() || g == "core");
-        if !is_service {
-            unsupported.push(format!(
-                "spec.parentRefs[{i}] ({} {}: only Service parents are served)",
-                p.kind.as_deref().unwrap_or("Gateway"),
-                p.name
-            ));
-            continue;
-        }
-        ports.push(p.port);
-        hosts.push(mapping.hostname(p.namespace.as_deref().unwrap_or(namespace), &p.name));
+    if matches!(kind, RouteKind::Tcp | RouteKind::Tls) {
+        return Ok(l4_route(mapping, grants, kind, namespace, name, &spec));
     }
-    // A parent's port limits the route to requests sent to that port; one
-    // rule holds one set of matches, so parents must agree on it.
-    let port = match ports.split_first() {
-        None => None,
-        Some((first, rest)) if rest.iter().all(|p| p == first) => *first,
-        Some(_) => {
-            unsupported.push(
-                "spec.parentRefs[*].port (parents name different ports: the route applies to every port)".into(),
-            );
-            None
-        }
-    };
+    let mut unsupported = Vec::new();
+    let (hosts, port) = parents(mapping, namespace, &spec, &mut unsupported);
     if hosts.is_empty() {
         return Ok(Converted {
             rule: None,
@@ -526,13 +531,7 @@ pub fn route(
     Ok(Converted {
         rule: Some(Rule::route(
             namespace,
-            format!(
-                "{}/{name}",
-                match kind {
-                    RouteKind::Http => "httproute",
-                    RouteKind::Grpc => "grpcroute",
-                }
-            ),
+            format!("{}/{name}", kind.rule_prefix()),
             RouteRule {
                 hosts,
                 http,
@@ -541,6 +540,135 @@ pub fn route(
         )),
         unsupported,
     })
+}
+
+/// A TCPRoute's or TLSRoute's spec as the `tcp` or `tls` routes of the
+/// route rule of each Service parent (see the module's text).
+fn l4_route(
+    mapping: &Mapping,
+    grants: &Grants,
+    kind: RouteKind,
+    namespace: &str,
+    name: &str,
+    spec: &RouteSpec,
+) -> Converted {
+    let mut unsupported = Vec::new();
+    let (hosts, port) = parents(mapping, namespace, spec, &mut unsupported);
+    if hosts.is_empty() {
+        return Converted {
+            rule: None,
+            unsupported,
+        };
+    }
+    // A TLSRoute without hostnames: the connections naming its parents.
+    let sni_hosts = if spec.hostnames.is_empty() {
+        hosts.iter().map(|h| h.as_str().to_owned()).collect()
+    } else {
+        spec.hostnames.clone()
+    };
+    let mut rule = RouteRule {
+        hosts,
+        ..Default::default()
+    };
+    for (i, r) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        let mut usable = Vec::new();
+        for (j, b) in r.backend_refs.iter().enumerate() {
+            let bns = b.namespace.as_deref().unwrap_or(namespace);
+            if b.kind.as_deref().is_some_and(|k| k != "Service") {
+                unsupported.push(format!("{at}.backendRefs[{j}] (kind {:?})", b.kind));
+            } else if !grants.permits(kind, namespace, bns, &b.name) {
+                unsupported.push(format!(
+                    "{at}.backendRefs[{j}] (Service {bns}/{}: no ReferenceGrant in {bns} lets {}s of {namespace} refer to it; it gets no connections)",
+                    b.name,
+                    kind.name()
+                ));
+            } else {
+                usable.push(b);
+            }
+        }
+        if usable.is_empty() {
+            unsupported.push(format!("{at} (no usable Service backend: left out)"));
+            continue;
+        }
+        let weights = percentages(&usable.iter().map(|b| b.weight).collect::<Vec<_>>());
+        let route: Vec<RouteDestination> = usable
+            .iter()
+            .zip(weights)
+            .map(|(b, weight)| RouteDestination {
+                destination: Destination {
+                    host: mapping.hostname(b.namespace.as_deref().unwrap_or(namespace), &b.name),
+                    subset: None,
+                    port: b.port.map(|number| PortSelector { number }),
+                },
+                weight,
+            })
+            .collect();
+        match kind {
+            RouteKind::Tls => rule.tls.push(TlsRoute {
+                matches: vec![TlsMatch {
+                    sni_hosts: sni_hosts.clone(),
+                    port,
+                }],
+                route,
+            }),
+            _ => rule.tcp.push(TcpRoute {
+                matches: port
+                    .map(|port| L4Match { port: Some(port) })
+                    .into_iter()
+                    .collect(),
+                route,
+            }),
+        }
+    }
+    // Nothing left to serve: no rule (an empty one would be refused).
+    let served = !rule.tcp.is_empty() || !rule.tls.is_empty();
+    Converted {
+        rule: served
+            .then(|| Rule::route(namespace, format!("{}/{name}", kind.rule_prefix()), rule)),
+        unsupported,
+    }
+}
+
+/// The Service parents of a route, as hostnames, and the port they limit
+/// it to; other parents are named in `unsupported`.
+fn parents(
+    mapping: &Mapping,
+    namespace: &str,
+    spec: &RouteSpec,
+    unsupported: &mut Vec<String>,
+) -> (Vec<Hostname>, Option<u32>) {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for (i, p) in spec.parent_refs.iter().enumerate() {
+        let is_service = p.kind.as_deref() == Some("Service")
+            && p.group
+                .as_deref()
+                .is_none_or(|g| g.is_empty() || g == "core");
+        if !is_service {
+            unsupported.push(format!(
+                "spec.parentRefs[{i}] ({} {}: only Service parents are served)",
+                p.kind.as_deref().unwrap_or("Gateway"),
+                p.name
+            ));
+            continue;
+        }
+        ports.push(p.port);
+        hosts.push(mapping.hostname(p.namespace.as_deref().unwrap_or(namespace), &p.name));
+    }
+    // A parent's port limits the route to requests sent to that port; one
+    // rule holds one set of matches, so parents must agree on it.
+    let port = match ports.split_first() {
+        None => None,
+        Some((first, rest)) if rest.iter().all(|p| p == first) => *first,
+        Some(_) => {
+            unsupported.push(
+                "spec.parentRefs[*].port (parents name different ports: the route applies to every port)".into(),
+            );
+            None
+        }
+    };
+    (hosts, port)
 }
 
 #[cfg(test)]

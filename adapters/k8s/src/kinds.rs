@@ -23,6 +23,9 @@ pub(crate) enum CrdKind {
     DestinationRule,
     HttpRoute,
     GrpcRoute,
+    /// The Gateway API's experimental TCPRoute and TLSRoute.
+    TcpRoute,
+    TlsRoute,
     /// Read for what it permits routes (no rule of its own).
     ReferenceGrant,
     Sidecar,
@@ -39,11 +42,13 @@ impl CrdKind {
     pub(crate) const ENTRIES: [CrdKind; 2] = [CrdKind::ServiceEntry, CrdKind::WorkloadEntry];
 
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 8] = [
+    pub(crate) const ALL: [CrdKind; 10] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
         CrdKind::GrpcRoute,
+        CrdKind::TcpRoute,
+        CrdKind::TlsRoute,
         CrdKind::ReferenceGrant,
         CrdKind::Sidecar,
         CrdKind::PeerAuthentication,
@@ -62,6 +67,8 @@ impl CrdKind {
             CrdKind::AuthorizationPolicy => ("security.istio.io", "authorizationpolicies"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
             CrdKind::GrpcRoute => ("gateway.networking.k8s.io", "grpcroutes"),
+            CrdKind::TcpRoute => ("gateway.networking.k8s.io", "tcproutes"),
+            CrdKind::TlsRoute => ("gateway.networking.k8s.io", "tlsroutes"),
             CrdKind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
         }
     }
@@ -76,6 +83,8 @@ impl CrdKind {
             | CrdKind::WorkloadEntry => &["v1", "v1beta1", "v1alpha3"],
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
+            CrdKind::TcpRoute => &["v1alpha2"],
+            CrdKind::TlsRoute => &["v1alpha3", "v1alpha2"],
             CrdKind::ReferenceGrant => &["v1", "v1beta1"],
             CrdKind::PeerAuthentication | CrdKind::AuthorizationPolicy => &["v1", "v1beta1"],
         }
@@ -84,7 +93,7 @@ impl CrdKind {
     /// A Gateway API route, which gets status.
     pub(crate) fn is_route(self) -> bool {
         match self {
-            CrdKind::HttpRoute | CrdKind::GrpcRoute => true,
+            CrdKind::HttpRoute | CrdKind::GrpcRoute | CrdKind::TcpRoute | CrdKind::TlsRoute => true,
             CrdKind::VirtualService
             | CrdKind::DestinationRule
             | CrdKind::ReferenceGrant
@@ -96,6 +105,18 @@ impl CrdKind {
         }
     }
 
+    /// The Gateway API route kind it is, if it is one.
+    pub(crate) fn route_kind(self) -> Option<crate::gateway::RouteKind> {
+        use crate::gateway::RouteKind;
+        match self {
+            CrdKind::HttpRoute => Some(RouteKind::Http),
+            CrdKind::GrpcRoute => Some(RouteKind::Grpc),
+            CrdKind::TcpRoute => Some(RouteKind::Tcp),
+            CrdKind::TlsRoute => Some(RouteKind::Tls),
+            _ => None,
+        }
+    }
+
     /// The object kind, as in messages.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -103,6 +124,8 @@ impl CrdKind {
             CrdKind::DestinationRule => "DestinationRule",
             CrdKind::HttpRoute => "HTTPRoute",
             CrdKind::GrpcRoute => "GRPCRoute",
+            CrdKind::TcpRoute => "TCPRoute",
+            CrdKind::TlsRoute => "TLSRoute",
             CrdKind::ReferenceGrant => "ReferenceGrant",
             CrdKind::Sidecar => "Sidecar",
             CrdKind::PeerAuthentication => "PeerAuthentication",

@@ -122,8 +122,10 @@ fn convert(
     let result = match kind {
         CrdKind::VirtualService => istio::virtual_service(mapping, ns, name, &spec),
         CrdKind::DestinationRule => istio::destination_rule(mapping, ns, name, &spec),
-        CrdKind::HttpRoute => gateway::route(mapping, grants, RouteKind::Http, ns, name, &spec),
-        CrdKind::GrpcRoute => gateway::route(mapping, grants, RouteKind::Grpc, ns, name, &spec),
+        CrdKind::HttpRoute | CrdKind::GrpcRoute | CrdKind::TcpRoute | CrdKind::TlsRoute => {
+            let route_kind = kind.route_kind().unwrap_or(RouteKind::Http);
+            gateway::route(mapping, grants, route_kind, ns, name, &spec)
+        }
         // A grant is read into `grants` (State::change); its own rule is none.
         CrdKind::ReferenceGrant => gateway::Grants::default()
             .insert(ns, name, &spec)
@@ -503,10 +505,8 @@ impl StatusWriter {
                 continue;
             };
             let converted = state.converted.get(key).cloned().unwrap_or_default();
-            let route_kind = if key.0 == CrdKind::GrpcRoute {
-                RouteKind::Grpc
-            } else {
-                RouteKind::Http
+            let Some(route_kind) = key.0.route_kind() else {
+                continue;
             };
             let Some(patch) = status_patch(
                 &self.controller,

@@ -752,3 +752,6 @@ spec:
         envoy.log()
     );
 }
+
+#[path = "k8s/l4.rs"]
+mod l4;

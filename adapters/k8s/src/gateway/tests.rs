@@ -279,3 +279,114 @@ fn a_rule_whose_every_match_has_a_condition_not_served_is_not_served() {
         c.unsupported
     );
 }
+
+#[test]
+fn tcp_and_tls_routes_on_a_service_become_its_l4_routes() {
+    let m = Mapping::default();
+    let mut grants = Grants::default();
+    let tcp = route(
+        &m,
+        &grants,
+        RouteKind::Tcp,
+        "shop",
+        "db-split",
+        &spec(
+            "parentRefs: [{group: '', kind: Service, name: db, port: 5432}]\n\
+             rules:\n- backendRefs: [{name: db-v1, port: 5432, weight: 3}, {name: db-v2, port: 5432, weight: 1}, {name: db, namespace: other, port: 5432}]\n",
+        ),
+    )
+    .expect("converts");
+    let rule = rule_of(&tcp);
+    assert_eq!(rule.hosts, [Hostname::new("db.shop.svc.cluster.local")]);
+    assert!(rule.http.is_empty() && rule.tls.is_empty());
+    assert_eq!(rule.tcp.len(), 1);
+    assert_eq!(rule.tcp[0].matches, [L4Match { port: Some(5432) }]);
+    let shares: Vec<(String, Option<u32>)> = rule.tcp[0]
+        .route
+        .iter()
+        .map(|d| (d.destination.host.to_string(), d.weight))
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("db-v1.shop.svc.cluster.local".into(), Some(75)),
+            ("db-v2.shop.svc.cluster.local".into(), Some(25))
+        ],
+        "the backend of another namespace gets no connections without a grant"
+    );
+    assert!(
+        tcp.unsupported[0].contains("no ReferenceGrant in other lets TCPRoutes of shop"),
+        "{:?}",
+        tcp.unsupported
+    );
+    assert_eq!(
+        tcp.rule.as_ref().expect("rule").key.name,
+        "tcproute/db-split"
+    );
+
+    grants
+        .insert(
+            "other",
+            "let-shop",
+            &spec("from: [{group: gateway.networking.k8s.io, kind: TLSRoute, namespace: shop}]\nto: [{group: '', kind: Service}]\n"),
+        )
+        .expect("grant");
+    let tls = route(
+        &m,
+        &grants,
+        RouteKind::Tls,
+        "shop",
+        "by-name",
+        &spec(
+            "parentRefs: [{group: '', kind: Service, name: edge}]\n\
+             hostnames: [api.example.com, '*.internal.example.com']\n\
+             rules:\n- backendRefs: [{name: api, namespace: other, port: 443}]\n",
+        ),
+    )
+    .expect("converts");
+    assert!(tls.unsupported.is_empty(), "{:?}", tls.unsupported);
+    let rule = rule_of(&tls);
+    assert_eq!(rule.tls.len(), 1);
+    assert_eq!(
+        rule.tls[0].matches,
+        [TlsMatch {
+            sni_hosts: vec!["api.example.com".into(), "*.internal.example.com".into()],
+            port: None
+        }]
+    );
+    assert_eq!(
+        rule.tls[0].route[0].destination.host.as_str(),
+        "api.other.svc.cluster.local"
+    );
+    // Without hostnames: the connections that name the parent.
+    let tls = route(
+        &m,
+        &grants,
+        RouteKind::Tls,
+        "shop",
+        "plain",
+        &spec(
+            "parentRefs: [{group: '', kind: Service, name: edge, port: 443}]\nrules:\n- backendRefs: [{name: edge-v2, port: 443}]\n",
+        ),
+    )
+    .expect("converts");
+    assert_eq!(
+        rule_of(&tls).tls[0].matches[0].sni_hosts,
+        ["edge.shop.svc.cluster.local"]
+    );
+    assert_eq!(rule_of(&tls).tls[0].matches[0].port, Some(443));
+    // A rule left with no backend is not served.
+    let none = route(
+        &m,
+        &Grants::default(),
+        RouteKind::Tcp,
+        "shop",
+        "nowhere",
+        &spec(
+            "parentRefs: [{group: '', kind: Service, name: db}]\nrules:\n- backendRefs: [{name: x, namespace: elsewhere}]\n",
+        ),
+    )
+    .expect("converts");
+    assert!(none.rule.is_none());
+    assert!(none.unsupported.iter().any(|u| u.contains("left out")));
+}

@@ -55,9 +55,23 @@ fn groups(shared: &Shared) -> Vec<&'static str> {
     out
 }
 
+/// The versions `group` is served at, preferred (`v1`) first.
+fn versions(group: &str) -> Vec<&'static str> {
+    let mut out = vec!["v1"];
+    for k in Kind::ALL.into_iter().filter(|k| k.group() == group) {
+        if !out.contains(&k.version()) {
+            out.push(k.version());
+        }
+    }
+    out
+}
+
 fn group_entry(group: &str) -> Value {
-    let v = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
-    json!({"name": group, "versions": [v.clone()], "preferredVersion": v})
+    let versions: Vec<Value> = versions(group)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "preferredVersion": versions[0].clone(), "versions": versions})
 }
 
 pub(super) async fn api_groups(State(shared): State<Arc<Shared>>) -> Response {
@@ -87,7 +101,7 @@ pub(super) async fn group_resources(
     Path((group, version)): Path<(String, String)>,
     uri: axum::http::Uri,
 ) -> Response {
-    if version != "v1" || !groups(&shared).contains(&group.as_str()) {
+    if !versions(&group).contains(&version.as_str()) || !groups(&shared).contains(&group.as_str()) {
         return not_found(&uri);
     }
     let mut resources = Vec::new();
@@ -97,7 +111,10 @@ pub(super) async fn group_resources(
             "namespaced": false, "kind": "TokenReview", "verbs": ["create"]}),
         );
     }
-    for kind in Kind::ALL.into_iter().filter(|k| k.group() == group) {
+    for kind in Kind::ALL
+        .into_iter()
+        .filter(|k| k.group() == group && k.version() == version)
+    {
         resources.push(resource_entry(kind));
         if kind.has_status() {
             resources.push(status_entry(kind));
@@ -106,7 +123,7 @@ pub(super) async fn group_resources(
     json_response(
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": format!("{group}/v1"), "resources": resources}),
+                "groupVersion": format!("{group}/{version}"), "resources": resources}),
     )
 }
 

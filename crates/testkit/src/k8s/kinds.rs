@@ -24,6 +24,11 @@ pub enum Kind {
     GrpcRoute,
     /// `gateway.networking.k8s.io/v1` `referencegrants` (a CRD).
     ReferenceGrant,
+    /// `gateway.networking.k8s.io/v1alpha2` `tcproutes` (a CRD of the
+    /// experimental channel, with a status subresource).
+    TcpRoute,
+    /// `gateway.networking.k8s.io/v1alpha2` `tlsroutes` (likewise).
+    TlsRoute,
     /// `networking.istio.io/v1` `sidecars` (a CRD).
     Sidecar,
     /// `security.istio.io/v1` `peerauthentications` (a CRD).
@@ -51,7 +56,8 @@ pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
     /// ServiceEntry and WorkloadEntry.
     Istio,
-    /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute and ReferenceGrant.
+    /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute, ReferenceGrant
+    /// (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
     GatewayApi,
     /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
     IstioSecurity,
@@ -69,7 +75,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 17] = [
+    pub(super) const ALL: [Kind; 19] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -79,6 +85,8 @@ impl Kind {
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::ReferenceGrant,
+        Kind::TcpRoute,
+        Kind::TlsRoute,
         Kind::Sidecar,
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
@@ -105,6 +113,8 @@ impl Kind {
             Kind::HttpRoute => "httproutes",
             Kind::GrpcRoute => "grpcroutes",
             Kind::ReferenceGrant => "referencegrants",
+            Kind::TcpRoute => "tcproutes",
+            Kind::TlsRoute => "tlsroutes",
             Kind::Sidecar => "sidecars",
             Kind::PeerAuthentication => "peerauthentications",
             Kind::AuthorizationPolicy => "authorizationpolicies",
@@ -127,6 +137,8 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TlsRoute => "TLSRoute",
             Kind::Sidecar => "Sidecar",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
@@ -161,7 +173,11 @@ impl Kind {
             | Kind::Sidecar
             | Kind::ServiceEntry
             | Kind::WorkloadEntry => Some(Crd::Istio),
-            Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => Some(Crd::GatewayApi),
+            Kind::HttpRoute
+            | Kind::GrpcRoute
+            | Kind::ReferenceGrant
+            | Kind::TcpRoute
+            | Kind::TlsRoute => Some(Crd::GatewayApi),
             Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,
         }
@@ -175,10 +191,18 @@ impl Kind {
         }
     }
 
+    /// The version it is served at (one per kind).
+    pub(super) fn version(self) -> &'static str {
+        match self {
+            Kind::TcpRoute | Kind::TlsRoute => "v1alpha2",
+            _ => "v1",
+        }
+    }
+
     pub(super) fn api_version(self) -> String {
         match self.group() {
-            "" => "v1".into(),
-            g => format!("{g}/v1"),
+            "" => self.version().into(),
+            g => format!("{g}/{}", self.version()),
         }
     }
 
@@ -191,14 +215,17 @@ impl Kind {
 
     /// Kinds whose `status` is written only through `/status`.
     pub(super) fn has_status(self) -> bool {
-        matches!(self, Kind::HttpRoute | Kind::GrpcRoute)
+        matches!(
+            self,
+            Kind::HttpRoute | Kind::GrpcRoute | Kind::TcpRoute | Kind::TlsRoute
+        )
     }
 
-    /// `/api/v1` or `/apis/GROUP/v1`.
+    /// `/api/v1` or `/apis/GROUP/VERSION`.
     pub(super) fn base(self) -> String {
         match self.group() {
             "" => "/api/v1".into(),
-            g => format!("/apis/{g}/v1"),
+            g => format!("/apis/{g}/{}", self.version()),
         }
     }
 }
