@@ -64,7 +64,12 @@ impl WorkloadGroups for EtcdGroups {
             .cloned()
     }
 
-    fn hold(&self, entry: WorkloadEntry, grace: Duration) -> Result<Box<dyn HeldEntry>, String> {
+    fn hold(
+        &self,
+        _group: &WorkloadGroup,
+        entry: WorkloadEntry,
+        grace: Duration,
+    ) -> Result<Box<dyn HeldEntry>, String> {
         let key = self.config.layout().entry_key(&EntryKey::Workload(
             entry.namespace.clone(),
             entry.name.clone(),

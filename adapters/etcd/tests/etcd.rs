@@ -719,7 +719,9 @@ async fn entries_registered_from_a_group_live_in_etcd_for_the_grace_period() {
     assert!(groups.group("shop", "broken").is_none());
 
     let entry = group.entry_for("10.2.0.7".parse().expect("ip"), None);
-    let held = groups.hold(entry, Duration::from_secs(2)).expect("held");
+    let held = groups
+        .hold(&group, entry, Duration::from_secs(2))
+        .expect("held");
     for stream in [&mut w, &mut replica] {
         let s = apply_of(
             &until(stream, |e| {

@@ -15,17 +15,25 @@
 //! list, one Reset, watch; a batch of changes converts every entry again
 //! and sends what changed. An object that cannot be read or served in part
 //! is a problem of that object, retracted once it is fixed or gone.
+//!
+//! It also reads the WorkloadGroups, for auto-registration
+//! ([`K8sEntries::workload_groups`], `groups.rs`), a WorkloadEntry's health
+//! from its `Healthy` condition, and (while WorkloadEntries are served)
+//! removes the registered entries no replica renews any more.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DynamicObject, WatchEvent};
-use serde_json::Value;
+use kube::api::{ApiResource, DynamicObject, WatchEvent};
+use serde_json::{Value, json};
 use sextant_core::entries::{ServiceEntry, WorkloadEntry, WorkloadSpec, services_from_entries};
+use sextant_core::groups::WorkloadGroup;
 use sextant_core::recover::{Backoff, EventSender, resilient_task};
 use sextant_core::{Error, EventStream, Registry, RegistryId, Service};
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::groups::K8sGroups;
 
 use crate::kinds::{CrdKind, Kind};
 use crate::rules::discover;
@@ -37,15 +45,25 @@ use crate::{K8sConfig, client_config};
 pub struct K8sEntries {
     id: RegistryId,
     config: Arc<K8sConfig>,
+    groups: Arc<K8sGroups>,
 }
 
 impl K8sEntries {
     /// The registry `k8s/CLUSTER_ID/entries` for `config`.
     pub fn new(config: K8sConfig) -> Self {
+        let config = Arc::new(config);
         K8sEntries {
             id: RegistryId::new(format!("k8s/{}/entries", config.cluster_id)),
-            config: Arc::new(config),
+            groups: K8sGroups::new(config.clone()),
+            config,
         }
+    }
+
+    /// The cluster's WorkloadGroups, keeping the entries VMs register
+    /// from them as WorkloadEntry objects (see [`crate::groups`]), for
+    /// `Sextant::workload_groups`.
+    pub fn workload_groups(&self) -> Arc<K8sGroups> {
+        Arc::clone(&self.groups)
     }
 }
 
@@ -57,8 +75,11 @@ impl Registry for K8sEntries {
     fn watch(&self) -> EventStream {
         let config = self.config.clone();
         let id = self.id.clone();
+        let groups = self.groups.clone();
         let backoff: Backoff = config.backoff.clone();
-        resilient_task(backoff, move |tx| session(config.clone(), id.clone(), tx))
+        resilient_task(backoff, move |tx| {
+            session(config.clone(), id.clone(), groups.clone(), tx)
+        })
     }
 }
 
@@ -69,6 +90,8 @@ type Key = (String, String);
 struct State {
     entries: BTreeMap<Key, ServiceEntry>,
     workloads: BTreeMap<Key, WorkloadEntry>,
+    /// WorkloadGroups (templates for auto-registration, no services).
+    groups: BTreeMap<Key, WorkloadGroup>,
     /// Pods as workloads.
     pods: BTreeMap<Key, WorkloadEntry>,
     /// Objects that cannot be read, with why.
@@ -98,6 +121,15 @@ impl State {
             }
             Kind::Crd(CrdKind::WorkloadEntry) => workload_entry(&obj, &ns, &name)
                 .map(|w| self.workloads.insert(key, w.clone()).as_ref() != Some(&w)),
+            // A group declares no service: only its problem may move.
+            Kind::Crd(CrdKind::WorkloadGroup) if deleted => {
+                self.groups.remove(&key);
+                Ok(false)
+            }
+            Kind::Crd(CrdKind::WorkloadGroup) => workload_group(&obj, &ns, &name).map(|g| {
+                self.groups.insert(key, g);
+                false
+            }),
             Kind::Pod => {
                 let now = if deleted {
                     Ok(None)
@@ -166,14 +198,37 @@ fn service_entry(obj: &DynamicObject, ns: &str, name: &str) -> Result<ServiceEnt
     Ok(entry)
 }
 
-/// A WorkloadEntry object's spec, with its name and namespace.
+/// A WorkloadEntry object's spec, with its name, namespace and health
+/// (its `Healthy` condition, Istio's: `False` is unhealthy).
 fn workload_entry(obj: &DynamicObject, ns: &str, name: &str) -> Result<WorkloadEntry, String> {
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
     let mut w: WorkloadEntry =
         serde_json::from_value(spec).map_err(|e| format!("cannot read its spec: {e}"))?;
     w.name = name.to_owned();
     w.namespace = ns.to_owned();
+    let unhealthy = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Healthy" && c["status"] == "False");
+    if unhealthy {
+        w.health = sextant_core::Health::Unhealthy;
+    }
     Ok(w)
+}
+
+/// A WorkloadGroup object: its spec with its name and namespace.
+fn workload_group(obj: &DynamicObject, ns: &str, name: &str) -> Result<WorkloadGroup, String> {
+    let mut spec = obj.data.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let Some(fields) = spec.as_object_mut() else {
+        return Err("its spec is not a mapping".into());
+    };
+    fields.insert("name".into(), json!(name));
+    fields.insert("namespace".into(), json!(ns));
+    let g: WorkloadGroup =
+        serde_json::from_value(spec).map_err(|e| format!("cannot read its spec: {e}"))?;
+    g.check()?;
+    Ok(g)
 }
 
 /// A Pod as a workload a ServiceEntry's selector may pick: ready, with an
@@ -208,7 +263,39 @@ fn pod_workload(pod: &Pod, ns: &str, name: &str) -> Option<WorkloadEntry> {
     })
 }
 
-async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Result<(), Error> {
+/// Runs the cleanup of stale registered entries every heartbeat while
+/// held; aborted when dropped.
+struct Cleanup(tokio::task::JoinHandle<()>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn start_cleanup(
+    client: &kube::Client,
+    resource: &ApiResource,
+    groups: &Arc<K8sGroups>,
+) -> Cleanup {
+    let (client, resource, groups) = (client.clone(), resource.clone(), groups.clone());
+    Cleanup(tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::groups::HEARTBEAT);
+        loop {
+            every.tick().await;
+            if let Err(e) = crate::groups::cleanup(&client, &resource, groups.stale_after()).await {
+                warn!(error = %e, "cannot look for stale registered WorkloadEntries");
+            }
+        }
+    }))
+}
+
+async fn session(
+    config: Arc<K8sConfig>,
+    id: RegistryId,
+    groups: Arc<K8sGroups>,
+    tx: EventSender,
+) -> Result<(), Error> {
     let client_config = client_config(&config).await?;
     let client = kube::Client::try_from(client_config)
         .map_err(|e| Error::unavailable_from("cannot build the Kubernetes client", e))?;
@@ -240,6 +327,10 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
         if !entries_served {
             info!(registry = %id, "kubernetes: networking.istio.io ServiceEntry is not served (CRD not installed): no entries; discovery is asked again every {:?}", config.rediscover_every);
         }
+        let _cleanup = served
+            .iter()
+            .find(|(k, _)| *k == CrdKind::WorkloadEntry)
+            .map(|(_, resource)| start_cleanup(&client, resource, &groups));
         let mut state = State::default();
         let mut versions = Vec::new();
         for source in &sources {
@@ -251,6 +342,7 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
             }
             versions.push(rv);
         }
+        groups.set(state.groups.values().cloned().collect());
         let (mut sent, mut shown) = state.services();
         info!(registry = %id, services = sent.len(), entries = state.entries.len(), "kubernetes: service entries listed");
         if tx.reset(sent.clone()).await.is_err() || tx.problems_changed(&[], &shown).await.is_err()
@@ -316,6 +408,7 @@ async fn session(config: Arc<K8sConfig>, id: RegistryId, tx: EventSender) -> Res
             if relist {
                 break;
             }
+            groups.set(state.groups.values().cloned().collect());
             // Nothing an entry declares moved (most Pod events): no work.
             if !dirty {
                 continue;

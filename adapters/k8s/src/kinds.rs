@@ -35,11 +35,17 @@ pub(crate) enum CrdKind {
     ServiceEntry,
     /// Likewise: the workloads ServiceEntries select.
     WorkloadEntry,
+    /// Likewise: the templates VMs register from (`groups.rs`).
+    WorkloadGroup,
 }
 
 impl CrdKind {
     /// The kinds the entries registry reads.
-    pub(crate) const ENTRIES: [CrdKind; 2] = [CrdKind::ServiceEntry, CrdKind::WorkloadEntry];
+    pub(crate) const ENTRIES: [CrdKind; 3] = [
+        CrdKind::ServiceEntry,
+        CrdKind::WorkloadEntry,
+        CrdKind::WorkloadGroup,
+    ];
 
     /// Every CRD kind, in the order they are read.
     pub(crate) const ALL: [CrdKind; 10] = [
@@ -63,6 +69,7 @@ impl CrdKind {
             CrdKind::Sidecar => ("networking.istio.io", "sidecars"),
             CrdKind::ServiceEntry => ("networking.istio.io", "serviceentries"),
             CrdKind::WorkloadEntry => ("networking.istio.io", "workloadentries"),
+            CrdKind::WorkloadGroup => ("networking.istio.io", "workloadgroups"),
             CrdKind::PeerAuthentication => ("security.istio.io", "peerauthentications"),
             CrdKind::AuthorizationPolicy => ("security.istio.io", "authorizationpolicies"),
             CrdKind::HttpRoute => ("gateway.networking.k8s.io", "httproutes"),
@@ -80,7 +87,8 @@ impl CrdKind {
             | CrdKind::DestinationRule
             | CrdKind::Sidecar
             | CrdKind::ServiceEntry
-            | CrdKind::WorkloadEntry => &["v1", "v1beta1", "v1alpha3"],
+            | CrdKind::WorkloadEntry
+            | CrdKind::WorkloadGroup => &["v1", "v1beta1", "v1alpha3"],
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
             CrdKind::TcpRoute => &["v1alpha2"],
@@ -101,7 +109,8 @@ impl CrdKind {
             | CrdKind::PeerAuthentication
             | CrdKind::AuthorizationPolicy
             | CrdKind::ServiceEntry
-            | CrdKind::WorkloadEntry => false,
+            | CrdKind::WorkloadEntry
+            | CrdKind::WorkloadGroup => false,
         }
     }
 
@@ -132,6 +141,7 @@ impl CrdKind {
             CrdKind::AuthorizationPolicy => "AuthorizationPolicy",
             CrdKind::ServiceEntry => "ServiceEntry",
             CrdKind::WorkloadEntry => "WorkloadEntry",
+            CrdKind::WorkloadGroup => "WorkloadGroup",
         }
     }
 

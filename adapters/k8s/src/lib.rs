@@ -52,6 +52,8 @@ pub mod convert;
 #[cfg(feature = "client")]
 mod entries;
 pub mod gateway;
+#[cfg(feature = "client")]
+pub mod groups;
 pub mod istio;
 #[cfg(feature = "client")]
 mod kinds;

@@ -137,10 +137,12 @@ fn convert(
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
         // Services, not rules: the entries registry reads them.
-        CrdKind::ServiceEntry | CrdKind::WorkloadEntry => Ok(istio::Converted {
-            rule: None,
-            unsupported: Vec::new(),
-        }),
+        CrdKind::ServiceEntry | CrdKind::WorkloadEntry | CrdKind::WorkloadGroup => {
+            Ok(istio::Converted {
+                rule: None,
+                unsupported: Vec::new(),
+            })
+        }
     };
     match result {
         Ok(c) => Converted {

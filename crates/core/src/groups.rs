@@ -238,10 +238,15 @@ pub trait WorkloadGroups: Send + Sync {
     /// The group `namespace/name`, if this source has it.
     fn group(&self, namespace: &str, name: &str) -> Option<WorkloadGroup>;
 
-    /// Registers `entry` (made by [`WorkloadGroup::entry_for`] from one of
-    /// this source's groups) until the returned value is dropped and
-    /// `grace` has passed. `Err` says why it cannot be kept.
-    fn hold(&self, entry: WorkloadEntry, grace: Duration) -> Result<Box<dyn HeldEntry>, String>;
+    /// Registers `entry` (made by [`WorkloadGroup::entry_for`] from
+    /// `group`, one of this source's groups) until the returned value is
+    /// dropped and `grace` has passed. `Err` says why it cannot be kept.
+    fn hold(
+        &self,
+        group: &WorkloadGroup,
+        entry: WorkloadEntry,
+        grace: Duration,
+    ) -> Result<Box<dyn HeldEntry>, String>;
 }
 
 /// The in-memory [`WorkloadGroups`]: a source hands it its groups
@@ -316,7 +321,12 @@ impl WorkloadGroups for Arc<Board> {
             .cloned()
     }
 
-    fn hold(&self, entry: WorkloadEntry, grace: Duration) -> Result<Box<dyn HeldEntry>, String> {
+    fn hold(
+        &self,
+        _group: &WorkloadGroup,
+        entry: WorkloadEntry,
+        grace: Duration,
+    ) -> Result<Box<dyn HeldEntry>, String> {
         let key = (entry.namespace.clone(), entry.name.clone());
         let generation = {
             let mut st = self.lock();
@@ -496,7 +506,7 @@ mod tests {
         let entry = g.entry_for("10.0.0.7".parse().expect("ip"), None);
         let grace = Duration::from_secs(10);
 
-        let held = board.hold(entry.clone(), grace).expect("held");
+        let held = board.hold(&g, entry.clone(), grace).expect("held");
         assert!(changes.has_changed().expect("open"));
         changes.mark_unchanged();
         assert_eq!(board.entries(), vec![entry.clone()]);
@@ -508,7 +518,7 @@ mod tests {
         // entry never left and keeps its health.
         drop(held);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let back = board.hold(entry.clone(), grace).expect("held");
+        let back = board.hold(&g, entry.clone(), grace).expect("held");
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(
             board.entries().len(),
@@ -519,7 +529,7 @@ mod tests {
 
         // Two streams hold it (two replicas' worth of reconnects): the
         // entry stays until the last is gone, then for the grace period.
-        let second = board.hold(entry, grace).expect("held");
+        let second = board.hold(&g, entry, grace).expect("held");
         drop(back);
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(board.entries().len(), 1, "one holder left");

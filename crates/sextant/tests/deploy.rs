@@ -70,7 +70,10 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "networking.istio.io/serviceentries: get,list,watch",
             "networking.istio.io/sidecars: get,list,watch",
             "networking.istio.io/virtualservices: get,list,watch",
+            "networking.istio.io/workloadentries/status: patch",
+            "networking.istio.io/workloadentries: create,delete,patch",
             "networking.istio.io/workloadentries: get,list,watch",
+            "networking.istio.io/workloadgroups: get,list,watch",
             "security.istio.io/authorizationpolicies: get,list,watch",
             "security.istio.io/peerauthentications: get,list,watch",
         ]

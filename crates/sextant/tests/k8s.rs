@@ -755,3 +755,6 @@ spec:
 
 #[path = "k8s/l4.rs"]
 mod l4;
+
+#[path = "k8s/vm.rs"]
+mod vm;

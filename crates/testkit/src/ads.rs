@@ -39,6 +39,28 @@ fn node(id: &str) -> Node {
     }
 }
 
+/// A node `id` with string metadata (`NAMESPACE`, `INSTANCE_IPS`,
+/// `AUTO_REGISTER_GROUP`...), for [`SotwClient::with_node`].
+pub fn node_with(id: &str, metadata: &[(&str, &str)]) -> Node {
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    Node {
+        metadata: Some(Struct {
+            fields: metadata
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        Value {
+                            kind: Some(Kind::StringValue((*v).to_owned())),
+                        },
+                    )
+                })
+                .collect(),
+        }),
+        ..node(id)
+    }
+}
+
 /// A client on one new connection to `addr`, retried for a while if the
 /// server is not listening yet.
 pub async fn connect(

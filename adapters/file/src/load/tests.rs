@@ -776,6 +776,7 @@ workloadGroups:
         .expect("the board has the group");
     let held = board
         .hold(
+            &group,
             group.entry_for("10.2.0.9".parse().expect("ip"), None),
             std::time::Duration::from_secs(1),
         )

@@ -203,7 +203,9 @@ impl Settings {
                         out.push(Arc::new(K8sRegistry::new(cluster.clone())));
                         // Its ServiceEntries, after its Services (see
                         // sextant_k8s::K8sEntries).
-                        out.push(Arc::new(K8sEntries::new(cluster.clone())));
+                        let entries = K8sEntries::new(cluster.clone());
+                        groups.push(entries.workload_groups());
+                        out.push(Arc::new(entries));
                     }
                 }
             }

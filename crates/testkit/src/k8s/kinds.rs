@@ -44,8 +44,11 @@ pub enum Kind {
     ConfigMap,
     /// `networking.istio.io/v1` `serviceentries` (a CRD).
     ServiceEntry,
-    /// `networking.istio.io/v1` `workloadentries` (a CRD).
+    /// `networking.istio.io/v1` `workloadentries` (a CRD, with a status
+    /// subresource: its `Healthy` condition).
     WorkloadEntry,
+    /// `networking.istio.io/v1` `workloadgroups` (a CRD).
+    WorkloadGroup,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -54,7 +57,7 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
-    /// ServiceEntry and WorkloadEntry.
+    /// ServiceEntry, WorkloadEntry and WorkloadGroup.
     Istio,
     /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute, ReferenceGrant
     /// (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
@@ -75,7 +78,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 19] = [
+    pub(super) const ALL: [Kind; 20] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -95,6 +98,7 @@ impl Kind {
         Kind::ConfigMap,
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
     ];
 
     pub(super) fn from_kind(kind: &str) -> Option<Kind> {
@@ -123,6 +127,7 @@ impl Kind {
             Kind::ConfigMap => "configmaps",
             Kind::ServiceEntry => "serviceentries",
             Kind::WorkloadEntry => "workloadentries",
+            Kind::WorkloadGroup => "workloadgroups",
         }
     }
 
@@ -147,6 +152,7 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
         }
     }
 
@@ -161,6 +167,7 @@ impl Kind {
             Kind::ConfigMap => &["cm"],
             Kind::ServiceEntry => &["se"],
             Kind::WorkloadEntry => &["we"],
+            Kind::WorkloadGroup => &["wg"],
             _ => &[],
         }
     }
@@ -172,7 +179,8 @@ impl Kind {
             | Kind::DestinationRule
             | Kind::Sidecar
             | Kind::ServiceEntry
-            | Kind::WorkloadEntry => Some(Crd::Istio),
+            | Kind::WorkloadEntry
+            | Kind::WorkloadGroup => Some(Crd::Istio),
             Kind::HttpRoute
             | Kind::GrpcRoute
             | Kind::ReferenceGrant
@@ -217,7 +225,11 @@ impl Kind {
     pub(super) fn has_status(self) -> bool {
         matches!(
             self,
-            Kind::HttpRoute | Kind::GrpcRoute | Kind::TcpRoute | Kind::TlsRoute
+            Kind::HttpRoute
+                | Kind::GrpcRoute
+                | Kind::TcpRoute
+                | Kind::TlsRoute
+                | Kind::WorkloadEntry
         )
     }
 

@@ -93,7 +93,7 @@ impl Register for GroupRegistrar {
             .map_err(|e| format!("{}: {e}", group.object()))?;
         let entry = group.entry_for(a.address, a.network);
         let name = format!("{}/{}", entry.namespace, entry.name);
-        let held = source.hold(entry, self.grace)?;
+        let held = source.hold(&group, entry, self.grace)?;
         Ok(Registration { entry: name, held })
     }
 }
