@@ -295,15 +295,17 @@ struct SidecarSpec {
     egress: Vec<EgressEntry>,
     #[serde(default)]
     outbound_traffic_policy: Option<sextant_core::rules::OutboundTrafficPolicy>,
+    #[serde(default)]
+    ingress: Vec<sextant_core::rules::IngressListener>,
 }
 
-/// A Sidecar's egress hosts, workload selector and outbound traffic
-/// policy as a scope rule named after it. Its other parts (ingress
-/// listeners, an egress listener's port, bind and capture mode, an egress
-/// proxy) are named as not served. A Sidecar with neither egress nor an
-/// outbound policy gives no rule: the namespace's or the mesh's default
-/// applies, as in Istio; one with a policy and no egress keeps the default
-/// hosts.
+/// A Sidecar's egress hosts, workload selector, outbound traffic policy
+/// and ingress listeners (port and default endpoint) as a scope rule named
+/// after it. Its other parts (a listener's bind, capture mode, TLS and
+/// connection pool, an egress listener's port, an egress proxy) are named
+/// as not served. A Sidecar with none of egress, an outbound policy and
+/// ingress gives no rule: the namespace's or the mesh's default applies,
+/// as in Istio; one without egress keeps the default hosts.
 pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, String> {
     let mut spec = spec.clone();
     let mut unsupported = Vec::new();
@@ -313,9 +315,23 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
     {
         unsupported.push("spec.outboundTrafficPolicy.egressProxy".into());
     }
-    for field in ["ingress", "inboundConnectionPool"] {
-        if map.remove(field).is_some() {
-            unsupported.push(format!("spec.{field}"));
+    if map.remove("inboundConnectionPool").is_some() {
+        unsupported.push("spec.inboundConnectionPool".into());
+    }
+    if let Some(Value::Array(ingress)) = map.get_mut("ingress") {
+        for (i, l) in ingress.iter_mut().enumerate() {
+            for field in ["bind", "captureMode", "tls", "connectionPool"] {
+                if l.as_object_mut().and_then(|m| m.remove(field)).is_some() {
+                    unsupported.push(format!("spec.ingress[{i}].{field}"));
+                }
+            }
+            // A port's target port is Istio's own detail; what arrives is
+            // delivered to the default endpoint.
+            if let Some(port) = l.get_mut("port").and_then(Value::as_object_mut)
+                && port.remove("targetPort").is_some()
+            {
+                unsupported.push(format!("spec.ingress[{i}].port.targetPort"));
+            }
         }
     }
     if let Some(Value::Array(egress)) = map.get_mut("egress") {
@@ -327,9 +343,23 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
             }
         }
     }
-    let decoded: SidecarSpec = decode_leniently(spec, "spec", &mut unsupported)?;
+    let mut decoded: SidecarSpec = decode_leniently(spec, "spec", &mut unsupported)?;
     let outbound = decoded.outbound_traffic_policy.map(|p| p.mode);
-    if decoded.egress.is_empty() && outbound.is_none() {
+    // A listener that cannot deliver (a unix socket) is left out; the
+    // others are served.
+    let mut i = 0;
+    decoded.ingress.retain(|l| {
+        let kept = match l.deliver() {
+            Ok(_) => true,
+            Err(e) => {
+                unsupported.push(format!("spec.ingress[{i}] ({e})"));
+                false
+            }
+        };
+        i += 1;
+        kept
+    });
+    if decoded.egress.is_empty() && outbound.is_none() && decoded.ingress.is_empty() {
         unsupported
             .push("spec.egress is absent: the namespace's or mesh's default scope applies".into());
         return Ok(Converted {
@@ -346,6 +376,7 @@ pub fn sidecar(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
             .unwrap_or_default(),
         hosts: decoded.egress.into_iter().flat_map(|e| e.hosts).collect(),
         outbound,
+        ingress: decoded.ingress,
     };
     Ok(Converted {
         rule: Some(Rule::scope(namespace, name, scope)),

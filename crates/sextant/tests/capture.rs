@@ -1641,3 +1641,6 @@ async fn an_authorization_policy_refuses_a_namespace_and_allows_an_identity() {
 
 #[path = "capture/vm.rs"]
 mod vm;
+
+#[path = "capture/ingress.rs"]
+mod ingress;

@@ -245,6 +245,7 @@ fn port_index(view: &MeshView) -> PortIndex {
                 index.entry(ip).or_default().push(InboundPort {
                     port: target,
                     protocol: port.protocol,
+                    deliver: None,
                 });
             }
         }
@@ -288,7 +289,9 @@ impl CaptureCache {
     /// The capture set of a proxy with `scope` and instance `ips` in `snap`
     /// (with mutual TLS when it holds a workload certificate, `mtls`, under
     /// its peer authentication modes, `peer`, and its authorization
-    /// policies, `authz`).
+    /// policies, `authz`). Its inbound ports are `ingress` (its Sidecar's
+    /// ingress listeners) when there are any, else those of the endpoints
+    /// at its addresses.
     #[allow(clippy::too_many_arguments)]
     pub fn get(
         &self,
@@ -299,6 +302,7 @@ impl CaptureCache {
         mtls: bool,
         peer: &PeerModes,
         authz: &Policies,
+        ingress: &[InboundPort],
     ) -> Arc<CaptureSet> {
         let view = snap.view();
         let scope_digest = scope.map_or(0, |s| s.digest);
@@ -313,12 +317,15 @@ impl CaptureCache {
         let index = self
             .index
             .get_or(snap.generation, (), || Arc::new(port_index(view)));
-        let mut ports: Vec<InboundPort> = ips
-            .iter()
-            .filter_map(|ip| index.get(ip))
-            .flatten()
-            .copied()
-            .collect();
+        let mut ports: Vec<InboundPort> = if ingress.is_empty() {
+            ips.iter()
+                .filter_map(|ip| index.get(ip))
+                .flatten()
+                .copied()
+                .collect()
+        } else {
+            ingress.to_vec()
+        };
         ports.sort_unstable();
         ports.dedup_by_key(|p| p.port);
         let inbound = self.inbound.get_or(

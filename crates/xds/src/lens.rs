@@ -237,6 +237,18 @@ impl ProxyLens {
         } else {
             crate::capture::Policies::default()
         };
+        // Its Sidecar's ingress listeners, which replace the ports found
+        // from its endpoints.
+        let ingress = if capture_mode {
+            ingress_ports(
+                snap,
+                &lenses.scoping.root_namespace,
+                self.namespace.as_deref(),
+                identity,
+            )
+        } else {
+            Vec::new()
+        };
         let capture = capture_mode.then(|| {
             lenses.captures.get(
                 snap,
@@ -246,6 +258,7 @@ impl ProxyLens {
                 identity.workload_certs,
                 &peer,
                 &authz,
+                &ingress,
             )
         });
         let lens = Lens {
@@ -259,6 +272,43 @@ impl ProxyLens {
         self.lens = lens;
         Some(&self.lens)
     }
+}
+
+/// The inbound ports the ingress listeners of the scope rule in force for
+/// a proxy give it (none: the ports of its endpoints apply). A listener
+/// that cannot deliver is left out (validation names it).
+fn ingress_ports(
+    snap: &Snapshot,
+    root_namespace: &str,
+    namespace: Option<&str>,
+    identity: &NodeIdentity,
+) -> Vec<crate::translate::capture::InboundPort> {
+    use sextant_core::rules::{Deliver, Selected, scope::select};
+    let Selected::Rule(rule) = select(
+        &snap.view().scopes,
+        root_namespace,
+        namespace,
+        &identity.labels,
+    ) else {
+        return Vec::new();
+    };
+    let Some(s) = rule.as_scope() else {
+        return Vec::new();
+    };
+    s.ingress
+        .iter()
+        .filter_map(|l| {
+            let deliver = match l.deliver().ok()? {
+                Deliver::Loopback(to) => to,
+                Deliver::Instance(port) => std::net::SocketAddr::new(*identity.ips.first()?, port),
+            };
+            Some(crate::translate::capture::InboundPort {
+                port: l.port.number,
+                protocol: l.protocol(),
+                deliver: Some(deliver),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -344,6 +344,7 @@ async fn a_scope_rule_limits_and_widens_what_a_real_envoy_reaches() {
                     .map(|h| ScopeHost::parse(h).expect(h))
                     .collect(),
                 outbound: None,
+                ingress: Vec::new(),
             },
         )
     };

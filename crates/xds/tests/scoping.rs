@@ -44,6 +44,7 @@ fn scope(ns: &str, name: &str, app: Option<&str>, hosts: &[&str]) -> Rule {
                 .map(|h| ScopeHost::parse(h).expect(h))
                 .collect(),
             outbound: None,
+            ingress: Vec::new(),
         },
     )
 }

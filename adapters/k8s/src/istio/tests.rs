@@ -291,7 +291,13 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
         ),
     )
     .expect("converts");
-    assert_eq!(c.unsupported, ["spec.ingress", "spec.egress[0].port"]);
+    assert_eq!(
+        c.unsupported,
+        [
+            "spec.egress[0].port",
+            "spec.ingress[0] (defaultEndpoint \"unix:///var/run/someuds.sock\": unix domain sockets are not served)"
+        ]
+    );
     let rule = c.rule.expect("a rule");
     let scope = rule.as_scope().expect("scope");
     assert_eq!(scope.workload_selector["app"], "ratings");
@@ -317,6 +323,30 @@ outboundTrafficPolicy: {mode: REGISTRY_ONLY}
         Some(sextant_core::rules::OutboundMode::AllowAny)
     );
     assert_eq!(c.unsupported, ["spec.outboundTrafficPolicy.egressProxy"]);
+    assert!(rule.validate().is_ok());
+
+    // Only ingress listeners: a rule with the default hosts; what is not
+    // served of a listener is named.
+    let c = sidecar(
+        "a",
+        "b",
+        &spec(
+            "ingress:\n- port: {number: 9080, protocol: HTTP, name: http}\n  defaultEndpoint: 127.0.0.1:8080\n  captureMode: NONE\n",
+        ),
+    )
+    .expect("converts");
+    assert_eq!(c.unsupported, ["spec.ingress[0].captureMode"]);
+    let rule = c.rule.expect("a rule");
+    let scope = rule.as_scope().expect("scope");
+    assert!(scope.hosts.is_empty());
+    assert_eq!(scope.ingress.len(), 1);
+    assert_eq!(scope.ingress[0].port.number, 9080);
+    assert_eq!(
+        scope.ingress[0].deliver(),
+        Ok(sextant_core::rules::Deliver::Loopback(
+            "127.0.0.1:8080".parse().expect("addr")
+        ))
+    );
     assert!(rule.validate().is_ok());
 
     // No egress: no rule of its own, said so; a malformed host: an error.

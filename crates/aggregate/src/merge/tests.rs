@@ -702,6 +702,7 @@ fn scope_rule(ns: &str, name: &str, hosts: &[&str]) -> sextant_core::Rule {
                 .map(|h| sextant_core::ScopeHost::parse(h).expect("host"))
                 .collect(),
             outbound: None,
+            ingress: Vec::new(),
         },
     )
 }

@@ -193,17 +193,36 @@ impl Rule {
 /// Labels one workload selector may require.
 pub const MAX_SELECTOR_LABELS: usize = 64;
 
+/// The most ingress listeners one scope rule declares.
+const MAX_INGRESS: usize = 64;
+
 fn scope(c: &mut Checker<'_>, s: &super::ScopeRule) {
     // No hosts keeps the default hosts, which only a rule that sets its
     // outbound policy means; else it reads as "hide every host", whose
     // spelling is `~/*`, written on purpose.
-    if s.hosts.is_empty() && s.outbound.is_none() {
+    if s.hosts.is_empty() && s.outbound.is_none() && s.ingress.is_empty() {
         c.bad(
             "hosts",
-            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none), or set outboundTrafficPolicy",
+            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none), or set outboundTrafficPolicy or ingress",
         );
     }
     c.count("hosts", s.hosts.len(), MAX_HOSTS);
+    if c.count("ingress", s.ingress.len(), MAX_INGRESS) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, l) in s.ingress.iter().enumerate() {
+            if !(1..=65535).contains(&l.port.number) {
+                c.bad(format!("ingress[{i}].port.number"), "must be 1-65535");
+            } else if !seen.insert(l.port.number) {
+                c.bad(
+                    format!("ingress[{i}].port.number"),
+                    "another ingress listener has this port",
+                );
+            }
+            if let Err(e) = l.deliver() {
+                c.bad(format!("ingress[{i}].defaultEndpoint"), e);
+            }
+        }
+    }
     c.count(
         "workloadSelector.labels",
         s.workload_selector.len(),

@@ -50,8 +50,8 @@ pub use route::{
     Rewrite, RouteDestination, RouteRule, TcpRoute, TlsMatch, TlsRoute,
 };
 pub use scope::{
-    HostPattern, OutboundMode, OutboundTrafficPolicy, ScopeEntry, ScopeHost, ScopeNamespace,
-    ScopeRule, Selected,
+    Deliver, HostPattern, IngressListener, IngressPort, OutboundMode, OutboundTrafficPolicy,
+    ScopeEntry, ScopeHost, ScopeNamespace, ScopeRule, Selected,
 };
 
 /// The kinds of rule.

@@ -33,6 +33,106 @@ pub struct ScopeRule {
     /// setting (`--outbound-traffic-policy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundMode>,
+    /// Where their capture-mode proxies deliver inbound traffic (Istio's
+    /// Sidecar `ingress`): when present, these ports replace the ones
+    /// found from the workload's endpoints.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IngressListener>,
+}
+
+/// One of Istio's Sidecar `ingress` listeners: traffic captured for
+/// `port` goes to `defaultEndpoint`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressListener {
+    /// The port traffic arrives on.
+    pub port: IngressPort,
+    /// Where it goes: `127.0.0.1:PORT` (or `[::1]:PORT`), or
+    /// `0.0.0.0:PORT` for the workload's own address; absent: the same
+    /// port on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_endpoint: Option<String>,
+}
+
+/// An ingress listener's port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressPort {
+    /// The number.
+    pub number: u32,
+    /// `HTTP`, `HTTP2`, `GRPC`, `TCP`, `TLS`...; from the name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Where an ingress listener delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deliver {
+    /// To this loopback address and port.
+    Loopback(std::net::SocketAddr),
+    /// To the workload's own address, at this port.
+    Instance(u16),
+}
+
+impl IngressListener {
+    /// Where it delivers; `Err` says why it cannot (a unix socket, an
+    /// address that is neither loopback nor `0.0.0.0`).
+    pub fn deliver(&self) -> Result<Deliver, String> {
+        let Some(endpoint) = self.default_endpoint.as_deref() else {
+            let port = u16::try_from(self.port.number)
+                .map_err(|_| format!("port {} is not a port number", self.port.number))?;
+            return Ok(Deliver::Loopback(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                port,
+            ))));
+        };
+        if endpoint.starts_with("unix://") {
+            return Err(format!(
+                "defaultEndpoint {endpoint:?}: unix domain sockets are not served"
+            ));
+        }
+        let addr: std::net::SocketAddr = endpoint.parse().map_err(|_| {
+            format!("defaultEndpoint {endpoint:?} is not IP:PORT (127.0.0.1:8080, 0.0.0.0:8080)")
+        })?;
+        if addr.port() == 0 {
+            return Err(format!("defaultEndpoint {endpoint:?}: port 0"));
+        }
+        if addr.ip().is_unspecified() {
+            Ok(Deliver::Instance(addr.port()))
+        } else if addr.ip().is_loopback() {
+            Ok(Deliver::Loopback(addr))
+        } else {
+            Err(format!(
+                "defaultEndpoint {endpoint:?}: only loopback or 0.0.0.0 (the workload's own address)"
+            ))
+        }
+    }
+
+    /// Its protocol: the one named, else from the port's name.
+    pub fn protocol(&self) -> crate::model::Protocol {
+        use crate::model::Protocol;
+        match self
+            .port
+            .protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HTTP") => Protocol::Http,
+            Some("HTTP2") => Protocol::Http2,
+            Some("GRPC" | "GRPC-WEB") => Protocol::Grpc,
+            Some("HTTPS" | "TLS") => Protocol::Tls,
+            Some(_) => Protocol::Tcp,
+            None => self
+                .port
+                .name
+                .as_deref()
+                .map_or(Protocol::Tcp, Protocol::from_port_name),
+        }
+    }
 }
 
 /// Istio's `outboundTrafficPolicy.mode`.
@@ -242,6 +342,9 @@ pub struct ScopeEntry {
     /// Destinations outside the mesh, for these proxies.
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    /// Where their inbound traffic is delivered.
+    #[serde(default)]
+    pub ingress: Vec<IngressListener>,
 }
 
 /// Istio's `workloadSelector`.
@@ -270,6 +373,7 @@ impl From<ScopeEntry> for Rule {
                 workload_selector: e.workload_selector.map(|w| w.labels).unwrap_or_default(),
                 hosts: e.egress.into_iter().flat_map(|e| e.hosts).collect(),
                 outbound: e.outbound_traffic_policy.map(|p| p.mode),
+                ingress: e.ingress,
             },
         )
     }
@@ -326,6 +430,7 @@ mod tests {
                         .collect(),
                     hosts: vec![h("./*")],
                     outbound: None,
+                    ingress: Vec::new(),
                 },
             ))
         };

@@ -30,6 +30,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert_eq!(
         set.names(ResourceType::Listener),
@@ -62,6 +63,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert_eq!(*again, *set);
     assert!(Arc::ptr_eq(&again.outbound, &set.outbound));
@@ -73,10 +75,49 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert!(stranger.inbound_ports.is_empty());
     assert!(Arc::ptr_eq(&stranger.outbound, &set.outbound));
     assert_ne!(stranger.digest, set.digest);
+
+    // A Sidecar's ingress: its ports replace the endpoints', and the
+    // inbound cluster delivers to its default endpoint.
+    let ingress = [InboundPort {
+        port: 9090,
+        protocol: sextant_core::Protocol::Http,
+        deliver: Some("127.0.0.1:8090".parse().expect("addr")),
+    }];
+    let sidecar = cache.get(
+        &snap,
+        &options,
+        None,
+        &[web_pod],
+        false,
+        &Default::default(),
+        &Default::default(),
+        &ingress,
+    );
+    assert_eq!(&*sidecar.inbound_ports, &ingress);
+    let cluster = sidecar
+        .inbound
+        .get(ResourceType::Cluster, "inbound|9090||")
+        .expect("the ingress port's cluster");
+    let cluster = <envoy_types::pb::envoy::config::cluster::v3::Cluster as prost::Message>::decode(
+        cluster.value().expect("value"),
+    )
+    .expect("a cluster");
+    let endpoint = format!("{:?}", cluster.load_assignment);
+    assert!(
+        endpoint.contains("PortValue(8090)") && !endpoint.contains("PortValue(9090)"),
+        "{endpoint}"
+    );
+    assert!(
+        sidecar
+            .inbound
+            .get(ResourceType::Cluster, "inbound|8000||")
+            .is_none()
+    );
 
     // A newer topology: a new outbound set; a connection still on the
     // older snapshot gets its own without evicting the newer one.
@@ -92,6 +133,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert!(!Arc::ptr_eq(&fresh.outbound, &set.outbound));
     assert!(
@@ -107,6 +149,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert!(
         behind
@@ -121,6 +164,7 @@ fn a_capture_set_has_the_layout_and_is_shared_by_alike_proxies() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert!(Arc::ptr_eq(&again.outbound, &fresh.outbound), "kept");
 }
@@ -140,6 +184,7 @@ fn a_service_on_the_proxys_own_port_gets_no_listener_that_would_clash() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert!(set.get(ResourceType::Listener, "0.0.0.0_15001").is_none());
     assert_eq!(
@@ -162,6 +207,7 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
         false,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     let mesh = cache.get(
         &snap,
@@ -171,6 +217,7 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
         true,
         &Default::default(),
         &Default::default(),
+        &[],
     );
     assert_ne!(plain.digest, mesh.digest);
     // The plain proxy takes the snapshot's clusters; the mesh proxy gets
@@ -203,7 +250,8 @@ fn a_proxy_with_a_workload_certificate_gets_its_own_clusters_and_inbound() {
                 &[web_pod],
                 true,
                 &Default::default(),
-                &Default::default()
+                &Default::default(),
+                &[],
             )
             .outbound
     ));

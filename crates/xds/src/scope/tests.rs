@@ -29,6 +29,7 @@ fn scope_rule(ns: &str, name: &str, selector: &[(&str, &str)], hosts: &[&str]) -
                 .map(|h| ScopeHost::parse(h).expect(h))
                 .collect(),
             outbound: None,
+            ingress: Vec::new(),
         },
     ))
 }
@@ -208,6 +209,7 @@ fn a_sidecar_may_set_only_its_outbound_policy_and_keep_the_default_hosts() {
             workload_selector: Labels::new(),
             hosts: Vec::new(),
             outbound: Some(OutboundMode::RegistryOnly),
+            ingress: Vec::new(),
         },
     ));
     let v = view(vec![only_policy]);

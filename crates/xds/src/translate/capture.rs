@@ -123,6 +123,9 @@ pub struct InboundPort {
     pub port: u32,
     /// How to carry it.
     pub protocol: Protocol,
+    /// Where the proxy delivers it (a Sidecar's ingress `defaultEndpoint`);
+    /// `None`: `port` on loopback.
+    pub deliver: Option<std::net::SocketAddr>,
 }
 
 /// `inbound|PORT||`, Istio's inbound cluster naming.
@@ -550,7 +553,10 @@ pub fn inbound_cluster(p: InboundPort) -> Cluster {
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(socket("127.0.0.1", p.port)),
+                        address: Some(match p.deliver {
+                            Some(to) => socket(&to.ip().to_string(), u32::from(to.port())),
+                            None => socket("127.0.0.1", p.port),
+                        }),
                         ..Default::default()
                     })),
                     ..Default::default()

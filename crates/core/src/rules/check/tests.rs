@@ -337,3 +337,55 @@ fn tls_settings_need_what_their_mode_uses_and_nothing_else() {
     let doc = "name: p\nhost: reviews.default.svc\ntrafficPolicy: {tls: {mode: STRICT}}\n";
     assert!(serde_yaml_ng::from_str::<PolicyEntry>(doc).is_err());
 }
+
+#[test]
+fn ingress_listeners_are_checked_by_field() {
+    let scope = |yaml: &str| -> Rule {
+        let doc = format!("name: s\nnamespace: shop\n{yaml}");
+        serde_yaml_ng::from_str::<crate::rules::ScopeEntry>(&doc)
+            .unwrap_or_else(|e| panic!("{e}: {doc}"))
+            .into()
+    };
+    let good = scope(
+        "ingress:\n- port: {number: 9080, name: http}\n  defaultEndpoint: 127.0.0.1:8080\n- port: {number: 9090, protocol: GRPC}\n  defaultEndpoint: 0.0.0.0:9091\n- port: {number: 7000, protocol: TCP}\n",
+    );
+    assert_eq!(problems(&good), []);
+    let s = good.as_scope().expect("scope");
+    assert_eq!(
+        s.ingress[0].protocol(),
+        crate::Protocol::Http,
+        "from the name"
+    );
+    assert_eq!(s.ingress[1].protocol(), crate::Protocol::Grpc);
+    assert_eq!(
+        s.ingress[1].deliver(),
+        Ok(crate::rules::Deliver::Instance(9091))
+    );
+    assert_eq!(
+        s.ingress[2].deliver(),
+        Ok(crate::rules::Deliver::Loopback(
+            "127.0.0.1:7000".parse().expect("addr")
+        )),
+        "no default endpoint: the same port on loopback"
+    );
+    rejects(
+        scope("ingress:\n- port: {number: 9080}\n  defaultEndpoint: unix:///run/app.sock\n"),
+        "ingress[0].defaultEndpoint",
+        "unix domain sockets",
+    );
+    rejects(
+        scope("ingress:\n- port: {number: 9080}\n  defaultEndpoint: 10.0.0.1:8080\n"),
+        "ingress[0].defaultEndpoint",
+        "only loopback",
+    );
+    rejects(
+        scope("ingress:\n- port: {number: 9080}\n- port: {number: 9080}\n"),
+        "ingress[1].port.number",
+        "another ingress listener",
+    );
+    rejects(
+        scope("ingress:\n- port: {number: 70000}\n"),
+        "ingress[0].port.number",
+        "1-65535",
+    );
+}

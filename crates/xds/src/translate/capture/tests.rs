@@ -82,10 +82,12 @@ fn inbound_has_a_chain_per_own_port_and_passes_the_rest_through() {
         InboundPort {
             port: 8000,
             protocol: Protocol::Http,
+            deliver: None,
         },
         InboundPort {
             port: 9000,
             protocol: Protocol::Tcp,
+            deliver: None,
         },
     ];
     let l = virtual_inbound(
@@ -112,10 +114,12 @@ fn inbound_chains_follow_the_mesh_mtls_mode() {
         InboundPort {
             port: 8000,
             protocol: Protocol::Http,
+            deliver: None,
         },
         InboundPort {
             port: 9000,
             protocol: Protocol::Tcp,
+            deliver: None,
         },
     ];
     let options = |mode| CaptureOptions {
@@ -221,10 +225,12 @@ fn a_workloads_peer_authentication_sets_its_ports_modes() {
         InboundPort {
             port: 8000,
             protocol: Protocol::Http,
+            deliver: None,
         },
         InboundPort {
             port: 9000,
             protocol: Protocol::Tcp,
+            deliver: None,
         },
     ];
     let options = CaptureOptions {
@@ -264,10 +270,12 @@ fn authorization_policies_become_rbac_filters_per_port() {
         InboundPort {
             port: 8000,
             protocol: Protocol::Http,
+            deliver: None,
         },
         InboundPort {
             port: 9000,
             protocol: Protocol::Tcp,
+            deliver: None,
         },
     ];
     let rule = |yaml: &str| {
