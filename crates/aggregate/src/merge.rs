@@ -675,6 +675,7 @@ fn without_endpoints(s: &Service) -> Service {
         export_to: s.export_to.clone(),
         resolution: s.resolution,
         location: s.location,
+        identities: s.identities.clone(),
     }
 }
 

@@ -320,6 +320,7 @@ pub fn services_from_entries(entries: &[ServiceEntry], workloads: &[WorkloadEntr
             continue;
         };
         let endpoints = endpoints(entry, &template.ports, workloads, &mut notes);
+        let accounts = service_accounts(entry, workloads);
         let mut seen = BTreeSet::new();
         for host in &entry.hosts {
             if !seen.insert(host) {
@@ -338,6 +339,7 @@ pub fn services_from_entries(entries: &[ServiceEntry], workloads: &[WorkloadEntr
             owner.insert(host.clone(), entry.object());
             let mut service = template.clone();
             service.hostname = Hostname::new(host);
+            service.identities.service_accounts = accounts.clone();
             service.endpoints = match &endpoints {
                 Some(endpoints) => endpoints.clone(),
                 // DNS with neither endpoints nor a selector: the host
@@ -431,6 +433,7 @@ fn template(entry: &ServiceEntry, notes: &mut Vec<String>) -> Option<Service> {
     service.export_to = entry.export_to.clone();
     service.resolution = Some(entry.resolution);
     service.location = entry.location;
+    service.identities.subject_alt_names = entry.subject_alt_names.clone();
     Some(service)
 }
 
@@ -444,6 +447,40 @@ fn entry_protocol(name: &str) -> Option<Protocol> {
         "TCP" | "MONGO" | "MYSQL" | "REDIS" => Protocol::Tcp,
         _ => return None,
     })
+}
+
+/// The workloads of `entry`'s namespace whose labels hold `selector`'s.
+fn selected<'a>(
+    entry: &'a ServiceEntry,
+    selector: &'a WorkloadSelector,
+    workloads: &'a [WorkloadEntry],
+) -> impl Iterator<Item = &'a WorkloadEntry> {
+    workloads.iter().filter(move |w| {
+        w.namespace == entry.namespace
+            && selector
+                .labels
+                .iter()
+                .all(|(k, v)| w.spec.labels.get(k) == Some(v))
+    })
+}
+
+/// The service accounts the instances of `entry` run as (its own
+/// endpoints', or the selected workloads'), sorted, each once.
+fn service_accounts(entry: &ServiceEntry, workloads: &[WorkloadEntry]) -> Vec<String> {
+    let mut out: Vec<String> = match &entry.workload_selector {
+        Some(selector) => selected(entry, selector, workloads)
+            .filter_map(|w| w.spec.service_account.clone())
+            .collect(),
+        None => entry
+            .endpoints
+            .iter()
+            .filter_map(|e| e.service_account.clone())
+            .collect(),
+    };
+    out.retain(|a| !a.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The endpoints every host of `entry` shares, or `None` when the host
@@ -462,15 +499,8 @@ fn endpoints(
         return Some(Vec::new());
     }
     if let Some(selector) = &entry.workload_selector {
-        let selected = workloads.iter().filter(|w| {
-            w.namespace == entry.namespace
-                && selector
-                    .labels
-                    .iter()
-                    .all(|(k, v)| w.spec.labels.get(k) == Some(v))
-        });
         let mut out = Vec::new();
-        for w in selected {
+        for w in selected(entry, selector, workloads) {
             match endpoint(&w.spec, entry, ports) {
                 Ok(mut e) => {
                     e.health = w.health;

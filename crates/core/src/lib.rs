@@ -49,8 +49,8 @@ pub mod view;
 pub use error::{BoxError, Error, Result};
 pub use memory::MemoryRegistry;
 pub use model::{
-    Address, Endpoint, Health, Hostname, Labels, Locality, Location, Protocol, Resolution, Service,
-    ServicePort,
+    Address, Endpoint, Health, Hostname, Identities, Labels, Locality, Location, Protocol,
+    Resolution, Service, ServicePort,
 };
 pub use registry::{Event, EventStream, Keyed, Registry, RegistryId, changes};
 pub use rules::{

@@ -117,6 +117,33 @@ pub struct Service {
     /// no mutual TLS is offered to an external service's endpoints.
     #[serde(default, skip_serializing_if = "Location::is_internal")]
     pub location: Location,
+    /// Who its instances must prove to be, for mutual TLS from sidecars
+    /// (Istio's ServiceEntry `subjectAltNames` and its workloads'
+    /// `serviceAccount`s): empty, any identity of the mesh's trust domain.
+    #[serde(default, skip_serializing_if = "Identities::is_empty")]
+    pub identities: Identities,
+}
+
+/// The identities a service's instances must prove (see
+/// [`Service::identities`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identities {
+    /// Subject alternative names, as written (`spiffe://...` URIs, or DNS
+    /// names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// Service accounts of the service's namespace: each is the identity
+    /// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+}
+
+impl Identities {
+    /// True when nothing is required beyond the trust domain.
+    pub fn is_empty(&self) -> bool {
+        self.subject_alt_names.is_empty() && self.service_accounts.is_empty()
+    }
 }
 
 /// How a service's endpoints are found: Istio's ServiceEntry resolutions.
@@ -186,6 +213,7 @@ impl Service {
             export_to: Vec::new(),
             resolution: None,
             location: Location::MeshInternal,
+            identities: Identities::default(),
         }
     }
 
@@ -251,6 +279,7 @@ impl Service {
             && self.export_to == other.export_to
             && self.resolution == other.resolution
             && self.location == other.location
+            && self.identities == other.identities
     }
 }
 

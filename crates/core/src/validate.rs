@@ -131,6 +131,8 @@ impl Service {
     /// assert_eq!(bad.validate().unwrap_err().0.len(), 2);
     /// ```
     pub fn validate(&self) -> Result<(), ValidationErrors> {
+        /// The most identities of each kind a service names.
+        const MAX_IDENTITIES: usize = 64;
         let mut errors = Vec::new();
         let mut push = |endpoint: Option<String>, field: String, problem: String| {
             errors.push(ValidationError {
@@ -194,6 +196,34 @@ impl Service {
             };
             if let Some(p) = problem {
                 push(None, format!("exportTo[{i}]"), p);
+            }
+        }
+        let ids = &self.identities;
+        for (field, n) in [
+            ("identities.subjectAltNames", ids.subject_alt_names.len()),
+            ("identities.serviceAccounts", ids.service_accounts.len()),
+        ] {
+            if n > MAX_IDENTITIES {
+                push(
+                    None,
+                    field.into(),
+                    format!("{n} entries, at most {MAX_IDENTITIES}"),
+                );
+            }
+        }
+        for (i, san) in ids.subject_alt_names.iter().enumerate() {
+            if san.is_empty() || san.len() > 1024 || san.chars().any(|c| c.is_control() || c == ' ')
+            {
+                push(
+                    None,
+                    format!("identities.subjectAltNames[{i}]"),
+                    "must be a URI or DNS name (1 to 1024 characters, no spaces)".into(),
+                );
+            }
+        }
+        for (i, sa) in ids.service_accounts.iter().enumerate() {
+            if let Some(p) = dns_name_problem(sa) {
+                push(None, format!("identities.serviceAccounts[{i}]"), p);
             }
         }
         for (i, label) in self.labels.keys().enumerate() {

@@ -1644,3 +1644,6 @@ mod vm;
 
 #[path = "capture/ingress.rs"]
 mod ingress;
+
+#[path = "capture/identity.rs"]
+mod identity;

@@ -183,3 +183,38 @@ fn validated_names_the_entry_of_a_service_that_would_be_refused() {
     let p = &out.problems["ServiceEntry default/bad"];
     assert!(p.contains("ports[0].port"), "{p}");
 }
+
+#[test]
+fn an_entry_names_the_identities_of_its_instances() {
+    let entry: ServiceEntry = serde_yaml_ng::from_str(
+        "{ name: db, namespace: shop, hosts: [db.shop.vm], resolution: STATIC, location: MESH_INTERNAL,
+           ports: [{ number: 5432, name: tcp }], workloadSelector: { labels: { app: db } },
+           subjectAltNames: [spiffe://other.example/ns/shop/sa/db] }",
+    )
+    .expect("entry");
+    let workloads = [
+        workload(
+            "{ name: a, namespace: shop, address: 10.0.0.1, labels: { app: db }, serviceAccount: db }",
+        ),
+        workload(
+            "{ name: b, namespace: shop, address: 10.0.0.2, labels: { app: db }, serviceAccount: db-replica }",
+        ),
+        workload(
+            "{ name: c, namespace: shop, address: 10.0.0.3, labels: { app: db }, serviceAccount: db }",
+        ),
+        workload(
+            "{ name: d, namespace: other, address: 10.0.0.4, labels: { app: db }, serviceAccount: x }",
+        ),
+    ];
+    let c = services_from_entries(&[entry], &workloads).validated();
+    let ids = &c.services[0].identities;
+    assert_eq!(
+        ids.subject_alt_names,
+        ["spiffe://other.example/ns/shop/sa/db"]
+    );
+    assert_eq!(
+        ids.service_accounts,
+        ["db", "db-replica"],
+        "each once, of the selected workloads only"
+    );
+}

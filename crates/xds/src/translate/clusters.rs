@@ -138,21 +138,31 @@ fn clusters_with(
             match certs {
                 Certs::None => {}
                 Certs::Sds(mtls) => {
+                    let peers =
+                        super::mtls::peer_names(&s.identities, &s.namespace, &mtls.trust_domain);
                     if istio_mutual && mtls.mode != super::mtls::PeerMode::Disable {
                         cluster.transport_socket = Some(super::mtls::mesh_socket(
                             s.hostname.as_str(),
                             port.port,
-                            mtls,
+                            &peers,
                         ));
                     }
                     // Nothing outside the mesh answers the mesh's TLS.
                     if s.location.is_internal() {
-                        super::mtls::upstream(&mut cluster, s.hostname.as_str(), port.port, mtls);
+                        super::mtls::upstream(
+                            &mut cluster,
+                            s.hostname.as_str(),
+                            port.port,
+                            mtls,
+                            &peers,
+                        );
                     }
                 }
                 Certs::Provider(trust_domain) => {
                     if istio_mutual {
-                        cluster.transport_socket = Some(super::mtls::provider_socket(trust_domain));
+                        let peers =
+                            super::mtls::peer_names(&s.identities, &s.namespace, trust_domain);
+                        cluster.transport_socket = Some(super::mtls::provider_socket(&peers));
                     }
                 }
             }

@@ -233,9 +233,64 @@ fn sds(name: &str) -> SdsSecretConfig {
     }
 }
 
-/// The sidecar's certificate, and peers checked against the root and the
-/// trust domain.
-fn common(options: &MtlsOptions, alpn: Vec<String>) -> CommonTlsContext {
+/// A name a peer's certificate must carry: a `spiffe://` URI or a DNS
+/// name, exactly.
+fn exact_san(name: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: if name.starts_with("spiffe://") {
+            subject_alt_name_matcher::SanType::Uri
+        } else {
+            subject_alt_name_matcher::SanType::Dns
+        } as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(name.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Any identity of the trust domain.
+fn trust_domain_san(trust_domain: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
+                "spiffe://{trust_domain}/"
+            ))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the certificate of an instance of a service in `namespace` with
+/// `ids` must name: one of its identities (a service account as
+/// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME`), or, when it names none,
+/// any identity of the trust domain.
+pub fn peer_names(
+    ids: &sextant_core::Identities,
+    namespace: &str,
+    trust_domain: &str,
+) -> Vec<SubjectAltNameMatcher> {
+    if ids.is_empty() {
+        return vec![trust_domain_san(trust_domain)];
+    }
+    ids.subject_alt_names
+        .iter()
+        .cloned()
+        .chain(
+            ids.service_accounts
+                .iter()
+                .map(|sa| format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")),
+        )
+        .map(|name| exact_san(&name))
+        .collect()
+}
+
+/// The sidecar's certificate, and peers checked against the root and
+/// `peers` (see [`peer_names`]).
+fn common(alpn: Vec<String>, peers: Vec<SubjectAltNameMatcher>) -> CommonTlsContext {
     CommonTlsContext {
         alpn_protocols: alpn,
         tls_certificate_sds_secret_configs: vec![sds(WORKLOAD_CERT)],
@@ -243,17 +298,7 @@ fn common(options: &MtlsOptions, alpn: Vec<String>) -> CommonTlsContext {
             common_tls_context::ValidationContextType::CombinedValidationContext(
                 common_tls_context::CombinedCertificateValidationContext {
                     default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
-                            san_type: subject_alt_name_matcher::SanType::Uri as i32,
-                            matcher: Some(StringMatcher {
-                                match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
-                                    "spiffe://{}/",
-                                    options.trust_domain
-                                ))),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }],
+                        match_typed_subject_alt_names: peers,
                         ..Default::default()
                     }),
                     validation_context_sds_secret_config: Some(sds(ROOT_CERT)),
@@ -271,9 +316,16 @@ pub fn sni(host: &str, port: u32) -> String {
 }
 
 /// Gives `cluster` (of `host`:`port`) its two transport socket matches:
-/// mutual TLS to sidecars, plaintext to the rest. Nothing changes when the
-/// mode is DISABLE or the cluster already has a transport socket.
-pub fn upstream(cluster: &mut Cluster, host: &str, port: u32, options: &MtlsOptions) {
+/// mutual TLS to sidecars (naming one of `peers`), plaintext to the rest.
+/// Nothing changes when the mode is DISABLE or the cluster already has a
+/// transport socket.
+pub fn upstream(
+    cluster: &mut Cluster,
+    host: &str,
+    port: u32,
+    options: &MtlsOptions,
+    peers: &[SubjectAltNameMatcher],
+) {
     if options.mode == PeerMode::Disable || cluster.transport_socket.is_some() {
         return;
     }
@@ -283,7 +335,7 @@ pub fn upstream(cluster: &mut Cluster, host: &str, port: u32, options: &MtlsOpti
             r#match: Some(Struct {
                 fields: [(SOCKET_MATCH_FIELD.to_owned(), string(TLS_MODE_ISTIO))].into(),
             }),
-            transport_socket: Some(upstream_tls(host, port, options)),
+            transport_socket: Some(upstream_tls(host, port, peers)),
         },
         cluster::TransportSocketMatch {
             name: "tlsMode-disabled".to_owned(),
@@ -296,7 +348,10 @@ pub fn upstream(cluster: &mut Cluster, host: &str, port: u32, options: &MtlsOpti
 /// The server side of mutual TLS, as a transport socket.
 fn downstream(options: &MtlsOptions) -> TransportSocket {
     let tls = DownstreamTlsContext {
-        common_tls_context: Some(common(options, Vec::new())),
+        common_tls_context: Some(common(
+            Vec::new(),
+            vec![trust_domain_san(&options.trust_domain)],
+        )),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     };
@@ -378,18 +433,7 @@ pub fn user_socket(tls: &sextant_core::rules::ClientTls) -> TransportSocket {
             match_typed_subject_alt_names: tls
                 .subject_alt_names
                 .iter()
-                .map(|name| SubjectAltNameMatcher {
-                    san_type: if name.starts_with("spiffe://") {
-                        subject_alt_name_matcher::SanType::Uri
-                    } else {
-                        subject_alt_name_matcher::SanType::Dns
-                    } as i32,
-                    matcher: Some(StringMatcher {
-                        match_pattern: Some(string_matcher::MatchPattern::Exact(name.clone())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
+                .map(|name| exact_san(name))
                 .collect(),
             ..Default::default()
         });
@@ -438,9 +482,9 @@ fn raw_socket() -> TransportSocket {
     }
 }
 
-fn upstream_tls(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket {
+fn upstream_tls(host: &str, port: u32, peers: &[SubjectAltNameMatcher]) -> TransportSocket {
     let tls = UpstreamTlsContext {
-        common_tls_context: Some(common(options, vec![ALPN.to_owned()])),
+        common_tls_context: Some(common(vec![ALPN.to_owned()], peers.to_vec())),
         sni: sni(host, port),
         ..Default::default()
     };
@@ -453,9 +497,10 @@ fn upstream_tls(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket
     }
 }
 
-/// ISTIO_MUTUAL: the mesh's mutual TLS to every endpoint of the cluster.
-pub fn mesh_socket(host: &str, port: u32, options: &MtlsOptions) -> TransportSocket {
-    upstream_tls(host, port, options)
+/// ISTIO_MUTUAL: the mesh's mutual TLS to every endpoint of the cluster,
+/// each naming one of `peers`.
+pub fn mesh_socket(host: &str, port: u32, peers: &[SubjectAltNameMatcher]) -> TransportSocket {
+    upstream_tls(host, port, peers)
 }
 
 /// ISTIO_MUTUAL as a proxyless gRPC client takes it: its certificate and
@@ -465,7 +510,7 @@ pub fn mesh_socket(host: &str, port: u32, options: &MtlsOptions) -> TransportSoc
 /// `match_subject_alt_names` field only, and ignores ALPN: a sidecar
 /// answers it on a STRICT port (a PERMISSIVE port tells mesh TLS by ALPN
 /// `istio`, which gRPC cannot send).
-pub fn provider_socket(trust_domain: &str) -> TransportSocket {
+pub fn provider_socket(peers: &[SubjectAltNameMatcher]) -> TransportSocket {
     let instance = |certificate_name: &str| CertificateProviderPluginInstance {
         instance_name: crate::bootstrap::GRPC_CERT_PROVIDER.to_owned(),
         certificate_name: certificate_name.to_owned(),
@@ -473,12 +518,7 @@ pub fn provider_socket(trust_domain: &str) -> TransportSocket {
     #[allow(deprecated)]
     let validation = CertificateValidationContext {
         ca_certificate_provider_instance: Some(instance(ROOT_CERT)),
-        match_subject_alt_names: vec![StringMatcher {
-            match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
-                "spiffe://{trust_domain}/"
-            ))),
-            ..Default::default()
-        }],
+        match_subject_alt_names: peers.iter().filter_map(|p| p.matcher.clone()).collect(),
         ..Default::default()
     };
     let tls = UpstreamTlsContext {
