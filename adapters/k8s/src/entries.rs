@@ -276,14 +276,17 @@ impl Drop for Cleanup {
 fn start_cleanup(
     client: &kube::Client,
     resource: &ApiResource,
+    namespaces: &[String],
     groups: &Arc<K8sGroups>,
 ) -> Cleanup {
     let (client, resource, groups) = (client.clone(), resource.clone(), groups.clone());
+    let namespaces = namespaces.to_vec();
     Cleanup(tokio::spawn(async move {
         let mut every = tokio::time::interval(crate::groups::HEARTBEAT);
         loop {
             every.tick().await;
-            if let Err(e) = crate::groups::cleanup(&client, &resource, groups.stale_after()).await {
+            let stale = groups.stale_after();
+            if let Err(e) = crate::groups::cleanup(&client, &resource, &namespaces, stale).await {
                 warn!(error = %e, "cannot look for stale registered WorkloadEntries");
             }
         }
@@ -330,7 +333,7 @@ async fn session(
         let _cleanup = served
             .iter()
             .find(|(k, _)| *k == CrdKind::WorkloadEntry)
-            .map(|(_, resource)| start_cleanup(&client, resource, &groups));
+            .map(|(_, resource)| start_cleanup(&client, resource, &config.namespaces, &groups));
         let mut state = State::default();
         let mut versions = Vec::new();
         for source in &sources {

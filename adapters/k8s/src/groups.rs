@@ -324,21 +324,30 @@ async fn hold(
     }
 }
 
-/// Deletes the auto-registered entries of `namespace`s (every namespace
+/// Deletes the auto-registered entries of `namespaces` (every namespace
 /// when empty) whose heartbeat is older than `stale_after`: what a replica
 /// that died left behind. Returns how many it deleted.
 pub(crate) async fn cleanup(
     client: &kube::Client,
     resource: &ApiResource,
+    namespaces: &[String],
     stale_after: Duration,
 ) -> Result<usize, kube::Error> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
-    let list = api
-        .list(&ListParams::default().labels(&format!("{AUTO_REGISTERED}=true")))
-        .await?;
+    let params = ListParams::default().labels(&format!("{AUTO_REGISTERED}=true"));
+    let mut items = Vec::new();
+    if namespaces.is_empty() {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+        items = api.list(&params).await?.items;
+    } else {
+        // Only the namespaces read (RBAC may grant no more).
+        for ns in namespaces {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
+            items.extend(api.list(&params).await?.items);
+        }
+    }
     let now = SystemTime::now();
     let mut deleted = 0;
-    for obj in list.items {
+    for obj in items {
         let beat = obj
             .metadata
             .annotations

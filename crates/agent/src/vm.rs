@@ -11,8 +11,8 @@
 //!   the group (`AUTO_REGISTER_GROUP`), the namespace and the address
 //!   (`INSTANCE_IP`), authenticated as Envoy's is (TLS, the token). The
 //!   entry lives while the stream does; a broken stream is opened again
-//!   with backoff, within the control plane's grace period as long as
-//!   Sextant can be reached.
+//!   with backoff, with the next `--xds-addr` (replicas in turn), within
+//!   the control plane's grace period as long as one can be reached.
 //! - On that stream it reports the probe's outcome (Istio's health type:
 //!   healthy, or unhealthy with why), on every change and when the stream
 //!   opens. A group without a probe reports healthy.
@@ -365,9 +365,14 @@ pub async fn keep_registered(
     mut health: watch::Receiver<Option<Result<(), String>>>,
 ) {
     let mut backoff = Duration::from_millis(200);
-    loop {
+    // Replicas in turn: a stream that fails is opened with the next one.
+    for attempt in 0usize.. {
         let started = std::time::Instant::now();
-        match session(&args, &node, &mut health).await {
+        let Some(addr) = args.xds_addrs.get(attempt % args.xds_addrs.len().max(1)) else {
+            warn!("no --xds-addr to register with");
+            return;
+        };
+        match session(&args, addr, &node, &mut health).await {
             Ok(()) => warn!("the registration stream ended; opening it again"),
             Err(e) => warn!(error = %e, "the registration stream failed; retrying"),
         }
@@ -383,13 +388,10 @@ pub async fn keep_registered(
 /// the stream ends.
 async fn session(
     args: &AgentArgs,
+    addr: &str,
     node: &Node,
     health: &mut watch::Receiver<Option<Result<(), String>>>,
 ) -> Result<(), String> {
-    let addr = args
-        .xds_addrs
-        .first()
-        .ok_or("no --xds-addr to register with")?;
     let channel =
         crate::workload::channel(addr, args.xds_ca.as_deref().map(Path::new), None).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -409,7 +411,7 @@ async fn session(
         .await
         .map_err(|s| format!("refused: {:?}: {}", s.code(), s.message()))?
         .into_inner();
-    info!(node = %node.id, "registered; reporting health on the stream");
+    info!(node = %node.id, %addr, "registered; reporting health on the stream");
     loop {
         tokio::select! {
             changed = health.changed() => {

@@ -58,6 +58,10 @@ pub struct Metrics {
     /// Streams refused because the node's claim does not match the
     /// identity the connection proved, or no identity was proved.
     pub identity_refused_total: AtomicU64,
+    /// Workloads registered from a WorkloadGroup by a stream open now.
+    pub workloads_registered: AtomicU64,
+    /// Streams that named a WorkloadGroup and were refused.
+    pub workload_registrations_refused_total: AtomicU64,
     /// Responses sent, per type (index: [`ResourceType::index`]).
     pub responses_total: [AtomicU64; 4],
     /// Resources sent, per type.

@@ -528,11 +528,18 @@ async fn a_node_naming_a_workload_group_registers_in_the_namespace_it_proved() {
         (entry.namespace.as_str(), entry.name.as_str()),
         ("shop", "cart-10-5-0-1")
     );
+    let metrics = h.server.metrics().clone();
+    assert_eq!(sextant_xds::Metrics::get(&metrics.workloads_registered), 1);
     c.request(HEALTH_TYPE_URL, &[], "", "", Some("probe failed"))
         .await;
     wait_for(Some(Health::Unhealthy)).await;
     drop(c);
     wait_for(None).await;
+    assert_eq!(
+        sextant_xds::Metrics::get(&metrics.workloads_registered),
+        0,
+        "the stream ended before the grace period did"
+    );
 
     // Billing has no group `cart`: refused, whatever the node claims.
     let mut other = SotwClient::connect_with_token(h.addr, "vm", "tok-billing")
@@ -544,6 +551,10 @@ async fn a_node_naming_a_workload_group_registers_in_the_namespace_it_proved() {
         matches!(&refused, Err(s) if s.code() == tonic::Code::FailedPrecondition
             && s.message().contains("no WorkloadGroup billing/cart")),
         "{refused:?}"
+    );
+    assert_eq!(
+        sextant_xds::Metrics::get(&metrics.workload_registrations_refused_total),
+        1
     );
 
     // Without a registrar: refused, saying so.

@@ -259,6 +259,11 @@ fn server_families(s: &AdminState, p: &mut Families<'_>) -> std::fmt::Result {
             .map(|((client, sync), n)| (vec![("client", client), ("sync", sync.to_owned())], n)),
     )?;
     p.gauge(
+        "sextant_xds_registered_workloads",
+        "Workloads (VMs) registered from a WorkloadGroup by a stream open on this replica.",
+        Metrics::get(&m.workloads_registered),
+    )?;
+    p.gauge(
         "sextant_xds_tcp_connections",
         "TCP connections open on the xDS port.",
         Metrics::get(&m.tcp_connections_active),
@@ -303,6 +308,11 @@ fn server_families(s: &AdminState, p: &mut Families<'_>) -> std::fmt::Result {
             "sextant_xds_identity_refused_total",
             "xDS streams refused: the node claimed another namespace than its certificate, or proved no identity where one is required.",
             &m.identity_refused_total,
+        ),
+        (
+            "sextant_xds_workload_registrations_refused_total",
+            "Streams that named a WorkloadGroup and were refused (no such group in the namespace, no address, auto-registration off).",
+            &m.workload_registrations_refused_total,
         ),
         (
             "sextant_admin_connections_refused_total",

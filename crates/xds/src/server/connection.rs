@@ -285,7 +285,9 @@ impl Connection<'_> {
     fn register(&mut self, namespace: &str, group: &str) -> Result<(), String> {
         let node = self.state.node_id.clone();
         let journal = &self.shared.metrics.journal;
+        let metrics = &self.shared.metrics;
         let refused = |why: String| {
+            Metrics::add(&metrics.workload_registrations_refused_total, 1);
             warn!(%node, %namespace, %group, "auto-registration refused: {why}");
             journal.record(
                 sextant_core::journal::Kind::Workload,
@@ -326,6 +328,7 @@ impl Connection<'_> {
             ),
         );
         self.registration = Some(Box::new(registration));
+        Metrics::add(&metrics.workloads_registered, 1);
         Ok(())
     }
 
@@ -333,6 +336,10 @@ impl Connection<'_> {
     /// the grace period has passed (unless it is back by then).
     fn leave(&mut self) {
         if let Some(r) = self.registration.take() {
+            self.shared
+                .metrics
+                .workloads_registered
+                .fetch_sub(1, Ordering::Relaxed);
             info!(node = %self.state.node_id, entry = %r.entry, "registered workload disconnected");
             self.shared.metrics.journal.record(
                 sextant_core::journal::Kind::Workload,
