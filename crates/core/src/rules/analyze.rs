@@ -178,6 +178,29 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
                         shadowed_by = Some(i);
                     }
                 }
+                // TCP and TLS routes' destinations, as HTTP ones.
+                let l4 = route
+                    .tcp
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| ("tcp", i, &r.route))
+                    .chain(
+                        route
+                            .tls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| ("tls", i, &r.route)),
+                    );
+                for (section, i, destinations) in l4 {
+                    for (k, d) in destinations.iter().enumerate() {
+                        check_destination(
+                            &rule.key,
+                            format!("{section}[{i}].route[{k}].destination"),
+                            &d.destination,
+                            &mut found,
+                        );
+                    }
+                }
             }
             RuleSpec::Policy(policy) => {
                 let Some(service) = by_host.get(&policy.host) else {
@@ -267,7 +290,9 @@ mod tests {
             route(
                 "name: a\nhosts: [a.svc, gone.svc]\nhttp:\n\
                  - route: [{destination: {host: a.svc, subset: v3}}, {destination: {host: nowhere.svc}}]\n\
-                 - match: [{uri: {prefix: /x}}]\n  route: [{destination: {host: a.svc, port: {number: 81}}}]\n",
+                 - match: [{uri: {prefix: /x}}]\n  route: [{destination: {host: a.svc, port: {number: 81}}}]\n\
+                 tcp: [{route: [{destination: {host: db.svc}}]}]\n\
+                 tls: [{match: [{sniHosts: [a.svc]}], route: [{destination: {host: a.svc, subset: v9}}]}]\n",
             ),
             route("name: b\nhosts: [a.svc]\nhttp: [{route: [{destination: {host: a.svc}}]}]"),
         ];
@@ -280,6 +305,8 @@ mod tests {
             "route default/a, field hosts[1]: no registry has the host gone.svc",
             "route default/a, field http[0].route[0].destination: subset \"v3\" is not defined by the destination policy of a.svc",
             "route default/a, field http[0].route[1].destination: no registry has the host nowhere.svc",
+            "route default/a, field tcp[0].route[0].destination: no registry has the host db.svc",
+            "route default/a, field tls[0].route[0].destination: subset \"v9\" is not defined by the destination policy of a.svc",
             "route default/a, field http[1]: never used: http[0] before it matches every request",
             "route default/a, field http[1].route[0].destination: a.svc has no port 81",
             "route default/b, field hosts: a.svc already has the route rule route default/a; this one is ignored for it",
@@ -289,7 +316,7 @@ mod tests {
                 "missing {want:?} in {text:#?}"
             );
         }
-        assert_eq!(text.len(), 7, "{text:#?}");
+        assert_eq!(text.len(), 9, "{text:#?}");
         assert!(analyze(&services, &rules[..1]).len() == 1);
     }
 }
