@@ -16,13 +16,11 @@
 //! rides the lease of the last writer, and when that one stops the other
 //! puts it back within a third of the grace period.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sextant_core::Health;
 use sextant_core::entries::WorkloadEntry;
-use sextant_core::groups::{HeldEntry, WorkloadGroup, WorkloadGroups};
+use sextant_core::groups::{GroupIndex, HeldEntry, WatchedHold, WorkloadGroup, WorkloadGroups};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -33,35 +31,23 @@ use crate::convert::EntryKey;
 /// entries (`EtcdRegistry::workload_groups`).
 pub struct EtcdGroups {
     config: EtcdConfig,
-    groups: Mutex<BTreeMap<(String, String), WorkloadGroup>>,
+    /// The groups read now (the registry's watch sets them after each
+    /// read that may have moved them).
+    pub(crate) groups: GroupIndex,
 }
 
 impl EtcdGroups {
     pub(crate) fn new(config: EtcdConfig) -> Arc<EtcdGroups> {
         Arc::new(EtcdGroups {
             config,
-            groups: Mutex::default(),
+            groups: GroupIndex::default(),
         })
-    }
-
-    /// The groups read now (the registry's watch calls this after each
-    /// read that may have moved them).
-    pub(crate) fn set(&self, groups: Vec<WorkloadGroup>) {
-        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups
-            .into_iter()
-            .take(sextant_core::groups::MAX_GROUPS)
-            .map(|g| ((g.namespace.clone(), g.name.clone()), g))
-            .collect();
     }
 }
 
 impl WorkloadGroups for EtcdGroups {
     fn group(&self, namespace: &str, name: &str) -> Option<WorkloadGroup> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.groups.get(namespace, name)
     }
 
     fn hold(
@@ -74,28 +60,10 @@ impl WorkloadGroups for EtcdGroups {
             entry.namespace.clone(),
             entry.name.clone(),
         ));
-        let (doc, docs) = watch::channel(entry);
-        let (stop, stopped) = watch::channel(false);
+        let (held, (docs, stopped)) = WatchedHold::start(entry);
         let config = self.config.clone();
         tokio::spawn(async move { keep(&config, &key, grace, docs, stopped).await });
-        Ok(Box::new(EtcdHold { doc, _stop: stop }))
-    }
-}
-
-/// A held entry: its document (moved by health reports); dropping it
-/// stops the keep-alives.
-struct EtcdHold {
-    doc: watch::Sender<WorkloadEntry>,
-    _stop: watch::Sender<bool>,
-}
-
-impl HeldEntry for EtcdHold {
-    fn set_health(&self, health: Health) {
-        self.doc.send_if_modified(|e| {
-            let moved = e.health != health;
-            e.health = health;
-            moved
-        });
+        Ok(held)
     }
 }
 

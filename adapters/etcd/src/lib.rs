@@ -475,7 +475,7 @@ async fn follow(
                     revision,
                     "etcd read"
                 );
-                groups.set(state.groups());
+                groups.groups.set(state.groups());
                 {
                     let mut c = lock(cursor);
                     c.state = state;
@@ -599,7 +599,7 @@ async fn follow(
                 if entries_changed {
                     // The batch's entries converted once.
                     touched.extend(c.state.reconvert());
-                    groups.set(c.state.groups());
+                    groups.groups.set(c.state.groups());
                     let problems = c.state.entry_problems();
                     for k in c.state.entry_keys() {
                         let p = problems

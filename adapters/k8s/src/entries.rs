@@ -345,7 +345,7 @@ async fn session(
             }
             versions.push(rv);
         }
-        groups.set(state.groups.values().cloned().collect());
+        groups.groups.set(state.groups.values().cloned());
         let (mut sent, mut shown) = state.services();
         info!(registry = %id, services = sent.len(), entries = state.entries.len(), "kubernetes: service entries listed");
         if tx.reset(sent.clone()).await.is_err() || tx.problems_changed(&[], &shown).await.is_err()
@@ -411,7 +411,7 @@ async fn session(
             if relist {
                 break;
             }
-            groups.set(state.groups.values().cloned().collect());
+            groups.groups.set(state.groups.values().cloned());
             // Nothing an entry declares moved (most Pod events): no work.
             if !dirty {
                 continue;

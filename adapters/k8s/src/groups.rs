@@ -15,7 +15,6 @@
 //! ([`cleanup`]), so no VM entry outlives its last replica for long
 //! (istio/istio#45329).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,7 +25,7 @@ use kube::api::{
 use serde_json::{Value, json};
 use sextant_core::Health;
 use sextant_core::entries::WorkloadEntry;
-use sextant_core::groups::{HeldEntry, WorkloadGroup, WorkloadGroups};
+use sextant_core::groups::{GroupIndex, HeldEntry, WatchedHold, WorkloadGroup, WorkloadGroups};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -49,7 +48,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(20);
 /// are written (`K8sEntries::workload_groups`).
 pub struct K8sGroups {
     config: Arc<K8sConfig>,
-    groups: Mutex<BTreeMap<(String, String), WorkloadGroup>>,
+    /// The groups read now (the entries session sets them).
+    pub(crate) groups: GroupIndex,
     /// This replica: holder annotations start with it.
     replica: String,
     holds: AtomicU64,
@@ -67,20 +67,11 @@ impl K8sGroups {
             .subsec_nanos();
         Arc::new(K8sGroups {
             config,
-            groups: Mutex::default(),
+            groups: GroupIndex::default(),
             replica: format!("{host}-{}-{nanos:08x}", std::process::id()),
             holds: AtomicU64::new(0),
             grace: Mutex::new(Duration::from_secs(10)),
         })
-    }
-
-    /// The groups read now (the entries session calls this).
-    pub(crate) fn set(&self, groups: Vec<WorkloadGroup>) {
-        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = groups
-            .into_iter()
-            .take(sextant_core::groups::MAX_GROUPS)
-            .map(|g| ((g.namespace.clone(), g.name.clone()), g))
-            .collect();
     }
 
     /// How old a heartbeat may get before any replica deletes the entry.
@@ -91,11 +82,7 @@ impl K8sGroups {
 
 impl WorkloadGroups for K8sGroups {
     fn group(&self, namespace: &str, name: &str) -> Option<WorkloadGroup> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.groups.get(namespace, name)
     }
 
     fn hold(
@@ -108,26 +95,10 @@ impl WorkloadGroups for K8sGroups {
         *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = grace;
         let n = self.holds.fetch_add(1, Ordering::Relaxed);
         let holder = format!("{}/{n}", self.replica);
-        let (doc, docs) = watch::channel(entry);
-        let (stop, stopped) = watch::channel(false);
+        let (held, (docs, stopped)) = WatchedHold::start(entry);
         let config = self.config.clone();
         tokio::spawn(async move { keep(config, group, holder, grace, docs, stopped).await });
-        Ok(Box::new(K8sHold { doc, _stop: stop }))
-    }
-}
-
-struct K8sHold {
-    doc: watch::Sender<WorkloadEntry>,
-    _stop: watch::Sender<bool>,
-}
-
-impl HeldEntry for K8sHold {
-    fn set_health(&self, health: Health) {
-        self.doc.send_if_modified(|e| {
-            let moved = e.health != health;
-            e.health = health;
-            moved
-        });
+        Ok(held)
     }
 }
 

@@ -21,9 +21,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most of an application's answer read (its status line is enough).
 const MAX_ANSWER_BYTES: u64 = 16 << 10;
 
-/// What one probe does.
+/// What one probe does (also a VM's, `vm.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Check {
+pub(crate) enum Check {
     /// `GET path` on the port, with these headers.
     Http {
         port: u16,
@@ -136,7 +136,9 @@ impl AppProbes {
     }
 }
 
-async fn check(check: &Check) -> Result<u16, String> {
+/// Runs `check` against the application on loopback: the HTTP status it
+/// answered (200 for a TCP connection made), or why it could not.
+pub(crate) async fn check(check: &Check) -> Result<u16, String> {
     let port = match check {
         Check::Http { port, .. } | Check::Tcp { port } => *port,
     };

@@ -17,7 +17,7 @@
 //!   healthy, or unhealthy with why), on every change and when the stream
 //!   opens. A group without a probe reports healthy.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -98,20 +98,12 @@ pub fn fill_pod(pod: &mut PodInfo, group: &WorkloadGroup) {
     }
 }
 
-/// What the probe checks.
+/// What the probe checks: the application, as a pod's probes do
+/// (`probes.rs`), or a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Check {
-    Http {
-        port: u16,
-        path: String,
-        headers: Vec<(String, String)>,
-    },
-    Tcp {
-        port: u16,
-    },
-    Exec {
-        command: Vec<String>,
-    },
+    App(crate::probes::Check),
+    Exec { command: Vec<String> },
 }
 
 /// The group's probe, ready to run against this machine.
@@ -158,14 +150,14 @@ impl Probe {
                     }
                 })
                 .collect::<Result<_, _>>()?;
-            Check::Http {
+            Check::App(crate::probes::Check::Http {
                 port: h.port,
                 path,
                 headers,
-            }
+            })
         } else if let Some(t) = &p.tcp_socket {
             local(t.host.as_deref())?;
-            Check::Tcp { port: t.port }
+            Check::App(crate::probes::Check::Tcp { port: t.port })
         } else if let Some(e) = p.exec.as_ref().filter(|e| !e.command.is_empty()) {
             Check::Exec {
                 command: e.command.clone(),
@@ -195,8 +187,7 @@ impl Probe {
     }
 
     async fn check(&self) -> Result<(), String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let port = match &self.check {
+        match &self.check {
             Check::Exec { command } => {
                 let status = tokio::process::Command::new(&command[0])
                     .args(&command[1..])
@@ -207,53 +198,16 @@ impl Probe {
                     .status()
                     .await
                     .map_err(|e| format!("{}: {e}", command[0]))?;
-                return if status.success() {
+                if status.success() {
                     Ok(())
                 } else {
                     Err(format!("{} exited with {status}", command[0]))
-                };
+                }
             }
-            Check::Http { port, .. } | Check::Tcp { port } => *port,
-        };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let Check::Http { path, headers, .. } = &self.check else {
-            return Ok(());
-        };
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sextant-agent\r\nConnection: close\r\n"
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut head = Vec::new();
-        let mut limited = (&mut stream).take(16 << 10);
-        let mut buf = [0u8; 1024];
-        while !head.contains(&b'\n') {
-            let n = limited
-                .read(&mut buf)
-                .await
-                .map_err(|e| format!("{addr}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let status = String::from_utf8_lossy(&head)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok());
-        match status {
-            Some(s) if (200..400).contains(&s) => Ok(()),
-            Some(s) => Err(format!("GET {path} answered {s}")),
-            None => Err(format!("{addr} did not answer HTTP")),
+            Check::App(app) => match crate::probes::check(app).await? {
+                s if (200..400).contains(&s) => Ok(()),
+                s => Err(format!("the application answered {s}")),
+            },
         }
     }
 
@@ -398,14 +352,7 @@ async fn session(
     let first = report(Some(node.clone()), &health.borrow_and_update());
     tx.send(first).await.map_err(|e| e.to_string())?;
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    if let Some(path) = &args.token_file {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token {}: {e}", path.display()))?;
-        let value = format!("Bearer {}", token.trim())
-            .parse()
-            .map_err(|_| format!("the token in {} is not a header value", path.display()))?;
-        request.metadata_mut().insert("authorization", value);
-    }
+    crate::workload::bearer(&mut request, args.token_file.as_deref())?;
     let mut responses = AggregatedDiscoveryServiceClient::new(channel)
         .stream_aggregated_resources(request)
         .await

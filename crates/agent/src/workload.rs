@@ -136,14 +136,7 @@ impl CaClient {
             .await
             .map_err(|e| format!("the CA: {e}"))?;
         let mut request = tonic::Request::new(request);
-        if let Some(path) = &self.token_file {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token {}: {e}", path.display()))?;
-            let value = format!("Bearer {}", token.trim())
-                .parse()
-                .map_err(|_| format!("the token in {} is not a header value", path.display()))?;
-            request.metadata_mut().insert("authorization", value);
-        }
+        bearer(&mut request, self.token_file.as_deref())?;
         let mut grpc =
             tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         grpc.ready()
@@ -193,6 +186,24 @@ pub(crate) async fn channel(
         .connect()
         .await
         .map_err(|e| format!("cannot reach {addr}: {}", chain_of(&e)))
+}
+
+/// Sends the token in `token_file`, if any, as the request's bearer token
+/// (read at each request: a projected token is rotated in place).
+pub(crate) fn bearer<T>(
+    request: &mut tonic::Request<T>,
+    token_file: Option<&Path>,
+) -> Result<(), String> {
+    let Some(path) = token_file else {
+        return Ok(());
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token {}: {e}", path.display()))?;
+    let value = format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| format!("the token in {} is not a header value", path.display()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(())
 }
 
 /// An error and its causes on one line.

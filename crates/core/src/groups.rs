@@ -249,18 +249,74 @@ pub trait WorkloadGroups: Send + Sync {
     ) -> Result<Box<dyn HeldEntry>, String>;
 }
 
+/// The WorkloadGroups a source read last, by namespace and name (the
+/// first [`MAX_GROUPS`]): set on each read, looked up by registrations.
+#[derive(Default)]
+pub struct GroupIndex(Mutex<BTreeMap<(String, String), WorkloadGroup>>);
+
+impl GroupIndex {
+    /// The groups now.
+    pub fn set(&self, groups: impl IntoIterator<Item = WorkloadGroup>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = groups
+            .into_iter()
+            .take(MAX_GROUPS)
+            .map(|g| ((g.namespace.clone(), g.name.clone()), g))
+            .collect();
+    }
+
+    /// The group `namespace/name`, if there is one.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<WorkloadGroup> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+}
+
+/// A held entry kept by a task of the source's: the entry (its health
+/// moved by the agent's reports) on a watch the task follows, and a
+/// signal that closes when the hold is dropped.
+pub struct WatchedHold {
+    doc: watch::Sender<WorkloadEntry>,
+    _stop: watch::Sender<bool>,
+}
+
+/// What the keeping task follows: the entry as it moves, and the hold's
+/// end (`changed()` fails once the hold is dropped).
+pub type Followed = (watch::Receiver<WorkloadEntry>, watch::Receiver<bool>);
+
+impl WatchedHold {
+    /// A hold of `entry`, and what its keeping task follows.
+    pub fn start(entry: WorkloadEntry) -> (Box<dyn HeldEntry>, Followed) {
+        let (doc, docs) = watch::channel(entry);
+        let (stop, stopped) = watch::channel(false);
+        (Box::new(WatchedHold { doc, _stop: stop }), (docs, stopped))
+    }
+}
+
+impl HeldEntry for WatchedHold {
+    fn set_health(&self, health: Health) {
+        self.doc.send_if_modified(|e| {
+            let moved = e.health != health;
+            e.health = health;
+            moved
+        });
+    }
+}
+
 /// The in-memory [`WorkloadGroups`]: a source hands it its groups
 /// ([`Board::set_groups`]) and reads the entries registered
 /// ([`Board::entries`]) whenever [`Board::changes`] moves.
 #[derive(Default)]
 pub struct Board {
+    groups: GroupIndex,
     state: Mutex<BoardState>,
     changed: watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct BoardState {
-    groups: BTreeMap<(String, String), WorkloadGroup>,
     entries: BTreeMap<(String, String), Slot>,
 }
 
@@ -282,12 +338,7 @@ impl Board {
     /// The source's groups now (the first [`MAX_GROUPS`]). Entries
     /// already registered stay until their workloads leave.
     pub fn set_groups(&self, groups: impl IntoIterator<Item = WorkloadGroup>) {
-        let mut st = self.lock();
-        st.groups = groups
-            .into_iter()
-            .take(MAX_GROUPS)
-            .map(|g| ((g.namespace.clone(), g.name.clone()), g))
-            .collect();
+        self.groups.set(groups);
     }
 
     /// The entries registered now, by namespace and name.
@@ -315,10 +366,7 @@ impl Board {
 
 impl WorkloadGroups for Arc<Board> {
     fn group(&self, namespace: &str, name: &str) -> Option<WorkloadGroup> {
-        self.lock()
-            .groups
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+        self.groups.get(namespace, name)
     }
 
     fn hold(

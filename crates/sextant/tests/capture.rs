@@ -634,17 +634,23 @@ async fn captured_traffic_goes_through_the_proxy_in_and_out() {
     // TLS passed through by SNI: the client verifies the backend's own
     // certificate, so Envoy did not terminate it.
     let ca = p.path("ca.pem");
-    let (ok, body) = app_curl(
-        &app,
-        &[
-            "--cacert",
-            ca.to_str().expect("path"),
-            "--resolve",
-            "tls.test.svc:443:10.96.0.12",
-            "https://tls.test.svc/",
-        ],
-    )
-    .await;
+    let curl_tls = || {
+        let (app, ca) = (app.clone(), ca.clone());
+        async move {
+            app_curl(
+                &app,
+                &[
+                    "--cacert",
+                    ca.to_str().expect("path"),
+                    "--resolve",
+                    "tls.test.svc:443:10.96.0.12",
+                    "https://tls.test.svc/",
+                ],
+            )
+            .await
+        }
+    };
+    let (ok, body) = curl_tls().await;
     assert!(ok && body == "tls-backend\n", "{body:?}\n{}", p.logs());
     assert!(stat(&app, "cluster.outbound|443||tls.test.svc.upstream_cx_total").await >= 1);
 
@@ -667,30 +673,13 @@ routes:
 "
     .replace("BACKEND_B", BACKEND_B);
     std::fs::write(p.path("mesh.yaml"), mesh_yaml(&tls_route)).expect("write");
-    let curl_tls = || {
-        let (app, ca) = (app.clone(), ca.clone());
-        async move {
-            app_curl(
-                &app,
-                &[
-                    "--cacert",
-                    ca.to_str().expect("path"),
-                    "--resolve",
-                    "tls.test.svc:443:10.96.0.12",
-                    "https://tls.test.svc/",
-                ],
-            )
-            .await
-            .1
-        }
-    };
     let took = until("the TLS route", Duration::from_secs(10), || async {
-        curl_tls().await == "tls-backend-b\n"
+        curl_tls().await.1 == "tls-backend-b\n"
     })
     .await;
     eprintln!("the TLS route took {took:?}");
     for _ in 0..5 {
-        assert_eq!(curl_tls().await, "tls-backend-b\n", "{}", p.logs());
+        assert_eq!(curl_tls().await.1, "tls-backend-b\n", "{}", p.logs());
     }
     assert!(
         stat(

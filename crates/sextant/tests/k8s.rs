@@ -474,7 +474,19 @@ async fn the_root_certificate_is_published_in_every_namespace() {
 /// Service `name` in namespace `ns` on port 9080 with one pod, served by
 /// `backend`.
 fn service_in(double: &KubeDouble, ns: &str, name: &str, backend: &HttpBackend) {
-    double.apply(objects::service(ns, name, &[("http", 9080, 9080)]));
+    service_on(double, ns, name, ("http", 9080), backend);
+}
+
+/// Service `ns/name` with one port (name, number), its one ready pod's
+/// endpoint at `backend`.
+fn service_on(
+    double: &KubeDouble,
+    ns: &str,
+    name: &str,
+    (port_name, port): (&str, i32),
+    backend: &HttpBackend,
+) {
+    double.apply(objects::service(ns, name, &[(port_name, port, port)]));
     let pod = format!("{name}-0");
     double.apply(objects::pod(
         ns,
@@ -492,7 +504,7 @@ fn service_in(double: &KubeDouble, ns: &str, name: &str, backend: &HttpBackend) 
         ns,
         &format!("{pod}-slice"),
         name,
-        &[("http", i32::from(backend.addr.port()))],
+        &[(port_name, i32::from(backend.addr.port()))],
         vec![ep],
     ));
 }

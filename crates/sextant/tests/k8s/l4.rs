@@ -8,39 +8,6 @@
 
 use super::*;
 
-/// Service `ns/name` with one TCP port `port` named `port_name`, its one
-/// ready pod's endpoint at `backend`.
-fn tcp_service(
-    double: &KubeDouble,
-    ns: &str,
-    name: &str,
-    port_name: &str,
-    port: i32,
-    backend: &HttpBackend,
-) {
-    double.apply(objects::service(ns, name, &[(port_name, port, port)]));
-    let pod = format!("{name}-0");
-    double.apply(objects::pod(
-        ns,
-        &pod,
-        "127.0.0.1",
-        "node-a",
-        &[("app", name)],
-    ));
-    let ep = objects::for_pod(
-        objects::endpoint("127.0.0.1", Some("node-a"), None),
-        ns,
-        &pod,
-    );
-    double.apply(objects::slice(
-        ns,
-        &format!("{pod}-slice"),
-        name,
-        &[(port_name, i32::from(backend.addr.port()))],
-        vec![ep],
-    ));
-}
-
 /// The condition `kind` of the first parent in a route's status.
 fn condition(route: &serde_json::Value, kind: &str) -> String {
     route["status"]["parents"][0]["conditions"]
@@ -60,12 +27,12 @@ async fn kubectl_applied_tcp_and_tls_routes_steer_envoy() {
     let db_v2 = HttpBackend::start("db-v2").await;
     let edge = HttpBackend::start("edge").await;
     let edge_v2 = HttpBackend::start("edge-v2").await;
-    tcp_service(&double, "shop", "db", "tcp-db", 5432, &db);
+    service_on(&double, "shop", "db", ("tcp-db", 5432), &db);
     // The new versions on ports of their own: in explicit mode one port
     // is one listener for every service.
-    tcp_service(&double, "shop", "db-v2", "tcp-db", 5532, &db_v2);
-    tcp_service(&double, "shop", "edge", "tls", 8443, &edge);
-    tcp_service(&double, "shop", "edge-v2", "tls", 8543, &edge_v2);
+    service_on(&double, "shop", "db-v2", ("tcp-db", 5532), &db_v2);
+    service_on(&double, "shop", "edge", ("tls", 8443), &edge);
+    service_on(&double, "shop", "edge-v2", ("tls", 8543), &edge_v2);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = double.kubeconfig(dir.path(), "double");
     // The four listener ports (the services' ports moved by one offset),
