@@ -424,16 +424,35 @@ async fn an_istio_sidecar_is_a_scope_rule() {
         .collect();
     assert_eq!(hosts, ["./*", "istio-system/*"]);
 
-    // An ingress part is named as not served; the egress hosts still are.
+    // An ingress listener is served; its capture mode is named as not
+    // served, and the egress hosts still are.
     let mut sidecar = example("default-sidecar.yaml");
-    sidecar["spec"]["ingress"] = json!([{"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": "127.0.0.1:8080"}]);
+    sidecar["spec"]["ingress"] = json!([{"port": {"number": 9080, "protocol": "HTTP", "name": "http"}, "defaultEndpoint": "127.0.0.1:8080", "captureMode": "NONE"}]);
     t.double.apply(&sidecar);
-    let e = until(&mut w, |e| matches!(e, Err(Error::InvalidObject { .. }))).await;
-    let Err(Error::InvalidObject { object, reason }) = e else {
-        unreachable!()
-    };
+    // The rule and its problem, in either order.
+    let (mut rule, mut problem) = (None, None);
+    while rule.is_none() || problem.is_none() {
+        match until(&mut w, |e| {
+            matches!(e, Ok(Event::Apply(_)) | Err(Error::InvalidObject { .. }))
+        })
+        .await
+        {
+            Ok(Event::Apply(r)) => rule = Some(r),
+            Err(Error::InvalidObject { object, reason }) => problem = Some((object, reason)),
+            _ => unreachable!(),
+        }
+    }
+    let (object, reason) = problem.expect("a problem");
     assert_eq!(object, "Sidecar default/default");
-    assert!(reason.contains("spec.ingress"), "{reason}");
+    assert!(reason.contains("spec.ingress[0].captureMode"), "{reason}");
+    let rule = rule.expect("a rule");
+    let scope = rule.as_scope().expect("scope");
+    assert_eq!(scope.ingress.len(), 1, "{scope:?}");
+    assert_eq!(
+        scope.ingress[0].default_endpoint.as_deref(),
+        Some("127.0.0.1:8080")
+    );
+    assert_eq!(scope.hosts.len(), 2);
     t.double.delete(Kind::Sidecar, "default", "default");
     let e = until(&mut w, |e| {
         matches!(e, Ok(Event::Delete(_))) || reset_keys(e).is_some_and(|k| k.is_empty())
