@@ -90,8 +90,8 @@ pub fn fill_pod(pod: &mut PodInfo, group: &WorkloadGroup) {
     if pod.namespace.is_none() {
         pod.namespace = Some(group.namespace.clone());
     }
-    for (k, v) in group.template.labels.iter().chain(&group.metadata.labels) {
-        pod.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    for (k, v) in group.labels() {
+        pod.labels.entry(k).or_insert(v);
     }
     if pod.service_account.is_none() {
         pod.service_account = group.template.service_account.clone();

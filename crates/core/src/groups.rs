@@ -187,6 +187,18 @@ impl WorkloadGroup {
         Ok(())
     }
 
+    /// The labels of its workloads: the group's over the template's.
+    pub fn labels(&self) -> Labels {
+        let mut labels = self.template.labels.clone();
+        labels.extend(
+            self.metadata
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        labels
+    }
+
     /// The entry a workload of this group at `address` registers: the
     /// template with the address, the group's labels over the
     /// template's, and the network the workload names (else the
@@ -196,12 +208,7 @@ impl WorkloadGroup {
     pub fn entry_for(&self, address: IpAddr, network: Option<&str>) -> WorkloadEntry {
         let mut spec = self.template.clone();
         spec.address = Some(address.to_string());
-        spec.labels.extend(
-            self.metadata
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        spec.labels = self.labels();
         if let Some(n) = network.filter(|n| !n.is_empty()) {
             spec.network = Some(n.to_owned());
         }

@@ -176,6 +176,10 @@ pub(crate) struct ProxyLens {
     namespace: Option<String>,
     /// The (topology, snapshot) generations it was last looked up for.
     looked_up: Option<(u64, u64)>,
+    /// Its Sidecar's ingress listeners as inbound ports (capture mode),
+    /// looked up again only when the topology moves (scope rules are part
+    /// of it), not at every endpoint push.
+    ingress: Vec<crate::translate::capture::InboundPort>,
     lens: Lens,
 }
 
@@ -239,16 +243,14 @@ impl ProxyLens {
         };
         // Its Sidecar's ingress listeners, which replace the ports found
         // from its endpoints.
-        let ingress = if capture_mode {
-            ingress_ports(
+        if capture_mode && topology_moved {
+            self.ingress = ingress_ports(
                 snap,
                 &lenses.scoping.root_namespace,
                 self.namespace.as_deref(),
                 identity,
-            )
-        } else {
-            Vec::new()
-        };
+            );
+        }
         let capture = capture_mode.then(|| {
             lenses.captures.get(
                 snap,
@@ -258,7 +260,7 @@ impl ProxyLens {
                 identity.workload_certs,
                 &peer,
                 &authz,
-                &ingress,
+                &self.ingress,
             )
         });
         let lens = Lens {

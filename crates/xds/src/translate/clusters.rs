@@ -101,6 +101,16 @@ fn clusters_with(
     certs: Certs<'_>,
 ) -> Vec<Cluster> {
     let s = &ms.service;
+    // Who its instances must prove to be, once for every cluster.
+    let peers = match certs {
+        Certs::None => Vec::new(),
+        Certs::Sds(mtls) => {
+            super::mtls::peer_names(&s.identities, &s.namespace, &mtls.trust_domain)
+        }
+        Certs::Provider(trust_domain) => {
+            super::mtls::peer_names(&s.identities, &s.namespace, trust_domain)
+        }
+    };
     let mut out = Vec::new();
     for port in &s.ports {
         // The plain cluster, then one per subset of the policy.
@@ -138,8 +148,6 @@ fn clusters_with(
             match certs {
                 Certs::None => {}
                 Certs::Sds(mtls) => {
-                    let peers =
-                        super::mtls::peer_names(&s.identities, &s.namespace, &mtls.trust_domain);
                     if istio_mutual && mtls.mode != super::mtls::PeerMode::Disable {
                         cluster.transport_socket = Some(super::mtls::mesh_socket(
                             s.hostname.as_str(),
@@ -158,10 +166,8 @@ fn clusters_with(
                         );
                     }
                 }
-                Certs::Provider(trust_domain) => {
+                Certs::Provider(_) => {
                     if istio_mutual {
-                        let peers =
-                            super::mtls::peer_names(&s.identities, &s.namespace, trust_domain);
                         cluster.transport_socket = Some(super::mtls::provider_socket(&peers));
                     }
                 }
