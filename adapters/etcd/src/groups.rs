@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::EtcdConfig;
+use crate::client::Client;
 use crate::convert::EntryKey;
 
 /// The groups an etcd registry read, and where to keep registered
@@ -34,6 +35,30 @@ pub struct EtcdGroups {
     /// The groups read now (the registry's watch sets them after each
     /// read that may have moved them).
     pub(crate) groups: GroupIndex,
+    /// One connection for every entry held (leases and their keep-alives
+    /// share it, as gRPC multiplexes them), not one per VM.
+    client: Arc<SharedClient>,
+}
+
+/// A connection made on first use and made again after a failure.
+#[derive(Default)]
+struct SharedClient(tokio::sync::Mutex<Option<Client>>);
+
+impl SharedClient {
+    async fn get(&self, config: &EtcdConfig) -> Result<Client, String> {
+        let mut held = self.0.lock().await;
+        if let Some(c) = held.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = config.connect().await.map_err(|e| e.chain())?;
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After a failure: the next holder connects again.
+    async fn forget(&self) {
+        *self.0.lock().await = None;
+    }
 }
 
 impl EtcdGroups {
@@ -41,6 +66,7 @@ impl EtcdGroups {
         Arc::new(EtcdGroups {
             config,
             groups: GroupIndex::default(),
+            client: Arc::default(),
         })
     }
 }
@@ -61,8 +87,8 @@ impl WorkloadGroups for EtcdGroups {
             entry.name.clone(),
         ));
         let (held, (docs, stopped)) = WatchedHold::start(entry);
-        let config = self.config.clone();
-        tokio::spawn(async move { keep(&config, &key, grace, docs, stopped).await });
+        let (config, client) = (self.config.clone(), Arc::clone(&self.client));
+        tokio::spawn(async move { keep(&config, &client, &key, grace, docs, stopped).await });
         Ok(held)
     }
 }
@@ -71,6 +97,7 @@ impl WorkloadGroups for EtcdGroups {
 /// it starts over with a new lease when it is back.
 async fn keep(
     config: &EtcdConfig,
+    client: &SharedClient,
     key: &str,
     grace: Duration,
     mut docs: watch::Receiver<WorkloadEntry>,
@@ -79,9 +106,10 @@ async fn keep(
     let mut backoff = config.backoff.delays();
     loop {
         let held = tokio::select! {
-            r = hold(config, key, grace, &mut docs) => r,
+            r = hold(config, client, key, grace, &mut docs) => r,
             _ = stopped.changed() => return,
         };
+        client.forget().await;
         let delay = backoff.next_delay();
         warn!(%key, error = %held, retry_ms = delay.as_millis() as u64, "cannot keep the registered entry in etcd; trying again");
         tokio::select! {
@@ -95,14 +123,15 @@ async fn keep(
 /// written again when it moves, until an error.
 async fn hold(
     config: &EtcdConfig,
+    client: &SharedClient,
     key: &str,
     grace: Duration,
     docs: &mut watch::Receiver<WorkloadEntry>,
 ) -> String {
     let failed = |what: &str, e: tonic::Status| format!("etcd {what}: {e}");
-    let mut client = match config.connect().await {
+    let mut client = match client.get(config).await {
         Ok(c) => c,
-        Err(e) => return e.chain(),
+        Err(e) => return e,
     };
     // Whole seconds, at least etcd's practical minimum.
     let ttl = i64::try_from(grace.as_secs_f64().ceil() as u64)

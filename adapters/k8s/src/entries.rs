@@ -330,10 +330,14 @@ async fn session(
         if !entries_served {
             info!(registry = %id, "kubernetes: networking.istio.io ServiceEntry is not served (CRD not installed): no entries; discovery is asked again every {:?}", config.rediscover_every);
         }
-        let _cleanup = served
+        let entries_resource = served
             .iter()
             .find(|(k, _)| *k == CrdKind::WorkloadEntry)
-            .map(|(_, resource)| start_cleanup(&client, resource, &config.namespaces, &groups));
+            .map(|(_, resource)| resource.clone());
+        groups.serve_with(entries_resource.clone().map(|r| (client.clone(), r)));
+        let _cleanup = entries_resource
+            .as_ref()
+            .map(|resource| start_cleanup(&client, resource, &config.namespaces, &groups));
         let mut state = State::default();
         let mut versions = Vec::new();
         for source in &sources {

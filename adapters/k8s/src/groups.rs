@@ -30,8 +30,6 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::K8sConfig;
-use crate::kinds::CrdKind;
-use crate::rules::discover;
 
 /// The label of the WorkloadEntries Sextant registered.
 pub const AUTO_REGISTERED: &str = "sextant.io/auto-registered";
@@ -56,7 +54,14 @@ pub struct K8sGroups {
     /// How long an entry outlives its stream, as last given to `hold`
     /// (the cleanup's staleness bound adds it).
     grace: Mutex<Duration>,
+    /// The entries session's client and the WorkloadEntry resource it
+    /// discovered: holds write through them (no client or discovery of
+    /// their own); `None` while WorkloadEntries are not served.
+    served: Served,
 }
+
+/// A client and the WorkloadEntry resource at the version served.
+type Served = Arc<Mutex<Option<(kube::Client, ApiResource)>>>;
 
 impl K8sGroups {
     pub(crate) fn new(config: Arc<K8sConfig>) -> Arc<K8sGroups> {
@@ -71,7 +76,14 @@ impl K8sGroups {
             replica: format!("{host}-{}-{nanos:08x}", std::process::id()),
             holds: AtomicU64::new(0),
             grace: Mutex::new(Duration::from_secs(10)),
+            served: Served::default(),
         })
+    }
+
+    /// The client and WorkloadEntry resource holds write through (the
+    /// entries session sets them at each discovery; `None`: not served).
+    pub(crate) fn serve_with(&self, served: Option<(kube::Client, ApiResource)>) {
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
     }
 
     /// How old a heartbeat may get before any replica deletes the entry.
@@ -96,8 +108,10 @@ impl WorkloadGroups for K8sGroups {
         let n = self.holds.fetch_add(1, Ordering::Relaxed);
         let holder = format!("{}/{n}", self.replica);
         let (held, (docs, stopped)) = WatchedHold::start(entry);
-        let config = self.config.clone();
-        tokio::spawn(async move { keep(config, group, holder, grace, docs, stopped).await });
+        let (config, served) = (self.config.clone(), self.served.clone());
+        tokio::spawn(
+            async move { keep(&config, &served, group, holder, grace, docs, stopped).await },
+        );
         Ok(held)
     }
 }
@@ -106,21 +120,23 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// The WorkloadEntry API of `namespace` at the version the server
-/// prefers.
-async fn entries_api(
-    config: &K8sConfig,
+/// The WorkloadEntry API of `namespace`, through the entries session's
+/// client.
+fn entries_api(
+    served: &Served,
     namespace: &str,
 ) -> Result<(Api<DynamicObject>, ApiResource), String> {
-    let client_config = crate::client_config(config).await.map_err(|e| e.chain())?;
-    let client = kube::Client::try_from(client_config).map_err(|e| e.to_string())?;
-    let served = discover(&client, &[CrdKind::WorkloadEntry])
-        .await
-        .map_err(|e| format!("API discovery: {e}"))?;
-    let Some((_, resource)) = served.into_iter().next() else {
-        return Err("networking.istio.io WorkloadEntry is not served (CRD not installed)".into());
+    let served = served.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((client, resource)) = served.as_ref() else {
+        return Err(
+            "networking.istio.io WorkloadEntry is not served (CRD not installed, or not read yet)"
+                .into(),
+        );
     };
-    Ok((Api::namespaced_with(client, namespace, &resource), resource))
+    Ok((
+        Api::namespaced_with(client.clone(), namespace, resource),
+        resource.clone(),
+    ))
 }
 
 /// The object for `entry`, held by `holder`.
@@ -161,7 +177,8 @@ fn health_status(health: Health) -> Value {
 /// Writes the entry, keeps its heartbeat and health, and once the hold
 /// is gone deletes it after the grace period if it still holds it.
 async fn keep(
-    config: Arc<K8sConfig>,
+    config: &K8sConfig,
+    served: &Served,
     group: String,
     holder: String,
     grace: Duration,
@@ -175,7 +192,7 @@ async fn keep(
     let mut backoff = config.backoff.delays();
     loop {
         let held = tokio::select! {
-            r = hold(&config, &group, &holder, &mut docs) => r,
+            r = hold(served, &group, &holder, &mut docs) => r,
             _ = stopped.changed() => break,
         };
         let delay = backoff.next_delay();
@@ -186,19 +203,14 @@ async fn keep(
         }
     }
     tokio::time::sleep(grace).await;
-    if let Err(e) = release(&config, &namespace, &name, &holder).await {
+    if let Err(e) = release(served, &namespace, &name, &holder).await {
         warn!(entry = %format!("{namespace}/{name}"), error = %e, "cannot remove the registered WorkloadEntry; the cleanup of stale entries will");
     }
 }
 
 /// Deletes `namespace/name` if `holder` still holds it.
-async fn release(
-    config: &K8sConfig,
-    namespace: &str,
-    name: &str,
-    holder: &str,
-) -> Result<(), String> {
-    let (api, _) = entries_api(config, namespace).await?;
+async fn release(served: &Served, namespace: &str, name: &str, holder: &str) -> Result<(), String> {
+    let (api, _) = entries_api(served, namespace)?;
     let current = match api.get_opt(name).await.map_err(|e| e.to_string())? {
         Some(o) => o,
         None => return Ok(()),
@@ -223,13 +235,13 @@ async fn release(
 /// One attempt: the object written (created, or taken over), its status,
 /// then heartbeats and health changes until an error.
 async fn hold(
-    config: &K8sConfig,
+    served: &Served,
     group: &str,
     holder: &str,
     docs: &mut watch::Receiver<WorkloadEntry>,
 ) -> String {
     let entry = docs.borrow_and_update().clone();
-    let (api, resource) = match entries_api(config, &entry.namespace).await {
+    let (api, resource) = match entries_api(served, &entry.namespace) {
         Ok(a) => a,
         Err(e) => return e,
     };
