@@ -14,6 +14,9 @@ credentials (fallback: plaintext) on a new channel:
   "mtls":    calls until one succeeds (at most 30 s), then 20 more that must
              all succeed; prints {"seconds": time to the first success,
              "calls": 21, "peer": identities the server saw}.
+  "denied":  calls until one fails (at most 30 s), then 10 more that must
+             all fail; prints {"seconds": time to the first failure,
+             "error": "..."} (the client refuses the server's identity).
 Anything unexpected prints {"fail": "..."} and exits 1.
 """
 import json
@@ -97,13 +100,36 @@ def mtls(target):
         return {"seconds": round(first, 3), "calls": 21, "peer": peer}
 
 
+def denied(target):
+    started = time.time()
+    with channel(target) as ch:
+        call = ch.unary_unary(SAY)
+        while True:
+            try:
+                call(b"hi", timeout=5)
+            except grpc.RpcError as e:
+                error = f"{e.code()}: {e.details()}"
+                break
+            if time.time() - started > 30:
+                return {"fail": "every call succeeded for 30 s"}
+            time.sleep(0.05)
+        first = time.time() - started
+        for i in range(10):
+            try:
+                answer = call(b"hi", timeout=5)
+                return {"fail": f"call {i + 2} succeeded after the first failed: {answer!r}"}
+            except grpc.RpcError:
+                pass
+        return {"seconds": round(first, 3), "error": error}
+
+
 def main():
     port, cert_dir, target = sys.argv[1], sys.argv[2], sys.argv[3]
     server = serve(port, cert_dir)
     print(json.dumps({"serving": int(port)}), flush=True)
     for line in sys.stdin:
         step = line.strip()
-        result = {"refused": refused, "mtls": mtls}[step](target)
+        result = {"refused": refused, "mtls": mtls, "denied": denied}[step](target)
         print(json.dumps(result), flush=True)
         if "fail" in result:
             server.stop(0)
