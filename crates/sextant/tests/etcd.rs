@@ -1,7 +1,9 @@
 //! etcd end to end: an instance kept registered by `sextant etcd register`
 //! receives traffic through a real Envoy configured by `sextant
 //! --registries etcd`, and stops receiving it once the registering process
-//! is killed and its lease expires. Real etcd, real Envoy, real processes.
+//! is killed and its lease expires; a VM registered from a WorkloadGroup
+//! in etcd likewise, until its stream ends. Real etcd, real Envoy, real
+//! processes.
 #![allow(clippy::expect_used)]
 
 mod common;
@@ -152,4 +154,94 @@ async fn rules_in_etcd_steer_envoy() {
         .expect("put");
     assert_routes_to(&sx, host, &[("x-user", "alice")], "v1").await;
     assert_eq!(envoy.stat_sum("update_rejected").await, 0);
+}
+
+/// A VM registering from a WorkloadGroup kept in etcd, end to end: the
+/// group and a ServiceEntry written to etcd, the VM's registration stream
+/// (the independent ADS test client, as `sextant agent --workload-group`
+/// opens it) makes Sextant write its WorkloadEntry on a lease, a real
+/// Envoy routes to it; the stream gone, the lease runs out and the VM
+/// gets no more traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_registered_from_a_group_in_etcd_gets_traffic_until_its_stream_ends() {
+    use sextant::xds::server::register::HEALTH_TYPE_URL;
+    use sextant_testkit::ads::{SotwClient, node_with};
+
+    let etcd = Etcd::start().await;
+    let vm = HttpBackend::start("vm").await;
+    let mut c = etcd_client::Client::connect([etcd.url.as_str()], None)
+        .await
+        .expect("connect");
+    c.put(
+        "/sextant/serviceentries/shop/cart-vms",
+        "hosts: [cart.vm.test]\nlocation: MESH_INTERNAL\nresolution: STATIC\nports: [{number: 8080, name: http}]\nworkloadSelector: {labels: {app: cart}}\n",
+        None,
+    )
+    .await
+    .expect("put");
+    c.put(
+        "/sextant/workloadgroups/shop/cart",
+        format!(
+            "metadata: {{labels: {{app: cart}}}}\ntemplate: {{ports: {{http: {}}}}}\n",
+            vm.addr.port()
+        ),
+        None,
+    )
+    .await
+    .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sx = Sextant::start(
+        dir.path(),
+        &[
+            "--registries",
+            "etcd",
+            "--etcd-endpoints",
+            &etcd.url,
+            "--workload-entry-grace",
+            "2s",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap(sx.xds, "etcd-vm", false).await).await;
+    envoy.wait_live().await;
+
+    let node = node_with(
+        "vm~127.0.0.1~vm-1.shop~shop.svc.cluster.local",
+        &[
+            ("AUTO_REGISTER_GROUP", "cart"),
+            ("NAMESPACE", "shop"),
+            ("INSTANCE_IPS", "127.0.0.1"),
+        ],
+    );
+    let key = "/sextant/workloadentries/shop/cart-127-0-0-1";
+    let mut stream = None;
+    // Opened again while the group is not read yet (a refused stream is
+    // what an agent retries too).
+    for _ in 0..50 {
+        let mut s = SotwClient::connect(sx.xds, "vm-1")
+            .await
+            .with_node(node.clone());
+        s.request(HEALTH_TYPE_URL, &[], "", "", None).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let got = c.get(key, None).await.expect("get");
+        if let Some(kv) = got.kvs().first() {
+            assert_ne!(kv.lease(), 0, "written on a lease");
+            stream = Some(s);
+            break;
+        }
+    }
+    let stream = stream.unwrap_or_else(|| panic!("never registered: {}", sx.log()));
+    assert_routes_to(&sx, "cart.vm.test", &[], "vm").await;
+
+    let ended = std::time::Instant::now();
+    drop(stream);
+    let status = status_change(sx.outbound, "cart.vm.test", 200).await;
+    let gone = ended.elapsed();
+    eprintln!("the VM got no more traffic {gone:?} after its stream ended (grace 2 s)");
+    assert_eq!(status, 503, "no endpoint left: {}", sx.log());
+    assert!(
+        gone >= std::time::Duration::from_millis(1900),
+        "before the grace period: {gone:?}"
+    );
+    assert!(c.get(key, None).await.expect("get").kvs().is_empty());
 }
