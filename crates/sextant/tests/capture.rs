@@ -168,15 +168,10 @@ impl Pod {
     }
 
     fn logs(&self) -> String {
-        ["sextant.log", "envoy.log", "agent.log", "backends.log"]
-            .iter()
-            .map(|f| {
-                format!(
-                    "--- {f}\n{}",
-                    std::fs::read_to_string(self.path(f)).unwrap_or_default()
-                )
-            })
-            .collect()
+        logs_of(
+            self.dir.path(),
+            &["sextant.log", "envoy.log", "agent.log", "backends.log"],
+        )
     }
 }
 

@@ -263,20 +263,15 @@ impl MeshPods {
     }
 
     pub(super) fn logs(&self) -> String {
-        [
-            "sextant.log",
-            "agent-client.log",
-            "agent-server.log",
-            "server.log",
-        ]
-        .iter()
-        .map(|f| {
-            format!(
-                "--- {f}\n{}",
-                std::fs::read_to_string(self.path(f)).unwrap_or_default()
-            )
-        })
-        .collect()
+        logs_of(
+            self.dir.path(),
+            &[
+                "sextant.log",
+                "agent-client.log",
+                "agent-server.log",
+                "server.log",
+            ],
+        )
     }
 }
 

@@ -204,3 +204,17 @@ pub(super) fn stop(child: Option<Child>) {
         }
     }
 }
+
+/// The files `names` of `dir`, each under a header: what a failed test
+/// prints.
+pub(super) fn logs_of(dir: &Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+            )
+        })
+        .collect()
+}
