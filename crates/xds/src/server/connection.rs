@@ -286,14 +286,21 @@ impl Connection<'_> {
         let node = self.state.node_id.clone();
         let journal = &self.shared.metrics.journal;
         let metrics = &self.shared.metrics;
+        // An agent refused retries every few seconds: logged and
+        // journaled once per node and reason, as refused identities are;
+        // every refusal counted.
         let refused = |why: String| {
             Metrics::add(&metrics.workload_registrations_refused_total, 1);
-            warn!(%node, %namespace, %group, "auto-registration refused: {why}");
-            journal.record(
-                sextant_core::journal::Kind::Workload,
-                &node,
-                format!("not registered from WorkloadGroup {namespace}/{group}: {why}"),
-            );
+            if self.shared.first_refusal(&node, &why) {
+                warn!(%node, %namespace, %group, "auto-registration refused: {why} (logged once per node and reason)");
+                journal.record(
+                    sextant_core::journal::Kind::Workload,
+                    &node,
+                    format!("not registered from WorkloadGroup {namespace}/{group}: {why}"),
+                );
+            } else {
+                debug!(%node, "auto-registration refused again: {why}");
+            }
             why
         };
         let Some(registrar) = &self.shared.config.registrar else {
