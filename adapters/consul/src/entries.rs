@@ -586,6 +586,7 @@ pub fn convert(
                 host,
                 traffic_policy,
                 subsets,
+                export_to: Vec::new(),
             },
         ));
     }

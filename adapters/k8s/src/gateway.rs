@@ -26,8 +26,13 @@
 //! one it gets no traffic: its share of the requests is answered 500 (as
 //! the Gateway API asks of a backend that cannot be used), the others keep
 //! their weights, and the route's status says `RefNotPermitted`. Parents
-//! are not checked: a route attached to another namespace's Service
-//! affects the requests sent to it, as GAMMA's consumer routes do.
+//! are not checked. A route whose parents are Services of another
+//! namespace is a GAMMA consumer route: it applies to the requests of the
+//! proxies of its own namespace only (`exportTo: ["."]`), before the
+//! Service owner's route (see `sextant-aggregate`'s rule choice); a route
+//! whose parents are of its own namespace (a producer route) applies to
+//! every caller. A route naming both kinds serves its producer parents
+//! only and names the others in `unsupported`.
 //!
 
 use serde::Deserialize;
@@ -345,7 +350,11 @@ pub fn route(
         return Ok(l4_route(mapping, grants, kind, namespace, name, &spec));
     }
     let mut unsupported = Vec::new();
-    let (hosts, port) = parents(mapping, namespace, &spec, &mut unsupported);
+    let Parents {
+        hosts,
+        port,
+        consumer,
+    } = parents(mapping, namespace, &spec, &mut unsupported);
     if hosts.is_empty() {
         return Ok(Converted {
             rule: None,
@@ -535,6 +544,7 @@ pub fn route(
             RouteRule {
                 hosts,
                 http,
+                export_to: export_of(consumer),
                 ..Default::default()
             },
         )),
@@ -553,7 +563,11 @@ fn l4_route(
     spec: &RouteSpec,
 ) -> Converted {
     let mut unsupported = Vec::new();
-    let (hosts, port) = parents(mapping, namespace, spec, &mut unsupported);
+    let Parents {
+        hosts,
+        port,
+        consumer,
+    } = parents(mapping, namespace, spec, &mut unsupported);
     if hosts.is_empty() {
         return Converted {
             rule: None,
@@ -568,6 +582,7 @@ fn l4_route(
     };
     let mut rule = RouteRule {
         hosts,
+        export_to: export_of(consumer),
         ..Default::default()
     };
     for (i, r) in spec.rules.iter().enumerate() {
@@ -630,16 +645,17 @@ fn l4_route(
     }
 }
 
-/// The Service parents of a route, as hostnames, and the port they limit
-/// it to; other parents are named in `unsupported`.
+/// The Service parents of a route; other parents are named in
+/// `unsupported`.
 fn parents(
     mapping: &Mapping,
     namespace: &str,
     spec: &RouteSpec,
     unsupported: &mut Vec<String>,
-) -> (Vec<Hostname>, Option<u32>) {
+) -> Parents {
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
+    let mut own = Vec::new();
     for (i, p) in spec.parent_refs.iter().enumerate() {
         let is_service = p.kind.as_deref() == Some("Service")
             && p.group
@@ -654,8 +670,25 @@ fn parents(
             continue;
         }
         ports.push(p.port);
-        hosts.push(mapping.hostname(p.namespace.as_deref().unwrap_or(namespace), &p.name));
+        let pns = p.namespace.as_deref().unwrap_or(namespace);
+        own.push(pns == namespace);
+        hosts.push((i, mapping.hostname(pns, &p.name)));
     }
+    // Producer parents (the route's own namespace) route every caller;
+    // consumer parents (another namespace's Service) only the route's
+    // own namespace's callers. One rule is one or the other.
+    let consumer = !own.is_empty() && own.iter().all(|o| !o);
+    if !consumer && own.iter().any(|o| !o) {
+        for ((i, host), own) in hosts.iter().zip(&own) {
+            if !own {
+                unsupported.push(format!(
+                    "spec.parentRefs[{i}] (Service {host} of another namespace beside one of the route's own: a consumer route and a producer route must be separate routes; not served)"
+                ));
+            }
+        }
+        hosts = hosts.into_iter().zip(&own).filter(|(_, o)| **o).map(|(h, _)| h).collect();
+    }
+    let hosts: Vec<Hostname> = hosts.into_iter().map(|(_, h)| h).collect();
     // A parent's port limits the route to requests sent to that port; one
     // rule holds one set of matches, so parents must agree on it.
     let port = match ports.split_first() {
@@ -668,7 +701,31 @@ fn parents(
             None
         }
     };
-    (hosts, port)
+    Parents {
+        hosts,
+        port,
+        consumer,
+    }
+}
+
+/// A route's Service parents.
+struct Parents {
+    /// As hostnames.
+    hosts: Vec<Hostname>,
+    /// The port they limit it to.
+    port: Option<u32>,
+    /// They are all of other namespaces: a GAMMA consumer route, for the
+    /// proxies of the route's namespace only (`exportTo: ["."]`).
+    consumer: bool,
+}
+
+/// A consumer route's `exportTo`: its own namespace.
+fn export_of(consumer: bool) -> Vec<String> {
+    if consumer {
+        vec![".".to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ struct VirtualServiceSpec {
     tcp: Vec<sextant_core::rules::TcpRoute>,
     #[serde(default)]
     tls: Vec<sextant_core::rules::TlsRoute>,
+    #[serde(default)]
+    export_to: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,8 @@ struct DestinationRuleSpec {
     traffic_policy: Option<TrafficPolicy>,
     #[serde(default)]
     subsets: Vec<Subset>,
+    #[serde(default)]
+    export_to: Vec<String>,
 }
 
 /// Istio's host expansion: a name without dots is in the object's
@@ -128,16 +132,6 @@ fn decode_leniently<T: serde::de::DeserializeOwned>(
         unsupported.push(at);
     }
     Err(format!("{prefix}: too many fields Sextant does not know"))
-}
-
-/// Takes `exportTo` out: every proxy sees every rule until proxies are
-/// scoped, so anything but `["*"]` is named as not served.
-fn take_export_to(map: &mut serde_json::Map<String, Value>, unsupported: &mut Vec<String>) {
-    if let Some(export) = map.remove("exportTo")
-        && export != Value::Array(vec![Value::from("*")])
-    {
-        unsupported.push("spec.exportTo (every proxy sees the rule)".into());
-    }
 }
 
 /// A match that lost a condition Sextant does not serve (`queryParams`,
@@ -238,7 +232,6 @@ pub fn virtual_service(
             unsupported.push("spec.gateways (only mesh is served)".into());
         }
     }
-    take_export_to(map, &mut unsupported);
     let decoded: VirtualServiceSpec = decode_leniently(spec, "spec", &mut unsupported)?;
     let mut rule = RouteRule {
         hosts: decoded
@@ -249,6 +242,7 @@ pub fn virtual_service(
         http: decoded.http,
         tcp: decoded.tcp,
         tls: decoded.tls,
+        export_to: decoded.export_to,
     };
     for d in rule.destinations_mut() {
         d.host = Hostname::new(expand(mapping, namespace, &d.host));
@@ -270,7 +264,6 @@ pub fn destination_rule(
     let mut spec = spec.clone();
     let mut unsupported = Vec::new();
     let map = spec.as_object_mut().ok_or("spec is not an object")?;
-    take_export_to(map, &mut unsupported);
     if map.remove("workloadSelector").is_some() {
         unsupported.push("spec.workloadSelector (the policy applies to every proxy)".into());
     }
@@ -279,6 +272,7 @@ pub fn destination_rule(
         host: Hostname::new(expand(mapping, namespace, &decoded.host)),
         traffic_policy: decoded.traffic_policy,
         subsets: decoded.subsets,
+        export_to: decoded.export_to,
     };
     Ok(Converted {
         rule: Some(Rule::policy(namespace, name, policy)),

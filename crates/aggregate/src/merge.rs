@@ -295,64 +295,6 @@ impl MergeState {
         rejected
     }
 
-    /// The policy in force for `host`: the first source's, the first by key.
-    fn policy_for(&self, host: &Hostname) -> Option<&Arc<Rule>> {
-        self.rule_shards
-            .iter()
-            .flat_map(|s| s.naming(host))
-            .find(|r| r.key.kind == RuleKind::Policy)
-    }
-
-    /// The policies in force for the other hosts that the route rule in
-    /// `rules` sends to, by host.
-    fn destination_policies(&self, host: &Hostname, rules: &[Arc<Rule>]) -> Vec<Arc<Rule>> {
-        let Some(route) = rules.iter().find(|r| r.key.kind == RuleKind::Route) else {
-            return Vec::new();
-        };
-        destinations(route)
-            .into_iter()
-            .filter(|d| *d != host)
-            .filter_map(|d| self.policy_for(d).cloned())
-            .collect()
-    }
-
-    /// The rules in force for `hostname`, and the conflicts among the rules
-    /// naming it. One route rule and one policy per host: the first rule
-    /// source in priority order wins; within one source, the first by
-    /// namespace and name (Istio: the oldest; names are what every source
-    /// has). Each loser is a conflict, never silent.
-    fn rules_for(&self, hostname: &Hostname) -> (Vec<Arc<Rule>>, Vec<Conflict>) {
-        let mut winners: Vec<(&RegistryId, &Arc<Rule>)> = Vec::new();
-        let mut conflicts = Vec::new();
-        for shard in &self.rule_shards {
-            for rule in shard.naming(hostname) {
-                match winners.iter().find(|(_, w)| w.key.kind == rule.key.kind) {
-                    None => winners.push((&shard.id, rule)),
-                    Some((winner_id, winner)) => conflicts.push(Conflict {
-                        hostname: hostname.clone(),
-                        winner: (*winner_id).clone(),
-                        other: shard.id.clone(),
-                        field: match rule.key.kind {
-                            RuleKind::Route => ConflictField::RouteRule,
-                            // Per-proxy rules name no host, so never meet here.
-                            RuleKind::Policy
-                            | RuleKind::Scope
-                            | RuleKind::PeerAuth
-                            | RuleKind::Authz => ConflictField::DestinationPolicy,
-                        },
-                        detail: format!(
-                            "{} from {winner_id} is in force; {} from {} is ignored for this host",
-                            winner.key, rule.key, shard.id
-                        ),
-                        endpoints_dropped: 0,
-                    }),
-                }
-            }
-        }
-        let rules = winners.into_iter().map(|(_, r)| r.clone()).collect();
-        (rules, conflicts)
-    }
-
     fn shard_index(&self, id: &RegistryId) -> Option<usize> {
         self.shards.iter().position(|s| &s.id == id)
     }
@@ -570,7 +512,7 @@ impl MergeState {
                 });
             }
         }
-        let (rules, rule_conflicts) = self.rules_for(&hostname);
+        let (chosen, namespaced, rule_conflicts) = self.rules_for(&hostname);
         conflicts.extend(rule_conflicts);
         if conflicts.is_empty() {
             self.conflicts.remove(&hostname);
@@ -582,13 +524,17 @@ impl MergeState {
             ..without_endpoints(winner)
         };
         let origins: Vec<RegistryId> = contributors.iter().map(|(id, _)| (*id).clone()).collect();
-        let destination_policies = self.destination_policies(&hostname, &rules);
-        let destination_ports = self.destination_ports(&hostname, &rules);
+        let choice::Choice {
+            rules,
+            destination_policies,
+            destination_ports,
+        } = chosen;
         let old = self.merged.get(&hostname);
         let same_rules = |old: &MeshService| {
             old.rules == rules
                 && old.destination_policies == destination_policies
                 && old.destination_ports == destination_ports
+                && old.namespaced == namespaced
         };
         if let Some(old) = old
             && old.service == service
@@ -617,28 +563,10 @@ impl MergeState {
                 rules,
                 destination_policies,
                 destination_ports,
+                namespaced,
             }),
         );
         true
-    }
-
-    /// The single port of each other host the route rule in `rules` sends
-    /// to (see [`MeshService::destination_ports`]).
-    fn destination_ports(&self, host: &Hostname, rules: &[Arc<Rule>]) -> BTreeMap<Hostname, u32> {
-        let Some(route) = rules.iter().find(|r| r.key.kind == RuleKind::Route) else {
-            return BTreeMap::new();
-        };
-        destinations(route)
-            .into_iter()
-            .filter(|d| *d != host)
-            .filter_map(|d| {
-                let ms = self.merged.get(d)?;
-                match ms.service.ports.as_slice() {
-                    [only] => Some((d.clone(), only.port)),
-                    _ => None,
-                }
-            })
-            .collect()
     }
 
     /// The hosts whose route rules send to `host`.
@@ -772,6 +700,8 @@ fn describe_ports_and_targets(s: &Service, targets: &BTreeMap<&str, u32>) -> Str
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+mod choice;
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@
 
 pub mod entries;
 pub mod error;
+pub mod export;
 pub mod groups;
 pub mod journal;
 pub mod memory;
@@ -60,4 +61,4 @@ pub use rules::{
 pub use secret::Secret;
 pub use sent::SentServices;
 pub use validate::{ValidationError, ValidationErrors};
-pub use view::{Change, Conflict, ConflictField, MeshService, MeshView};
+pub use view::{Change, Conflict, ConflictField, MeshService, MeshView, NamespacedRules};

@@ -232,18 +232,12 @@ impl Service {
     /// sees this service: [`Service::export_to`] empty or holding `*`,
     /// `.` for a proxy of the service's namespace, or its namespace.
     pub fn exported_to(&self, namespace: Option<&str>) -> bool {
-        self.export_to.is_empty()
-            || self.export_to.iter().any(|e| match e.as_str() {
-                "*" => true,
-                "~" => false,
-                "." => namespace == Some(self.namespace.as_str()),
-                ns => namespace == Some(ns),
-            })
+        crate::export::exported(&self.export_to, &self.namespace, namespace)
     }
 
     /// True when some proxies may not see it.
     pub fn is_restricted(&self) -> bool {
-        !self.export_to.is_empty() && !self.export_to.iter().any(|e| e == "*")
+        crate::export::restricted(&self.export_to)
     }
 
     /// Adds a port; the protocol is given explicitly.

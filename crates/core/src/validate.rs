@@ -182,19 +182,8 @@ impl Service {
                 );
             }
         }
-        for (i, e) in self.export_to.iter().enumerate() {
-            let problem = match e.as_str() {
-                "*" | "." => None,
-                "~" if self.export_to.len() > 1 => {
-                    Some("\"~\" (exported nowhere) cannot be combined with other entries".into())
-                }
-                "~" => None,
-                ns if ns.contains('.') => Some(format!(
-                    "{ns:?}: `*`, `.`, `~` or a namespace (a single DNS label)"
-                )),
-                ns => dns_name_problem(ns),
-            };
-            if let Some(p) = problem {
+        for i in 0..self.export_to.len() {
+            if let Some(p) = crate::export::entry_problem(&self.export_to, i) {
                 push(None, format!("exportTo[{i}]"), p);
             }
         }

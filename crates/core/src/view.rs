@@ -45,9 +45,69 @@ pub struct MeshService {
     /// the request came in on. A change to it is a configuration change.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub destination_ports: BTreeMap<Hostname, u32>,
+    /// The rules in force for the proxies of some namespaces only, where
+    /// they differ from the fields above (which hold for every other
+    /// proxy): a rule exported to a few namespaces (`exportTo`), a rule
+    /// of the proxy's own namespace before the others, a destination
+    /// policy of the proxy's namespace or the service's before the rest
+    /// (see `sextant-aggregate`'s merge rules). Empty for most services;
+    /// each namespace in at most one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub namespaced: Vec<Arc<NamespacedRules>>,
+}
+
+/// The rules some namespaces' proxies see for one service, in place of
+/// [`MeshService`]'s own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NamespacedRules {
+    /// The namespaces whose proxies see these rules.
+    pub namespaces: std::collections::BTreeSet<String>,
+    /// As [`MeshService::rules`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Arc<crate::rules::Rule>>,
+    /// As [`MeshService::destination_policies`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_policies: Vec<Arc<crate::rules::Rule>>,
+    /// As [`MeshService::destination_ports`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub destination_ports: BTreeMap<Hostname, u32>,
 }
 
 impl MeshService {
+    /// Which of [`MeshService::namespaced`] the proxies of `namespace`
+    /// see; `None`: the service's own rules.
+    pub fn variant_for(&self, namespace: Option<&str>) -> Option<usize> {
+        let ns = namespace?;
+        self.namespaced
+            .iter()
+            .position(|v| v.namespaces.contains(ns))
+    }
+
+    /// The service as the proxies of variant `i` see it: its rules
+    /// replaced by [`MeshService::namespaced`]`[i]`'s (and no variants).
+    /// `None` when there is no such variant.
+    pub fn variant(&self, i: usize) -> Option<MeshService> {
+        let v = self.namespaced.get(i)?;
+        Some(MeshService {
+            service: self.service.clone(),
+            origins: self.origins.clone(),
+            config_generation: self.config_generation,
+            endpoints_generation: self.endpoints_generation,
+            rules: v.rules.clone(),
+            destination_policies: v.destination_policies.clone(),
+            destination_ports: v.destination_ports.clone(),
+            namespaced: Vec::new(),
+        })
+    }
+
+    /// Every rule bound to it for some proxies: its own, then each
+    /// variant's (a rule may appear more than once).
+    pub fn all_rules(&self) -> impl Iterator<Item = &Arc<crate::rules::Rule>> {
+        self.rules
+            .iter()
+            .chain(self.namespaced.iter().flat_map(|v| v.rules.iter()))
+    }
+
     /// The route rule in force, if any.
     pub fn route_rule(&self) -> Option<(&crate::rules::Rule, &crate::rules::RouteRule)> {
         self.rules
@@ -225,6 +285,7 @@ impl MeshView {
                             && a.rules == b.rules
                             && a.destination_policies == b.destination_policies
                             && a.destination_ports == b.destination_ports
+                            && a.namespaced == b.namespaced
                         {
                             Change::Endpoints
                         } else {
@@ -270,6 +331,7 @@ mod tests {
             rules: Vec::new(),
             destination_policies: Vec::new(),
             destination_ports: BTreeMap::new(),
+            namespaced: Vec::new(),
         })
     }
 

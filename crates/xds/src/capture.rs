@@ -104,12 +104,24 @@ fn outbound_set(
     options: &CaptureOptions,
     mtls: bool,
 ) -> (ResourceSet, Vec<String>) {
-    let visible = view
-        .services
-        .iter()
-        .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
-        .map(|(_, ms)| &**ms);
-    let plan = PortPlan::of(visible);
+    // The services it sees, each with the rules its namespace sees.
+    let in_scope = || {
+        view.services
+            .iter()
+            .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
+    };
+    let variants: Vec<sextant_core::MeshService> = in_scope()
+        .filter_map(|(h, ms)| ms.variant(scope?.variant_of(h)?))
+        .collect();
+    let mut variants = variants.iter().peekable();
+    let mut visible: Vec<&sextant_core::MeshService> = Vec::new();
+    for (h, ms) in in_scope() {
+        match variants.next_if(|v| v.service.hostname == *h) {
+            Some(v) => visible.push(v),
+            None => visible.push(ms),
+        }
+    }
+    let plan = PortPlan::of(visible.iter().copied());
     // The proxy's Sidecar may set its own outbound policy.
     let scoped;
     let options = match scope.and_then(|s| s.outbound) {
@@ -165,12 +177,7 @@ fn outbound_set(
     // socket matches, in place of the snapshot's.
     if mtls && options.mtls.mode != mtls_layout::PeerMode::Disable {
         let mut unhonoured = Vec::new();
-        for ms in view
-            .services
-            .iter()
-            .filter(|(h, _)| scope.is_none_or(|s| s.allows(h.as_str())))
-            .map(|(_, ms)| &**ms)
-        {
+        for ms in &visible {
             for c in crate::translate::mesh_clusters(ms, &options.mtls, &mut unhonoured) {
                 set.add(ResourceType::Cluster, &c.name.clone(), &c);
             }

@@ -108,7 +108,20 @@ impl Lens {
         kind: ResourceType,
         also: impl Iterator<Item = &'a Arc<str>>,
     ) -> Vec<Arc<str>> {
-        let all = snap.resources(kind).resources.keys();
+        let snapshot_names = snap.resources(kind).resources.keys();
+        // With the resources only the namespaced rules its scope sees have.
+        let added = self
+            .scope
+            .as_ref()
+            .map(|s| s.added_names(snap, kind))
+            .unwrap_or_default();
+        let with_added;
+        let all: Box<dyn Iterator<Item = &Arc<str>>> = if added.is_empty() {
+            Box::new(snapshot_names)
+        } else {
+            with_added = merge_sorted(snapshot_names, added.iter());
+            Box::new(with_added.iter())
+        };
         let Some(capture) = &self.capture else {
             return merge_sorted(all, also);
         };

@@ -26,7 +26,7 @@
 //! proxies with the same scope share one `Arc<Scope>` (and, through the
 //! scope's digest in the plan key, their plans).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use sextant_core::rules::scope::{
@@ -80,8 +80,17 @@ pub struct Scope {
     hosts: BTreeSet<Hostname>,
     /// xxh3 of the sorted hosts: equal sets, equal digests.
     pub digest: u64,
+    /// The hosts whose rules differ for the proxy's namespace, and the
+    /// variant of each ([`sextant_core::MeshService::namespaced`]): their
+    /// resources, virtual hosts and capture layout come from it.
+    overrides: BTreeMap<Hostname, usize>,
     /// The outbound route table with only these hosts, built once.
     route: OnceLock<Arc<Resource>>,
+    /// Per type, the names only the variants of `overrides` have (not the
+    /// snapshot's own resources), with their host: filled once, from the
+    /// first snapshot asked (names do not move within a topology
+    /// generation, only endpoints do).
+    added: OnceLock<[BTreeMap<Arc<str>, Hostname>; 4]>,
     /// Its rule's outbound traffic policy (Istio's Sidecar
     /// `outboundTrafficPolicy`), for capture-mode proxies; `None`: the
     /// mesh's.
@@ -90,7 +99,10 @@ pub struct Scope {
 
 impl PartialEq for Scope {
     fn eq(&self, other: &Scope) -> bool {
-        self.digest == other.digest && self.hosts == other.hosts && self.outbound == other.outbound
+        self.digest == other.digest
+            && self.hosts == other.hosts
+            && self.outbound == other.outbound
+            && self.overrides == other.overrides
     }
 }
 
@@ -122,10 +134,15 @@ impl Scope {
     ) -> Option<&'a Arc<Resource>> {
         if kind == ResourceType::Route && name == translate::OUTBOUND_HTTP {
             snap.get(kind, name)?;
-            return Some(
-                self.route
-                    .get_or_init(|| Arc::new(snap.outbound_route_for(&self.hosts))),
-            );
+            return Some(self.route.get_or_init(|| {
+                Arc::new(snap.outbound_route_for(&self.hosts, &self.overrides))
+            }));
+        }
+        if !self.overrides.is_empty()
+            && let Some(host) = self.added(snap)[kind.index()].get(name)
+        {
+            let i = self.overrides.get(host)?;
+            return snap.namespaced_get(host, *i, form, kind, name);
         }
         // The host a resource belongs to is the one translation recorded
         // (the outbound HTTP listener belongs to none: what it routes to
@@ -133,8 +150,43 @@ impl Scope {
         let r = snap.get_for(form, kind, name)?;
         match &r.owner {
             Some(host) if !self.hosts.contains(host) => None,
-            _ => Some(r),
+            Some(host) => match self.overrides.get(host) {
+                Some(&i) => snap.namespaced_get(host, i, form, kind, name),
+                None => Some(r),
+            },
+            None => Some(r),
         }
+    }
+
+    /// The variant of `host`'s rules this scope's proxies see, if not its
+    /// own.
+    pub fn variant_of(&self, host: &str) -> Option<usize> {
+        self.overrides.get(host).copied()
+    }
+
+    /// The names of `kind` only the variants it sees have (sorted): what
+    /// a wildcard subscription covers besides the snapshot's own.
+    pub(crate) fn added_names(&self, snap: &Snapshot, kind: ResourceType) -> Vec<Arc<str>> {
+        if self.overrides.is_empty() {
+            return Vec::new();
+        }
+        self.added(snap)[kind.index()].keys().cloned().collect()
+    }
+
+    fn added(&self, snap: &Snapshot) -> &[BTreeMap<Arc<str>, Hostname>; 4] {
+        self.added.get_or_init(|| {
+            let mut added: [BTreeMap<Arc<str>, Hostname>; 4] = Default::default();
+            for (host, &i) in &self.overrides {
+                for kind in ResourceType::ALL {
+                    for name in snap.names_of(host, Some(i), kind) {
+                        if snap.get(kind, &name).is_none() {
+                            added[kind.index()].insert(name, host.clone());
+                        }
+                    }
+                }
+            }
+            added
+        })
     }
 }
 
@@ -177,6 +229,12 @@ fn scope_of(
         Selected::Default => ("default".to_owned(), config.default_hosts.clone(), None),
     };
     let visible = |ms: &sextant_core::MeshService| ms.service.exported_to(namespace);
+    let overrides: BTreeMap<Hostname, usize> = view
+        .services
+        .iter()
+        .filter(|(_, ms)| !ms.namespaced.is_empty() && visible(ms))
+        .filter_map(|(h, ms)| Some((h.clone(), ms.variant_for(namespace)?)))
+        .collect();
     let mut hosts: BTreeSet<Hostname> = view
         .services
         .iter()
@@ -192,7 +250,14 @@ fn scope_of(
     // a route to a host the proxy could not reach would answer 503.
     let mut sent_to = Vec::new();
     for h in &hosts {
-        if let Some((_, rule)) = view.services.get(h).and_then(|ms| ms.route_rule()) {
+        let Some(ms) = view.services.get(h) else {
+            continue;
+        };
+        let rules = match overrides.get(h) {
+            Some(&i) => &ms.namespaced[i].rules,
+            None => &ms.rules,
+        };
+        if let Some(rule) = rules.iter().find_map(|r| r.as_route()) {
             for d in rule.destinations() {
                 if view.services.get(&d.host).is_some_and(|ms| visible(ms)) {
                     sent_to.push(d.host.clone());
@@ -207,19 +272,28 @@ fn scope_of(
         digest.update(b"\n");
     }
     digest.update(format!("{outbound:?}").as_bytes());
+    for (h, i) in &overrides {
+        digest.update(h.as_bytes());
+        digest.update(&i.to_le_bytes());
+    }
     Some(Scope {
         source,
         hosts,
         digest: digest.digest(),
+        overrides,
         route: OnceLock::new(),
+        added: OnceLock::new(),
         outbound,
     })
 }
 
-/// True when some service is not exported to every namespace: a scan of
-/// the view, which [`ScopeCache`] does once per topology generation.
+/// True when some service is not exported to every namespace or has
+/// rules for some namespaces only: a scan of the view, which
+/// [`ScopeCache`] does once per topology generation.
 fn restricted(view: &MeshView) -> bool {
-    view.services.values().any(|ms| ms.service.is_restricted())
+    view.services
+        .values()
+        .any(|ms| ms.service.is_restricted() || !ms.namespaced.is_empty())
 }
 
 /// What a scope depends on besides the view: the selected rule and the

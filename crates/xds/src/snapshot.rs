@@ -33,6 +33,48 @@ struct ServiceResources {
     vhosts: VirtualHostsPart,
     /// What gRPC clients cannot honour of the rules bound to the service.
     unhonoured: Arc<[Unhonoured]>,
+    /// The service as the proxies of some namespaces see it, one per
+    /// [`MeshService::namespaced`] variant, in its order.
+    namespaced: Vec<Arc<ServiceResources>>,
+}
+
+impl ServiceResources {
+    /// The resource `kind`/`name` of this service in `form`.
+    fn get(&self, form: Form, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        if kind == ResourceType::Cluster {
+            let variant = |i: usize| self.variants[i].iter().find(|r| &*r.name == name);
+            let found = match form {
+                Form::Envoy => None,
+                Form::Grpc => variant(0),
+                Form::GrpcMesh => variant(1).or_else(|| variant(0)),
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        self.by_type[kind.index()].iter().find(|r| &*r.name == name)
+    }
+
+    /// Its assignments encoded again (endpoints moved), its variants' too.
+    fn with_endpoints(
+        &self,
+        ms: &MeshService,
+        servers: &translate::mtls::ServerModes,
+        encoded: &mut usize,
+    ) -> ServiceResources {
+        let mut new = self.clone();
+        new.by_type[ResourceType::Endpoint.index()] = encode_endpoints(ms, servers, encoded);
+        new.namespaced = self
+            .namespaced
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match ms.variant(i) {
+                Some(vms) => Arc::new(v.with_endpoints(&vms, servers, encoded)),
+                None => v.clone(),
+            })
+            .collect();
+        new
+    }
 }
 
 /// Every resource for one view, encoded once, shared by all connections.
@@ -58,6 +100,9 @@ pub struct Snapshot {
     /// TCP service ports left without a listener because another took
     /// their port: `HOST:PORT`.
     tcp_conflicts: Vec<String>,
+    /// Explicit TCP listeners of services with namespaced rules, as each
+    /// variant gives them: by name, one per variant.
+    tcp_namespaced: Arc<TcpVariants>,
     /// Moves whenever what a per-proxy scope depends on may have changed:
     /// a service added, removed or reconfigured (its namespace, its route
     /// rule's destinations, its virtual hosts) or a scope rule. An
@@ -99,6 +144,7 @@ impl Snapshot {
             not_found_vhost: VirtualHostsPart::not_found(),
             servers: Arc::default(),
             tcp_conflicts: Vec::new(),
+            tcp_namespaced: Arc::default(),
             topology_generation: 0,
             first_change: None,
             push: None,
@@ -151,11 +197,69 @@ impl Snapshot {
     /// The outbound route table with the virtual hosts of `visible` hosts
     /// only (and the catch-all): what a scoped proxy receives under the
     /// table's name. Equal content, equal version, as for the whole table.
-    pub fn outbound_route_for(&self, visible: &std::collections::BTreeSet<Hostname>) -> Resource {
-        let parts = visible
-            .iter()
-            .filter_map(|h| self.per_service.get(h).map(|s| &s.vhosts));
+    ///
+    /// A host in `overrides` contributes the virtual hosts of that
+    /// variant ([`MeshService::namespaced`]) instead of its own.
+    pub fn outbound_route_for(
+        &self,
+        visible: &std::collections::BTreeSet<Hostname>,
+        overrides: &std::collections::BTreeMap<Hostname, usize>,
+    ) -> Resource {
+        let parts = visible.iter().filter_map(|h| {
+            let own = self.per_service.get(h)?;
+            Some(match overrides.get(h) {
+                Some(&i) => own.namespaced.get(i).map_or(&own.vhosts, |v| &v.vhosts),
+                None => &own.vhosts,
+            })
+        });
         route_table::outbound(parts, &self.not_found_vhost)
+    }
+
+    /// Resource `kind`/`name` of `host` as variant `i` of its rules gives
+    /// it ([`MeshService::namespaced`]), in `form`; `None` when that
+    /// variant has no such resource.
+    pub(crate) fn namespaced_get(
+        &self,
+        host: &str,
+        i: usize,
+        form: Form,
+        kind: ResourceType,
+        name: &str,
+    ) -> Option<&Arc<Resource>> {
+        if kind == ResourceType::Listener
+            && let Some(per_variant) = self.tcp_namespaced.get(name)
+        {
+            return per_variant.get(i);
+        }
+        self.per_service
+            .get(host)?
+            .namespaced
+            .get(i)?
+            .get(form, kind, name)
+    }
+
+    /// The names of `host`'s resources of `kind`, its own (`None`) or
+    /// variant `i`'s.
+    pub(crate) fn names_of(
+        &self,
+        host: &str,
+        variant: Option<usize>,
+        kind: ResourceType,
+    ) -> Vec<Arc<str>> {
+        let Some(own) = self.per_service.get(host) else {
+            return Vec::new();
+        };
+        let res = match variant {
+            None => own,
+            Some(i) => match own.namespaced.get(i) {
+                Some(v) => v,
+                None => return Vec::new(),
+            },
+        };
+        res.by_type[kind.index()]
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     /// What gRPC clients cannot honour of the rules bound to `hostname`.
@@ -218,10 +322,7 @@ impl Snapshot {
                     .iter()
                     .all(|e| e.address.ip().is_some());
             let new = if endpoints_only {
-                let mut new = (*old).clone();
-                new.by_type[ResourceType::Endpoint.index()] =
-                    encode_endpoints(ms, &servers, &mut encoded);
-                new
+                old.with_endpoints(ms, &servers, &mut encoded)
             } else {
                 routes_dirty = true;
                 translate_service(ms, &self.options, &servers, &mut encoded)
@@ -262,9 +363,7 @@ impl Snapshot {
                 let Some(old) = per_service.get(hostname).cloned() else {
                     continue;
                 };
-                let mut new = (*old).clone();
-                new.by_type[ResourceType::Endpoint.index()] =
-                    encode_endpoints(ms, &servers, &mut encoded);
+                let new = old.with_endpoints(ms, &servers, &mut encoded);
                 let i = ResourceType::Endpoint.index();
                 replace(&mut types[i], &old.by_type[i], &new.by_type[i]);
                 per_service.insert(hostname.clone(), Arc::new(new));
@@ -307,15 +406,16 @@ impl Snapshot {
             }
         }
 
-        let tcp_conflicts = if routes_dirty {
-            tcp_listeners(
+        let (tcp_conflicts, tcp_namespaced) = if routes_dirty {
+            let (conflicts, namespaced) = tcp_listeners(
                 &self.options,
                 &view,
                 &mut types[ResourceType::Listener.index()],
                 &mut encoded,
-            )
+            );
+            (conflicts, Arc::new(namespaced))
         } else {
-            self.tcp_conflicts.clone()
+            (self.tcp_conflicts.clone(), self.tcp_namespaced.clone())
         };
         let topology_generation = if routes_dirty || !Arc::ptr_eq(&view.scopes, &self.view.scopes) {
             self.topology_generation + 1
@@ -330,6 +430,7 @@ impl Snapshot {
             generation: self.generation + 1,
             view_generation: view.generation,
             tcp_conflicts,
+            tcp_namespaced,
             topology_generation,
             encoded,
             types,
@@ -350,18 +451,21 @@ impl Snapshot {
 /// when several want one port (the others are returned as conflicts).
 /// Unchanged listeners keep their resource; the set is a few small
 /// messages per TCP port, encoded again on configuration changes only.
+/// A service with namespaced rules also gets its listener as each variant
+/// gives it (same name, same port).
 fn tcp_listeners(
     options: &TranslateOptions,
     view: &MeshView,
     set: &mut TypeSet,
     encoded: &mut usize,
-) -> Vec<String> {
+) -> (Vec<String>, TcpVariants) {
     // The options never change between snapshots: without an offset there
     // are no TCP listeners to add or remove, and no reason to look.
     let Some(offset) = options.tcp_port_offset else {
-        return Vec::new();
+        return Default::default();
     };
     let mut wanted: std::collections::BTreeMap<Arc<str>, Arc<Resource>> = Default::default();
+    let mut namespaced = TcpVariants::new();
     let mut conflicts = Vec::new();
     {
         // The outbound HTTP listener's port is taken: a TCP listener on
@@ -385,6 +489,20 @@ fn tcp_listeners(
                 let r = Arc::new(
                     Resource::encode(ResourceType::Listener, l.name.as_str(), &l).owned_by(host),
                 );
+                let variants: Vec<Arc<Resource>> = (0..ms.namespaced.len())
+                    .filter_map(|i| ms.variant(i))
+                    .map(|vms| {
+                        *encoded += 1;
+                        let l = translate::tcp_listener(options, bind, &vms, port);
+                        Arc::new(
+                            Resource::encode(ResourceType::Listener, l.name.as_str(), &l)
+                                .owned_by(host),
+                        )
+                    })
+                    .collect();
+                if !variants.is_empty() {
+                    namespaced.insert(r.name.clone(), variants);
+                }
                 wanted.insert(r.name.clone(), r);
             }
         }
@@ -411,8 +529,12 @@ fn tcp_listeners(
             set.resources.insert(name, r);
         }
     }
-    conflicts
+    (conflicts, namespaced)
 }
+
+/// Explicit TCP listeners as the namespaced variants of their service's
+/// rules give them: by name, one per variant.
+type TcpVariants = std::collections::BTreeMap<Arc<str>, Vec<Arc<Resource>>>;
 
 /// The form in which a connection receives clusters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -531,6 +653,10 @@ fn translate_service(
     grpc_notes.sort();
     grpc_notes.dedup();
     out.unhonoured = grpc_notes.into();
+    out.namespaced = (0..ms.namespaced.len())
+        .filter_map(|i| ms.variant(i))
+        .map(|vms| Arc::new(translate_service(&vms, options, servers, encoded)))
+        .collect();
     out
 }
 

@@ -578,3 +578,134 @@ async fn a_node_naming_a_workload_group_registers_in_the_namespace_it_proved() {
         "{refused:?}"
     );
 }
+
+fn endpoint(ip: &str, version: &str) -> Endpoint {
+    let mut e = Endpoint::new(ip.parse().expect("ip"));
+    e.labels = [("version".to_owned(), version.to_owned())].into();
+    e
+}
+
+/// The cluster the outbound table's virtual host for `host` routes to.
+fn routed_to(any: &envoy_types::pb::google::protobuf::Any, host: &str) -> String {
+    use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier};
+    let rc = RouteConfiguration::decode(any.value.as_slice()).expect("route configuration");
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|vh| vh.domains.first().is_some_and(|d| d == host))
+        .expect("a virtual host");
+    match vh.routes.first().and_then(|r| r.action.as_ref()) {
+        Some(Action::Route(r)) => match &r.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => c.clone(),
+            other => format!("{other:?}"),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// Route rules and destination policies for some namespaces only, through
+/// the ADS server: shop's own route rule for cart (`exportTo: [.]`) sends
+/// shop's proxies to subset v2; billing's own policy for cart (client
+/// namespace first) gives billing's proxies its subset `blue` and not
+/// shop's; everyone else gets shop's public policy and no route rule.
+/// Each proxy's clusters, assignments and route table agree, by wildcard
+/// and by name; an endpoint added to v2 reaches shop's subset assignment.
+#[tokio::test]
+async fn rules_reach_only_the_namespaces_that_see_them() {
+    let rules = MemoryRules::new("memory/rules");
+    let cart = "cart.shop.svc";
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(&format!(
+        "name: canary\nnamespace: shop\nexportTo: [.]\nhosts: [{cart}]\nhttp: [{{route: [{{destination: {{host: {cart}, subset: v2}}}}]}}]"
+    ))
+    .expect("route");
+    rules.insert(route.into());
+    for (ns, name, subsets, export) in [
+        ("shop", "cart", "[{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]", "[]"),
+        ("billing", "cart-blue", "[{name: blue, labels: {version: v1}}]", "[.]"),
+    ] {
+        let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(&format!(
+            "name: {name}\nnamespace: {ns}\nhost: {cart}\nexportTo: {export}\nsubsets: {subsets}"
+        ))
+        .expect("policy");
+        rules.insert(policy.into());
+    }
+    let mut svc = service(cart, "shop", "10.0.0.1");
+    svc.endpoints = vec![endpoint("10.0.0.1", "v1"), endpoint("10.0.0.2", "v2")];
+    let h = start_with(
+        MemoryRegistry::new("memory/test"),
+        vec![svc.clone(), service("web.shop.svc", "shop", "10.0.0.3")],
+        Options {
+            rules: Some(rules.clone()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let subset = |s: &str| format!("outbound|8080|{s}|{cart}");
+    let own = cluster(cart);
+    let web = cluster("web.shop.svc");
+    let mut clients = Vec::new();
+    for (ns, want_clusters, want_route) in [
+        ("shop", vec![own.clone(), subset("v1"), subset("v2"), web.clone()], subset("v2")),
+        ("billing", vec![own.clone(), subset("blue"), web.clone()], own.clone()),
+        ("other", vec![own.clone(), subset("v1"), subset("v2"), web.clone()], own.clone()),
+    ] {
+        let mut c = SotwClient::connect(h.addr, "x")
+            .await
+            .with_node(sidecar(ns, "app"));
+        c.subscribe(types::CDS, &[]).await;
+        let cds = c.recv().await;
+        let mut clusters = names(&cds.resources);
+        clusters.sort();
+        let mut want = want_clusters.clone();
+        want.sort();
+        assert_eq!(clusters, want, "{ns}");
+        let refs: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        c.subscribe(types::EDS, &refs).await;
+        c.ack(&cds, &[]).await;
+        let eds = c.recv().await;
+        let sizes: Vec<(String, usize)> = eds
+            .resources
+            .iter()
+            .map(cla)
+            .map(|a| (a.cluster_name.clone(), endpoint_count(&a)))
+            .collect();
+        // The service's own cluster has both endpoints, each subset one.
+        assert!(
+            sizes.iter().all(|(name, n)| *n == if *name == own { 2 } else { 1 }),
+            "{ns}: {sizes:?}"
+        );
+        assert_eq!(sizes.len(), clusters.len(), "{ns}: every cluster has its assignment");
+        c.ack(&eds, &refs).await;
+        c.subscribe(types::RDS, &["outbound_http"]).await;
+        let rds = c.recv().await;
+        assert_eq!(routed_to(&rds.resources[0], cart), want_route, "{ns}");
+        c.ack(&rds, &["outbound_http"]).await;
+        clients.push((ns, c, refs.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+    }
+    // A subset only billing's rules have does not exist for the others,
+    // even asked for by name.
+    let (_, other, _) = &mut clients[2];
+    let blue = subset("blue");
+    other.request(types::CDS, &[&blue], "", "", None).await;
+    let cds = other.recv().await;
+    assert!(!names(&cds.resources).contains(&blue));
+
+    // An endpoint joins v2: shop's proxy sees it in its v2 subset.
+    svc.endpoints.push(endpoint("10.0.0.4", "v2"));
+    h.registry.insert(svc);
+    let (_, shop, _) = &mut clients[0];
+    let mut got = 0;
+    for _ in 0..20 {
+        let r = shop.recv().await;
+        if r.type_url == types::EDS
+            && let Some(a) = r.resources.iter().map(cla).find(|a| a.cluster_name == subset("v2"))
+        {
+            got = endpoint_count(&a);
+            if got == 2 {
+                break;
+            }
+        }
+        shop.ack(&r, &[]).await;
+    }
+    assert_eq!(got, 2, "the v2 subset of shop's proxy follows its endpoints");
+}

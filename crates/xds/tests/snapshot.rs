@@ -140,6 +140,7 @@ fn a_rule_change_re_translates_only_the_services_it_binds_to() {
                 host: "svc-7.mesh.svc".into(),
                 traffic_policy: None,
                 subsets: Vec::new(),
+                export_to: Vec::new(),
             },
         )),
     );

@@ -390,3 +390,48 @@ fn tcp_and_tls_routes_on_a_service_become_its_l4_routes() {
     assert!(none.rule.is_none());
     assert!(none.unsupported.iter().any(|u| u.contains("left out")));
 }
+
+/// GAMMA: a route on another namespace's Service is a consumer route (its
+/// own namespace's callers only), one on its own namespace's a producer
+/// route (every caller); a route naming both serves its own parents only
+/// and says why the others are not.
+#[test]
+fn consumer_routes_apply_to_their_own_namespace_only() {
+    let m = Mapping::default();
+    let convert = |ns: &str, parents: &str, kind: RouteKind| {
+        route(
+            &m,
+            &Grants::default(),
+            kind,
+            ns,
+            "r",
+            &spec(&format!(
+                "parentRefs: {parents}\nrules:\n- backendRefs: [{{name: reviews-v2, port: 9080}}]\n"
+            )),
+        )
+        .expect("converts")
+    };
+    let on_shop = "[{kind: Service, name: reviews, namespace: shop}]";
+    let producer = convert("shop", on_shop, RouteKind::Http);
+    assert!(rule_of(&producer).export_to.is_empty());
+    let consumer = convert("web", on_shop, RouteKind::Http);
+    assert_eq!(rule_of(&consumer).export_to, ["."]);
+    let tcp = convert("web", on_shop, RouteKind::Tcp);
+    assert_eq!(rule_of(&tcp).export_to, ["."]);
+
+    let mixed = convert(
+        "web",
+        "[{kind: Service, name: reviews, namespace: shop}, {kind: Service, name: front}]",
+        RouteKind::Http,
+    );
+    let r = rule_of(&mixed);
+    assert!(r.export_to.is_empty());
+    let hosts: Vec<&str> = r.hosts.iter().map(Hostname::as_str).collect();
+    assert_eq!(hosts, ["front.web.svc.cluster.local"]);
+    assert_eq!(mixed.unsupported.len(), 1, "{:?}", mixed.unsupported);
+    assert!(
+        mixed.unsupported[0].starts_with("spec.parentRefs[0] (Service reviews.shop.svc.cluster.local of another namespace"),
+        "{:?}",
+        mixed.unsupported
+    );
+}

@@ -161,7 +161,6 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
     assert_eq!(
         got,
         [
-            "spec.exportTo (every proxy sees the rule)",
             "spec.gateways (only mesh is served)",
             "spec.http[0].corsPolicy",
             "spec.http[0].match[0] (a condition of it is not served: the match is not served)",
@@ -184,6 +183,8 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
         "cart.shop.svc.cluster.local"
     );
     assert_eq!(r.tcp[0].matches[0].port, Some(9001));
+    // exportTo is served: the rule applies to its own namespace's proxies.
+    assert_eq!(r.export_to, ["."]);
     let hosts: Vec<&str> = r.hosts.iter().map(|h| h.as_str()).collect();
     assert_eq!(
         hosts,

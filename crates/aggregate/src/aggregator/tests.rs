@@ -390,6 +390,7 @@ async fn rule_sources_count_for_readiness_and_their_rules_reach_the_view() {
             host: "a.svc".into(),
             traffic_policy: None,
             subsets: Vec::new(),
+            export_to: Vec::new(),
         },
     );
     tx.send(Ok(Event::Reset(vec![rule.clone()]))).expect("send");

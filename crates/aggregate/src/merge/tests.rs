@@ -3,6 +3,7 @@ use proptest::prelude::*;
 use sextant_core::{Endpoint, Health, Protocol, Service};
 
 mod destinations;
+mod exports;
 
 fn svc(h: &str, port: u32, ips: &[&str]) -> Service {
     let mut s = Service::new(h).with_port("http", port, Protocol::Http);
@@ -582,6 +583,7 @@ fn any_rule(route: bool, name: &str, hosts: &[&str], tag: &str) -> sextant_core:
                     labels: Default::default(),
                     traffic_policy: None,
                 }],
+                export_to: Vec::new(),
             },
         )
     }

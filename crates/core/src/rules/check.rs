@@ -175,6 +175,14 @@ impl Rule {
         if c.rule.name.is_empty() {
             c.bad("name", "must not be empty");
         }
+        let export = self.export_to();
+        if c.count("exportTo", export.len(), MAX_EXPORT_TO) {
+            for i in 0..export.len() {
+                if let Some(p) = crate::export::entry_problem(export, i) {
+                    c.bad(format!("exportTo[{i}]"), p);
+                }
+            }
+        }
         match &self.spec {
             RuleSpec::Route(r) => route_rule(&mut c, r),
             RuleSpec::Policy(p) => policy(&mut c, p),
@@ -189,6 +197,9 @@ impl Rule {
         }
     }
 }
+
+/// The most `exportTo` entries one rule lists.
+pub const MAX_EXPORT_TO: usize = 64;
 
 /// Labels one workload selector may require.
 pub const MAX_SELECTOR_LABELS: usize = 64;

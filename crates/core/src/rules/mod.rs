@@ -233,6 +233,22 @@ impl Rule {
         }
     }
 
+    /// Its `exportTo` (route rules and destination policies; empty for
+    /// the others, which apply per proxy by their own selection).
+    pub fn export_to(&self) -> &[String] {
+        match &self.spec {
+            RuleSpec::Route(r) => &r.export_to,
+            RuleSpec::Policy(p) => &p.export_to,
+            RuleSpec::Scope(_) | RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) => &[],
+        }
+    }
+
+    /// Whether it applies to the proxies of `namespace` (see
+    /// [`crate::export`]).
+    pub fn exported_to(&self, namespace: Option<&str>) -> bool {
+        crate::export::exported(self.export_to(), &self.key.namespace, namespace)
+    }
+
     /// The destination policy, if it is one.
     pub fn as_policy(&self) -> Option<&DestinationPolicy> {
         match &self.spec {
@@ -271,6 +287,9 @@ pub struct RouteEntry {
     /// As [`RouteRule::tls`].
     #[serde(default)]
     pub tls: Vec<route::TlsRoute>,
+    /// As [`RouteRule::export_to`].
+    #[serde(default)]
+    pub export_to: Vec<String>,
 }
 
 /// A destination policy as a file or an etcd document writes it: a name,
@@ -291,6 +310,9 @@ pub struct PolicyEntry {
     /// As [`DestinationPolicy::subsets`].
     #[serde(default)]
     pub subsets: Vec<Subset>,
+    /// As [`DestinationPolicy::export_to`].
+    #[serde(default)]
+    pub export_to: Vec<String>,
 }
 
 pub(crate) fn default_namespace() -> String {
@@ -307,6 +329,7 @@ impl From<RouteEntry> for Rule {
                 http: e.http,
                 tcp: e.tcp,
                 tls: e.tls,
+                export_to: e.export_to,
             },
         )
     }
@@ -321,6 +344,7 @@ impl From<PolicyEntry> for Rule {
                 host: e.host,
                 traffic_policy: e.traffic_policy,
                 subsets: e.subsets,
+                export_to: e.export_to,
             },
         )
     }

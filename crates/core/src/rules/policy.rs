@@ -18,6 +18,10 @@ pub struct DestinationPolicy {
     /// Named groups of endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
+    /// The namespaces whose proxies the policy applies to (Istio's
+    /// `exportTo`, see [`crate::export`]); empty: every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// A named group of a host's endpoints: those whose labels include all of

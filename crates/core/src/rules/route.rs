@@ -27,6 +27,11 @@ pub struct RouteRule {
     /// passed through (not terminated), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsRoute>,
+    /// The namespaces whose proxies the rule applies to (Istio's
+    /// `exportTo`, see [`crate::export`]); empty: every namespace. A proxy
+    /// of another namespace routes as if the rule did not exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// Istio's `TCPRoute`: where connections go.

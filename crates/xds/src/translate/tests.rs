@@ -75,6 +75,7 @@ pub(crate) fn view_of(
                         rules,
                         destination_policies: Vec::new(),
                         destination_ports: Default::default(),
+                        namespaced: Vec::new(),
                     }),
                 )
             })
@@ -375,6 +376,7 @@ pub(crate) fn rules_view() -> MeshView {
         ],
         destination_policies: Vec::new(),
         destination_ports: Default::default(),
+        namespaced: Vec::new(),
     };
     MeshView {
         generation: 1,

@@ -163,6 +163,7 @@ fn a_destination_naming_no_port_goes_to_its_hosts_single_port() {
         rules: vec![Arc::new(sextant_core::Rule::from(route))],
         destination_policies: Vec::new(),
         destination_ports: [("back.default.svc".into(), 9090)].into(),
+        namespaced: Vec::new(),
     };
     let clusters_of = |ms: &MeshService| -> Vec<String> {
         virtual_hosts(ms, &mut Vec::new())[0]
@@ -212,6 +213,7 @@ fn a_route_to_another_host_hashes_by_that_hosts_policy() {
         rules: vec![Arc::new(sextant_core::Rule::from(route))],
         destination_policies: vec![Arc::new(sextant_core::Rule::from(policy))],
         destination_ports: Default::default(),
+        namespaced: Vec::new(),
     };
     let vhs = virtual_hosts(&ms, &mut Vec::new());
     let Some(route::Action::Route(action)) = &vhs[0].routes[0].action else {
