@@ -63,6 +63,17 @@ impl Lens {
         self.capture.as_ref()
     }
 
+    /// Equal, and with the very same scope (not only an equal one: a
+    /// scope builds things once for its topology generation).
+    fn same_objects(&self, other: &Lens) -> bool {
+        let same_scope = match (&self.scope, &other.scope) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_scope && self == other
+    }
+
     /// 0 for the plain view; equal lenses, equal digests.
     pub(crate) fn digest(&self) -> u64 {
         self.scope.as_ref().map_or(0, |s| s.digest)
@@ -205,8 +216,9 @@ impl ProxyLens {
         }
     }
 
-    /// The proxy's lens for `snap` when it differs from the one it had;
-    /// `None` when nothing it depends on moved or it came out the same.
+    /// The proxy's lens for `snap` when it differs from the one it had or
+    /// is an equal one of a newer topology generation; `None` when
+    /// nothing it depends on moved or it came out the same.
     pub(crate) fn refresh(
         &mut self,
         lenses: &Lenses,
@@ -281,7 +293,12 @@ impl ProxyLens {
             capture,
             certificate: identity.workload_certs,
         };
-        if lens == self.lens {
+        // An equal lens looked up for a newer topology is still taken: what
+        // it builds once (the scoped route table, the names only its
+        // namespace's rules have) belongs to its generation. The
+        // connection starts over only when the lens differs
+        // ([`crate::server::conn`]'s `set_lens`).
+        if lens.same_objects(&self.lens) {
             return None;
         }
         self.lens = lens;

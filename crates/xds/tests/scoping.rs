@@ -709,3 +709,37 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
     }
     assert_eq!(got, 2, "the v2 subset of shop's proxy follows its endpoints");
 }
+
+/// A scoped proxy whose scope does not move still receives a changed
+/// route rule of a host it sees (its route table is built again).
+#[tokio::test]
+async fn a_scoped_proxy_follows_a_route_rule_change() {
+    let rules = MemoryRules::new("memory/rules");
+    rules.insert(scope("shop", "default", None, &["./*"]));
+    let route = |to: &str| -> Rule {
+        serde_yaml_ng::from_str::<sextant_core::RouteEntry>(&format!(
+            "name: web\nnamespace: shop\nhosts: [web.shop.svc]\nhttp: [{{route: [{{destination: {{host: {to}}}}}]}}]"
+        ))
+        .expect("route")
+        .into()
+    };
+    rules.insert(route("web.shop.svc"));
+    let h = mesh(&rules).await;
+    let mut c = SotwClient::connect(h.addr, "x")
+        .await
+        .with_node(sidecar("shop", "web"));
+    sync(&mut c).await;
+    rules.insert(route("cart.shop.svc"));
+    let mut to = String::new();
+    for _ in 0..20 {
+        let r = c.recv().await;
+        if r.type_url == types::RDS {
+            to = routed_to(&r.resources[0], "web.shop.svc");
+            if to == cluster("cart.shop.svc") {
+                break;
+            }
+        }
+        c.ack(&r, &["outbound_http"]).await;
+    }
+    assert_eq!(to, cluster("cart.shop.svc"));
+}
