@@ -686,7 +686,12 @@ fn parents(
                 ));
             }
         }
-        hosts = hosts.into_iter().zip(&own).filter(|(_, o)| **o).map(|(h, _)| h).collect();
+        hosts = hosts
+            .into_iter()
+            .zip(&own)
+            .filter(|(_, o)| **o)
+            .map(|(h, _)| h)
+            .collect();
     }
     let hosts: Vec<Hostname> = hosts.into_iter().map(|(_, h)| h).collect();
     // A parent's port limits the route to requests sent to that port; one

@@ -72,7 +72,11 @@ mod tests {
             (&[".", "c"], Some("c"), true),
         ];
         for (export, ns, want) in cases {
-            assert_eq!(exported(&list(export), "a", *ns), *want, "{export:?} {ns:?}");
+            assert_eq!(
+                exported(&list(export), "a", *ns),
+                *want,
+                "{export:?} {ns:?}"
+            );
         }
         assert!(!restricted(&list(&[])));
         assert!(!restricted(&list(&["*", "."])));

@@ -212,12 +212,16 @@ async fn configz(State(s): State<AdminState>) -> Response {
         (&sextant_core::Rule, Vec<&str>),
     > = Default::default();
     for ms in view.services.values() {
-        for rule in &ms.rules {
-            bound
+        // (A rule in force for several namespaces' proxies, once.)
+        for rule in ms.all_rules() {
+            let hosts = &mut bound
                 .entry(&rule.key)
                 .or_insert_with(|| (rule, Vec::new()))
-                .1
-                .push(ms.service.hostname.as_str());
+                .1;
+            let host = ms.service.hostname.as_str();
+            if hosts.last() != Some(&host) {
+                hosts.push(host);
+            }
         }
     }
     let rules: Vec<serde_json::Value> = bound
@@ -380,7 +384,7 @@ async fn syncz(
         let bound: Vec<&sextant_core::MeshService> = view
             .services
             .values()
-            .filter(|ms| ms.rules.iter().any(|r| r.key.to_string() == wanted))
+            .filter(|ms| ms.all_rules().any(|r| r.key.to_string() == wanted))
             .map(|ms| &**ms)
             .collect();
         let per_proxy = view.scopes.iter().find(|r| r.key.to_string() == wanted);

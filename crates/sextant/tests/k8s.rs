@@ -770,3 +770,6 @@ mod l4;
 
 #[path = "k8s/vm.rs"]
 mod vm;
+
+#[path = "k8s/exports.rs"]
+mod exports;

@@ -32,6 +32,11 @@ pub(crate) struct VirtualHostsPart {
 }
 
 impl VirtualHostsPart {
+    /// The digest of its bytes: equal parts, equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
+    }
+
     /// `vhosts`, encoded once.
     pub(crate) fn encode(vhosts: &[VirtualHost]) -> VirtualHostsPart {
         let mut buf = Vec::with_capacity(vhosts.iter().map(|v| v.encoded_len() + 8).sum());

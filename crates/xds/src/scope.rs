@@ -134,9 +134,11 @@ impl Scope {
     ) -> Option<&'a Arc<Resource>> {
         if kind == ResourceType::Route && name == translate::OUTBOUND_HTTP {
             snap.get(kind, name)?;
-            return Some(self.route.get_or_init(|| {
-                Arc::new(snap.outbound_route_for(&self.hosts, &self.overrides))
-            }));
+            return Some(
+                self.route.get_or_init(|| {
+                    Arc::new(snap.outbound_route_for(&self.hosts, &self.overrides))
+                }),
+            );
         }
         if !self.overrides.is_empty()
             && let Some(host) = self.added(snap)[kind.index()].get(name)

@@ -352,6 +352,7 @@ impl Snapshot {
                 }
             }
 
+            namespaced_changes(&old, &new, &mut types);
             per_service.insert(hostname, Arc::new(new));
         }
 
@@ -366,14 +367,16 @@ impl Snapshot {
                 let new = old.with_endpoints(ms, &servers, &mut encoded);
                 let i = ResourceType::Endpoint.index();
                 replace(&mut types[i], &old.by_type[i], &new.by_type[i]);
+                namespaced_changes(&old, &new, &mut types);
                 per_service.insert(hostname.clone(), Arc::new(new));
             }
         }
 
-        // A cluster whose several forms changed is listed once.
-        let changed = &mut types[ResourceType::Cluster.index()].changed;
-        changed.sort_unstable();
-        changed.dedup();
+        // A name changed in several forms or variants is listed once.
+        for set in &mut types {
+            set.changed.sort_unstable();
+            set.changed.dedup();
+        }
 
         if routes_dirty {
             // The outbound table from each service's encoded virtual hosts:
@@ -413,6 +416,26 @@ impl Snapshot {
                 &mut types[ResourceType::Listener.index()],
                 &mut encoded,
             );
+            // Variants' listeners changed: their names are changes too.
+            let set = &mut types[ResourceType::Listener.index()];
+            for (name, per_variant) in namespaced.iter() {
+                if self.tcp_namespaced.get(name).is_none_or(|old| {
+                    old.len() != per_variant.len()
+                        || old
+                            .iter()
+                            .zip(per_variant)
+                            .any(|(a, b)| a.version != b.version)
+                }) {
+                    set.changed.push(name.clone());
+                }
+            }
+            for name in self.tcp_namespaced.keys() {
+                if !namespaced.contains_key(name) {
+                    set.changed.push(name.clone());
+                }
+            }
+            set.changed.sort_unstable();
+            set.changed.dedup();
             (conflicts, Arc::new(namespaced))
         } else {
             (self.tcp_conflicts.clone(), self.tcp_namespaced.clone())
@@ -556,6 +579,58 @@ impl Form {
             (Client::Envoy, _) => Form::Envoy,
             (Client::Grpc, false) => Form::Grpc,
             (Client::Grpc, true) => Form::GrpcMesh,
+        }
+    }
+}
+
+/// Records as changed the names of the namespaced variants' resources
+/// (every form) that differ between `old` and `new`: a proxy whose lens
+/// did not move looks only at the snapshot's changes.
+fn namespaced_changes(old: &ServiceResources, new: &ServiceResources, types: &mut [TypeSet; 4]) {
+    if old.namespaced.is_empty() && new.namespaced.is_empty() {
+        return;
+    }
+    /// (name, variant, form) to version, of type `i`.
+    fn versions(
+        res: &ServiceResources,
+        i: usize,
+    ) -> std::collections::BTreeMap<(&Arc<str>, usize, usize), &Arc<str>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (v, r) in res.namespaced.iter().enumerate() {
+            let forms: &[&Vec<Arc<Resource>>] = if i == ResourceType::Cluster.index() {
+                &[&r.by_type[i], &r.variants[0], &r.variants[1]]
+            } else {
+                &[&r.by_type[i]]
+            };
+            for (form, list) in forms.iter().enumerate() {
+                for x in list.iter() {
+                    out.insert((&x.name, v, form), &x.version);
+                }
+            }
+        }
+        out
+    }
+    // A variant's virtual hosts moved: the outbound table of the proxies
+    // that see it changed, whether or not the snapshot's own did.
+    let digests = |r: &ServiceResources| -> Vec<u64> {
+        r.namespaced.iter().map(|v| v.vhosts.digest()).collect()
+    };
+    if digests(old) != digests(new) {
+        types[ResourceType::Route.index()]
+            .changed
+            .push(translate::OUTBOUND_HTTP.into());
+    }
+    for (i, set) in types.iter_mut().enumerate() {
+        let (before, after) = (versions(old, i), versions(new, i));
+        for (key, version) in &after {
+            if before.get(key) != Some(version) {
+                set.changed.push(key.0.clone());
+            }
+        }
+        for key in before.keys() {
+            if !after.contains_key(key) {
+                set.changed.push(key.0.clone());
+            }
         }
     }
 }

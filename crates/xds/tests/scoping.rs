@@ -587,7 +587,9 @@ fn endpoint(ip: &str, version: &str) -> Endpoint {
 
 /// The cluster the outbound table's virtual host for `host` routes to.
 fn routed_to(any: &envoy_types::pb::google::protobuf::Any, host: &str) -> String {
-    use envoy_types::pb::envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier};
+    use envoy_types::pb::envoy::config::route::v3::{
+        route::Action, route_action::ClusterSpecifier,
+    };
     let rc = RouteConfiguration::decode(any.value.as_slice()).expect("route configuration");
     let vh = rc
         .virtual_hosts
@@ -620,8 +622,18 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
     .expect("route");
     rules.insert(route.into());
     for (ns, name, subsets, export) in [
-        ("shop", "cart", "[{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]", "[]"),
-        ("billing", "cart-blue", "[{name: blue, labels: {version: v1}}]", "[.]"),
+        (
+            "shop",
+            "cart",
+            "[{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]",
+            "[]",
+        ),
+        (
+            "billing",
+            "cart-blue",
+            "[{name: blue, labels: {version: v1}}]",
+            "[.]",
+        ),
     ] {
         let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(&format!(
             "name: {name}\nnamespace: {ns}\nhost: {cart}\nexportTo: {export}\nsubsets: {subsets}"
@@ -645,9 +657,21 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
     let web = cluster("web.shop.svc");
     let mut clients = Vec::new();
     for (ns, want_clusters, want_route) in [
-        ("shop", vec![own.clone(), subset("v1"), subset("v2"), web.clone()], subset("v2")),
-        ("billing", vec![own.clone(), subset("blue"), web.clone()], own.clone()),
-        ("other", vec![own.clone(), subset("v1"), subset("v2"), web.clone()], own.clone()),
+        (
+            "shop",
+            vec![own.clone(), subset("v1"), subset("v2"), web.clone()],
+            subset("v2"),
+        ),
+        (
+            "billing",
+            vec![own.clone(), subset("blue"), web.clone()],
+            own.clone(),
+        ),
+        (
+            "other",
+            vec![own.clone(), subset("v1"), subset("v2"), web.clone()],
+            own.clone(),
+        ),
     ] {
         let mut c = SotwClient::connect(h.addr, "x")
             .await
@@ -671,16 +695,26 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
             .collect();
         // The service's own cluster has both endpoints, each subset one.
         assert!(
-            sizes.iter().all(|(name, n)| *n == if *name == own { 2 } else { 1 }),
+            sizes
+                .iter()
+                .all(|(name, n)| *n == if *name == own { 2 } else { 1 }),
             "{ns}: {sizes:?}"
         );
-        assert_eq!(sizes.len(), clusters.len(), "{ns}: every cluster has its assignment");
+        assert_eq!(
+            sizes.len(),
+            clusters.len(),
+            "{ns}: every cluster has its assignment"
+        );
         c.ack(&eds, &refs).await;
         c.subscribe(types::RDS, &["outbound_http"]).await;
         let rds = c.recv().await;
         assert_eq!(routed_to(&rds.resources[0], cart), want_route, "{ns}");
         c.ack(&rds, &["outbound_http"]).await;
-        clients.push((ns, c, refs.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        clients.push((
+            ns,
+            c,
+            refs.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ));
     }
     // A subset only billing's rules have does not exist for the others,
     // even asked for by name.
@@ -698,7 +732,11 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
     for _ in 0..20 {
         let r = shop.recv().await;
         if r.type_url == types::EDS
-            && let Some(a) = r.resources.iter().map(cla).find(|a| a.cluster_name == subset("v2"))
+            && let Some(a) = r
+                .resources
+                .iter()
+                .map(cla)
+                .find(|a| a.cluster_name == subset("v2"))
         {
             got = endpoint_count(&a);
             if got == 2 {
@@ -707,7 +745,53 @@ async fn rules_reach_only_the_namespaces_that_see_them() {
         }
         shop.ack(&r, &[]).await;
     }
-    assert_eq!(got, 2, "the v2 subset of shop's proxy follows its endpoints");
+    assert_eq!(
+        got, 2,
+        "the v2 subset of shop's proxy follows its endpoints"
+    );
+
+    // billing's policy gains a subset: billing's proxy gets its cluster
+    // (its lens did not move: the change travels as one of the snapshot's).
+    let policy: sextant_core::PolicyEntry = serde_yaml_ng::from_str(&format!(
+        "name: cart-blue\nnamespace: billing\nhost: {cart}\nexportTo: [.]\nsubsets: [{{name: blue, labels: {{version: v1}}}}, {{name: green, labels: {{version: v2}}}}]"
+    ))
+    .expect("policy");
+    rules.insert(policy.into());
+    let (_, billing, _) = &mut clients[1];
+    let green = subset("green");
+    let mut clusters = Vec::new();
+    for _ in 0..20 {
+        let r = billing.recv().await;
+        if r.type_url == types::CDS {
+            clusters = names(&r.resources);
+            if clusters.contains(&green) {
+                break;
+            }
+        }
+        billing.ack(&r, &[]).await;
+    }
+    assert!(clusters.contains(&green), "{clusters:?}");
+
+    // shop's own route rule moves to v1: shop's table follows, though the
+    // table everyone else gets did not change.
+    let route: sextant_core::RouteEntry = serde_yaml_ng::from_str(&format!(
+        "name: canary\nnamespace: shop\nexportTo: [.]\nhosts: [{cart}]\nhttp: [{{route: [{{destination: {{host: {cart}, subset: v1}}}}]}}]"
+    ))
+    .expect("route");
+    rules.insert(route.into());
+    let (_, shop, _) = &mut clients[0];
+    let mut to = String::new();
+    for _ in 0..20 {
+        let r = shop.recv().await;
+        if r.type_url == types::RDS {
+            to = routed_to(&r.resources[0], cart);
+            if to == subset("v1") {
+                break;
+            }
+        }
+        shop.ack(&r, &["outbound_http"]).await;
+    }
+    assert_eq!(to, subset("v1"));
 }
 
 /// A scoped proxy whose scope does not move still receives a changed

@@ -430,7 +430,9 @@ fn consumer_routes_apply_to_their_own_namespace_only() {
     assert_eq!(hosts, ["front.web.svc.cluster.local"]);
     assert_eq!(mixed.unsupported.len(), 1, "{:?}", mixed.unsupported);
     assert!(
-        mixed.unsupported[0].starts_with("spec.parentRefs[0] (Service reviews.shop.svc.cluster.local of another namespace"),
+        mixed.unsupported[0].starts_with(
+            "spec.parentRefs[0] (Service reviews.shop.svc.cluster.local of another namespace"
+        ),
         "{:?}",
         mixed.unsupported
     );

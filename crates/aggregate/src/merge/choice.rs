@@ -1,26 +1,15 @@
 //! Which route rule and destination policy are in force for a host, for
-//! the proxies of each namespace.
+//! the proxies of each namespace, in the order
+//! [`sextant_core::rules::precedence`] defines (`exportTo`, the proxy's own
+//! namespace first, a policy of the service's namespace next, then source
+//! priority and name).
 //!
-//! A rule applies to the proxies of the namespaces it is exported to
-//! (`exportTo`; empty: every namespace). Among the rules of one kind that
-//! name a host and apply to a proxy of namespace `N`, one is in force:
-//! - a route rule of `N` itself before the others (a team's own
-//!   VirtualService, or a GAMMA consumer route, overrides the service
-//!   owner's for its own callers);
-//! - a destination policy of `N`, then one of the service's namespace,
-//!   then the others (Istio's DestinationRule lookup: client namespace,
-//!   service namespace, the rest);
-//! - within one of these tiers, the first rule source in priority order,
-//!   then the first by namespace and name. Each other rule of the winner's
-//!   tier is a conflict, never silent; a rule that loses only to a more
-//!   specific tier is not.
-//!
-//! A proxy of a namespace no rule names (by its own namespace or its
-//! `exportTo`) sees the rules exported everywhere: that choice is the
-//! service's own rules. Each named namespace whose choice differs gets a
-//! variant ([`NamespacedRules`]); namespaces that choose alike share one.
-//! A host's route rule also sends to other hosts, whose policies go into
-//! its routes: the namespaces their policies name count too.
+//! A proxy of a namespace no rule names sees the rules exported
+//! everywhere: that choice is the service's own rules. Each named
+//! namespace whose choice differs gets a variant ([`NamespacedRules`]);
+//! namespaces that choose alike share one. A host's route rule also sends
+//! to other hosts, whose policies go into its routes: the namespaces
+//! their policies name count too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -28,6 +17,8 @@ use std::sync::Arc;
 use sextant_core::{
     Conflict, ConflictField, Hostname, NamespacedRules, RegistryId, Rule, RuleKey, RuleKind,
 };
+
+use sextant_core::rules::precedence;
 
 use super::{MergeState, destinations};
 
@@ -116,30 +107,26 @@ impl MergeState {
         ns: Option<&str>,
         conflicts: Option<&mut Conflicts>,
     ) -> Option<Arc<Rule>> {
-        let service_ns = self.service_namespace(host);
-        let tier = |r: &Rule| {
-            let own = Some(r.key.namespace.as_str());
-            if own == ns {
-                0
-            } else if kind == RuleKind::Policy && own == service_ns {
-                1
-            } else {
-                2
-            }
-        };
-        let candidates = || {
-            self.rule_shards.iter().flat_map(move |s| {
+        let candidates: Vec<(&RegistryId, &Arc<Rule>)> = self
+            .rule_shards
+            .iter()
+            .flat_map(|s| {
                 s.naming(host)
-                    .filter(move |r| r.key.kind == kind && r.exported_to(ns))
+                    .filter(move |r| r.key.kind == kind)
                     .map(move |r| (&s.id, r))
             })
-        };
-        let best = candidates().map(|(_, r)| tier(r)).min()?;
-        let mut same_tier = candidates().filter(|(_, r)| tier(r) == best);
-        let (winner_id, winner) = same_tier.next()?;
+            .collect();
+        let service_ns = self.service_namespace(host);
+        let (&(winner_id, winner), same_tier) =
+            precedence::choose(&candidates, |c| c.1, ns, service_ns)?;
         if let Some(conflicts) = conflicts {
-            for (id, loser) in same_tier {
-                let pair = (winner_id.clone(), winner.key.clone(), id.clone(), loser.key.clone());
+            for &(id, loser) in same_tier {
+                let pair = (
+                    winner_id.clone(),
+                    winner.key.clone(),
+                    id.clone(),
+                    loser.key.clone(),
+                );
                 if conflicts.seen.insert(pair) {
                     conflicts
                         .list
@@ -147,7 +134,7 @@ impl MergeState {
                 }
             }
         }
-        Some(winner.clone())
+        Some(Arc::clone(winner))
     }
 
     /// The namespace of `host`'s service (from the first registry that
@@ -163,25 +150,15 @@ impl MergeState {
     /// their own and those they are exported to by name, of the rules
     /// naming it and of the policies of the hosts its route rules send to.
     fn named_namespaces(&self, host: &Hostname) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut name = |r: &Rule| {
-            if r.key.kind == RuleKind::Route || r.key.kind == RuleKind::Policy {
-                out.insert(r.key.namespace.clone());
-                out.extend(sextant_core::export::named(r.export_to(), &r.key.namespace).map(str::to_owned));
-            }
-        };
-        for shard in &self.rule_shards {
-            for r in shard.naming(host) {
-                name(r);
-                for d in destinations(r) {
-                    for s in &self.rule_shards {
-                        s.naming(d)
-                            .filter(|p| p.key.kind == RuleKind::Policy)
-                            .for_each(|p| name(p));
-                    }
-                }
-            }
-        }
+        let naming = || self.rule_shards.iter().flat_map(|s| s.naming(host));
+        let destination_policies = naming().flat_map(|r| destinations(r)).flat_map(|d| {
+            self.rule_shards
+                .iter()
+                .flat_map(|s| s.naming(d))
+                .filter(|p| p.key.kind == RuleKind::Policy)
+        });
+        let mut out =
+            precedence::named_namespaces(naming().chain(destination_policies).map(|r| &**r));
         if out.len() > MAX_NAMED_NAMESPACES {
             tracing::warn!(%host, named = out.len(), max = MAX_NAMED_NAMESPACES, "the rules of a host name more namespaces than are given rules of their own; the others get the rules exported everywhere");
             out = out.into_iter().take(MAX_NAMED_NAMESPACES).collect();

@@ -71,17 +71,33 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
         })
     };
 
+    // Two rules of a kind naming a host compete where one namespace's
+    // proxies see both in the same tier (see [`super::precedence`]).
     for (kind, map) in [("route rule", &routes), ("destination policy", &policies)] {
         for (host, list) in map {
             let mut sorted = list.clone();
             sorted.sort_by(|a, b| a.key.cmp(&b.key));
-            if let Some((first, rest)) = sorted.split_first() {
+            let service_ns = by_host.get(host).map(|s| s.namespace.as_str());
+            let named = super::precedence::named_namespaces(sorted.iter().copied());
+            let mut reported = BTreeSet::new();
+            for ns in std::iter::once(None).chain(named.iter().map(|n| Some(n.as_str()))) {
+                let Some((first, rest)) = super::precedence::choose(&sorted, |r| r, ns, service_ns)
+                else {
+                    continue;
+                };
                 for other in rest {
+                    if !reported.insert(&other.key) {
+                        continue;
+                    }
+                    let (whose, there) = match ns {
+                        None => (String::new(), "for it"),
+                        Some(ns) => (format!(" for the proxies of namespace {ns}"), "there"),
+                    };
                     warn(
                         &other.key,
                         "hosts".into(),
                         format!(
-                            "{host} already has the {kind} {}; this one is ignored for it",
+                            "{host} already has the {kind} {}{whose}; this one is ignored {there}",
                             first.key
                         ),
                     );
@@ -318,5 +334,46 @@ mod tests {
         }
         assert_eq!(text.len(), 9, "{text:#?}");
         assert!(analyze(&services, &rules[..1]).len() == 1);
+    }
+
+    /// Rules of different namespaces for one host compete only where one
+    /// namespace's proxies see both in the same tier.
+    #[test]
+    fn rules_for_different_namespaces_do_not_compete() {
+        let mut svc = Service::new("a.shop.svc").with_port("http", 80, Protocol::Http);
+        svc.namespace = "shop".into();
+        let to_a = "hosts: [a.shop.svc]\nhttp: [{route: [{destination: {host: a.shop.svc}}]}]";
+        let warnings = |rules: &[Rule]| -> Vec<String> {
+            analyze(std::slice::from_ref(&svc), rules)
+                .iter()
+                .map(|w| w.to_string())
+                .collect()
+        };
+        let own = |ns: &str, export: &str| {
+            route(&format!(
+                "name: r\nnamespace: {ns}\nexportTo: {export}\n{to_a}"
+            ))
+        };
+        assert_eq!(
+            warnings(&[own("shop", "[.]"), own("web", "[.]")]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            warnings(&[own("shop", "['*']"), own("web", "[.]")]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            warnings(&[own("shop", "[]"), own("web", "[]")]),
+            [
+                "route web/r, field hosts: a.shop.svc already has the route rule route shop/r; this one is ignored for it"
+            ]
+        );
+        let second = route(&format!("name: s\nnamespace: web\nexportTo: [.]\n{to_a}"));
+        assert_eq!(
+            warnings(&[own("web", "[.]"), second]),
+            [
+                "route web/s, field hosts: a.shop.svc already has the route rule route web/r for the proxies of namespace web; this one is ignored there"
+            ]
+        );
     }
 }

@@ -31,6 +31,7 @@ pub mod check;
 pub mod common;
 pub mod peer;
 pub mod policy;
+pub mod precedence;
 pub mod route;
 pub mod scope;
 

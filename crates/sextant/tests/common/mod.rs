@@ -185,14 +185,19 @@ pub async fn bootstrap(xds: SocketAddr, node: &str, delta: bool) -> String {
 
 /// `sextant bootstrap` with one `--xds-addr` per replica.
 pub async fn bootstrap_for(replicas: &[SocketAddr], node: &str, delta: bool) -> String {
+    let delta: &[&str] = if delta { &["--delta"] } else { &[] };
+    bootstrap_with(replicas, node, delta).await
+}
+
+/// `sextant bootstrap` with one `--xds-addr` per replica and `extra`
+/// arguments (`--namespace NS`...).
+pub async fn bootstrap_with(replicas: &[SocketAddr], node: &str, extra: &[&str]) -> String {
     let mut cmd = Command::new(BIN);
     cmd.args(["bootstrap", "--node-id", node, "--admin-port", "0"]);
     for xds in replicas {
         cmd.args(["--xds-addr", &xds.to_string()]);
     }
-    if delta {
-        cmd.arg("--delta");
-    }
+    cmd.args(extra);
     let out = cmd.output().await.expect("sextant bootstrap");
     assert!(
         out.status.success(),

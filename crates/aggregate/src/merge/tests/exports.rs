@@ -55,7 +55,13 @@ fn setup(rules: Vec<Rule>) -> (MergeState, MeshView) {
 
 #[test]
 fn a_rule_exported_to_its_own_namespace_applies_there_only() {
-    let (_, v) = setup(vec![route("shop", "canary", "reviews.shop", "ratings.shop", "[.]")]);
+    let (_, v) = setup(vec![route(
+        "shop",
+        "canary",
+        "reviews.shop",
+        "ratings.shop",
+        "[.]",
+    )]);
     let ms = &v.services["reviews.shop"];
     assert!(ms.rules.is_empty(), "not for the others");
     assert_eq!(seen(ms, Some("shop")), ["route shop/canary"]);
@@ -64,7 +70,13 @@ fn a_rule_exported_to_its_own_namespace_applies_there_only() {
     assert!(v.conflicts.is_empty(), "{:?}", v.conflicts);
 
     // Exported by name: those namespaces (sharing one variant), not its own.
-    let (_, v) = setup(vec![route("shop", "canary", "reviews.shop", "ratings.shop", "[web, billing]")]);
+    let (_, v) = setup(vec![route(
+        "shop",
+        "canary",
+        "reviews.shop",
+        "ratings.shop",
+        "[web, billing]",
+    )]);
     let ms = &v.services["reviews.shop"];
     assert_eq!(ms.namespaced.len(), 1);
     assert_eq!(
@@ -73,7 +85,13 @@ fn a_rule_exported_to_its_own_namespace_applies_there_only() {
     );
     assert!(seen(ms, Some("shop")).is_empty());
     // Exported nowhere: nobody.
-    let (_, v) = setup(vec![route("shop", "off", "reviews.shop", "ratings.shop", "['~']")]);
+    let (_, v) = setup(vec![route(
+        "shop",
+        "off",
+        "reviews.shop",
+        "ratings.shop",
+        "['~']",
+    )]);
     let ms = &v.services["reviews.shop"];
     assert!(ms.rules.is_empty() && ms.namespaced.is_empty());
 }
@@ -115,10 +133,15 @@ fn a_namespaces_own_route_rule_comes_before_the_others() {
         route("web", "a", "reviews.shop", "ratings.shop", "[.]"),
         route("web", "b", "reviews.shop", "reviews.shop", "[.]"),
     ]);
-    assert_eq!(seen(&v.services["reviews.shop"], Some("web")), ["route web/a"]);
+    assert_eq!(
+        seen(&v.services["reviews.shop"], Some("web")),
+        ["route web/a"]
+    );
     assert_eq!(v.conflicts.len(), 1);
     assert!(
-        v.conflicts[0].detail.ends_with("for the proxies of namespace web; route web/b from memory/rules is ignored there"),
+        v.conflicts[0].detail.ends_with(
+            "for the proxies of namespace web; route web/b from memory/rules is ignored there"
+        ),
         "{}",
         v.conflicts[0].detail
     );
@@ -160,10 +183,16 @@ fn a_destinations_policy_travels_per_namespace() {
         "policy web/ratings"
     );
     let src = RegistryId::new("memory/rules");
-    st.apply_rules(&src, Event::Apply(policy("web", "ratings", "ratings.shop", "v2", "['*']")));
+    st.apply_rules(
+        &src,
+        Event::Apply(policy("web", "ratings", "ratings.shop", "v2", "['*']")),
+    );
     let v2 = st.build_view(false).expect("changed");
     let ms = &v2.services["reviews.shop"];
     assert!(ms.namespaced.is_empty(), "exported everywhere: no variant");
     assert_eq!(ms.destination_policies.len(), 1);
-    assert!(v2.changes_since(&v1).contains(&("reviews.shop".into(), sextant_core::Change::Config)));
+    assert!(
+        v2.changes_since(&v1)
+            .contains(&("reviews.shop".into(), sextant_core::Change::Config))
+    );
 }

@@ -198,6 +198,28 @@ fn describe_text(host: &str, replicas: &[(String, Value, Value, Value)]) -> Resu
         .map(|r| rule_key(&r["key"]))
         .collect();
     out.push_str(&format!("Rules:      {}\n", joined(&rules, ", ", "none")));
+    // Namespaces whose proxies see other rules (exportTo, their own).
+    let mut rules = rules;
+    for v in svc["namespaced"].as_array().into_iter().flatten() {
+        let namespaces: Vec<&str> = v["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let theirs: Vec<String> = v["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| rule_key(&r["key"]))
+            .collect();
+        out.push_str(&format!(
+            "  for proxies of {}: {}\n",
+            namespaces.join(", "),
+            joined(&theirs, ", ", "none")
+        ));
+        rules.extend(theirs);
+    }
     let conflicts: Vec<String> = registries["conflicts"]
         .as_array()
         .into_iter()
@@ -322,6 +344,30 @@ pub(crate) fn describe(args: &DescribeArgs, runtime: &tokio::runtime::Runtime) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules some namespaces' proxies see instead are listed under
+    /// the service's own.
+    #[test]
+    fn namespaced_rules_are_listed_with_their_namespaces() {
+        let config = serde_json::json!({"services": {"a.shop.svc": {
+            "namespace": "shop", "ports": [], "origins": [],
+            "rules": [{"key": {"kind": "route", "namespace": "shop", "name": "owner"}}],
+            "namespaced": [{"namespaces": ["web", "x"], "rules": [
+                {"key": {"kind": "route", "namespace": "web", "name": "mine"}}]}]}}});
+        let replicas = vec![(
+            "127.0.0.1:15014".to_owned(),
+            config,
+            serde_json::json!({"registries": []}),
+            serde_json::json!({"connections": []}),
+        )];
+        let text = describe_text("a.shop.svc", &replicas).expect("described");
+        assert!(
+            text.contains(
+                "Rules:      route shop/owner\n  for proxies of web, x: route web/mine\n"
+            ),
+            "{text}"
+        );
+    }
 
     /// A service exported to some namespaces says so; one exported
     /// everywhere (no `exportTo`) says nothing of it.
