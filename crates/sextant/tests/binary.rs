@@ -12,6 +12,7 @@ use tokio::process::Command;
 
 mod common;
 mod entries;
+mod exports;
 
 use common::*;
 
