@@ -109,7 +109,8 @@ impl Layout {
 
 impl Layout {
     /// The rule a key names, `routes/NAMESPACE/NAME`,
-    /// `policies/NAMESPACE/NAME`, `scopes/NAMESPACE/NAME` or `peerauthentications/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
+    /// `policies/NAMESPACE/NAME`, `scopes/NAMESPACE/NAME`, `peerauthentications/NAMESPACE/NAME`,
+    /// `authorizationpolicies/NAMESPACE/NAME` or `gateways/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
     /// does not fit; `Ok(None)` for any other key.
     pub fn classify_rule(&self, key: &str) -> Result<Option<RuleKey>, String> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -125,6 +126,8 @@ impl Layout {
             (RuleKind::PeerAuth, "peerauthentications", r)
         } else if let Some(r) = rest.strip_prefix("authorizationpolicies/") {
             (RuleKind::Authz, "authorizationpolicies", r)
+        } else if let Some(r) = rest.strip_prefix("gateways/") {
+            (RuleKind::Gateway, "gateways", r)
         } else {
             return Ok(None);
         };
@@ -271,6 +274,9 @@ pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
         }
         RuleKind::Authz => {
             serde_yaml_ng::from_value::<sextant_core::rules::AuthzEntry>(doc).map(Rule::from)
+        }
+        RuleKind::Gateway => {
+            serde_yaml_ng::from_value::<sextant_core::rules::GatewayEntry>(doc).map(Rule::from)
         }
     };
     rule.map_err(|e| e.to_string())

@@ -20,7 +20,7 @@ use sextant_core::groups::WorkloadGroup;
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
     ServicePort, ValidationErrors,
-    rules::{AuthzEntry, PeerAuthEntry},
+    rules::{AuthzEntry, GatewayEntry, PeerAuthEntry},
 };
 
 use crate::error::FileError;
@@ -42,6 +42,8 @@ struct RegistryFile {
     peer_authentications: Vec<PeerAuthEntry>,
     #[serde(default, rename = "authorizationPolicies")]
     authorization_policies: Vec<AuthzEntry>,
+    #[serde(default)]
+    gateways: Vec<GatewayEntry>,
     #[serde(default, rename = "serviceEntries")]
     service_entries: Vec<ServiceEntry>,
     #[serde(default, rename = "workloadEntries")]
@@ -51,13 +53,14 @@ struct RegistryFile {
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 10] = [
     "services",
     "routes",
     "policies",
     "scopes",
     "peerAuthentications",
     "authorizationPolicies",
+    "gateways",
     "serviceEntries",
     "workloadEntries",
     "workloadGroups",
@@ -127,6 +130,7 @@ fn rules_of(doc: RegistryFile, text: &str) -> (Vec<Service>, Vec<(usize, Rule)>)
         "authorizationPolicies",
         doc.authorization_policies,
     ));
+    rules.extend(with_lines(text, "gateways", doc.gateways));
     (doc.services, rules)
 }
 
@@ -371,7 +375,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries` or `workloadGroups`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `serviceEntries`, `workloadEntries` or `workloadGroups`".into(),
             line: 1,
             column: 1,
         });
@@ -381,7 +385,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `serviceEntries`, `workloadEntries`, `workloadGroups`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `serviceEntries`, `workloadEntries`, `workloadGroups`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -394,6 +398,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         rule_value_problems::<PeerAuthEntry>(top, "peerAuthentications", text, &mut problems);
     let authz =
         rule_value_problems::<AuthzEntry>(top, "authorizationPolicies", text, &mut problems);
+    let gateways = rule_value_problems::<GatewayEntry>(top, "gateways", text, &mut problems);
     // Entries are decoded for their problems only (the file is refused).
     rule_value_problems::<ServiceEntry>(top, "serviceEntries", text, &mut problems);
     rule_value_problems::<WorkloadEntry>(top, "workloadEntries", text, &mut problems);
@@ -405,6 +410,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         .chain(scopes.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(peers.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(authz.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .chain(gateways.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .collect();
     let services = match top.get("services") {
         None | Some(serde_json::Value::Null) => return (problems, decoded, rules),

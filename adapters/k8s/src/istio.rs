@@ -243,6 +243,8 @@ pub fn virtual_service(
         tcp: decoded.tcp,
         tls: decoded.tls,
         export_to: decoded.export_to,
+        // Bound to the mesh only: gateways are not read from Kubernetes yet.
+        gateways: Vec::new(),
     };
     for d in rule.destinations_mut() {
         d.host = Hostname::new(expand(mapping, namespace, &d.host));

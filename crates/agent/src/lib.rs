@@ -363,6 +363,7 @@ pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates:
             ips: pod.ips.clone(),
             // A proxyless client dials what it means: nothing is captured.
             capture: Some(args.mode == "capture" && !args.proxyless),
+            router: None,
         },
         tls: args.xds_ca.as_ref().map(|ca| ClientTls {
             ca: ca.clone(),

@@ -189,7 +189,7 @@ impl MergeState {
         }
         if let Some(i) = self.rule_shard_index(id) {
             let old = self.rule_shards[i].replace_all(BTreeMap::new());
-            self.scopes_dirty |= old.keys().any(|k| k.kind.per_proxy());
+            self.scopes_dirty |= old.values().any(|r| r.per_proxy());
             self.dirty
                 .extend(old.into_values().flat_map(|r| r.hosts.clone()));
         }
@@ -237,14 +237,15 @@ impl MergeState {
                     return rejected;
                 }
                 touched.extend(rule.hosts.iter().cloned());
-                self.scopes_dirty |= rule.key.kind.per_proxy();
+                self.scopes_dirty |= rule.per_proxy();
                 if let Some(old) = shard.insert(Arc::new(rule)) {
+                    self.scopes_dirty |= old.per_proxy();
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
             Event::Delete(key) => {
                 if let Some(old) = shard.remove(&key) {
-                    self.scopes_dirty |= key.kind.per_proxy();
+                    self.scopes_dirty |= old.per_proxy();
                     touched.extend(old.hosts.iter().cloned());
                 }
             }
@@ -271,16 +272,17 @@ impl MergeState {
                 }
                 for (k, r) in &next {
                     if shard.rules.get(k) != Some(r) {
-                        self.scopes_dirty |= k.kind.per_proxy();
+                        self.scopes_dirty |= r.per_proxy();
                         touched.extend(r.hosts.iter().cloned());
                         if let Some(old) = shard.rules.get(k) {
+                            self.scopes_dirty |= old.per_proxy();
                             touched.extend(old.hosts.iter().cloned());
                         }
                     }
                 }
                 for (k, old) in &shard.rules {
                     if !next.contains_key(k) {
-                        self.scopes_dirty |= k.kind.per_proxy();
+                        self.scopes_dirty |= old.per_proxy();
                         touched.extend(old.hosts.iter().cloned());
                     }
                 }
@@ -413,7 +415,7 @@ impl MergeState {
                 .rule_shards
                 .iter()
                 .flat_map(|s| s.rules.values())
-                .filter(|r| r.key.kind.per_proxy())
+                .filter(|r| r.per_proxy())
                 .cloned()
                 .collect();
             if *scopes != *self.scopes {

@@ -155,9 +155,17 @@ struct BootstrapArgs {
     ips: Vec<std::net::IpAddr>,
     /// How traffic reaches the proxy: explicit (the application sends to
     /// its listeners) or capture (iptables) (node metadata
-    /// INTERCEPTION_MODE NONE or REDIRECT).
-    #[arg(long, value_name = "MODE", value_parser = ["explicit", "capture"])]
+    /// INTERCEPTION_MODE NONE or REDIRECT); router: an Envoy at the edge
+    /// serving the gateway --gateway names (node metadata GATEWAY).
+    #[arg(long, value_name = "MODE", value_parser = ["explicit", "capture", "router"])]
     mode: Option<String>,
+    /// With --mode router: the gateway it serves, NAMESPACE/NAME (its
+    /// namespace is the node's unless --namespace says otherwise).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    gateway: Option<String>,
+    /// With --mode router: the address its gateway's listeners bind to.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    gateway_bind: std::net::IpAddr,
     /// Connect to Sextant's TLS port (--xds-addr should name it, e.g.
     /// HOST:15012), trusting the CA in --ca.
     #[arg(long, requires = "ca")]
@@ -242,17 +250,47 @@ fn bootstrap(b: &BootstrapArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let router = b.mode.as_deref() == Some("router");
+    let gateway = match (router, &b.gateway) {
+        (true, Some(g)) => match g.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some((ns.to_owned(), g.clone()))
+            }
+            _ => {
+                eprintln!("error: --gateway {g:?}: write NAMESPACE/NAME");
+                return ExitCode::FAILURE;
+            }
+        },
+        (true, None) => {
+            eprintln!("error: --mode router needs --gateway NAMESPACE/NAME");
+            return ExitCode::FAILURE;
+        }
+        (false, Some(_)) => {
+            eprintln!("error: --gateway is for --mode router");
+            return ExitCode::FAILURE;
+        }
+        (false, None) => None,
+    };
     let spec = Spec {
         node_id: b.node_id.clone(),
         cluster: b.cluster.clone(),
         xds_addrs: b.xds_addrs.clone(),
         admin_addr: format!("127.0.0.1:{}", b.admin_port),
         delta: b.delta,
-        namespace: b.namespace.clone(),
+        // A router claims its gateway's namespace unless told otherwise.
+        namespace: b
+            .namespace
+            .clone()
+            .or_else(|| gateway.as_ref().map(|(ns, _)| ns.clone())),
         workload: Workload {
             labels,
             ips: b.ips.clone(),
-            capture: b.mode.as_deref().map(|m| m == "capture"),
+            capture: b
+                .mode
+                .as_deref()
+                .filter(|m| *m != "router")
+                .map(|m| m == "capture"),
+            router: gateway.map(|(_, g)| (g, b.gateway_bind)),
         },
         tls: b.tls.then(|| ClientTls {
             ca: b.ca.clone().unwrap_or_default(),

@@ -13,6 +13,7 @@ use tokio::process::Command;
 mod common;
 mod entries;
 mod exports;
+mod gateway;
 
 use common::*;
 

@@ -32,6 +32,9 @@ pub struct Workload {
     /// Captured (`REDIRECT`) rather than explicit (`NONE`); `None` says
     /// nothing.
     pub capture: Option<bool>,
+    /// A router proxy: the gateway it serves (`NAMESPACE/NAME`) and where
+    /// it binds the gateway's listeners.
+    pub router: Option<(String, std::net::IpAddr)>,
 }
 
 impl Workload {
@@ -53,6 +56,10 @@ impl Workload {
                 "INTERCEPTION_MODE".into(),
                 if capture { "REDIRECT" } else { "NONE" }.into(),
             );
+        }
+        if let Some((gateway, bind)) = &self.router {
+            m.insert("GATEWAY".into(), gateway.clone().into());
+            m.insert("GATEWAY_BIND".into(), bind.to_string().into());
         }
         m
     }

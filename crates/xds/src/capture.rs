@@ -31,14 +31,24 @@ pub struct ResourceSet {
 }
 
 impl ResourceSet {
-    fn add<M: prost::Message>(&mut self, kind: ResourceType, name: &str, m: &M) {
+    pub(crate) fn add<M: prost::Message>(&mut self, kind: ResourceType, name: &str, m: &M) {
         let r = Resource::encode(kind, name, m);
         self.digest ^= Resource::digest(&r.name, &r.version);
         self.by_kind[kind.index()].insert(r.name.clone(), Arc::new(r));
     }
 
-    fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+    pub(crate) fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
         self.by_kind[kind.index()].get(name)
+    }
+
+    /// Its names of `kind`, sorted.
+    pub(crate) fn names(&self, kind: ResourceType) -> impl Iterator<Item = &Arc<str>> {
+        self.by_kind[kind.index()].keys()
+    }
+
+    /// Equal sets, equal digests.
+    pub(crate) fn digest(&self) -> u64 {
+        self.digest
     }
 }
 
@@ -58,7 +68,7 @@ pub struct CaptureSet {
 }
 
 impl ResourceSet {
-    fn same(a: &Arc<ResourceSet>, b: &Arc<ResourceSet>) -> bool {
+    pub(crate) fn same(a: &Arc<ResourceSet>, b: &Arc<ResourceSet>) -> bool {
         Arc::ptr_eq(a, b)
             || a.by_kind.iter().zip(&b.by_kind).all(|(x, y)| {
                 x.len() == y.len()

@@ -9,6 +9,8 @@
 //! | `INTERCEPTION_MODE` | `NONE` (explicit) or `REDIRECT` / `TPROXY` (capture) | how traffic reaches the proxy |
 //! | `AUTO_REGISTER_GROUP` | string | the WorkloadGroup (of its namespace) to register the workload from (Istio's VM auto-registration) |
 //! | `NETWORK` | string | the workload's network |
+//! | `GATEWAY` | string `NAMESPACE/NAME` | the gateway a router proxy serves ([`sextant_core::rules::gateway`]) |
+//! | `GATEWAY_BIND` | IP address | where a router binds its gateway's listeners (default `0.0.0.0`) |
 //!
 //! Without metadata, the node id of Istio's form
 //! `TYPE~IP~POD.NAMESPACE~DOMAIN`
@@ -71,6 +73,12 @@ pub struct NodeIdentity {
     /// The workload's network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The gateway it serves as a router proxy: (namespace, name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<(String, String)>,
+    /// Where a router binds its gateway's listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_bind: Option<IpAddr>,
 }
 
 /// The node metadata key that says a proxy's agent serves it a workload
@@ -136,6 +144,12 @@ impl NodeIdentity {
             mode,
             group: bounded("AUTO_REGISTER_GROUP"),
             network: bounded("NETWORK"),
+            gateway: bounded("GATEWAY").and_then(|g| {
+                let (ns, name) = g.split_once('/')?;
+                (!ns.is_empty() && !name.is_empty() && !name.contains('/'))
+                    .then(|| (ns.to_owned(), name.to_owned()))
+            }),
+            gateway_bind: string_field(node, "GATEWAY_BIND").and_then(|a| a.parse().ok()),
             workload_certs: matches!(
                 string_field(node, WORKLOAD_CERTS.0).as_deref(),
                 Some(v) if v == WORKLOAD_CERTS.1 || v == WORKLOAD_CERT_FILES

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::capture::{CaptureCache, CaptureSet};
 use crate::identity::{Interception, NodeIdentity};
 use crate::resource::{Resource, ResourceType};
+use crate::router::{RouterCache, RouterSet};
 use crate::scope::{Scope, ScopeCache, ScopeConfig};
 use crate::snapshot::{Form, Snapshot};
 use crate::translate::Client;
@@ -32,6 +33,9 @@ use crate::translate::capture::CaptureOptions;
 pub(crate) struct Lens {
     scope: Option<Arc<Scope>>,
     capture: Option<Arc<CaptureSet>>,
+    /// A router proxy: its gateway's listeners and routes, in place of
+    /// the explicit ones.
+    router: Option<Arc<RouterSet>>,
     /// The proxy holds a workload certificate (it receives the clusters a
     /// certificate changes: [`Form::GrpcMesh`] for gRPC).
     certificate: bool,
@@ -48,6 +52,7 @@ impl PartialEq for Lens {
         }
         same(self.scope.as_ref(), other.scope.as_ref())
             && same(self.capture.as_ref(), other.capture.as_ref())
+            && same(self.router.as_ref(), other.router.as_ref())
             && self.certificate == other.certificate
     }
 }
@@ -61,6 +66,11 @@ impl Lens {
     /// The proxy's own layout, in capture mode.
     pub(crate) fn capture(&self) -> Option<&Arc<CaptureSet>> {
         self.capture.as_ref()
+    }
+
+    /// Its gateway's listeners and routes, for a router proxy.
+    pub(crate) fn router(&self) -> Option<&Arc<RouterSet>> {
+        self.router.as_ref()
     }
 
     /// Equal, and with the very same scope (not only an equal one: a
@@ -78,13 +88,18 @@ impl Lens {
     pub(crate) fn digest(&self) -> u64 {
         self.scope.as_ref().map_or(0, |s| s.digest)
             ^ self.capture.as_ref().map_or(0, |c| c.digest.rotate_left(7))
+            ^ self
+                .router
+                .as_ref()
+                .map_or(0, |r| r.digest().rotate_left(13))
             ^ u64::from(self.certificate).rotate_right(1)
     }
 
     /// Whether the capture layout replaces the snapshot's resources of
     /// `kind` (listeners and routes), rather than adding to them.
     fn replaces(&self, kind: ResourceType) -> bool {
-        self.capture.is_some() && matches!(kind, ResourceType::Listener | ResourceType::Route)
+        (self.capture.is_some() || self.router.is_some())
+            && matches!(kind, ResourceType::Listener | ResourceType::Route)
     }
 
     /// One resource as the proxy sees it.
@@ -95,6 +110,11 @@ impl Lens {
         kind: ResourceType,
         name: &str,
     ) -> Option<&'a Arc<Resource>> {
+        if let Some(router) = &self.router
+            && self.replaces(kind)
+        {
+            return router.get(kind, name);
+        }
         if let Some(capture) = &self.capture {
             if let Some(r) = capture.get(kind, name) {
                 return Some(r);
@@ -133,6 +153,11 @@ impl Lens {
             with_added = merge_sorted(snapshot_names, added.iter());
             Box::new(with_added.iter())
         };
+        if let Some(router) = &self.router
+            && self.replaces(kind)
+        {
+            return merge_sorted(router.names(kind).iter(), also);
+        }
         let Some(capture) = &self.capture else {
             return merge_sorted(all, also);
         };
@@ -179,6 +204,7 @@ pub(crate) struct Lenses {
     capture: CaptureOptions,
     scopes: ScopeCache,
     captures: CaptureCache,
+    routers: RouterCache,
 }
 
 impl Lenses {
@@ -225,7 +251,8 @@ impl ProxyLens {
         snap: &Snapshot,
         identity: &NodeIdentity,
     ) -> Option<&Lens> {
-        let capture_mode = identity.mode == Interception::Capture;
+        let router_mode = identity.gateway.is_some();
+        let capture_mode = identity.mode == Interception::Capture && !router_mode;
         let topology_moved = self
             .looked_up
             .is_none_or(|(t, _)| t != snap.topology_generation);
@@ -288,9 +315,26 @@ impl ProxyLens {
                 &self.ingress,
             )
         });
+        // A router: its gateway's listeners, looked up again with the
+        // topology (they do not follow endpoints).
+        let router = match &identity.gateway {
+            Some((ns, name)) if topology_moved => Some(
+                lenses.routers.get(
+                    snap,
+                    (ns, name),
+                    identity
+                        .gateway_bind
+                        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                    scope.as_ref(),
+                ),
+            ),
+            Some(_) => self.lens.router.clone(),
+            None => None,
+        };
         let lens = Lens {
             scope,
             capture,
+            router,
             certificate: identity.workload_certs,
         };
         // An equal lens looked up for a newer topology is still taken: what

@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod publisher;
 pub mod resource;
 mod route_table;
+pub mod router;
 pub mod scope;
 pub mod server;
 pub mod snapshot;

@@ -328,6 +328,37 @@ async fn an_authenticated_proxy_sees_only_what_its_namespace_may() {
             .expect("answered");
         assert_eq!(endpoint_count(&a), 0, "{token}");
     }
+    // A router may serve only a gateway of the namespace it proved.
+    let gateway_node = |gateway: &str| Node {
+        id: "router-1".to_owned(),
+        metadata: Some(Struct {
+            fields: [(
+                "GATEWAY".to_owned(),
+                Value {
+                    kind: Some(Kind::StringValue(gateway.to_owned())),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let mut router = SotwClient::connect_with_token(h.addr, "router-1", "tok-shop")
+        .await
+        .with_node(gateway_node("edge/public"));
+    router.subscribe(types::LDS, &[]).await;
+    let refused = router.recv_result().await;
+    assert!(
+        matches!(&refused, Err(s) if s.code() == tonic::Code::PermissionDenied
+            && s.message().contains("gateways of its own namespace")),
+        "{refused:?}"
+    );
+    let mut own = SotwClient::connect_with_token(h.addr, "router-2", "tok-shop")
+        .await
+        .with_node(gateway_node("shop/public"));
+    own.subscribe(types::LDS, &[]).await;
+    let answered = own.recv_result().await;
+    assert!(answered.is_ok(), "{answered:?}");
+
     // Unauthenticated: refused, whatever it asks for.
     let mut anon = SotwClient::connect(h.addr, "anon").await;
     anon.subscribe(types::EDS, &[&pay]).await;

@@ -248,3 +248,23 @@ fn authorization_policies_are_read_from_their_keys() {
     let e = bad.validate().expect_err("an unserved key").to_string();
     assert!(e.contains("request.auth.claims"), "{e}");
 }
+
+#[test]
+fn gateways_are_read_from_their_keys() {
+    let l = layout();
+    let key = l
+        .classify_rule("/sextant/gateways/edge/public")
+        .expect("a rule key")
+        .expect("ours");
+    assert_eq!(key, RuleKey::new(RuleKind::Gateway, "edge", "public"));
+    let rule = parse_rule(
+        &key,
+        b"listeners: [{name: http, port: 8080, protocol: HTTP}]\n",
+    )
+    .expect("parses");
+    let g = rule.as_gateway().expect("a gateway");
+    assert_eq!(g.listeners[0].port, 8080);
+    assert!(rule.validate().is_ok());
+    assert!(rule.per_proxy() && rule.hosts.is_empty());
+    assert!(parse_rule(&key, b"listeners: [{name: x, port: 1}]\n").is_err());
+}

@@ -206,9 +206,11 @@ fn conflict(
         field: match loser.key.kind {
             RuleKind::Route => ConflictField::RouteRule,
             // Per-proxy rules name no host, so never meet here.
-            RuleKind::Policy | RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz => {
-                ConflictField::DestinationPolicy
-            }
+            RuleKind::Policy
+            | RuleKind::Scope
+            | RuleKind::PeerAuth
+            | RuleKind::Authz
+            | RuleKind::Gateway => ConflictField::DestinationPolicy,
         },
         detail: format!(
             "{} from {winner_id} is in force{whose}; {} from {id} is ignored {there}",

@@ -58,7 +58,7 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
             match rule.key.kind {
                 RuleKind::Policy => policies.entry(h).or_default().push(rule),
                 RuleKind::Route => routes.entry(h).or_default().push(rule),
-                RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz => {}
+                RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz | RuleKind::Gateway => {}
             }
         }
     }
@@ -161,8 +161,31 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
     for rule in rules {
         match &rule.spec {
             RuleSpec::Route(route) => {
+                // Every gateway it names exists.
+                for (i, g) in route.gateways.iter().enumerate() {
+                    let exists = g == super::gateway::MESH
+                        || rules.iter().any(|r| {
+                            r.key.kind == RuleKind::Gateway
+                                && super::gateway::names_gateway(
+                                    g,
+                                    &rule.key.namespace,
+                                    &r.key.namespace,
+                                    &r.key.name,
+                                )
+                        });
+                    if !exists {
+                        found.push((
+                            rule.key.clone(),
+                            format!("gateways[{i}]"),
+                            format!(
+                                "no gateway {g} (a NAME alone is a gateway of the rule's namespace)"
+                            ),
+                        ));
+                    }
+                }
+                // At a gateway, hosts are the names requests carry.
                 for (i, h) in route.hosts.iter().enumerate() {
-                    if !by_host.contains_key(h) {
+                    if route.for_mesh() && !by_host.contains_key(h) {
                         found.push((
                             rule.key.clone(),
                             format!("hosts[{i}]"),
@@ -240,7 +263,7 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
                     }
                 }
             }
-            RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) => {}
+            RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) | RuleSpec::Gateway(_) => {}
             RuleSpec::Scope(scope) => {
                 for (i, h) in scope.hosts.iter().enumerate() {
                     let namespace = match &h.namespace {

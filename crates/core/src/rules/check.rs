@@ -74,6 +74,14 @@ impl Checker<'_> {
         true
     }
 
+    /// A name at a gateway: a DNS name, `*`, or `*.` and a DNS name.
+    fn gateway_host(&mut self, field: &str, host: &str) {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        if host != "*" {
+            self.host(field, name);
+        }
+    }
+
     fn host(&mut self, field: &str, host: &str) {
         if let Some(p) = dns_name_problem(host) {
             self.bad(field, format!("host {host:?} {p}"));
@@ -189,11 +197,63 @@ impl Rule {
             RuleSpec::Scope(s) => scope(&mut c, s),
             RuleSpec::PeerAuth(p) => peer_auth(&mut c, p),
             RuleSpec::Authz(a) => authz(&mut c, a),
+            RuleSpec::Gateway(g) => gateway(&mut c, g),
         }
         if c.problems.is_empty() {
             Ok(())
         } else {
             Err(RuleProblems(c.problems))
+        }
+    }
+}
+
+/// The most gateways one route rule binds to.
+pub const MAX_GATEWAYS: usize = 64;
+
+/// The most listeners one gateway declares.
+pub const MAX_LISTENERS: usize = 64;
+
+fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
+    use super::GatewayProtocol;
+    if g.listeners.is_empty() {
+        c.bad("listeners", "must declare at least one listener");
+    }
+    if !c.count("listeners", g.listeners.len(), MAX_LISTENERS) {
+        return;
+    }
+    let (mut names, mut ports) = (BTreeSet::new(), BTreeSet::new());
+    for (i, l) in g.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        if let Some(p) = dns_name_problem(&l.name) {
+            c.bad(format!("{at}.name"), format!("{:?} {p}", l.name));
+        } else if l.name.contains('.') {
+            c.bad(
+                format!("{at}.name"),
+                format!("{:?} is not a DNS label", l.name),
+            );
+        }
+        if !names.insert(&l.name) {
+            c.bad(format!("{at}.name"), "another listener has this name");
+        }
+        c.port(&format!("{at}.port"), l.port);
+        if !ports.insert(l.port) {
+            c.bad(format!("{at}.port"), "another listener has this port");
+        }
+        if l.protocol != GatewayProtocol::Http {
+            c.bad(
+                format!("{at}.protocol"),
+                format!("{:?} listeners are not served yet (HTTP is)", l.protocol),
+            );
+        }
+        if let Some(h) = &l.hostname {
+            if h == "*" {
+                c.bad(
+                    format!("{at}.hostname"),
+                    "leave it out to accept every name",
+                );
+            } else {
+                c.gateway_host(&format!("{at}.hostname"), h);
+            }
         }
     }
 }
@@ -318,9 +378,29 @@ fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {
     if c.count("hosts", r.hosts.len(), MAX_HOSTS) {
         let mut seen = BTreeSet::new();
         for (i, h) in r.hosts.iter().enumerate() {
-            c.host(&format!("hosts[{i}]"), h);
+            if r.for_mesh() {
+                c.host(&format!("hosts[{i}]"), h);
+            } else {
+                // At a gateway, the names requests carry: wildcards too.
+                c.gateway_host(&format!("hosts[{i}]"), h);
+            }
             if !seen.insert(h) {
                 c.bad(format!("hosts[{i}]"), format!("host {h:?} is listed twice"));
+            }
+        }
+    }
+    if c.count("gateways", r.gateways.len(), MAX_GATEWAYS) {
+        for (i, g) in r.gateways.iter().enumerate() {
+            let labels: Vec<&str> = g.split('/').collect();
+            let bad = labels.len() > 2
+                || labels
+                    .iter()
+                    .any(|l| dns_name_problem(l).is_some() || l.contains('.'));
+            if bad {
+                c.bad(
+                    format!("gateways[{i}]"),
+                    format!("{g:?}: `mesh`, a gateway's NAME or NAMESPACE/NAME"),
+                );
             }
         }
     }

@@ -29,6 +29,7 @@ pub mod analyze;
 pub mod authz;
 pub mod check;
 pub mod common;
+pub mod gateway;
 pub mod peer;
 pub mod policy;
 pub mod precedence;
@@ -39,6 +40,7 @@ pub use analyze::{Warning, analyze};
 pub use authz::{AuthzAction, AuthzEntry, AuthzRule};
 pub use check::{RuleProblem, RuleProblems};
 pub use common::{Duration, HeaderCondition, Percent, PortSelector, StringMatch, percentages};
+pub use gateway::{GatewayEntry, GatewayListener, GatewayProtocol, GatewayRule};
 pub use peer::{MtlsMode, PeerAuthEntry, PeerAuthRule, PeerModes};
 pub use policy::{
     ClientTls, ConnectionPool, ConsistentHash, DestinationPolicy, EffectivePolicy, HashCookie,
@@ -74,13 +76,19 @@ pub enum RuleKind {
     /// An [`AuthzRule`] (Istio's AuthorizationPolicy): binds to no host;
     /// the xDS server applies it per proxy.
     Authz,
+    /// A [`GatewayRule`] (a Gateway's listeners): binds to no host; the
+    /// router proxies that serve it receive it.
+    Gateway,
 }
 
 impl RuleKind {
     /// Rules of this kind bind to no host: the view lists them all
     /// ([`crate::MeshView::scopes`]) and the xDS server picks per proxy.
     pub fn per_proxy(self) -> bool {
-        matches!(self, RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz)
+        matches!(
+            self,
+            RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz | RuleKind::Gateway
+        )
     }
 }
 
@@ -92,6 +100,7 @@ impl std::fmt::Display for RuleKind {
             RuleKind::Scope => "scope",
             RuleKind::PeerAuth => "peer_authentication",
             RuleKind::Authz => "authorization_policy",
+            RuleKind::Gateway => "gateway",
         })
     }
 }
@@ -152,16 +161,51 @@ pub enum RuleSpec {
     PeerAuth(PeerAuthRule),
     /// Which requests the workloads it selects let through.
     Authz(AuthzRule),
+    /// What the router proxies that serve it listen on.
+    Gateway(GatewayRule),
 }
 
 impl Rule {
-    /// A route rule, bound to its `hosts`.
+    /// A route rule, bound to its `hosts` when it is for the mesh's
+    /// sidecars ([`RouteRule::for_mesh`]); a rule for gateways only binds
+    /// to no service (its hosts are names at the gateway).
     pub fn route(namespace: impl Into<String>, name: impl Into<String>, rule: RouteRule) -> Rule {
         Rule {
             key: RuleKey::new(RuleKind::Route, namespace, name),
-            hosts: rule.hosts.clone(),
+            hosts: if rule.for_mesh() {
+                rule.hosts.clone()
+            } else {
+                Vec::new()
+            },
             spec: RuleSpec::Route(rule),
         }
+    }
+
+    /// A gateway's listeners; it binds to no host.
+    pub fn gateway(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        rule: GatewayRule,
+    ) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Gateway, namespace, name),
+            hosts: Vec::new(),
+            spec: RuleSpec::Gateway(rule),
+        }
+    }
+
+    /// The gateway, if it is one.
+    pub fn as_gateway(&self) -> Option<&GatewayRule> {
+        match &self.spec {
+            RuleSpec::Gateway(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether the xDS server picks it per proxy ([`crate::MeshView::scopes`]):
+    /// the kinds that bind to no host, and route rules bound to gateways.
+    pub fn per_proxy(&self) -> bool {
+        self.key.kind.per_proxy() || self.as_route().is_some_and(RouteRule::for_gateways)
     }
 
     /// A destination policy, bound to its `host`.
@@ -240,7 +284,10 @@ impl Rule {
         match &self.spec {
             RuleSpec::Route(r) => &r.export_to,
             RuleSpec::Policy(p) => &p.export_to,
-            RuleSpec::Scope(_) | RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) => &[],
+            RuleSpec::Scope(_)
+            | RuleSpec::PeerAuth(_)
+            | RuleSpec::Authz(_)
+            | RuleSpec::Gateway(_) => &[],
         }
     }
 
@@ -291,6 +338,9 @@ pub struct RouteEntry {
     /// As [`RouteRule::export_to`].
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// As [`RouteRule::gateways`].
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// A destination policy as a file or an etcd document writes it: a name,
@@ -331,6 +381,7 @@ impl From<RouteEntry> for Rule {
                 tcp: e.tcp,
                 tls: e.tls,
                 export_to: e.export_to,
+                gateways: e.gateways,
             },
         )
     }

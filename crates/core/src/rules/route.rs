@@ -32,6 +32,24 @@ pub struct RouteRule {
     /// of another namespace routes as if the rule did not exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+    /// Where the rule applies (Istio's `gateways`): `mesh` for the
+    /// sidecars, `NAMESPACE/NAME` (or `NAME`, of the rule's namespace) for
+    /// the router proxies of a gateway ([`super::gateway`]); empty: the
+    /// mesh only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+}
+
+impl RouteRule {
+    /// It applies to the mesh's sidecars (its hosts are services).
+    pub fn for_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == super::gateway::MESH)
+    }
+
+    /// It applies to some gateway's router proxies.
+    pub fn for_gateways(&self) -> bool {
+        self.gateways.iter().any(|g| g != super::gateway::MESH)
+    }
 }
 
 /// Istio's `TCPRoute`: where connections go.

@@ -56,6 +56,13 @@ pub(crate) async fn authorize(
         (Some(ns), Some(claim)) if ns != claim => Err(Status::permission_denied(format!(
             "the node claims namespace {claim:?} but proved {id} (namespace {ns:?})"
         ))),
+        // A router serves only a gateway of the namespace it proved.
+        (Some(ns), _) if claim.gateway.as_ref().is_some_and(|(g, _)| g != ns) => {
+            let (g, name) = claim.gateway.clone().unwrap_or_default();
+            Err(Status::permission_denied(format!(
+                "the router asks to serve gateway {g}/{name} but proved {id} (namespace {ns:?}): a router serves the gateways of its own namespace"
+            )))
+        }
         _ => Ok(Some(id)),
     }
 }

@@ -179,6 +179,9 @@ pub struct ConnectionStatus {
     /// capture cannot reach for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureStatus>,
+    /// A router proxy: the gateway it serves and what of it is not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterStatus>,
     /// Rule features that bind to the services this client uses and that
     /// it cannot honour: each is left out of what it receives.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -227,6 +230,17 @@ pub struct CaptureStatus {
     pub unreachable: Vec<String>,
 }
 
+/// A router proxy's gateway, on /debug/syncz.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouterStatus {
+    /// `NAMESPACE/NAME`.
+    pub gateway: String,
+    /// What of it is not served, and why (a listener's protocol, a rule
+    /// its listener does not allow, a name another rule holds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
 /// What the server's caches hold now (see ARCHITECTURE.md, "Shared
 /// plans"): each is bounded and released with its last user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -257,6 +271,8 @@ pub(crate) struct Registered {
     scope: Mutex<Option<ScopeStatus>>,
     /// Its capture layout, in capture mode.
     capture: Mutex<Option<CaptureStatus>>,
+    /// Its gateway, for a router.
+    router: Mutex<Option<RouterStatus>>,
     /// The client kind and user agent, once the node said.
     client: Mutex<(Client, String)>,
     /// For proxyless clients: the hostnames of the listeners (`HOST:PORT`)
@@ -301,6 +317,7 @@ impl Registered {
             identity: Mutex::new(Default::default()),
             scope: Mutex::new(None),
             capture: Mutex::new(None),
+            router: Mutex::new(None),
             client: Mutex::new((Client::Envoy, String::new())),
             hosts: Mutex::new((0, Vec::new())),
             served: Mutex::new((0, 0, 0)),
@@ -403,6 +420,7 @@ impl Registered {
             own_services,
             scope: lock(&self.scope).clone(),
             capture: lock(&self.capture).clone(),
+            router: lock(&self.router).clone(),
             types,
             generation,
             view_generation,
@@ -421,6 +439,10 @@ impl Registered {
         *lock(&self.scope) = lens.scope().map(|s| ScopeStatus {
             source: s.source.clone(),
             hosts: s.len(),
+        });
+        *lock(&self.router) = lens.router().map(|r| RouterStatus {
+            gateway: r.gateway.clone(),
+            problems: r.problems.to_vec(),
         });
         *lock(&self.capture) = lens.capture().map(|c| CaptureStatus {
             inbound_ports: c.inbound_ports.iter().map(|p| p.port).collect(),

@@ -87,6 +87,7 @@ pub mod authz;
 pub mod capture;
 mod clusters;
 mod endpoints;
+pub mod gateway;
 mod listeners;
 pub mod mtls;
 mod routes;

@@ -266,6 +266,17 @@ impl RuleRoutes<'_> {
         out
     }
 
+    /// The rule's routes that apply to this port, without the default
+    /// route (a gateway has no service of its own to fall back to).
+    pub(super) fn rule_routes_only(mut self) -> Vec<Route> {
+        let mut out = Vec::new();
+        if let Some((rule, route_rule)) = self.ms.route_rule() {
+            let key = rule.key.clone();
+            self.rule_routes(&key, route_rule, &mut out);
+        }
+        out
+    }
+
     fn rule_routes(&mut self, key: &RuleKey, rule: &RouteRule, out: &mut Vec<Route>) {
         for (i, r) in rule.http.iter().enumerate() {
             let matches: Vec<Option<&rules::HttpMatch>> = if r.matches.is_empty() {

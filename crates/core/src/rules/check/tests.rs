@@ -389,3 +389,63 @@ fn ingress_listeners_are_checked_by_field() {
         "1-65535",
     );
 }
+
+fn gateway(yaml: &str) -> Rule {
+    serde_yaml_ng::from_str::<crate::rules::GatewayEntry>(yaml)
+        .expect("gateway")
+        .into()
+}
+
+#[test]
+fn gateways_and_the_rules_bound_to_them_are_checked() {
+    let good = gateway(
+        "name: public\nnamespace: edge\nlisteners:\n- {name: http, port: 8080, protocol: HTTP, hostname: '*.example.com'}\n",
+    );
+    assert!(good.validate().is_ok(), "{:?}", good.validate());
+    rejects(
+        gateway("name: g\nlisteners: []\n"),
+        "listeners",
+        "at least one listener",
+    );
+    rejects(
+        gateway(
+            "name: g\nlisteners:\n- {name: a, port: 80, protocol: HTTP}\n- {name: b, port: 80, protocol: HTTP}\n",
+        ),
+        "listeners[1].port",
+        "another listener has this port",
+    );
+    rejects(
+        gateway("name: g\nlisteners:\n- {name: tls, port: 443, protocol: HTTPS}\n"),
+        "listeners[0].protocol",
+        "not served yet",
+    );
+    rejects(
+        gateway("name: g\nlisteners:\n- {name: Bad_Name, port: 80, protocol: HTTP}\n"),
+        "listeners[0].name",
+        "Bad_Name",
+    );
+    // A rule for a gateway may name wildcard hosts; one for the mesh not.
+    let raw = |yaml: &str| -> Rule {
+        serde_yaml_ng::from_str::<RouteEntry>(yaml)
+            .expect("route")
+            .into()
+    };
+    let at_gateway = raw(
+        "name: r\ngateways: [edge/public]\nhosts: ['*.example.com']\nhttp: [{route: [{destination: {host: web.svc}}]}]",
+    );
+    assert!(at_gateway.validate().is_ok(), "{:?}", at_gateway.validate());
+    assert!(at_gateway.hosts.is_empty(), "binds to no service");
+    assert!(at_gateway.per_proxy());
+    rejects(
+        raw("name: r\nhosts: ['*.example.com']\nhttp: [{route: [{destination: {host: web.svc}}]}]"),
+        "hosts[0]",
+        "*.example.com",
+    );
+    rejects(
+        raw(
+            "name: r\ngateways: [a/b/c]\nhosts: [x.svc]\nhttp: [{route: [{destination: {host: web.svc}}]}]",
+        ),
+        "gateways[0]",
+        "NAMESPACE/NAME",
+    );
+}

@@ -1,0 +1,210 @@
+//! Gateways: the listeners a router proxy serves at the edge of the mesh
+//! (the Gateway API's `Gateway`, Istio's `Gateway`), and which route rules
+//! bind to them.
+//!
+//! A gateway is a per-proxy rule: it names no host; the router proxies
+//! that serve it (`sextant bootstrap --mode router --gateway NS/NAME`)
+//! receive its listeners. A route rule binds to a gateway by naming it in
+//! its `gateways` (Istio's VirtualService field: `NAMESPACE/NAME`, or
+//! `NAME` for a gateway of the rule's own namespace; `mesh` for the
+//! sidecars, the default when the list is empty). Its `hosts` are then the
+//! names requests carry at the gateway; its destinations are services of
+//! the mesh. A listener lets a rule bind only from the namespaces its
+//! `allowedRoutes` allow and only for hosts its `hostname` matches.
+
+use serde::{Deserialize, Serialize};
+
+/// A gateway's listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRule {
+    /// What the router proxies listen on; at least one.
+    pub listeners: Vec<GatewayListener>,
+}
+
+/// One listener of a gateway: a port and what it accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayListener {
+    /// Its name, unique within the gateway (a DNS label).
+    pub name: String,
+    /// The port the router listens on (1-65535).
+    pub port: u32,
+    /// What it speaks.
+    pub protocol: GatewayProtocol,
+    /// The host names it accepts (`shop.example.com`, `*.example.com`);
+    /// none: every name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Which namespaces' route rules may bind to it.
+    #[serde(default)]
+    pub allowed_routes: AllowedRoutes,
+}
+
+/// The protocols of a gateway listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum GatewayProtocol {
+    /// Plain HTTP/1.1 and HTTP/2 (h2c).
+    Http,
+    /// HTTP over TLS terminated at the router.
+    Https,
+    /// TLS passed through by server name.
+    Tls,
+    /// Opaque TCP.
+    Tcp,
+}
+
+/// Which namespaces' route rules may bind to a listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowedRoutes {
+    /// The namespaces.
+    #[serde(default)]
+    pub namespaces: RouteNamespaces,
+}
+
+/// The Gateway API's `allowedRoutes.namespaces`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteNamespaces {
+    /// `Same` (the gateway's namespace, the default) or `All`.
+    #[serde(default)]
+    pub from: FromNamespaces,
+}
+
+/// Where bound route rules may come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromNamespaces {
+    /// The gateway's own namespace.
+    #[default]
+    Same,
+    /// Any namespace.
+    All,
+}
+
+impl GatewayListener {
+    /// Whether a route rule of namespace `rule_ns` may bind to this
+    /// listener of a gateway of namespace `gateway_ns`.
+    pub fn allows(&self, gateway_ns: &str, rule_ns: &str) -> bool {
+        match self.allowed_routes.namespaces.from {
+            FromNamespaces::Same => gateway_ns == rule_ns,
+            FromNamespaces::All => true,
+        }
+    }
+
+    /// The name requests for route host `host` carry at this listener:
+    /// `host` itself when the listener accepts it (a `*` host takes the
+    /// listener's hostname), `None` when it does not.
+    pub fn accepts(&self, host: &str) -> Option<String> {
+        let Some(own) = &self.hostname else {
+            return Some(host.to_owned());
+        };
+        if host == "*" || host == own {
+            return Some(own.clone());
+        }
+        let under = |pattern: &str, name: &str| {
+            pattern
+                .strip_prefix('*')
+                .is_some_and(|suffix| name.ends_with(suffix) && name.len() > suffix.len())
+        };
+        // A name under the listener's wildcard, or a route wildcard that
+        // covers the listener's name: the narrower one.
+        if under(own, host) {
+            Some(host.to_owned())
+        } else if under(host, own) {
+            Some(own.clone())
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether an entry of a route rule's `gateways` (of a rule of namespace
+/// `rule_ns`) names gateway `namespace/name`.
+pub fn names_gateway(entry: &str, rule_ns: &str, namespace: &str, name: &str) -> bool {
+    match entry.split_once('/') {
+        Some((ns, n)) => ns == namespace && n == name,
+        None => entry != MESH && rule_ns == namespace && entry == name,
+    }
+}
+
+/// The `gateways` entry that means the sidecars of the mesh.
+pub const MESH: &str = "mesh";
+
+/// A gateway as a file or an etcd document writes it: a name, a namespace
+/// (default `default`) and its listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayEntry {
+    /// The gateway's name.
+    pub name: String,
+    /// Its namespace.
+    #[serde(default = "super::default_namespace")]
+    pub namespace: String,
+    /// As [`GatewayRule::listeners`].
+    pub listeners: Vec<GatewayListener>,
+}
+
+impl From<GatewayEntry> for super::Rule {
+    fn from(e: GatewayEntry) -> super::Rule {
+        super::Rule::gateway(
+            e.namespace,
+            e.name,
+            GatewayRule {
+                listeners: e.listeners,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(hostname: Option<&str>, from: FromNamespaces) -> GatewayListener {
+        GatewayListener {
+            name: "http".into(),
+            port: 8080,
+            protocol: GatewayProtocol::Http,
+            hostname: hostname.map(str::to_owned),
+            allowed_routes: AllowedRoutes {
+                namespaces: RouteNamespaces { from },
+            },
+        }
+    }
+
+    #[test]
+    fn a_listener_accepts_the_names_its_hostname_covers() {
+        let any = listener(None, FromNamespaces::Same);
+        assert_eq!(
+            any.accepts("a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        let wild = listener(Some("*.example.com"), FromNamespaces::Same);
+        assert_eq!(
+            wild.accepts("a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(wild.accepts("example.com"), None);
+        assert_eq!(wild.accepts("a.example.org"), None);
+        assert_eq!(wild.accepts("*").as_deref(), Some("*.example.com"));
+        let exact = listener(Some("shop.example.com"), FromNamespaces::Same);
+        assert_eq!(
+            exact.accepts("*.example.com").as_deref(),
+            Some("shop.example.com")
+        );
+        assert_eq!(exact.accepts("other.example.com"), None);
+    }
+
+    #[test]
+    fn routes_bind_from_the_namespaces_a_listener_allows() {
+        assert!(listener(None, FromNamespaces::Same).allows("edge", "edge"));
+        assert!(!listener(None, FromNamespaces::Same).allows("edge", "shop"));
+        assert!(listener(None, FromNamespaces::All).allows("edge", "shop"));
+        assert!(names_gateway("edge/web", "shop", "edge", "web"));
+        assert!(names_gateway("web", "edge", "edge", "web"));
+        assert!(!names_gateway("web", "shop", "edge", "web"));
+        assert!(!names_gateway("mesh", "edge", "edge", "mesh"));
+    }
+}

@@ -1,0 +1,183 @@
+//! What a router proxy receives in place of the explicit listeners and
+//! routes: the listeners and route tables of the gateway it serves (node
+//! metadata `GATEWAY`, see [`crate::translate::gateway`]), with the route
+//! rules bound to it. Clusters and assignments are the snapshot's, through
+//! the router's scope like any proxy's.
+//!
+//! A set depends on the view's gateways and route rules, not on
+//! endpoints: it is built once per (topology generation, gateway, bind
+//! address, scope) and shared by the gateway's replicas.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use sextant_core::MeshView;
+use sextant_core::rules::gateway::names_gateway;
+use sextant_core::rules::{GatewayProtocol, RuleKind};
+
+use crate::capture::ResourceSet;
+use crate::generational::Generational;
+use crate::resource::{Resource, ResourceType};
+use crate::scope::Scope;
+use crate::snapshot::Snapshot;
+use crate::translate::gateway as layout;
+
+/// One gateway's listeners and route tables, as its routers receive them.
+#[derive(Debug)]
+pub struct RouterSet {
+    set: Arc<ResourceSet>,
+    /// `NAMESPACE/NAME` of the gateway.
+    pub gateway: String,
+    /// Why a bound rule, a host or a listener is not served (a rule of a
+    /// namespace the listener does not allow, a name another rule holds).
+    pub problems: Arc<[String]>,
+}
+
+impl PartialEq for RouterSet {
+    fn eq(&self, other: &RouterSet) -> bool {
+        self.gateway == other.gateway && ResourceSet::same(&self.set, &other.set)
+    }
+}
+
+impl RouterSet {
+    /// One of its resources.
+    pub fn get(&self, kind: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.set.get(kind, name)
+    }
+
+    /// Its names of `kind`, sorted.
+    pub fn names(&self, kind: ResourceType) -> Vec<Arc<str>> {
+        self.set.names(kind).cloned().collect()
+    }
+
+    /// Equal sets, equal digests.
+    pub fn digest(&self) -> u64 {
+        self.set.digest()
+    }
+}
+
+/// What a router set is built for besides the view: the gateway, where
+/// it binds, and the router's scope.
+type RouterKey = (String, String, IpAddr, u64);
+
+/// Router sets shared by the routers of one topology generation.
+pub struct RouterCache(Generational<RouterKey, Arc<RouterSet>>);
+
+impl Default for RouterCache {
+    fn default() -> Self {
+        RouterCache(Generational::new(MAX_CACHED_ROUTER_SETS))
+    }
+}
+
+/// Distinct router sets one topology generation keeps.
+pub const MAX_CACHED_ROUTER_SETS: usize = 1024;
+
+impl RouterCache {
+    /// The set of a router of gateway `namespace/name`, binding on `bind`,
+    /// with `scope`, in `snap`.
+    pub fn get(
+        &self,
+        snap: &Snapshot,
+        (namespace, name): (&str, &str),
+        bind: IpAddr,
+        scope: Option<&Arc<Scope>>,
+    ) -> Arc<RouterSet> {
+        let key = (
+            namespace.to_owned(),
+            name.to_owned(),
+            bind,
+            scope.map_or(0, |s| s.digest),
+        );
+        self.0.get_or(snap.topology_generation, key, || {
+            Arc::new(router_set(snap.view(), (namespace, name), bind))
+        })
+    }
+}
+
+fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) -> RouterSet {
+    let gateway = format!("{namespace}/{name}");
+    let mut set = ResourceSet::default();
+    let mut problems = Vec::new();
+    let Some(gw) = view
+        .scopes
+        .iter()
+        .filter(|r| r.key.kind == RuleKind::Gateway)
+        .find(|r| r.key.namespace == namespace && r.key.name == name)
+        .and_then(|r| r.as_gateway())
+    else {
+        problems.push(format!("no gateway {gateway}: nothing to listen on"));
+        return RouterSet {
+            set: Arc::new(set),
+            gateway,
+            problems: problems.into(),
+        };
+    };
+    // The route rules bound to it, in precedence order (the view's).
+    let bound: Vec<_> = view
+        .scopes
+        .iter()
+        .filter(|r| {
+            r.as_route().is_some_and(|route| {
+                route
+                    .gateways
+                    .iter()
+                    .any(|g| names_gateway(g, &r.key.namespace, namespace, name))
+            })
+        })
+        .collect();
+    let mut notes = Vec::new();
+    for listener in &gw.listeners {
+        if listener.protocol != GatewayProtocol::Http {
+            problems.push(format!(
+                "listener {}: {:?} is not served yet",
+                listener.name, listener.protocol
+            ));
+            continue;
+        }
+        let mut taken = std::collections::BTreeMap::new();
+        let mut vhosts = Vec::new();
+        for rule in &bound {
+            if !listener.allows(namespace, &rule.key.namespace) {
+                problems.push(format!(
+                    "listener {}: {} may not bind (allowedRoutes: the gateway's namespace only)",
+                    listener.name, rule.key
+                ));
+                continue;
+            }
+            let Some(route) = rule.as_route() else {
+                continue;
+            };
+            for host in &route.hosts {
+                let Some(domain) = listener.accepts(host.as_str()) else {
+                    continue;
+                };
+                match taken.get(&domain) {
+                    Some(holder) => problems.push(format!(
+                        "listener {}: {domain} is served by {holder}; {} is ignored for it",
+                        listener.name, rule.key
+                    )),
+                    None => {
+                        taken.insert(domain.clone(), rule.key.to_string());
+                        vhosts.push(layout::gateway_virtual_host(
+                            &domain,
+                            listener.port,
+                            rule,
+                            view,
+                            namespace,
+                            &mut notes,
+                        ));
+                    }
+                }
+            }
+        }
+        let l = layout::gateway_listener(bind, listener.port);
+        set.add(ResourceType::Listener, &l.name.clone(), &l);
+        let r = layout::gateway_route(listener.port, vhosts, &gateway);
+        set.add(ResourceType::Route, &r.name.clone(), &r);
+    }
+    RouterSet {
+        set: Arc::new(set),
+        gateway,
+        problems: problems.into(),
+    }
+}
