@@ -17,8 +17,13 @@
 //! GRPCRoute's method match becomes a path match (`/SERVICE/METHOD`). A
 //! parent's `port` limits the route to that port (a port match on each of
 //! its matches).
-//! What Sextant does not serve (query parameter matches, parents that are
-//! not Services, filters it lacks) is named in `unsupported`.
+//! An HTTPRoute or GRPCRoute whose parents are Gateways (of Sextant's
+//! class, see `gateways.rs`) binds to them instead: its `hostnames` (none:
+//! every name) are the names it serves at the gateway, its rules the same
+//! routes (a route rule with `gateways`, see
+//! [`sextant_core::rules::gateway`]). What Sextant does not serve (query
+//! parameter matches, other parents, `sectionName`, filters it lacks) is
+//! named in `unsupported`.
 //!
 //! A backend (or mirror) in another namespace than the route's is served
 //! only where a `ReferenceGrant` in that namespace lets the route's kind
@@ -73,6 +78,8 @@ struct ParentRef {
     namespace: Option<String>,
     #[serde(default)]
     port: Option<u32>,
+    #[serde(default)]
+    section_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -354,7 +361,18 @@ pub fn route(
         hosts,
         port,
         consumer,
+        gateways,
     } = parents(mapping, namespace, &spec, &mut unsupported);
+    // At a Gateway, the names it answers (none: every name).
+    let hosts = if hosts.is_empty() && !gateways.is_empty() {
+        if spec.hostnames.is_empty() {
+            vec![Hostname::new("*")]
+        } else {
+            spec.hostnames.iter().map(Hostname::new).collect()
+        }
+    } else {
+        hosts
+    };
     if hosts.is_empty() {
         return Ok(Converted {
             rule: None,
@@ -545,6 +563,7 @@ pub fn route(
                 hosts,
                 http,
                 export_to: export_of(consumer),
+                gateways,
                 ..Default::default()
             },
         )),
@@ -567,7 +586,14 @@ fn l4_route(
         hosts,
         port,
         consumer,
+        gateways,
     } = parents(mapping, namespace, spec, &mut unsupported);
+    if !gateways.is_empty() {
+        unsupported.push(format!(
+            "spec.parentRefs (Gateway parents of {}s: not served yet)",
+            kind.name()
+        ));
+    }
     if hosts.is_empty() {
         return Converted {
             rule: None,
@@ -656,11 +682,26 @@ fn parents(
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
     let mut own = Vec::new();
+    let mut gateways = Vec::new();
     for (i, p) in spec.parent_refs.iter().enumerate() {
         let is_service = p.kind.as_deref() == Some("Service")
             && p.group
                 .as_deref()
                 .is_none_or(|g| g.is_empty() || g == "core");
+        let is_gateway = p.kind.as_deref().is_none_or(|k| k == "Gateway")
+            && p.group
+                .as_deref()
+                .is_none_or(|g| g == "gateway.networking.k8s.io");
+        if is_gateway {
+            if p.section_name.is_some() || p.port.is_some() {
+                unsupported.push(format!(
+                    "spec.parentRefs[{i}].sectionName/port (not served yet: the route binds to every listener of the Gateway that allows it)"
+                ));
+            }
+            let pns = p.namespace.as_deref().unwrap_or(namespace);
+            gateways.push(format!("{pns}/{}", p.name));
+            continue;
+        }
         if !is_service {
             unsupported.push(format!(
                 "spec.parentRefs[{i}] ({} {}: only Service parents are served)",
@@ -694,6 +735,14 @@ fn parents(
             .collect();
     }
     let hosts: Vec<Hostname> = hosts.into_iter().map(|(_, h)| h).collect();
+    // A route is for Services (the mesh) or for Gateways (the edge): its
+    // hosts are services in one case, names at the gateway in the other.
+    if !hosts.is_empty() && !gateways.is_empty() {
+        unsupported.push(
+            "spec.parentRefs (Gateways beside Services: a route for the mesh and one for a Gateway must be separate routes; the Gateways are not served)".into(),
+        );
+        gateways.clear();
+    }
     // A parent's port limits the route to requests sent to that port; one
     // rule holds one set of matches, so parents must agree on it.
     let port = match ports.split_first() {
@@ -710,6 +759,7 @@ fn parents(
         hosts,
         port,
         consumer,
+        gateways,
     }
 }
 
@@ -722,6 +772,9 @@ struct Parents {
     /// They are all of other namespaces: a GAMMA consumer route, for the
     /// proxies of the route's namespace only (`exportTo: ["."]`).
     consumer: bool,
+    /// Its Gateway parents (`NAMESPACE/NAME`), when it has no Service
+    /// parent: the route binds to them ([`sextant_core::rules::gateway`]).
+    gateways: Vec<String>,
 }
 
 /// A consumer route's `exportTo`: its own namespace.
@@ -732,6 +785,9 @@ fn export_of(consumer: bool) -> Vec<String> {
         Vec::new()
     }
 }
+
+mod gateways;
+pub use gateways::gateway;
 
 #[cfg(test)]
 mod tests;

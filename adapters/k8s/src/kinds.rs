@@ -37,6 +37,8 @@ pub(crate) enum CrdKind {
     WorkloadEntry,
     /// Likewise: the templates VMs register from (`groups.rs`).
     WorkloadGroup,
+    /// The Gateway API's Gateway: its listeners, for router proxies.
+    Gateway,
 }
 
 impl CrdKind {
@@ -48,7 +50,7 @@ impl CrdKind {
     ];
 
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 10] = [
+    pub(crate) const ALL: [CrdKind; 11] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
@@ -59,6 +61,7 @@ impl CrdKind {
         CrdKind::Sidecar,
         CrdKind::PeerAuthentication,
         CrdKind::AuthorizationPolicy,
+        CrdKind::Gateway,
     ];
 
     /// The API group and plural.
@@ -77,6 +80,7 @@ impl CrdKind {
             CrdKind::TcpRoute => ("gateway.networking.k8s.io", "tcproutes"),
             CrdKind::TlsRoute => ("gateway.networking.k8s.io", "tlsroutes"),
             CrdKind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
+            CrdKind::Gateway => ("gateway.networking.k8s.io", "gateways"),
         }
     }
 
@@ -93,7 +97,7 @@ impl CrdKind {
             CrdKind::GrpcRoute => &["v1"],
             CrdKind::TcpRoute => &["v1alpha2"],
             CrdKind::TlsRoute => &["v1alpha3", "v1alpha2"],
-            CrdKind::ReferenceGrant => &["v1", "v1beta1"],
+            CrdKind::ReferenceGrant | CrdKind::Gateway => &["v1", "v1beta1"],
             CrdKind::PeerAuthentication | CrdKind::AuthorizationPolicy => &["v1", "v1beta1"],
         }
     }
@@ -110,7 +114,8 @@ impl CrdKind {
             | CrdKind::AuthorizationPolicy
             | CrdKind::ServiceEntry
             | CrdKind::WorkloadEntry
-            | CrdKind::WorkloadGroup => false,
+            | CrdKind::WorkloadGroup
+            | CrdKind::Gateway => false,
         }
     }
 
@@ -142,6 +147,7 @@ impl CrdKind {
             CrdKind::ServiceEntry => "ServiceEntry",
             CrdKind::WorkloadEntry => "WorkloadEntry",
             CrdKind::WorkloadGroup => "WorkloadGroup",
+            CrdKind::Gateway => "Gateway",
         }
     }
 

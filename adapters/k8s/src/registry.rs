@@ -56,6 +56,9 @@ pub struct K8sConfig {
     /// How often discovery is asked again for rule kinds that were not
     /// served (a CRD installed later is picked up). Default 30 s.
     pub rediscover_every: Duration,
+    /// The Gateway API GatewayClass whose Gateways Sextant serves (to
+    /// router proxies). Default `sextant`.
+    pub gateway_class: String,
 }
 
 impl Default for K8sConfig {
@@ -76,6 +79,7 @@ impl Default for K8sConfig {
             controller_name: "sextant.io/mesh-controller".into(),
             write_status: true,
             rediscover_every: Duration::from_secs(30),
+            gateway_class: "sextant".into(),
         }
     }
 }

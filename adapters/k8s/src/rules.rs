@@ -133,6 +133,7 @@ fn convert(
                 rule: None,
                 unsupported: Vec::new(),
             }),
+        CrdKind::Gateway => gateway::gateway(&config.gateway_class, ns, name, &spec),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
@@ -454,8 +455,10 @@ pub(crate) async fn session(
                         };
                         let before = state.services.len();
                         if let Some(key) = state.change(&config, kind, obj, deleted, &mut out) {
-                            // A grant changes what every route may refer to.
-                            services_changed |= key.0 == CrdKind::ReferenceGrant;
+                            // A grant changes what every route may refer to,
+                            // a Gateway which routes it accepts.
+                            services_changed |=
+                                matches!(key.0, CrdKind::ReferenceGrant | CrdKind::Gateway);
                             touched.push(key);
                         }
                         services_changed |= state.services.len() != before;
@@ -517,6 +520,7 @@ impl StatusWriter {
                 &converted,
                 &state.services,
                 &state.grants,
+                &state.converted,
             ) else {
                 continue;
             };
@@ -586,6 +590,7 @@ fn status_patch(
     converted: &Converted,
     services: &BTreeSet<Key>,
     grants: &gateway::Grants,
+    converted_objects: &BTreeMap<ObjKey, Converted>,
 ) -> Option<Value> {
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
@@ -634,15 +639,25 @@ fn status_patch(
     let generation = obj.metadata.generation;
     let mut desired = Vec::new();
     for p in spec["parentRefs"].as_array().into_iter().flatten() {
-        if !is_core_service(
-            str_of(p, "group").as_deref(),
-            str_of(p, "kind").as_deref(),
-            "Gateway",
-        ) {
-            continue;
-        }
+        let (group, kind) = (str_of(p, "group"), str_of(p, "kind"));
         let name = str_of(p, "name").unwrap_or_default();
         let pns = str_of(p, "namespace").unwrap_or_else(|| ns.clone());
+        let is_gateway = kind.as_deref().is_none_or(|k| k == "Gateway")
+            && group
+                .as_deref()
+                .is_none_or(|g| g == "gateway.networking.k8s.io");
+        // A Gateway of Sextant's class (another class's is not ours to
+        // speak for).
+        let gateway = converted_objects
+            .get(&(CrdKind::Gateway, pns.clone(), name.clone()))
+            .and_then(|c| c.rule.as_ref())
+            .and_then(|r| r.as_gateway());
+        if is_gateway && gateway.is_none() {
+            continue;
+        }
+        if !is_gateway && !is_core_service(group.as_deref(), kind.as_deref(), "Gateway") {
+            continue;
+        }
         let old: Vec<Value> = ours
             .iter()
             .find(|o| &o["parentRef"] == p)
@@ -657,6 +672,40 @@ fn status_patch(
                 generation,
                 &old,
             )
+        } else if let Some(gw) = gateway {
+            let listeners = || gw.listeners.iter().filter(|l| l.allows(&pns, &ns));
+            let names: Vec<&str> = match spec["hostnames"].as_array() {
+                Some(h) if !h.is_empty() => h.iter().filter_map(Value::as_str).collect(),
+                _ => vec!["*"],
+            };
+            if listeners().next().is_none() {
+                condition(
+                    "Accepted",
+                    false,
+                    "NotAllowedByListeners",
+                    format!("no listener of Gateway {pns}/{name} allows routes of namespace {ns}"),
+                    generation,
+                    &old,
+                )
+            } else if !listeners().any(|l| names.iter().any(|h| l.accepts(h).is_some())) {
+                condition(
+                    "Accepted",
+                    false,
+                    "NoMatchingListenerHostname",
+                    format!("no listener of Gateway {pns}/{name} accepts the route's hostnames"),
+                    generation,
+                    &old,
+                )
+            } else {
+                condition(
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    converted.problem.clone().unwrap_or_default(),
+                    generation,
+                    &old,
+                )
+            }
         } else if !services.contains(&(pns.clone(), name.clone())) {
             condition(
                 "Accepted",

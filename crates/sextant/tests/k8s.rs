@@ -773,3 +773,6 @@ mod vm;
 
 #[path = "k8s/exports.rs"]
 mod exports;
+
+#[path = "k8s/gateway.rs"]
+mod gateway;

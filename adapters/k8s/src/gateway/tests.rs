@@ -142,20 +142,86 @@ fn a_grpcroute_method_match_is_a_path_match() {
     assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
 }
 
+/// A route on a Gateway binds to it, not to the mesh: its hostnames are
+/// names at the gateway (none: every name), its parents the gateways; a
+/// route on both a Service and a Gateway serves the Service only.
 #[test]
-fn routes_on_gateways_are_not_the_meshs() {
+fn routes_on_gateways_bind_to_the_gateway_not_the_mesh() {
     let m = Mapping::default();
-    let c = route(
-        &m,
-        &Grants::default(),
-        RouteKind::Http,
-        "shop",
-        "edge",
-        &spec("parentRefs: [{name: public-gateway}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n"),
-    )
-    .expect("converts");
-    assert!(c.rule.is_none());
-    assert_eq!(c.unsupported.len(), 1, "{:?}", c.unsupported);
+    let convert = |yaml: &str| {
+        route(
+            &m,
+            &Grants::default(),
+            RouteKind::Http,
+            "shop",
+            "edge",
+            &spec(yaml),
+        )
+        .expect("converts")
+    };
+    let c = convert(
+        "parentRefs: [{name: public, namespace: edge}]\nhostnames: [shop.example.com]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
+    );
+    let rule = c.rule.as_ref().expect("a rule");
+    assert!(rule.hosts.is_empty(), "binds to no service");
+    let r = rule_of(&c);
+    assert_eq!(r.gateways, ["edge/public"]);
+    assert_eq!(r.hosts, [Hostname::new("shop.example.com")]);
+    assert_eq!(
+        r.http[0].route[0].destination.host.as_str(),
+        "web.shop.svc.cluster.local"
+    );
+    assert!(c.unsupported.is_empty(), "{:?}", c.unsupported);
+
+    let any =
+        convert("parentRefs: [{name: public}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n");
+    assert_eq!(rule_of(&any).hosts, [Hostname::new("*")]);
+    assert_eq!(rule_of(&any).gateways, ["shop/public"]);
+
+    let section = convert(
+        "parentRefs: [{name: public, sectionName: http}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
+    );
+    assert!(
+        section.unsupported[0].contains("sectionName"),
+        "{:?}",
+        section.unsupported
+    );
+
+    let both = convert(
+        "parentRefs: [{name: public}, {kind: Service, name: web}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
+    );
+    assert!(rule_of(&both).gateways.is_empty());
+    assert_eq!(both.unsupported.len(), 1, "{:?}", both.unsupported);
+
+    let other_kind = convert(
+        "parentRefs: [{kind: Mesh, group: example.com, name: m}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
+    );
+    assert!(other_kind.rule.is_none());
+}
+
+/// A Gateway of Sextant's class becomes its listeners; another class's is
+/// not Sextant's; what is not served yet is named.
+#[test]
+fn gateways_of_sextants_class_are_converted() {
+    let g = |yaml: &str| gateway("sextant", "edge", "public", &spec(yaml)).expect("converts");
+    let c = g(
+        "gatewayClassName: sextant\nlisteners:\n- {name: http, port: 80, protocol: HTTP, hostname: '*.example.com', allowedRoutes: {namespaces: {from: All}}}\n- {name: https, port: 443, protocol: HTTPS}\n",
+    );
+    let rule = c.rule.as_ref().expect("a rule");
+    let gw = rule.as_gateway().expect("a gateway");
+    assert_eq!(gw.listeners.len(), 1);
+    assert_eq!(gw.listeners[0].hostname.as_deref(), Some("*.example.com"));
+    assert!(gw.listeners[0].allows("edge", "shop"));
+    assert!(
+        c.unsupported[0].contains("protocol HTTPS"),
+        "{:?}",
+        c.unsupported
+    );
+    assert!(rule.validate().is_ok(), "{:?}", rule.validate());
+    let other = g("gatewayClassName: istio\nlisteners: [{name: http, port: 80, protocol: HTTP}]\n");
+    assert!(other.rule.is_none() && other.unsupported.is_empty());
+    let none = g("gatewayClassName: sextant\nlisteners: [{name: tcp, port: 80, protocol: TCP}]\n");
+    assert!(none.rule.is_none());
 }
 
 /// A backend in another namespace: served only with a ReferenceGrant

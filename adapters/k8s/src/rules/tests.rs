@@ -37,6 +37,7 @@ fn status_names_each_service_parent_and_keeps_other_controllers() {
         &Converted::default(),
         &services(&["ratings", "ratings-v1"]),
         &gateway::Grants::default(),
+        &Default::default(),
     )
     .expect("a patch");
     assert_eq!(patch["metadata"]["resourceVersion"], "42");
@@ -63,6 +64,7 @@ fn a_status_that_is_already_right_is_not_written_again() {
         &Converted::default(),
         &known,
         &gateway::Grants::default(),
+        &Default::default(),
     )
     .expect("a patch");
     let written = route(spec.clone(), first["status"].clone());
@@ -73,7 +75,8 @@ fn a_status_that_is_already_right_is_not_written_again() {
             &written,
             &Converted::default(),
             &known,
-            &gateway::Grants::default()
+            &gateway::Grants::default(),
+            &Default::default()
         ),
         None
     );
@@ -91,6 +94,7 @@ fn a_status_that_is_already_right_is_not_written_again() {
         &failed,
         &known,
         &gateway::Grants::default(),
+        &Default::default(),
     )
     .expect("a patch");
     let conditions = &next["status"]["parents"][0]["conditions"];
@@ -160,6 +164,7 @@ fn a_reference_grant_changes_the_routes_that_need_it() {
             &state.converted[&key],
             &state.services,
             &state.grants,
+            &Default::default(),
         )
         .expect("a patch");
         p["status"]["parents"][0]["conditions"][1]["reason"].clone()

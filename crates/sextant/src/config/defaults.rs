@@ -73,6 +73,7 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("etcd_prefix", etcd.prefix),
         ("cluster_domain", k8s.mapping.cluster_domain),
         ("k8s_controller_name", k8s.controller_name),
+        ("gateway_class", k8s.gateway_class),
         (
             "k8s_injection_label",
             sextant_inject::audit::DEFAULT_LABEL.to_owned(),

@@ -75,6 +75,10 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_K8S_CONTROLLER_NAME", value_name = "NAME")]
     #[serde(rename = "controller_name")]
     pub k8s_controller_name: Option<String>,
+    /// The GatewayClass whose Gateways Sextant serves to router proxies.
+    #[arg(long, env = "SEXTANT_GATEWAY_CLASS", value_name = "NAME")]
+    #[serde(rename = "gateway_class")]
+    pub gateway_class: Option<String>,
     /// The namespace label that switches sidecar injection on (value
     /// `enabled`), as the webhook's namespaceSelector has it.
     #[arg(long, env = "SEXTANT_K8S_INJECTION_LABEL", value_name = "LABEL")]
@@ -237,6 +241,18 @@ impl K8sArgs {
                     from_flag,
                     format!("{name:?} is not a domain-prefixed path like example.com/mesh"),
                 );
+            }
+        }
+
+        if let Some((class, from_flag)) = either(&self.gateway_class, &file.gateway_class) {
+            match sextant_core::validate::dns_name_problem(&class) {
+                None => base.gateway_class = class,
+                Some(p) => c.bad_flag(
+                    "k8s.gateway_class",
+                    "--gateway-class",
+                    from_flag,
+                    format!("{class:?}: {p}"),
+                ),
             }
         }
 

@@ -49,6 +49,9 @@ pub enum Kind {
     WorkloadEntry,
     /// `networking.istio.io/v1` `workloadgroups` (a CRD).
     WorkloadGroup,
+    /// `gateway.networking.k8s.io/v1` `gateways` (a CRD, with a status
+    /// subresource).
+    Gateway,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -59,8 +62,8 @@ pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
     /// ServiceEntry, WorkloadEntry and WorkloadGroup.
     Istio,
-    /// `gateway.networking.k8s.io`: HTTPRoute, GRPCRoute, ReferenceGrant
-    /// (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
+    /// `gateway.networking.k8s.io`: Gateway, HTTPRoute, GRPCRoute,
+    /// ReferenceGrant (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
     GatewayApi,
     /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
     IstioSecurity,
@@ -78,7 +81,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 20] = [
+    pub(super) const ALL: [Kind; 21] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -99,6 +102,7 @@ impl Kind {
         Kind::ServiceEntry,
         Kind::WorkloadEntry,
         Kind::WorkloadGroup,
+        Kind::Gateway,
     ];
 
     pub(super) fn from_kind(kind: &str) -> Option<Kind> {
@@ -128,6 +132,7 @@ impl Kind {
             Kind::ServiceEntry => "serviceentries",
             Kind::WorkloadEntry => "workloadentries",
             Kind::WorkloadGroup => "workloadgroups",
+            Kind::Gateway => "gateways",
         }
     }
 
@@ -153,6 +158,7 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::WorkloadGroup => "WorkloadGroup",
+            Kind::Gateway => "Gateway",
         }
     }
 
@@ -168,6 +174,7 @@ impl Kind {
             Kind::ServiceEntry => &["se"],
             Kind::WorkloadEntry => &["we"],
             Kind::WorkloadGroup => &["wg"],
+            Kind::Gateway => &["gtw"],
             _ => &[],
         }
     }
@@ -185,7 +192,8 @@ impl Kind {
             | Kind::GrpcRoute
             | Kind::ReferenceGrant
             | Kind::TcpRoute
-            | Kind::TlsRoute => Some(Crd::GatewayApi),
+            | Kind::TlsRoute
+            | Kind::Gateway => Some(Crd::GatewayApi),
             Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,
         }
@@ -230,6 +238,7 @@ impl Kind {
                 | Kind::TcpRoute
                 | Kind::TlsRoute
                 | Kind::WorkloadEntry
+                | Kind::Gateway
         )
     }
 

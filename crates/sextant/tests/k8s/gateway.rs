@@ -1,0 +1,174 @@
+//! A real Envoy as the router of a Gateway API Gateway, with kubectl on the
+//! API-server double: examples/kubernetes/public-gateway.yaml (its ports
+//! moved to free ones) and storefront-httproute.yaml. Host and path
+//! routing through the router; the route's status per Gateway parent
+//! (accepted by public, refused by internal's allowedRoutes); a Gateway
+//! of another class is not served.
+//!
+//! A module of the `k8s` test.
+
+use super::*;
+
+/// An example file with `from` replaced by `to` (a fixed port by a free one).
+fn example_with(dir: &std::path::Path, name: &str, swaps: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(example(name)).expect("example");
+    for (from, to) in swaps {
+        assert!(text.contains(from), "{name} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.to_str().expect("path").to_owned()
+}
+
+/// Polls until 10 requests in a row for `host` answer `want` (10 s).
+async fn settles(
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    want: (u16, &str),
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut in_a_row = 0;
+    let mut last = (0, String::new());
+    while in_a_row < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{host}{path} never settled on {want:?}: last {last:?}"
+        );
+        last = sextant_testkit::peers::http_get(addr, host, path)
+            .await
+            .unwrap_or((0, String::new()));
+        let hit = last.0 == want.0 && last.1.starts_with(want.1);
+        in_a_row = if hit { in_a_row + 1 } else { 0 };
+        if !hit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    service_on(&double, "shop", "web", ("http", 8080), &web);
+    service_on(&double, "shop", "api", ("http", 9090), &api);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let (public, internal) = (
+        sextant_testkit::peers::free_port(),
+        sextant_testkit::peers::free_port(),
+    );
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/public",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+
+    let k = Kubectl::new(&double);
+    let gateways = example_with(
+        dir.path(),
+        "public-gateway.yaml",
+        &[
+            ("port: 8080", format!("port: {public}")),
+            ("port: 8081", format!("port: {internal}")),
+        ],
+    );
+    for file in [gateways, example("storefront-httproute.yaml")] {
+        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+        assert!(ok, "{file}: {out}{err}");
+    }
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], public));
+    let took = settles(at, "shop.example.com", "/api/cart", (200, "api")).await;
+    eprintln!("the HTTPRoute served at the gateway {took:?} after kubectl apply");
+    settles(at, "shop.example.com", "/", (200, "web")).await;
+    settles(
+        at,
+        "other.example.com",
+        "/",
+        (404, "no route for this host at gateway edge/public"),
+    )
+    .await;
+
+    // Status per Gateway parent: public accepts, internal refuses shop.
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let (ok, out, _) = k
+            .run(&["get", "httproute", "storefront", "-n", "shop", "-o", "json"])
+            .await;
+        assert!(ok, "{out}");
+        let route: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let accepted = |gateway: &str| {
+            route["status"]["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["parentRef"]["name"] == gateway)
+                .and_then(|p| p["conditions"].as_array().cloned())
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Accepted")
+                .map(|c| format!("{}/{}", c["status"], c["reason"]))
+                .unwrap_or_default()
+        };
+        seen = format!("{} {}", accepted("public"), accepted("internal"));
+        if seen == "\"True\"/\"Accepted\" \"False\"/\"NotAllowedByListeners\"" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        "\"True\"/\"Accepted\" \"False\"/\"NotAllowedByListeners\"",
+        "{}",
+        sx.log()
+    );
+
+    // Another class's Gateway is not Sextant's: moved to another class,
+    // its router has nothing left to listen on.
+    let (ok, out, err) = k
+        .run(&[
+            "patch",
+            "gateway",
+            "public",
+            "-n",
+            "edge",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"gatewayClassName":"other"}}"#,
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sextant_testkit::peers::http_get(at, "shop.example.com", "/")
+        .await
+        .is_ok()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}
