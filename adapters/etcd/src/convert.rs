@@ -110,7 +110,7 @@ impl Layout {
 impl Layout {
     /// The rule a key names, `routes/NAMESPACE/NAME`,
     /// `policies/NAMESPACE/NAME`, `scopes/NAMESPACE/NAME`, `peerauthentications/NAMESPACE/NAME`,
-    /// `authorizationpolicies/NAMESPACE/NAME` or `gateways/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
+    /// `authorizationpolicies/NAMESPACE/NAME`, `gateways/NAMESPACE/NAME` or `credentials/NAMESPACE/NAME` under the prefix; `Err` for a rule key that
     /// does not fit; `Ok(None)` for any other key.
     pub fn classify_rule(&self, key: &str) -> Result<Option<RuleKey>, String> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -128,6 +128,8 @@ impl Layout {
             (RuleKind::Authz, "authorizationpolicies", r)
         } else if let Some(r) = rest.strip_prefix("gateways/") {
             (RuleKind::Gateway, "gateways", r)
+        } else if let Some(r) = rest.strip_prefix("credentials/") {
+            (RuleKind::Credential, "credentials", r)
         } else {
             return Ok(None);
         };
@@ -277,6 +279,10 @@ pub fn parse_rule(key: &RuleKey, value: &[u8]) -> Result<Rule, String> {
         }
         RuleKind::Gateway => {
             serde_yaml_ng::from_value::<sextant_core::rules::GatewayEntry>(doc).map(Rule::from)
+        }
+        RuleKind::Credential => {
+            serde_yaml_ng::from_value::<sextant_core::rules::gateway::CredentialEntry>(doc)
+                .map(Rule::from)
         }
     };
     rule.map_err(|e| e.to_string())

@@ -20,7 +20,7 @@ use sextant_core::groups::WorkloadGroup;
 use sextant_core::{
     Endpoint, PolicyEntry, RouteEntry, Rule, RuleKey, RuleProblems, ScopeEntry, Service,
     ServicePort, ValidationErrors,
-    rules::{AuthzEntry, GatewayEntry, PeerAuthEntry},
+    rules::{AuthzEntry, GatewayEntry, PeerAuthEntry, gateway::CredentialEntry},
 };
 
 use crate::error::FileError;
@@ -44,6 +44,8 @@ struct RegistryFile {
     authorization_policies: Vec<AuthzEntry>,
     #[serde(default)]
     gateways: Vec<GatewayEntry>,
+    #[serde(default)]
+    credentials: Vec<CredentialEntry>,
     #[serde(default, rename = "serviceEntries")]
     service_entries: Vec<ServiceEntry>,
     #[serde(default, rename = "workloadEntries")]
@@ -53,7 +55,7 @@ struct RegistryFile {
 }
 
 /// The top-level keys of a registry file.
-const TOP_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 11] = [
     "services",
     "routes",
     "policies",
@@ -61,6 +63,7 @@ const TOP_KEYS: [&str; 10] = [
     "peerAuthentications",
     "authorizationPolicies",
     "gateways",
+    "credentials",
     "serviceEntries",
     "workloadEntries",
     "workloadGroups",
@@ -131,6 +134,7 @@ fn rules_of(doc: RegistryFile, text: &str) -> (Vec<Service>, Vec<(usize, Rule)>)
         doc.authorization_policies,
     ));
     rules.extend(with_lines(text, "gateways", doc.gateways));
+    rules.extend(with_lines(text, "credentials", doc.credentials));
     (doc.services, rules)
 }
 
@@ -375,7 +379,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let Some(top) = value.as_object() else {
         problems.push(Problem {
             at: String::new(),
-            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `serviceEntries`, `workloadEntries` or `workloadGroups`".into(),
+            message: "expected a mapping with `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `credentials`, `serviceEntries`, `workloadEntries` or `workloadGroups`".into(),
             line: 1,
             column: 1,
         });
@@ -385,7 +389,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         problems.push(Problem {
             at: key.clone(),
             message: format!(
-                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `serviceEntries`, `workloadEntries`, `workloadGroups`"
+                "unknown field `{key}`, expected one of `services`, `routes`, `policies`, `scopes`, `peerAuthentications`, `authorizationPolicies`, `gateways`, `credentials`, `serviceEntries`, `workloadEntries`, `workloadGroups`"
             ),
             line: key_line(text, key),
             column: 1,
@@ -399,6 +403,8 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
     let authz =
         rule_value_problems::<AuthzEntry>(top, "authorizationPolicies", text, &mut problems);
     let gateways = rule_value_problems::<GatewayEntry>(top, "gateways", text, &mut problems);
+    let credentials =
+        rule_value_problems::<CredentialEntry>(top, "credentials", text, &mut problems);
     // Entries are decoded for their problems only (the file is refused).
     rule_value_problems::<ServiceEntry>(top, "serviceEntries", text, &mut problems);
     rule_value_problems::<WorkloadEntry>(top, "workloadEntries", text, &mut problems);
@@ -411,6 +417,7 @@ fn value_problems(value: &serde_json::Value, text: &str) -> Decoded {
         .chain(peers.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(authz.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .chain(gateways.into_iter().map(|(l, p)| (l, Rule::from(p))))
+        .chain(credentials.into_iter().map(|(l, p)| (l, Rule::from(p))))
         .collect();
     let services = match top.get("services") {
         None | Some(serde_json::Value::Null) => return (problems, decoded, rules),

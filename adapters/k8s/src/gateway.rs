@@ -786,6 +786,8 @@ fn export_of(consumer: bool) -> Vec<String> {
     }
 }
 
+#[cfg(feature = "client")]
+pub(crate) mod credentials;
 mod gateways;
 pub use gateways::gateway;
 

@@ -13,6 +13,9 @@ pub(crate) enum Kind {
     Slice,
     Node,
     Pod,
+    /// `kubernetes.io/tls` Secrets that Sextant's Gateways name (the rules
+    /// session, only while Gateways are served).
+    Secret,
     Crd(CrdKind),
 }
 
@@ -173,6 +176,7 @@ impl Kind {
             Kind::Slice => ApiResource::erase::<EndpointSlice>(&()),
             Kind::Node => ApiResource::erase::<Node>(&()),
             Kind::Pod => ApiResource::erase::<Pod>(&()),
+            Kind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
             Kind::Crd(k) => k.resource(k.versions()[0]),
         }
     }
@@ -184,6 +188,7 @@ impl Kind {
             Kind::Slice => "EndpointSlice",
             Kind::Node => "Node",
             Kind::Pod => "Pod",
+            Kind::Secret => "Secret",
             Kind::Crd(k) => k.name(),
         }
     }
@@ -195,6 +200,7 @@ impl Kind {
             Kind::Slice => ("discovery.k8s.io", "endpointslices"),
             Kind::Node => ("", "nodes"),
             Kind::Pod => ("", "pods"),
+            Kind::Secret => ("", "secrets"),
             Kind::Crd(k) => k.api_group(),
         };
         let group = if group.is_empty() {

@@ -85,7 +85,7 @@ fn versions_of<'a>(
     resources
         .filter_map(|(k, r)| match k {
             Kind::Crd(k) => Some((*k, r.version.clone())),
-            Kind::Service | Kind::Slice | Kind::Node | Kind::Pod => None,
+            Kind::Service | Kind::Slice | Kind::Node | Kind::Pod | Kind::Secret => None,
         })
         .collect()
 }
@@ -171,6 +171,9 @@ struct State {
     services: BTreeSet<Key>,
     /// The ReferenceGrants read.
     grants: gateway::Grants,
+    /// The TLS Secrets read (while Gateways are), and which the Gateways
+    /// name.
+    credentials: gateway::credentials::Credentials,
 }
 
 impl State {
@@ -178,6 +181,7 @@ impl State {
         self.converted
             .values()
             .filter_map(|c| c.rule.clone())
+            .chain(self.credentials.rules())
             .collect()
     }
 
@@ -185,7 +189,17 @@ impl State {
         self.converted
             .iter()
             .filter_map(|(k, c)| Some((object_name(k), c.problem.clone()?)))
+            .chain(self.credentials.problems())
             .collect()
+    }
+
+    /// The credentials the Gateways name now, into `out`.
+    fn recredential(&mut self, out: &mut Outcome) {
+        let rules = self.converted.values().filter_map(|c| c.rule.as_ref());
+        let changes = self.credentials.update(rules);
+        out.events.extend(changes.events);
+        out.problems.extend(changes.problems);
+        out.fixed.extend(changes.fixed);
     }
 }
 
@@ -220,6 +234,10 @@ impl State {
                 } else {
                     self.services.insert(key);
                 }
+                return None;
+            }
+            Kind::Secret => {
+                self.credentials.change(ns, name, &obj, deleted);
                 return None;
             }
             Kind::Slice | Kind::Node | Kind::Pod => return None,
@@ -371,6 +389,10 @@ pub(crate) async fn session(
         if write_status {
             kinds.push((Kind::Service, Kind::Service.resource()));
         }
+        // Gateways' certificates: TLS Secrets, read only while Gateways are.
+        if served_kinds.contains(&CrdKind::Gateway) {
+            kinds.push((Kind::Secret, Kind::Secret.resource()));
+        }
         for (kind, resource) in kinds {
             sources.extend(Source::of(
                 &client,
@@ -394,6 +416,7 @@ pub(crate) async fn session(
             }
             listed.push(rv);
         }
+        state.recredential(&mut Outcome::default());
         info!(registry = %id, rules = state.converted.len(), kinds = ?served_kinds, "kubernetes: rules listed");
         let first = Outcome {
             events: vec![Event::Reset(state.rules())],
@@ -475,6 +498,7 @@ pub(crate) async fn session(
             if relist {
                 break;
             }
+            state.recredential(&mut out);
             if send(&tx, out).await.is_err() {
                 return Ok(());
             }

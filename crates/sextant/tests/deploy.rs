@@ -54,6 +54,7 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "/namespaces: list,watch",
             "/nodes: get,list,watch",
             "/pods: get,list,watch",
+            "/secrets: get,list,watch",
             "/services: get,list,watch",
             "authentication.k8s.io/tokenreviews: create",
             "discovery.k8s.io/endpointslices: get,list,watch",

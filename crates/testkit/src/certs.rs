@@ -1,5 +1,7 @@
 //! Certificates made on the fly for TLS tests (rcgen, ring): a CA, server
-//! certificates with DNS and IP names, client certificates with a SPIFFE id.
+//! certificates with DNS and IP names, client certificates with a SPIFFE id;
+//! and [`curl_https`], an independent client that verifies what a server
+//! presents.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -111,4 +113,24 @@ pub fn csr(spiffe: &str) -> (String, String) {
         csr.pem().unwrap_or_else(fail("csr pem")),
         key.serialize_pem(),
     )
+}
+
+/// `curl` over HTTPS to `name` at 127.0.0.1:`port`, trusting `ca` only
+/// (verifying the certificate against the name, which it also sends as
+/// SNI): the body, or curl's reason.
+pub async fn curl_https(name: &str, port: u16, ca: &Path) -> Result<String, String> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .arg(format!("https://{name}:{port}/"))
+        .output()
+        .await
+        .map_err(|e| format!("cannot run curl (scripts/install-peers.sh installs it): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }

@@ -26,7 +26,7 @@ use crate::translate::mtls as mtls_layout;
 /// Encoded resources by type and name.
 #[derive(Debug, Default)]
 pub struct ResourceSet {
-    by_kind: [BTreeMap<Arc<str>, Arc<Resource>>; 4],
+    by_kind: [BTreeMap<Arc<str>, Arc<Resource>>; ResourceType::COUNT],
     digest: u64,
 }
 

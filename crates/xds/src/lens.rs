@@ -98,8 +98,14 @@ impl Lens {
     /// Whether the capture layout replaces the snapshot's resources of
     /// `kind` (listeners and routes), rather than adding to them.
     fn replaces(&self, kind: ResourceType) -> bool {
-        (self.capture.is_some() || self.router.is_some())
-            && matches!(kind, ResourceType::Listener | ResourceType::Route)
+        match kind {
+            ResourceType::Listener | ResourceType::Route => {
+                self.capture.is_some() || self.router.is_some()
+            }
+            // A router's certificates come from its gateway alone.
+            ResourceType::Secret => self.router.is_some(),
+            ResourceType::Cluster | ResourceType::Endpoint => false,
+        }
     }
 
     /// One resource as the proxy sees it.

@@ -63,13 +63,13 @@ pub struct Metrics {
     /// Streams that named a WorkloadGroup and were refused.
     pub workload_registrations_refused_total: AtomicU64,
     /// Responses sent, per type (index: [`ResourceType::index`]).
-    pub responses_total: [AtomicU64; 4],
+    pub responses_total: [AtomicU64; crate::resource::ResourceType::COUNT],
     /// Resources sent, per type.
-    pub resources_sent_total: [AtomicU64; 4],
+    pub resources_sent_total: [AtomicU64; crate::resource::ResourceType::COUNT],
     /// Bytes of responses sent.
     pub bytes_sent_total: AtomicU64,
     /// NACKs received, per type.
-    pub nacks_total: [AtomicU64; 4],
+    pub nacks_total: [AtomicU64; crate::resource::ResourceType::COUNT],
     /// Requests ignored for ACK purposes because their nonce was stale.
     pub stale_nonces_total: AtomicU64,
     /// Requests for a type Sextant does not serve.
@@ -93,10 +93,10 @@ pub struct Metrics {
     pub ack_latency: Histogram,
     /// Per type: from the first change a response carries reaching the
     /// publisher to the client's ACK of it (Istio's convergence time).
-    pub convergence: [Histogram; 4],
+    pub convergence: [Histogram; crate::resource::ResourceType::COUNT],
     /// Per type: from the first change a response carries reaching the
     /// publisher to the response being sent (the server's share of it).
-    pub sent_after_change: [Histogram; 4],
+    pub sent_after_change: [Histogram; crate::resource::ResourceType::COUNT],
     /// Where pushes and NACKs are recorded for `/debug/events` (give it
     /// the aggregator's journal: one sequence for everything).
     pub journal: std::sync::Arc<sextant_core::journal::Journal>,

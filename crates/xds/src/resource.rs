@@ -8,9 +8,10 @@ use prost::Message;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use sextant_core::Hostname;
 
-/// The four resource types Sextant serves, in the order proxies must
-/// receive them: clusters before their endpoints, endpoints before the
-/// listeners and routes that use them.
+/// The resource types Sextant serves, in the order proxies must receive
+/// them: clusters before their endpoints, endpoints before the listeners
+/// and routes that use them; secrets (SDS, a router's certificates) last:
+/// a listener that names one waits for it, warming.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum ResourceType {
     /// CDS: `envoy.config.cluster.v3.Cluster`.
@@ -21,15 +22,22 @@ pub enum ResourceType {
     Listener,
     /// RDS: `envoy.config.route.v3.RouteConfiguration`.
     Route,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret` (only a
+    /// router proxy's gateway certificates).
+    Secret,
 }
 
 impl ResourceType {
+    /// How many types there are (the length of per-type arrays).
+    pub const COUNT: usize = 5;
+
     /// Every type, in push order.
-    pub const ALL: [ResourceType; 4] = [
+    pub const ALL: [ResourceType; ResourceType::COUNT] = [
         ResourceType::Cluster,
         ResourceType::Endpoint,
         ResourceType::Listener,
         ResourceType::Route,
+        ResourceType::Secret,
     ];
 
     /// The type URL on the wire.
@@ -41,6 +49,9 @@ impl ResourceType {
             }
             ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            ResourceType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -54,13 +65,14 @@ impl ResourceType {
         self as usize
     }
 
-    /// Short name: `cds`, `eds`, `lds`, `rds`.
+    /// Short name: `cds`, `eds`, `lds`, `rds`, `sds`.
     pub fn short(self) -> &'static str {
         match self {
             ResourceType::Cluster => "cds",
             ResourceType::Endpoint => "eds",
             ResourceType::Listener => "lds",
             ResourceType::Route => "rds",
+            ResourceType::Secret => "sds",
         }
     }
 
@@ -242,9 +254,7 @@ mod tests {
             assert_eq!(ResourceType::from_type_url(t.type_url()), Some(t));
         }
         assert_eq!(
-            ResourceType::from_type_url(
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-            ),
+            ResourceType::from_type_url("type.googleapis.com/envoy.service.runtime.v3.Runtime"),
             None
         );
     }

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use sextant_core::MeshView;
-use sextant_core::rules::gateway::names_gateway;
-use sextant_core::rules::{GatewayProtocol, RuleKind};
+use sextant_core::rules::gateway::{credential_ref, names_gateway};
+use sextant_core::rules::{GatewayListener, GatewayProtocol, RuleKind};
 
 use crate::capture::ResourceSet;
 use crate::generational::Generational;
@@ -126,14 +126,9 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         })
         .collect();
     let mut notes = Vec::new();
-    for listener in &gw.listeners {
-        if listener.protocol != GatewayProtocol::Http {
-            problems.push(format!(
-                "listener {}: {:?} is not served yet",
-                listener.name, listener.protocol
-            ));
-            continue;
-        }
+    // The virtual hosts a listener serves: the bound rules' names it
+    // accepts, each name to the first rule that has it.
+    let mut vhosts_of = |listener: &GatewayListener, problems: &mut Vec<String>| {
         let mut taken = std::collections::BTreeMap::new();
         let mut vhosts = Vec::new();
         for rule in &bound {
@@ -170,10 +165,94 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
                 }
             }
         }
-        let l = layout::gateway_listener(bind, listener.port);
+        vhosts
+    };
+    // The listeners of each port (HTTPS listeners share one by name).
+    let mut ports: std::collections::BTreeMap<u32, Vec<&GatewayListener>> = Default::default();
+    for listener in &gw.listeners {
+        ports.entry(listener.port).or_default().push(listener);
+    }
+    for (port, listeners) in ports {
+        let https: Vec<&GatewayListener> = listeners
+            .iter()
+            .copied()
+            .filter(|l| l.protocol == GatewayProtocol::Https)
+            .collect();
+        if https.is_empty() {
+            for listener in listeners {
+                if listener.protocol != GatewayProtocol::Http {
+                    problems.push(format!(
+                        "listener {}: {:?} is not served yet",
+                        listener.name, listener.protocol
+                    ));
+                    continue;
+                }
+                let vhosts = vhosts_of(listener, &mut problems);
+                let l = layout::gateway_listener(bind, port);
+                set.add(ResourceType::Listener, &l.name.clone(), &l);
+                let r = layout::gateway_route(layout::gateway_route_name(port), vhosts, &gateway);
+                set.add(ResourceType::Route, &r.name.clone(), &r);
+            }
+            continue;
+        }
+        // HTTPS: a chain per listener whose credentials all exist; one
+        // missing fails that listener alone.
+        let mut chains = Vec::new();
+        for listener in https {
+            let refs = listener.tls.iter().flat_map(|t| t.certificate_refs.iter());
+            let mut credentials = Vec::new();
+            let mut missing = Vec::new();
+            for r in refs {
+                let (ns, name) = credential_ref(r, namespace);
+                let found = view
+                    .scopes
+                    .iter()
+                    .filter(|c| c.key.kind == RuleKind::Credential)
+                    .find(|c| c.key.namespace == ns && c.key.name == name)
+                    .and_then(|c| c.as_credential());
+                let sds_name = format!("{ns}/{name}");
+                match found {
+                    // A router serves credentials of its gateway's
+                    // namespace only (Istio's credentialName rule).
+                    Some(_) if ns != namespace => missing.push(format!(
+                        "{sds_name} (of another namespace than the gateway's)"
+                    )),
+                    Some(c) => {
+                        let secret = layout::tls_secret(
+                            &sds_name,
+                            &c.certificate_chain,
+                            c.private_key.expose(),
+                        );
+                        set.add(ResourceType::Secret, &sds_name, &secret);
+                        credentials.push(sds_name);
+                    }
+                    None => missing.push(sds_name),
+                }
+            }
+            if !missing.is_empty() || credentials.is_empty() {
+                problems.push(format!(
+                    "listener {}: credential {} not found: the listener is not served",
+                    listener.name,
+                    missing.join(", ")
+                ));
+                continue;
+            }
+            let route = layout::gateway_https_route_name(port, &listener.name);
+            let vhosts = vhosts_of(listener, &mut problems);
+            let r = layout::gateway_route(route.clone(), vhosts, &gateway);
+            set.add(ResourceType::Route, &r.name.clone(), &r);
+            chains.push(layout::HttpsChain {
+                name: listener.name.clone(),
+                server_names: listener.hostname.iter().cloned().collect(),
+                credentials,
+                route,
+            });
+        }
+        if chains.is_empty() {
+            continue;
+        }
+        let l = layout::gateway_https_listener(bind, port, &chains);
         set.add(ResourceType::Listener, &l.name.clone(), &l);
-        let r = layout::gateway_route(listener.port, vhosts, &gateway);
-        set.add(ResourceType::Route, &r.name.clone(), &r);
     }
     RouterSet {
         set: Arc::new(set),

@@ -90,7 +90,7 @@ pub struct Scope {
     /// snapshot's own resources), with their host: filled once, from the
     /// first snapshot asked (names do not move within a topology
     /// generation, only endpoints do).
-    added: OnceLock<[BTreeMap<Arc<str>, Hostname>; 4]>,
+    added: OnceLock<[BTreeMap<Arc<str>, Hostname>; ResourceType::COUNT]>,
     /// Its rule's outbound traffic policy (Istio's Sidecar
     /// `outboundTrafficPolicy`), for capture-mode proxies; `None`: the
     /// mesh's.
@@ -175,9 +175,9 @@ impl Scope {
         self.added(snap)[kind.index()].keys().cloned().collect()
     }
 
-    fn added(&self, snap: &Snapshot) -> &[BTreeMap<Arc<str>, Hostname>; 4] {
+    fn added(&self, snap: &Snapshot) -> &[BTreeMap<Arc<str>, Hostname>; ResourceType::COUNT] {
         self.added.get_or_init(|| {
-            let mut added: [BTreeMap<Arc<str>, Hostname>; 4] = Default::default();
+            let mut added: [BTreeMap<Arc<str>, Hostname>; ResourceType::COUNT] = Default::default();
             for (host, &i) in &self.overrides {
                 for kind in ResourceType::ALL {
                     for name in snap.names_of(host, Some(i), kind) {

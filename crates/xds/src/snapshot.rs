@@ -22,7 +22,7 @@ pub struct TypeSet {
 
 #[derive(Clone, Default)]
 struct ServiceResources {
-    by_type: [Vec<Arc<Resource>>; 4],
+    by_type: [Vec<Arc<Resource>>; ResourceType::COUNT],
     /// The clusters whose form for gRPC clients differs from Envoy's
     /// ([`Form::Grpc`]), and those whose form for gRPC clients holding a
     /// workload certificate differs from that ([`Form::GrpcMesh`]).
@@ -85,7 +85,7 @@ pub struct Snapshot {
     pub view_generation: u64,
     /// Resources encoded while building this snapshot (the rest were reused).
     pub encoded: usize,
-    types: [TypeSet; 4],
+    types: [TypeSet; ResourceType::COUNT],
     /// Clusters as gRPC clients (with and without a workload certificate)
     /// receive them, where that differs.
     variants: [OrdMap<Arc<str>, Arc<Resource>>; 2],
@@ -272,7 +272,7 @@ impl Snapshot {
     /// The snapshot for `view`, reusing every resource of services that did
     /// not change. Endpoint-only changes re-encode only assignments.
     pub fn next(&self, view: Arc<MeshView>) -> Snapshot {
-        let mut types: [TypeSet; 4] = std::array::from_fn(|i| TypeSet {
+        let mut types: [TypeSet; ResourceType::COUNT] = std::array::from_fn(|i| TypeSet {
             resources: self.types[i].resources.clone(),
             changed: Vec::new(),
         });
@@ -586,7 +586,11 @@ impl Form {
 /// Records as changed the names of the namespaced variants' resources
 /// (every form) that differ between `old` and `new`: a proxy whose lens
 /// did not move looks only at the snapshot's changes.
-fn namespaced_changes(old: &ServiceResources, new: &ServiceResources, types: &mut [TypeSet; 4]) {
+fn namespaced_changes(
+    old: &ServiceResources,
+    new: &ServiceResources,
+    types: &mut [TypeSet; ResourceType::COUNT],
+) {
     if old.namespaced.is_empty() && new.namespaced.is_empty() {
         return;
     }
@@ -757,7 +761,7 @@ pub fn placeholder(kind: ResourceType, name: &str) -> Option<Arc<Resource>> {
         ResourceType::Route => {
             Resource::encode(kind, name, &translate::empty_route_configuration(name))
         }
-        ResourceType::Cluster | ResourceType::Listener => return None,
+        ResourceType::Cluster | ResourceType::Listener | ResourceType::Secret => return None,
     };
     r.placeholder = true;
     Some(Arc::new(r))

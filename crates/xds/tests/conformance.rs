@@ -272,8 +272,8 @@ async fn unknown_types_are_ignored_without_harm() {
     let h = start(vec![svc("a.svc", &["10.0.0.1"])]).await;
     let mut c = SotwClient::connect(h.addr, "envoy").await;
     c.subscribe(
-        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-        &["cert"],
+        "type.googleapis.com/envoy.service.runtime.v3.Runtime",
+        &["rt"],
     )
     .await;
     c.subscribe(types::CDS, &[]).await;
@@ -282,6 +282,36 @@ async fn unknown_types_are_ignored_without_harm() {
     assert_eq!(
         sextant_xds::Metrics::get(&h.server.metrics().unknown_type_requests_total),
         1
+    );
+}
+
+/// Secrets (SDS) are a router's gateway certificates: a proxy that serves
+/// no gateway asking for one gets nothing, and the rest of its stream goes
+/// on.
+#[tokio::test]
+async fn a_proxy_that_is_no_router_gets_no_secret() {
+    let h = start(vec![svc("a.svc", &["10.0.0.1"])]).await;
+    let mut c = SotwClient::connect(h.addr, "envoy").await;
+    c.subscribe(
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        &["edge/cert"],
+    )
+    .await;
+    c.subscribe(types::CDS, &[]).await;
+    let mut cds = None;
+    for _ in 0..4 {
+        let r = c.recv().await;
+        if r.type_url == types::CDS {
+            cds = Some(r);
+            break;
+        }
+        // The answer to the secret's subscription: empty.
+        assert!(r.resources.is_empty(), "a secret was sent: {r:?}");
+        c.ack(&r, &["edge/cert"]).await;
+    }
+    assert!(
+        cds.is_some_and(|r| !r.resources.is_empty()),
+        "the stream goes on"
     );
 }
 

@@ -3,16 +3,21 @@
 //! router proxies that serve it. Pure conversion, no I/O.
 //!
 //! A Gateway of another class is not Sextant's: no rule, nothing said.
-//! HTTP listeners are served with `hostname` and `allowedRoutes`
-//! (`namespaces.from` Same or All); what is not served yet (HTTPS, TLS and
-//! TCP listeners, `from: Selector`, `addresses`) is named.
+//! HTTP and HTTPS listeners are served with `hostname` and `allowedRoutes`
+//! (`namespaces.from` Same or All); an HTTPS listener terminates TLS with
+//! the `kubernetes.io/tls` Secrets of its `tls.certificateRefs` in the
+//! Gateway's namespace (read by `credentials.rs`). What is not served yet
+//! (TLS and TCP listeners, `mode: Passthrough`, certificates of another
+//! namespace, `from: Selector`, `addresses`) is named; a listener left
+//! without a certificate is not served, the others are.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use sextant_core::Rule;
 use sextant_core::rules::gateway::{
-    AllowedRoutes, FromNamespaces, GatewayListener, GatewayProtocol, GatewayRule, RouteNamespaces,
+    AllowedRoutes, FromNamespaces, GatewayListener, GatewayProtocol, GatewayRule, ListenerTls,
+    MAX_CERTIFICATES, RouteNamespaces,
 };
 
 use crate::istio::Converted;
@@ -39,7 +44,30 @@ struct ListenerSpec {
     #[serde(default)]
     allowed_routes: Option<AllowedSpec>,
     #[serde(default)]
-    tls: Option<Value>,
+    tls: Option<TlsSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TlsSpec {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    certificate_refs: Vec<CertificateRef>,
+    #[serde(default)]
+    options: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateRef {
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,14 +110,27 @@ pub fn gateway(
         let at = format!("spec.listeners[{i}]");
         let protocol = match l.protocol.as_str() {
             "HTTP" => GatewayProtocol::Http,
+            "HTTPS" => GatewayProtocol::Https,
             other => {
-                unsupported.push(format!("{at} (protocol {other}: not served yet, HTTP is)"));
+                unsupported.push(format!(
+                    "{at} (protocol {other}: not served yet, HTTP and HTTPS are)"
+                ));
                 continue;
             }
         };
-        if l.tls.is_some() {
-            unsupported.push(format!("{at}.tls"));
-        }
+        let tls = match (protocol, l.tls) {
+            (GatewayProtocol::Https, tls) => {
+                match listener_tls(namespace, &at, tls, &mut unsupported) {
+                    Some(tls) => Some(tls),
+                    None => continue,
+                }
+            }
+            (_, Some(_)) => {
+                unsupported.push(format!("{at}.tls (an HTTP listener has none)"));
+                None
+            }
+            (_, None) => None,
+        };
         let mut from = FromNamespaces::Same;
         if let Some(allowed) = &l.allowed_routes {
             match allowed.namespaces.as_ref().and_then(|n| n.from.as_deref()) {
@@ -116,6 +157,7 @@ pub fn gateway(
             allowed_routes: AllowedRoutes {
                 namespaces: RouteNamespaces { from },
             },
+            tls,
         });
     }
     if listeners.is_empty() {
@@ -129,4 +171,53 @@ pub fn gateway(
         rule: Some(Rule::gateway(namespace, name, GatewayRule { listeners })),
         unsupported,
     })
+}
+
+/// An HTTPS listener's certificates, or `None` (and why in `unsupported`)
+/// when none can be served: the listener is then not served.
+fn listener_tls(
+    namespace: &str,
+    at: &str,
+    tls: Option<TlsSpec>,
+    unsupported: &mut Vec<String>,
+) -> Option<ListenerTls> {
+    let Some(tls) = tls else {
+        unsupported.push(format!(
+            "{at} (HTTPS needs tls.certificateRefs: the listener is not served)"
+        ));
+        return None;
+    };
+    if let Some(mode) = tls.mode.as_deref().filter(|m| *m != "Terminate") {
+        unsupported.push(format!(
+            "{at}.tls.mode {mode} (not served yet on HTTPS, Terminate is: the listener is not served)"
+        ));
+        return None;
+    }
+    if !tls.options.is_empty() {
+        unsupported.push(format!("{at}.tls.options"));
+    }
+    let mut certificate_refs = Vec::new();
+    for (j, r) in tls.certificate_refs.into_iter().enumerate() {
+        let at = format!("{at}.tls.certificateRefs[{j}]");
+        let secret = r.kind.as_deref().is_none_or(|k| k == "Secret")
+            && r.group.as_deref().is_none_or(str::is_empty);
+        if !secret {
+            unsupported.push(format!("{at} (only core Secrets are read)"));
+        } else if r.namespace.as_deref().is_some_and(|n| n != namespace) {
+            unsupported.push(format!(
+                "{at} (a Secret of another namespace: not served yet, the Gateway's own are)"
+            ));
+        } else if certificate_refs.len() == MAX_CERTIFICATES {
+            unsupported.push(format!("{at} (at most {MAX_CERTIFICATES} certificates)"));
+        } else {
+            certificate_refs.push(r.name);
+        }
+    }
+    if certificate_refs.is_empty() {
+        unsupported.push(format!(
+            "{at}.tls.certificateRefs (none can be read: the listener is not served)"
+        ));
+        return None;
+    }
+    Some(ListenerTls { certificate_refs })
 }

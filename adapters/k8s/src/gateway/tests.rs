@@ -1,6 +1,7 @@
 //! GAMMA-shaped routes (a Service as the parent) converted.
 
 use super::*;
+use sextant_core::rules::gateway::GatewayProtocol;
 use sextant_core::{Hostname, RuleSpec};
 
 fn spec(yaml: &str) -> Value {
@@ -213,11 +214,43 @@ fn gateways_of_sextants_class_are_converted() {
     assert_eq!(gw.listeners[0].hostname.as_deref(), Some("*.example.com"));
     assert!(gw.listeners[0].allows("edge", "shop"));
     assert!(
-        c.unsupported[0].contains("protocol HTTPS"),
+        c.unsupported[0].contains("HTTPS needs tls.certificateRefs"),
         "{:?}",
         c.unsupported
     );
     assert!(rule.validate().is_ok(), "{:?}", rule.validate());
+    // HTTPS: the Gateway's own Secrets; others and Passthrough are named,
+    // and a listener left with no certificate is not served.
+    let c = g(concat!(
+        "gatewayClassName: sextant\nlisteners:\n",
+        "- {name: a, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: a-cert}, {name: far, namespace: other}, {kind: ConfigMap, name: x}]}}\n",
+        "- {name: b, port: 443, protocol: HTTPS, hostname: b.example.com, tls: {mode: Passthrough, certificateRefs: [{name: b-cert}]}}\n",
+        "- {name: c, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: far, namespace: other}]}}\n",
+    ));
+    let gw = c
+        .rule
+        .as_ref()
+        .and_then(|r| r.as_gateway())
+        .expect("a gateway");
+    assert_eq!(gw.listeners.len(), 1, "{:?}", gw.listeners);
+    assert_eq!(gw.listeners[0].protocol, GatewayProtocol::Https);
+    assert_eq!(
+        gw.listeners[0]
+            .tls
+            .as_ref()
+            .map(|t| t.certificate_refs.clone()),
+        Some(vec!["a-cert".to_owned()])
+    );
+    let said = c.unsupported.join("\n");
+    for expected in [
+        "listeners[0].tls.certificateRefs[1] (a Secret of another namespace",
+        "listeners[0].tls.certificateRefs[2] (only core Secrets",
+        "listeners[1].tls.mode Passthrough",
+        "listeners[2].tls.certificateRefs (none can be read",
+    ] {
+        assert!(said.contains(expected), "{expected} in {said}");
+    }
+    assert!(c.rule.as_ref().is_some_and(|r| r.validate().is_ok()));
     let other = g("gatewayClassName: istio\nlisteners: [{name: http, port: 80, protocol: HTTP}]\n");
     assert!(other.rule.is_none() && other.unsupported.is_empty());
     let none = g("gatewayClassName: sextant\nlisteners: [{name: tcp, port: 80, protocol: TCP}]\n");

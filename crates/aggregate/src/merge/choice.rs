@@ -210,7 +210,8 @@ fn conflict(
             | RuleKind::Scope
             | RuleKind::PeerAuth
             | RuleKind::Authz
-            | RuleKind::Gateway => ConflictField::DestinationPolicy,
+            | RuleKind::Gateway
+            | RuleKind::Credential => ConflictField::DestinationPolicy,
         },
         detail: format!(
             "{} from {winner_id} is in force{whose}; {} from {id} is ignored {there}",

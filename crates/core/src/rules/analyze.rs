@@ -58,7 +58,11 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
             match rule.key.kind {
                 RuleKind::Policy => policies.entry(h).or_default().push(rule),
                 RuleKind::Route => routes.entry(h).or_default().push(rule),
-                RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz | RuleKind::Gateway => {}
+                RuleKind::Scope
+                | RuleKind::PeerAuth
+                | RuleKind::Authz
+                | RuleKind::Gateway
+                | RuleKind::Credential => {}
             }
         }
     }
@@ -263,7 +267,28 @@ pub fn analyze(services: &[Service], rules: &[Rule]) -> Vec<Warning> {
                     }
                 }
             }
-            RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) | RuleSpec::Gateway(_) => {}
+            RuleSpec::PeerAuth(_) | RuleSpec::Authz(_) | RuleSpec::Credential(_) => {}
+            RuleSpec::Gateway(g) => {
+                // Every credential its listeners name exists.
+                for (i, l) in g.listeners.iter().enumerate() {
+                    let refs = l.tls.iter().flat_map(|t| t.certificate_refs.iter());
+                    for (j, r) in refs.enumerate() {
+                        let (ns, name) = super::gateway::credential_ref(r, &rule.key.namespace);
+                        let exists = rules.iter().any(|c| {
+                            c.key.kind == RuleKind::Credential
+                                && c.key.namespace == ns
+                                && c.key.name == name
+                        });
+                        if !exists {
+                            found.push((
+                                rule.key.clone(),
+                                format!("listeners[{i}].tls.certificateRefs[{j}]"),
+                                format!("no credential {ns}/{name}: the listener is not served"),
+                            ));
+                        }
+                    }
+                }
+            }
             RuleSpec::Scope(scope) => {
                 for (i, h) in scope.hosts.iter().enumerate() {
                     let namespace = match &h.namespace {

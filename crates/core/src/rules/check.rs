@@ -2,7 +2,7 @@
 //! NACK far from its cause), or what cannot mean what its author meant, is
 //! refused here with the rule, the route and the field named.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::common::{Duration, Percent, StringMatch};
@@ -198,6 +198,7 @@ impl Rule {
             RuleSpec::PeerAuth(p) => peer_auth(&mut c, p),
             RuleSpec::Authz(a) => authz(&mut c, a),
             RuleSpec::Gateway(g) => gateway(&mut c, g),
+            RuleSpec::Credential(cred) => credential(&mut c, cred),
         }
         if c.problems.is_empty() {
             Ok(())
@@ -221,7 +222,10 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
     if !c.count("listeners", g.listeners.len(), MAX_LISTENERS) {
         return;
     }
-    let (mut names, mut ports) = (BTreeSet::new(), BTreeSet::new());
+    let mut names = BTreeSet::new();
+    // What each port holds: its protocol and the hostnames of its HTTPS
+    // listeners (several HTTPS listeners share a port by server name).
+    let mut ports: BTreeMap<u32, (GatewayProtocol, BTreeSet<Option<&str>>)> = BTreeMap::new();
     for (i, l) in g.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         if let Some(p) = dns_name_problem(&l.name) {
@@ -236,14 +240,68 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
             c.bad(format!("{at}.name"), "another listener has this name");
         }
         c.port(&format!("{at}.port"), l.port);
-        if !ports.insert(l.port) {
-            c.bad(format!("{at}.port"), "another listener has this port");
+        match ports.get_mut(&l.port) {
+            None => {
+                ports.insert(
+                    l.port,
+                    (l.protocol, BTreeSet::from([l.hostname.as_deref()])),
+                );
+            }
+            Some((p, hosts))
+                if *p == GatewayProtocol::Https && l.protocol == GatewayProtocol::Https =>
+            {
+                if !hosts.insert(l.hostname.as_deref()) {
+                    c.bad(
+                        format!("{at}.hostname"),
+                        "another HTTPS listener of this port has this hostname",
+                    );
+                }
+            }
+            Some(_) => c.bad(
+                format!("{at}.port"),
+                "another listener has this port (only HTTPS listeners share one, by hostname)",
+            ),
         }
-        if l.protocol != GatewayProtocol::Http {
-            c.bad(
+        match (l.protocol, &l.tls) {
+            (GatewayProtocol::Http, None) => {}
+            (GatewayProtocol::Http, Some(_)) => {
+                c.bad(
+                    format!("{at}.tls"),
+                    "an HTTP listener has no TLS (use HTTPS)",
+                );
+            }
+            (GatewayProtocol::Https, None) => {
+                c.bad(
+                    format!("{at}.tls"),
+                    "an HTTPS listener needs certificateRefs",
+                );
+            }
+            (GatewayProtocol::Https, Some(tls)) => {
+                let field = format!("{at}.tls.certificateRefs");
+                if tls.certificate_refs.is_empty() {
+                    c.bad(field.clone(), "must name at least one credential");
+                }
+                if c.count(
+                    &field,
+                    tls.certificate_refs.len(),
+                    super::gateway::MAX_CERTIFICATES,
+                ) {
+                    for (j, r) in tls.certificate_refs.iter().enumerate() {
+                        let bad = r.split('/').count() > 2
+                            || r.split('/').any(|l| dns_name_problem(l).is_some());
+                        if bad {
+                            c.bad(
+                                format!("{field}[{j}]"),
+                                format!("{r:?}: NAME or NAMESPACE/NAME"),
+                            );
+                        }
+                    }
+                }
+            }
+            (other, _) => c.bad(
                 format!("{at}.protocol"),
-                format!("{:?} listeners are not served yet (HTTP is)", l.protocol),
-            );
+                format!("{other:?} listeners are not served yet (HTTP and HTTPS are)"),
+            ),
         }
         if let Some(h) = &l.hostname {
             if h == "*" {
@@ -255,6 +313,28 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
                 c.gateway_host(&format!("{at}.hostname"), h);
             }
         }
+    }
+}
+
+/// The largest certificate chain or key a credential holds.
+pub const MAX_PEM_BYTES: usize = 64 * 1024;
+
+fn credential(c: &mut Checker<'_>, cred: &super::gateway::Credential) {
+    let chain = &cred.certificate_chain;
+    if chain.len() > MAX_PEM_BYTES {
+        c.bad(
+            "certificateChain",
+            format!("more than {MAX_PEM_BYTES} bytes"),
+        );
+    } else if !chain.contains("-----BEGIN CERTIFICATE-----") {
+        c.bad("certificateChain", "is not a PEM certificate chain");
+    }
+    let key = cred.private_key.expose();
+    if key.len() > MAX_PEM_BYTES {
+        c.bad("privateKey", format!("more than {MAX_PEM_BYTES} bytes"));
+    } else if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
+        // Never the key itself in the message.
+        c.bad("privateKey", "is not a PEM private key");
     }
 }
 

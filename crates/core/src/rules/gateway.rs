@@ -39,6 +39,70 @@ pub struct GatewayListener {
     /// Which namespaces' route rules may bind to it.
     #[serde(default)]
     pub allowed_routes: AllowedRoutes,
+    /// An HTTPS listener's certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// How an HTTPS listener terminates TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The credentials it serves (`NAME` of the gateway's namespace, or
+    /// `NAMESPACE/NAME`), [`Credential`]s; the first is offered when a
+    /// client names none. At most [`MAX_CERTIFICATES`].
+    #[serde(default)]
+    pub certificate_refs: Vec<String>,
+}
+
+/// The most certificates one listener serves.
+pub const MAX_CERTIFICATES: usize = 8;
+
+/// A certificate and its private key, which a gateway's HTTPS listeners
+/// name: a Kubernetes `kubernetes.io/tls` Secret, or a `credentials:`
+/// entry of a registry file. Reaches only the routers of gateways that
+/// name it, over SDS; its key is never shown (see [`crate::Secret`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credential {
+    /// The certificate chain, PEM.
+    pub certificate_chain: String,
+    /// The private key, PEM.
+    pub private_key: crate::Secret,
+}
+
+/// A credential as a file or an etcd document writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialEntry {
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    #[serde(default = "super::default_namespace")]
+    pub namespace: String,
+    /// As [`Credential::certificate_chain`].
+    pub certificate_chain: String,
+    /// As [`Credential::private_key`].
+    pub private_key: crate::Secret,
+}
+
+impl From<CredentialEntry> for super::Rule {
+    fn from(e: CredentialEntry) -> super::Rule {
+        super::Rule::credential(
+            e.namespace,
+            e.name,
+            Credential {
+                certificate_chain: e.certificate_chain,
+                private_key: e.private_key,
+            },
+        )
+    }
+}
+
+/// The `(namespace, name)` a certificate reference of a listener of a
+/// gateway of namespace `gateway_ns` names.
+pub fn credential_ref<'a>(reference: &'a str, gateway_ns: &'a str) -> (&'a str, &'a str) {
+    reference.split_once('/').unwrap_or((gateway_ns, reference))
 }
 
 /// The protocols of a gateway listener.
@@ -171,6 +235,7 @@ mod tests {
             allowed_routes: AllowedRoutes {
                 namespaces: RouteNamespaces { from },
             },
+            tls: None,
         }
     }
 

@@ -79,6 +79,9 @@ pub enum RuleKind {
     /// A [`GatewayRule`] (a Gateway's listeners): binds to no host; the
     /// router proxies that serve it receive it.
     Gateway,
+    /// A [`gateway::Credential`] (a certificate and key): binds to no
+    /// host; the routers of the gateways that name it receive it.
+    Credential,
 }
 
 impl RuleKind {
@@ -87,7 +90,11 @@ impl RuleKind {
     pub fn per_proxy(self) -> bool {
         matches!(
             self,
-            RuleKind::Scope | RuleKind::PeerAuth | RuleKind::Authz | RuleKind::Gateway
+            RuleKind::Scope
+                | RuleKind::PeerAuth
+                | RuleKind::Authz
+                | RuleKind::Gateway
+                | RuleKind::Credential
         )
     }
 }
@@ -101,6 +108,7 @@ impl std::fmt::Display for RuleKind {
             RuleKind::PeerAuth => "peer_authentication",
             RuleKind::Authz => "authorization_policy",
             RuleKind::Gateway => "gateway",
+            RuleKind::Credential => "credential",
         })
     }
 }
@@ -163,6 +171,8 @@ pub enum RuleSpec {
     Authz(AuthzRule),
     /// What the router proxies that serve it listen on.
     Gateway(GatewayRule),
+    /// A certificate and key gateways name.
+    Credential(gateway::Credential),
 }
 
 impl Rule {
@@ -191,6 +201,27 @@ impl Rule {
             key: RuleKey::new(RuleKind::Gateway, namespace, name),
             hosts: Vec::new(),
             spec: RuleSpec::Gateway(rule),
+        }
+    }
+
+    /// A credential (certificate and key); it binds to no host.
+    pub fn credential(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        credential: gateway::Credential,
+    ) -> Rule {
+        Rule {
+            key: RuleKey::new(RuleKind::Credential, namespace, name),
+            hosts: Vec::new(),
+            spec: RuleSpec::Credential(credential),
+        }
+    }
+
+    /// The credential, if it is one.
+    pub fn as_credential(&self) -> Option<&gateway::Credential> {
+        match &self.spec {
+            RuleSpec::Credential(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -287,7 +318,8 @@ impl Rule {
             RuleSpec::Scope(_)
             | RuleSpec::PeerAuth(_)
             | RuleSpec::Authz(_)
-            | RuleSpec::Gateway(_) => &[],
+            | RuleSpec::Gateway(_)
+            | RuleSpec::Credential(_) => &[],
         }
     }
 

@@ -162,7 +162,9 @@ fn one(labels: &[(&'static str, &str)]) -> Labels {
     labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
-fn per_type<'m>(values: &'m [AtomicU64; 4]) -> impl Iterator<Item = (Labels, u64)> + 'm {
+fn per_type<'m>(
+    values: &'m [AtomicU64; sextant_xds::ResourceType::COUNT],
+) -> impl Iterator<Item = (Labels, u64)> + 'm {
     ResourceType::ALL.into_iter().map(|t| {
         (
             one(&[("type", t.short())]),

@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sextant_testkit::certs::{Issued, curl_https as curl};
 use sextant_testkit::peers::{Envoy, HttpBackend, free_port};
 
 use super::common::*;
@@ -157,6 +158,195 @@ async fn a_router_envoy_serves_its_gateway_and_the_routes_bound_to_it() {
     // The rule removed: 404 again, the port still listening.
     std::fs::write(&file, text(false)).expect("write");
     settles(at(public), "shop.example.com", "/api", (404, "no route")).await;
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}
+
+/// The registry file of an HTTPS gateway: listeners `shop` and `api` on
+/// one port, told apart by server name, each with its credential; `broken`
+/// names a credential that does not exist.
+fn https_file(port: u16, web: u16, api: u16, shop: &Issued, api_cert: &Issued) -> String {
+    let indent = |pem: &str| pem.trim_end().replace('\n', "\n      ");
+    format!(
+        "\
+services:
+  - hostname: web.shop.svc
+    namespace: shop
+    ports: [{{ name: http, port: 8080 }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {web} }} }}]
+  - hostname: api.shop.svc
+    namespace: shop
+    ports: [{{ name: http, port: 9090 }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {api} }} }}]
+gateways:
+  - name: secure
+    namespace: edge
+    listeners:
+      - {{ name: shop, port: {port}, protocol: HTTPS, hostname: shop.example.com, tls: {{ certificateRefs: [shop-cert] }} }}
+      - {{ name: api, port: {port}, protocol: HTTPS, hostname: api.example.com, tls: {{ certificateRefs: [api-cert] }} }}
+      - {{ name: broken, port: {port}, protocol: HTTPS, hostname: broken.example.com, tls: {{ certificateRefs: [missing-cert] }} }}
+routes:
+  - name: shop-site
+    namespace: edge
+    gateways: [secure]
+    hosts: [shop.example.com, broken.example.com]
+    http: [{{ route: [{{ destination: {{ host: web.shop.svc }} }}] }}]
+  - name: api-site
+    namespace: edge
+    gateways: [secure]
+    hosts: [api.example.com]
+    http: [{{ route: [{{ destination: {{ host: api.shop.svc }} }}] }}]
+credentials:
+  - name: shop-cert
+    namespace: edge
+    certificateChain: |
+      {}
+    privateKey: |
+      {}
+  - name: api-cert
+    namespace: edge
+    certificateChain: |
+      {}
+    privateKey: |
+      {}
+",
+        indent(&shop.cert_pem),
+        indent(&shop.key_pem),
+        indent(&api_cert.cert_pem),
+        indent(&api_cert.key_pem),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_terminates_https_with_credentials_over_sds_and_follows_a_rotation() {
+    use sextant_testkit::certs::TestCa;
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, next_ca) = (TestCa::new("edge-ca"), TestCa::new("rotated-ca"));
+    let ca_file = ca.write(dir.path(), "ca");
+    let next_ca_file = next_ca.write(dir.path(), "next-ca");
+    let both = dir.path().join("both.pem");
+    std::fs::write(&both, format!("{}{}", ca.cert_pem, next_ca.cert_pem)).expect("write");
+    let (shop, api_cert) = (
+        ca.server(&["shop.example.com"]),
+        ca.server(&["api.example.com"]),
+    );
+    let file = dir.path().join("mesh.yaml");
+    let text = |shop: &Issued| https_file(port, web.addr.port(), api.addr.port(), shop, &api_cert);
+    std::fs::write(&file, text(&shop)).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/secure",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+
+    // Each name gets its own certificate (curl verifies it against the
+    // name it sent) and its own routes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while curl("shop.example.com", port, &ca_file).await.as_deref() != Ok("web") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}\n{}",
+            sx.log(),
+            envoy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        curl("api.example.com", port, &ca_file).await.as_deref(),
+        Ok("api")
+    );
+    // The listener whose credential is missing is not served; the others are.
+    assert!(curl("broken.example.com", port, &ca_file).await.is_err());
+    let syncz = sx.json("/debug/syncz").await;
+    let problems = syncz["connections"][0]["router"]["problems"].to_string();
+    assert!(
+        problems.contains("credential edge/missing-cert not found"),
+        "{problems}"
+    );
+    // `sextant proxy-config ROUTER secrets`: the router's two credentials,
+    // synced, and nothing of their contents.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "proxy-config",
+            "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
+        ])
+        .args(["secrets", "--xds-addr", &sx.xds.to_string()])
+        .output()
+        .await
+        .expect("run sextant proxy-config");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    for name in ["edge/api-cert", "edge/shop-cert"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("SYNCED")),
+            "{name} in\n{table}"
+        );
+    }
+    assert!(!table.contains("edge/missing-cert"), "{table}");
+    assert!(!table.contains("BEGIN"), "{table}");
+    // The key never leaves over a debug endpoint.
+    let configz = sx.json("/debug/configz").await.to_string();
+    assert!(
+        !configz.contains("PRIVATE KEY"),
+        "a private key on /debug/configz"
+    );
+
+    // Rotated to a certificate of another CA while requests run: not one
+    // fails (curl trusts both), and the new one is served.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = {
+        let (stop, both) = (stop.clone(), both.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match curl("shop.example.com", port, &both).await {
+                    Ok(body) if body == "web" => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&file, text(&next_ca.server(&["shop.example.com"]))).expect("write");
+    let started = tokio::time::Instant::now();
+    while curl("shop.example.com", port, &next_ca_file).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rotated certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "the rotated certificate served {:?} after the file changed",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = running.await.expect("requests");
+    eprintln!("{ok} requests during the rotation, {} failed", failed.len());
+    assert!(ok > 5, "too few requests to tell: {ok}");
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(
         envoy.stat_sum("update_rejected").await,
         0,

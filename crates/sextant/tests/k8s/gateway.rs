@@ -172,3 +172,189 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
         envoy.log()
     );
 }
+
+/// examples/kubernetes/secure-gateway.yaml (its port moved to a free one)
+/// with its certificates as `kubectl create secret tls`: curl verifies
+/// each name's certificate (SNI picks it); a TLS Secret no Gateway names
+/// stays in Sextant; a Secret patched while requests run rotates the
+/// certificate without one failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_serves_https_with_certificates_from_secrets() {
+    use base64::Engine;
+    use sextant_testkit::certs::{TestCa, curl_https};
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    service_on(&double, "shop", "web", ("http", 8080), &web);
+    service_on(&double, "shop", "api", ("http", 9090), &api);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let port = sextant_testkit::peers::free_port();
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/secure",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+
+    let (ca, next_ca) = (TestCa::new("edge-ca"), TestCa::new("rotated-ca"));
+    let ca_file = ca.write(dir.path(), "ca");
+    let next_ca_file = next_ca.write(dir.path(), "next-ca");
+    let both = dir.path().join("both.pem");
+    std::fs::write(&both, format!("{}{}", ca.cert_pem, next_ca.cert_pem)).expect("write");
+    let k = Kubectl::new(&double);
+    for (secret, name) in [
+        ("shop-cert", "shop.example.com"),
+        ("api-cert", "api.example.com"),
+        ("unused-cert", "unused.example.com"),
+    ] {
+        // kubectl writes the Secret (create sends protobuf, which the
+        // double does not read: the manifest is applied as JSON).
+        let (cert, key) = ca.server(&[name]).write(dir.path(), secret);
+        let (ok, manifest, err) = k
+            .run(&[
+                "create",
+                "secret",
+                "tls",
+                secret,
+                "-n",
+                "edge",
+                "--cert",
+                cert.to_str().expect("path"),
+                "--key",
+                key.to_str().expect("path"),
+                "--dry-run=client",
+                "-o",
+                "json",
+            ])
+            .await;
+        assert!(ok, "{secret}: {err}");
+        let file = dir.path().join(format!("{secret}.json"));
+        std::fs::write(&file, manifest).expect("write");
+        let (ok, out, err) = k
+            .run(&[
+                "apply",
+                "--validate=false",
+                "-f",
+                file.to_str().expect("path"),
+            ])
+            .await;
+        assert!(ok, "{secret}: {out}{err}");
+    }
+    let gateway = example_with(
+        dir.path(),
+        "secure-gateway.yaml",
+        &[("port: 8443", format!("port: {port}"))],
+    );
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &gateway]).await;
+    assert!(ok, "{out}{err}");
+
+    let started = tokio::time::Instant::now();
+    let mut last = curl_https("shop.example.com", port, &ca_file).await;
+    while last.as_deref() != Ok("web") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "shop.example.com over HTTPS: {last:?}\n{}\n{}",
+            sx.log(),
+            envoy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = curl_https("shop.example.com", port, &ca_file).await;
+    }
+    eprintln!("HTTPS served {:?} after kubectl apply", started.elapsed());
+    assert_eq!(
+        curl_https("api.example.com", port, &ca_file)
+            .await
+            .as_deref(),
+        Ok("api")
+    );
+    // Only what a Gateway names leaves the adapter, and no key is shown.
+    let configz = sx.json("/debug/configz").await.to_string();
+    assert!(configz.contains("shop-cert"), "{configz}");
+    assert!(!configz.contains("unused-cert"), "{configz}");
+    assert!(!configz.contains("PRIVATE KEY"), "a key on /debug/configz");
+
+    // Rotation: the Secret's data replaced while requests run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = {
+        let (stop, both) = (stop.clone(), both.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match curl_https("shop.example.com", port, &both).await {
+                    Ok(body) if body == "web" => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = next_ca.server(&["shop.example.com"]);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let patch = serde_json::json!({"data": {
+        "tls.crt": b64(&rotated.cert_pem),
+        "tls.key": b64(&rotated.key_pem),
+    }})
+    .to_string();
+    let (ok, out, err) = k
+        .run(&[
+            "patch",
+            "secret",
+            "shop-cert",
+            "-n",
+            "edge",
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    let started = tokio::time::Instant::now();
+    while curl_https("shop.example.com", port, &next_ca_file)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rotated certificate is not served\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "the rotated certificate served {:?} after kubectl patch",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = running.await.expect("requests");
+    eprintln!("{ok} requests during the rotation, {} failed", failed.len());
+    assert!(ok > 5, "too few requests to tell: {ok}");
+    assert!(failed.is_empty(), "{failed:?}");
+    // The api name still has its own certificate.
+    assert_eq!(
+        curl_https("api.example.com", port, &ca_file)
+            .await
+            .as_deref(),
+        Ok("api")
+    );
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

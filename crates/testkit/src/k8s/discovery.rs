@@ -40,7 +40,8 @@ pub(super) async fn core_resources() -> Response {
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
             resource_entry(Kind::Service), resource_entry(Kind::Node), resource_entry(Kind::Pod),
-            resource_entry(Kind::Namespace), resource_entry(Kind::ConfigMap)]}),
+            resource_entry(Kind::Namespace), resource_entry(Kind::ConfigMap),
+            resource_entry(Kind::Secret)]}),
     )
 }
 

@@ -52,6 +52,8 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `gateways` (a CRD, with a status
     /// subresource).
     Gateway,
+    /// `v1` `secrets`, namespaced (gateways' certificates).
+    Secret,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -81,7 +83,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 21] = [
+    pub(super) const ALL: [Kind; 22] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -103,6 +105,7 @@ impl Kind {
         Kind::WorkloadEntry,
         Kind::WorkloadGroup,
         Kind::Gateway,
+        Kind::Secret,
     ];
 
     pub(super) fn from_kind(kind: &str) -> Option<Kind> {
@@ -133,6 +136,7 @@ impl Kind {
             Kind::WorkloadEntry => "workloadentries",
             Kind::WorkloadGroup => "workloadgroups",
             Kind::Gateway => "gateways",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -159,6 +163,7 @@ impl Kind {
             Kind::WorkloadEntry => "WorkloadEntry",
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Gateway => "Gateway",
+            Kind::Secret => "Secret",
         }
     }
 

@@ -113,7 +113,7 @@ struct Connection<'a> {
     warned_types: Vec<String>,
     /// Per type, the error of the last NACK recorded in the journal: a
     /// proxy that rejects every push with the same error is recorded once.
-    journaled_nacks: [Option<String>; 4],
+    journaled_nacks: [Option<String>; crate::resource::ResourceType::COUNT],
     /// The workload this stream registered, if its node named a
     /// WorkloadGroup (boxed: most connections have none).
     registration: Option<Box<Registration>>,

@@ -224,7 +224,11 @@ impl Csds {
                                     Wire::Sotw => ts.sent_version.clone(),
                                     Wire::Delta => r.version.to_string(),
                                 };
-                                if !req.exclude_resource_contents {
+                                // A router's certificates: name and version,
+                                // never the private key.
+                                if !req.exclude_resource_contents
+                                    && kind != crate::resource::ResourceType::Secret
+                                {
                                     g.xds_config = Any::decode(r.any.clone()).ok();
                                 }
                                 g.config_status = config_status as i32;

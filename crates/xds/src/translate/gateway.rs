@@ -13,10 +13,18 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
 };
 use sextant_core::{Hostname, MeshService, MeshView, Protocol, Rule, Service, ServicePort};
 
@@ -52,10 +60,107 @@ pub fn gateway_listener(bind: IpAddr, port: u32) -> Listener {
     }
 }
 
-/// The route table of gateway port `port`: `virtual_hosts`, then the
-/// catch-all (404, naming the gateway).
+/// The route table of HTTPS listener `listener` on port `port`:
+/// `https.PORT.LISTENER` (each HTTPS listener of a port has its own).
+pub fn gateway_https_route_name(port: u32, listener: &str) -> String {
+    format!("https.{port}.{listener}")
+}
+
+/// One HTTPS listener of a gateway port: the names it answers
+/// (`server_names`, empty: any), the credentials it serves (SDS names)
+/// and its route table.
+pub struct HttpsChain {
+    /// The listener's name.
+    pub name: String,
+    /// The server names (SNI) it answers; empty: any.
+    pub server_names: Vec<String>,
+    /// The SDS names of its certificates.
+    pub credentials: Vec<String>,
+    /// Its route table's name.
+    pub route: String,
+}
+
+/// The listener of a gateway port with HTTPS listeners, on `bind`:`port`:
+/// the client hello's server name picks a chain, each terminating TLS
+/// with its certificates (over SDS, from the same ADS stream) and routing
+/// through its own table.
+pub fn gateway_https_listener(bind: IpAddr, port: u32, chains: &[HttpsChain]) -> Listener {
+    let filter_chains = chains
+        .iter()
+        .map(|c| {
+            let hcm = connection_manager(&format!("gateway_{port}_{}", c.name), &c.route, true);
+            let tls = DownstreamTlsContext {
+                common_tls_context: Some(CommonTlsContext {
+                    alpn_protocols: vec!["h2".to_owned(), "http/1.1".to_owned()],
+                    tls_certificate_sds_secret_configs: c
+                        .credentials
+                        .iter()
+                        .map(|name| SdsSecretConfig {
+                            name: name.clone(),
+                            sds_config: Some(ads()),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            FilterChain {
+                name: c.name.clone(),
+                filter_chain_match: (!c.server_names.is_empty()).then(|| FilterChainMatch {
+                    server_names: c.server_names.clone(),
+                    ..Default::default()
+                }),
+                filters: vec![Filter {
+                    name: HCM_FILTER.to_owned(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any_of(HCM_TYPE, &hcm))),
+                }],
+                transport_socket: Some(TransportSocket {
+                    name: "envoy.transport_sockets.tls".to_owned(),
+                    config_type: Some(transport_socket::ConfigType::TypedConfig(any_of(
+                        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        &tls,
+                    ))),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Listener {
+        name: gateway_listener_name(bind, port),
+        address: Some(socket(&bind.to_string(), port)),
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.tls_inspector".to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(any_of(
+                "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+                &TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }],
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+/// A credential as the SDS secret `name`: a certificate chain and key.
+pub fn tls_secret(name: &str, chain: &str, key: &str) -> Secret {
+    let inline = |s: &str| DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_owned())),
+        ..Default::default()
+    };
+    Secret {
+        name: name.to_owned(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(chain)),
+            private_key: Some(inline(key)),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The route table `name`: `virtual_hosts`, then the catch-all (404,
+/// naming the gateway).
 pub fn gateway_route(
-    port: u32,
+    name: String,
     mut virtual_hosts: Vec<VirtualHost>,
     gateway: &str,
 ) -> RouteConfiguration {
@@ -82,7 +187,7 @@ pub fn gateway_route(
         ..Default::default()
     });
     RouteConfiguration {
-        name: gateway_route_name(port),
+        name,
         virtual_hosts,
         ..Default::default()
     }

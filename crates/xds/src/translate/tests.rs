@@ -297,6 +297,8 @@ fn render(snapshot: &Snapshot) -> String {
                 ResourceType::Route => {
                     format!("{:#?}", RouteConfiguration::decode(value).expect("decode"))
                 }
+                // A snapshot holds none (only a router's lens does).
+                ResourceType::Secret => unreachable!("a secret in a snapshot: {name}"),
             };
             out.push_str(&format!(
                 "### {kind} {name} version {}\n{body}\n\n",

@@ -263,7 +263,7 @@ fn policy_problems_name_the_field() {
 fn unknown_fields_and_bad_values_fail_to_parse() {
     for doc in [
         "name: r\nhosts: [a.svc]\nhttp: [{routes: []}]",
-        "name: r\nhosts: [a.svc]\ngateways: [mesh]",
+        "name: r\nhosts: [a.svc]\ngateway: [mesh]",
         "name: r\nhosts: [a.svc]\nhttp: [{timeout: 5}]",
         "name: r\nhosts: [a.svc]\nhttp: [{match: [{uri: {exact: /, prefix: /}}]}]",
     ] {
@@ -415,9 +415,43 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
         "another listener has this port",
     );
     rejects(
-        gateway("name: g\nlisteners:\n- {name: tls, port: 443, protocol: HTTPS}\n"),
+        gateway("name: g\nlisteners:\n- {name: tls, port: 443, protocol: TLS}\n"),
         "listeners[0].protocol",
         "not served yet",
+    );
+    rejects(
+        gateway("name: g\nlisteners:\n- {name: https, port: 443, protocol: HTTPS}\n"),
+        "listeners[0].tls",
+        "needs certificateRefs",
+    );
+    rejects(
+        gateway(
+            "name: g\nlisteners:\n- {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [a/b/c]}}\n",
+        ),
+        "listeners[0].tls.certificateRefs[0]",
+        "NAME or NAMESPACE/NAME",
+    );
+    // HTTPS listeners share a port by hostname; HTTP shares none.
+    let shared = |second: &str| {
+        gateway(&format!(
+            "name: g\nlisteners:\n- {{name: a, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {{certificateRefs: [a]}}}}\n- {second}\n"
+        ))
+    };
+    let ok = shared(
+        "{name: b, port: 443, protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: [b]}}",
+    );
+    assert!(ok.validate().is_ok(), "{:?}", ok.validate());
+    rejects(
+        shared(
+            "{name: b, port: 443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [b]}}",
+        ),
+        "listeners[1].hostname",
+        "another HTTPS listener of this port",
+    );
+    rejects(
+        shared("{name: b, port: 443, protocol: HTTP}"),
+        "listeners[1].port",
+        "only HTTPS listeners share one",
     );
     rejects(
         gateway("name: g\nlisteners:\n- {name: Bad_Name, port: 80, protocol: HTTP}\n"),
@@ -447,5 +481,36 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
         ),
         "gateways[0]",
         "NAMESPACE/NAME",
+    );
+}
+
+/// A credential must hold PEM text; what is wrong with a key is said
+/// without the key.
+#[test]
+fn credentials_hold_pem_and_their_keys_stay_out_of_messages() {
+    let cred = |chain: &str, key: &str| {
+        Rule::credential(
+            "edge",
+            "cert",
+            crate::rules::gateway::Credential {
+                certificate_chain: chain.into(),
+                private_key: crate::Secret::new(key),
+            },
+        )
+    };
+    let chain = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+    assert!(cred(chain, key).validate().is_ok());
+    rejects(cred("hello", key), "certificateChain", "not a PEM");
+    let problems = cred(chain, "hunter2-the-key")
+        .validate()
+        .expect_err("refused");
+    let said = format!("{problems:?}");
+    assert!(said.contains("privateKey"), "{said}");
+    assert!(!said.contains("hunter2"), "the key in a message: {said}");
+    rejects(
+        cred(chain, &"k".repeat(super::MAX_PEM_BYTES + 1)),
+        "privateKey",
+        "more than",
     );
 }

@@ -19,7 +19,8 @@ pub(crate) enum ConfigKind {
     Listeners,
     /// Routes: per virtual host, each match and where it goes.
     Routes,
-    /// Secrets (Sextant serves none: certificates come from the agent).
+    /// Secrets: a router's gateway certificates (name, version, state;
+    /// never their contents). A sidecar's come from its agent.
     Secrets,
 }
 
@@ -369,26 +370,26 @@ fn config_table(kind: ConfigKind, resources: &[(String, String, String, Vec<u8>)
                 }
             }
         }
-        ConfigKind::Secrets => {}
+        ConfigKind::Secrets => {
+            rows.push(["SECRET", "VERSION", "STATUS"].map(String::from).to_vec());
+            for (name, version, status, _) in resources {
+                rows.push(vec![name.clone(), version.clone(), status.clone()]);
+            }
+        }
     }
     columns(&rows)
 }
 
 pub(crate) fn proxy_config(args: &ProxyConfigArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    if args.kind == ConfigKind::Secrets {
-        println!(
-            "Sextant sends no secrets: a sidecar's certificate and the mesh's root come from its agent over SDS (names `default` and `ROOTCA`); see the agent's /metrics for the certificate's expiry."
-        );
-        return ExitCode::SUCCESS;
-    }
     let type_url = match args.kind {
         ConfigKind::Clusters => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         ConfigKind::Endpoints => {
             "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
         }
         ConfigKind::Listeners => "type.googleapis.com/envoy.config.listener.v3.Listener",
-        ConfigKind::Routes | ConfigKind::Secrets => {
-            "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+        ConfigKind::Routes => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        ConfigKind::Secrets => {
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
         }
     };
     let resources = match runtime.block_on(csds_resources(args, type_url)) {
@@ -398,6 +399,12 @@ pub(crate) fn proxy_config(args: &ProxyConfigArgs, runtime: &tokio::runtime::Run
             return ExitCode::FAILURE;
         }
     };
+    if args.kind == ConfigKind::Secrets && resources.is_empty() {
+        println!(
+            "No secrets from Sextant: a router receives its gateway's certificates (named NAMESPACE/NAME); a sidecar's certificate and the mesh's root come from its agent over SDS (names `default` and `ROOTCA`), see the agent's /metrics for the certificate's expiry."
+        );
+        return ExitCode::SUCCESS;
+    }
     if args.output == "json" {
         let rows: Vec<Value> = resources
             .iter()

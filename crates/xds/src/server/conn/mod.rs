@@ -66,7 +66,7 @@ pub(crate) struct ConnState {
     /// The health its agent reported last, if it reported (see
     /// [`crate::server::register`]).
     pub(crate) health: Option<sextant_core::Health>,
-    types: [TypeState; 4],
+    types: [TypeState; ResourceType::COUNT],
     nonce: u64,
     /// The server's shared SotW subscriptions.
     subscriptions: Arc<Subscriptions>,
@@ -112,7 +112,7 @@ impl ConnState {
     }
 
     /// Every type's state, in push order.
-    pub(crate) fn types(&self) -> &[TypeState; 4] {
+    pub(crate) fn types(&self) -> &[TypeState; ResourceType::COUNT] {
         &self.types
     }
 

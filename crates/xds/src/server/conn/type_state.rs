@@ -86,13 +86,17 @@ pub(super) enum Phase {
     Removals,
 }
 
-/// Push order: clusters (additions), endpoints, listeners, routes, and
-/// cluster removals last, once nothing refers to them any more.
-pub(super) const STEPS: [(ResourceType, Phase); 5] = [
+/// Push order: clusters (additions), endpoints, listeners, routes, a
+/// router's secrets, and cluster removals last, once nothing refers to
+/// them any more.
+pub(super) const STEPS: [(ResourceType, Phase); 6] = [
     (ResourceType::Cluster, Phase::Additions),
     (ResourceType::Endpoint, Phase::Additions),
     (ResourceType::Listener, Phase::Additions),
     (ResourceType::Route, Phase::Additions),
+    // A router's certificates: asked for by the listeners that name them
+    // (which warm until they arrive), so whenever asked.
+    (ResourceType::Secret, Phase::Additions),
     (ResourceType::Cluster, Phase::Removals),
 ];
 
