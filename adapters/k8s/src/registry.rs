@@ -59,6 +59,10 @@ pub struct K8sConfig {
     /// The Gateway API GatewayClass whose Gateways Sextant serves (to
     /// router proxies). Default `sextant`.
     pub gateway_class: String,
+    /// Where the Gateways' `Programmed` status is read from: whether their
+    /// routers hold them (filled by the control plane; empty, nothing is
+    /// claimed programmed).
+    pub progress: sextant_core::progress::ProgressBoard,
 }
 
 impl Default for K8sConfig {
@@ -80,6 +84,7 @@ impl Default for K8sConfig {
             write_status: true,
             rediscover_every: Duration::from_secs(30),
             gateway_class: "sextant".into(),
+            progress: sextant_core::progress::ProgressBoard::default(),
         }
     }
 }

@@ -28,6 +28,12 @@
 //! restart, write nothing new. Entries of other controllers are kept. To
 //! know which Services exist, the session also watches Services (names
 //! only) while the Gateway API is served.
+//!
+//! Gateway status (`rules/gateway_status.rs`): each Gateway of Sextant's
+//! class, its `Programmed` condition from its routers' acknowledgements,
+//! read through [`K8sConfig::progress`] after every batch and every
+//! 250 ms. The TLS Secrets Gateways name become credential rules
+//! (`gateway/credentials.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -429,12 +435,19 @@ pub(crate) async fn session(
         let status = StatusWriter {
             client: client.clone(),
             controller: config.controller_name.clone(),
+            gateway_class: config.gateway_class.clone(),
             resources: resources.clone(),
             announced: announced.clone(),
             enabled: write_status,
         };
         let routes: Vec<ObjKey> = state.objects.keys().cloned().collect();
         status.write(&state, &routes).await;
+        status.write_gateways(&state, &config.progress).await;
+        // Gateways' Programmed follows their routers' ACKs: looked at again
+        // on this tick (a patch only when it changed).
+        let mut gateway_tick = tokio::time::interval(GATEWAY_STATUS_EVERY);
+        gateway_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let gateways_served = served_kinds.contains(&CrdKind::Gateway);
 
         let (_tasks, mut rx) = watch_all(&sources, listed, config.watch_timeout);
         let mut rediscover = tokio::time::interval(config.rediscover_every);
@@ -445,6 +458,10 @@ pub(crate) async fn session(
                     Some(r) => r,
                     None => return Ok(()),
                 },
+                _ = gateway_tick.tick(), if gateways_served => {
+                    status.write_gateways(&state, &config.progress).await;
+                    continue;
+                }
                 _ = rediscover.tick() => {
                     let now = discover(&client, &CrdKind::ALL).await.map_err(|e| {
                         Error::unavailable_from("cannot read API discovery for rule kinds", e)
@@ -506,280 +523,20 @@ pub(crate) async fn session(
                 touched = state.objects.keys().cloned().collect();
             }
             status.write(&state, &touched).await;
+            status.write_gateways(&state, &config.progress).await;
         }
     }
 }
 
-/// Writes route status.
-struct StatusWriter {
-    client: kube::Client,
-    controller: String,
-    resources: BTreeMap<Kind, ApiResource>,
-    announced: Arc<Mutex<Announced>>,
-    enabled: bool,
-}
+/// How often Gateways' status is looked at again for their routers'
+/// progress.
+const GATEWAY_STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-impl StatusWriter {
-    /// Patches the status of each route in `keys` whose status differs
-    /// from what it should be.
-    async fn write(&self, state: &State, keys: &[ObjKey]) {
-        if !self.enabled {
-            return;
-        }
-        for key in keys.iter().filter(|k| k.0.is_route()) {
-            let (Some(obj), Some(resource)) = (
-                state.objects.get(key),
-                self.resources.get(&Kind::Crd(key.0)),
-            ) else {
-                continue;
-            };
-            let converted = state.converted.get(key).cloned().unwrap_or_default();
-            let Some(route_kind) = key.0.route_kind() else {
-                continue;
-            };
-            let Some(patch) = status_patch(
-                &self.controller,
-                route_kind,
-                obj,
-                &converted,
-                &state.services,
-                &state.grants,
-                &state.converted,
-            ) else {
-                continue;
-            };
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &key.1, resource);
-            match api
-                .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                // Changed meanwhile: its watch event brings it back here.
-                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
-                Err(kube::Error::Api(s)) if s.code == 403 => {
-                    let mut a = self.announced.lock().unwrap_or_else(|p| p.into_inner());
-                    if !a.forbidden_status {
-                        a.forbidden_status = true;
-                        warn!(
-                            "cannot write route status ({}): RBAC needs patch on \"{}/status\" in API group \"{}\" (see deploy/rbac.yaml)",
-                            s.message, resource.plural, resource.group
-                        );
-                    }
-                }
-                Err(e) => warn!(object = object_name(key), error = %e, "cannot write route status"),
-            }
-        }
-    }
-}
-
-fn condition(
-    kind: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    old: &[Value],
-) -> Value {
-    let status = if ok { "True" } else { "False" };
-    // The transition time moves only when the status does.
-    let since = old
-        .iter()
-        .find(|c| c["type"] == kind && c["status"] == status)
-        .and_then(|c| c.get("lastTransitionTime").cloned())
-        .unwrap_or_else(|| {
-            serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ))
-            .unwrap_or(Value::Null)
-        });
-    let mut c = json!({"type": kind, "status": status, "reason": reason, "message": message,
-                       "lastTransitionTime": since});
-    if let Some(g) = generation {
-        c["observedGeneration"] = json!(g);
-    }
-    c
-}
-
-fn is_core_service(group: Option<&str>, kind: Option<&str>, default_kind: &str) -> bool {
-    kind.unwrap_or(default_kind) == "Service" && matches!(group, None | Some("" | "core"))
-}
-
-/// The merge patch that makes the route's status right, or `None` when it
-/// already is.
-fn status_patch(
-    controller: &str,
-    route_kind: RouteKind,
-    obj: &DynamicObject,
-    converted: &Converted,
-    services: &BTreeSet<Key>,
-    grants: &gateway::Grants,
-    converted_objects: &BTreeMap<ObjKey, Converted>,
-) -> Option<Value> {
-    let ns = obj.metadata.namespace.clone().unwrap_or_default();
-    let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
-    let current: Vec<Value> = obj.data["status"]["parents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let (ours, others): (Vec<Value>, Vec<Value>) = current
-        .into_iter()
-        .partition(|p| p["controllerName"] == controller);
-    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-
-    // ResolvedRefs: the same for every parent.
-    let mut unresolved: Option<(&str, String)> = None;
-    for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
-        for (j, b) in rule["backendRefs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let group = str_of(b, "group");
-            let kind = str_of(b, "kind");
-            let name = str_of(b, "name").unwrap_or_default();
-            let bns = str_of(b, "namespace").unwrap_or_else(|| ns.clone());
-            if !is_core_service(group.as_deref(), kind.as_deref(), "Service") {
-                unresolved.get_or_insert((
-                    "InvalidKind",
-                    format!("rules[{i}].backendRefs[{j}]: only Service backends are served"),
-                ));
-            } else if !grants.permits(route_kind, &ns, &bns, &name) {
-                unresolved.get_or_insert((
-                    "RefNotPermitted",
-                    format!(
-                        "rules[{i}].backendRefs[{j}]: Service {bns}/{name} is in another namespace and no ReferenceGrant there permits it"
-                    ),
-                ));
-            } else if !services.contains(&(bns.clone(), name.clone())) {
-                unresolved.get_or_insert((
-                    "BackendNotFound",
-                    format!("rules[{i}].backendRefs[{j}]: Service {bns}/{name} does not exist"),
-                ));
-            }
-        }
-    }
-    let generation = obj.metadata.generation;
-    let mut desired = Vec::new();
-    for p in spec["parentRefs"].as_array().into_iter().flatten() {
-        let (group, kind) = (str_of(p, "group"), str_of(p, "kind"));
-        let name = str_of(p, "name").unwrap_or_default();
-        let pns = str_of(p, "namespace").unwrap_or_else(|| ns.clone());
-        let is_gateway = kind.as_deref().is_none_or(|k| k == "Gateway")
-            && group
-                .as_deref()
-                .is_none_or(|g| g == "gateway.networking.k8s.io");
-        // A Gateway of Sextant's class (another class's is not ours to
-        // speak for).
-        let gateway = converted_objects
-            .get(&(CrdKind::Gateway, pns.clone(), name.clone()))
-            .and_then(|c| c.rule.as_ref())
-            .and_then(|r| r.as_gateway());
-        if is_gateway && gateway.is_none() {
-            continue;
-        }
-        if !is_gateway && !is_core_service(group.as_deref(), kind.as_deref(), "Gateway") {
-            continue;
-        }
-        let old: Vec<Value> = ours
-            .iter()
-            .find(|o| &o["parentRef"] == p)
-            .and_then(|o| o["conditions"].as_array().cloned())
-            .unwrap_or_default();
-        let accepted = if converted.failed {
-            condition(
-                "Accepted",
-                false,
-                "UnsupportedValue",
-                converted.problem.clone().unwrap_or_default(),
-                generation,
-                &old,
-            )
-        } else if let Some(gw) = gateway {
-            let listeners = || gw.listeners.iter().filter(|l| l.allows(&pns, &ns));
-            let names: Vec<&str> = match spec["hostnames"].as_array() {
-                Some(h) if !h.is_empty() => h.iter().filter_map(Value::as_str).collect(),
-                _ => vec!["*"],
-            };
-            if listeners().next().is_none() {
-                condition(
-                    "Accepted",
-                    false,
-                    "NotAllowedByListeners",
-                    format!("no listener of Gateway {pns}/{name} allows routes of namespace {ns}"),
-                    generation,
-                    &old,
-                )
-            } else if !listeners().any(|l| names.iter().any(|h| l.accepts(h).is_some())) {
-                condition(
-                    "Accepted",
-                    false,
-                    "NoMatchingListenerHostname",
-                    format!("no listener of Gateway {pns}/{name} accepts the route's hostnames"),
-                    generation,
-                    &old,
-                )
-            } else {
-                condition(
-                    "Accepted",
-                    true,
-                    "Accepted",
-                    converted.problem.clone().unwrap_or_default(),
-                    generation,
-                    &old,
-                )
-            }
-        } else if !services.contains(&(pns.clone(), name.clone())) {
-            condition(
-                "Accepted",
-                false,
-                "NoMatchingParent",
-                format!("Service {pns}/{name} does not exist"),
-                generation,
-                &old,
-            )
-        } else {
-            condition(
-                "Accepted",
-                true,
-                "Accepted",
-                converted.problem.clone().unwrap_or_default(),
-                generation,
-                &old,
-            )
-        };
-        let resolved = match &unresolved {
-            Some((reason, message)) => condition(
-                "ResolvedRefs",
-                false,
-                reason,
-                message.clone(),
-                generation,
-                &old,
-            ),
-            None => condition(
-                "ResolvedRefs",
-                true,
-                "ResolvedRefs",
-                String::new(),
-                generation,
-                &old,
-            ),
-        };
-        desired.push(json!({"parentRef": p, "controllerName": controller,
-                            "conditions": [accepted, resolved]}));
-    }
-    if desired == ours {
-        return None;
-    }
-    let mut parents = others;
-    parents.extend(desired);
-    Some(json!({
-        "metadata": {"resourceVersion": obj.metadata.resource_version},
-        "status": {"parents": parents},
-    }))
-}
+mod gateway_status;
+mod status;
+use status::StatusWriter;
+#[cfg(test)]
+use status::status_patch;
 
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,7 @@ pub mod groups;
 pub mod journal;
 pub mod memory;
 pub mod model;
+pub mod progress;
 pub mod recover;
 pub mod registry;
 pub mod rules;

@@ -42,6 +42,7 @@ pub mod config;
 mod dns;
 pub mod iptables;
 pub mod logging;
+mod progress;
 #[cfg(feature = "otlp")]
 pub mod push_trace;
 
@@ -117,6 +118,7 @@ pub struct Sextant {
     dns: Option<DnsSettings>,
     workload_groups: Vec<Arc<dyn sextant_core::groups::WorkloadGroups>>,
     workload_entry_grace: Duration,
+    progress: sextant_core::progress::ProgressBoard,
 }
 
 /// How Sextant resolves services' DNS names (`sextant-dns`'s settings).
@@ -155,7 +157,15 @@ impl Sextant {
             dns: None,
             workload_groups: Vec::new(),
             workload_entry_grace: sextant_xds::server::register::DEFAULT_GRACE,
+            progress: sextant_core::progress::ProgressBoard::default(),
         }
+    }
+
+    /// The board through which sources read what the proxies hold (a
+    /// gateway's `Programmed` status): hand it to them when building them;
+    /// [`Sextant::start`] fills it.
+    pub fn progress_board(&self) -> sextant_core::progress::ProgressBoard {
+        self.progress.clone()
     }
 
     /// A source of WorkloadGroups for auto-registration (VMs whose agent
@@ -367,6 +377,10 @@ impl Sextant {
             )));
         }
         let xds = XdsServer::new(snapshots, metrics, server);
+        self.progress.set(Arc::new(progress::ServerProgress {
+            xds: xds.clone(),
+            view: handle.view(),
+        }));
 
         let xds_listener = match self.xds_addr {
             Some(addr) => Some(

@@ -153,6 +153,14 @@ impl Credentials {
         out
     }
 
+    /// Whether the TLS Secret `namespace/name` is there and readable.
+    pub(crate) fn readable(&self, namespace: &str, name: &str) -> bool {
+        matches!(
+            self.secrets.get(&(namespace.to_owned(), name.to_owned())),
+            Some(Ok(_))
+        )
+    }
+
     /// The credential rules sent (for a Reset).
     pub(crate) fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
         self.sent

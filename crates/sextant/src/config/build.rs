@@ -80,7 +80,7 @@ impl Settings {
             }
             (None, _) => {}
         }
-        for r in self.build_rule_sources() {
+        for r in self.rule_sources_reporting_to(&sextant.progress_board()) {
             sextant = sextant.rules_arc(r);
         }
         let (registries, groups) = self.build_registries_with_groups();
@@ -158,6 +158,15 @@ impl Settings {
     /// `policies:`), etcd (`PREFIX routes/`, `PREFIX policies/`) and
     /// Consul (service-router, -splitter and -resolver config entries).
     pub fn build_rule_sources(&self) -> Vec<Arc<dyn sextant_core::RuleSource>> {
+        self.rule_sources_reporting_to(&sextant_core::progress::ProgressBoard::default())
+    }
+
+    /// As [`Settings::build_rule_sources`], the Kubernetes ones reading
+    /// the proxies' progress from `board` (Gateway status).
+    fn rule_sources_reporting_to(
+        &self,
+        board: &sextant_core::progress::ProgressBoard,
+    ) -> Vec<Arc<dyn sextant_core::RuleSource>> {
         let mut out: Vec<Arc<dyn sextant_core::RuleSource>> = Vec::new();
         for kind in &self.registries {
             match kind {
@@ -166,7 +175,9 @@ impl Settings {
                 RegistryKind::Consul => out.push(Arc::new(self.consul_registry())),
                 RegistryKind::Kubernetes => {
                     for cluster in self.k8s.iter().filter(|c| c.read_rules) {
-                        out.push(Arc::new(K8sRegistry::new(cluster.clone())));
+                        let mut cluster = cluster.clone();
+                        cluster.progress = board.clone();
+                        out.push(Arc::new(K8sRegistry::new(cluster)));
                     }
                 }
             }

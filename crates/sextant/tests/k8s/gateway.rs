@@ -358,3 +358,171 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
         envoy.log()
     );
 }
+
+/// The Gateway's status: its `Programmed` condition as `Type/Reason:
+/// message`, and the `attachedRoutes` of its first listener.
+async fn gateway_status(k: &Kubectl, name: &str) -> (String, String, serde_json::Value) {
+    let (ok, out, err) = k
+        .run(&["get", "gateway", name, "-n", "edge", "-o", "json"])
+        .await;
+    assert!(ok, "{out}{err}");
+    let gw: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let condition = |kind: &str| {
+        gw["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == kind)
+            .map(|c| {
+                format!(
+                    "{}/{}: {}",
+                    c["status"].as_str().unwrap_or(""),
+                    c["reason"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                )
+            })
+            .unwrap_or_default()
+    };
+    (
+        condition("Accepted"),
+        condition("Programmed"),
+        gw["status"].clone(),
+    )
+}
+
+/// Polls the Gateway's status until `Programmed` starts with `want` (10 s).
+async fn programmed(k: &Kubectl, name: &str, want: &str) -> serde_json::Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        let (_, programmed, status) = gateway_status(k, name).await;
+        if programmed.starts_with(want) {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "Gateway {name}: Programmed is {programmed:?}, not {want:?}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Gateway is Programmed only once every router of it has acknowledged
+/// its configuration: before any router connects it is Pending; a router
+/// held back (a raw ADS client that never ACKs) keeps it Pending while a
+/// real Envoy already serves it; once the laggard is gone it is
+/// Programmed, with the routers' address and the route attached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
+    use sextant_testkit::ads::{SotwClient, node_with};
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    service_on(&double, "shop", "web", ("http", 8080), &web);
+    service_on(&double, "shop", "api", ("http", 9090), &api);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let (public, internal) = (
+        sextant_testkit::peers::free_port(),
+        sextant_testkit::peers::free_port(),
+    );
+    let k = Kubectl::new(&double);
+    let gateways = example_with(
+        dir.path(),
+        "public-gateway.yaml",
+        &[
+            ("port: 8080", format!("port: {public}")),
+            ("port: 8081", format!("port: {internal}")),
+        ],
+    );
+    for file in [gateways, example("storefront-httproute.yaml")] {
+        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+        assert!(ok, "{file}: {out}{err}");
+    }
+
+    // Translated, accepted, the route attached, and no router: not
+    // programmed.
+    programmed(&k, "public", "False/Pending: no router proxy").await;
+    let started = tokio::time::Instant::now();
+    loop {
+        let (accepted, _, status) = gateway_status(&k, "public").await;
+        if accepted == "True/Accepted: " && status["listeners"][0]["attachedRoutes"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{accepted} {status}\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A router that never acknowledges holds it back.
+    let held_id = "router~10.9.9.9~held-1.edge~edge.svc.cluster.local";
+    let mut held = SotwClient::connect(sx.xds, held_id)
+        .await
+        .with_node(node_with(
+            held_id,
+            &[("GATEWAY", "edge/public"), ("INSTANCE_IPS", "10.9.9.9")],
+        ));
+    held.subscribe("type.googleapis.com/envoy.config.listener.v3.Listener", &[])
+        .await;
+    let listeners = held.recv().await;
+    assert!(
+        !listeners.resources.is_empty(),
+        "no listener for the router"
+    );
+    programmed(&k, "public", "False/Pending: 0 of 1 router").await;
+
+    // A real Envoy serves it, acknowledged; the laggard still holds it back.
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/public",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], public));
+    settles(at, "shop.example.com", "/", (200, "web")).await;
+    programmed(&k, "public", "False/Pending: 1 of 2 router").await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, now, _) = gateway_status(&k, "public").await;
+        assert!(now.starts_with("False/Pending"), "{now}");
+    }
+
+    // The laggard gone: Programmed, with the router's address.
+    drop(held);
+    let gone = tokio::time::Instant::now();
+    let status = programmed(&k, "public", "True/Programmed").await;
+    eprintln!(
+        "Programmed {:?} after the held-back router left",
+        gone.elapsed()
+    );
+    assert_eq!(
+        status["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": "127.0.0.1"}]),
+        "{status}"
+    );
+    assert_eq!(
+        status["listeners"][0]["conditions"][1]["status"], "True",
+        "{status}"
+    );
+    // internal has no router at all.
+    programmed(&k, "internal", "False/Pending: no router proxy").await;
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

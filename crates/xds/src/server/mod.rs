@@ -57,7 +57,8 @@ pub use grpc::{AdsHandler, AdsService, MAX_TOKEN_BYTES, ResponseStream, SERVICE_
 pub use listen::{LISTEN_BACKLOG, listen};
 pub use request::SotwRequest;
 pub use status::{
-    CacheSizes, ConnectionStatus, Metrics, NackRecord, Peer, ProxySync, TypeStatus, TypeSync,
+    CacheSizes, ConnectionStatus, Metrics, NackRecord, Peer, ProxySync, RouterProgress, TypeStatus,
+    TypeSync,
 };
 
 use crate::lens::Lenses;
@@ -145,6 +146,16 @@ impl XdsServer {
         lock(&self.shared.connections)
             .values()
             .map(|r| r.status(&snapshot))
+            .collect()
+    }
+
+    /// The router connections, with what they hold: cheap next to
+    /// [`XdsServer::connections`] (no full status is built), for the
+    /// gateways' `Programmed` status.
+    pub fn routers(&self) -> Vec<RouterProgress> {
+        lock(&self.shared.connections)
+            .values()
+            .filter_map(|r| r.router_progress())
             .collect()
     }
 

@@ -241,6 +241,19 @@ pub struct RouterStatus {
     pub problems: Vec<String>,
 }
 
+/// A router connection's progress (see [`super::XdsServer::routers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterProgress {
+    /// The gateway it serves, `NAMESPACE/NAME`.
+    pub gateway: String,
+    /// What of the gateway is not served, as its translation says.
+    pub problems: Vec<String>,
+    /// The newest view it has caught up with and acknowledged in full.
+    pub settled_view_generation: u64,
+    /// Its instance IPs (else the address it connects from).
+    pub addresses: Vec<String>,
+}
+
 /// What the server's caches hold now (see ARCHITECTURE.md, "Shared
 /// plans"): each is bounded and released with its last user.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -431,6 +444,28 @@ impl Registered {
                 ProxySync::Behind
             },
         }
+    }
+
+    /// Its progress, when it is a router.
+    pub(crate) fn router_progress(&self) -> Option<RouterProgress> {
+        let router = lock(&self.router).clone()?;
+        let settled_view_generation = lock(&self.served).2;
+        let mut addresses: Vec<String> = lock(&self.identity)
+            .ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if addresses.is_empty()
+            && let Some(addr) = lock(&self.peer).addr
+        {
+            addresses.push(addr.ip().to_string());
+        }
+        Some(RouterProgress {
+            gateway: router.gateway,
+            problems: router.problems,
+            settled_view_generation,
+            addresses,
+        })
     }
 
     /// Shows a new lens: the proxy's scope and capture layout.
