@@ -588,12 +588,23 @@ fn l4_route(
         consumer,
         gateways,
     } = parents(mapping, namespace, spec, &mut unsupported);
-    if !gateways.is_empty() {
-        unsupported.push(format!(
-            "spec.parentRefs (Gateway parents of {}s: not served yet)",
-            kind.name()
-        ));
-    }
+    // At a Gateway: a TLSRoute takes the server names of its `hostnames`
+    // (it needs some), a TCPRoute every connection of its listener.
+    let hosts = if hosts.is_empty() && !gateways.is_empty() {
+        match kind {
+            RouteKind::Tls if spec.hostnames.is_empty() => {
+                unsupported.push(
+                    "spec.hostnames (a TLSRoute at a Gateway needs the server names it takes: not served)"
+                        .into(),
+                );
+                Vec::new()
+            }
+            RouteKind::Tls => spec.hostnames.iter().map(Hostname::new).collect(),
+            _ => vec![Hostname::new("*")],
+        }
+    } else {
+        hosts
+    };
     if hosts.is_empty() {
         return Converted {
             rule: None,
@@ -609,6 +620,7 @@ fn l4_route(
     let mut rule = RouteRule {
         hosts,
         export_to: export_of(consumer),
+        gateways,
         ..Default::default()
     };
     for (i, r) in spec.rules.iter().enumerate() {

@@ -486,6 +486,17 @@ fn service_on(
     (port_name, port): (&str, i32),
     backend: &HttpBackend,
 ) {
+    service_at(double, ns, name, (port_name, port), backend.addr.port());
+}
+
+/// As [`service_on`], the endpoint at 127.0.0.1:`target`.
+fn service_at(
+    double: &KubeDouble,
+    ns: &str,
+    name: &str,
+    (port_name, port): (&str, i32),
+    target: u16,
+) {
     double.apply(objects::service(ns, name, &[(port_name, port, port)]));
     let pod = format!("{name}-0");
     double.apply(objects::pod(
@@ -504,7 +515,7 @@ fn service_on(
         ns,
         &format!("{pod}-slice"),
         name,
-        &[(port_name, i32::from(backend.addr.port()))],
+        &[(port_name, i32::from(target))],
         vec![ep],
     ));
 }

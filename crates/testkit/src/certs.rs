@@ -134,3 +134,67 @@ pub async fn curl_https(name: &str, port: u16, ca: &Path) -> Result<String, Stri
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// An HTTPS server that terminates TLS itself (with `cert`) and answers
+/// every request with its name: the backend of a TLS passthrough.
+pub struct TlsBackend {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsBackend {
+    /// Starts one on a free loopback port.
+    pub async fn start(name: &str, cert: &Issued) -> TlsBackend {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("certificate: {e}"));
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+            .unwrap_or_else(|e| panic!("key: {e}"));
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("TLS versions: {e}"))
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap_or_else(|e| panic!("server config: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let (listener, addr) = crate::peers::loopback_listener().await;
+        let name = name.to_owned();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (acceptor, name) = (acceptor.clone(), name.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(conn).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 8192];
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+                        name.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        TlsBackend { addr, task }
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

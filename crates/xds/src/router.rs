@@ -132,6 +132,11 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         let mut taken = std::collections::BTreeMap::new();
         let mut vhosts = Vec::new();
         for rule in &bound {
+            // A rule with no HTTP route takes no name here (its TLS or TCP
+            // routes bind to those listeners).
+            let Some(route) = rule.as_route().filter(|r| !r.http.is_empty()) else {
+                continue;
+            };
             if !listener.allows(namespace, &rule.key.namespace) {
                 problems.push(format!(
                     "listener {}: {} may not bind (allowedRoutes: the gateway's namespace only)",
@@ -139,9 +144,6 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
                 ));
                 continue;
             }
-            let Some(route) = rule.as_route() else {
-                continue;
-            };
             for host in &route.hosts {
                 let Some(domain) = listener.accepts(host.as_str()) else {
                     continue;
@@ -178,15 +180,18 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
             .copied()
             .filter(|l| l.protocol == GatewayProtocol::Https)
             .collect();
+        if let Some(first) = listeners
+            .iter()
+            .find(|l| matches!(l.protocol, GatewayProtocol::Tls | GatewayProtocol::Tcp))
+        {
+            let tls = first.protocol == GatewayProtocol::Tls;
+            let chains = l4_chains(&listeners, &bound, port, view, namespace, &mut problems);
+            let l = layout::gateway_l4_listener(bind, port, tls, &chains);
+            set.add(ResourceType::Listener, &l.name.clone(), &l);
+            continue;
+        }
         if https.is_empty() {
             for listener in listeners {
-                if listener.protocol != GatewayProtocol::Http {
-                    problems.push(format!(
-                        "listener {}: {:?} is not served yet",
-                        listener.name, listener.protocol
-                    ));
-                    continue;
-                }
                 let vhosts = vhosts_of(listener, &mut problems);
                 let l = layout::gateway_listener(bind, port);
                 set.add(ResourceType::Listener, &l.name.clone(), &l);
@@ -259,4 +264,83 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         gateway,
         problems: problems.into(),
     }
+}
+
+/// The chains of a port's TLS or TCP listeners: for TLS, one per server
+/// name a bound rule's TLS routes take there (the first rule in order
+/// holds a name); for TCP, the first bound rule with a TCP route.
+fn l4_chains(
+    listeners: &[&GatewayListener],
+    bound: &[&Arc<sextant_core::Rule>],
+    port: u32,
+    view: &MeshView,
+    namespace: &str,
+    problems: &mut Vec<String>,
+) -> Vec<layout::L4Chain> {
+    let mut chains = Vec::new();
+    let mut taken: std::collections::BTreeMap<String, String> = Default::default();
+    for listener in listeners {
+        for rule in bound {
+            let Some(route) = rule.as_route() else {
+                continue;
+            };
+            let wants = match listener.protocol {
+                GatewayProtocol::Tls => !route.tls.is_empty(),
+                _ => !route.tcp.is_empty(),
+            };
+            if !wants {
+                continue;
+            }
+            if !listener.allows(namespace, &rule.key.namespace) {
+                problems.push(format!(
+                    "listener {}: {} may not bind (allowedRoutes: the gateway's namespace only)",
+                    listener.name, rule.key
+                ));
+                continue;
+            }
+            // The names its TLS routes take at this port; TCP: any.
+            let names: Vec<Option<String>> = if listener.protocol == GatewayProtocol::Tls {
+                route
+                    .tls
+                    .iter()
+                    .flat_map(|t| t.matches.iter())
+                    .filter(|m| m.port.is_none_or(|p| p == port))
+                    .flat_map(|m| m.sni_hosts.iter())
+                    .filter_map(|h| listener.accepts(h))
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None]
+            };
+            for name in names {
+                let key = name.clone().unwrap_or_default();
+                if let Some(holder) = taken.get(&key) {
+                    if holder != &rule.key.to_string() {
+                        problems.push(format!(
+                            "listener {}: {} is served by {holder}; {} is ignored for it",
+                            listener.name,
+                            name.as_deref().unwrap_or("every connection"),
+                            rule.key
+                        ));
+                    }
+                    continue;
+                }
+                let Some(targets) =
+                    layout::gateway_l4_targets(rule, port, name.as_deref(), view, namespace)
+                else {
+                    continue;
+                };
+                taken.insert(key, rule.key.to_string());
+                chains.push(layout::L4Chain {
+                    name: match &name {
+                        Some(n) => format!("{}:{n}", listener.name),
+                        None => listener.name.clone(),
+                    },
+                    server_names: name.into_iter().collect(),
+                    targets,
+                });
+            }
+        }
+    }
+    chains
 }

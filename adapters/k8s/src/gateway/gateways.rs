@@ -3,13 +3,16 @@
 //! router proxies that serve it. Pure conversion, no I/O.
 //!
 //! A Gateway of another class is not Sextant's: no rule, nothing said.
-//! HTTP and HTTPS listeners are served with `hostname` and `allowedRoutes`
-//! (`namespaces.from` Same or All); an HTTPS listener terminates TLS with
-//! the `kubernetes.io/tls` Secrets of its `tls.certificateRefs` in the
-//! Gateway's namespace (read by `credentials.rs`). What is not served yet
-//! (TLS and TCP listeners, `mode: Passthrough`, certificates of another
-//! namespace, `from: Selector`, `addresses`) is named; a listener left
-//! without a certificate is not served, the others are.
+//! HTTP, HTTPS, TLS and TCP listeners are served with `hostname` and
+//! `allowedRoutes` (`namespaces.from` Same or All); an HTTPS listener
+//! terminates TLS with the `kubernetes.io/tls` Secrets of its
+//! `tls.certificateRefs` in the Gateway's namespace (read by
+//! `credentials.rs`), a TLS listener passes TLS through by server name
+//! (TLSRoutes), a TCP listener proxies its connections (TCPRoutes). What
+//! is not served yet (TLS `mode: Terminate`, HTTPS `mode: Passthrough`,
+//! certificates of another namespace, `from: Selector`, `addresses`) is
+//! named; a listener left without a certificate is not served, the others
+//! are.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -111,14 +114,30 @@ pub fn gateway(
         let protocol = match l.protocol.as_str() {
             "HTTP" => GatewayProtocol::Http,
             "HTTPS" => GatewayProtocol::Https,
+            "TLS" => GatewayProtocol::Tls,
+            "TCP" => GatewayProtocol::Tcp,
             other => {
                 unsupported.push(format!(
-                    "{at} (protocol {other}: not served yet, HTTP and HTTPS are)"
+                    "{at} (protocol {other}: not served; HTTP, HTTPS, TLS and TCP are)"
                 ));
                 continue;
             }
         };
         let tls = match (protocol, l.tls) {
+            // TLS passes through; terminating it is HTTPS's job here.
+            (GatewayProtocol::Tls, tls) => match tls.as_ref().and_then(|t| t.mode.as_deref()) {
+                Some("Passthrough") | None => None,
+                Some(mode) => {
+                    unsupported.push(format!(
+                            "{at}.tls.mode {mode} (a TLS listener passes TLS through here; terminate with HTTPS: the listener is not served)"
+                        ));
+                    continue;
+                }
+            },
+            (GatewayProtocol::Tcp, Some(_)) => {
+                unsupported.push(format!("{at}.tls (a TCP listener has none)"));
+                None
+            }
             (GatewayProtocol::Https, tls) => {
                 match listener_tls(namespace, &at, tls, &mut unsupported) {
                     Some(tls) => Some(tls),
@@ -140,20 +159,35 @@ pub fn gateway(
                     "{at}.allowedRoutes.namespaces.from {other} (not served yet: the Gateway's namespace only)"
                 )),
             }
-            let http_only = allowed.kinds.iter().all(|k| {
-                k["kind"] == "HTTPRoute"
+            let served_kinds: &[&str] = match protocol {
+                GatewayProtocol::Http | GatewayProtocol::Https => &["HTTPRoute", "GRPCRoute"],
+                GatewayProtocol::Tls => &["TLSRoute"],
+                GatewayProtocol::Tcp => &["TCPRoute"],
+            };
+            let known = allowed.kinds.iter().all(|k| {
+                served_kinds.iter().any(|s| k["kind"] == *s)
                     && k.get("group")
                         .is_none_or(|g| g == "gateway.networking.k8s.io")
             });
-            if !http_only {
-                unsupported.push(format!("{at}.allowedRoutes.kinds (HTTPRoutes bind)"));
+            if !known {
+                unsupported.push(format!(
+                    "{at}.allowedRoutes.kinds (the listener takes {} whatever it lists)",
+                    served_kinds.join(" and ")
+                ));
             }
         }
+        let hostname = match (protocol, l.hostname) {
+            (GatewayProtocol::Tcp, Some(_)) => {
+                unsupported.push(format!("{at}.hostname (a TCP listener has none)"));
+                None
+            }
+            (_, h) => h,
+        };
         listeners.push(GatewayListener {
             name: l.name,
             port: l.port,
             protocol,
-            hostname: l.hostname,
+            hostname,
             allowed_routes: AllowedRoutes {
                 namespaces: RouteNamespaces { from },
             },

@@ -253,8 +253,28 @@ fn gateways_of_sextants_class_are_converted() {
     assert!(c.rule.as_ref().is_some_and(|r| r.validate().is_ok()));
     let other = g("gatewayClassName: istio\nlisteners: [{name: http, port: 80, protocol: HTTP}]\n");
     assert!(other.rule.is_none() && other.unsupported.is_empty());
-    let none = g("gatewayClassName: sextant\nlisteners: [{name: tcp, port: 80, protocol: TCP}]\n");
+    let none = g("gatewayClassName: sextant\nlisteners: [{name: udp, port: 80, protocol: UDP}]\n");
     assert!(none.rule.is_none());
+    // TLS passes through, TCP proxies; TLS Terminate is HTTPS's.
+    let l4 = g(concat!(
+        "gatewayClassName: sextant\nlisteners:\n",
+        "- {name: tls, port: 443, protocol: TLS, hostname: '*.example.com', tls: {mode: Passthrough}}\n",
+        "- {name: db, port: 5432, protocol: TCP}\n",
+        "- {name: term, port: 8443, protocol: TLS, tls: {mode: Terminate}}\n",
+    ));
+    let gw = l4
+        .rule
+        .as_ref()
+        .and_then(|r| r.as_gateway())
+        .expect("a gateway");
+    let protocols: Vec<_> = gw.listeners.iter().map(|l| l.protocol).collect();
+    assert_eq!(protocols, [GatewayProtocol::Tls, GatewayProtocol::Tcp]);
+    assert!(
+        l4.unsupported
+            .join(" ")
+            .contains("listeners[2].tls.mode Terminate")
+    );
+    assert!(l4.rule.as_ref().is_some_and(|r| r.validate().is_ok()));
 }
 
 /// A backend in another namespace: served only with a ReferenceGrant

@@ -58,7 +58,12 @@ fn attached(
             // A route bound to gateways only names its hosts in the route
             // rule (it binds to no service).
             r.as_route().is_some_and(|route| {
-                route
+                let fits = match l.protocol {
+                    GatewayProtocol::Http | GatewayProtocol::Https => !route.http.is_empty(),
+                    GatewayProtocol::Tls => !route.tls.is_empty(),
+                    GatewayProtocol::Tcp => !route.tcp.is_empty(),
+                };
+                fits && route
                     .gateways
                     .iter()
                     .any(|g| names_gateway(g, ns, gw_ns, gw_name))
@@ -191,10 +196,7 @@ pub(super) fn gateway_status_patch(facts: &GatewayFacts<'_>) -> Option<Value> {
             .and_then(|l| l["conditions"].as_array().cloned())
             .unwrap_or_default();
         let served = gateway.and_then(|g| g.listeners.iter().find(|l| l.name == lname));
-        let kinds = json!([
-            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
-            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
-        ]);
+        let kind = |k: &str| json!({"group": "gateway.networking.k8s.io", "kind": k});
         let Some(l) = served else {
             let why = format!(
                 "listener {lname} is not served (protocol {}); see the Gateway's Accepted message",
@@ -257,10 +259,13 @@ pub(super) fn gateway_status_patch(facts: &GatewayFacts<'_>) -> Option<Value> {
             generation,
             &old,
         );
-        debug_assert!(matches!(
-            l.protocol,
-            GatewayProtocol::Http | GatewayProtocol::Https
-        ));
+        let kinds = match l.protocol {
+            GatewayProtocol::Http | GatewayProtocol::Https => {
+                json!([kind("HTTPRoute"), kind("GRPCRoute")])
+            }
+            GatewayProtocol::Tls => json!([kind("TLSRoute")]),
+            GatewayProtocol::Tcp => json!([kind("TCPRoute")]),
+        };
         listeners.push(json!({
             "name": lname,
             "supportedKinds": kinds,
@@ -321,7 +326,7 @@ mod tests {
                 {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}},
                 {"name": "own", "port": 81, "protocol": "HTTP"},
                 {"name": "https", "port": 443, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "gone"}]}},
-                {"name": "tcp", "port": 9000, "protocol": "TCP"},
+                {"name": "udp", "port": 9000, "protocol": "UDP"},
             ]},
             "status": status,
         }))
@@ -335,6 +340,7 @@ mod tests {
             RouteRule {
                 gateways: vec!["edge/public".into()],
                 hosts: vec![sextant_core::Hostname::new(host)],
+                http: vec![sextant_core::rules::HttpRoute::default()],
                 ..RouteRule::default()
             },
         )
@@ -426,7 +432,7 @@ mod tests {
         );
         assert_eq!(condition_of(https, "Programmed"), "False/Invalid");
         assert_eq!(
-            condition_of(listener(&done, "tcp"), "Accepted"),
+            condition_of(listener(&done, "udp"), "Accepted"),
             "False/UnsupportedProtocol"
         );
         // Written: nothing to write again.

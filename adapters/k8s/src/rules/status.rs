@@ -4,6 +4,7 @@
 
 use super::*;
 use sextant_core::progress::ProgressBoard;
+use sextant_core::rules::GatewayProtocol;
 
 use super::gateway_status;
 
@@ -256,7 +257,19 @@ pub(super) fn status_patch(
                 &old,
             )
         } else if let Some(gw) = gateway {
-            let listeners = || gw.listeners.iter().filter(|l| l.allows(&pns, &ns));
+            // The listeners that take this kind of route from this namespace.
+            let fits = |l: &sextant_core::rules::GatewayListener| match route_kind {
+                RouteKind::Tls => l.protocol == GatewayProtocol::Tls,
+                RouteKind::Tcp => l.protocol == GatewayProtocol::Tcp,
+                RouteKind::Http | RouteKind::Grpc => {
+                    matches!(l.protocol, GatewayProtocol::Http | GatewayProtocol::Https)
+                }
+            };
+            let listeners = || {
+                gw.listeners
+                    .iter()
+                    .filter(|l| l.allows(&pns, &ns) && fits(l))
+            };
             let names: Vec<&str> = match spec["hostnames"].as_array() {
                 Some(h) if !h.is_empty() => h.iter().filter_map(Value::as_str).collect(),
                 _ => vec!["*"],

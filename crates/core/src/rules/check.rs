@@ -224,7 +224,7 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
     }
     let mut names = BTreeSet::new();
     // What each port holds: its protocol and the hostnames of its HTTPS
-    // listeners (several HTTPS listeners share a port by server name).
+    // or TLS listeners (several share a port by server name).
     let mut ports: BTreeMap<u32, (GatewayProtocol, BTreeSet<Option<&str>>)> = BTreeMap::new();
     for (i, l) in g.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
@@ -248,18 +248,22 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
                 );
             }
             Some((p, hosts))
-                if *p == GatewayProtocol::Https && l.protocol == GatewayProtocol::Https =>
+                if *p == l.protocol
+                    && matches!(l.protocol, GatewayProtocol::Https | GatewayProtocol::Tls) =>
             {
                 if !hosts.insert(l.hostname.as_deref()) {
                     c.bad(
                         format!("{at}.hostname"),
-                        "another HTTPS listener of this port has this hostname",
+                        format!(
+                            "another {} listener of this port has this hostname",
+                            l.protocol
+                        ),
                     );
                 }
             }
             Some(_) => c.bad(
                 format!("{at}.port"),
-                "another listener has this port (only HTTPS listeners share one, by hostname)",
+                "another listener has this port (only HTTPS listeners, or TLS listeners, share one, by hostname)",
             ),
         }
         match (l.protocol, &l.tls) {
@@ -298,10 +302,20 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
                     }
                 }
             }
-            (other, _) => c.bad(
-                format!("{at}.protocol"),
-                format!("{other:?} listeners are not served yet (HTTP and HTTPS are)"),
+            (GatewayProtocol::Tls | GatewayProtocol::Tcp, Some(_)) => c.bad(
+                format!("{at}.tls"),
+                format!(
+                    "a {} listener terminates no TLS (TLS passes it through; terminate with HTTPS)",
+                    l.protocol
+                ),
             ),
+            (GatewayProtocol::Tls | GatewayProtocol::Tcp, None) => {}
+        }
+        if l.protocol == GatewayProtocol::Tcp && l.hostname.is_some() {
+            c.bad(
+                format!("{at}.hostname"),
+                "a TCP listener has no hostname (connections carry none)",
+            );
         }
         if let Some(h) = &l.hostname {
             if h == "*" {

@@ -119,6 +119,17 @@ pub enum GatewayProtocol {
     Tcp,
 }
 
+impl std::fmt::Display for GatewayProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GatewayProtocol::Http => "HTTP",
+            GatewayProtocol::Https => "HTTPS",
+            GatewayProtocol::Tls => "TLS",
+            GatewayProtocol::Tcp => "TCP",
+        })
+    }
+}
+
 /// Which namespaces' route rules may bind to a listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -5,7 +5,8 @@
 //! a name the rule does not serve, a listener whose hostname does not
 //! cover it and one whose allowedRoutes refuse the rule's namespace all
 //! answer 404 (and /debug/syncz says why); the rule removed, 404 again;
-//! the router has no sidecar listener.
+//! the router has no sidecar listener. HTTPS with credentials over SDS and
+//! their rotation; TLS passed through by server name and TCP proxied.
 //!
 //! A module of the `binary` test (one test binary less to link).
 
@@ -347,6 +348,144 @@ async fn a_router_terminates_https_with_credentials_over_sds_and_follows_a_rotat
     eprintln!("{ok} requests during the rotation, {} failed", failed.len());
     assert!(ok > 5, "too few requests to tell: {ok}");
     assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}
+
+/// A gateway with a TLS listener (passed through by server name) and a
+/// TCP listener, and the rules bound to them.
+fn l4_file(tls: u16, tcp: u16, alpha: u16, beta: u16, db: u16, beta_routed: bool) -> String {
+    let beta_route = if beta_routed {
+        "\n      - { match: [{ sniHosts: [beta.example.com] }], route: [{ destination: { host: beta.shop.svc } }] }"
+    } else {
+        ""
+    };
+    format!(
+        "\
+services:
+  - hostname: alpha.shop.svc
+    namespace: shop
+    ports: [{{ name: tls, port: 8443, protocol: TLS }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ tls: {alpha} }} }}]
+  - hostname: beta.shop.svc
+    namespace: shop
+    ports: [{{ name: tls, port: 8443, protocol: TLS }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ tls: {beta} }} }}]
+  - hostname: db.shop.svc
+    namespace: shop
+    ports: [{{ name: tcp, port: 5432, protocol: TCP }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ tcp: {db} }} }}]
+gateways:
+  - name: passthrough
+    namespace: edge
+    listeners:
+      - {{ name: tls, port: {tls}, protocol: TLS, hostname: '*.example.com' }}
+      - {{ name: db, port: {tcp}, protocol: TCP }}
+routes:
+  - name: sites
+    namespace: edge
+    gateways: [passthrough]
+    hosts: [alpha.example.com, beta.example.com]
+    tls:
+      - {{ match: [{{ sniHosts: [alpha.example.com] }}], route: [{{ destination: {{ host: alpha.shop.svc }} }}] }}{beta_route}
+  - name: db
+    namespace: edge
+    gateways: [passthrough]
+    hosts: ['*']
+    tcp: [{{ route: [{{ destination: {{ host: db.shop.svc }} }}] }}]
+"
+    )
+}
+
+/// TLS passed through by server name to backends that terminate it
+/// themselves (curl verifies their certificates: the router holds none),
+/// a name no route takes is refused, a route added later is followed, and
+/// a TCP listener proxies to its route's service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_passes_tls_through_by_server_name_and_proxies_tcp() {
+    use sextant_testkit::certs::{TestCa, TlsBackend};
+    let ca = TestCa::new("backends-ca");
+    let alpha = TlsBackend::start("alpha", &ca.server(&["alpha.example.com"])).await;
+    let beta = TlsBackend::start("beta", &ca.server(&["beta.example.com"])).await;
+    let db = HttpBackend::start("db").await;
+    let (tls, tcp) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write(dir.path(), "ca");
+    let file = dir.path().join("mesh.yaml");
+    let text = |beta_routed| {
+        l4_file(
+            tls,
+            tcp,
+            alpha.addr.port(),
+            beta.addr.port(),
+            db.addr.port(),
+            beta_routed,
+        )
+    };
+    std::fs::write(&file, text(false)).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~passthrough-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/passthrough",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = curl("alpha.example.com", tls, &ca_file).await;
+    while last.as_deref() != Ok("alpha") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alpha through the gateway: {last:?}\n{}\n{}",
+            sx.log(),
+            envoy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = curl("alpha.example.com", tls, &ca_file).await;
+    }
+    // No route takes beta yet: the connection is closed, not sent to alpha.
+    assert!(curl("beta.example.com", tls, &ca_file).await.is_err());
+    let at = SocketAddr::from(([127, 0, 0, 1], tcp));
+    assert_eq!(
+        sextant_testkit::peers::http_get(at, "db", "/")
+            .await
+            .map(|(s, b)| (s, b.trim().to_owned()))
+            .ok(),
+        Some((200, "db".to_owned()))
+    );
+
+    // beta's route added: its connections reach beta, alpha's still alpha.
+    std::fs::write(&file, text(true)).expect("write");
+    let started = tokio::time::Instant::now();
+    while curl("beta.example.com", tls, &ca_file).await.as_deref() != Ok("beta") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "beta's route is not followed\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "a TLS route added served {:?} after the file changed",
+        started.elapsed()
+    );
+    assert_eq!(
+        curl("alpha.example.com", tls, &ca_file).await.as_deref(),
+        Ok("alpha")
+    );
     assert_eq!(
         envoy.stat_sum("update_rejected").await,
         0,

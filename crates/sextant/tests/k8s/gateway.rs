@@ -526,3 +526,115 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
         envoy.log()
     );
 }
+
+/// examples/kubernetes/passthrough-gateway.yaml (its ports moved to free
+/// ones): a TLSRoute's connections passed through by server name to a
+/// backend that terminates TLS itself (curl verifies its certificate), a
+/// name no route takes refused, a TCPRoute's connections proxied; the
+/// Gateway's listeners count their routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_passes_tls_through_and_proxies_tcp() {
+    use sextant_testkit::certs::{TestCa, TlsBackend, curl_https};
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let ca = TestCa::new("backends-ca");
+    let alpha = TlsBackend::start("alpha", &ca.server(&["alpha.example.com"])).await;
+    let db = HttpBackend::start("db").await;
+    service_at(&double, "shop", "alpha", ("tls", 8443), alpha.addr.port());
+    service_on(&double, "shop", "db", ("tcp-db", 5432), &db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write(dir.path(), "ca");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let (tls, tcp) = (
+        sextant_testkit::peers::free_port(),
+        sextant_testkit::peers::free_port(),
+    );
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~passthrough-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/passthrough",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let k = Kubectl::new(&double);
+    let file = example_with(
+        dir.path(),
+        "passthrough-gateway.yaml",
+        &[
+            (
+                "port: 8443\n      protocol",
+                format!("port: {tls}\n      protocol"),
+            ),
+            (
+                "port: 5432\n      protocol",
+                format!("port: {tcp}\n      protocol"),
+            ),
+        ],
+    );
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+    assert!(ok, "{out}{err}");
+
+    let started = tokio::time::Instant::now();
+    let mut last = curl_https("alpha.example.com", tls, &ca_file).await;
+    while last.as_deref() != Ok("alpha") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "alpha through the gateway: {last:?}\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = curl_https("alpha.example.com", tls, &ca_file).await;
+    }
+    eprintln!(
+        "TLS passed through {:?} after kubectl apply",
+        started.elapsed()
+    );
+    assert!(curl_https("beta.example.com", tls, &ca_file).await.is_err());
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], tcp));
+    let (status, body) = sextant_testkit::peers::http_get(at, "db", "/")
+        .await
+        .expect("through the TCP listener");
+    assert_eq!((status, body.trim()), (200, "db"));
+
+    // The Gateway counts one route on each listener, of its kind.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, status) = gateway_status(&k, "passthrough").await;
+        let counts: Vec<_> = status["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                format!(
+                    "{}:{}:{}",
+                    l["name"].as_str().unwrap_or(""),
+                    l["supportedKinds"][0]["kind"].as_str().unwrap_or(""),
+                    l["attachedRoutes"]
+                )
+            })
+            .collect();
+        if counts == ["tls:TLSRoute:1", "db:TCPRoute:1"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{counts:?} {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

@@ -148,7 +148,7 @@ fn service_tcp_proxy(ms: &MeshService, port: u32, sni: Option<&str>) -> Filter {
     tcp_proxy_filter(super::rules::tcp_proxy_to(&own, ms, port, sni))
 }
 
-fn tcp_proxy_filter(proxy: TcpProxy) -> Filter {
+pub(super) fn tcp_proxy_filter(proxy: TcpProxy) -> Filter {
     Filter {
         name: TCP_PROXY_FILTER.to_owned(),
         config_type: Some(filter::ConfigType::TypedConfig(any_of(

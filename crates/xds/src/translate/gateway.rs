@@ -1,8 +1,12 @@
 //! What a router proxy receives for one gateway
-//! ([`sextant_core::rules::gateway`]): a listener per HTTP listener of the
-//! gateway, bound where the router was told (`GATEWAY_BIND`), each with
-//! the route table `http.PORT`: a virtual host per name a bound route rule
-//! serves there, then a catch-all that answers 404. A declared port
+//! ([`sextant_core::rules::gateway`]): a listener per port of the gateway,
+//! bound where the router was told (`GATEWAY_BIND`). HTTP: the route table
+//! `http.PORT`, a virtual host per name a bound route rule serves there,
+//! then a catch-all that answers 404. HTTPS: a chain per listener chosen
+//! by server name, terminating TLS with its SDS certificates, each with
+//! its table `https.PORT.LISTENER`. TLS: a chain per server name a bound
+//! rule's TLS routes take, passing the bytes through to their
+//! destinations. TCP: the first bound rule's TCP route. A declared port
 //! listens from the moment the gateway exists, routes or not.
 //!
 //! A bound rule's routes are translated as a service's route rule's are
@@ -128,15 +132,94 @@ pub fn gateway_https_listener(bind: IpAddr, port: u32, chains: &[HttpsChain]) ->
     Listener {
         name: gateway_listener_name(bind, port),
         address: Some(socket(&bind.to_string(), port)),
-        listener_filters: vec![ListenerFilter {
-            name: "envoy.filters.listener.tls_inspector".to_owned(),
-            config_type: Some(listener_filter::ConfigType::TypedConfig(any_of(
-                "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-                &TlsInspector::default(),
-            ))),
-            ..Default::default()
-        }],
+        listener_filters: vec![tls_inspector()],
         filter_chains,
+        ..Default::default()
+    }
+}
+
+/// One chain of a gateway port's TLS (passed through) or TCP listeners:
+/// connections naming one of `server_names` (empty: any) go to `targets`
+/// (cluster, weight), each connection choosing once.
+pub struct L4Chain {
+    /// Its name (the listener's, and the server name).
+    pub name: String,
+    /// The server names (SNI) it takes; empty: any.
+    pub server_names: Vec<String>,
+    /// Where its connections go.
+    pub targets: Vec<(String, u32)>,
+}
+
+/// The listener of a gateway port with TLS listeners (`tls`: the client
+/// hello's server name picks a chain, the bytes pass through untouched)
+/// or a TCP listener, on `bind`:`port`. A connection no chain takes is
+/// closed: the port listens from the moment the gateway exists.
+pub fn gateway_l4_listener(bind: IpAddr, port: u32, tls: bool, chains: &[L4Chain]) -> Listener {
+    use envoy_types::pb::envoy::extensions::filters::network::direct_response::v3::Config;
+    let filter_chains = chains
+        .iter()
+        .map(|c| FilterChain {
+            name: c.name.clone(),
+            filter_chain_match: (!c.server_names.is_empty()).then(|| FilterChainMatch {
+                server_names: c.server_names.clone(),
+                ..Default::default()
+            }),
+            filters: vec![super::capture::tcp_proxy_filter(
+                super::rules::weighted_tcp_proxy(
+                    &format!("gateway_{port}_{}", c.name),
+                    c.targets.clone(),
+                ),
+            )],
+            ..Default::default()
+        })
+        .collect();
+    let close = FilterChain {
+        name: "no_route".to_owned(),
+        filters: vec![Filter {
+            name: "envoy.filters.network.direct_response".to_owned(),
+            config_type: Some(filter::ConfigType::TypedConfig(any_of(
+                "type.googleapis.com/envoy.extensions.filters.network.direct_response.v3.Config",
+                &Config::default(),
+            ))),
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name: gateway_listener_name(bind, port),
+        address: Some(socket(&bind.to_string(), port)),
+        listener_filters: if tls {
+            vec![tls_inspector()]
+        } else {
+            Vec::new()
+        },
+        filter_chains,
+        default_filter_chain: Some(close),
+        ..Default::default()
+    }
+}
+
+/// Where route rule `rule`'s TLS route for server name `sni` (`None`: its
+/// TCP route) sends a connection to gateway port `port`, for a gateway of
+/// namespace `namespace` in `view`: (cluster, weight); `None` when no
+/// route matches.
+pub fn gateway_l4_targets(
+    rule: &Arc<Rule>,
+    port: u32,
+    sni: Option<&str>,
+    view: &MeshView,
+    namespace: &str,
+) -> Option<Vec<(String, u32)>> {
+    let stand_in = stand_in(rule, port, view, namespace);
+    super::rules::l4_targets(&stand_in, port, sni).filter(|t| !t.is_empty())
+}
+
+fn tls_inspector() -> ListenerFilter {
+    ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".to_owned(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any_of(
+            "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            &TlsInspector::default(),
+        ))),
         ..Default::default()
     }
 }

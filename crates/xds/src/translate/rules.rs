@@ -37,7 +37,7 @@ use sextant_core::{MeshService, RuleKey, ServicePort};
 use super::*;
 
 mod l4;
-pub(super) use l4::tcp_proxy_to;
+pub(super) use l4::{l4_targets, tcp_proxy_to, weighted_tcp_proxy};
 
 /// The kind of client a resource is translated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -415,10 +415,23 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
         "another listener has this port",
     );
     rejects(
-        gateway("name: g\nlisteners:\n- {name: tls, port: 443, protocol: TLS}\n"),
-        "listeners[0].protocol",
-        "not served yet",
+        gateway(
+            "name: g\nlisteners:\n- {name: tls, port: 443, protocol: TLS, tls: {certificateRefs: [a]}}\n",
+        ),
+        "listeners[0].tls",
+        "passes it through",
     );
+    rejects(
+        gateway(
+            "name: g\nlisteners:\n- {name: db, port: 5432, protocol: TCP, hostname: db.example.com}\n",
+        ),
+        "listeners[0].hostname",
+        "a TCP listener has no hostname",
+    );
+    let l4 = gateway(
+        "name: g\nlisteners:\n- {name: a, port: 443, protocol: TLS, hostname: a.example.com}\n- {name: b, port: 443, protocol: TLS, hostname: b.example.com}\n- {name: db, port: 5432, protocol: TCP}\n",
+    );
+    assert!(l4.validate().is_ok(), "{:?}", l4.validate());
     rejects(
         gateway("name: g\nlisteners:\n- {name: https, port: 443, protocol: HTTPS}\n"),
         "listeners[0].tls",
@@ -451,7 +464,7 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
     rejects(
         shared("{name: b, port: 443, protocol: HTTP}"),
         "listeners[1].port",
-        "only HTTPS listeners share one",
+        "only HTTPS listeners, or TLS listeners, share one",
     );
     rejects(
         gateway("name: g\nlisteners:\n- {name: Bad_Name, port: 80, protocol: HTTP}\n"),

@@ -36,29 +36,37 @@ pub(in crate::translate) fn tcp_proxy_to(
     port: u32,
     sni: Option<&str>,
 ) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
+    let own = || cluster_name(&ms.service.hostname, port);
+    let targets = l4_targets(ms, port, sni)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| vec![(own(), 1)]);
+    weighted_tcp_proxy(stat_prefix, targets)
+}
+
+/// A TCP proxy named `stat_prefix` to `targets` (cluster, weight): one
+/// cluster, or weighted ones, each connection choosing once.
+pub(in crate::translate) fn weighted_tcp_proxy(
+    stat_prefix: &str,
+    mut targets: Vec<(String, u32)>,
+) -> envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy {
     use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
         TcpProxy, tcp_proxy,
     };
-    let own = || cluster_name(&ms.service.hostname, port);
-    let specifier = match l4_targets(ms, port, sni) {
-        Some(targets) if targets.len() > 1 => {
-            tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
-                clusters: targets
-                    .into_iter()
-                    .map(
-                        |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
-                            name,
-                            weight,
-                            ..Default::default()
-                        },
-                    )
-                    .collect(),
-            })
-        }
-        Some(mut targets) if targets.len() == 1 => {
-            tcp_proxy::ClusterSpecifier::Cluster(targets.remove(0).0)
-        }
-        _ => tcp_proxy::ClusterSpecifier::Cluster(own()),
+    let specifier = if targets.len() == 1 {
+        tcp_proxy::ClusterSpecifier::Cluster(targets.remove(0).0)
+    } else {
+        tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: targets
+                .into_iter()
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name,
+                        weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        })
     };
     TcpProxy {
         stat_prefix: stat_prefix.to_owned(),
