@@ -169,7 +169,8 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         }
         vhosts
     };
-    // The listeners of each port (HTTPS listeners share one by name).
+    // The listeners of each port (HTTP, HTTPS or TLS listeners share one
+    // by hostname).
     let mut ports: std::collections::BTreeMap<u32, Vec<&GatewayListener>> = Default::default();
     for listener in &gw.listeners {
         ports.entry(listener.port).or_default().push(listener);
@@ -191,13 +192,28 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
             continue;
         }
         if https.is_empty() {
-            for listener in listeners {
-                let vhosts = vhosts_of(listener, &mut problems);
-                let l = layout::gateway_listener(bind, port);
-                set.add(ResourceType::Listener, &l.name.clone(), &l);
-                let r = layout::gateway_route(layout::gateway_route_name(port), vhosts, &gateway);
-                set.add(ResourceType::Route, &r.name.clone(), &r);
+            // HTTP listeners of one port share its table: a name goes to
+            // the most specific listener that accepts it (an exact
+            // hostname, then the longest wildcard, then none).
+            let mut ordered = listeners.clone();
+            ordered.sort_by_key(|l| match l.hostname.as_deref() {
+                Some(h) if !h.starts_with('*') => (0, std::cmp::Reverse(h.len())),
+                Some(h) => (1, std::cmp::Reverse(h.len())),
+                None => (2, std::cmp::Reverse(0)),
+            });
+            let mut seen = std::collections::BTreeSet::new();
+            let mut vhosts = Vec::new();
+            for listener in ordered {
+                for vh in vhosts_of(listener, &mut problems) {
+                    if seen.insert(vh.domains.first().cloned().unwrap_or_default()) {
+                        vhosts.push(vh);
+                    }
+                }
             }
+            let l = layout::gateway_listener(bind, port);
+            set.add(ResourceType::Listener, &l.name.clone(), &l);
+            let r = layout::gateway_route(layout::gateway_route_name(port), vhosts, &gateway);
+            set.add(ResourceType::Route, &r.name.clone(), &r);
             continue;
         }
         // HTTPS: a chain per listener whose credentials all exist; one

@@ -223,8 +223,8 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
         return;
     }
     let mut names = BTreeSet::new();
-    // What each port holds: its protocol and the hostnames of its HTTPS
-    // or TLS listeners (several share a port by server name).
+    // What each port holds: its protocol and the hostnames of its
+    // listeners (HTTP, HTTPS or TLS listeners share a port by hostname).
     let mut ports: BTreeMap<u32, (GatewayProtocol, BTreeSet<Option<&str>>)> = BTreeMap::new();
     for (i, l) in g.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
@@ -249,7 +249,7 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
             }
             Some((p, hosts))
                 if *p == l.protocol
-                    && matches!(l.protocol, GatewayProtocol::Https | GatewayProtocol::Tls) =>
+                    && l.protocol != GatewayProtocol::Tcp =>
             {
                 if !hosts.insert(l.hostname.as_deref()) {
                     c.bad(
@@ -263,7 +263,7 @@ fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
             }
             Some(_) => c.bad(
                 format!("{at}.port"),
-                "another listener has this port (only HTTPS listeners, or TLS listeners, share one, by hostname)",
+                "another listener has this port (listeners of one protocol, HTTP, HTTPS or TLS, share one by hostname; TCP shares none)",
             ),
         }
         match (l.protocol, &l.tls) {

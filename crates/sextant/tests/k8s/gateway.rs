@@ -638,3 +638,141 @@ async fn a_gateway_passes_tls_through_and_proxies_tcp() {
         envoy.log()
     );
 }
+
+/// The parent status of route `ns/name` at Gateway store/store:
+/// `Accepted` and `ResolvedRefs` as `Status/Reason`.
+async fn route_conditions(k: &Kubectl, ns: &str, name: &str) -> String {
+    let (ok, out, err) = k
+        .run(&["get", "httproute", name, "-n", ns, "-o", "json"])
+        .await;
+    assert!(ok, "{out}{err}");
+    let route: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let parent = route["status"]["parents"][0]["conditions"].clone();
+    ["Accepted", "ResolvedRefs"]
+        .iter()
+        .map(|kind| {
+            parent
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == *kind)
+                .map(|c| {
+                    format!(
+                        "{}/{}",
+                        c["status"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A team's own Gateway in its namespace (examples/kubernetes/
+/// store-gateway.yaml): two HTTP listeners share a port by hostname, each
+/// name to the most specific; allowedRoutes Same keeps another
+/// namespace's route off the team's name (its status says why), All lets
+/// it onto the api name; a route to a missing Service is reported and the
+/// others keep working; a backend in another namespace answers 500 until
+/// that namespace grants it (store-cart-grant.yaml), then 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::GatewayApi);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    let cart = HttpBackend::start("cart").await;
+    service_on(&double, "store", "web", ("http", 8080), &web);
+    service_on(&double, "shop", "api", ("http", 9090), &api);
+    service_on(&double, "shop", "cart", ("http", 8080), &cart);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let port = sextant_testkit::peers::free_port();
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~store-1.store~store.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "store/store",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let k = Kubectl::new(&double);
+    let file = example_with(
+        dir.path(),
+        "store-gateway.yaml",
+        &[(
+            "port: 8080\n      protocol",
+            format!("port: {port}\n      protocol"),
+        )],
+    );
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+    assert!(ok, "{out}{err}");
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    settles(at, "www.store.example", "/", (200, "web")).await;
+    settles(at, "api.store.example", "/", (200, "api")).await;
+    // The missing Service's share: no backend, the others unaffected.
+    settles(at, "old.store.example", "/", (500, "")).await;
+    // No grant yet: shop's cart is refused to store's route.
+    settles(at, "www.store.example", "/cart", (500, "")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let want = [
+        ("store", "www", "True/Accepted False/RefNotPermitted"),
+        ("store", "old", "True/Accepted False/BackendNotFound"),
+        ("shop", "api", "True/Accepted True/ResolvedRefs"),
+        (
+            "shop",
+            "takeover",
+            "False/NoMatchingListenerHostname True/ResolvedRefs",
+        ),
+    ];
+    for (ns, name, conditions) in want {
+        loop {
+            let now = route_conditions(&k, ns, name).await;
+            if now == conditions {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "HTTPRoute {ns}/{name}: {now}, not {conditions}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // shop grants store its cart: served, the status resolved.
+    let (ok, out, err) = k
+        .run(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            &example("store-cart-grant.yaml"),
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    settles(at, "www.store.example", "/cart", (200, "cart")).await;
+    settles(at, "www.store.example", "/", (200, "web")).await;
+    loop {
+        let now = route_conditions(&k, "store", "www").await;
+        if now == "True/Accepted True/ResolvedRefs" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

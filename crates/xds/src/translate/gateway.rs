@@ -24,7 +24,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
+    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
+    route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -297,6 +298,19 @@ pub fn gateway_virtual_host(
         notes,
     }
     .rule_routes_only();
+    // A destination that is no service (deleted, or never there) is
+    // answered 500, as the Gateway API asks of an invalid backend; the
+    // route's other destinations keep their shares.
+    let routes = routes
+        .into_iter()
+        .map(|mut r| {
+            if let Some(route::Action::Route(action)) = &mut r.action {
+                action.cluster_not_found_response_code =
+                    route_action::ClusterNotFoundResponseCode::InternalServerError as i32;
+            }
+            r
+        })
+        .collect();
     VirtualHost {
         name: format!("{domain}:{port}"),
         domains: vec![domain.to_owned(), format!("{domain}:{port}")],

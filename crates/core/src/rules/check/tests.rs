@@ -411,8 +411,19 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
         gateway(
             "name: g\nlisteners:\n- {name: a, port: 80, protocol: HTTP}\n- {name: b, port: 80, protocol: HTTP}\n",
         ),
+        "listeners[1].hostname",
+        "another HTTP listener of this port has this hostname",
+    );
+    let by_name = gateway(
+        "name: g\nlisteners:\n- {name: a, port: 80, protocol: HTTP, hostname: a.example.com}\n- {name: b, port: 80, protocol: HTTP}\n",
+    );
+    assert!(by_name.validate().is_ok(), "{:?}", by_name.validate());
+    rejects(
+        gateway(
+            "name: g\nlisteners:\n- {name: a, port: 80, protocol: TCP}\n- {name: b, port: 80, protocol: TCP}\n",
+        ),
         "listeners[1].port",
-        "another listener has this port",
+        "TCP shares none",
     );
     rejects(
         gateway(
@@ -464,7 +475,7 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
     rejects(
         shared("{name: b, port: 443, protocol: HTTP}"),
         "listeners[1].port",
-        "only HTTPS listeners, or TLS listeners, share one",
+        "listeners of one protocol",
     );
     rejects(
         gateway("name: g\nlisteners:\n- {name: Bad_Name, port: 80, protocol: HTTP}\n"),
