@@ -93,9 +93,30 @@ pub struct AgentArgs {
     #[arg(long, env = "SEXTANT_POD_INFO_DIR", default_value = "/etc/sextant/pod")]
     pub pod_info_dir: PathBuf,
     /// How traffic reaches the proxy: capture (iptables, as injected) or
-    /// explicit.
-    #[arg(long, env = "SEXTANT_INTERCEPTION", default_value = "capture", value_parser = ["capture", "explicit"])]
+    /// explicit; router: an Envoy at the edge serving `--gateway`
+    /// (deploy/gateway.yaml).
+    #[arg(long, env = "SEXTANT_INTERCEPTION", default_value = "capture", value_parser = ["capture", "explicit", "router"])]
     pub mode: String,
+    /// With `--mode router`: the gateway it serves, `NAMESPACE/NAME`.
+    #[arg(
+        long,
+        env = "SEXTANT_GATEWAY",
+        value_name = "NAMESPACE/NAME",
+        required_if_eq("mode", "router")
+    )]
+    pub gateway: Option<String>,
+    /// With `--mode router`: the address the gateway's listeners bind to.
+    #[arg(
+        long,
+        env = "SEXTANT_GATEWAY_BIND",
+        value_name = "IP",
+        default_value = "0.0.0.0"
+    )]
+    pub gateway_bind: std::net::IpAddr,
+    /// With `--mode router`: added to the gateway's declared ports below
+    /// 1024, so that Envoy needs no privilege (the Service maps them).
+    #[arg(long, env = "SEXTANT_GATEWAY_PORT_OFFSET", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64511))]
+    pub gateway_port_offset: u32,
     /// The clusters' DNS domain (for the node id).
     #[arg(long, env = "SEXTANT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -347,8 +368,18 @@ impl Shared {
 /// The bootstrap spec for `pod` under `args` (the SDS socket and the
 /// certificate files named when `certificates`).
 pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates: bool) -> Spec {
+    let router = args
+        .gateway
+        .clone()
+        .filter(|_| args.mode == "router")
+        .map(|g| (g, args.gateway_bind, args.gateway_port_offset));
+    let node_id = pod.node_id(&args.cluster_domain);
     Spec {
-        node_id: pod.node_id(&args.cluster_domain),
+        node_id: match &router {
+            // Istio's node type for gateways.
+            Some(_) => node_id.replacen("sidecar~", "router~", 1),
+            None => node_id,
+        },
         cluster: pod
             .labels
             .get("app")
@@ -362,8 +393,10 @@ pub fn spec(args: &AgentArgs, pod: &pod::PodInfo, admin_port: u16, certificates:
             labels: pod.labels.clone(),
             ips: pod.ips.clone(),
             // A proxyless client dials what it means: nothing is captured.
-            capture: Some(args.mode == "capture" && !args.proxyless),
-            router: None,
+            capture: router
+                .is_none()
+                .then_some(args.mode == "capture" && !args.proxyless),
+            router,
         },
         tls: args.xds_ca.as_ref().map(|ca| ClientTls {
             ca: ca.clone(),

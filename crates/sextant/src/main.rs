@@ -166,6 +166,11 @@ struct BootstrapArgs {
     /// With --mode router: the address its gateway's listeners bind to.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     gateway_bind: std::net::IpAddr,
+    /// With --mode router: added to the gateway's declared ports below
+    /// 1024 (80 listens at 8080 with 8000), so that Envoy needs no
+    /// privilege; the Service in front maps the declared port to it.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64511))]
+    gateway_port_offset: u32,
     /// Connect to Sextant's TLS port (--xds-addr should name it, e.g.
     /// HOST:15012), trusting the CA in --ca.
     #[arg(long, requires = "ca")]
@@ -290,7 +295,7 @@ fn bootstrap(b: &BootstrapArgs) -> ExitCode {
                 .as_deref()
                 .filter(|m| *m != "router")
                 .map(|m| m == "capture"),
-            router: gateway.map(|(_, g)| (g, b.gateway_bind)),
+            router: gateway.map(|(_, g)| (g, b.gateway_bind, b.gateway_port_offset)),
         },
         tls: b.tls.then(|| ClientTls {
             ca: b.ca.clone().unwrap_or_default(),

@@ -323,3 +323,73 @@ fn the_injection_manifests_fit_together_and_never_hold_the_system_namespaces() {
         )
     );
 }
+
+/// deploy/gateway.yaml: every field known to Kubernetes' model; the
+/// agent's flags are its own (`sextant agent --help` parses them: run with
+/// a bad xDS address it fails for want of an Envoy, not of a flag); the
+/// Service maps each declared port to where the offset puts it, and
+/// readiness is the agent's.
+#[test]
+fn the_gateway_deployment_fits_the_agent_and_its_service() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let docs = documents("gateway.yaml");
+    for doc in &docs {
+        match doc["kind"].as_str() {
+            Some("Deployment") => {
+                strict::<Deployment>(doc);
+            }
+            Some("Service") => {
+                strict::<Service>(doc);
+            }
+            _ => {}
+        }
+    }
+    let deployment: Deployment = one(&docs, "Deployment");
+    let pod = deployment.spec.expect("spec").template.spec.expect("pod");
+    let container = &pod.containers[0];
+    let args = container.args.clone().expect("args");
+    let offset: i32 = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--gateway-port-offset="))
+        .expect("an offset")
+        .parse()
+        .expect("a number");
+    // The flags parse: `agent ARGS --help` fails on an unknown flag before
+    // it prints the help.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run sextant agent --help");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = container.readiness_probe.clone().expect("readiness");
+    assert_eq!(
+        probe.http_get.expect("http").path.as_deref(),
+        Some("/healthz/ready")
+    );
+    let container_ports: Vec<i32> = container
+        .ports
+        .clone()
+        .expect("ports")
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    let service: Service = one(&docs, "Service");
+    for p in service.spec.expect("spec").ports.expect("ports") {
+        let target = match p.target_port {
+            Some(IntOrString::Int(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        let want = if p.port < 1024 {
+            p.port + offset
+        } else {
+            p.port
+        };
+        assert_eq!(target, want, "port {}", p.port);
+        assert!(container_ports.contains(&target), "{target}");
+    }
+}

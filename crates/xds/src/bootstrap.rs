@@ -32,9 +32,10 @@ pub struct Workload {
     /// Captured (`REDIRECT`) rather than explicit (`NONE`); `None` says
     /// nothing.
     pub capture: Option<bool>,
-    /// A router proxy: the gateway it serves (`NAMESPACE/NAME`) and where
-    /// it binds the gateway's listeners.
-    pub router: Option<(String, std::net::IpAddr)>,
+    /// A router proxy: the gateway it serves (`NAMESPACE/NAME`), where it
+    /// binds the gateway's listeners, and the offset added to declared
+    /// ports below 1024.
+    pub router: Option<(String, std::net::IpAddr, u32)>,
 }
 
 impl Workload {
@@ -57,9 +58,12 @@ impl Workload {
                 if capture { "REDIRECT" } else { "NONE" }.into(),
             );
         }
-        if let Some((gateway, bind)) = &self.router {
+        if let Some((gateway, bind, offset)) = &self.router {
             m.insert("GATEWAY".into(), gateway.clone().into());
             m.insert("GATEWAY_BIND".into(), bind.to_string().into());
+            if *offset != 0 {
+                m.insert("GATEWAY_PORT_OFFSET".into(), offset.to_string().into());
+            }
         }
         m
     }

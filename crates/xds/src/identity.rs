@@ -11,6 +11,7 @@
 //! | `NETWORK` | string | the workload's network |
 //! | `GATEWAY` | string `NAMESPACE/NAME` | the gateway a router proxy serves ([`sextant_core::rules::gateway`]) |
 //! | `GATEWAY_BIND` | IP address | where a router binds its gateway's listeners (default `0.0.0.0`) |
+//! | `GATEWAY_PORT_OFFSET` | number, 0-64511 | added to a router's declared ports below 1024 (default 0) |
 //!
 //! Without metadata, the node id of Istio's form
 //! `TYPE~IP~POD.NAMESPACE~DOMAIN`
@@ -79,6 +80,9 @@ pub struct NodeIdentity {
     /// Where a router binds its gateway's listeners.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_bind: Option<IpAddr>,
+    /// Added to a router's declared ports below 1024.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_port_offset: Option<u32>,
 }
 
 /// The node metadata key that says a proxy's agent serves it a workload
@@ -150,6 +154,9 @@ impl NodeIdentity {
                     .then(|| (ns.to_owned(), name.to_owned()))
             }),
             gateway_bind: string_field(node, "GATEWAY_BIND").and_then(|a| a.parse().ok()),
+            gateway_port_offset: string_field(node, "GATEWAY_PORT_OFFSET")
+                .and_then(|o| o.parse::<u32>().ok())
+                .filter(|o| *o <= 65535 - 1023),
             workload_certs: matches!(
                 string_field(node, WORKLOAD_CERTS.0).as_deref(),
                 Some(v) if v == WORKLOAD_CERTS.1 || v == WORKLOAD_CERT_FILES

@@ -328,9 +328,12 @@ impl ProxyLens {
                 lenses.routers.get(
                     snap,
                     (ns, name),
-                    identity
-                        .gateway_bind
-                        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                    crate::translate::gateway::GatewayAddress {
+                        bind: identity
+                            .gateway_bind
+                            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                        port_offset: identity.gateway_port_offset.unwrap_or(0),
+                    },
                     scope.as_ref(),
                 ),
             ),

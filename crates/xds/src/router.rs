@@ -8,7 +8,6 @@
 //! endpoints: it is built once per (topology generation, gateway, bind
 //! address, scope) and shared by the gateway's replicas.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use sextant_core::MeshView;
@@ -58,7 +57,7 @@ impl RouterSet {
 
 /// What a router set is built for besides the view: the gateway, where
 /// it binds, and the router's scope.
-type RouterKey = (String, String, IpAddr, u64);
+type RouterKey = (String, String, layout::GatewayAddress, u64);
 
 /// Router sets shared by the routers of one topology generation.
 pub struct RouterCache(Generational<RouterKey, Arc<RouterSet>>);
@@ -73,28 +72,33 @@ impl Default for RouterCache {
 pub const MAX_CACHED_ROUTER_SETS: usize = 1024;
 
 impl RouterCache {
-    /// The set of a router of gateway `namespace/name`, binding on `bind`,
+    /// The set of a router of gateway `namespace/name`, listening at `at`,
     /// with `scope`, in `snap`.
     pub fn get(
         &self,
         snap: &Snapshot,
         (namespace, name): (&str, &str),
-        bind: IpAddr,
+        at: layout::GatewayAddress,
         scope: Option<&Arc<Scope>>,
     ) -> Arc<RouterSet> {
         let key = (
             namespace.to_owned(),
             name.to_owned(),
-            bind,
+            at,
             scope.map_or(0, |s| s.digest),
         );
         self.0.get_or(snap.topology_generation, key, || {
-            Arc::new(router_set(snap.view(), (namespace, name), bind))
+            Arc::new(router_set(snap.view(), (namespace, name), at))
         })
     }
 }
 
-fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) -> RouterSet {
+fn router_set(
+    view: &MeshView,
+    (namespace, name): (&str, &str),
+    at: layout::GatewayAddress,
+) -> RouterSet {
+    let bind = at.bind;
     let gateway = format!("{namespace}/{name}");
     let mut set = ResourceSet::default();
     let mut problems = Vec::new();
@@ -176,6 +180,13 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         ports.entry(listener.port).or_default().push(listener);
     }
     for (port, listeners) in ports {
+        let Some(listen) = at.listen(port) else {
+            problems.push(format!(
+                "port {port}: with the router's port offset {} it is past 65535: not served",
+                at.port_offset
+            ));
+            continue;
+        };
         let https: Vec<&GatewayListener> = listeners
             .iter()
             .copied()
@@ -187,7 +198,7 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         {
             let tls = first.protocol == GatewayProtocol::Tls;
             let chains = l4_chains(&listeners, &bound, port, view, namespace, &mut problems);
-            let l = layout::gateway_l4_listener(bind, port, tls, &chains);
+            let l = layout::gateway_l4_listener(bind, listen, port, tls, &chains);
             set.add(ResourceType::Listener, &l.name.clone(), &l);
             continue;
         }
@@ -210,7 +221,7 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
                     }
                 }
             }
-            let l = layout::gateway_listener(bind, port);
+            let l = layout::gateway_listener(bind, listen, port);
             set.add(ResourceType::Listener, &l.name.clone(), &l);
             let r = layout::gateway_route(layout::gateway_route_name(port), vhosts, &gateway);
             set.add(ResourceType::Route, &r.name.clone(), &r);
@@ -272,7 +283,7 @@ fn router_set(view: &MeshView, (namespace, name): (&str, &str), bind: IpAddr) ->
         if chains.is_empty() {
             continue;
         }
-        let l = layout::gateway_https_listener(bind, port, &chains);
+        let l = layout::gateway_https_listener(bind, listen, port, &chains);
         set.add(ResourceType::Listener, &l.name.clone(), &l);
     }
     RouterSet {

@@ -493,3 +493,63 @@ async fn a_router_passes_tls_through_by_server_name_and_proxies_tcp() {
         envoy.log()
     );
 }
+
+/// A declared port below 1024 listens at the port plus the router's
+/// `--gateway-port-offset` (an unprivileged Envoy behind a Service that
+/// maps 80 to it); names and routes are the declared port's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_below_1024_listens_at_the_routers_offset() {
+    let web = HttpBackend::start("web").await;
+    let listen = free_port();
+    let offset = u32::from(listen) - 80;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    let text = format!(
+        "\
+services:
+  - hostname: web.shop.svc
+    namespace: shop
+    ports: [{{ name: http, port: 8080 }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {} }} }}]
+gateways:
+  - name: public
+    namespace: edge
+    listeners: [{{ name: http, port: 80, protocol: HTTP }}]
+routes:
+  - name: site
+    namespace: edge
+    gateways: [public]
+    hosts: [shop.example.com]
+    http: [{{ route: [{{ destination: {{ host: web.shop.svc }} }}] }}]
+",
+        web.addr.port()
+    );
+    std::fs::write(&file, text).expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/public",
+            "--gateway-bind",
+            "127.0.0.1",
+            "--gateway-port-offset",
+            &offset.to_string(),
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let at = SocketAddr::from(([127, 0, 0, 1], listen));
+    // The Host a client of port 80 sends, with and without the port.
+    settles(at, "shop.example.com", "/", (200, "web")).await;
+    settles(at, "shop.example.com:80", "/", (200, "web")).await;
+    let (_, listeners) = envoy.admin_get("/listeners").await;
+    assert!(
+        listeners.contains(&format!("127.0.0.1_{listen}")),
+        "{listeners}"
+    );
+}

@@ -48,12 +48,37 @@ pub fn gateway_route_name(port: u32) -> String {
     format!("http.{port}")
 }
 
-/// The listener of one HTTP listener of a gateway, on `bind`:`port`.
-pub fn gateway_listener(bind: IpAddr, port: u32) -> Listener {
+/// Where a gateway port listens on a router: `bind`, at the declared port,
+/// or at the port plus the router's offset for a declared port below 1024
+/// (`GATEWAY_PORT_OFFSET`: an unprivileged Envoy behind a Service that
+/// maps 80 to 8080, as Istio's gateways are run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GatewayAddress {
+    /// The address.
+    pub bind: IpAddr,
+    /// Added to declared ports below 1024.
+    pub port_offset: u32,
+}
+
+impl GatewayAddress {
+    /// Where declared port `port` listens; `None` past 65535.
+    pub fn listen(&self, port: u32) -> Option<u32> {
+        let listen = if port < 1024 {
+            port + self.port_offset
+        } else {
+            port
+        };
+        (listen <= 65535).then_some(listen)
+    }
+}
+
+/// The listener of gateway port `port`'s HTTP listeners, listening at
+/// `listen` on `bind`.
+pub fn gateway_listener(bind: IpAddr, listen: u32, port: u32) -> Listener {
     let hcm = connection_manager(&format!("gateway_{port}"), &gateway_route_name(port), true);
     Listener {
-        name: gateway_listener_name(bind, port),
-        address: Some(socket(&bind.to_string(), port)),
+        name: gateway_listener_name(bind, listen),
+        address: Some(socket(&bind.to_string(), listen)),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: HCM_FILTER.to_owned(),
@@ -89,7 +114,12 @@ pub struct HttpsChain {
 /// the client hello's server name picks a chain, each terminating TLS
 /// with its certificates (over SDS, from the same ADS stream) and routing
 /// through its own table.
-pub fn gateway_https_listener(bind: IpAddr, port: u32, chains: &[HttpsChain]) -> Listener {
+pub fn gateway_https_listener(
+    bind: IpAddr,
+    listen: u32,
+    port: u32,
+    chains: &[HttpsChain],
+) -> Listener {
     let filter_chains = chains
         .iter()
         .map(|c| {
@@ -131,8 +161,8 @@ pub fn gateway_https_listener(bind: IpAddr, port: u32, chains: &[HttpsChain]) ->
         })
         .collect();
     Listener {
-        name: gateway_listener_name(bind, port),
-        address: Some(socket(&bind.to_string(), port)),
+        name: gateway_listener_name(bind, listen),
+        address: Some(socket(&bind.to_string(), listen)),
         listener_filters: vec![tls_inspector()],
         filter_chains,
         ..Default::default()
@@ -155,7 +185,13 @@ pub struct L4Chain {
 /// hello's server name picks a chain, the bytes pass through untouched)
 /// or a TCP listener, on `bind`:`port`. A connection no chain takes is
 /// closed: the port listens from the moment the gateway exists.
-pub fn gateway_l4_listener(bind: IpAddr, port: u32, tls: bool, chains: &[L4Chain]) -> Listener {
+pub fn gateway_l4_listener(
+    bind: IpAddr,
+    listen: u32,
+    port: u32,
+    tls: bool,
+    chains: &[L4Chain],
+) -> Listener {
     use envoy_types::pb::envoy::extensions::filters::network::direct_response::v3::Config;
     let filter_chains = chains
         .iter()
@@ -186,8 +222,8 @@ pub fn gateway_l4_listener(bind: IpAddr, port: u32, tls: bool, chains: &[L4Chain
         ..Default::default()
     };
     Listener {
-        name: gateway_listener_name(bind, port),
-        address: Some(socket(&bind.to_string(), port)),
+        name: gateway_listener_name(bind, listen),
+        address: Some(socket(&bind.to_string(), listen)),
         listener_filters: if tls {
             vec![tls_inspector()]
         } else {
