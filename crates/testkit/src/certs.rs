@@ -27,6 +27,24 @@ pub struct Issued {
 }
 
 impl Issued {
+    /// The base64 SHA-256 of its public key (SubjectPublicKeyInfo): what
+    /// Chromium's `--ignore-certificate-errors-spki-list` trusts.
+    pub fn spki_sha256(&self) -> String {
+        use base64::Engine;
+        let key = KeyPair::from_pem(&self.key_pem).unwrap_or_else(fail("key"));
+        // A `PUBLIC KEY` PEM block is the SubjectPublicKeyInfo, base64.
+        let body: String = key
+            .public_key_pem()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let spki = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap_or_else(|e| panic!("public key: {e}"));
+        let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    }
+
     /// Writes `NAME.pem` and `NAME-key.pem` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let cert = dir.join(format!("{name}.pem"));

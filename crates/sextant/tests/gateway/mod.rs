@@ -553,3 +553,112 @@ routes:
         "{listeners}"
     );
 }
+
+/// A real browser through the router over HTTPS: headless Chromium,
+/// trusting only the gateway's certificate (by its public key) and
+/// resolving the name to the router, loads the page the route serves; the
+/// screenshot is kept in target/test-artifacts/gateway-https.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_loads_a_page_over_https_through_the_router() {
+    use sextant_testkit::certs::TestCa;
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new("edge-ca");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (shop, api_cert) = (
+        ca.server(&["shop.example.com"]),
+        ca.server(&["api.example.com"]),
+    );
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        https_file(port, web.addr.port(), api.addr.port(), &shop, &api_cert),
+    )
+    .expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/secure",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while curl("shop.example.com", port, &ca_file).await.as_deref() != Ok("web") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", sx.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("mkdir");
+    let screenshot = artifacts.join("gateway-https.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let url = format!("https://shop.example.com:{port}/");
+    let browser = |trusted: String, last: Vec<String>| {
+        let profile = dir.path().join(format!("chromium-{}", last.len()));
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio::process::Command::new(sextant_testkit::peers::chromium_path())
+                    .args([
+                        "--headless",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--no-first-run",
+                    ])
+                    .arg(format!("--user-data-dir={}", profile.display()))
+                    .arg("--host-resolver-rules=MAP shop.example.com 127.0.0.1")
+                    .arg(format!("--ignore-certificate-errors-spki-list={trusted}"))
+                    .args(&last)
+                    .kill_on_drop(true)
+                    .output(),
+            )
+            .await
+            .expect("chromium finishes")
+            .expect("run chromium")
+        }
+    };
+    let dom = browser(shop.spki_sha256(), vec!["--dump-dom".into(), url.clone()]).await;
+    let page = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        page.contains(">web<") || page.contains(">web\n"),
+        "the page through the router:\n{page}\n{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    // Trusting another key instead, the browser refuses the gateway's.
+    let refused = browser(
+        api_cert.spki_sha256(),
+        vec!["--dump-dom".into(), url.clone()],
+    )
+    .await;
+    let refused = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(
+        !(refused.contains(">web<") || refused.contains(">web\n")),
+        "loaded with an untrusted certificate:\n{refused}"
+    );
+    let shot = browser(
+        shop.spki_sha256(),
+        vec![
+            format!("--screenshot={}", screenshot.display()),
+            "--window-size=1024,600".into(),
+            url,
+        ],
+    )
+    .await;
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1_000),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+}
