@@ -215,36 +215,42 @@ pub fn virtual_service(
     let mut spec = spec.clone();
     let mut unsupported = Vec::new();
     let map = spec.as_object_mut().ok_or("spec is not an object")?;
-    // Bound to gateways only, it does not apply to the mesh at all.
-    if let Some(gateways) = map.remove("gateways") {
-        let names: Vec<&str> = gateways
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !names.contains(&"mesh") {
-            unsupported.push("spec.gateways (without mesh: the object is not served)".into());
-            return Ok(Converted {
-                rule: None,
-                unsupported,
-            });
-        }
-        if names.len() > 1 {
-            unsupported.push("spec.gateways (only mesh is served)".into());
-        }
-    }
+    // `gateways`: Istio Gateways (`NAME` of the VirtualService's namespace,
+    // or `NAMESPACE/NAME`) and `mesh`, the sidecars; none means the mesh.
+    let gateways: Vec<String> = match map.remove("gateways") {
+        Some(g) => match g.as_array() {
+            Some(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            None => {
+                unsupported.push("spec.gateways (not a list: read as the mesh)".into());
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let for_mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
     let decoded: VirtualServiceSpec = decode_leniently(spec, "spec", &mut unsupported)?;
     let mut rule = RouteRule {
         hosts: decoded
             .hosts
             .iter()
-            .map(|h| Hostname::new(expand(mapping, namespace, h)))
+            .map(|h| {
+                // At a gateway only, a name with a dot (or a wildcard) is
+                // the name requests carry; a bare name is a Service's.
+                if !for_mesh && (h.contains('.') || h.contains('*')) {
+                    Hostname::new(h)
+                } else {
+                    Hostname::new(expand(mapping, namespace, h))
+                }
+            })
             .collect(),
         http: decoded.http,
         tcp: decoded.tcp,
         tls: decoded.tls,
         export_to: decoded.export_to,
-        // Bound to the mesh only: gateways are not read from Kubernetes yet.
-        gateways: Vec::new(),
+        gateways,
     };
     for d in rule.destinations_mut() {
         d.host = Hostname::new(expand(mapping, namespace, &d.host));
@@ -465,6 +471,9 @@ pub fn authorization_policy(
         unsupported,
     })
 }
+
+mod gateway;
+pub use gateway::gateway as istio_gateway;
 
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,8 @@ pub(crate) enum CrdKind {
     WorkloadGroup,
     /// The Gateway API's Gateway: its listeners, for router proxies.
     Gateway,
+    /// Istio's Gateway (`networking.istio.io`): its servers, likewise.
+    IstioGateway,
 }
 
 impl CrdKind {
@@ -53,7 +55,7 @@ impl CrdKind {
     ];
 
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 11] = [
+    pub(crate) const ALL: [CrdKind; 12] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
@@ -65,6 +67,7 @@ impl CrdKind {
         CrdKind::PeerAuthentication,
         CrdKind::AuthorizationPolicy,
         CrdKind::Gateway,
+        CrdKind::IstioGateway,
     ];
 
     /// The API group and plural.
@@ -84,6 +87,7 @@ impl CrdKind {
             CrdKind::TlsRoute => ("gateway.networking.k8s.io", "tlsroutes"),
             CrdKind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
             CrdKind::Gateway => ("gateway.networking.k8s.io", "gateways"),
+            CrdKind::IstioGateway => ("networking.istio.io", "gateways"),
         }
     }
 
@@ -95,7 +99,8 @@ impl CrdKind {
             | CrdKind::Sidecar
             | CrdKind::ServiceEntry
             | CrdKind::WorkloadEntry
-            | CrdKind::WorkloadGroup => &["v1", "v1beta1", "v1alpha3"],
+            | CrdKind::WorkloadGroup
+            | CrdKind::IstioGateway => &["v1", "v1beta1", "v1alpha3"],
             CrdKind::HttpRoute => &["v1", "v1beta1"],
             CrdKind::GrpcRoute => &["v1"],
             CrdKind::TcpRoute => &["v1alpha2"],
@@ -118,7 +123,8 @@ impl CrdKind {
             | CrdKind::ServiceEntry
             | CrdKind::WorkloadEntry
             | CrdKind::WorkloadGroup
-            | CrdKind::Gateway => false,
+            | CrdKind::Gateway
+            | CrdKind::IstioGateway => false,
         }
     }
 
@@ -151,6 +157,9 @@ impl CrdKind {
             CrdKind::WorkloadEntry => "WorkloadEntry",
             CrdKind::WorkloadGroup => "WorkloadGroup",
             CrdKind::Gateway => "Gateway",
+            // Two kinds are called Gateway: Istio's is named as kubectl
+            // tells them apart.
+            CrdKind::IstioGateway => "Gateway.networking.istio.io",
         }
     }
 
@@ -161,7 +170,10 @@ impl CrdKind {
             group: group.into(),
             version: version.into(),
             api_version: format!("{group}/{version}"),
-            kind: self.name().into(),
+            kind: match self {
+                CrdKind::IstioGateway => "Gateway".into(),
+                other => other.name().into(),
+            },
             plural: plural.into(),
         }
     }

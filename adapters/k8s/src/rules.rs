@@ -140,6 +140,7 @@ fn convert(
                 unsupported: Vec::new(),
             }),
         CrdKind::Gateway => gateway::gateway(&config.gateway_class, ns, name, &spec),
+        CrdKind::IstioGateway => istio::istio_gateway(ns, name, &spec),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
@@ -396,7 +397,8 @@ pub(crate) async fn session(
             kinds.push((Kind::Service, Kind::Service.resource()));
         }
         // Gateways' certificates: TLS Secrets, read only while Gateways are.
-        if served_kinds.contains(&CrdKind::Gateway) {
+        if served_kinds.contains(&CrdKind::Gateway) || served_kinds.contains(&CrdKind::IstioGateway)
+        {
             kinds.push((Kind::Secret, Kind::Secret.resource()));
         }
         for (kind, resource) in kinds {

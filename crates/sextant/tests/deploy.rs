@@ -70,6 +70,7 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "gateway.networking.k8s.io/tlsroutes/status: patch",
             "gateway.networking.k8s.io/tlsroutes: get,list,watch",
             "networking.istio.io/destinationrules: get,list,watch",
+            "networking.istio.io/gateways: get,list,watch",
             "networking.istio.io/serviceentries: get,list,watch",
             "networking.istio.io/sidecars: get,list,watch",
             "networking.istio.io/virtualservices: get,list,watch",

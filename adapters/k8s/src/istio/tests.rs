@@ -161,7 +161,6 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
     assert_eq!(
         got,
         [
-            "spec.gateways (only mesh is served)",
             "spec.http[0].corsPolicy",
             "spec.http[0].match[0] (a condition of it is not served: the match is not served)",
             "spec.http[0].match[0].queryParams",
@@ -199,15 +198,34 @@ fn fields_sextant_does_not_serve_are_named_and_the_rest_is_served() {
         Some(StringMatch::Prefix("/api".into()))
     );
 
-    // Only for gateways: nothing of it applies to sidecars.
+    // Only for gateways: bound to them (edge of its own namespace), to no
+    // Service; its hosts are the names requests carry there, a bare name
+    // still a Service's.
     let edge = virtual_service(
         &m,
         "shop",
         "edge",
-        &spec("hosts: [cart]\ngateways: [edge]\nhttp: []\n"),
+        &spec("hosts: [cart, shop.example.com, '*.example.com']\ngateways: [edge, other/public]\nhttp: [{route: [{destination: {host: cart}}]}]\n"),
     )
     .expect("converts");
-    assert!(edge.rule.is_none());
+    let rule = edge.rule.expect("a rule");
+    assert!(
+        rule.hosts.is_empty(),
+        "bound to a Service: {:?}",
+        rule.hosts
+    );
+    let route = rule.as_route().expect("a route rule");
+    assert_eq!(route.gateways, ["edge", "other/public"]);
+    assert!(!route.for_mesh());
+    let hosts: Vec<&str> = route.hosts.iter().map(|h| h.as_str()).collect();
+    assert_eq!(
+        hosts,
+        [
+            "cart.shop.svc.cluster.local",
+            "shop.example.com",
+            "*.example.com"
+        ]
+    );
 
     let dr = destination_rule(
         &m,

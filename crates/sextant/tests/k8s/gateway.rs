@@ -776,3 +776,72 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
         envoy.log()
     );
 }
+
+/// Istio's Gateway and a VirtualService bound to it by `gateways:`
+/// (examples/kubernetes/istio-gateway.yaml, its port moved to a free one),
+/// applied with kubectl: the router serves the VirtualService's routes at
+/// the Gateway's host, and a name no VirtualService serves is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_gateway_serves_the_virtual_services_bound_to_it() {
+    let double = KubeDouble::start().await;
+    double.install(Crd::Istio);
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    service_on(&double, "shop", "web", ("http", 8080), &web);
+    service_on(&double, "shop", "api", ("http", 9090), &api);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = double.kubeconfig(dir.path(), "double");
+    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let port = sextant_testkit::peers::free_port();
+    let bootstrap = bootstrap_with(
+        &[sx.xds],
+        "router~127.0.0.1~bookinfo-1.edge~edge.svc.cluster.local",
+        &[
+            "--mode",
+            "router",
+            "--gateway",
+            "edge/bookinfo-gateway",
+            "--gateway-bind",
+            "127.0.0.1",
+        ],
+    )
+    .await;
+    let envoy = Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    let k = Kubectl::new(&double);
+    let file = example_with(
+        dir.path(),
+        "istio-gateway.yaml",
+        &[(
+            "number: 8080, name: http",
+            format!("number: {port}, name: http"),
+        )],
+    );
+    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+    assert!(ok, "{out}{err}");
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let took = settles(at, "bookinfo.example.com", "/api/books", (200, "api")).await;
+    eprintln!("the VirtualService served at the Istio Gateway {took:?} after kubectl apply");
+    settles(at, "bookinfo.example.com", "/", (200, "web")).await;
+    settles(
+        at,
+        "other.example.com",
+        "/",
+        (
+            404,
+            "no route for this host at gateway edge/bookinfo-gateway",
+        ),
+    )
+    .await;
+    // The router says nothing is amiss.
+    let syncz = sx.json("/debug/syncz").await;
+    let router = &syncz["connections"][0]["router"];
+    assert_eq!(router["gateway"], "edge/bookinfo-gateway", "{syncz}");
+    assert!(router.get("problems").is_none(), "{router}");
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

@@ -54,6 +54,9 @@ pub enum Kind {
     Gateway,
     /// `v1` `secrets`, namespaced (gateways' certificates).
     Secret,
+    /// `networking.istio.io/v1` `gateways` (a CRD): Istio's Gateway, a
+    /// kind of the same name as the Gateway API's.
+    IstioGateway,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -62,7 +65,7 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
-    /// ServiceEntry, WorkloadEntry and WorkloadGroup.
+    /// ServiceEntry, WorkloadEntry, WorkloadGroup and Gateway.
     Istio,
     /// `gateway.networking.k8s.io`: Gateway, HTTPRoute, GRPCRoute,
     /// ReferenceGrant (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
@@ -83,7 +86,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 22] = [
+    pub(super) const ALL: [Kind; 23] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -106,10 +109,16 @@ impl Kind {
         Kind::WorkloadGroup,
         Kind::Gateway,
         Kind::Secret,
+        Kind::IstioGateway,
     ];
 
-    pub(super) fn from_kind(kind: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.kind() == kind)
+    /// The kind of an object of `kind` at `api_version` (two kinds are
+    /// called Gateway).
+    pub(super) fn from_kind(kind: &str, api_version: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.kind() == kind && k.group() == group)
     }
 
     /// The plural resource name, as in URLs and RBAC rules.
@@ -137,6 +146,7 @@ impl Kind {
             Kind::WorkloadGroup => "workloadgroups",
             Kind::Gateway => "gateways",
             Kind::Secret => "secrets",
+            Kind::IstioGateway => "gateways",
         }
     }
 
@@ -164,6 +174,7 @@ impl Kind {
             Kind::WorkloadGroup => "WorkloadGroup",
             Kind::Gateway => "Gateway",
             Kind::Secret => "Secret",
+            Kind::IstioGateway => "Gateway",
         }
     }
 
@@ -180,6 +191,7 @@ impl Kind {
             Kind::WorkloadEntry => &["we"],
             Kind::WorkloadGroup => &["wg"],
             Kind::Gateway => &["gtw"],
+            Kind::IstioGateway => &["gw"],
             _ => &[],
         }
     }
@@ -192,7 +204,8 @@ impl Kind {
             | Kind::Sidecar
             | Kind::ServiceEntry
             | Kind::WorkloadEntry
-            | Kind::WorkloadGroup => Some(Crd::Istio),
+            | Kind::WorkloadGroup
+            | Kind::IstioGateway => Some(Crd::Istio),
             Kind::HttpRoute
             | Kind::GrpcRoute
             | Kind::ReferenceGrant

@@ -322,7 +322,7 @@ impl KubeDouble {
         let object = serde_json::to_value(object).unwrap_or_else(|e| panic!("{e}"));
         let kind = object["kind"]
             .as_str()
-            .and_then(Kind::from_kind)
+            .and_then(|k| Kind::from_kind(k, object["apiVersion"].as_str().unwrap_or("")))
             .unwrap_or_else(|| panic!("the double does not serve kind {}", object["kind"]));
         lock(&self.shared.store).put(kind, object);
         self.wake();
