@@ -44,6 +44,9 @@ pub(crate) enum CrdKind {
     Gateway,
     /// Istio's Gateway (`networking.istio.io`): its servers, likewise.
     IstioGateway,
+    /// The Gateway API's GatewayClass (cluster-scoped): Sextant's gets
+    /// its `Accepted` status.
+    GatewayClass,
 }
 
 impl CrdKind {
@@ -55,7 +58,7 @@ impl CrdKind {
     ];
 
     /// Every CRD kind, in the order they are read.
-    pub(crate) const ALL: [CrdKind; 12] = [
+    pub(crate) const ALL: [CrdKind; 13] = [
         CrdKind::VirtualService,
         CrdKind::DestinationRule,
         CrdKind::HttpRoute,
@@ -68,6 +71,7 @@ impl CrdKind {
         CrdKind::AuthorizationPolicy,
         CrdKind::Gateway,
         CrdKind::IstioGateway,
+        CrdKind::GatewayClass,
     ];
 
     /// The API group and plural.
@@ -88,6 +92,7 @@ impl CrdKind {
             CrdKind::ReferenceGrant => ("gateway.networking.k8s.io", "referencegrants"),
             CrdKind::Gateway => ("gateway.networking.k8s.io", "gateways"),
             CrdKind::IstioGateway => ("networking.istio.io", "gateways"),
+            CrdKind::GatewayClass => ("gateway.networking.k8s.io", "gatewayclasses"),
         }
     }
 
@@ -105,9 +110,17 @@ impl CrdKind {
             CrdKind::GrpcRoute => &["v1"],
             CrdKind::TcpRoute => &["v1alpha2"],
             CrdKind::TlsRoute => &["v1alpha3", "v1alpha2"],
-            CrdKind::ReferenceGrant | CrdKind::Gateway => &["v1", "v1beta1"],
+            CrdKind::ReferenceGrant | CrdKind::Gateway | CrdKind::GatewayClass => {
+                &["v1", "v1beta1"]
+            }
             CrdKind::PeerAuthentication | CrdKind::AuthorizationPolicy => &["v1", "v1beta1"],
         }
+    }
+
+    /// Cluster-scoped (read across namespaces whatever
+    /// `--k8s-namespaces` says).
+    pub(crate) fn cluster_scoped(self) -> bool {
+        self == CrdKind::GatewayClass
     }
 
     /// A Gateway API route, which gets status.
@@ -124,7 +137,8 @@ impl CrdKind {
             | CrdKind::WorkloadEntry
             | CrdKind::WorkloadGroup
             | CrdKind::Gateway
-            | CrdKind::IstioGateway => false,
+            | CrdKind::IstioGateway
+            | CrdKind::GatewayClass => false,
         }
     }
 
@@ -160,6 +174,7 @@ impl CrdKind {
             // Two kinds are called Gateway: Istio's is named as kubectl
             // tells them apart.
             CrdKind::IstioGateway => "Gateway.networking.istio.io",
+            CrdKind::GatewayClass => "GatewayClass",
         }
     }
 

@@ -141,6 +141,11 @@ fn convert(
             }),
         CrdKind::Gateway => gateway::gateway(&config.gateway_class, ns, name, &spec),
         CrdKind::IstioGateway => istio::istio_gateway(ns, name, &spec),
+        // Its status only (rules/status.rs).
+        CrdKind::GatewayClass => Ok(istio::Converted {
+            rule: None,
+            unsupported: Vec::new(),
+        }),
         CrdKind::Sidecar => istio::sidecar(ns, name, &spec),
         CrdKind::PeerAuthentication => istio::peer_authentication(ns, name, &spec),
         CrdKind::AuthorizationPolicy => istio::authorization_policy(ns, name, &spec),
@@ -353,6 +358,9 @@ async fn send(tx: &EventSender<Rule>, out: Outcome) -> Result<(), Closed> {
 pub(crate) struct Announced {
     absent: BTreeSet<&'static str>,
     forbidden_status: bool,
+    /// The controller of a GatewayClass of Sextant's name that is not
+    /// Sextant's, once said.
+    foreign_class: Option<String>,
 }
 
 pub(crate) async fn session(
@@ -402,13 +410,19 @@ pub(crate) async fn session(
             kinds.push((Kind::Secret, Kind::Secret.resource()));
         }
         for (kind, resource) in kinds {
-            sources.extend(Source::of(
-                &client,
-                kind,
-                &resource,
-                &config.namespaces,
-                None,
-            ));
+            match kind {
+                Kind::Crd(k) if k.cluster_scoped() => sources.push(Source {
+                    api: Api::all_with(client.clone(), &resource),
+                    ..Source::cluster(&client, kind)
+                }),
+                _ => sources.extend(Source::of(
+                    &client,
+                    kind,
+                    &resource,
+                    &config.namespaces,
+                    None,
+                )),
+            }
             resources.insert(kind, resource);
         }
 
@@ -445,6 +459,7 @@ pub(crate) async fn session(
         let routes: Vec<ObjKey> = state.objects.keys().cloned().collect();
         status.write(&state, &routes).await;
         status.write_gateways(&state, &config.progress).await;
+        status.write_gateway_class(&state).await;
         // Gateways' Programmed follows their routers' ACKs: looked at again
         // on this tick (a patch only when it changed).
         let mut gateway_tick = tokio::time::interval(GATEWAY_STATUS_EVERY);
@@ -526,6 +541,9 @@ pub(crate) async fn session(
             }
             status.write(&state, &touched).await;
             status.write_gateways(&state, &config.progress).await;
+            if touched.iter().any(|k| k.0 == CrdKind::GatewayClass) {
+                status.write_gateway_class(&state).await;
+            }
         }
     }
 }

@@ -58,6 +58,8 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "/services: get,list,watch",
             "authentication.k8s.io/tokenreviews: create",
             "discovery.k8s.io/endpointslices: get,list,watch",
+            "gateway.networking.k8s.io/gatewayclasses/status: patch",
+            "gateway.networking.k8s.io/gatewayclasses: get,list,watch",
             "gateway.networking.k8s.io/gateways/status: patch",
             "gateway.networking.k8s.io/gateways: get,list,watch",
             "gateway.networking.k8s.io/grpcroutes/status: patch",

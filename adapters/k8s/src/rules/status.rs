@@ -108,9 +108,73 @@ impl StatusWriter {
         }
     }
 
+    /// Writes `Accepted` on the GatewayClass named `--gateway-class`, when
+    /// its `controllerName` is Sextant's (`controller_name`); another
+    /// controller's class of that name is left alone, and said once.
+    pub(super) async fn write_gateway_class(&self, state: &State) {
+        if !self.enabled {
+            return;
+        }
+        let Some(resource) = self.resources.get(&Kind::Crd(CrdKind::GatewayClass)) else {
+            return;
+        };
+        let key = (
+            CrdKind::GatewayClass,
+            String::new(),
+            self.gateway_class.clone(),
+        );
+        let Some(obj) = state.objects.get(&key) else {
+            return;
+        };
+        let controller = obj.data["spec"]["controllerName"].as_str().unwrap_or("");
+        if controller != self.controller {
+            let mut a = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+            if a.foreign_class.as_deref() != Some(controller) {
+                a.foreign_class = Some(controller.to_owned());
+                warn!(
+                    class = %self.gateway_class,
+                    controller,
+                    ours = %self.controller,
+                    "GatewayClass names another controller: its status is left alone (Sextant serves the Gateways of --gateway-class by name)"
+                );
+            }
+            return;
+        }
+        let old: Vec<Value> = obj.data["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let accepted = condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "Sextant serves the Gateways of this class to router proxies".into(),
+            obj.metadata.generation,
+            &old,
+        );
+        let mut conditions: Vec<Value> = old
+            .iter()
+            .filter(|c| c["type"] != "Accepted")
+            .cloned()
+            .collect();
+        conditions.insert(0, accepted);
+        if conditions == old {
+            return;
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": obj.metadata.resource_version},
+            "status": {"conditions": conditions},
+        });
+        self.patch(&key, resource, &patch).await;
+    }
+
     /// Sends one status patch.
     async fn patch(&self, key: &ObjKey, resource: &ApiResource, patch: &Value) {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.1, resource);
+        let api: Api<DynamicObject> = if key.0.cluster_scoped() {
+            Api::all_with(self.client.clone(), resource)
+        } else {
+            Api::namespaced_with(self.client.clone(), &key.1, resource)
+        };
         match api
             .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(patch))
             .await

@@ -138,6 +138,25 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
         sx.log()
     );
 
+    // The GatewayClass of Sextant's controller is accepted.
+    let mut class = String::new();
+    for _ in 0..100 {
+        let (ok, out, _) = k
+            .run(&["get", "gatewayclass", "sextant", "-o", "json"])
+            .await;
+        assert!(ok, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        class = format!(
+            "{}/{}",
+            v["status"]["conditions"][0]["type"], v["status"]["conditions"][0]["status"]
+        );
+        if class == "\"Accepted\"/\"True\"" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(class, "\"Accepted\"/\"True\"", "{}", sx.log());
+
     // Another class's Gateway is not Sextant's: moved to another class,
     // its router has nothing left to listen on.
     let (ok, out, err) = k

@@ -57,6 +57,9 @@ pub enum Kind {
     /// `networking.istio.io/v1` `gateways` (a CRD): Istio's Gateway, a
     /// kind of the same name as the Gateway API's.
     IstioGateway,
+    /// `gateway.networking.k8s.io/v1` `gatewayclasses` (a CRD,
+    /// cluster-scoped, with a status subresource).
+    GatewayClass,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -67,7 +70,7 @@ pub enum Crd {
     /// `networking.istio.io`: VirtualService, DestinationRule, Sidecar,
     /// ServiceEntry, WorkloadEntry, WorkloadGroup and Gateway.
     Istio,
-    /// `gateway.networking.k8s.io`: Gateway, HTTPRoute, GRPCRoute,
+    /// `gateway.networking.k8s.io`: GatewayClass, Gateway, HTTPRoute, GRPCRoute,
     /// ReferenceGrant (`v1`), TCPRoute and TLSRoute (`v1alpha2`).
     GatewayApi,
     /// `security.istio.io`: PeerAuthentication and AuthorizationPolicy.
@@ -86,7 +89,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 23] = [
+    pub(super) const ALL: [Kind; 24] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -110,6 +113,7 @@ impl Kind {
         Kind::Gateway,
         Kind::Secret,
         Kind::IstioGateway,
+        Kind::GatewayClass,
     ];
 
     /// The kind of an object of `kind` at `api_version` (two kinds are
@@ -147,6 +151,7 @@ impl Kind {
             Kind::Gateway => "gateways",
             Kind::Secret => "secrets",
             Kind::IstioGateway => "gateways",
+            Kind::GatewayClass => "gatewayclasses",
         }
     }
 
@@ -175,6 +180,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::Secret => "Secret",
             Kind::IstioGateway => "Gateway",
+            Kind::GatewayClass => "GatewayClass",
         }
     }
 
@@ -192,6 +198,7 @@ impl Kind {
             Kind::WorkloadGroup => &["wg"],
             Kind::Gateway => &["gtw"],
             Kind::IstioGateway => &["gw"],
+            Kind::GatewayClass => &["gc"],
             _ => &[],
         }
     }
@@ -211,7 +218,8 @@ impl Kind {
             | Kind::ReferenceGrant
             | Kind::TcpRoute
             | Kind::TlsRoute
-            | Kind::Gateway => Some(Crd::GatewayApi),
+            | Kind::Gateway
+            | Kind::GatewayClass => Some(Crd::GatewayApi),
             Kind::PeerAuthentication | Kind::AuthorizationPolicy => Some(Crd::IstioSecurity),
             _ => None,
         }
@@ -243,7 +251,7 @@ impl Kind {
     pub(super) fn namespaced(self) -> bool {
         !matches!(
             self,
-            Kind::Node | Kind::Namespace | Kind::MutatingWebhookConfiguration
+            Kind::Node | Kind::Namespace | Kind::MutatingWebhookConfiguration | Kind::GatewayClass
         )
     }
 
@@ -257,6 +265,7 @@ impl Kind {
                 | Kind::TlsRoute
                 | Kind::WorkloadEntry
                 | Kind::Gateway
+                | Kind::GatewayClass
         )
     }
 

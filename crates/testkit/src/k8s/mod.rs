@@ -553,6 +553,14 @@ fn router(shared: Arc<Shared>) -> Router {
                         })
                         .delete(move |s: State<Arc<Shared>>, p| remove(s, p, kind)),
                 );
+            if kind.has_status() {
+                router = router.route(
+                    &format!("{base}/{res}/{{name}}/status"),
+                    read(kind).patch(move |s: State<Arc<Shared>>, p, h, b: Bytes| {
+                        patch(s, p, h, b, kind, true)
+                    }),
+                );
+            }
             continue;
         }
         let ns = format!("{base}/namespaces/{{namespace}}/{res}");
