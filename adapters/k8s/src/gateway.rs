@@ -802,6 +802,7 @@ fn export_of(consumer: bool) -> Vec<String> {
 pub(crate) mod credentials;
 mod gateways;
 pub use gateways::gateway;
+pub(crate) use gateways::served;
 
 #[cfg(test)]
 mod tests;

@@ -908,25 +908,7 @@ async fn the_admin_page_shows_proxies_and_nacks_in_a_real_browser() {
     let url = format!("http://{}/", sx.admin);
     let browser = |args: Vec<String>| {
         let profile = dir.path().join(format!("chromium-{}", args.len()));
-        async move {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                tokio::process::Command::new(sextant_testkit::peers::chromium_path())
-                    .args([
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--no-first-run",
-                    ])
-                    .arg(format!("--user-data-dir={}", profile.display()))
-                    .args(&args)
-                    .kill_on_drop(true)
-                    .output(),
-            )
-            .await
-            .expect("chromium finishes")
-            .expect("run chromium")
-        }
+        async move { sextant_testkit::peers::chromium(&profile, &args).await }
     };
     let dom = browser(vec![
         "--enable-logging=stderr".into(),

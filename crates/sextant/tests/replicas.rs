@@ -135,9 +135,11 @@ async fn fail_over(delta: bool) {
         .filter(|l| l.starts_with("sextant_xds_resources_sent_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .collect();
-    assert_eq!(per_type.len(), 4, "{metrics}");
+    // One counter per resource type (clusters, endpoints, listeners,
+    // routes, secrets).
+    assert_eq!(per_type.len(), 5, "{metrics}");
     assert_eq!(
-        per_type, [0; 4],
+        per_type, [0; 5],
         "resources resent after failover:\n{metrics}"
     );
 

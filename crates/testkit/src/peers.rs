@@ -551,6 +551,29 @@ pub fn chromium_path() -> PathBuf {
     )
 }
 
+/// Runs headless Chromium ([`chromium_path`]) with its profile in
+/// `profile` and `args` after the usual flags (headless, no sandbox: tests
+/// run as root); its output, within 60 s.
+pub async fn chromium(profile: &std::path::Path, args: &[String]) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(chromium_path())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("chromium did not finish within 60 s"))
+    .unwrap_or_else(|e| panic!("cannot run chromium: {e}"))
+}
+
 /// A single-member etcd on free loopback ports, killed when dropped. Its data
 /// directory survives [`Etcd::stop`], so a restart keeps the data.
 pub struct Etcd {

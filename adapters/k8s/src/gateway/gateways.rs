@@ -194,17 +194,37 @@ pub fn gateway(
             tls,
         });
     }
+    Ok(served(
+        namespace,
+        name,
+        listeners,
+        "spec.listeners",
+        unsupported,
+    ))
+}
+
+/// The gateway rule of `listeners`, or none (and why, naming `field`) when
+/// there is none to serve.
+pub(crate) fn served(
+    namespace: &str,
+    name: &str,
+    listeners: Vec<GatewayListener>,
+    field: &str,
+    mut unsupported: Vec<String>,
+) -> Converted {
     if listeners.is_empty() {
-        unsupported.push("spec.listeners (none is served: the Gateway is not served)".into());
-        return Ok(Converted {
+        unsupported.push(format!(
+            "{field} (none is served: the Gateway is not served)"
+        ));
+        return Converted {
             rule: None,
             unsupported,
-        });
+        };
     }
-    Ok(Converted {
+    Converted {
         rule: Some(Rule::gateway(namespace, name, GatewayRule { listeners })),
         unsupported,
-    })
+    }
 }
 
 /// An HTTPS listener's certificates, or `None` (and why in `unsupported`)

@@ -18,10 +18,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use sextant_core::Rule;
 use sextant_core::rules::gateway::{
-    AllowedRoutes, FromNamespaces, GatewayListener, GatewayProtocol, GatewayRule, ListenerTls,
-    RouteNamespaces,
+    AllowedRoutes, FromNamespaces, GatewayListener, GatewayProtocol, ListenerTls, RouteNamespaces,
 };
 
 use super::Converted;
@@ -223,17 +221,13 @@ pub fn gateway(namespace: &str, name: &str, spec: &Value) -> Result<Converted, S
             l.name = format!("{base}-{n}");
         }
     }
-    if listeners.is_empty() {
-        unsupported.push("spec.servers (none is served: the Gateway is not served)".into());
-        return Ok(Converted {
-            rule: None,
-            unsupported,
-        });
-    }
-    Ok(Converted {
-        rule: Some(Rule::gateway(namespace, name, GatewayRule { listeners })),
+    Ok(crate::gateway::served(
+        namespace,
+        name,
+        listeners,
+        "spec.servers",
         unsupported,
-    })
+    ))
 }
 
 #[cfg(test)]

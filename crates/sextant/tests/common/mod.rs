@@ -207,6 +207,53 @@ pub async fn bootstrap_with(replicas: &[SocketAddr], node: &str, extra: &[&str])
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// A real Envoy as the router of gateway `gateway` (`NAMESPACE/NAME`),
+/// node `node`, its listeners bound on 127.0.0.1, `extra` bootstrap
+/// arguments (`--gateway-port-offset N`...); live when returned.
+pub async fn router_envoy(
+    xds: SocketAddr,
+    node: &str,
+    gateway: &str,
+    extra: &[&str],
+) -> sextant_testkit::peers::Envoy {
+    let mut args = vec![
+        "--mode",
+        "router",
+        "--gateway",
+        gateway,
+        "--gateway-bind",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let bootstrap = bootstrap_with(&[xds], node, &args).await;
+    let envoy = sextant_testkit::peers::Envoy::start(&bootstrap).await;
+    envoy.wait_live().await;
+    envoy
+}
+
+/// Polls until 10 requests in a row for `host` at `addr` answer `want`
+/// (status, and a body starting so) (10 s bound); how long that took.
+pub async fn settles(addr: SocketAddr, host: &str, path: &str, want: (u16, &str)) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut in_a_row = 0;
+    let mut last = (0, String::new());
+    while in_a_row < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{host}{path} never settled on {want:?}: last {last:?}"
+        );
+        last = http_get(addr, host, path)
+            .await
+            .unwrap_or((0, String::new()));
+        let hit = last.0 == want.0 && last.1.starts_with(want.1);
+        in_a_row = if hit { in_a_row + 1 } else { 0 };
+        if !hit {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
 /// Polls `host` with `headers` until its body is `want` (bounded, 5 s);
 /// true if it was.
 pub async fn until_body(

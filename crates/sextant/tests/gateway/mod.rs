@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sextant_testkit::certs::{Issued, curl_https as curl};
-use sextant_testkit::peers::{Envoy, HttpBackend, free_port};
+use sextant_testkit::peers::{HttpBackend, free_port};
 
 use super::common::*;
 
@@ -56,29 +56,6 @@ routes:
     s
 }
 
-/// Polls until 10 requests in a row for `host` at `addr` answer `want`
-/// (10 s bound); how long that took.
-async fn settles(addr: SocketAddr, host: &str, path: &str, want: (u16, &str)) -> Duration {
-    let started = tokio::time::Instant::now();
-    let mut in_a_row = 0;
-    let mut last = (0, String::new());
-    while in_a_row < 10 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{host}{path} never settled on {want:?}: last {last:?}"
-        );
-        last = sextant_testkit::peers::http_get(addr, host, path)
-            .await
-            .unwrap_or((0, String::new()));
-        let hit = last.0 == want.0 && last.1.starts_with(want.1);
-        in_a_row = if hit { in_a_row + 1 } else { 0 };
-        if !hit {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_envoy_serves_its_gateway_and_the_routes_bound_to_it() {
     let web = HttpBackend::start("web").await;
@@ -89,21 +66,13 @@ async fn a_router_envoy_serves_its_gateway_and_the_routes_bound_to_it() {
     let file = dir.path().join("mesh.yaml");
     std::fs::write(&file, text(false)).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/public",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/public",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
 
     // Declared ports listen before any route binds: 404, naming the gateway.
@@ -242,21 +211,13 @@ async fn a_router_terminates_https_with_credentials_over_sds_and_follows_a_rotat
     let text = |shop: &Issued| https_file(port, web.addr.port(), api.addr.port(), shop, &api_cert);
     std::fs::write(&file, text(&shop)).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/secure",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/secure",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
 
     // Each name gets its own certificate (curl verifies it against the
     // name it sent) and its own routes.
@@ -428,21 +389,13 @@ async fn a_router_passes_tls_through_by_server_name_and_proxies_tcp() {
     };
     std::fs::write(&file, text(false)).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~passthrough-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/passthrough",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/passthrough",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut last = curl("alpha.example.com", tls, &ca_file).await;
@@ -526,23 +479,13 @@ routes:
     );
     std::fs::write(&file, text).expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/public",
-            "--gateway-bind",
-            "127.0.0.1",
-            "--gateway-port-offset",
-            &offset.to_string(),
-        ],
+        "edge/public",
+        &["--gateway-port-offset", &offset.to_string()],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let at = SocketAddr::from(([127, 0, 0, 1], listen));
     // The Host a client of port 80 sends, with and without the port.
     settles(at, "shop.example.com", "/", (200, "web")).await;
@@ -578,21 +521,13 @@ async fn a_browser_loads_a_page_over_https_through_the_router() {
     )
     .expect("write");
     let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let _router = router_envoy(
+        sx.xds,
         "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/secure",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/secure",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while curl("shop.example.com", port, &ca_file).await.as_deref() != Ok("web") {
         assert!(tokio::time::Instant::now() < deadline, "{}", sx.log());
@@ -605,29 +540,19 @@ async fn a_browser_loads_a_page_over_https_through_the_router() {
     let screenshot = artifacts.join("gateway-https.png");
     let _ = std::fs::remove_file(&screenshot);
     let url = format!("https://shop.example.com:{port}/");
-    let browser = |trusted: String, last: Vec<String>| {
-        let profile = dir.path().join(format!("chromium-{}", last.len()));
-        async move {
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                tokio::process::Command::new(sextant_testkit::peers::chromium_path())
-                    .args([
-                        "--headless",
-                        "--no-sandbox",
-                        "--disable-gpu",
-                        "--no-first-run",
-                    ])
-                    .arg(format!("--user-data-dir={}", profile.display()))
-                    .arg("--host-resolver-rules=MAP shop.example.com 127.0.0.1")
-                    .arg(format!("--ignore-certificate-errors-spki-list={trusted}"))
-                    .args(&last)
-                    .kill_on_drop(true)
-                    .output(),
-            )
-            .await
-            .expect("chromium finishes")
-            .expect("run chromium")
-        }
+    // A profile of its own per run: nothing carried from one to the next.
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let browser = |trusted: String, mut last: Vec<String>| {
+        let run = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = dir.path().join(format!("chromium-{run}"));
+        last.splice(
+            0..0,
+            [
+                "--host-resolver-rules=MAP shop.example.com 127.0.0.1".to_owned(),
+                format!("--ignore-certificate-errors-spki-list={trusted}"),
+            ],
+        );
+        async move { sextant_testkit::peers::chromium(&profile, &last).await }
     };
     let dom = browser(shop.spki_sha256(), vec!["--dump-dom".into(), url.clone()]).await;
     let page = String::from_utf8_lossy(&dom.stdout).into_owned();

@@ -21,37 +21,20 @@ fn example_with(dir: &std::path::Path, name: &str, swaps: &[(&str, String)]) -> 
     path.to_str().expect("path").to_owned()
 }
 
-/// Polls until 10 requests in a row for `host` answer `want` (10 s).
-async fn settles(
-    addr: std::net::SocketAddr,
-    host: &str,
-    path: &str,
-    want: (u16, &str),
-) -> Duration {
-    let started = tokio::time::Instant::now();
-    let mut in_a_row = 0;
-    let mut last = (0, String::new());
-    while in_a_row < 10 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{host}{path} never settled on {want:?}: last {last:?}"
-        );
-        last = sextant_testkit::peers::http_get(addr, host, path)
-            .await
-            .unwrap_or((0, String::new()));
-        let hit = last.0 == want.0 && last.1.starts_with(want.1);
-        in_a_row = if hit { in_a_row + 1 } else { 0 };
-        if !hit {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    started.elapsed()
+/// The API-server double with `crd` installed, Services web (8080) and
+/// api (9090) of namespace shop with a backend each, and Sextant reading
+/// it.
+struct Shop {
+    double: KubeDouble,
+    web: HttpBackend,
+    api: HttpBackend,
+    dir: tempfile::TempDir,
+    sx: Sextant,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
+async fn shop(crd: Crd) -> Shop {
     let double = KubeDouble::start().await;
-    double.install(Crd::GatewayApi);
+    double.install(crd);
     let web = HttpBackend::start("web").await;
     let api = HttpBackend::start("api").await;
     service_on(&double, "shop", "web", ("http", 8080), &web);
@@ -59,25 +42,35 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = double.kubeconfig(dir.path(), "double");
     let sx = start(dir.path(), &kubeconfig, &[]).await;
+    Shop {
+        double,
+        web,
+        api,
+        dir,
+        sx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
+    let Shop {
+        double,
+        web: _web,
+        api: _api,
+        dir,
+        sx,
+    } = shop(Crd::GatewayApi).await;
     let (public, internal) = (
         sextant_testkit::peers::free_port(),
         sextant_testkit::peers::free_port(),
     );
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/public",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/public",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
 
     let k = Kubectl::new(&double);
     let gateways = example_with(
@@ -201,31 +194,21 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
 async fn a_gateway_serves_https_with_certificates_from_secrets() {
     use base64::Engine;
     use sextant_testkit::certs::{TestCa, curl_https};
-    let double = KubeDouble::start().await;
-    double.install(Crd::GatewayApi);
-    let web = HttpBackend::start("web").await;
-    let api = HttpBackend::start("api").await;
-    service_on(&double, "shop", "web", ("http", 8080), &web);
-    service_on(&double, "shop", "api", ("http", 9090), &api);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = double.kubeconfig(dir.path(), "double");
-    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let Shop {
+        double,
+        web: _web,
+        api: _api,
+        dir,
+        sx,
+    } = shop(Crd::GatewayApi).await;
     let port = sextant_testkit::peers::free_port();
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~secure-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/secure",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/secure",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
 
     let (ca, next_ca) = (TestCa::new("edge-ca"), TestCa::new("rotated-ca"));
     let ca_file = ca.write(dir.path(), "ca");
@@ -433,15 +416,13 @@ async fn programmed(k: &Kubectl, name: &str, want: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
     use sextant_testkit::ads::{SotwClient, node_with};
-    let double = KubeDouble::start().await;
-    double.install(Crd::GatewayApi);
-    let web = HttpBackend::start("web").await;
-    let api = HttpBackend::start("api").await;
-    service_on(&double, "shop", "web", ("http", 8080), &web);
-    service_on(&double, "shop", "api", ("http", 9090), &api);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = double.kubeconfig(dir.path(), "double");
-    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let Shop {
+        double,
+        web: _web,
+        api: _api,
+        dir,
+        sx,
+    } = shop(Crd::GatewayApi).await;
     let (public, internal) = (
         sextant_testkit::peers::free_port(),
         sextant_testkit::peers::free_port(),
@@ -495,21 +476,13 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
     programmed(&k, "public", "False/Pending: 0 of 1 router").await;
 
     // A real Envoy serves it, acknowledged; the laggard still holds it back.
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/public",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/public",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], public));
     settles(at, "shop.example.com", "/", (200, "web")).await;
     programmed(&k, "public", "False/Pending: 1 of 2 router").await;
@@ -569,21 +542,13 @@ async fn a_gateway_passes_tls_through_and_proxies_tcp() {
         sextant_testkit::peers::free_port(),
         sextant_testkit::peers::free_port(),
     );
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~passthrough-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/passthrough",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/passthrough",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let k = Kubectl::new(&double);
     let file = example_with(
         dir.path(),
@@ -709,21 +674,13 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
     let kubeconfig = double.kubeconfig(dir.path(), "double");
     let sx = start(dir.path(), &kubeconfig, &[]).await;
     let port = sextant_testkit::peers::free_port();
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~store-1.store~store.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "store/store",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "store/store",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let k = Kubectl::new(&double);
     let file = example_with(
         dir.path(),
@@ -802,31 +759,21 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
 /// the Gateway's host, and a name no VirtualService serves is a 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_istio_gateway_serves_the_virtual_services_bound_to_it() {
-    let double = KubeDouble::start().await;
-    double.install(Crd::Istio);
-    let web = HttpBackend::start("web").await;
-    let api = HttpBackend::start("api").await;
-    service_on(&double, "shop", "web", ("http", 8080), &web);
-    service_on(&double, "shop", "api", ("http", 9090), &api);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = double.kubeconfig(dir.path(), "double");
-    let sx = start(dir.path(), &kubeconfig, &[]).await;
+    let Shop {
+        double,
+        web: _web,
+        api: _api,
+        dir,
+        sx,
+    } = shop(Crd::Istio).await;
     let port = sextant_testkit::peers::free_port();
-    let bootstrap = bootstrap_with(
-        &[sx.xds],
+    let envoy = router_envoy(
+        sx.xds,
         "router~127.0.0.1~bookinfo-1.edge~edge.svc.cluster.local",
-        &[
-            "--mode",
-            "router",
-            "--gateway",
-            "edge/bookinfo-gateway",
-            "--gateway-bind",
-            "127.0.0.1",
-        ],
+        "edge/bookinfo-gateway",
+        &[],
     )
     .await;
-    let envoy = Envoy::start(&bootstrap).await;
-    envoy.wait_live().await;
     let k = Kubectl::new(&double);
     let file = example_with(
         dir.path(),
