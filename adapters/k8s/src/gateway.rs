@@ -801,6 +801,7 @@ fn export_of(consumer: bool) -> Vec<String> {
 #[cfg(feature = "client")]
 pub(crate) mod credentials;
 mod gateways;
+pub mod ingress;
 pub use gateways::gateway;
 pub(crate) use gateways::served;
 

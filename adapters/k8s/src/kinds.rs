@@ -16,6 +16,9 @@ pub(crate) enum Kind {
     /// `kubernetes.io/tls` Secrets that Sextant's Gateways name (the rules
     /// session, only while Gateways are served).
     Secret,
+    /// `networking.k8s.io/v1` Ingresses of Sextant's class (the rules
+    /// session).
+    Ingress,
     Crd(CrdKind),
 }
 
@@ -204,6 +207,7 @@ impl Kind {
             Kind::Node => ApiResource::erase::<Node>(&()),
             Kind::Pod => ApiResource::erase::<Pod>(&()),
             Kind::Secret => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+            Kind::Ingress => ApiResource::erase::<k8s_openapi::api::networking::v1::Ingress>(&()),
             Kind::Crd(k) => k.resource(k.versions()[0]),
         }
     }
@@ -216,6 +220,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::Pod => "Pod",
             Kind::Secret => "Secret",
+            Kind::Ingress => "Ingress",
             Kind::Crd(k) => k.name(),
         }
     }
@@ -228,6 +233,7 @@ impl Kind {
             Kind::Node => ("", "nodes"),
             Kind::Pod => ("", "pods"),
             Kind::Secret => ("", "secrets"),
+            Kind::Ingress => ("networking.k8s.io", "ingresses"),
             Kind::Crd(k) => k.api_group(),
         };
         let group = if group.is_empty() {

@@ -34,7 +34,8 @@
 //! rules session and route status; `entries.rs` the ServiceEntries and
 //! WorkloadEntries, a registry of their own ([`K8sEntries`]); `watch.rs` the list/watch machinery both
 //! run on; `kinds.rs` what each kind is called; `convert.rs`, `istio.rs`
-//! and `gateway.rs` the pure conversions.
+//! and `gateway.rs` the pure conversions (Gateways, Ingresses, Istio's
+//! Gateway among them; `rules/` writes their status).
 //!
 //! Built on kube-rs's client (`kube::Api` list and watch, rustls with ring)
 //! and k8s-openapi's types. kube-runtime's watcher is not used: it hides when

@@ -59,6 +59,13 @@ pub struct K8sConfig {
     /// The Gateway API GatewayClass whose Gateways Sextant serves (to
     /// router proxies). Default `sextant`.
     pub gateway_class: String,
+    /// The IngressClass whose `networking.k8s.io/v1` Ingresses Sextant
+    /// serves. Default `sextant`.
+    pub ingress_class: String,
+    /// The gateway (`NAMESPACE/NAME`) whose routers serve those Ingresses;
+    /// their TLS Secrets are read in its namespace. Default
+    /// `sextant/ingress`.
+    pub ingress_gateway: String,
     /// Where the Gateways' `Programmed` status is read from: whether their
     /// routers hold them (filled by the control plane; empty, nothing is
     /// claimed programmed).
@@ -84,6 +91,8 @@ impl Default for K8sConfig {
             write_status: true,
             rediscover_every: Duration::from_secs(30),
             gateway_class: "sextant".into(),
+            ingress_class: "sextant".into(),
+            ingress_gateway: "sextant/ingress".into(),
             progress: sextant_core::progress::ProgressBoard::default(),
         }
     }

@@ -91,7 +91,9 @@ fn versions_of<'a>(
     resources
         .filter_map(|(k, r)| match k {
             Kind::Crd(k) => Some((*k, r.version.clone())),
-            Kind::Service | Kind::Slice | Kind::Node | Kind::Pod | Kind::Secret => None,
+            Kind::Service | Kind::Slice | Kind::Node | Kind::Pod | Kind::Secret | Kind::Ingress => {
+                None
+            }
         })
         .collect()
 }
@@ -186,6 +188,9 @@ struct State {
     /// The TLS Secrets read (while Gateways are), and which the Gateways
     /// name.
     credentials: gateway::credentials::Credentials,
+    /// The Ingresses of Sextant's class, and the objects (their status).
+    ingresses: ingresses::Ingresses,
+    ingress_objects: BTreeMap<Key, DynamicObject>,
 }
 
 impl State {
@@ -194,6 +199,7 @@ impl State {
             .values()
             .filter_map(|c| c.rule.clone())
             .chain(self.credentials.rules())
+            .chain(self.ingresses.rules())
             .collect()
     }
 
@@ -202,12 +208,23 @@ impl State {
             .iter()
             .filter_map(|(k, c)| Some((object_name(k), c.problem.clone()?)))
             .chain(self.credentials.problems())
+            .chain(self.ingresses.problems())
             .collect()
     }
 
-    /// The credentials the Gateways name now, into `out`.
-    fn recredential(&mut self, out: &mut Outcome) {
-        let rules = self.converted.values().filter_map(|c| c.rule.as_ref());
+    /// The Ingresses' rules, then the credentials the gateways name now,
+    /// into `out`.
+    fn recredential(&mut self, config: &K8sConfig, out: &mut Outcome) {
+        let changes = self.ingresses.update(config);
+        out.events.extend(changes.events);
+        out.problems.extend(changes.problems);
+        out.fixed.extend(changes.fixed);
+        let ingress_gateway = self.ingresses.gateway(config);
+        let rules = self
+            .converted
+            .values()
+            .filter_map(|c| c.rule.as_ref())
+            .chain(ingress_gateway.as_ref());
         let changes = self.credentials.update(rules);
         out.events.extend(changes.events);
         out.problems.extend(changes.problems);
@@ -250,6 +267,15 @@ impl State {
             }
             Kind::Secret => {
                 self.credentials.change(ns, name, &obj, deleted);
+                return None;
+            }
+            Kind::Ingress => {
+                self.ingresses.change(config, &obj, deleted);
+                if deleted {
+                    self.ingress_objects.remove(&(ns, name));
+                } else {
+                    self.ingress_objects.insert((ns, name), obj);
+                }
                 return None;
             }
             Kind::Slice | Kind::Node | Kind::Pod => return None,
@@ -361,6 +387,8 @@ pub(crate) struct Announced {
     /// The controller of a GatewayClass of Sextant's name that is not
     /// Sextant's, once said.
     foreign_class: Option<String>,
+    /// Ingresses may not be listed, once said.
+    forbidden_ingress: bool,
 }
 
 pub(crate) async fn session(
@@ -404,8 +432,17 @@ pub(crate) async fn session(
         if write_status {
             kinds.push((Kind::Service, Kind::Service.resource()));
         }
-        // Gateways' certificates: TLS Secrets, read only while Gateways are.
-        if served_kinds.contains(&CrdKind::Gateway) || served_kinds.contains(&CrdKind::IstioGateway)
+        // Ingresses of Sextant's class, when the service account may read
+        // them (older RBAC may not: said once, the rest still read).
+        let ingresses = !config.ingress_class.is_empty()
+            && may_list(&client, &Kind::Ingress.resource(), &id, &announced).await;
+        if ingresses {
+            kinds.push((Kind::Ingress, Kind::Ingress.resource()));
+        }
+        // Gateways' certificates: TLS Secrets, read only while gateways are.
+        if ingresses
+            || served_kinds.contains(&CrdKind::Gateway)
+            || served_kinds.contains(&CrdKind::IstioGateway)
         {
             kinds.push((Kind::Secret, Kind::Secret.resource()));
         }
@@ -438,7 +475,7 @@ pub(crate) async fn session(
             }
             listed.push(rv);
         }
-        state.recredential(&mut Outcome::default());
+        state.recredential(&config, &mut Outcome::default());
         info!(registry = %id, rules = state.converted.len(), kinds = ?served_kinds, "kubernetes: rules listed");
         let first = Outcome {
             events: vec![Event::Reset(state.rules())],
@@ -452,6 +489,7 @@ pub(crate) async fn session(
             client: client.clone(),
             controller: config.controller_name.clone(),
             gateway_class: config.gateway_class.clone(),
+            ingress_status: config.write_status,
             resources: resources.clone(),
             announced: announced.clone(),
             enabled: write_status,
@@ -460,6 +498,7 @@ pub(crate) async fn session(
         status.write(&state, &routes).await;
         status.write_gateways(&state, &config.progress).await;
         status.write_gateway_class(&state).await;
+        status.write_ingresses(&state, &config).await;
         // Gateways' Programmed follows their routers' ACKs: looked at again
         // on this tick (a patch only when it changed).
         let mut gateway_tick = tokio::time::interval(GATEWAY_STATUS_EVERY);
@@ -475,8 +514,9 @@ pub(crate) async fn session(
                     Some(r) => r,
                     None => return Ok(()),
                 },
-                _ = gateway_tick.tick(), if gateways_served => {
+                _ = gateway_tick.tick(), if gateways_served || ingresses => {
                     status.write_gateways(&state, &config.progress).await;
+                    status.write_ingresses(&state, &config).await;
                     continue;
                 }
                 _ = rediscover.tick() => {
@@ -532,7 +572,7 @@ pub(crate) async fn session(
             if relist {
                 break;
             }
-            state.recredential(&mut out);
+            state.recredential(&config, &mut out);
             if send(&tx, out).await.is_err() {
                 return Ok(());
             }
@@ -548,11 +588,38 @@ pub(crate) async fn session(
     }
 }
 
+/// Whether the service account may list `resource` (a 403 is said once,
+/// and the kind left unread).
+async fn may_list(
+    client: &kube::Client,
+    resource: &ApiResource,
+    id: &RegistryId,
+    announced: &Mutex<Announced>,
+) -> bool {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            let mut a = announced.lock().unwrap_or_else(|p| p.into_inner());
+            if !a.forbidden_ingress {
+                a.forbidden_ingress = true;
+                warn!(
+                    registry = %id,
+                    "kubernetes: cannot list {} ({}): not read; RBAC needs list and watch on {} (see deploy/rbac.yaml)",
+                    resource.plural, s.message, resource.plural
+                );
+            }
+            false
+        }
+        _ => true,
+    }
+}
+
 /// How often Gateways' status is looked at again for their routers'
 /// progress.
 const GATEWAY_STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 mod gateway_status;
+mod ingresses;
 mod status;
 use status::StatusWriter;
 #[cfg(test)]

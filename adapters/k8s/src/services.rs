@@ -26,7 +26,9 @@ fn sources(client: &kube::Client, config: &K8sConfig) -> Vec<Source> {
     for kind in kinds {
         let labels = match kind {
             Kind::Service => config.label_selector.as_deref(),
-            Kind::Slice | Kind::Node | Kind::Pod | Kind::Secret | Kind::Crd(_) => None,
+            Kind::Slice | Kind::Node | Kind::Pod | Kind::Secret | Kind::Ingress | Kind::Crd(_) => {
+                None
+            }
         };
         out.extend(Source::of(
             client,
@@ -201,7 +203,7 @@ impl ServiceStore {
                 }
             }
             // Rule kinds are read by the rules session (rules.rs).
-            Kind::Secret | Kind::Crd(_) => {}
+            Kind::Secret | Kind::Ingress | Kind::Crd(_) => {}
             Kind::Node => {
                 let locality = if deleted {
                     None

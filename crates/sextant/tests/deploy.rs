@@ -80,6 +80,8 @@ fn rbac_grants_exactly_what_the_registry_reads_and_writes() {
             "networking.istio.io/workloadentries: create,delete,patch",
             "networking.istio.io/workloadentries: get,list,watch",
             "networking.istio.io/workloadgroups: get,list,watch",
+            "networking.k8s.io/ingresses/status: patch",
+            "networking.k8s.io/ingresses: get,list,watch",
             "security.istio.io/authorizationpolicies: get,list,watch",
             "security.istio.io/peerauthentications: get,list,watch",
         ]

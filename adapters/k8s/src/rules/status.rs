@@ -14,6 +14,8 @@ pub(super) struct StatusWriter {
     pub(super) controller: String,
     /// The class whose Gateways are Sextant's.
     pub(super) gateway_class: String,
+    /// Write Ingresses' status (whether or not the Gateway API is served).
+    pub(super) ingress_status: bool,
     pub(super) resources: BTreeMap<Kind, ApiResource>,
     pub(super) announced: Arc<Mutex<Announced>>,
     pub(super) enabled: bool,
@@ -168,15 +170,73 @@ impl StatusWriter {
         self.patch(&key, resource, &patch).await;
     }
 
+    /// Writes each Ingress of Sextant's class its
+    /// `status.loadBalancer.ingress`: the addresses of the ingress
+    /// gateway's routers connected here (none connected: left alone, as
+    /// another replica's routers may be serving it).
+    pub(super) async fn write_ingresses(&self, state: &State, config: &K8sConfig) {
+        if !self.ingress_status {
+            return;
+        }
+        let (Some(resource), Some(gateway)) = (
+            self.resources.get(&Kind::Ingress),
+            state.ingresses.gateway(config),
+        ) else {
+            return;
+        };
+        let Some(routers) = config
+            .progress
+            .gateways(std::slice::from_ref(&gateway))
+            .and_then(|r| r.into_iter().next())
+            .filter(|r| r.routers > 0)
+        else {
+            return;
+        };
+        let desired: Vec<Value> = routers
+            .addresses
+            .iter()
+            .map(|a| json!({ "ip": a }))
+            .collect();
+        for key in state.ingresses.keys() {
+            let Some(obj) = state.ingress_objects.get(key) else {
+                continue;
+            };
+            if obj.data["status"]["loadBalancer"]["ingress"] == json!(desired) {
+                continue;
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": obj.metadata.resource_version},
+                "status": {"loadBalancer": {"ingress": desired}},
+            });
+            let what = format!("Ingress {}/{}", key.0, key.1);
+            self.patch_at(Some(&key.0), &key.1, &what, resource, &patch)
+                .await;
+        }
+    }
+
     /// Sends one status patch.
     async fn patch(&self, key: &ObjKey, resource: &ApiResource, patch: &Value) {
-        let api: Api<DynamicObject> = if key.0.cluster_scoped() {
-            Api::all_with(self.client.clone(), resource)
-        } else {
-            Api::namespaced_with(self.client.clone(), &key.1, resource)
+        let namespace = (!key.0.cluster_scoped()).then_some(key.1.as_str());
+        self.patch_at(namespace, &key.2, &object_name(key), resource, patch)
+            .await;
+    }
+
+    /// Sends one status patch to `name` (of `namespace`, none:
+    /// cluster-scoped), named `what` in logs.
+    async fn patch_at(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        what: &str,
+        resource: &ApiResource,
+        patch: &Value,
+    ) {
+        let api: Api<DynamicObject> = match namespace {
+            None => Api::all_with(self.client.clone(), resource),
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
         };
         match api
-            .patch_status(&key.2, &PatchParams::default(), &Patch::Merge(patch))
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Ok(_) => {}
@@ -192,7 +252,7 @@ impl StatusWriter {
                     );
                 }
             }
-            Err(e) => warn!(object = object_name(key), error = %e, "cannot write status"),
+            Err(e) => warn!(object = what, error = %e, "cannot write status"),
         }
     }
 }

@@ -74,6 +74,8 @@ pub fn shown() -> Vec<(&'static str, String)> {
         ("cluster_domain", k8s.mapping.cluster_domain),
         ("k8s_controller_name", k8s.controller_name),
         ("gateway_class", k8s.gateway_class),
+        ("ingress_class", k8s.ingress_class),
+        ("ingress_gateway", k8s.ingress_gateway),
         (
             "k8s_injection_label",
             sextant_inject::audit::DEFAULT_LABEL.to_owned(),

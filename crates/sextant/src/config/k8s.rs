@@ -79,6 +79,17 @@ pub struct K8sArgs {
     #[arg(long, env = "SEXTANT_GATEWAY_CLASS", value_name = "NAME")]
     #[serde(rename = "gateway_class")]
     pub gateway_class: Option<String>,
+    /// The IngressClass whose Ingresses Sextant serves (`spec.ingressClassName`,
+    /// or the `kubernetes.io/ingress.class` annotation).
+    #[arg(long, env = "SEXTANT_INGRESS_CLASS", value_name = "NAME")]
+    #[serde(rename = "ingress_class")]
+    pub ingress_class: Option<String>,
+    /// The gateway, NAMESPACE/NAME, whose routers serve the Ingresses
+    /// (`sextant agent --mode router --gateway` it); their TLS Secrets are
+    /// read in its namespace.
+    #[arg(long, env = "SEXTANT_INGRESS_GATEWAY", value_name = "NAMESPACE/NAME")]
+    #[serde(rename = "ingress_gateway")]
+    pub ingress_gateway: Option<String>,
     /// The namespace label that switches sidecar injection on (value
     /// `enabled`), as the webhook's namespaceSelector has it.
     #[arg(long, env = "SEXTANT_K8S_INJECTION_LABEL", value_name = "LABEL")]
@@ -244,6 +255,33 @@ impl K8sArgs {
             }
         }
 
+        if let Some((class, from_flag)) = either(&self.ingress_class, &file.ingress_class) {
+            match sextant_core::validate::dns_name_problem(&class) {
+                None => base.ingress_class = class,
+                Some(p) => c.bad_flag(
+                    "k8s.ingress_class",
+                    "--ingress-class",
+                    from_flag,
+                    format!("{class:?}: {p}"),
+                ),
+            }
+        }
+        if let Some((gateway, from_flag)) = either(&self.ingress_gateway, &file.ingress_gateway) {
+            let problem = match gateway.split_once('/') {
+                Some((ns, name)) => sextant_core::validate::dns_name_problem(ns)
+                    .or_else(|| sextant_core::validate::dns_name_problem(name)),
+                None => Some("write NAMESPACE/NAME".into()),
+            };
+            match problem {
+                None => base.ingress_gateway = gateway,
+                Some(p) => c.bad_flag(
+                    "k8s.ingress_gateway",
+                    "--ingress-gateway",
+                    from_flag,
+                    format!("{gateway:?}: {p}"),
+                ),
+            }
+        }
         if let Some((class, from_flag)) = either(&self.gateway_class, &file.gateway_class) {
             match sextant_core::validate::dns_name_problem(&class) {
                 None => base.gateway_class = class,

@@ -811,3 +811,116 @@ async fn an_istio_gateway_serves_the_virtual_services_bound_to_it() {
         envoy.log()
     );
 }
+
+/// A Kubernetes Ingress (examples/kubernetes/shop-ingress.yaml) served by
+/// a real router Envoy of the ingress gateway (`sextant/ingress`, its
+/// ports 80 and 443 at an offset): host and whole-element prefix routing
+/// over HTTP, HTTPS with the Secret beside the gateway (curl verifies
+/// it), the Ingress's status given the router's address, and another
+/// class's Ingress left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_is_served_by_the_ingress_gateways_routers() {
+    use sextant_testkit::certs::{TestCa, curl_https};
+    let Shop {
+        double,
+        web: _web,
+        api: _api,
+        dir,
+        sx,
+    } = shop(Crd::GatewayApi).await;
+    // An offset that puts both 80 and 443 on free ports.
+    let offset = loop {
+        let http = u32::from(sextant_testkit::peers::free_port());
+        let https = http - 80 + 443;
+        if u16::try_from(https).is_ok_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            break http - 80;
+        }
+    };
+    let port = |p: u32| u16::try_from(p + offset).expect("port");
+    let envoy = router_envoy(
+        sx.xds,
+        "router~127.0.0.1~ingress-1.sextant~sextant.svc.cluster.local",
+        "sextant/ingress",
+        &["--gateway-port-offset", &offset.to_string()],
+    )
+    .await;
+    let k = Kubectl::new(&double);
+    let ca = TestCa::new("ingress-ca");
+    let ca_file = ca.write(dir.path(), "ca");
+    let (cert, key) = ca.server(&["shop.example.com"]).write(dir.path(), "shop");
+    let (ok, manifest, err) = k
+        .run(&[
+            "create",
+            "secret",
+            "tls",
+            "shop-cert",
+            "-n",
+            "sextant",
+            "--cert",
+            cert.to_str().expect("path"),
+            "--key",
+            key.to_str().expect("path"),
+            "--dry-run=client",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let secret = dir.path().join("secret.json");
+    std::fs::write(&secret, manifest).expect("write");
+    for file in [
+        secret.to_str().expect("path").to_owned(),
+        example("shop-ingress.yaml"),
+    ] {
+        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
+        assert!(ok, "{file}: {out}{err}");
+    }
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port(80)));
+    let took = settles(at, "shop.example.com", "/api/cart", (200, "api")).await;
+    eprintln!("the Ingress served {took:?} after kubectl apply");
+    settles(at, "shop.example.com", "/api", (200, "api")).await;
+    // Whole path elements: /apiary is not under /api.
+    settles(at, "shop.example.com", "/apiary", (200, "web")).await;
+    settles(at, "shop.example.com", "/", (200, "web")).await;
+    // The other class's Ingress is not served here.
+    settles(at, "legacy.example.com", "/", (404, "no route")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = curl_https("shop.example.com", port(443), &ca_file).await;
+    while last.as_deref() != Ok("web") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HTTPS: {last:?}\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = curl_https("shop.example.com", port(443), &ca_file).await;
+    }
+    // The Ingress's status: the router's address; the other's: nothing.
+    let status = |name: &'static str| {
+        let k = &k;
+        async move {
+            let (ok, out, err) = k
+                .run(&["get", "ingress", name, "-n", "shop", "-o", "json"])
+                .await;
+            assert!(ok, "{out}{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+            v["status"]["loadBalancer"]["ingress"].clone()
+        }
+    };
+    loop {
+        let now = status("shop").await;
+        if now == serde_json::json!([{"ip": "127.0.0.1"}]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status("legacy").await.is_null());
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

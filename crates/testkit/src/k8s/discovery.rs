@@ -45,12 +45,13 @@ pub(super) async fn core_resources() -> Response {
     )
 }
 
-/// The groups served now: discovery.k8s.io and the installed CRDs'.
+/// The groups served now: the built-in ones and the installed CRDs'.
 fn groups(shared: &Shared) -> Vec<&'static str> {
     let mut out = vec![
         "discovery.k8s.io",
         "authentication.k8s.io",
         "admissionregistration.k8s.io",
+        "networking.k8s.io",
     ];
     out.extend(lock(&shared.behaviour).installed.iter().map(|c| c.group()));
     out

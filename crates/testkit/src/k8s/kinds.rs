@@ -60,6 +60,9 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `gatewayclasses` (a CRD,
     /// cluster-scoped, with a status subresource).
     GatewayClass,
+    /// `networking.k8s.io/v1` `ingresses`, namespaced, with a status
+    /// subresource.
+    Ingress,
 }
 
 /// An API group that exists only once its CRDs are installed
@@ -89,7 +92,7 @@ impl Crd {
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 24] = [
+    pub(super) const ALL: [Kind; 25] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Node,
@@ -114,6 +117,7 @@ impl Kind {
         Kind::Secret,
         Kind::IstioGateway,
         Kind::GatewayClass,
+        Kind::Ingress,
     ];
 
     /// The kind of an object of `kind` at `api_version` (two kinds are
@@ -152,6 +156,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::IstioGateway => "gateways",
             Kind::GatewayClass => "gatewayclasses",
+            Kind::Ingress => "ingresses",
         }
     }
 
@@ -181,6 +186,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::IstioGateway => "Gateway",
             Kind::GatewayClass => "GatewayClass",
+            Kind::Ingress => "Ingress",
         }
     }
 
@@ -199,6 +205,7 @@ impl Kind {
             Kind::Gateway => &["gtw"],
             Kind::IstioGateway => &["gw"],
             Kind::GatewayClass => &["gc"],
+            Kind::Ingress => &["ing"],
             _ => &[],
         }
     }
@@ -229,6 +236,7 @@ impl Kind {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
+            Kind::Ingress => "networking.k8s.io",
             _ => self.crd().map_or("", Crd::group),
         }
     }
@@ -266,6 +274,7 @@ impl Kind {
                 | Kind::WorkloadEntry
                 | Kind::Gateway
                 | Kind::GatewayClass
+                | Kind::Ingress
         )
     }
 

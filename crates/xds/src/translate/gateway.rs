@@ -309,6 +309,9 @@ pub fn gateway_route(
     RouteConfiguration {
         name,
         virtual_hosts,
+        // A client may name the port it dialled (a router's port offset, a
+        // node port): the name alone decides.
+        ignore_port_in_host_matching: true,
         ..Default::default()
     }
 }
