@@ -219,6 +219,28 @@ impl Grants {
     }
 }
 
+impl Grants {
+    /// Whether the Gateways of `gateway_ns` may use Secret
+    /// `secret_ns/secret` for their listeners: always within a namespace,
+    /// else by a grant there.
+    pub fn permits_secret(&self, gateway_ns: &str, secret_ns: &str, secret: &str) -> bool {
+        gateway_ns == secret_ns
+            || self
+                .grants
+                .range((secret_ns.to_owned(), String::new())..)
+                .take_while(|((ns, _), _)| ns == secret_ns)
+                .any(|(_, (from, to))| {
+                    from.iter().any(|f| {
+                        f.group == GATEWAY_GROUP && f.kind == "Gateway" && f.namespace == gateway_ns
+                    }) && to.iter().any(|t| {
+                        t.group.is_empty()
+                            && t.kind == "Secret"
+                            && t.name.as_deref().is_none_or(|n| n == secret)
+                    })
+                })
+    }
+}
+
 /// Relative weights as percentages summing to 100; `None` for all when
 /// every weight is absent (an absent one among others counts as 1, the
 /// Gateway API's default).

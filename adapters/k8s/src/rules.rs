@@ -225,7 +225,7 @@ impl State {
             .values()
             .filter_map(|c| c.rule.as_ref())
             .chain(ingress_gateway.as_ref());
-        let changes = self.credentials.update(rules);
+        let changes = self.credentials.update(rules, &self.grants);
         out.events.extend(changes.events);
         out.problems.extend(changes.problems);
         out.fixed.extend(changes.fixed);

@@ -245,10 +245,13 @@ fn router_set(
                 let sds_name = format!("{ns}/{name}");
                 match found {
                     // A router serves credentials of its gateway's
-                    // namespace only (Istio's credentialName rule).
-                    Some(_) if ns != namespace => missing.push(format!(
-                        "{sds_name} (of another namespace than the gateway's)"
-                    )),
+                    // namespace only (Istio's credentialName rule), or
+                    // those granted to it (a ReferenceGrant).
+                    Some(c) if ns != namespace && !c.granted_to.iter().any(|g| g == namespace) => {
+                        missing.push(format!(
+                            "{sds_name} (of another namespace than the gateway's, and not granted to it)"
+                        ))
+                    }
                     Some(c) => {
                         let secret = layout::tls_secret(
                             &sds_name,

@@ -64,6 +64,7 @@ fn read(obj: &DynamicObject) -> Result<Credential, String> {
     Ok(Credential {
         certificate_chain: text("tls.crt")?,
         private_key: sextant_core::Secret::new(text("tls.key")?),
+        granted_to: Vec::new(),
     })
 }
 
@@ -91,8 +92,12 @@ impl Credentials {
     pub(crate) fn update<'a>(
         &mut self,
         rules: impl Iterator<Item = &'a Rule>,
+        grants: &crate::gateway::Grants,
     ) -> CredentialChanges {
-        let mut named: BTreeSet<Key> = BTreeSet::new();
+        // Each Secret named, with the other namespaces whose Gateways may
+        // use it (a ReferenceGrant in its namespace); one named without a
+        // grant is not sent for them (the listener's status says so).
+        let mut named: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
         for rule in rules {
             let Some(gw) = rule.as_gateway() else {
                 continue;
@@ -101,17 +106,24 @@ impl Credentials {
             for tls in gw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
                 for r in &tls.certificate_refs {
                     let (rns, rname) = credential_ref(r, ns);
-                    named.insert((rns.to_owned(), rname.to_owned()));
+                    let key = (rns.to_owned(), rname.to_owned());
+                    if rns == ns {
+                        named.entry(key).or_default();
+                    } else if grants.permits_secret(ns, rns, rname) {
+                        named.entry(key).or_default().insert(ns.to_owned());
+                    }
                 }
             }
         }
         let mut out = CredentialChanges::default();
         let mut wanted: BTreeMap<Key, Credential> = BTreeMap::new();
         let mut problems: BTreeMap<Key, String> = BTreeMap::new();
-        for key in &named {
+        for (key, granted) in &named {
             match self.secrets.get(key) {
                 Some(Ok(c)) => {
-                    wanted.insert(key.clone(), c.clone());
+                    let mut c = c.clone();
+                    c.granted_to = granted.iter().cloned().collect();
+                    wanted.insert(key.clone(), c);
                 }
                 Some(Err(reason)) => {
                     problems.insert(
@@ -153,7 +165,8 @@ impl Credentials {
         out
     }
 
-    /// Whether the TLS Secret `namespace/name` is there and readable.
+    /// Whether the TLS Secret `namespace/name` is there and readable (not
+    /// whether a Gateway may use it: see [`crate::gateway::Grants`]).
     pub(crate) fn readable(&self, namespace: &str, name: &str) -> bool {
         matches!(
             self.secrets.get(&(namespace.to_owned(), name.to_owned())),
@@ -264,11 +277,11 @@ mod tests {
             false,
         );
         let gw = gateway("edge", &["a", "opaque", "missing"]);
-        let first = c.update([&gw].into_iter());
+        let first = c.update([&gw].into_iter(), &Default::default());
         assert_eq!(applied(&first), vec![("a".to_owned(), "a".to_owned())]);
         assert!(first.problems.is_empty(), "{:?}", first.problems);
         // Nothing changed: nothing sent.
-        let again = c.update([&gw].into_iter());
+        let again = c.update([&gw].into_iter(), &Default::default());
         assert!(again.events.is_empty() && again.problems.is_empty());
         // A rotation.
         c.change(
@@ -277,7 +290,7 @@ mod tests {
             &secret("edge", "a", TLS, "a2"),
             false,
         );
-        let rotated = c.update([&gw].into_iter());
+        let rotated = c.update([&gw].into_iter(), &Default::default());
         assert_eq!(applied(&rotated), vec![("a".to_owned(), "a2".to_owned())]);
         // A broken named Secret: a problem, its last rule kept out.
         let mut broken = secret("edge", "b", TLS, "b");
@@ -287,7 +300,7 @@ mod tests {
             .remove("tls.key");
         c.change("edge".into(), "b".into(), &broken, false);
         let gw2 = gateway("edge", &["b"]);
-        let switched = c.update([&gw2].into_iter());
+        let switched = c.update([&gw2].into_iter(), &Default::default());
         assert_eq!(deleted(&switched), vec!["a".to_owned()]);
         assert_eq!(switched.problems.len(), 1, "{:?}", switched.problems);
         assert!(switched.problems[0].1.contains("no data.tls.key"));
@@ -297,12 +310,38 @@ mod tests {
             &secret("edge", "b", TLS, "b"),
             false,
         );
-        let fixed = c.update([&gw2].into_iter());
+        let fixed = c.update([&gw2].into_iter(), &Default::default());
         assert_eq!(fixed.fixed, vec!["Secret edge/b".to_owned()]);
         assert_eq!(applied(&fixed), vec![("b".to_owned(), "b".to_owned())]);
         assert_eq!(c.rules().count(), 1);
         // The Gateway deleted.
-        let gone = c.update(std::iter::empty());
+        let gone = c.update(std::iter::empty(), &Default::default());
         assert_eq!(deleted(&gone), vec!["b".to_owned()]);
+        // Another namespace's Secret: sent only with a grant there, and
+        // then granted to the Gateway's namespace.
+        let far = gateway("edge", &["shop/a"]);
+        let refused = c.update([&far].into_iter(), &Default::default());
+        assert!(applied(&refused).is_empty());
+        let mut grants = crate::gateway::Grants::default();
+        grants
+            .insert(
+                "shop",
+                "to-edge",
+                &serde_json::json!({
+                    "from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "edge"}],
+                    "to": [{"group": "", "kind": "Secret", "name": "a"}],
+                }),
+            )
+            .expect("a grant");
+        let granted = c.update([&far].into_iter(), &grants);
+        let sent: Vec<Vec<String>> = granted
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Apply(r) => Some(r.as_credential()?.granted_to.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [vec!["edge".to_owned()]]);
     }
 }

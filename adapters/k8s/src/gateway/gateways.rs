@@ -10,9 +10,10 @@
 //! `credentials.rs`), a TLS listener passes TLS through by server name
 //! (TLSRoutes), a TCP listener proxies its connections (TCPRoutes). What
 //! is not served yet (TLS `mode: Terminate`, HTTPS `mode: Passthrough`,
-//! certificates of another namespace, `from: Selector`, `addresses`) is
-//! named; a listener left without a certificate is not served, the others
-//! are.
+//! `from: Selector`, `addresses`) is named; a listener left without a
+//! certificate is not served, the others are. A certificate of another
+//! namespace is named `NAMESPACE/NAME`: it is sent only while a
+//! ReferenceGrant there lets this namespace's Gateways use it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -257,14 +258,16 @@ fn listener_tls(
             && r.group.as_deref().is_none_or(str::is_empty);
         if !secret {
             unsupported.push(format!("{at} (only core Secrets are read)"));
-        } else if r.namespace.as_deref().is_some_and(|n| n != namespace) {
-            unsupported.push(format!(
-                "{at} (a Secret of another namespace: not served yet, the Gateway's own are)"
-            ));
         } else if certificate_refs.len() == MAX_CERTIFICATES {
             unsupported.push(format!("{at} (at most {MAX_CERTIFICATES} certificates)"));
         } else {
-            certificate_refs.push(r.name);
+            // Another namespace's Secret: served once a ReferenceGrant
+            // there lets this namespace's Gateways use it
+            // (`credentials.rs`).
+            match r.namespace.filter(|n| n != namespace) {
+                Some(ns) => certificate_refs.push(format!("{ns}/{}", r.name)),
+                None => certificate_refs.push(r.name),
+            }
         }
     }
     if certificate_refs.is_empty() {

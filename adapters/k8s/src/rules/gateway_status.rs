@@ -39,6 +39,9 @@ pub(super) struct GatewayFacts<'a> {
     pub routes: &'a [&'a Rule],
     /// Whether the credential `(namespace, name)` is there and readable.
     pub credential_ok: &'a (dyn Fn(&str, &str) -> bool + Sync),
+    /// Whether Gateways of the first namespace may use Secret `(namespace,
+    /// name)` (a ReferenceGrant, for another namespace's).
+    pub permitted: &'a (dyn Fn(&str, &str, &str) -> bool + Sync),
     /// Where its routers stand; `None`: not known here.
     pub routers: Option<&'a GatewayRouters>,
 }
@@ -214,13 +217,22 @@ pub(super) fn gateway_status_patch(facts: &GatewayFacts<'_>) -> Option<Value> {
             }));
             continue;
         };
-        let missing: Vec<String> = l
+        let refs: Vec<(&str, &str)> = l
             .tls
             .iter()
             .flat_map(|t| t.certificate_refs.iter())
             .map(|r| credential_ref(r, &ns))
+            .collect();
+        let refused: Vec<String> = refs
+            .iter()
+            .filter(|(rns, rname)| !(facts.permitted)(&ns, rns, rname))
+            .map(|(rns, rname)| format!("{rns}/{rname}"))
+            .collect();
+        let missing: Vec<String> = refs
+            .iter()
             .filter(|(rns, rname)| !(facts.credential_ok)(rns, rname))
             .map(|(rns, rname)| format!("{rns}/{rname}"))
+            .chain(refused.iter().cloned())
             .collect();
         let resolved = if missing.is_empty() {
             condition(
@@ -228,6 +240,18 @@ pub(super) fn gateway_status_patch(facts: &GatewayFacts<'_>) -> Option<Value> {
                 true,
                 "ResolvedRefs",
                 String::new(),
+                generation,
+                &old,
+            )
+        } else if !refused.is_empty() {
+            condition(
+                "ResolvedRefs",
+                false,
+                "RefNotPermitted",
+                format!(
+                    "Secret {} is in another namespace and no ReferenceGrant there lets Gateways of {ns} use it: the listener is not served",
+                    refused.join(", ")
+                ),
                 generation,
                 &old,
             )
@@ -380,6 +404,7 @@ mod tests {
         let routes = [route("shop", "shop.example.com"), route("edge", "*")];
         let routes: Vec<&Rule> = routes.iter().collect();
         let no_secret = |_: &str, _: &str| false;
+        let same_only = |g: &str, n: &str, _: &str| g == n;
         let status_with = |obj: &kube::api::DynamicObject, routers: Option<&GatewayRouters>| {
             gateway_status_patch(&GatewayFacts {
                 obj,
@@ -388,6 +413,7 @@ mod tests {
                 failed: false,
                 routes: &routes,
                 credential_ok: &no_secret,
+                permitted: &same_only,
                 routers,
             })
             .map(|p| p["status"].clone())

@@ -86,6 +86,9 @@ impl StatusWriter {
             .filter_map(|(_, c)| c.rule.as_ref())
             .collect();
         let credential_ok = |ns: &str, name: &str| state.credentials.readable(ns, name);
+        let permitted = |gateway_ns: &str, ns: &str, name: &str| {
+            state.grants.permits_secret(gateway_ns, ns, name)
+        };
         for (key, obj) in ours {
             let converted = state.converted.get(key).cloned().unwrap_or_default();
             let at = converted
@@ -99,6 +102,7 @@ impl StatusWriter {
                 failed: converted.failed,
                 routes: &routes,
                 credential_ok: &credential_ok,
+                permitted: &permitted,
                 routers: match (&routers, at) {
                     (Some(r), Some(i)) => r.get(i),
                     _ => None,

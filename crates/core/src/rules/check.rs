@@ -350,6 +350,17 @@ fn credential(c: &mut Checker<'_>, cred: &super::gateway::Credential) {
         // Never the key itself in the message.
         c.bad("privateKey", "is not a PEM private key");
     }
+    if c.count(
+        "grantedTo",
+        cred.granted_to.len(),
+        super::gateway::MAX_GRANTED,
+    ) {
+        for (i, ns) in cred.granted_to.iter().enumerate() {
+            if let Some(p) = dns_name_problem(ns) {
+                c.bad(format!("grantedTo[{i}]"), p);
+            }
+        }
+    }
 }
 
 /// The most `exportTo` entries one rule lists.

@@ -69,7 +69,15 @@ pub struct Credential {
     pub certificate_chain: String,
     /// The private key, PEM.
     pub private_key: crate::Secret,
+    /// The namespaces whose gateways may serve it besides its own (a
+    /// Kubernetes ReferenceGrant from their Gateways to this Secret; a
+    /// file's explicit say). At most [`MAX_GRANTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_to: Vec<String>,
 }
+
+/// The most namespaces a credential is granted to.
+pub const MAX_GRANTED: usize = 64;
 
 /// A credential as a file or an etcd document writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -84,6 +92,9 @@ pub struct CredentialEntry {
     pub certificate_chain: String,
     /// As [`Credential::private_key`].
     pub private_key: crate::Secret,
+    /// As [`Credential::granted_to`].
+    #[serde(default)]
+    pub granted_to: Vec<String>,
 }
 
 impl From<CredentialEntry> for super::Rule {
@@ -94,6 +105,7 @@ impl From<CredentialEntry> for super::Rule {
             Credential {
                 certificate_chain: e.certificate_chain,
                 private_key: e.private_key,
+                granted_to: e.granted_to,
             },
         )
     }

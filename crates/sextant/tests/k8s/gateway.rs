@@ -187,7 +187,9 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
 
 /// examples/kubernetes/secure-gateway.yaml (its port moved to a free one)
 /// with its certificates as `kubectl create secret tls`: curl verifies
-/// each name's certificate (SNI picks it); a TLS Secret no Gateway names
+/// each name's certificate (SNI picks it); a certificate of another
+/// namespace is refused (status RefNotPermitted) until a ReferenceGrant
+/// there (certs-grant.yaml) lets it be used; a TLS Secret no Gateway names
 /// stays in Sextant; a Secret patched while requests run rotates the
 /// certificate without one failed request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,10 +218,11 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
     let both = dir.path().join("both.pem");
     std::fs::write(&both, format!("{}{}", ca.cert_pem, next_ca.cert_pem)).expect("write");
     let k = Kubectl::new(&double);
-    for (secret, name) in [
-        ("shop-cert", "shop.example.com"),
-        ("api-cert", "api.example.com"),
-        ("unused-cert", "unused.example.com"),
+    for (ns, secret, name) in [
+        ("edge", "shop-cert", "shop.example.com"),
+        ("edge", "api-cert", "api.example.com"),
+        ("edge", "unused-cert", "unused.example.com"),
+        ("certs", "vault-cert", "vault.example.com"),
     ] {
         // kubectl writes the Secret (create sends protobuf, which the
         // double does not read: the manifest is applied as JSON).
@@ -231,7 +234,7 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
                 "tls",
                 secret,
                 "-n",
-                "edge",
+                ns,
                 "--cert",
                 cert.to_str().expect("path"),
                 "--key",
@@ -281,6 +284,50 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
             .as_deref(),
         Ok("api")
     );
+    // vault's certificate is in namespace certs: refused, and said, until
+    // certs grants it; the other names are served meanwhile.
+    assert!(
+        curl_https("vault.example.com", port, &ca_file)
+            .await
+            .is_err()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, status) = gateway_status(&k, "secure").await;
+        let vault = status["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["name"] == "vault")
+            .and_then(|l| l["conditions"].as_array())
+            .and_then(|c| c.iter().find(|c| c["type"] == "ResolvedRefs"))
+            .map(|c| c["reason"].clone());
+        if vault == Some(serde_json::json!("RefNotPermitted")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, out, err) = k
+        .run(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            &example("certs-grant.yaml"),
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    let mut last = curl_https("vault.example.com", port, &ca_file).await;
+    while last.as_deref() != Ok("web") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vault.example.com after the grant: {last:?}\n{}",
+            sx.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = curl_https("vault.example.com", port, &ca_file).await;
+    }
+
     // Only what a Gateway names leaves the adapter, and no key is shown.
     let configz = sx.json("/debug/configz").await.to_string();
     assert!(configz.contains("shop-cert"), "{configz}");

@@ -519,6 +519,7 @@ fn credentials_hold_pem_and_their_keys_stay_out_of_messages() {
             crate::rules::gateway::Credential {
                 certificate_chain: chain.into(),
                 private_key: crate::Secret::new(key),
+                granted_to: Vec::new(),
             },
         )
     };
