@@ -727,13 +727,15 @@ fn parents(
                 .as_deref()
                 .is_none_or(|g| g == "gateway.networking.k8s.io");
         if is_gateway {
-            if p.section_name.is_some() || p.port.is_some() {
-                unsupported.push(format!(
-                    "spec.parentRefs[{i}].sectionName/port (not served yet: the route binds to every listener of the Gateway that allows it)"
-                ));
-            }
+            // `sectionName` and `port` narrow it to those listeners.
             let pns = p.namespace.as_deref().unwrap_or(namespace);
-            gateways.push(format!("{pns}/{}", p.name));
+            let section = p
+                .section_name
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            let port = p.port.map(|n| format!(":{n}")).unwrap_or_default();
+            gateways.push(format!("{pns}/{}{section}{port}", p.name));
             continue;
         }
         if !is_service {

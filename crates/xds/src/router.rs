@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use sextant_core::MeshView;
-use sextant_core::rules::gateway::{credential_ref, names_gateway};
+use sextant_core::rules::gateway::{binds, credential_ref, names_gateway};
 use sextant_core::rules::{GatewayListener, GatewayProtocol, RuleKind};
 
 use crate::capture::ResourceSet;
@@ -141,6 +141,14 @@ fn router_set(
             let Some(route) = rule.as_route().filter(|r| !r.http.is_empty()) else {
                 continue;
             };
+            if !route
+                .gateways
+                .iter()
+                .any(|g| binds(g, &rule.key.namespace, namespace, name, listener))
+            {
+                // Bound to another listener or port of the gateway.
+                continue;
+            }
             if !listener.allows(namespace, &rule.key.namespace) {
                 problems.push(format!(
                     "listener {}: {} may not bind (allowedRoutes: the gateway's namespace only)",
@@ -197,7 +205,14 @@ fn router_set(
             .find(|l| matches!(l.protocol, GatewayProtocol::Tls | GatewayProtocol::Tcp))
         {
             let tls = first.protocol == GatewayProtocol::Tls;
-            let chains = l4_chains(&listeners, &bound, port, view, namespace, &mut problems);
+            let chains = l4_chains(
+                &listeners,
+                &bound,
+                port,
+                view,
+                (namespace, name),
+                &mut problems,
+            );
             let l = layout::gateway_l4_listener(bind, listen, port, tls, &chains);
             set.add(ResourceType::Listener, &l.name.clone(), &l);
             continue;
@@ -304,7 +319,7 @@ fn l4_chains(
     bound: &[&Arc<sextant_core::Rule>],
     port: u32,
     view: &MeshView,
-    namespace: &str,
+    (namespace, name): (&str, &str),
     problems: &mut Vec<String>,
 ) -> Vec<layout::L4Chain> {
     let mut chains = Vec::new();
@@ -318,7 +333,11 @@ fn l4_chains(
                 GatewayProtocol::Tls => !route.tls.is_empty(),
                 _ => !route.tcp.is_empty(),
             };
-            if !wants {
+            let here = route
+                .gateways
+                .iter()
+                .any(|g| binds(g, &rule.key.namespace, namespace, name, listener));
+            if !wants || !here {
                 continue;
             }
             if !listener.allows(namespace, &rule.key.namespace) {

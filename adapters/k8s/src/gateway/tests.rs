@@ -179,13 +179,14 @@ fn routes_on_gateways_bind_to_the_gateway_not_the_mesh() {
     assert_eq!(rule_of(&any).hosts, [Hostname::new("*")]);
     assert_eq!(rule_of(&any).gateways, ["shop/public"]);
 
+    // sectionName and port narrow the binding to those listeners.
     let section = convert(
-        "parentRefs: [{name: public, sectionName: http}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
+        "parentRefs: [{name: public, sectionName: http}, {name: other, namespace: edge, port: 8443}]\nrules: [{backendRefs: [{name: web, port: 80}]}]\n",
     );
-    assert!(
-        section.unsupported[0].contains("sectionName"),
-        "{:?}",
-        section.unsupported
+    assert!(section.unsupported.is_empty(), "{:?}", section.unsupported);
+    assert_eq!(
+        rule_of(&section).gateways,
+        ["shop/public/http", "edge/other:8443"]
     );
 
     let both = convert(

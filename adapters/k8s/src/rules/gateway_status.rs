@@ -21,7 +21,7 @@
 use serde_json::{Value, json};
 use sextant_core::Rule;
 use sextant_core::progress::GatewayRouters;
-use sextant_core::rules::gateway::{GatewayProtocol, credential_ref, names_gateway};
+use sextant_core::rules::gateway::{GatewayProtocol, binds, credential_ref};
 
 use super::status::condition;
 
@@ -69,7 +69,7 @@ fn attached(
                 fits && route
                     .gateways
                     .iter()
-                    .any(|g| names_gateway(g, ns, gw_ns, gw_name))
+                    .any(|g| binds(g, ns, gw_ns, gw_name, l))
                     && route.hosts.iter().any(|h| l.accepts(h.as_str()).is_some())
             }) && l.allows(gw_ns, ns)
         })

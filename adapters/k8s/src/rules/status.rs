@@ -393,10 +393,15 @@ pub(super) fn status_patch(
                     matches!(l.protocol, GatewayProtocol::Http | GatewayProtocol::Https)
                 }
             };
+            // ... and that its `sectionName` and `port` name, if it says.
+            let named = |l: &sextant_core::rules::GatewayListener| {
+                p["sectionName"].as_str().is_none_or(|s| s == l.name)
+                    && p["port"].as_u64().is_none_or(|n| n == u64::from(l.port))
+            };
             let listeners = || {
                 gw.listeners
                     .iter()
-                    .filter(|l| l.allows(&pns, &ns) && fits(l))
+                    .filter(|l| l.allows(&pns, &ns) && fits(l) && named(l))
             };
             let names: Vec<&str> = match spec["hostnames"].as_array() {
                 Some(h) if !h.is_empty() => h.iter().filter_map(Value::as_str).collect(),

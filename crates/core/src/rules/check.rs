@@ -496,15 +496,24 @@ fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {
     }
     if c.count("gateways", r.gateways.len(), MAX_GATEWAYS) {
         for (i, g) in r.gateways.iter().enumerate() {
-            let labels: Vec<&str> = g.split('/').collect();
-            let bad = labels.len() > 2
-                || labels
-                    .iter()
-                    .any(|l| dns_name_problem(l).is_some() || l.contains('.'));
-            if bad {
+            if g == super::gateway::MESH {
+                continue;
+            }
+            let ok = super::gateway::parse_entry(g, "default").is_some_and(|e| {
+                let labels = [Some(e.namespace), Some(e.name), e.listener];
+                labels
+                    .into_iter()
+                    .flatten()
+                    .all(|l| dns_name_problem(l).is_none() && !l.contains('.'))
+                    && e.port.is_none_or(|p| (1..=65535).contains(&p))
+                    && (e.listener.is_none() || g.matches('/').count() == 2)
+            });
+            if !ok {
                 c.bad(
                     format!("gateways[{i}]"),
-                    format!("{g:?}: `mesh`, a gateway's NAME or NAMESPACE/NAME"),
+                    format!(
+                        "{g:?}: `mesh`, a gateway's NAME or NAMESPACE/NAME, optionally /LISTENER and :PORT"
+                    ),
                 );
             }
         }

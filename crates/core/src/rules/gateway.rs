@@ -207,13 +207,69 @@ impl GatewayListener {
     }
 }
 
-/// Whether an entry of a route rule's `gateways` (of a rule of namespace
-/// `rule_ns`) names gateway `namespace/name`.
-pub fn names_gateway(entry: &str, rule_ns: &str, namespace: &str, name: &str) -> bool {
-    match entry.split_once('/') {
-        Some((ns, n)) => ns == namespace && n == name,
-        None => entry != MESH && rule_ns == namespace && entry == name,
+/// An entry of a route rule's `gateways` read: `NAME` (a gateway of the
+/// rule's namespace), `NAMESPACE/NAME`, `NAMESPACE/NAME/LISTENER` (one
+/// listener of it, the Gateway API's `sectionName`), each optionally with
+/// `:PORT` (its listeners on that port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayEntryRef<'a> {
+    /// The gateway's namespace.
+    pub namespace: &'a str,
+    /// The gateway's name.
+    pub name: &'a str,
+    /// The one listener it binds to, if it says.
+    pub listener: Option<&'a str>,
+    /// The port whose listeners it binds to, if it says.
+    pub port: Option<u32>,
+}
+
+/// `entry` (of a rule of namespace `rule_ns`) read; `None` for `mesh` or
+/// an entry that says nothing readable.
+pub fn parse_entry<'a>(entry: &'a str, rule_ns: &'a str) -> Option<GatewayEntryRef<'a>> {
+    if entry == MESH {
+        return None;
     }
+    let (body, port) = match entry.rsplit_once(':') {
+        Some((body, port)) => (body, Some(port.parse::<u32>().ok()?)),
+        None => (entry, None),
+    };
+    let parts: Vec<&str> = body.split('/').collect();
+    let (namespace, name, listener) = match parts[..] {
+        [name] => (rule_ns, name, None),
+        [namespace, name] => (namespace, name, None),
+        [namespace, name, listener] => (namespace, name, Some(listener)),
+        _ => return None,
+    };
+    Some(GatewayEntryRef {
+        namespace,
+        name,
+        listener,
+        port,
+    })
+}
+
+/// Whether an entry of a route rule's `gateways` (of a rule of namespace
+/// `rule_ns`) names gateway `namespace/name` (any of its listeners).
+pub fn names_gateway(entry: &str, rule_ns: &str, namespace: &str, name: &str) -> bool {
+    parse_entry(entry, rule_ns).is_some_and(|e| e.namespace == namespace && e.name == name)
+}
+
+/// Whether an entry of a route rule's `gateways` binds the rule to
+/// `listener` of gateway `namespace/name` (the gateway named, and its
+/// listener and port, when the entry says them).
+pub fn binds(
+    entry: &str,
+    rule_ns: &str,
+    namespace: &str,
+    name: &str,
+    listener: &GatewayListener,
+) -> bool {
+    parse_entry(entry, rule_ns).is_some_and(|e| {
+        e.namespace == namespace
+            && e.name == name
+            && e.listener.is_none_or(|l| l == listener.name)
+            && e.port.is_none_or(|p| p == listener.port)
+    })
 }
 
 /// The `gateways` entry that means the sidecars of the mesh.
@@ -260,6 +316,43 @@ mod tests {
             },
             tls: None,
         }
+    }
+
+    /// `gateways` entries: a gateway, one listener of it, its listeners of
+    /// one port; `mesh` is none.
+    #[test]
+    fn entries_bind_to_a_gateway_or_one_listener_or_one_port() {
+        let l = listener(None, FromNamespaces::All);
+        let other = GatewayListener {
+            name: "admin".into(),
+            port: 9000,
+            ..l.clone()
+        };
+        for (entry, http, admin) in [
+            ("public", true, true),
+            ("edge/public", true, true),
+            ("edge/public/http", true, false),
+            ("edge/public:9000", false, true),
+            ("edge/public/admin:9000", false, true),
+            ("edge/public/admin:8080", false, false),
+            ("edge/private", false, false),
+            ("mesh", false, false),
+        ] {
+            assert_eq!(binds(entry, "edge", "edge", "public", &l), http, "{entry}");
+            assert_eq!(
+                binds(entry, "edge", "edge", "public", &other),
+                admin,
+                "{entry}"
+            );
+        }
+        assert!(names_gateway(
+            "edge/public/admin:9000",
+            "shop",
+            "edge",
+            "public"
+        ));
+        assert_eq!(parse_entry("a/b/c/d", "edge"), None);
+        assert_eq!(parse_entry("edge/public:http", "edge"), None);
     }
 
     #[test]

@@ -587,3 +587,74 @@ async fn a_browser_loads_a_page_over_https_through_the_router() {
         String::from_utf8_lossy(&shot.stderr)
     );
 }
+
+/// A rule bound to one listener (`NS/NAME/LISTENER`, the Gateway API's
+/// `sectionName`) or one port (`NS/NAME:PORT`) of a gateway is served
+/// there and nowhere else on the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_bound_to_one_listener_or_port_is_served_there_only() {
+    let web = HttpBackend::start("web").await;
+    let api = HttpBackend::start("api").await;
+    let (one, two) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "\
+services:
+  - hostname: web.shop.svc
+    namespace: shop
+    ports: [{{ name: http, port: 8080 }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {web} }} }}]
+  - hostname: api.shop.svc
+    namespace: shop
+    ports: [{{ name: http, port: 9090 }}]
+    endpoints: [{{ address: 127.0.0.1, ports: {{ http: {api} }} }}]
+gateways:
+  - name: public
+    namespace: edge
+    listeners:
+      - {{ name: one, port: {one}, protocol: HTTP }}
+      - {{ name: two, port: {two}, protocol: HTTP }}
+routes:
+  - name: site
+    namespace: edge
+    gateways: [edge/public/one]
+    hosts: [shop.example.com]
+    http: [{{ route: [{{ destination: {{ host: web.shop.svc }} }}] }}]
+  - name: api
+    namespace: edge
+    gateways: ['edge/public:{two}']
+    hosts: [shop.example.com]
+    http: [{{ route: [{{ destination: {{ host: api.shop.svc }} }}] }}]
+",
+            web = web.addr.port(),
+            api = api.addr.port(),
+        ),
+    )
+    .expect("write");
+    let sx = Sextant::start(dir.path(), &["--file", file.to_str().expect("path")]).await;
+    let envoy = router_envoy(
+        sx.xds,
+        "router~127.0.0.1~public-1.edge~edge.svc.cluster.local",
+        "edge/public",
+        &[],
+    )
+    .await;
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    // One name, two listeners, a rule each: no conflict between them.
+    settles(at(one), "shop.example.com", "/", (200, "web")).await;
+    settles(at(two), "shop.example.com", "/", (200, "api")).await;
+    let syncz = sx.json("/debug/syncz").await;
+    assert!(
+        syncz["connections"][0]["router"].get("problems").is_none(),
+        "{syncz}"
+    );
+    assert_eq!(
+        envoy.stat_sum("update_rejected").await,
+        0,
+        "{}",
+        envoy.log()
+    );
+}

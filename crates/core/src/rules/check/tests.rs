@@ -501,11 +501,22 @@ fn gateways_and_the_rules_bound_to_them_are_checked() {
     );
     rejects(
         raw(
-            "name: r\ngateways: [a/b/c]\nhosts: [x.svc]\nhttp: [{route: [{destination: {host: web.svc}}]}]",
+            "name: r\ngateways: [a/b/c/d]\nhosts: [x.svc]\nhttp: [{route: [{destination: {host: web.svc}}]}]",
         ),
         "gateways[0]",
         "NAMESPACE/NAME",
     );
+    rejects(
+        raw(
+            "name: r\ngateways: ['edge/public:0']\nhosts: [x.svc]\nhttp: [{route: [{destination: {host: web.svc}}]}]",
+        ),
+        "gateways[0]",
+        ":PORT",
+    );
+    let narrowed = raw(
+        "name: r\ngateways: ['edge/public/https:443']\nhosts: [x.example.com]\nhttp: [{route: [{destination: {host: web.svc}}]}]",
+    );
+    assert!(narrowed.validate().is_ok(), "{:?}", narrowed.validate());
 }
 
 /// A credential must hold PEM text; what is wrong with a key is said
