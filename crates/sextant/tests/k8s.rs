@@ -787,3 +787,6 @@ mod exports;
 
 #[path = "k8s/gateway.rs"]
 mod gateway;
+
+#[path = "k8s/gateway_tls.rs"]
+mod gateway_tls;

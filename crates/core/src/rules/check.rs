@@ -2,7 +2,7 @@
 //! NACK far from its cause), or what cannot mean what its author meant, is
 //! refused here with the rule, the route and the field named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::common::{Duration, Percent, StringMatch};
@@ -211,270 +211,8 @@ impl Rule {
 /// The most gateways one route rule binds to.
 pub const MAX_GATEWAYS: usize = 64;
 
-/// The most listeners one gateway declares.
-pub const MAX_LISTENERS: usize = 64;
-
-fn gateway(c: &mut Checker<'_>, g: &super::GatewayRule) {
-    use super::GatewayProtocol;
-    if g.listeners.is_empty() {
-        c.bad("listeners", "must declare at least one listener");
-    }
-    if !c.count("listeners", g.listeners.len(), MAX_LISTENERS) {
-        return;
-    }
-    let mut names = BTreeSet::new();
-    // What each port holds: its protocol and the hostnames of its
-    // listeners (HTTP, HTTPS or TLS listeners share a port by hostname).
-    let mut ports: BTreeMap<u32, (GatewayProtocol, BTreeSet<Option<&str>>)> = BTreeMap::new();
-    for (i, l) in g.listeners.iter().enumerate() {
-        let at = format!("listeners[{i}]");
-        if let Some(p) = dns_name_problem(&l.name) {
-            c.bad(format!("{at}.name"), format!("{:?} {p}", l.name));
-        } else if l.name.contains('.') {
-            c.bad(
-                format!("{at}.name"),
-                format!("{:?} is not a DNS label", l.name),
-            );
-        }
-        if !names.insert(&l.name) {
-            c.bad(format!("{at}.name"), "another listener has this name");
-        }
-        c.port(&format!("{at}.port"), l.port);
-        match ports.get_mut(&l.port) {
-            None => {
-                ports.insert(
-                    l.port,
-                    (l.protocol, BTreeSet::from([l.hostname.as_deref()])),
-                );
-            }
-            Some((p, hosts))
-                if *p == l.protocol
-                    && l.protocol != GatewayProtocol::Tcp =>
-            {
-                if !hosts.insert(l.hostname.as_deref()) {
-                    c.bad(
-                        format!("{at}.hostname"),
-                        format!(
-                            "another {} listener of this port has this hostname",
-                            l.protocol
-                        ),
-                    );
-                }
-            }
-            Some(_) => c.bad(
-                format!("{at}.port"),
-                "another listener has this port (listeners of one protocol, HTTP, HTTPS or TLS, share one by hostname; TCP shares none)",
-            ),
-        }
-        match (l.protocol, &l.tls) {
-            (GatewayProtocol::Http, None) => {}
-            (GatewayProtocol::Http, Some(_)) => {
-                c.bad(
-                    format!("{at}.tls"),
-                    "an HTTP listener has no TLS (use HTTPS)",
-                );
-            }
-            (GatewayProtocol::Https, None) => {
-                c.bad(
-                    format!("{at}.tls"),
-                    "an HTTPS listener needs certificateRefs",
-                );
-            }
-            (GatewayProtocol::Https, Some(tls)) => {
-                let field = format!("{at}.tls.certificateRefs");
-                if tls.certificate_refs.is_empty() {
-                    c.bad(field.clone(), "must name at least one credential");
-                }
-                if c.count(
-                    &field,
-                    tls.certificate_refs.len(),
-                    super::gateway::MAX_CERTIFICATES,
-                ) {
-                    for (j, r) in tls.certificate_refs.iter().enumerate() {
-                        let bad = r.split('/').count() > 2
-                            || r.split('/').any(|l| dns_name_problem(l).is_some());
-                        if bad {
-                            c.bad(
-                                format!("{field}[{j}]"),
-                                format!("{r:?}: NAME or NAMESPACE/NAME"),
-                            );
-                        }
-                    }
-                }
-            }
-            (GatewayProtocol::Tls | GatewayProtocol::Tcp, Some(_)) => c.bad(
-                format!("{at}.tls"),
-                format!(
-                    "a {} listener terminates no TLS (TLS passes it through; terminate with HTTPS)",
-                    l.protocol
-                ),
-            ),
-            (GatewayProtocol::Tls | GatewayProtocol::Tcp, None) => {}
-        }
-        if l.protocol == GatewayProtocol::Tcp && l.hostname.is_some() {
-            c.bad(
-                format!("{at}.hostname"),
-                "a TCP listener has no hostname (connections carry none)",
-            );
-        }
-        if let Some(h) = &l.hostname {
-            if h == "*" {
-                c.bad(
-                    format!("{at}.hostname"),
-                    "leave it out to accept every name",
-                );
-            } else {
-                c.gateway_host(&format!("{at}.hostname"), h);
-            }
-        }
-    }
-}
-
-/// The largest certificate chain or key a credential holds.
-pub const MAX_PEM_BYTES: usize = 64 * 1024;
-
-fn credential(c: &mut Checker<'_>, cred: &super::gateway::Credential) {
-    let chain = &cred.certificate_chain;
-    if chain.len() > MAX_PEM_BYTES {
-        c.bad(
-            "certificateChain",
-            format!("more than {MAX_PEM_BYTES} bytes"),
-        );
-    } else if !chain.contains("-----BEGIN CERTIFICATE-----") {
-        c.bad("certificateChain", "is not a PEM certificate chain");
-    }
-    let key = cred.private_key.expose();
-    if key.len() > MAX_PEM_BYTES {
-        c.bad("privateKey", format!("more than {MAX_PEM_BYTES} bytes"));
-    } else if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
-        // Never the key itself in the message.
-        c.bad("privateKey", "is not a PEM private key");
-    }
-    if c.count(
-        "grantedTo",
-        cred.granted_to.len(),
-        super::gateway::MAX_GRANTED,
-    ) {
-        for (i, ns) in cred.granted_to.iter().enumerate() {
-            if let Some(p) = dns_name_problem(ns) {
-                c.bad(format!("grantedTo[{i}]"), p);
-            }
-        }
-    }
-}
-
 /// The most `exportTo` entries one rule lists.
 pub const MAX_EXPORT_TO: usize = 64;
-
-/// Labels one workload selector may require.
-pub const MAX_SELECTOR_LABELS: usize = 64;
-
-/// The most ingress listeners one scope rule declares.
-const MAX_INGRESS: usize = 64;
-
-fn scope(c: &mut Checker<'_>, s: &super::ScopeRule) {
-    // No hosts keeps the default hosts, which only a rule that sets its
-    // outbound policy means; else it reads as "hide every host", whose
-    // spelling is `~/*`, written on purpose.
-    if s.hosts.is_empty() && s.outbound.is_none() && s.ingress.is_empty() {
-        c.bad(
-            "hosts",
-            "must list at least one NAMESPACE/HOST entry (\"~/*\" for none), or set outboundTrafficPolicy or ingress",
-        );
-    }
-    c.count("hosts", s.hosts.len(), MAX_HOSTS);
-    if c.count("ingress", s.ingress.len(), MAX_INGRESS) {
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, l) in s.ingress.iter().enumerate() {
-            if !(1..=65535).contains(&l.port.number) {
-                c.bad(format!("ingress[{i}].port.number"), "must be 1-65535");
-            } else if !seen.insert(l.port.number) {
-                c.bad(
-                    format!("ingress[{i}].port.number"),
-                    "another ingress listener has this port",
-                );
-            }
-            if let Err(e) = l.deliver() {
-                c.bad(format!("ingress[{i}].defaultEndpoint"), e);
-            }
-        }
-    }
-    c.count(
-        "workloadSelector.labels",
-        s.workload_selector.len(),
-        MAX_SELECTOR_LABELS,
-    );
-}
-
-fn peer_auth(c: &mut Checker<'_>, p: &super::PeerAuthRule) {
-    c.count(
-        "selector.matchLabels",
-        p.selector.len(),
-        MAX_SELECTOR_LABELS,
-    );
-    if !p.port_level.is_empty() && p.selector.is_empty() {
-        c.bad(
-            "portLevelMtls",
-            "needs a selector (as in Istio: ports belong to workloads)",
-        );
-    }
-    if c.count("portLevelMtls", p.port_level.len(), MAX_PER_ROUTE) {
-        for port in p.port_level.keys() {
-            c.port(&format!("portLevelMtls[{port}]"), *port);
-        }
-    }
-}
-
-fn authz(c: &mut Checker<'_>, a: &super::AuthzRule) {
-    c.count(
-        "selector.matchLabels",
-        a.selector.len(),
-        MAX_SELECTOR_LABELS,
-    );
-    if !c.count("rules", a.rules.len(), MAX_ROUTES) {
-        return;
-    }
-    for (i, r) in a.rules.iter().enumerate() {
-        let at = format!("rules[{i}]");
-        for (j, f) in r.from.iter().enumerate() {
-            let s = &f.source;
-            for (k, block) in s.ip_blocks.iter().chain(&s.not_ip_blocks).enumerate() {
-                if super::authz_cidr(block).is_none() {
-                    c.bad(
-                        format!("{at}.from[{j}].source.ipBlocks[{k}]"),
-                        format!("{block:?} is not an IP or IP/PREFIX"),
-                    );
-                }
-            }
-        }
-        for (j, t) in r.to.iter().enumerate() {
-            let o = &t.operation;
-            for (k, p) in o.ports.iter().chain(&o.not_ports).enumerate() {
-                if !p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
-                    c.bad(
-                        format!("{at}.to[{j}].operation.ports[{k}]"),
-                        format!("{p:?} is not a port number"),
-                    );
-                }
-            }
-        }
-        for (j, w) in r.when.iter().enumerate() {
-            if w.header().is_none() && !super::authz::CONDITION_KEYS.contains(&w.key.as_str()) {
-                c.bad(
-                    format!("{at}.when[{j}].key"),
-                    format!(
-                        "{:?} is not served: request.headers[NAME], {}",
-                        w.key,
-                        super::authz::CONDITION_KEYS.join(", ")
-                    ),
-                );
-            }
-            if w.values.is_empty() && w.not_values.is_empty() {
-                c.bad(format!("{at}.when[{j}]"), "needs values or notValues");
-            }
-        }
-    }
-}
 
 fn route_rule(c: &mut Checker<'_>, r: &RouteRule) {
     if r.hosts.is_empty() {
@@ -995,6 +733,13 @@ fn parts(
         }
     }
 }
+
+mod gateway;
+mod proxy;
+pub use gateway::{MAX_LISTENERS, MAX_PEM_BYTES};
+use gateway::{credential, gateway};
+pub use proxy::MAX_SELECTOR_LABELS;
+use proxy::{authz, peer_auth, scope};
 
 #[cfg(test)]
 mod tests;
