@@ -187,12 +187,15 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
 
 /// The Gateway's status: its `Programmed` condition as `Type/Reason:
 /// message`, and the `attachedRoutes` of its first listener.
-pub(super) async fn gateway_status(k: &Kubectl, name: &str) -> (String, String, serde_json::Value) {
-    let (ok, out, err) = k
-        .run(&["get", "gateway", name, "-n", "edge", "-o", "json"])
-        .await;
-    assert!(ok, "{out}{err}");
-    let gw: serde_json::Value = serde_json::from_str(&out).expect("json");
+/// (Read from the double's store: polling with kubectl costs a process a
+/// poll, and kubectl's reading of status is shown elsewhere.)
+pub(super) async fn gateway_status(
+    double: &KubeDouble,
+    name: &str,
+) -> (String, String, serde_json::Value) {
+    let gw = double
+        .get(sextant_testkit::k8s::Kind::Gateway, "edge", name)
+        .unwrap_or_default();
     let condition = |kind: &str| {
         gw["status"]["conditions"]
             .as_array()
@@ -217,10 +220,10 @@ pub(super) async fn gateway_status(k: &Kubectl, name: &str) -> (String, String, 
 }
 
 /// Polls the Gateway's status until `Programmed` starts with `want` (10 s).
-async fn programmed(k: &Kubectl, name: &str, want: &str) -> serde_json::Value {
+async fn programmed(double: &KubeDouble, name: &str, want: &str) -> serde_json::Value {
     let started = tokio::time::Instant::now();
     loop {
-        let (_, programmed, status) = gateway_status(k, name).await;
+        let (_, programmed, status) = gateway_status(double, name).await;
         if programmed.starts_with(want) {
             return status;
         }
@@ -267,10 +270,10 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
 
     // Translated, accepted, the route attached, and no router: not
     // programmed.
-    programmed(&k, "public", "False/Pending: no router proxy").await;
+    programmed(&double, "public", "False/Pending: no router proxy").await;
     let started = tokio::time::Instant::now();
     loop {
-        let (accepted, _, status) = gateway_status(&k, "public").await;
+        let (accepted, _, status) = gateway_status(&double, "public").await;
         if accepted == "True/Accepted: " && status["listeners"][0]["attachedRoutes"] == 1 {
             break;
         }
@@ -297,7 +300,7 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
         !listeners.resources.is_empty(),
         "no listener for the router"
     );
-    programmed(&k, "public", "False/Pending: 0 of 1 router").await;
+    programmed(&double, "public", "False/Pending: 0 of 1 router").await;
 
     // A real Envoy serves it, acknowledged; the laggard still holds it back.
     let envoy = router_envoy(
@@ -309,17 +312,17 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
     .await;
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], public));
     settles(at, "shop.example.com", "/", (200, "web")).await;
-    programmed(&k, "public", "False/Pending: 1 of 2 router").await;
+    programmed(&double, "public", "False/Pending: 1 of 2 router").await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let (_, now, _) = gateway_status(&k, "public").await;
+        let (_, now, _) = gateway_status(&double, "public").await;
         assert!(now.starts_with("False/Pending"), "{now}");
     }
 
     // The laggard gone: Programmed, with the router's address.
     drop(held);
     let gone = tokio::time::Instant::now();
-    let status = programmed(&k, "public", "True/Programmed").await;
+    let status = programmed(&double, "public", "True/Programmed").await;
     eprintln!(
         "Programmed {:?} after the held-back router left",
         gone.elapsed()
@@ -334,7 +337,7 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
         "{status}"
     );
     // internal has no router at all.
-    programmed(&k, "internal", "False/Pending: no router proxy").await;
+    programmed(&double, "internal", "False/Pending: no router proxy").await;
     assert_eq!(
         envoy.stat_sum("update_rejected").await,
         0,
@@ -345,12 +348,10 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
 
 /// The parent status of route `ns/name` at Gateway store/store:
 /// `Accepted` and `ResolvedRefs` as `Status/Reason`.
-async fn route_conditions(k: &Kubectl, ns: &str, name: &str) -> String {
-    let (ok, out, err) = k
-        .run(&["get", "httproute", name, "-n", ns, "-o", "json"])
-        .await;
-    assert!(ok, "{out}{err}");
-    let route: serde_json::Value = serde_json::from_str(&out).expect("json");
+async fn route_conditions(double: &KubeDouble, ns: &str, name: &str) -> String {
+    let route = double
+        .get(sextant_testkit::k8s::Kind::HttpRoute, ns, name)
+        .unwrap_or_default();
     let parent = route["status"]["parents"][0]["conditions"].clone();
     ["Accepted", "ResolvedRefs"]
         .iter()
@@ -433,7 +434,7 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
     ];
     for (ns, name, conditions) in want {
         loop {
-            let now = route_conditions(&k, ns, name).await;
+            let now = route_conditions(&double, ns, name).await;
             if now == conditions {
                 break;
             }
@@ -458,7 +459,7 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
     settles(at, "www.store.example", "/cart", (200, "cart")).await;
     settles(at, "www.store.example", "/", (200, "web")).await;
     loop {
-        let now = route_conditions(&k, "store", "www").await;
+        let now = route_conditions(&double, "store", "www").await;
         if now == "True/Accepted True/ResolvedRefs" {
             break;
         }

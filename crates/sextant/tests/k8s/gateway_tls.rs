@@ -116,7 +116,7 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, _, status) = gateway_status(&k, "secure").await;
+        let (_, _, status) = gateway_status(&double, "secure").await;
         let vault = status["listeners"]
             .as_array()
             .into_iter()
@@ -304,7 +304,7 @@ async fn a_gateway_passes_tls_through_and_proxies_tcp() {
     // The Gateway counts one route on each listener, of its kind.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, _, status) = gateway_status(&k, "passthrough").await;
+        let (_, _, status) = gateway_status(&double, "passthrough").await;
         let counts: Vec<_> = status["listeners"]
             .as_array()
             .into_iter()
