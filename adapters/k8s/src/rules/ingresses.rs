@@ -90,17 +90,25 @@ impl Ingresses {
 
     /// The ingress gateway's rule, while any Ingress of the class exists.
     pub(super) fn gateway(&self, config: &K8sConfig) -> Option<Rule> {
-        if self.objects.is_empty() {
-            return None;
-        }
-        let (ns, name) = config.ingress_gateway.split_once('/')?;
+        self.gateway_and_losers(config).0
+    }
+
+    /// The ingress gateway's rule, and the TLS hosts two Ingresses claim
+    /// (the later one's Secret unused).
+    fn gateway_and_losers(&self, config: &K8sConfig) -> (Option<Rule>, Vec<String>) {
         let tls: Vec<(Option<String>, String)> = self
             .objects
             .values()
             .flat_map(|(c, _)| c.tls.iter().cloned())
             .collect();
-        let (listeners, _) = ingress::listeners(&tls);
-        Some(Rule::gateway(ns, name, GatewayRule { listeners }))
+        let (listeners, lost) = ingress::listeners(&tls);
+        let rule = match config.ingress_gateway.split_once('/') {
+            Some((ns, name)) if !self.objects.is_empty() => {
+                Some(Rule::gateway(ns, name, GatewayRule { listeners }))
+            }
+            _ => None,
+        };
+        (rule, lost)
     }
 
     /// Sends what the Ingresses give now and withdraws what they no longer
@@ -112,7 +120,8 @@ impl Ingresses {
                 wanted.insert(r.key.clone(), r.clone());
             }
         }
-        if let Some(gw) = self.gateway(config) {
+        let (gateway, lost) = self.gateway_and_losers(config);
+        if let Some(gw) = gateway {
             wanted.insert(gw.key.clone(), gw);
         }
         let mut out = IngressChanges::default();
@@ -131,12 +140,6 @@ impl Ingresses {
             .iter()
             .filter_map(|(k, (_, p))| Some((object_name(k), p.clone()?)))
             .collect();
-        let tls: Vec<(Option<String>, String)> = self
-            .objects
-            .values()
-            .flat_map(|(c, _)| c.tls.iter().cloned())
-            .collect();
-        let (_, lost) = ingress::listeners(&tls);
         if !lost.is_empty() {
             problems.insert(
                 format!("Ingress gateway {}", config.ingress_gateway),

@@ -375,15 +375,12 @@ pub(super) fn status_patch(
             .find(|o| &o["parentRef"] == p)
             .and_then(|o| o["conditions"].as_array().cloned())
             .unwrap_or_default();
-        let accepted = if converted.failed {
-            condition(
-                "Accepted",
-                false,
+        // Why the parent refuses the route, if it does.
+        let refusal: Option<(&str, String)> = if converted.failed {
+            Some((
                 "UnsupportedValue",
                 converted.problem.clone().unwrap_or_default(),
-                generation,
-                &old,
-            )
+            ))
         } else if let Some(gw) = gateway {
             // The listeners that take this kind of route from this namespace.
             let fits = |l: &sextant_core::rules::GatewayListener| match route_kind {
@@ -408,51 +405,38 @@ pub(super) fn status_patch(
                 _ => vec!["*"],
             };
             if listeners().next().is_none() {
-                condition(
-                    "Accepted",
-                    false,
+                Some((
                     "NotAllowedByListeners",
                     format!("no listener of Gateway {pns}/{name} allows routes of namespace {ns}"),
-                    generation,
-                    &old,
-                )
+                ))
             } else if !listeners().any(|l| names.iter().any(|h| l.accepts(h).is_some())) {
-                condition(
-                    "Accepted",
-                    false,
+                Some((
                     "NoMatchingListenerHostname",
                     format!("no listener of Gateway {pns}/{name} accepts the route's hostnames"),
-                    generation,
-                    &old,
-                )
+                ))
             } else {
-                condition(
-                    "Accepted",
-                    true,
-                    "Accepted",
-                    converted.problem.clone().unwrap_or_default(),
-                    generation,
-                    &old,
-                )
+                None
             }
         } else if !services.contains(&(pns.clone(), name.clone())) {
-            condition(
-                "Accepted",
-                false,
+            Some((
                 "NoMatchingParent",
                 format!("Service {pns}/{name} does not exist"),
-                generation,
-                &old,
-            )
+            ))
         } else {
-            condition(
+            None
+        };
+        let accepted = match refusal {
+            Some((reason, message)) => {
+                condition("Accepted", false, reason, message, generation, &old)
+            }
+            None => condition(
                 "Accepted",
                 true,
                 "Accepted",
                 converted.problem.clone().unwrap_or_default(),
                 generation,
                 &old,
-            )
+            ),
         };
         let resolved = match &unresolved {
             Some((reason, message)) => condition(

@@ -352,7 +352,8 @@ pub fn gateway_virtual_host(
         .collect();
     VirtualHost {
         name: format!("{domain}:{port}"),
-        domains: vec![domain.to_owned(), format!("{domain}:{port}")],
+        // The table ignores the port a client names (see gateway_route).
+        domains: vec![domain.to_owned()],
         routes,
         ..Default::default()
     }
