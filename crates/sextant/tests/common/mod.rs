@@ -231,6 +231,59 @@ pub async fn router_envoy(
     envoy
 }
 
+/// A certificate rotation under load: curl asks `name` at
+/// 127.0.0.1:`port` without pause, trusting `both` (the old and the new
+/// CA), while `rotate` runs, until a certificate of `new_ca` is served (10 s
+/// bound; `context` says more when not). No request may fail, and enough
+/// must have run to tell. Returns how long after `rotate` the new
+/// certificate was served, and how many requests ran.
+pub async fn rotation_under_load(
+    name: &str,
+    port: u16,
+    both: &Path,
+    new_ca: &Path,
+    want: &str,
+    rotate: impl std::future::Future<Output = ()>,
+    context: impl Fn() -> String,
+) -> (Duration, usize) {
+    use sextant_testkit::certs::curl_https;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let running = {
+        let (stop, both) = (stop.clone(), both.to_owned());
+        let (name, want) = (name.to_owned(), want.to_owned());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match curl_https(&name, port, &both).await {
+                    Ok(body) if body == want => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rotate.await;
+    let started = tokio::time::Instant::now();
+    while curl_https(name, port, new_ca).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rotated certificate is not served\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = running.await.expect("requests");
+    eprintln!("{ok} requests during the rotation, {} failed", failed.len());
+    assert!(ok > 5, "too few requests to tell: {ok}");
+    assert!(failed.is_empty(), "{failed:?}");
+    (took, ok)
+}
+
 /// Polls until 10 requests in a row for `host` at `addr` answer `want`
 /// (status, and a body starting so) (10 s bound); how long that took.
 pub async fn settles(addr: SocketAddr, host: &str, path: &str, want: (u16, &str)) -> Duration {
