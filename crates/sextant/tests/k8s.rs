@@ -221,10 +221,7 @@ async fn kubectl_applied_istio_and_gateway_rules_steer_envoy() {
             .replacen("weight: 50", "weight: 100", 1),
     )
     .expect("write");
-    let (ok, out, err) = k
-        .run(&["apply", "--validate=false", "-f", &edited.to_string_lossy()])
-        .await;
-    assert!(ok, "{out}{err}");
+    k.apply(&edited.to_string_lossy()).await;
     let in_force = until_all(sx.outbound, host, "v3", Duration::from_secs(10)).await;
     eprintln!("VirtualService weight edit in force after {in_force:?}");
     assert!(in_force.is_some(), "{}", sx.log());
@@ -549,8 +546,7 @@ async fn a_route_reaches_another_namespace_only_with_its_reference_grant() {
 
     let k = Kubectl::new(&double);
     let route = example("web-to-api-httproute.yaml");
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &route]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&route).await;
     // The route is in force when web stops answering; from then on, not
     // one request reaches the other namespace.
     let status_of = |n: usize| {
@@ -615,8 +611,7 @@ async fn a_route_reaches_another_namespace_only_with_its_reference_grant() {
 
     // The other namespace grants it: the requests reach its Service.
     let grant = example("web-to-api-referencegrant.yaml");
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &grant]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&grant).await;
     assert!(
         until_body(sx.outbound, host, &[], "api-of-other").await,
         "{}",

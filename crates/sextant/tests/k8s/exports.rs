@@ -107,10 +107,7 @@ async fn rules_exported_to_some_namespaces_reach_only_their_proxies() {
     let apply = |file: &'static str| {
         let k = &k;
         async move {
-            let (ok, out, err) = k
-                .run(&["apply", "--validate=false", "-f", &example(file)])
-                .await;
-            assert!(ok, "{file}: {out}{err}");
+            k.apply(&example(file)).await;
         }
     };
     // Each namespace's own VirtualService, exported to itself only.

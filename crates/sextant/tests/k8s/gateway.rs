@@ -82,8 +82,7 @@ async fn a_gateway_api_gateway_is_served_by_a_router_envoy() {
         ],
     );
     for file in [gateways, example("storefront-httproute.yaml")] {
-        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-        assert!(ok, "{file}: {out}{err}");
+        k.apply(&file).await;
     }
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], public));
     let took = settles(at, "shop.example.com", "/api/cart", (200, "api")).await;
@@ -264,8 +263,7 @@ async fn a_gateway_is_programmed_only_once_its_routers_hold_it() {
         ],
     );
     for file in [gateways, example("storefront-httproute.yaml")] {
-        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-        assert!(ok, "{file}: {out}{err}");
+        k.apply(&file).await;
     }
 
     // Translated, accepted, the route attached, and no router: not
@@ -411,8 +409,7 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
             format!("port: {port}\n      protocol"),
         )],
     );
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&file).await;
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
 
     settles(at, "www.store.example", "/", (200, "web")).await;
@@ -504,8 +501,7 @@ async fn an_istio_gateway_serves_the_virtual_services_bound_to_it() {
             format!("number: {port}, name: http"),
         )],
     );
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&file).await;
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let took = settles(at, "bookinfo.example.com", "/api/books", (200, "api")).await;
     eprintln!("the VirtualService served at the Istio Gateway {took:?} after kubectl apply");

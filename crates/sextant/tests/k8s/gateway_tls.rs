@@ -85,8 +85,7 @@ async fn a_gateway_serves_https_with_certificates_from_secrets() {
         "secure-gateway.yaml",
         &[("port: 8443", format!("port: {port}"))],
     );
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &gateway]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&gateway).await;
 
     let started = tokio::time::Instant::now();
     let mut last = curl_https("shop.example.com", port, &ca_file).await;
@@ -251,8 +250,7 @@ async fn a_gateway_passes_tls_through_and_proxies_tcp() {
             ),
         ],
     );
-    let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-    assert!(ok, "{out}{err}");
+    k.apply(&file).await;
 
     let started = tokio::time::Instant::now();
     let mut last = curl_https("alpha.example.com", tls, &ca_file).await;
@@ -371,8 +369,7 @@ async fn an_ingress_is_served_by_the_ingress_gateways_routers() {
         secret.to_str().expect("path").to_owned(),
         example("shop-ingress.yaml"),
     ] {
-        let (ok, out, err) = k.run(&["apply", "--validate=false", "-f", &file]).await;
-        assert!(ok, "{file}: {out}{err}");
+        k.apply(&file).await;
     }
     let at = std::net::SocketAddr::from(([127, 0, 0, 1], port(80)));
     let took = settles(at, "shop.example.com", "/api/cart", (200, "api")).await;

@@ -74,10 +74,7 @@ async fn kubectl_applied_tcp_and_tls_routes_steer_envoy() {
 
     let k = Kubectl::new(&double);
     for example_file in ["db-tcproute.yaml", "edge-tlsroute.yaml"] {
-        let (ok, out, err) = k
-            .run(&["apply", "--validate=false", "-f", &example(example_file)])
-            .await;
-        assert!(ok, "{example_file}: {out}{err}");
+        k.apply(&example(example_file)).await;
     }
     // The TLS route: every connection to edge now reaches edge-v2.
     let took = until_all(edge_at, "edge", "edge-v2", bound).await;

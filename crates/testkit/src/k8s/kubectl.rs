@@ -65,6 +65,13 @@ impl Kubectl {
         )
     }
 
+    /// `kubectl apply --validate=false -f FILE` (the double keeps no
+    /// OpenAPI schema), asserting success.
+    pub async fn apply(&self, file: &str) {
+        let (ok, out, err) = self.run(&["apply", "--validate=false", "-f", file]).await;
+        assert!(ok, "kubectl apply -f {file}: {out}{err}");
+    }
+
     /// Runs kubectl, asserts success, and parses its JSON output.
     pub async fn json(&self, args: &[&str]) -> Value {
         let (ok, out, err) = self.run(args).await;
