@@ -378,7 +378,8 @@ async fn route_conditions(double: &KubeDouble, ns: &str, name: &str) -> String {
 /// namespace's route off the team's name (its status says why), All lets
 /// it onto the api name; a route to a missing Service is reported and the
 /// others keep working; a backend in another namespace answers 500 until
-/// that namespace grants it (store-cart-grant.yaml), then 200.
+/// that namespace grants it (store-cart-grant.yaml), then 200; the missing
+/// Service created, its route serves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
     let double = KubeDouble::start().await;
@@ -444,19 +445,27 @@ async fn a_teams_gateway_binds_routes_by_namespace_hostname_and_grant() {
     }
 
     // shop grants store its cart: served, the status resolved.
-    let (ok, out, err) = k
-        .run(&[
-            "apply",
-            "--validate=false",
-            "-f",
-            &example("store-cart-grant.yaml"),
-        ])
-        .await;
-    assert!(ok, "{out}{err}");
+    k.apply(&example("store-cart-grant.yaml")).await;
     settles(at, "www.store.example", "/cart", (200, "cart")).await;
     settles(at, "www.store.example", "/", (200, "web")).await;
     loop {
         let now = route_conditions(&double, "store", "www").await;
+        if now == "True/Accepted True/ResolvedRefs" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The missing Service created: the route that named it serves it, and
+    // its status resolves.
+    let retired = HttpBackend::start("retired").await;
+    service_on(&double, "store", "retired", ("http", 8080), &retired);
+    let took = settles(at, "old.store.example", "/", (200, "retired")).await;
+    eprintln!("a Service created behind a gateway route served after {took:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = route_conditions(&double, "store", "old").await;
         if now == "True/Accepted True/ResolvedRefs" {
             break;
         }
