@@ -105,10 +105,12 @@ async fn keep(
 ) {
     let mut backoff = config.backoff.delays();
     loop {
-        let held = tokio::select! {
-            r = hold(config, client, key, grace, &mut docs) => r,
-            _ = stopped.changed() => return,
-        };
+        // The hold ends itself when the holder is gone (after its last
+        // keep-alive), or on an error.
+        let held = hold(config, client, key, grace, &mut docs).await;
+        if held == STOPPED || stopped.has_changed().is_err() || *stopped.borrow() {
+            return;
+        }
         client.forget().await;
         let delay = backoff.next_delay();
         warn!(%key, error = %held, retry_ms = delay.as_millis() as u64, "cannot keep the registered entry in etcd; trying again");
@@ -119,8 +121,11 @@ async fn keep(
     }
 }
 
+/// What [`hold`] returns when the holder is gone.
+const STOPPED: &str = "stopped";
+
 /// One lease: granted, the document written on it, kept alive and
-/// written again when it moves, until an error.
+/// written again when it moves, until an error or the holder's end.
 async fn hold(
     config: &EtcdConfig,
     client: &SharedClient,
@@ -180,8 +185,14 @@ async fn hold(
             }
             changed = docs.changed() => {
                 if changed.is_err() {
-                    // The holder is gone: `keep` stops this.
-                    std::future::pending::<()>().await;
+                    // The holder is gone: one last keep-alive, answered, so
+                    // that the entry outlives the stream by the whole grace
+                    // period (not what is left since the last tick). Then
+                    // the lease runs out on its own.
+                    if keeper.keep_alive().await.is_ok() {
+                        let _ = tokio::time::timeout(grace, answers.message()).await;
+                    }
+                    return STOPPED.into();
                 }
                 let doc = write(&docs.borrow_and_update());
                 if let Err(e) = client.put(key, doc, lease).await {
